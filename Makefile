@@ -1,0 +1,38 @@
+# ssmc developer entry points. `make demo` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+EXAMPLE := examples/digits/digits_s4d_step.onnx
+OUT ?= build
+
+.PHONY: setup demo test export-examples clean help
+
+help:
+	@echo "make demo   - set up the venv, compile the shipped example, run it"
+	@echo "make test   - set up the venv and run the test suite"
+	@echo "make export-examples - retrain and re-export the example models (separate torch venv)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@PY310=$$(tools/find-python310) || exit 1; \
+	if [ ! -x $(PY) ]; then echo "creating $(VENV) with $$PY310"; "$$PY310" -m venv $(VENV) || exit 1; fi
+	$(PY) -m pip install --quiet --upgrade "pip>=23"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	@mkdir -p $(OUT)
+	$(VENV)/bin/ssmc inspect $(EXAMPLE)
+	$(VENV)/bin/ssmc compile $(EXAMPLE) -o $(OUT)/net.lava --readout mean
+	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --compare-onnx $(EXAMPLE)
+
+test: setup
+	$(PY) -m pytest tests
+
+export-examples:
+	bash examples/digits/export.sh
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,201 @@
+"""net.lava, format v1: a versioned, self-describing, deterministic zip.
+
+Entries (all listed with their sha256 in the manifest):
+
+    manifest.json     format name and version, ssmc version, source model hash,
+                      pipeline, options, entry checksums
+    ir.txt            the IR text form, tensors written as @references
+    tensors/<k>.npy   one .npy per tensor (no pickles)
+    report.json       what the frontend recognised and what each pass did
+
+Writing is atomic (temporary file in the same folder, then rename) and
+byte-identical for the same content: fixed entry order, timestamps and
+permissions, and no wall-clock data. Reading checks every entry's checksum
+and refuses a newer format, a truncated or damaged archive, and unexpected
+entries, each with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ssmc import __version__
+from ssmc.errors import BundleError, SsmcError
+from ssmc.ir.graph import Graph
+from ssmc.ir.text import parse_graph, print_graph
+from ssmc.ir.verify import verify
+
+FORMAT_NAME = "ssmc.net"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+# Refuse archives that would inflate beyond this (a zip bomb or a wrong file).
+MAX_UNPACKED_BYTES = 2 * 1024 ** 3
+_FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass
+class Bundle:
+    """Everything net.lava holds, in memory."""
+
+    graph: Graph
+    source: dict = field(default_factory=dict)  # file name, sha256, size of the ONNX model
+    pipeline: str = ""
+    options: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    ssmc_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode(bundle: Bundle) -> bytes:
+    """The bytes of the net.lava file for `bundle`."""
+    verify(bundle.graph)
+    tensors: dict[str, np.ndarray] = {}
+    entries: dict[str, bytes] = {"ir.txt": print_graph(bundle.graph, tensors=tensors).encode()}
+    for key in sorted(tensors):
+        entries[f"tensors/{key}.npy"] = _npy_bytes(tensors[key])
+    entries["report.json"] = _json_bytes(bundle.report)
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "ssmc_version": bundle.ssmc_version,
+        "source": bundle.source,
+        "pipeline": bundle.pipeline,
+        "options": bundle.options,
+        "entries": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(entries.items())},
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in [(MANIFEST, _json_bytes(manifest))] + sorted(entries.items()):
+            info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            info.create_system = 3
+            zf.writestr(info, data, compresslevel=6)
+    return buf.getvalue()
+
+
+def save(bundle: Bundle, path: str | os.PathLike) -> None:
+    """Write `bundle` to `path` atomically: a reader sees the old file or the whole new one."""
+    path = os.fspath(path)
+    data = encode(bundle)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SsmcError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".net.lava.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load(path: str | os.PathLike) -> Bundle:
+    """Read and validate a net.lava file."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a directory, expected a net.lava file") from None
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read ({e.strerror})") from None
+    return decode(data, name=os.path.basename(path))
+
+
+def decode(data: bytes, name: str = "net.lava") -> Bundle:
+    """Parse and validate net.lava bytes."""
+    if not data:
+        raise BundleError(f"{name}: the file is empty")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+        raise BundleError(f"{name}: not a net.lava file, or truncated ({e})") from None
+    if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
+        raise BundleError(f"{name}: unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB; refusing it")
+
+    def read(entry: str) -> bytes:
+        try:
+            return zf.read(entry)
+        except KeyError:
+            raise BundleError(f"{name}: damaged: entry {entry} is missing") from None
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+            raise BundleError(f"{name}: damaged: cannot read entry {entry} ({e})") from None
+
+    try:
+        manifest = json.loads(read(MANIFEST))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BundleError(f"{name}: damaged: manifest.json is not valid JSON") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{name}: damaged: manifest.json is not an object")
+    if manifest.get("format") != FORMAT_NAME:
+        raise BundleError(f"{name}: not a net.lava file (manifest format is {manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{name}: damaged: manifest has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{name}: written in net.lava format {version} by ssmc "
+                          f"{manifest.get('ssmc_version', '?')}; this ssmc {__version__} reads format "
+                          f"{FORMAT_VERSION} and older: upgrade ssmc")
+    entries = manifest.get("entries")
+    if not isinstance(entries, dict):
+        raise BundleError(f"{name}: damaged: manifest lists no entries")
+    present = {i.filename for i in infos} - {MANIFEST}
+    extra = present - set(entries)
+    if extra:
+        raise BundleError(f"{name}: damaged: unexpected entry {sorted(extra)[0]} not listed in the manifest")
+    contents = {}
+    for entry, digest in sorted(entries.items()):
+        blob = read(entry)
+        if hashlib.sha256(blob).hexdigest() != digest:
+            raise BundleError(f"{name}: damaged: checksum mismatch in {entry}")
+        contents[entry] = blob
+
+    tensors = {}
+    for entry, blob in contents.items():
+        if entry.startswith("tensors/") and entry.endswith(".npy"):
+            try:
+                tensors[entry[len("tensors/"):-4]] = np.load(io.BytesIO(blob), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise BundleError(f"{name}: damaged: {entry} is not a valid .npy ({e})") from None
+    try:
+        graph = parse_graph(contents["ir.txt"].decode(), tensors=tensors)
+        verify(graph)
+        report = json.loads(contents.get("report.json", b"{}"))
+    except KeyError:
+        raise BundleError(f"{name}: damaged: ir.txt is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{name}: damaged: {e}") from None
+    except SsmcError as e:
+        raise BundleError(f"{name}: the IR inside does not load: {e}") from None
+    return Bundle(graph=graph, source=manifest.get("source", {}), pipeline=manifest.get("pipeline", ""),
+                  options=manifest.get("options", {}), report=report,
+                  ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)

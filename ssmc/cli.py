@@ -1,0 +1,301 @@
+"""The `ssmc` command. Thin: each subcommand parses options and calls the library.
+
+Errors a user can cause print one line, `ssmc: error: ...`, and exit 1
+(2 for bad command-line usage). Anything else is an ssmc bug: it prints a
+one-line internal error (set SSMC_DEBUG=1 for the traceback) and exits 70.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from ssmc import __version__
+from ssmc.errors import InputDataError, SsmcError
+
+EXAMPLE = "examples/digits/digits_s4d_step.onnx"
+
+
+def _log(quiet: bool):
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(f"[{time.perf_counter() - start:6.2f}s] {msg}", file=sys.stderr, flush=True)
+    return log
+
+
+# -- compile --------------------------------------------------------------------
+def cmd_compile(args) -> int:
+    import ssmc
+    from ssmc.ir.text import print_graph
+
+    log = _log(args.quiet)
+
+    def after_pass(p, graph, changed):
+        if args.print_ir_after in ("all", p.name):
+            print(f"// ----- IR after {p.name}{'' if changed else ' (unchanged)'} -----")
+            print(print_graph(graph, elide=True), end="")
+
+    net = ssmc.compile(args.model, passes=args.passes, readout=args.readout, verify_each=not args.no_verify,
+                       after_pass=after_pass, log=log)
+    net.save(args.output)
+    log(f"wrote {args.output} ({os.path.getsize(args.output)} bytes)")
+    return 0
+
+
+# -- inspect --------------------------------------------------------------------
+def cmd_inspect(args) -> int:
+    from ssmc.frontend import import_onnx
+    from ssmc.ir.text import print_graph
+
+    graph, report, loaded = import_onnx(args.model, readout=args.readout)
+    if args.format == "json":
+        print(json.dumps({"model": report.model_name, "sha256": loaded.sha256, "states": report.states,
+                          "layers": [_jsonable(l) for l in report.layers]}, indent=2, sort_keys=True))
+        return 0
+    print(f"{report.model_name}  ({loaded.size} bytes, sha256 {loaded.sha256[:12]})")
+    print(f"token input '{report.inputs[0]}', {len(report.states)} recurrent state(s)")
+    total = 0
+    for layer in report.layers:
+        op = graph.op(layer["name"])
+        n_params = sum(int(np.asarray(v).size) * (2 if np.iscomplexobj(v) else 1) for v in op.params.values())
+        total += n_params
+        print(f"  {_describe_op(op):44s} params {n_params:7d}   from {layer['source']}")
+        for note in layer.get("notes", []):
+            print(f"  {'':44s} {note}")
+    print(f"total parameters: {total} (complex values count twice)")
+    if args.ir:
+        print()
+        print(print_graph(graph, elide=True), end="")
+    return 0
+
+
+def _describe_op(op) -> str:
+    shape = "x".join(str(d) for d in op.shape)
+    if op.kind == "s4d":
+        H, M = op.params["C"].shape
+        return f"%{op.name} s4d H={H} N={2 * M} ({M} complex modes), {op.attrs['form']}"
+    if op.kind == "linear":
+        w = op.params["weight"]
+        return f"%{op.name} linear {w.shape[1]} -> {w.shape[0]}{'' if 'bias' in op.params else ' (no bias)'}"
+    if op.kind == "activation":
+        return f"%{op.name} activation {op.attrs['fn']} -> [{shape}]"
+    if op.kind == "pool":
+        return f"%{op.name} pool running {op.attrs['mode']} -> [{shape}]"
+    return f"%{op.name} {op.kind} [{shape}]"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# -- run ------------------------------------------------------------------------
+def _load_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise InputDataError(f"{path}: not a .npy or .npz file ({e})") from None
+    labels = None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        if "x" not in data.files:
+            raise InputDataError(f"{path}: an .npz input needs an array named 'x' (has {data.files})")
+        x = data["x"]
+        labels = data["y"] if "y" in data.files else None
+    else:
+        x = data
+    if labels_path:
+        try:
+            labels = np.load(labels_path, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError, EOFError) as e:
+            raise InputDataError(f"{labels_path}: cannot read labels ({e})") from None
+    if x.ndim == 2:
+        x = x[None]  # one sequence
+    if labels is not None:
+        if labels.ndim != 1 or len(labels) != len(x) or not np.issubdtype(labels.dtype, np.integer):
+            raise InputDataError(f"labels must be integers, one per sequence ({len(x)}), got "
+                                 f"{labels.dtype}{list(labels.shape)}")
+    return x, labels
+
+
+def cmd_run(args) -> int:
+    import ssmc
+
+    log = _log(args.quiet)
+    net = ssmc.load(args.net)
+    x, labels = _load_inputs(args.input, args.labels)
+    if args.limit:
+        x = x[:args.limit]
+        labels = labels[:args.limit] if labels is not None else None
+    log(f"running {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens on the {args.engine} engine")
+    y = net.run(x, engine=args.engine)
+    log("done")
+    final = y[:, -1, :]
+    print(f"outputs: {list(y.shape)} (batch, tokens, outputs); engine {args.engine}")
+    if net.options.get("readout", "none") == "none":
+        print("note: compiled without --readout; predictions use the last token's output")
+    pred = final.argmax(axis=-1)
+    print(f"predictions (first 10): {pred[:10].tolist()}")
+    if labels is not None:
+        acc = float((pred == labels).mean())
+        print(f"accuracy: {100 * acc:.2f}% ({int((pred == labels).sum())}/{len(labels)})")
+    if args.compare_onnx:
+        from ssmc.frontend.load import load_model
+        from ssmc.runtime.onnx_ref import run_step_onnx
+
+        loaded = load_model(args.compare_onnx)
+        if net.source.get("sha256") and loaded.sha256 != net.source["sha256"]:
+            print(f"warning: {args.compare_onnx} is not the model this net was compiled from", file=sys.stderr)
+        ref = run_step_onnx(loaded.model, x)
+        readout = net.options.get("readout", "none")
+        if readout != "none":  # the ONNX model has no pool: apply the same running reduction to its outputs
+            ref = np.cumsum(ref, axis=1)
+            if readout == "mean":
+                ref = ref / np.arange(1, ref.shape[1] + 1)[None, :, None]
+        scale = float(np.abs(ref).max()) or 1.0
+        err = float(np.abs(y - ref).max())
+        print(f"vs onnxruntime on {os.path.basename(args.compare_onnx)}: max abs error {err:.3e} "
+              f"({err / scale:.3e} of the output scale {scale:.3g})")
+    if args.output:
+        np.save(args.output, y)
+        print(f"wrote {args.output}")
+    return 0
+
+
+# -- passes ---------------------------------------------------------------------
+def cmd_passes(args) -> int:
+    import dataclasses
+
+    from ssmc.passes import DEFAULT_PIPELINE, available_passes
+
+    for name, cls in available_passes().items():
+        print(f"{name:24s} [{cls.kind}] {_summary_line(cls)}")
+        for f in dataclasses.fields(cls):
+            print(f"{'':26s}{f.name.replace('_', '-')}: {getattr(f.type, '__name__', f.type)} = {f.default}")
+    print(f"\ndefault pipeline: {DEFAULT_PIPELINE}")
+    return 0
+
+
+def _summary_line(cls) -> str:
+    """A pass's one-line description: its module docstring's first line, minus the name."""
+    doc = sys.modules[cls.__module__].__doc__ or ""
+    if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):  # dataclasses invent a docstring
+        doc = cls.__doc__
+    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    return first.split(":", 1)[-1].strip() if first.startswith(cls.name) else first
+
+
+# -- argument parsing -----------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="ssmc", formatter_class=fmt,
+        description="Compile diagonal state-space models (S4D) from ONNX to Intel Loihi 2.",
+        epilog=f"""typical session:
+  ssmc inspect {EXAMPLE}                 what the frontend recognises
+  ssmc compile {EXAMPLE} -o net.lava --readout mean
+  ssmc run net.lava --input examples/digits/digits_test.npz
+
+The ONNX model must be in step form: one token in, the recurrent states in,
+the output and the next states out (docs/onnx_step_form.md).""")
+    p.add_argument("--version", action="version", version=f"ssmc {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("compile", formatter_class=fmt, help="compile an ONNX step-form model into net.lava",
+                       description="Import a step-form ONNX model, run the pass pipeline, write net.lava.",
+                       epilog=f"""examples:
+  ssmc compile {EXAMPLE} -o net.lava
+  ssmc compile model.onnx -o net.lava --readout mean          classify by the mean over tokens
+  ssmc compile model.onnx -o net.lava --print-ir-after all    show the IR between passes""")
+    c.add_argument("model", help="the .onnx file (step form)")
+    c.add_argument("-o", "--output", required=True, help="where to write the compiled net (e.g. net.lava)")
+    c.add_argument("--readout", choices=("none", "sum", "mean"), default="none",
+                   help="append a running pool over tokens to the output: 'mean' for sequence "
+                        "classification by mean pooling (default: none, per-token outputs)")
+    c.add_argument("--passes", default=None, metavar="PIPELINE",
+                   help="pass pipeline, e.g. 'canonicalize' (see `ssmc passes`; default: the standard pipeline)")
+    c.add_argument("--print-ir-after", metavar="PASS|all", help="print the IR (tensors summarised) after a pass")
+    c.add_argument("--no-verify", action="store_true", help="skip the IR verifier between passes (faster, unsafe)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    c.set_defaults(func=cmd_compile)
+
+    i = sub.add_parser("inspect", formatter_class=fmt, help="show what the frontend recognises in an ONNX model",
+                       description="Import the model and list its layers (H, N, parameters, where each came "
+                                   "from) without compiling.",
+                       epilog=f"""examples:
+  ssmc inspect {EXAMPLE}
+  ssmc inspect model.onnx --ir            also print the model-level IR
+  ssmc inspect model.onnx --format json   for scripts""")
+    i.add_argument("model", help="the .onnx file")
+    i.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    i.add_argument("--ir", action="store_true", help="also print the IR, tensors summarised")
+    i.add_argument("--readout", choices=("none", "sum", "mean"), default="none", help="as for compile")
+    i.set_defaults(func=cmd_inspect)
+
+    r = sub.add_parser("run", formatter_class=fmt, help="run a compiled net on input sequences",
+                       description="Run net.lava on sequences and print predictions (and accuracy, given labels).",
+                       epilog="""examples:
+  ssmc run net.lava --input examples/digits/digits_test.npz
+  ssmc run net.lava --input x.npy --labels y.npy --output y_pred.npy
+  ssmc run net.lava --input x.npy --compare-onnx model.onnx     agreement with onnxruntime
+
+input: .npy of shape [batch, tokens, features] (or [tokens, features] for one
+sequence), or .npz with 'x' and optional integer labels 'y'.""")
+    r.add_argument("net", help="a net.lava file from `ssmc compile`")
+    r.add_argument("--input", required=True, help=".npy or .npz input sequences")
+    r.add_argument("--labels", help=".npy of integer labels, one per sequence")
+    r.add_argument("--engine", choices=("float",), default="float",
+                   help="float: the float64 reference (fixed-point engines come with the SSM passes)")
+    r.add_argument("--compare-onnx", metavar="MODEL", help="also run MODEL with onnxruntime and report the error")
+    r.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
+    r.add_argument("--output", help="save the per-token outputs to this .npy")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    r.set_defaults(func=cmd_run)
+
+    ps = sub.add_parser("passes", help="list the available passes and their options",
+                        description="List every registered pass, its kind, one-line description and options.")
+    ps.set_defaults(func=cmd_passes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "passes", "x") is None:
+        from ssmc.passes import DEFAULT_PIPELINE
+        args.passes = DEFAULT_PIPELINE
+    try:
+        return args.func(args)
+    except SsmcError as e:
+        msg = str(e)
+        print(f"ssmc: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ssmc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in ssmc: say so in one line, keep the traceback for SSMC_DEBUG
+        if os.environ.get("SSMC_DEBUG"):
+            raise
+        print(f"ssmc: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(this is a bug in ssmc; rerun with SSMC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""One exception hierarchy for everything ssmc reports to a user.
+
+Every error a user can cause (bad file, unsupported op, shape that does not fit)
+is an `SsmcError`; the CLI prints its message on one line and exits non-zero.
+Anything else escaping the library is a bug in ssmc.
+"""
+
+
+class SsmcError(Exception):
+    """Base of all errors ssmc raises on purpose."""
+
+
+class ModelLoadError(SsmcError):
+    """The input file is not a readable, valid ONNX model."""
+
+
+class UnsupportedModelError(SsmcError):
+    """The ONNX graph is valid but uses something the frontend does not map."""
+
+
+class IRError(SsmcError):
+    """A broken IR: failed verification, or text that does not parse."""
+
+
+class BundleError(SsmcError):
+    """A net.lava file that is damaged, truncated or from a newer format."""
+
+
+class InputDataError(SsmcError):
+    """User data (inputs, labels, calibration) of the wrong shape or type."""

@@ -1,0 +1,29 @@
+"""ONNX frontend: load a step-form model and recognise it as model-level IR."""
+
+from __future__ import annotations
+
+import os
+
+from ssmc.frontend.convert import ImportReport, convert
+from ssmc.frontend.load import LoadedModel, load_model
+from ssmc.ir.graph import Graph
+
+READOUTS = ("none", "sum", "mean")
+
+
+def import_onnx(path: str | os.PathLike, readout: str = "none") -> tuple[Graph, ImportReport, LoadedModel]:
+    """Load `path` and convert it; `readout` appends a running pool over time.
+
+    Returns the verified graph, what was recognised, and the loaded model
+    (with its sha256, recorded in net.lava).
+    """
+    if readout not in READOUTS:
+        from ssmc.errors import SsmcError
+        raise SsmcError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
+    loaded = load_model(path)
+    graph, report = convert(loaded.model, name=os.path.basename(os.fspath(path)), readout=readout)
+    graph.attrs["source_sha256"] = loaded.sha256
+    return graph, report, loaded
+
+
+__all__ = ["import_onnx", "ImportReport", "LoadedModel", "READOUTS"]

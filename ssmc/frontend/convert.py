@@ -1,0 +1,356 @@
+"""ONNX step-form model -> model-level IR.
+
+The step-form contract (docs/onnx_step_form.md): the first graph input is the
+token x [batch, features]; every further input is a recurrent state whose next
+value is the graph output at the same position after the first output, which is
+the model's output y [batch, outputs].
+
+Conversion: clean the graph with onnx-graphsurgeon (fold constants, drop dead
+nodes), recognise each recurrence (S4D layers, running pools) by measurement,
+then map the remaining nodes one unit at a time (linears, activations, GLU,
+residual adds, LayerNorm, reshapes that keep the per-token shape). A node no
+unit claims is an error that names it, its op and what is supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ssmc.errors import IRError, UnsupportedModelError
+from ssmc.frontend.elementwise import ANCHORS, match_activation
+from ssmc.frontend.gsutil import GraphIndex, describe
+from ssmc.frontend.recurrence import Recurrence, find_recurrence
+from ssmc.frontend.subgraph import opset_of
+from ssmc.ir.graph import Graph, Op
+from ssmc.ir.ops import schema
+from ssmc.ir.verify import verify
+
+SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout), "
+             "running sums; Gemm; MatMul (+Add) with constant weights; Add of two tensors (residual); "
+             "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
+             "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]")
+PASS_THROUGH = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+FULL_SEQUENCE_OPS = {"DFT", "STFT", "Conv", "ConvTranspose", "Scan", "Loop"}
+
+
+@dataclass
+class Unit:
+    """A piece of the ONNX graph that becomes one IR op (or an alias)."""
+
+    kind: str  # IR op kind, or "alias"
+    inputs: list[str]  # ONNX tensor names
+    output: str  # ONNX tensor name
+    nodes: set[int]
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    source: str = ""  # what it came from, for the import report
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport:
+    """What the frontend recognised, for `ssmc inspect` and the compile log."""
+
+    model_name: str
+    inputs: list[str]
+    states: list[tuple[str, str]]
+    layers: list[dict]  # one per IR op: name, kind, shape, source, notes
+
+
+def _check_contract(ix: GraphIndex, name: str) -> tuple[str, list[tuple[str, str]], str]:
+    g = ix.graph
+    full_seq = sorted({n.op for n in ix.nodes if n.op in FULL_SEQUENCE_OPS})
+    if full_seq:
+        raise UnsupportedModelError(
+            f"{name}: this is a full-sequence export (it uses {', '.join(full_seq)}): the S4D kernel is baked "
+            "into convolution/DFT constants and A, B, C are not in the graph. Export the step form instead: "
+            "one token in, the state in, the output and the next state out, e.g. "
+            "torch.onnx.export(step_module, (x_t, state0, ...), 'model.onnx', dynamo=False) "
+            "(see docs/onnx_step_form.md)")
+    if not g.inputs:
+        raise UnsupportedModelError(f"{name}: the graph has no inputs")
+    x = g.inputs[0]
+    if x.shape is None or len(x.shape) != 2:
+        rank = "unknown" if x.shape is None else len(x.shape)
+        raise UnsupportedModelError(
+            f"{name}: token input '{x.name}' has rank {rank}, shape {x.shape}; ssmc expects a step-form model "
+            "whose first input is one token [batch, features] (see docs/onnx_step_form.md)")
+    if not isinstance(x.shape[1], int):
+        raise UnsupportedModelError(f"{name}: token input '{x.name}' needs a static feature size, has {x.shape}")
+    if x.dtype not in (np.float32, np.float64, np.float16):
+        raise UnsupportedModelError(f"{name}: token input '{x.name}' must be float, is {x.dtype}")
+    states_in, outs = g.inputs[1:], g.outputs
+    if not outs:
+        raise UnsupportedModelError(f"{name}: the graph has no outputs")
+    if len(outs) - 1 != len(states_in):
+        raise UnsupportedModelError(
+            f"{name}: {len(states_in)} state input(s) but {len(outs) - 1} state output(s); the step form lists "
+            "states in the same order after the first input and after the first output")
+    pairs = []
+    for s_in, s_out in zip(states_in, outs[1:]):
+        if s_in.shape is None or s_out.shape is None or list(s_in.shape)[1:] != list(s_out.shape)[1:]:
+            raise UnsupportedModelError(
+                f"{name}: state input '{s_in.name}' {s_in.shape} and output '{s_out.name}' {s_out.shape} "
+                "do not match; states must come back in the same order and shape")
+        pairs.append((s_in.name, s_out.name))
+    y = outs[0]
+    if y.shape is None or len(y.shape) != 2:
+        raise UnsupportedModelError(f"{name}: output '{y.name}' has shape {y.shape}; expected [batch, outputs]")
+    return x.name, pairs, y.name
+
+
+def _linear_unit(ix: GraphIndex, n: gs.Node, claimed: set[int]) -> Unit | None:
+    dyn = ix.dynamic_inputs(n)
+    if n.op == "Gemm":
+        a, b = n.inputs[0].name, n.inputs[1].name
+        if len(dyn) != 1 or dyn[0] != a or ix.const(b) is None or n.attrs.get("transA", 0):
+            return None
+        W = ix.const(b).astype(np.float64) * n.attrs.get("alpha", 1.0)
+        W = W if n.attrs.get("transB", 0) else W.T  # -> [out, in]
+        bias = None
+        if len(n.inputs) > 2 and n.inputs[2].name:
+            c = ix.const(n.inputs[2].name)
+            if c is None:
+                return None
+            bias = np.broadcast_to(c.astype(np.float64).reshape(-1) * n.attrs.get("beta", 1.0), (W.shape[0],))
+        return _make_linear(W, bias, a, n.outputs[0].name, {id(n)}, describe(n))
+    if n.op == "MatMul":
+        a, b = n.inputs[0].name, n.inputs[1].name
+        W = ix.const(b)
+        if len(dyn) != 1 or dyn[0] != a or W is None or W.ndim != 2:
+            return None
+        out, nodes, bias = n.outputs[0].name, {id(n)}, None
+        users = ix.consumers.get(out, [])
+        if len(users) == 1 and users[0].op == "Add" and out not in ix.graph_outputs:
+            add = users[0]
+            other = [t.name for t in add.inputs if t.name != out]
+            c = ix.const(other[0]) if len(other) == 1 else None
+            if c is not None and c.size == W.shape[1]:
+                bias, out, nodes = c.reshape(-1).astype(np.float64), add.outputs[0].name, nodes | {id(add)}
+        return _make_linear(W.T.astype(np.float64), bias, a, out, nodes, describe(n))
+    return None
+
+
+def _make_linear(W, bias, x, y, nodes, source) -> Unit:
+    params = {"weight": np.ascontiguousarray(W, dtype=np.float32)}
+    if bias is not None:
+        params["bias"] = np.ascontiguousarray(bias, dtype=np.float32)
+    return Unit("linear", [x], y, nodes, params=params, source=source)
+
+
+def _scalar_affine_unit(ix: GraphIndex, n: gs.Node, width: int | None) -> Unit | None:
+    """Add/Sub/Mul/Div of a tensor by a constant, as a diagonal linear."""
+    if n.op not in ("Add", "Sub", "Mul", "Div") or width is None:
+        return None
+    dyn = ix.dynamic_inputs(n)
+    consts = [t.name for t in n.inputs if ix.is_const(t.name)]
+    if len(dyn) != 1 or len(consts) != 1:
+        return None
+    c = ix.const(consts[0]).astype(np.float64).reshape(-1)
+    if c.size not in (1, width):
+        return None
+    c = np.broadcast_to(c, (width,))
+    x_first = n.inputs[0].name == dyn[0]
+    if n.op == "Add":
+        W, b = np.eye(width), c
+    elif n.op == "Sub":
+        W, b = (np.eye(width), -c) if x_first else (-np.eye(width), c)
+    elif n.op == "Mul":
+        W, b = np.diag(c), None
+    else:
+        if not x_first or np.any(c == 0):
+            return None
+        W, b = np.diag(1.0 / c), None
+    return _make_linear(W, b, dyn[0], n.outputs[0].name, {id(n)}, describe(n) + " as a diagonal linear")
+
+
+def _glu_unit(ix: GraphIndex, n: gs.Node, claimed: set[int]) -> Unit | None:
+    """Split(z) -> a, b; Mul(a, Sigmoid(b))  ==  glu(z)."""
+    if n.op != "Split" or len(n.outputs) != 2:
+        return None
+    z = n.inputs[0].name
+    shape = ix.shape(z)
+    if shape is None or len(shape) != 2 or n.attrs.get("axis", 0) not in (-1, 1):
+        return None
+    if len(n.inputs) > 1 and n.inputs[1].name:
+        sizes = ix.const(n.inputs[1].name)
+        if sizes is None or len(set(sizes.tolist())) != 1:
+            return None
+    a, b = n.outputs[0].name, n.outputs[1].name
+    sig = ix.consumers.get(b, [])
+    if len(sig) != 1 or sig[0].op != "Sigmoid":
+        return None
+    mul = ix.consumers.get(sig[0].outputs[0].name, [])
+    if len(mul) != 1 or mul[0].op != "Mul" or {t.name for t in mul[0].inputs} != {a, sig[0].outputs[0].name}:
+        return None
+    if len(ix.consumers.get(a, [])) != 1:
+        return None
+    return Unit("activation", [z], mul[0].outputs[0].name, {id(n), id(sig[0]), id(mul[0])},
+                attrs={"fn": "glu"}, source=describe(n) + " + Sigmoid + Mul")
+
+
+def _layernorm_unit(ix: GraphIndex, n: gs.Node) -> Unit | None:
+    if n.op != "LayerNormalization":
+        return None
+    x = n.inputs[0].name
+    shape = ix.shape(x)
+    if shape is None or len(shape) != 2 or n.attrs.get("axis", -1) not in (-1, 1):
+        raise UnsupportedModelError(f"{describe(n)}: LayerNormalization is supported over the last axis of "
+                                    f"[batch, C]; here axis={n.attrs.get('axis', -1)} on shape {shape}")
+    C = shape[1]
+    w = ix.const(n.inputs[1].name) if len(n.inputs) > 1 else None
+    b = ix.const(n.inputs[2].name) if len(n.inputs) > 2 and n.inputs[2].name else np.zeros(C)
+    if w is None or b is None:
+        raise UnsupportedModelError(f"{describe(n)}: LayerNormalization needs constant scale and bias")
+    if len(n.outputs) > 1 and any(o.name and ix.consumers.get(o.name) for o in n.outputs[1:]):
+        raise UnsupportedModelError(f"{describe(n)}: the mean/inv-std outputs of LayerNormalization are used; "
+                                    "only the normalised output is supported")
+    return Unit("norm", [x], n.outputs[0].name, {id(n)},
+                attrs={"kind": "layernorm", "eps": float(n.attrs.get("epsilon", 1e-5))},
+                params={"weight": np.broadcast_to(w.reshape(-1), (C,)).astype(np.float32),
+                        "bias": np.broadcast_to(b.reshape(-1), (C,)).astype(np.float32)},
+                source=describe(n))
+
+
+def _alias_unit(ix: GraphIndex, n: gs.Node) -> Unit | None:
+    if n.op not in PASS_THROUGH:
+        return None
+    dyn = ix.dynamic_inputs(n)
+    if len(dyn) != 1 or n.inputs[0].name != dyn[0]:
+        return None
+    si, so = ix.shape(dyn[0]), ix.shape(n.outputs[0].name)
+    if si is None or so is None or len(si) != 2 or len(so) != 2 or si[1] != so[1]:
+        return None
+    if n.op == "Cast" and n.attrs.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+        return None
+    return Unit("alias", [dyn[0]], n.outputs[0].name, {id(n)}, source=describe(n))
+
+
+def _width(ix: GraphIndex, name: str) -> int | None:
+    s = ix.shape(name)
+    return s[1] if s is not None and len(s) == 2 and isinstance(s[1], int) else None
+
+
+def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int) -> list[Unit]:
+    units: list[Unit] = []
+    claimed: set[int] = set()
+    for s_in, s_out in pairs:
+        rec: Recurrence = find_recurrence(ix, raw, s_in, s_out, opset)
+        if rec.nodes & claimed:
+            raise UnsupportedModelError(f"state '{s_in}': its layer overlaps another recurrence")
+        claimed |= rec.nodes
+        units.append(Unit(rec.kind, [rec.u], rec.y, rec.nodes, attrs=rec.attrs, params=rec.params,
+                          source=f"state '{s_in}' -> '{s_out}'", notes=rec.notes))
+    # GLU before activations: its Sigmoid belongs to it.
+    for n in ix.nodes:
+        if id(n) not in claimed:
+            u = _glu_unit(ix, n, claimed)
+            if u:
+                units.append(u)
+                claimed |= u.nodes
+    for n in ix.nodes:
+        if id(n) in claimed or n.op not in ANCHORS:
+            continue
+        m = match_activation(ix, n, claimed)
+        if m is not None:
+            units.append(Unit("activation", [m.x], m.y, m.nodes, attrs={"fn": m.fn},
+                              source=f"{len(m.nodes)} node(s) from {describe(n)}"))
+            claimed |= m.nodes
+    for n in ix.nodes:
+        if id(n) in claimed:
+            continue
+        u = (_linear_unit(ix, n, claimed) or _layernorm_unit(ix, n) or _alias_unit(ix, n)
+             or _scalar_affine_unit(ix, n, _width(ix, ix.dynamic_inputs(n)[0]) if ix.dynamic_inputs(n) else None))
+        if u is None and n.op == "Add":
+            dyn = ix.dynamic_inputs(n)
+            if len(dyn) == 2 and len(n.inputs) == 2:
+                u = Unit("add", dyn, n.outputs[0].name, {id(n)}, source=describe(n))
+        if u is None:
+            raise UnsupportedModelError(_unsupported_message(ix, n))
+        units.append(u)
+        claimed |= u.nodes
+    return units
+
+
+def _unsupported_message(ix: GraphIndex, n: gs.Node) -> str:
+    shapes = ", ".join(f"{t.name}: {list(t.shape) if t.shape is not None else '?'}"
+                       for t in n.inputs if t.name and not ix.is_const(t.name))
+    if n.domain and n.domain not in ("", "ai.onnx"):
+        why = f"custom domain '{n.domain}' has no handler"
+    else:
+        why = "this op, or this use of it, is not supported"
+    return (f"{describe(n)}: {why} (inputs {shapes or 'none'}). Supported: {SUPPORTED}. "
+            "If the op is part of an S4D layer, check the state layout in docs/onnx_step_form.md")
+
+
+def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") -> tuple[Graph, ImportReport]:
+    """Convert a loaded step-form model to a verified model-level Graph."""
+    opset = opset_of(model)
+    raw_graph = gs.import_onnx(model)
+    folded = gs.import_onnx(model)
+    try:
+        folded.fold_constants(error_ok=False).cleanup(remove_unused_graph_inputs=False)
+    except Exception as e:  # graphsurgeon reports folding failures with assorted types
+        raise UnsupportedModelError(f"{name}: constant folding failed: {str(e).splitlines()[0]}") from None
+    raw, ix = GraphIndex(raw_graph), GraphIndex(folded)
+    x_name, pairs, y_name = _check_contract(ix, name)
+    units = _units(ix, raw, pairs, opset)
+    units.sort(key=lambda u: ix.tensor_index(u.output))
+
+    graph = Graph(_ir_name(name))
+    value_of: dict[str, str] = {}
+    counters: dict[str, int] = {}
+    x_op = graph.add(Op("x", "input", attrs={"size": int(ix.shape(x_name)[1])}, shape=(int(ix.shape(x_name)[1]),)))
+    value_of[x_name] = x_op.name
+    layers = [dict(name="x", kind="input", shape=list(x_op.shape), source=f"graph input '{x_name}'", notes=[])]
+    for u in units:
+        missing = [t for t in u.inputs if t not in value_of]
+        if missing:
+            raise UnsupportedModelError(f"{name}: '{u.source}' reads '{missing[0]}', which is not computed from "
+                                        f"the token input '{x_name}' by supported ops")
+        if u.kind == "alias":
+            value_of[u.output] = value_of[u.inputs[0]]
+            continue
+        op = _ir_op(graph, u, [value_of[t] for t in u.inputs], counters)
+        value_of[u.output] = op.name
+        layers.append(dict(name=op.name, kind=op.kind, shape=list(op.shape), source=u.source, notes=u.notes,
+                           attrs=dict(op.attrs)))
+    if y_name not in value_of:
+        raise UnsupportedModelError(f"{name}: output '{y_name}' is not computed from the token input")
+    last = value_of[y_name]
+    if readout != "none":
+        pool = graph.add(Op(graph.fresh_name("readout"), "pool", (last,), attrs={"mode": readout},
+                            shape=graph.op(last).shape))
+        layers.append(dict(name=pool.name, kind="pool", shape=list(pool.shape),
+                           source=f"--readout {readout}", notes=[], attrs={"mode": readout}))
+        last = pool.name
+    out = graph.add(Op(graph.fresh_name("y"), "output", (last,), shape=graph.op(last).shape))
+    layers.append(dict(name=out.name, kind="output", shape=list(out.shape), source=f"graph output '{y_name}'",
+                       notes=[]))
+    verify(graph)
+    return graph, ImportReport(model_name=name, inputs=[x_name], states=pairs, layers=layers)
+
+
+def _ir_name(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    base = base[:-5] if base.endswith(".onnx") else base
+    return Graph().fresh_name(base or "model")
+
+
+def _ir_op(graph: Graph, u: Unit, inputs: list[str], counters: dict[str, int]) -> Op:
+    prefix = {"linear": "linear", "s4d": "s4d", "activation": u.attrs.get("fn", "act"), "add": "add",
+              "norm": "norm", "pool": "pool"}.get(u.kind, u.kind)
+    i = counters.get(prefix, 0)
+    counters[prefix] = i + 1
+    name = graph.fresh_name(f"{prefix}{i}")
+    in_shapes = [graph.op(s).shape for s in inputs]
+    op = Op(name, u.kind, tuple(inputs), attrs=dict(u.attrs), params=dict(u.params))
+    try:
+        op.shape = tuple(schema(u.kind).infer_shape(op, in_shapes))
+    except (IRError, KeyError, IndexError) as e:
+        raise UnsupportedModelError(f"{u.source}: cannot build a {u.kind} op ({e})") from None
+    return graph.add(op)

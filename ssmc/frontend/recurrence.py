@@ -1,0 +1,324 @@
+"""Recognise the recurrences of a step-form model: S4D layers and running pools.
+
+A step-form model carries each recurrent state in as a graph input and out as
+the matching graph output. For every such pair this module finds the layer's
+input u and output y in the dataflow, then *measures* the layer with probes
+through onnxruntime instead of matching op patterns:
+
+    s_out = M s_in + Bu u          y = Ky s_in + Ly u
+
+It checks that the maps are linear, that M is block diagonal with 2x2
+rotation-scaling blocks (one complex mode each; 1x1 blocks are real modes),
+that every mode belongs to one channel, and reads off the diagonal complex
+parameters. Because it measures rather than matches, the raw-parameter export
+(Exp/Cos/Sin arithmetic, folded to constants first) and exporters that fold
+the discretization themselves give the same result. Where the raw graph holds
+initializers that reproduce A_bar by zero-order hold, the layer keeps its
+continuous parameters (log_dt, A, B) too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import permutations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ssmc.errors import UnsupportedModelError
+from ssmc.frontend.gsutil import GraphIndex
+from ssmc.frontend.subgraph import run_slice
+from ssmc.ir.ssm import zoh_discretize
+
+# Probe batches are cut to this many rows so a wide layer never needs one huge run.
+PROBE_CHUNK = 2048
+# Largest state (elements per sample) of one layer the frontend will measure.
+MAX_STATE_ELEMENTS = 1 << 20
+
+
+@dataclass
+class Recurrence:
+    """One recognised recurrence, ready to become an IR op."""
+
+    kind: str  # "s4d" or "pool"
+    state_in: str
+    state_out: str
+    u: str  # layer input tensor
+    y: str  # layer output tensor
+    nodes: set[int] = field(default_factory=set)  # ids of the gs nodes it replaces
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _fail(pair: tuple[str, str], msg: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"state '{pair[0]}' -> '{pair[1]}': {msg}")
+
+
+def find_recurrence(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, opset: int) -> Recurrence:
+    pair = (s_in, s_out)
+    shape = ix.shape(s_in)
+    if shape is None or any(not isinstance(d, int) for d in shape[1:]):
+        raise _fail(pair, f"needs a static shape beyond the batch axis, has {shape}")
+    if s_out not in ix.producer:
+        raise _fail(pair, "the state output is not computed by the graph")
+    if len(shape) == 2:
+        return _find_pool(ix, s_in, s_out)
+    return _find_s4d(ix, raw, s_in, s_out, opset)
+
+
+# -- running pools --------------------------------------------------------------
+def _find_pool(ix: GraphIndex, s_in: str, s_out: str) -> Recurrence:
+    node = ix.producer[s_out]
+    ins = [t.name for t in node.inputs]
+    if node.op == "Add" and len(ins) == 2 and s_in in ins:
+        other = ins[1 - ins.index(s_in)]
+        if s_in not in ix.ancestors(other)[0] and not ix.is_const(other):
+            return Recurrence("pool", s_in, s_out, u=other, y=s_out, nodes={id(node)}, attrs={"mode": "sum"})
+    raise _fail((s_in, s_out), f"a 2-D state is supported as a running sum (state_out = state_in + x); "
+                               f"this one is computed by {node.op}")
+
+
+# -- S4D layers -----------------------------------------------------------------
+def _is_channel_tensor(ix: GraphIndex, name: str, H: int) -> bool:
+    s = ix.shape(name)
+    return s is not None and len(s) == 2 and s[1] == H
+
+
+def _locate(ix: GraphIndex, s_in: str, s_out: str, H: int) -> tuple[str, str]:
+    """The layer input u and output y around the state pair."""
+    pair = (s_in, s_out)
+    state_dep = ix.descendants(s_in)
+    cone, _ = ix.ancestors(s_out, stop={s_in})
+    u_cands = [t for t in cone if t not in state_dep and not ix.is_const(t) and _is_channel_tensor(ix, t, H)]
+    if not u_cands:
+        raise _fail(pair, f"found no [batch, {H}] tensor feeding the state update (the layer input)")
+    u = max(u_cands, key=ix.tensor_index)
+
+    y_cands = [t for t in state_dep if t not in (s_in, s_out) and _is_channel_tensor(ix, t, H)]
+    if not y_cands:
+        raise _fail(pair, f"found no [batch, {H}] tensor read out of the state (the layer output)")
+    y = min(y_cands, key=ix.tensor_index)
+    # Extend through the D skip (adding a function of u) and constant scales.
+    while True:
+        users = ix.consumers.get(y, [])
+        if len(users) != 1 or y in ix.graph_outputs:
+            break
+        n = users[0]
+        others = [t.name for t in n.inputs if t.name != y]
+        if len(n.inputs) != 2 or len(others) != 1 or not _is_channel_tensor(ix, n.outputs[0].name, H):
+            break
+        other = others[0]
+        if n.op in ("Add", "Sub") and not ix.is_const(other) and ix.depends_only_on(other, {u}):
+            y = n.outputs[0].name
+        elif n.op in ("Mul", "Div") and ix.is_const(other) and ix.const(other).size in (1, H):
+            y = n.outputs[0].name
+        else:
+            break
+    return u, y
+
+
+def _claimed_nodes(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str) -> set[int]:
+    after_u = ix.descendants(u) | ix.descendants(s_in)
+    nodes = set()
+    for top in (s_out, y):
+        _, cone_nodes = ix.ancestors(top, stop={s_in, u})
+        nodes |= cone_nodes
+    keep = set()
+    for n in ix.nodes:
+        if id(n) in nodes and any(o.name in after_u for o in n.outputs):
+            keep.add(id(n))
+    # Nothing computed inside the layer may be used outside it.
+    for n in ix.nodes:
+        if id(n) not in keep:
+            continue
+        for o in n.outputs:
+            if o.name in (y, s_out):
+                continue
+            outside = [c for c in ix.consumers.get(o.name, []) if id(c) not in keep]
+            if outside or o.name in ix.graph_outputs:
+                raise _fail((s_in, s_out), f"tensor '{o.name}' inside the layer is also used outside it "
+                                           f"(by '{outside[0].name if outside else 'a graph output'}')")
+    return keep
+
+
+def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
+    """The four linear maps of the layer, each as a float64 matrix."""
+    state_shape = tuple(ix.shape(s_in)[1:])
+    S = int(np.prod(state_shape))
+    H = ix.shape(u)[1]
+    if S > MAX_STATE_ELEMENTS:
+        raise _fail((s_in, s_out), f"a state of {S} elements per sample is over the limit of {MAX_STATE_ELEMENTS}")
+
+    def run(s_batch: np.ndarray, u_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs_s, outs_y = [], []
+        for lo in range(0, len(s_batch), PROBE_CHUNK):
+            s_chunk = s_batch[lo:lo + PROBE_CHUNK].reshape((-1,) + state_shape)
+            so, yo = run_slice(ix.graph, {u: u_batch[lo:lo + PROBE_CHUNK], s_in: s_chunk}, [s_out, y], opset)
+            outs_s.append(so.reshape(len(s_chunk), -1))
+            outs_y.append(yo.reshape(len(s_chunk), -1))
+        return np.concatenate(outs_s), np.concatenate(outs_y)
+
+    zero_s, zero_u = np.zeros((1, S)), np.zeros((1, H))
+    s0, y0 = run(zero_s, zero_u)
+    if np.abs(s0).max() > 1e-6 or np.abs(y0).max() > 1e-6:
+        raise _fail((s_in, s_out), "the layer adds a constant (bias) to its state or output; "
+                                   "S4D layers have none: move the bias into a linear before or after")
+    Ms, Ky = run(np.eye(S), np.zeros((S, H)))
+    Bu, Ly = run(np.zeros((H, S)), np.eye(H))
+    M, Ky, Bu, Ly = Ms.T, Ky.T, Bu.T, Ly.T  # columns are responses to unit probes
+
+    rng = np.random.default_rng(0)
+    s_r, u_r = rng.normal(size=(4, S)), rng.normal(size=(4, H))
+    got_s, got_y = run(s_r, u_r)
+    want_s, want_y = s_r @ M.T + u_r @ Bu.T, s_r @ Ky.T + u_r @ Ly.T
+    err = max(np.abs(got_s - want_s).max() / (np.abs(want_s).max() + 1e-12),
+              np.abs(got_y - want_y).max() / (np.abs(want_y).max() + 1e-12))
+    if err > 1e-4:
+        raise _fail((s_in, s_out), f"the recurrence is not linear in (state, input) (relative error {err:.1e}); "
+                                   "only linear state-space layers are supported")
+    return M, Bu, Ky, Ly
+
+
+def _components(M: np.ndarray, tol: float) -> list[list[int]]:
+    """Groups of state elements coupled by M (expect singletons and pairs)."""
+    S = len(M)
+    parent = list(range(S))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    rows, cols = np.nonzero(np.abs(M) > tol)
+    for i, j in zip(rows, cols):
+        if i != j:
+            parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(S):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values())
+
+
+def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, opset: int) -> Recurrence:
+    pair = (s_in, s_out)
+    shape = ix.shape(s_in)
+    H = shape[1]
+    u, y = _locate(ix, s_in, s_out, H)
+    nodes = _claimed_nodes(ix, s_in, s_out, u, y)
+    M, Bu, Ky, Ly = _measure(ix, s_in, s_out, u, y, opset)
+
+    tol_m = 1e-7 * max(np.abs(M).max(), 1e-30)
+    modes: list[tuple[int, list[int]]] = []  # (channel, state indices)
+    for comp in _components(M, tol_m):
+        if len(comp) > 2:
+            raise _fail(pair, f"state elements {comp[:6]} are coupled together; only diagonal SSMs "
+                              "(independent complex modes) are supported")
+        drive = np.nonzero(np.abs(Bu[comp]).max(axis=0) > 1e-7 * max(np.abs(Bu).max(), 1e-30))[0]
+        read = np.nonzero(np.abs(Ky[:, comp]).max(axis=1) > 1e-7 * max(np.abs(Ky).max(), 1e-30))[0]
+        chans = set(drive.tolist()) | set(read.tolist())
+        if len(chans) > 1:
+            raise _fail(pair, f"a mode (state elements {comp}) connects channels {sorted(chans)}; "
+                              "S4D modes must each belong to one channel")
+        if not chans:
+            continue  # neither driven nor read: contributes nothing
+        modes.append((chans.pop(), comp))
+
+    per_channel: dict[int, list[list[int]]] = {h: [] for h in range(H)}
+    for h, comp in modes:
+        per_channel[h].append(comp)
+    n_modes = max((len(v) for v in per_channel.values()), default=0)
+    if n_modes == 0:
+        raise _fail(pair, "no mode of the state reaches the output")
+
+    A_bar = np.zeros((H, n_modes), np.complex128)
+    B_bar = np.zeros((H, n_modes), np.complex128)
+    C = np.zeros((H, n_modes), np.complex128)
+    C_full = np.zeros((H, M.shape[0]))
+    for h, comps in per_channel.items():
+        for m, comp in enumerate(comps):
+            block = M[np.ix_(comp, comp)]
+            if abs(np.linalg.det(block)) < 1e-12:
+                raise _fail(pair, f"mode {m} of channel {h} has A_bar = 0; its output map cannot be recovered")
+            c_rows = Ky[h, comp] @ np.linalg.inv(block)  # y reads x_t = M x_{t-1} + ...
+            C_full[h, comp] = c_rows
+            if len(comp) == 1:
+                i = comp[0]
+                A_bar[h, m], B_bar[h, m], C[h, m] = M[i, i], Bu[i, h], c_rows[0] / 2
+            else:
+                i, j = comp
+                if abs(M[i, i] - M[j, j]) > 1e-5 * (abs(M[i, i]) + 1e-6) + tol_m \
+                        or abs(M[i, j] + M[j, i]) > 1e-5 * (abs(M[j, i]) + 1e-6) + tol_m:
+                    raise _fail(pair, f"state elements {comp} do not form a complex mode "
+                                      f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
+                A_bar[h, m] = M[i, i] + 1j * M[j, i]
+                B_bar[h, m] = Bu[i, h] + 1j * Bu[j, h]
+                C[h, m] = (c_rows[0] - 1j * c_rows[1]) / 2
+    D_full = Ly - C_full @ Bu
+    D = np.diag(D_full).copy()
+    off = D_full - np.diag(D)
+    if np.abs(off).max() > 1e-5 * max(np.abs(D_full).max(), 1e-6):
+        raise _fail(pair, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
+
+    rec = Recurrence("s4d", s_in, s_out, u=u, y=y, nodes=nodes)
+    notes = []
+    if any(len(v) < n_modes for v in per_channel.values()):
+        notes.append("channels have different mode counts; padded with zero modes")
+    cont = None if notes else _match_continuous(raw, s_out, A_bar, B_bar)
+    if cont is not None:
+        log_dt, A, B, names, conj = cont
+        if conj:  # the state stores (im, re): the conjugate realisation is the same layer
+            B_bar, C = np.conj(B_bar), np.conj(C)
+        rec.attrs = {"form": "continuous", "modes": n_modes}
+        rec.params = {"log_dt": log_dt.astype(np.float32), "A": A.astype(np.complex64),
+                      "B": B.astype(np.complex64), "C": C.astype(np.complex64), "D": D.astype(np.float32)}
+        notes.append("continuous parameters from initializers " + ", ".join(names))
+    else:
+        rec.attrs = {"form": "discrete", "modes": n_modes}
+        rec.params = {"A_bar": A_bar.astype(np.complex64), "B_bar": B_bar.astype(np.complex64),
+                      "C": C.astype(np.complex64), "D": D.astype(np.float32)}
+        notes.append("discrete parameters measured from the graph")
+    rec.notes = notes
+    return rec
+
+
+def _match_continuous(raw: GraphIndex | None, s_out: str, A_bar: np.ndarray, B_bar: np.ndarray):
+    """Find initializers (log_dt, A parameters) whose ZOH discretization is A_bar.
+
+    Tries the S4D parametrisation A = -exp(log_A_real) + i A_imag and the
+    direct one A = A_real + i A_imag. Returns (log_dt, A, B, names, conj) or None.
+    """
+    if raw is None or s_out not in raw.tensors:
+        return None
+    H, M = A_bar.shape
+    _, cone_nodes = raw.ancestors(s_out)
+    consts: dict[str, np.ndarray] = {}
+    for n in raw.nodes:
+        if id(n) in cone_nodes:
+            for t in n.inputs:
+                if isinstance(t, gs.Constant) and np.issubdtype(np.asarray(t.values).dtype, np.floating):
+                    consts[t.name] = np.asarray(t.values, dtype=np.float64)
+    per_h = {k: v.reshape(H) for k, v in consts.items() if v.size == H}
+    per_hm = {k: v.reshape(H, M) for k, v in consts.items() if v.size == H * M}
+    for (dt_name, log_dt) in sorted(per_h.items()):
+        dt = np.exp(log_dt)[:, None]
+        for re_name, im_name in permutations(sorted(per_hm), 2):
+            for a_re in (-np.exp(per_hm[re_name]), per_hm[re_name]):
+                A = a_re + 1j * per_hm[im_name]
+                if np.any(A.real >= 0):
+                    continue
+                cand = np.exp(dt * A)
+                for conj in (False, True):
+                    target = np.conj(A_bar) if conj else A_bar
+                    if np.allclose(cand, target, rtol=1e-4, atol=1e-6):
+                        bb = np.conj(B_bar) if conj else B_bar
+                        denom = cand - 1.0
+                        if np.abs(denom).min() < 1e-9:
+                            return None
+                        B = bb * A / denom
+                        A2, B2 = zoh_discretize(log_dt, A, B)
+                        if not np.allclose(B2, bb, rtol=1e-4, atol=1e-7):
+                            return None
+                        return log_dt, A, B, [dt_name, re_name, im_name], conj
+    return None

@@ -1,0 +1,55 @@
+"""Run a slice of an ONNX graph with onnxruntime.
+
+The frontend measures the linear maps inside a recurrence by feeding probes
+to the slice between chosen tensors. This cuts the graph at those tensors
+(they become inputs, with their producers dropped) and runs what remains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ssmc.errors import UnsupportedModelError
+
+
+def run_slice(graph: gs.Graph, feeds: dict[str, np.ndarray], fetch: list[str], opset: int) -> list[np.ndarray]:
+    """Evaluate tensors `fetch` given values for tensors `feeds` (float32)."""
+    import onnxruntime as ort
+
+    sub = graph.copy()
+    tmap = sub.tensors()
+    new_inputs = []
+    for name, value in feeds.items():
+        t = tmap[name]
+        t.inputs.clear()  # cut: the tensor is now fed from outside
+        t.dtype = np.float32
+        t.shape = list(value.shape)
+        new_inputs.append(t)
+    sub.inputs = new_inputs
+    outs = []
+    for name in fetch:
+        t = tmap[name]
+        t.dtype = np.float32
+        t.shape = None
+        outs.append(t)
+    sub.outputs = outs
+    sub.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(sub)
+    model.opset_import[0].version = opset
+    model.ir_version = min(model.ir_version, 9)
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = 1
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        return [np.asarray(r, dtype=np.float64) for r in sess.run(fetch, feed)]
+    except Exception as e:  # onnxruntime raises its own untyped errors
+        raise UnsupportedModelError(f"could not evaluate the graph between {sorted(feeds)} and {fetch}: "
+                                    f"{str(e).splitlines()[0]}") from None
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)

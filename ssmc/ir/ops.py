@@ -1,0 +1,239 @@
+"""Op schemas: what each op kind accepts, and the shape of its result.
+
+A schema declares the op's attributes (type, default, allowed values, doc),
+its tensors (dtype and shape in terms of the op), its arity and a shape rule.
+The verifier checks every op against its schema and rejects unknown
+attributes and tensors rather than ignoring them.
+
+Model-level semantics (per token t, vectorised over a batch):
+
+- ``input``      the token x_t, shape [size].
+- ``linear``     y = W x + b.  W f32[out,in], optional b f32[out].
+- ``s4d``        diagonal complex SSM, H channels, M complex modes per channel:
+                 x_t = A_bar * x_{t-1} + B_bar * u_t   (complex, per channel and mode; x_{-1} = 0)
+                 y_t = 2 * Re(sum_m C[h,m] x_t[h,m]) + D[h] u_t[h]
+                 form "discrete" stores A_bar, B_bar; form "continuous" stores
+                 log_dt, A, B and is discretized by zero-order hold:
+                 A_bar = exp(dt A), B_bar = (A_bar - 1) / A * B, dt = exp(log_dt).
+- ``activation`` elementwise fn; ``glu`` halves the last axis: a * sigmoid(b).
+- ``add``        elementwise sum of two values of one shape (residuals).
+- ``norm``       layernorm over the channel axis: (x - mean) / sqrt(var + eps) * weight + bias.
+- ``pool``       running reduction over time: ``sum`` gives sum_{s<=t} x_s, ``mean`` divides by t+1.
+- ``output``     marks a model output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ssmc.errors import IRError
+from ssmc.ir.graph import Op
+
+REQUIRED = object()
+
+# dtype names used in the IR, and the numpy dtype each stands for
+DTYPES = {
+    "f32": "float32",
+    "f64": "float64",
+    "c64": "complex64",
+    "c128": "complex128",
+    "i8": "int8",
+    "i16": "int16",
+    "i32": "int32",
+    "i64": "int64",
+}
+
+ATTR_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "ints": tuple}
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    name: str
+    type: str  # one of ATTR_TYPES
+    default: Any = REQUIRED
+    choices: tuple = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    dtype: str  # one of DTYPES
+    shape: Callable[[Op, list[tuple[int, ...]]], tuple[int, ...]]
+    optional: bool = False
+    doc: str = ""
+    when: Callable[[Op], bool] = lambda op: True  # noqa: E731 - present only under this condition
+
+
+@dataclass(frozen=True)
+class OpSchema:
+    kind: str
+    doc: str
+    n_inputs: int
+    infer_shape: Callable[[Op, list[tuple[int, ...]]], tuple[int, ...]]
+    attrs: tuple[AttrSpec, ...] = ()
+    params: tuple[ParamSpec, ...] = ()
+    stateful: bool = False
+    extra_check: Callable[[Op, list[tuple[int, ...]]], None] | None = field(default=None)
+
+    def attr(self, name: str) -> AttrSpec | None:
+        return next((a for a in self.attrs if a.name == name), None)
+
+    def active_params(self, op: Op) -> tuple[ParamSpec, ...]:
+        return tuple(p for p in self.params if p.when(op))
+
+
+_SCHEMAS: dict[str, OpSchema] = {}
+
+
+def register_op(schema: OpSchema) -> OpSchema:
+    """Make an op kind known to the verifier and the text parser."""
+    if schema.kind in _SCHEMAS:
+        raise IRError(f"op kind {schema.kind!r} is already registered")
+    _SCHEMAS[schema.kind] = schema
+    return schema
+
+
+def schema(kind: str) -> OpSchema:
+    try:
+        return _SCHEMAS[kind]
+    except KeyError:
+        raise IRError(f"unknown op kind {kind!r}; known: {', '.join(sorted(_SCHEMAS))}") from None
+
+
+def known_kinds() -> list[str]:
+    return sorted(_SCHEMAS)
+
+
+def with_defaults(op: Op) -> dict[str, Any]:
+    """The op's attributes with schema defaults filled in."""
+    full = {a.name: a.default for a in schema(op.kind).attrs if a.default is not REQUIRED}
+    full.update(op.attrs)
+    return full
+
+
+# -- shape helpers -----------------------------------------------------------
+def _same(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    return ins[0]
+
+
+def _channels(ins: list[tuple[int, ...]]) -> int:
+    if len(ins[0]) != 1:
+        raise IRError(f"expects a vector per token, got shape {list(ins[0])}")
+    return ins[0][0]
+
+
+def _modes(op: Op) -> int:
+    return int(op.attrs.get("modes", 0))
+
+
+# -- model-level ops ---------------------------------------------------------
+register_op(OpSchema(
+    kind="input", doc="The model's token input.", n_inputs=0,
+    attrs=(AttrSpec("size", "int", doc="features per token"),),
+    infer_shape=lambda op, ins: (int(op.attrs["size"]),),
+))
+
+register_op(OpSchema(
+    kind="output", doc="A model output.", n_inputs=1, infer_shape=_same,
+))
+
+register_op(OpSchema(
+    kind="linear", doc="y = W x + b", n_inputs=1,
+    params=(
+        ParamSpec("weight", "f32", lambda op, ins: (op.params["weight"].shape[0], _channels(ins)),
+                  doc="W [out, in]"),
+        ParamSpec("bias", "f32", lambda op, ins: (op.params["weight"].shape[0],), optional=True,
+                  doc="b [out]"),
+    ),
+    infer_shape=lambda op, ins: (op.params["weight"].shape[0],),
+))
+
+
+def _s4d_shape(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    return (_channels(ins),)
+
+
+def _hm(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    return (_channels(ins), _modes(op))
+
+
+def _h(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    return (_channels(ins),)
+
+
+def _is_cont(op: Op) -> bool:
+    return op.attrs.get("form") == "continuous"
+
+
+def _is_disc(op: Op) -> bool:
+    return op.attrs.get("form") == "discrete"
+
+
+register_op(OpSchema(
+    kind="s4d",
+    doc="Diagonal complex state-space layer (S4D), run as a recurrence token by token.",
+    n_inputs=1, stateful=True, infer_shape=_s4d_shape,
+    attrs=(
+        AttrSpec("form", "str", choices=("continuous", "discrete"),
+                 doc="continuous (log_dt, A, B) or discrete (A_bar, B_bar) parameters"),
+        AttrSpec("modes", "int", doc="complex modes per channel (M = N/2)"),
+    ),
+    params=(
+        ParamSpec("log_dt", "f32", _h, when=_is_cont, doc="log step size per channel"),
+        ParamSpec("A", "c64", _hm, when=_is_cont, doc="continuous poles, Re(A) < 0"),
+        ParamSpec("B", "c64", _hm, when=_is_cont, doc="continuous input coefficients"),
+        ParamSpec("A_bar", "c64", _hm, when=_is_disc, doc="discrete poles, |A_bar| < 1"),
+        ParamSpec("B_bar", "c64", _hm, when=_is_disc, doc="discrete input coefficients"),
+        ParamSpec("C", "c64", _hm, doc="output coefficients (real part read out, times 2)"),
+        ParamSpec("D", "f32", _h, doc="skip connection per channel"),
+    ),
+))
+
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "glu")
+
+
+def _activation_shape(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    if op.attrs.get("fn") == "glu":
+        c = _channels(ins)
+        if c % 2:
+            raise IRError(f"glu needs an even number of channels, got {c}")
+        return (c // 2,)
+    return ins[0]
+
+
+register_op(OpSchema(
+    kind="activation", doc="Elementwise nonlinearity (glu halves the channels).", n_inputs=1,
+    attrs=(AttrSpec("fn", "str", choices=ACTIVATIONS, doc="which function"),),
+    infer_shape=_activation_shape,
+))
+
+
+def _add_check(op: Op, ins: list[tuple[int, ...]]) -> None:
+    if ins[0] != ins[1]:
+        raise IRError(f"add of different shapes {list(ins[0])} and {list(ins[1])}")
+
+
+register_op(OpSchema(
+    kind="add", doc="Elementwise sum (residual connection).", n_inputs=2,
+    infer_shape=_same, extra_check=_add_check,
+))
+
+register_op(OpSchema(
+    kind="norm", doc="Normalisation over channels.", n_inputs=1, infer_shape=_same,
+    attrs=(
+        AttrSpec("kind", "str", default="layernorm", choices=("layernorm",), doc="which norm"),
+        AttrSpec("eps", "float", default=1e-5, doc="added to the variance"),
+    ),
+    params=(
+        ParamSpec("weight", "f32", _h, doc="scale per channel"),
+        ParamSpec("bias", "f32", _h, doc="shift per channel"),
+    ),
+))
+
+register_op(OpSchema(
+    kind="pool", doc="Running reduction over time (readout).", n_inputs=1, infer_shape=_same,
+    stateful=True,
+    attrs=(AttrSpec("mode", "str", choices=("sum", "mean"), doc="running sum or running mean"),),
+))

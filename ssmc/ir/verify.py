@@ -1,0 +1,121 @@
+"""The IR verifier: every invariant a pass may assume and must preserve.
+
+Checks, per op: known kind, arity, attributes (required, typed, allowed values,
+no unknown ones), tensors (present, dtype, shape, finite, no unknown ones) and
+that the recorded result shape is the one the schema infers. Per graph: at
+least one input and one output, no cycle, outputs consumed by nobody.
+All problems are collected, so one run reports every broken op.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ssmc.errors import IRError
+from ssmc.ir.graph import Graph, Op
+from ssmc.ir.ops import ATTR_TYPES, DTYPES, REQUIRED, schema
+
+
+def _check_attr_type(value, type_name: str) -> bool:
+    if type_name == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if type_name == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if type_name == "ints":
+        return isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return isinstance(value, ATTR_TYPES[type_name])
+
+
+def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
+    """Every way `op` breaks its schema, as messages (empty when it is fine)."""
+    try:
+        sch = schema(op.kind)
+    except IRError as e:
+        return [str(e)]
+    where = f"%{op.name} ({op.kind})"
+    problems: list[str] = []
+    if len(op.inputs) != sch.n_inputs:
+        return [f"{where} takes {sch.n_inputs} input(s), has {len(op.inputs)}"]
+
+    for key in op.attrs:
+        if sch.attr(key) is None:
+            allowed = ", ".join(a.name for a in sch.attrs) or "none"
+            problems.append(f"{where}: unknown attribute {key!r} (allowed: {allowed})")
+    for spec in sch.attrs:
+        if spec.name not in op.attrs:
+            if spec.default is REQUIRED:
+                problems.append(f"{where}: missing attribute {spec.name!r} ({spec.doc})")
+            continue
+        value = op.attrs[spec.name]
+        if not _check_attr_type(value, spec.type):
+            problems.append(f"{where}: attribute {spec.name!r} must be {spec.type}, got {value!r}")
+        elif spec.choices and value not in spec.choices:
+            problems.append(f"{where}: attribute {spec.name!r} is {value!r}, must be one of {list(spec.choices)}")
+    if problems:
+        return problems  # tensor and shape rules read the attributes
+
+    active = sch.active_params(op)
+    active_names = {p.name for p in active}
+    for key in op.params:
+        if key not in active_names:
+            allowed = ", ".join(sorted(active_names)) or "none"
+            problems.append(f"{where}: unexpected tensor {key!r} (expected: {allowed})")
+    for spec in active:
+        arr = op.params.get(spec.name)
+        if arr is None:
+            if not spec.optional:
+                problems.append(f"{where}: missing tensor {spec.name!r} ({spec.doc})")
+            continue
+        if not isinstance(arr, np.ndarray):
+            problems.append(f"{where}: tensor {spec.name!r} is not an array")
+            continue
+        if arr.dtype != np.dtype(DTYPES[spec.dtype]):
+            problems.append(f"{where}: tensor {spec.name!r} must be {spec.dtype}, is {arr.dtype}")
+            continue
+        try:
+            want = tuple(spec.shape(op, in_shapes))
+        except (IRError, KeyError, IndexError, AttributeError) as e:
+            problems.append(f"{where}: cannot check tensor {spec.name!r}: {e}")
+            continue
+        if arr.shape != want:
+            problems.append(f"{where}: tensor {spec.name!r} has shape {list(arr.shape)}, expected {list(want)}")
+        elif not np.all(np.isfinite(arr)):
+            problems.append(f"{where}: tensor {spec.name!r} has NaN or infinite values")
+    if problems:
+        return problems
+
+    try:
+        want_shape = tuple(sch.infer_shape(op, in_shapes))
+        if sch.extra_check:
+            sch.extra_check(op, in_shapes)
+    except (IRError, KeyError, IndexError, AttributeError) as e:
+        return [f"{where}: {e}"]
+    if op.shape != want_shape:
+        problems.append(f"{where}: result shape {list(op.shape)} but its inputs give {list(want_shape)}")
+    return problems
+
+
+def graph_problems(g: Graph) -> list[str]:
+    """Every invariant `g` breaks, as messages."""
+    if g.has_cycle():
+        return ["the graph has a cycle; recurrences must live inside stateful ops"]
+    problems: list[str] = []
+    if not g.inputs():
+        problems.append("the graph has no input op")
+    if not g.outputs():
+        problems.append("the graph has no output op")
+    for op in g.ops():
+        in_shapes = [g.op(src).shape for src in op.inputs]
+        problems.extend(op_problems(op, in_shapes))
+        if op.kind == "output" and g.consumers(op.name):
+            problems.append(f"%{op.name} (output) must not be used by other ops")
+    return problems
+
+
+def verify(g: Graph) -> Graph:
+    """Raise IRError listing every problem in `g`; return `g` when it verifies."""
+    problems = graph_problems(g)
+    if problems:
+        head = f"IR @{g.name} does not verify ({len(problems)} problem{'s' if len(problems) > 1 else ''}):"
+        raise IRError("\n  ".join([head] + problems))
+    return g

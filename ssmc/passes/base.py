@@ -1,0 +1,155 @@
+"""Passes: the base class, the registry and pipelines.
+
+A pass is a frozen dataclass with a kebab-case `name`, typed option fields and
+`run(graph) -> (graph, changed)`. A pass may assume its input verifies and must
+leave a graph that verifies; the pass manager checks that after every pass
+(unless told not to). Logic lives in plain functions the pass calls, so it can
+be tested on its own.
+
+Pipelines are strings: ``"canonicalize,discretize{method=zoh}"``. Unknown
+passes or options are rejected before anything runs, and a pipeline prints
+back to the same string (it is recorded in net.lava for replay).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+from ssmc.errors import SsmcError
+from ssmc.ir.graph import Graph
+from ssmc.ir.verify import verify
+
+
+class PassError(SsmcError):
+    """A pipeline that names an unknown pass or option, or a pass that failed."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Base of all passes. Subclasses set `name` and implement `run`."""
+
+    name: ClassVar[str] = ""
+    #: "transform" changes the graph; "analysis" only reports and must not change it.
+    kind: ClassVar[str] = "transform"
+
+    def run(self, graph: Graph) -> tuple[Graph, bool]:
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """This pass with its non-default options, as pipeline text."""
+        opts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                opts.append(f"{f.name.replace('_', '-')}={_format_option(value)}")
+        return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+def _format_option(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+_REGISTRY: dict[str, Callable[[], type[Pass]]] = {}
+
+
+def register_pass(name: str, loader: Callable[[], type[Pass]]) -> None:
+    """Register a pass under `name`; `loader` imports and returns its class."""
+    if name in _REGISTRY:
+        raise PassError(f"a pass named {name!r} is already registered")
+    _REGISTRY[name] = loader
+
+
+def available_passes() -> dict[str, type[Pass]]:
+    """Every registered pass, loaded, by name."""
+    return {name: load_pass(name) for name in sorted(_REGISTRY)}
+
+
+def load_pass(name: str) -> type[Pass]:
+    try:
+        loader = _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise PassError(f"unknown pass {name!r}; known passes: {known} (see `ssmc passes`)") from None
+    return loader()
+
+
+_ITEM = re.compile(r"\s*([A-Za-z0-9_\-]+)\s*(?:\{([^}]*)\})?\s*(?:,|$)")
+
+
+def parse_pipeline(text: str) -> list[Pass]:
+    """Parse ``"a,b{opt=1,flag=true}"`` into pass instances, checking every name and option."""
+    passes, pos, text = [], 0, text.strip()
+    while pos < len(text):
+        m = _ITEM.match(text, pos)
+        if not m or m.end() == pos:
+            raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}; write 'a,b{{option=value}}'")
+        pos = m.end()
+        cls = load_pass(m.group(1))
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for item in filter(None, (s.strip() for s in (m.group(2) or "").split(","))):
+            if "=" not in item:
+                raise PassError(f"pass {cls.name}: option {item!r} must be written name=value")
+            key, value = (s.strip() for s in item.split("=", 1))
+            field = fields.get(key.replace("-", "_"))
+            if field is None:
+                known = ", ".join(k.replace("_", "-") for k in fields) or "none"
+                raise PassError(f"pass {cls.name}: unknown option {key!r} (options: {known})")
+            kwargs[field.name] = _convert_option(cls.name, key, value, field.type)
+        passes.append(cls(**kwargs))
+    return passes
+
+
+def _convert_option(pass_name: str, key: str, value: str, type_) -> object:
+    type_name = type_ if isinstance(type_, str) else getattr(type_, "__name__", str(type_))
+    try:
+        if type_name == "bool":
+            if value.lower() not in ("true", "false"):
+                raise ValueError
+            return value.lower() == "true"
+        if type_name == "int":
+            return int(value)
+        if type_name == "float":
+            return float(value)
+        return value
+    except ValueError:
+        raise PassError(f"pass {pass_name}: option {key}={value!r} is not a valid {type_name}") from None
+
+
+def pipeline_spec(passes: list[Pass]) -> str:
+    return ",".join(p.spec() for p in passes)
+
+
+@dataclass
+class PassRecord:
+    name: str
+    spec: str
+    changed: bool
+    seconds: float
+
+
+def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
+                 after_pass: Callable[[Pass, Graph, bool], None] | None = None) -> tuple[Graph, list[PassRecord]]:
+    """Run `passes` in order; verify after each (default) and call `after_pass`."""
+    records = []
+    for p in passes:
+        start = time.perf_counter()
+        graph, changed = p.run(graph)
+        seconds = time.perf_counter() - start
+        if p.kind == "analysis" and changed:
+            raise PassError(f"analysis pass {p.name} reported a change; analyses must not modify the IR")
+        if verify_each:
+            try:
+                verify(graph)
+            except SsmcError as e:
+                raise PassError(f"after pass {p.name}: {e}") from None
+        records.append(PassRecord(p.name, p.spec(), changed, seconds))
+        if after_pass is not None:
+            after_pass(p, graph, changed)
+    return graph, records

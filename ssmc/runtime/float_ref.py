@@ -1,0 +1,130 @@
+"""Float reference: executes the model-level IR token by token in float64.
+
+It is the yardstick for everything after it: it must match onnxruntime on the
+source ONNX, and the fixed-point engines are measured against it. State lives
+in the engine (one complex array per `s4d` op, one accumulator per `pool`),
+so the IR stays a DAG.
+"""
+
+from __future__ import annotations
+
+from math import sqrt
+
+import numpy as np
+from scipy.special import erf as _erf
+
+from ssmc.errors import InputDataError, IRError
+from ssmc.ir.graph import Graph, Op
+from ssmc.ir.ops import with_defaults
+from ssmc.ir.ssm import discrete_params
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + _erf(x / sqrt(2.0)))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free form of 1 / (1 + exp(-x))
+
+
+def activation(fn: str, x: np.ndarray) -> np.ndarray:
+    """The elementwise functions of the `activation` op, on the last axis."""
+    if fn == "relu":
+        return np.maximum(x, 0.0)
+    if fn == "gelu":
+        return gelu(x)
+    if fn == "gelu_tanh":
+        return gelu_tanh(x)
+    if fn == "sigmoid":
+        return sigmoid(x)
+    if fn == "tanh":
+        return np.tanh(x)
+    if fn == "glu":
+        half = x.shape[-1] // 2
+        return x[..., :half] * sigmoid(x[..., half:])
+    raise IRError(f"activation {fn!r} has no float implementation")
+
+
+class FloatEngine:
+    """Steps a model-level graph one token at a time over a batch."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.order = graph.ops()
+        self._s4d = {op.name: discrete_params(op) for op in self.order if op.kind == "s4d"}
+        self.state: dict[str, np.ndarray] = {}
+        self.t = 0
+
+    def reset(self, batch: int) -> None:
+        self.t = 0
+        self.state = {}
+        for op in self.order:
+            if op.kind == "s4d":
+                self.state[op.name] = np.zeros((batch,) + op.params["C"].shape, dtype=np.complex128)
+            elif op.kind == "pool":
+                self.state[op.name] = np.zeros((batch,) + op.shape, dtype=np.float64)
+
+    def step(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
+        """Advance one token; x_t is [batch, features]. Returns each output's value."""
+        values: dict[str, np.ndarray] = {}
+        for op in self.order:
+            ins = [values[s] for s in op.inputs]
+            values[op.name] = self._eval(op, ins, x_t)
+        self.t += 1
+        return {op.name: values[op.name] for op in self.order if op.kind == "output"}
+
+    def _eval(self, op: Op, ins: list[np.ndarray], x_t: np.ndarray) -> np.ndarray:
+        k = op.kind
+        if k == "input":
+            return x_t.astype(np.float64)
+        if k == "output":
+            return ins[0]
+        if k == "linear":
+            y = ins[0] @ op.params["weight"].astype(np.float64).T
+            if "bias" in op.params:
+                y = y + op.params["bias"]
+            return y
+        if k == "s4d":
+            A_bar, B_bar = self._s4d[op.name]
+            x = self.state[op.name] = A_bar * self.state[op.name] + B_bar * ins[0][..., None]
+            C = op.params["C"].astype(np.complex128)
+            return 2.0 * np.real(np.sum(C * x, axis=-1)) + op.params["D"] * ins[0]
+        if k == "activation":
+            return activation(op.attrs["fn"], ins[0])
+        if k == "add":
+            return ins[0] + ins[1]
+        if k == "norm":
+            eps = with_defaults(op)["eps"]
+            mu = ins[0].mean(axis=-1, keepdims=True)
+            var = ((ins[0] - mu) ** 2).mean(axis=-1, keepdims=True)
+            return (ins[0] - mu) / np.sqrt(var + eps) * op.params["weight"] + op.params["bias"]
+        if k == "pool":
+            acc = self.state[op.name] = self.state[op.name] + ins[0]
+            return acc / (self.t + 1) if op.attrs["mode"] == "mean" else acc.copy()
+        raise IRError(f"the float reference cannot execute %{op.name} ({k})")
+
+
+def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run `graph` over whole sequences x [batch, time, features].
+
+    Returns {output name: [batch, time, size]} in float64, from zero state.
+    """
+    x = np.asarray(x)
+    inputs = graph.inputs()
+    if len(inputs) != 1:
+        raise InputDataError(f"the float reference runs graphs with one input, this one has {len(inputs)}")
+    size = inputs[0].shape[0]
+    if x.ndim != 3 or x.shape[2] != size:
+        raise InputDataError(f"input must have shape [batch, time, {size}], got {list(x.shape)}")
+    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise InputDataError(f"input must be real numbers, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise InputDataError("input contains NaN or infinite values")
+    engine = FloatEngine(graph)
+    engine.reset(x.shape[0])
+    steps = [engine.step(x[:, t, :]) for t in range(x.shape[1])]
+    return {name: np.stack([s[name] for s in steps], axis=1) for name in steps[0]} if steps else {}

@@ -1,0 +1,149 @@
+"""The command line: helpful help, one-line errors with exit code 1, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.builders.onnx_models import (build_step_model, build_unsupported_op_model, build_wrong_rank_model,
+                                        random_spec, truncated_bytes)
+
+
+def ssmc(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[")]
+    assert len(lines) == 1 and lines[0].startswith("ssmc: error: "), proc.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", ["compile", "inspect", "run", "passes"])
+def test_every_subcommand_help_explains_its_options_with_an_example(command):
+    proc = ssmc(command, "--help")
+    assert proc.returncode == 0
+    if command != "passes":
+        assert "example" in proc.stdout and "ssmc " + command in proc.stdout
+
+
+def test_top_level_help_shows_a_typical_session():
+    proc = ssmc("--help")
+    assert proc.returncode == 0
+    for command in ("ssmc inspect", "ssmc compile", "ssmc run"):
+        assert command in proc.stdout
+
+
+def test_no_command_prints_help_and_exits_2():
+    proc = ssmc()
+    assert proc.returncode == 2 and "usage:" in proc.stdout
+
+
+def test_bad_usage_exits_2():
+    assert ssmc("compile").returncode == 2
+
+
+@pytest.fixture
+def bad_models(tmp_path):
+    good = build_step_model(random_spec(0)).SerializeToString()
+    files = {
+        "empty": b"",
+        "not_onnx": b"this is a text file, not a model\n" * 10,
+        "truncated": truncated_bytes(good),
+        "unsupported_op": build_unsupported_op_model("TopK").SerializeToString(),
+        "wrong_rank": build_wrong_rank_model().SerializeToString(),
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = tmp_path / f"{name}.onnx"
+        paths[name].write_bytes(data)
+    return paths
+
+
+@pytest.mark.parametrize("case, phrases", [
+    ("empty", ["empty"]),
+    ("not_onnx", ["not an ONNX model"]),
+    ("truncated", ["truncated"]),
+    ("unsupported_op", ["TopK", "Supported:"]),
+    ("wrong_rank", ["rank 3", "step-form"]),
+])
+@pytest.mark.parametrize("command", ["compile", "inspect"])
+def test_bad_models_give_a_one_line_cause(bad_models, tmp_path, command, case, phrases):
+    out = tmp_path / "net.lava"
+    args = [command, bad_models[case]] + (["-o", out] if command == "compile" else [])
+    assert_one_line_error(ssmc(*args), *phrases)
+    assert not out.exists()  # nothing half-written
+    assert not list(tmp_path.glob(".net.lava.*"))
+
+
+def test_missing_model_file(tmp_path):
+    assert_one_line_error(ssmc("inspect", tmp_path / "nope.onnx"), "no such file")
+
+
+def test_unsupported_op_error_names_the_node(bad_models):
+    proc = ssmc("inspect", bad_models["unsupported_op"])
+    assert_one_line_error(proc, "node '", "(TopK)")
+
+
+def test_lstm_between_layers_is_refused(tmp_path):
+    path = tmp_path / "lstm.onnx"
+    onnx.save(build_unsupported_op_model("LSTM"), str(path))
+    assert_one_line_error(ssmc("inspect", path), "LSTM")
+
+
+def test_unknown_pass_is_rejected_before_importing(tmp_path, bad_models):
+    # The model is broken too: the pipeline error must come first (fail fast, before slow work).
+    proc = ssmc("compile", bad_models["empty"], "-o", tmp_path / "n.lava", "--passes", "no-such-pass")
+    assert_one_line_error(proc, "unknown pass 'no-such-pass'")
+
+
+def test_compile_run_round_trip_and_agreement_with_onnxruntime(tmp_path):
+    spec = random_spec(2)
+    model_path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(spec), str(model_path))
+    net = tmp_path / "net.lava"
+    proc = ssmc("compile", model_path, "-o", net, "--readout", "mean")
+    assert proc.returncode == 0, proc.stderr
+    x = np.random.default_rng(0).normal(size=(4, 12, spec.in_features)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, y=np.array([0, 1, 0, 1]))
+    proc = ssmc("run", net, "--input", tmp_path / "in.npz", "--compare-onnx", model_path,
+                "--output", tmp_path / "y.npy")
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy:" in proc.stdout and "vs onnxruntime" in proc.stdout
+    rel = float(proc.stdout.split("of the output scale")[0].rsplit("(", 1)[1])
+    assert rel <= 1e-5
+    assert np.load(tmp_path / "y.npy").shape == (4, 12, spec.n_out)
+
+
+def test_compile_is_byte_identical_across_processes(tmp_path):
+    model_path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(random_spec(5)), str(model_path))
+    for name in ("a.lava", "b.lava"):
+        assert ssmc("compile", model_path, "-o", tmp_path / name, "-q").returncode == 0
+    assert (tmp_path / "a.lava").read_bytes() == (tmp_path / "b.lava").read_bytes()
+
+
+def test_run_rejects_input_of_the_wrong_shape(tmp_path):
+    spec = random_spec(2)
+    model_path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(spec), str(model_path))
+    assert ssmc("compile", model_path, "-o", tmp_path / "n.lava").returncode == 0
+    np.save(tmp_path / "bad.npy", np.zeros((2, 5, spec.in_features + 1), np.float32))
+    assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "bad.npy"), "input must have shape")
+
+
+def test_run_rejects_a_file_that_is_not_an_array(tmp_path):
+    spec = random_spec(2)
+    model_path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(spec), str(model_path))
+    assert ssmc("compile", model_path, "-o", tmp_path / "n.lava").returncode == 0
+    (tmp_path / "x.npy").write_text("hello")
+    assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "x.npy"), "not a .npy")
