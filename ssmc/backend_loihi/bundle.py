@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,7 +100,12 @@ def save(bundle: Bundle, path: str | os.PathLike) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise SsmcError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".net.lava.", suffix=".tmp", dir=folder)
+    if os.path.isdir(path):
+        raise SsmcError(f"{path}: is a directory; give a file name such as {os.path.join(path, 'net.lava')}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".net.lava.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise SsmcError(f"{path}: cannot write in {folder} ({e.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -107,11 +113,13 @@ def save(bundle: Bundle, path: str | os.PathLike) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise SsmcError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
 
 
@@ -147,7 +155,8 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
             return zf.read(entry)
         except KeyError:
             raise BundleError(f"{name}: damaged: entry {entry} is missing") from None
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, OSError, ValueError, EOFError,
+                NotImplementedError) as e:  # RuntimeError: zipfile's "encrypted entry"
             raise BundleError(f"{name}: damaged: cannot read entry {entry} ({e})") from None
 
     try:

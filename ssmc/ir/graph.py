@@ -22,7 +22,7 @@ import numpy as np
 
 from ssmc.errors import IRError
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # used with fullmatch
 
 
 @dataclass
@@ -50,6 +50,8 @@ class Graph:
     """A typed dataflow graph of `Op`s with its own query and edit API."""
 
     def __init__(self, name: str = "main", attrs: dict[str, Any] | None = None):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise IRError(f"invalid graph name {name!r}: use letters, digits, '_', '.', '-'")
         self.name = name
         self.attrs: dict[str, Any] = dict(attrs or {})
         self._g = nx.MultiDiGraph()
@@ -58,7 +60,7 @@ class Graph:
     # -- building ---------------------------------------------------------
     def add(self, op: Op) -> Op:
         """Add `op`; its inputs must already exist (build in topological order)."""
-        if not NAME_RE.match(op.name):
+        if not isinstance(op.name, str) or not NAME_RE.fullmatch(op.name):
             raise IRError(f"invalid op name {op.name!r}: use letters, digits, '_', '.', '-'")
         if op.name in self._g:
             raise IRError(f"duplicate op name %{op.name}")
@@ -73,6 +75,7 @@ class Graph:
 
     def remove(self, name: str) -> None:
         """Remove op `name`; it must have no remaining consumers."""
+        self.op(name)  # raises IRError for an unknown name
         users = self.consumers(name)
         if users:
             raise IRError(f"cannot remove %{name}: still used by " + ", ".join(f"%{u.name}" for u in users))
@@ -140,6 +143,7 @@ class Graph:
 
     def consumers(self, name: str) -> list[Op]:
         """Ops that read %name, in execution order, each once."""
+        self.op(name)  # raises IRError for an unknown name
         seq = nx.get_node_attributes(self._g, "seq")
         users = sorted(set(self._g.successors(name)), key=lambda n: seq[n])
         return [self._g.nodes[n]["op"] for n in users]

@@ -3,8 +3,8 @@
     ssmc.graph @digits {source = "model.onnx"}
     %x = input() {size = 1} : [1]
     %enc = linear(%x) : [4]
-      weight = f32[4,1] [0.5, -1.25, 2, 0]
       bias = f32[4] @enc.bias
+      weight = f32[4,1] [0.5, -1.25, 2, 0]
     %y = output(%enc) : [4]
 
 One op per line: result name, kind, operands, attributes in braces (sorted),
@@ -70,7 +70,7 @@ def format_attr(v: Any) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return repr(v) if np.isfinite(v) else json.dumps(str(v))
+        return repr(v)  # 'nan', 'inf', '-inf' read back as floats
     if isinstance(v, str):
         return json.dumps(v)
     if isinstance(v, tuple):
@@ -118,7 +118,7 @@ def print_graph(g: Graph, tensors: dict[str, np.ndarray] | None = None, elide: b
 
 
 # -- parsing -------------------------------------------------------------------
-_TOKEN = re.compile(r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan))
+_TOKEN = re.compile(r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?:inf|nan)(?![A-Za-z0-9_])))
                     |(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[\[\]{},=]))""", re.X)
 
 
@@ -234,12 +234,30 @@ def _parse_tensor(m: re.Match, lineno: int, tensors: dict[str, np.ndarray] | Non
     return arr.reshape(shape)
 
 
+def _strip_comment(line: str) -> str:
+    """Drop a `// comment`, but not a `//` inside a quoted string (e.g. a URL)."""
+    in_string = escaped = False
+    for i, ch in enumerate(line):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif line.startswith("//", i):
+            return line[:i]
+    return line
+
+
 def parse_graph(text: str, tensors: dict[str, np.ndarray] | None = None) -> Graph:
     """Read the text form back into a Graph (not verified: call `verify`)."""
     g: Graph | None = None
     current: Op | None = None
     for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("//", 1)[0].rstrip()
+        line = _strip_comment(raw).rstrip()
         if not line.strip():
             continue
         if g is None:

@@ -31,7 +31,7 @@ def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
     try:
         sch = schema(op.kind)
     except IRError as e:
-        return [str(e)]
+        return [f"%{op.name}: {e}"]
     where = f"%{op.name} ({op.kind})"
     problems: list[str] = []
     if len(op.inputs) != sch.n_inputs:

@@ -85,6 +85,8 @@ _ITEM = re.compile(r"\s*([A-Za-z0-9_\-]+)\s*(?:\{([^}]*)\})?\s*(?:,|$)")
 def parse_pipeline(text: str) -> list[Pass]:
     """Parse ``"a,b{opt=1,flag=true}"`` into pass instances, checking every name and option."""
     passes, pos, text = [], 0, text.strip()
+    if text.endswith(",") or text.startswith(","):
+        raise PassError(f"pipeline {text!r} has an empty item; write 'a,b{{option=value}}'")
     while pos < len(text):
         m = _ITEM.match(text, pos)
         if not m or m.end() == pos:

@@ -1,0 +1,339 @@
+"""net.lava: deterministic bytes, atomic saves, exact round trips, and one-line refusals of damaged files."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssmc.backend_loihi import bundle
+from ssmc.backend_loihi.bundle import Bundle, decode, encode, load, save
+from ssmc.errors import BundleError, IRError, SsmcError
+from ssmc.ir.graph import Op
+from ssmc.ir.text import print_graph
+from tests.backend_loihi.sample import make_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+TENSOR = "tensors/enc.weight.npy"
+
+
+# -- helpers: take a net.lava apart and put it back together ----------------------
+def unzip(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {i.filename: zf.read(i.filename) for i in zf.infolist()}
+
+
+def rezip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in entries.items():
+            zf.writestr(name, blob)
+    return buf.getvalue()
+
+
+def with_manifest(zip_entries: dict[str, bytes], /, **changes) -> dict[str, bytes]:
+    """The entries with some manifest fields replaced (the manifest's own checksums untouched)."""
+    manifest = json.loads(zip_entries["manifest.json"])
+    manifest.update(changes)
+    return {**zip_entries, "manifest.json": json.dumps(manifest).encode()}
+
+
+def rehashed(entries: dict[str, bytes]) -> dict[str, bytes]:
+    """Entries with a manifest whose checksums match the (possibly edited) contents."""
+    return with_manifest(entries, entries={k: hashlib.sha256(v).hexdigest()
+                                           for k, v in entries.items() if k != "manifest.json"})
+
+
+def data_offset(data: bytes, name: str) -> int:
+    """Where the stored (compressed) bytes of entry `name` start in the zip."""
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(name)
+    header = data[info.header_offset:info.header_offset + 30]
+    assert header[:4] == b"PK\x03\x04"
+    name_len = int.from_bytes(header[26:28], "little")
+    extra_len = int.from_bytes(header[28:30], "little")
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def central_record(data: bytes, name: str) -> int:
+    """Offset of entry `name`'s record in the zip's central directory."""
+    pos = data.find(b"PK\x01\x02")
+    while pos >= 0:
+        name_len = int.from_bytes(data[pos + 28:pos + 30], "little")
+        if data[pos + 46:pos + 46 + name_len] == name.encode():
+            return pos
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    raise AssertionError(f"{name} not in the central directory")
+
+
+@pytest.fixture(scope="module")
+def good() -> bytes:
+    return encode(make_bundle())
+
+
+# -- determinism ----------------------------------------------------------------
+def test_encoding_the_same_bundle_twice_gives_the_same_bytes():
+    assert encode(make_bundle()) == encode(make_bundle())
+
+
+def test_saving_twice_gives_byte_identical_files(tmp_path, good):
+    save(make_bundle(), tmp_path / "a.lava")
+    save(make_bundle(), tmp_path / "b.lava")
+    assert (tmp_path / "a.lava").read_bytes() == (tmp_path / "b.lava").read_bytes() == good
+
+
+SCRIPT = """
+import hashlib, sys
+sys.path.insert(0, {root!r})
+from ssmc.backend_loihi.bundle import encode
+from tests.backend_loihi.sample import make_bundle
+print(hashlib.sha256(encode(make_bundle())).hexdigest())
+"""
+
+
+def test_separate_processes_encode_the_same_bytes(good):
+    digests = []
+    for seed in ("1", "2"):  # different hash seeds shake out any set or dict ordering
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT))], capture_output=True,
+                             text=True, env=env, timeout=60)
+        assert run.returncode == 0, run.stderr
+        digests.append(run.stdout.strip())
+    assert digests[0] == digests[1] == hashlib.sha256(good).hexdigest()
+
+
+def test_entries_carry_no_wall_clock_time(good):
+    with zipfile.ZipFile(io.BytesIO(good)) as zf:
+        dates = {i.date_time for i in zf.infolist()}
+    assert dates == {(1980, 1, 1, 0, 0, 0)}
+
+
+# -- contents -------------------------------------------------------------------
+def test_the_manifest_comes_first_and_lists_every_other_entry_with_its_sha256(good):
+    entries = unzip(good)
+    assert next(iter(entries)) == "manifest.json"
+    manifest = json.loads(entries.pop("manifest.json"))
+    assert manifest["format"] == "ssmc.net" and manifest["format_version"] == 1
+    assert manifest["entries"] == {k: hashlib.sha256(v).hexdigest() for k, v in entries.items()}
+    assert set(entries) == {"ir.txt", "report.json", "tensors/enc.bias.npy", "tensors/enc.weight.npy",
+                            "tensors/ssm.A_bar.npy", "tensors/ssm.B_bar.npy", "tensors/ssm.C.npy", "tensors/ssm.D.npy"}
+
+
+def test_tensors_are_plain_npy_files_readable_without_pickle(good):
+    entries = unzip(good)
+    g = make_bundle().graph
+    for key, expected in [("enc.weight", g.op("enc").params["weight"]), ("ssm.C", g.op("ssm").params["C"])]:
+        arr = np.load(io.BytesIO(entries[f"tensors/{key}.npy"]), allow_pickle=False)
+        assert arr.dtype == expected.dtype and np.array_equal(arr, expected)
+
+
+def test_save_then_load_round_trips_everything(tmp_path):
+    original = make_bundle()
+    save(original, tmp_path / "net.lava")
+    back = load(tmp_path / "net.lava")
+    assert print_graph(back.graph) == print_graph(original.graph)
+    for op in original.graph.ops():
+        for name, arr in op.params.items():
+            got = back.graph.op(op.name).params[name]
+            assert got.dtype == arr.dtype
+            assert np.array_equal(got.view(np.uint8), arr.view(np.uint8)), f"{op.name}.{name}"
+    assert back.source == original.source
+    assert back.pipeline == "canonicalize"
+    assert back.options == {"readout": "none"}
+    assert back.report == original.report
+    assert back.ssmc_version == original.ssmc_version
+    assert back.format_version == 1
+
+
+def test_saved_files_are_readable_by_everyone(tmp_path):
+    save(make_bundle(), tmp_path / "net.lava")
+    assert (tmp_path / "net.lava").stat().st_mode & 0o777 == 0o644
+
+
+# -- atomic saves ---------------------------------------------------------------
+def test_a_bundle_that_does_not_verify_is_not_saved_and_the_old_file_stays(tmp_path, good):
+    dest = tmp_path / "net.lava"
+    dest.write_bytes(good)
+    broken = make_bundle()
+    broken.graph.op("enc").params["weight"] = np.zeros((2, 2), np.float32)
+    with pytest.raises(IRError, match="%enc"):
+        save(broken, dest)
+    assert dest.read_bytes() == good
+    assert os.listdir(tmp_path) == ["net.lava"]
+
+
+def test_a_failure_while_replacing_keeps_the_old_file_and_removes_the_temp_file(tmp_path, monkeypatch):
+    dest = tmp_path / "net.lava"
+    dest.write_bytes(b"previous content")
+
+    def disk_trouble(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", disk_trouble)
+    with pytest.raises(SsmcError, match="cannot write .No space left on device"):
+        save(make_bundle(), dest)
+    assert dest.read_bytes() == b"previous content"
+    assert os.listdir(tmp_path) == ["net.lava"]
+
+
+def test_a_successful_save_leaves_no_temp_files(tmp_path):
+    save(make_bundle(), tmp_path / "net.lava")
+    save(make_bundle(), tmp_path / "net.lava")
+    assert os.listdir(tmp_path) == ["net.lava"]
+
+
+def test_saving_into_a_missing_folder_raises_ssmc_error(tmp_path):
+    with pytest.raises(SsmcError, match="does not exist"):
+        save(make_bundle(), tmp_path / "nope" / "net.lava")
+    assert os.listdir(tmp_path) == []
+
+
+def test_saving_onto_a_directory_raises_ssmc_error(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(SsmcError):
+        save(make_bundle(), tmp_path / "out")
+
+
+# -- refusing damaged files -----------------------------------------------------
+def _flip_tensor_byte(data):
+    entries = unzip(data)
+    blob = bytearray(entries[TENSOR])
+    blob[-3] ^= 0x10  # inside the float data, after the .npy header
+    return rezip({**entries, TENSOR: bytes(blob)})
+
+
+def _drop(entry):
+    def damage(data):
+        entries = unzip(data)
+        del entries[entry]
+        return rezip(entries)
+    return damage
+
+
+def _replace_rehashed(entry, blob):
+    def damage(data):
+        return rezip(rehashed({**unzip(data), entry: blob}))
+    return damage
+
+
+def _npy(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+DAMAGE = {
+    "empty file": (lambda d: b"", "the file is empty"),
+    "random bytes": (lambda d: np.random.default_rng(0).bytes(len(d)), "not a net.lava file, or truncated"),
+    "cut in half": (lambda d: d[:len(d) // 2], "not a net.lava file, or truncated"),
+    "last byte missing": (lambda d: d[:-1], "not a net.lava file, or truncated"),
+    "one byte flipped in a tensor": (_flip_tensor_byte, f"checksum mismatch in {TENSOR}"),
+    "format version 2": (lambda d: rezip(with_manifest(unzip(d), format_version=2)), "upgrade ssmc"),
+    "another format": (lambda d: rezip(with_manifest(unzip(d), format="other.thing")), "not a net.lava file"),
+    "no format version": (lambda d: rezip(with_manifest(unzip(d), format_version="1")), "no integer format_version"),
+    "no entry list": (lambda d: rezip(with_manifest(unzip(d), entries=None)), "lists no entries"),
+    "extra entry": (lambda d: rezip({**unzip(d), "notes.txt": b"hi"}), "unexpected entry notes.txt"),
+    "listed tensor missing": (_drop("tensors/ssm.C.npy"), "entry tensors/ssm.C.npy is missing"),
+    "manifest missing": (_drop("manifest.json"), "entry manifest.json is missing"),
+    "manifest not JSON": (lambda d: rezip({**unzip(d), "manifest.json": b"{format: ssmc"}), "not valid JSON"),
+    "manifest not an object": (lambda d: rezip({**unzip(d), "manifest.json": b"[1, 2]"}), "not an object"),
+    "tensor not a .npy": (_replace_rehashed(TENSOR, b"not numpy"), f"{TENSOR} is not a valid .npy"),
+    "tensor of another dtype": (_replace_rehashed(TENSOR, _npy(np.zeros((4, 3)))), "does not load"),
+    "IR that does not verify": (_replace_rehashed("ir.txt", b"ssmc.graph @m\n%x = input() : [1]\n"),
+                                "does not load"),
+    "report not JSON": (_replace_rehashed("report.json", b"{oops"), "damaged"),
+}
+
+
+@pytest.mark.parametrize("damage,phrase", DAMAGE.values(), ids=DAMAGE.keys())
+def test_a_damaged_file_is_refused_with_a_one_line_reason(tmp_path, good, damage, phrase):
+    path = tmp_path / "net.lava"
+    path.write_bytes(damage(good))
+    with pytest.raises(BundleError) as e:
+        load(path)
+    msg = str(e.value)
+    assert msg.startswith("net.lava: "), msg
+    assert phrase in msg, msg
+    assert "\n" not in msg or phrase == "does not load", msg  # the IR verifier lists problems on lines
+
+
+def test_a_newer_format_names_both_versions(good):
+    with pytest.raises(BundleError) as e:
+        decode(rezip(with_manifest(unzip(good), format_version=2, ssmc_version="9.0.0")))
+    assert "format 2 by ssmc 9.0.0" in str(e.value)
+    assert "reads format 1" in str(e.value)
+
+
+def test_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(BundleError, match="no such file"):
+        load(tmp_path / "absent.lava")
+
+
+def test_a_directory_is_refused(tmp_path):
+    with pytest.raises(BundleError, match="is a directory"):
+        load(tmp_path)
+
+
+def _corrupt_deflate(data):
+    out = bytearray(data)
+    out[data_offset(data, TENSOR)] = 0x07  # final block of reserved type 3: not a deflate stream
+    return bytes(out)
+
+
+def _set_encrypted_flag(data):
+    out = bytearray(data)
+    out[central_record(data, TENSOR) + 8] |= 0x01  # general-purpose flag bit 0: encrypted
+    return bytes(out)
+
+
+@pytest.mark.parametrize("damage", [_corrupt_deflate, _set_encrypted_flag], ids=["bad deflate", "encrypted"])
+def test_damage_inside_the_zip_structure_is_refused_as_bundle_error(good, damage):
+    with pytest.raises(BundleError):
+        decode(damage(good))
+
+
+# -- the command line -----------------------------------------------------------
+def run_cli(net: Path, x: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "SSMC_DEBUG"}
+    return subprocess.run([sys.executable, "-m", "ssmc.cli", "run", str(net), "--input", str(x), "-q"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+
+
+@pytest.fixture
+def x_npy(tmp_path) -> Path:
+    path = tmp_path / "x.npy"
+    np.save(path, np.linspace(-1, 1, 2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3))
+    return path
+
+
+def test_cli_runs_an_intact_net(tmp_path, good, x_npy):
+    net = tmp_path / "net.lava"
+    net.write_bytes(good)
+    run = run_cli(net, x_npy)
+    assert run.returncode == 0, run.stderr
+    assert "outputs: [2, 5, 4]" in run.stdout
+
+
+@pytest.mark.parametrize("kind", ["cut in half", "one byte flipped in a tensor", "format version 2"])
+def test_cli_reports_a_damaged_net_in_one_line_and_exits_1(tmp_path, good, x_npy, kind):
+    damage, phrase = DAMAGE[kind]
+    net = tmp_path / "net.lava"
+    net.write_bytes(damage(good))
+    run = run_cli(net, x_npy)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("ssmc: error: ") and phrase in lines[0]
+    assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_cli_reports_damaged_compressed_data_as_a_user_error(tmp_path, good, x_npy):
+    net = tmp_path / "net.lava"
+    net.write_bytes(_corrupt_deflate(good))
+    run = run_cli(net, x_npy)
+    assert run.returncode == 1
+    assert run.stderr.startswith("ssmc: error: ")
