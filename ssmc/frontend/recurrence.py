@@ -221,8 +221,10 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
         if len(chans) > 1:
             raise _fail(pair, f"a mode (state elements {comp}) connects channels {sorted(chans)}; "
                               "S4D modes must each belong to one channel")
-        if not chans:
-            continue  # neither driven nor read: contributes nothing
+        if len(drive) == 0:
+            # Never driven from a zero initial state, so it stays 0: e.g. the imaginary
+            # half of a mode whose pole is real (A_imag = 0 in S4D-Lin's first mode).
+            continue
         modes.append((chans.pop(), comp))
 
     per_channel: dict[int, list[list[int]]] = {h: [] for h in range(H)}

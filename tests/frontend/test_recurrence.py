@@ -157,3 +157,16 @@ def test_readout_mean_appends_a_running_mean(save_onnx):
     running_mean = np.cumsum(per_token, axis=1) / np.arange(1, 11)[None, :, None]
     got = run_float(graph, x)[graph.outputs()[0].name]
     assert np.abs(got - running_mean).max() <= 1e-5 * np.abs(running_mean).max()
+
+
+def test_an_undriven_half_of_a_real_pole_is_dropped(save_onnx):
+    # S4D-Lin's first mode has A_imag = 0: its imaginary half is never driven and stays 0.
+    model = _state_model(2, 0.8 * np.eye(2))
+    Bk = next(i for i in model.graph.initializer if i.name == "Bk")
+    b = numpy_helper.to_array(Bk).copy()
+    b[:, 1] = 0.0
+    Bk.CopyFrom(numpy_helper.from_array(b, "Bk"))
+    graph = _assert_matches(model, save_onnx(model))
+    (op,) = graph.ops_of_kind("s4d")
+    assert op.attrs["modes"] == 1
+    np.testing.assert_allclose(op.params["A_bar"], 0.8, rtol=1e-6)
