@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -10,57 +11,128 @@ from typing import Callable
 import numpy as np
 
 from ssmc.backend_loihi import bundle as _bundle
-from ssmc.errors import SsmcError
+from ssmc.errors import InputDataError, SsmcError
 from ssmc.frontend import import_onnx
 from ssmc.ir.graph import Graph
 from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
+from ssmc.passes.base import with_data
 
-ENGINES = ("float",)
+ENGINES = ("float", "numpy")
+WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits")
+
+
+def is_neuro_level(graph: Graph) -> bool:
+    return bool(graph.ops_of_kind("neurons"))
 
 
 @dataclass
 class Net:
-    """A compiled network: the IR plus where it came from and what was done to it."""
+    """A compiled network: the IR, the float model it came from, and how it was made."""
 
     graph: Graph
     source: dict
     pipeline: str
     options: dict
     report: dict
+    model_graph: Graph | None = None
 
     def save(self, path: str | os.PathLike) -> None:
-        _bundle.save(_bundle.Bundle(graph=self.graph, source=self.source, pipeline=self.pipeline,
-                                    options=self.options, report=self.report), path)
+        _bundle.save(_bundle.Bundle(graph=self.graph, model_graph=self.model_graph, source=self.source,
+                                    pipeline=self.pipeline, options=self.options, report=self.report), path)
 
-    def run(self, x: np.ndarray, engine: str = "float") -> np.ndarray:
-        """Per-token outputs [batch, time, outputs] of the (first) model output."""
+    def run(self, x: np.ndarray, engine: str = "numpy") -> np.ndarray:
+        """Per-token outputs [batch, tokens, outputs] of the first model output."""
+        return self.run_detailed(x, engine)["outputs"]
+
+    def run_detailed(self, x: np.ndarray, engine: str = "numpy") -> dict:
+        """Outputs plus what the engine measured (saturation, sparsity) where it has it."""
         if engine not in ENGINES:
             raise SsmcError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
-        from ssmc.runtime.float_ref import run_float
-        outs = run_float(self.graph, x)
-        return outs[self.graph.outputs()[0].name]
+        if engine == "float" or not is_neuro_level(self.graph):
+            if engine == "numpy":
+                raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): "
+                                "run it with --engine float, or compile with the default pipeline")
+            graph = self.model_graph if self.model_graph is not None else self.graph
+            from ssmc.runtime.float_ref import run_float
+            outs = run_float(graph, x)
+            return {"outputs": outs[graph.outputs()[0].name]}
+        from ssmc.runtime.numpy_engine import run_numpy
+        res = run_numpy(self.graph, x)
+        return {"outputs": res.outputs[self.graph.outputs()[0].name], "saturation": res.saturation,
+                "sparsity": res.sparsity}
+
+
+def load_calibration(data) -> tuple[np.ndarray, str]:
+    """Calibration sequences from an array or a .npy/.npz file (array 'x'); returns (x, provenance)."""
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise InputDataError(f"{path}: no such calibration file") from None
+        except (ValueError, OSError, EOFError) as e:
+            raise InputDataError(f"{path}: not a .npy or .npz file ({e})") from None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            if "x" not in loaded.files:
+                raise InputDataError(f"{path}: a calibration .npz needs an array named 'x' (has {loaded.files})")
+            loaded = loaded["x"]
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        return np.asarray(loaded), f"{os.path.basename(path)} sha256:{digest}"
+    x = np.asarray(data)
+    return x, f"array sha256:{hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()}"
 
 
 def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
-            verify_each: bool = True, after_pass: Callable | None = None, log: Callable[[str], None] = lambda s: None
-            ) -> Net:
-    """ONNX step-form model -> Net, running `passes` (a pipeline string)."""
+            calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
+            log: Callable[[str], None] = lambda s: None, **widths) -> Net:
+    """ONNX step-form model -> Net, running `passes` (a pipeline string).
+
+    `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
+    size the fixed-point ranges. `widths`: weight_bits, coef_bits, state_bits,
+    message_bits, overriding the assign-bitwidths pass's options.
+    """
+    unknown = set(widths) - set(WIDTH_OPTIONS)
+    if unknown:
+        raise SsmcError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
     pipeline = parse_pipeline(passes)  # reject a bad pipeline before the slow import
+    given = {k: int(v) for k, v in widths.items() if v is not None}
+    if given:
+        if not any(p.name == "assign-bitwidths" for p in pipeline):
+            raise SsmcError("bit-width options need assign-bitwidths in the pipeline")
+        pipeline = [dataclasses.replace(p, **given) if p.name == "assign-bitwidths" else p for p in pipeline]
+    cal, cal_source = (None, "none")
+    if calibration is not None:
+        cal, cal_source = load_calibration(calibration)
     log(f"importing {os.fspath(model_path)}")
     graph, report, loaded = import_onnx(model_path, readout=readout)
+    model_graph = graph.copy()
+    if cal is not None:
+        from ssmc.runtime.calibrate import check_calibration
+        cal = check_calibration(cal, graph.inputs()[0].shape[0])
     log(f"recognised {len(graph)} ops; running passes: {pipeline_spec(pipeline) or '(none)'}")
-    graph, records = run_pipeline(graph, pipeline, verify_each=verify_each, after_pass=after_pass)
+
+    def progress(p, g, changed):
+        log(f"  {p.name}{'' if changed else ' (no change)'}")
+        if after_pass is not None:
+            after_pass(p, g, changed)
+
+    graph, records = run_pipeline(graph, with_data(pipeline, calibration=cal), verify_each=verify_each,
+                                  after_pass=progress)
     return Net(
         graph=graph,
+        model_graph=model_graph,
         source={"file": os.path.basename(os.fspath(model_path)), "sha256": loaded.sha256, "bytes": loaded.size},
         pipeline=pipeline_spec(pipeline),
-        options={"readout": readout},
+        options={"readout": readout, "calibration": cal_source},
         report={"import": dataclasses.asdict(report),
-                "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed} for r in records]},
+                "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
+                           for r in records]},
     )
 
 
 def load(path: str | os.PathLike) -> Net:
     """Read a net.lava file written by `Net.save`."""
     b = _bundle.load(path)
-    return Net(graph=b.graph, source=b.source, pipeline=b.pipeline, options=b.options, report=b.report)
+    return Net(graph=b.graph, model_graph=b.model_graph, source=b.source, pipeline=b.pipeline, options=b.options,
+               report=b.report)

@@ -42,8 +42,13 @@ def cmd_compile(args) -> int:
             print(f"// ----- IR after {p.name}{'' if changed else ' (unchanged)'} -----")
             print(print_graph(graph, elide=True), end="")
 
-    net = ssmc.compile(args.model, passes=args.passes, readout=args.readout, verify_each=not args.no_verify,
-                       after_pass=after_pass, log=log)
+    net = ssmc.compile(args.model, passes=args.passes, readout=args.readout, calibration=args.calibrate,
+                       verify_each=not args.no_verify, after_pass=after_pass, log=log,
+                       weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
+                       message_bits=args.message_bits)
+    for record in net.report.get("passes", []):
+        for note in record.get("notes", []):
+            log(f"  {record['name']}: {note}")
     net.save(args.output)
     log(f"wrote {args.output} ({os.path.getsize(args.output)} bytes)")
     return 0
@@ -131,8 +136,16 @@ def _load_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.nda
     return x, labels
 
 
+def _accuracy_line(final: np.ndarray, labels: np.ndarray | None) -> str:
+    if labels is None:
+        return ""
+    pred = final.argmax(axis=-1)
+    return f"{100 * float((pred == labels).mean()):.2f}% ({int((pred == labels).sum())}/{len(labels)})"
+
+
 def cmd_run(args) -> int:
     import ssmc
+    from ssmc.api import is_neuro_level
 
     log = _log(args.quiet)
     net = ssmc.load(args.net)
@@ -140,18 +153,35 @@ def cmd_run(args) -> int:
     if args.limit:
         x = x[:args.limit]
         labels = labels[:args.limit] if labels is not None else None
-    log(f"running {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens on the {args.engine} engine")
-    y = net.run(x, engine=args.engine)
+    engine = args.engine or ("numpy" if is_neuro_level(net.graph) else "float")
+    log(f"running {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens on the {engine} engine")
+    result = net.run_detailed(x, engine=engine)
+    y = result["outputs"]
     log("done")
-    final = y[:, -1, :]
-    print(f"outputs: {list(y.shape)} (batch, tokens, outputs); engine {args.engine}")
+    print(f"outputs: {list(y.shape)} (batch, tokens, outputs); engine {engine}")
     if net.options.get("readout", "none") == "none":
         print("note: compiled without --readout; predictions use the last token's output")
-    pred = final.argmax(axis=-1)
-    print(f"predictions (first 10): {pred[:10].tolist()}")
+    print(f"predictions (first 10): {y[:, -1, :].argmax(axis=-1)[:10].tolist()}")
     if labels is not None:
-        acc = float((pred == labels).mean())
-        print(f"accuracy: {100 * acc:.2f}% ({int((pred == labels).sum())}/{len(labels)})")
+        print(f"accuracy ({engine}): {_accuracy_line(y[:, -1, :], labels)}")
+    if "saturation" in result:
+        sat = {g: {k: v for k, v in c.items() if v} for g, c in result["saturation"].items()}
+        sat = {g: c for g, c in sat.items() if c}
+        print("saturation: " + ("none" if not sat else
+                                "; ".join(f"{g}: " + ", ".join(f"{k} {v}" for k, v in c.items())
+                                          for g, c in sat.items())))
+        print("message sparsity (fraction of zero messages): " +
+              ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items()))
+    if args.compare_float and engine != "float":
+        ref = net.run(x, engine="float")
+        scale = float(np.abs(ref).max()) or 1.0
+        err = np.abs(y - ref)
+        print(f"vs float reference: max abs error {float(err.max()):.3e} ({float(err.max()) / scale:.3e} of the "
+              f"output scale {scale:.3g}), mean {float(err.mean()):.3e}")
+        if labels is not None:
+            agree = float((y[:, -1].argmax(-1) == ref[:, -1].argmax(-1)).mean())
+            print(f"accuracy (float): {_accuracy_line(ref[:, -1, :], labels)}; predictions agree on "
+                  f"{100 * agree:.2f}% of sequences")
     if args.compare_onnx:
         from ssmc.frontend.load import load_model
         from ssmc.runtime.onnx_ref import run_step_onnx
@@ -177,13 +207,12 @@ def cmd_run(args) -> int:
 
 # -- passes ---------------------------------------------------------------------
 def cmd_passes(args) -> int:
-    import dataclasses
-
     from ssmc.passes import DEFAULT_PIPELINE, available_passes
+    from ssmc.passes.base import option_fields
 
     for name, cls in available_passes().items():
         print(f"{name:24s} [{cls.kind}] {_summary_line(cls)}")
-        for f in dataclasses.fields(cls):
+        for f in option_fields(cls):
             print(f"{'':26s}{f.name.replace('_', '-')}: {getattr(f.type, '__name__', f.type)} = {f.default}")
     print(f"\ndefault pipeline: {DEFAULT_PIPELINE}")
     return 0
@@ -206,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile diagonal state-space models (S4D) from ONNX to Intel Loihi 2.",
         epilog=f"""typical session:
   ssmc inspect {EXAMPLE}                 what the frontend recognises
-  ssmc compile {EXAMPLE} -o net.lava --readout mean
-  ssmc run net.lava --input examples/digits/digits_test.npz
+  ssmc compile {EXAMPLE} -o net.lava --readout mean --calibrate examples/digits/digits_calib.npz
+  ssmc run net.lava --input examples/digits/digits_test.npz --compare-float
 
 The ONNX model must be in step form: one token in, the recurrent states in,
 the output and the next states out (docs/onnx_step_form.md).""")
@@ -219,12 +248,21 @@ the output and the next states out (docs/onnx_step_form.md).""")
                        epilog=f"""examples:
   ssmc compile {EXAMPLE} -o net.lava
   ssmc compile model.onnx -o net.lava --readout mean          classify by the mean over tokens
+  ssmc compile model.onnx -o net.lava --calibrate cal.npz --weight-bits 6
+  ssmc compile model.onnx -o net.lava --passes canonicalize   keep the float model (no quantization)
   ssmc compile model.onnx -o net.lava --print-ir-after all    show the IR between passes""")
     c.add_argument("model", help="the .onnx file (step form)")
     c.add_argument("-o", "--output", required=True, help="where to write the compiled net (e.g. net.lava)")
     c.add_argument("--readout", choices=("none", "sum", "mean"), default="none",
                    help="append a running pool over tokens to the output: 'mean' for sequence "
                         "classification by mean pooling (default: none, per-token outputs)")
+    c.add_argument("--calibrate", metavar="DATA",
+                   help=".npz (array 'x') or .npy of calibration sequences [n, tokens, features] that size the "
+                        "fixed-point ranges (default: random N(0,1) tokens, with a warning)")
+    c.add_argument("--weight-bits", type=int, metavar="B", help="synapse weight bits, 3..8 (default 8; Lava Dense convention: mixed-sign weights keep bits-1 bits of magnitude)")
+    c.add_argument("--coef-bits", type=int, metavar="B", help="complex-pair coefficient bits (default 16)")
+    c.add_argument("--state-bits", type=int, metavar="B", help="neuron state bits (default 24)")
+    c.add_argument("--message-bits", type=int, metavar="B", help="graded message bits (default 24)")
     c.add_argument("--passes", default=None, metavar="PIPELINE",
                    help="pass pipeline, e.g. 'canonicalize' (see `ssmc passes`; default: the standard pipeline)")
     c.add_argument("--print-ir-after", metavar="PASS|all", help="print the IR (tensors summarised) after a pass")
@@ -251,14 +289,18 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc run net.lava --input examples/digits/digits_test.npz
   ssmc run net.lava --input x.npy --labels y.npy --output y_pred.npy
   ssmc run net.lava --input x.npy --compare-onnx model.onnx     agreement with onnxruntime
+  ssmc run net.lava --input test.npz --compare-float            what quantization costs
 
 input: .npy of shape [batch, tokens, features] (or [tokens, features] for one
 sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("net", help="a net.lava file from `ssmc compile`")
     r.add_argument("--input", required=True, help=".npy or .npz input sequences")
     r.add_argument("--labels", help=".npy of integer labels, one per sequence")
-    r.add_argument("--engine", choices=("float",), default="float",
-                   help="float: the float64 reference (fixed-point engines come with the SSM passes)")
+    r.add_argument("--engine", choices=("numpy", "float"), default=None,
+                   help="numpy: the bit-exact fixed-point golden model (default for quantized nets); "
+                        "float: the float64 reference of the imported model")
+    r.add_argument("--compare-float", action="store_true",
+                   help="also run the float reference and report the error and accuracy difference")
     r.add_argument("--compare-onnx", metavar="MODEL", help="also run MODEL with onnxruntime and report the error")
     r.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
     r.add_argument("--output", help="save the per-token outputs to this .npy")

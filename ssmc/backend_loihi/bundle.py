@@ -4,8 +4,10 @@ Entries (all listed with their sha256 in the manifest):
 
     manifest.json     format name and version, ssmc version, source model hash,
                       pipeline, options, entry checksums
-    ir.txt            the IR text form, tensors written as @references
+    ir.txt            the compiled IR text form, tensors written as @references
     tensors/<k>.npy   one .npy per tensor (no pickles)
+    model/ir.txt      optional: the float model-level IR as imported (and model/tensors/),
+                      the reference `ssmc run --compare float` measures against
     report.json       what the frontend recognised and what each pass did
 
 Writing is atomic (temporary file in the same folder, then rename) and
@@ -47,6 +49,7 @@ class Bundle:
     """Everything net.lava holds, in memory."""
 
     graph: Graph
+    model_graph: Graph | None = None  # the float model-level IR as imported, for --compare float
     source: dict = field(default_factory=dict)  # file name, sha256, size of the ONNX model
     pipeline: str = ""
     options: dict = field(default_factory=dict)
@@ -72,6 +75,12 @@ def encode(bundle: Bundle) -> bytes:
     entries: dict[str, bytes] = {"ir.txt": print_graph(bundle.graph, tensors=tensors).encode()}
     for key in sorted(tensors):
         entries[f"tensors/{key}.npy"] = _npy_bytes(tensors[key])
+    if bundle.model_graph is not None:
+        verify(bundle.model_graph)
+        model_tensors: dict[str, np.ndarray] = {}
+        entries["model/ir.txt"] = print_graph(bundle.model_graph, tensors=model_tensors).encode()
+        for key in sorted(model_tensors):
+            entries[f"model/tensors/{key}.npy"] = _npy_bytes(model_tensors[key])
     entries["report.json"] = _json_bytes(bundle.report)
     manifest = {
         "format": FORMAT_NAME,
@@ -188,16 +197,23 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
             raise BundleError(f"{name}: damaged: checksum mismatch in {entry}")
         contents[entry] = blob
 
-    tensors = {}
-    for entry, blob in contents.items():
-        if entry.startswith("tensors/") and entry.endswith(".npy"):
-            try:
-                tensors[entry[len("tensors/"):-4]] = np.load(io.BytesIO(blob), allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
-                raise BundleError(f"{name}: damaged: {entry} is not a valid .npy ({e})") from None
+    def tensors_under(prefix: str) -> dict[str, np.ndarray]:
+        found = {}
+        for entry, blob in contents.items():
+            if entry.startswith(prefix) and entry.endswith(".npy") and "/" not in entry[len(prefix):]:
+                try:
+                    found[entry[len(prefix):-4]] = np.load(io.BytesIO(blob), allow_pickle=False)
+                except (ValueError, OSError, EOFError) as e:
+                    raise BundleError(f"{name}: damaged: {entry} is not a valid .npy ({e})") from None
+        return found
+
     try:
-        graph = parse_graph(contents["ir.txt"].decode(), tensors=tensors)
+        graph = parse_graph(contents["ir.txt"].decode(), tensors=tensors_under("tensors/"))
         verify(graph)
+        model_graph = None
+        if "model/ir.txt" in contents:
+            model_graph = parse_graph(contents["model/ir.txt"].decode(), tensors=tensors_under("model/tensors/"))
+            verify(model_graph)
         report = json.loads(contents.get("report.json", b"{}"))
     except KeyError:
         raise BundleError(f"{name}: damaged: ir.txt is missing") from None
@@ -205,6 +221,6 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
         raise BundleError(f"{name}: damaged: {e}") from None
     except SsmcError as e:
         raise BundleError(f"{name}: the IR inside does not load: {e}") from None
-    return Bundle(graph=graph, source=manifest.get("source", {}), pipeline=manifest.get("pipeline", ""),
+    return Bundle(graph=graph, model_graph=model_graph, source=manifest.get("source", {}), pipeline=manifest.get("pipeline", ""),
                   options=manifest.get("options", {}), report=report,
                   ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)

@@ -31,6 +31,7 @@ from ssmc.errors import IRError
 from ssmc.ir.graph import Op
 
 REQUIRED = object()
+VARIADIC = -1
 
 # dtype names used in the IR, and the numpy dtype each stands for
 DTYPES = {
@@ -70,7 +71,7 @@ class ParamSpec:
 class OpSchema:
     kind: str
     doc: str
-    n_inputs: int
+    n_inputs: int  # VARIADIC: any number >= 1
     infer_shape: Callable[[Op, list[tuple[int, ...]]], tuple[int, ...]]
     attrs: tuple[AttrSpec, ...] = ()
     params: tuple[ParamSpec, ...] = ()
@@ -236,4 +237,108 @@ register_op(OpSchema(
     kind="pool", doc="Running reduction over time (readout).", n_inputs=1, infer_shape=_same,
     stateful=True,
     attrs=(AttrSpec("mode", "str", choices=("sum", "mean"), doc="running sum or running mean"),),
+))
+
+
+# -- float complex-pair neurons (between fuse-complex-pairs and quantization) -----
+def _cpx_shape(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    n = _channels(ins)
+    if n != 2 * _modes(op):
+        raise IRError(f"takes 2*modes = {2 * _modes(op)} interleaved (re, im) inputs, got {n}")
+    return (n,)
+
+
+register_op(OpSchema(
+    kind="cpx",
+    doc="Complex-pair neurons in float: x' = a x + in per mode, (re, im) interleaved in and out.",
+    n_inputs=1, stateful=True, infer_shape=_cpx_shape,
+    attrs=(AttrSpec("modes", "int", doc="number of complex modes (pairs of compartments)"),),
+    params=(
+        ParamSpec("a_re", "f32", lambda op, ins: (_modes(op),), doc="Re(A_bar) per mode"),
+        ParamSpec("a_im", "f32", lambda op, ins: (_modes(op),), doc="Im(A_bar) per mode"),
+    ),
+))
+
+# -- neuro level: integer neuron and synapse groups (docs/fixed_point.md) ---------------
+NEURON_KINDS = ("source", "relay", "relu", "cpx", "integrator")
+
+
+def _size(op: Op, ins=None) -> tuple[int, ...]:
+    return (int(op.attrs["size"]),)
+
+
+def _neurons_check(op: Op, ins: list[tuple[int, ...]]) -> None:
+    kind, size = op.attrs["kind"], int(op.attrs["size"])
+    if kind == "source":
+        if len(ins) != 1 or ins[0] != (size,):
+            raise IRError(f"a source group reads the model input of size {size}, got inputs {ins}")
+    elif any(s != (size,) for s in ins):
+        raise IRError(f"every incoming synapse group must deliver {size} values, got {[list(s) for s in ins]}")
+    if kind == "cpx" and size % 2:
+        raise IRError(f"a cpx group has an even number of compartments, got {size}")
+    for key in ("msg_bits", "state_bits", "coef_bits"):
+        b = int(op.attrs.get(key, 24))
+        if not 2 <= b <= 32:
+            raise IRError(f"{key} = {b} is outside 2..32")
+    if kind == "cpx":
+        lim = 1 << (int(op.attrs.get("coef_bits", 16)) - 1)
+        for key in ("c_re", "c_im"):
+            c = op.params[key]
+            if c.min() < -lim or c.max() >= lim:
+                raise IRError(f"{key} outside the {op.attrs.get('coef_bits', 16)}-bit range")
+
+
+register_op(OpSchema(
+    kind="neurons",
+    doc="A group of fixed-point neurons; sums its incoming synapse groups (docs/fixed_point.md).",
+    n_inputs=VARIADIC, stateful=True, infer_shape=_size, extra_check=_neurons_check,
+    attrs=(
+        AttrSpec("kind", "str", choices=NEURON_KINDS, doc="neuron model"),
+        AttrSpec("size", "int", doc="compartments (2 per complex mode)"),
+        AttrSpec("frac", "int", doc="message scale: a message m stands for m / 2**frac"),
+        AttrSpec("msg_bits", "int", default=24, doc="graded message width"),
+        AttrSpec("state_bits", "int", default=24, doc="state width (cpx, integrator)"),
+        AttrSpec("coef_bits", "int", default=16, doc="coefficient width (cpx)"),
+        AttrSpec("out_shift", "int", default=0, doc="state -> message right shift (cpx, integrator)"),
+        AttrSpec("depth", "int", default=0, doc="steps after the source at which token 0 arrives"),
+        AttrSpec("source", "str", default="", doc="the model-level op this group realises"),
+        AttrSpec("decode", "str", default="value", choices=("value", "mean"),
+                 doc="how the host reads an output: the value, or the value / (token + 1)"),
+    ),
+    params=(
+        ParamSpec("bias", "i64", _size, optional=True, doc="added to the dendritic input every step"),
+        ParamSpec("c_re", "i64", lambda op, ins: (int(op.attrs["size"]) // 2,),
+                  when=lambda op: op.attrs.get("kind") == "cpx", doc="Re(A_bar) * 2**(coef_bits-1)"),
+        ParamSpec("c_im", "i64", lambda op, ins: (int(op.attrs["size"]) // 2,),
+                  when=lambda op: op.attrs.get("kind") == "cpx", doc="Im(A_bar) * 2**(coef_bits-1)"),
+    ),
+))
+
+
+def _synapse_check(op: Op, ins: list[tuple[int, ...]]) -> None:
+    bits = int(op.attrs["weight_bits"])
+    if not 1 <= bits <= 8:
+        raise IRError(f"weight_bits = {bits} is outside 1..8")
+    if int(op.attrs["delay"]) < 1:
+        raise IRError(f"delay = {op.attrs['delay']}: synapses deliver at least one step later")
+    w = op.params["weight"]
+    if w.size and (w.min() < -128 or w.max() > 127):
+        raise IRError("weights outside the 8-bit range")
+
+
+register_op(OpSchema(
+    kind="synapses",
+    doc="Dense synapses: out = sat((W @ m_pre[t - delay]) << weight_exp) (Lava Dense convention).",
+    n_inputs=1, extra_check=_synapse_check,
+    infer_shape=lambda op, ins: (op.params["weight"].shape[0],),
+    attrs=(
+        AttrSpec("weight_bits", "int", default=8, doc="weight precision (Lava num_weight_bits)"),
+        AttrSpec("weight_exp", "int", default=0, doc="shared exponent: acc << weight_exp"),
+        AttrSpec("delay", "int", default=1, doc="steps from pre message to post input"),
+        AttrSpec("source", "str", default="", doc="the model-level op this group realises"),
+    ),
+    params=(
+        ParamSpec("weight", "i32", lambda op, ins: (op.params["weight"].shape[0], _channels(ins)),
+                  doc="W [post, pre]"),
+    ),
 ))

@@ -13,7 +13,7 @@ import numpy as np
 
 from ssmc.errors import IRError
 from ssmc.ir.graph import Graph, Op
-from ssmc.ir.ops import ATTR_TYPES, DTYPES, REQUIRED, schema
+from ssmc.ir.ops import ATTR_TYPES, DTYPES, REQUIRED, VARIADIC, schema
 
 
 def _check_attr_type(value, type_name: str) -> bool:
@@ -34,7 +34,10 @@ def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
         return [f"%{op.name}: {e}"]
     where = f"%{op.name} ({op.kind})"
     problems: list[str] = []
-    if len(op.inputs) != sch.n_inputs:
+    if sch.n_inputs == VARIADIC:
+        if not op.inputs:
+            return [f"{where} takes at least one input, has none"]
+    elif len(op.inputs) != sch.n_inputs:
         return [f"{where} takes {sch.n_inputs} input(s), has {len(op.inputs)}"]
 
     for key in op.attrs:

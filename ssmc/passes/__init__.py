@@ -13,10 +13,42 @@ def _canonicalize():
     return Canonicalize
 
 
-register_pass("canonicalize", _canonicalize)
+def _discretize():
+    from ssmc.passes.discretize import Discretize
+    return Discretize
 
-#: What `ssmc compile` runs when no --passes is given.
-DEFAULT_PIPELINE = "canonicalize"
+
+def _rescale_states():
+    from ssmc.passes.rescale_states import RescaleStates
+    return RescaleStates
+
+
+def _fuse_complex_pairs():
+    from ssmc.passes.fuse_complex_pairs import FuseComplexPairs
+    return FuseComplexPairs
+
+
+def _fold_linear():
+    from ssmc.passes.fold_linear import FoldLinear
+    return FoldLinear
+
+
+def _assign_bitwidths():
+    from ssmc.passes.assign_bitwidths import AssignBitwidths
+    return AssignBitwidths
+
+
+register_pass("canonicalize", _canonicalize)
+register_pass("assign-bitwidths", _assign_bitwidths)
+register_pass("discretize", _discretize)
+register_pass("rescale-states", _rescale_states)
+register_pass("fuse-complex-pairs", _fuse_complex_pairs)
+register_pass("fold-linear", _fold_linear)
+
+#: The float part of the pipeline: S4D layers become complex neuron pairs between linears.
+FLOAT_PIPELINE = "canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear"
+#: What `ssmc compile` runs when no --passes is given: the float part, then quantization.
+DEFAULT_PIPELINE = FLOAT_PIPELINE + ",assign-bitwidths"
 
 __all__ = ["Pass", "PassError", "PassRecord", "available_passes", "load_pass", "parse_pipeline", "pipeline_spec",
-           "register_pass", "run_pipeline", "DEFAULT_PIPELINE"]
+           "register_pass", "run_pipeline", "DEFAULT_PIPELINE", "FLOAT_PIPELINE"]

@@ -14,6 +14,7 @@ back to the same string (it is recorded in net.lava for replay).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -42,11 +43,30 @@ class Pass:
     def spec(self) -> str:
         """This pass with its non-default options, as pipeline text."""
         opts = []
-        for f in dataclasses.fields(self):
+        for f in option_fields(type(self)):
             value = getattr(self, f.name)
             if value != f.default:
                 opts.append(f"{f.name.replace('_', '-')}={_format_option(value)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+def option_fields(cls) -> list[dataclasses.Field]:
+    """The options a pipeline string may set (data fields such as calibration are not options)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("option", True)]
+
+
+def data_field(doc: str):
+    """A pass field filled by the driver (e.g. calibration data), not from pipeline text."""
+    return dataclasses.field(default=None, compare=False, repr=False, metadata={"option": False, "doc": doc})
+
+
+def with_data(passes: list["Pass"], **data) -> list["Pass"]:
+    """Give every pass that declares a data field of these names its value."""
+    out = []
+    for p in passes:
+        names = {f.name for f in dataclasses.fields(p) if not f.metadata.get("option", True)}
+        out.append(dataclasses.replace(p, **{k: v for k, v in data.items() if k in names}))
+    return out
 
 
 def _format_option(v) -> str:
@@ -93,7 +113,7 @@ def parse_pipeline(text: str) -> list[Pass]:
             raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}; write 'a,b{{option=value}}'")
         pos = m.end()
         cls = load_pass(m.group(1))
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in option_fields(cls)}
         kwargs = {}
         for item in filter(None, (s.strip() for s in (m.group(2) or "").split(","))):
             if "=" not in item:
@@ -134,6 +154,21 @@ class PassRecord:
     spec: str
     changed: bool
     seconds: float
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+#: Passes say what they decided (e.g. which linears they folded) through this logger;
+#: the pass manager keeps those lines in the pass's record (and net.lava's report).
+log = logging.getLogger("ssmc.passes")
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
@@ -142,7 +177,15 @@ def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
     records = []
     for p in passes:
         start = time.perf_counter()
-        graph, changed = p.run(graph)
+        collect = _Collect()
+        log.addHandler(collect)
+        old_level = log.level
+        log.setLevel(logging.INFO)
+        try:
+            graph, changed = p.run(graph)
+        finally:
+            log.removeHandler(collect)
+            log.setLevel(old_level)
         seconds = time.perf_counter() - start
         if p.kind == "analysis" and changed:
             raise PassError(f"analysis pass {p.name} reported a change; analyses must not modify the IR")
@@ -151,7 +194,7 @@ def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
                 verify(graph)
             except SsmcError as e:
                 raise PassError(f"after pass {p.name}: {e}") from None
-        records.append(PassRecord(p.name, p.spec(), changed, seconds))
+        records.append(PassRecord(p.name, p.spec(), changed, seconds, collect.lines))
         if after_pass is not None:
             after_pass(p, graph, changed)
     return graph, records

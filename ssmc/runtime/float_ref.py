@@ -65,17 +65,24 @@ class FloatEngine:
         for op in self.order:
             if op.kind == "s4d":
                 self.state[op.name] = np.zeros((batch,) + op.params["C"].shape, dtype=np.complex128)
+            elif op.kind == "cpx":
+                self.state[op.name] = np.zeros((batch, op.attrs["modes"]), dtype=np.complex128)
             elif op.kind == "pool":
                 self.state[op.name] = np.zeros((batch,) + op.shape, dtype=np.float64)
 
     def step(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
         """Advance one token; x_t is [batch, features]. Returns each output's value."""
+        values = self.step_all(x_t)
+        return {op.name: values[op.name] for op in self.order if op.kind == "output"}
+
+    def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
+        """Advance one token and return every op's value."""
         values: dict[str, np.ndarray] = {}
         for op in self.order:
             ins = [values[s] for s in op.inputs]
             values[op.name] = self._eval(op, ins, x_t)
         self.t += 1
-        return {op.name: values[op.name] for op in self.order if op.kind == "output"}
+        return values
 
     def _eval(self, op: Op, ins: list[np.ndarray], x_t: np.ndarray) -> np.ndarray:
         k = op.kind
@@ -93,6 +100,13 @@ class FloatEngine:
             x = self.state[op.name] = A_bar * self.state[op.name] + B_bar * ins[0][..., None]
             C = op.params["C"].astype(np.complex128)
             return 2.0 * np.real(np.sum(C * x, axis=-1)) + op.params["D"] * ins[0]
+        if k == "cpx":
+            a = op.params["a_re"].astype(np.float64) + 1j * op.params["a_im"].astype(np.float64)
+            drive = ins[0][..., 0::2] + 1j * ins[0][..., 1::2]
+            x = self.state[op.name] = a * self.state[op.name] + drive
+            out = np.empty(x.shape[:-1] + (2 * x.shape[-1],))
+            out[..., 0::2], out[..., 1::2] = x.real, x.imag
+            return out
         if k == "activation":
             return activation(op.attrs["fn"], ins[0])
         if k == "add":

@@ -435,3 +435,14 @@ def run_step_model_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         states = dict(zip(states, new_states))
         logits_per_token.append(logits)
     return np.stack(logits_per_token, axis=1)
+
+
+def well_conditioned(spec: StepModelSpec) -> StepModelSpec:
+    """spec with H >= 4 when it uses LayerNorm.
+
+    LayerNorm over 2 or 3 features amplifies float32 rounding by up to
+    1/sqrt(eps) ~ 300 when the features nearly coincide, which is the input's
+    conditioning, not a builder error; with H >= 4 float32 onnxruntime stays
+    well inside 1e-4 of the float64 reference.
+    """
+    return dataclasses.replace(spec, H=max(spec.H, 4)) if spec.norm else spec

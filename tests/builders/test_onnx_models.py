@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 
 from tests.builders.onnx_models import (
+    well_conditioned,
     ACTIVATIONS,
     LINEAR_STYLES,
     SIZE_RANGES,
@@ -84,17 +85,6 @@ def reference_outputs(spec: StepModelSpec, x: np.ndarray) -> np.ndarray:
 
 def random_tokens(spec: StepModelSpec, batch: int = 2, steps: int = 6) -> np.ndarray:
     return np.random.default_rng(spec.seed + 1).standard_normal((batch, steps, spec.in_features)).astype(np.float32)
-
-
-def well_conditioned(spec: StepModelSpec) -> StepModelSpec:
-    """spec with H >= 4 when it uses LayerNorm.
-
-    LayerNorm over 2 or 3 features amplifies float32 rounding by up to
-    1/sqrt(eps) ~ 300 when the features nearly coincide, which is the input's
-    conditioning, not a builder error; with H >= 4 float32 onnxruntime stays
-    well inside 1e-4 of the float64 reference.
-    """
-    return dataclasses.replace(spec, H=max(spec.H, 4)) if spec.norm else spec
 
 
 def assert_matches_reference(spec: StepModelSpec) -> None:

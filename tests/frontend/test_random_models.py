@@ -10,12 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from ssmc.frontend import import_onnx
 from ssmc.runtime.float_ref import run_float
 from tests.builders.onnx_models import (ACTIVATIONS, StepModelSpec, build_step_model, random_spec,
-                                        run_step_model_ort, step_model_specs)
+                                        run_step_model_ort, step_model_specs, well_conditioned)
 
 TOL = 1e-5  # max abs error relative to the output scale (the foundation issue's bound)
 
 
 def _check_matches_onnxruntime(spec: StepModelSpec, save_path, seed: int = 0, T: int = 24):
+    spec = well_conditioned(spec)  # LayerNorm over 2-3 channels amplifies onnxruntime's float32 rounding
     model = build_step_model(spec)
     graph, report, _ = import_onnx(save_path(model))
     x = np.random.default_rng(seed).normal(size=(3, T, spec.in_features)).astype(np.float32)

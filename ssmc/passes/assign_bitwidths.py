@@ -1,0 +1,256 @@
+"""assign-bitwidths: quantize the float network into integer neuron and synapse groups.
+
+Lowers the model level (after fuse-complex-pairs) to the neuro level of
+docs/fixed_point.md: the input becomes a `source` group, every `cpx` a `cpx`
+group, every ReLU a `relu` group, every residual `add` read by more than one
+op a `relay` group, every `pool` an `integrator`; every `linear` becomes a
+synapse group (its bias goes to the target group), and an `add` read by a
+single op merges into that op's dendrite. Scales come from calibration: each
+group's message scale `frac` puts its calibrated peak (times 2**headroom_bits)
+at the top of its message range; weights get a shared exponent per synapse
+group and `weight_bits` of precision in Lava's Dense convention. Finally
+depths and delays are set so every group sees one token's inputs together.
+Guarantees: the result verifies and runs on the numpy engine; ops without an
+integer realisation (GELU, sigmoid, tanh, GLU, LayerNorm) are refused by name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ssmc.errors import SsmcError
+from ssmc.ir.graph import Graph, Op
+from ssmc.passes.base import Pass, data_field, log
+from ssmc.runtime.calibrate import Ranges, measure_ranges
+
+ACC_BITS = 32
+RANDOM_CALIBRATION = (64, 64)  # sequences, tokens: used only when no calibration data is given
+
+
+def weight_step(weight_bits: int) -> int:
+    """Spacing of representable weights (Lava Dense, mixed sign): 2**(9 - bits)."""
+    return 1 << (9 - weight_bits)
+
+
+def quantize_weights(w_eff: np.ndarray, weight_bits: int) -> tuple[np.ndarray, int]:
+    """Integer weights (multiples of weight_step, in [-128, 128 - step]) and exponent e with w * 2**e ~ w_eff."""
+    step = weight_step(weight_bits)
+    peak = float(np.abs(w_eff).max()) if w_eff.size else 0.0
+    if peak == 0.0:
+        return np.zeros(w_eff.shape, np.int32), 0
+    top = 128 - step
+    e = math.ceil(math.log2(peak / top))
+    while True:
+        w = np.round(w_eff / 2.0 ** e / step) * step
+        if w.max() <= top and w.min() >= -128:
+            return w.astype(np.int32), e
+        e += 1
+
+
+def scale_frac(peak: float, bits: int, headroom_bits: int) -> int:
+    """The frac putting `peak` * 2**headroom_bits just inside a signed `bits` range."""
+    if peak <= 0:
+        return bits - 2
+    return math.floor(math.log2((2 ** (bits - 1) - 1) / (peak * 2 ** headroom_bits)))
+
+
+@dataclass
+class _Group:
+    op: Op
+    frac: int  # message scale
+    dendrite_frac: int  # scale of its input and state
+
+
+@dataclass
+class _Lowering:
+    src: Graph
+    ranges: Ranges
+    opts: "AssignBitwidths"
+    out: Graph = field(init=False)
+    groups: dict[str, _Group] = field(default_factory=dict)  # model value -> its neuron group
+
+    def __post_init__(self):
+        self.out = Graph(self.src.name, dict(self.src.attrs))
+
+    def peak(self, name: str) -> float:
+        v = self.ranges.value(name)
+        return float(np.max(v)) if v is not None and np.size(v) else 0.0
+
+    # -- groups -----------------------------------------------------------------
+    def group(self, name: str) -> _Group:
+        """The neuron group realising model value `name` (made on first use)."""
+        if name in self.groups:
+            return self.groups[name]
+        op = self.src.op(name)
+        o = self.opts
+        if op.kind == "input":
+            frac = scale_frac(self.peak(name), o.message_bits, o.headroom_bits)
+            g = self._neurons(name, "source", op.shape[0], frac, frac, [op.name], {})
+        elif op.kind == "cpx":
+            state = self.ranges.state(name)
+            peak = float(np.max(state)) if state is not None else 1.0
+            sfrac = scale_frac(peak, o.state_bits, o.headroom_bits)
+            mfrac = min(sfrac, scale_frac(peak, o.message_bits, o.headroom_bits))
+            params = {"c_re": _coef(op.params["a_re"], o.coef_bits), "c_im": _coef(op.params["a_im"], o.coef_bits)}
+            g = self._neurons_from_terms(op, "cpx", mfrac, sfrac, params, out_shift=sfrac - mfrac)
+        elif op.kind == "activation" and op.attrs["fn"] == "relu":
+            frac = scale_frac(self.peak(name), o.message_bits, o.headroom_bits)
+            g = self._neurons_from_terms(op, "relu", frac, frac, {})
+        elif op.kind == "pool":
+            state = self.ranges.state(name)
+            peak = float(np.max(state)) if state is not None else self.peak(name)
+            sfrac = scale_frac(peak, o.state_bits, o.headroom_bits)
+            mfrac = min(sfrac, scale_frac(peak, o.message_bits, o.headroom_bits))
+            g = self._neurons_from_terms(op, "integrator", mfrac, sfrac, {}, out_shift=sfrac - mfrac,
+                                         decode=op.attrs["mode"] if op.attrs["mode"] == "mean" else "value")
+        elif op.kind in ("add", "linear"):
+            frac = scale_frac(self.peak(name), o.message_bits, o.headroom_bits)
+            g = self._neurons_from_terms(op, "relay", frac, frac, {}, terms=self._terms(name))
+        else:
+            from ssmc.passes import FLOAT_PIPELINE
+            what = op.attrs.get("fn", op.kind)
+            raise SsmcError(f"%{name} ({what}): no integer realisation yet; the fixed-point passes support "
+                            "ReLU, residual adds, linears, S4D and pools (GELU/GLU/sigmoid/tanh/LayerNorm "
+                            "are future work). To keep the float network, compile with --passes "
+                            f"{FLOAT_PIPELINE}")
+        self.groups[name] = g
+        return g
+
+    def _neurons(self, name, kind, size, frac, dendrite_frac, inputs, params, **attrs) -> _Group:
+        o = self.opts
+        all_attrs = {"kind": kind, "size": int(size), "frac": int(frac), "msg_bits": o.message_bits,
+                     "state_bits": o.state_bits, "source": name}
+        if kind == "cpx":
+            all_attrs["coef_bits"] = o.coef_bits
+        all_attrs.update({k: v for k, v in attrs.items() if v not in (None, 0, "value")})
+        base = f"{name}.source" if kind == "source" else name
+        op = self.out.add(Op(self.out.fresh_name(base), "neurons", tuple(inputs), attrs=all_attrs, params=params,
+                             shape=(int(size),)))
+        return _Group(op, frac, dendrite_frac)
+
+    def _terms(self, name: str) -> list[tuple[Op | None, str]]:
+        """What sums into the dendrite of the group for `name`: (linear or None, pre value)."""
+        op = self.src.op(name)
+        if op.kind == "linear":
+            return [(op, op.inputs[0])]
+        if op.kind == "add":
+            terms = []
+            for v in op.inputs:
+                vop = self.src.op(v)
+                if vop.kind == "linear":
+                    terms.append((vop, vop.inputs[0]))
+                elif vop.kind == "add" and len(self.src.consumers(v)) == 1:
+                    terms.extend(self._terms(v))
+                else:
+                    terms.append((None, v))
+            return terms
+        return [(None, name)]
+
+    def _neurons_from_terms(self, op, kind, frac, dendrite_frac, params, terms=None, **attrs) -> _Group:
+        if terms is None:
+            v = op.inputs[0]
+            vop = self.src.op(v)
+            single_use_add = vop.kind == "add" and len(self.src.consumers(v)) == 1
+            terms = self._terms(v) if (vop.kind == "linear" or single_use_add) else [(None, v)]
+        synapses, bias = [], np.zeros(op.shape[0])
+        for linear, pre in terms:
+            pre_group = self.group(pre)
+            if linear is None:
+                W, b = np.eye(op.shape[0]), None
+            else:
+                W, b = linear.params["weight"].astype(np.float64), linear.params.get("bias")
+            if b is not None:
+                bias += b.astype(np.float64)
+            w_eff = W * 2.0 ** (dendrite_frac - pre_group.frac)
+            w, e = quantize_weights(w_eff, self.opts.weight_bits)
+            src_name = linear.name if linear is not None else f"{pre}->{op.name}"
+            syn = self.out.add(Op(self.out.fresh_name((linear.name if linear else op.name) + ".syn"), "synapses",
+                                  (pre_group.op.name,),
+                                  attrs={"weight_bits": self.opts.weight_bits, "weight_exp": int(e),
+                                         "source": src_name},
+                                  params={"weight": w}, shape=(w.shape[0],)))
+            synapses.append(syn.name)
+        if np.any(bias):
+            params = dict(params, bias=np.round(bias * 2.0 ** dendrite_frac).astype(np.int64))
+        return self._neurons(op.name, kind, op.shape[0], frac, dendrite_frac, synapses, params, **attrs)
+
+    # -- whole graph ------------------------------------------------------------
+    def run(self) -> Graph:
+        inp = self.src.inputs()[0]
+        self.out.add(Op(inp.name, "input", attrs=dict(inp.attrs), shape=inp.shape))
+        for out in self.src.outputs():
+            g = self.group(out.inputs[0])
+            self.out.add(Op(out.name, "output", (g.op.name,), shape=g.op.shape))
+        set_depths(self.out)
+        return self.out
+
+
+def _coef(a: np.ndarray, bits: int) -> np.ndarray:
+    lim = 1 << (bits - 1)
+    return np.clip(np.round(a.astype(np.float64) * lim), -lim, lim - 1).astype(np.int64)
+
+
+def set_depths(graph: Graph) -> None:
+    """Depth of each group = longest synapse path from the source; delays make all paths equal."""
+    depth: dict[str, int] = {}
+    for op in graph.ops():
+        if op.kind != "neurons":
+            continue
+        if op.attrs["kind"] == "source":
+            depth[op.name] = 0
+        else:
+            depth[op.name] = max(depth[graph.op(s).inputs[0]] + 1 for s in op.inputs)
+        op.attrs["depth"] = depth[op.name]
+    for op in graph.ops_of_kind("synapses"):
+        post = [c for c in graph.consumers(op.name)]
+        if len(post) != 1:
+            raise SsmcError(f"%{op.name}: a synapse group must feed exactly one neuron group")
+        op.attrs["delay"] = depth[post[0].name] - depth[op.inputs[0]]
+
+
+@dataclass(frozen=True)
+class AssignBitwidths(Pass):
+    name: ClassVar[str] = "assign-bitwidths"
+    weight_bits: int = 8
+    """Synapse weight precision (Lava Dense num_weight_bits, 1..8)."""
+    coef_bits: int = 16
+    """Complex-pair coefficient precision."""
+    state_bits: int = 24
+    """Neuron state precision."""
+    message_bits: int = 24
+    """Graded message precision."""
+    headroom_bits: int = 1
+    """Bits of margin above the calibrated peak."""
+    calibration: object = data_field("calibration sequences [n, tokens, features]")
+
+    def run(self, graph: Graph) -> tuple[Graph, bool]:
+        self.check_widths()
+        if graph.ops_of_kind("s4d"):
+            raise SsmcError("assign-bitwidths needs fused layers: run fuse-complex-pairs first")
+        x = self.calibration
+        if x is None:
+            n, t = RANDOM_CALIBRATION
+            x = np.random.default_rng(0).normal(size=(n, t, graph.inputs()[0].shape[0]))
+            log.info("no calibration data: ranges estimated from random N(0, 1) tokens; pass --calibrate "
+                     "for ranges of real inputs")
+        ranges = measure_ranges(graph, x)
+        out = _Lowering(graph, ranges, self).run()
+        n_groups = len(out.ops_of_kind("neurons"))
+        n_syn = sum(int(np.count_nonzero(op.params["weight"])) for op in out.ops_of_kind("synapses"))
+        log.info(f"{n_groups} neuron groups, {len(out.ops_of_kind('synapses'))} synapse groups "
+                 f"({n_syn} non-zero synapses); weights {self.weight_bits} b, coefficients {self.coef_bits} b, "
+                 f"state {self.state_bits} b, messages {self.message_bits} b, calibrated on {ranges.sequences} "
+                 "sequences")
+        return out, True
+
+    def check_widths(self) -> None:
+        limits = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
+                  "headroom_bits": (0, 8)}
+        for key, (lo, hi) in limits.items():
+            v = getattr(self, key)
+            if not lo <= v <= hi:
+                raise SsmcError(f"{key.replace('_', '-')} = {v} is outside what the target supports ({lo}..{hi})")

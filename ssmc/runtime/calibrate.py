@@ -1,0 +1,60 @@
+"""Value ranges from calibration data, measured with the float reference.
+
+The fixed-point passes size every neuron group, state and weight from these
+ranges: the largest magnitude each op's result (and each stateful op's state)
+reaches, per element, over a calibration set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ssmc.errors import InputDataError
+from ssmc.ir.graph import Graph
+from ssmc.runtime.float_ref import FloatEngine
+
+
+@dataclass
+class Ranges:
+    """max |value| per element of each op's result, and of each stateful op's state."""
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    states: dict[str, np.ndarray] = field(default_factory=dict)
+    sequences: int = 0
+
+    def value(self, name: str) -> np.ndarray | None:
+        return self.values.get(name)
+
+    def state(self, name: str) -> np.ndarray | None:
+        return self.states.get(name)
+
+
+def check_calibration(x: np.ndarray, features: int) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != features or len(x) == 0:
+        raise InputDataError(f"calibration data must have shape [sequences, tokens, {features}], "
+                             f"got {list(x.shape)}")
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise InputDataError(f"calibration data must be numbers, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise InputDataError("calibration data contains NaN or infinite values")
+    return x.astype(np.float64)
+
+
+def measure_ranges(graph: Graph, x: np.ndarray) -> Ranges:
+    """Run the float reference over x [batch, tokens, features] and keep per-element maxima."""
+    x = check_calibration(x, graph.inputs()[0].shape[0])
+    engine = FloatEngine(graph)
+    engine.reset(x.shape[0])
+    ranges = Ranges(sequences=x.shape[0])
+    for t in range(x.shape[1]):
+        values = engine.step_all(x[:, t, :])
+        for name, v in values.items():
+            m = np.abs(v).max(axis=0)
+            ranges.values[name] = np.maximum(ranges.values.get(name, m), m)
+        for name, s in engine.state.items():
+            m = np.abs(s).max(axis=0)
+            ranges.states[name] = np.maximum(ranges.states.get(name, m), m)
+    return ranges

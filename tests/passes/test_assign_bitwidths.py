@@ -1,0 +1,71 @@
+"""assign-bitwidths lowers the float network to integer neuron and synapse groups
+in the representable ranges, with delays that line up every token."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ssmc.errors import SsmcError
+from ssmc.ir import verify
+from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, run_pipeline
+from ssmc.passes.assign_bitwidths import quantize_weights, weight_step
+from ssmc.passes.base import with_data
+from tests.builders.onnx_models import build_step_model, random_spec
+from tests.passes.test_ssm_passes import import_onnx_model
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.integers(3, 8), scale=st.floats(1e-6, 1e6), seed=st.integers(0, 2**16))
+def test_quantized_weights_follow_lava_dense_and_approximate_the_real_ones(bits, scale, seed):
+    w_eff = np.random.default_rng(seed).normal(size=(5, 7)) * scale
+    w, e = quantize_weights(w_eff, bits)
+    step = weight_step(bits)
+    assert w.dtype == np.int32 and np.all(w % step == 0)
+    assert w.min() >= -128 and w.max() <= 128 - step
+    # Error at most half a step of the chosen exponent, and the exponent is as small as fits.
+    assert np.abs(w * 2.0 ** e - w_eff).max() <= step / 2 * 2.0 ** e * (1 + 1e-9)
+    top = 128 - step
+    assert np.abs(w).max() >= top / 2 - step / 2  # the exponent is the smallest that fits: top half is used
+
+
+def _lower(spec_seed=0, pipeline=DEFAULT_PIPELINE, **overrides):
+    spec = random_spec(spec_seed, **overrides)
+    graph, _, _ = import_onnx_model(build_step_model(spec))
+    cal = np.random.default_rng(0).normal(size=(8, 16, spec.in_features))
+    return run_pipeline(graph, with_data(parse_pipeline(pipeline), calibration=cal))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lowered_graph_is_neuro_level_with_consistent_delays(seed):
+    g, _ = _lower(seed, activation="relu", glu=False, norm=False)
+    verify(g)
+    assert {op.kind for op in g.ops()} == {"input", "neurons", "synapses", "output"}
+    for syn in g.ops_of_kind("synapses"):
+        (post,) = g.consumers(syn.name)
+        pre = g.op(syn.inputs[0])
+        assert syn.attrs["delay"] == post.attrs["depth"] - pre.attrs["depth"] >= 1
+    cpx = [op for op in g.ops_of_kind("neurons") if op.attrs["kind"] == "cpx"]
+    assert len(cpx) == random_spec(seed).n_layers
+
+
+@pytest.mark.parametrize("fn", ["gelu", "sigmoid", "tanh"])
+def test_activations_without_an_integer_realisation_are_refused_by_name(fn):
+    with pytest.raises(SsmcError, match=rf"\({fn}\): no integer realisation yet.*--passes canonicalize"):
+        _lower(1, activation=fn, glu=False, norm=False)
+
+
+@pytest.mark.parametrize("option, value", [("weight-bits", 9), ("weight-bits", 2), ("state-bits", 40),
+                                           ("coef-bits", 2), ("message-bits", 33)])
+def test_widths_the_target_cannot_hold_are_refused(option, value):
+    with pytest.raises(SsmcError, match=f"{option} = {value} is outside what the target supports"):
+        _lower(0, pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{{option}={value}}}"),
+               activation="relu", glu=False, norm=False)
+
+
+def test_without_calibration_the_report_says_ranges_are_guessed():
+    spec = random_spec(0, activation="relu", glu=False, norm=False)
+    graph, _, _ = import_onnx_model(build_step_model(spec))
+    _, records = run_pipeline(graph, parse_pipeline(DEFAULT_PIPELINE))
+    assert any("no calibration data" in n for n in records[-1].notes)
