@@ -1,11 +1,20 @@
-"""rescale-states: choose each mode's free complex scale so B is real and states fill their range.
+"""rescale-states: choose each mode's free complex scale so B is real and the layer quantizes well.
 
 A diagonal SSM is unchanged by the similarity x~ = s x (s complex, per mode):
 x~' = A_bar x~ + (s B_bar) u, y = 2 Re((C / s) x~) + D u. This pass picks
 s = conj(B_bar) / |B_bar| * r so that the input coefficient becomes real and
-positive (the input then drives only the real compartment), and r so that
-every mode's largest state magnitude is `target`: measured on calibration data
-when given, else bounded analytically by |B_bar| max|u| / (1 - |A_bar|).
+positive (the input then drives only the real compartment), and r by `balance`:
+
+- "input" (default): r = 1 / |B_bar|, so every input weight is exactly 1: the
+  input synapses quantize without error and the readout weights C carry all
+  per-mode scaling. States keep their natural ranges; assign-bitwidths sizes
+  the layer's state format from the largest, without saturating.
+- "state": r makes every mode's largest state magnitude `target` (measured on
+  calibration data when given, else the bound |B_bar| / (1 - |A_bar|) for
+  |u| <= 1), so each state fills its range evenly; input weights then differ.
+
+On the digits example "input" loses nothing at 8-bit weights where "state"
+loses 0.2 points (benchmarks/results/bitwidth_ablation.md).
 Changes: B_bar and C of every discrete `s4d` op. Guarantees: float outputs are
 unchanged (up to float rounding); A_bar and D are untouched; modes with
 B_bar = 0 (never driven) are left as they are.
@@ -20,17 +29,19 @@ import numpy as np
 
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph, Op
-from ssmc.passes.base import Pass, data_field, log
+from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import measure_ranges
 
 
-def mode_scales(op: Op, state_max: np.ndarray | None, target: float) -> np.ndarray:
+def mode_scales(op: Op, state_max: np.ndarray | None, target: float, balance: str = "input") -> np.ndarray:
     """The per-mode complex similarity s [H, M]."""
     A_bar = op.params["A_bar"].astype(np.complex128)
     B_bar = op.params["B_bar"].astype(np.complex128)
     mag_b = np.abs(B_bar)
     driven = mag_b > 0
     phase = np.where(driven, np.conj(B_bar) / np.where(driven, mag_b, 1.0), 1.0)
+    if balance == "input":
+        return phase * np.where(driven, 1.0 / np.where(driven, mag_b, 1.0), 1.0)
     if state_max is not None:
         peak = np.asarray(state_max, dtype=np.float64)
     else:  # |x| <= |B_bar| max|u| / (1 - |A_bar|) for |u| <= 1
@@ -48,20 +59,28 @@ def rescale_op(op: Op, s: np.ndarray) -> None:
 @dataclass(frozen=True)
 class RescaleStates(Pass):
     name: ClassVar[str] = "rescale-states"
+    balance: str = "input"
+    """"input": every input weight 1; "state": every mode's peak state = target."""
     target: float = 1.0
-    """Largest state magnitude each mode is scaled to."""
+    """Largest state magnitude each mode is scaled to (balance=state)."""
     calibration: object = data_field("calibration sequences [n, tokens, features]")
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
+        if self.balance not in ("input", "state"):
+            raise PassError(f"rescale-states: balance must be 'input' or 'state', got {self.balance!r}")
         layers = graph.ops_of_kind("s4d")
         if any(op.attrs["form"] != "discrete" for op in layers):
             raise SsmcError("rescale-states needs discrete S4D layers: run discretize first")
-        ranges = measure_ranges(graph, self.calibration) if self.calibration is not None else None
+        use_data = self.balance == "state" and self.calibration is not None
+        ranges = measure_ranges(graph, self.calibration) if use_data else None
         for op in layers:
             state_max = ranges.state(op.name) if ranges else None
-            s = mode_scales(op, state_max, self.target)
+            s = mode_scales(op, state_max, self.target, self.balance)
             rescale_op(op, s)
-            how = "calibrated state ranges" if ranges else "the analytic bound"
-            log.info(f"%{op.name}: B made real, modes scaled to max |x| = {self.target} from {how} "
+            if self.balance == "input":
+                how = "input weights 1"
+            else:
+                how = f"max |x| = {self.target} from " + ("calibrated state ranges" if ranges else "the analytic bound")
+            log.info(f"%{op.name}: B made real, modes scaled to {how} "
                      f"(scale factors {np.abs(s).min():.3g}..{np.abs(s).max():.3g})")
         return graph, bool(layers)

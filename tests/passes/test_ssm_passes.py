@@ -64,7 +64,7 @@ def test_rescale_makes_b_real_and_fills_the_target_with_calibration():
     model = build_step_model(random_spec(3, n_layers=2))
     graph, _, _ = import_onnx_model(model)
     cal = np.random.default_rng(0).normal(size=(16, 32, graph.inputs()[0].shape[0]))
-    g = _run(graph, "discretize,rescale-states{target=0.5}", calibration=cal)
+    g = _run(graph, "discretize,rescale-states{balance=state,target=0.5}", calibration=cal)
     ranges = measure_ranges(g, cal)
     for op in g.ops_of_kind("s4d"):
         assert np.all(op.params["B_bar"].imag == 0) and np.all(op.params["B_bar"].real >= 0)

@@ -1,0 +1,63 @@
+"""Tokens per second of ssmc's engines against onnxruntime, in one run.
+
+The numpy fixed-point engine (batch 1 and 256) and the float reference
+against onnxruntime running the step-form ONNX token by token (batch 1 and
+256), all on the shipped digits example. Prints the table with ratios to
+onnxruntime at the same batch and writes benchmarks/results/engine_speed.md.
+
+    .venv/bin/python benchmarks/engine_speed.py
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+
+import ssmc
+from ssmc.frontend.load import load_model
+from ssmc.runtime.onnx_ref import run_step_onnx
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EX = ROOT / "examples" / "digits"
+OUT = ROOT / "benchmarks" / "results"
+TOKENS = 64
+
+
+def tokens_per_second(fn, x: np.ndarray, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - start)
+    return x.shape[0] * x.shape[1] / best
+
+
+def main() -> None:
+    model_path = EX / "digits_s4d_step.onnx"
+    net = ssmc.compile(model_path, readout="mean", calibration=EX / "digits_calib.npz")
+    onnx_model = load_model(model_path).model
+    x_all = np.load(EX / "digits_test.npz")["x"]
+    rows = []
+    for batch in (1, 256):
+        x = np.resize(x_all, (batch, TOKENS, 1)).astype(np.float32)
+        ort = tokens_per_second(lambda v: run_step_onnx(onnx_model, v), x)
+        for engine in ("numpy", "float"):
+            tps = tokens_per_second(lambda v: net.run(v, engine=engine), x)
+            rows.append((batch, engine, tps, tps / ort))
+        rows.append((batch, "onnxruntime (step form)", ort, 1.0))
+    lines = ["# Engine speed: digits example (2 S4D layers, H=32, N=32), tokens per second", "",
+             "Command: `.venv/bin/python benchmarks/engine_speed.py` (best of 3, one process, same machine).", "",
+             "| batch | engine | tokens/s | vs onnxruntime at this batch |", "|---|---|---|---|"]
+    for batch, engine, tps, ratio in rows:
+        line = f"| {batch} | {engine} | {tps:,.0f} | {ratio:.2f}x |"
+        lines.append(line)
+        print(line)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "engine_speed.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {OUT / 'engine_speed.md'}")
+
+
+if __name__ == "__main__":
+    main()
