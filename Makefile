@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 EXAMPLE := examples/digits/digits_s4d_step.onnx
 OUT ?= build
 
-.PHONY: setup demo test export-examples clean help
+.PHONY: setup demo test bench export-examples clean help
 
 help:
 	@echo "make demo   - set up the venv, compile the shipped example, run it"
 	@echo "make test   - set up the venv and run the test suite"
+	@echo "make bench  - run the benchmarks (results in benchmarks/results/)"
 	@echo "make export-examples - retrain and re-export the example models (separate torch venv)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -25,11 +26,16 @@ setup: $(STAMP)
 demo: setup
 	@mkdir -p $(OUT)
 	$(VENV)/bin/ssmc inspect $(EXAMPLE)
-	$(VENV)/bin/ssmc compile $(EXAMPLE) -o $(OUT)/net.lava --readout mean
-	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --compare-onnx $(EXAMPLE)
+	$(VENV)/bin/ssmc compile $(EXAMPLE) -o $(OUT)/net.lava --readout mean --calibrate examples/digits/digits_calib.npz
+	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --compare-float
+	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --engine float --compare-onnx $(EXAMPLE)
 
 test: setup
 	$(PY) -m pytest tests
+
+bench: setup
+	$(PY) benchmarks/engine_speed.py
+	$(PY) benchmarks/bitwidth_ablation.py
 
 export-examples:
 	bash examples/digits/export.sh

@@ -2,9 +2,9 @@
 
 Compiles examples/digits/digits_s4d_step.onnx for every combination of weight
 bits {4, 6, 8}, coefficient bits {8, 12, 16} and state bits {16, 24} (messages
-24 bits), calibrated on examples/digits/digits_calib.npz, runs the test set
-on the numpy (bit-exact) engine and prints the accuracy next to the float
-reference's. Writes benchmarks/results/bitwidth_ablation.md and .json.
+24 bits), calibrated on examples/digits/digits_calib.npz, with rescale-states
+in its two balances and without it, runs the test set on the numpy
+(bit-exact) engine and prints the accuracy next to the float reference's. Writes benchmarks/results/bitwidth_ablation.md and .json.
 
     .venv/bin/python benchmarks/bitwidth_ablation.py [--limit N]
 """
@@ -41,7 +41,9 @@ def main() -> None:
         x, labels = x[:args.limit], labels[:args.limit]
     cal = EX / "digits_calib.npz"
     model = EX / "digits_s4d_step.onnx"
-    pipelines = {"with rescale-states": DEFAULT_PIPELINE,
+    pipelines = {"rescale-states (balance=input, default)": DEFAULT_PIPELINE,
+                 "rescale-states{balance=state}": DEFAULT_PIPELINE.replace("rescale-states",
+                                                                          "rescale-states{balance=state}"),
                  "without rescale-states": DEFAULT_PIPELINE.replace("rescale-states,", "")}
     float_net = ssmc.compile(model, passes="canonicalize", readout="mean")
     float_acc = accuracy(float_net.run(x, engine="float"), labels)
@@ -55,7 +57,7 @@ def main() -> None:
         acc = accuracy(res["outputs"], labels)
         rows.append({"pipeline": label, "weight_bits": wb, "coef_bits": cb, "state_bits": sb, "message_bits": 24,
                      "accuracy": acc, "delta_vs_float_points": 100 * (acc - float_acc), "saturated_values": sat})
-        print(f"{label:24s} w{wb} c{cb:2d} s{sb}: {100 * acc:6.2f}%  ({100 * (acc - float_acc):+6.2f} points, "
+        print(f"{label:40s} w{wb} c{cb:2d} s{sb}: {100 * acc:6.2f}%  ({100 * (acc - float_acc):+6.2f} points, "
               f"{sat} saturated)", flush=True)
     seconds = time.perf_counter() - start
     OUT.mkdir(parents=True, exist_ok=True)

@@ -147,3 +147,65 @@ def test_run_rejects_a_file_that_is_not_an_array(tmp_path):
     assert ssmc("compile", model_path, "-o", tmp_path / "n.lava", "--passes", "canonicalize").returncode == 0
     (tmp_path / "x.npy").write_text("hello")
     assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "x.npy"), "not a .npy")
+
+
+def _relu_model(tmp_path, name="m.onnx"):
+    spec = random_spec(0, activation="relu", glu=False, norm=False)
+    path = tmp_path / name
+    onnx.save(build_step_model(spec), str(path))
+    return spec, path
+
+
+def test_fixed_point_compile_and_run_reports_accuracy_saturation_and_sparsity(tmp_path):
+    spec, model_path = _relu_model(tmp_path)
+    x = np.random.default_rng(0).normal(size=(6, 10, spec.in_features)).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=x)
+    np.savez(tmp_path / "in.npz", x=x, y=np.arange(6) % spec.n_out)
+    net = tmp_path / "net.lava"
+    proc = ssmc("compile", model_path, "-o", net, "--calibrate", tmp_path / "cal.npz", "--weight-bits", "7")
+    assert proc.returncode == 0, proc.stderr
+    assert "assign-bitwidths: " in proc.stderr and "weights 7 b" in proc.stderr
+    proc = ssmc("run", net, "--input", tmp_path / "in.npz", "--compare-float")
+    assert proc.returncode == 0, proc.stderr
+    for phrase in ("engine numpy", "accuracy (numpy):", "saturation:", "message sparsity", "vs float reference",
+                   "accuracy (float):"):
+        assert phrase in proc.stdout
+
+
+def test_calibration_of_the_wrong_shape_is_refused(tmp_path):
+    spec, model_path = _relu_model(tmp_path)
+    np.save(tmp_path / "cal.npy", np.zeros((4, 10, spec.in_features + 2), np.float32))
+    proc = ssmc("compile", model_path, "-o", tmp_path / "n.lava", "--calibrate", tmp_path / "cal.npy")
+    assert_one_line_error(proc, "calibration data must have shape")
+
+
+def test_calibration_that_is_not_numbers_is_refused(tmp_path):
+    spec, model_path = _relu_model(tmp_path)
+    np.save(tmp_path / "cal.npy", np.array([["a"] * spec.in_features] * 3)[None])
+    proc = ssmc("compile", model_path, "-o", tmp_path / "n.lava", "--calibrate", tmp_path / "cal.npy")
+    assert_one_line_error(proc, "calibration data must be numbers")
+
+
+def test_widths_outside_the_target_are_refused(tmp_path):
+    _, model_path = _relu_model(tmp_path)
+    proc = ssmc("compile", model_path, "-o", tmp_path / "n.lava", "--weight-bits", "12")
+    assert_one_line_error(proc, "weight-bits = 12 is outside what the target supports")
+
+
+def test_nan_parameters_are_refused_naming_the_initializer(tmp_path):
+    from onnx import numpy_helper
+    _, model_path = _relu_model(tmp_path)
+    model = onnx.load(str(model_path))
+    init = next(i for i in model.graph.initializer if i.name.endswith("s4d.log_dt"))
+    values = numpy_helper.to_array(init).copy()
+    values[0] = np.nan
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(model_path))
+    assert_one_line_error(ssmc("compile", model_path, "-o", tmp_path / "n.lava"), "layers.0.s4d.log_dt", "NaN")
+
+
+def test_an_unstable_layer_is_refused_naming_it(tmp_path):
+    from tests.frontend.test_recurrence import _rotation, _state_model
+    path = tmp_path / "unstable.onnx"
+    onnx.save(_state_model(2, _rotation(1.05, 0.3)), str(path))
+    assert_one_line_error(ssmc("compile", path, "-o", tmp_path / "n.lava"), "%s4d0 (s4d): |A_bar| = 1.05")

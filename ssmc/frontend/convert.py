@@ -296,6 +296,7 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
         folded.fold_constants(error_ok=False).cleanup(remove_unused_graph_inputs=False)
     except Exception as e:  # graphsurgeon reports folding failures with assorted types
         raise UnsupportedModelError(f"{name}: constant folding failed: {str(e).splitlines()[0]}") from None
+    _check_finite(raw_graph, name)
     raw, ix = GraphIndex(raw_graph), GraphIndex(folded)
     x_name, pairs, y_name = _check_contract(ix, name)
     units = _units(ix, raw, pairs, opset)
@@ -333,6 +334,17 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
                        notes=[]))
     verify(graph)
     return graph, ImportReport(model_name=name, inputs=[x_name], states=pairs, layers=layers)
+
+
+def _check_finite(graph: gs.Graph, name: str) -> None:
+    """NaN or infinite weights make every later number meaningless: refuse them by name."""
+    for node in graph.nodes:
+        for t in node.inputs:
+            if isinstance(t, gs.Constant):
+                values = np.asarray(t.values)
+                if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                    raise UnsupportedModelError(f"{name}: initializer '{t.name}' (used by {describe(node)}) has "
+                                                "NaN or infinite values")
 
 
 def _ir_name(name: str) -> str:

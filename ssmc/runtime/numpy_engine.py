@@ -40,7 +40,7 @@ class EngineResult:
     outputs: dict[str, np.ndarray]  # output name -> decoded float64 [batch, tokens, size]
     raw: dict[str, np.ndarray]  # output name -> integer messages [batch, tokens, size]
     saturation: dict[str, dict[str, int]]  # group -> quantity -> clipped values
-    sparsity: dict[str, float]  # group -> fraction of zero messages
+    sparsity: dict[str, float]  # group -> fraction of zero messages over the steps that carry tokens
     steps: int
     trace: dict[str, np.ndarray] | None = None  # group -> messages [batch, steps, size]; "<group>.state" too
 
@@ -129,8 +129,10 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
         for name, m in new.items():
             history[name].insert(0, m)
             history[name].pop()
-            groups[name].zeros += int(np.count_nonzero(m == 0))
-            groups[name].total += m.size
+            g = groups[name]
+            if g.attrs["depth"] <= t < g.attrs["depth"] + tokens:  # the steps that carry tokens
+                g.zeros += int(np.count_nonzero(m == 0))
+                g.total += m.size
     return _results(graph, groups, readouts, traces if trace else None, steps, tokens)
 
 

@@ -175,3 +175,17 @@ def test_model_level_graphs_are_refused():
     g.add(Op("r", "activation", ("x",), attrs={"fn": "relu"}, shape=(1,)))
     with pytest.raises(IRError, match="run the fixed-point passes"):
         run_numpy(g, np.zeros((1, 2, 1)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_value_ever_leaves_its_declared_width(seed):
+    # Huge inputs force saturation everywhere: it must clip (and count), never wrap or overflow.
+    g = random_network(seed)
+    x = np.random.default_rng(seed).normal(scale=1e6, size=(2, 8, g.inputs()[0].shape[0]))
+    res = run_numpy(g, x, trace=True)
+    for op in g.ops_of_kind("neurons"):
+        mb, sb = op.attrs["msg_bits"], op.attrs["state_bits"]
+        assert np.abs(res.trace[op.name]).max() <= 2 ** (mb - 1)
+        if f"{op.name}.state" in res.trace:
+            assert np.abs(res.trace[f"{op.name}.state"]).max() <= 2 ** (sb - 1)
+    assert sum(sum(c.values()) for c in res.saturation.values()) > 0
