@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 
 from ssmc.backend_loihi import bundle as _bundle
-from ssmc.errors import InputDataError, SsmcError
+from ssmc.data import load_sequences
+from ssmc.errors import SsmcError
 from ssmc.frontend import import_onnx
 from ssmc.ir.graph import Graph
 from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
@@ -66,16 +67,7 @@ def load_calibration(data) -> tuple[np.ndarray, str]:
     """Calibration sequences from an array or a .npy/.npz file (array 'x'); returns (x, provenance)."""
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise InputDataError(f"{path}: no such calibration file") from None
-        except (ValueError, OSError, EOFError) as e:
-            raise InputDataError(f"{path}: not a .npy or .npz file ({e})") from None
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            if "x" not in loaded.files:
-                raise InputDataError(f"{path}: a calibration .npz needs an array named 'x' (has {loaded.files})")
-            loaded = loaded["x"]
+        loaded, _ = load_sequences(path, "calibration")
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         return np.asarray(loaded), f"{os.path.basename(path)} sha256:{digest}"

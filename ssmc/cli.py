@@ -108,20 +108,9 @@ def _jsonable(obj):
 
 # -- run ------------------------------------------------------------------------
 def _load_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputDataError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError) as e:
-        raise InputDataError(f"{path}: not a .npy or .npz file ({e})") from None
-    labels = None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        if "x" not in data.files:
-            raise InputDataError(f"{path}: an .npz input needs an array named 'x' (has {data.files})")
-        x = data["x"]
-        labels = data["y"] if "y" in data.files else None
-    else:
-        x = data
+    from ssmc.data import load_sequences
+
+    x, labels = load_sequences(path)
     if labels_path:
         try:
             labels = np.load(labels_path, allow_pickle=False)

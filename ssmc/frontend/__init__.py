@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ssmc.errors import SsmcError
 from ssmc.frontend.convert import ImportReport, convert
 from ssmc.frontend.load import LoadedModel, load_model
 from ssmc.ir.graph import Graph
@@ -18,7 +19,6 @@ def import_onnx(path: str | os.PathLike, readout: str = "none") -> tuple[Graph, 
     (with its sha256, recorded in net.lava).
     """
     if readout not in READOUTS:
-        from ssmc.errors import SsmcError
         raise SsmcError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
     loaded = load_model(path)
     graph, report = convert(loaded.model, name=os.path.basename(os.fspath(path)), readout=readout)

@@ -103,7 +103,7 @@ def _check_contract(ix: GraphIndex, name: str) -> tuple[str, list[tuple[str, str
     return x.name, pairs, y.name
 
 
-def _linear_unit(ix: GraphIndex, n: gs.Node, claimed: set[int]) -> Unit | None:
+def _linear_unit(ix: GraphIndex, n: gs.Node) -> Unit | None:
     dyn = ix.dynamic_inputs(n)
     if n.op == "Gemm":
         a, b = n.inputs[0].name, n.inputs[1].name
@@ -168,7 +168,7 @@ def _scalar_affine_unit(ix: GraphIndex, n: gs.Node, width: int | None) -> Unit |
     return _make_linear(W, b, dyn[0], n.outputs[0].name, {id(n)}, describe(n) + " as a diagonal linear")
 
 
-def _glu_unit(ix: GraphIndex, n: gs.Node, claimed: set[int]) -> Unit | None:
+def _glu_unit(ix: GraphIndex, n: gs.Node) -> Unit | None:
     """Split(z) -> a, b; Mul(a, Sigmoid(b))  ==  glu(z)."""
     if n.op != "Split" or len(n.outputs) != 2:
         return None
@@ -248,7 +248,7 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int) -> list[Unit]:
     # GLU before activations: its Sigmoid belongs to it.
     for n in ix.nodes:
         if id(n) not in claimed:
-            u = _glu_unit(ix, n, claimed)
+            u = _glu_unit(ix, n)
             if u:
                 units.append(u)
                 claimed |= u.nodes
@@ -263,7 +263,7 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int) -> list[Unit]:
     for n in ix.nodes:
         if id(n) in claimed:
             continue
-        u = (_linear_unit(ix, n, claimed) or _layernorm_unit(ix, n) or _alias_unit(ix, n)
+        u = (_linear_unit(ix, n) or _layernorm_unit(ix, n) or _alias_unit(ix, n)
              or _scalar_affine_unit(ix, n, _width(ix, ix.dynamic_inputs(n)[0]) if ix.dynamic_inputs(n) else None))
         if u is None and n.op == "Add":
             dyn = ix.dynamic_inputs(n)

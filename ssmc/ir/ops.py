@@ -152,10 +152,6 @@ register_op(OpSchema(
 ))
 
 
-def _s4d_shape(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
-    return (_channels(ins),)
-
-
 def _hm(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
     return (_channels(ins), _modes(op))
 
@@ -175,7 +171,7 @@ def _is_disc(op: Op) -> bool:
 register_op(OpSchema(
     kind="s4d",
     doc="Diagonal complex state-space layer (S4D), run as a recurrence token by token.",
-    n_inputs=1, stateful=True, infer_shape=_s4d_shape,
+    n_inputs=1, stateful=True, infer_shape=_h,
     attrs=(
         AttrSpec("form", "str", choices=("continuous", "discrete"),
                  doc="continuous (log_dt, A, B) or discrete (A_bar, B_bar) parameters"),
