@@ -13,8 +13,10 @@ positive (the input then drives only the real compartment), and r by `balance`:
   calibration data when given, else the bound |B_bar| / (1 - |A_bar|) for
   |u| <= 1), so each state fills its range evenly; input weights then differ.
 
-On the digits example "input" loses nothing at 8-bit weights where "state"
-loses 0.2 points (benchmarks/results/bitwidth_ablation.md).
+Measured on the digits example (benchmarks/results/bitwidth_ablation.md): at
+8-bit weights "input" loses nothing, "state" 0.2 points, no rescaling 0.4; at
+6-bit weights no rescaling does best (-1.1), "input" -2.7, "state" -62: with
+few weight bits the readout C, which carries all per-mode scaling, suffers.
 Changes: B_bar and C of every discrete `s4d` op. Guarantees: float outputs are
 unchanged (up to float rounding); A_bar and D are untouched; modes with
 B_bar = 0 (never driven) are left as they are.
