@@ -209,3 +209,12 @@ def test_an_unstable_layer_is_refused_naming_it(tmp_path):
     path = tmp_path / "unstable.onnx"
     onnx.save(_state_model(2, _rotation(1.05, 0.3)), str(path))
     assert_one_line_error(ssmc("compile", path, "-o", tmp_path / "n.lava"), "%s4d0 (s4d): |A_bar| = 1.05")
+
+
+def test_passes_lists_every_pass_of_the_default_pipeline_with_its_options():
+    from ssmc.passes import DEFAULT_PIPELINE
+    proc = ssmc("passes")
+    assert proc.returncode == 0
+    for name in DEFAULT_PIPELINE.split(","):
+        assert any(line.startswith(name + " ") for line in proc.stdout.splitlines()), name
+    assert "weight-bits: int = 8" in proc.stdout and "balance: str = input" in proc.stdout
