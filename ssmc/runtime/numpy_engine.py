@@ -20,6 +20,16 @@ Token `k` is emitted by the source at step `k`; the engine runs
 `k + depth`. Sparsity counts the zero messages of a group over the steps
 that carry tokens. Every clip that changes a value is counted per group under
 "accumulator" (synapse outputs and the dendritic sum), "state" or "message".
+
+Speed: wherever it is provably exact, a group carries its messages and state
+(and a synapse its accumulator) as float64 holding exact integers -- every
+intermediate of its update stays below 2^53 in magnitude, see `_float_group`
+and `_prepare_synapses` -- so BLAS does the dot products and no step converts
+between int64 and float64. Everything else runs the int64 path. Both paths
+produce the same integers; traces and raw outputs are int64. A float cpx group
+updates its interleaved state as a complex128 view (one complex multiply), in
+blocks of sequences that stay in cache, and in place in its ring slot when its
+message is its state.
 """
 
 from __future__ import annotations
@@ -88,11 +98,16 @@ def _sat_count(v: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
 class _Synapses:
     name: str
     pre: str
-    w: np.ndarray  # W [post, pre]: float64 when every dot product is exact in float64, else int64
+    w: np.ndarray  # W^T [pre, post], int64 (the int64 path)
     shift: int  # right shift of the accumulator (= -weight_exp), clamped to what int64 needs
     pre_clip: int  # > 0: clip acc to +-pre_clip before a left shift (keeps int64 from overflowing)
     delay: int
     post_size: int
+    # float64 W^T * 2^-shift when the dot product is exact in float64 (then `w` is unused):
+    # acc * 2^-shift comes straight out of BLAS and shr is a floor (or nothing for shift <= 0).
+    w_scaled: np.ndarray | None = None
+    may_clip: bool = True  # False: |shr(acc, shift)| < 2^31 for every input, the sat is a no-op
+    out: np.ndarray | None = None  # float path: output buffer [batch, post], reused every step
 
 
 @dataclass
@@ -115,7 +130,12 @@ class _Group:
     source_msgs: np.ndarray | None = None  # source: the messages of every token [batch, tokens, size]
     source_clipped: np.ndarray | None = None  # source: clipped values per token [tokens]
     state: np.ndarray | None = None
-    ring: np.ndarray | None = None  # [ring_len, batch, size]: message of step s at slot s % ring_len
+    ring: list[np.ndarray] | None = None  # ring_len x [batch, size]: message of step s at slot s % ring_len
+    exact_float: bool = False  # carry messages / state as float64 (see _float_group)
+    c: np.ndarray | None = None  # cpx, float path: (c_re + i c_im) * 2^-f as complex128 [modes]
+    spare: np.ndarray | None = None  # cpx, float path: the other state buffer (double buffering)
+    msg_may_clip: bool = True  # False: the message sat provably changes nothing
+    msg_zeros: int | None = None  # zero messages of this step, when the step counted them itself
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
     zeros: int = 0
     total: int = 0
@@ -179,7 +199,6 @@ def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
     # |acc| <= sum_pre |w| * 2^(msg_bits-1): every partial sum is an integer below 2^53, so
     # float64 (and BLAS, in any summation order) computes the dot product exactly.
     bound = int(np.abs(w).sum(axis=1).max(initial=0)) * (1 << (pre.msg_bits - 1))
-    wt = w.astype(np.float64) if bound < _EXACT_FLOAT else w
     if exp >= 0:
         # sat(acc << e, 32): for e >= 1 every |acc| > 2^30 saturates, so clipping acc to
         # +-(2^30 + 1) first and shifting by at most 32 gives the same value and the same
@@ -188,8 +207,17 @@ def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
         shift = -min(exp, 32)
     else:
         pre_clip, shift = 0, min(-exp, 63)  # >> 63 already gives floor (0 or -1)
-    return _Synapses(op.name, op.inputs[0], np.ascontiguousarray(wt), shift, pre_clip,
-                     int(a["delay"]), int(op.params["weight"].shape[0]))
+    s = _Synapses(op.name, op.inputs[0], np.ascontiguousarray(w.T), shift, pre_clip,
+                  int(a["delay"]), int(op.params["weight"].shape[0]))
+    lo, hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
+    s.may_clip = shr(-bound, shift) < lo or shr(bound, shift) > hi  # shr is monotone
+    if bound < _EXACT_FLOAT:
+        # Scaling W by 2^-shift (a power of two, no underflow for shift <= 63) scales every
+        # partial sum of the exact integer dot product by 2^-shift, so BLAS returns
+        # acc * 2^-shift exactly; floor of it is shr(acc, shift). For shift <= 0 the product
+        # is acc << -shift exactly (at most 2^85, still a scaled integer), and sat compares it exactly.
+        s.w_scaled = np.ldexp(s.w.astype(np.float64), -shift)
+    return s
 
 
 def _prepare_group(op: Op) -> _Group:
@@ -205,7 +233,57 @@ def _prepare_group(op: Op) -> _Group:
     if g.kind == "cpx":
         g.c_re = op.params["c_re"].astype(np.int64)
         g.c_im = op.params["c_im"].astype(np.int64)
+    g.msg_may_clip = _msg_may_clip(g)
+    g.exact_float = _float_group(g)
+    if g.exact_float:
+        if g.bias is not None:
+            g.bias = g.bias.astype(np.float64)  # exact: |bias| <= 2^48
+        if g.kind == "cpx":
+            # exact: |c| < 2^(coef_bits-1) <= 2^53, and 2^-f is a power of two
+            g.c = np.ldexp(g.c_re.astype(np.float64), -g.coef_frac) \
+                + 1j * np.ldexp(g.c_im.astype(np.float64), -g.coef_frac)
     return g
+
+
+def _msg_may_clip(g: _Group) -> bool:
+    """Whether sat(value, msg_bits) can change a value, from the range `value` can take."""
+    acc_lo, acc_hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
+    st_lo, st_hi = -(1 << (g.state_bits - 1)), (1 << (g.state_bits - 1)) - 1
+    value_range = {"relay": (acc_lo, acc_hi), "relu": (0, acc_hi),
+                   # rshr is monotone and the state is already sat'd to state_bits
+                   "integrator": (rshr(st_lo, g.out_shift), rshr(st_hi, g.out_shift)),
+                   "cpx": (rshr(st_lo, g.out_shift), rshr(st_hi, g.out_shift))}.get(g.kind)
+    if value_range is None:  # the source quantizes and counts its clips itself
+        return True
+    lo, hi = -(1 << (g.msg_bits - 1)), (1 << (g.msg_bits - 1)) - 1
+    return value_range[0] < lo or value_range[1] > hi
+
+
+def _float_group(g: _Group) -> bool:
+    """Whether every value of this group's step provably stays an integer below 2^53 in
+    magnitude (so float64 holds it exactly and every +, -, * on it is exact)."""
+    if g.msg_bits > 53:  # messages |m| <= 2^(msg_bits-1)
+        return False
+    # dendritic sum: each synapse output is sat'd to 32 bits, |bias| <= 2^48
+    acc = len(g.synapses) * (1 << (ACC_BITS - 1)) + (1 << 48)
+    if g.kind in ("source", "relay", "relu"):
+        return acc < _EXACT_FLOAT
+    if g.kind not in ("cpx", "integrator") or g.state_bits > 53:
+        return False
+    state = 1 << (g.state_bits - 1)
+    # message rshr(s, out_shift) as floor(s * 2^-k + 1/2): exact when 2|s| + 2^k <= 2^53,
+    # since then s * 2^-k + 1/2 = (2s + 2^k) * 2^-(k+1) is a representable number
+    if g.out_shift > 0 and 2 * state + (1 << g.out_shift) > _EXACT_FLOAT:
+        return False
+    if g.kind == "integrator":
+        return state + acc < _EXACT_FLOAT  # s + a before the sat
+    if g.size % 2:
+        return False
+    # |c_re x_re - c_im x_im|, |c_re x_im + c_im x_re| <= max(|c_re| + |c_im|) * 2^(state_bits-1),
+    # every product and partial sum below it; rshr(v, f) as floor(v * 2^-f + 1/2) needs
+    # 2|v| + 2^f <= 2^53 (as above); the result plus a stays below 2^53.
+    prod = int((np.abs(g.c_re) + np.abs(g.c_im)).max(initial=0)) * state
+    return 2 * prod + (1 << g.coef_frac) <= _EXACT_FLOAT and (prod >> g.coef_frac) + 1 + acc < _EXACT_FLOAT
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -227,13 +305,20 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
     for g in groups.values():
+        dtype = np.float64 if g.exact_float else np.int64
         if g.name in ring_len:
-            g.ring = np.zeros((ring_len[g.name], batch, g.size), np.int64)
+            g.ring = [np.zeros((batch, g.size), dtype) for _ in range(ring_len[g.name])]
         if g.stateful:
-            g.state = np.zeros((batch, g.size), np.int64)
+            g.state = np.zeros((batch, g.size), dtype)
+            if g.exact_float and g.kind == "cpx":
+                g.spare = np.zeros((batch, g.size), dtype)
         if g.kind == "source":
             g.source_msgs, clipped = quantize_source(x, g.frac, g.msg_bits)
+            g.source_msgs = g.source_msgs.astype(dtype)  # exact: |m| <= 2^(msg_bits-1) <= 2^52
             g.source_clipped = clipped.sum(axis=(0, 2))
+    for s in synapses.values():
+        if s.w_scaled is not None:
+            s.out = np.empty((batch, s.post_size), np.float64)
 
     read = {}  # group read by an output -> its messages for tokens 0..tokens-1
     for out in graph.outputs():
@@ -253,20 +338,27 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
                 syn_out[s.name] = _synapse_step(s, groups[s.pre], t)
         new: dict[str, np.ndarray | None] = {}
         for g in groups.values():
-            new[g.name] = _group_step(g, t, x, syn_out) if t >= g.depth else None  # None: idle, emits 0
+            if t < g.depth:
+                new[g.name] = None  # idle, emits 0
+            elif g.exact_float:
+                new[g.name] = _float_group_step(g, t, x, syn_out)
+            else:
+                new[g.name] = _group_step(g, t, x, syn_out)
         for g in groups.values():
             m = new[g.name]
+            slot = g.ring[t % len(g.ring)] if g.ring is not None else None
             if m is None:
-                if g.ring is not None:
-                    g.ring[t % len(g.ring)] = 0
+                if slot is not None:
+                    slot.fill(0)
                 continue
-            if g.ring is not None:
-                g.ring[t % len(g.ring)] = m
+            if slot is not None and m is not slot:  # a cpx group may have written it in place
+                slot[...] = m
             if t - g.depth < tokens:  # a step that carries a token
                 g.total += m.size
-                g.zeros += m.size - int(np.count_nonzero(m))
+                zeros, g.msg_zeros = g.msg_zeros, None
+                g.zeros += int(np.count_nonzero(m == 0)) if zeros is None else zeros  # bools count fast
                 if g.name in read:
-                    read[g.name][:, t - g.depth] = m
+                    read[g.name][:, t - g.depth] = m  # float64 messages hold exact integers
             if trace:
                 traces[g.name][:, t] = m
                 if g.stateful:
@@ -283,39 +375,54 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
 
 
 def _synapse_step(s: _Synapses, pre: _Group, t: int) -> tuple[np.ndarray | None, int]:
-    """(out [batch, post] or None for all zeros, number of clipped values)."""
+    """(out [batch, post] or None for all zeros, number of clipped values). A float64 `out`
+    (holding exact integers) is a buffer the next step overwrites: read it, never keep it."""
     src = t - s.delay
     if src < pre.depth:  # before step 0, or the pre group was idle: zero messages
         return None, 0
     m = pre.ring[src % len(pre.ring)]
-    if s.w.dtype == np.float64:
-        acc = (m.astype(np.float64) @ s.w.T).astype(np.int64)  # exact: see _prepare_synapses
-    else:
-        acc = m @ s.w.T
+    if s.w_scaled is not None:  # exact: see _prepare_synapses
+        acc = np.matmul(m if m.dtype == np.float64 else m.astype(np.float64), s.w_scaled, out=s.out)
+        if s.shift > 0:
+            np.floor(acc, out=acc)
+        return _sat_count(acc, ACC_BITS) if s.may_clip else (acc, 0)
+    acc = (m if m.dtype == np.int64 else m.astype(np.int64)) @ s.w  # float m: exact integers
     if s.pre_clip:
         acc = np.clip(acc, -s.pre_clip, s.pre_clip)
     return _sat_count(shr(acc, s.shift), ACC_BITS)
 
 
-def _group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
-    """One step of an awake group: its message [batch, size]; updates its state and counts."""
-    if g.kind == "source":
-        if t >= x.shape[1]:  # after the last token
-            return np.zeros((x.shape[0], g.size), np.int64)
-        g.counts["message"] += int(g.source_clipped[t])
-        return g.source_msgs[:, t]
-    a = None
+def _dendrite(g: _Group, syn_out, dtype, batch: int) -> np.ndarray | None:
+    """a = sat(sum of synapse outputs + bias, 32) [batch, size] in `dtype`, None when it is all
+    zeros. May be a synapse's output buffer or a read-only view: never write into it."""
+    a, terms = None, 0
     for name in g.synapses:
         out, n = syn_out.get(name, (None, 0))
         g.counts["accumulator"] += n
         if out is not None:
+            out = out if out.dtype == dtype else out.astype(dtype)  # exact: |out| < 2^31
             a = out if a is None else a + out  # a new array: never add into a synapse output in place
-    if a is None:
-        a = np.zeros((x.shape[0], g.size), np.int64)
+            terms += 1
     if g.bias is not None:
-        a = a + g.bias
+        a = np.broadcast_to(g.bias, (batch, g.size)) if a is None else a + g.bias
+        terms += 1
+    if a is None or (terms == 1 and g.bias is None):  # one sat'd synapse output is in range
+        return a
     a, n = _sat_count(a, ACC_BITS)
     g.counts["accumulator"] += n
+    return a
+
+
+def _group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
+    """One step of an awake int64 group: its message [batch, size]; updates its state and counts."""
+    if g.kind == "source":
+        if t >= x.shape[1]:  # after the last token
+            return np.zeros((x.shape[0], g.size), g.source_msgs.dtype)
+        g.counts["message"] += int(g.source_clipped[t])
+        return g.source_msgs[:, t]
+    a = _dendrite(g, syn_out, np.int64, x.shape[0])
+    if a is None:
+        a = np.zeros((x.shape[0], g.size), np.int64)
     if g.kind == "relay":
         value = a
     elif g.kind == "relu":
@@ -334,6 +441,79 @@ def _group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
         value = rshr(g.state, g.out_shift)
     else:
         raise IRError(f"%{g.name}: unknown neuron kind {g.kind!r}")
+    return _message(g, value)
+
+
+def _float_group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
+    """_group_step for a group whose values are float64 holding exact integers (see _float_group)."""
+    if g.kind == "source":
+        return _group_step(g, t, x, syn_out)
+    a = _dendrite(g, syn_out, np.float64, x.shape[0])
+    if g.kind in ("relay", "relu"):
+        if a is None:
+            return np.zeros((x.shape[0], g.size), np.float64)
+        return _message(g, a if g.kind == "relay" else np.maximum(a, 0.0))
+    if g.kind == "integrator":
+        if a is not None:
+            g.state, n = _sat_count(g.state + a, g.state_bits)
+            g.counts["state"] += n
+    elif g.kind == "cpx":
+        # The interleaved [re_0, im_0, re_1, ...] layout is exactly a complex128 array, so one
+        # complex multiply forms c_re x_re - c_im x_im and c_re x_im + c_im x_re, scaled by 2^-f:
+        # every product and sum is an exact (scaled) integer, in any evaluation order or with FMA.
+        new = _cpx_buffer(g, t)
+        zeros = 0
+        for rows in _row_blocks(new.shape[0]):  # a block's passes run while it is in cache
+            blk = new[rows]
+            np.multiply(g.state[rows].view(np.complex128), g.c, out=blk.view(np.complex128))
+            blk += 0.5  # exact, see _float_group: floor(v 2^-f + 1/2) = rshr(v, f)
+            np.floor(blk, out=blk)
+            if a is not None:
+                blk += a[rows]
+            state, n = _sat_count(blk, g.state_bits)
+            g.counts["state"] += n
+            if state is not blk:
+                blk[...] = state
+            zeros += int(np.count_nonzero(blk == 0))
+        if _msg_is_state(g):
+            g.msg_zeros = zeros
+        if new is g.spare:
+            g.spare = g.state
+        g.state = new
+    else:
+        raise IRError(f"%{g.name}: unknown neuron kind {g.kind!r}")
+    return _message(g, _rshr_float(g.state, g.out_shift))
+
+
+_BLOCK_ROWS = 64  # sequences per block: 64 x 1024 float64 values (512 KiB) stay in L2
+
+
+def _row_blocks(batch: int) -> list[slice]:
+    return [slice(i, i + _BLOCK_ROWS) for i in range(0, batch, _BLOCK_ROWS)]
+
+
+def _cpx_buffer(g: _Group, t: int) -> np.ndarray:
+    """Where a float cpx group writes its new state. When its message is its state, that is
+    its ring slot of step t, saving the copy into the ring: the slot's old message is dead
+    (a synapse of delay ring_len read it before the groups stepped). With a 1-slot ring that
+    slot is the current state itself, and the update, elementwise, runs in place."""
+    if g.ring is not None and _msg_is_state(g):
+        return g.ring[t % len(g.ring)]
+    return g.spare
+
+
+def _msg_is_state(g: _Group) -> bool:
+    return g.out_shift == 0 and not g.msg_may_clip  # sat(rshr(state, 0), msg_bits) = state
+
+
+def _rshr_float(v: np.ndarray, s: int) -> np.ndarray:
+    """rshr on float64 integers as floor(v * 2^-s + 1/2); exact when 2|v| + 2^s <= 2^53."""
+    return np.floor(v * 2.0 ** -s + 0.5) if s > 0 else v
+
+
+def _message(g: _Group, value: np.ndarray) -> np.ndarray:
+    if not g.msg_may_clip:
+        return value
     m, n = _sat_count(value, g.msg_bits)
     g.counts["message"] += n
     return m
