@@ -75,19 +75,32 @@ def load_calibration(data) -> tuple[np.ndarray, str]:
     return x, f"array sha256:{hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()}"
 
 
+def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str | None = None) -> list:
+    """The pipeline without the `skip`ped passes and cut after `stop_after` (names must be in it)."""
+    names = [p.name for p in pipeline]
+    for name in list(skip or []) + ([stop_after] if stop_after else []):
+        if name not in names:
+            raise SsmcError(f"pass {name!r} is not in the pipeline ({','.join(names)})")
+    if stop_after:
+        pipeline = pipeline[:names.index(stop_after) + 1]
+    return [p for p in pipeline if p.name not in set(skip or [])]
+
+
 def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
             calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
-            log: Callable[[str], None] = lambda s: None, **widths) -> Net:
+            log: Callable[[str], None] = lambda s: None, skip: list[str] | None = None,
+            stop_after: str | None = None, **widths) -> Net:
     """ONNX step-form model -> Net, running `passes` (a pipeline string).
 
     `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
     size the fixed-point ranges. `widths`: weight_bits, coef_bits, state_bits,
-    message_bits, overriding the assign-bitwidths pass's options.
+    message_bits, overriding the assign-bitwidths pass's options. `skip` and
+    `stop_after` name passes of the pipeline to leave out / to end with.
     """
     unknown = set(widths) - set(WIDTH_OPTIONS)
     if unknown:
         raise SsmcError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
-    pipeline = parse_pipeline(passes)  # reject a bad pipeline before the slow import
+    pipeline = select_passes(parse_pipeline(passes), skip, stop_after)  # reject a bad pipeline before slow work
     given = {k: int(v) for k, v in widths.items() if v is not None}
     if given:
         if not any(p.name == "assign-bitwidths" for p in pipeline):

@@ -45,7 +45,7 @@ def cmd_compile(args) -> int:
     net = ssmc.compile(args.model, passes=args.passes, readout=args.readout, calibration=args.calibrate,
                        verify_each=not args.no_verify, after_pass=after_pass, log=log,
                        weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
-                       message_bits=args.message_bits)
+                       message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after)
     for record in net.report.get("passes", []):
         for note in record.get("notes", []):
             log(f"  {record['name']}: {note}")
@@ -239,6 +239,8 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc compile model.onnx -o net.lava --readout mean          classify by the mean over tokens
   ssmc compile model.onnx -o net.lava --calibrate cal.npz --weight-bits 6
   ssmc compile model.onnx -o net.lava --passes canonicalize   keep the float model (no quantization)
+  ssmc compile model.onnx -o net.lava --stop-after fold-linear --print-ir-after fold-linear
+  ssmc compile model.onnx -o net.lava --passes "canonicalize,count-ops"   a plugin pass (docs/extending.md)
   ssmc compile model.onnx -o net.lava --print-ir-after all    show the IR between passes""")
     c.add_argument("model", help="the .onnx file (step form)")
     c.add_argument("-o", "--output", required=True, help="where to write the compiled net (e.g. net.lava)")
@@ -254,6 +256,9 @@ the output and the next states out (docs/onnx_step_form.md).""")
     c.add_argument("--message-bits", type=int, metavar="B", help="graded message bits (default 24)")
     c.add_argument("--passes", default=None, metavar="PIPELINE",
                    help="pass pipeline, e.g. 'canonicalize' (see `ssmc passes`; default: the standard pipeline)")
+    c.add_argument("--skip", action="append", metavar="PASS", help="leave this pass out (repeatable)")
+    c.add_argument("--stop-after", metavar="PASS", help="end the pipeline after this pass (e.g. fold-linear to "
+                                                          "keep the float network)")
     c.add_argument("--print-ir-after", metavar="PASS|all", help="print the IR (tensors summarised) after a pass")
     c.add_argument("--no-verify", action="store_true", help="skip the IR verifier between passes (faster, unsafe)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")

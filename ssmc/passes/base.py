@@ -76,21 +76,66 @@ def _format_option(v) -> str:
 
 
 _REGISTRY: dict[str, Callable[[], type[Pass]]] = {}
+_ORIGIN: dict[str, str] = {}  # pass name -> who registered it (for duplicate errors)
+ENTRY_POINT_GROUP = "ssmc.passes"
+_plugins_loaded = False
 
 
-def register_pass(name: str, loader: Callable[[], type[Pass]]) -> None:
+def register_pass(name: str, loader: Callable[[], type[Pass]], origin: str = "ssmc") -> None:
     """Register a pass under `name`; `loader` imports and returns its class."""
     if name in _REGISTRY:
-        raise PassError(f"a pass named {name!r} is already registered")
+        raise PassError(f"a pass named {name!r} is registered twice: by {_ORIGIN.get(name, '?')} and by {origin}")
     _REGISTRY[name] = loader
+    _ORIGIN[name] = origin
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: make a Pass subclass defined in your own code usable by name."""
+    if not cls.name:
+        raise PassError(f"{cls.__name__} needs a `name` to be registered")
+    register_pass(cls.name, lambda: cls, origin=f"{cls.__module__}.{cls.__qualname__}")
+    return cls
+
+
+def _load_plugins() -> None:
+    """Register the passes other installed packages declare in the `ssmc.passes` entry-point group.
+
+    The entry point's name is the pass name; its value (module:Class) is imported only when
+    the pass is used or listed.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = getattr(ep, "dist", None)
+        origin = f"package {dist.name if dist else '?'} ({ep.value})"
+        register_pass(ep.name, _entry_point_loader(ep, origin), origin=origin)
+
+
+def _entry_point_loader(ep, origin: str) -> Callable[[], type[Pass]]:
+    def load() -> type[Pass]:
+        try:
+            cls = ep.load()
+        except Exception as e:  # a broken plugin must not look like an ssmc bug
+            raise PassError(f"pass {ep.name!r} from {origin} failed to import: {type(e).__name__}: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Pass)) or cls.name != ep.name:
+            raise PassError(f"entry point {ep.name!r} from {origin} must name a Pass subclass whose name is "
+                            f"{ep.name!r}")
+        return cls
+    return load
 
 
 def available_passes() -> dict[str, type[Pass]]:
-    """Every registered pass, loaded, by name."""
+    """Every registered pass (built-in and plugins), loaded, by name."""
+    _load_plugins()
     return {name: load_pass(name) for name in sorted(_REGISTRY)}
 
 
 def load_pass(name: str) -> type[Pass]:
+    _load_plugins()
     try:
         loader = _REGISTRY[name]
     except KeyError:

@@ -204,9 +204,9 @@ def test_a_pipeline_prints_back_to_the_same_string(spec):
 
 # -- the registry ---------------------------------------------------------------
 def test_registering_a_taken_name_is_refused():
-    with pytest.raises(PassError, match="'canonicalize' is already registered"):
-        register_pass("canonicalize", lambda: Canonicalize)
-    with pytest.raises(PassError, match="already registered"):
+    with pytest.raises(PassError, match="'canonicalize' is registered twice: by ssmc and by mypkg"):
+        register_pass("canonicalize", lambda: Canonicalize, origin="mypkg")
+    with pytest.raises(PassError, match="registered twice"):
         register_pass("test-tune", lambda: Tune)
     assert load_pass("canonicalize") is Canonicalize
 
