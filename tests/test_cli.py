@@ -183,7 +183,7 @@ def test_calibration_that_is_not_numbers_is_refused(tmp_path):
     spec, model_path = _relu_model(tmp_path)
     np.save(tmp_path / "cal.npy", np.array([["a"] * spec.in_features] * 3)[None])
     proc = ssmc("compile", model_path, "-o", tmp_path / "n.lava", "--calibrate", tmp_path / "cal.npy")
-    assert_one_line_error(proc, "calibration data must be numbers")
+    assert_one_line_error(proc, "calibration data must be real numbers")
 
 
 def test_widths_outside_the_target_are_refused(tmp_path):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssmc.errors import InputDataError
+from ssmc.data import check_sequences
 from ssmc.ir.graph import Graph
 from ssmc.runtime.float_ref import FloatEngine
 
@@ -32,15 +32,7 @@ class Ranges:
 
 
 def check_calibration(x: np.ndarray, features: int) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 3 or x.shape[2] != features or len(x) == 0:
-        raise InputDataError(f"calibration data must have shape [sequences, tokens, {features}], "
-                             f"got {list(x.shape)}")
-    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
-        raise InputDataError(f"calibration data must be numbers, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise InputDataError("calibration data contains NaN or infinite values")
-    return x.astype(np.float64)
+    return check_sequences(x, features, what="calibration data")
 
 
 def measure_ranges(graph: Graph, x: np.ndarray) -> Ranges:

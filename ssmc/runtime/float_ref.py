@@ -13,6 +13,7 @@ from math import sqrt
 import numpy as np
 from scipy.special import erf as _erf
 
+from ssmc.data import check_sequences
 from ssmc.errors import InputDataError, IRError
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
@@ -127,17 +128,10 @@ def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
 
     Returns {output name: [batch, time, size]} in float64, from zero state.
     """
-    x = np.asarray(x)
     inputs = graph.inputs()
     if len(inputs) != 1:
         raise InputDataError(f"the float reference runs graphs with one input, this one has {len(inputs)}")
-    size = inputs[0].shape[0]
-    if x.ndim != 3 or x.shape[2] != size:
-        raise InputDataError(f"input must have shape [batch, time, {size}], got {list(x.shape)}")
-    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-        raise InputDataError(f"input must be real numbers, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise InputDataError("input contains NaN or infinite values")
+    x = check_sequences(x, inputs[0].shape[0])
     engine = FloatEngine(graph)
     engine.reset(x.shape[0])
     steps = [engine.step(x[:, t, :]) for t in range(x.shape[1])]

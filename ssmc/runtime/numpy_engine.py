@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssmc.errors import InputDataError, IRError
+from ssmc.data import check_sequences
+from ssmc.errors import IRError
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
 from ssmc.ir.verify import verify
@@ -174,22 +175,7 @@ def _check_graph(graph: Graph) -> None:
 
 
 def _check_input(graph: Graph, x) -> np.ndarray:
-    inp = graph.inputs()[0]
-    size = inp.shape[0]
-    x = np.asarray(x)
-    if x.ndim != 3:
-        raise InputDataError(f"input must have shape [batch, tokens, {size}] (3 axes), got shape {list(x.shape)}")
-    if x.shape[2] != size:
-        raise InputDataError(f"input must have shape [batch, tokens, {size}]: %{inp.name} takes {size} "
-                             f"feature(s) per token, got shape {list(x.shape)}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise InputDataError(f"input needs at least one sequence and one token, got shape {list(x.shape)}")
-    if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-        raise InputDataError(f"input must be real numbers, got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise InputDataError("input contains NaN or infinite values")
-    return x
+    return check_sequences(x, graph.inputs()[0].shape[0])
 
 
 def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
