@@ -154,7 +154,7 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
         raise BundleError(f"{name}: not a net.lava file, or truncated ({e})") from None
     if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
         raise BundleError(f"{name}: unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB; refusing it")

@@ -290,11 +290,15 @@ def _unsupported_message(ix: GraphIndex, n: gs.Node) -> str:
 def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") -> tuple[Graph, ImportReport]:
     """Convert a loaded step-form model to a verified model-level Graph."""
     opset = opset_of(model)
-    raw_graph = gs.import_onnx(model)
-    folded = gs.import_onnx(model)
+    try:  # graphsurgeon reports unreadable graphs and folding failures with assorted types
+        raw_graph = gs.import_onnx(model)
+        folded = gs.import_onnx(model)
+    except Exception as e:
+        raise UnsupportedModelError(f"{name}: onnx-graphsurgeon cannot read the graph: "
+                                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     try:
         folded.fold_constants(error_ok=False).cleanup(remove_unused_graph_inputs=False)
-    except Exception as e:  # graphsurgeon reports folding failures with assorted types
+    except Exception as e:
         raise UnsupportedModelError(f"{name}: constant folding failed: {str(e).splitlines()[0]}") from None
     _check_finite(raw_graph, name)
     raw, ix = GraphIndex(raw_graph), GraphIndex(folded)

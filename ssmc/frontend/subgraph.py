@@ -35,18 +35,18 @@ def run_slice(graph: gs.Graph, feeds: dict[str, np.ndarray], fetch: list[str], o
         t.shape = None
         outs.append(t)
     sub.outputs = outs
-    sub.cleanup(remove_unused_graph_inputs=False).toposort()
-    model = gs.export_onnx(sub)
-    model.opset_import[0].version = opset
-    model.ir_version = min(model.ir_version, 9)
-    try:
+    try:  # third-party code on user data: any failure is a property of the model
+        sub.cleanup(remove_unused_graph_inputs=False).toposort()
+        model = gs.export_onnx(sub)
+        model.opset_import[0].version = opset
+        model.ir_version = min(model.ir_version, 9)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.intra_op_num_threads = 1
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
         return [np.asarray(r, dtype=np.float64) for r in sess.run(fetch, feed)]
-    except Exception as e:  # onnxruntime raises its own untyped errors
+    except Exception as e:  # graphsurgeon and onnxruntime raise their own untyped errors
         raise UnsupportedModelError(f"could not evaluate the graph between {sorted(feeds)} and {fetch}: "
                                     f"{str(e).splitlines()[0]}") from None
 
