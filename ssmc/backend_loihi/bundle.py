@@ -58,6 +58,24 @@ class Bundle:
     format_version: int = FORMAT_VERSION
 
 
+#: Packages whose versions can change what a compile produces; recorded so a net.lava can be reproduced.
+RECORDED_PACKAGES = ("numpy", "onnx", "onnx-graphsurgeon", "onnxruntime", "scipy", "networkx", "ortools", "lava-nc")
+
+
+def environment() -> dict:
+    """Python and package versions of this compile (no paths, no time: the file stays deterministic)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {"python": platform.python_version(), "packages": packages}
+
+
 def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
@@ -86,6 +104,7 @@ def encode(bundle: Bundle) -> bytes:
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "ssmc_version": bundle.ssmc_version,
+        "environment": environment(),
         "source": bundle.source,
         "pipeline": bundle.pipeline,
         "options": bundle.options,

@@ -337,3 +337,17 @@ def test_cli_reports_damaged_compressed_data_as_a_user_error(tmp_path, good, x_n
     run = run_cli(net, x_npy)
     assert run.returncode == 1
     assert run.stderr.startswith("ssmc: error: ")
+
+
+def test_the_manifest_records_the_environment_needed_to_reproduce_the_file(tmp_path):
+    import json
+    import platform
+    import zipfile
+    from importlib.metadata import version
+
+    save(make_bundle(), tmp_path / "net.lava")
+    manifest = json.loads(zipfile.ZipFile(tmp_path / "net.lava").read("manifest.json"))
+    env = manifest["environment"]
+    assert env["python"] == platform.python_version()
+    assert env["packages"]["onnxruntime"] == version("onnxruntime")
+    assert env["packages"]["numpy"] == version("numpy")
