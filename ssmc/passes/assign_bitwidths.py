@@ -115,8 +115,8 @@ class _Lowering:
             what = op.attrs.get("fn", op.kind)
             raise SsmcError(f"%{name} ({what}): no integer realisation yet; the fixed-point passes support "
                             "ReLU, residual adds, linears, S4D and pools (GELU/GLU/sigmoid/tanh/LayerNorm "
-                            "are future work). To keep the float network, compile with --passes "
-                            f"{FLOAT_PIPELINE}")
+                            "are future work). To keep the float network, compile with --stop-after fold-linear "
+                            f"(or --passes {FLOAT_PIPELINE})")
         self.groups[name] = g
         return g
 
