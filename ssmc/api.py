@@ -19,7 +19,7 @@ from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, pipeline_spec, run_pip
 from ssmc.passes.base import with_data
 
 ENGINES = ("float", "numpy")
-WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits")
+WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits")
 
 
 def is_neuro_level(graph: Graph) -> bool:
@@ -94,14 +94,15 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
 
     `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
     size the fixed-point ranges. `widths`: weight_bits, coef_bits, state_bits,
-    message_bits, overriding the assign-bitwidths pass's options. `skip` and
+    message_bits and layer_bits ("s4d0:weight=6/coef=12;linear1:weight=4"),
+    overriding the assign-bitwidths pass's options. `skip` and
     `stop_after` name passes of the pipeline to leave out / to end with.
     """
     unknown = set(widths) - set(WIDTH_OPTIONS)
     if unknown:
         raise SsmcError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
     pipeline = select_passes(parse_pipeline(passes), skip, stop_after)  # reject a bad pipeline before slow work
-    given = {k: int(v) for k, v in widths.items() if v is not None}
+    given = {k: (v if k == "layer_bits" else int(v)) for k, v in widths.items() if v is not None}
     if given:
         if not any(p.name == "assign-bitwidths" for p in pipeline):
             raise SsmcError("bit-width options need assign-bitwidths in the pipeline")

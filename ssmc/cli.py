@@ -45,7 +45,8 @@ def cmd_compile(args) -> int:
     net = ssmc.compile(args.model, passes=args.passes, readout=args.readout, calibration=args.calibrate,
                        verify_each=not args.no_verify, after_pass=after_pass, log=log,
                        weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
-                       message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after)
+                       message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after,
+                       layer_bits=";".join(args.layer_bits) if args.layer_bits else None)
     for record in net.report.get("passes", []):
         for note in record.get("notes", []):
             log(f"  {record['name']}: {note}")
@@ -254,6 +255,9 @@ the output and the next states out (docs/onnx_step_form.md).""")
     c.add_argument("--coef-bits", type=int, metavar="B", help="complex-pair coefficient bits (default 16)")
     c.add_argument("--state-bits", type=int, metavar="B", help="neuron state bits (default 24)")
     c.add_argument("--message-bits", type=int, metavar="B", help="graded message bits (default 24)")
+    c.add_argument("--layer-bits", action="append", metavar="LAYER:KEY=B[/KEY=B]",
+                   help="per-layer widths, KEY one of weight, coef, state, message; LAYER as `ssmc inspect` "
+                        "names it (repeatable), e.g. --layer-bits s4d0:weight=6/coef=12")
     c.add_argument("--passes", default=None, metavar="PIPELINE",
                    help="pass pipeline, e.g. 'canonicalize' (see `ssmc passes`; default: the standard pipeline)")
     c.add_argument("--skip", action="append", metavar="PASS", help="leave this pass out (repeatable)")

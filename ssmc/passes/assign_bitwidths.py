@@ -24,10 +24,13 @@ import numpy as np
 
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph, Op
-from ssmc.passes.base import Pass, data_field, log
+from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import Ranges, measure_ranges
 
 ACC_BITS = 32
+WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
+WIDTH_LIMITS = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
+                "headroom_bits": (0, 8)}
 RANDOM_CALIBRATION = (64, 64)  # sequences, tokens: used only when no calibration data is given
 
 
@@ -72,9 +75,17 @@ class _Lowering:
     opts: "AssignBitwidths"
     out: Graph = field(init=False)
     groups: dict[str, _Group] = field(default_factory=dict)  # model value -> its neuron group
+    overrides: dict[str, dict[str, int]] = field(default_factory=dict)  # layer -> {width key: bits}
 
     def __post_init__(self):
         self.out = Graph(self.src.name, dict(self.src.attrs))
+
+    def bits(self, name: str, key: str) -> int:
+        """The width `key` (weight, coef, state, message) for model op `name`: its layer's override or the default."""
+        for layer, widths in self.overrides.items():
+            if key in widths and (name == layer or name.startswith(layer + ".")):
+                return widths[key]
+        return getattr(self.opts, WIDTH_KEYS[key])
 
     def peak(self, name: str) -> float:
         v = self.ranges.value(name)
@@ -87,28 +98,30 @@ class _Lowering:
             return self.groups[name]
         op = self.src.op(name)
         o = self.opts
+        msg_bits, state_bits = self.bits(name, "message"), self.bits(name, "state")
         if op.kind == "input":
-            frac = scale_frac(self.peak(name), o.message_bits, o.headroom_bits)
+            frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons(name, "source", op.shape[0], frac, frac, [op.name], {})
         elif op.kind == "cpx":
             state = self.ranges.state(name)
             peak = float(np.max(state)) if state is not None else 1.0
-            sfrac = scale_frac(peak, o.state_bits, o.headroom_bits)
-            mfrac = min(sfrac, scale_frac(peak, o.message_bits, o.headroom_bits))
-            params = {"c_re": _coef(op.params["a_re"], o.coef_bits), "c_im": _coef(op.params["a_im"], o.coef_bits)}
+            sfrac = scale_frac(peak, state_bits, o.headroom_bits)
+            mfrac = min(sfrac, scale_frac(peak, msg_bits, o.headroom_bits))
+            coef_bits = self.bits(name, "coef")
+            params = {"c_re": _coef(op.params["a_re"], coef_bits), "c_im": _coef(op.params["a_im"], coef_bits)}
             g = self._neurons_from_terms(op, "cpx", mfrac, sfrac, params, out_shift=sfrac - mfrac)
         elif op.kind == "activation" and op.attrs["fn"] == "relu":
-            frac = scale_frac(self.peak(name), o.message_bits, o.headroom_bits)
+            frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons_from_terms(op, "relu", frac, frac, {})
         elif op.kind == "pool":
             state = self.ranges.state(name)
             peak = float(np.max(state)) if state is not None else self.peak(name)
-            sfrac = scale_frac(peak, o.state_bits, o.headroom_bits)
-            mfrac = min(sfrac, scale_frac(peak, o.message_bits, o.headroom_bits))
+            sfrac = scale_frac(peak, state_bits, o.headroom_bits)
+            mfrac = min(sfrac, scale_frac(peak, msg_bits, o.headroom_bits))
             g = self._neurons_from_terms(op, "integrator", mfrac, sfrac, {}, out_shift=sfrac - mfrac,
                                          decode=op.attrs["mode"] if op.attrs["mode"] == "mean" else "value")
         elif op.kind in ("add", "linear"):
-            frac = scale_frac(self.peak(name), o.message_bits, o.headroom_bits)
+            frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons_from_terms(op, "relay", frac, frac, {}, terms=self._terms(name))
         else:
             from ssmc.passes import FLOAT_PIPELINE
@@ -121,11 +134,10 @@ class _Lowering:
         return g
 
     def _neurons(self, name, kind, size, frac, dendrite_frac, inputs, params, **attrs) -> _Group:
-        o = self.opts
-        all_attrs = {"kind": kind, "size": int(size), "frac": int(frac), "msg_bits": o.message_bits,
-                     "state_bits": o.state_bits, "source": name}
+        all_attrs = {"kind": kind, "size": int(size), "frac": int(frac), "msg_bits": self.bits(name, "message"),
+                     "state_bits": self.bits(name, "state"), "source": name}
         if kind == "cpx":
-            all_attrs["coef_bits"] = o.coef_bits
+            all_attrs["coef_bits"] = self.bits(name, "coef")
         all_attrs.update({k: v for k, v in attrs.items() if v not in (None, 0, "value")})
         base = f"{name}.source" if kind == "source" else name
         op = self.out.add(Op(self.out.fresh_name(base), "neurons", tuple(inputs), attrs=all_attrs, params=params,
@@ -166,11 +178,12 @@ class _Lowering:
             if b is not None:
                 bias += b.astype(np.float64)
             w_eff = W * 2.0 ** (dendrite_frac - pre_group.frac)
-            w, e = quantize_weights(w_eff, self.opts.weight_bits)
+            weight_bits = self.bits(linear.name if linear is not None else op.name, "weight")
+            w, e = quantize_weights(w_eff, weight_bits)
             src_name = linear.name if linear is not None else f"{pre}->{op.name}"
             syn = self.out.add(Op(self.out.fresh_name((linear.name if linear else op.name) + ".syn"), "synapses",
                                   (pre_group.op.name,),
-                                  attrs={"weight_bits": self.opts.weight_bits, "weight_exp": int(e),
+                                  attrs={"weight_bits": weight_bits, "weight_exp": int(e),
                                          "source": src_name},
                                   params={"weight": w}, shape=(w.shape[0],)))
             synapses.append(syn.name)
@@ -225,6 +238,8 @@ class AssignBitwidths(Pass):
     """Graded message precision."""
     headroom_bits: int = 1
     """Bits of margin above the calibrated peak."""
+    layer_bits: str = ""
+    """Per-layer widths, e.g. "s4d0:weight=6/coef=12;linear1:weight=4" (names as `ssmc inspect` shows them)."""
     calibration: object = data_field("calibration sequences [n, tokens, features]")
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
@@ -237,8 +252,9 @@ class AssignBitwidths(Pass):
             x = np.random.default_rng(0).normal(size=(n, t, graph.inputs()[0].shape[0]))
             log.info("no calibration data: ranges estimated from random N(0, 1) tokens; pass --calibrate "
                      "for ranges of real inputs")
+        overrides = self.parse_layer_bits(graph)
         ranges = measure_ranges(graph, x)
-        out = _Lowering(graph, ranges, self).run()
+        out = _Lowering(graph, ranges, self, overrides=overrides).run()
         n_groups = len(out.ops_of_kind("neurons"))
         n_syn = sum(int(np.count_nonzero(op.params["weight"])) for op in out.ops_of_kind("synapses"))
         log.info(f"{n_groups} neuron groups, {len(out.ops_of_kind('synapses'))} synapse groups "
@@ -248,9 +264,29 @@ class AssignBitwidths(Pass):
         return out, True
 
     def check_widths(self) -> None:
-        limits = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
-                  "headroom_bits": (0, 8)}
-        for key, (lo, hi) in limits.items():
-            v = getattr(self, key)
-            if not lo <= v <= hi:
-                raise SsmcError(f"{key.replace('_', '-')} = {v} is outside what the target supports ({lo}..{hi})")
+        for key, (lo, hi) in WIDTH_LIMITS.items():
+            _check_width(key, getattr(self, key), lo, hi)
+
+    def parse_layer_bits(self, graph: Graph) -> dict[str, dict[str, int]]:
+        """{layer: {key: bits}} from `layer_bits`, each layer a model op (or fused op prefix) of `graph`."""
+        names = [op.name for op in graph.ops()]
+        out: dict[str, dict[str, int]] = {}
+        for item in filter(None, (part.strip() for part in self.layer_bits.split(";"))):
+            layer, _, spec = item.partition(":")
+            if not any(n == layer or n.startswith(layer + ".") for n in names):
+                raise PassError(f"assign-bitwidths: layer-bits names {layer!r}, which is not in the network "
+                                f"(layers: {', '.join(n for n in names if '.' not in n)})")
+            for pair in filter(None, spec.split("/")):
+                key, _, value = pair.partition("=")
+                if key not in WIDTH_KEYS or not value.strip().lstrip("-").isdigit():
+                    raise PassError(f"assign-bitwidths: layer-bits {pair!r} for {layer}: write KEY=BITS with KEY one "
+                                    f"of {', '.join(WIDTH_KEYS)}")
+                lo, hi = WIDTH_LIMITS[WIDTH_KEYS[key]]
+                _check_width(f"{layer} {key}_bits", int(value), lo, hi)
+                out.setdefault(layer, {})[key] = int(value)
+        return out
+
+
+def _check_width(key: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise SsmcError(f"{key.replace('_', '-')} = {value} is outside what the target supports ({lo}..{hi})")

@@ -69,3 +69,28 @@ def test_without_calibration_the_report_says_ranges_are_guessed():
     graph, _, _ = import_onnx_model(build_step_model(spec))
     _, records = run_pipeline(graph, parse_pipeline(DEFAULT_PIPELINE))
     assert any("no calibration data" in n for n in records[-1].notes)
+
+
+def test_layer_bits_override_the_widths_of_one_layer_only():
+    g, _ = _lower(0, pipeline=DEFAULT_PIPELINE.replace(
+        "assign-bitwidths", "assign-bitwidths{layer-bits=s4d0:weight=5/coef=12/state=20}"),
+        activation="relu", glu=False, norm=False, n_layers=2)
+    for syn in g.ops_of_kind("synapses"):
+        expected = 5 if syn.attrs["source"].startswith("s4d0.") else 8
+        assert syn.attrs["weight_bits"] == expected, syn.attrs["source"]
+    pairs = {op.attrs["source"]: op for op in g.ops_of_kind("neurons") if op.attrs["kind"] == "cpx"}
+    assert (pairs["s4d0.pairs"].attrs["coef_bits"], pairs["s4d0.pairs"].attrs["state_bits"]) == (12, 20)
+    assert (pairs["s4d1.pairs"].attrs["coef_bits"], pairs["s4d1.pairs"].attrs["state_bits"]) == (16, 24)
+    assert np.abs(pairs["s4d0.pairs"].params["c_re"]).max() < 2 ** 11
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nope:weight=6", "'nope', which is not in the network"),
+    ("s4d0:weight", "write KEY=BITS"),
+    ("s4d0:bias=3", "write KEY=BITS"),
+    ("s4d0:weight=9", "s4d0 weight-bits = 9 is outside"),
+])
+def test_bad_layer_bits_are_refused(spec, message):
+    with pytest.raises(SsmcError, match=message):
+        _lower(0, pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{layer-bits={spec}}}"),
+               activation="relu", glu=False, norm=False)
