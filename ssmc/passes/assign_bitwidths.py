@@ -87,6 +87,13 @@ class _Lowering:
                 return widths[key]
         return getattr(self.opts, WIDTH_KEYS[key])
 
+    def state_fracs(self, name: str, state_bits: int, msg_bits: int, default_peak: float) -> tuple[int, int]:
+        """(state frac, message frac) of a stateful group; messages are the state shifted right by the difference."""
+        state = self.ranges.state(name)
+        peak = float(np.max(state)) if state is not None else default_peak
+        sfrac = scale_frac(peak, state_bits, self.opts.headroom_bits)
+        return sfrac, min(sfrac, scale_frac(peak, msg_bits, self.opts.headroom_bits))
+
     def peak(self, name: str) -> float:
         v = self.ranges.value(name)
         return float(np.max(v)) if v is not None and np.size(v) else 0.0
@@ -103,10 +110,7 @@ class _Lowering:
             frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons(name, "source", op.shape[0], frac, frac, [op.name], {})
         elif op.kind == "cpx":
-            state = self.ranges.state(name)
-            peak = float(np.max(state)) if state is not None else 1.0
-            sfrac = scale_frac(peak, state_bits, o.headroom_bits)
-            mfrac = min(sfrac, scale_frac(peak, msg_bits, o.headroom_bits))
+            sfrac, mfrac = self.state_fracs(name, state_bits, msg_bits, default_peak=1.0)
             coef_bits = self.bits(name, "coef")
             params = {"c_re": _coef(op.params["a_re"], coef_bits), "c_im": _coef(op.params["a_im"], coef_bits)}
             g = self._neurons_from_terms(op, "cpx", mfrac, sfrac, params, out_shift=sfrac - mfrac)
@@ -114,10 +118,7 @@ class _Lowering:
             frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons_from_terms(op, "relu", frac, frac, {})
         elif op.kind == "pool":
-            state = self.ranges.state(name)
-            peak = float(np.max(state)) if state is not None else self.peak(name)
-            sfrac = scale_frac(peak, state_bits, o.headroom_bits)
-            mfrac = min(sfrac, scale_frac(peak, msg_bits, o.headroom_bits))
+            sfrac, mfrac = self.state_fracs(name, state_bits, msg_bits, default_peak=self.peak(name))
             g = self._neurons_from_terms(op, "integrator", mfrac, sfrac, {}, out_shift=sfrac - mfrac,
                                          decode=op.attrs["mode"] if op.attrs["mode"] == "mean" else "value")
         elif op.kind in ("add", "linear"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ssmc.data import check_sequences
 from ssmc.errors import InputDataError
 
 
@@ -20,9 +21,8 @@ def run_step_onnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     so.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     ins, outs = sess.get_inputs(), sess.get_outputs()
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 3:
-        raise InputDataError(f"input must have shape [batch, time, features], got {list(x.shape)}")
+    features = ins[0].shape[1]
+    x = check_sequences(x, features if isinstance(features, int) else np.shape(x)[-1]).astype(np.float32)
     batch = x.shape[0]
     states = {}
     for i in ins[1:]:
