@@ -256,7 +256,8 @@ register_op(OpSchema(
 ))
 
 # -- neuro level: integer neuron and synapse groups (docs/fixed_point.md) ---------------
-NEURON_KINDS = ("source", "relay", "relu", "cpx", "integrator")
+NEURON_KINDS = ("source", "relay", "relu", "cpx", "integrator", "lut", "product")
+LUT_MAX_ENTRIES = 4096
 
 
 def _size(op: Op, ins=None) -> tuple[int, ...]:
@@ -272,10 +273,26 @@ def _neurons_check(op: Op, ins: list[tuple[int, ...]]) -> None:
         raise IRError(f"every incoming synapse group must deliver {size} values, got {[list(s) for s in ins]}")
     if kind == "cpx" and size % 2:
         raise IRError(f"a cpx group has an even number of compartments, got {size}")
+    if kind == "product":
+        if len(ins) != 2:
+            raise IRError(f"a product group multiplies exactly two incoming synapse groups, got {len(ins)}")
+        if "bias" in op.params:
+            raise IRError("a product group takes no bias (its operands are the two synapse sums)")
+    if int(op.attrs.get("delta", 0)) < 0:
+        raise IRError(f"delta = {op.attrs['delta']}: the sigma-delta threshold is >= 1, or 0 for dense messages")
     for key in ("msg_bits", "state_bits", "coef_bits"):
         b = int(op.attrs.get(key, 24))
         if not 2 <= b <= 32:
             raise IRError(f"{key} = {b} is outside 2..32")
+    if kind == "lut":
+        table = op.params["table"]
+        if not 1 <= table.size <= LUT_MAX_ENTRIES:
+            raise IRError(f"a lut table has 1..{LUT_MAX_ENTRIES} entries, got {table.size}")
+        mb = int(op.attrs.get("msg_bits", 24))
+        if table.min() < -(1 << (mb - 1)) or table.max() >= 1 << (mb - 1):
+            raise IRError(f"lut table values outside the {mb}-bit message range")
+        if int(op.attrs.get("lut_shift", 0)) < 0:
+            raise IRError(f"lut_shift = {op.attrs['lut_shift']} is negative")
     if kind == "cpx":
         lim = 1 << (int(op.attrs.get("coef_bits", 16)) - 1)
         for key in ("c_re", "c_im"):
@@ -295,7 +312,10 @@ register_op(OpSchema(
         AttrSpec("msg_bits", "int", default=24, doc="graded message width"),
         AttrSpec("state_bits", "int", default=24, doc="state width (cpx, integrator)"),
         AttrSpec("coef_bits", "int", default=16, doc="coefficient width (cpx)"),
-        AttrSpec("out_shift", "int", default=0, doc="state -> message right shift (cpx, integrator)"),
+        AttrSpec("out_shift", "int", default=0, doc="state -> message right shift (cpx, integrator, product)"),
+        AttrSpec("delta", "int", default=0, doc="sigma-delta threshold: send changes of at least this; 0 = dense"),
+        AttrSpec("lut_shift", "int", default=0, doc="lut: table index = (input >> lut_shift) - lut_lo"),
+        AttrSpec("lut_lo", "int", default=0, doc="lut: input bin of the first table entry"),
         AttrSpec("depth", "int", default=0, doc="steps after the source at which token 0 arrives"),
         AttrSpec("source", "str", default="", doc="the model-level op this group realises"),
         AttrSpec("decode", "str", default="value", choices=("value", "mean"),
@@ -307,6 +327,8 @@ register_op(OpSchema(
                   when=lambda op: op.attrs.get("kind") == "cpx", doc="Re(A_bar) * 2**(coef_bits-1)"),
         ParamSpec("c_im", "i64", lambda op, ins: (int(op.attrs["size"]) // 2,),
                   when=lambda op: op.attrs.get("kind") == "cpx", doc="Im(A_bar) * 2**(coef_bits-1)"),
+        ParamSpec("table", "i64", lambda op, ins: (int(op.params["table"].size),) if "table" in op.params else (1,),
+                  when=lambda op: op.attrs.get("kind") == "lut", doc="lut: message of each input bin"),
     ),
 ))
 

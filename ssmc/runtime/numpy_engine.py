@@ -11,8 +11,11 @@ One step `t`:
    from the messages its pre group emitted `delay >= 1` steps ago (kept in a
    ring buffer per group, zero before step 0 and while the pre group was idle);
 2. every neuron group at or past its depth sums its synapse outputs and bias
-   into its dendritic input and updates (source, relay, relu, cpx, integrator);
+   into its dendritic input and updates (source, relay, relu, cpx, integrator,
+   lut; a product group multiplies its two synapse outputs instead);
    a group before its depth emits 0, adds no bias, keeps its state at 0;
+   a sigma-delta group (delta >= 1) sends only changes of at least delta,
+   and a synapse group reading it sums W @ m over time before its shift;
 3. the new messages go into the ring buffers.
 
 Token `k` is emitted by the source at step `k`; the engine runs
@@ -47,6 +50,7 @@ from ssmc.ir.verify import verify
 ACC_BITS = 32
 NEURO_LEVEL_KINDS = ("input", "neurons", "synapses", "output")
 SAT_QUANTITIES = ("accumulator", "state", "message")
+STATEFUL_KINDS = ("cpx", "integrator")
 _EXACT_FLOAT = 1 << 53  # float64 represents every integer of smaller magnitude
 
 
@@ -109,6 +113,7 @@ class _Synapses:
     w_scaled: np.ndarray | None = None
     may_clip: bool = True  # False: |shr(acc, shift)| < 2^31 for every input, the sat is a no-op
     out: np.ndarray | None = None  # float path: output buffer [batch, post], reused every step
+    sigma: np.ndarray | None = None  # pre group sends sigma-delta: the running sum of W @ m (scaled on the float path)
 
 
 @dataclass
@@ -128,6 +133,11 @@ class _Group:
     bias: np.ndarray | None = None  # int64 [size], clipped so a sum with synapse outputs cannot overflow
     c_re: np.ndarray | None = None
     c_im: np.ndarray | None = None
+    delta: int = 0  # sigma-delta threshold; 0 = dense messages
+    last: np.ndarray | None = None  # sigma-delta: what the receivers have summed so far [batch, size]
+    table: np.ndarray | None = None  # lut
+    lut_shift: int = 0
+    lut_lo: int = 0
     source_msgs: np.ndarray | None = None  # source: the messages of every token [batch, tokens, size]
     source_clipped: np.ndarray | None = None  # source: clipped values per token [tokens]
     state: np.ndarray | None = None
@@ -143,7 +153,7 @@ class _Group:
 
     @property
     def stateful(self) -> bool:
-        return self.kind in ("cpx", "integrator")
+        return self.kind in STATEFUL_KINDS
 
 
 def _check_graph(graph: Graph) -> None:
@@ -170,7 +180,7 @@ def _check_graph(graph: Graph) -> None:
             a = with_defaults(op)
             if a["depth"] < 0:
                 raise IRError(f"%{op.name}: depth = {a['depth']} is negative")
-            if a["kind"] in ("cpx", "integrator") and a["out_shift"] < 0:
+            if a["kind"] in ("cpx", "integrator", "product") and a["out_shift"] < 0:
                 raise IRError(f"%{op.name}: out_shift = {a['out_shift']} is negative; rshr shifts right only")
 
 
@@ -211,7 +221,7 @@ def _prepare_group(op: Op) -> _Group:
     g = _Group(name=op.name, op=op, kind=a["kind"], size=int(a["size"]), depth=int(a["depth"]),
                frac=int(a["frac"]), msg_bits=int(a["msg_bits"]), state_bits=int(a["state_bits"]),
                out_shift=int(a["out_shift"]), coef_frac=int(a["coef_bits"]) - 1, decode=a["decode"],
-               synapses=list(op.inputs) if a["kind"] != "source" else [])
+               synapses=list(op.inputs) if a["kind"] != "source" else [], delta=int(a["delta"]))
     if "bias" in op.params and g.kind != "source":
         # Synapse outputs are 32-bit: with |bias| clipped to 2^48, a sum that would saturate
         # still saturates the same way, and no int64 sum can overflow.
@@ -219,6 +229,9 @@ def _prepare_group(op: Op) -> _Group:
     if g.kind == "cpx":
         g.c_re = op.params["c_re"].astype(np.int64)
         g.c_im = op.params["c_im"].astype(np.int64)
+    if g.kind == "lut":
+        g.table = op.params["table"].astype(np.int64)
+        g.lut_shift, g.lut_lo = int(a["lut_shift"]), int(a["lut_lo"])
     g.msg_may_clip = _msg_may_clip(g)
     g.exact_float = _float_group(g)
     if g.exact_float:
@@ -239,7 +252,9 @@ def _msg_may_clip(g: _Group) -> bool:
                    # rshr is monotone and the state is already sat'd to state_bits
                    "integrator": (rshr(st_lo, g.out_shift), rshr(st_hi, g.out_shift)),
                    "cpx": (rshr(st_lo, g.out_shift), rshr(st_hi, g.out_shift))}.get(g.kind)
-    if value_range is None:  # the source quantizes and counts its clips itself
+    if g.kind == "lut":  # the verifier keeps table values inside msg_bits
+        return False
+    if value_range is None:  # source (quantizes and counts its own clips), product
         return True
     lo, hi = -(1 << (g.msg_bits - 1)), (1 << (g.msg_bits - 1)) - 1
     return value_range[0] < lo or value_range[1] > hi
@@ -248,7 +263,7 @@ def _msg_may_clip(g: _Group) -> bool:
 def _float_group(g: _Group) -> bool:
     """Whether every value of this group's step provably stays an integer below 2^53 in
     magnitude (so float64 holds it exactly and every +, -, * on it is exact)."""
-    if g.msg_bits > 53:  # messages |m| <= 2^(msg_bits-1)
+    if g.msg_bits > 53 or g.kind in ("lut", "product"):  # messages |m| <= 2^(msg_bits-1); lut, product: int64
         return False
     # dendritic sum: each synapse output is sat'd to 32 bits, |bias| <= 2^48
     acc = len(g.synapses) * (1 << (ACC_BITS - 1)) + (1 << 48)
@@ -285,8 +300,10 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     steps = tokens + max_depth
 
     # A synapse group runs at step t only when a group it feeds is awake then.
-    wake = {name: min((groups[c.name].depth for c in graph.consumers(name)), default=steps)
-            for name in synapses}
+    # A sigma synapse sums every message its pre group sends, whether or not its target is awake.
+    wake = {name: 0 if groups[s.pre].delta else
+            min((groups[c.name].depth for c in graph.consumers(name)), default=steps)
+            for name, s in synapses.items()}
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
@@ -298,6 +315,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
             g.state = np.zeros((batch, g.size), dtype)
             if g.exact_float and g.kind == "cpx":
                 g.spare = np.zeros((batch, g.size), dtype)
+        if g.delta:
+            g.last = np.zeros((batch, g.size), dtype)
         if g.kind == "source":
             g.source_msgs, clipped = quantize_source(x, g.frac, g.msg_bits)
             g.source_msgs = g.source_msgs.astype(dtype)  # exact: |m| <= 2^(msg_bits-1) <= 2^52
@@ -305,6 +324,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     for s in synapses.values():
         if s.w_scaled is not None:
             s.out = np.empty((batch, s.post_size), np.float64)
+        if groups[s.pre].delta:
+            s.sigma = np.zeros((batch, s.post_size), np.float64 if s.w_scaled is not None else np.int64)
 
     read = {}  # group read by an output -> its messages for tokens 0..tokens-1
     for out in graph.outputs():
@@ -316,6 +337,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
             traces[g.name] = np.zeros((batch, steps, g.size), np.int64)
             if g.stateful:
                 traces[f"{g.name}.state"] = np.zeros((batch, steps, g.size), np.int64)
+            if g.delta:
+                traces[f"{g.name}.last"] = np.zeros((batch, steps, g.size), np.int64)
 
     for t in range(steps):
         syn_out: dict[str, tuple[np.ndarray | None, int]] = {}
@@ -330,6 +353,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
                 new[g.name] = _float_group_step(g, t, x, syn_out)
             else:
                 new[g.name] = _group_step(g, t, x, syn_out)
+            if g.delta and new[g.name] is not None:
+                new[g.name] = _sigma_delta(g, new[g.name])
         for g in groups.values():
             m = new[g.name]
             slot = g.ring[t % len(g.ring)] if g.ring is not None else None
@@ -349,6 +374,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
                 traces[g.name][:, t] = m
                 if g.stateful:
                     traces[f"{g.name}.state"][:, t] = g.state
+                if g.delta:
+                    traces[f"{g.name}.last"][:, t] = g.last
 
     return EngineResult(
         outputs={out.name: _decode(read[out.inputs[0]], groups[out.inputs[0]]) for out in graph.outputs()},
@@ -369,10 +396,16 @@ def _synapse_step(s: _Synapses, pre: _Group, t: int) -> tuple[np.ndarray | None,
     m = pre.ring[src % len(pre.ring)]
     if s.w_scaled is not None:  # exact: see _prepare_synapses
         acc = np.matmul(m if m.dtype == np.float64 else m.astype(np.float64), s.w_scaled, out=s.out)
+        if s.sigma is not None:  # |sigma| = |W @ last| stays within the same bound: still exact
+            s.sigma += acc
+            acc[...] = s.sigma
         if s.shift > 0:
             np.floor(acc, out=acc)
         return _sat_count(acc, ACC_BITS) if s.may_clip else (acc, 0)
     acc = (m if m.dtype == np.int64 else m.astype(np.int64)) @ s.w  # float m: exact integers
+    if s.sigma is not None:
+        s.sigma += acc
+        acc = s.sigma.copy()
     if s.pre_clip:
         acc = np.clip(acc, -s.pre_clip, s.pre_clip)
     return _sat_count(shr(acc, s.shift), ACC_BITS)
@@ -406,9 +439,16 @@ def _group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
             return np.zeros((x.shape[0], g.size), g.source_msgs.dtype)
         g.counts["message"] += int(g.source_clipped[t])
         return g.source_msgs[:, t]
+    if g.kind == "product":
+        return _message(g, _product(g, syn_out, x.shape[0]))
     a = _dendrite(g, syn_out, np.int64, x.shape[0])
     if a is None:
         a = np.zeros((x.shape[0], g.size), np.int64)
+    if g.kind == "lut":
+        i = shr(a, g.lut_shift) - g.lut_lo
+        top = len(g.table) - 1
+        g.counts["message"] += int(np.count_nonzero((i < 0) | (i > top)))  # a clipped index saturates
+        return g.table[np.clip(i, 0, top)]
     if g.kind == "relay":
         value = a
     elif g.kind == "relu":
@@ -428,6 +468,27 @@ def _group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
     else:
         raise IRError(f"%{g.name}: unknown neuron kind {g.kind!r}")
     return _message(g, value)
+
+
+def _product(g: _Group, syn_out, batch: int) -> np.ndarray:
+    """rshr(a0 * a1, out_shift): a0, a1 the outputs of the first and second synapse group."""
+    ops = []
+    for name in g.synapses:
+        out, n = syn_out.get(name, (None, 0))
+        g.counts["accumulator"] += n
+        ops.append(np.zeros((batch, g.size), np.int64) if out is None else out.astype(np.int64))
+    return rshr(ops[0] * ops[1], g.out_shift)  # |a0 a1| <= 2^62: exact in int64
+
+
+def _sigma_delta(g: _Group, y: np.ndarray) -> np.ndarray:
+    """The message a sigma-delta group sends for dense message y: the change since `last`
+    when it is at least `delta` in magnitude (sat'd to msg_bits), else 0; `last` follows."""
+    d = y - g.last
+    d, n = _sat_count(d, g.msg_bits)
+    g.counts["message"] += n
+    m = np.where(np.abs(d) >= g.delta, d, 0).astype(g.last.dtype)
+    g.last += m
+    return m
 
 
 def _float_group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
@@ -489,7 +550,8 @@ def _cpx_buffer(g: _Group, t: int) -> np.ndarray:
 
 
 def _msg_is_state(g: _Group) -> bool:
-    return g.out_shift == 0 and not g.msg_may_clip  # sat(rshr(state, 0), msg_bits) = state
+    # sat(rshr(state, 0), msg_bits) = state; a sigma-delta group sends something else
+    return g.out_shift == 0 and not g.msg_may_clip and not g.delta
 
 
 def _rshr_float(v: np.ndarray, s: int) -> np.ndarray:

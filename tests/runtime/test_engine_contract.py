@@ -30,10 +30,31 @@ def scalar_reference(graph: Graph, x: np.ndarray, steps: int) -> dict[str, list[
     groups = [op for op in graph.ops() if op.kind == "neurons"]
     msgs: dict[str, list] = {g.name: [] for g in groups}
     state = {g.name: [[0] * g.attrs["size"] for _ in range(x.shape[0])] for g in groups}
+    last = {g.name: [[0] * g.attrs["size"] for _ in range(x.shape[0])] for g in groups}  # sigma-delta senders
+    sigma = {s.name: [[0] * s.shape[0] for _ in range(x.shape[0])] for s in graph.ops_of_kind("synapses")}
+
+    def synapse_out(syn, t, b):
+        """The synapse group's 32-bit output at step t (it also advances a sigma synapse's sum)."""
+        d = syn.attrs.get("delay", 1)
+        pre_op = graph.op(syn.inputs[0])
+        pre = msgs[pre_op.name][t - d][b] if t - d >= 0 else [0] * syn.params["weight"].shape[1]
+        e = syn.attrs.get("weight_exp", 0)
+        out = []
+        for i in range(syn.shape[0]):
+            acc = sum(int(w) * int(m) for w, m in zip(syn.params["weight"][i], pre))
+            if pre_op.attrs.get("delta", 0):
+                sigma[syn.name][b][i] += acc
+                acc = sigma[syn.name][b][i]
+            acc = acc << e if e >= 0 else acc >> -e
+            out.append(clip(acc, 32))
+        return out
     for t in range(steps):
+        # every synapse group steps every step (a sigma synapse keeps summing while its target is idle)
+        syn_out = {s.name: [synapse_out(s, t, b) for b in range(x.shape[0])] for s in graph.ops_of_kind("synapses")}
         for g in groups:
             a = g.attrs
             size, depth = a["size"], a.get("depth", 0)
+            mb = a.get("msg_bits", 24)
             out = []
             for b in range(x.shape[0]):
                 if t < depth:
@@ -41,19 +62,18 @@ def scalar_reference(graph: Graph, x: np.ndarray, steps: int) -> dict[str, list[
                     continue
                 if a["kind"] == "source":
                     xt = x[b, t] if t < x.shape[1] else np.zeros(size)
-                    out.append([clip(int(np.floor(float(v) * 2.0 ** a["frac"] + 0.5)), a.get("msg_bits", 24))
-                                for v in xt])
+                    vals = [clip(int(np.floor(float(v) * 2.0 ** a["frac"] + 0.5)), mb) for v in xt]
+                    out.append(sigma_delta(a, last[g.name][b], vals))
+                    continue
+                if a["kind"] == "product":
+                    x0, x1 = (syn_out[s][b] for s in g.inputs)
+                    vals = [clip(round_shift(p * q, a.get("out_shift", 0)), mb) for p, q in zip(x0, x1)]
+                    out.append(sigma_delta(a, last[g.name][b], vals))
                     continue
                 dend = [0] * size
                 for sname in g.inputs:
-                    syn = graph.op(sname)
-                    d = syn.attrs.get("delay", 1)
-                    pre = msgs[syn.inputs[0]][t - d][b] if t - d >= 0 else [0] * syn.params["weight"].shape[1]
-                    e = syn.attrs.get("weight_exp", 0)
-                    for i in range(size):
-                        acc = sum(int(w) * int(m) for w, m in zip(syn.params["weight"][i], pre))
-                        acc = acc << e if e >= 0 else acc >> -e
-                        dend[i] += clip(acc, 32)
+                    for i, v in enumerate(syn_out[sname][b]):
+                        dend[i] += v
                 bias = g.params.get("bias")
                 dend = [clip(v + (int(bias[i]) if bias is not None else 0), 32) for i, v in enumerate(dend)]
                 mb, sb = a.get("msg_bits", 24), a.get("state_bits", 24)
@@ -61,6 +81,10 @@ def scalar_reference(graph: Graph, x: np.ndarray, steps: int) -> dict[str, list[
                     vals = dend
                 elif a["kind"] == "relu":
                     vals = [max(v, 0) for v in dend]
+                elif a["kind"] == "lut":
+                    table = [int(v) for v in g.params["table"]]
+                    idx = [(v >> a.get("lut_shift", 0)) - a.get("lut_lo", 0) for v in dend]
+                    vals = [table[max(0, min(len(table) - 1, i))] for i in idx]
                 elif a["kind"] == "integrator":
                     state[g.name][b] = [clip(s + v, sb) for s, v in zip(state[g.name][b], dend)]
                     vals = [round_shift(s, a.get("out_shift", 0)) for s in state[g.name][b]]
@@ -75,9 +99,24 @@ def scalar_reference(graph: Graph, x: np.ndarray, steps: int) -> dict[str, list[
                         new.append(clip(round_shift(cr * xi + ci * xr, f) + dend[2 * m + 1], sb))
                     state[g.name][b] = new
                     vals = [round_shift(s, a.get("out_shift", 0)) for s in new]
-                out.append([clip(v, mb) for v in vals])
+                out.append(sigma_delta(a, last[g.name][b], [clip(v, mb) for v in vals]))
             msgs[g.name].append(out)
     return msgs
+
+
+def sigma_delta(attrs: dict, last: list[int], y: list[int]) -> list[int]:
+    """The message for dense message y: unchanged when delta is 0; else the change since `last`
+    (updated in place) when it is at least delta in magnitude."""
+    delta = attrs.get("delta", 0)
+    if not delta:
+        return y
+    out = []
+    for i, v in enumerate(y):
+        d = clip(v - last[i], attrs.get("msg_bits", 24))
+        m = d if abs(d) >= delta else 0
+        last[i] += m
+        out.append(m)
+    return out
 
 
 def random_network(seed: int) -> Graph:
@@ -189,3 +228,121 @@ def test_no_value_ever_leaves_its_declared_width(seed):
         if f"{op.name}.state" in res.trace:
             assert np.abs(res.trace[f"{op.name}.state"]).max() <= 2 ** (sb - 1)
     assert sum(sum(c.values()) for c in res.saturation.values()) > 0
+
+
+def random_extended_network(seed: int) -> Graph:
+    """The newer kinds and sigma-delta messages: source -> cpx -> {lut, product(cpx, lut)} -> relu -> integrator,
+    each group dense or sigma-delta at random (thresholds from 1 to a few hundred)."""
+    rng = np.random.default_rng(seed)
+    F, M, P, O = int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    msg_bits, state_bits = int(rng.integers(10, 25)), int(rng.integers(12, 25))
+    g = Graph(f"ext{seed}")
+
+    def delta():
+        return int(rng.choice([0, 1, int(rng.integers(2, 300))]))
+
+    def syn(name, pre, post_size, pre_size):
+        bits = int(rng.integers(3, 9))
+        step = 1 << (9 - bits)
+        w = (rng.integers(-128 // step, (128 - step) // step + 1, size=(post_size, pre_size)) * step).astype(np.int32)
+        return g.add(Op(name, "synapses", (pre,), attrs={"weight_bits": bits, "weight_exp": int(rng.integers(-8, 2))},
+                        params={"weight": w}, shape=(post_size,)))
+
+    def neurons(name, kind, size, inputs, attrs=None, **params):
+        full = {"kind": kind, "size": size, "frac": int(rng.integers(4, 12)), "msg_bits": msg_bits,
+                "state_bits": state_bits, "delta": delta()}
+        full.update(attrs or {})
+        return g.add(Op(name, "neurons", tuple(inputs), attrs=full, params=params, shape=(size,)))
+
+    g.add(Op("x", "input", attrs={"size": F}, shape=(F,)))
+    neurons("src", "source", F, ["x"])
+    syn("s1", "src", 2 * M, F)
+    r, th = rng.uniform(0.5, 0.99, M), rng.uniform(-np.pi, np.pi, M)
+    neurons("pairs", "cpx", 2 * M, ["s1"], attrs={"coef_bits": 12, "out_shift": int(rng.integers(0, 3))},
+            c_re=np.round(r * np.cos(th) * 2047).astype(np.int64),
+            c_im=np.round(r * np.sin(th) * 2047).astype(np.int64))
+    syn("s2", "pairs", P, 2 * M)
+    L = int(rng.integers(1, 64))
+    table = rng.integers(-(1 << (msg_bits - 1)), 1 << (msg_bits - 1), L).astype(np.int64)
+    neurons("gate", "lut", P, ["s2"], attrs={"lut_shift": int(rng.integers(0, 12)), "lut_lo": int(rng.integers(-40, 10))},
+            table=table, bias=rng.integers(-300, 300, P).astype(np.int64))
+    syn("s3", "pairs", P, 2 * M)
+    syn("s4", "gate", P, P)
+    neurons("prod", "product", P, ["s3", "s4"], attrs={"out_shift": int(rng.integers(0, 30))})
+    syn("s5", "prod", O, P)
+    neurons("act", "relu", O, ["s5"])
+    syn("s6", "act", O, O)
+    neurons("acc", "integrator", O, ["s6"], attrs={"out_shift": 1})
+    g.add(Op("y", "output", ("acc",), shape=(O,)))
+    set_depths(g)
+    verify(g)
+    return g
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_lut_product_and_sigma_delta_follow_the_scalar_contract(seed):
+    g = random_extended_network(seed)
+    rng = np.random.default_rng(200 + seed)
+    x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0]), size=(2, 8, g.inputs()[0].shape[0]))
+    res = run_numpy(g, x, trace=True)
+    ref = scalar_reference(g, x, res.steps)
+    for name, per_step in ref.items():
+        np.testing.assert_array_equal(res.trace[name], np.array(per_step).transpose(1, 0, 2), err_msg=name)
+
+
+def test_sigma_delta_with_threshold_one_changes_no_value_downstream():
+    # Threshold 1 sends every change: the receivers sum exactly the dense messages, so every
+    # group downstream computes the same integers; only the messages on the wire differ (sparser).
+    # (A change too large for msg_bits is clipped and counted: then the two differ, so keep inputs small.)
+    for seed in range(8):
+        dense = random_network(seed)
+        sparse = random_network(seed)
+        for op in dense.ops_of_kind("neurons") + sparse.ops_of_kind("neurons"):
+            op.attrs["msg_bits"] = 32  # wide enough that no change is clipped
+        for op in sparse.ops_of_kind("neurons"):
+            if op.name != "acc":
+                op.attrs["delta"] = 1
+        x = np.random.default_rng(seed).normal(scale=1e-3, size=(2, 6, dense.inputs()[0].shape[0]))
+        a, b = run_numpy(dense, x, trace=True), run_numpy(sparse, x, trace=True)
+        assert sum(c["message"] for c in b.saturation.values()) == sum(c["message"] for c in a.saturation.values())
+        np.testing.assert_array_equal(a.raw["y"], b.raw["y"])
+        for op in sparse.ops_of_kind("neurons"):
+            if op.attrs.get("delta"):  # what the receivers hold is the dense message
+                np.testing.assert_array_equal(b.trace[f"{op.name}.last"], a.trace[op.name])
+
+
+def test_sigma_delta_error_is_bounded_by_the_threshold_and_does_not_drift():
+    # The receivers hold `last`, never further than delta - 1 from the dense message, at every step.
+    g = random_network(2)
+    for op in g.ops_of_kind("neurons"):
+        op.attrs["delta"] = 1 if op.name != "src" else 0
+    g.op("pairs").attrs["delta"] = 50
+    x = np.random.default_rng(0).normal(size=(3, 40, g.inputs()[0].shape[0]))
+    res = run_numpy(g, x, trace=True)
+    gap = np.abs(res.trace["pairs.last"] - _dense_messages_of(g, "pairs", x, res.steps))
+    assert gap.max() <= 49
+    assert res.sparsity["pairs"] > 0
+
+
+def _dense_messages_of(g: Graph, name: str, x: np.ndarray, steps: int) -> np.ndarray:
+    """What group `name` would send densely at each step given the same inputs: its cpx state
+    does not depend on its own messages, so rshr(state, out_shift) sat'd is that message."""
+    res = run_numpy(g, x, trace=True)
+    a = g.op(name).attrs
+    st = res.trace[f"{name}.state"]
+    s = a.get("out_shift", 0)
+    v = (st + (1 << (s - 1))) >> s if s > 0 else st
+    return np.clip(v, -(1 << (a["msg_bits"] - 1)), (1 << (a["msg_bits"] - 1)) - 1)
+
+
+def test_lut_index_clips_count_as_saturation():
+    g = random_extended_network(1)
+    gate = g.op("gate")
+    gate.attrs.update(lut_shift=0, lut_lo=0, delta=0)
+    gate.params["bias"] = np.zeros(gate.shape, np.int64)
+    x = np.zeros((1, 6, g.inputs()[0].shape[0]))
+    assert run_numpy(g, x).saturation["gate"]["message"] == 0  # bias in range: index in the table
+    gate.params["bias"] = np.full(gate.shape, 10 ** 6, np.int64)  # far past the table's last bin
+    res = run_numpy(g, x, trace=True)
+    assert res.saturation["gate"]["message"] == (res.steps - gate.attrs["depth"]) * gate.shape[0]
+    np.testing.assert_array_equal(res.trace["gate"][0, gate.attrs["depth"]:], gate.params["table"][-1])

@@ -525,3 +525,46 @@ def test_a_graph_that_does_not_verify_is_refused():
     net.neurons("r", "relay", [net.syn("s", "src", [[1]], delay=0)], 1, depth=1)
     with pytest.raises(IRError, match="delay"):
         run_numpy(net.output("r"), seq(1.0))
+
+
+# -- lut, product, sigma-delta messages -------------------------------------------------------
+def test_a_lut_indexes_its_table_by_the_shifted_input_and_clips_at_the_ends():
+    net = Net()
+    s = net.syn("s", "src", [[1]])
+    net.g.add(Op("l", "neurons", (s,), attrs={"kind": "lut", "size": 1, "frac": 0, "depth": 1, "lut_shift": 1,
+                                              "lut_lo": -2},
+                 params={"table": np.array([10, 20, 30, 40], np.int64)}, shape=(1,)))
+    res = run_numpy(net.output("l"), seq(-5, -4, -1, 0, 3, 4))
+    # floor(a / 2) - (-2) = -1, 0, 1, 2, 3, 4 -> clipped to 0..3
+    assert res.raw["y"][0, :, 0].tolist() == [10, 10, 20, 30, 40, 40]
+    assert res.saturation["l"]["message"] == 2
+
+
+def test_a_product_multiplies_its_two_synapse_sums_and_rounds_ties_up():
+    net = Net(features=2)
+    a0 = net.syn("s0", "src", [[1, 0]])
+    a1 = net.syn("s1", "src", [[0, 1]])
+    net.neurons("p", "product", [a0, a1], 1, depth=1, out_shift=1)
+    x = np.array([[[3, -5], [7, 1], [-3, 1], [0, 9]]], np.float64)
+    # -15/2 -> -7 (ties up), 7/2 -> 4, -3/2 -> -1, 0
+    assert run_numpy(net.output("p"), x).raw["y"][0, :, 0].tolist() == [-7, 4, -1, 0]
+
+
+def test_a_sigma_delta_group_sends_changes_of_at_least_delta_and_receivers_sum_them():
+    net = Net()
+    net.neurons("r", "relay", [net.syn("s", "src", [[1]])], 1, depth=1, delta=3)
+    net.neurons("q", "relay", [net.syn("t", "r", [[2]], exp=-1)], 1, depth=2)
+    res = run_numpy(net.output("q"), seq(0, 1, 2, 5, 5, 4, -2), trace=True)
+    assert res.trace["r"][0, 1:8, 0].tolist() == [0, 0, 0, 5, 0, 0, -7]  # changes since the last send
+    assert res.trace["r.last"][0, 1:8, 0].tolist() == [0, 0, 0, 5, 5, 5, -2]
+    # q sees shr(2 * last, 1) one step later: the receivers hold `last`
+    assert res.raw["y"][0, :, 0].tolist() == [0, 0, 0, 5, 5, 5, -2]
+    assert res.sparsity["r"] == 5 / 7
+
+
+def test_a_sigma_synapse_keeps_delivering_its_sum_when_no_message_arrives():
+    net = Net()
+    net.neurons("r", "relay", [net.syn("s", "src", [[1]])], 1, depth=1, delta=1)
+    net.neurons("q", "relay", [net.syn("t", "r", [[3]], exp=-1)], 1, depth=2)
+    res = run_numpy(net.output("q"), seq(5, 5, 5, 0))
+    assert res.raw["y"][0, :, 0].tolist() == [7, 7, 7, 0]  # floor(15 / 2), every step, from one message
