@@ -276,8 +276,6 @@ def _neurons_check(op: Op, ins: list[tuple[int, ...]]) -> None:
     if kind == "product":
         if len(ins) != 2:
             raise IRError(f"a product group multiplies exactly two incoming synapse groups, got {len(ins)}")
-        if "bias" in op.params:
-            raise IRError("a product group takes no bias (its operands are the two synapse sums)")
     if int(op.attrs.get("delta", 0)) < 0:
         raise IRError(f"delta = {op.attrs['delta']}: the sigma-delta threshold is >= 1, or 0 for dense messages")
     for key in ("msg_bits", "state_bits", "coef_bits"):

@@ -23,6 +23,10 @@ class Ranges:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     states: dict[str, np.ndarray] = field(default_factory=dict)
     sequences: int = 0
+    norm_gain: dict[str, float] = field(default_factory=dict)
+    """norm op -> the one gain c closest (least squares over every calibration token) to its
+    per-token 1 / sqrt(var + eps): c = E[var / sqrt(var + eps)] / E[var]; what a frozen-statistics
+    LayerNorm multiplies by."""
 
     def value(self, name: str) -> np.ndarray | None:
         return self.values.get(name)
@@ -41,12 +45,20 @@ def measure_ranges(graph: Graph, x: np.ndarray) -> Ranges:
     engine = FloatEngine(graph)
     engine.reset(x.shape[0])
     ranges = Ranges(sequences=x.shape[0])
+    norms = {op.name: (op.inputs[0], float(op.attrs.get("eps", 1e-5))) for op in graph.ops_of_kind("norm")}
+    norm_sums = {name: [0.0, 0.0] for name in norms}  # sum var / sigma, sum var
     for t in range(x.shape[1]):
         values = engine.step_all(x[:, t, :])
+        for name, (src, eps) in norms.items():
+            var = values[src].var(axis=-1)
+            norm_sums[name][0] += float(np.sum(var / np.sqrt(var + eps)))
+            norm_sums[name][1] += float(np.sum(var))
         for name, v in values.items():
             m = np.abs(v).max(axis=0)
             ranges.values[name] = np.maximum(ranges.values.get(name, m), m)
         for name, s in engine.state.items():
             m = np.abs(s).max(axis=0)
             ranges.states[name] = np.maximum(ranges.states.get(name, m), m)
+    for name, (num, den) in norm_sums.items():
+        ranges.norm_gain[name] = num / den if den > 0 else 1.0 / np.sqrt(norms[name][1])
     return ranges

@@ -471,12 +471,15 @@ def _group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
 
 
 def _product(g: _Group, syn_out, batch: int) -> np.ndarray:
-    """rshr(a0 * a1, out_shift): a0, a1 the outputs of the first and second synapse group."""
+    """rshr(a0 * a1, out_shift): a0 = sat(first synapse output + bias, 32), a1 the second's output."""
     ops = []
     for name in g.synapses:
         out, n = syn_out.get(name, (None, 0))
         g.counts["accumulator"] += n
         ops.append(np.zeros((batch, g.size), np.int64) if out is None else out.astype(np.int64))
+    if g.bias is not None:
+        ops[0], n = _sat_count(ops[0] + g.bias, ACC_BITS)
+        g.counts["accumulator"] += n
     return rshr(ops[0] * ops[1], g.out_shift)  # |a0 a1| <= 2^62: exact in int64
 
 

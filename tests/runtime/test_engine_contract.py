@@ -67,6 +67,8 @@ def scalar_reference(graph: Graph, x: np.ndarray, steps: int) -> dict[str, list[
                     continue
                 if a["kind"] == "product":
                     x0, x1 = (syn_out[s][b] for s in g.inputs)
+                    if "bias" in g.params:
+                        x0 = [clip(v + int(g.params["bias"][i]), 32) for i, v in enumerate(x0)]
                     vals = [clip(round_shift(p * q, a.get("out_shift", 0)), mb) for p, q in zip(x0, x1)]
                     out.append(sigma_delta(a, last[g.name][b], vals))
                     continue
@@ -268,7 +270,8 @@ def random_extended_network(seed: int) -> Graph:
             table=table, bias=rng.integers(-300, 300, P).astype(np.int64))
     syn("s3", "pairs", P, 2 * M)
     syn("s4", "gate", P, P)
-    neurons("prod", "product", P, ["s3", "s4"], attrs={"out_shift": int(rng.integers(0, 30))})
+    neurons("prod", "product", P, ["s3", "s4"], attrs={"out_shift": int(rng.integers(0, 30))},
+            **({"bias": rng.integers(-2000, 2000, P).astype(np.int64)} if seed % 2 else {}))
     syn("s5", "prod", O, P)
     neurons("act", "relu", O, ["s5"])
     syn("s6", "act", O, O)

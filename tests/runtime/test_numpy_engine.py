@@ -568,3 +568,12 @@ def test_a_sigma_synapse_keeps_delivering_its_sum_when_no_message_arrives():
     net.neurons("q", "relay", [net.syn("t", "r", [[3]], exp=-1)], 1, depth=2)
     res = run_numpy(net.output("q"), seq(5, 5, 5, 0))
     assert res.raw["y"][0, :, 0].tolist() == [7, 7, 7, 0]  # floor(15 / 2), every step, from one message
+
+
+def test_a_product_bias_adds_to_the_first_operand_only():
+    net = Net(features=2)
+    a0 = net.syn("s0", "src", [[1, 0]])
+    a1 = net.syn("s1", "src", [[0, 1]])
+    net.neurons("p", "product", [a0, a1], 1, depth=1, bias=[2])
+    x = np.array([[[3, -5], [0, 4]]], np.float64)
+    assert run_numpy(net.output("p"), x).raw["y"][0, :, 0].tolist() == [-25, 8]  # (3 + 2) * -5, (0 + 2) * 4
