@@ -89,7 +89,7 @@ def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str
 def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
             calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
             log: Callable[[str], None] = lambda s: None, skip: list[str] | None = None,
-            stop_after: str | None = None, **widths) -> Net:
+            stop_after: str | None = None, sigma_delta: float | None = None, **widths) -> Net:
     """ONNX step-form model -> Net, running `passes` (a pipeline string).
 
     `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
@@ -97,6 +97,8 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     message_bits and layer_bits ("s4d0:weight=6/coef=12;linear1:weight=4"),
     overriding the assign-bitwidths pass's options. `skip` and
     `stop_after` name passes of the pipeline to leave out / to end with.
+    `sigma_delta`: append the sigma-delta pass with this threshold (a fraction
+    of each group's full scale; 0 sends every change, values unchanged).
     """
     unknown = set(widths) - set(WIDTH_OPTIONS)
     if unknown:
@@ -107,6 +109,11 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         if not any(p.name == "assign-bitwidths" for p in pipeline):
             raise SsmcError("bit-width options need assign-bitwidths in the pipeline")
         pipeline = [dataclasses.replace(p, **given) if p.name == "assign-bitwidths" else p for p in pipeline]
+    if sigma_delta is not None:
+        if not any(p.name == "assign-bitwidths" for p in pipeline):
+            raise SsmcError("sigma-delta messages need assign-bitwidths in the pipeline (they are a neuron setting)")
+        pipeline = [p for p in pipeline if p.name != "sigma-delta"] + \
+            parse_pipeline(f"sigma-delta{{threshold={float(sigma_delta)!r}}}")
     cal, cal_source = (None, "none")
     if calibration is not None:
         cal, cal_source = load_calibration(calibration)

@@ -46,7 +46,8 @@ def cmd_compile(args) -> int:
                        verify_each=not args.no_verify, after_pass=after_pass, log=log,
                        weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
                        message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after,
-                       layer_bits=";".join(args.layer_bits) if args.layer_bits else None)
+                       layer_bits=";".join(args.layer_bits) if args.layer_bits else None,
+                       sigma_delta=args.sigma_delta)
     for record in net.report.get("passes", []):
         for note in record.get("notes", []):
             log(f"  {record['name']}: {note}")
@@ -239,6 +240,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc compile {EXAMPLE} -o net.lava
   ssmc compile model.onnx -o net.lava --readout mean          classify by the mean over tokens
   ssmc compile model.onnx -o net.lava --calibrate cal.npz --weight-bits 6
+  ssmc compile model.onnx -o net.lava --calibrate cal.npz --sigma-delta 0.001   send changes only
   ssmc compile model.onnx -o net.lava --passes canonicalize   keep the float model (no quantization)
   ssmc compile model.onnx -o net.lava --stop-after fold-linear --print-ir-after fold-linear
   ssmc compile model.onnx -o net.lava --passes "canonicalize,count-ops"   a plugin pass (docs/extending.md)
@@ -258,6 +260,10 @@ the output and the next states out (docs/onnx_step_form.md).""")
     c.add_argument("--layer-bits", action="append", metavar="LAYER:KEY=B[/KEY=B]",
                    help="per-layer widths, KEY one of weight, coef, state, message; LAYER as `ssmc inspect` "
                         "names it (repeatable), e.g. --layer-bits s4d0:weight=6/coef=12")
+    c.add_argument("--sigma-delta", type=float, metavar="T",
+                   help="send sigma-delta messages: a neuron sends a change only when it is at least T times its "
+                        "full scale (0: every change, values unchanged, fewer messages; try 0.001). Measured in "
+                        "benchmarks/results/sigma_delta.md")
     c.add_argument("--passes", default=None, metavar="PIPELINE",
                    help="pass pipeline, e.g. 'canonicalize' (see `ssmc passes`; default: the standard pipeline)")
     c.add_argument("--skip", action="append", metavar="PASS", help="leave this pass out (repeatable)")

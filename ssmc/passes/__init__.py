@@ -33,6 +33,16 @@ def _fold_linear():
     return FoldLinear
 
 
+def _freeze_norms():
+    from ssmc.passes.freeze_norms import FreezeNorms
+    return FreezeNorms
+
+
+def _sigma_delta():
+    from ssmc.passes.sigma_delta import SigmaDelta
+    return SigmaDelta
+
+
 def _assign_bitwidths():
     from ssmc.passes.assign_bitwidths import AssignBitwidths
     return AssignBitwidths
@@ -44,11 +54,14 @@ register_pass("discretize", _discretize)
 register_pass("rescale-states", _rescale_states)
 register_pass("fuse-complex-pairs", _fuse_complex_pairs)
 register_pass("fold-linear", _fold_linear)
+register_pass("freeze-norms", _freeze_norms)
+register_pass("sigma-delta", _sigma_delta)
 
 #: The float part of the pipeline: S4D layers become complex neuron pairs between linears.
 FLOAT_PIPELINE = "canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear"
-#: What `ssmc compile` runs when no --passes is given: the float part, then quantization.
-DEFAULT_PIPELINE = FLOAT_PIPELINE + ",assign-bitwidths"
+#: What `ssmc compile` runs when no --passes is given: the float part, LayerNorm with frozen
+#: statistics (an approximation; a no-op without norms), then quantization.
+DEFAULT_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths"
 
 __all__ = ["Pass", "PassError", "PassRecord", "available_passes", "load_pass", "parse_pipeline", "pipeline_spec",
            "register_pass", "run_pipeline", "DEFAULT_PIPELINE", "FLOAT_PIPELINE"]

@@ -5,13 +5,16 @@ docs/fixed_point.md: the input becomes a `source` group, every `cpx` a `cpx`
 group, every ReLU a `relu` group, every residual `add` read by more than one
 op a `relay` group, every `pool` an `integrator`; every `linear` becomes a
 synapse group (its bias goes to the target group), and an `add` read by a
-single op merges into that op's dendrite. Scales come from calibration: each
+single op merges into that op's dendrite. GELU, sigmoid and tanh become `lut`
+groups (a table of 2**lut_bits entries over the calibrated input range), GLU a
+sigmoid `lut` gate and a `product` group (LayerNorm needs freeze-norms
+first). Scales come from calibration: each
 group's message scale `frac` puts its calibrated peak (times 2**headroom_bits)
 at the top of its message range; weights get a shared exponent per synapse
 group and `weight_bits` of precision in Lava's Dense convention. Finally
 depths and delays are set so every group sees one token's inputs together.
 Guarantees: the result verifies and runs on the numpy engine; ops without an
-integer realisation (GELU, sigmoid, tanh, GLU, LayerNorm) are refused by name.
+integer realisation (LayerNorm) are refused by name.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from ssmc.runtime.calibrate import Ranges, measure_ranges
 ACC_BITS = 32
 WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
 WIDTH_LIMITS = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
-                "headroom_bits": (0, 8)}
-RANDOM_CALIBRATION = (64, 64)  # sequences, tokens: used only when no calibration data is given
+                "headroom_bits": (0, 8), "lut_bits": (1, 12)}
+RANDOM_CALIBRATION = (64, 64)
+LUT_FUNCTIONS = ("gelu", "gelu_tanh", "sigmoid", "tanh")  # sequences, tokens: used only when no calibration data is given
 
 
 def weight_step(weight_bits: int) -> int:
@@ -117,6 +121,11 @@ class _Lowering:
         elif op.kind == "activation" and op.attrs["fn"] == "relu":
             frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons_from_terms(op, "relu", frac, frac, {})
+        elif op.kind == "activation" and op.attrs["fn"] in LUT_FUNCTIONS:
+            g = self._lut_group(op, op.attrs["fn"], self._input_terms(op), slice(0, op.shape[0]), op.name,
+                                self.peak(op.inputs[0]), self.peak(name))
+        elif op.kind == "activation" and op.attrs["fn"] == "glu":
+            g = self._glu_group(op)
         elif op.kind == "pool":
             sfrac, mfrac = self.state_fracs(name, state_bits, msg_bits, default_peak=self.peak(name))
             g = self._neurons_from_terms(op, "integrator", mfrac, sfrac, {}, out_shift=sfrac - mfrac,
@@ -127,20 +136,23 @@ class _Lowering:
         else:
             from ssmc.passes import FLOAT_PIPELINE
             what = op.attrs.get("fn", op.kind)
-            raise SsmcError(f"%{name} ({what}): no integer realisation yet; the fixed-point passes support "
-                            "ReLU, residual adds, linears, S4D and pools (GELU/GLU/sigmoid/tanh/LayerNorm "
-                            "are future work). To keep the float network, compile with --stop-after fold-linear "
+            hint = ("LayerNorm divides by a per-token std, which neurons cannot: run freeze-norms before "
+                    "assign-bitwidths (the default pipeline does) to approximate it with frozen statistics, or "
+                    if op.kind == "norm" else "")
+            raise SsmcError(f"%{name} ({what}): no integer realisation; the fixed-point passes support ReLU, "
+                            "GELU, sigmoid, tanh, GLU, residual adds, linears, S4D and pools. "
+                            f"{hint}to keep the float network, compile with --stop-after fold-linear "
                             f"(or --passes {FLOAT_PIPELINE})")
         self.groups[name] = g
         return g
 
-    def _neurons(self, name, kind, size, frac, dendrite_frac, inputs, params, **attrs) -> _Group:
+    def _neurons(self, name, kind, size, frac, dendrite_frac, inputs, params, group_name=None, **attrs) -> _Group:
         all_attrs = {"kind": kind, "size": int(size), "frac": int(frac), "msg_bits": self.bits(name, "message"),
                      "state_bits": self.bits(name, "state"), "source": name}
         if kind == "cpx":
             all_attrs["coef_bits"] = self.bits(name, "coef")
         all_attrs.update({k: v for k, v in attrs.items() if v not in (None, 0, "value")})
-        base = f"{name}.source" if kind == "source" else name
+        base = group_name or (f"{name}.source" if kind == "source" else name)
         op = self.out.add(Op(self.out.fresh_name(base), "neurons", tuple(inputs), attrs=all_attrs, params=params,
                              shape=(int(size),)))
         return _Group(op, frac, dendrite_frac)
@@ -163,34 +175,89 @@ class _Lowering:
             return terms
         return [(None, name)]
 
-    def _neurons_from_terms(self, op, kind, frac, dendrite_frac, params, terms=None, **attrs) -> _Group:
-        if terms is None:
-            v = op.inputs[0]
-            vop = self.src.op(v)
-            single_use_add = vop.kind == "add" and len(self.src.consumers(v)) == 1
-            terms = self._terms(v) if (vop.kind == "linear" or single_use_add) else [(None, v)]
-        synapses, bias = [], np.zeros(op.shape[0])
+    def _input_terms(self, op: Op) -> list[tuple[Op | None, str]]:
+        """The terms of op's input: a linear or a single-use add merges into op's dendrite."""
+        v = op.inputs[0]
+        vop = self.src.op(v)
+        single_use_add = vop.kind == "add" and len(self.src.consumers(v)) == 1
+        return self._terms(v) if (vop.kind == "linear" or single_use_add) else [(None, v)]
+
+    def _synapses(self, terms, rows: slice, dendrite_frac: int, target: str) -> tuple[list[str], np.ndarray]:
+        """One synapse group per term, delivering rows `rows` of the terms' sum at `dendrite_frac`;
+        returns their names and the summed float bias of those rows."""
+        synapses, bias = [], np.zeros(rows.stop - rows.start)
         for linear, pre in terms:
             pre_group = self.group(pre)
             if linear is None:
-                W, b = np.eye(op.shape[0]), None
+                W, b = np.eye(pre_group.op.shape[0])[rows], None
             else:
-                W, b = linear.params["weight"].astype(np.float64), linear.params.get("bias")
+                W, b = linear.params["weight"].astype(np.float64)[rows], linear.params.get("bias")
             if b is not None:
-                bias += b.astype(np.float64)
+                bias += np.asarray(b, np.float64)[rows]
             w_eff = W * 2.0 ** (dendrite_frac - pre_group.frac)
-            weight_bits = self.bits(linear.name if linear is not None else op.name, "weight")
+            weight_bits = self.bits(linear.name if linear is not None else target, "weight")
             w, e = quantize_weights(w_eff, weight_bits)
-            src_name = linear.name if linear is not None else f"{pre}->{op.name}"
-            syn = self.out.add(Op(self.out.fresh_name((linear.name if linear else op.name) + ".syn"), "synapses",
+            src_name = linear.name if linear is not None else f"{pre}->{target}"
+            syn = self.out.add(Op(self.out.fresh_name((linear.name if linear else target) + ".syn"), "synapses",
                                   (pre_group.op.name,),
                                   attrs={"weight_bits": weight_bits, "weight_exp": int(e),
                                          "source": src_name},
                                   params={"weight": w}, shape=(w.shape[0],)))
             synapses.append(syn.name)
+        return synapses, bias
+
+    def _neurons_from_terms(self, op, kind, frac, dendrite_frac, params, terms=None, rows=None, group_name=None,
+                            **attrs) -> _Group:
+        terms = self._input_terms(op) if terms is None else terms
+        rows = slice(0, op.shape[0]) if rows is None else rows
+        synapses, bias = self._synapses(terms, rows, dendrite_frac, group_name or op.name)
         if np.any(bias):
             params = dict(params, bias=np.round(bias * 2.0 ** dendrite_frac).astype(np.int64))
-        return self._neurons(op.name, kind, op.shape[0], frac, dendrite_frac, synapses, params, **attrs)
+        return self._neurons(op.name, kind, rows.stop - rows.start, frac, dendrite_frac, synapses, params,
+                             group_name=group_name, **attrs)
+
+    # -- activations and norms without a direct neuron ------------------------------
+    def _lut_group(self, op, fn, terms, rows, group_name, in_peak, out_peak, out_frac=None) -> _Group:
+        """A lut group computing fn of rows `rows` of the terms' sum, its table over +-in_peak."""
+        from ssmc.runtime.float_ref import activation
+
+        msg_bits, o = self.bits(op.name, "message"), self.opts
+        dendrite_frac = scale_frac(in_peak, msg_bits, o.headroom_bits)
+        frac = scale_frac(out_peak, msg_bits, o.headroom_bits) if out_frac is None else out_frac
+        lut_bits = min(o.lut_bits, msg_bits)
+        shift, lo = msg_bits - lut_bits, -(1 << (lut_bits - 1))
+        # bin i holds the dendritic inputs a with (a >> shift) - lo = i; evaluate fn at the bin's middle
+        first = (np.arange(1 << lut_bits, dtype=np.float64) + lo) * 2.0 ** shift
+        middle = (first + (2.0 ** shift - 1) / 2) * 2.0 ** -dendrite_frac
+        lim = 1 << (msg_bits - 1)
+        table = np.clip(np.round(activation(fn, middle) * 2.0 ** frac), -lim, lim - 1).astype(np.int64)
+        return self._neurons_from_terms(op, "lut", frac, dendrite_frac, {"table": table}, terms=terms, rows=rows,
+                                        group_name=group_name, lut_shift=shift, lut_lo=lo)
+
+    def _glu_group(self, op: Op) -> _Group:
+        """GLU x * sigmoid(g): a sigmoid lut gate over the g half, then a product group with the x half."""
+        P, o = op.shape[0], self.opts
+        msg_bits = self.bits(op.name, "message")
+        terms = self._input_terms(op)
+        if len(terms) > 1:  # a product's first operand is one synapse group: sum the terms in a relay first
+            terms = [(None, op.inputs[0])]
+        peaks = self.ranges.value(op.inputs[0])
+        x_peak = float(np.max(peaks[:P])) if peaks is not None else 0.0
+        g_peak = float(np.max(peaks[P:])) if peaks is not None else 0.0
+        gate_frac = scale_frac(1.0, msg_bits, 0)  # sigmoid is in (0, 1)
+        gate = self._lut_group(op, "sigmoid", terms, slice(P, 2 * P), f"{op.name}.gate", g_peak, 1.0,
+                               out_frac=gate_frac)
+        x_frac = scale_frac(x_peak, msg_bits, o.headroom_bits)
+        x_syn, bias = self._synapses(terms, slice(0, P), x_frac, op.name)
+        gate_key = f"{op.name}.gate"
+        self.groups[gate_key] = gate
+        gate_syn, _ = self._synapses([(None, gate_key)], slice(0, P), gate_frac, op.name)
+        frac = scale_frac(self.peak(op.name), msg_bits, o.headroom_bits)
+        out_shift = x_frac + gate_frac - frac
+        if out_shift < 0:  # a coarser output than calibration asks for; rshr shifts right only
+            frac, out_shift = x_frac + gate_frac, 0
+        params = {"bias": np.round(bias * 2.0 ** x_frac).astype(np.int64)} if np.any(bias) else {}
+        return self._neurons(op.name, "product", P, frac, x_frac, x_syn + gate_syn, params, out_shift=out_shift)
 
     # -- whole graph ------------------------------------------------------------
     def run(self) -> Graph:
@@ -239,6 +306,8 @@ class AssignBitwidths(Pass):
     """Graded message precision."""
     headroom_bits: int = 1
     """Bits of margin above the calibrated peak."""
+    lut_bits: int = 8
+    """Table entries 2**lut-bits for GELU, sigmoid and tanh (and GLU's gate)."""
     layer_bits: str = ""
     """Per-layer widths, e.g. "s4d0:weight=6/coef=12;linear1:weight=4" (names as `ssmc inspect` shows them)."""
     calibration: object = data_field("calibration sequences [n, tokens, features]")

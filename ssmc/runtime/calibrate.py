@@ -27,6 +27,9 @@ class Ranges:
     """norm op -> the one gain c closest (least squares over every calibration token) to its
     per-token 1 / sqrt(var + eps): c = E[var / sqrt(var + eps)] / E[var]; what a frozen-statistics
     LayerNorm multiplies by."""
+    norm_error: dict[str, float] = field(default_factory=dict)
+    """norm op -> rms error of that frozen norm relative to the exact one over the calibration
+    tokens: sqrt(E[var (c - 1/std)^2] / E[var / std^2]); 0 when every token has the same std."""
 
     def value(self, name: str) -> np.ndarray | None:
         return self.values.get(name)
@@ -46,19 +49,23 @@ def measure_ranges(graph: Graph, x: np.ndarray) -> Ranges:
     engine.reset(x.shape[0])
     ranges = Ranges(sequences=x.shape[0])
     norms = {op.name: (op.inputs[0], float(op.attrs.get("eps", 1e-5))) for op in graph.ops_of_kind("norm")}
-    norm_sums = {name: [0.0, 0.0] for name in norms}  # sum var / sigma, sum var
+    norm_sums = {name: [0.0, 0.0, 0.0] for name in norms}  # sums of var / std, var, var / std^2
     for t in range(x.shape[1]):
         values = engine.step_all(x[:, t, :])
         for name, (src, eps) in norms.items():
             var = values[src].var(axis=-1)
             norm_sums[name][0] += float(np.sum(var / np.sqrt(var + eps)))
             norm_sums[name][1] += float(np.sum(var))
+            norm_sums[name][2] += float(np.sum(var / (var + eps)))
         for name, v in values.items():
             m = np.abs(v).max(axis=0)
             ranges.values[name] = np.maximum(ranges.values.get(name, m), m)
         for name, s in engine.state.items():
             m = np.abs(s).max(axis=0)
             ranges.states[name] = np.maximum(ranges.states.get(name, m), m)
-    for name, (num, den) in norm_sums.items():
-        ranges.norm_gain[name] = num / den if den > 0 else 1.0 / np.sqrt(norms[name][1])
+    for name, (s1, s2, s3) in norm_sums.items():
+        c = s1 / s2 if s2 > 0 else 1.0 / np.sqrt(norms[name][1])
+        ranges.norm_gain[name] = c
+        residual = max(s3 - 2 * c * s1 + c * c * s2, 0.0)  # sum var (c - 1/std)^2
+        ranges.norm_error[name] = float(np.sqrt(residual / s3)) if s3 > 0 else 0.0
     return ranges

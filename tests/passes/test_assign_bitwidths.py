@@ -12,6 +12,8 @@ from ssmc.ir import verify
 from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, run_pipeline
 from ssmc.passes.assign_bitwidths import quantize_weights, weight_step
 from ssmc.passes.base import with_data
+from ssmc.runtime.float_ref import run_float
+from ssmc.runtime.numpy_engine import run_numpy
 from tests.builders.onnx_models import build_step_model, random_spec
 from tests.passes.test_ssm_passes import import_onnx_model
 
@@ -50,10 +52,37 @@ def test_lowered_graph_is_neuro_level_with_consistent_delays(seed):
     assert len(cpx) == random_spec(seed).n_layers
 
 
-@pytest.mark.parametrize("fn", ["gelu", "sigmoid", "tanh"])
-def test_activations_without_an_integer_realisation_are_refused_by_name(fn):
-    with pytest.raises(SsmcError, match=rf"\({fn}\): no integer realisation yet.*--passes canonicalize"):
-        _lower(1, activation=fn, glu=False, norm=False)
+def _fixed_vs_float(spec_seed, pipeline=DEFAULT_PIPELINE, **overrides):
+    """(lowered graph, max |numpy engine - float reference| / max |float reference|) on the calibration data."""
+    spec = random_spec(spec_seed, **overrides)
+    graph, _, _ = import_onnx_model(build_step_model(spec))
+    x = np.random.default_rng(spec_seed).normal(size=(16, 24, spec.in_features))
+    ref = run_float(graph, x)[graph.outputs()[0].name]
+    g, _ = run_pipeline(graph.copy(), with_data(parse_pipeline(pipeline), calibration=x))
+    y = run_numpy(g, x).outputs[g.outputs()[0].name]
+    return g, float(np.abs(y - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("fn", ["gelu", "gelu_tanh", "sigmoid", "tanh"])
+@pytest.mark.parametrize("glu", [False, True])
+def test_smooth_activations_become_tables_and_glu_a_gated_product_close_to_float(fn, glu):
+    g, err = _fixed_vs_float(2, activation=fn, glu=glu, norm=False)
+    kinds = [op.attrs["kind"] for op in g.ops_of_kind("neurons")]
+    n_layers = random_spec(2).n_layers
+    assert kinds.count("lut") == n_layers * (2 if glu else 1)  # the activation, and GLU's sigmoid gate
+    assert kinds.count("product") == (n_layers if glu else 0)
+    assert err < 0.25  # ReLU models of this builder land at 0.03-0.05, tables at 0.02-0.12 (8-bit tables)
+
+
+def test_more_table_entries_approximate_the_function_better():
+    errs = [_fixed_vs_float(0, DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{lut-bits={b}}}"),
+                            activation="tanh", glu=True, norm=False)[1] for b in (2, 10)]
+    assert errs[1] < errs[0] / 2
+
+
+def test_a_norm_is_refused_without_freeze_norms_naming_it_and_the_fix():
+    with pytest.raises(SsmcError, match=r"%norm\d \(norm\): no integer realisation.*run freeze-norms"):
+        _lower(1, pipeline=DEFAULT_PIPELINE.replace("freeze-norms,", ""), activation="relu", norm=True)
 
 
 @pytest.mark.parametrize("option, value", [("weight-bits", 9), ("weight-bits", 2), ("state-bits", 40),
