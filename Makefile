@@ -36,6 +36,8 @@ test: setup
 bench: setup
 	$(PY) benchmarks/engine_speed.py
 	$(PY) benchmarks/bitwidth_ablation.py
+	$(PY) benchmarks/activation_ablation.py
+	$(PY) benchmarks/sigma_delta.py
 
 export-examples:
 	bash examples/digits/export.sh
