@@ -4,7 +4,11 @@ Compiles examples/digits/digits_s4d_step.onnx for every combination of weight
 bits {4, 6, 8}, coefficient bits {8, 12, 16} and state bits {16, 24} (messages
 24 bits), calibrated on examples/digits/digits_calib.npz, with rescale-states
 in its two balances and without it, runs the test set on the numpy
-(bit-exact) engine and prints the accuracy next to the float reference's. Writes benchmarks/results/bitwidth_ablation.md and .json.
+(bit-exact) engine and prints the accuracy next to the float reference's.
+A second table narrows widths one layer at a time (`--layer-bits`): 6- and
+4-bit weights, and 8-bit coefficients for S4D layers, everything else at the
+defaults, to show where precision matters. Writes
+benchmarks/results/bitwidth_ablation.md and .json.
 
     .venv/bin/python benchmarks/bitwidth_ablation.py [--limit N]
 """
@@ -59,10 +63,21 @@ def main() -> None:
                      "accuracy": acc, "delta_vs_float_points": 100 * (acc - float_acc), "saturated_values": sat})
         print(f"{label:40s} w{wb} c{cb:2d} s{sb}: {100 * acc:6.2f}%  ({100 * (acc - float_acc):+6.2f} points, "
               f"{sat} saturated)", flush=True)
+    layer_rows = []
+    layers = [op.name for op in float_net.graph.ops() if op.kind in ("linear", "s4d")]
+    for layer in layers:
+        kind = float_net.graph.op(layer).kind
+        for spec in ("weight=6", "weight=4") + (("coef=8",) if kind == "s4d" else ()):
+            net = ssmc.compile(model, readout="mean", calibration=cal, layer_bits=f"{layer}:{spec}")
+            acc = accuracy(net.run(x), labels)
+            layer_rows.append({"layer": layer, "kind": kind, "widths": spec, "accuracy": acc,
+                               "delta_vs_float_points": 100 * (acc - float_acc)})
+            print(f"only {layer} at {spec}: {100 * acc:6.2f}% ({100 * (acc - float_acc):+6.2f} points)", flush=True)
     seconds = time.perf_counter() - start
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bitwidth_ablation.json").write_text(json.dumps(
-        {"float_accuracy": float_acc, "sequences": len(labels), "rows": rows, "seconds": seconds}, indent=2) + "\n")
+        {"float_accuracy": float_acc, "sequences": len(labels), "rows": rows, "per_layer": layer_rows,
+         "seconds": seconds}, indent=2) + "\n")
     lines = [f"# Bit-width ablation: digits example ({len(labels)} test sequences)", "",
              f"Float reference accuracy: {100 * float_acc:.2f}%. Messages 24 bits. Numpy (bit-exact) engine.",
              f"Command: `.venv/bin/python benchmarks/bitwidth_ablation.py` ({seconds:.0f} s).", "",
@@ -71,6 +86,13 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['pipeline']} | {r['weight_bits']} | {r['coef_bits']} | {r['state_bits']} | "
                      f"{100 * r['accuracy']:.2f}% | {r['delta_vs_float_points']:+.2f} | {r['saturated_values']} |")
+    lines += ["", "## One layer at a time", "",
+              "Every other width at the default (weights 8, coefficients 16, state and messages 24 bits), "
+              "`ssmc compile ... --layer-bits LAYER:KEY=B`.", "",
+              "| layer | kind | narrowed | accuracy | vs float (points) |", "|---|---|---|---|---|"]
+    for r in layer_rows:
+        lines.append(f"| {r['layer']} | {r['kind']} | {r['widths']} | {100 * r['accuracy']:.2f}% | "
+                     f"{r['delta_vs_float_points']:+.2f} |")
     (OUT / "bitwidth_ablation.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT / 'bitwidth_ablation.md'}")
 
