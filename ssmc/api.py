@@ -112,8 +112,11 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     if sigma_delta is not None:
         if not any(p.name == "assign-bitwidths" for p in pipeline):
             raise SsmcError("sigma-delta messages need assign-bitwidths in the pipeline (they are a neuron setting)")
-        pipeline = [p for p in pipeline if p.name != "sigma-delta"] + \
-            parse_pipeline(f"sigma-delta{{threshold={float(sigma_delta)!r}}}")
+        # right after assign-bitwidths: later passes (partition) see the message rates it sets
+        sd = parse_pipeline(f"sigma-delta{{threshold={float(sigma_delta)!r}}}")
+        pipeline = [p for p in pipeline if p.name != "sigma-delta"]
+        at = next(i for i, p in enumerate(pipeline) if p.name == "assign-bitwidths") + 1
+        pipeline = pipeline[:at] + sd + pipeline[at:]
     cal, cal_source = (None, "none")
     if calibration is not None:
         cal, cal_source = load_calibration(calibration)

@@ -218,3 +218,16 @@ def test_passes_lists_every_pass_of_the_default_pipeline_with_its_options():
     for name in DEFAULT_PIPELINE.split(","):
         assert any(line.startswith(name + " ") for line in proc.stdout.splitlines()), name
     assert "weight-bits: int = 8" in proc.stdout and "balance: str = input" in proc.stdout
+
+
+def test_sigma_delta_messages_are_one_flag_and_need_the_fixed_point_passes(tmp_path):
+    spec, model_path = _relu_model(tmp_path)
+    net = tmp_path / "net.lava"
+    proc = ssmc("compile", model_path, "-o", net, "--sigma-delta", "0.001")
+    assert proc.returncode == 0, proc.stderr
+    assert "sigma-delta thresholds (message LSBs)" in proc.stderr
+    import ssmc as lib
+    assert "assign-bitwidths,sigma-delta{threshold=0.001}" in lib.load(net).pipeline
+    proc = ssmc("compile", model_path, "-o", tmp_path / "f.lava", "--stop-after", "fold-linear", "--sigma-delta", "0")
+    assert_one_line_error(proc, "sigma-delta messages need assign-bitwidths")
+    assert not (tmp_path / "f.lava").exists()
