@@ -18,7 +18,15 @@ from ssmc.ir.graph import Graph
 from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
 from ssmc.passes.base import with_data
 
-ENGINES = ("float", "numpy")
+ENGINES = ("float", "numpy", "lava", "microcode")
+# Fixed-point engines: name -> "module:function", imported on use (Lava is slow to import).
+# Each function is called as f(net, x, trace=False) and returns a numpy_engine.EngineResult
+# holding the same integers as run_numpy.
+FIXED_POINT_ENGINES = {
+    "numpy": "ssmc.runtime.numpy_engine:run_net",
+    "lava": "ssmc.backend_loihi.lava_net:run_net",
+    "microcode": "ssmc.runtime.microcode_engine:run_net",
+}
 WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits")
 
 
@@ -36,10 +44,12 @@ class Net:
     options: dict
     report: dict
     model_graph: Graph | None = None
+    extras: dict = dataclasses.field(default_factory=dict)  # net.lava extra/ entries: path -> bytes
 
     def save(self, path: str | os.PathLike) -> None:
         _bundle.save(_bundle.Bundle(graph=self.graph, model_graph=self.model_graph, source=self.source,
-                                    pipeline=self.pipeline, options=self.options, report=self.report), path)
+                                    pipeline=self.pipeline, options=self.options, report=self.report,
+                                    extras=self.extras), path)
 
     def run(self, x: np.ndarray, engine: str = "numpy") -> np.ndarray:
         """Per-token outputs [batch, tokens, outputs] of the first model output."""
@@ -57,10 +67,21 @@ class Net:
             from ssmc.runtime.float_ref import run_float
             outs = run_float(graph, x)
             return {"outputs": outs[graph.outputs()[0].name]}
-        from ssmc.runtime.numpy_engine import run_numpy
-        res = run_numpy(self.graph, x)
+        res = engine_function(engine)(self, x)
         return {"outputs": res.outputs[self.graph.outputs()[0].name], "saturation": res.saturation,
-                "sparsity": res.sparsity}
+                "sparsity": res.sparsity, "result": res}
+
+
+def engine_function(engine: str) -> Callable:
+    """The run function of a fixed-point engine (imported now: some are slow to import)."""
+    import importlib
+    if engine not in FIXED_POINT_ENGINES:
+        raise SsmcError(f"unknown fixed-point engine {engine!r}; available: {', '.join(FIXED_POINT_ENGINES)}")
+    module, func = FIXED_POINT_ENGINES[engine].split(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise SsmcError(f"the {engine} engine is not available in this installation ({e})") from None
 
 
 def load_calibration(data) -> tuple[np.ndarray, str]:
@@ -151,4 +172,4 @@ def load(path: str | os.PathLike) -> Net:
     """Read a net.lava file written by `Net.save`."""
     b = _bundle.load(path)
     return Net(graph=b.graph, model_graph=b.model_graph, source=b.source, pipeline=b.pipeline, options=b.options,
-               report=b.report)
+               report=b.report, extras=b.extras)

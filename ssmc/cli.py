@@ -300,7 +300,7 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("net", help="a net.lava file from `ssmc compile`")
     r.add_argument("--input", required=True, help=".npy or .npz input sequences")
     r.add_argument("--labels", help=".npy of integer labels, one per sequence")
-    r.add_argument("--engine", choices=("numpy", "float"), default=None,
+    r.add_argument("--engine", choices=("numpy", "float", "lava", "microcode"), default=None,
                    help="numpy: the bit-exact fixed-point golden model (default for quantized nets); "
                         "float: the float64 reference of the imported model")
     r.add_argument("--compare-float", action="store_true",

@@ -9,6 +9,9 @@ Entries (all listed with their sha256 in the manifest):
     model/ir.txt      optional: the float model-level IR as imported (and model/tensors/),
                       the reference `ssmc run --compare float` measures against
     report.json       what the frontend recognised and what each pass did
+    extra/<path>      optional artifacts of later stages (target description,
+                      placement, microcode programs, ...), raw bytes keyed by a
+                      relative path; each producer documents its own files
 
 Writing is atomic (temporary file in the same folder, then rename) and
 byte-identical for the same content: fixed entry order, timestamps and
@@ -54,8 +57,17 @@ class Bundle:
     pipeline: str = ""
     options: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
+    extras: dict[str, bytes] = field(default_factory=dict)  # extra/<path> entries, see the module doc
     ssmc_version: str = __version__
     format_version: int = FORMAT_VERSION
+
+
+def check_extra_name(path: str) -> str:
+    """`path` if it is a safe relative extra name (no '..', no absolute or empty parts)."""
+    parts = path.split("/") if isinstance(path, str) else []
+    if not parts or any(p in ("", ".", "..") for p in parts) or "\\" in path:
+        raise SsmcError(f"bad extra entry name {path!r}: use a relative path such as 'microcode/core0.s'")
+    return path
 
 
 #: Packages whose versions can change what a compile produces; recorded so a net.lava can be reproduced.
@@ -100,6 +112,8 @@ def encode(bundle: Bundle) -> bytes:
         for key in sorted(model_tensors):
             entries[f"model/tensors/{key}.npy"] = _npy_bytes(model_tensors[key])
     entries["report.json"] = _json_bytes(bundle.report)
+    for key in sorted(bundle.extras):
+        entries[f"extra/{check_extra_name(key)}"] = bytes(bundle.extras[key])
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -234,6 +248,9 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
             model_graph = parse_graph(contents["model/ir.txt"].decode(), tensors=tensors_under("model/tensors/"))
             verify(model_graph)
         report = json.loads(contents.get("report.json", b"{}"))
+        extras = {e[len("extra/"):]: blob for e, blob in contents.items() if e.startswith("extra/")}
+        for key in extras:
+            check_extra_name(key)
     except KeyError:
         raise BundleError(f"{name}: damaged: ir.txt is missing") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -241,5 +258,5 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
     except SsmcError as e:
         raise BundleError(f"{name}: the IR inside does not load: {e}") from None
     return Bundle(graph=graph, model_graph=model_graph, source=manifest.get("source", {}), pipeline=manifest.get("pipeline", ""),
-                  options=manifest.get("options", {}), report=report,
+                  options=manifest.get("options", {}), report=report, extras=extras,
                   ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)

@@ -387,6 +387,11 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     )
 
 
+def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
+    """The engine entry point `ssmc.api` uses: run a compiled Net's graph."""
+    return run_numpy(net.graph, x, trace=trace)
+
+
 def _synapse_step(s: _Synapses, pre: _Group, t: int) -> tuple[np.ndarray | None, int]:
     """(out [batch, post] or None for all zeros, number of clipped values). A float64 `out`
     (holding exact integers) is a buffer the next step overwrites: read it, never keep it."""

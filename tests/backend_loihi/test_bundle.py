@@ -351,3 +351,21 @@ def test_the_manifest_records_the_environment_needed_to_reproduce_the_file(tmp_p
     assert env["python"] == platform.python_version()
     assert env["packages"]["onnxruntime"] == version("onnxruntime")
     assert env["packages"]["numpy"] == version("numpy")
+
+
+def test_extra_entries_round_trip_byte_for_byte_in_name_order(tmp_path):
+    b = make_bundle()
+    b.extras = {"microcode/core1.bin": bytes(range(256)), "target.json": b'{"chips": 1}\n'}
+    save(b, tmp_path / "net.lava")
+    back = load(tmp_path / "net.lava")
+    assert back.extras == b.extras
+    names = zipfile.ZipFile(tmp_path / "net.lava").namelist()
+    assert names.index("extra/microcode/core1.bin") < names.index("extra/target.json")
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a//b", "a/./b", ""])
+def test_an_extra_entry_with_an_unsafe_name_is_refused(name):
+    b = make_bundle()
+    b.extras = {name: b"x"}
+    with pytest.raises(SsmcError, match="bad extra entry name"):
+        encode(b)
