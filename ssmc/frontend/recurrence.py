@@ -155,6 +155,11 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
         for lo in range(0, len(s_batch), PROBE_CHUNK):
             s_chunk = s_batch[lo:lo + PROBE_CHUNK].reshape((-1,) + state_shape)
             so, yo = run_slice(ix.graph, {u: u_batch[lo:lo + PROBE_CHUNK], s_in: s_chunk}, [s_out, y], opset)
+            if so.shape != s_chunk.shape or yo.shape != (len(s_chunk), H):
+                # broadcasting inside the layer can make the declared shapes wrong
+                raise _fail((s_in, s_out), f"evaluated on {len(s_chunk)} samples, the next state has shape "
+                                           f"{list(so.shape)} (expected {list(s_chunk.shape)}) and the layer output "
+                                           f"{list(yo.shape)} (expected {[len(s_chunk), H]})")
             outs_s.append(so.reshape(len(s_chunk), -1))
             outs_y.append(yo.reshape(len(s_chunk), -1))
         return np.concatenate(outs_s), np.concatenate(outs_y)
