@@ -308,6 +308,11 @@ def _match_continuous(raw: GraphIndex | None, s_out: str, A_bar: np.ndarray, B_b
                     consts[t.name] = np.asarray(t.values, dtype=np.float64)
     per_h = {k: v.reshape(H) for k, v in consts.items() if v.size == H}
     per_hm = {k: v.reshape(H, M) for k, v in consts.items() if v.size == H * M}
+    with np.errstate(all="ignore"):  # candidates from unrelated initializers may overflow; they just do not match
+        return _search_continuous(per_h, per_hm, A_bar, B_bar)
+
+
+def _search_continuous(per_h, per_hm, A_bar, B_bar):
     for (dt_name, log_dt) in sorted(per_h.items()):
         dt = np.exp(log_dt)[:, None]
         for re_name, im_name in permutations(sorted(per_hm), 2):
