@@ -32,13 +32,15 @@ from ssmc.frontend.recurrence import Recurrence, find_recurrence
 from ssmc.frontend.subgraph import opset_of
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import schema
-from ssmc.ir.verify import verify
+from ssmc.ir.verify import graph_problems
 
 SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout), "
              "running sums; Gemm; MatMul (+Add) with constant weights; Add of two tensors (residual); "
              "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
              "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]")
 PASS_THROUGH = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# Larger weights overflow float32 once a few layers are folded together (3.4e38).
+MAX_ABS_WEIGHT = 1e10
 FULL_SEQUENCE_OPS = {"DFT", "STFT", "Conv", "ConvTranspose", "Scan", "Loop"}
 
 
@@ -379,7 +381,9 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     out = graph.add(Op(graph.fresh_name("y"), "output", (last,), shape=graph.op(last).shape))
     layers.append(dict(name=out.name, kind="output", shape=list(out.shape), source=f"graph output '{y_name}'",
                        notes=[]))
-    verify(graph)
+    problems = graph_problems(graph)
+    if problems:  # e.g. measured parameters that overflow float32: a property of the model, said on one line
+        raise UnsupportedModelError(f"{name}: the recognised layers do not make valid IR: {'; '.join(problems)}")
     return graph, ImportReport(model_name=name, inputs=[x_name], states=pairs, layers=layers)
 
 
@@ -402,14 +406,22 @@ def _apply_handler(ix: GraphIndex, graph: Graph, u: Unit, value_of: dict[str, st
 
 
 def _check_finite(graph: gs.Graph, name: str) -> None:
-    """NaN or infinite weights make every later number meaningless: refuse them by name."""
+    """NaN, infinite or absurdly large weights make every later number meaningless: refuse them by name."""
     for node in graph.nodes:
         for t in node.inputs:
             if isinstance(t, gs.Constant):
                 values = np.asarray(t.values)
-                if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                if not np.issubdtype(values.dtype, np.floating) or values.size == 0:
+                    continue
+                if not np.all(np.isfinite(values)):
                     raise UnsupportedModelError(f"{name}: initializer '{t.name}' (used by {describe(node)}) has "
                                                 "NaN or infinite values")
+                biggest = float(np.abs(values).max())
+                if biggest > MAX_ABS_WEIGHT:
+                    raise UnsupportedModelError(
+                        f"{name}: initializer '{t.name}' (used by {describe(node)}) has values up to {biggest:.3g}; "
+                        f"ssmc refuses |values| over {MAX_ABS_WEIGHT:.0e} (folding layers would overflow float32, and "
+                        "no fixed-point format spans them): check the export")
 
 
 def _ir_name(name: str) -> str:

@@ -172,6 +172,8 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
     Ms, Ky = run(np.eye(S), np.zeros((S, H)))
     Bu, Ly = run(np.zeros((H, S)), np.eye(H))
     M, Ky, Bu, Ly = Ms.T, Ky.T, Bu.T, Ly.T  # columns are responses to unit probes
+    if not all(np.all(np.isfinite(m)) for m in (M, Ky, Bu, Ly)):
+        raise _fail((s_in, s_out), "probing the layer gives NaN or infinite values; check its weights for huge values")
 
     rng = np.random.default_rng(0)
     s_r, u_r = rng.normal(size=(4, S)), rng.normal(size=(4, H))
@@ -268,6 +270,10 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
     if np.abs(off).max() > 1e-5 * max(np.abs(D_full).max(), 1e-6):
         raise _fail(pair, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
 
+    for label, v in (("A_bar", A_bar), ("B_bar", B_bar), ("C", C), ("D", D)):
+        if not np.all(np.isfinite(v.astype(np.complex64 if np.iscomplexobj(v) else np.float32))):
+            raise _fail(pair, f"the measured {label} is not finite in float32 (max |value| {np.abs(v).max():.3g}); "
+                              "check the layer's weights for huge values")
     rec = Recurrence("s4d", s_in, s_out, u=u, y=y, nodes=nodes)
     notes = []
     if any(len(v) < n_modes for v in per_channel.values()):
