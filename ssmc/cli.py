@@ -380,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ssmc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ssmc inspect model.onnx | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # a bug in ssmc: say so in one line, keep the traceback for SSMC_DEBUG
         if os.environ.get("SSMC_DEBUG"):
             raise

@@ -28,3 +28,7 @@ class BundleError(SsmcError):
 
 class InputDataError(SsmcError):
     """User data (inputs, labels, calibration) of the wrong shape or type."""
+
+
+class ResourceLimitError(SsmcError):
+    """A model or a run bigger than a configured limit (ssmc.limits), refused before it uses the memory."""

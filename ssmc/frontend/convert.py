@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ssmc import limits
 from ssmc.errors import IRError, UnsupportedModelError
 from ssmc.frontend.elementwise import ANCHORS, match_activation
 from ssmc.frontend.gsutil import GraphIndex, describe
@@ -381,6 +382,8 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     out = graph.add(Op(graph.fresh_name("y"), "output", (last,), shape=graph.op(last).shape))
     layers.append(dict(name=out.name, kind="output", shape=list(out.shape), source=f"graph output '{y_name}'",
                        notes=[]))
+    limits.check("total_bytes", sum(v.nbytes for op in graph.ops() for v in op.params.values()),
+                 f"{name}: the imported model's parameters")
     problems = graph_problems(graph)
     if problems:  # e.g. measured parameters that overflow float32: a property of the model, said on one line
         raise UnsupportedModelError(f"{name}: the recognised layers do not make valid IR: {'; '.join(problems)}")

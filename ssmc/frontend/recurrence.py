@@ -25,6 +25,7 @@ from itertools import permutations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ssmc import limits
 from ssmc.errors import UnsupportedModelError
 from ssmc.frontend.gsutil import GraphIndex
 from ssmc.frontend.subgraph import run_slice
@@ -32,8 +33,8 @@ from ssmc.ir.ssm import zoh_discretize
 
 # Probe batches are cut to this many rows so a wide layer never needs one huge run.
 PROBE_CHUNK = 2048
-# Largest state (elements per sample) of one layer the frontend will measure.
-MAX_STATE_ELEMENTS = 1 << 20
+# Largest state (elements per sample) of one layer the frontend will measure (default; see ssmc.limits).
+MAX_STATE_ELEMENTS = limits.Limits().state_elements
 
 
 @dataclass
@@ -147,8 +148,12 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
     state_shape = tuple(ix.shape(s_in)[1:])
     S = int(np.prod(state_shape))
     H = ix.shape(u)[1]
-    if S > MAX_STATE_ELEMENTS:
-        raise _fail((s_in, s_out), f"a state of {S} elements per sample is over the limit of {MAX_STATE_ELEMENTS}")
+    where = f"state '{s_in}' -> '{s_out}'"
+    limits.check("state_elements", S, f"{where}: a state of {list(state_shape)} per sequence")
+    # Measuring builds the dense maps in float64: the S x S probe, its responses in chunks and joined (3 S^2).
+    limits.check("work_bytes", 8 * (3 * S * S + 3 * S * H + 2 * H * H),
+                 f"{where}: measuring this layer ({S} state elements, {H} channels)",
+                 fix="ssmc measures S4D layers densely, so very wide layers are out of reach")
 
     def run(s_batch: np.ndarray, u_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outs_s, outs_y = [], []

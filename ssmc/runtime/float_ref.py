@@ -123,6 +123,21 @@ class FloatEngine:
         raise IRError(f"the float reference cannot execute %{op.name} ({k})")
 
 
+def check_run_size(graph: Graph, x_shape: tuple, engine: str) -> None:
+    """Refuse a run whose per-step values and outputs over the whole batch would exceed the work limit."""
+    from ssmc import limits
+
+    batch, tokens = x_shape[0], x_shape[1]
+    values = sum(int(np.prod(op.shape)) for op in graph.ops())  # every op's value at one step
+    states = sum(int(np.prod(op.params["C"].shape)) for op in graph.ops() if op.kind == "s4d")
+    outs = sum(int(np.prod(op.shape)) for op in graph.outputs())
+    per_seq = 8 * (3 * values + 2 * states + 2 * tokens * outs + tokens * x_shape[2])
+    fit = max(limits.current().work_bytes // max(per_seq, 1), 1)
+    limits.check("work_bytes", batch * per_seq,
+                 f"running {batch} sequences of {tokens} tokens on the {engine} ({limits.size(per_seq)} each)",
+                 fix=f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
+
+
 def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     """Run `graph` over whole sequences x [batch, time, features].
 
@@ -132,6 +147,7 @@ def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     if len(inputs) != 1:
         raise InputDataError(f"the float reference runs graphs with one input, this one has {len(inputs)}")
     x = check_sequences(x, inputs[0].shape[0])
+    check_run_size(graph, x.shape, "float reference")
     engine = FloatEngine(graph)
     engine.reset(x.shape[0])
     steps = [engine.step(x[:, t, :]) for t in range(x.shape[1])]
