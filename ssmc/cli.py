@@ -183,10 +183,9 @@ def cmd_run(args) -> int:
             print(f"warning: {args.compare_onnx} is not the model this net was compiled from", file=sys.stderr)
         ref = run_step_onnx(loaded.model, x)
         readout = net.options.get("readout", "none")
-        if readout != "none":  # the ONNX model has no pool: apply the same running reduction to its outputs
-            ref = np.cumsum(ref, axis=1)
-            if readout == "mean":
-                ref = ref / np.arange(1, ref.shape[1] + 1)[None, :, None]
+        if readout != "none":  # the ONNX model has no pool: apply the IR's pool op to its outputs
+            from ssmc.runtime.float_ref import running_pool
+            ref = running_pool(ref, readout)
         scale = float(np.abs(ref).max()) or 1.0
         err = float(np.abs(y - ref).max())
         print(f"vs onnxruntime on {os.path.basename(args.compare_onnx)}: max abs error {err:.3e} "

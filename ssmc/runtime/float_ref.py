@@ -118,9 +118,23 @@ class FloatEngine:
             var = ((ins[0] - mu) ** 2).mean(axis=-1, keepdims=True)
             return (ins[0] - mu) / np.sqrt(var + eps) * op.params["weight"] + op.params["bias"]
         if k == "pool":
-            acc = self.state[op.name] = self.state[op.name] + ins[0]
-            return acc / (self.t + 1) if op.attrs["mode"] == "mean" else acc.copy()
+            self.state[op.name], y = pool_step(self.state[op.name], ins[0], self.t, op.attrs["mode"])
+            return y
         raise IRError(f"the float reference cannot execute %{op.name} ({k})")
+
+
+def pool_step(acc: np.ndarray, x_t: np.ndarray, t: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The `pool` op at token t (from 0): (new running sum, output: the sum, or the mean over t + 1 tokens)."""
+    acc = acc + x_t
+    return acc, (acc / (t + 1) if mode == "mean" else acc.copy())
+
+
+def running_pool(y: np.ndarray, mode: str) -> np.ndarray:
+    """The `pool` op over whole sequences y [batch, time, ...] (what --readout appends), token by token."""
+    acc, out = np.zeros_like(y[:, 0], dtype=np.float64), np.empty(y.shape, np.float64)
+    for t in range(y.shape[1]):
+        acc, out[:, t] = pool_step(acc, y[:, t], t, mode)
+    return out
 
 
 def check_run_size(graph: Graph, x_shape: tuple, engine: str) -> None:
