@@ -165,7 +165,11 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         model_graph=model_graph,
         source={"file": os.path.basename(os.fspath(model_path)), "sha256": loaded.sha256, "bytes": loaded.size},
         pipeline=pipeline_spec(pipeline),
-        options={"readout": readout, "calibration": cal_source,
+        # every option that shapes the result, named as compile()'s keywords, so a net.lava says how to
+        # remake it (calibration and plugins by file name and sha256)
+        options={"readout": readout, "calibration": cal_source, "passes": passes,
+                 **({"skip": list(skip)} if skip else {}), **({"stop_after": stop_after} if stop_after else {}),
+                 **({"sigma_delta": float(sigma_delta)} if sigma_delta is not None else {}), **given,
                  **({"plugins": plugin_record} if plugin_record else {})},
         report={"import": dataclasses.asdict(report),
                 "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
