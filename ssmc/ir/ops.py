@@ -260,6 +260,10 @@ NEURON_KINDS = ("source", "relay", "relu", "cpx", "integrator", "lut", "product"
 LUT_MAX_ENTRIES = 4096
 
 
+SHIFT_MAX = 63  # largest meaningful shift of a 64-bit value
+FRAC_MAX = 960  # message scales 2^-960..2^960 stay inside float64's range when decoded
+
+
 def _size(op: Op, ins=None) -> tuple[int, ...]:
     return (int(op.attrs["size"]),)
 
@@ -278,6 +282,12 @@ def _neurons_check(op: Op, ins: list[tuple[int, ...]]) -> None:
             raise IRError(f"a product group multiplies exactly two incoming synapse groups, got {len(ins)}")
     if int(op.attrs.get("delta", 0)) < 0:
         raise IRError(f"delta = {op.attrs['delta']}: the sigma-delta threshold is >= 1, or 0 for dense messages")
+    # Shifts beyond the 64-bit datapath mean nothing (every value becomes 0 or -1) and frac beyond
+    # float64's exponent range cannot be decoded; bounding them keeps every engine's arithmetic finite.
+    for key, lo, hi in (("out_shift", 0, SHIFT_MAX), ("lut_shift", 0, SHIFT_MAX), ("frac", -FRAC_MAX, FRAC_MAX)):
+        v = int(op.attrs.get(key, 0))
+        if not lo <= v <= hi:
+            raise IRError(f"{key} = {v} is outside {lo}..{hi}")
     for key in ("msg_bits", "state_bits", "coef_bits"):
         b = int(op.attrs.get(key, 24))
         if not 2 <= b <= 32:
@@ -337,6 +347,8 @@ def _synapse_check(op: Op, ins: list[tuple[int, ...]]) -> None:
         raise IRError(f"weight_bits = {bits} is outside 1..8")
     if int(op.attrs["delay"]) < 1:
         raise IRError(f"delay = {op.attrs['delay']}: synapses deliver at least one step later")
+    if abs(int(op.attrs.get("weight_exp", 0))) > SHIFT_MAX:
+        raise IRError(f"weight_exp = {op.attrs['weight_exp']} is outside -{SHIFT_MAX}..{SHIFT_MAX}")
     w = op.params["weight"]
     if w.size and (w.min() < -128 or w.max() > 127):
         raise IRError("weights outside the 8-bit range")

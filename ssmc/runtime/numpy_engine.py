@@ -165,6 +165,9 @@ def _check_graph(graph: Graph) -> None:
     if len(inputs) != 1:
         raise IRError(f"the numpy engine runs graphs with exactly one input op, this one has {len(inputs)}")
     verify(graph)
+    # A group's depth is the sum of the delays on a path from the source, so no larger than all
+    # delays together; a damaged depth beyond that would make the run loop for that many steps.
+    total_delay = sum(int(with_defaults(op)["delay"]) for op in graph.ops_of_kind("synapses"))
     for op in graph.ops():
         srcs = [graph.op(s) for s in op.inputs]
         if op.kind == "synapses" and srcs[0].kind != "neurons":
@@ -180,6 +183,9 @@ def _check_graph(graph: Graph) -> None:
             a = with_defaults(op)
             if a["depth"] < 0:
                 raise IRError(f"%{op.name}: depth = {a['depth']} is negative")
+            if a["depth"] > total_delay:
+                raise IRError(f"%{op.name}: depth = {a['depth']} is more than all synapse delays together "
+                              f"({total_delay}); the net is damaged")
             if a["kind"] in ("cpx", "integrator", "product") and a["out_shift"] < 0:
                 raise IRError(f"%{op.name}: out_shift = {a['out_shift']} is negative; rshr shifts right only")
 
@@ -199,7 +205,8 @@ def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
         # sat(acc << e, 32): for e >= 1 every |acc| > 2^30 saturates, so clipping acc to
         # +-(2^30 + 1) first and shifting by at most 32 gives the same value and the same
         # count without int64 overflow.
-        pre_clip = (1 << 30) + 1 if exp > 0 and bound << exp >= 1 << 62 else 0
+        pre_clip = (1 << 30) + 1 if exp > 0 and bound << min(exp, 63) >= 1 << 62 else 0  # min: same test, no
+        # giant Python int for a damaged exponent
         shift = -min(exp, 32)
     else:
         pre_clip, shift = 0, min(-exp, 63)  # >> 63 already gives floor (0 or -1)
