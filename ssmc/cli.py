@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SsmcError as e:
-        msg = str(e)
+        msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, always
         print(f"ssmc: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

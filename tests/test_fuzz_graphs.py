@@ -460,3 +460,35 @@ def test_edited_nets_run_or_are_refused_with_an_ssmc_error():
     print(f"\nedited net.lava IR: seed {SEED}, {sum(outcome.values())} cases, {outcome['ran']} ran, "
           f"{outcome['refused']} refused")
     assert outcome["refused"] and outcome["ran"]
+
+
+def test_cli_refuses_an_edited_net_and_a_broken_plugin_in_one_line(tmp_path):
+    from ssmc.backend_loihi.bundle import decode
+    from ssmc.runtime.numpy_engine import run_numpy
+
+    found = []
+
+    @seed(SEED)
+    @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(edited_nets())
+    def pick(data):
+        if found:
+            return
+        try:
+            run_numpy(decode(data).graph, np.zeros((1, 3, 2)))
+        except SsmcError:
+            found.append(data)
+
+    pick()
+    (tmp_path / "edited.lava").write_bytes(found[0])
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 2), np.float32))
+    (tmp_path / "broken.py").write_text("raise ImportError('no such thing')\n")
+    (tmp_path / "m.onnx").write_bytes(b"")
+    for argv in (["run", tmp_path / "edited.lava", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"],
+                 ["compile", tmp_path / "m.onnx", "-o", tmp_path / "n.lava", "--plugin", tmp_path / "broken.py"]):
+        proc = subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, argv)], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stderr.startswith("ssmc: error: ")
+        assert len([line for line in proc.stderr.splitlines() if not line.startswith("[")]) == 1
+    assert not (tmp_path / "y.npy").exists() and not (tmp_path / "n.lava").exists()

@@ -256,7 +256,8 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{name}: damaged: {e}") from None
     except SsmcError as e:
-        raise BundleError(f"{name}: the IR inside does not load: {e}") from None
+        one_line = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise BundleError(f"{name}: the IR inside does not load: {one_line}") from None
     return Bundle(graph=graph, model_graph=model_graph, source=manifest.get("source", {}), pipeline=manifest.get("pipeline", ""),
                   options=manifest.get("options", {}), report=report, extras=extras,
                   ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)
