@@ -6,8 +6,11 @@ other exception.
 Hypothesis draws op sequences, shapes, attributes, dtypes and initializers
 (including NaN, inf, huge and tiny values), recurrent states, and damage:
 dangling names, cycles, wrong dtypes, duplicate outputs, bad attributes.
-The seed and case counts are printed; replay with FUZZ_SEED=<seed>, and set
-FUZZ_GRAPH_CASES to run more.
+A third set edits compiled net.lava IR (attributes, tensors, wiring) keeping
+the checksums valid, as a hand-edited file would: it must load and run, or
+be refused. The seed and case counts are printed; replay with
+FUZZ_SEED=<seed>, and set FUZZ_GRAPH_CASES to run more (generated graphs;
+mutated models get a fifth of it, edited nets a third).
 """
 
 from __future__ import annotations
