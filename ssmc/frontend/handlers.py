@@ -112,12 +112,27 @@ def register_op_handler(op: str, domain: str = "", origin: str | None = None) ->
         handler = OpHandler(op=op, domain=_domain(domain), func=func, origin=origin or _origin(func))
         key = (handler.domain, op)
         old = _REGISTRY.get(key)
+        if old is not None and _same_code(old.func, func):
+            return func  # the same file imported twice (installed package and --plugin): keep the first
         if old is not None and old.func is not func:
             raise HandlerError(f"op {handler.key!r} has two handlers: {old.origin} and {handler.origin}; "
                                "remove one (or unregister_op_handler the first)")
         _REGISTRY[key] = handler
         return func
     return decorate
+
+
+def _same_code(a: Callable, b: Callable) -> bool:
+    """Whether two functions are the same definition: same name, file and line."""
+    try:
+        fa, fb = inspect.getsourcefile(a), inspect.getsourcefile(b)
+    except (TypeError, OSError):
+        return False
+
+    def where(f):
+        code = getattr(f, "__code__", None)
+        return getattr(f, "__qualname__", None), code.co_firstlineno if code else None
+    return a is b or (fa is not None and fa == fb and where(a) == where(b))
 
 
 def unregister_op_handler(op: str, domain: str = "") -> None:

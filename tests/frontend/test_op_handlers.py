@@ -215,3 +215,35 @@ def test_cli_ops_lists_plugin_handlers_and_compile_uses_them(tmp_path):
     import ssmc
     options = ssmc.load(tmp_path / "n.lava").options
     assert options["plugins"][0]["file"] == "s4d_handler.py" and len(options["plugins"][0]["sha256"]) == 64
+
+
+def test_the_same_handler_file_loaded_twice_is_one_handler(tmp_path):
+    load_plugin_file(HANDLER_FILE)
+    copy = tmp_path / "other.py"
+    copy.write_text(HANDLER_FILE.read_text())
+    handlers._loaded_files.clear()
+    load_plugin_file(HANDLER_FILE)  # imported again as a new module: same file, same function
+    with pytest.raises(SsmcError, match="two handlers"):
+        load_plugin_file(copy)  # another file defining the same op is a conflict
+
+
+@pytest.fixture
+def installed_custom_op_package():
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["install", "--no-deps", "--no-build-isolation", "-e", str(CUSTOM_OP)], check=True,
+                   capture_output=True, timeout=300)
+    yield
+    subprocess.run(pip + ["uninstall", "-y", "ssmc-custom-op-example"], check=True, capture_output=True,
+                   timeout=300)
+
+
+def test_an_installed_package_provides_handlers_through_its_entry_point(installed_custom_op_package, tmp_path):
+    fused, _, _ = fused_model_and_reference(3)
+    onnx.save(fused, str(tmp_path / "fused.onnx"))
+    proc = _ssmc("ops")
+    assert proc.returncode == 0, proc.stderr
+    assert "com.example.S4D" in proc.stdout and "s4d_handler.fused_s4d" in proc.stdout
+    proc = _ssmc("compile", tmp_path / "fused.onnx", "-o", tmp_path / "n.lava", "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = _ssmc("compile", tmp_path / "fused.onnx", "-o", tmp_path / "m.lava", "-q", "--plugin", HANDLER_FILE)
+    assert proc.returncode == 0, proc.stderr  # the package's module and the same file: one handler
