@@ -69,10 +69,12 @@ def test_a_plugin_compile_is_reproducible_and_records_the_plugin(tmp_path):
         sys.path.pop(0)
     onnx.save(export_fused_s4d.build_fused_model(export_fused_s4d.random_parameters()), str(tmp_path / "f.onnx"))
     outs = []
-    for name in ("a.lava", "b.lava"):
+    # from two folders, the plugin named by a relative and by an absolute path
+    for name, cwd, plugin in (("a.lava", ROOT, "examples/custom_op/s4d_handler.py"),
+                              ("b.lava", tmp_path, ROOT / "examples" / "custom_op" / "s4d_handler.py")):
         proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "compile", str(tmp_path / "f.onnx"), "-o",
-                               str(tmp_path / name), "-q", "--plugin", "examples/custom_op/s4d_handler.py"],
-                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+                               str(tmp_path / name), "-q", "--plugin", str(plugin)],
+                              capture_output=True, text=True, timeout=300, cwd=cwd)
         assert proc.returncode == 0, proc.stderr
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1]

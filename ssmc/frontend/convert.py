@@ -282,7 +282,7 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int) -> list[Unit]:
         if id(n) in handled and id(n) not in claimed:
             outs = [t.name for t in n.outputs if t.name and t.name not in states] or [n.outputs[0].name]
             units.append(Unit("handler", [t for t in ix.dynamic_inputs(n) if t not in states], outs[0], {id(n)},
-                              source=f"{describe(n)} by handler {handled[id(n)].origin}",
+                              source=f"{describe(n)} by handler {handled[id(n)].label}",
                               handler=handled[id(n)], node=n))
             claimed.add(id(n))
     # GLU before activations: its Sigmoid belongs to it.

@@ -62,6 +62,13 @@ class OpHandler:
         return f"{self.domain}.{self.op}" if self.domain else self.op
 
     @property
+    def label(self) -> str:
+        """The origin without directories: what net.lava's report records, so it does not depend on
+        where the plugin file or package lives (same model and options, same bytes)."""
+        name, sep, where = self.origin.partition(" (")
+        return f"{name} ({os.path.basename(where.rstrip(')'))})" if sep and where.endswith(")") else self.origin
+
+    @property
     def summary(self) -> str:
         doc = inspect.getdoc(self.func) or ""
         return doc.splitlines()[0] if doc else ""
