@@ -156,6 +156,10 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
 
     graph, records = run_pipeline(graph, with_data(pipeline, calibration=cal), verify_each=verify_each,
                                   after_pass=progress)
+    extras = {}
+    if is_neuro_level(graph):  # one neuron program per group (docs/microcode.md)
+        from ssmc.backend_loihi.microcode.emit import emit_microcode
+        extras.update(emit_microcode(graph))
     return Net(
         graph=graph,
         model_graph=model_graph,
@@ -165,6 +169,7 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         report={"import": dataclasses.asdict(report),
                 "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
                            for r in records]},
+        extras=extras,
     )
 
 
