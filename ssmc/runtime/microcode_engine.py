@@ -148,6 +148,26 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     )
 
 
+def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple[np.ndarray, dict, dict]:
+    """One program alone: `ports[k]` [steps, batch, size] is what port k holds at each step.
+    Returns the messages [steps, batch, size], the saturation counts and the probed
+    registers (kind -> [steps, batch, size]). For tests of the ISA and for experiments."""
+    steps, batch, size = ports[0].shape if ports else (1, 1, prog.neurons * prog.lanes)
+    g = _Group("program", prog, depth, 0, "none", size, [_Port(0, [0] * prog.lanes) for _ in range(prog.ports)])
+    g.regs = _registers(prog, batch)
+    g.run = [_compile(ins, g) for ins in prog.code]
+    msgs = np.zeros((steps, batch, size), np.int64)
+    probes = {kind: np.zeros((steps, batch, size), np.int64) for kind, _, _ in prog.probes}
+    for t in range(steps):
+        for port, values in zip(g.ports, ports):
+            port.value, port.clipped = values[t], [0] * prog.lanes
+        _update(g, t, batch)
+        msgs[t] = g.out
+        for kind, lane, reg in prog.probes:
+            probes[kind][t, :, lane::prog.lanes] = g.regs[reg]
+    return msgs, g.counts, probes
+
+
 # -- loading and checking the programs -------------------------------------------------------
 def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
     rows = read_index(extras)
