@@ -237,8 +237,8 @@ def _compile(ins, g: _Group) -> Callable:
         def run(R, t):
             R[d] = fn(R)
         return run
-    if op == "li":
-        return step(lambda R: np.int64(imm))
+    if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
+        return step(lambda R: np.full((len(g.out), g.prog.neurons), imm, np.int64))
     if op == "mov":
         return step(lambda R: R[a])
     if op == "add":
@@ -299,7 +299,7 @@ def _compile(ins, g: _Group) -> Callable:
         def read_port(R, t):
             g.counts["accumulator"] += port.clipped[imm]
             v = port.value
-            R[d] = v[:, imm::g.prog.lanes] if isinstance(v, np.ndarray) else np.int64(v)
+            R[d] = v[:, imm::g.prog.lanes] if isinstance(v, np.ndarray) else 0  # a port is an array or 0
         return read_port
     if op == "emit":
         def emit(R, t):
