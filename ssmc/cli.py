@@ -163,6 +163,9 @@ def cmd_run(args) -> int:
                                           for g, c in sat.items())))
         print("message sparsity (fraction of zero messages): " +
               ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items()))
+    if engine == "microcode":  # what ran: the programs' size and assumed cycles
+        from ssmc.backend_loihi.microcode.emit import format_summary, microcode_summary
+        print(format_summary(microcode_summary(net)))
     if args.compare_float and engine != "float":
         ref = net.run(x, engine="float")
         scale = float(np.abs(ref).max()) or 1.0
