@@ -1,7 +1,8 @@
 """Tokens per second of ssmc's engines against onnxruntime, in one run.
 
-The numpy fixed-point engine (batch 1 and 256) and the float reference
-against onnxruntime running the step-form ONNX token by token (batch 1 and
+The numpy fixed-point engine, the microcode engine (the net's neuron
+programs, interpreted; docs/microcode.md) and the float reference (batch 1
+and 256) against onnxruntime running the step-form ONNX token by token (batch 1 and
 256), all on the shipped digits example. Prints the table with ratios to
 onnxruntime at the same batch and writes benchmarks/results/engine_speed.md.
 
@@ -43,7 +44,7 @@ def main() -> None:
     for batch in (1, 256):
         x = np.resize(x_all, (batch, TOKENS, 1)).astype(np.float32)
         ort_at[batch] = tokens_per_second(lambda v: run_step_onnx(onnx_model, v), x)
-        for engine in ("numpy", "float"):
+        for engine in ("numpy", "microcode", "float"):
             rows.append((batch, engine, tokens_per_second(lambda v: net.run(v, engine=engine), x)))
         rows.append((batch, "onnxruntime (step form, token by token)", ort_at[batch]))
     lines = ["# Engine speed: digits example (2 S4D layers, H=32, N=32), tokens per second", "",
