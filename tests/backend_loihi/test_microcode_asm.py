@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, settings, strategies as st
 
 from ssmc.backend_loihi.microcode.asm import assemble, disassemble, format_program, parse
 from ssmc.backend_loihi.microcode.isa import (
@@ -151,3 +151,18 @@ def test_every_opcode_has_a_distinct_code_that_fits_its_field():
     Program(lanes=1, neurons=1, ports=0, code=[Instr("halt")])  # the smallest program is valid
     assert decode_program(encode_program(Program(lanes=1, neurons=1, ports=0, code=[Instr("halt")]))).code == [
         Instr("halt")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(programs(max_code=8), st.data())
+def test_flipped_bytes_give_a_valid_program_or_a_one_line_error(p, data):
+    blob = bytearray(encode_program(p))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(blob) - 1))
+        blob[at] ^= data.draw(st.integers(1, 255))
+    try:
+        q = decode_program(bytes(blob))
+    except MicrocodeError as e:
+        assert "\n" not in str(e)
+    else:
+        assert encode_program(q) == bytes(blob)  # what decodes is exactly what the bytes say
