@@ -56,6 +56,7 @@ class _Group:
     ports: list[_Port]
     run: list[Callable] = field(default_factory=list)
     regs: list = field(default_factory=list)
+    shape: tuple[int, int] = (0, 0)  # a register's shape: [batch, neurons]
     out: np.ndarray | None = None  # the message of this step [batch, size]
     ring: list[np.ndarray] | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
@@ -99,7 +100,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     for s in synapses:
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
     for g in groups.values():
-        g.regs = _registers(g.prog, batch)
+        g.regs, g.shape = _registers(g.prog, batch), (batch, g.prog.neurons)
         g.run = [_compile(ins, g) for ins in g.prog.code]
         if g.name in ring_len:
             g.ring = [np.zeros((batch, g.size), np.int64) for _ in range(ring_len[g.name])]
@@ -154,7 +155,7 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
     registers (kind -> [steps, batch, size]). For tests of the ISA and for experiments."""
     steps, batch, size = ports[0].shape if ports else (1, 1, prog.neurons * prog.lanes)
     g = _Group("program", prog, depth, 0, "none", size, [_Port(0, [0] * prog.lanes) for _ in range(prog.ports)])
-    g.regs = _registers(prog, batch)
+    g.regs, g.shape = _registers(prog, batch), (batch, prog.neurons)
     g.run = [_compile(ins, g) for ins in prog.code]
     msgs = np.zeros((steps, batch, size), np.int64)
     probes = {kind: np.zeros((steps, batch, size), np.int64) for kind, _, _ in prog.probes}
@@ -238,7 +239,7 @@ def _compile(ins, g: _Group) -> Callable:
             R[d] = fn(R)
         return run
     if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
-        return step(lambda R: np.full((len(g.out), g.prog.neurons), imm, np.int64))
+        return step(lambda R: np.full(g.shape, imm, np.int64))
     if op == "mov":
         return step(lambda R: R[a])
     if op == "add":
@@ -274,12 +275,12 @@ def _compile(ins, g: _Group) -> Callable:
 
         def sat(R, t):
             v = R[a]
-            full = np.broadcast_to(v, g.out.shape[:1] + (g.prog.neurons,))
-            out_of_range = (full < lo) | (full > hi)
-            if out_of_range.any():
+            if np.shape(v) != g.shape:  # a parameter or 0: count as many values as neurons x batch
+                v = np.broadcast_to(v, g.shape)
+            if v.min() < lo or v.max() > hi:
                 if counter:
-                    g.counts[counter] += int(np.count_nonzero(out_of_range))
-                v = np.clip(full, lo, hi)
+                    g.counts[counter] += int(np.count_nonzero((v < lo) | (v > hi)))
+                v = np.clip(v, lo, hi)
             R[d] = v
         return sat
     if op == "lut":
@@ -288,7 +289,7 @@ def _compile(ins, g: _Group) -> Callable:
         counter = COUNTER_QUANTITY.get(COUNTERS[b])
 
         def lut(R, t):
-            i = np.broadcast_to(R[a], g.out.shape[:1] + (g.prog.neurons,))
+            i = np.broadcast_to(R[a], g.shape)
             if counter:
                 g.counts[counter] += int(np.count_nonzero((i < 0) | (i > top)))
             R[d] = table[np.clip(i, 0, top)]
