@@ -102,4 +102,7 @@ def format_summary(rows: list[dict]) -> str:
         lines.append(f"  {r['group']:16s} {r['kind']:10s} {r['neurons']:7d} {r['code_words']:5d} "
                      f"{r['table_words']:5d} {r['param_words']:6d} {r['cycles_per_update']:7d} "
                      f"{r['cycles_per_step']:8d}")
+    lines.append(f"  {'total':16s} {'':10s} {sum(r['neurons'] for r in rows):7d} "
+                 f"{sum(r['code_words'] for r in rows):5d} {sum(r['table_words'] for r in rows):5d} "
+                 f"{sum(r['param_words'] for r in rows):6d} {'':7s} {sum(r['cycles_per_step'] for r in rows):8d}")
     return "\n".join(lines)
