@@ -277,3 +277,13 @@ def test_a_group_whose_parameters_do_not_fit_the_immediate_is_refused_at_codegen
     g.op("gate").attrs["lut_lo"] = 1 << 40
     with pytest.raises(MicrocodeError, match="%gate .*does not fit the 32-bit immediate"):
         generate(g.op("gate"))
+
+
+def test_a_net_without_neuron_groups_is_refused_not_run_in_float(tmp_path):
+    import onnx
+    spec = random_spec(0, H=2, M=1, n_layers=1)
+    onnx.save(build_step_model(spec), str(tmp_path / "m.onnx"))
+    net = ssmc.compile(tmp_path / "m.onnx", passes="canonicalize")
+    assert "microcode/index.json" not in net.extras
+    with pytest.raises(ssmc.errors.SsmcError, match="without the fixed-point passes"):
+        net.run(np.zeros((1, 2, spec.in_features)), engine="microcode")
