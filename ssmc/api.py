@@ -71,6 +71,14 @@ class Net:
         return {"outputs": res.outputs[self.graph.outputs()[0].name], "saturation": res.saturation,
                 "sparsity": res.sparsity, "result": res}
 
+    def to_lava(self, x: np.ndarray | None = None, record_all: bool = False):
+        """The connected Lava processes of this net, with x [batch, tokens, features] injected
+        (default: one all-zero token); `.processes`, `.plan`, `.run()`. See lava_net.build_network."""
+        from ssmc.backend_loihi.lava_net import build_network
+        if x is None:
+            x = np.zeros((1, 1, self.graph.inputs()[0].shape[0]))
+        return build_network(self.graph, x, record_all=record_all)
+
 
 def engine_function(engine: str) -> Callable:
     """The run function of a fixed-point engine (imported now: some are slow to import)."""

@@ -203,26 +203,52 @@ def process_table(net) -> list[dict]:
              "note": p.note} for p in plan.processes]
 
 
+@dataclass
+class LavaNetwork:
+    """The connected Lava processes of a net for one batch of input sequences."""
+
+    graph: Graph
+    plan: LavaPlan
+    processes: dict  # process name -> Lava process
+
+    @property
+    def num_steps(self) -> int:
+        """Lava time steps that run the whole batch."""
+        return self.plan.batch * self.plan.period
+
+    def run(self, trace: bool = False) -> EngineResult:
+        """Run the batch in Lava's fixed-point CPU simulation (Loihi2SimCfg) and read the
+        results; Lava's runtime is stopped afterwards, also when something fails.
+        trace=True needs a network built with record_all=True."""
+        from lava.magma.core.run_conditions import RunSteps
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        first = self.processes[self.plan.processes[0].name]
+        try:
+            try:
+                first.run(condition=RunSteps(num_steps=self.num_steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            except Exception as e:  # Lava's own errors: one line, not its traceback
+                first_line = str(e).splitlines()[0] if str(e) else ""
+                raise SsmcError(f"the Lava simulation failed: {type(e).__name__}: {first_line}") from None
+            return _collect(self.graph, self.plan, self.processes, trace)
+        finally:
+            try:
+                first.stop()
+            except Exception:  # a runtime that never started has nothing to stop
+                pass
+
+
+def build_network(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaNetwork:
+    """The connected Lava network that runs `graph` on x [batch, tokens, features]: the source
+    process holds the quantized tokens (input injection), output groups record their messages
+    (probes; every group, with its state, when record_all)."""
+    plan = plan_lava(graph, x, record_all=record_all)
+    return LavaNetwork(graph, plan, build_lava(plan))
+
+
 def run_lava(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through `graph` in Lava's fixed-point CPU simulation."""
-    plan = plan_lava(graph, x, record_all=trace)
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-
-    procs = build_lava(plan)
-    first = procs[plan.processes[0].name]
-    try:
-        try:
-            first.run(condition=RunSteps(num_steps=plan.batch * plan.period),
-                      run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        except Exception as e:  # Lava's own errors: one line, not its traceback
-            raise SsmcError(f"the Lava simulation failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-        return _collect(graph, plan, procs, trace)
-    finally:
-        try:
-            first.stop()
-        except Exception:  # a run that never started has nothing to stop
-            pass
+    return build_network(graph, x, record_all=trace).run(trace=trace)
 
 
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
