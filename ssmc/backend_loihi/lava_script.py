@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import pprint
+import textwrap
 
 import numpy as np
 
@@ -83,7 +84,8 @@ def main():
     p = build(x)
     first = next(iter(p.values()))
     try:  # Lava's runtime must be stopped whatever happens
-        first.run(condition=RunSteps(num_steps=batch * (steps + MAX_DELAY)), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        first.run(condition=RunSteps(num_steps=batch * (steps + MAX_DELAY)),
+                  run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         raw = {}
         for name, (group, depth, frac, decode) in OUTPUTS.items():
             size = p[group].s_out.shape[0]
@@ -135,9 +137,11 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
         if spec.cls not in ("Dense", "DelayDense"):
             args.append("**timing" if spec.cls != "Synapses" else
                         "steps=timing['steps'], period=timing['period']")
-        comment = f"  # {spec.note}" if spec.note else ""
-        lines.append(f"    # {spec.name}: {spec.cls}, {spec.size} {'neurons' if spec.group == spec.name else 'outputs into ' + spec.group}{comment}")
-        lines.append(f"    p[{spec.name!r}] = {spec.cls}(" + ", ".join(args) + ")")
+        what = "neurons" if spec.group == spec.name else f"outputs into {spec.group}"
+        lines.append(f"    # {spec.name}: {spec.size} {what}" + (f"; {spec.note}" if spec.note else ""))
+        lines.append(f"    p[{spec.name!r}] = {spec.cls}(")
+        lines += textwrap.wrap(", ".join(args) + ")", width=108, initial_indent=" " * 8,
+                               subsequent_indent=" " * 8, break_long_words=False, break_on_hyphens=False)
     lines.append("    # connections: message ports -> synapse groups -> dendrites")
     for link in plan.links:
         lines.append(f"    p[{link.src!r}].{link.src_port}.connect(p[{link.dst!r}].{link.dst_port})")

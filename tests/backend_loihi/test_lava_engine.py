@@ -54,6 +54,19 @@ def test_lut_product_and_sigma_delta_networks_match_numpy(seed):
     assert_same_run(g, random_input(g, 400 + seed, tokens=7))
 
 
+@pytest.mark.parametrize("seed, msg_bits, state_bits", [(0, 32, 32), (1, 32, 16), (2, 4, 6), (3, 6, 32)])
+def test_extreme_widths_match_numpy(seed, msg_bits, state_bits):
+    # 32-bit messages push every sum past what Lava's Dense can hold (own saturating synapses);
+    # 4- to 6-bit messages and states saturate nearly everywhere.
+    g = random_extended_network(seed)
+    for op in g.ops_of_kind("neurons"):
+        op.attrs.update(msg_bits=msg_bits, state_bits=state_bits)
+        if op.attrs["kind"] == "lut":
+            lim = 1 << (msg_bits - 1)
+            op.params["table"] = np.clip(op.params["table"], -lim, lim - 1)
+    assert_same_run(g, random_input(g, 500 + seed, tokens=5))
+
+
 def test_the_random_networks_cover_every_kind_and_every_synapse_process():
     # The two tests above are only as good as what they exercise: every neuron kind, Lava's
     # Dense and DelayDense, and the saturating Synapses process for dense and sigma-delta senders.

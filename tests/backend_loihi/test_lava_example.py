@@ -101,3 +101,9 @@ def test_cli_refuses_a_newer_net_lava_in_one_line_before_lava_starts(net, tmp_pa
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("ssmc: error:")]
         assert len(errors) == 1 and "format 2" in errors[0] and "upgrade" in errors[0], proc.stderr
+
+
+def test_a_net_without_neuron_groups_is_refused_by_the_lava_engine(test_x):
+    float_net = ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", passes="canonicalize")
+    with pytest.raises(ssmc.SsmcError, match="without the fixed-point passes"):
+        float_net.run(test_x[:1, :2], engine="lava")
