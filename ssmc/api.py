@@ -60,7 +60,7 @@ class Net:
         if engine not in ENGINES:
             raise SsmcError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
         if engine == "float" or not is_neuro_level(self.graph):
-            if engine != "float":  # every fixed-point engine needs neuron groups
+            if engine != "float":
                 raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): "
                                 "run it with --engine float, or compile with the default pipeline")
             graph = self.model_graph if self.model_graph is not None else self.graph
@@ -70,6 +70,14 @@ class Net:
         res = engine_function(engine)(self, x)
         return {"outputs": res.outputs[self.graph.outputs()[0].name], "saturation": res.saturation,
                 "sparsity": res.sparsity, "result": res}
+
+    def to_lava(self, x: np.ndarray | None = None, record_all: bool = False):
+        """The connected Lava processes of this net, with x [batch, tokens, features] injected
+        (default: one all-zero token); `.processes`, `.plan`, `.run()`. See lava_net.build_network."""
+        from ssmc.backend_loihi.lava_net import build_network
+        if x is None:
+            x = np.zeros((1, 1, self.graph.inputs()[0].shape[0]))
+        return build_network(self.graph, x, record_all=record_all)
 
 
 def engine_function(engine: str) -> Callable:
