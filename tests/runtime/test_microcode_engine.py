@@ -287,3 +287,22 @@ def test_a_net_without_neuron_groups_is_refused_not_run_in_float(tmp_path):
     assert "microcode/index.json" not in net.extras
     with pytest.raises(ssmc.errors.SsmcError, match="without the fixed-point passes"):
         net.run(np.zeros((1, 2, spec.in_features)), engine="microcode")
+
+
+def test_a_wrong_rounding_in_the_interpreter_is_caught(monkeypatch):
+    # the same check from the other side: an interpreter whose rshr rounds ties down
+    g = random_network(4)
+    net = net_of(g)
+    x = np.random.default_rng(0).normal(scale=4.0, size=(2, 8, g.inputs()[0].shape[0]))
+    real = microcode_engine._compile
+
+    def ties_down(ins, group):
+        if ins.op == "rshr" and ins.imm > 0:
+            half, d, a, sh = (1 << (ins.imm - 1)) - 1, ins.rd, ins.ra, ins.imm
+
+            def run(R, t):
+                R[d] = (R[a] + half) >> sh
+            return run
+        return real(ins, group)
+    monkeypatch.setattr(microcode_engine, "_compile", ties_down)
+    assert _differs(net, x)
