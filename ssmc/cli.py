@@ -168,8 +168,8 @@ def cmd_run(args) -> int:
     if args.compare_numpy and engine not in ("numpy", "float"):
         print(_numpy_agreement(net, x, result["result"]))
     if engine == "microcode":  # what ran: the programs' size and assumed cycles
-        from ssmc.backend_loihi.microcode.emit import format_summary, microcode_summary
-        print(format_summary(microcode_summary(net)))
+        from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary
+        print(format_summary(microcode_summary(net), core_cycles(net)))
     if args.compare_float and engine != "float":
         ref = net.run(x, engine="float")
         scale = float(np.abs(ref).max()) or 1.0
