@@ -151,7 +151,7 @@ def test_a_placed_group_gets_one_program_per_core_block_with_its_slice_of_parame
         blocks = placement[row["group"]]
         assert [(u["chip"], u["core"], u["start"], u["stop"]) for u in row["units"]] == blocks
         for u, (chip, core, start, stop) in zip(row["units"], blocks):
-            assert u["binary"] == f"microcode/chip{chip}.core{core}/{row['group']}.bin"
+            assert u["binary"] == f"microcode/chip{chip}.core{core}/{row['group']}@{start}.bin"
             p = decode_program(extras[u["binary"]])
             assert p.code == full.code and p.neurons * p.lanes == stop - start
             np.testing.assert_array_equal(p.params, full.params[:, start // p.lanes:stop // p.lanes])
@@ -170,12 +170,12 @@ def test_core_cycles_add_up_the_programs_on_each_core():
     from ssmc.backend_loihi.microcode.emit import core_cycles
     g = random_network(1)
     placement = {op.name: [(0, 0, 0, op.attrs["size"])] for op in g.ops_of_kind("neurons")}
-    placement["act"] = [(0, 1, 0, 1), (0, 2, 1, g.op("act").attrs["size"])]
+    placement["act"] = [(0, 1, 0, 1), (0, 2, 1, 2), (0, 1, 2, g.op("act").attrs["size"])]  # two blocks on 0.1
     net = Net(graph=g, source={}, pipeline="", options={}, report={}, extras=emit_microcode(g, placement))
     rows = {r["group"]: r for r in microcode_summary(net)}
     cores = core_cycles(net)
     act = rows["act"]["cycles_per_update"]
-    assert cores["0.1"] == act and cores["0.2"] == (g.op("act").attrs["size"] - 1) * act
+    assert cores["0.2"] == act and cores["0.1"] == (g.op("act").attrs["size"] - 1) * act
     assert cores["0.0"] == sum(r["cycles_per_step"] for name, r in rows.items() if name != "act")
-    assert rows["act"]["cores"] == 2
+    assert rows["act"]["cores"] == 3  # blocks, two of them on one core
     assert "busiest of 3 cores" in format_summary(list(rows.values()), cores)

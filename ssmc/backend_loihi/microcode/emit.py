@@ -5,6 +5,8 @@
                               network), size in words and ASSUMED cycles per neuron update
     microcode/<group>.s       the program's text (assembles to the .bin)
     microcode/<group>.bin     the program's binary: what the microcode engine runs
+    microcode/chip<c>.core<k>/<group>@<start>.s, .bin
+                              a placed group: the program of its block starting at compartment <start>
 
 Programs are per neuron group; a neuro-core runs the programs of the groups
 placed on it (placement is a later pass: until then every group is its own unit).
@@ -85,8 +87,9 @@ def emit_microcode(graph: Graph, placement: dict[str, list[tuple[int, int, int, 
         units = []
         for chip, core, start, stop in blocks or [(None, None, 0, size)]:
             part = prog if chip is None else _slice(prog, start // prog.lanes, stop // prog.lanes)
-            folder = "microcode" if chip is None else f"microcode/chip{chip}.core{core}"
-            text, bin_path = f"{folder}/{op.name}.s", f"{folder}/{op.name}.bin"
+            # a core may hold several blocks of one group: the block's first compartment names it
+            stem = f"microcode/{op.name}" if chip is None else f"microcode/chip{chip}.core{core}/{op.name}@{start}"
+            text, bin_path = f"{stem}.s", f"{stem}.bin"
             binary = encode_program(part, f"%{op.name}")
             where = "" if chip is None else f" on chip {chip} core {core} (compartments {start}..{stop - 1})"
             header = (f"; %{op.name}: {op.attrs['kind']} group of {size} compartments{where}, "
