@@ -31,7 +31,7 @@ from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTER_QUANTITY, COUNTERS, N_PARAM, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
+    COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
 from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, _check_graph, quantize_source
 
 ACC_BITS = 32
