@@ -179,3 +179,21 @@ def test_core_cycles_add_up_the_programs_on_each_core():
     assert cores["0.0"] == sum(r["cycles_per_step"] for name, r in rows.items() if name != "act")
     assert rows["act"]["cores"] == 3  # blocks, two of them on one core
     assert "busiest of 3 cores" in format_summary(list(rows.values()), cores)
+
+
+def test_cli_says_in_one_line_when_a_net_has_no_microcode(tmp_path):
+    import dataclasses
+
+    import ssmc
+    spec = random_spec(1, H=2, M=1, n_layers=1)
+    onnx.save(build_step_model(spec), str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(0).normal(size=(2, 4, spec.in_features)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    net = ssmc.compile(tmp_path / "m.onnx", calibration=x)
+    dataclasses.replace(net, extras={}).save(tmp_path / "old.lava")  # as an older ssmc wrote it
+    proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "run", str(tmp_path / "old.lava"), "--input",
+                           str(tmp_path / "x.npy"), "--engine", "microcode"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("ssmc: error: ") and "recompile" in proc.stderr
+    assert "Traceback" not in proc.stderr
