@@ -60,7 +60,7 @@ class Net:
         if engine not in ENGINES:
             raise SsmcError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
         if engine == "float" or not is_neuro_level(self.graph):
-            if engine != "float":
+            if engine != "float":  # every fixed-point engine needs neuron groups
                 raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): "
                                 "run it with --engine float, or compile with the default pipeline")
             graph = self.model_graph if self.model_graph is not None else self.graph
@@ -164,6 +164,11 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
 
     graph, records = run_pipeline(graph, with_data(pipeline, calibration=cal), verify_each=verify_each,
                                   after_pass=progress)
+    extras = {}
+    if is_neuro_level(graph):  # one neuron program per group (docs/microcode.md)
+        from ssmc.backend_loihi.microcode.emit import emit_microcode
+        extras.update(emit_microcode(graph))
+        log(f"microcode: {len(graph.ops_of_kind('neurons'))} programs (docs/microcode.md)")
     return Net(
         graph=graph,
         model_graph=model_graph,
@@ -173,6 +178,7 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         report={"import": dataclasses.asdict(report),
                 "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
                            for r in records]},
+        extras=extras,
     )
 
 

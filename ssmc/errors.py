@@ -28,3 +28,7 @@ class BundleError(SsmcError):
 
 class InputDataError(SsmcError):
     """User data (inputs, labels, calibration) of the wrong shape or type."""
+
+
+class MicrocodeError(SsmcError):
+    """Neuron microcode that does not assemble, decode, or match the network it is for."""
