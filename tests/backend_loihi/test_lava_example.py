@@ -89,6 +89,8 @@ def test_cli_runs_the_lava_engine_and_reports_agreement_with_numpy(net, tmp_path
     assert "saturation:" in proc.stdout and "message sparsity" in proc.stdout
     proc = ssmc_cli("export-lava", tmp_path / "net.lava", "-o", tmp_path / "b.py")
     assert proc.returncode == 0 and (tmp_path / "b.py").exists() and (tmp_path / "b.npz").exists()
+    groups = len(net.graph.ops_of_kind("neurons")) + len(net.graph.ops_of_kind("synapses"))
+    assert f"{groups} Lava processes:" in proc.stdout and " Dense" in proc.stdout
 
 
 def test_cli_refuses_a_newer_net_lava_in_one_line_before_lava_starts(net, tmp_path):
