@@ -263,6 +263,11 @@ def _get(var) -> np.ndarray:
 
 def _collect(graph: Graph, plan: LavaPlan, procs: dict, trace: bool) -> EngineResult:
     batch, tokens, steps = plan.batch, plan.tokens, plan.steps
+    for spec in plan.processes:
+        if spec.module == PROCS_MODULE and _get(procs[spec.name].failed)[0]:
+            step = int(_get(procs[spec.name].failed)[0])
+            raise SsmcError(f"Lava process {spec.name} ({spec.cls}) failed at time step {step} (a bug in ssmc's "
+                            "process model; its traceback is printed above)")
     saturation, sparsity, traces, read = {}, {}, {}, {}
     neuron_specs = [p for p in plan.processes if p.module == PROCS_MODULE and p.cls != "Synapses"]
     for spec in neuron_specs:

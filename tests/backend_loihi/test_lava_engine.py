@@ -174,3 +174,17 @@ def test_a_kind_or_tensor_the_backend_cannot_run_is_an_ssmc_error_before_lava_st
         run_lava(g, np.zeros((1, 2, g.inputs()[0].shape[0])))
     assert "%act" in str(err.value) and "'relu'" in str(err.value) and "\n" not in str(err.value)
     assert not multiprocessing.active_children()
+
+
+def test_an_exception_inside_a_process_model_is_reported_not_a_hang(monkeypatch):
+    # Lava 0.10 waits forever when a model raises; the models catch it, note the time step,
+    # keep the run going, and the host reports which process failed.
+    from ssmc.backend_loihi.lava_procs import models
+
+    def broken(self, a):
+        raise ValueError("a bug")
+    monkeypatch.setattr(models.PyReluModel, "value", broken)  # Lava forks: the models see the patch
+    g = random_network(0)
+    with pytest.raises(SsmcError, match=r"process act \(Relu\) failed at time step \d+"):
+        run_lava(g, random_input(g, 0, batch=1, tokens=3))
+    assert not multiprocessing.active_children()
