@@ -180,7 +180,26 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
         if groups[post.name]["kind"] == "product":
             port = ("a0_in", "a1_in")[post.inputs.index(op.name)]
         plan.links.append(Link(op.name, "a_out", post.name, port))
+    _check_connected(plan)
     return plan
+
+
+def _check_connected(plan: LavaPlan) -> None:
+    """Lava runs the processes connected to the one it starts: refuse a group it would skip."""
+    neighbours: dict[str, set[str]] = {p.name: set() for p in plan.processes}
+    for link in plan.links:
+        neighbours[link.src].add(link.dst)
+        neighbours[link.dst].add(link.src)
+    seen, todo = set(), [plan.processes[0].name]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(neighbours[name] - seen)
+    cut = [p.name for p in plan.processes if p.name not in seen]
+    if cut:
+        raise SsmcError(f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
+                        "run it; recompile (the passes keep every group on a path from the input)")
 
 
 def build_lava(plan: LavaPlan) -> dict:

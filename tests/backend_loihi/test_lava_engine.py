@@ -188,3 +188,17 @@ def test_an_exception_inside_a_process_model_is_reported_not_a_hang(monkeypatch)
     with pytest.raises(SsmcError, match=r"process act \(Relu\) failed at time step \d+"):
         run_lava(g, random_input(g, 0, batch=1, tokens=3))
     assert not multiprocessing.active_children()
+
+
+def test_a_group_lava_would_not_run_is_refused():
+    # Lava runs the processes connected to the one it starts: a second, separate source
+    # component would silently not run, so the plan refuses it.
+    g = random_network(0)
+    f = g.inputs()[0].shape[0]
+    g.add(Op("src2", "neurons", ("x",), attrs={"kind": "source", "size": f, "frac": 4}, shape=(f,)))
+    g.add(Op("s9", "synapses", ("src2",), attrs={"weight_bits": 8, "delay": 1}, params={"weight": np.full((2, f), 2, np.int32)},
+             shape=(2,)))
+    g.add(Op("island", "neurons", ("s9",), attrs={"kind": "relay", "size": 2, "frac": 4, "depth": 1}, shape=(2,)))
+    g.add(Op("y2", "output", ("island",), shape=(2,)))
+    with pytest.raises(SsmcError, match="not connected to the source group"):
+        plan_lava(g, np.zeros((1, 2, f)))
