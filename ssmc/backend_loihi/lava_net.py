@@ -265,6 +265,13 @@ def build_network(graph: Graph, x: np.ndarray, record_all: bool = False) -> Lava
     return LavaNetwork(graph, plan, build_lava(plan))
 
 
+def process_table_json(net) -> bytes:
+    """process_table(net) as deterministic JSON, for a net.lava extra such as
+    `lava/processes.json` (joined with a placement: which process runs on which core)."""
+    import json
+    return (json.dumps(process_table(net), indent=1, sort_keys=True) + "\n").encode()
+
+
 def run_lava(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through `graph` in Lava's fixed-point CPU simulation."""
     return build_network(graph, x, record_all=trace).run(trace=trace)

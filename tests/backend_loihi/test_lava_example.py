@@ -4,6 +4,7 @@ standalone script; dense and sigma-delta messages."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import ssmc
-from ssmc.backend_loihi.lava_net import process_table
+from ssmc.backend_loihi.lava_net import process_table, process_table_json
 from ssmc.backend_loihi.lava_script import write_script
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.backend_loihi.test_bundle import rezip, unzip, with_manifest
@@ -56,6 +57,8 @@ def test_the_process_table_names_every_process_its_class_group_and_size(net):
     assert rows["s4d0.pairs"]["class"] == "Cpx" and rows["s4d0.pairs"]["size"] == 1024
     assert rows["readout"]["class"] == "Integrator"
     assert rows["s4d0.B.syn"]["class"] in ("Dense", "Synapses") and rows["s4d0.B.syn"]["group"] == "s4d0.pairs"
+    assert json.loads(process_table_json(net)) == list(rows.values())  # the JSON form, for a net.lava extra
+    assert process_table_json(net) == process_table_json(net)
     delays = {op.name: op.attrs.get("delay", 1) for op in net.graph.ops_of_kind("synapses")}
     for name, delay in delays.items():  # Lava's own synapses wherever they are exact on this net
         assert rows[name]["class"] == ("Dense" if delay == 1 else "DelayDense"), rows[name]
