@@ -20,8 +20,6 @@ from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.runtime.test_engine_contract import random_extended_network, random_network
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 def assert_same_run(graph: Graph, x: np.ndarray) -> None:
     want, got = run_numpy(graph, x, trace=True), run_lava(graph, x, trace=True)

@@ -19,8 +19,6 @@ from tests.backend_loihi.test_bundle import rezip, unzip, with_manifest
 from tests.backend_loihi.test_lava_engine import assert_same_run
 from tests.conftest import EXAMPLES
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 @pytest.fixture(scope="module")
 def net():

@@ -11,7 +11,6 @@ import ssmc
 from tests.backend_loihi.test_lava_engine import assert_same_run
 from tests.builders.onnx_models import build_step_model, random_spec
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
 # (seed, weight bits, message bits, state bits, sigma-delta threshold or None, model overrides);
 # together: ReLU, tanh, GELU, sigmoid, GLU, LayerNorm, residuals, one and two layers
