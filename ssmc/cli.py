@@ -227,7 +227,13 @@ def cmd_export_lava(args) -> int:
     if not is_neuro_level(net.graph):
         raise SsmcError(f"{args.net} was compiled without the fixed-point passes: it has no neuron groups to "
                         "export; compile it with the default pipeline")
+    from collections import Counter
+
+    from ssmc.backend_loihi.lava_net import process_table
+
     script, tensors = write_script(net, args.output)
+    classes = Counter(row["class"] for row in process_table(net))
+    print(f"{sum(classes.values())} Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(classes.items())))
     print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
     return 0
 
