@@ -26,7 +26,7 @@ from ssmc.data import check_sequences
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
-from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, _check_graph, quantize_source
+from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, check_neuro_graph, quantize_source
 
 ACC_BITS = 32
 MAX_DELAY_DENSE_DELAY = 64  # DelayDense: delays 0..63 on Loihi 2, i.e. contract delays 1..64
@@ -111,7 +111,7 @@ def dense_exact(weights: np.ndarray, weight_exp: int, pre_msg_bits: int, delay: 
 def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan:
     """The Lava processes and links that run `graph` on sequences x [batch, tokens, features].
     Output groups always record their messages; with record_all every group does (traces)."""
-    _check_graph(graph)
+    check_neuro_graph(graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     order = graph.ops()
