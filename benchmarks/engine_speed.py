@@ -1,11 +1,11 @@
 """Tokens per second of ssmc's engines against onnxruntime, in one run.
 
-The numpy fixed-point engine (batch 1 and 256), the Lava engine (batch 1:
-Lava's CPU simulation of the net's processes, best of 2, including building
-the processes and starting Lava's runtime), the microcode engine (the net's
-neuron programs interpreted, docs/microcode.md; batch 1 and 256) and the float reference against
-onnxruntime running the step-form ONNX token by token (batch 1 and 256), all
-on the shipped digits example. Prints the table with ratios to
+The numpy fixed-point engine (batch 1 and 256), the microcode engine (the
+net's neuron programs, interpreted; docs/microcode.md; batch 1 and 256), the
+Lava engine (batch 1: Lava's CPU simulation of the net's processes, best of 2,
+including building the processes and starting Lava's runtime) and the float
+reference against onnxruntime running the step-form ONNX token by token
+(batch 1 and 256), all on the shipped digits example. Prints the table with ratios to
 onnxruntime at the same batch and writes benchmarks/results/engine_speed.md.
 
     .venv/bin/python benchmarks/engine_speed.py

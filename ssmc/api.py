@@ -60,7 +60,7 @@ class Net:
         if engine not in ENGINES:
             raise SsmcError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
         if engine == "float" or not is_neuro_level(self.graph):
-            if engine != "float":
+            if engine != "float":  # every fixed-point engine needs neuron groups
                 raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): "
                                 "run it with --engine float, or compile with the default pipeline")
             graph = self.model_graph if self.model_graph is not None else self.graph

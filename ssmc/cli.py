@@ -165,11 +165,11 @@ def cmd_run(args) -> int:
                                           for g, c in sat.items())))
         print("message sparsity (fraction of zero messages): " +
               ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items()))
-    if args.compare_numpy and engine not in ("numpy", "float"):
-        print(_numpy_agreement(net, x, result["result"]))
     if engine == "microcode":  # what ran: the programs' size and assumed cycles
         from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary
         print(format_summary(microcode_summary(net), core_cycles(net)))
+    if args.compare_numpy and engine not in ("numpy", "float"):
+        print(_numpy_agreement(net, x, result["result"]))
     if args.compare_float and engine != "float":
         ref = net.run(x, engine="float")
         scale = float(np.abs(ref).max()) or 1.0
@@ -227,7 +227,13 @@ def cmd_export_lava(args) -> int:
     if not is_neuro_level(net.graph):
         raise SsmcError(f"{args.net} was compiled without the fixed-point passes: it has no neuron groups to "
                         "export; compile it with the default pipeline")
+    from collections import Counter
+
+    from ssmc.backend_loihi.lava_net import process_table
+
     script, tensors = write_script(net, args.output)
+    classes = Counter(row["class"] for row in process_table(net))
+    print(f"{sum(classes.values())} Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(classes.items())))
     print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
     return 0
 

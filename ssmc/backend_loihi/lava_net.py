@@ -26,7 +26,7 @@ from ssmc.data import check_sequences
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
-from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, _check_graph, quantize_source
+from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, check_neuro_graph, quantize_source
 
 ACC_BITS = 32
 MAX_DELAY_DENSE_DELAY = 64  # DelayDense: delays 0..63 on Loihi 2, i.e. contract delays 1..64
@@ -111,7 +111,7 @@ def dense_exact(weights: np.ndarray, weight_exp: int, pre_msg_bits: int, delay: 
 def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan:
     """The Lava processes and links that run `graph` on sequences x [batch, tokens, features].
     Output groups always record their messages; with record_all every group does (traces)."""
-    _check_graph(graph)
+    check_neuro_graph(graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     order = graph.ops()
@@ -180,7 +180,26 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
         if groups[post.name]["kind"] == "product":
             port = ("a0_in", "a1_in")[post.inputs.index(op.name)]
         plan.links.append(Link(op.name, "a_out", post.name, port))
+    _check_connected(plan)
     return plan
+
+
+def _check_connected(plan: LavaPlan) -> None:
+    """Lava runs the processes connected to the one it starts: refuse a group it would skip."""
+    neighbours: dict[str, set[str]] = {p.name: set() for p in plan.processes}
+    for link in plan.links:
+        neighbours[link.src].add(link.dst)
+        neighbours[link.dst].add(link.src)
+    seen, todo = set(), [plan.processes[0].name]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(neighbours[name] - seen)
+    cut = [p.name for p in plan.processes if p.name not in seen]
+    if cut:
+        raise SsmcError(f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
+                        "run it; recompile (the passes keep every group on a path from the input)")
 
 
 def build_lava(plan: LavaPlan) -> dict:
@@ -246,6 +265,13 @@ def build_network(graph: Graph, x: np.ndarray, record_all: bool = False) -> Lava
     return LavaNetwork(graph, plan, build_lava(plan))
 
 
+def process_table_json(net) -> bytes:
+    """process_table(net) as deterministic JSON, for a net.lava extra such as
+    `lava/processes.json` (joined with a placement: which process runs on which core)."""
+    import json
+    return (json.dumps(process_table(net), indent=1, sort_keys=True) + "\n").encode()
+
+
 def run_lava(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through `graph` in Lava's fixed-point CPU simulation."""
     return build_network(graph, x, record_all=trace).run(trace=trace)
@@ -263,6 +289,11 @@ def _get(var) -> np.ndarray:
 
 def _collect(graph: Graph, plan: LavaPlan, procs: dict, trace: bool) -> EngineResult:
     batch, tokens, steps = plan.batch, plan.tokens, plan.steps
+    for spec in plan.processes:
+        if spec.module == PROCS_MODULE and _get(procs[spec.name].failed)[0]:
+            step = int(_get(procs[spec.name].failed)[0])
+            raise SsmcError(f"Lava process {spec.name} ({spec.cls}) failed at time step {step} (a bug in ssmc's "
+                            "process model; its traceback is printed above)")
     saturation, sparsity, traces, read = {}, {}, {}, {}
     neuron_specs = [p for p in plan.processes if p.module == PROCS_MODULE and p.cls != "Synapses"]
     for spec in neuron_specs:

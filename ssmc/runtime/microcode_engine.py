@@ -32,7 +32,7 @@ from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
     COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
-from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, _check_graph, quantize_source
+from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, check_neuro_graph, quantize_source
 
 ACC_BITS = 32
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
@@ -93,7 +93,7 @@ class _Synapses:
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the net's microcode; see numpy_engine.EngineResult."""
     graph: Graph = net.graph
-    _check_graph(graph)
+    check_neuro_graph(graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     groups = _load_groups(graph, net.extras)

@@ -20,8 +20,6 @@ from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.runtime.test_engine_contract import random_extended_network, random_network
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 def assert_same_run(graph: Graph, x: np.ndarray) -> None:
     want, got = run_numpy(graph, x, trace=True), run_lava(graph, x, trace=True)
@@ -174,3 +172,31 @@ def test_a_kind_or_tensor_the_backend_cannot_run_is_an_ssmc_error_before_lava_st
         run_lava(g, np.zeros((1, 2, g.inputs()[0].shape[0])))
     assert "%act" in str(err.value) and "'relu'" in str(err.value) and "\n" not in str(err.value)
     assert not multiprocessing.active_children()
+
+
+def test_an_exception_inside_a_process_model_is_reported_not_a_hang(monkeypatch):
+    # Lava 0.10 waits forever when a model raises; the models catch it, note the time step,
+    # keep the run going, and the host reports which process failed.
+    from ssmc.backend_loihi.lava_procs import models
+
+    def broken(self, a):
+        raise ValueError("a bug")
+    monkeypatch.setattr(models.PyReluModel, "value", broken)  # Lava forks: the models see the patch
+    g = random_network(0)
+    with pytest.raises(SsmcError, match=r"process act \(Relu\) failed at time step \d+"):
+        run_lava(g, random_input(g, 0, batch=1, tokens=3))
+    assert not multiprocessing.active_children()
+
+
+def test_a_group_lava_would_not_run_is_refused():
+    # Lava runs the processes connected to the one it starts: a second, separate source
+    # component would silently not run, so the plan refuses it.
+    g = random_network(0)
+    f = g.inputs()[0].shape[0]
+    g.add(Op("src2", "neurons", ("x",), attrs={"kind": "source", "size": f, "frac": 4}, shape=(f,)))
+    g.add(Op("s9", "synapses", ("src2",), attrs={"weight_bits": 8, "delay": 1}, params={"weight": np.full((2, f), 2, np.int32)},
+             shape=(2,)))
+    g.add(Op("island", "neurons", ("s9",), attrs={"kind": "relay", "size": 2, "frac": 4, "depth": 1}, shape=(2,)))
+    g.add(Op("y2", "output", ("island",), shape=(2,)))
+    with pytest.raises(SsmcError, match="not connected to the source group"):
+        plan_lava(g, np.zeros((1, 2, f)))

@@ -9,6 +9,9 @@ receives the message of step t, which is the contract's delay >= 1.
 
 from __future__ import annotations
 
+import sys
+import traceback
+
 import numpy as np
 
 from lava.magma.core.decorator import implements, requires, tag
@@ -36,6 +39,16 @@ def _rshr(v: np.ndarray, s: int) -> np.ndarray:
     return (v + (1 << (s - 1))) >> s if s > 0 else v
 
 
+def _failed(model, size: int) -> np.ndarray:
+    """After an exception in a step: note the time step and print the traceback; the model
+    sends zeros from then on. (Lava 0.10 waits forever when a model raises: this keeps the
+    run going, and the host reports the failure after it.)"""
+    model.failed[0] = model.time_step
+    print(f"ssmc: Lava process model {type(model).__name__} failed at time step {model.time_step}:\n"
+          + traceback.format_exc(), file=sys.stderr, flush=True)
+    return np.zeros(size, np.int64)
+
+
 class _NeuronModel(PyLoihiProcessModel):
     """One step of a neuron group: timing, dendrite, sigma-delta, counting and recording;
     `value(a)` is the kind's dense message before its msg_bits sat."""
@@ -47,17 +60,27 @@ class _NeuronModel(PyLoihiProcessModel):
     last: np.ndarray = LavaPyType(np.ndarray, np.int64)
     messages: np.ndarray = LavaPyType(np.ndarray, np.int64)
     lasts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    failed: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def run_spk(self) -> None:
+        a = self.receive()  # every step: the channels must be drained even while idle
+        m = np.zeros(self.proc_params["size"], np.int64)
+        if not self.failed[0]:
+            try:
+                m = self.step(a)
+            except Exception:
+                m = _failed(self, self.proc_params["size"])
+        self.s_out.send(m)
+
+    def step(self, a) -> np.ndarray:
+        """The message of this time step."""
         p = self.proc_params
         step = self.time_step - 1
         t, b = step % p["period"], step // p["period"]
         if t == 0:
             self.reset()
-        a = self.receive()  # every step: the channels must be drained even while idle
         if not p["depth"] <= t < p["steps"]:  # idle before its depth and in the tail
-            self.s_out.send(np.zeros(p["size"], np.int64))
-            return
+            return np.zeros(p["size"], np.int64)
         m = self.message(a, t, b)
         if p["delta"]:
             d, n = _sat(m - self.last, p["msg_bits"])
@@ -73,7 +96,7 @@ class _NeuronModel(PyLoihiProcessModel):
                 self.lasts[row] = self.last
             if hasattr(self, "states"):
                 self.states[row] = self.state
-        self.s_out.send(m)
+        return m
 
     def reset(self) -> None:
         self.last[:] = 0
@@ -215,6 +238,7 @@ class PySynapsesModel(PyLoihiProcessModel):
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64)
     weights: np.ndarray = LavaPyType(np.ndarray, np.int64)
     counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    failed: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
@@ -222,6 +246,19 @@ class PySynapsesModel(PyLoihiProcessModel):
         self.sigma = None
 
     def run_spk(self) -> None:
+        out = np.zeros(self.weights.shape[0], np.int64)
+        if not self.failed[0]:
+            try:
+                out = self.step()
+            except Exception:
+                out = _failed(self, self.weights.shape[0])
+        self.a_out.send(out)
+        m = self.s_in.recv()
+        if not self.failed[0]:
+            self.ring[(self.time_step - 1) % self.proc_params["period"] % self.proc_params["delay"]] = m
+
+    def step(self) -> np.ndarray:
+        """The output of this time step, from the message received `delay` steps ago."""
         p = self.proc_params
         t = (self.time_step - 1) % p["period"]
         if t == 0 or self.ring is None:  # a new sequence: nothing received yet
@@ -240,5 +277,4 @@ class PySynapsesModel(PyLoihiProcessModel):
         out, n = _sat(acc, ACC_BITS)
         if p["wake"] <= t < p["steps"]:  # clips count while the post group is awake
             self.counts[0] += n
-        self.a_out.send(out)
-        self.ring[t % p["delay"]] = self.s_in.recv()
+        return out

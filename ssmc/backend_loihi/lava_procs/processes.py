@@ -9,7 +9,8 @@ when the next sequence starts, and every state is reset at t = 0.
 
 Scalars travel as process parameters (`proc_params`); arrays as Vars. Every
 process counts what its sats clip in `counts` ([accumulator, state, message])
-and the zero messages it sends over the steps that carry tokens in `zeros`.
+and the zero messages it sends over the steps that carry tokens in `zeros`;
+`failed` holds the first time step at which its model raised (0: never).
 With `record=True` a neuron group keeps its messages (and state, `last`) of
 every step t < steps in `messages` [batch * steps, size] (and `states`,
 `lasts`): the host reads them after the run.
@@ -46,6 +47,7 @@ class NeuronGroup(AbstractProcess):
         self.bias = Var(shape=shape, init=np.zeros(shape, np.int64) if bias is None else np.asarray(bias, np.int64))
         self.counts = Var(shape=(3,), init=np.zeros(3, np.int64))
         self.zeros = Var(shape=(1,), init=np.zeros(1, np.int64))
+        self.failed = Var(shape=(1,), init=np.zeros(1, np.int64))  # time step + 1 of a failure in the model
         self.last = Var(shape=shape, init=np.zeros(shape, np.int64))
         rows = batch * steps if record else 1
         self.messages = Var(shape=(rows, size), init=np.zeros((rows, size), np.int64))
@@ -138,3 +140,4 @@ class Synapses(AbstractProcess):
         self.a_out = OutPort(shape=(post,))
         self.weights = Var(shape=weights.shape, init=weights)
         self.counts = Var(shape=(1,), init=np.zeros(1, np.int64))
+        self.failed = Var(shape=(1,), init=np.zeros(1, np.int64))
