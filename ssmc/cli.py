@@ -238,6 +238,50 @@ def cmd_export_lava(args) -> int:
     return 0
 
 
+# -- microcode ------------------------------------------------------------------
+def cmd_microcode(args) -> int:
+    from ssmc.backend_loihi.microcode import asm
+
+    if args.assemble or args.disassemble:
+        src = args.assemble or args.disassemble
+        if args.net:
+            raise SsmcError("give either a net.lava or --assemble/--disassemble, not both")
+        mode = "rb" if args.disassemble else "r"
+        try:
+            with open(src, mode) as f:
+                data = f.read()
+        except OSError as e:
+            raise SsmcError(f"cannot read {src}: {e.strerror}") from None
+        try:
+            out = asm.disassemble(data, src) if args.disassemble else asm.assemble(data, src)
+        except SsmcError as e:  # name the file in front of the line number
+            raise SsmcError(str(e) if str(e).startswith(src) else f"{src}: {e}") from None
+        if args.output:
+            with open(args.output, "wb" if args.assemble else "w") as f:
+                f.write(out)
+            print(f"wrote {args.output} ({len(out)} bytes)")
+        elif args.assemble:
+            raise SsmcError("--assemble writes a binary: give -o FILE.bin")
+        else:
+            print(out, end="")
+        return 0
+    if not args.net:
+        raise SsmcError("give a net.lava (or --assemble FILE.s / --disassemble FILE.bin)")
+    import ssmc
+    from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary, read_index
+    net = ssmc.load(args.net)
+    rows = read_index(net.extras)
+    if args.show:
+        if args.show not in rows:
+            raise SsmcError(f"no program for group {args.show!r}; groups: {', '.join(rows)}")
+        for unit in rows[args.show]["units"]:
+            print(net.extras[unit["text"]].decode(), end="")
+        return 0
+    print(format_summary(microcode_summary(net), core_cycles(net)))
+    print("programs: " + ", ".join(u["text"] for r in rows.values() for u in r["units"]))
+    return 0
+
+
 # -- passes ---------------------------------------------------------------------
 def cmd_passes(args) -> int:
     from ssmc.passes import DEFAULT_PIPELINE, available_passes
@@ -372,6 +416,21 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     e.add_argument("-o", "--output", required=True, help="the script to write (.py); its arrays go to the .npz "
                                                           "of the same name")
     e.set_defaults(func=cmd_export_lava)
+
+    mc = sub.add_parser("microcode", formatter_class=fmt, help="a net's neuron programs; assemble/disassemble",
+                        description="Show the neuron microcode programs in a net.lava (sizes, assumed cycles, "
+                                    "text), or assemble / disassemble one program (docs/microcode.md).",
+                        epilog="""examples:
+  ssmc microcode net.lava                     programs, words and assumed cycles per neuron update
+  ssmc microcode net.lava --show s4d0.pairs   the program text of one neuron group
+  ssmc microcode --assemble relu.s -o relu.bin
+  ssmc microcode --disassemble relu.bin""")
+    mc.add_argument("net", nargs="?", help="a net.lava file from `ssmc compile`")
+    mc.add_argument("--show", metavar="GROUP", help="print this neuron group's program text")
+    mc.add_argument("--assemble", metavar="FILE.s", help="assemble this program text (needs -o)")
+    mc.add_argument("--disassemble", metavar="FILE.bin", help="print this program binary as text")
+    mc.add_argument("-o", "--output", help="where --assemble / --disassemble write")
+    mc.set_defaults(func=cmd_microcode)
 
     ps = sub.add_parser("passes", help="list the available passes and their options",
                         description="List every registered pass, its kind, one-line description and options.")

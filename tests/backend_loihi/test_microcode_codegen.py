@@ -197,3 +197,31 @@ def test_cli_says_in_one_line_when_a_net_has_no_microcode(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("ssmc: error: ") and "recompile" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_shows_programs_and_assembles_and_disassembles(tmp_path):
+    import ssmc
+    g = random_network(2)
+    net = Net(graph=g, source={"file": "m.onnx", "sha256": "0" * 64, "bytes": 1}, pipeline="", options={},
+              report={}, extras=emit_microcode(g))
+    net.save(tmp_path / "n.lava")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ssmc.cli", "microcode", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+    proc = cli(tmp_path / "n.lava")
+    assert proc.returncode == 0, proc.stderr
+    assert "cycles are assumed" in proc.stdout and "microcode/pairs.s" in proc.stdout
+    proc = cli(tmp_path / "n.lava", "--show", "pairs")
+    assert proc.stdout == ssmc.load(tmp_path / "n.lava").extras["microcode/pairs.s"].decode()
+    (tmp_path / "p.s").write_text(proc.stdout)
+    assert cli("--assemble", tmp_path / "p.s", "-o", tmp_path / "p.bin").returncode == 0
+    assert (tmp_path / "p.bin").read_bytes() == net.extras["microcode/pairs.bin"]
+    proc = cli("--disassemble", tmp_path / "p.bin")
+    assert proc.stdout == disassemble(net.extras["microcode/pairs.bin"])
+    (tmp_path / "bad.s").write_text(proc.stdout.replace("    halt", "    hal", 1))
+    proc = cli("--assemble", tmp_path / "bad.s", "-o", tmp_path / "bad.bin")
+    assert proc.returncode == 1 and f"bad.s: line " in proc.stderr and "unknown instruction 'hal'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.bin").exists()
+    proc = cli(tmp_path / "n.lava", "--show", "nope")
+    assert proc.returncode == 1 and "no program for group 'nope'" in proc.stderr

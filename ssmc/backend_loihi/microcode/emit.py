@@ -119,8 +119,16 @@ def read_index(extras: dict[str, bytes]) -> dict:
     try:
         index = json.loads(extras[INDEX])
         rows = {row["group"]: row for row in index["groups"]}
+        for row in rows.values():  # the fields readers use, present and of the right type
+            for key in ("kind", "neurons", "code_words", "table_words", "param_words", "cycles_per_update"):
+                if not isinstance(row[key], int if key != "kind" else str):
+                    raise TypeError(f"{key} of {row['group']} is {row[key]!r}")
+            for unit in row["units"]:
+                for key in ("text", "binary", "start", "stop", "neurons", "chip", "core"):
+                    unit[key]
     except (ValueError, KeyError, TypeError) as e:
-        raise MicrocodeError(f"{INDEX} is damaged ({e}); recompile the net") from None
+        raise MicrocodeError(f"{INDEX} is damaged or from an older ssmc (missing or bad {e}); "
+                             "recompile the net") from None
     if index.get("isa") != ISA_NAME:
         raise MicrocodeError(f"{INDEX} is for ISA {index.get('isa')!r}, this ssmc runs {ISA_NAME}; recompile the net")
     return rows
