@@ -167,8 +167,8 @@ def cmd_run(args) -> int:
         print("message sparsity (fraction of zero messages): " +
               ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items()))
     if engine == "microcode":  # what ran: the programs' size and assumed cycles
-        from ssmc.backend_loihi.microcode.emit import format_summary, microcode_summary
-        print(format_summary(microcode_summary(net)))
+        from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary
+        print(format_summary(microcode_summary(net), core_cycles(net)))
     if args.compare_numpy and engine not in ("numpy", "float"):
         print(_numpy_agreement(net, x, result["result"]))
     if args.compare_float and engine != "float":
