@@ -118,7 +118,7 @@ def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str
 def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
             calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
             log: Callable[[str], None] = lambda s: None, skip: list[str] | None = None,
-            stop_after: str | None = None, sigma_delta: float | None = None, **widths) -> Net:
+            stop_after: str | None = None, sigma_delta: float | None = None, plugins=(), **widths) -> Net:
     """ONNX step-form model -> Net, running `passes` (a pipeline string).
 
     `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
@@ -128,7 +128,11 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     `stop_after` name passes of the pipeline to leave out / to end with.
     `sigma_delta`: append the sigma-delta pass with this threshold (a fraction
     of each group's full scale; 0 sends every change, values unchanged).
+    `plugins`: Python files to import first (they register op handlers or
+    passes; docs/extending.md); recorded in net.lava with their sha256.
     """
+    from ssmc.frontend.handlers import load_plugin_file
+    plugin_record = [{"file": os.path.basename(os.fspath(p)), "sha256": load_plugin_file(p)} for p in plugins]
     unknown = set(widths) - set(WIDTH_OPTIONS)
     if unknown:
         raise SsmcError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
@@ -174,7 +178,12 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         model_graph=model_graph,
         source={"file": os.path.basename(os.fspath(model_path)), "sha256": loaded.sha256, "bytes": loaded.size},
         pipeline=pipeline_spec(pipeline),
-        options={"readout": readout, "calibration": cal_source},
+        # every option that shapes the result, named as compile()'s keywords, so a net.lava says how to
+        # remake it (calibration and plugins by file name and sha256)
+        options={"readout": readout, "calibration": cal_source, "passes": passes,
+                 **({"skip": list(skip)} if skip else {}), **({"stop_after": stop_after} if stop_after else {}),
+                 **({"sigma_delta": float(sigma_delta)} if sigma_delta is not None else {}), **given,
+                 **({"plugins": plugin_record} if plugin_record else {})},
         report={"import": dataclasses.asdict(report),
                 "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
                            for r in records]},

@@ -32,3 +32,7 @@ class InputDataError(SsmcError):
 
 class MicrocodeError(SsmcError):
     """Neuron microcode that does not assemble, decode, or match the network it is for."""
+
+
+class ResourceLimitError(SsmcError):
+    """A model or a run bigger than a configured limit (ssmc.limits), refused before it uses the memory."""
