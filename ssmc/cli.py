@@ -145,6 +145,8 @@ def cmd_run(args) -> int:
     if args.limit:
         x = x[:args.limit]
         labels = labels[:args.limit] if labels is not None else None
+    if args.tokens:
+        x = x[..., :args.tokens, :]
     engine = args.engine or ("numpy" if is_neuro_level(net.graph) else "float")
     log(f"running {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens on the {engine} engine")
     result = net.run_detailed(x, engine=engine)
@@ -164,6 +166,11 @@ def cmd_run(args) -> int:
                                           for g, c in sat.items())))
         print("message sparsity (fraction of zero messages): " +
               ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items()))
+    if engine == "microcode":  # what ran: the programs' size and assumed cycles
+        from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary
+        print(format_summary(microcode_summary(net), core_cycles(net)))
+    if args.compare_numpy and engine not in ("numpy", "float"):
+        print(_numpy_agreement(net, x, result["result"]))
     if args.compare_float and engine != "float":
         ref = net.run(x, engine="float")
         scale = float(np.abs(ref).max()) or 1.0
@@ -196,6 +203,40 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _numpy_agreement(net, x: np.ndarray, res) -> str:
+    """One line: does a fixed-point engine's result hold the numpy engine's integers?"""
+    ref = net.run_detailed(x, engine="numpy")["result"]
+    same = [name for name in ref.raw if np.array_equal(ref.raw[name], res.raw[name])]
+    values = sum(int(v.size) for v in ref.raw.values())
+    if len(same) == len(ref.raw) and ref.saturation == res.saturation and ref.sparsity == res.sparsity:
+        return (f"vs numpy engine: identical integers ({values} output values), identical saturation counts "
+                f"and sparsity")
+    diff = sum(int(np.count_nonzero(ref.raw[n] != res.raw[n])) for n in ref.raw)
+    return (f"vs numpy engine: MISMATCH: {diff} of {values} output values differ; saturation "
+            f"{'same' if ref.saturation == res.saturation else 'differs'}, sparsity "
+            f"{'same' if ref.sparsity == res.sparsity else 'differs'}")
+
+
+# -- export-lava ----------------------------------------------------------------
+def cmd_export_lava(args) -> int:
+    import ssmc
+    from ssmc.api import is_neuro_level
+    from ssmc.backend_loihi.lava_script import write_script
+
+    net = ssmc.load(args.net)
+    if not is_neuro_level(net.graph):
+        raise SsmcError(f"{args.net} was compiled without the fixed-point passes: it has no neuron groups to "
+                        "export; compile it with the default pipeline")
+    from collections import Counter
+
+    from ssmc.backend_loihi.lava_net import process_table
+
+    script, tensors = write_script(net, args.output)
+    classes = Counter(row["class"] for row in process_table(net))
+    print(f"{sum(classes.values())} Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(classes.items())))
+    print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
+
+
 # -- ops --------------------------------------------------------------------------
 def _load_plugins(args) -> None:
     from ssmc.frontend.handlers import load_plugin_file
@@ -217,6 +258,50 @@ def cmd_ops(args) -> int:
     if not handlers:
         print(f"  none (add one: {DOCS})")
     print(f"\nbuilt in: {SUPPORTED}")
+    return 0
+
+
+# -- microcode ------------------------------------------------------------------
+def cmd_microcode(args) -> int:
+    from ssmc.backend_loihi.microcode import asm
+
+    if args.assemble or args.disassemble:
+        src = args.assemble or args.disassemble
+        if args.net:
+            raise SsmcError("give either a net.lava or --assemble/--disassemble, not both")
+        mode = "rb" if args.disassemble else "r"
+        try:
+            with open(src, mode) as f:
+                data = f.read()
+        except OSError as e:
+            raise SsmcError(f"cannot read {src}: {e.strerror}") from None
+        try:
+            out = asm.disassemble(data, src) if args.disassemble else asm.assemble(data, src)
+        except SsmcError as e:  # name the file in front of the line number
+            raise SsmcError(str(e) if str(e).startswith(src) else f"{src}: {e}") from None
+        if args.output:
+            with open(args.output, "wb" if args.assemble else "w") as f:
+                f.write(out)
+            print(f"wrote {args.output} ({len(out)} bytes)")
+        elif args.assemble:
+            raise SsmcError("--assemble writes a binary: give -o FILE.bin")
+        else:
+            print(out, end="")
+        return 0
+    if not args.net:
+        raise SsmcError("give a net.lava (or --assemble FILE.s / --disassemble FILE.bin)")
+    import ssmc
+    from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary, read_index
+    net = ssmc.load(args.net)
+    rows = read_index(net.extras)
+    if args.show:
+        if args.show not in rows:
+            raise SsmcError(f"no program for group {args.show!r}; groups: {', '.join(rows)}")
+        for unit in rows[args.show]["units"]:
+            print(net.extras[unit["text"]].decode(), end="")
+        return 0
+    print(format_summary(microcode_summary(net), core_cycles(net)))
+    print("programs: " + ", ".join(u["text"] for r in rows.values() for u in r["units"]))
     return 0
 
 
@@ -322,6 +407,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc run net.lava --input x.npy --labels y.npy --output y_pred.npy
   ssmc run net.lava --input x.npy --compare-onnx model.onnx     agreement with onnxruntime
   ssmc run net.lava --input test.npz --compare-float            what quantization costs
+  ssmc run net.lava --input test.npz --engine lava --limit 2 --tokens 16 --compare-numpy
 
 input: .npy of shape [batch, tokens, features] (or [tokens, features] for one
 sequence), or .npz with 'x' and optional integer labels 'y'.""")
@@ -330,14 +416,48 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("--labels", help=".npy of integer labels, one per sequence")
     r.add_argument("--engine", choices=("numpy", "float", "lava", "microcode"), default=None,
                    help="numpy: the bit-exact fixed-point golden model (default for quantized nets); "
-                        "float: the float64 reference of the imported model")
+                        "float: the float64 reference of the imported model; "
+                        "lava: the net's Lava processes in Lava's CPU simulator (same integers, slow)")
     r.add_argument("--compare-float", action="store_true",
                    help="also run the float reference and report the error and accuracy difference")
     r.add_argument("--compare-onnx", metavar="MODEL", help="also run MODEL with onnxruntime and report the error")
     r.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
+    r.add_argument("--tokens", type=int, default=0, metavar="N",
+                   help="use only the first N tokens of each sequence (keeps Lava runs short)")
+    r.add_argument("--compare-numpy", action="store_true",
+                   help="with --engine lava (or microcode): also run the numpy engine and say whether every "
+                        "output integer, saturation count and sparsity agrees")
     r.add_argument("--output", help="save the per-token outputs to this .npy")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("export-lava", formatter_class=fmt,
+                       help="write a standalone Python script that builds the net's Lava network",
+                       description="Write a readable Python script (and an .npz of its arrays beside it) that "
+                                   "builds the same Lava processes as `ssmc run --engine lava` and runs them "
+                                   "in Lava's CPU simulator; edit it freely.",
+                       epilog="""examples:
+  ssmc export-lava net.lava -o build_net.py
+  python build_net.py --input x.npy --output y.npz""")
+    e.add_argument("net", help="a net.lava file from `ssmc compile`")
+    e.add_argument("-o", "--output", required=True, help="the script to write (.py); its arrays go to the .npz "
+                                                          "of the same name")
+    e.set_defaults(func=cmd_export_lava)
+
+    mc = sub.add_parser("microcode", formatter_class=fmt, help="a net's neuron programs; assemble/disassemble",
+                        description="Show the neuron microcode programs in a net.lava (sizes, assumed cycles, "
+                                    "text), or assemble / disassemble one program (docs/microcode.md).",
+                        epilog="""examples:
+  ssmc microcode net.lava                     programs, words and assumed cycles per neuron update
+  ssmc microcode net.lava --show s4d0.pairs   the program text of one neuron group
+  ssmc microcode --assemble relu.s -o relu.bin
+  ssmc microcode --disassemble relu.bin""")
+    mc.add_argument("net", nargs="?", help="a net.lava file from `ssmc compile`")
+    mc.add_argument("--show", metavar="GROUP", help="print this neuron group's program text")
+    mc.add_argument("--assemble", metavar="FILE.s", help="assemble this program text (needs -o)")
+    mc.add_argument("--disassemble", metavar="FILE.bin", help="print this program binary as text")
+    mc.add_argument("-o", "--output", help="where --assemble / --disassemble write")
+    mc.set_defaults(func=cmd_microcode)
 
     ps = sub.add_parser("passes", help="list the available passes and their options",
                         description="List every registered pass, its kind, one-line description and options.")

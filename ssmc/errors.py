@@ -30,5 +30,9 @@ class InputDataError(SsmcError):
     """User data (inputs, labels, calibration) of the wrong shape or type."""
 
 
+class MicrocodeError(SsmcError):
+    """Neuron microcode that does not assemble, decode, or match the network it is for."""
+
+
 class ResourceLimitError(SsmcError):
     """A model or a run bigger than a configured limit (ssmc.limits), refused before it uses the memory."""
