@@ -338,10 +338,14 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     except Exception as e:
         raise UnsupportedModelError(f"{name}: onnx-graphsurgeon cannot read the graph: "
                                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    from onnx_graphsurgeon.logger import G_LOGGER
+    severity, G_LOGGER.severity = G_LOGGER.severity, G_LOGGER.ERROR  # its "[W] ..." lines would clutter ssmc's output
     try:
         folded.fold_constants(error_ok=False).cleanup(remove_unused_graph_inputs=False)
     except Exception as e:
         raise UnsupportedModelError(f"{name}: constant folding failed: {str(e).splitlines()[0]}") from None
+    finally:
+        G_LOGGER.severity = severity
     _check_finite(raw_graph, name)
     raw, ix = GraphIndex(raw_graph), GraphIndex(folded)
     x_name, pairs, y_name = _check_contract(ix, name)
