@@ -12,7 +12,9 @@ that overrides it (a plain integer, bytes or elements):
     SSMC_MAX_WORK_BYTES      working memory of one computation: measuring     8 GiB
                              a recurrence, or one engine run over a batch
 
-Library callers can also pass a `Limits` to the functions that take one.
+The variables are read at every check, so a library caller can set
+`os.environ[...]` before a call; `check(..., limits=Limits(...))` takes an
+explicit set.
 """
 
 from __future__ import annotations
