@@ -28,3 +28,7 @@ class BundleError(SsmcError):
 
 class InputDataError(SsmcError):
     """User data (inputs, labels, calibration) of the wrong shape or type."""
+
+
+class FitError(SsmcError):
+    """A network that does not fit the target: says how many cores it needs, what binds and what would fit."""

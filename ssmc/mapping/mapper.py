@@ -1,0 +1,181 @@
+"""Partition driver: netlist -> blocks -> cores, with the method asked for, or a fit error.
+
+Cores come out numbered in layer order (global index = chip * cores_per_chip
++ core), i.e. already a valid placement "in core-index order"; `place` then
+moves them on the mesh. Large networks are solved hierarchically: chips first
+(consecutive runs of the greedy packing, one run per chip), then cores within
+each chip by CP-SAT with its share of the time budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ssmc.errors import FitError
+from ssmc.mapping import solvers
+from ssmc.mapping.blocks import RESOURCES, Blocks, make_blocks, neuron_upper_bounds
+from ssmc.mapping.netlist import Netlist
+from ssmc.mapping.usage import core_usage, over_capacity
+from ssmc.targets import CAPACITIES, Target
+
+METHODS = ("cpsat", "greedy", "metis", "index")
+#: Above this many (block, core) variables per CP-SAT model, solve chip by chip.
+FLAT_LIMIT = 40_000
+
+
+@dataclass
+class MapResult:
+    core_of: np.ndarray   # global core index of every neuron
+    blocks: Blocks
+    info: dict = field(default_factory=dict)
+
+
+def limits_of(target: Target, max_neurons_per_core: int = 0) -> np.ndarray:
+    lim = np.array([target.capacity(r) for r in RESOURCES], np.float64)
+    if max_neurons_per_core:
+        lim[0] = min(lim[0], max_neurons_per_core)
+    return lim
+
+
+def _binding(blocks: Blocks, limits: np.ndarray) -> tuple[str, float]:
+    frac = blocks.use.sum(axis=0) / limits
+    r = int(np.argmax(frac))
+    return RESOURCES[r], float(frac[r])
+
+
+def fit_error(blocks: Blocks, limits: np.ndarray, target: Target, cores_needed: int, why: str = "") -> FitError:
+    key, frac = _binding(blocks, limits)
+    chips = math.ceil(cores_needed / target.cores_per_chip)
+    fixes = [f"--chips {chips}" if chips > target.chips else None]
+    if key in ("synapse_bytes", "memory_bytes"):
+        fixes.append("narrower weights (--weight-bits 4..6) or fewer modes/channels")
+    if key in ("fan_in_axons", "fan_out_routes"):
+        fixes.append("narrower layers (smaller H) so each core sees fewer senders")
+    if key == "neurons":
+        fixes.append("fewer modes (N) or channels (H)")
+    fixes.append("a larger board (--target with more chips)")
+    return FitError(f"the network does not fit {target.name} ({target.board}, {target.chips} chip(s) x "
+                    f"{target.cores_per_chip} cores): it needs {cores_needed} cores "
+                    f"(at least {math.ceil(frac)} by {CAPACITIES[key]} alone, the binding capacity){why}; "
+                    f"try {' or '.join(f for f in fixes if f)}")
+
+
+def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit: float = 10.0, seed: int = 0,
+                max_neurons_per_core: int = 0, granularity: int = 4) -> MapResult:
+    if method not in METHODS:
+        raise ValueError(f"unknown partition method {method!r}; methods: {', '.join(METHODS)}")
+    start = time.perf_counter()
+    limits = limits_of(target, max_neurons_per_core)
+    blocks = make_blocks(net, limits, granularity=granularity)
+    too_big = [b for b in range(blocks.n) if not solvers.fits(blocks.use[b], limits)]
+    if too_big:
+        b = too_big[0]
+        r = int(np.argmax(blocks.use[b] / limits))
+        names = ", ".join(net.groups[g].name for g in blocks.groups[b])
+        raise FitError(f"one indivisible piece of %{names} (a channel with its modes and summing neuron) needs "
+                       f"{int(blocks.use[b][r])} {CAPACITIES[RESOURCES[r]]} but a core has {int(limits[r])}; "
+                       "try fewer modes per channel or narrower weights (--weight-bits)")
+    group_limit = target.groups
+    greedy_core = solvers.greedy(blocks, limits, group_limit)
+    need = int(greedy_core.max()) + 1
+    lb = solvers.lower_bound_cores(blocks, limits)
+    key, frac = _binding(blocks, limits)
+    info = {"method": method, "blocks": blocks.n, "lower_bound_cores": lb, "greedy_cores": need,
+            "binding_capacity": key, "binding_fraction": round(frac, 3)}
+    if need > target.total_cores:
+        raise fit_error(blocks, limits, target, need)
+    if method == "index":
+        per_neuron = neuron_upper_bounds(net)
+        core_of = solvers.index_order(per_neuron, net.group_of(), limits, group_limit)
+        if core_of.max() + 1 > target.total_cores:
+            raise fit_error(blocks, limits, target, int(core_of.max()) + 1, " in index order")
+    else:
+        if method == "greedy":
+            block_core = greedy_core
+        elif method == "metis":
+            block_core = solvers.metis(blocks, limits, group_limit, max(lb, 2), seed=seed,
+                                       max_parts=target.total_cores)
+            if block_core is None:
+                raise fit_error(blocks, limits, target, need, " (METIS found no part sizes that fit)")
+        else:
+            block_core = _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, info)
+        core_of = block_core[blocks.block_of]
+    n_used = int(core_of.max()) + 1
+    if n_used > target.total_cores:
+        raise fit_error(blocks, limits, target, n_used)
+    over = over_capacity(core_usage(net, core_of, n_used), target)
+    if over:  # block bounds make this impossible; a failure here is a bug, say so plainly
+        k, key, used, limit = over[0]
+        raise FitError(f"internal: {method} mapping puts {used} {CAPACITIES[key]} on core {k} (limit {limit})")
+    info["cores"] = int(len(np.unique(core_of)))
+    info["seconds"] = round(time.perf_counter() - start, 3)
+    return MapResult(core_of.astype(np.int64), blocks, info)
+
+
+def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, info) -> np.ndarray:
+    need = int(greedy_core.max()) + 1
+    cpc = target.cores_per_chip
+    hint = greedy_core
+    hint_name = "greedy"
+    met = None
+    if blocks.n <= 4000:
+        met = solvers.metis(blocks, limits, group_limit, max(2, need), seed=0, max_parts=need + 2)
+    if met is not None and solvers.cut_weight(blocks, met) < solvers.cut_weight(blocks, hint):
+        hint, hint_name = met, "metis"
+    n_cores = min(cpc, need + max(1, need // 8), target.total_cores)
+    info["hint"] = hint_name
+    if need <= cpc and blocks.n * n_cores <= FLAT_LIMIT and int(hint.max()) < n_cores:
+        core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed)
+        info.update(formulation="flat", status=si.status, objective=round(si.objective, 3),
+                    bound=round(si.bound, 3), gap=round(si.gap, 4), solver_seconds=round(si.seconds, 3))
+        if core is None:
+            info["status"] = si.status + " (kept the hint)"
+            return hint
+        return core
+    # hierarchical: chips = consecutive runs of the greedy packing, then CP-SAT per chip
+    info["formulation"] = "hierarchical (chips by greedy runs in layer order, cores by CP-SAT per chip)"
+    chip_of_block = greedy_core // cpc
+    n_chips = int(chip_of_block.max()) + 1
+    out = np.zeros(blocks.n, np.int64)
+    objective = bound = 0.0
+    statuses = []
+    for c in range(n_chips):
+        members = np.flatnonzero(chip_of_block == c)
+        sub = _sub_blocks(blocks, members)
+        sub_hint = solvers.compact(greedy_core[members])
+        k = min(cpc, int(sub_hint.max()) + 1 + max(1, (int(sub_hint.max()) + 1) // 8))
+        budget = time_limit * len(members) / blocks.n
+        if sub.n * k <= FLAT_LIMIT:
+            core, si = solvers.cpsat(sub, limits, group_limit, k, sub_hint, budget, seed)
+        else:
+            core, si = None, solvers.SolveInfo("too large, kept greedy", 0, 0, 0, 0, 0)
+        if core is None:
+            core = sub_hint
+            cut = solvers.cut_weight(sub, core)
+            objective += cut
+            statuses.append(si.status)
+        else:
+            objective += si.objective
+            bound += si.bound
+            statuses.append(si.status)
+        out[members] = c * cpc + core
+    # the per-chip bounds do not bound traffic between chips: report the cut of the whole and its parts
+    total_cut = solvers.cut_weight(blocks, out)
+    info.update(status=",".join(sorted(set(statuses))), objective=round(total_cut, 3),
+                within_chip_objective=round(objective, 3), within_chip_bound=round(bound, 3),
+                gap=round(0.0 if objective <= 0 else max(0.0, (objective - bound) / objective), 4),
+                chips=n_chips)
+    return out
+
+
+def _sub_blocks(blocks: Blocks, members: np.ndarray) -> Blocks:
+    index = -np.ones(blocks.n, np.int64)
+    index[members] = np.arange(len(members))
+    keep = (index[blocks.edges[:, 0]] >= 0) & (index[blocks.edges[:, 1]] >= 0) if len(blocks.edges) else []
+    edges = index[blocks.edges[keep]] if len(blocks.edges) else blocks.edges
+    return Blocks(np.zeros(0, np.int64), blocks.use[members], [blocks.groups[b] for b in members],
+                  blocks.layer[members], edges, blocks.weight[keep] if len(blocks.edges) else blocks.weight)

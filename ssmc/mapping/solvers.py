@@ -1,0 +1,219 @@
+"""Assign blocks (or neurons) to cores: CP-SAT, and the baselines it is measured against.
+
+All solvers respect the same capacities: the additive block bounds of
+ssmc.mapping.blocks against the target's per-core limits, and at most
+`group_limit` neuron groups per core. Each returns one core index per block,
+cores numbered 0.. in the order they were opened (or solved); `place` moves
+them onto the mesh afterwards.
+
+- `greedy`: blocks in layer order, filling cores one after another (what a
+  user gets by filling cores by hand).
+- `index_order`: neurons in index order, group after group, cut wherever a
+  core is full -- ignores the mode/readout structure entirely (neuron level).
+- `metis`: pymetis k-way partition of the block graph (edge weights = message
+  rates, vertex weight = each block's largest capacity fraction), retried
+  with more parts until every part fits.
+- `cpsat`: OR-Tools CP-SAT, one Boolean per (block, core), every capacity as
+  a linear constraint, groups per core via indicator Booleans, and the
+  rate-weighted cut (blocks joined by traffic on different cores) as the
+  objective. One worker and a deterministic time budget make it
+  reproducible; the best baseline is given as a hint, so the solver starts
+  from it. Reports its proven lower bound and gap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ssmc.mapping.blocks import RESOURCES, Blocks
+
+RATE_SCALE = 1000  # CP-SAT needs integer weights: messages per step x 1000
+
+
+def fits(use: np.ndarray, limits: np.ndarray) -> bool:
+    return bool(np.all(use <= limits + 1e-9))
+
+
+def lower_bound_cores(blocks: Blocks, limits: np.ndarray) -> int:
+    return max(1, int(math.ceil(float(np.max(blocks.use.sum(axis=0) / limits)) - 1e-9)))
+
+
+def greedy(blocks: Blocks, limits: np.ndarray, group_limit: int) -> np.ndarray:
+    core = np.zeros(blocks.n, np.int64)
+    k, cur, cur_groups = 0, np.zeros(len(RESOURCES)), set()
+    for b in range(blocks.n):
+        gs = cur_groups | set(blocks.groups[b])
+        if cur_groups and (not fits(cur + blocks.use[b], limits) or len(gs) > group_limit):
+            k, cur, gs = k + 1, np.zeros(len(RESOURCES)), set(blocks.groups[b])
+        core[b] = k
+        cur = cur + blocks.use[b]
+        cur_groups = gs
+    return core
+
+
+def index_order(per_neuron: np.ndarray, group_of: np.ndarray, limits: np.ndarray, group_limit: int) -> np.ndarray:
+    """Core of every neuron when neurons fill cores in index order (per-neuron bounds, vectorised)."""
+    n = len(group_of)
+    csum = np.vstack([np.zeros((1, per_neuron.shape[1])), np.cumsum(per_neuron, axis=0)])
+    group_starts = np.concatenate([[0], np.flatnonzero(np.diff(group_of)) + 1, [n]])
+    core = np.zeros(n, np.int64)
+    p, k = 0, 0
+    while p < n:
+        q = n
+        for r in range(per_neuron.shape[1]):
+            q = min(q, int(np.searchsorted(csum[:, r], csum[p, r] + limits[r] + 1e-9, side="right")) - 1)
+        nxt = np.searchsorted(group_starts, p, side="right")  # group boundaries after p
+        if nxt + group_limit - 1 < len(group_starts):
+            q = min(q, int(group_starts[nxt + group_limit - 1]))
+        q = max(q, p + 1)  # a single neuron always goes somewhere (the verifier reports it if it cannot fit)
+        core[p:q] = k
+        p, k = q, k + 1
+    return core
+
+
+def part_fits(blocks: Blocks, core: np.ndarray, limits: np.ndarray, group_limit: int) -> bool:
+    n_cores = int(core.max()) + 1
+    use = np.zeros((n_cores, len(RESOURCES)))
+    np.add.at(use, core, blocks.use)
+    if not np.all(use <= limits + 1e-9):
+        return False
+    pairs = {(int(c), g) for c, gs in zip(core, blocks.groups) for g in gs}
+    counts = np.bincount([c for c, _ in pairs], minlength=n_cores)
+    return bool(counts.max() <= group_limit)
+
+
+def compact(core: np.ndarray) -> np.ndarray:
+    """Renumber used cores 0.. in order of first use (empty parts dropped)."""
+    _, first, inv = np.unique(core, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    return order[inv].astype(np.int64)
+
+
+def metis(blocks: Blocks, limits: np.ndarray, group_limit: int, start_parts: int, seed: int = 0,
+          max_parts: int | None = None) -> np.ndarray | None:
+    import pymetis
+    n = blocks.n
+    if n == 1:
+        return np.zeros(1, np.int64)
+    adj: dict[tuple[int, int], float] = {}
+    for (a, b), w in zip(blocks.edges, blocks.weight):
+        key = (min(a, b), max(a, b))
+        adj[key] = adj.get(key, 0.0) + w
+    nbrs: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for (a, b), w in sorted(adj.items()):
+        iw = max(1, int(round(w * RATE_SCALE)))
+        nbrs[a].append((b, iw))
+        nbrs[b].append((a, iw))
+    xadj, adjncy, ew = [0], [], []
+    for lst in nbrs:
+        for b, w in lst:
+            adjncy.append(b)
+            ew.append(w)
+        xadj.append(len(adjncy))
+    vw = [max(1, int(round(1000 * float(np.max(u / limits))))) for u in blocks.use]
+    opts = pymetis.Options()
+    opts.seed = seed
+    for parts in range(max(2, start_parts), (max_parts or 2 * start_parts + 2) + 1):
+        _, membership = pymetis.part_graph(parts, xadj=xadj, adjncy=adjncy, vweights=vw, eweights=ew or None,
+                                           options=opts)
+        core = compact(np.asarray(membership, np.int64))
+        if part_fits(blocks, core, limits, group_limit):
+            return core
+    return None
+
+
+@dataclass
+class SolveInfo:
+    status: str
+    objective: float   # rate-weighted block cut of the solution (messages per step)
+    bound: float       # proven lower bound on that cut
+    gap: float         # (objective - bound) / objective, 0 when proven optimal
+    seconds: float
+    cores: int
+
+
+def cut_weight(blocks: Blocks, core: np.ndarray) -> float:
+    if not len(blocks.edges):
+        return 0.0
+    cut = core[blocks.edges[:, 0]] != core[blocks.edges[:, 1]]
+    return float(blocks.weight[cut].sum())
+
+
+def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hint: np.ndarray | None,
+          time_limit: float, seed: int = 0) -> tuple[np.ndarray | None, SolveInfo]:
+    """Minimise the rate-weighted cut over `n_cores` cores under every capacity."""
+    from ortools.sat.python import cp_model
+    n, K = blocks.n, n_cores
+    m = cp_model.CpModel()
+    x = [[m.NewBoolVar(f"x{b}_{k}") for k in range(K)] for b in range(n)]
+    for b in range(n):
+        m.AddExactlyOne(x[b])
+    scale = np.where(limits > 0, limits, 1)
+    for r in range(len(RESOURCES)):
+        # integer coefficients: usage in units of 1e-6 of the capacity, rounded up (never undercounts)
+        coef = np.ceil(blocks.use[:, r] / scale[r] * 1e6).astype(np.int64)
+        if coef.sum() <= 1e6:
+            continue  # all blocks together fit one core in this resource
+        for k in range(K):
+            m.Add(sum(int(coef[b]) * x[b][k] for b in range(n) if coef[b]) <= 1_000_000)
+    n_groups = 1 + max((g for gs in blocks.groups for g in gs), default=0)
+    members: list[list[int]] = [[] for _ in range(n_groups)]
+    for b, gs in enumerate(blocks.groups):
+        for g in gs:
+            members[g].append(b)
+    if len([g for g in members if g]) > group_limit:
+        for k in range(K):
+            present = []
+            for g, bs in enumerate(members):
+                if not bs:
+                    continue
+                y = m.NewBoolVar(f"g{g}_{k}")
+                for b in bs:
+                    m.AddImplication(x[b][k], y)
+                present.append(y)
+            m.Add(sum(present) <= group_limit)
+    c = [m.NewIntVar(0, K - 1, f"c{b}") for b in range(n)]
+    for b in range(n):
+        m.Add(c[b] == sum(k * x[b][k] for k in range(K)))
+    w = np.maximum(1, np.round(blocks.weight * RATE_SCALE)).astype(np.int64)
+    terms = []
+    for (a, b), wi in zip(blocks.edges, w):
+        same = m.NewBoolVar(f"s{a}_{b}")
+        m.Add(c[a] == c[b]).OnlyEnforceIf(same)
+        terms.append(int(wi) * same.Not())
+    m.Minimize(sum(terms) if terms else 0)
+    # symmetry: block b may only use cores 0..b (cores are interchangeable)
+    for b in range(min(n, K)):
+        for k in range(b + 1, K):
+            m.Add(x[b][k] == 0)
+    if hint is not None:
+        hint = _relabel_for_symmetry(hint)
+        for b in range(n):
+            for k in range(K):
+                m.AddHint(x[b][k], int(hint[b] == k))
+            m.AddHint(c[b], int(hint[b]))
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = int(seed)
+    # deterministic time (not wall clock) so the same input gives the same answer on any machine load;
+    # one deterministic unit is roughly one second on a typical core
+    solver.parameters.max_deterministic_time = float(time_limit)
+    solver.parameters.max_time_in_seconds = float(time_limit) * 4 + 10  # a safety net only
+    status = solver.Solve(m)
+    name = solver.StatusName(status)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None, SolveInfo(name, math.inf, 0.0, math.inf, solver.WallTime(), 0)
+    core = np.array([solver.Value(c[b]) for b in range(n)], np.int64)
+    obj = solver.ObjectiveValue() / RATE_SCALE
+    bound = solver.BestObjectiveBound() / RATE_SCALE
+    gap = 0.0 if obj <= 0 else max(0.0, (obj - bound) / obj)
+    core = compact(core)
+    return core, SolveInfo(name, obj, bound, gap, solver.WallTime(), int(core.max()) + 1)
+
+
+def _relabel_for_symmetry(core: np.ndarray) -> np.ndarray:
+    """Renumber cores by first use, which satisfies 'block b uses a core <= b'."""
+    return compact(core)
