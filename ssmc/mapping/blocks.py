@@ -37,6 +37,8 @@ class Blocks:
     layer: np.ndarray           # index of the layer (first group) each block came from, for colouring/ordering
     edges: np.ndarray           # [E, 2] (from block, to block), a != b
     weight: np.ndarray          # [E] messages per step from a to b (rate-weighted distinct senders)
+    hyper: list = None          # [(src block, dst blocks array, messages per step)]: one message per dst core
+
 
     @property
     def n(self) -> int:
@@ -131,7 +133,7 @@ def make_blocks(net: Netlist, limits: np.ndarray, granularity: int = 4, max_neur
             close(cur, gset, gi)
     edges, weight = block_edges(net, block_of)
     return Blocks(block_of, np.array(use).reshape(-1, len(RESOURCES)), groups, np.array(layers, np.int64),
-                  edges, weight)
+                  edges, weight, hyperedges(net, block_of))
 
 
 def block_edges(net: Netlist, block_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,3 +152,31 @@ def block_edges(net: Netlist, block_of: np.ndarray) -> tuple[np.ndarray, np.ndar
     uniq, inv = np.unique(pair, return_inverse=True)
     w = np.bincount(inv, weights=rate)
     return np.stack([uniq // n_blocks, uniq % n_blocks], axis=1), w
+
+
+def hyperedges(net: Netlist, block_of: np.ndarray) -> list:
+    """Traffic as (source block, destination blocks, messages per step): destination blocks that hear exactly
+    the same senders of a source block share one hyperedge, because a sender's message reaches a core once
+    however many of its blocks sit there (a dense mixing layer is one hyperedge, not one edge per block)."""
+    if not net.synapses:
+        return []
+    n_blocks = int(block_of.max()) + 1
+    pre = np.concatenate([s.pre_ids for s in net.synapses])
+    dst = block_of[np.concatenate([s.post_ids for s in net.synapses])]
+    key = np.unique(dst * net.n_neurons + pre)          # sorted by destination block, then sender
+    dst, pre = key // net.n_neurons, key % net.n_neurons
+    src = block_of[pre]
+    keep = src != dst
+    dst, pre, src = dst[keep], pre[keep], src[keep]
+    rate = net.neuron_rates()
+    groups: dict[tuple, list] = {}
+    bounds = np.flatnonzero(np.diff(dst * n_blocks + src)) + 1
+    for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(dst)]])):
+        if a == b:
+            continue
+        senders = pre[a:b]
+        sig = (int(src[a]), hash(senders.tobytes()), len(senders))
+        if sig not in groups:
+            groups[sig] = [int(src[a]), [], float(rate[senders].sum())]
+        groups[sig][1].append(int(dst[a]))
+    return [(s_, np.array(sorted(d), np.int64), w) for s_, d, w in sorted(groups.values(), key=lambda t: (t[0], t[1]))]

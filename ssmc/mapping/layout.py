@@ -150,15 +150,20 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
         members = np.flatnonzero(chip_of == c)
         sub = t_sym[np.ix_(members, members)]
         order = greedy_walk(sub)
-        local = np.empty(len(members), np.int64)
-        local[order] = snake[:len(members)]
-        taken = set(local.tolist())
-        free = [s for s in range(cpc) if s not in taken]
-        pos = np.concatenate([local, np.array(free, np.int64)])
         tpad = np.zeros((cpc, cpc))
         tpad[:len(members), :len(members)] = sub
-        pos = swap_improve(tpad, hops, pos, deadline)
-        slot[members] = int(board_pos[c]) * cpc + pos[:len(members)]
+        best = None
+        # two starts: the partitioner's order (layer order) and the traffic walk, both along the snake
+        for start in (list(range(len(members))), order):
+            local = np.empty(len(members), np.int64)
+            local[np.asarray(start, np.int64)] = snake[:len(members)]
+            taken = set(local.tolist())
+            pos = np.concatenate([local, np.array([s for s in range(cpc) if s not in taken], np.int64)])
+            pos = swap_improve(tpad, hops, pos, deadline)
+            cost = total_cost(tpad, hops, pos)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, pos)
+        slot[members] = int(board_pos[c]) * cpc + best[1][:len(members)]
     return slot
 
 

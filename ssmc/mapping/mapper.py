@@ -124,12 +124,13 @@ def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, i
     met = None
     if blocks.n <= 4000:
         met = solvers.metis(blocks, limits, group_limit, max(2, need), seed=0, max_parts=need + 2)
-    if met is not None and solvers.cut_weight(blocks, met) < solvers.cut_weight(blocks, hint):
+    if met is not None and solvers.cut_weight(blocks, met, target.cores_per_router) < solvers.cut_weight(blocks, hint, target.cores_per_router):
         hint, hint_name = met, "metis"
     n_cores = min(cpc, need + max(1, need // 8), target.total_cores)
     info["hint"] = hint_name
     if need <= cpc and blocks.n * n_cores <= FLAT_LIMIT and int(hint.max()) < n_cores:
-        core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed)
+        core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed,
+                                     target.cores_per_router)
         info.update(formulation="flat", status=si.status, objective=round(si.objective, 3),
                     bound=round(si.bound, 3), gap=round(si.gap, 4), solver_seconds=round(si.seconds, 3))
         if core is None:
@@ -150,12 +151,12 @@ def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, i
         k = min(cpc, int(sub_hint.max()) + 1 + max(1, (int(sub_hint.max()) + 1) // 8))
         budget = time_limit * len(members) / blocks.n
         if sub.n * k <= FLAT_LIMIT:
-            core, si = solvers.cpsat(sub, limits, group_limit, k, sub_hint, budget, seed)
+            core, si = solvers.cpsat(sub, limits, group_limit, k, sub_hint, budget, seed, target.cores_per_router)
         else:
             core, si = None, solvers.SolveInfo("too large, kept greedy", 0, 0, 0, 0, 0)
         if core is None:
             core = sub_hint
-            cut = solvers.cut_weight(sub, core)
+            cut = solvers.cut_weight(sub, core, target.cores_per_router)
             objective += cut
             statuses.append(si.status)
         else:
@@ -164,7 +165,7 @@ def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, i
             statuses.append(si.status)
         out[members] = c * cpc + core
     # the per-chip bounds do not bound traffic between chips: report the cut of the whole and its parts
-    total_cut = solvers.cut_weight(blocks, out)
+    total_cut = solvers.cut_weight(blocks, out, target.cores_per_router)
     info.update(status=",".join(sorted(set(statuses))), objective=round(total_cut, 3),
                 within_chip_objective=round(objective, 3), within_chip_bound=round(bound, 3),
                 gap=round(0.0 if objective <= 0 else max(0.0, (objective - bound) / objective), 4),
@@ -177,5 +178,10 @@ def _sub_blocks(blocks: Blocks, members: np.ndarray) -> Blocks:
     index[members] = np.arange(len(members))
     keep = (index[blocks.edges[:, 0]] >= 0) & (index[blocks.edges[:, 1]] >= 0) if len(blocks.edges) else []
     edges = index[blocks.edges[keep]] if len(blocks.edges) else blocks.edges
+    hyper = []
+    for src, dsts, w in blocks.hyper:
+        inside = index[dsts][index[dsts] >= 0]
+        if index[src] >= 0 and len(inside):
+            hyper.append((int(index[src]), inside, w))
     return Blocks(np.zeros(0, np.int64), blocks.use[members], [blocks.groups[b] for b in members],
-                  blocks.layer[members], edges, blocks.weight[keep] if len(blocks.edges) else blocks.weight)
+                  blocks.layer[members], edges, blocks.weight[keep] if len(blocks.edges) else blocks.weight, hyper)
