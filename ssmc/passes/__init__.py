@@ -72,8 +72,8 @@ register_pass("place", _place)
 #: The float part of the pipeline: S4D layers become complex neuron pairs between linears.
 FLOAT_PIPELINE = "canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear"
 #: What `ssmc compile` runs when no --passes is given: the float part, LayerNorm with frozen
-#: statistics (an approximation; a no-op without norms), then quantization.
-DEFAULT_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths"
+#: statistics (an approximation; a no-op without norms), quantization, then mapping onto cores.
+DEFAULT_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths,partition,place"
 
 __all__ = ["Pass", "PassError", "PassRecord", "available_passes", "load_pass", "parse_pipeline", "pipeline_spec",
            "register_pass", "run_pipeline", "DEFAULT_PIPELINE", "FLOAT_PIPELINE"]

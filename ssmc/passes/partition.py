@@ -38,7 +38,7 @@ class Partition(Pass):
     method: str = "cpsat"
     """cpsat (optimising), or a baseline: greedy (layer order), metis (pymetis), index (neuron order)."""
     time_limit: float = 10.0
-    """CP-SAT budget in deterministic time units (about seconds; deterministic, unlike wall time)."""
+    """CP-SAT budget, about wall seconds on the dev machine (spent as deterministic time, so reproducible)."""
     seed: int = 0
     """Solver seed (CP-SAT and METIS)."""
     target: str = ""
