@@ -120,8 +120,8 @@ def metis(blocks: Blocks, limits: np.ndarray, group_limit: int, start_parts: int
     opts = pymetis.Options()
     opts.seed = seed
     for parts in range(max(2, start_parts), (max_parts or 2 * start_parts + 2) + 1):
-        _, membership = pymetis.part_graph(parts, xadj=xadj, adjncy=adjncy, vweights=vw, eweights=ew or None,
-                                           options=opts)
+        _, membership = pymetis.part_graph(parts, adjacency=pymetis.CSRAdjacency(xadj, adjncy), vweights=vw,
+                                           eweights=ew or None, options=opts)
         core = compact(np.asarray(membership, np.int64))
         if part_fits(blocks, core, limits, group_limit):
             return core
