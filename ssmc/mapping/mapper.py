@@ -75,10 +75,11 @@ def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit:
     if too_big:
         b = too_big[0]
         r = int(np.argmax(blocks.use[b] / limits))
-        names = ", ".join(net.groups[g].name for g in blocks.groups[b])
-        raise FitError(f"one indivisible piece of %{names} (a channel with its modes and summing neuron) needs "
+        names = ", ".join(f"%{net.groups[g].name}" for g in blocks.groups[b])
+        fix = "narrower weights (--weight-bits) or " if RESOURCES[r] in ("synapse_bytes", "memory_bytes") else ""
+        raise FitError(f"one indivisible piece of {names} (a channel with its modes and summing neuron) needs "
                        f"{int(blocks.use[b][r])} {CAPACITIES[RESOURCES[r]]} but a core has {int(limits[r])}; "
-                       "try fewer modes per channel or narrower weights (--weight-bits)")
+                       f"try {fix}fewer modes per channel (N), or a target with larger cores")
     group_limit = target.groups
     greedy_core = solvers.greedy(blocks, limits, group_limit)
     need = int(greedy_core.max()) + 1

@@ -21,13 +21,15 @@ METHODS = ("cpsat", "greedy", "metis", "index")
 TIGHT = "tight.json"
 
 
-def tight_target(tmp_path, **core):
-    """The loihi2 file with smaller cores, so small networks need many of them."""
+def tight_target(tmp_path, cores_per_chip=None, **core):
+    """The loihi2 file with smaller cores (and chips), so small networks need many of them."""
     import json
     from importlib import resources
     data = json.loads(resources.files("ssmc.targets").joinpath("loihi2.json").read_text())
     for key, value in core.items():
         data["core"][key]["value"] = value
+    if cores_per_chip:
+        data["chip"]["cores_per_chip"]["value"] = cores_per_chip
     path = tmp_path / TIGHT
     path.write_text(json.dumps(data))
     return str(path)
