@@ -98,6 +98,41 @@ def swap_improve(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, deadline:
     return pos
 
 
+def anneal(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, deadline: float, iters: int = 30000,
+           seed: int = 0) -> np.ndarray:
+    """Simulated annealing over pairwise swaps (a busy item with any item, including empty slots); a seeded
+    generator and a fixed iteration count make it deterministic (the deadline is only a safety net)."""
+    rng = np.random.default_rng(seed)
+    pos = pos.copy()
+    n = len(pos)
+    busy = np.flatnonzero(t_sym.any(axis=1))
+    if len(busy) < 2:
+        return pos
+    D = dist[pos][:, pos]
+    cost = 0.5 * float((t_sym * D).sum())
+    best, best_cost = pos.copy(), cost
+    scale = float(t_sym[t_sym > 0].mean()) * float(dist[dist > 0].min() if (dist > 0).any() else 1.0)
+    a_all = busy[rng.integers(0, len(busy), iters)]
+    b_all = rng.integers(0, n, iters)
+    u_all = rng.random(iters)
+    for i in range(iters):
+        if i % 1000 == 0 and time.perf_counter() > deadline:
+            break
+        a, b = int(a_all[i]), int(b_all[i])
+        if a == b:
+            continue
+        delta = float((t_sym[a] - t_sym[b]) @ (D[b] - D[a]) + 2 * t_sym[a, b] * D[a, b])
+        temp = scale * 2.0 * (1.0 - i / iters) + 1e-12
+        if delta <= 0 or u_all[i] < np.exp(-delta / temp):
+            pos[a], pos[b] = pos[b], pos[a]
+            D[[a, b], :] = D[[b, a], :]
+            D[:, [a, b]] = D[:, [b, a]]
+            cost += delta
+            if cost < best_cost - 1e-9:
+                best, best_cost = pos.copy(), cost
+    return best
+
+
 def total_cost(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray) -> float:
     return 0.5 * float((t_sym * dist[pos][:, pos]).sum())
 
@@ -160,6 +195,7 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
             taken = set(local.tolist())
             pos = np.concatenate([local, np.array([s for s in range(cpc) if s not in taken], np.int64)])
             pos = swap_improve(tpad, hops, pos, deadline)
+            pos = swap_improve(tpad, hops, anneal(tpad, hops, pos, deadline), deadline)
             cost = total_cost(tpad, hops, pos)
             if best is None or cost < best[0] - 1e-9:
                 best = (cost, pos)

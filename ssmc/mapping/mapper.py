@@ -3,8 +3,10 @@
 Cores come out numbered in layer order (global index = chip * cores_per_chip
 + core), i.e. already a valid placement "in core-index order"; `place` then
 moves them on the mesh. Large networks are solved hierarchically: chips first
-(consecutive runs of the greedy packing, one run per chip), then cores within
-each chip by CP-SAT with its share of the time budget.
+(consecutive runs of the greedy packing, one run per chip), then windows of
+WINDOW_CORES consecutive cores within each chip re-partitioned by CP-SAT with
+their share of the time budget (the gap reported is then the windows' gap:
+traffic between windows is fixed by the greedy split).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ssmc.targets import CAPACITIES, Target
 METHODS = ("cpsat", "greedy", "metis", "index")
 #: Above this many (block, core) variables per CP-SAT model, solve chip by chip.
 FLAT_LIMIT = 40_000
+#: Cores per CP-SAT window in the hierarchical formulation (whole routers of 4).
+WINDOW_CORES = 16
 
 
 @dataclass
@@ -117,61 +121,120 @@ def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit:
     return MapResult(core_of.astype(np.int64), blocks, info)
 
 
+def snake_router_distances(target: Target) -> np.ndarray:
+    """Hop distances between routers numbered along the chip's snake path (how place lays cores out first)."""
+    from ssmc.mapping.layout import snake_slots
+    routers = list(dict.fromkeys(k // target.cores_per_router for k in snake_slots(target)))
+    xy = np.array([target.router_xy(r * target.cores_per_router) for r in routers])
+    return target.hop_cost * np.abs(xy[:, None, :] - xy[None, :, :]).sum(-1)
+
+
 def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, info) -> np.ndarray:
     need = int(greedy_core.max()) + 1
     cpc = target.cores_per_chip
+    rd = snake_router_distances(target)
     hint = greedy_core
     hint_name = "greedy"
     met = None
     if blocks.n <= 4000:
         met = solvers.metis(blocks, limits, group_limit, max(2, need), seed=0, max_parts=need + 2)
-    if met is not None and solvers.cut_weight(blocks, met, target.cores_per_router) < solvers.cut_weight(blocks, hint, target.cores_per_router):
+    if met is not None and solvers.cut_weight(blocks, met, target.cores_per_router, rd) < solvers.cut_weight(
+            blocks, hint, target.cores_per_router, rd):
         hint, hint_name = met, "metis"
-    n_cores = min(cpc, need + max(1, need // 8), target.total_cores)
+    n_cores = min(cpc, need, target.total_cores)  # fewer cores than greedy allowed, not more (keeps it small)
     info["hint"] = hint_name
     if need <= cpc and blocks.n * n_cores <= FLAT_LIMIT and int(hint.max()) < n_cores:
         core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed,
-                                     target.cores_per_router)
+                                     target.cores_per_router, rd)
         info.update(formulation="flat", status=si.status, objective=round(si.objective, 3),
                     bound=round(si.bound, 3), gap=round(si.gap, 4), solver_seconds=round(si.seconds, 3))
         if core is None:
             info["status"] = si.status + " (kept the hint)"
             return hint
+        # the solver may end (time budget) above the hint it was given: return the better, and say so
+        if solvers.cut_weight(blocks, hint, target.cores_per_router, rd) < si.objective - 1e-9:
+            info["status"] = si.status + f" (worse than its {hint_name} hint within the budget: kept the hint)"
+            return hint
         return core
-    # hierarchical: chips = consecutive runs of the greedy packing, then CP-SAT per chip
-    info["formulation"] = "hierarchical (chips by greedy runs in layer order, cores by CP-SAT per chip)"
-    chip_of_block = greedy_core // cpc
-    n_chips = int(chip_of_block.max()) + 1
+    # hierarchical: chips = consecutive runs of the greedy packing (layer order); within a chip, windows of
+    # WINDOW_CORES consecutive greedy cores (whole routers), each re-solved by CP-SAT with its share of the budget
+    info["formulation"] = (f"hierarchical: chips by greedy runs in layer order, then windows of {WINDOW_CORES} "
+                           "cores re-partitioned by CP-SAT")
     out = np.zeros(blocks.n, np.int64)
     objective = bound = 0.0
     statuses = []
-    for c in range(n_chips):
-        members = np.flatnonzero(chip_of_block == c)
+    windows = []
+    for c in range(int(greedy_core.max()) // cpc + 1):
+        cores = np.unique(greedy_core[greedy_core // cpc == c])
+        for w0 in range(0, len(cores), WINDOW_CORES):
+            windows.append((c, w0, cores[w0:w0 + WINDOW_CORES]))
+    for c, w0, cores in windows:
+        members = np.flatnonzero(np.isin(greedy_core, cores))
         sub = _sub_blocks(blocks, members)
         sub_hint = solvers.compact(greedy_core[members])
-        k = min(cpc, int(sub_hint.max()) + 1 + max(1, (int(sub_hint.max()) + 1) // 8))
+        k = int(sub_hint.max()) + 1
+        r0 = w0 // target.cores_per_router
         budget = time_limit * len(members) / blocks.n
-        if sub.n * k <= FLAT_LIMIT:
-            core, si = solvers.cpsat(sub, limits, group_limit, k, sub_hint, budget, seed, target.cores_per_router)
-        else:
-            core, si = None, solvers.SolveInfo("too large, kept greedy", 0, 0, 0, 0, 0)
-        if core is None:
+        ext = _external(blocks, members, out_fixed(greedy_core, out, windows, (c, w0)), c, cpc,
+                        target.cores_per_router)
+        core, si = solvers.cpsat(sub, limits, group_limit, k, sub_hint, budget, seed, target.cores_per_router,
+                                 rd, r0, ext)
+        hint_obj = _with_external(sub, sub_hint, ext, rd, r0, target)
+        if core is None or hint_obj <= _with_external(sub, core, ext, rd, r0, target):
             core = sub_hint
-            cut = solvers.cut_weight(sub, core, target.cores_per_router)
-            objective += cut
-            statuses.append(si.status)
+            statuses.append(si.status + " (kept greedy)")
         else:
-            objective += si.objective
-            bound += si.bound
             statuses.append(si.status)
-        out[members] = c * cpc + core
-    # the per-chip bounds do not bound traffic between chips: report the cut of the whole and its parts
-    total_cut = solvers.cut_weight(blocks, out, target.cores_per_router)
+        objective += _with_external(sub, core, ext, rd, r0, target)
+        bound += si.bound
+        out[members] = c * cpc + w0 + core
+    total_cut = solvers.cut_weight(blocks, out, target.cores_per_router, None)
     info.update(status=",".join(sorted(set(statuses))), objective=round(total_cut, 3),
-                within_chip_objective=round(objective, 3), within_chip_bound=round(bound, 3),
+                within_window_objective=round(objective, 3), within_window_bound=round(bound, 3),
                 gap=round(0.0 if objective <= 0 else max(0.0, (objective - bound) / objective), 4),
-                chips=n_chips)
+                windows=len(windows), chips=len({c for c, _, _ in windows}))
     return out
+
+
+def out_fixed(greedy_core, out, windows, current) -> np.ndarray:
+    """Global core of every block as fixed so far: solved windows from `out`, the rest from greedy."""
+    fixed = greedy_core.copy()
+    for c, w0, cores in windows:
+        if (c, w0) == current:
+            break
+        sel = np.isin(greedy_core, cores)
+        fixed[sel] = out[sel]
+    return fixed
+
+
+def _external(blocks: Blocks, members: np.ndarray, fixed: np.ndarray, chip: int, cpc: int, cpr: int):
+    """Traffic between the window's blocks and blocks fixed on the same chip (routers in snake numbering)."""
+    inside = np.zeros(blocks.n, bool)
+    inside[members] = True
+    local = -np.ones(blocks.n, np.int64)
+    local[members] = np.arange(len(members))
+    outgoing, incoming = [], []
+    for src, dsts, w in blocks.hyper:
+        out_d = [d for d in dsts.tolist() if not inside[d] and fixed[d] // cpc == chip]
+        in_d = [int(local[d]) for d in dsts.tolist() if inside[d]]
+        if inside[src] and out_d:
+            outgoing.append((int(local[src]), sorted({int(fixed[d] % cpc) // cpr for d in out_d}), w))
+        if not inside[src] and in_d and fixed[src] // cpc == chip:
+            incoming.append((int(fixed[src] % cpc) // cpr, in_d, w))
+    return outgoing, incoming
+
+
+def _with_external(sub: Blocks, core: np.ndarray, ext, rd: np.ndarray, r0: int, target: Target) -> float:
+    """The window objective of an assignment (as CP-SAT counts it), for comparing the solver with its hint."""
+    cpr = target.cores_per_router
+    total = solvers.cut_weight(sub, core, cpr, rd[r0:, r0:])
+    outgoing, incoming = ext
+    for b, routers, w in outgoing:
+        total += w * sum(rd[r0 + int(core[b]) // cpr, q] for q in routers)
+    for src_router, dsts, w in incoming:
+        cores = {int(core[d]) for d in dsts}
+        total += w * (len(cores) + sum(rd[src_router, r0 + r] for r in {c // cpr for c in cores}))
+    return total
 
 
 def _sub_blocks(blocks: Blocks, members: np.ndarray) -> Blocks:

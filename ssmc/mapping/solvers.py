@@ -16,8 +16,8 @@ them onto the mesh afterwards.
 - `cpsat`: OR-Tools CP-SAT, one Boolean per (block, core), every capacity as
   a linear constraint, groups per core via indicator Booleans; objective:
   rate-weighted messages to other cores (one per hyperedge and destination
-  core) plus twice those leaving their router (logical cores 4r..4r+3 share
-  router r), so traffic stays local for `place`. One worker and a deterministic time budget make it
+  core) plus their hop distance, with logical cores 4r..4r+3 on router r and
+  routers along the chip's snake path (the layout `place` starts from). One worker and a deterministic time budget make it
   reproducible; the best baseline is given as a hint, so the solver starts
   from it. Reports its proven lower bound and gap.
 """
@@ -32,6 +32,7 @@ import numpy as np
 from ssmc.mapping.blocks import RESOURCES, Blocks
 
 RATE_SCALE = 1000  # CP-SAT needs integer weights: messages per step x 1000
+HOP_SCALE = 100    # and hop distances x 100
 
 
 def fits(use: np.ndarray, limits: np.ndarray) -> bool:
@@ -138,25 +139,40 @@ class SolveInfo:
     cores: int
 
 
-ROUTER_WEIGHT = 2  # objective weight of a message leaving its router, on top of leaving its core
+def router_distances(n_routers: int, router_dist: np.ndarray | None) -> np.ndarray:
+    """Hop distance between logical routers 0..n-1 (logical core k on router k // cores_per_router); without
+    a geometry, every other router counts one hop."""
+    if router_dist is not None and len(router_dist) >= n_routers:
+        return np.asarray(router_dist, np.float64)[:n_routers, :n_routers]
+    return 1.0 - np.eye(n_routers)
 
 
-def cut_weight(blocks: Blocks, core: np.ndarray, cores_per_router: int = 4) -> float:
-    """The CP-SAT objective of an assignment: per hyperedge, one message per other destination core, plus
-    ROUTER_WEIGHT per other destination router (logical core k sits on router k // cores_per_router)."""
+def cut_weight(blocks: Blocks, core: np.ndarray, cores_per_router: int = 4,
+               router_dist: np.ndarray | None = None) -> float:
+    """The CP-SAT objective of an assignment, in messages per step: per hyperedge, one message per other
+    destination core, plus the hop distance from the source's router to every other destination router."""
+    n_routers = int(core.max()) // cores_per_router + 1 if len(core) else 1
+    dist = router_distances(n_routers, router_dist)
     total = 0.0
     for src, dsts, w in blocks.hyper:
         cores = set(core[dsts].tolist())
         cores.discard(int(core[src]))
+        rs = int(core[src]) // cores_per_router
         routers = {c // cores_per_router for c in core[dsts].tolist()}
-        routers.discard(int(core[src]) // cores_per_router)
-        total += w * (len(cores) + ROUTER_WEIGHT * len(routers))
+        total += w * (len(cores) + sum(dist[rs, r] for r in routers))
     return total
 
 
 def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hint: np.ndarray | None,
-          time_limit: float, seed: int = 0, cores_per_router: int = 4) -> tuple[np.ndarray | None, SolveInfo]:
-    """Minimise the rate-weighted cut over `n_cores` cores under every capacity."""
+          time_limit: float, seed: int = 0, cores_per_router: int = 4,
+          router_dist: np.ndarray | None = None, router_offset: int = 0,
+          external: tuple[list, list] = ([], [])) -> tuple[np.ndarray | None, SolveInfo]:
+    """Minimise the rate-weighted cut over `n_cores` cores under every capacity.
+
+    For a window of a larger mapping: `router_offset` is the first router of the window in `router_dist`
+    (distances over all routers of the chip), and `external` = (outgoing, incoming) traffic with blocks
+    fixed outside the window: outgoing (block, [their routers], messages per step), incoming (source's
+    router, [blocks], messages per step)."""
     from ortools.sat.python import cp_model
     n, K = blocks.n, n_cores
     m = cp_model.CpModel()
@@ -189,9 +205,10 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
             m.Add(sum(present) <= group_limit)
     # objective: for each hyperedge h (a source block and the blocks hearing the same senders) and core k,
     # z[h,k] = 1 when some destination of h is on core k and the source is not: one message per such core
-    # plus ROUTER_WEIGHT per router reached other than the source's (logical cores 4r..4r+3 share router r):
-    # messages that leave a router cost hops, those between its cores do not
+    # plus hops: logical cores 4r..4r+3 share router r, routers sit along a path with distances `dist`;
+    # for each hyperedge and router rho reached (zr), pay dist[source's router, rho] (linearised per source router)
     R = (K + cores_per_router - 1) // cores_per_router
+    dist = router_distances(R, router_dist)
     xr = [[sum(x[b][k] for k in range(r * cores_per_router, min(K, (r + 1) * cores_per_router)))
            for r in range(R)] for b in range(n)]
     terms = []
@@ -201,17 +218,48 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
             z = m.NewBoolVar(f"z{h}_{k}")
             for d in dsts:
                 m.Add(z >= x[d][k] - x[src][k])
-            terms.append(wi * z)
+            terms.append(HOP_SCALE * wi * z)
         if R > 1:
             for r in range(R):
                 zr = m.NewBoolVar(f"r{h}_{r}")
                 for d in dsts:
-                    m.Add(zr >= xr[d][r] - xr[src][r])
-                terms.append(ROUTER_WEIGHT * wi * zr)
+                    m.Add(zr >= xr[d][r])
+                top = int(round(dist[:, r].max() * HOP_SCALE))
+                if top == 0:
+                    continue
+                cost = m.NewIntVar(0, top, f"hc{h}_{r}")
+                for rs in range(R):
+                    drs = int(round(dist[rs, r] * HOP_SCALE))
+                    if drs:
+                        m.Add(cost >= drs * (zr + xr[src][rs] - 1))
+                terms.append(wi * cost)
+    outgoing, incoming = external
+    if outgoing or incoming:
+        full = np.asarray(router_dist, np.float64)
+        glob = router_offset + np.arange(R)
+        for b, routers, w in outgoing:  # hops from b's router to fixed destination routers
+            wi = max(1, int(round(w * RATE_SCALE)))
+            for r in range(R):
+                c = int(round(sum(full[glob[r], q] for q in routers) * HOP_SCALE))
+                if c:
+                    terms.append(wi * c * xr[b][r])
+        for h, (src_router, dsts, w) in enumerate(incoming):  # one message per core reached, plus hops
+            wi = max(1, int(round(w * RATE_SCALE)))
+            for k in range(K):
+                z = m.NewBoolVar(f"ez{h}_{k}")
+                for d in dsts:
+                    m.AddImplication(x[d][k], z)
+                terms.append(HOP_SCALE * wi * z)
+            for r in range(R):
+                c = int(round(full[src_router, glob[r]] * HOP_SCALE))
+                if c:
+                    zr = m.NewBoolVar(f"ezr{h}_{r}")
+                    for d in dsts:
+                        m.Add(zr >= xr[d][r])
+                    terms.append(wi * c * zr)
     m.Minimize(sum(terms) if terms else 0)
-    m.Add(x[0][0] == 1)  # some symmetry breaking (cores are interchangeable up to their router)
+    # no symmetry breaking: with router geometry in the objective, cores are not interchangeable
     if hint is not None:
-        hint = _relabel_for_symmetry(hint)
         for b in range(n):
             for k in range(K):
                 m.AddHint(x[b][k], int(hint[b] == k))
@@ -224,19 +272,15 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     # one deterministic unit is roughly one second on a typical core
     # about 3 wall seconds per deterministic unit measured on the 2-core dev machine (4 interleaved workers)
     solver.parameters.max_deterministic_time = float(time_limit) / 3
-    solver.parameters.max_time_in_seconds = float(time_limit) * 1.5 + 5  # a safety net only (then not reproducible)
+    # a wall-clock safety net only; if a heavily loaded machine hits it, the result may differ between runs
+    solver.parameters.max_time_in_seconds = max(1.0, float(time_limit) * 1.5)
     status = solver.Solve(m)
     name = solver.StatusName(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, SolveInfo(name, math.inf, 0.0, math.inf, solver.WallTime(), 0)
     core = np.array([next(k for k in range(K) if solver.Value(x[b][k])) for b in range(n)], np.int64)
-    obj = solver.ObjectiveValue() / RATE_SCALE
-    bound = solver.BestObjectiveBound() / RATE_SCALE
+    obj = solver.ObjectiveValue() / RATE_SCALE / HOP_SCALE
+    bound = solver.BestObjectiveBound() / RATE_SCALE / HOP_SCALE
     gap = 0.0 if obj <= 0 else max(0.0, (obj - bound) / obj)
     core = compact(core)
     return core, SolveInfo(name, obj, bound, gap, solver.WallTime(), int(core.max()) + 1)
-
-
-def _relabel_for_symmetry(core: np.ndarray) -> np.ndarray:
-    """Renumber cores by first use, which satisfies 'block b uses a core <= b'."""
-    return compact(core)
