@@ -6,7 +6,8 @@ message rates on the calibration data when there is some (ssmc.mapping.rates),
 cuts the network into structural blocks (a channel's modes stay with the
 neuron that sums them; wide layers split at channel boundaries) and assigns
 blocks to cores with the chosen method: `cpsat` (default; OR-Tools CP-SAT,
-one worker, a deterministic time budget of `time-limit` units, hinted with the
+interleaved workers and a deterministic time budget (about `time-limit` wall
+seconds), hinted with the
 better of greedy and METIS, reporting its proven bound and gap) or the
 baselines `greedy`, `metis`, `index` (docs/mapping.md). Large networks are
 solved chips first, then cores per chip.
