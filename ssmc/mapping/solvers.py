@@ -271,8 +271,8 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     solver.parameters.random_seed = int(seed)
     # deterministic time (not wall clock) so the same input gives the same answer on any machine load;
     # one deterministic unit is roughly one second on a typical core
-    # about 3-4 wall seconds per deterministic unit measured on the loaded 2-core dev machine (4 workers)
-    solver.parameters.max_deterministic_time = float(time_limit) / 4
+    # about 3-4 wall seconds per deterministic unit on the loaded, shared 2-core dev machine (4 workers)
+    solver.parameters.max_deterministic_time = float(time_limit) / 3
     # a wall-clock safety net only; if a heavily loaded machine hits it, the result may differ between runs
     solver.parameters.max_time_in_seconds = max(1.0, float(time_limit) * 1.5)
     status = solver.Solve(m)
