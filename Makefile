@@ -29,6 +29,7 @@ demo: setup
 	$(VENV)/bin/ssmc compile $(EXAMPLE) -o $(OUT)/net.lava --readout mean --calibrate examples/digits/digits_calib.npz
 	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --compare-float
 	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --engine float --compare-onnx $(EXAMPLE)
+	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --engine lava --limit 8 --compare-numpy
 
 test: setup
 	$(PY) -m pytest tests

@@ -1,8 +1,11 @@
 """Tokens per second of ssmc's engines against onnxruntime, in one run.
 
-The numpy fixed-point engine (batch 1 and 256) and the float reference
-against onnxruntime running the step-form ONNX token by token (batch 1 and
-256), all on the shipped digits example. Prints the table with ratios to
+The numpy fixed-point engine (batch 1 and 256), the microcode engine (the
+net's neuron programs, interpreted; docs/microcode.md; batch 1 and 256), the
+Lava engine (batch 1: Lava's CPU simulation of the net's processes, best of 2,
+including building the processes and starting Lava's runtime) and the float
+reference against onnxruntime running the step-form ONNX token by token
+(batch 1 and 256), all on the shipped digits example. Prints the table with ratios to
 onnxruntime at the same batch and writes benchmarks/results/engine_speed.md.
 
     .venv/bin/python benchmarks/engine_speed.py
@@ -43,8 +46,11 @@ def main() -> None:
     for batch in (1, 256):
         x = np.resize(x_all, (batch, TOKENS, 1)).astype(np.float32)
         ort_at[batch] = tokens_per_second(lambda v: run_step_onnx(onnx_model, v), x)
-        for engine in ("numpy", "float"):
+        for engine in ("numpy", "microcode", "float"):
             rows.append((batch, engine, tokens_per_second(lambda v: net.run(v, engine=engine), x)))
+        if batch == 1:  # Lava's simulation is slow: one sequence, and the process start-up counted in
+            rows.append((batch, "lava (Lava CPU simulation, fixed point; incl. start-up)",
+                         tokens_per_second(lambda v: net.run(v, engine="lava"), x, repeats=2)))
         rows.append((batch, "onnxruntime (step form, token by token)", ort_at[batch]))
     lines = ["# Engine speed: digits example (2 S4D layers, H=32, N=32), tokens per second", "",
              "Command: `.venv/bin/python benchmarks/engine_speed.py` (best of 3, one process, same machine;",

@@ -65,7 +65,7 @@ class Net:
         if engine not in ENGINES:
             raise SsmcError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
         if engine == "float" or not is_neuro_level(self.graph):
-            if engine == "numpy":
+            if engine != "float":  # every fixed-point engine needs neuron groups
                 raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): "
                                 "run it with --engine float, or compile with the default pipeline")
             graph = self.model_graph if self.model_graph is not None else self.graph
@@ -75,6 +75,14 @@ class Net:
         res = engine_function(engine)(self, x)
         return {"outputs": res.outputs[self.graph.outputs()[0].name], "saturation": res.saturation,
                 "sparsity": res.sparsity, "result": res}
+
+    def to_lava(self, x: np.ndarray | None = None, record_all: bool = False):
+        """The connected Lava processes of this net, with x [batch, tokens, features] injected
+        (default: one all-zero token); `.processes`, `.plan`, `.run()`. See lava_net.build_network."""
+        from ssmc.backend_loihi.lava_net import build_network
+        if x is None:
+            x = np.zeros((1, 1, self.graph.inputs()[0].shape[0]))
+        return build_network(self.graph, x, record_all=record_all)
 
 
 def engine_function(engine: str) -> Callable:
@@ -181,8 +189,11 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         described = load_target(part.target or None, board=part.board or None, chips=part.chips or None).describe()
         assert described["values"] == target_of(graph).values()
         extras["target.json"] = (json.dumps(described, indent=1, sort_keys=True) + "\n").encode()
+    if is_neuro_level(graph):  # one neuron program per group (docs/microcode.md)
+        from ssmc.backend_loihi.microcode.emit import emit_microcode
+        extras.update(emit_microcode(graph))
+        log(f"microcode: {len(graph.ops_of_kind('neurons'))} programs (docs/microcode.md)")
     return Net(
-        extras=extras,
         graph=graph,
         model_graph=model_graph,
         source={"file": os.path.basename(os.fspath(model_path)), "sha256": loaded.sha256, "bytes": loaded.size},
@@ -191,6 +202,7 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         report={"import": dataclasses.asdict(report),
                 "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
                            for r in records]},
+        extras=extras,
     )
 
 

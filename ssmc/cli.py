@@ -166,6 +166,8 @@ def cmd_run(args) -> int:
     if args.limit:
         x = x[:args.limit]
         labels = labels[:args.limit] if labels is not None else None
+    if args.tokens:
+        x = x[..., :args.tokens, :]
     engine = args.engine or ("numpy" if is_neuro_level(net.graph) else "float")
     log(f"running {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens on the {engine} engine")
     result = net.run_detailed(x, engine=engine)
@@ -185,6 +187,11 @@ def cmd_run(args) -> int:
                                           for g, c in sat.items())))
         print("message sparsity (fraction of zero messages): " +
               ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items()))
+    if engine == "microcode":  # what ran: the programs' size and assumed cycles
+        from ssmc.backend_loihi.microcode.emit import format_summary, microcode_summary
+        print(format_summary(microcode_summary(net)))
+    if args.compare_numpy and engine not in ("numpy", "float"):
+        print(_numpy_agreement(net, x, result["result"]))
     if args.compare_float and engine != "float":
         ref = net.run(x, engine="float")
         scale = float(np.abs(ref).max()) or 1.0
@@ -215,6 +222,41 @@ def cmd_run(args) -> int:
     if args.output:
         np.save(args.output, y)
         print(f"wrote {args.output}")
+    return 0
+
+
+def _numpy_agreement(net, x: np.ndarray, res) -> str:
+    """One line: does a fixed-point engine's result hold the numpy engine's integers?"""
+    ref = net.run_detailed(x, engine="numpy")["result"]
+    same = [name for name in ref.raw if np.array_equal(ref.raw[name], res.raw[name])]
+    values = sum(int(v.size) for v in ref.raw.values())
+    if len(same) == len(ref.raw) and ref.saturation == res.saturation and ref.sparsity == res.sparsity:
+        return (f"vs numpy engine: identical integers ({values} output values), identical saturation counts "
+                f"and sparsity")
+    diff = sum(int(np.count_nonzero(ref.raw[n] != res.raw[n])) for n in ref.raw)
+    return (f"vs numpy engine: MISMATCH: {diff} of {values} output values differ; saturation "
+            f"{'same' if ref.saturation == res.saturation else 'differs'}, sparsity "
+            f"{'same' if ref.sparsity == res.sparsity else 'differs'}")
+
+
+# -- export-lava ----------------------------------------------------------------
+def cmd_export_lava(args) -> int:
+    import ssmc
+    from ssmc.api import is_neuro_level
+    from ssmc.backend_loihi.lava_script import write_script
+
+    net = ssmc.load(args.net)
+    if not is_neuro_level(net.graph):
+        raise SsmcError(f"{args.net} was compiled without the fixed-point passes: it has no neuron groups to "
+                        "export; compile it with the default pipeline")
+    from collections import Counter
+
+    from ssmc.backend_loihi.lava_net import process_table
+
+    script, tensors = write_script(net, args.output)
+    classes = Counter(row["class"] for row in process_table(net))
+    print(f"{sum(classes.values())} Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(classes.items())))
+    print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
     return 0
 
 
@@ -322,6 +364,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc run net.lava --input x.npy --labels y.npy --output y_pred.npy
   ssmc run net.lava --input x.npy --compare-onnx model.onnx     agreement with onnxruntime
   ssmc run net.lava --input test.npz --compare-float            what quantization costs
+  ssmc run net.lava --input test.npz --engine lava --limit 2 --tokens 16 --compare-numpy
 
 input: .npy of shape [batch, tokens, features] (or [tokens, features] for one
 sequence), or .npz with 'x' and optional integer labels 'y'.""")
@@ -330,11 +373,17 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("--labels", help=".npy of integer labels, one per sequence")
     r.add_argument("--engine", choices=("numpy", "float", "lava", "microcode"), default=None,
                    help="numpy: the bit-exact fixed-point golden model (default for quantized nets); "
-                        "float: the float64 reference of the imported model")
+                        "float: the float64 reference of the imported model; "
+                        "lava: the net's Lava processes in Lava's CPU simulator (same integers, slow)")
     r.add_argument("--compare-float", action="store_true",
                    help="also run the float reference and report the error and accuracy difference")
     r.add_argument("--compare-onnx", metavar="MODEL", help="also run MODEL with onnxruntime and report the error")
     r.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
+    r.add_argument("--tokens", type=int, default=0, metavar="N",
+                   help="use only the first N tokens of each sequence (keeps Lava runs short)")
+    r.add_argument("--compare-numpy", action="store_true",
+                   help="with --engine lava (or microcode): also run the numpy engine and say whether every "
+                        "output integer, saturation count and sparsity agrees")
     r.add_argument("--output", help="save the per-token outputs to this .npy")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     r.set_defaults(func=cmd_run)
@@ -351,6 +400,19 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     rp.add_argument("--format", choices=("text", "json", "html"), default="text", help="output format (default: text)")
     rp.add_argument("-o", "--output", help="write to this file (required for html)")
     rp.set_defaults(func=cmd_report)
+
+    e = sub.add_parser("export-lava", formatter_class=fmt,
+                       help="write a standalone Python script that builds the net's Lava network",
+                       description="Write a readable Python script (and an .npz of its arrays beside it) that "
+                                   "builds the same Lava processes as `ssmc run --engine lava` and runs them "
+                                   "in Lava's CPU simulator; edit it freely.",
+                       epilog="""examples:
+  ssmc export-lava net.lava -o build_net.py
+  python build_net.py --input x.npy --output y.npz""")
+    e.add_argument("net", help="a net.lava file from `ssmc compile`")
+    e.add_argument("-o", "--output", required=True, help="the script to write (.py); its arrays go to the .npz "
+                                                          "of the same name")
+    e.set_defaults(func=cmd_export_lava)
 
     ps = sub.add_parser("passes", help="list the available passes and their options",
                         description="List every registered pass, its kind, one-line description and options.")

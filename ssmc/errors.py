@@ -32,3 +32,7 @@ class InputDataError(SsmcError):
 
 class FitError(SsmcError):
     """A network that does not fit the target: says how many cores it needs, what binds and what would fit."""
+
+
+class MicrocodeError(SsmcError):
+    """Neuron microcode that does not assemble, decode, or match the network it is for."""

@@ -10,11 +10,13 @@ All problems are collected, so one run reports every broken op.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ssmc.errors import IRError
 from ssmc.ir.graph import Graph, Op
-from ssmc.ir.ops import ATTR_TYPES, DTYPES, REQUIRED, VARIADIC, schema
+from ssmc.ir.ops import ATTR_TYPES, DTYPES, REQUIRED, VARIADIC, schema, with_defaults
 
 
 def _check_attr_type(value, type_name: str) -> bool:
@@ -57,6 +59,7 @@ def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
             problems.append(f"{where}: attribute {spec.name!r} is {value!r}, must be one of {list(spec.choices)}")
     if problems:
         return problems  # tensor and shape rules read the attributes
+    op = dataclasses.replace(op, attrs=with_defaults(op))  # the rules see an omitted attribute's default
 
     active = sch.active_params(op)
     active_names = {p.name for p in active}

@@ -156,7 +156,7 @@ class _Group:
         return self.kind in STATEFUL_KINDS
 
 
-def _check_graph(graph: Graph) -> None:
+def check_neuro_graph(graph: Graph) -> None:
     for op in graph.ops():
         if op.kind not in NEURO_LEVEL_KINDS:
             raise IRError(f"%{op.name} ({op.kind}): the numpy engine runs the neuro-level IR "
@@ -290,7 +290,7 @@ def _float_group(g: _Group) -> bool:
 # -- the run ---------------------------------------------------------------------------
 def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the integer network; see EngineResult."""
-    _check_graph(graph)
+    check_neuro_graph(graph)
     x = _check_input(graph, x)
     batch, tokens, _ = x.shape
     order = graph.ops()

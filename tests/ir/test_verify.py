@@ -219,3 +219,14 @@ def test_one_problem_is_worded_in_the_singular():
     g.op("enc").attrs["units"] = 4
     with pytest.raises(IRError, match=r"\(1 problem\):"):
         verify(g)
+
+
+def test_an_omitted_attribute_with_a_default_takes_its_default_in_every_rule():
+    from tests.runtime.test_engine_contract import random_network
+    g = random_network(0)
+    syn = next(op for op in g.ops() if op.kind == "synapses")
+    syn.attrs.pop("delay", None)  # default 1
+    verify(g)
+    syn.attrs["delay"] = 0
+    with pytest.raises(IRError, match="delay = 0"):
+        verify(g)

@@ -1,0 +1,329 @@
+"""A compiled net as a network of Lava processes, run in Lava's CPU simulator (fixed point).
+
+`plan_lava` turns the neuro-level graph into a plan: one process per neuron
+group (the classes of lava_procs, one per kind) and one per synapse group, and
+the port links between them. A synapse group becomes Lava's own `Dense` (delay
+1) or `DelayDense` (delay 2..64) where that is provably exact (see
+`dense_exact`), else a `lava_procs.Synapses` process that saturates as the
+contract says. `build_lava` instantiates a plan, `run_net` runs a batch through
+it and returns the same EngineResult as the numpy engine, and
+ssmc.backend_loihi.lava_script writes a plan as a standalone Python script.
+
+The whole batch runs in one Lava run: sequence b occupies the time steps
+[b * period, (b + 1) * period), period = steps + the largest delay, so every
+synapse buffer has emptied before the next sequence starts (the processes
+reset their state at each sequence's first step).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ssmc.data import check_sequences
+from ssmc.errors import SsmcError
+from ssmc.ir.graph import Graph
+from ssmc.ir.ops import with_defaults
+from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, check_neuro_graph, quantize_source
+
+ACC_BITS = 32
+MAX_DELAY_DENSE_DELAY = 64  # DelayDense: delays 0..63 on Loihi 2, i.e. contract delays 1..64
+PROCS_MODULE = "ssmc.backend_loihi.lava_procs.processes"
+LAVA_DENSE_MODULE = "lava.proc.dense.process"
+KIND_CLASS = {"source": "Source", "relay": "Relay", "relu": "Relu", "cpx": "Cpx", "integrator": "Integrator",
+              "lut": "Lut", "product": "Product"}
+STATEFUL_CLASSES = ("Cpx", "Integrator")
+
+
+@dataclass
+class ProcessSpec:
+    """One Lava process: its class (module:name), constructor arguments, and what it implements."""
+
+    name: str
+    module: str
+    cls: str
+    group: str  # the neuron group it is, or the group a synapse group feeds
+    size: int  # neurons, or a synapse group's post size
+    kwargs: dict
+    note: str = ""  # why a synapse group is (not) Lava's Dense
+
+
+@dataclass
+class Link:
+    """src.src_port -> dst.dst_port (process names)."""
+
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+
+
+@dataclass
+class LavaPlan:
+    processes: list[ProcessSpec]
+    links: list[Link]
+    batch: int
+    tokens: int
+    steps: int  # contract steps per sequence: tokens + the largest depth
+    period: int  # Lava time steps per sequence: steps + the largest delay
+    source_clips: dict[str, int] = field(default_factory=dict)  # the host's quantization clips per source group
+
+    def spec(self, name: str) -> ProcessSpec:
+        return next(p for p in self.processes if p.name == name)
+
+
+def dense_exact(weights: np.ndarray, weight_exp: int, pre_msg_bits: int, delay: int, pre_delta: int) -> str:
+    """'' when Lava's bit-accurate Dense (delay 1) or DelayDense computes this synapse group
+    exactly as the contract says, else the reason it does not.
+
+    What Lava 0.10 does (lava/proc/dense/models.py): it clips and truncates the weights
+    (8 bits; mixed signs lose the lowest bit), forms W @ s_in in int64 (our int64 messages
+    promote its int32 weights), shifts by weight_exp, and sends through an int32 channel,
+    which wraps where the contract saturates. So it is exact when the weights survive
+    Lava's clip and truncation unchanged and |shr(W @ m, -weight_exp)| < 2^31 for every
+    message m of pre_msg_bits; and it cannot sum sigma-delta changes before its shift.
+    """
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+    if pre_delta:
+        return "pre group sends sigma-delta changes: sums before its shift (own process)"
+    if delay > MAX_DELAY_DENSE_DELAY:
+        return f"delay {delay} > {MAX_DELAY_DENSE_DELAY} (DelayDense's limit)"
+    w = np.asarray(weights, np.int64)
+    mode = determine_sign_mode(w)
+    lava_w = truncate_weights(clip_weights(w, mode, num_bits=8), mode, 8)
+    if not np.array_equal(lava_w, w):
+        return "weights are not on Lava Dense's 8-bit grid"
+    bound = int(np.abs(w).sum(axis=1).max(initial=0)) * (1 << (pre_msg_bits - 1))
+    hi = (1 << (ACC_BITS - 1)) - 1
+    if weight_exp >= 0:
+        reach = bound << weight_exp
+        top, bottom = reach, -reach
+    else:
+        top, bottom = bound >> -weight_exp, (-bound) >> -weight_exp
+    if top > hi or bottom < -hi - 1:
+        return "the shifted sum may leave 32 bits (Lava's Dense wraps, the contract saturates)"
+    return ""
+
+
+def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan:
+    """The Lava processes and links that run `graph` on sequences x [batch, tokens, features].
+    Output groups always record their messages; with record_all every group does (traces)."""
+    check_neuro_graph(graph)
+    x = check_sequences(x, graph.inputs()[0].shape[0])
+    batch, tokens, _ = x.shape
+    order = graph.ops()
+    groups = {op.name: with_defaults(op) for op in order if op.kind == "neurons"}
+    for name, a in groups.items():
+        if a["kind"] not in KIND_CLASS:
+            raise SsmcError(f"%{name}: neuron kind {a['kind']!r} has no Lava process; "
+                            f"the Lava backend knows {', '.join(KIND_CLASS)}")
+    synapses = [op for op in order if op.kind == "synapses"]
+    max_depth = max((int(a["depth"]) for a in groups.values()), default=0)
+    steps = tokens + max_depth
+    period = steps + max((int(with_defaults(s)["delay"]) for s in synapses), default=1)
+    read = {out.inputs[0] for out in graph.outputs()}
+    plan = LavaPlan([], [], batch, tokens, steps, period)
+    timing = {"steps": steps, "period": period, "tokens": tokens, "batch": batch}
+
+    for op in order:
+        if op.kind != "neurons":
+            continue
+        a = groups[op.name]
+        cls = KIND_CLASS[a["kind"]]
+        kw = {"size": int(a["size"]), "depth": int(a["depth"]), **timing, "msg_bits": int(a["msg_bits"]),
+              "delta": int(a["delta"]), "record": bool(record_all or op.name in read)}
+        if "bias" in op.params and cls != "Source":
+            # synapse outputs are 32-bit: a bias beyond 2^48 saturates the sum the same way (no int64 overflow)
+            kw["bias"] = np.clip(op.params["bias"].astype(np.int64), -(1 << 48), 1 << 48)
+        if cls in STATEFUL_CLASSES:
+            kw.update(state_bits=int(a["state_bits"]), out_shift=int(a["out_shift"]))
+        if cls == "Cpx":
+            kw.update(coef_bits=int(a["coef_bits"]), c_re=op.params["c_re"].astype(np.int64),
+                      c_im=op.params["c_im"].astype(np.int64))
+        elif cls == "Lut":
+            kw.update(lut_shift=int(a["lut_shift"]), lut_lo=int(a["lut_lo"]), table=op.params["table"].astype(np.int64))
+        elif cls == "Product":
+            kw["out_shift"] = int(a["out_shift"])
+        elif cls == "Source":
+            msgs, clipped = quantize_source(x, int(a["frac"]), int(a["msg_bits"]))
+            kw["tokens_in"] = msgs.reshape(batch * tokens, -1)
+            awake = np.arange(tokens) >= int(a["depth"])  # the source sends token t at step t if awake then
+            plan.source_clips[op.name] = int(clipped[:, awake].sum())
+        plan.processes.append(ProcessSpec(op.name, PROCS_MODULE, cls, op.name, int(a["size"]), kw))
+
+    for op in synapses:
+        a = with_defaults(op)
+        pre, post = groups[op.inputs[0]], graph.consumers(op.name)[0]
+        w = op.params["weight"].astype(np.int64)
+        delay, exp = int(a["delay"]), int(a["weight_exp"])
+        why_not = dense_exact(w, exp, int(pre["msg_bits"]), delay, int(pre["delta"]))
+        if not why_not and delay == 1:
+            spec = ProcessSpec(op.name, LAVA_DENSE_MODULE, "Dense", post.name, w.shape[0],
+                               {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
+                                "num_message_bits": int(pre["msg_bits"])}, "Lava Dense: exact (bound)")
+        elif not why_not:
+            spec = ProcessSpec(op.name, LAVA_DENSE_MODULE, "DelayDense", post.name, w.shape[0],
+                               {"weights": w, "delays": np.full(w.shape, delay - 1, np.int64), "weight_exp": exp,
+                                "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
+                               "Lava DelayDense: exact (bound)")
+        else:
+            spec = ProcessSpec(op.name, PROCS_MODULE, "Synapses", post.name, w.shape[0],
+                               {"weights": w, "weight_exp": exp, "delay": delay, "sigma": bool(pre["delta"]),
+                                "wake": int(groups[post.name]["depth"]), "steps": steps, "period": period},
+                               why_not)
+        plan.processes.append(spec)
+        plan.links.append(Link(op.inputs[0], "s_out", op.name, "s_in"))
+        port = "a_in"
+        if groups[post.name]["kind"] == "product":
+            port = ("a0_in", "a1_in")[post.inputs.index(op.name)]
+        plan.links.append(Link(op.name, "a_out", post.name, port))
+    _check_connected(plan)
+    return plan
+
+
+def _check_connected(plan: LavaPlan) -> None:
+    """Lava runs the processes connected to the one it starts: refuse a group it would skip."""
+    neighbours: dict[str, set[str]] = {p.name: set() for p in plan.processes}
+    for link in plan.links:
+        neighbours[link.src].add(link.dst)
+        neighbours[link.dst].add(link.src)
+    seen, todo = set(), [plan.processes[0].name]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(neighbours[name] - seen)
+    cut = [p.name for p in plan.processes if p.name not in seen]
+    if cut:
+        raise SsmcError(f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
+                        "run it; recompile (the passes keep every group on a path from the input)")
+
+
+def build_lava(plan: LavaPlan) -> dict:
+    """Process name -> the connected Lava process of `plan`."""
+    procs = {}
+    for spec in plan.processes:
+        cls = getattr(importlib.import_module(spec.module), spec.cls)
+        procs[spec.name] = cls(name=spec.name, **spec.kwargs)
+    for link in plan.links:
+        getattr(procs[link.src], link.src_port).connect(getattr(procs[link.dst], link.dst_port))
+    return procs
+
+
+def process_table(net) -> list[dict]:
+    """One row per Lava process of the net: name, class, neuron group, size (and why a synapse
+    group is or is not Lava's Dense). Does not depend on the input."""
+    features = net.graph.inputs()[0].shape[0]
+    plan = plan_lava(net.graph, np.zeros((1, 1, features)))
+    return [{"name": p.name, "class": p.cls, "module": p.module, "group": p.group, "size": p.size,
+             "note": p.note} for p in plan.processes]
+
+
+@dataclass
+class LavaNetwork:
+    """The connected Lava processes of a net for one batch of input sequences."""
+
+    graph: Graph
+    plan: LavaPlan
+    processes: dict  # process name -> Lava process
+
+    @property
+    def num_steps(self) -> int:
+        """Lava time steps that run the whole batch."""
+        return self.plan.batch * self.plan.period
+
+    def run(self, trace: bool = False) -> EngineResult:
+        """Run the batch in Lava's fixed-point CPU simulation (Loihi2SimCfg) and read the
+        results; Lava's runtime is stopped afterwards, also when something fails.
+        trace=True needs a network built with record_all=True."""
+        from lava.magma.core.run_conditions import RunSteps
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        first = self.processes[self.plan.processes[0].name]
+        try:
+            try:
+                first.run(condition=RunSteps(num_steps=self.num_steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            except Exception as e:  # Lava's own errors: one line, not its traceback
+                first_line = str(e).splitlines()[0] if str(e) else ""
+                raise SsmcError(f"the Lava simulation failed: {type(e).__name__}: {first_line}") from None
+            return _collect(self.graph, self.plan, self.processes, trace)
+        finally:
+            try:
+                first.stop()
+            except Exception:  # a runtime that never started has nothing to stop
+                pass
+
+
+def build_network(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaNetwork:
+    """The connected Lava network that runs `graph` on x [batch, tokens, features]: the source
+    process holds the quantized tokens (input injection), output groups record their messages
+    (probes; every group, with its state, when record_all)."""
+    plan = plan_lava(graph, x, record_all=record_all)
+    return LavaNetwork(graph, plan, build_lava(plan))
+
+
+def process_table_json(net) -> bytes:
+    """process_table(net) as deterministic JSON, for a net.lava extra such as
+    `lava/processes.json` (joined with a placement: which process runs on which core)."""
+    import json
+    return (json.dumps(process_table(net), indent=1, sort_keys=True) + "\n").encode()
+
+
+def run_lava(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
+    """Run x [batch, tokens, features] through `graph` in Lava's fixed-point CPU simulation."""
+    return build_network(graph, x, record_all=trace).run(trace=trace)
+
+
+def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
+    """The engine entry point `ssmc.api` uses (FIXED_POINT_ENGINES["lava"])."""
+    return run_lava(net.graph, x, trace=trace)
+
+
+def _get(var) -> np.ndarray:
+    # Lava returns Vars as float64; every value here is an integer below 2^53 in magnitude
+    return np.rint(np.asarray(var.get(), np.float64)).astype(np.int64)
+
+
+def _collect(graph: Graph, plan: LavaPlan, procs: dict, trace: bool) -> EngineResult:
+    batch, tokens, steps = plan.batch, plan.tokens, plan.steps
+    for spec in plan.processes:
+        if spec.module == PROCS_MODULE and _get(procs[spec.name].failed)[0]:
+            step = int(_get(procs[spec.name].failed)[0])
+            raise SsmcError(f"Lava process {spec.name} ({spec.cls}) failed at time step {step} (a bug in ssmc's "
+                            "process model; its traceback is printed above)")
+    saturation, sparsity, traces, read = {}, {}, {}, {}
+    neuron_specs = [p for p in plan.processes if p.module == PROCS_MODULE and p.cls != "Synapses"]
+    for spec in neuron_specs:
+        counts = _get(procs[spec.name].counts)
+        saturation[spec.name] = dict(zip(SAT_QUANTITIES, (int(c) for c in counts)))
+        saturation[spec.name]["message"] += plan.source_clips.get(spec.name, 0)
+        total = batch * tokens * spec.size
+        sparsity[spec.name] = int(_get(procs[spec.name].zeros)[0]) / total if total else 0.0
+        if spec.kwargs["record"]:
+            msgs = _get(procs[spec.name].messages).reshape(batch, steps, spec.size)
+            read[spec.name] = msgs
+            if trace:
+                traces[spec.name] = msgs
+                if spec.cls in STATEFUL_CLASSES:
+                    traces[f"{spec.name}.state"] = _get(procs[spec.name].states).reshape(batch, steps, spec.size)
+                if spec.kwargs["delta"]:
+                    traces[f"{spec.name}.last"] = _get(procs[spec.name].lasts).reshape(batch, steps, spec.size)
+    for spec in plan.processes:
+        if spec.cls == "Synapses":  # a synapse group's clips count for the group it feeds
+            saturation[spec.group]["accumulator"] += int(_get(procs[spec.name].counts)[0])
+    outputs, raw = {}, {}
+    for out in graph.outputs():
+        g = graph.op(out.inputs[0])
+        a = with_defaults(g)
+        depth = int(a["depth"])
+        msgs = read[g.name][:, depth:depth + tokens].copy()
+        raw[out.name] = msgs
+        value = np.ldexp(msgs.astype(np.float64), -int(a["frac"]))
+        if a["decode"] == "mean":
+            value = value / np.arange(1, tokens + 1, dtype=np.float64)[None, :, None]
+        outputs[out.name] = value
+    return EngineResult(outputs=outputs, raw=raw, saturation=saturation, sparsity=sparsity,
+                        trace=traces if trace else None, steps=steps)

@@ -1,0 +1,353 @@
+"""The microcode engine: runs a net's neuron programs, decoded from their binaries.
+
+What runs is net.lava's `microcode/<group>.bin` (docs/microcode.md), not the
+IR's neuron kinds; the IR gives only the wiring (synapse groups), the host's
+side (input scale, when to read outputs, how to decode them) and a fingerprint
+check that each program was generated for its group.
+
+One step t:
+1. synapse stage (the contract's, not microcode): every synapse group computes
+   sat(shr(W @ m_pre[t - delay], -weight_exp), 32) -- or, when its pre group sends
+   sigma-delta, sums W @ m over time before the shift -- and puts it on its
+   target's port, with which values it clipped;
+2. every group runs its program once, SIMD over its neurons and the batch:
+   each instruction is one numpy operation on [batch, neurons] int64 arrays;
+3. the emitted messages go into the ring buffers the synapses read.
+
+The source group's port holds the host's token, rounded to an integer
+(floor(x 2^frac + 1/2), clipped to 34 bits); its program saturates it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ssmc.data import check_sequences
+from ssmc.errors import MicrocodeError
+from ssmc.ir.graph import Graph
+from ssmc.ir.ops import with_defaults
+from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
+from ssmc.backend_loihi.microcode.isa import (
+    COUNTER_QUANTITY, COUNTERS, N_PARAM, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
+from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, check_neuro_graph, quantize_source
+
+ACC_BITS = 32
+HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
+_EXACT_FLOAT = 1 << 53
+
+
+@dataclass
+class _Port:
+    value: np.ndarray | int = 0  # [batch, neurons * lanes] int64, or 0
+    clipped: list[int] = field(default_factory=list)  # values the synapse stage clipped, per lane
+
+
+@dataclass
+class _Group:
+    name: str
+    prog: Program
+    depth: int
+    frac: int
+    decode: str
+    size: int
+    ports: list[_Port]
+    run: list[Callable] = field(default_factory=list)
+    regs: list = field(default_factory=list)
+    shape: tuple[int, int] = (0, 0)  # a register's shape: [batch, neurons]
+    out: np.ndarray | None = None  # the message of this step [batch, size]
+    ring: list[np.ndarray] | None = None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
+    zeros: int = 0
+    total: int = 0
+
+
+@dataclass
+class _Synapses:
+    pre: str
+    post: str
+    port: int
+    w: np.ndarray  # W^T [pre, post] int64
+    w_float: np.ndarray  # the same as float64
+    col_abs_max: int  # max_post sum_pre |w|: float64 is exact while this * max|m| < 2^53
+    exp: int
+    delay: int
+    lanes: int
+    sigma_pre: bool  # the pre group sends sigma-delta: sum W @ m over time before the shift
+    sigma: np.ndarray | None = None
+
+
+def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
+    """Run x [batch, tokens, features] through the net's microcode; see numpy_engine.EngineResult."""
+    graph: Graph = net.graph
+    check_neuro_graph(graph)
+    x = check_sequences(x, graph.inputs()[0].shape[0])
+    batch, tokens, _ = x.shape
+    groups = _load_groups(graph, net.extras)
+    synapses = []
+    for op in graph.ops_of_kind("synapses"):
+        post = graph.consumers(op.name)[0]
+        a = with_defaults(op)
+        w = op.params["weight"].astype(np.int64).T.copy()
+        synapses.append(_Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name), w, w.astype(np.float64),
+                                  int(np.abs(w).sum(axis=0).max(initial=0)), int(a["weight_exp"]),
+                                  int(a["delay"]), groups[post.name].prog.lanes,
+                                  int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0))
+    steps = tokens + max((g.depth for g in groups.values()), default=0)
+    ring_len: dict[str, int] = {}
+    for s in synapses:
+        ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
+    for g in groups.values():
+        g.regs, g.shape = _registers(g.prog, batch), (batch, g.prog.neurons)
+        g.run = [_compile(ins, g) for ins in g.prog.code]
+        if g.name in ring_len:
+            g.ring = [np.zeros((batch, g.size), np.int64) for _ in range(ring_len[g.name])]
+    host = {}
+    for name, g in groups.items():
+        if graph.op(name).attrs["kind"] == "source":
+            host[name] = quantize_source(x, g.frac, HOST_BITS)[0]
+    read = {out.inputs[0]: np.zeros((batch, tokens, groups[out.inputs[0]].size), np.int64) for out in graph.outputs()}
+    traces: dict[str, np.ndarray] = {}
+    if trace:
+        for g in groups.values():
+            traces[g.name] = np.zeros((batch, steps, g.size), np.int64)
+            for kind in sorted({k for k, _, _ in g.prog.probes}):
+                traces[f"{g.name}.{kind}"] = np.zeros((batch, steps, g.size), np.int64)
+
+    for t in range(steps):
+        for g in groups.values():
+            for p in g.ports:
+                p.value, p.clipped = 0, [0] * g.prog.lanes
+        for s in synapses:
+            _synapse_step(s, groups, t, batch)
+        for name, tok in host.items():
+            groups[name].ports[0].value = tok[:, t] if t < tokens else 0
+        for g in groups.values():
+            _update(g, t, batch)
+        for g in groups.values():
+            if g.ring is not None:
+                g.ring[t % len(g.ring)][...] = g.out
+            if g.depth <= t < g.depth + tokens:
+                g.total += g.out.size
+                g.zeros += int(np.count_nonzero(g.out == 0))
+                if g.name in read:
+                    read[g.name][:, t - g.depth] = g.out
+            if trace:
+                traces[g.name][:, t] = g.out
+                for kind, lane, reg in g.prog.probes:
+                    traces[f"{g.name}.{kind}"][:, t, lane::g.prog.lanes] = g.regs[reg]
+
+    return EngineResult(
+        outputs={out.name: _decode(read[out.inputs[0]], groups[out.inputs[0]]) for out in graph.outputs()},
+        raw={out.name: read[out.inputs[0]].copy() for out in graph.outputs()},
+        saturation={name: dict(g.counts) for name, g in groups.items()},
+        sparsity={name: g.zeros / g.total if g.total else 0.0 for name, g in groups.items()},
+        trace=traces if trace else None,
+        steps=steps,
+    )
+
+
+def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple[np.ndarray, dict, dict]:
+    """One program alone: `ports[k]` [steps, batch, size] is what port k holds at each step.
+    Returns the messages [steps, batch, size], the saturation counts and the probed
+    registers (kind -> [steps, batch, size]). For tests of the ISA and for experiments."""
+    steps, batch, size = ports[0].shape if ports else (1, 1, prog.neurons * prog.lanes)
+    g = _Group("program", prog, depth, 0, "none", size, [_Port(0, [0] * prog.lanes) for _ in range(prog.ports)])
+    g.regs, g.shape = _registers(prog, batch), (batch, prog.neurons)
+    g.run = [_compile(ins, g) for ins in prog.code]
+    msgs = np.zeros((steps, batch, size), np.int64)
+    probes = {kind: np.zeros((steps, batch, size), np.int64) for kind, _, _ in prog.probes}
+    for t in range(steps):
+        for port, values in zip(g.ports, ports):
+            port.value, port.clipped = values[t], [0] * prog.lanes
+        _update(g, t, batch)
+        msgs[t] = g.out
+        for kind, lane, reg in prog.probes:
+            probes[kind][t, :, lane::prog.lanes] = g.regs[reg]
+    return msgs, g.counts, probes
+
+
+# -- loading and checking the programs -------------------------------------------------------
+def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
+    rows = read_index(extras)
+    names = [op.name for op in graph.ops_of_kind("neurons")]
+    stray = sorted(set(rows) - set(names))
+    if stray:
+        raise MicrocodeError(f"microcode/index.json has a program for %{stray[0]}, which is not a neuron group "
+                             "of this net; the microcode belongs to another network: recompile")
+    groups = {}
+    for op in graph.ops_of_kind("neurons"):
+        where = f"microcode for %{op.name}"
+        if op.name not in rows:
+            raise MicrocodeError(f"{where} is missing from microcode/index.json; recompile the net")
+        row = rows[op.name]
+        if row.get("binary") not in extras:
+            raise MicrocodeError(f"{where}: its binary {row.get('binary')!r} is not in the net; recompile the net")
+        prog = decode_program(extras[row["binary"]], f"{where} ({row['binary']})")
+        a = with_defaults(op)
+        size, ports = int(a["size"]), ports_of(op)
+        if prog.neurons * prog.lanes != size or prog.ports != ports:
+            raise MicrocodeError(f"{where}: the program is for {prog.neurons} x {prog.lanes} compartments and "
+                                 f"{prog.ports} port(s), the group has {size} and {ports}; recompile the net")
+        if row.get("fingerprint") != fingerprint(op, ports):
+            raise MicrocodeError(f"{where} was generated from a different version of the group (fingerprint "
+                                 "mismatch); recompile the net")
+        groups[op.name] = _Group(op.name, prog, int(a["depth"]), int(a["frac"]), a["decode"], size,
+                                 [_Port(0, [0] * prog.lanes) for _ in range(ports)])
+    return groups
+
+
+def _registers(p: Program, batch: int) -> list:
+    regs: list = [0] * (ZERO + 1)
+    for k in range(N_STATE):
+        regs[STATE0 + k] = np.zeros((batch, p.neurons), np.int64)
+    for k in range(p.params.shape[0]):
+        regs[PARAM0 + k] = p.params[k]
+    return regs
+
+
+# -- the interpreter ----------------------------------------------------------------------------
+def _update(g: _Group, t: int, batch: int) -> None:
+    """Run g's program once for all its neurons and the batch; leaves the messages in g.out."""
+    regs = g.regs
+    for k in range(N_TEMP):
+        regs[k] = 0  # temporaries start at zero every update
+    g.out = np.zeros((batch, g.size), np.int64)
+    pc, code = 0, g.prog.code
+    while True:
+        nxt = g.run[pc](regs, t)
+        if nxt == -1:
+            return
+        pc = pc + 1 if nxt is None else nxt
+
+
+def _compile(ins, g: _Group) -> Callable:
+    """One instruction as a function (regs, t) -> next pc (None: the next one; -1: halt)."""
+    d, a, b, aux, imm = ins.rd, ins.ra, ins.rb, ins.aux, ins.imm
+    op = ins.op
+    if op == "halt":
+        return lambda R, t: -1
+    if op == "bslt":
+        return lambda R, t: aux if t < imm else None
+    if op == "jmp":
+        return lambda R, t: aux
+
+    def step(fn):
+        def run(R, t):
+            R[d] = fn(R)
+        return run
+    if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
+        return step(lambda R: np.full(g.shape, imm, np.int64))
+    if op == "mov":
+        return step(lambda R: R[a])
+    if op == "add":
+        return step(lambda R: R[a] + R[b])
+    if op == "sub":
+        return step(lambda R: R[a] - R[b])
+    if op == "mul":
+        return step(lambda R: np.multiply(R[a], R[b], dtype=np.int64))
+    if op == "addi":
+        return step(lambda R: R[a] + np.int64(imm))
+    if op == "shr":
+        return step(lambda R: np.right_shift(R[a], imm, dtype=np.int64))
+    if op == "shl":
+        return step(lambda R: np.left_shift(R[a], imm, dtype=np.int64))
+    if op == "rshr":
+        if imm == 0:
+            return step(lambda R: R[a])
+        half = np.int64(1 << (imm - 1))
+        return step(lambda R: np.right_shift(R[a] + half, imm, dtype=np.int64))
+    if op == "max":
+        return step(lambda R: np.maximum(R[a], R[b]))
+    if op == "min":
+        return step(lambda R: np.minimum(R[a], R[b]))
+    if op == "abs":
+        return step(lambda R: np.abs(R[a]))
+    if op == "cgei":
+        return step(lambda R: (np.asarray(R[a]) >= imm).astype(np.int64))
+    if op == "mask":
+        return step(lambda R: np.where(np.asarray(R[b]) != 0, R[a], 0))
+    if op == "sat":
+        lo, hi = -(1 << (aux - 1)), (1 << (aux - 1)) - 1
+        counter = COUNTER_QUANTITY.get(COUNTERS[b])
+
+        def sat(R, t):
+            v = R[a]
+            if np.shape(v) != g.shape:  # a parameter or 0: count as many values as neurons x batch
+                v = np.broadcast_to(v, g.shape)
+            if v.min() < lo or v.max() > hi:
+                if counter:
+                    g.counts[counter] += int(np.count_nonzero((v < lo) | (v > hi)))
+                v = np.clip(v, lo, hi)
+            R[d] = v
+        return sat
+    if op == "lut":
+        table = g.prog.table
+        top = len(table) - 1
+        counter = COUNTER_QUANTITY.get(COUNTERS[b])
+
+        def lut(R, t):
+            i = np.broadcast_to(R[a], g.shape)
+            if counter:
+                g.counts[counter] += int(np.count_nonzero((i < 0) | (i > top)))
+            R[d] = table[np.clip(i, 0, top)]
+        return lut
+    if op == "in":
+        port = g.ports[aux]
+
+        def read_port(R, t):
+            g.counts["accumulator"] += port.clipped[imm]
+            v = port.value
+            R[d] = v[:, imm::g.prog.lanes] if isinstance(v, np.ndarray) else 0  # a port is an array or 0
+        return read_port
+    if op == "emit":
+        def emit(R, t):
+            g.out[:, imm::g.prog.lanes] = R[a]
+        return emit
+    raise MicrocodeError(f"no interpreter for instruction {op!r}")  # decode_program admits only known ones
+
+
+# -- the synapse stage (docs/fixed_point.md, Synapse group) --------------------------------------
+def _synapse_step(s: _Synapses, groups: dict[str, _Group], t: int, batch: int) -> None:
+    pre, post = groups[s.pre], groups[s.post]
+    src = t - s.delay
+    m = pre.ring[src % len(pre.ring)] if src >= 0 else None
+    largest = max(int(m.max()), -int(m.min())) if m is not None and m.size else 0
+    bound = s.col_abs_max * largest  # |W @ m| <= bound
+    if largest == 0:
+        acc = None
+    elif bound < _EXACT_FLOAT:  # every partial sum is an integer below 2^53: float64 (BLAS) is exact
+        acc = (m.astype(np.float64) @ s.w_float).astype(np.int64)
+    else:
+        acc = m @ s.w
+    if s.sigma_pre:
+        if s.sigma is None:
+            s.sigma = np.zeros((batch, post.size), np.int64)
+        if acc is not None:
+            s.sigma += acc
+        acc, bound = s.sigma, None  # the running sum has no cheap bound: check it
+    if acc is None:
+        return  # zero input: the port stays 0
+    lo, hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
+    if s.exp > 0:  # values beyond +-2^31 saturate anyway; clipping first keeps the shift inside int64
+        fits = bound is not None and bound << s.exp <= hi
+        out = (acc if fits else np.clip(acc, -(1 << 31), 1 << 31)) << min(s.exp, 31)
+    else:
+        fits = bound is not None and bound >> -s.exp <= hi
+        out = acc >> min(-s.exp, 63) if s.exp else acc.copy()
+    port = post.ports[s.port]
+    if not fits:
+        clipped = (out < lo) | (out > hi)
+        if clipped.any():
+            out = np.clip(out, lo, hi)
+            port.clipped = [int(np.count_nonzero(clipped[:, lane::s.lanes])) for lane in range(s.lanes)]
+    port.value = out
+
+
+def _decode(msgs: np.ndarray, g: _Group) -> np.ndarray:
+    value = np.ldexp(msgs.astype(np.float64), -g.frac)
+    if g.decode == "mean":
+        value = value / np.arange(1, msgs.shape[1] + 1, dtype=np.float64)[None, :, None]
+    return value

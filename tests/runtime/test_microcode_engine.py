@@ -1,0 +1,289 @@
+"""The microcode engine runs the programs in net.lava and gets the numpy engine's integers.
+
+Two levels: every instruction against a scalar Python-int reference written
+here from docs/microcode.md (random programs), and whole networks against
+run_numpy(trace=True) at every step -- messages, probed states, sigma-delta
+`last`, saturation counts and sparsity -- on random neuro-level networks
+(tests/runtime/test_engine_contract.py generators), random ONNX models
+compiled end to end, and the shipped digits example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import ssmc
+from ssmc.api import Net
+from ssmc.backend_loihi.microcode.codegen import generate
+from ssmc.backend_loihi.microcode.emit import emit_microcode
+from ssmc.backend_loihi.microcode.isa import (
+    COUNTER_QUANTITY, COUNTERS, N_TEMP, PARAM0, STATE0, ZERO, Instr, Program, decode_program, encode_program)
+from ssmc.errors import MicrocodeError
+from ssmc.runtime import microcode_engine
+from ssmc.runtime.microcode_engine import run_program
+from ssmc.runtime.numpy_engine import run_numpy
+from tests.backend_loihi.microcode_programs import programs
+from tests.builders.onnx_models import build_step_model, random_spec
+from tests.conftest import EXAMPLES
+from tests.runtime.test_engine_contract import random_extended_network, random_network
+
+
+# -- instruction semantics: a scalar reference from docs/microcode.md ---------------------
+def wrap(v: int) -> int:
+    """64-bit two's complement."""
+    return (v + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def scalar_program(p: Program, ports: list[np.ndarray], depth: int = 0):
+    """msgs [steps][batch][size], counts, probes -- one neuron at a time, Python ints."""
+    steps, batch, size = ports[0].shape if ports else (1, 1, p.neurons * p.lanes)
+    counts = {"accumulator": 0, "state": 0, "message": 0}
+    state = [[[0] * 8 for _ in range(p.neurons)] for _ in range(batch)]
+    msgs = np.zeros((steps, batch, size), np.int64)
+    probes = {k: np.zeros((steps, batch, size), np.int64) for k, _, _ in p.probes}
+    for t in range(steps):
+        for b in range(batch):
+            for n in range(p.neurons):
+                regs = {}
+
+                def get(r):
+                    if r < N_TEMP:
+                        return regs.get(r, 0)
+                    if r < PARAM0:
+                        return state[b][n][r - STATE0]
+                    if r < ZERO:
+                        return int(p.params[r - PARAM0, n])
+                    return 0
+
+                def put(r, v):
+                    if r < N_TEMP:
+                        regs[r] = v
+                    else:
+                        state[b][n][r - STATE0] = v
+                pc = 0
+                while True:
+                    i: Instr = p.code[pc]
+                    pc += 1
+                    a, bb, op = get(i.ra), get(i.rb), i.op
+                    if op == "halt":
+                        break
+                    if op == "bslt":
+                        pc = i.aux if t < i.imm else pc
+                    elif op == "jmp":
+                        pc = i.aux
+                    elif op == "emit":
+                        msgs[t, b, n * p.lanes + i.imm] = a
+                    elif op in ("sat", "lut"):
+                        if op == "sat":
+                            lo, hi = -(1 << (i.aux - 1)), (1 << (i.aux - 1)) - 1
+                            v = min(max(a, lo), hi)
+                            clipped = v != a
+                        else:
+                            top = len(p.table) - 1
+                            v = int(p.table[min(max(a, 0), top)])
+                            clipped = not 0 <= a <= top
+                        if clipped and COUNTERS[i.rb] != "-":
+                            counts[COUNTER_QUANTITY[COUNTERS[i.rb]]] += 1
+                        put(i.rd, v)
+                    else:
+                        v = {"li": lambda: i.imm, "mov": lambda: a,
+                             "in": lambda: int(ports[i.aux][t, b, n * p.lanes + i.imm]),
+                             "add": lambda: wrap(a + bb), "sub": lambda: wrap(a - bb), "mul": lambda: wrap(a * bb),
+                             "addi": lambda: wrap(a + i.imm), "shr": lambda: a >> i.imm,
+                             "shl": lambda: wrap(a << i.imm),
+                             "rshr": lambda: wrap(a + (1 << (i.imm - 1))) >> i.imm if i.imm else a,
+                             "max": lambda: max(a, bb), "min": lambda: min(a, bb), "abs": lambda: wrap(abs(a)),
+                             "cgei": lambda: int(a >= i.imm), "mask": lambda: a if bb != 0 else 0}[op]()
+                        put(i.rd, v)
+                for kind, lane, reg in p.probes:
+                    probes[kind][t, b, n * p.lanes + lane] = state[b][n][reg - STATE0]
+    return msgs, counts, probes
+
+
+VALUES = st.one_of(st.integers(-300, 300), st.integers(-(1 << 40), 1 << 40), st.integers(-(1 << 62), 1 << 62))
+
+
+@settings(max_examples=120, deadline=None)
+@given(programs(value=VALUES, max_code=16), st.integers(0, 2 ** 32 - 1), st.integers(0, 3))
+def test_every_instruction_does_what_the_isa_page_says(prog, seed, depth):
+    rng = np.random.default_rng(seed)
+    size = prog.neurons * prog.lanes
+    scale = rng.choice([100, 1 << 20, 1 << 34])
+    ports = [rng.integers(-scale, scale, size=(4, 2, size)) for _ in range(prog.ports)]
+    msgs, counts, probes = run_program(prog, ports, depth)
+    ref_msgs, ref_counts, ref_probes = scalar_program(prog, ports, depth)
+    np.testing.assert_array_equal(msgs, ref_msgs)
+    assert counts == ref_counts
+    for kind in ref_probes:
+        np.testing.assert_array_equal(probes[kind], ref_probes[kind])
+
+
+# -- whole networks against the numpy engine --------------------------------------------------
+def net_of(graph) -> Net:
+    return Net(graph=graph, source={}, pipeline="", options={}, report={}, extras=emit_microcode(graph))
+
+
+def assert_same_run(net: Net, x: np.ndarray) -> None:
+    """Same integers at every step for every group and probed state, same counts and sparsity."""
+    ref = run_numpy(net.graph, x, trace=True)
+    got = microcode_engine.run_net(net, x, trace=True)
+    assert sorted(got.trace) == sorted(ref.trace)
+    for key in ref.trace:
+        np.testing.assert_array_equal(got.trace[key], ref.trace[key], err_msg=key)
+    for name in ref.raw:
+        np.testing.assert_array_equal(got.raw[name], ref.raw[name])
+        np.testing.assert_array_equal(got.outputs[name], ref.outputs[name])
+    assert got.saturation == ref.saturation
+    assert got.sparsity == ref.sparsity
+    assert got.steps == ref.steps
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_networks_match_numpy_at_every_step(seed):
+    g = random_network(seed)  # varied coef/msg/state widths, weight exponents, dense messages
+    rng = np.random.default_rng(300 + seed)
+    x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0, 1e6]), size=(3, 9, g.inputs()[0].shape[0]))
+    assert_same_run(net_of(g), x)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_lut_product_and_sigma_delta_networks_match_numpy_at_every_step(seed):
+    g = random_extended_network(seed)  # every kind, each group dense or sigma-delta at random
+    rng = np.random.default_rng(400 + seed)
+    x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0, 1e6]), size=(3, 10, g.inputs()[0].shape[0]))
+    assert_same_run(net_of(g), x)
+
+
+def test_the_networks_above_cover_every_kind_dense_and_sigma_delta():
+    seen = set()
+    for seed in range(24):
+        for op in random_extended_network(seed).ops_of_kind("neurons"):
+            seen.add((op.attrs["kind"], op.attrs.get("delta", 0) > 0))
+    for seed in range(16):
+        seen |= {(op.attrs["kind"], False) for op in random_network(seed).ops_of_kind("neurons")}
+    kinds = ("source", "relay", "relu", "cpx", "integrator", "lut", "product")
+    assert {(k, False) for k in kinds} <= seen
+    assert {(k, True) for k in kinds if k not in ("source", "relay")} <= seen
+
+
+@pytest.mark.parametrize("seed, sigma_delta", [(0, None), (1, 0.0), (2, 0.01), (3, None), (4, 0.05)])
+def test_random_onnx_models_compiled_end_to_end_match_numpy(tmp_path, seed, sigma_delta):
+    import onnx
+    spec = random_spec(seed, H=int(np.random.default_rng(seed).integers(2, 6)), M=2, n_layers=1 + seed % 2)
+    path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(spec), str(path))
+    x = np.random.default_rng(seed).normal(size=(3, 7, spec.in_features)).astype(np.float32)
+    widths = {"state_bits": 16 + seed, "message_bits": 12 + 2 * seed}
+    net = ssmc.compile(path, readout="mean", calibration=x, sigma_delta=sigma_delta, **widths)
+    assert_same_run(net, x)
+
+
+@pytest.fixture(scope="module")
+def digits_net():
+    return ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean",
+                        calibration=EXAMPLES / "digits_calib.npz")
+
+
+def test_the_shipped_example_matches_numpy_at_every_step(digits_net, tmp_path):
+    x = np.load(EXAMPLES / "digits_test.npz")["x"][:8]
+    digits_net.save(tmp_path / "n.lava")
+    assert_same_run(ssmc.load(tmp_path / "n.lava"), x)  # the programs as stored in net.lava
+
+
+def test_net_run_with_the_microcode_engine_gives_the_numpy_outputs_and_report(digits_net):
+    x = np.load(EXAMPLES / "digits_test.npz")["x"][:4]
+    a = digits_net.run_detailed(x, engine="numpy")
+    b = digits_net.run_detailed(x, engine="microcode")
+    np.testing.assert_array_equal(a["outputs"], b["outputs"])
+    assert a["saturation"] == b["saturation"] and a["sparsity"] == b["sparsity"]
+
+
+# -- the programs are what runs -------------------------------------------------------------
+def _with_program(net: Net, group: str, edit) -> Net:
+    extras = dict(net.extras)
+    path = f"microcode/{group}.bin"
+    extras[path] = encode_program(edit(decode_program(extras[path])))
+    return dataclasses.replace(net, extras=extras)
+
+
+def _differs(net: Net, x: np.ndarray) -> bool:
+    try:
+        assert_same_run(net, x)
+    except AssertionError:
+        return True
+    return False
+
+
+def test_a_wrong_rounding_in_one_instruction_is_caught():
+    # rshr (round to nearest) -> shr (floor) in the cpx update: the comparison must notice
+    g = random_network(4)
+    net = net_of(g)
+    x = np.random.default_rng(0).normal(scale=4.0, size=(2, 8, g.inputs()[0].shape[0]))
+    assert not _differs(net, x)
+
+    def floor_instead(p: Program) -> Program:
+        code = list(p.code)
+        at = next(i for i, ins in enumerate(code) if ins.op == "rshr" and ins.imm > 0)
+        code[at] = dataclasses.replace(code[at], op="shr")
+        return dataclasses.replace(p, code=code)
+    assert _differs(_with_program(net, "pairs", floor_instead), x)
+
+
+def test_editing_a_binary_changes_what_runs():
+    # the engine runs the binary, not the IR: a relu program turned into a relay shows it
+    g = random_network(2)
+    net = net_of(g)
+    x = np.random.default_rng(1).normal(scale=4.0, size=(2, 8, g.inputs()[0].shape[0]))
+
+    def no_relu(p: Program) -> Program:
+        return dataclasses.replace(p, code=[ins for ins in p.code if ins.op != "max"])
+    assert _differs(_with_program(net, "act", no_relu), x)
+
+
+# -- damaged programs in net.lava: one-line errors ----------------------------------------
+@pytest.mark.parametrize("damage, phrase", [
+    (lambda e: e.pop("microcode/index.json"), "has no microcode/index.json"),
+    (lambda e: e.pop("microcode/pairs.bin"), "its binary 'microcode/pairs.bin' is not in the net"),
+    (lambda e: e.update({"microcode/pairs.bin": e["microcode/pairs.bin"][:-8]}), "truncated or damaged"),
+    (lambda e: e.update({"microcode/pairs.bin": b"garbage!"}), "not a whole number of 64-bit words"),
+    (lambda e: e.update({"microcode/index.json": b"{not json"}), "index.json is damaged"),
+    (lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"pairs"', b'"other"')}),
+     "program for %other, which is not a neuron group"),
+    (lambda e: e.update({"microcode/pairs.bin": e["microcode/act.bin"]}), "the program is for"),
+])
+def test_damaged_microcode_is_a_one_line_error(damage, phrase):
+    g = random_network(0)
+    net = net_of(g)
+    damage(net.extras)
+    with pytest.raises(MicrocodeError) as e:
+        microcode_engine.run_net(net, np.zeros((1, 3, g.inputs()[0].shape[0])))
+    assert phrase in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_program_for_another_version_of_its_group_is_refused():
+    g = random_network(0)
+    net = net_of(g)
+    g.op("act").params["bias"] = g.op("act").params["bias"] + 1  # the IR changed after codegen
+    with pytest.raises(MicrocodeError, match="%act was generated from a different version"):
+        microcode_engine.run_net(net, np.zeros((1, 3, g.inputs()[0].shape[0])))
+
+
+def test_a_group_whose_parameters_do_not_fit_the_immediate_is_refused_at_codegen():
+    g = random_extended_network(1)
+    g.op("gate").attrs["lut_lo"] = 1 << 40
+    with pytest.raises(MicrocodeError, match="%gate .*does not fit the 32-bit immediate"):
+        generate(g.op("gate"))
+
+
+def test_a_net_without_neuron_groups_is_refused_not_run_in_float(tmp_path):
+    import onnx
+    spec = random_spec(0, H=2, M=1, n_layers=1)
+    onnx.save(build_step_model(spec), str(tmp_path / "m.onnx"))
+    net = ssmc.compile(tmp_path / "m.onnx", passes="canonicalize")
+    assert "microcode/index.json" not in net.extras
+    with pytest.raises(ssmc.errors.SsmcError, match="without the fixed-point passes"):
+        net.run(np.zeros((1, 2, spec.in_features)), engine="microcode")
