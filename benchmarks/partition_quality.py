@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -129,6 +130,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--time-limit", type=float, default=20.0, help="CP-SAT budget per model (deterministic units)")
     ap.add_argument("--scale", action="store_true", help="also the ~1M-neuron multi-chip model")
+    ap.add_argument("--scale-time-limit", type=float, default=10.0, help="CP-SAT budget for the scale model")
     args = ap.parse_args()
     logging.disable(logging.INFO)
     target = load_target()
@@ -148,7 +150,9 @@ def main() -> None:
         g = s4d_stack(128, 128, 32, rates=RATES * 8, seed=3)
         n = sum(int(op.attrs["size"]) for op in g.ops_of_kind("neurons"))
         print(f"scale: {n} neurons on {big.board} ({big.chips} chips)")
-        scale = evaluate(f"scale {n // 1000}k neurons", g, big, args.time_limit, methods=("cpsat", "greedy"))
+        start = time.perf_counter()
+        scale = evaluate(f"scale {n // 1000}k neurons", g, big, args.scale_time_limit, methods=("cpsat", "greedy"))
+        print(f"scale: both methods with netlists, partition and place in {time.perf_counter() - start:.0f} s")
     notes = verdicts(rows + scale)
     for line in notes:
         print(line)
@@ -160,10 +164,12 @@ def main() -> None:
 
 def write_md(counts, rows, scale, notes, args):
     lines = ["# Partition quality", "", "Written by `benchmarks/partition_quality.py"
-             + (" --scale" if args.scale else "") + f"` (CP-SAT budget {args.time_limit} deterministic units).",
+             + (" --scale" if args.scale else "") + f"` (CP-SAT `time-limit` {args.time_limit}, i.e. "
+             f"{args.time_limit / 3:.1f} deterministic units; scale model {args.scale_time_limit}).",
              "Traffic in messages per step (sender x destination core, times the sender's message rate); "
              "hop-weighted = messages x router hops, a chip-to-chip link counting "
-             "`chip_link_cost` hops (assumed 8). Times are wall seconds on the 2-core dev machine, shared.", "",
+             "`chip_link_cost` hops (assumed 8). Times are wall seconds on the 2-core dev machine, shared "
+             f"(load average {os.getloadavg()[0]:.1f} when this was written).", "",
              "## Cores against the seed paper (31 / 111 cores, third-party reading)", "",
              "| model | H | N | params | cores (ours) | capacity bound | binding capacity | paper | ours / paper | "
              f"cores at --max-neurons-per-core {PAPER_DENSITY} | ratio |",
