@@ -20,8 +20,17 @@ from ssmc.mapping.usage import core_usage, routes, traffic
 from ssmc.report.costmodel import estimate
 from ssmc.targets import CAPACITIES
 
-#: Producers of extra report sections: name -> f(net) -> dict (rows of a table). Other stages register here.
-SECTION_PROVIDERS: dict = {}
+def _microcode_section(net):
+    """Per neuron program: size in words and ASSUMED cycles (docs/microcode.md), from net.lava's index."""
+    if "microcode/index.json" not in net.extras:
+        return {"note": "this net has no microcode programs"}
+    from ssmc.backend_loihi.microcode.emit import microcode_summary
+    return microcode_summary(net)
+
+
+#: Producers of extra report sections: name -> f(net) -> dict or list of row dicts. Other stages register here
+#: (e.g. a Lava process table); each is shown as a table by every renderer.
+SECTION_PROVIDERS: dict = {"microcode programs (sizes in words; cycles assumed)": _microcode_section}
 
 
 def bitwidths(graph) -> list[dict]:

@@ -34,6 +34,8 @@ def test_report_counts_every_neuron_once_and_labels_the_estimate(net_path):
     assert "measured" in rep["rates"]["source"]
     text = to_text(rep)
     assert "ESTIMATE" in text and "binding capacity" in text and "s4d0.pairs" in text
+    programs = rep["sections"]["microcode programs (sizes in words; cycles assumed)"]
+    assert {r["group"] for r in programs} == {op.name for op in net.graph.ops_of_kind("neurons")}
     assert json.loads(to_json(rep))["placement"]["cores_used"] == rep["placement"]["cores_used"]
 
 
