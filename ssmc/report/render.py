@@ -65,8 +65,14 @@ def to_text(rep: dict) -> str:
     for name, rows in rep.get("sections", {}).items():
         out.append("")
         out.append(name)
-        for k, v in (rows.items() if isinstance(rows, dict) else enumerate(rows)):
-            out.append(f"  {k}: {v}")
+        if isinstance(rows, dict):
+            out.extend(f"  {k}: {v}" for k, v in rows.items())
+        elif rows and all(isinstance(r, dict) for r in rows):
+            keys = list(rows[0])
+            out.append("  " + " ".join(f"{k:>12s}" for k in keys))
+            out.extend("  " + " ".join(f"{str(r.get(k, '')):>12s}" for k in keys) for r in rows)
+        else:
+            out.extend(f"  {r}" for r in rows)
     return "\n".join(out) + "\n"
 
 
@@ -204,7 +210,12 @@ def write_html(rep: dict, path: str) -> list[str]:
     parts.append(_table(cols, [[b[k] for k in cols] for b in rep["bitwidths"]]))
     for name, rows in rep.get("sections", {}).items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(_table(["key", "value"], list(rows.items()) if isinstance(rows, dict) else list(enumerate(rows))))
+        if isinstance(rows, dict):
+            parts.append(_table(["key", "value"], list(rows.items())))
+        elif rows and all(isinstance(r, dict) for r in rows):
+            parts.append(_table(list(rows[0]), [[r.get(k) for k in rows[0]] for r in rows]))
+        else:
+            parts.append(_table(["row"], [[r] for r in rows]))
     parts.append("</body></html>\n")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(parts))
