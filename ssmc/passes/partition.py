@@ -69,6 +69,7 @@ class Partition(Pass):
         log.info(f"{i['cores']} cores ({i['method']}; {i['blocks']} blocks; capacity lower bound "
                  f"{i['lower_bound_cores']}, binding: {i['binding_capacity']}); rates {source}")
         if "status" in i:
-            log.info(f"CP-SAT {i.get('formulation', '')}: {i['status']}, cut {i['objective']} msgs/step, "
-                     f"gap {i['gap']}")
+            bound = i.get("bound", i.get("within_window_bound"))
+            log.info(f"CP-SAT {i.get('formulation', '')}: {i['status']}, objective {i['objective']} "
+                     f"(messages + hops per step), proven bound {bound}, gap {i['gap']}")
         return graph, True
