@@ -123,7 +123,7 @@ def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str
 def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
             calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
             log: Callable[[str], None] = lambda s: None, skip: list[str] | None = None,
-            stop_after: str | None = None, sigma_delta: float | None = None, target: str | None = None,
+            stop_after: str | None = None, sigma_delta: float | None = None, plugins=(), target: str | None = None,
             board: str | None = None, chips: int | None = None, max_neurons_per_core: int | None = None,
             **widths) -> Net:
     """ONNX step-form model -> Net, running `passes` (a pipeline string).
@@ -137,7 +137,11 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     of each group's full scale; 0 sends every change, values unchanged).
     `target` (a target JSON file or built-in name), `board`, `chips` and
     `max_neurons_per_core` set the partition pass's target (see docs/mapping.md).
+    `plugins`: Python files to import first (they register op handlers or
+    passes; docs/extending.md); recorded in net.lava with their sha256.
     """
+    from ssmc.frontend.handlers import load_plugin_file
+    plugin_record = [{"file": os.path.basename(os.fspath(p)), "sha256": load_plugin_file(p)} for p in plugins]
     unknown = set(widths) - set(WIDTH_OPTIONS)
     if unknown:
         raise SsmcError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
@@ -198,7 +202,12 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         model_graph=model_graph,
         source={"file": os.path.basename(os.fspath(model_path)), "sha256": loaded.sha256, "bytes": loaded.size},
         pipeline=pipeline_spec(pipeline),
-        options={"readout": readout, "calibration": cal_source},
+        # every option that shapes the result, named as compile()'s keywords, so a net.lava says how to
+        # remake it (calibration and plugins by file name and sha256)
+        options={"readout": readout, "calibration": cal_source, "passes": passes,
+                 **({"skip": list(skip)} if skip else {}), **({"stop_after": stop_after} if stop_after else {}),
+                 **({"sigma_delta": float(sigma_delta)} if sigma_delta is not None else {}), **given,
+                 **({"plugins": plugin_record} if plugin_record else {}), **mapping},
         report={"import": dataclasses.asdict(report),
                 "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
                            for r in records]},

@@ -47,8 +47,8 @@ def cmd_compile(args) -> int:
                        weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
                        message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after,
                        layer_bits=";".join(args.layer_bits) if args.layer_bits else None,
-                       sigma_delta=args.sigma_delta, target=args.target, board=args.board, chips=args.chips,
-                       max_neurons_per_core=args.max_neurons_per_core)
+                       sigma_delta=args.sigma_delta, plugins=args.plugin or (), target=args.target,
+                       board=args.board, chips=args.chips, max_neurons_per_core=args.max_neurons_per_core)
     for record in net.report.get("passes", []):
         for note in record.get("notes", []):
             log(f"  {record['name']}: {note}")
@@ -83,6 +83,7 @@ def cmd_inspect(args) -> int:
     from ssmc.frontend import import_onnx
     from ssmc.ir.text import print_graph
 
+    _load_plugins(args)
     graph, report, loaded = import_onnx(args.model, readout=args.readout)
     if args.format == "json":
         print(json.dumps({"model": report.model_name, "sha256": loaded.sha256, "states": report.states,
@@ -188,8 +189,8 @@ def cmd_run(args) -> int:
         print("message sparsity (fraction of zero messages): " +
               ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items()))
     if engine == "microcode":  # what ran: the programs' size and assumed cycles
-        from ssmc.backend_loihi.microcode.emit import format_summary, microcode_summary
-        print(format_summary(microcode_summary(net)))
+        from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary
+        print(format_summary(microcode_summary(net), core_cycles(net)))
     if args.compare_numpy and engine not in ("numpy", "float"):
         print(_numpy_agreement(net, x, result["result"]))
     if args.compare_float and engine != "float":
@@ -211,10 +212,9 @@ def cmd_run(args) -> int:
             print(f"warning: {args.compare_onnx} is not the model this net was compiled from", file=sys.stderr)
         ref = run_step_onnx(loaded.model, x)
         readout = net.options.get("readout", "none")
-        if readout != "none":  # the ONNX model has no pool: apply the same running reduction to its outputs
-            ref = np.cumsum(ref, axis=1)
-            if readout == "mean":
-                ref = ref / np.arange(1, ref.shape[1] + 1)[None, :, None]
+        if readout != "none":  # the ONNX model has no pool: apply the IR's pool op to its outputs
+            from ssmc.runtime.float_ref import running_pool
+            ref = running_pool(ref, readout)
         scale = float(np.abs(ref).max()) or 1.0
         err = float(np.abs(y - ref).max())
         print(f"vs onnxruntime on {os.path.basename(args.compare_onnx)}: max abs error {err:.3e} "
@@ -257,6 +257,73 @@ def cmd_export_lava(args) -> int:
     classes = Counter(row["class"] for row in process_table(net))
     print(f"{sum(classes.values())} Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(classes.items())))
     print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
+
+
+# -- ops --------------------------------------------------------------------------
+def _load_plugins(args) -> None:
+    from ssmc.frontend.handlers import load_plugin_file
+
+    for path in getattr(args, "plugin", None) or ():
+        load_plugin_file(path)
+
+
+def cmd_ops(args) -> int:
+    from ssmc.frontend.convert import SUPPORTED
+    from ssmc.frontend.handlers import DOCS, available_op_handlers
+
+    _load_plugins(args)
+    handlers = available_op_handlers()
+    print("op handlers (registered; they take precedence over the built-in recognition):")
+    for h in handlers:
+        print(f"  {h.key:28s} {h.summary}")
+        print(f"  {'':28s} from {h.origin}")
+    if not handlers:
+        print(f"  none (add one: {DOCS})")
+    print(f"\nbuilt in: {SUPPORTED}")
+    return 0
+
+
+# -- microcode ------------------------------------------------------------------
+def cmd_microcode(args) -> int:
+    from ssmc.backend_loihi.microcode import asm
+
+    if args.assemble or args.disassemble:
+        src = args.assemble or args.disassemble
+        if args.net:
+            raise SsmcError("give either a net.lava or --assemble/--disassemble, not both")
+        mode = "rb" if args.disassemble else "r"
+        try:
+            with open(src, mode) as f:
+                data = f.read()
+        except OSError as e:
+            raise SsmcError(f"cannot read {src}: {e.strerror}") from None
+        try:
+            out = asm.disassemble(data, src) if args.disassemble else asm.assemble(data, src)
+        except SsmcError as e:  # name the file in front of the line number
+            raise SsmcError(str(e) if str(e).startswith(src) else f"{src}: {e}") from None
+        if args.output:
+            with open(args.output, "wb" if args.assemble else "w") as f:
+                f.write(out)
+            print(f"wrote {args.output} ({len(out)} bytes)")
+        elif args.assemble:
+            raise SsmcError("--assemble writes a binary: give -o FILE.bin")
+        else:
+            print(out, end="")
+        return 0
+    if not args.net:
+        raise SsmcError("give a net.lava (or --assemble FILE.s / --disassemble FILE.bin)")
+    import ssmc
+    from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary, read_index
+    net = ssmc.load(args.net)
+    rows = read_index(net.extras)
+    if args.show:
+        if args.show not in rows:
+            raise SsmcError(f"no program for group {args.show!r}; groups: {', '.join(rows)}")
+        for unit in rows[args.show]["units"]:
+            print(net.extras[unit["text"]].decode(), end="")
+        return 0
+    print(format_summary(microcode_summary(net), core_cycles(net)))
+    print("programs: " + ", ".join(u["text"] for r in rows.values() for u in r["units"]))
     return 0
 
 
@@ -265,6 +332,7 @@ def cmd_passes(args) -> int:
     from ssmc.passes import DEFAULT_PIPELINE, available_passes
     from ssmc.passes.base import option_fields
 
+    _load_plugins(args)
     for name, cls in available_passes().items():
         print(f"{name:24s} [{cls.kind}] {_summary_line(cls)}")
         for f in option_fields(cls):
@@ -308,7 +376,8 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc compile model.onnx -o net.lava --passes canonicalize   keep the float model (no quantization)
   ssmc compile model.onnx -o net.lava --stop-after fold-linear --print-ir-after fold-linear
   ssmc compile model.onnx -o net.lava --passes "canonicalize,count-ops"   a plugin pass (docs/extending.md)
-  ssmc compile model.onnx -o net.lava --print-ir-after all    show the IR between passes""")
+  ssmc compile model.onnx -o net.lava --print-ir-after all    show the IR between passes
+  ssmc compile fused.onnx -o net.lava --plugin my_handlers.py  custom ONNX ops (docs/extending.md)""")
     c.add_argument("model", help="the .onnx file (step form)")
     c.add_argument("-o", "--output", required=True, help="where to write the compiled net (e.g. net.lava)")
     c.add_argument("--readout", choices=("none", "sum", "mean"), default="none",
@@ -342,6 +411,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
     c.add_argument("--print-ir-after", metavar="PASS|all", help="print the IR (tensors summarised) after a pass")
     c.add_argument("--no-verify", action="store_true", help="skip the IR verifier between passes (faster, unsafe)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    _plugin_option(c)
     c.set_defaults(func=cmd_compile)
 
     i = sub.add_parser("inspect", formatter_class=fmt, help="show what the frontend recognises in an ONNX model",
@@ -355,6 +425,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
     i.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     i.add_argument("--ir", action="store_true", help="also print the IR, tensors summarised")
     i.add_argument("--readout", choices=("none", "sum", "mean"), default="none", help="as for compile")
+    _plugin_option(i)
     i.set_defaults(func=cmd_inspect)
 
     r = sub.add_parser("run", formatter_class=fmt, help="run a compiled net on input sequences",
@@ -414,10 +485,41 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
                                                           "of the same name")
     e.set_defaults(func=cmd_export_lava)
 
+    mc = sub.add_parser("microcode", formatter_class=fmt, help="a net's neuron programs; assemble/disassemble",
+                        description="Show the neuron microcode programs in a net.lava (sizes, assumed cycles, "
+                                    "text), or assemble / disassemble one program (docs/microcode.md).",
+                        epilog="""examples:
+  ssmc microcode net.lava                     programs, words and assumed cycles per neuron update
+  ssmc microcode net.lava --show s4d0.pairs   the program text of one neuron group
+  ssmc microcode --assemble relu.s -o relu.bin
+  ssmc microcode --disassemble relu.bin""")
+    mc.add_argument("net", nargs="?", help="a net.lava file from `ssmc compile`")
+    mc.add_argument("--show", metavar="GROUP", help="print this neuron group's program text")
+    mc.add_argument("--assemble", metavar="FILE.s", help="assemble this program text (needs -o)")
+    mc.add_argument("--disassemble", metavar="FILE.bin", help="print this program binary as text")
+    mc.add_argument("-o", "--output", help="where --assemble / --disassemble write")
+    mc.set_defaults(func=cmd_microcode)
+
     ps = sub.add_parser("passes", help="list the available passes and their options",
                         description="List every registered pass, its kind, one-line description and options.")
+    _plugin_option(ps)
     ps.set_defaults(func=cmd_passes)
+
+    o = sub.add_parser("ops", formatter_class=fmt, help="list the ONNX op handlers (built-in and plugins)",
+                       description="List registered op handlers (custom ONNX ops mapped onto the IR) and what "
+                                   "the frontend recognises by itself.",
+                       epilog="""examples:
+  ssmc ops
+  ssmc ops --plugin examples/custom_op/s4d_handler.py""")
+    _plugin_option(o)
+    o.set_defaults(func=cmd_ops)
     return p
+
+
+def _plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", metavar="FILE.py",
+                        help="import this Python file first: it registers op handlers or passes "
+                             "(repeatable; docs/extending.md)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ssmc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ssmc inspect model.onnx | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # a bug in ssmc: say so in one line, keep the traceback for SSMC_DEBUG
         if os.environ.get("SSMC_DEBUG"):
             raise

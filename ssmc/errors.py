@@ -36,3 +36,7 @@ class FitError(SsmcError):
 
 class MicrocodeError(SsmcError):
     """Neuron microcode that does not assemble, decode, or match the network it is for."""
+
+
+class ResourceLimitError(SsmcError):
+    """A model or a run bigger than a configured limit (ssmc.limits), refused before it uses the memory."""

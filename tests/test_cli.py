@@ -27,7 +27,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> N
         assert phrase in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", ["compile", "inspect", "run", "passes", "export-lava"])
+@pytest.mark.parametrize("command", ["compile", "inspect", "run", "passes", "export-lava", "microcode"])
 def test_every_subcommand_help_explains_its_options_with_an_example(command):
     proc = ssmc(command, "--help")
     assert proc.returncode == 0

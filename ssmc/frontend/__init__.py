@@ -6,6 +6,7 @@ import os
 
 from ssmc.errors import SsmcError
 from ssmc.frontend.convert import ImportReport, convert
+from ssmc.frontend.handlers import HandlerContext, load_plugin_file, register_op_handler
 from ssmc.frontend.load import LoadedModel, load_model
 from ssmc.ir.graph import Graph
 
@@ -26,4 +27,5 @@ def import_onnx(path: str | os.PathLike, readout: str = "none") -> tuple[Graph, 
     return graph, report, loaded
 
 
-__all__ = ["import_onnx", "ImportReport", "LoadedModel", "READOUTS"]
+__all__ = ["import_onnx", "ImportReport", "LoadedModel", "READOUTS", "HandlerContext", "load_plugin_file",
+           "register_op_handler"]

@@ -10,6 +10,9 @@ nodes), recognise each recurrence (S4D layers, running pools) by measurement,
 then map the remaining nodes one unit at a time (linears, activations, GLU,
 residual adds, LayerNorm, reshapes that keep the per-token shape). A node no
 unit claims is an error that names it, its op and what is supported.
+Nodes with a registered op handler (handlers.py; e.g. a fused custom-domain
+S4D node) are mapped by the handler instead, together with any recurrent
+state they produce.
 """
 
 from __future__ import annotations
@@ -20,20 +23,25 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ssmc import limits
 from ssmc.errors import IRError, UnsupportedModelError
 from ssmc.frontend.elementwise import ANCHORS, match_activation
 from ssmc.frontend.gsutil import GraphIndex, describe
+from ssmc.frontend.handlers import DOCS as HANDLER_DOCS
+from ssmc.frontend.handlers import OpHandler, apply_handler, find_handler
 from ssmc.frontend.recurrence import Recurrence, find_recurrence
 from ssmc.frontend.subgraph import opset_of
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import schema
-from ssmc.ir.verify import verify
+from ssmc.ir.verify import graph_problems
 
 SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout), "
              "running sums; Gemm; MatMul (+Add) with constant weights; Add of two tensors (residual); "
              "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
              "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]")
 PASS_THROUGH = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# Larger weights overflow float32 once a few layers are folded together (3.4e38).
+MAX_ABS_WEIGHT = 1e10
 FULL_SEQUENCE_OPS = {"DFT", "STFT", "Conv", "ConvTranspose", "Scan", "Loop"}
 
 
@@ -49,6 +57,8 @@ class Unit:
     params: dict = field(default_factory=dict)
     source: str = ""  # what it came from, for the import report
     notes: list[str] = field(default_factory=list)
+    handler: OpHandler | None = None  # kind "handler": who maps `node`
+    node: gs.Node | None = None
 
 
 @dataclass
@@ -235,16 +245,46 @@ def _width(ix: GraphIndex, name: str) -> int | None:
     return s[1] if s is not None and len(s) == 2 and isinstance(s[1], int) else None
 
 
+def _handled_nodes(ix: GraphIndex) -> dict[int, OpHandler]:
+    found = {}
+    for n in ix.nodes:
+        h = find_handler(n.op, n.domain or "")
+        if h is not None:
+            found[id(n)] = h
+    return found
+
+
 def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int) -> list[Unit]:
     units: list[Unit] = []
     claimed: set[int] = set()
+    handled = _handled_nodes(ix)
+    states = {s for pair in pairs for s in pair}
+    for n in ix.nodes:  # onnxruntime cannot run these, so recurrence measurement would fail obscurely
+        if id(n) not in handled and n.domain not in ("", "ai.onnx", None):
+            raise UnsupportedModelError(_unsupported_message(ix, n))
     for s_in, s_out in pairs:
+        producer = ix.producer.get(s_out)
+        if producer is not None and id(producer) in handled:  # the handler's op keeps this state
+            outside = [c for c in ix.consumers.get(s_in, []) if id(c) not in handled]
+            if outside:
+                raise UnsupportedModelError(f"state '{s_in}' -> '{s_out}': the output comes from {describe(producer)} "
+                                            f"(mapped by handler {handled[id(producer)].origin}) but the input is "
+                                            f"also read by {describe(outside[0])}; a handled node must own its state")
+            continue
         rec: Recurrence = find_recurrence(ix, raw, s_in, s_out, opset)
         if rec.nodes & claimed:
             raise UnsupportedModelError(f"state '{s_in}': its layer overlaps another recurrence")
         claimed |= rec.nodes
         units.append(Unit(rec.kind, [rec.u], rec.y, rec.nodes, attrs=rec.attrs, params=rec.params,
                           source=f"state '{s_in}' -> '{s_out}'", notes=rec.notes))
+    # Handlers before the built-in matchers: a user's handler for a standard op overrides them.
+    for n in ix.nodes:
+        if id(n) in handled and id(n) not in claimed:
+            outs = [t.name for t in n.outputs if t.name and t.name not in states] or [n.outputs[0].name]
+            units.append(Unit("handler", [t for t in ix.dynamic_inputs(n) if t not in states], outs[0], {id(n)},
+                              source=f"{describe(n)} by handler {handled[id(n)].origin}",
+                              handler=handled[id(n)], node=n))
+            claimed.add(id(n))
     # GLU before activations: its Sigmoid belongs to it.
     for n in ix.nodes:
         if id(n) not in claimed:
@@ -280,11 +320,13 @@ def _unsupported_message(ix: GraphIndex, n: gs.Node) -> str:
     shapes = ", ".join(f"{t.name}: {list(t.shape) if t.shape is not None else '?'}"
                        for t in n.inputs if t.name and not ix.is_const(t.name))
     if n.domain and n.domain not in ("", "ai.onnx"):
-        why = f"custom domain '{n.domain}' has no handler"
-    else:
-        why = "this op, or this use of it, is not supported"
-    return (f"{describe(n)}: {why} (inputs {shapes or 'none'}). Supported: {SUPPORTED}. "
-            "If the op is part of an S4D layer, check the state layout in docs/onnx_step_form.md")
+        return (f"{describe(n)}: custom domain '{n.domain}' has no handler (inputs {shapes or 'none'}); map it onto "
+                f"the IR with @register_op_handler({n.op!r}, domain={n.domain!r}) in a file given with --plugin, "
+                f"or in a package's 'ssmc.op_handlers' entry point (see {HANDLER_DOCS})")
+    return (f"{describe(n)}: this op, or this use of it, is not supported (inputs {shapes or 'none'}). "
+            f"Supported: {SUPPORTED}. If the op is part of an S4D layer, check the state layout in "
+            f"docs/onnx_step_form.md; otherwise handlers can be added: @register_op_handler({n.op!r}) "
+            f"(see {HANDLER_DOCS})")
 
 
 def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") -> tuple[Graph, ImportReport]:
@@ -304,6 +346,7 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     raw, ix = GraphIndex(raw_graph), GraphIndex(folded)
     x_name, pairs, y_name = _check_contract(ix, name)
     units = _units(ix, raw, pairs, opset)
+    states = {s for pair in pairs for s in pair}
     units.sort(key=lambda u: ix.tensor_index(u.output))
 
     graph = Graph(_ir_name(name))
@@ -319,6 +362,9 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
                                         f"the token input '{x_name}' by supported ops")
         if u.kind == "alias":
             value_of[u.output] = value_of[u.inputs[0]]
+            continue
+        if u.kind == "handler":
+            layers.extend(_apply_handler(ix, graph, u, value_of, states, counters))
             continue
         op = _ir_op(graph, u, [value_of[t] for t in u.inputs], counters)
         value_of[u.output] = op.name
@@ -336,19 +382,49 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     out = graph.add(Op(graph.fresh_name("y"), "output", (last,), shape=graph.op(last).shape))
     layers.append(dict(name=out.name, kind="output", shape=list(out.shape), source=f"graph output '{y_name}'",
                        notes=[]))
-    verify(graph)
+    limits.check("total_bytes", sum(v.nbytes for op in graph.ops() for v in op.params.values()),
+                 f"{name}: the imported model's parameters")
+    problems = graph_problems(graph)
+    if problems:  # e.g. measured parameters that overflow float32: a property of the model, said on one line
+        raise UnsupportedModelError(f"{name}: the recognised layers do not make valid IR: {'; '.join(problems)}")
     return graph, ImportReport(model_name=name, inputs=[x_name], states=pairs, layers=layers)
 
 
+def _apply_handler(ix: GraphIndex, graph: Graph, u: Unit, value_of: dict[str, str], states: set[str],
+                   counters: dict[str, int]) -> list[dict]:
+    """Run a handler unit; record what it mapped; return its import-report rows."""
+    mapping, added = apply_handler(u.handler, u.node, ix, graph, value_of, states, describe, counters)
+    for t in u.node.outputs:
+        used = ix.consumers.get(t.name) or t.name in ix.graph_outputs
+        if t.name and t.name not in states and used and t.name not in mapping:
+            raise UnsupportedModelError(f"{describe(u.node)}, handler {u.handler.origin}: output '{t.name}' is used "
+                                        "but the handler returned no IR value for it")
+    value_of.update(mapping)
+    rows = []
+    for name in added:
+        op = graph.op(name)
+        rows.append(dict(name=op.name, kind=op.kind, shape=list(op.shape), source=u.source, notes=[],
+                         attrs=dict(op.attrs)))
+    return rows
+
+
 def _check_finite(graph: gs.Graph, name: str) -> None:
-    """NaN or infinite weights make every later number meaningless: refuse them by name."""
+    """NaN, infinite or absurdly large weights make every later number meaningless: refuse them by name."""
     for node in graph.nodes:
         for t in node.inputs:
             if isinstance(t, gs.Constant):
                 values = np.asarray(t.values)
-                if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                if not np.issubdtype(values.dtype, np.floating) or values.size == 0:
+                    continue
+                if not np.all(np.isfinite(values)):
                     raise UnsupportedModelError(f"{name}: initializer '{t.name}' (used by {describe(node)}) has "
                                                 "NaN or infinite values")
+                biggest = float(np.abs(values).max())
+                if biggest > MAX_ABS_WEIGHT:
+                    raise UnsupportedModelError(
+                        f"{name}: initializer '{t.name}' (used by {describe(node)}) has values up to {biggest:.3g}; "
+                        f"ssmc refuses |values| over {MAX_ABS_WEIGHT:.0e} (folding layers would overflow float32, and "
+                        "no fixed-point format spans them): check the export")
 
 
 def _ir_name(name: str) -> str:

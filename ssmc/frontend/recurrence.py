@@ -25,6 +25,7 @@ from itertools import permutations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ssmc import limits
 from ssmc.errors import UnsupportedModelError
 from ssmc.frontend.gsutil import GraphIndex
 from ssmc.frontend.subgraph import run_slice
@@ -32,8 +33,8 @@ from ssmc.ir.ssm import zoh_discretize
 
 # Probe batches are cut to this many rows so a wide layer never needs one huge run.
 PROBE_CHUNK = 2048
-# Largest state (elements per sample) of one layer the frontend will measure.
-MAX_STATE_ELEMENTS = 1 << 20
+# Largest state (elements per sample) of one layer the frontend will measure (default; see ssmc.limits).
+MAX_STATE_ELEMENTS = limits.Limits().state_elements
 
 
 @dataclass
@@ -147,14 +148,23 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
     state_shape = tuple(ix.shape(s_in)[1:])
     S = int(np.prod(state_shape))
     H = ix.shape(u)[1]
-    if S > MAX_STATE_ELEMENTS:
-        raise _fail((s_in, s_out), f"a state of {S} elements per sample is over the limit of {MAX_STATE_ELEMENTS}")
+    where = f"state '{s_in}' -> '{s_out}'"
+    limits.check("state_elements", S, f"{where}: a state of {list(state_shape)} per sequence")
+    # Measuring builds the dense maps in float64: the S x S probe, its responses in chunks and joined (3 S^2).
+    limits.check("work_bytes", 8 * (3 * S * S + 3 * S * H + 2 * H * H),
+                 f"{where}: measuring this layer ({S} state elements, {H} channels)",
+                 fix="ssmc measures S4D layers densely, so very wide layers are out of reach")
 
     def run(s_batch: np.ndarray, u_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outs_s, outs_y = [], []
         for lo in range(0, len(s_batch), PROBE_CHUNK):
             s_chunk = s_batch[lo:lo + PROBE_CHUNK].reshape((-1,) + state_shape)
             so, yo = run_slice(ix.graph, {u: u_batch[lo:lo + PROBE_CHUNK], s_in: s_chunk}, [s_out, y], opset)
+            if so.shape != s_chunk.shape or yo.shape != (len(s_chunk), H):
+                # broadcasting inside the layer can make the declared shapes wrong
+                raise _fail((s_in, s_out), f"evaluated on {len(s_chunk)} samples, the next state has shape "
+                                           f"{list(so.shape)} (expected {list(s_chunk.shape)}) and the layer output "
+                                           f"{list(yo.shape)} (expected {[len(s_chunk), H]})")
             outs_s.append(so.reshape(len(s_chunk), -1))
             outs_y.append(yo.reshape(len(s_chunk), -1))
         return np.concatenate(outs_s), np.concatenate(outs_y)
@@ -167,6 +177,8 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
     Ms, Ky = run(np.eye(S), np.zeros((S, H)))
     Bu, Ly = run(np.zeros((H, S)), np.eye(H))
     M, Ky, Bu, Ly = Ms.T, Ky.T, Bu.T, Ly.T  # columns are responses to unit probes
+    if not all(np.all(np.isfinite(m)) for m in (M, Ky, Bu, Ly)):
+        raise _fail((s_in, s_out), "probing the layer gives NaN or infinite values; check its weights for huge values")
 
     rng = np.random.default_rng(0)
     s_r, u_r = rng.normal(size=(4, S)), rng.normal(size=(4, H))
@@ -263,6 +275,10 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
     if np.abs(off).max() > 1e-5 * max(np.abs(D_full).max(), 1e-6):
         raise _fail(pair, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
 
+    for label, v in (("A_bar", A_bar), ("B_bar", B_bar), ("C", C), ("D", D)):
+        if not np.all(np.isfinite(v.astype(np.complex64 if np.iscomplexobj(v) else np.float32))):
+            raise _fail(pair, f"the measured {label} is not finite in float32 (max |value| {np.abs(v).max():.3g}); "
+                              "check the layer's weights for huge values")
     rec = Recurrence("s4d", s_in, s_out, u=u, y=y, nodes=nodes)
     notes = []
     if any(len(v) < n_modes for v in per_channel.values()):
@@ -303,6 +319,11 @@ def _match_continuous(raw: GraphIndex | None, s_out: str, A_bar: np.ndarray, B_b
                     consts[t.name] = np.asarray(t.values, dtype=np.float64)
     per_h = {k: v.reshape(H) for k, v in consts.items() if v.size == H}
     per_hm = {k: v.reshape(H, M) for k, v in consts.items() if v.size == H * M}
+    with np.errstate(all="ignore"):  # candidates from unrelated initializers may overflow; they just do not match
+        return _search_continuous(per_h, per_hm, A_bar, B_bar)
+
+
+def _search_continuous(per_h, per_hm, A_bar, B_bar):
     for (dt_name, log_dt) in sorted(per_h.items()):
         dt = np.exp(log_dt)[:, None]
         for re_name, im_name in permutations(sorted(per_hm), 2):

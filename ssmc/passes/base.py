@@ -238,7 +238,7 @@ def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
             try:
                 verify(graph)
             except SsmcError as e:
-                raise PassError(f"after pass {p.name}: {e}") from None
+                raise PassError(f"after pass {p.name}: " + "; ".join(s.strip() for s in str(e).splitlines())) from None
         records.append(PassRecord(p.name, p.spec(), changed, seconds, collect.lines))
         if after_pass is not None:
             after_pass(p, graph, changed)

@@ -37,13 +37,20 @@ def fold_into_consumers(graph: Graph, first: Op, max_ratio: float = 1.0) -> bool
     if after > max_ratio * before:
         log.info(f"%{first.name}: kept ({after} synapses if folded > {before} synapses + relay neurons now)")
         return False
-    for u, W in zip(users, folded):
+    biases = []
+    for u in users:
         bias = u.params.get("bias")
         new_bias = None
         if b1 is not None:
             new_bias = u.params["weight"].astype(np.float64) @ b1.astype(np.float64)
         if bias is not None:
             new_bias = bias.astype(np.float64) if new_bias is None else new_bias + bias
+        biases.append(new_bias)
+    f32_max = float(np.finfo(np.float32).max)
+    if not all(np.all(np.abs(a) <= f32_max) for a in folded + [b for b in biases if b is not None]):
+        log.info(f"%{first.name}: kept (folded weights or biases would overflow float32)")  # also inf/NaN
+        return False
+    for u, W, new_bias in zip(users, folded, biases):
         u.params = {"weight": W.astype(np.float32)}
         if new_bias is not None:
             u.params["bias"] = new_bias.astype(np.float32)

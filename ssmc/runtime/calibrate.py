@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ssmc.data import check_sequences
+from ssmc.errors import InputDataError
 from ssmc.ir.graph import Graph
 from ssmc.runtime.float_ref import FloatEngine
 
@@ -38,13 +39,30 @@ class Ranges:
         return self.states.get(name)
 
 
-def check_calibration(x: np.ndarray, features: int) -> np.ndarray:
-    return check_sequences(x, features, what="calibration data")
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration sequences that passed `check_calibration`: float64 [n, tokens, features], finite.
+
+    `ssmc.compile` checks the user's data once, early, and hands this to every
+    pass that measures ranges, so they do not check it again.
+    """
+
+    x: np.ndarray
 
 
-def measure_ranges(graph: Graph, x: np.ndarray) -> Ranges:
-    """Run the float reference over x [batch, tokens, features] and keep per-element maxima."""
-    x = check_calibration(x, graph.inputs()[0].shape[0])
+def check_calibration(x, features: int) -> Calibration:
+    """Check calibration sequences (an array, or an already checked Calibration) for a model of `features` inputs."""
+    if isinstance(x, Calibration):
+        if x.x.shape[2] != features:
+            raise InputDataError(f"calibration data has {x.x.shape[2]} feature(s) per token; the model takes "
+                                 f"{features}")
+        return x
+    return Calibration(check_sequences(x, features, what="calibration data"))
+
+
+def measure_ranges(graph: Graph, x) -> Ranges:
+    """Run the float reference over x [batch, tokens, features] (array or Calibration); keep per-element maxima."""
+    x = check_calibration(x, graph.inputs()[0].shape[0]).x
     engine = FloatEngine(graph)
     engine.reset(x.shape[0])
     ranges = Ranges(sequences=x.shape[0])

@@ -118,9 +118,38 @@ class FloatEngine:
             var = ((ins[0] - mu) ** 2).mean(axis=-1, keepdims=True)
             return (ins[0] - mu) / np.sqrt(var + eps) * op.params["weight"] + op.params["bias"]
         if k == "pool":
-            acc = self.state[op.name] = self.state[op.name] + ins[0]
-            return acc / (self.t + 1) if op.attrs["mode"] == "mean" else acc.copy()
+            self.state[op.name], y = pool_step(self.state[op.name], ins[0], self.t, op.attrs["mode"])
+            return y
         raise IRError(f"the float reference cannot execute %{op.name} ({k})")
+
+
+def pool_step(acc: np.ndarray, x_t: np.ndarray, t: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The `pool` op at token t (from 0): (new running sum, output: the sum, or the mean over t + 1 tokens)."""
+    acc = acc + x_t
+    return acc, (acc / (t + 1) if mode == "mean" else acc.copy())
+
+
+def running_pool(y: np.ndarray, mode: str) -> np.ndarray:
+    """The `pool` op over whole sequences y [batch, time, ...] (what --readout appends), token by token."""
+    acc, out = np.zeros_like(y[:, 0], dtype=np.float64), np.empty(y.shape, np.float64)
+    for t in range(y.shape[1]):
+        acc, out[:, t] = pool_step(acc, y[:, t], t, mode)
+    return out
+
+
+def check_run_size(graph: Graph, x_shape: tuple, engine: str) -> None:
+    """Refuse a run whose per-step values and outputs over the whole batch would exceed the work limit."""
+    from ssmc import limits
+
+    batch, tokens = x_shape[0], x_shape[1]
+    values = sum(int(np.prod(op.shape)) for op in graph.ops())  # every op's value at one step
+    states = sum(int(np.prod(op.params["C"].shape)) for op in graph.ops() if op.kind == "s4d")
+    outs = sum(int(np.prod(op.shape)) for op in graph.outputs())
+    per_seq = 8 * (3 * values + 2 * states + 2 * tokens * outs + tokens * x_shape[2])
+    fit = max(limits.current().work_bytes // max(per_seq, 1), 1)
+    limits.check("work_bytes", batch * per_seq,
+                 f"running {batch} sequences of {tokens} tokens on the {engine} ({limits.size(per_seq)} each)",
+                 fix=f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
 
 
 def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -132,6 +161,7 @@ def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     if len(inputs) != 1:
         raise InputDataError(f"the float reference runs graphs with one input, this one has {len(inputs)}")
     x = check_sequences(x, inputs[0].shape[0])
+    check_run_size(graph, x.shape, "float reference")
     engine = FloatEngine(graph)
     engine.reset(x.shape[0])
     steps = [engine.step(x[:, t, :]) for t in range(x.shape[1])]

@@ -31,7 +31,7 @@ from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTER_QUANTITY, COUNTERS, N_PARAM, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
+    COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
 from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, check_neuro_graph, quantize_source
 
 ACC_BITS = 32
@@ -41,27 +41,39 @@ _EXACT_FLOAT = 1 << 53
 
 @dataclass
 class _Port:
-    value: np.ndarray | int = 0  # [batch, neurons * lanes] int64, or 0
-    clipped: list[int] = field(default_factory=list)  # values the synapse stage clipped, per lane
+    value: np.ndarray | int = 0  # [batch, size] int64, or 0
+    clipped: np.ndarray | None = None  # [batch, size] bool: where the synapse stage clipped (None: nowhere)
+
+
+@dataclass
+class _Unit:
+    """One program over compartments [lo, hi) of its group: a core's block of it, or all of it."""
+    prog: Program
+    lo: int
+    hi: int
+    run: list[Callable] = field(default_factory=list)
+    regs: list = field(default_factory=list)
+    shape: tuple[int, int] = (0, 0)  # a register's shape: [batch, neurons of this unit]
 
 
 @dataclass
 class _Group:
     name: str
-    prog: Program
+    units: list[_Unit]
     depth: int
     frac: int
     decode: str
     size: int
     ports: list[_Port]
-    run: list[Callable] = field(default_factory=list)
-    regs: list = field(default_factory=list)
-    shape: tuple[int, int] = (0, 0)  # a register's shape: [batch, neurons]
     out: np.ndarray | None = None  # the message of this step [batch, size]
     ring: list[np.ndarray] | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
     zeros: int = 0
     total: int = 0
+
+    @property
+    def prog(self) -> Program:  # every unit runs the same code with the same lanes and probes
+        return self.units[0].prog
 
 
 @dataclass
@@ -74,7 +86,6 @@ class _Synapses:
     col_abs_max: int  # max_post sum_pre |w|: float64 is exact while this * max|m| < 2^53
     exp: int
     delay: int
-    lanes: int
     sigma_pre: bool  # the pre group sends sigma-delta: sum W @ m over time before the shift
     sigma: np.ndarray | None = None
 
@@ -93,15 +104,13 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
         w = op.params["weight"].astype(np.int64).T.copy()
         synapses.append(_Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name), w, w.astype(np.float64),
                                   int(np.abs(w).sum(axis=0).max(initial=0)), int(a["weight_exp"]),
-                                  int(a["delay"]), groups[post.name].prog.lanes,
-                                  int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0))
+                                  int(a["delay"]), int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0))
     steps = tokens + max((g.depth for g in groups.values()), default=0)
     ring_len: dict[str, int] = {}
     for s in synapses:
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
     for g in groups.values():
-        g.regs, g.shape = _registers(g.prog, batch), (batch, g.prog.neurons)
-        g.run = [_compile(ins, g) for ins in g.prog.code]
+        _prepare_units(g, batch)
         if g.name in ring_len:
             g.ring = [np.zeros((batch, g.size), np.int64) for _ in range(ring_len[g.name])]
     host = {}
@@ -119,7 +128,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     for t in range(steps):
         for g in groups.values():
             for p in g.ports:
-                p.value, p.clipped = 0, [0] * g.prog.lanes
+                p.value, p.clipped = 0, None
         for s in synapses:
             _synapse_step(s, groups, t, batch)
         for name, tok in host.items():
@@ -136,8 +145,9 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
                     read[g.name][:, t - g.depth] = g.out
             if trace:
                 traces[g.name][:, t] = g.out
-                for kind, lane, reg in g.prog.probes:
-                    traces[f"{g.name}.{kind}"][:, t, lane::g.prog.lanes] = g.regs[reg]
+                for u in g.units:
+                    for kind, lane, reg in u.prog.probes:
+                        traces[f"{g.name}.{kind}"][:, t, u.lo + lane:u.hi:u.prog.lanes] = u.regs[reg]
 
     return EngineResult(
         outputs={out.name: _decode(read[out.inputs[0]], groups[out.inputs[0]]) for out in graph.outputs()},
@@ -154,18 +164,17 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
     Returns the messages [steps, batch, size], the saturation counts and the probed
     registers (kind -> [steps, batch, size]). For tests of the ISA and for experiments."""
     steps, batch, size = ports[0].shape if ports else (1, 1, prog.neurons * prog.lanes)
-    g = _Group("program", prog, depth, 0, "none", size, [_Port(0, [0] * prog.lanes) for _ in range(prog.ports)])
-    g.regs, g.shape = _registers(prog, batch), (batch, prog.neurons)
-    g.run = [_compile(ins, g) for ins in prog.code]
+    g = _Group("program", [_Unit(prog, 0, size)], depth, 0, "none", size, [_Port() for _ in range(prog.ports)])
+    _prepare_units(g, batch)
     msgs = np.zeros((steps, batch, size), np.int64)
     probes = {kind: np.zeros((steps, batch, size), np.int64) for kind, _, _ in prog.probes}
     for t in range(steps):
         for port, values in zip(g.ports, ports):
-            port.value, port.clipped = values[t], [0] * prog.lanes
+            port.value, port.clipped = values[t], None
         _update(g, t, batch)
         msgs[t] = g.out
         for kind, lane, reg in prog.probes:
-            probes[kind][t, :, lane::prog.lanes] = g.regs[reg]
+            probes[kind][t, :, lane::prog.lanes] = g.units[0].regs[reg]
     return msgs, g.counts, probes
 
 
@@ -183,20 +192,37 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
         if op.name not in rows:
             raise MicrocodeError(f"{where} is missing from microcode/index.json; recompile the net")
         row = rows[op.name]
-        if row.get("binary") not in extras:
-            raise MicrocodeError(f"{where}: its binary {row.get('binary')!r} is not in the net; recompile the net")
-        prog = decode_program(extras[row["binary"]], f"{where} ({row['binary']})")
         a = with_defaults(op)
         size, ports = int(a["size"]), ports_of(op)
-        if prog.neurons * prog.lanes != size or prog.ports != ports:
-            raise MicrocodeError(f"{where}: the program is for {prog.neurons} x {prog.lanes} compartments and "
-                                 f"{prog.ports} port(s), the group has {size} and {ports}; recompile the net")
         if row.get("fingerprint") != fingerprint(op, ports):
             raise MicrocodeError(f"{where} was generated from a different version of the group (fingerprint "
                                  "mismatch); recompile the net")
-        groups[op.name] = _Group(op.name, prog, int(a["depth"]), int(a["frac"]), a["decode"], size,
-                                 [_Port(0, [0] * prog.lanes) for _ in range(ports)])
+        units, covered = [], 0
+        for unit in sorted(row.get("units") or [], key=lambda u: u.get("start", -1)):
+            path = unit.get("binary")
+            if path not in extras:
+                raise MicrocodeError(f"{where}: its binary {path!r} is not in the net; recompile the net")
+            prog = decode_program(extras[path], f"{where} ({path})")
+            lo, hi = unit.get("start"), unit.get("stop")
+            if lo != covered or not isinstance(hi, int) or prog.neurons * prog.lanes != hi - lo \
+                    or prog.ports != ports or (units and prog.lanes != units[0].prog.lanes):
+                raise MicrocodeError(f"{where}: {path} runs {prog.neurons} neuron(s) x {prog.lanes} lane(s) at "
+                                     f"compartment {lo} with {prog.ports} port(s), which does not fit the group "
+                                     f"({size} compartments, the next at {covered}, {ports} port(s)); recompile the net")
+            units.append(_Unit(prog, lo, hi))
+            covered = hi
+        if covered != size:
+            raise MicrocodeError(f"{where}: the programs cover {covered} of the group's {size} compartments; "
+                                 "recompile the net")
+        groups[op.name] = _Group(op.name, units, int(a["depth"]), int(a["frac"]), a["decode"], size,
+                                 [_Port() for _ in range(ports)])
     return groups
+
+
+def _prepare_units(g: _Group, batch: int) -> None:
+    for u in g.units:
+        u.regs, u.shape = _registers(u.prog, batch), (batch, u.prog.neurons)
+        u.run = [_compile(ins, g, u) for ins in u.prog.code]
 
 
 def _registers(p: Program, batch: int) -> list:
@@ -210,20 +236,21 @@ def _registers(p: Program, batch: int) -> list:
 
 # -- the interpreter ----------------------------------------------------------------------------
 def _update(g: _Group, t: int, batch: int) -> None:
-    """Run g's program once for all its neurons and the batch; leaves the messages in g.out."""
-    regs = g.regs
-    for k in range(N_TEMP):
-        regs[k] = 0  # temporaries start at zero every update
+    """Run g's programs once for all its neurons and the batch; leaves the messages in g.out."""
     g.out = np.zeros((batch, g.size), np.int64)
-    pc, code = 0, g.prog.code
-    while True:
-        nxt = g.run[pc](regs, t)
-        if nxt == -1:
-            return
-        pc = pc + 1 if nxt is None else nxt
+    for u in g.units:
+        regs, run = u.regs, u.run
+        for k in range(N_TEMP):
+            regs[k] = 0  # temporaries start at zero every update
+        pc = 0
+        while True:
+            nxt = run[pc](regs, t)
+            if nxt == -1:
+                break
+            pc = pc + 1 if nxt is None else nxt
 
 
-def _compile(ins, g: _Group) -> Callable:
+def _compile(ins, g: _Group, u: _Unit) -> Callable:
     """One instruction as a function (regs, t) -> next pc (None: the next one; -1: halt)."""
     d, a, b, aux, imm = ins.rd, ins.ra, ins.rb, ins.aux, ins.imm
     op = ins.op
@@ -239,7 +266,7 @@ def _compile(ins, g: _Group) -> Callable:
             R[d] = fn(R)
         return run
     if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
-        return step(lambda R: np.full(g.shape, imm, np.int64))
+        return step(lambda R: np.full(u.shape, imm, np.int64))
     if op == "mov":
         return step(lambda R: R[a])
     if op == "add":
@@ -275,8 +302,8 @@ def _compile(ins, g: _Group) -> Callable:
 
         def sat(R, t):
             v = R[a]
-            if np.shape(v) != g.shape:  # a parameter or 0: count as many values as neurons x batch
-                v = np.broadcast_to(v, g.shape)
+            if np.shape(v) != u.shape:  # a parameter or 0: count as many values as neurons x batch
+                v = np.broadcast_to(v, u.shape)
             if v.min() < lo or v.max() > hi:
                 if counter:
                     g.counts[counter] += int(np.count_nonzero((v < lo) | (v > hi)))
@@ -284,27 +311,30 @@ def _compile(ins, g: _Group) -> Callable:
             R[d] = v
         return sat
     if op == "lut":
-        table = g.prog.table
+        table = u.prog.table
         top = len(table) - 1
         counter = COUNTER_QUANTITY.get(COUNTERS[b])
 
         def lut(R, t):
-            i = np.broadcast_to(R[a], g.shape)
+            i = np.broadcast_to(R[a], u.shape)
             if counter:
                 g.counts[counter] += int(np.count_nonzero((i < 0) | (i > top)))
             R[d] = table[np.clip(i, 0, top)]
         return lut
     if op == "in":
-        port = g.ports[aux]
+        port, lanes = g.ports[aux], slice(u.lo + imm, u.hi, u.prog.lanes)  # this unit's neurons, lane imm
 
         def read_port(R, t):
-            g.counts["accumulator"] += port.clipped[imm]
+            if port.clipped is not None:
+                g.counts["accumulator"] += int(np.count_nonzero(port.clipped[:, lanes]))
             v = port.value
-            R[d] = v[:, imm::g.prog.lanes] if isinstance(v, np.ndarray) else 0  # a port is an array or 0
+            R[d] = v[:, lanes] if isinstance(v, np.ndarray) else 0  # a port is an array or 0
         return read_port
     if op == "emit":
+        lanes = slice(u.lo + imm, u.hi, u.prog.lanes)
+
         def emit(R, t):
-            g.out[:, imm::g.prog.lanes] = R[a]
+            g.out[:, lanes] = R[a]
         return emit
     raise MicrocodeError(f"no interpreter for instruction {op!r}")  # decode_program admits only known ones
 
@@ -342,7 +372,7 @@ def _synapse_step(s: _Synapses, groups: dict[str, _Group], t: int, batch: int) -
         clipped = (out < lo) | (out > hi)
         if clipped.any():
             out = np.clip(out, lo, hi)
-            port.clipped = [int(np.count_nonzero(clipped[:, lane::s.lanes])) for lane in range(s.lanes)]
+            port.clipped = clipped
     port.value = out
 
 

@@ -307,6 +307,7 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
+    _check_run_size(groups, synapses, ring_len, graph, x.shape, steps, trace)
     for g in groups.values():
         dtype = np.float64 if g.exact_float else np.int64
         if g.name in ring_len:
@@ -385,6 +386,22 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
         trace=traces if trace else None,
         steps=steps,
     )
+
+
+def _check_run_size(groups, synapses, ring_len, graph: Graph, x_shape, steps: int, trace: bool) -> None:
+    """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit."""
+    from ssmc import limits
+
+    batch, tokens, features = x_shape
+    per_group = sum(g.size * (ring_len.get(g.name, 0) + 3 + (3 * steps if trace else 0)) for g in groups.values())
+    per_synapse = sum(2 * s.post_size for s in synapses.values())
+    outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
+    per_seq = 8 * (per_group + per_synapse + tokens * (2 * features + 3 * outs))
+    fit = max(limits.current().work_bytes // max(per_seq, 1), 1)
+    limits.check("work_bytes", batch * per_seq,
+                 f"running {batch} sequences of {tokens} tokens on the numpy engine"
+                 f"{' with traces' if trace else ''} ({limits.size(per_seq)} each)",
+                 fix=f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
 
 
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:

@@ -153,7 +153,7 @@ def test_every_opcode_has_a_distinct_code_that_fits_its_field():
         Instr("halt")]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(programs(max_code=8), st.data())
 def test_flipped_bytes_give_a_valid_program_or_a_one_line_error(p, data):
     blob = bytearray(encode_program(p))

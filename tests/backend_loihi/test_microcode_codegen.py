@@ -31,12 +31,14 @@ def test_every_group_gets_a_program_whose_text_assembles_to_its_binary(seed):
     groups = [op.name for op in g.ops_of_kind("neurons")]
     assert [row["group"] for row in index["groups"]] == groups
     for row in index["groups"]:
-        text = extras[row["text"]].decode()
+        (unit,) = row["units"]  # not placed: one program for the whole group
+        assert (unit["chip"], unit["start"], unit["stop"]) == (None, 0, g.op(row["group"]).attrs["size"])
+        text = extras[unit["text"]].decode()
         assert text.startswith(f"; %{row['group']}: ")
         body = text.split("\n", 1)[1]
-        assert disassemble(extras[row["binary"]]) == body
-        assert parse(text) == decode_program(extras[row["binary"]])
-        assert row["binary_words"] * 8 == len(extras[row["binary"]])
+        assert disassemble(extras[unit["binary"]]) == body
+        assert parse(text) == decode_program(extras[unit["binary"]])
+        assert row["binary_words"] * 8 == len(extras[unit["binary"]])
     assert set(extras) == {"microcode/index.json"} | {f"microcode/{n}.{e}" for n in groups for e in ("s", "bin")}
 
 
@@ -111,3 +113,115 @@ def test_cli_runs_the_microcode_engine_with_the_numpy_engines_results(tmp_path):
              for e, out in runs.items()}
     assert lines["numpy"] == lines["microcode"] and len(lines["numpy"]) == 4
     assert "cycles are assumed" in runs["microcode"]
+
+
+def test_the_report_section_has_a_line_per_program_and_says_cycles_are_assumed():
+    from ssmc.backend_loihi.microcode.emit import microcode_report_section
+    g = random_network(3)
+    net = Net(graph=g, source={}, pipeline="", options={}, report={}, extras=emit_microcode(g))
+    section = microcode_report_section(net)
+    assert set(section) == {"isa", "total"} | {op.name for op in g.ops_of_kind("neurons")}
+    assert all("assumed" in v for k, v in section.items() if k != "isa") and "assumed" in section["isa"]
+    assert "no microcode" in microcode_report_section(Net(graph=g, source={}, pipeline="", options={}, report={}))[
+        "note"]
+
+
+def random_placement(g, seed: int) -> dict:
+    """Each group cut into 1..3 blocks at neuron boundaries, on made-up (chip, core)s."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i, op in enumerate(g.ops_of_kind("neurons")):
+        lanes = 2 if op.attrs["kind"] == "cpx" else 1
+        n = op.attrs["size"] // lanes
+        cuts = sorted(set(rng.integers(1, n, size=int(rng.integers(0, 3))).tolist())) if n > 1 else []
+        edges = [0] + cuts + [n]
+        out[op.name] = [(int(rng.integers(0, 2)), int(rng.integers(0, 4)), a * lanes, b * lanes)
+                        for a, b in zip(edges, edges[1:])]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_placed_group_gets_one_program_per_core_block_with_its_slice_of_parameters(seed):
+    g = random_extended_network(seed)
+    placement = random_placement(g, seed)
+    extras = emit_microcode(g, placement)
+    whole = emit_microcode(g)
+    for row in json.loads(extras["microcode/index.json"])["groups"]:
+        full = decode_program(whole[f"microcode/{row['group']}.bin"])
+        blocks = placement[row["group"]]
+        assert [(u["chip"], u["core"], u["start"], u["stop"]) for u in row["units"]] == blocks
+        for u, (chip, core, start, stop) in zip(row["units"], blocks):
+            assert u["binary"] == f"microcode/chip{chip}.core{core}/{row['group']}@{start}.bin"
+            p = decode_program(extras[u["binary"]])
+            assert p.code == full.code and p.neurons * p.lanes == stop - start
+            np.testing.assert_array_equal(p.params, full.params[:, start // p.lanes:stop // p.lanes])
+            assert f"on chip {chip} core {core}" in extras[u["text"]].decode().splitlines()[0]
+
+
+def test_a_placement_that_splits_a_complex_mode_keeps_one_program_and_says_so():
+    g = random_network(0)
+    size = g.op("pairs").attrs["size"]
+    extras = emit_microcode(g, {"pairs": [(0, 0, 0, 1), (0, 1, 1, size)]})
+    row = next(r for r in json.loads(extras["microcode/index.json"])["groups"] if r["group"] == "pairs")
+    assert len(row["units"]) == 1 and "splits a 2-compartment neuron" in row["note"]
+
+
+def test_core_cycles_add_up_the_programs_on_each_core():
+    from ssmc.backend_loihi.microcode.emit import core_cycles
+    g = random_network(1)
+    placement = {op.name: [(0, 0, 0, op.attrs["size"])] for op in g.ops_of_kind("neurons")}
+    placement["act"] = [(0, 1, 0, 1), (0, 2, 1, 2), (0, 1, 2, g.op("act").attrs["size"])]  # two blocks on 0.1
+    net = Net(graph=g, source={}, pipeline="", options={}, report={}, extras=emit_microcode(g, placement))
+    rows = {r["group"]: r for r in microcode_summary(net)}
+    cores = core_cycles(net)
+    act = rows["act"]["cycles_per_update"]
+    assert cores["0.2"] == act and cores["0.1"] == (g.op("act").attrs["size"] - 1) * act
+    assert cores["0.0"] == sum(r["cycles_per_step"] for name, r in rows.items() if name != "act")
+    assert rows["act"]["cores"] == 3  # blocks, two of them on one core
+    assert "busiest of 3 cores" in format_summary(list(rows.values()), cores)
+
+
+def test_cli_says_in_one_line_when_a_net_has_no_microcode(tmp_path):
+    import dataclasses
+
+    import ssmc
+    spec = random_spec(1, H=2, M=1, n_layers=1)
+    onnx.save(build_step_model(spec), str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(0).normal(size=(2, 4, spec.in_features)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    net = ssmc.compile(tmp_path / "m.onnx", calibration=x)
+    dataclasses.replace(net, extras={}).save(tmp_path / "old.lava")  # as an older ssmc wrote it
+    proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "run", str(tmp_path / "old.lava"), "--input",
+                           str(tmp_path / "x.npy"), "--engine", "microcode"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("ssmc: error: ") and "recompile" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_shows_programs_and_assembles_and_disassembles(tmp_path):
+    import ssmc
+    g = random_network(2)
+    net = Net(graph=g, source={"file": "m.onnx", "sha256": "0" * 64, "bytes": 1}, pipeline="", options={},
+              report={}, extras=emit_microcode(g))
+    net.save(tmp_path / "n.lava")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ssmc.cli", "microcode", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+    proc = cli(tmp_path / "n.lava")
+    assert proc.returncode == 0, proc.stderr
+    assert "cycles are assumed" in proc.stdout and "microcode/pairs.s" in proc.stdout
+    proc = cli(tmp_path / "n.lava", "--show", "pairs")
+    assert proc.stdout == ssmc.load(tmp_path / "n.lava").extras["microcode/pairs.s"].decode()
+    (tmp_path / "p.s").write_text(proc.stdout)
+    assert cli("--assemble", tmp_path / "p.s", "-o", tmp_path / "p.bin").returncode == 0
+    assert (tmp_path / "p.bin").read_bytes() == net.extras["microcode/pairs.bin"]
+    proc = cli("--disassemble", tmp_path / "p.bin")
+    assert proc.stdout == disassemble(net.extras["microcode/pairs.bin"])
+    (tmp_path / "bad.s").write_text(proc.stdout.replace("    halt", "    hal", 1))
+    proc = cli("--assemble", tmp_path / "bad.s", "-o", tmp_path / "bad.bin")
+    assert proc.returncode == 1 and f"bad.s: line " in proc.stderr and "unknown instruction 'hal'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.bin").exists()
+    proc = cli(tmp_path / "n.lava", "--show", "nope")
+    assert proc.returncode == 1 and "no program for group 'nope'" in proc.stderr

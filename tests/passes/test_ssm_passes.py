@@ -140,3 +140,11 @@ def test_fold_linear_keeps_a_bottleneck():
     g, records = run_pipeline(parse_graph(text), parse_pipeline("fold-linear"))
     assert [op.name for op in g.ops()] == ["x", "a", "b", "y"] and not records[0].changed
     assert "kept" in records[0].notes[0]
+
+
+def test_fold_linear_keeps_a_chain_whose_product_would_overflow_float32():
+    text = FOLDABLE.replace("weight = f32[1,3] [1, 2, 3]", "weight = f32[1,3] [1e30, 2e30, 3e30]")
+    text = text.replace("weight = f32[3,2] [1, 0, 0, 1, 1, 1]", "weight = f32[3,2] [1e30, 0, 0, 1e30, 1, 1]")
+    g, records = run_pipeline(parse_graph(text), parse_pipeline("fold-linear"))
+    assert [op.name for op in g.ops()] == ["x", "a", "b", "y"] and not records[0].changed
+    assert "overflow float32" in records[0].notes[0]

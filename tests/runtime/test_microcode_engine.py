@@ -251,9 +251,13 @@ def test_editing_a_binary_changes_what_runs():
     (lambda e: e.update({"microcode/pairs.bin": e["microcode/pairs.bin"][:-8]}), "truncated or damaged"),
     (lambda e: e.update({"microcode/pairs.bin": b"garbage!"}), "not a whole number of 64-bit words"),
     (lambda e: e.update({"microcode/index.json": b"{not json"}), "index.json is damaged"),
+    (lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"units"', b'"blocks"')}),
+     "from an older ssmc (missing or bad 'units')"),
+    (lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"kind": "cpx"', b'"kind": 3')}),
+     "missing or bad kind of pairs"),
     (lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"pairs"', b'"other"')}),
      "program for %other, which is not a neuron group"),
-    (lambda e: e.update({"microcode/pairs.bin": e["microcode/act.bin"]}), "the program is for"),
+    (lambda e: e.update({"microcode/pairs.bin": e["microcode/act.bin"]}), "which does not fit the group"),
 ])
 def test_damaged_microcode_is_a_one_line_error(damage, phrase):
     g = random_network(0)
@@ -287,3 +291,70 @@ def test_a_net_without_neuron_groups_is_refused_not_run_in_float(tmp_path):
     assert "microcode/index.json" not in net.extras
     with pytest.raises(ssmc.errors.SsmcError, match="without the fixed-point passes"):
         net.run(np.zeros((1, 2, spec.in_features)), engine="microcode")
+
+
+def test_a_wrong_rounding_in_the_interpreter_is_caught(monkeypatch):
+    # the same check from the other side: an interpreter whose rshr rounds ties down
+    g = random_network(4)
+    net = net_of(g)
+    x = np.random.default_rng(0).normal(scale=4.0, size=(2, 8, g.inputs()[0].shape[0]))
+    real = microcode_engine._compile
+
+    def ties_down(ins, group, unit):
+        if ins.op == "rshr" and ins.imm > 0:
+            half, d, a, sh = (1 << (ins.imm - 1)) - 1, ins.rd, ins.ra, ins.imm
+
+            def run(R, t):
+                R[d] = (R[a] + half) >> sh
+            return run
+        return real(ins, group, unit)
+    monkeypatch.setattr(microcode_engine, "_compile", ties_down)
+    assert _differs(net, x)
+
+
+@pytest.mark.parametrize("seed, msg_bits, state_bits, coef_bits", [
+    (0, 32, 32, 32), (1, 32, 16, 2), (2, 2, 6, 16), (3, 6, 32, 24), (4, 24, 2, 8)])
+def test_extreme_widths_match_numpy(seed, msg_bits, state_bits, coef_bits):
+    # 32-bit values (products near 2^62), and 2- to 6-bit ones that saturate nearly everywhere
+    g = random_extended_network(seed)
+    for op in g.ops_of_kind("neurons"):
+        op.attrs.update(msg_bits=msg_bits, state_bits=state_bits)
+        if op.attrs["kind"] == "lut":
+            lim = 1 << (msg_bits - 1)
+            op.params["table"] = np.clip(op.params["table"], -lim, lim - 1)
+        if op.attrs["kind"] == "cpx":
+            lim = 1 << (coef_bits - 1)
+            op.attrs["coef_bits"] = coef_bits
+            for key in ("c_re", "c_im"):  # keep |c| < 1 in the new width
+                op.params[key] = np.clip(op.params[key] * lim // 2048, -lim + 1, lim - 1)
+    rng = np.random.default_rng(500 + seed)
+    x = rng.normal(scale=rng.choice([1.0, 1e4]), size=(2, 6, g.inputs()[0].shape[0]))
+    assert_same_run(net_of(g), x)
+
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_per_core_programs_run_to_the_same_integers(seed):
+    from tests.backend_loihi.test_microcode_codegen import random_placement
+    g = random_extended_network(seed)
+    placement = random_placement(g, seed)
+    first = next(name for name, blocks in placement.items() if len(blocks) > 1)
+    placement[first] = [(0, 0, start, stop) for _, _, start, stop in placement[first]]  # blocks sharing a core
+    net = dataclasses.replace(net_of(g), extras=emit_microcode(g, placement))
+    assert any(k.startswith("microcode/chip") for k in net.extras)
+    rng = np.random.default_rng(600 + seed)
+    assert_same_run(net, rng.normal(scale=rng.choice([0.5, 400.0]), size=(2, 8, g.inputs()[0].shape[0])))
+
+
+def test_per_core_programs_that_leave_a_gap_are_refused():
+    import json
+    g = random_network(0)
+    size = g.op("act").attrs["size"]
+    net = net_of(g)
+    net.extras.update(emit_microcode(g, {"act": [(0, 0, 0, 1), (0, 1, 1, size)]}))
+    index = json.loads(net.extras["microcode/index.json"])
+    row = next(r for r in index["groups"] if r["group"] == "act")
+    row["units"] = row["units"][1:]
+    net.extras["microcode/index.json"] = json.dumps(index).encode()
+    with pytest.raises(MicrocodeError, match="%act: .*at compartment 1 .*the next at 0"):
+        microcode_engine.run_net(net, np.zeros((1, 3, g.inputs()[0].shape[0])))

@@ -21,7 +21,7 @@ from ssmc.errors import MicrocodeError
 from ssmc.ir.graph import Op
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTERS, IMM_MAX, IMM_MIN, PARAM0, REGISTER_NUMBERS as R, STATE0, Instr, Program, check_program,
+    COUNTERS, IMM_MAX, IMM_MIN, REGISTER_NUMBERS as R, STATE0, Instr, Program, check_program,
     operand_kinds)
 
 ACC_BITS = 32
@@ -70,7 +70,6 @@ def generate(op: Op) -> Program:
     if "bias" in op.params and kind != "source":
         bias = np.clip(op.params["bias"].astype(np.int64), -BIAS_LIMIT, BIAS_LIMIT)
         params += [bias[lane::lanes] for lane in range(lanes)]
-    reg_of = lambda i: f"p{i}"  # noqa: E731
     value = [f"r{lane}" for lane in range(lanes)]
 
     if kind == "source":
@@ -78,7 +77,7 @@ def generate(op: Op) -> Program:
     elif kind == "product":
         c("in", "r0", aux=0, imm=0)
         if bias is not None:
-            c("add", "r0", "r0", reg_of(0))
+            c("add", "r0", "r0", "p0")
             c("sat", "r0", "r0", aux=ACC_BITS, cnt="acc")
         c("in", "r1", aux=1, imm=0)
         c("mul", "r0", "r0", "r1")
@@ -99,7 +98,7 @@ def generate(op: Op) -> Program:
         c("lut", "r0", "r2", cnt="msg")
     elif kind == "cpx":
         f = int(a["coef_bits"]) - 1
-        cr, ci = reg_of(len(params)), reg_of(len(params) + 1)
+        cr, ci = f"p{len(params)}", f"p{len(params) + 1}"
         params += [op.params["c_re"].astype(np.int64), op.params["c_im"].astype(np.int64)]
         for lane, (first, second, combine) in enumerate((("s0", "s1", "sub"), ("s1", "s0", "add"))):
             # re: c_re x_re - c_im x_im;  im: c_re x_im + c_im x_re  (64-bit, rounded once)

@@ -1,0 +1,80 @@
+"""Resource limits: sizes ssmc refuses up front, with the numbers, instead of
+running out of memory part-way.
+
+Each limit has a default sized far above paper-scale S4D models (~275k
+parameters, states of a few thousand elements) and an environment variable
+that overrides it (a plain integer, bytes or elements):
+
+    SSMC_MAX_MODEL_BYTES     the .onnx file                                 512 MiB
+    SSMC_MAX_TENSOR_BYTES    any one tensor the model declares or infers    256 MiB
+    SSMC_MAX_TOTAL_BYTES     all initializers and constants together          1 GiB
+    SSMC_MAX_STATE_ELEMENTS  one recurrent state, elements per sequence      2^20
+    SSMC_MAX_WORK_BYTES      working memory of one computation: measuring     8 GiB
+                             a recurrence, or one engine run over a batch
+
+Library callers can also pass a `Limits` to the functions that take one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from ssmc.errors import ResourceLimitError
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Limits:
+    model_file_bytes: int = 512 * MiB
+    tensor_bytes: int = 256 * MiB
+    total_bytes: int = 1 * GiB
+    state_elements: int = 1 << 20
+    work_bytes: int = 8 * GiB
+
+
+ENV = {
+    "model_file_bytes": "SSMC_MAX_MODEL_BYTES",
+    "tensor_bytes": "SSMC_MAX_TENSOR_BYTES",
+    "total_bytes": "SSMC_MAX_TOTAL_BYTES",
+    "state_elements": "SSMC_MAX_STATE_ELEMENTS",
+    "work_bytes": "SSMC_MAX_WORK_BYTES",
+}
+
+
+def current() -> Limits:
+    """The defaults with any SSMC_MAX_* environment overrides applied (read on every call)."""
+    changes = {}
+    for field, var in ENV.items():
+        text = os.environ.get(var)
+        if text is None or not text.strip():
+            continue
+        try:
+            value = int(text.strip().replace("_", ""))
+        except ValueError:
+            value = -1
+        if value <= 0:
+            raise ResourceLimitError(f"{var}={text!r}: a limit must be a positive integer (bytes or elements)")
+        changes[field] = value
+    return dataclasses.replace(Limits(), **changes)
+
+
+def size(n: float) -> str:
+    """A byte count for messages: 3.2 GiB, 512 MiB, 12 KiB."""
+    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check(field: str, needed: float, what: str, fix: str = "", limits: Limits | None = None) -> None:
+    """Raise ResourceLimitError if `needed` is over the limit `field`; the message names both and the fix."""
+    limit = getattr(limits or current(), field)
+    if needed <= limit:
+        return
+    unit = size if field.endswith("bytes") else (lambda v: f"{int(v):,} elements")
+    raise ResourceLimitError(f"{what} needs {unit(needed)}, over the limit of {unit(limit)}"
+                             + (f"; {fix}" if fix else "") + f" (or raise {ENV[field]})")
