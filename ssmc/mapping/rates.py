@@ -24,7 +24,7 @@ def measure_rates(graph: Graph, calibration: np.ndarray | None, max_sequences: i
         graph.attrs[SOURCE_ATTR] = source
         return source
     from ssmc.runtime.numpy_engine import run_numpy
-    x = np.asarray(calibration)[:max_sequences]
+    x = np.asarray(getattr(calibration, "x", calibration))[:max_sequences]  # a checked Calibration or an array
     res = run_numpy(graph, x)
     for op in graph.ops_of_kind("neurons"):
         op.attrs["msg_rate"] = round(1.0 - float(res.sparsity.get(op.name, 0.0)), 6)
