@@ -39,6 +39,7 @@ bench: setup
 	$(PY) benchmarks/bitwidth_ablation.py
 	$(PY) benchmarks/activation_ablation.py
 	$(PY) benchmarks/sigma_delta.py
+	$(PY) benchmarks/partition_quality.py --scale
 
 export-examples:
 	bash examples/digits/export.sh

@@ -46,6 +46,11 @@ class Net:
     model_graph: Graph | None = None
     extras: dict = dataclasses.field(default_factory=dict)  # net.lava extra/ entries: path -> bytes
 
+    def report_dict(self) -> dict:
+        """What `ssmc report` shows: placement, utilisation, traffic, bit-widths, estimated cost (ssmc.report)."""
+        from ssmc.report import build_report
+        return build_report(self)
+
     def save(self, path: str | os.PathLike) -> None:
         _bundle.save(_bundle.Bundle(graph=self.graph, model_graph=self.model_graph, source=self.source,
                                     pipeline=self.pipeline, options=self.options, report=self.report,
@@ -118,7 +123,9 @@ def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str
 def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
             calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
             log: Callable[[str], None] = lambda s: None, skip: list[str] | None = None,
-            stop_after: str | None = None, sigma_delta: float | None = None, plugins=(), **widths) -> Net:
+            stop_after: str | None = None, sigma_delta: float | None = None, plugins=(), target: str | None = None,
+            board: str | None = None, chips: int | None = None, max_neurons_per_core: int | None = None,
+            **widths) -> Net:
     """ONNX step-form model -> Net, running `passes` (a pipeline string).
 
     `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
@@ -128,6 +135,8 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     `stop_after` name passes of the pipeline to leave out / to end with.
     `sigma_delta`: append the sigma-delta pass with this threshold (a fraction
     of each group's full scale; 0 sends every change, values unchanged).
+    `target` (a target JSON file or built-in name), `board`, `chips` and
+    `max_neurons_per_core` set the partition pass's target (see docs/mapping.md).
     `plugins`: Python files to import first (they register op handlers or
     passes; docs/extending.md); recorded in net.lava with their sha256.
     """
@@ -150,6 +159,13 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         pipeline = [p for p in pipeline if p.name != "sigma-delta"]
         at = next(i for i, p in enumerate(pipeline) if p.name == "assign-bitwidths") + 1
         pipeline = pipeline[:at] + sd + pipeline[at:]
+    mapping = {k: v for k, v in (("target", target), ("board", board), ("chips", chips),
+                                  ("max_neurons_per_core", max_neurons_per_core)) if v is not None}
+    if mapping:
+        if not any(p.name == "partition" for p in pipeline):
+            raise SsmcError("target options (--target, --board, --chips, --max-neurons-per-core) need the partition "
+                            "pass in the pipeline")
+        pipeline = [dataclasses.replace(p, **mapping) if p.name == "partition" else p for p in pipeline]
     cal, cal_source = (None, "none")
     if calibration is not None:
         cal, cal_source = load_calibration(calibration)
@@ -169,6 +185,14 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     graph, records = run_pipeline(graph, with_data(pipeline, calibration=cal), verify_each=verify_each,
                                   after_pass=progress)
     extras = {}
+    if any(p.name == "partition" for p in pipeline):
+        import json
+        from ssmc.ir.placement import target_of
+        from ssmc.targets import load_target
+        part = next(p for p in pipeline if p.name == "partition")
+        described = load_target(part.target or None, board=part.board or None, chips=part.chips or None).describe()
+        assert described["values"] == target_of(graph).values()
+        extras["target.json"] = (json.dumps(described, indent=1, sort_keys=True) + "\n").encode()
     if is_neuro_level(graph):  # one neuron program per group (docs/microcode.md)
         from ssmc.backend_loihi.microcode.emit import emit_microcode
         extras.update(emit_microcode(graph))
@@ -183,7 +207,7 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         options={"readout": readout, "calibration": cal_source, "passes": passes,
                  **({"skip": list(skip)} if skip else {}), **({"stop_after": stop_after} if stop_after else {}),
                  **({"sigma_delta": float(sigma_delta)} if sigma_delta is not None else {}), **given,
-                 **({"plugins": plugin_record} if plugin_record else {})},
+                 **({"plugins": plugin_record} if plugin_record else {}), **mapping},
         report={"import": dataclasses.asdict(report),
                 "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
                            for r in records]},

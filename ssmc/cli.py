@@ -47,12 +47,34 @@ def cmd_compile(args) -> int:
                        weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
                        message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after,
                        layer_bits=";".join(args.layer_bits) if args.layer_bits else None,
-                       sigma_delta=args.sigma_delta, plugins=args.plugin or ())
+                       sigma_delta=args.sigma_delta, plugins=args.plugin or (), target=args.target,
+                       board=args.board, chips=args.chips, max_neurons_per_core=args.max_neurons_per_core)
     for record in net.report.get("passes", []):
         for note in record.get("notes", []):
             log(f"  {record['name']}: {note}")
     net.save(args.output)
     log(f"wrote {args.output} ({os.path.getsize(args.output)} bytes)")
+    return 0
+
+
+# -- report ---------------------------------------------------------------------
+def cmd_report(args) -> int:
+    import ssmc
+    from ssmc.report import render
+
+    rep = ssmc.load(args.net).report_dict()
+    if args.format == "html":
+        if not args.output:
+            raise SsmcError("--format html needs -o FILE.html (its images go in a folder beside it)")
+        files = render.write_html(rep, args.output)
+        print(f"wrote {args.output} and {len(files) - 1} image(s)", file=sys.stderr)
+        return 0
+    text = render.to_json(rep) if args.format == "json" else render.to_text(rep)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -375,6 +397,12 @@ the output and the next states out (docs/onnx_step_form.md).""")
                    help="send sigma-delta messages: a neuron sends a change only when it is at least T times its "
                         "full scale (0: every change, values unchanged, fewer messages; try 0.001). Measured in "
                         "benchmarks/results/sigma_delta.md")
+    c.add_argument("--target", metavar="FILE", help="target description JSON (default: the shipped loihi2, "
+                                                    "ssmc/targets/loihi2.json)")
+    c.add_argument("--board", metavar="NAME", help="board of the target: oheo-gulch (1 chip, default), kapoho-point (8)")
+    c.add_argument("--chips", type=int, metavar="N", help="number of chips (overrides the board's)")
+    c.add_argument("--max-neurons-per-core", type=int, metavar="N",
+                   help="spread: at most N neurons per core (more cores, shorter steps; default: the capacity)")
     c.add_argument("--passes", default=None, metavar="PIPELINE",
                    help="pass pipeline, e.g. 'canonicalize' (see `ssmc passes`; default: the standard pipeline)")
     c.add_argument("--skip", action="append", metavar="PASS", help="leave this pass out (repeatable)")
@@ -430,6 +458,19 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("--output", help="save the per-token outputs to this .npy")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", formatter_class=fmt, help="cores, utilisation, traffic, bit-widths and "
+                        "estimated cost of a compiled net",
+                        description="Report how a compiled net maps onto the target: per-core utilisation of every "
+                                    "capacity, core-to-core traffic, bit-widths, and an ESTIMATED cost per token.",
+                        epilog="""examples:
+  ssmc report net.lava                      text for the terminal
+  ssmc report net.lava --format json        for scripts
+  ssmc report net.lava --format html -o report.html   page with pictures (report_files/ beside it)""")
+    rp.add_argument("net", help="a net.lava file from `ssmc compile`")
+    rp.add_argument("--format", choices=("text", "json", "html"), default="text", help="output format (default: text)")
+    rp.add_argument("-o", "--output", help="write to this file (required for html)")
+    rp.set_defaults(func=cmd_report)
 
     e = sub.add_parser("export-lava", formatter_class=fmt,
                        help="write a standalone Python script that builds the net's Lava network",

@@ -30,6 +30,10 @@ class InputDataError(SsmcError):
     """User data (inputs, labels, calibration) of the wrong shape or type."""
 
 
+class FitError(SsmcError):
+    """A network that does not fit the target: says how many cores it needs, what binds and what would fit."""
+
+
 class MicrocodeError(SsmcError):
     """Neuron microcode that does not assemble, decode, or match the network it is for."""
 

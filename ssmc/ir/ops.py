@@ -328,6 +328,10 @@ register_op(OpSchema(
         AttrSpec("source", "str", default="", doc="the model-level op this group realises"),
         AttrSpec("decode", "str", default="value", choices=("value", "mean"),
                  doc="how the host reads an output: the value, or the value / (token + 1)"),
+        AttrSpec("msg_rate", "float", default=-1.0,
+                 doc="messages per neuron per step measured on calibration data (-1: not measured)"),
+        AttrSpec("placement", "ints", default=(),
+                 doc="(chip, core, start, stop) quadruples: neurons [start, stop) on that core (ssmc/ir/placement.py)"),
     ),
     params=(
         ParamSpec("bias", "i64", _size, optional=True, doc="added to the dendritic input every step"),

@@ -3,7 +3,8 @@
 Checks, per op: known kind, arity, attributes (required, typed, allowed values,
 no unknown ones), tensors (present, dtype, shape, finite, no unknown ones) and
 that the recorded result shape is the one the schema infers. Per graph: at
-least one input and one output, no cycle, outputs consumed by nobody.
+least one input and one output, no cycle, outputs consumed by nobody; on a placed
+graph, every neuron placed once within the target's per-core capacities (ir/placement.py).
 All problems are collected, so one run reports every broken op.
 """
 
@@ -115,6 +116,9 @@ def graph_problems(g: Graph) -> list[str]:
         problems.extend(op_problems(op, in_shapes))
         if op.kind == "output" and g.consumers(op.name):
             problems.append(f"%{op.name} (output) must not be used by other ops")
+    if not problems:  # capacities are counted on a graph that is otherwise sound
+        from ssmc.ir.placement import placement_problems
+        problems.extend(placement_problems(g))
     return problems
 
 

@@ -48,6 +48,16 @@ def _assign_bitwidths():
     return AssignBitwidths
 
 
+def _partition():
+    from ssmc.passes.partition import Partition
+    return Partition
+
+
+def _place():
+    from ssmc.passes.place import Place
+    return Place
+
+
 register_pass("canonicalize", _canonicalize)
 register_pass("assign-bitwidths", _assign_bitwidths)
 register_pass("discretize", _discretize)
@@ -56,12 +66,14 @@ register_pass("fuse-complex-pairs", _fuse_complex_pairs)
 register_pass("fold-linear", _fold_linear)
 register_pass("freeze-norms", _freeze_norms)
 register_pass("sigma-delta", _sigma_delta)
+register_pass("partition", _partition)
+register_pass("place", _place)
 
 #: The float part of the pipeline: S4D layers become complex neuron pairs between linears.
 FLOAT_PIPELINE = "canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear"
 #: What `ssmc compile` runs when no --passes is given: the float part, LayerNorm with frozen
-#: statistics (an approximation; a no-op without norms), then quantization.
-DEFAULT_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths"
+#: statistics (an approximation; a no-op without norms), quantization, then mapping onto cores.
+DEFAULT_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths,partition,place"
 
 __all__ = ["Pass", "PassError", "PassRecord", "available_passes", "load_pass", "parse_pipeline", "pipeline_spec",
            "register_pass", "run_pipeline", "DEFAULT_PIPELINE", "FLOAT_PIPELINE"]

@@ -1,0 +1,105 @@
+"""`ssmc report`: what a compiled net uses and costs, as a plain dict first (renderers in render.py).
+
+Sections: source and pipeline; target (values with source and sureness);
+per-core utilisation of every capacity; core-to-core traffic; bit-widths of
+every tensor; message rates; an estimated cost per token (costmodel.py,
+labelled as an estimate). Everything is computed from net.lava alone (the
+placed IR and its recorded target). Other stages add their own sections to
+``report["sections"]`` (e.g. microcode program sizes, the Lava process table):
+a renderer shows every section it finds there as a table of key/value rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ssmc.ir.placement import core_assignment, target_of
+from ssmc.mapping.netlist import build_netlist
+from ssmc.mapping.rates import SOURCE_ATTR
+from ssmc.mapping.usage import core_usage, routes, traffic
+from ssmc.report.costmodel import estimate
+from ssmc.targets import CAPACITIES
+
+def _microcode_section(net):
+    """Per neuron program: size in words and ASSUMED cycles (docs/microcode.md), from net.lava's index."""
+    if "microcode/index.json" not in net.extras:
+        return {"note": "this net has no microcode programs"}
+    from ssmc.backend_loihi.microcode.emit import microcode_summary
+    return microcode_summary(net)
+
+
+#: Producers of extra report sections: name -> f(net) -> dict or list of row dicts. Other stages register here
+#: (e.g. a Lava process table); each is shown as a table by every renderer.
+SECTION_PROVIDERS: dict = {"microcode programs (sizes in words; cycles assumed)": _microcode_section}
+
+
+def bitwidths(graph) -> list[dict]:
+    rows = []
+    for op in graph.ops():
+        if op.kind == "neurons":
+            a = op.attrs
+            rows.append({"tensor": op.name, "op": f"neurons/{a['kind']}", "size": int(a["size"]),
+                         "msg_bits": a.get("msg_bits", 24), "state_bits": a.get("state_bits", 24),
+                         "coef_bits": a.get("coef_bits", 16) if a["kind"] == "cpx" else None,
+                         "weight_bits": None, "frac": a.get("frac"), "delta": a.get("delta", 0)})
+        elif op.kind == "synapses":
+            w = op.params["weight"]
+            rows.append({"tensor": op.name, "op": "synapses", "size": int(np.count_nonzero(w)),
+                         "msg_bits": None, "state_bits": None, "coef_bits": None,
+                         "weight_bits": op.attrs.get("weight_bits", 8), "frac": op.attrs.get("weight_exp", 0),
+                         "delta": None})
+    return rows
+
+
+def build_report(net) -> dict:
+    graph = net.graph
+    rep = {"source": dict(net.source), "pipeline": net.pipeline, "bitwidths": bitwidths(graph),
+           "sections": {name: f(net) for name, f in sorted(SECTION_PROVIDERS.items())}}
+    target = target_of(graph)
+    if target is None:
+        rep["placement"] = None
+        rep["note"] = "not placed: compile with the partition and place passes (the default pipeline) for cores, " \
+                      "traffic and cost"
+        return rep
+    rep["target"] = target.describe()
+    if "target.json" in net.extras:  # the compile-time description keeps each value's source and sureness
+        import json
+        rep["target"]["provenance"] = json.loads(net.extras["target.json"]).get("provenance", {})
+    core_of, problems = core_assignment(graph, target)
+    if problems:
+        rep["placement"] = None
+        rep["note"] = "placement is broken: " + "; ".join(problems[:3])
+        return rep
+    nl = build_netlist(graph)
+    used, logical = np.unique(core_of, return_inverse=True)
+    r = routes(nl, logical)
+    use = core_usage(nl, logical, len(used), r)
+    tr_logical = traffic(nl, logical, len(used), target, r, hop_matrix=np.zeros((len(used), len(used))))
+    tr = traffic(nl, core_of, int(core_of.max()) + 1, target)
+    rates = nl.neuron_rates()
+    synops = np.zeros(len(used))
+    for s in nl.synapses:
+        np.add.at(synops, logical[s.post_ids], rates[s.pre_ids])
+    group_of = nl.group_of()
+    cores = []
+    for i, g_core in enumerate(used):
+        chip, core = target.slot(int(g_core))
+        members = np.unique(group_of[logical == i])
+        cores.append({"chip": chip, "core": core, "router": list(target.router_xy(core)),
+                      "groups": [nl.groups[m].name for m in members],
+                      "use": {k: int(use[k][i]) for k in CAPACITIES},
+                      "utilisation": {k: round(float(use[k][i]) / target.capacity(k), 4) for k in CAPACITIES}})
+    peak = {k: round(float(use[k].max()) / target.capacity(k), 4) for k in CAPACITIES}
+    depth = max((int(op.attrs.get("depth", 0)) for op in graph.ops_of_kind("neurons")), default=0)
+    chips = len({c["chip"] for c in cores})
+    rep["placement"] = {"cores_used": len(used), "chips_used": chips, "cores": cores, "peak_utilisation": peak,
+                        "binding_capacity": max(peak, key=peak.get)}
+    rep["traffic"] = {"messages_per_step": round(tr.messages, 2), "inter_core": round(tr.inter_core, 2),
+                      "hop_weighted": round(tr.hop_weighted, 2), "inter_chip": round(tr.inter_chip, 2),
+                      "matrix": np.round(tr_logical.matrix, 3).tolist(),
+                      "labels": [f"{c['chip']}:{c['core']}" for c in cores]}
+    rep["rates"] = {"source": graph.attrs.get(SOURCE_ATTR, "assumed (no msg_rate recorded)"),
+                    "groups": {g.name: g.rate for g in nl.groups}}
+    rep["cost"] = estimate(synops.tolist(), use["neurons"].tolist(), tr.messages, tr.inter_core, tr.hop_weighted,
+                           depth, chips)
+    return rep

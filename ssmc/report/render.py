@@ -1,0 +1,222 @@
+"""Renderers of the report dict: text (terminal), JSON (scripts), HTML with pictures.
+
+HTML images are PNGs made with matplotlib (Agg backend) and written into a
+folder beside the page (``<page>_files/``), which the page references by
+relative path. PNG metadata carries no date or version, so the same report
+gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+
+from ssmc.targets import CAPACITIES
+
+SHORT = {"neurons": "neurons", "memory_bytes": "memory", "synapse_bytes": "synapses", "fan_in_axons": "fan-in",
+         "fan_out_routes": "fan-out", "groups": "groups"}
+
+
+def to_json(rep: dict) -> str:
+    return json.dumps(rep, indent=1, sort_keys=True) + "\n"
+
+
+def to_text(rep: dict) -> str:
+    out = [f"net: {rep['source'].get('file', '?')}  pipeline: {rep['pipeline']}"]
+    p = rep.get("placement")
+    if p is None:
+        out.append(rep.get("note", "not placed"))
+    else:
+        t = rep["target"]["values"]
+        out.append(f"target: {t['name']} ({t['board']}, {t['chips']} chip(s) x {t['cores_per_chip']} cores); "
+                   f"{p['cores_used']} cores on {p['chips_used']} chip(s) used; binding capacity: "
+                   f"{p['binding_capacity']} (peak {p['peak_utilisation'][p['binding_capacity']]:.0%})")
+        out.append("")
+        out.append("capacities (sureness: source)")
+        prov = rep["target"]["provenance"]
+        for k in CAPACITIES:
+            pr = prov.get(k, {})
+            out.append(f"  {k:15s} {t[k]:>8}  {pr.get('sureness', '?')}: {pr.get('source', '')[:90]}")
+        out.append("")
+        out.append("per-core utilisation " + "  ".join(f"{SHORT[k]:>9s}" for k in CAPACITIES) + "  groups")
+        for c in p["cores"]:
+            out.append(f"  chip {c['chip']} core {c['core']:3d}     "
+                       + "  ".join(f"{c['utilisation'][k]:9.0%}" for k in CAPACITIES) + "  " + ",".join(c["groups"]))
+        tr = rep["traffic"]
+        out.append("")
+        out.append(f"traffic per step: {tr['messages_per_step']} messages, {tr['inter_core']} between cores, "
+                   f"{tr['hop_weighted']} hop-weighted, {tr['inter_chip']} between chips")
+        out.append(f"message rates: {rep['rates']['source']}")
+        c = rep["cost"]
+        out.append("")
+        out.append(f"cost per token -- {c['label']}:")
+        out.append(f"  step {c['step_ns']} ns (busiest core {c['busiest_core_ns']} ns), latency {c['latency_ns']} ns, "
+                   f"{c['throughput_tokens_per_s']:.0f} tokens/s")
+        out.append(f"  {c['synaptic_ops_per_token']} synaptic ops, {c['neuron_updates_per_token']} neuron updates, "
+                   f"{c['messages_per_token']} messages; energy ~{c['energy_nj']} nJ "
+                   f"({c['energy_dynamic_nj']} dynamic + {c['energy_static_nj']} static)")
+    out.append("")
+    out.append("bit-widths")
+    for b in rep["bitwidths"]:
+        widths = ", ".join(f"{k.replace('_bits', '')} {b[k]}" for k in ("weight_bits", "coef_bits", "state_bits",
+                                                                         "msg_bits") if b[k] is not None)
+        out.append(f"  {b['tensor']:24s} {b['op']:20s} {b['size']:>8}  {widths}")
+    for name, rows in rep.get("sections", {}).items():
+        out.append("")
+        out.append(name)
+        if isinstance(rows, dict):
+            out.extend(f"  {k}: {v}" for k, v in rows.items())
+        elif rows and all(isinstance(r, dict) for r in rows):
+            keys = list(rows[0])
+            out.append("  " + " ".join(f"{k:>12s}" for k in keys))
+            out.extend("  " + " ".join(f"{str(r.get(k, '')):>12s}" for k in keys) for r in rows)
+        else:
+            out.extend(f"  {r}" for r in rows)
+    return "\n".join(out) + "\n"
+
+
+def _images(rep: dict, folder: str) -> dict[str, str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    os.makedirs(folder, exist_ok=True)
+    files = {}
+    meta = {"Software": None}
+    p = rep["placement"]
+    cores = p["cores"]
+    labels = rep["traffic"]["labels"]
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(cores) + 2), 3.5))
+    width = 0.8 / len(CAPACITIES)
+    for i, k in enumerate(CAPACITIES):
+        ax.bar(np.arange(len(cores)) + i * width, [c["utilisation"][k] for c in cores], width, label=SHORT[k])
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(cores)) + 0.4, labels, rotation=90, fontsize=6)
+    ax.set_ylabel("fraction of capacity")
+    ax.set_title("per-core utilisation")
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    files["utilisation"] = "utilisation.png"
+    fig.savefig(os.path.join(folder, files["utilisation"]), dpi=80, metadata=meta)
+    plt.close(fig)
+
+    mat = np.array(rep["traffic"]["matrix"])
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    im = ax.imshow(mat, cmap="viridis")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=5)
+    ax.set_yticks(range(len(labels)), labels, fontsize=5)
+    ax.set_xlabel("to core (chip:core)")
+    ax.set_ylabel("from core")
+    ax.set_title("messages per step, core to core")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    files["traffic"] = "traffic.png"
+    fig.savefig(os.path.join(folder, files["traffic"]), dpi=80, metadata=meta)
+    plt.close(fig)
+
+    t = rep["target"]["values"]
+    rows, cols = t["router_mesh"]
+    cpr = t["cores_per_router"]
+    chips = sorted({c["chip"] for c in cores})
+    fig, axes = plt.subplots(1, len(chips), figsize=(4.5 * len(chips), 3), squeeze=False)
+    groups = sorted({g for c in cores for g in c["groups"]})
+    colours = plt.get_cmap("tab20")
+
+    def xy(core):
+        r, c = divmod(core // cpr, cols)
+        j = core % cpr
+        return c + 0.25 * (j % 2) - 0.125, r + 0.25 * (j // 2) - 0.125
+
+    where = {(c["chip"], c["core"]): i for i, c in enumerate(cores)}
+    top = mat.max() if mat.size and mat.max() > 0 else 1.0
+    for ax, chip in zip(axes[0], chips):
+        ax.set_xlim(-0.6, cols - 0.4)
+        ax.set_ylim(rows - 0.4, -0.6)
+        ax.set_title(f"chip {chip}: cores coloured by first group, links by load")
+        for r in range(rows):
+            for c in range(cols):
+                ax.add_patch(plt.Rectangle((c - 0.35, r - 0.35), 0.7, 0.7, fill=False, lw=0.5, color="grey"))
+        for (ch, core), i in where.items():
+            if ch != chip:
+                continue
+            for (ch2, core2), j in where.items():
+                if ch2 == chip and mat[i, j] > 0 and i != j:
+                    (x1, y1), (x2, y2) = xy(core), xy(core2)
+                    ax.plot([x1, x2], [y1, y2], color="red", alpha=0.2 + 0.8 * mat[i, j] / top,
+                            lw=0.5 + 3 * mat[i, j] / top)
+            x, y = xy(core)
+            g = cores[i]["groups"][0]
+            ax.scatter([x], [y], s=40, color=colours(groups.index(g) % 20), zorder=3)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours(i % 20), label=g) for i, g in enumerate(groups)]
+    fig.legend(handles=handles[:20], fontsize=6, loc="lower center", ncol=min(6, len(handles)))
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
+    files["mesh"] = "mesh.png"
+    fig.savefig(os.path.join(folder, files["mesh"]), dpi=80, metadata=meta)
+    plt.close(fig)
+    return files
+
+
+def _table(headers, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in r) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_html(rep: dict, path: str) -> list[str]:
+    """Write the page and its images; return the files written (page first)."""
+    base = os.path.splitext(os.path.basename(path))[0] + "_files"
+    folder = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>ssmc report</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}.est{color:#a40}</style></head><body>",
+             f"<h1>ssmc report: {html.escape(str(rep['source'].get('file', '')))}</h1>",
+             f"<p>pipeline: <code>{html.escape(rep['pipeline'])}</code></p>"]
+    written = [path]
+    p = rep.get("placement")
+    if p is None:
+        parts.append(f"<p>{html.escape(rep.get('note', 'not placed'))}</p>")
+    else:
+        files = _images(rep, folder)
+        written += [os.path.join(folder, f) for f in files.values()]
+        t = rep["target"]
+        parts.append(f"<h2>Target and fit</h2><p>{p['cores_used']} cores on {p['chips_used']} chip(s); binding "
+                     f"capacity <b>{p['binding_capacity']}</b></p>")
+        parts.append(_table(["capacity", "value", "sureness", "source"],
+                            [[k, t["values"][k], t["provenance"].get(k, {}).get("sureness"),
+                              t["provenance"].get(k, {}).get("source")] for k in CAPACITIES]))
+        parts.append(f"<h2>Per-core utilisation</h2><img src='{base}/{files['utilisation']}' alt='utilisation'>")
+        parts.append(_table(["chip", "core"] + [SHORT[k] for k in CAPACITIES] + ["groups"],
+                            [[c["chip"], c["core"]] + [f"{c['utilisation'][k]:.0%}" for k in CAPACITIES]
+                             + [", ".join(c["groups"])] for c in p["cores"]]))
+        tr = rep["traffic"]
+        parts.append(f"<h2>Traffic</h2><p>{tr['messages_per_step']} messages per step, {tr['inter_core']} between "
+                     f"cores, {tr['hop_weighted']} hop-weighted, {tr['inter_chip']} between chips. Rates: "
+                     f"{html.escape(rep['rates']['source'])}</p>")
+        parts.append(f"<img src='{base}/{files['traffic']}' alt='traffic matrix'>")
+        parts.append(f"<h2>Mesh</h2><img src='{base}/{files['mesh']}' alt='mesh'>")
+        c = rep["cost"]
+        parts.append(f"<h2 class='est'>Estimated cost per token</h2><p class='est'>{html.escape(c['label'])}</p>")
+        parts.append(_table(["quantity", "estimate"], [[k, v] for k, v in c.items() if k not in ("label", "constants")]))
+        parts.append(_table(["constant", "value", "source"],
+                            [[k, v["value"], v["source"]] for k, v in c["constants"].items()]))
+    parts.append("<h2>Bit-widths</h2>")
+    cols = ["tensor", "op", "size", "weight_bits", "coef_bits", "state_bits", "msg_bits", "delta"]
+    parts.append(_table(cols, [[b[k] for k in cols] for b in rep["bitwidths"]]))
+    for name, rows in rep.get("sections", {}).items():
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        if isinstance(rows, dict):
+            parts.append(_table(["key", "value"], list(rows.items())))
+        elif rows and all(isinstance(r, dict) for r in rows):
+            parts.append(_table(list(rows[0]), [[r.get(k) for k in rows[0]] for r in rows]))
+        else:
+            parts.append(_table(["row"], [[r] for r in rows]))
+    parts.append("</body></html>\n")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+    return written
