@@ -197,6 +197,9 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         from ssmc.backend_loihi.microcode.emit import emit_microcode
         extras.update(emit_microcode(graph))
         log(f"microcode: {len(graph.ops_of_kind('neurons'))} programs (docs/microcode.md)")
+        from ssmc.backend_loihi.lava_net import process_table_json  # which Lava process runs on which core
+        extras["lava/processes.json"] = process_table_json(Net(graph=graph, source={}, pipeline="", options={},
+                                                               report={}))
     return Net(
         graph=graph,
         model_graph=model_graph,

@@ -215,11 +215,19 @@ def build_lava(plan: LavaPlan) -> dict:
 
 def process_table(net) -> list[dict]:
     """One row per Lava process of the net: name, class, neuron group, size (and why a synapse
-    group is or is not Lava's Dense). Does not depend on the input."""
+    group is or is not Lava's Dense), and on a placed net the cores it runs on: a neuron process on
+    its group's cores, a synapse process on the cores of the neurons it feeds (as the mapper counts
+    synapse memory). Does not depend on the input."""
+    from ssmc.ir.placement import placement_of
+
     features = net.graph.inputs()[0].shape[0]
     plan = plan_lava(net.graph, np.zeros((1, 1, features)))
+    placed = placement_of(net.graph)
     return [{"name": p.name, "class": p.cls, "module": p.module, "group": p.group, "size": p.size,
-             "note": p.note} for p in plan.processes]
+             "note": p.note,
+             "cores": [{"chip": b.chip, "core": b.core, "neurons": [b.start, b.stop]}
+                       for b in placed.get(p.group, [])]}
+            for p in plan.processes]
 
 
 @dataclass

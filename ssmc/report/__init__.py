@@ -28,9 +28,26 @@ def _microcode_section(net):
     return microcode_summary(net)
 
 
+def _lava_section(net):
+    """Every Lava process, its class and the cores it runs on (net.lava's lava/processes.json)."""
+    import json
+    blob = net.extras.get("lava/processes.json")
+    if blob is None:
+        return {"note": "this net has no Lava process table (compiled by an older ssmc, or not to neurons)"}
+    try:
+        rows = json.loads(blob)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {"note": "lava/processes.json is damaged; recompile"}
+    return [{"process": r.get("name"), "class": r.get("class"), "group": r.get("group"), "size": r.get("size"),
+             "cores": " ".join(f"chip{c['chip']}.core{c['core']}[{c['neurons'][0]}:{c['neurons'][1]}]"
+                               for c in r.get("cores", [])) or "unplaced"}
+            for r in rows if isinstance(r, dict)]
+
+
 #: Producers of extra report sections: name -> f(net) -> dict or list of row dicts. Other stages register here
 #: (e.g. a Lava process table); each is shown as a table by every renderer.
-SECTION_PROVIDERS: dict = {"microcode programs (sizes in words; cycles assumed)": _microcode_section}
+SECTION_PROVIDERS: dict = {"microcode programs (sizes in words; cycles assumed)": _microcode_section,
+                           "Lava processes (which runs on which core)": _lava_section}
 
 
 def bitwidths(graph) -> list[dict]:
