@@ -27,6 +27,7 @@ demo: setup
 	@mkdir -p $(OUT)
 	$(VENV)/bin/ssmc inspect $(EXAMPLE)
 	$(VENV)/bin/ssmc compile $(EXAMPLE) -o $(OUT)/net.lava --readout mean --calibrate examples/digits/digits_calib.npz
+	$(VENV)/bin/ssmc report $(OUT)/net.lava
 	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --compare-float
 	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --engine float --compare-onnx $(EXAMPLE)
 	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --engine lava --limit 8 --compare-numpy

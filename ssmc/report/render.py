@@ -39,7 +39,7 @@ def to_text(rep: dict) -> str:
             pr = prov.get(k, {})
             out.append(f"  {k:15s} {t[k]:>8}  {pr.get('sureness', '?')}: {pr.get('source', '')[:90]}")
         out.append("")
-        out.append("per-core utilisation " + "  ".join(f"{SHORT[k]:>9s}" for k in CAPACITIES) + "  groups")
+        out.append("per-core utilisation " + "  ".join(f"{SHORT[k]:>9s}" for k in CAPACITIES) + "  neuron groups on the core")
         for c in p["cores"]:
             out.append(f"  chip {c['chip']} core {c['core']:3d}     "
                        + "  ".join(f"{c['utilisation'][k]:9.0%}" for k in CAPACITIES) + "  " + ",".join(c["groups"]))
