@@ -409,7 +409,11 @@ the output and the next states out (docs/onnx_step_form.md).""")
     c.add_argument("--stop-after", metavar="PASS", help="end the pipeline after this pass (e.g. fold-linear to "
                                                           "keep the float network)")
     c.add_argument("--print-ir-after", metavar="PASS|all", help="print the IR (tensors summarised) after a pass")
-    c.add_argument("--no-verify", action="store_true", help="skip the IR verifier between passes (faster, unsafe)")
+    verify = c.add_mutually_exclusive_group()
+    verify.add_argument("--verify-each", dest="no_verify", action="store_false",
+                        help="run the IR verifier after every pass (the default)")
+    verify.add_argument("--no-verify", dest="no_verify", action="store_true",
+                        help="skip the IR verifier between passes (faster, unsafe: a broken pass goes unnoticed)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     _plugin_option(c)
     c.set_defaults(func=cmd_compile)

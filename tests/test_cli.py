@@ -231,3 +231,14 @@ def test_sigma_delta_messages_are_one_flag_and_need_the_fixed_point_passes(tmp_p
     proc = ssmc("compile", model_path, "-o", tmp_path / "f.lava", "--stop-after", "fold-linear", "--sigma-delta", "0")
     assert_one_line_error(proc, "sigma-delta messages need assign-bitwidths")
     assert not (tmp_path / "f.lava").exists()
+
+
+def test_verify_each_is_the_default_and_no_verify_turns_it_off_but_not_both():
+    from ssmc.cli import build_parser
+    parser = build_parser()
+    assert parser.parse_args(["compile", "m.onnx", "-o", "n.lava"]).no_verify is False
+    assert parser.parse_args(["compile", "m.onnx", "-o", "n.lava", "--verify-each"]).no_verify is False
+    assert parser.parse_args(["compile", "m.onnx", "-o", "n.lava", "--no-verify"]).no_verify is True
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["compile", "m.onnx", "-o", "n.lava", "--verify-each", "--no-verify"])
+    assert e.value.code == 2
