@@ -410,7 +410,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
                                                           "keep the float network)")
     c.add_argument("--print-ir-after", metavar="PASS|all", help="print the IR (tensors summarised) after a pass")
     verify = c.add_mutually_exclusive_group()
-    verify.add_argument("--verify-each", dest="no_verify", action="store_false",
+    verify.add_argument("--verify-each", dest="no_verify", action="store_false", default=False,
                         help="run the IR verifier after every pass (the default)")
     verify.add_argument("--no-verify", dest="no_verify", action="store_true",
                         help="skip the IR verifier between passes (faster, unsafe: a broken pass goes unnoticed)")
