@@ -159,6 +159,9 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         pipeline = [p for p in pipeline if p.name != "sigma-delta"]
         at = next(i for i, p in enumerate(pipeline) if p.name == "assign-bitwidths") + 1
         pipeline = pipeline[:at] + sd + pipeline[at:]
+    for flag, value in (("--chips", chips), ("--max-neurons-per-core", max_neurons_per_core)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise SsmcError(f"{flag} {value}: give a whole number of at least 1 (leave it out for the target's own)")
     mapping = {k: v for k, v in (("target", target), ("board", board), ("chips", chips),
                                   ("max_neurons_per_core", max_neurons_per_core)) if v is not None}
     if mapping:

@@ -242,3 +242,13 @@ def test_verify_each_is_the_default_and_no_verify_turns_it_off_but_not_both():
     with pytest.raises(SystemExit) as e:
         parser.parse_args(["compile", "m.onnx", "-o", "n.lava", "--verify-each", "--no-verify"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("flag", ["--chips", "--max-neurons-per-core"])
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_chip_or_core_count_below_one_is_refused_not_taken_as_the_default(flag, value, tmp_path, capsys):
+    out = tmp_path / "n.lava"
+    from ssmc.cli import main
+    assert main(["compile", "examples/digits/digits_s4d_step.onnx", "-o", str(out), "-q", flag, value]) == 1
+    err = capsys.readouterr().err
+    assert f"{flag} {value}: give a whole number of at least 1" in err and not out.exists()
