@@ -17,7 +17,7 @@ them onto the mesh afterwards.
   a linear constraint, groups per core via indicator Booleans; objective:
   rate-weighted messages to other cores (one per hyperedge and destination
   core) plus their hop distance, with logical cores 4r..4r+3 on router r and
-  routers along the chip's snake path (the layout `place` starts from). Four workers interleaved
+  routers in a compact order (`mapper.band_router_order`: 2 x 2 for four routers). Four workers interleaved
   deterministically (`interleave_search`) and a deterministic time budget make it
   reproducible; the best baseline is given as a hint, so the solver starts
   from it. Reports its proven lower bound and gap.
