@@ -174,8 +174,8 @@ NOTES = """## Notes
   annealing for the greedy and METIS partitions (659, 631): the gain is in the partition, not the placement.
 - **Where CP-SAT does not reach 0.7x.** The large model (21 cores) improves from 0.80x to 0.76x. Its gap stays
   ~0.93 (the bound is the LP relaxation's, far below any packing), so nobody knows whether 0.7x exists there;
-  CP-SAT's own search from the improved hint is what gained. At 1M neurons (hierarchical windows; no move search
-  above 4,000 blocks) the windows keep greedy.
+  the gain there is the move search's: CP-SAT ended above its hint within the budget and kept it. At 1M neurons (hierarchical windows, hinted with greedy;
+  no move search there) see the scale row.
 - **Why the residue is hard.** Memory binds, so each S4D layer (8k-16k compartments at 24 B) spans 2-5 cores.
   Every layer's residual relay must reach all of the next layer's cores and the dense mixing layer gathers from
   all of them: that traffic crosses cores under any partition.

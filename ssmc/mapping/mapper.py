@@ -159,12 +159,13 @@ def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, i
             blocks, hint, target.cores_per_router, rd):
         hint, hint_name = met, "metis"
     n_cores = min(cpc, need, target.total_cores)  # fewer cores than greedy allowed, not more (keeps it small)
-    if blocks.n <= 4000:  # then improved by single-block moves on the solver's own objective
+    flat = need <= cpc and blocks.n * n_cores <= FLAT_LIMIT
+    if flat:  # then improved by single-block moves on the solver's own objective (the windows below use greedy)
         hint = solvers.improve_by_moves(blocks, hint, limits, group_limit, int(hint.max()) + 1,
                                         target.cores_per_router, rd)
         hint_name += " + moves"
     info["hint"] = hint_name
-    if need <= cpc and blocks.n * n_cores <= FLAT_LIMIT and int(hint.max()) < n_cores:
+    if flat and int(hint.max()) < n_cores:
         core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed,
                                      target.cores_per_router, rd)
         info.update(formulation="flat", status=si.status, objective=round(si.objective, 3),
