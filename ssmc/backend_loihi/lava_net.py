@@ -26,7 +26,8 @@ from ssmc.data import check_sequences
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
-from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, check_neuro_graph, quantize_source
+from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, decode_output,
+                                       quantize_source)
 
 ACC_BITS = 32
 MAX_DELAY_DENSE_DELAY = 64  # DelayDense: delays 0..63 on Loihi 2, i.e. contract delays 1..64
@@ -329,9 +330,6 @@ def _collect(graph: Graph, plan: LavaPlan, procs: dict, trace: bool) -> EngineRe
         depth = int(a["depth"])
         msgs = read[g.name][:, depth:depth + tokens].copy()
         raw[out.name] = msgs
-        value = np.ldexp(msgs.astype(np.float64), -int(a["frac"]))
-        if a["decode"] == "mean":
-            value = value / np.arange(1, tokens + 1, dtype=np.float64)[None, :, None]
-        outputs[out.name] = value
+        outputs[out.name] = decode_output(msgs, a["frac"], a["decode"])
     return EngineResult(outputs=outputs, raw=raw, saturation=saturation, sparsity=sparsity,
                         trace=traces if trace else None, steps=steps)

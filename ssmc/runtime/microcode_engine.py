@@ -32,7 +32,8 @@ from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
     COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
-from ssmc.runtime.numpy_engine import SAT_QUANTITIES, EngineResult, check_neuro_graph, quantize_source
+from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, decode_output,
+                                       quantize_source)
 
 ACC_BITS = 32
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
@@ -150,7 +151,8 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
                         traces[f"{g.name}.{kind}"][:, t, u.lo + lane:u.hi:u.prog.lanes] = u.regs[reg]
 
     return EngineResult(
-        outputs={out.name: _decode(read[out.inputs[0]], groups[out.inputs[0]]) for out in graph.outputs()},
+        outputs={out.name: decode_output(read[out.inputs[0]], groups[out.inputs[0]].frac,
+                                         groups[out.inputs[0]].decode) for out in graph.outputs()},
         raw={out.name: read[out.inputs[0]].copy() for out in graph.outputs()},
         saturation={name: dict(g.counts) for name, g in groups.items()},
         sparsity={name: g.zeros / g.total if g.total else 0.0 for name, g in groups.items()},
@@ -376,8 +378,3 @@ def _synapse_step(s: _Synapses, groups: dict[str, _Group], t: int, batch: int) -
     port.value = out
 
 
-def _decode(msgs: np.ndarray, g: _Group) -> np.ndarray:
-    value = np.ldexp(msgs.astype(np.float64), -g.frac)
-    if g.decode == "mean":
-        value = value / np.arange(1, msgs.shape[1] + 1, dtype=np.float64)[None, :, None]
-    return value

@@ -386,7 +386,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
                     traces[f"{g.name}.last"][:, t] = g.last
 
     return EngineResult(
-        outputs={out.name: _decode(read[out.inputs[0]], groups[out.inputs[0]]) for out in graph.outputs()},
+        outputs={out.name: decode_output(read[out.inputs[0]], groups[out.inputs[0]].frac,
+                                         groups[out.inputs[0]].decode) for out in graph.outputs()},
         raw={out.name: read[out.inputs[0]].copy() for out in graph.outputs()},
         saturation={name: dict(g.counts) for name, g in groups.items()},
         sparsity={name: g.zeros / g.total if g.total else 0.0 for name, g in groups.items()},
@@ -611,8 +612,10 @@ def quantize_source(x: np.ndarray, frac: int, msg_bits: int) -> tuple[np.ndarray
     return np.clip(m, lo, hi).astype(np.int64), clipped
 
 
-def _decode(msgs: np.ndarray, g: _Group) -> np.ndarray:
-    value = np.ldexp(msgs.astype(np.float64), -g.frac)
-    if g.decode == "mean":
+def decode_output(msgs: np.ndarray, frac: int, decode: str) -> np.ndarray:
+    """An output group's integer messages [batch, tokens, size] as the float values they stand for
+    (x 2^-frac; "mean": divided by the token count so far). Every engine decodes with this."""
+    value = np.ldexp(msgs.astype(np.float64), -int(frac))
+    if decode == "mean":
         value = value / np.arange(1, msgs.shape[1] + 1, dtype=np.float64)[None, :, None]
     return value
