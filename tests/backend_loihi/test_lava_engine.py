@@ -18,7 +18,7 @@ from ssmc.errors import SsmcError
 from ssmc.ir import Graph, Op
 from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime.numpy_engine import run_numpy
-from tests.runtime.test_engine_contract import random_extended_network, random_network
+from tests.runtime.test_engine_contract import random_extended_network, random_network, with_widths
 
 
 def assert_same_run(graph: Graph, x: np.ndarray) -> None:
@@ -56,12 +56,7 @@ def test_lut_product_and_sigma_delta_networks_match_numpy(seed):
 def test_extreme_widths_match_numpy(seed, msg_bits, state_bits):
     # 32-bit messages push every sum past what Lava's Dense can hold (own saturating synapses);
     # 4- to 6-bit messages and states saturate nearly everywhere.
-    g = random_extended_network(seed)
-    for op in g.ops_of_kind("neurons"):
-        op.attrs.update(msg_bits=msg_bits, state_bits=state_bits)
-        if op.attrs["kind"] == "lut":
-            lim = 1 << (msg_bits - 1)
-            op.params["table"] = np.clip(op.params["table"], -lim, lim - 1)
+    g = with_widths(random_extended_network(seed), msg_bits, state_bits)
     assert_same_run(g, random_input(g, 500 + seed, tokens=5))
 
 

@@ -232,6 +232,22 @@ def test_no_value_ever_leaves_its_declared_width(seed):
     assert sum(sum(c.values()) for c in res.saturation.values()) > 0
 
 
+def with_widths(g: Graph, msg_bits: int, state_bits: int, coef_bits: int | None = None) -> Graph:
+    """`g` with every neuron group set to these widths, lut tables clipped into the message range and,
+    given coef_bits, cpx coefficients rescaled to it (|c| < 1 kept) -- for extreme-width engine tests."""
+    for op in g.ops_of_kind("neurons"):
+        op.attrs.update(msg_bits=msg_bits, state_bits=state_bits)
+        if op.attrs["kind"] == "lut":
+            lim = 1 << (msg_bits - 1)
+            op.params["table"] = np.clip(op.params["table"], -lim, lim - 1)
+        if coef_bits is not None and op.attrs["kind"] == "cpx":
+            lim = 1 << (coef_bits - 1)
+            op.attrs["coef_bits"] = coef_bits
+            for key in ("c_re", "c_im"):  # keep |c| < 1 in the new width
+                op.params[key] = np.clip(op.params[key] * lim // 2048, -lim + 1, lim - 1)
+    return g
+
+
 def random_extended_network(seed: int) -> Graph:
     """The newer kinds and sigma-delta messages: source -> cpx -> {lut, product(cpx, lut)} -> relu -> integrator,
     each group dense or sigma-delta at random (thresholds from 1 to a few hundred)."""

@@ -29,7 +29,7 @@ from ssmc.runtime.numpy_engine import run_numpy
 from tests.backend_loihi.microcode_programs import programs
 from tests.builders.onnx_models import build_step_model, random_spec
 from tests.conftest import EXAMPLES
-from tests.runtime.test_engine_contract import random_extended_network, random_network
+from tests.runtime.test_engine_contract import random_extended_network, random_network, with_widths
 
 
 # -- instruction semantics: a scalar reference from docs/microcode.md ---------------------
@@ -316,17 +316,7 @@ def test_a_wrong_rounding_in_the_interpreter_is_caught(monkeypatch):
     (0, 32, 32, 32), (1, 32, 16, 2), (2, 2, 6, 16), (3, 6, 32, 24), (4, 24, 2, 8)])
 def test_extreme_widths_match_numpy(seed, msg_bits, state_bits, coef_bits):
     # 32-bit values (products near 2^62), and 2- to 6-bit ones that saturate nearly everywhere
-    g = random_extended_network(seed)
-    for op in g.ops_of_kind("neurons"):
-        op.attrs.update(msg_bits=msg_bits, state_bits=state_bits)
-        if op.attrs["kind"] == "lut":
-            lim = 1 << (msg_bits - 1)
-            op.params["table"] = np.clip(op.params["table"], -lim, lim - 1)
-        if op.attrs["kind"] == "cpx":
-            lim = 1 << (coef_bits - 1)
-            op.attrs["coef_bits"] = coef_bits
-            for key in ("c_re", "c_im"):  # keep |c| < 1 in the new width
-                op.params[key] = np.clip(op.params[key] * lim // 2048, -lim + 1, lim - 1)
+    g = with_widths(random_extended_network(seed), msg_bits, state_bits, coef_bits)
     rng = np.random.default_rng(500 + seed)
     x = rng.normal(scale=rng.choice([1.0, 1e4]), size=(2, 6, g.inputs()[0].shape[0]))
     assert_same_run(net_of(g), x)
