@@ -85,6 +85,13 @@ def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit:
                        f"{int(blocks.use[b][r])} {CAPACITIES[RESOURCES[r]]} but a core has {int(limits[r])}; "
                        f"try {fix}fewer modes per channel (N), or a target with larger cores")
     group_limit = target.groups
+    crowded = [b for b in range(blocks.n) if len(blocks.groups[b]) > group_limit]
+    if crowded:  # a block keeps a channel's modes with its summing neuron: two groups that cannot be parted
+        b = crowded[0]
+        names = ", ".join(f"%{net.groups[g].name}" for g in blocks.groups[b])
+        raise FitError(f"one indivisible piece of {names} (a channel with its modes and summing neuron) holds "
+                       f"{len(blocks.groups[b])} neuron groups but the target allows {group_limit} per core; "
+                       f"use a target with at least {len(blocks.groups[b])} groups per core")
     greedy_core = solvers.greedy(blocks, limits, group_limit)
     need = int(greedy_core.max()) + 1
     lb = solvers.lower_bound_cores(blocks, limits)

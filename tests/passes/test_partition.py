@@ -162,3 +162,9 @@ def test_rates_are_measured_on_calibration_data():
     assert "measured" in placed.attrs["msg_rate_source"]
     rates = [op.attrs["msg_rate"] for op in placed.ops_of_kind("neurons")]
     assert all(0.0 <= r <= 1.0 for r in rates) and any(r < 1.0 for r in rates)
+
+
+def test_a_target_allowing_fewer_groups_per_core_than_a_channel_needs_is_refused_by_name(tmp_path):
+    # a channel's modes (cpx) and its summing neuron (relu) are one piece: one group per core cannot hold it
+    with pytest.raises(FitError, match=r"indivisible piece of %s0.pairs, %relu0 .*holds 2 neuron groups.*allows 1 per core"):
+        partition(s4d_stack(4, 4, 1), target=tight_target(tmp_path, groups=1))
