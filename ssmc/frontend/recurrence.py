@@ -24,6 +24,8 @@ from itertools import permutations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from ssmc import limits
 from ssmc.errors import UnsupportedModelError
@@ -193,24 +195,12 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
 
 
 def _components(M: np.ndarray, tol: float) -> list[list[int]]:
-    """Groups of state elements coupled by M (expect singletons and pairs)."""
-    S = len(M)
-    parent = list(range(S))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    rows, cols = np.nonzero(np.abs(M) > tol)
-    for i, j in zip(rows, cols):
-        if i != j:
-            parent[find(i)] = find(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(S):
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values())
+    """Groups of state elements coupled by M (expect singletons and pairs), each sorted, in order of first element."""
+    coupled = sparse.csr_matrix(np.abs(M) > tol)
+    _, label = connected_components(coupled, directed=True, connection="weak")
+    order = np.argsort(label, kind="stable")
+    cuts = np.flatnonzero(np.diff(label[order])) + 1
+    return sorted((g.tolist() for g in np.split(order, cuts)), key=lambda g: g[0])
 
 
 def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, opset: int) -> Recurrence:
@@ -222,13 +212,17 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
     M, Bu, Ky, Ly = _measure(ix, s_in, s_out, u, y, opset)
 
     tol_m = 1e-7 * max(np.abs(M).max(), 1e-30)
+    # which channels drive / read each state element (thresholds relative to the whole map, computed once:
+    # per mode they made import quadratic in the state size)
+    drives = np.abs(Bu) > 1e-7 * max(np.abs(Bu).max(), 1e-30)   # [S, H]
+    reads = np.abs(Ky) > 1e-7 * max(np.abs(Ky).max(), 1e-30)    # [H, S]
     modes: list[tuple[int, list[int]]] = []  # (channel, state indices)
     for comp in _components(M, tol_m):
         if len(comp) > 2:
             raise _fail(pair, f"state elements {comp[:6]} are coupled together; only diagonal SSMs "
                               "(independent complex modes) are supported")
-        drive = np.nonzero(np.abs(Bu[comp]).max(axis=0) > 1e-7 * max(np.abs(Bu).max(), 1e-30))[0]
-        read = np.nonzero(np.abs(Ky[:, comp]).max(axis=1) > 1e-7 * max(np.abs(Ky).max(), 1e-30))[0]
+        drive = np.flatnonzero(drives[comp].any(axis=0))
+        read = np.flatnonzero(reads[:, comp].any(axis=1))
         chans = set(drive.tolist()) | set(read.tolist())
         if len(chans) > 1:
             raise _fail(pair, f"a mode (state elements {comp}) connects channels {sorted(chans)}; "
