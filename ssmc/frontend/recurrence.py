@@ -30,7 +30,7 @@ from scipy.sparse.csgraph import connected_components
 from ssmc import limits
 from ssmc.errors import UnsupportedModelError
 from ssmc.frontend.gsutil import GraphIndex
-from ssmc.frontend.subgraph import run_slice
+from ssmc.frontend.subgraph import slice_runner
 from ssmc.ir.ssm import zoh_discretize
 
 # Probe batches are cut to this many rows so a wide layer never needs one huge run.
@@ -157,11 +157,13 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
                  f"{where}: measuring this layer ({S} state elements, {H} channels)",
                  fix="ssmc measures S4D layers densely, so very wide layers are out of reach")
 
+    runner = slice_runner(ix.graph, {u: (H,), s_in: state_shape}, [s_out, y], opset)
+
     def run(s_batch: np.ndarray, u_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outs_s, outs_y = [], []
         for lo in range(0, len(s_batch), PROBE_CHUNK):
             s_chunk = s_batch[lo:lo + PROBE_CHUNK].reshape((-1,) + state_shape)
-            so, yo = run_slice(ix.graph, {u: u_batch[lo:lo + PROBE_CHUNK], s_in: s_chunk}, [s_out, y], opset)
+            so, yo = runner({u: u_batch[lo:lo + PROBE_CHUNK], s_in: s_chunk})
             if so.shape != s_chunk.shape or yo.shape != (len(s_chunk), H):
                 # broadcasting inside the layer can make the declared shapes wrong
                 raise _fail((s_in, s_out), f"evaluated on {len(s_chunk)} samples, the next state has shape "
@@ -196,11 +198,22 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
 
 def _components(M: np.ndarray, tol: float) -> list[list[int]]:
     """Groups of state elements coupled by M (expect singletons and pairs), each sorted, in order of first element."""
-    coupled = sparse.csr_matrix(np.abs(M) > tol)
+    rows, cols = np.nonzero(np.abs(M) > tol)
+    coupled = sparse.csr_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=M.shape)
     _, label = connected_components(coupled, directed=True, connection="weak")
     order = np.argsort(label, kind="stable")
     cuts = np.flatnonzero(np.diff(label[order])) + 1
     return sorted((g.tolist() for g in np.split(order, cuts)), key=lambda g: g[0])
+
+
+def _mode_channels(comps: list[list[int]], drives: np.ndarray, reads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each group of state elements: the channels that drive it or read it ([groups, H] bool each)."""
+    S = drives.shape[0]
+    member = np.empty(S, np.int64)
+    for k, comp in enumerate(comps):
+        member[comp] = k
+    P = sparse.csr_matrix((np.ones(S, np.int32), (member, np.arange(S))), shape=(len(comps), S))
+    return (P @ drives.astype(np.int32)) > 0, (P @ reads.T.astype(np.int32)) > 0
 
 
 def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, opset: int) -> Recurrence:
@@ -216,22 +229,22 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
     # per mode they made import quadratic in the state size)
     drives = np.abs(Bu) > 1e-7 * max(np.abs(Bu).max(), 1e-30)   # [S, H]
     reads = np.abs(Ky) > 1e-7 * max(np.abs(Ky).max(), 1e-30)    # [H, S]
-    modes: list[tuple[int, list[int]]] = []  # (channel, state indices)
-    for comp in _components(M, tol_m):
-        if len(comp) > 2:
-            raise _fail(pair, f"state elements {comp[:6]} are coupled together; only diagonal SSMs "
-                              "(independent complex modes) are supported")
-        drive = np.flatnonzero(drives[comp].any(axis=0))
-        read = np.flatnonzero(reads[:, comp].any(axis=1))
-        chans = set(drive.tolist()) | set(read.tolist())
-        if len(chans) > 1:
-            raise _fail(pair, f"a mode (state elements {comp}) connects channels {sorted(chans)}; "
-                              "S4D modes must each belong to one channel")
-        if len(drive) == 0:
-            # Never driven from a zero initial state, so it stays 0: e.g. the imaginary
-            # half of a mode whose pole is real (A_imag = 0 in S4D-Lin's first mode).
-            continue
-        modes.append((chans.pop(), comp))
+    comps = _components(M, tol_m)
+    coupled = next((comp for comp in comps if len(comp) > 2), None)
+    if coupled is not None:
+        raise _fail(pair, f"state elements {coupled[:6]} are coupled together; only diagonal SSMs "
+                          "(independent complex modes) are supported")
+    driven_by, read_by = _mode_channels(comps, drives, reads)
+    touching = driven_by | read_by
+    shared = np.flatnonzero(touching.sum(axis=1) > 1)
+    if shared.size:
+        k = int(shared[0])
+        raise _fail(pair, f"a mode (state elements {comps[k]}) connects channels "
+                          f"{np.flatnonzero(touching[k]).tolist()}; S4D modes must each belong to one channel")
+    # A mode never driven from a zero initial state stays 0 and is dropped: e.g. the imaginary
+    # half of a mode whose pole is real (A_imag = 0 in S4D-Lin's first mode).
+    channel = touching.argmax(axis=1)
+    modes = [(int(channel[k]), comp) for k, comp in enumerate(comps) if driven_by[k].any()]
 
     per_channel: dict[int, list[list[int]]] = {h: [] for h in range(H)}
     for h, comp in modes:

@@ -14,18 +14,20 @@ import onnx_graphsurgeon as gs
 from ssmc.errors import UnsupportedModelError
 
 
-def run_slice(graph: gs.Graph, feeds: dict[str, np.ndarray], fetch: list[str], opset: int) -> list[np.ndarray]:
-    """Evaluate tensors `fetch` given values for tensors `feeds` (float32)."""
+def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str], opset: int):
+    """A function evaluating tensors `fetch` from values of tensors `feeds` (float32, any batch size).
+
+    The slice is cut and its onnxruntime session built once: a layer is probed in many chunks."""
     import onnxruntime as ort
 
     sub = graph.copy()
     tmap = sub.tensors()
     new_inputs = []
-    for name, value in feeds.items():
+    for name, shape in feed_shapes.items():
         t = tmap[name]
         t.inputs.clear()  # cut: the tensor is now fed from outside
         t.dtype = np.float32
-        t.shape = list(value.shape)
+        t.shape = ["probes", *shape]
         new_inputs.append(t)
     sub.inputs = new_inputs
     outs = []
@@ -35,6 +37,11 @@ def run_slice(graph: gs.Graph, feeds: dict[str, np.ndarray], fetch: list[str], o
         t.shape = None
         outs.append(t)
     sub.outputs = outs
+
+    def failed(e: Exception) -> UnsupportedModelError:
+        return UnsupportedModelError(f"could not evaluate the graph between {sorted(feed_shapes)} and {fetch}: "
+                                     f"{str(e).splitlines()[0]}")
+
     try:  # third-party code on user data: any failure is a property of the model
         sub.cleanup(remove_unused_graph_inputs=False).toposort()
         model = gs.export_onnx(sub)
@@ -44,11 +51,17 @@ def run_slice(graph: gs.Graph, feeds: dict[str, np.ndarray], fetch: list[str], o
         so.log_severity_level = 3
         so.intra_op_num_threads = 1
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
-        return [np.asarray(r, dtype=np.float64) for r in sess.run(fetch, feed)]
     except Exception as e:  # graphsurgeon and onnxruntime raise their own untyped errors
-        raise UnsupportedModelError(f"could not evaluate the graph between {sorted(feeds)} and {fetch}: "
-                                    f"{str(e).splitlines()[0]}") from None
+        raise failed(e) from None
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+            return [np.asarray(r, dtype=np.float64) for r in sess.run(fetch, feed)]
+        except Exception as e:
+            raise failed(e) from None
+
+    return run
 
 
 def opset_of(model: onnx.ModelProto) -> int:
