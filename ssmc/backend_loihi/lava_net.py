@@ -27,7 +27,7 @@ from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, decode_output,
-                                       quantize_source)
+                                       quantize_source, refuse_oversized_run)
 
 ACC_BITS = 32
 MAX_DELAY_DENSE_DELAY = 64  # DelayDense: delays 0..63 on Loihi 2, i.e. contract delays 1..64
@@ -126,6 +126,11 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
     steps = tokens + max_depth
     period = steps + max((int(with_defaults(s)["delay"]) for s in synapses), default=1)
     read = {out.inputs[0] for out in graph.outputs()}
+    # Recorded messages (and with traces state and last) are held per time step in the processes, then copied
+    # out by Var.get() as float64 and converted: 3 copies of 8 bytes; the source holds the quantized tokens.
+    recorded = sum(int(a["size"]) * (3 if record_all else 1) for name, a in groups.items()
+                   if record_all or name in read)
+    refuse_oversized_run("Lava engine", batch, tokens, 8 * period * (3 * recorded + x.shape[2]), record_all)
     plan = LavaPlan([], [], batch, tokens, steps, period)
     timing = {"steps": steps, "period": period, "tokens": tokens, "batch": batch}
 

@@ -33,7 +33,7 @@ from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
     COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
 from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, decode_output,
-                                       quantize_source)
+                                       quantize_source, refuse_oversized_run)
 
 ACC_BITS = 32
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
@@ -110,6 +110,14 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     ring_len: dict[str, int] = {}
     for s in synapses:
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
+    # registers (state and temporaries) and delay rings per neuron, the synapse sums, tokens, outputs, traces
+    per_neuron = sum(g.size * (N_STATE + N_TEMP + ring_len.get(g.name, 0)
+                               + (steps * (1 + len({k for k, _, _ in g.prog.probes})) if trace else 0))
+                     for g in groups.values())
+    outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
+    refuse_oversized_run("microcode engine", batch, tokens,
+                         8 * (per_neuron + sum(2 * s.w.shape[1] for s in synapses) + tokens * (2 * x.shape[2] + outs)),
+                         trace)
     for g in groups.values():
         _prepare_units(g, batch)
         if g.name in ring_len:

@@ -398,16 +398,23 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
 
 def _check_run_size(groups, synapses, ring_len, graph: Graph, x_shape, steps: int, trace: bool) -> None:
     """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit."""
-    from ssmc import limits
-
     batch, tokens, features = x_shape
     per_group = sum(g.size * (ring_len.get(g.name, 0) + 3 + (3 * steps if trace else 0)) for g in groups.values())
     per_synapse = sum(2 * s.post_size for s in synapses.values())
     outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
-    per_seq = 8 * (per_group + per_synapse + tokens * (2 * features + 3 * outs))
-    fit = max(limits.current().work_bytes // max(per_seq, 1), 1)
+    refuse_oversized_run("numpy engine", batch, tokens, 8 * (per_group + per_synapse + tokens * (2 * features + 3 * outs)),
+                         trace)
+
+
+def refuse_oversized_run(engine: str, batch: int, tokens: int, per_sequence_bytes: int, trace: bool) -> None:
+    """The work-memory limit (ssmc.limits) for a run of `batch` sequences, each needing `per_sequence_bytes`
+    of an engine's buffers: refused with how many sequences would fit."""
+    from ssmc import limits
+
+    per_seq = max(int(per_sequence_bytes), 1)
+    fit = max(limits.current().work_bytes // per_seq, 1)
     limits.check("work_bytes", batch * per_seq,
-                 f"running {batch} sequences of {tokens} tokens on the numpy engine"
+                 f"running {batch} sequences of {tokens} tokens on the {engine}"
                  f"{' with traces' if trace else ''} ({limits.size(per_seq)} each)",
                  fix=f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
 
