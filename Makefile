@@ -41,6 +41,8 @@ bench: setup
 	$(PY) benchmarks/activation_ablation.py
 	$(PY) benchmarks/sigma_delta.py
 	$(PY) benchmarks/partition_quality.py --scale
+	$(PY) benchmarks/compile_time.py --large
+	$(PY) benchmarks/intel_compiler_logs.py
 
 export-examples:
 	bash examples/digits/export.sh
