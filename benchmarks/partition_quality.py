@@ -187,8 +187,9 @@ def main() -> None:
     for line in notes:
         print(line)
     OUT.mkdir(exist_ok=True)
-    (OUT / "partition_quality.json").write_text(json.dumps({"core_counts": counts, "rows": rows, "scale": scale, "scale_end_to_end_s": scale_steps,
-                                                            "verdicts": notes}, indent=1) + "\n")
+    (OUT / "partition_quality.json").write_text(json.dumps({"core_counts": counts, "rows": rows, "scale": scale,
+                                                            "scale_end_to_end_s": scale_steps, "verdicts": notes},
+                                                           indent=1) + "\n")
     write_md(counts, rows, scale, notes, args, scale_steps)
 
 

@@ -33,8 +33,10 @@ from ssmc.frontend.gsutil import GraphIndex
 from ssmc.frontend.subgraph import slice_runner
 from ssmc.ir.ssm import zoh_discretize
 
-# Probe batches are cut to this many rows so a wide layer never needs one huge run.
+# Probe batches are cut to at most this many rows so a wide layer never needs one huge run ...
 PROBE_CHUNK = 2048
+# ... and to about this many probe values (rows x state elements), so a chunk's buffers stay ~100 MB.
+PROBE_VALUES = 1 << 22
 # Largest state (elements per sample) of one layer the frontend will measure (default; see ssmc.limits).
 MAX_STATE_ELEMENTS = limits.Limits().state_elements
 
@@ -146,24 +148,27 @@ def _claimed_nodes(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str) -> set
 
 
 def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
-    """The four linear maps of the layer, each as a float64 matrix."""
+    """The four linear maps of the layer: the state map M as a sparse matrix (entries above 1e-7 of the largest
+    in each probe chunk; the caller thresholds against the global largest), B, C and D as float64 arrays."""
     state_shape = tuple(ix.shape(s_in)[1:])
     S = int(np.prod(state_shape))
     H = ix.shape(u)[1]
     where = f"state '{s_in}' -> '{s_out}'"
     limits.check("state_elements", S, f"{where}: a state of {list(state_shape)} per sequence")
-    # Measuring builds the dense maps in float64: the S x S probe, its responses in chunks and joined (3 S^2).
-    limits.check("work_bytes", 8 * (3 * S * S + 3 * S * H + 2 * H * H),
+    chunk = int(np.clip(PROBE_VALUES // max(S, 1), 16, PROBE_CHUNK))
+    # Probes go through in chunks (probe, response and onnxruntime's copies: ~4 buffers of chunk x S values);
+    # B and C are dense S x H, D is H x H. M is kept sparse: a diagonal layer has ~2 entries per state element.
+    limits.check("work_bytes", 8 * (4 * chunk * (S + H) + 3 * S * H + 2 * H * H),
                  f"{where}: measuring this layer ({S} state elements, {H} channels)",
-                 fix="ssmc measures S4D layers densely, so very wide layers are out of reach")
+                 fix="give the layer fewer state elements (channels x modes)")
 
     runner = slice_runner(ix.graph, {u: (H,), s_in: state_shape}, [s_out, y], opset)
 
-    def run(s_batch: np.ndarray, u_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(s_batch: np.ndarray, u_batch: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
         outs_s, outs_y = [], []
-        for lo in range(0, len(s_batch), PROBE_CHUNK):
-            s_chunk = s_batch[lo:lo + PROBE_CHUNK].reshape((-1,) + state_shape)
-            so, yo = runner({u: u_batch[lo:lo + PROBE_CHUNK], s_in: s_chunk})
+        for lo in range(0, len(s_batch), chunk):
+            s_chunk = s_batch[lo:lo + chunk].reshape((-1,) + state_shape)
+            so, yo = runner({u: u_batch[lo:lo + chunk], s_in: s_chunk})
             if so.shape != s_chunk.shape or yo.shape != (len(s_chunk), H):
                 # broadcasting inside the layer can make the declared shapes wrong
                 raise _fail((s_in, s_out), f"evaluated on {len(s_chunk)} samples, the next state has shape "
@@ -171,23 +176,46 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
                                            f"{list(yo.shape)} (expected {[len(s_chunk), H]})")
             outs_s.append(so.reshape(len(s_chunk), -1))
             outs_y.append(yo.reshape(len(s_chunk), -1))
-        return np.concatenate(outs_s), np.concatenate(outs_y)
+        return np.concatenate(outs_s).astype(dtype, copy=False), np.concatenate(outs_y).astype(dtype, copy=False)
 
+    not_finite = _fail((s_in, s_out), "probing the layer gives NaN or infinite values; check its weights for "
+                                      "huge values")
     zero_s, zero_u = np.zeros((1, S)), np.zeros((1, H))
     s0, y0 = run(zero_s, zero_u)
     if np.abs(s0).max() > 1e-6 or np.abs(y0).max() > 1e-6:
         raise _fail((s_in, s_out), "the layer adds a constant (bias) to its state or output; "
                                    "S4D layers have none: move the bias into a linear before or after")
-    Ms, Ky = run(np.eye(S), np.zeros((S, H)))
+    # State probes: unit vectors e_lo .. e_hi-1 per chunk; response row r is column lo + r of M.
+    Ky = np.empty((H, S))
+    rows, cols, vals = [], [], []
+    kept = 0
+    for lo in range(0, S, chunk):
+        n = min(chunk, S - lo)
+        probe = np.zeros((n, S), np.float32)  # what onnxruntime computes in, so no conversion of S^2 values
+        probe[np.arange(n), lo + np.arange(n)] = 1.0
+        so, yo = run(probe, np.zeros((n, H), np.float32), dtype=np.float32)
+        if not (np.all(np.isfinite(so)) and np.all(np.isfinite(yo))):
+            raise not_finite
+        Ky[:, lo:lo + n] = yo.T
+        big = np.abs(so) > 1e-7 * np.abs(so).max()  # an entry above 1e-7 of the global largest is above this
+        r, c = np.nonzero(big)
+        rows.append(c)
+        cols.append(lo + r)
+        vals.append(so[r, c].astype(np.float64))
+        kept += len(r)
+        limits.check("work_bytes", 8 * (4 * chunk * (S + H) + 3 * S * H + 2 * H * H) + 24 * kept,
+                     f"{where}: measuring this layer ({kept} coupled state entries so far)",
+                     fix="only diagonal SSM layers are supported: their state entries are ~2 per element")
+    M = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(S, S))
     Bu, Ly = run(np.zeros((H, S)), np.eye(H))
-    M, Ky, Bu, Ly = Ms.T, Ky.T, Bu.T, Ly.T  # columns are responses to unit probes
-    if not all(np.all(np.isfinite(m)) for m in (M, Ky, Bu, Ly)):
-        raise _fail((s_in, s_out), "probing the layer gives NaN or infinite values; check its weights for huge values")
+    Bu, Ly = Bu.T, Ly.T  # columns are responses to unit probes
+    if not (np.all(np.isfinite(Bu)) and np.all(np.isfinite(Ly))):
+        raise not_finite
 
     rng = np.random.default_rng(0)
     s_r, u_r = rng.normal(size=(4, S)), rng.normal(size=(4, H))
     got_s, got_y = run(s_r, u_r)
-    want_s, want_y = s_r @ M.T + u_r @ Bu.T, s_r @ Ky.T + u_r @ Ly.T
+    want_s, want_y = (M @ s_r.T).T + u_r @ Bu.T, s_r @ Ky.T + u_r @ Ly.T
     err = max(np.abs(got_s - want_s).max() / (np.abs(want_s).max() + 1e-12),
               np.abs(got_y - want_y).max() / (np.abs(want_y).max() + 1e-12))
     if err > 1e-4:
@@ -196,11 +224,10 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
     return M, Bu, Ky, Ly
 
 
-def _components(M: np.ndarray, tol: float) -> list[list[int]]:
-    """Groups of state elements coupled by M (expect singletons and pairs), each sorted, in order of first element."""
-    rows, cols = np.nonzero(np.abs(M) > tol)
-    coupled = sparse.csr_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=M.shape)
-    _, label = connected_components(coupled, directed=True, connection="weak")
+def _components(M: sparse.csr_matrix) -> list[list[int]]:
+    """Groups of state elements coupled by M's off-diagonal entries (expect singletons and pairs), each sorted,
+    in order of first element."""
+    _, label = connected_components(M, directed=True, connection="weak")
     order = np.argsort(label, kind="stable")
     cuts = np.flatnonzero(np.diff(label[order])) + 1
     return sorted((g.tolist() for g in np.split(order, cuts)), key=lambda g: g[0])
@@ -224,12 +251,15 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
     nodes = _claimed_nodes(ix, s_in, s_out, u, y)
     M, Bu, Ky, Ly = _measure(ix, s_in, s_out, u, y, opset)
 
-    tol_m = 1e-7 * max(np.abs(M).max(), 1e-30)
+    tol_m = 1e-7 * max(np.abs(M.data).max(initial=0.0), 1e-30)
+    M.data[np.abs(M.data) <= tol_m] = 0.0  # below the layer's tolerance: not a coupling
+    M.eliminate_zeros()
+    entry = {(int(i), int(j)): float(v) for i, j, v in zip(*sparse.find(M))}  # ~2 per state element
     # which channels drive / read each state element (thresholds relative to the whole map, computed once:
     # per mode they made import quadratic in the state size)
     drives = np.abs(Bu) > 1e-7 * max(np.abs(Bu).max(), 1e-30)   # [S, H]
     reads = np.abs(Ky) > 1e-7 * max(np.abs(Ky).max(), 1e-30)    # [H, S]
-    comps = _components(M, tol_m)
+    comps = _components(M)
     coupled = next((comp for comp in comps if len(comp) > 2), None)
     if coupled is not None:
         raise _fail(pair, f"state elements {coupled[:6]} are coupled together; only diagonal SSMs "
@@ -259,21 +289,22 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
     C_full = np.zeros((H, M.shape[0]))
     for h, comps in per_channel.items():
         for m, comp in enumerate(comps):
-            block = M[np.ix_(comp, comp)]
+            block = np.array([[entry.get((a, b), 0.0) for b in comp] for a in comp])
             if abs(np.linalg.det(block)) < 1e-12:
                 raise _fail(pair, f"mode {m} of channel {h} has A_bar = 0; its output map cannot be recovered")
             c_rows = Ky[h, comp] @ np.linalg.inv(block)  # y reads x_t = M x_{t-1} + ...
             C_full[h, comp] = c_rows
             if len(comp) == 1:
                 i = comp[0]
-                A_bar[h, m], B_bar[h, m], C[h, m] = M[i, i], Bu[i, h], c_rows[0] / 2
+                A_bar[h, m], B_bar[h, m], C[h, m] = block[0, 0], Bu[i, h], c_rows[0] / 2
             else:
                 i, j = comp
-                if abs(M[i, i] - M[j, j]) > 1e-5 * (abs(M[i, i]) + 1e-6) + tol_m \
-                        or abs(M[i, j] + M[j, i]) > 1e-5 * (abs(M[j, i]) + 1e-6) + tol_m:
+                (m_ii, m_ij), (m_ji, m_jj) = block
+                if abs(m_ii - m_jj) > 1e-5 * (abs(m_ii) + 1e-6) + tol_m \
+                        or abs(m_ij + m_ji) > 1e-5 * (abs(m_ji) + 1e-6) + tol_m:
                     raise _fail(pair, f"state elements {comp} do not form a complex mode "
                                       f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
-                A_bar[h, m] = M[i, i] + 1j * M[j, i]
+                A_bar[h, m] = m_ii + 1j * m_ji
                 B_bar[h, m] = Bu[i, h] + 1j * Bu[j, h]
                 C[h, m] = (c_rows[0] - 1j * c_rows[1]) / 2
     D_full = Ly - C_full @ Bu

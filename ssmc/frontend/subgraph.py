@@ -55,9 +55,10 @@ def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str
         raise failed(e) from None
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Float32 results, as onnxruntime computed them."""
         try:
             feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
-            return [np.asarray(r, dtype=np.float64) for r in sess.run(fetch, feed)]
+            return sess.run(fetch, feed)
         except Exception as e:
             raise failed(e) from None
 
