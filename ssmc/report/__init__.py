@@ -1,7 +1,8 @@
 """`ssmc report`: what a compiled net uses and costs, as a plain dict first (renderers in render.py).
 
 Sections: source and pipeline; target (values with source and sureness);
-per-core utilisation of every capacity; core-to-core traffic; bit-widths of
+per-core utilisation of every capacity; core-to-core traffic and the load it puts
+on each mesh link (links.py, XY routing); bit-widths of
 every tensor; message rates; an estimated cost per token (costmodel.py,
 labelled as an estimate). Everything is computed from net.lava alone (the
 placed IR and its recorded target). Other stages add their own sections to
@@ -18,6 +19,7 @@ from ssmc.mapping.netlist import build_netlist
 from ssmc.mapping.rates import SOURCE_ATTR
 from ssmc.mapping.usage import core_usage, routes, traffic
 from ssmc.report.costmodel import estimate
+from ssmc.report.links import link_loads
 from ssmc.targets import CAPACITIES
 
 def _microcode_section(net):
@@ -115,6 +117,7 @@ def build_report(net) -> dict:
                       "hop_weighted": round(tr.hop_weighted, 2), "inter_chip": round(tr.inter_chip, 2),
                       "matrix": np.round(tr_logical.matrix, 3).tolist(),
                       "labels": [f"{c['chip']}:{c['core']}" for c in cores]}
+    rep["links"] = link_loads(cores, tr_logical.matrix, target)
     rep["rates"] = {"source": graph.attrs.get(SOURCE_ATTR, "assumed (no msg_rate recorded)"),
                     "groups": {g.name: g.rate for g in nl.groups}}
     rep["cost"] = estimate(synops.tolist(), use["neurons"].tolist(), tr.messages, tr.inter_core, tr.hop_weighted,

@@ -14,6 +14,8 @@ import os
 
 from ssmc.targets import CAPACITIES
 
+#: The busiest links the text report lists (the JSON report has them all).
+LINKS_SHOWN = 5
 SHORT = {"neurons": "neurons", "memory_bytes": "memory", "synapse_bytes": "synapses", "fan_in_axons": "fan-in",
          "fan_out_routes": "fan-out", "groups": "groups"}
 
@@ -48,6 +50,13 @@ def to_text(rep: dict) -> str:
         out.append(f"traffic per step: {tr['messages_per_step']} messages, {tr['inter_core']} between cores, "
                    f"{tr['hop_weighted']} hop-weighted, {tr['inter_chip']} between chips")
         out.append(f"message rates: {rep['rates']['source']}")
+        links = rep["links"]
+        if links["on_chip"] or links["between_chips"]:
+            out.append(f"busiest links ({links['model']}):")
+            for k in links["on_chip"][:LINKS_SHOWN]:
+                out.append(f"  chip {k['chip']} router {tuple(k['from'])} -> {tuple(k['to'])}: {k['load']} msgs/step")
+            for k in links["between_chips"][:LINKS_SHOWN]:
+                out.append(f"  chip at {tuple(k['from'])} -> chip at {tuple(k['to'])}: {k['load']} msgs/step")
         c = rep["cost"]
         out.append("")
         out.append(f"cost per token -- {c['label']}:")
@@ -130,26 +139,29 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
         j = core % cpr
         return c + 0.25 * (j % 2) - 0.125, r + 0.25 * (j // 2) - 0.125
 
-    where = {(c["chip"], c["core"]): i for i, c in enumerate(cores)}
-    top = mat.max() if mat.size and mat.max() > 0 else 1.0
+    links = rep["links"]
+    top = max([k["load"] for k in links["on_chip"]], default=0.0) or 1.0
     for ax, chip in zip(axes[0], chips):
         ax.set_xlim(-0.6, cols - 0.4)
         ax.set_ylim(rows - 0.4, -0.6)
-        ax.set_title(f"chip {chip}: cores coloured by first group, links by load")
+        ax.set_title(f"chip {chip}: cores by first group, router links by load (XY routing)", fontsize=8)
         for r in range(rows):
             for c in range(cols):
                 ax.add_patch(plt.Rectangle((c - 0.35, r - 0.35), 0.7, 0.7, fill=False, lw=0.5, color="grey"))
-        for (ch, core), i in where.items():
-            if ch != chip:
+        for k in links["on_chip"]:
+            if k["chip"] != chip:
                 continue
-            for (ch2, core2), j in where.items():
-                if ch2 == chip and mat[i, j] > 0 and i != j:
-                    (x1, y1), (x2, y2) = xy(core), xy(core2)
-                    ax.plot([x1, x2], [y1, y2], color="red", alpha=0.2 + 0.8 * mat[i, j] / top,
-                            lw=0.5 + 3 * mat[i, j] / top)
-            x, y = xy(core)
-            g = cores[i]["groups"][0]
-            ax.scatter([x], [y], s=40, color=colours(groups.index(g) % 20), zorder=3)
+            (r1, c1), (r2, c2) = k["from"], k["to"]
+            # the two directions of a link side by side: shifted a little to the right of travel
+            dr, dc = r2 - r1, c2 - c1
+            off_r, off_c = 0.06 * dc, -0.06 * dr
+            ax.plot([c1 + off_c, c2 + off_c], [r1 + off_r, r2 + off_r], color="red",
+                    alpha=0.2 + 0.8 * k["load"] / top, lw=0.5 + 4 * k["load"] / top, solid_capstyle="butt")
+        for i, core in enumerate(cores):
+            if core["chip"] != chip:
+                continue
+            x, y = xy(core["core"])
+            ax.scatter([x], [y], s=40, color=colours(groups.index(core["groups"][0]) % 20), zorder=3)
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours(i % 20), label=g) for i, g in enumerate(groups)]
@@ -200,6 +212,14 @@ def write_html(rep: dict, path: str) -> list[str]:
                      f"{html.escape(rep['rates']['source'])}</p>")
         parts.append(f"<img src='{base}/{files['traffic']}' alt='traffic matrix'>")
         parts.append(f"<h2>Mesh</h2><img src='{base}/{files['mesh']}' alt='mesh'>")
+        links = rep["links"]
+        parts.append(f"<p>Link loads: {html.escape(links['model'])} (a model, not a simulation of the routers).</p>")
+        parts.append(_table(["chip", "router", "to router", "messages per step"],
+                            [[k["chip"], tuple(k["from"]), tuple(k["to"]), k["load"]]
+                             for k in links["on_chip"][:4 * LINKS_SHOWN]]))
+        if links["between_chips"]:
+            parts.append(_table(["chip at", "to chip at", "messages per step"],
+                                [[tuple(k["from"]), tuple(k["to"]), k["load"]] for k in links["between_chips"]]))
         c = rep["cost"]
         parts.append(f"<h2 class='est'>Estimated cost per token</h2><p class='est'>{html.escape(c['label'])}</p>")
         parts.append(_table(["quantity", "estimate"], [[k, v] for k, v in c.items() if k not in ("label", "constants")]))
