@@ -206,11 +206,11 @@ def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, i
         budget = time_limit * len(members) / blocks.n
         ext = _external(blocks, members, out_fixed(greedy_core, out, windows, (c, w0)), c, cpc,
                         target.cores_per_router)
-        # windows are small models whose fixed costs (presolve, LNS start) dwarf their deterministic budget:
-        # a wall limit of 3x the share keeps the whole under ~3x time-limit, at the price of run-to-run
-        # differences when a loaded machine makes it bind (docs/mapping.md)
+        # one worker per window, deterministic budget only: as fast as four interleaved workers under a wall
+        # limit (whose fixed costs dwarfed a window's share) and, unlike a wall limit, the same answer under
+        # any machine load (1M neurons: ~30 s alone, ~47 s with two more copies running; identical cores)
         core, si = solvers.cpsat(sub, limits, group_limit, k, sub_hint, budget, seed, target.cores_per_router,
-                                 rd, r0, ext, wall_limit=max(0.5, 3 * budget))
+                                 rd, r0, ext, workers=1)
         hint_obj = _with_external(sub, sub_hint, ext, rd, r0, target)
         if core is None or hint_obj <= _with_external(sub, core, ext, rd, r0, target):
             core = sub_hint

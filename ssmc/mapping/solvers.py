@@ -199,7 +199,7 @@ def improve_by_moves(blocks: Blocks, core: np.ndarray, limits: np.ndarray, group
 def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hint: np.ndarray | None,
           time_limit: float, seed: int = 0, cores_per_router: int = 4,
           router_dist: np.ndarray | None = None, router_offset: int = 0,
-          external: tuple[list, list] = ([], []), wall_limit: float | None = None) -> tuple[np.ndarray | None, SolveInfo]:
+          external: tuple[list, list] = ([], []), workers: int = 4) -> tuple[np.ndarray | None, SolveInfo]:
     """Minimise the rate-weighted cut over `n_cores` cores under every capacity.
 
     For a window of a larger mapping: `router_offset` is the first router of the window in `router_dist`
@@ -293,8 +293,8 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
             for k in range(K):
                 m.AddHint(x[b][k], int(hint[b] == k))
     solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 4
-    solver.parameters.interleave_search = True  # LNS workers, interleaved deterministically
+    solver.parameters.num_workers = int(workers)
+    solver.parameters.interleave_search = workers > 1  # LNS workers, interleaved deterministically
     solver.parameters.use_lns_only = False
     solver.parameters.random_seed = int(seed)
     # deterministic time (not wall clock) so the same input gives the same answer on any machine load;
@@ -302,7 +302,7 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     # about 3-4 wall seconds per deterministic unit on the loaded, shared 2-core dev machine (4 workers)
     solver.parameters.max_deterministic_time = float(time_limit) / 3
     # a wall-clock safety net only: when it binds, results depend on machine load (seen with 1.5 x limit)
-    solver.parameters.max_time_in_seconds = wall_limit if wall_limit else max(30.0, float(time_limit) * 3)
+    solver.parameters.max_time_in_seconds = max(30.0, float(time_limit) * 3)
     status = solver.Solve(m)
     name = solver.StatusName(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):

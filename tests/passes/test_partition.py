@@ -168,3 +168,19 @@ def test_a_target_allowing_fewer_groups_per_core_than_a_channel_needs_is_refused
     # a channel's modes (cpx) and its summing neuron (relu) are one piece: one group per core cannot hold it
     with pytest.raises(FitError, match=r"indivisible piece of %s0.pairs, %relu0 .*holds 2 neuron groups.*allows 1 per core"):
         partition(s4d_stack(4, 4, 1), target=tight_target(tmp_path, groups=1))
+
+
+def test_a_network_too_big_for_one_model_is_solved_hierarchically_and_identically_across_processes(tmp_path):
+    # FLAT_LIMIT forced down so a small network takes the path of million-neuron ones: chips from greedy runs,
+    # CP-SAT per window of cores; the result satisfies every capacity and is the same in every process
+    target = tight_target(tmp_path, neurons=24, cores_per_chip=24)
+    code = ("import hashlib; import ssmc.mapping.mapper as mp; mp.FLAT_LIMIT = 50; "
+            "from ssmc.passes.base import run_pipeline; from ssmc.passes.partition import Partition; "
+            "from ssmc.ir.text import print_graph; from tests.builders.neuro_models import s4d_stack; "
+            f"p = Partition(time_limit=2.0, rate_sequences=0, target={target!r}, chips=2); "
+            "g, recs = run_pipeline(s4d_stack(16, 4, 3, rates=(1.0, 0.3, 0.6)), [p], verify_each=True); "
+            "print(any('hierarchical' in n for n in recs[0].notes), hashlib.sha256(print_graph(g).encode()).hexdigest())")
+    out = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+           for _ in range(2)}
+    assert len(out) == 1
+    assert out.pop().startswith("True ")
