@@ -205,14 +205,15 @@ NOTES = """## Notes
   annealing for the greedy and METIS partitions (659, 631): the gain is in the partition, not the placement.
 - **Where CP-SAT does not reach 0.7x.** The large model (21 cores) improves from 0.80x to 0.76x. Its gap stays
   ~0.93 (the bound is the LP relaxation's, far below any packing), so nobody knows whether 0.7x exists there;
-  the gain there is the move search's: CP-SAT ended above its hint within the budget and kept it. At 1M neurons (hierarchical windows, hinted with greedy;
-  no move search there) see the scale row.
+  the gain there is the move search's: CP-SAT ended above its hint within the budget and kept it. At 1M neurons
+  (hierarchical windows, hinted with greedy; no move search there) see the scale row.
 - **Why the residue is hard.** Memory binds, so each S4D layer (8k-16k compartments at 24 B) spans 2-5 cores.
   Every layer's residual relay must reach all of the next layer's cores and the dense mixing layer gathers from
   all of them: that traffic crosses cores under any partition.
 - **Time.** `time-limit` 30 is 10 deterministic units; wall time depends on the machine's load (the partition
-  s column). The 1M-neuron run (hierarchical: chips by greedy runs, then CP-SAT per 16-core window, then place)
-  partitions and places in about 2 minutes.
+  s column). The 1M-neuron run (hierarchical: chips by greedy runs, then CP-SAT per 16-core window with one
+  worker on a deterministic budget, then place) partitions and places in well under 2 minutes (the end-to-end
+  line above: the passes themselves, with the verifier, and the report), the same cores under any load.
 - **Index order** ignores the channel structure (a channel's modes and its summing neuron land on different
   cores): 10-30x the inter-core traffic of the structured methods.
 """
