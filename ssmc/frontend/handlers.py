@@ -153,11 +153,10 @@ def _load_entry_points() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    from importlib.metadata import entry_points
+    from ssmc.entry_points import installed
 
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        dist = getattr(ep, "dist", None)
-        origin = f"package {dist.name if dist else '?'} (entry point {ep.name} = {ep.value})"
+    for ep, package in installed(ENTRY_POINT_GROUP):
+        origin = f"package {package} (entry point {ep.name} = {ep.value})"
         try:
             ep.load()
         except SsmcError as e:

@@ -107,11 +107,10 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    from importlib.metadata import entry_points
+    from ssmc.entry_points import installed
 
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        dist = getattr(ep, "dist", None)
-        origin = f"package {dist.name if dist else '?'} ({ep.value})"
+    for ep, package in installed(ENTRY_POINT_GROUP):
+        origin = f"package {package} ({ep.value})"
         register_pass(ep.name, _entry_point_loader(ep, origin), origin=origin)
 
 
