@@ -36,27 +36,24 @@ STAGES = ("import", "assign-bitwidths", "partition", "place", "other passes", "e
 
 
 def timed_compile(path: str) -> tuple[dict, float, str]:
-    """Compile `path`; seconds per stage from the times at which the progress log names each stage."""
+    """Compile `path`; seconds per stage from the times at which the progress log starts each stage."""
     marks = []
     start = time.perf_counter()
     net = ssmc.compile(path, log=lambda line: marks.append((time.perf_counter() - start, line.strip())))
     total = time.perf_counter() - start
-    stages = dict.fromkeys(STAGES, 0.0)
-    # each line closes the stage that ran since the previous line: "recognised" closes the import,
-    # "  <pass>" closes that pass, and the rest (microcode, process table) is emission up to the end
-    previous = 0.0
-    for t, line in marks[1:]:
-        name = line.split()[0]
-        if line.startswith("recognised"):
-            stages["import"] += t - previous
-        elif name in ("assign-bitwidths", "partition", "place"):
-            stages[name] += t - previous
+    # a stage runs from its start line to the next start line: "importing", "<pass> ...", "microcode: ..."
+    starts = []
+    for t, line in marks:
+        if line.startswith("importing"):
+            starts.append((t, "import"))
+        elif line.endswith(" ...") and len(line.split()) == 2:
+            name = line.split()[0]
+            starts.append((t, name if name in STAGES else "other passes"))
         elif line.startswith("microcode"):
-            stages["emit"] += t - previous
-        else:
-            stages["other passes"] += t - previous
-        previous = t
-    stages["emit"] += total - previous
+            starts.append((t, "emit"))
+    stages = dict.fromkeys(STAGES, 0.0)
+    for (t, name), (t_next, _) in zip(starts, starts[1:] + [(total, "")]):
+        stages[name] += t_next - t
     info = net.report["passes"]
     cores = next((r["notes"][0].split(" cores")[0].split()[-1] for r in info if r["name"] == "partition" and r["notes"]),
                  "-")

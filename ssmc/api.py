@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -120,6 +123,24 @@ def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str
     return [p for p in pipeline if p.name not in set(skip or [])]
 
 
+@contextlib.contextmanager
+def _forward_progress(logger_name: str, log: Callable[[str], None]):
+    """Pass the INFO lines of a library logger to `log` (indented) while the block runs."""
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            log("  " + record.getMessage())
+
+    logger, handler = logging.getLogger(logger_name), Forward(logging.INFO)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
             calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
             log: Callable[[str], None] = lambda s: None, skip: list[str] | None = None,
@@ -173,20 +194,29 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     if calibration is not None:
         cal, cal_source = load_calibration(calibration)
     log(f"importing {os.fspath(model_path)}")
-    graph, report, loaded = import_onnx(model_path, readout=readout)
+    with _forward_progress("ssmc.frontend", log):  # each S4D layer measured (seconds per layer on big models)
+        graph, report, loaded = import_onnx(model_path, readout=readout)
     model_graph = graph.copy()
     if cal is not None:
         from ssmc.runtime.calibrate import check_calibration
         cal = check_calibration(cal, graph.inputs()[0].shape[0])
     log(f"recognised {len(graph)} ops; running passes: {pipeline_spec(pipeline) or '(none)'}")
 
+    started = {}
+
+    def starting(p):
+        started[p.name] = time.perf_counter()
+        log(f"  {p.name} ...")
+
     def progress(p, g, changed):
-        log(f"  {p.name}{'' if changed else ' (no change)'}")
+        seconds = time.perf_counter() - started.get(p.name, time.perf_counter())
+        if not changed or seconds >= 1.0:  # say how a slow pass ended; fast ones are done by the next line
+            log(f"  {p.name}: {'no change' if not changed else f'done in {seconds:.1f} s'}")
         if after_pass is not None:
             after_pass(p, g, changed)
 
     graph, records = run_pipeline(graph, with_data(pipeline, calibration=cal), verify_each=verify_each,
-                                  after_pass=progress)
+                                  after_pass=progress, before_pass=starting)
     extras = {}
     if any(p.name == "partition" for p in pipeline):
         import json

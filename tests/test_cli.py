@@ -252,3 +252,18 @@ def test_a_chip_or_core_count_below_one_is_refused_not_taken_as_the_default(flag
     assert main(["compile", "examples/digits/digits_s4d_step.onnx", "-o", str(out), "-q", flag, value]) == 1
     err = capsys.readouterr().err
     assert f"{flag} {value}: give a whole number of at least 1" in err and not out.exists()
+
+
+def test_compile_shows_progress_as_each_layer_is_measured_and_before_each_pass_runs(tmp_path):
+    import ssmc
+    from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline
+
+    path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(random_spec(0, n_layers=2)), str(path))
+    lines = []
+    ssmc.compile(path, log=lines.append)
+    recognised = next(i for i, line in enumerate(lines) if line.startswith("recognised"))
+    measured = [i for i, line in enumerate(lines) if line.strip().startswith("measuring state 'state")]
+    assert len(measured) == 2 and all(i < recognised for i in measured)
+    starts = [line.strip()[:-4] for line in lines if line.strip().endswith(" ...")]
+    assert starts == [p.name for p in parse_pipeline(DEFAULT_PIPELINE)]

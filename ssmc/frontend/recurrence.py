@@ -19,6 +19,7 @@ continuous parameters (log_dt, A, B) too.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from itertools import permutations
 
@@ -39,6 +40,8 @@ PROBE_CHUNK = 2048
 PROBE_VALUES = 1 << 22
 # Largest state (elements per sample) of one layer the frontend will measure (default; see ssmc.limits).
 MAX_STATE_ELEMENTS = limits.Limits().state_elements
+#: Progress of slow steps (one line per measured layer); `ssmc.compile` shows it in its log.
+progress = logging.getLogger("ssmc.frontend")
 
 
 @dataclass
@@ -162,6 +165,9 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
                  f"{where}: measuring this layer ({S} state elements, {H} channels)",
                  fix="give the layer fewer state elements (channels x modes)")
 
+    batches = -(-S // chunk)
+    progress.info(f"measuring {where}: {S} state elements, {H} channels "
+                  f"({batches} probe batch{'' if batches == 1 else 'es'})")
     runner = slice_runner(ix.graph, {u: (H,), s_in: state_shape}, [s_out, y], opset)
 
     def run(s_batch: np.ndarray, u_batch: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:

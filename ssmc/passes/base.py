@@ -216,10 +216,13 @@ class _Collect(logging.Handler):
 
 
 def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
-                 after_pass: Callable[[Pass, Graph, bool], None] | None = None) -> tuple[Graph, list[PassRecord]]:
-    """Run `passes` in order; verify after each (default) and call `after_pass`."""
+                 after_pass: Callable[[Pass, Graph, bool], None] | None = None,
+                 before_pass: Callable[[Pass], None] | None = None) -> tuple[Graph, list[PassRecord]]:
+    """Run `passes` in order; call `before_pass` (progress), verify after each (default) and call `after_pass`."""
     records = []
     for p in passes:
+        if before_pass is not None:
+            before_pass(p)
         start = time.perf_counter()
         collect = _Collect()
         log.addHandler(collect)
