@@ -55,8 +55,8 @@ def timed_compile(path: str) -> tuple[dict, float, str]:
     for (t, name), (t_next, _) in zip(starts, starts[1:] + [(total, "")]):
         stages[name] += t_next - t
     info = net.report["passes"]
-    cores = next((r["notes"][0].split(" cores")[0].split()[-1] for r in info if r["name"] == "partition" and r["notes"]),
-                 "-")
+    cores = next((r["notes"][0].split(" cores")[0].split()[-1] for r in info
+                  if r["name"] == "partition" and r["notes"]), "-")
     return stages, total, cores
 
 

@@ -118,13 +118,13 @@ def main() -> None:
         factors.append(share / lif)
         lines.append(f"| {name} | {comp:,} | {cores} | {comp / cores:.0f} | {share:.3f} % | {share / lif:.0f}x |")
     lines += ["",
-              "For memory alone to hold the paper's models to 31 and 111 cores, each S4D compartment would have to "
-              f"take at least {min(factors):.0f}-{max(factors):.0f}x the memory Intel's compiler charges for a LIF neuron "
-              "(whose state is u and v, 24 bits each in "
-              "Lava's bit-accurate model, LOIHI2_FACTS.md #18); a complex S4D neuron keeps a few more words "
-              "(state, coefficients, last message), not 30-40 times as many. Memory, as Intel's own compiler accounts for it, does not explain the "
-              "paper's density: some other per-core limit (a budget for programmable neurons, or spreading "
-              "for a shorter time step) does, and no public source states it."]
+              "For memory alone to hold the paper's models to 31 and 111 cores, each S4D compartment would "
+              f"have to take at least {min(factors):.0f}-{max(factors):.0f}x the memory Intel's compiler charges "
+              "for a LIF neuron (whose state is u and v, 24 bits each in Lava's bit-accurate model, "
+              "LOIHI2_FACTS.md #18); a complex S4D neuron keeps a few more words (state, coefficients, last "
+              "message), not 30-40 times as many. Memory, as Intel's own compiler accounts for it, does not "
+              "explain the paper's density: some other per-core limit (a budget for programmable neurons, or "
+              "spreading for a shorter time step) does, and no public source states it."]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "intel_compiler_logs.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

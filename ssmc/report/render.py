@@ -130,7 +130,9 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
     rows, cols = t["router_mesh"]
     cpr = t["cores_per_router"]
     chips = sorted({c["chip"] for c in cores})
-    fig, axes = plt.subplots(1, len(chips), figsize=(4.5 * len(chips), 3), squeeze=False)
+    board_panel = len(chips) > 1  # chips and the load on chip-to-chip links, beside the chips' meshes
+    panels = len(chips) + board_panel
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3), squeeze=False)
     groups = sorted({g for c in cores for g in c["groups"]})
     colours = plt.get_cmap("tab20")
 
@@ -155,13 +157,34 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
             # the two directions of a link side by side: shifted a little to the right of travel
             dr, dc = r2 - r1, c2 - c1
             off_r, off_c = 0.06 * dc, -0.06 * dr
+            share = k["load"] / top  # 0.8 * load / top can round above 0.8: matplotlib refuses alpha > 1
             ax.plot([c1 + off_c, c2 + off_c], [r1 + off_r, r2 + off_r], color="red",
-                    alpha=0.2 + 0.8 * k["load"] / top, lw=0.5 + 4 * k["load"] / top, solid_capstyle="butt")
-        for i, core in enumerate(cores):
+                    alpha=min(1.0, 0.2 + 0.8 * share), lw=0.5 + 4 * share, solid_capstyle="butt")
+        for core in cores:
             if core["chip"] != chip:
                 continue
             x, y = xy(core["core"])
             ax.scatter([x], [y], s=40, color=colours(groups.index(core["groups"][0]) % 20), zorder=3)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if board_panel:
+        ax = axes[0][-1]
+        crows, ccols = t["chip_mesh"]
+        ax.set_xlim(-0.6, ccols - 0.4)
+        ax.set_ylim(crows - 0.4, -0.6)
+        ax.set_title("board: chips used, chip-to-chip links by load", fontsize=8)
+        for chip in range(t["chips"]):
+            r, c = divmod(chip, ccols)
+            ax.add_patch(plt.Rectangle((c - 0.3, r - 0.3), 0.6, 0.6, lw=0.8, color="grey",
+                                       fill=chip in chips, alpha=0.3 if chip in chips else 1.0))
+            ax.text(c, r, str(chip), ha="center", va="center", fontsize=8)
+        chip_top = max([k["load"] for k in links["between_chips"]], default=0.0) or 1.0
+        for k in links["between_chips"]:
+            (r1, c1), (r2, c2) = k["from"], k["to"]
+            off_r, off_c = 0.08 * (c2 - c1), -0.08 * (r2 - r1)
+            share = k["load"] / chip_top
+            ax.plot([c1 + off_c, c2 + off_c], [r1 + off_r, r2 + off_r], color="red",
+                    alpha=min(1.0, 0.2 + 0.8 * share), lw=0.5 + 4 * share, solid_capstyle="butt")
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours(i % 20), label=g) for i, g in enumerate(groups)]

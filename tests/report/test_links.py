@@ -43,3 +43,15 @@ def test_link_loads_sum_to_the_hop_weighted_traffic_of_a_placed_net(tmp_path, ne
     assert total == pytest.approx(rep["traffic"]["hop_weighted"], rel=1e-6, abs=1e-3)
     assert rep["links"]["between_chips"] == []
     assert "busiest links" in to_text(rep)
+
+
+def test_a_multi_chip_html_report_draws_the_board_and_tabulates_chip_to_chip_loads(tmp_path):
+    from ssmc.report.render import write_html
+    placed, _ = Place(time_limit=2.0).run(partitioned(tmp_path, chips=3, neurons=12, cores_per_chip=32))
+    rep = build_report(Net(graph=placed, source={}, pipeline="", options={}, report={}))
+    assert rep["placement"]["chips_used"] > 1 and rep["links"]["between_chips"]
+    # the busiest link drawn at full strength once made matplotlib refuse an alpha of 1.0000000000000002
+    files = write_html(rep, str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    assert all(p.endswith(".png") for p in files[1:]) and "to chip at" in page
+    assert "chip at" in to_text(rep)
