@@ -466,7 +466,8 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     rp = sub.add_parser("report", formatter_class=fmt, help="cores, utilisation, traffic, bit-widths and "
                         "estimated cost of a compiled net",
                         description="Report how a compiled net maps onto the target: per-core utilisation of every "
-                                    "capacity, core-to-core traffic, bit-widths, and an ESTIMATED cost per token.",
+                                    "capacity, core-to-core traffic and the load it puts on each mesh link (XY "
+                                    "routing, a model), bit-widths, and an ESTIMATED cost per token.",
                         epilog="""examples:
   ssmc report net.lava                      text for the terminal
   ssmc report net.lava --format json        for scripts
