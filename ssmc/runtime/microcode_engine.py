@@ -32,7 +32,7 @@ from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
     COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
-from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, decode_output,
+from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, engine_result,
                                        quantize_source, refuse_oversized_run)
 
 ACC_BITS = 32
@@ -158,15 +158,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
                     for kind, lane, reg in u.prog.probes:
                         traces[f"{g.name}.{kind}"][:, t, u.lo + lane:u.hi:u.prog.lanes] = u.regs[reg]
 
-    return EngineResult(
-        outputs={out.name: decode_output(read[out.inputs[0]], groups[out.inputs[0]].frac,
-                                         groups[out.inputs[0]].decode) for out in graph.outputs()},
-        raw={out.name: read[out.inputs[0]].copy() for out in graph.outputs()},
-        saturation={name: dict(g.counts) for name, g in groups.items()},
-        sparsity={name: g.zeros / g.total if g.total else 0.0 for name, g in groups.items()},
-        trace=traces if trace else None,
-        steps=steps,
-    )
+    return engine_result(graph, groups, read, traces if trace else None, steps)
 
 
 def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple[np.ndarray, dict, dict]:

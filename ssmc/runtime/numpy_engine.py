@@ -385,13 +385,19 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
                 if g.delta:
                     traces[f"{g.name}.last"][:, t] = g.last
 
+    return engine_result(graph, groups, read, traces if trace else None, steps)
+
+
+def engine_result(graph: Graph, groups: dict, read: dict, traces: dict | None, steps: int) -> EngineResult:
+    """The result of a run from its groups (each with frac, decode, counts, zeros, total) and the messages
+    `read` of the groups the outputs read: shared by the numpy and microcode engines."""
     return EngineResult(
         outputs={out.name: decode_output(read[out.inputs[0]], groups[out.inputs[0]].frac,
                                          groups[out.inputs[0]].decode) for out in graph.outputs()},
         raw={out.name: read[out.inputs[0]].copy() for out in graph.outputs()},
         saturation={name: dict(g.counts) for name, g in groups.items()},
         sparsity={name: g.zeros / g.total if g.total else 0.0 for name, g in groups.items()},
-        trace=traces if trace else None,
+        trace=traces,
         steps=steps,
     )
 
