@@ -160,27 +160,31 @@ class PyReluModel(_NeuronModel):
         return np.maximum(a, 0)
 
 
-@implements(proc=Integrator, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyIntegratorModel(_NeuronModel):
+class _StatefulModel(_NeuronModel):
+    """A neuron with a saturating state that its message reads (integrator, cpx)."""
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)
     state: np.ndarray = LavaPyType(np.ndarray, np.int64)
     states: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
-    def value(self, a):
-        self.state[:], n = _sat(self.state + a, self.proc_params["state_bits"])
+    def settle(self, new: np.ndarray) -> np.ndarray:
+        """Store `new` saturated to state_bits (counting what saturates); the value is the state shifted out."""
+        self.state[:], n = _sat(new, self.proc_params["state_bits"])
         self.counts[STATE] += n
         return _rshr(self.state, self.proc_params["out_shift"])
+
+
+@implements(proc=Integrator, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyIntegratorModel(_StatefulModel):
+    def value(self, a):
+        return self.settle(self.state + a)
 
 
 @implements(proc=Cpx, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyCpxModel(_NeuronModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)
-    state: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    states: np.ndarray = LavaPyType(np.ndarray, np.int64)
+class PyCpxModel(_StatefulModel):
     c_re: np.ndarray = LavaPyType(np.ndarray, np.int64)
     c_im: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
@@ -191,9 +195,7 @@ class PyCpxModel(_NeuronModel):
         # both products in 64 bits, one rounding per component, then the input
         new[0::2] = _rshr(self.c_re * xr - self.c_im * xi, f) + a[0::2]
         new[1::2] = _rshr(self.c_re * xi + self.c_im * xr, f) + a[1::2]
-        self.state[:], n = _sat(new, self.proc_params["state_bits"])
-        self.counts[STATE] += n
-        return _rshr(self.state, self.proc_params["out_shift"])
+        return self.settle(new)
 
 
 @implements(proc=Lut, protocol=LoihiProtocol)
