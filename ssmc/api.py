@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -19,7 +18,7 @@ from ssmc.errors import SsmcError
 from ssmc.frontend import import_onnx
 from ssmc.ir.graph import Graph
 from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
-from ssmc.passes.base import with_data
+from ssmc.passes.base import forward_info, with_data
 
 ENGINES = ("float", "numpy", "lava", "microcode")
 # Fixed-point engines: name -> "module:function", imported on use (Lava is slow to import).
@@ -123,24 +122,6 @@ def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str
     return [p for p in pipeline if p.name not in set(skip or [])]
 
 
-@contextlib.contextmanager
-def _forward_progress(logger_name: str, log: Callable[[str], None]):
-    """Pass the INFO lines of a library logger to `log` (indented) while the block runs."""
-    class Forward(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            log("  " + record.getMessage())
-
-    logger, handler = logging.getLogger(logger_name), Forward(logging.INFO)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-
-
 def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
             calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
             log: Callable[[str], None] = lambda s: None, skip: list[str] | None = None,
@@ -194,7 +175,8 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     if calibration is not None:
         cal, cal_source = load_calibration(calibration)
     log(f"importing {os.fspath(model_path)}")
-    with _forward_progress("ssmc.frontend", log):  # each S4D layer measured (seconds per layer on big models)
+    # each S4D layer as it is measured (seconds per layer on big models)
+    with forward_info(logging.getLogger("ssmc.frontend"), lambda line: log("  " + line)):
         graph, report, loaded = import_onnx(model_path, readout=readout)
     model_graph = graph.copy()
     if cal is not None:

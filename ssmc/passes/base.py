@@ -13,6 +13,7 @@ back to the same string (it is recorded in net.lava for replay).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -206,13 +207,21 @@ class PassRecord:
 log = logging.getLogger("ssmc.passes")
 
 
-class _Collect(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
+@contextlib.contextmanager
+def forward_info(logger: logging.Logger, sink: Callable[[str], None]):
+    """Pass every INFO line `logger` emits to `sink` while the block runs (level restored after)."""
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            sink(record.getMessage())
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+    handler, old_level = Forward(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
@@ -224,15 +233,9 @@ def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
         if before_pass is not None:
             before_pass(p)
         start = time.perf_counter()
-        collect = _Collect()
-        log.addHandler(collect)
-        old_level = log.level
-        log.setLevel(logging.INFO)
-        try:
+        notes: list[str] = []
+        with forward_info(log, notes.append):
             graph, changed = p.run(graph)
-        finally:
-            log.removeHandler(collect)
-            log.setLevel(old_level)
         seconds = time.perf_counter() - start
         if p.kind == "analysis" and changed:
             raise PassError(f"analysis pass {p.name} reported a change; analyses must not modify the IR")
@@ -241,7 +244,7 @@ def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
                 verify(graph)
             except SsmcError as e:
                 raise PassError(f"after pass {p.name}: " + "; ".join(s.strip() for s in str(e).splitlines())) from None
-        records.append(PassRecord(p.name, p.spec(), changed, seconds, collect.lines))
+        records.append(PassRecord(p.name, p.spec(), changed, seconds, notes))
         if after_pass is not None:
             after_pass(p, graph, changed)
     return graph, records
