@@ -161,8 +161,8 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
     chunk = int(np.clip(PROBE_VALUES // max(S, 1), 16, PROBE_CHUNK))
     # Probes go through in chunks (probe, response and onnxruntime's copies: ~4 buffers of chunk x S values);
     # B and C are dense S x H, D is H x H. M is kept sparse: a diagonal layer has ~2 entries per state element.
-    limits.check("work_bytes", 8 * (4 * chunk * (S + H) + 3 * S * H + 2 * H * H),
-                 f"{where}: measuring this layer ({S} state elements, {H} channels)",
+    base_bytes = 8 * (4 * chunk * (S + H) + 3 * S * H + 2 * H * H)
+    limits.check("work_bytes", base_bytes, f"{where}: measuring this layer ({S} state elements, {H} channels)",
                  fix="give the layer fewer state elements (channels x modes)")
 
     batches = -(-S // chunk)
@@ -203,13 +203,13 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
         if not (np.all(np.isfinite(so)) and np.all(np.isfinite(yo))):
             raise not_finite
         Ky[:, lo:lo + n] = yo.T
-        big = np.abs(so) > 1e-7 * np.abs(so).max()  # an entry above 1e-7 of the global largest is above this
-        r, c = np.nonzero(big)
+        size = np.abs(so)
+        r, c = np.nonzero(size > 1e-7 * size.max())  # an entry above 1e-7 of the global largest is above this
         rows.append(c)
         cols.append(lo + r)
         vals.append(so[r, c].astype(np.float64))
         kept += len(r)
-        limits.check("work_bytes", 8 * (4 * chunk * (S + H) + 3 * S * H + 2 * H * H) + 24 * kept,
+        limits.check("work_bytes", base_bytes + 24 * kept,
                      f"{where}: measuring this layer ({kept} coupled state entries so far)",
                      fix="only diagonal SSM layers are supported: their state entries are ~2 per element")
     M = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(S, S))
