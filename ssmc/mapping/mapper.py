@@ -68,6 +68,27 @@ def fit_error(blocks: Blocks, limits: np.ndarray, target: Target, cores_needed: 
                     f"try {' or '.join(f for f in fixes if f)}")
 
 
+def _refuse_indivisible(net: Netlist, blocks: Blocks, limits: np.ndarray, group_limit: int) -> None:
+    """A FitError naming the first indivisible block (a channel's modes with the neuron that sums them) that no
+    core can hold: over a capacity first, then over the neuron groups a core may hold."""
+    def piece(b: int) -> str:
+        names = ", ".join(f"%{net.groups[g].name}" for g in blocks.groups[b])
+        return f"one indivisible piece of {names} (a channel with its modes and summing neuron)"
+
+    too_big = [b for b in range(blocks.n) if not solvers.fits(blocks.use[b], limits)]
+    if too_big:
+        b = too_big[0]
+        r = int(np.argmax(blocks.use[b] / limits))
+        fix = "narrower weights (--weight-bits) or " if RESOURCES[r] in ("synapse_bytes", "memory_bytes") else ""
+        raise FitError(f"{piece(b)} needs {int(blocks.use[b][r])} {CAPACITIES[RESOURCES[r]]} but a core has "
+                       f"{int(limits[r])}; try {fix}fewer modes per channel (N), or a target with larger cores")
+    crowded = [b for b in range(blocks.n) if len(blocks.groups[b]) > group_limit]
+    if crowded:
+        b = crowded[0]
+        raise FitError(f"{piece(b)} holds {len(blocks.groups[b])} neuron groups but the target allows "
+                       f"{group_limit} per core; use a target with at least {len(blocks.groups[b])} groups per core")
+
+
 def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit: float = 10.0, seed: int = 0,
                 max_neurons_per_core: int = 0, granularity: int = 4) -> MapResult:
     if method not in METHODS:
@@ -75,23 +96,8 @@ def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit:
     start = time.perf_counter()
     limits = limits_of(target, max_neurons_per_core)
     blocks = make_blocks(net, limits, granularity=granularity)
-    too_big = [b for b in range(blocks.n) if not solvers.fits(blocks.use[b], limits)]
-    if too_big:
-        b = too_big[0]
-        r = int(np.argmax(blocks.use[b] / limits))
-        names = ", ".join(f"%{net.groups[g].name}" for g in blocks.groups[b])
-        fix = "narrower weights (--weight-bits) or " if RESOURCES[r] in ("synapse_bytes", "memory_bytes") else ""
-        raise FitError(f"one indivisible piece of {names} (a channel with its modes and summing neuron) needs "
-                       f"{int(blocks.use[b][r])} {CAPACITIES[RESOURCES[r]]} but a core has {int(limits[r])}; "
-                       f"try {fix}fewer modes per channel (N), or a target with larger cores")
     group_limit = target.groups
-    crowded = [b for b in range(blocks.n) if len(blocks.groups[b]) > group_limit]
-    if crowded:  # a block keeps a channel's modes with its summing neuron: two groups that cannot be parted
-        b = crowded[0]
-        names = ", ".join(f"%{net.groups[g].name}" for g in blocks.groups[b])
-        raise FitError(f"one indivisible piece of {names} (a channel with its modes and summing neuron) holds "
-                       f"{len(blocks.groups[b])} neuron groups but the target allows {group_limit} per core; "
-                       f"use a target with at least {len(blocks.groups[b])} groups per core")
+    _refuse_indivisible(net, blocks, limits, group_limit)
     greedy_core = solvers.greedy(blocks, limits, group_limit)
     need = int(greedy_core.max()) + 1
     lb = solvers.lower_bound_cores(blocks, limits)
