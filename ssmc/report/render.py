@@ -153,13 +153,7 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
         for k in links["on_chip"]:
             if k["chip"] != chip:
                 continue
-            (r1, c1), (r2, c2) = k["from"], k["to"]
-            # the two directions of a link side by side: shifted a little to the right of travel
-            dr, dc = r2 - r1, c2 - c1
-            off_r, off_c = 0.06 * dc, -0.06 * dr
-            share = k["load"] / top  # 0.8 * load / top can round above 0.8: matplotlib refuses alpha > 1
-            ax.plot([c1 + off_c, c2 + off_c], [r1 + off_r, r2 + off_r], color="red",
-                    alpha=min(1.0, 0.2 + 0.8 * share), lw=0.5 + 4 * share, solid_capstyle="butt")
+            _draw_link(ax, k, top, 0.06)
         for core in cores:
             if core["chip"] != chip:
                 continue
@@ -180,11 +174,7 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
             ax.text(c, r, str(chip), ha="center", va="center", fontsize=8)
         chip_top = max([k["load"] for k in links["between_chips"]], default=0.0) or 1.0
         for k in links["between_chips"]:
-            (r1, c1), (r2, c2) = k["from"], k["to"]
-            off_r, off_c = 0.08 * (c2 - c1), -0.08 * (r2 - r1)
-            share = k["load"] / chip_top
-            ax.plot([c1 + off_c, c2 + off_c], [r1 + off_r, r2 + off_r], color="red",
-                    alpha=min(1.0, 0.2 + 0.8 * share), lw=0.5 + 4 * share, solid_capstyle="butt")
+            _draw_link(ax, k, chip_top, 0.08)
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours(i % 20), label=g) for i, g in enumerate(groups)]
@@ -194,6 +184,16 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
     fig.savefig(os.path.join(folder, files["mesh"]), dpi=80, metadata=meta)
     plt.close(fig)
     return files
+
+
+def _draw_link(ax, link: dict, top: float, shift: float) -> None:
+    """One directed link from (row, col) to (row, col), width and strength by its share of the busiest load;
+    the two directions of a link side by side, shifted `shift` to the right of travel."""
+    (r1, c1), (r2, c2) = link["from"], link["to"]
+    off_r, off_c = shift * (c2 - c1), -shift * (r2 - r1)
+    share = link["load"] / top  # 0.8 * load / top can round above 0.8: matplotlib refuses alpha > 1
+    ax.plot([c1 + off_c, c2 + off_c], [r1 + off_r, r2 + off_r], color="red",
+            alpha=min(1.0, 0.2 + 0.8 * share), lw=0.5 + 4 * share, solid_capstyle="butt")
 
 
 def _table(headers, rows) -> str:
