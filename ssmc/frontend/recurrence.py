@@ -407,40 +407,51 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
     """The four linear maps of the layer: the state map M as a sparse matrix (entries above 1e-7 of the largest
     in each probe chunk; the caller thresholds against the global largest), B, C and D as float64 arrays."""
     offsets = _offsets(layouts)
-    own = [(lay, int(lo)) for lay, lo in zip(layouts, offsets[:-1]) if lay in layer.layouts]
-    fed_size = sum(lay.size for lay, _ in own)
     elements = layer.elements
     S = len(elements)
     u, y = layer.u, layer.y
     H = ix.shape(u)[1]
     where = layer.where
+    states_in = {lay.s_in for lay in layouts}
+    inner, _ = ix.ancestors(y, stop=states_in | {u})
+    cut = {c for c in channels if c == u or c not in inner}
+    mine = {lay.s_in for lay in layer.layouts}
+    # The next states this layer's state reaches (its own, and any other layer's it would couple into) are
+    # fetched; every state input they read is fed (zero outside the layer).
+    cones = {lay.s_out: ix.ancestors(lay.s_out, stop=cut | states_in)[0] for lay in layouts}
+    fetched = [lay for lay in layouts if cones[lay.s_out] & mine]
+    needed = set().union(*(cones[lay.s_out] for lay in fetched), ix.ancestors(y, stop=cut | states_in)[0])
+    fed = [lay for lay in layouts if lay.s_in in needed or lay.s_in in mine]
+    fed_size, fetched_size = sum(lay.size for lay in fed), sum(lay.size for lay in fetched)
     limits.check("state_elements", S, f"{where}: a state of {S} elements per sequence")
-    chunk = 1 if fixed else int(np.clip(PROBE_VALUES // max(fed_size, 1), 16, PROBE_CHUNK))
+    chunk = 1 if fixed else int(np.clip(PROBE_VALUES // max(fed_size, fetched_size, 1), 16, PROBE_CHUNK))
     # Probes go through in chunks (probe, response and onnxruntime's copies: ~4 buffers of chunk x S values);
     # B and C are dense S x H, D is H x H. M is kept sparse: a diagonal layer has ~2 entries per state element.
-    base_bytes = 8 * (4 * chunk * (fed_size + H) + 3 * S * H + 2 * H * H)
+    base_bytes = 8 * (4 * chunk * (max(fed_size, fetched_size) + H) + 3 * S * H + 2 * H * H)
     limits.check("work_bytes", base_bytes, f"{where}: measuring this layer ({S} state elements, {H} channels)",
                  fix="give the layer fewer state elements (channels x modes)")
 
     batches = -(-S // chunk)
     progress.info(f"measuring {where}: {S} state elements, {H} channels "
                   f"({batches} probe batch{'' if batches == 1 else 'es'})")
-    inner, _ = ix.ancestors(y, stop={lay.s_in for lay in layouts} | {u})
-    cut = [c for c in channels if c == u or c not in inner]
-    needed = set()
-    for top in [lay.s_out for lay, _ in own] + [y]:
-        needed |= ix.ancestors(top, stop=set(cut) | {lay.s_in for lay in layouts})[0]
-    feeds = {lay.s_in: lay for lay, _ in own} | {c: _channel(c, ix.shape(c)[1]) for c in cut if c in needed}
-    probes = _Probes(ix, feeds, {lay.s_out: lay for lay, _ in own} | {y: _channel(y, H)}, opset, fixed, where)
-    # position of each layer element in the fed state vector (the layer's pairs concatenated)
-    fed_pos = np.empty(S, np.int64)
-    pos = 0
-    for lay, lo in own:
-        sel = (elements >= lo) & (elements < lo + lay.size)
-        fed_pos[sel] = pos + elements[sel] - lo
-        pos += lay.size
-    outside = np.ones(fed_size, bool)
-    outside[fed_pos] = False
+    feeds = {lay.s_in: lay for lay in fed} | {c: _channel(c, ix.shape(c)[1]) for c in cut if c in needed}
+    probes = _Probes(ix, feeds, {lay.s_out: lay for lay in fetched} | {y: _channel(y, H)}, opset, fixed, where)
+
+    def positions(pairs: list[StateLayout]) -> np.ndarray:
+        """Where each layer element sits in the concatenation of `pairs`' states."""
+        pos, at = np.full(S, -1, np.int64), 0
+        for lay in pairs:
+            lo = offsets[layouts.index(lay)]
+            sel = (elements >= lo) & (elements < lo + lay.size)
+            pos[sel] = at + elements[sel] - lo
+            at += lay.size
+        return pos
+
+    fed_pos, fetched_pos = positions(fed), positions(fetched)
+    if np.any(fetched_pos < 0):  # an element of this layer that does not reach its next state: not a recurrence
+        raise UnsupportedModelError(f"{where}: the next state does not depend on the state input")
+    outside = np.ones(fetched_size, bool)
+    outside[fetched_pos] = False
 
     def run(s_batch: np.ndarray, u_batch: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
         outs_s, outs_y = [], []
@@ -449,24 +460,29 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
             n = len(sc)
             full = np.zeros((n, fed_size), np.float32)
             full[:, fed_pos] = sc
-            values = {c: np.zeros((n, ix.shape(c)[1]), np.float32) for c in feeds if c not in own_names}
+            values = {c: np.zeros((n, ix.shape(c)[1]), np.float32) for c in feeds if c not in states_in}
             values[u] = u_batch[lo:lo + chunk]
-            p = 0
-            for lay, _ in own:
-                values[lay.s_in] = full[:, p:p + lay.size]
-                p += lay.size
+            at = 0
+            for lay in fed:
+                values[lay.s_in] = full[:, at:at + lay.size]
+                at += lay.size
             *so, yo = probes(values, n)
             so = np.concatenate(so, axis=1)
             leak = np.abs(so[:, outside])
             if leak.size and leak.max() > 1e-6 * max(np.abs(so).max(), 1e-30):
                 e = int(np.flatnonzero(outside)[np.argmax(leak.max(axis=0))])
-                raise UnsupportedModelError(f"{where}: the layer's state drives state element {e} of the state "
-                                            "inputs outside the layer; layers must not couple their states")
-            outs_s.append(so[:, fed_pos])
+                k = 0
+                while e >= fetched[k].size:
+                    e -= fetched[k].size
+                    k += 1
+                idx = list(map(int, np.unravel_index(e, fetched[k].shape)))
+                raise UnsupportedModelError(f"{where}: the layer's state drives element {idx} of the next state "
+                                            f"'{fetched[k].s_out}' outside the layer; layers must not couple "
+                                            "their states (only a diagonal state map per layer is supported)")
+            outs_s.append(so[:, fetched_pos])
             outs_y.append(yo)
         return np.concatenate(outs_s).astype(dtype, copy=False), np.concatenate(outs_y).astype(dtype, copy=False)
 
-    own_names = {lay.s_in for lay, _ in own}
     not_finite = UnsupportedModelError(f"{where}: probing the layer gives NaN or infinite values; check its "
                                        "weights for huge values")
     zero_s, zero_u = np.zeros((1, S)), np.zeros((1, H))
