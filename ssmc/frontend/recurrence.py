@@ -38,6 +38,8 @@ from ssmc.ir.ssm import zoh_discretize
 PROBE_CHUNK = 2048
 # ... and to about this many probe values (rows x state elements), so a chunk's buffers stay ~100 MB.
 PROBE_VALUES = 1 << 22
+# Probes gathered per step when a fixed batch of 1 makes onnxruntime take them one at a time.
+FIXED_BATCH_STEP = 64
 # Largest state (elements per sample) of one layer the frontend will measure (default; see ssmc.limits).
 MAX_STATE_ELEMENTS = limits.Limits().state_elements
 #: Progress of slow steps (one line per measured layer); `ssmc.compile` shows it in its log.
@@ -172,7 +174,13 @@ def find_recurrences(ix: GraphIndex, raw: GraphIndex | None, pairs: list[tuple[s
             raise _fail((lay.s_in, lay.s_out), f"needs a static shape beyond the batch axis, has {lay.declared()}")
         if lay.s_out not in ix.producer:
             raise _fail((lay.s_in, lay.s_out), "the state output is not computed by the graph")
-    recs = [_find_pool(ix, lay.s_in, lay.s_out) for lay in layouts if len(ix.shape(lay.s_in)) == 2]
+    recs = []
+    for lay in layouts:
+        if len(ix.shape(lay.s_in)) == 2:
+            if lay.batch_axis == 1:
+                raise _fail((lay.s_in, lay.s_out), f"a 2-D state is a running sum [batch, C]; this one is "
+                                                   f"{lay.declared()}: in torch, keep the batch first")
+            recs.append(_find_pool(ix, lay.s_in, lay.s_out))
     s4d = [lay for lay in layouts if len(ix.shape(lay.s_in)) != 2]
     if s4d:
         recs += _find_s4d_layers(ix, raw, s4d, {s for p in pairs for s in p}, opset, fixed_batch)
@@ -221,9 +229,10 @@ class _Layer:
 def _find_s4d_layers(ix: GraphIndex, raw: GraphIndex | None, layouts: list[StateLayout], states: set[str],
                      opset: int, fixed: bool) -> list[Recurrence]:
     """Group the state elements into layers by which [batch, H] tensor drives them, then measure each layer."""
+    graph_inputs = {t.name for t in ix.graph.inputs}
     channels = sorted((t for t in ix.tensors if t not in states and not ix.is_const(t)
-                       and (t in ix.producer or t in {i.name for i in ix.graph.inputs})
-                       and _is_channel_tensor(ix, t)), key=lambda t: (ix.tensor_index(t), t))
+                       and (t in ix.producer or t in graph_inputs) and _is_channel_tensor(ix, t)),
+                      key=lambda t: (ix.tensor_index(t), t))
     layers = _drive_groups(ix, layouts, channels, opset, fixed)
     for layer in layers:
         layer.y = _locate_y(ix, layer, layouts, channels, opset, fixed)
@@ -452,14 +461,21 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
         raise UnsupportedModelError(f"{where}: the next state does not depend on the state input")
     outside = np.ones(fetched_size, bool)
     outside[fetched_pos] = False
+    coupling_possible = bool(outside.any())
+    # a layer alone in its state tensors (the common case) needs no scatter and gather of every probe
+    fed_all = fed_size == S and np.array_equal(fed_pos, np.arange(S))
+    fetched_all = fetched_size == S and np.array_equal(fetched_pos, np.arange(S))
 
     def run(s_batch: np.ndarray, u_batch: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
         outs_s, outs_y = [], []
         for lo in range(0, len(s_batch), chunk):
             sc = s_batch[lo:lo + chunk]
             n = len(sc)
-            full = np.zeros((n, fed_size), np.float32)
-            full[:, fed_pos] = sc
+            if fed_all:
+                full = np.asarray(sc, np.float32)
+            else:
+                full = np.zeros((n, fed_size), np.float32)
+                full[:, fed_pos] = sc
             values = {c: np.zeros((n, ix.shape(c)[1]), np.float32) for c in feeds if c not in states_in}
             values[u] = u_batch[lo:lo + chunk]
             at = 0
@@ -467,9 +483,9 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
                 values[lay.s_in] = full[:, at:at + lay.size]
                 at += lay.size
             *so, yo = probes(values, n)
-            so = np.concatenate(so, axis=1)
-            leak = np.abs(so[:, outside])
-            if leak.size and leak.max() > 1e-6 * max(np.abs(so).max(), 1e-30):
+            so = so[0] if len(so) == 1 else np.concatenate(so, axis=1)
+            leak = np.abs(so[:, outside]) if coupling_possible else None
+            if leak is not None and leak.max() > 1e-6 * max(np.abs(so).max(), 1e-30):
                 e = int(np.flatnonzero(outside)[np.argmax(leak.max(axis=0))])
                 k = 0
                 while e >= fetched[k].size:
@@ -479,7 +495,7 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
                 raise UnsupportedModelError(f"{where}: the layer's state drives element {idx} of the next state "
                                             f"'{fetched[k].s_out}' outside the layer; layers must not couple "
                                             "their states (only a diagonal state map per layer is supported)")
-            outs_s.append(so[:, fetched_pos])
+            outs_s.append(so if fetched_all else so[:, fetched_pos])
             outs_y.append(yo)
         return np.concatenate(outs_s).astype(dtype, copy=False), np.concatenate(outs_y).astype(dtype, copy=False)
 
@@ -494,7 +510,7 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
     Ky = np.empty((H, S))
     rows, cols, vals = [], [], []
     kept = 0
-    step = max(chunk, PROBE_CHUNK if not fixed else 1)
+    step = FIXED_BATCH_STEP if fixed else chunk  # with a fixed batch run() still goes one probe at a time
     for lo in range(0, S, step):
         n = min(step, S - lo)
         probe = np.zeros((n, S), np.float32)  # what onnxruntime computes in, so no conversion of S^2 values

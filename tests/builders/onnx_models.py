@@ -404,7 +404,8 @@ def build_layout_model(spec: StepModelSpec, layout: str = "last", fixed_batch: b
             names = {key: writer.initializer(f"{module}.{key}", params[f"{module}.{key}"])
                      for key in ("log_dt", "log_A_real", "A_imag", "C", "D")}
             if discrete:
-                disc = tuple(writer.initializer(name, value) for name, value in discrete_parameters(params, layer).items())
+                disc = tuple(writer.initializer(name, value)
+                             for name, value in discrete_parameters(params, layer).items())
             else:
                 disc = _discretization(writer, scope, names)
             u_modes = op(scope, "Reshape", u, const(scope, [1, H, 1], np.int64)) if fixed_batch else \
