@@ -35,7 +35,8 @@ from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import schema
 from ssmc.ir.verify import graph_problems
 
-SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout), "
+SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout: "
+             "re/im apart, layers packed in one state, any batch axis), "
              "running sums; Gemm; MatMul (+Add) with constant weights; Add of two tensors (residual); "
              "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
              "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]")

@@ -1,9 +1,13 @@
 """Recognise the recurrences of a step-form model: S4D layers and running pools.
 
 A step-form model carries each recurrent state in as a graph input and out as
-the matching graph output. For every such pair this module finds the layer's
-input u and output y in the dataflow, then *measures* the layer with probes
-through onnxruntime instead of matching op patterns:
+the matching graph output, in whatever layout its author chose: re and im as
+separate states, several layers packed in one state tensor, the batch on any
+axis or a fixed batch of 1. This module groups the state elements into layers
+by measurement (the elements one [batch, H] tensor drives are one layer, that
+tensor its input u), finds each layer's output y in the dataflow, then
+*measures* the layer with probes through onnxruntime instead of matching op
+patterns:
 
     s_out = M s_in + Bu u          y = Ky s_in + Ly u
 

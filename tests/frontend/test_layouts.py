@@ -183,3 +183,28 @@ def test_a_layer_whose_state_drives_another_layers_state_is_refused(save_onnx):
     with pytest.raises(UnsupportedModelError, match=r"state 's' -> 's_out': the layer's state drives element "
                                                     r"\[0, 0\] of the next state 't_out' outside the layer"):
         import_onnx(save_onnx(model))
+
+
+def test_a_state_that_comes_back_with_the_batch_on_another_axis_is_refused(save_onnx):
+    value = helper.make_tensor_value_info
+    nodes = [*_DRIVE, helper.make_node("Mul", ["s", "A"], ["as"]), helper.make_node("Add", ["as", "bu"], ["s1"]),
+             helper.make_node("Mul", ["s1", "C"], ["sc"]), helper.make_node("ReduceSum", ["sc", "last"], ["y"],
+                                                                            keepdims=0),
+             helper.make_node("Transpose", ["s1"], ["s_out"], perm=[1, 0, 2])]
+    model = _small_model(nodes, inits=_PARAMS)
+    model.graph.output[1].CopyFrom(value("s_out", TensorProto.FLOAT, ["b", "c", 2]))  # as a careless export declares
+    with pytest.raises(UnsupportedModelError, match=r"'s_out' has shape \[3, \d+, 2\], expected \[\d+, 3, 2\] "
+                                                    r"\(declared \['batch', 3, 2\]\); the batch axis is not where"):
+        import_onnx(save_onnx(model))
+
+
+def test_a_running_sum_with_the_batch_second_is_refused(save_onnx):
+    value = helper.make_tensor_value_info
+    nodes = [*_DRIVE, helper.make_node("Mul", ["s", "A"], ["as"]), helper.make_node("Add", ["as", "bu"], ["s_out"]),
+             *_READ, helper.make_node("Transpose", ["y"], ["yt"], perm=[1, 0]),
+             helper.make_node("Add", ["acc", "yt"], ["acc_out"])]
+    model = _small_model(nodes, extra_inputs=[value("acc", TensorProto.FLOAT, [3, "batch"])],
+                         extra_outputs=[value("acc_out", TensorProto.FLOAT, [3, "batch"])], inits=_PARAMS)
+    with pytest.raises(UnsupportedModelError, match=r"state 'acc' -> 'acc_out': a 2-D state is a running sum "
+                                                    r"\[batch, C\]; this one is \[3, 'batch'\]"):
+        import_onnx(save_onnx(model))
