@@ -63,10 +63,11 @@ class Recurrence:
     attrs: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    where: str = ""  # how messages name it, if not by its state pair
 
     @property
     def source(self) -> str:
-        return f"state '{self.state_in}' -> '{self.state_out}'"
+        return self.where or f"state '{self.state_in}' -> '{self.state_out}'"
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,10 @@ ACCEPTED_LAYOUTS = ("one symbolic batch axis at any position of every state (and
                     "or a fixed batch of 1 everywhere")
 
 
-def _fail(pair: tuple[str, str], msg: str) -> UnsupportedModelError:
-    return UnsupportedModelError(f"state '{pair[0]}' -> '{pair[1]}': {msg}")
+def _fail(pair: tuple[str, str] | str, msg: str) -> UnsupportedModelError:
+    """An error naming the state pair (or `pair` as given, e.g. one layer of a packed state)."""
+    where = pair if isinstance(pair, str) else f"state '{pair[0]}' -> '{pair[1]}'"
+    return UnsupportedModelError(f"{where}: {msg}")
 
 
 def state_layout(ix: GraphIndex, s_in: str, s_out: str, fixed_batch: bool) -> StateLayout:
@@ -178,6 +181,8 @@ def find_recurrences(ix: GraphIndex, raw: GraphIndex | None, pairs: list[tuple[s
             raise _fail((lay.s_in, lay.s_out), f"needs a static shape beyond the batch axis, has {lay.declared()}")
         if lay.s_out not in ix.producer:
             raise _fail((lay.s_in, lay.s_out), "the state output is not computed by the graph")
+        limits.check("state_elements", lay.size,
+                     f"state '{lay.s_in}' -> '{lay.s_out}': a state of {list(lay.shape)} per sequence")
     recs = []
     for lay in layouts:
         if len(ix.shape(lay.s_in)) == 2:
@@ -337,21 +342,19 @@ def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channel
         if cone & mine:
             readers.append(t)
     y = readers[0] if readers and not layer.packed else None
-    for t in (readers if layer.packed else []):  # a packed state: which reader reads this layer's elements?
-        feeds = {lay.s_in: lay for lay in layouts} | {c: _channel(c, ix.shape(c)[1]) for c in channels if c != t}
-        probes = _Probes(ix, feeds, {t: _channel(t, H)}, opset, fixed, layer.where)
-        rng = np.random.default_rng(1)
-        state = rng.normal(size=int(_offsets(layouts)[-1])).astype(np.float32)
-        values = {c: np.zeros((1, ix.shape(c)[1]), np.float32) for c in channels if c != t}
+    if layer.packed:  # several layers read the same state tensors: which reader reads this layer's elements?
         offsets = _offsets(layouts)
-        mask = np.zeros_like(state)
-        mask[layer.elements] = 1.0
-        for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
-            values[lay.s_in] = (state * mask)[None, lo:hi]
-        (got,) = probes(values, 1)
-        if np.abs(got).max() > 1e-6:
-            y = t
-            break
+        state = np.zeros(int(offsets[-1]), np.float32)
+        state[layer.elements] = np.random.default_rng(1).normal(size=len(layer.elements))
+        for t in readers:
+            feeds = {lay.s_in: lay for lay in layouts} | {c: _channel(c, ix.shape(c)[1]) for c in channels if c != t}
+            values = {c: np.zeros((1, ix.shape(c)[1]), np.float32) for c in channels if c != t}
+            for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
+                values[lay.s_in] = state[None, lo:hi]
+            (got,) = _Probes(ix, feeds, {t: _channel(t, H)}, opset, fixed, layer.where)(values, 1)
+            if np.abs(got).max() > 1e-6:
+                y = t
+                break
     if y is None:
         raise UnsupportedModelError(f"{layer.where}: found no [batch, {H}] tensor read out of the layer's state "
                                     f"(the layer output; its input is '{layer.u}')")
@@ -436,7 +439,7 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
     needed = set().union(*(cones[lay.s_out] for lay in fetched), ix.ancestors(y, stop=cut | states_in)[0])
     fed = [lay for lay in layouts if lay.s_in in needed or lay.s_in in mine]
     fed_size, fetched_size = sum(lay.size for lay in fed), sum(lay.size for lay in fetched)
-    limits.check("state_elements", S, f"{where}: a state of {S} elements per sequence")
+    limits.check("state_elements", S, f"{where}: a layer of {S} state elements per sequence")
     chunk = 1 if fixed else int(np.clip(PROBE_VALUES // max(fed_size, fetched_size, 1), 16, PROBE_CHUNK))
     # Probes go through in chunks (probe, response and onnxruntime's copies: ~4 buffers of chunk x S values);
     # B and C are dense S x H, D is H x H. M is kept sparse: a diagonal layer has ~2 entries per state element.
@@ -573,7 +576,7 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
               channels: list[str], opset: int, fixed: bool) -> Recurrence:
     H = ix.shape(layer.u)[1]
     M, Bu, Ky, Ly = _measure(ix, layer, layouts, channels, opset, fixed)
-    pair = layer.pair
+    where = layer.where
     u, y = layer.u, layer.y
 
     tol_m = 1e-7 * max(np.abs(M.data).max(initial=0.0), 1e-30)
@@ -587,15 +590,15 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
     comps = _components(M)
     coupled = next((comp for comp in comps if len(comp) > 2), None)
     if coupled is not None:
-        raise _fail(pair, f"state elements {coupled[:6]} are coupled together; only diagonal SSMs "
-                          "(independent complex modes) are supported")
+        raise _fail(where, f"state elements {coupled[:6]} are coupled together; only diagonal SSMs "
+                           "(independent complex modes) are supported")
     driven_by, read_by = _mode_channels(comps, drives, reads)
     touching = driven_by | read_by
     shared = np.flatnonzero(touching.sum(axis=1) > 1)
     if shared.size:
         k = int(shared[0])
-        raise _fail(pair, f"a mode (state elements {comps[k]}) connects channels "
-                          f"{np.flatnonzero(touching[k]).tolist()}; S4D modes must each belong to one channel")
+        raise _fail(where, f"a mode (state elements {comps[k]}) connects channels "
+                           f"{np.flatnonzero(touching[k]).tolist()}; S4D modes must each belong to one channel")
     # A mode never driven from a zero initial state stays 0 and is dropped: e.g. the imaginary
     # half of a mode whose pole is real (A_imag = 0 in S4D-Lin's first mode).
     channel = touching.argmax(axis=1)
@@ -606,7 +609,7 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
         per_channel[h].append(comp)
     n_modes = max((len(v) for v in per_channel.values()), default=0)
     if n_modes == 0:
-        raise _fail(pair, "no mode of the state reaches the output")
+        raise _fail(where, "no mode of the state reaches the output")
 
     A_bar = np.zeros((H, n_modes), np.complex128)
     B_bar = np.zeros((H, n_modes), np.complex128)
@@ -616,7 +619,7 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
         for m, comp in enumerate(comps):
             block = np.array([[entry.get((a, b), 0.0) for b in comp] for a in comp])
             if abs(np.linalg.det(block)) < 1e-12:
-                raise _fail(pair, f"mode {m} of channel {h} has A_bar = 0; its output map cannot be recovered")
+                raise _fail(where, f"mode {m} of channel {h} has A_bar = 0; its output map cannot be recovered")
             c_rows = Ky[h, comp] @ np.linalg.inv(block)  # y reads x_t = M x_{t-1} + ...
             C_full[h, comp] = c_rows
             if len(comp) == 1:
@@ -627,8 +630,8 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
                 (m_ii, m_ij), (m_ji, m_jj) = block
                 if abs(m_ii - m_jj) > 1e-5 * (abs(m_ii) + 1e-6) + tol_m \
                         or abs(m_ij + m_ji) > 1e-5 * (abs(m_ji) + 1e-6) + tol_m:
-                    raise _fail(pair, f"state elements {comp} do not form a complex mode "
-                                      f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
+                    raise _fail(where, f"state elements {comp} do not form a complex mode "
+                                       f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
                 A_bar[h, m] = m_ii + 1j * m_ji
                 B_bar[h, m] = Bu[i, h] + 1j * Bu[j, h]
                 C[h, m] = (c_rows[0] - 1j * c_rows[1]) / 2
@@ -636,13 +639,13 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
     D = np.diag(D_full).copy()
     off = D_full - np.diag(D)
     if np.abs(off).max() > 1e-5 * max(np.abs(D_full).max(), 1e-6):
-        raise _fail(pair, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
+        raise _fail(where, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
 
     for label, v in (("A_bar", A_bar), ("B_bar", B_bar), ("C", C), ("D", D)):
         if not np.all(np.isfinite(v.astype(np.complex64 if np.iscomplexobj(v) else np.float32))):
-            raise _fail(pair, f"the measured {label} is not finite in float32 (max |value| {np.abs(v).max():.3g}); "
-                              "check the layer's weights for huge values")
-    rec = Recurrence("s4d", pair[0], pair[1], u=u, y=y)
+            raise _fail(where, f"the measured {label} is not finite in float32 "
+                               f"(max |value| {np.abs(v).max():.3g}); check the layer's weights for huge values")
+    rec = Recurrence("s4d", *layer.pair, u=u, y=y, where=layer.where)
     notes = []
     if any(len(v) < n_modes for v in per_channel.values()):
         notes.append("channels have different mode counts; padded with zero modes")
