@@ -13,10 +13,11 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from ssmc.backend_loihi.lava_net import dense_exact, plan_lava, run_lava
+from ssmc.backend_loihi.lava_net import dense_exact, plan_lava
 from ssmc.errors import SsmcError
 from ssmc.ir import Graph, Op
 from ssmc.passes.assign_bitwidths import set_depths
+from ssmc.runtime.lava_engine import run_lava
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.runtime.test_engine_contract import random_extended_network, random_network, with_widths
 
@@ -140,11 +141,11 @@ def test_lavas_runtime_is_stopped_after_a_run_and_after_a_failure(monkeypatch):
     g = random_network(1)
     run_lava(g, random_input(g, 1, batch=1, tokens=2))
     assert not multiprocessing.active_children()
-    import ssmc.backend_loihi.lava_net as lava_net
+    import ssmc.runtime.lava_engine as lava_engine
 
     def broken_collect(*args):
         raise SsmcError("reading failed")
-    monkeypatch.setattr(lava_net, "_collect", broken_collect)
+    monkeypatch.setattr(lava_engine, "_collect", broken_collect)
     with pytest.raises(SsmcError, match="reading failed"):
         run_lava(g, random_input(g, 1, batch=1, tokens=2))
     assert not multiprocessing.active_children()
