@@ -398,7 +398,7 @@ class _PreparedNet:
 
 
 _NEVER = 1 << 62  # the wake step of a synapse group that feeds nothing
-# graph -> (signature, prepared net); weak, so a prepared net lives exactly as long as its graph
+# graph -> (signature, (), prepared net); weak, so a prepared net lives exactly as long as its graph
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -407,10 +407,23 @@ def prepare(graph: Graph) -> _PreparedNet:
     first run and reused while the graph's ops, attributes and parameter arrays stay the same
     ones: a run over a whole test set in many calls pays the set-up once. Replacing an op,
     an attribute or a parameter array re-prepares; editing a parameter array in place does not."""
+    return cached_per_graph(_PREPARED, graph, _prepare_net)
+
+
+def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *extra):
+    """build(graph), made once and kept in `cache` while the graph's ops, attributes and parameter
+    arrays are the same ones, and `extra` holds the same objects (strings: equal ones)."""
     signature = _signature(graph)
-    hit = _PREPARED.get(graph)
-    if hit is not None and _same_signature(hit[0], signature):
-        return hit[1]
+    hit = cache.get(graph)
+    if hit is not None and _same_signature(hit[0], signature) and len(hit[1]) == len(extra) \
+            and all(a == b if isinstance(a, str) else a is b for a, b in zip(hit[1], extra)):
+        return hit[2]
+    value = build(graph)
+    cache[graph] = (signature, extra, value)
+    return value
+
+
+def _prepare_net(graph: Graph) -> _PreparedNet:
     check_neuro_graph(graph)
     order = graph.ops()
     groups = {op.name: _prepare_group(op) for op in order if op.kind == "neurons"}
@@ -423,9 +436,7 @@ def prepare(graph: Graph) -> _PreparedNet:
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
-    net = _PreparedNet(groups, synapses, wake, ring_len, max((g.depth for g in groups.values()), default=0))
-    _PREPARED[graph] = (signature, net)
-    return net
+    return _PreparedNet(groups, synapses, wake, ring_len, max((g.depth for g in groups.values()), default=0))
 
 
 def _signature(graph: Graph) -> list[tuple]:
