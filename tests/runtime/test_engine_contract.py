@@ -425,10 +425,10 @@ def test_the_structured_networks_reach_every_kernel(csr_for_small_nets):
     assert kernels == {"broadcast", "channel_sum", "gather", "segment", "csr", "zero", "dense"}
 
 
-def paper_size_network() -> Graph:
-    """The seed paper's size (4 S4D layers, H=128, N=64: [8192, 128] B and [128, 8192] C groups), two
-    layers sending sigma-delta messages."""
-    g = s4d_stack(H=128, M=32, layers=4, rates=[1.0, 0.5, 1.0, 0.5])
+def paper_size_network(layers: int = 4) -> Graph:
+    """The seed paper's size (4 S4D layers, H=128, N=64: [8192, 128] B and [128, 8192] C groups), every
+    second layer sending sigma-delta messages."""
+    g = s4d_stack(H=128, M=32, layers=layers, rates=[1.0, 0.5] * (layers // 2) + [1.0] * (layers % 2))
     set_depths(g)
     verify(g)
     return g
