@@ -27,12 +27,19 @@ that carry tokens. Every clip that changes a value is counted per group under
 Speed: wherever it is provably exact, a group carries its messages and state
 (and a synapse its accumulator) as float64 holding exact integers -- every
 intermediate of its update stays below 2^53 in magnitude, see `_float_group`
-and `_prepare_synapses` -- so BLAS does the dot products and no step converts
-between int64 and float64. Everything else runs the int64 path. Both paths
-produce the same integers; traces and raw outputs are int64. A float cpx group
-updates its interleaved state as a complex128 view (one complex multiply), in
-blocks of sequences that stay in cache, and in place in its ring slot when its
-message is its state.
+and `_prepare_synapses` -- so float kernels do the dot products and no step
+converts between int64 and float64. Everything else runs the int64 path. Both
+paths produce the same integers; traces and raw outputs are int64. A synapse
+group's kernel follows from where its weights are non-zero, not from the op
+that made them (`_choose_kernel`): an S4D layer's B (each channel to its own
+modes) is a per-channel broadcast and its C (each channel's modes summed) a
+channel sum, one pass each instead of a dense product H times larger; other
+sparse groups run as segment sums or CSR, the rest as BLAS products on one
+thread (many small products: waking BLAS threads costs more than they save).
+A float cpx group updates its interleaved state as a complex128 view (one
+complex multiply), in blocks of sequences that stay in cache, and in place in
+its ring slot when its message is its state. The checked and prepared net is
+kept per graph (`prepare`), so a test set run in many calls pays the set-up once.
 """
 
 from __future__ import annotations
@@ -635,7 +642,7 @@ def weighted_sum(s: _Synapses, m: np.ndarray) -> np.ndarray:
     elif s.kernel == "segment":  # in blocks of sequences whose terms stay in cache
         blocks = _row_blocks(m.shape[0], len(s.w))
         if s.terms is None or s.terms.dtype != m.dtype:
-            s.terms = np.empty((blocks[0].stop - blocks[0].start, len(s.w)), m.dtype)
+            s.terms = np.empty((min(blocks[0].stop, m.shape[0]), len(s.w)), m.dtype)
         if s.rows is not None:
             out.fill(0)
         for rows in blocks:
