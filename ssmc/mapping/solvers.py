@@ -297,6 +297,9 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     solver.parameters.interleave_search = workers > 1  # LNS workers, interleaved deterministically
     solver.parameters.use_lns_only = False
     solver.parameters.random_seed = int(seed)
+    # CP-SAT's own SIGINT handler stops the search and then leaves SIGINT at the default action (a later
+    # Ctrl-C kills the process, leaving temporary files): keep the caller's handler, Ctrl-C lands after the solve
+    solver.parameters.catch_sigint_signal = False
     # deterministic time (not wall clock) so the same input gives the same answer on any machine load;
     # one deterministic unit is roughly one second on a typical core
     # about 3-4 wall seconds per deterministic unit on the loaded, shared 2-core dev machine (4 workers)
