@@ -274,6 +274,7 @@ def cmd_export_lava(args) -> int:
     classes = Counter(row["class"] for row in process_table(net))
     print(f"{sum(classes.values())} Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(classes.items())))
     print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
+    return 0
 
 
 # -- ops --------------------------------------------------------------------------
@@ -543,7 +544,9 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
 def _plugin_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", metavar="FILE.py",
                         help="import this Python file first: it registers op handlers or passes "
-                             "(repeatable; docs/extending.md)")
+                             "(repeatable; docs/extending.md). It RUNS AS CODE with your permissions, as do "
+                             "the ssmc.passes / ssmc.op_handlers entry points of installed packages: use only "
+                             "plugins you trust (docs/security.md)")
 
 
 def main(argv: list[str] | None = None) -> int:

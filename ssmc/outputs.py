@@ -120,10 +120,11 @@ def read_regular_file(path: str | os.PathLike, limit: int, what: str) -> bytes:
         raise SsmcError(f"{name}: no such {what} file") from None
     except OSError as e:
         raise SsmcError(f"{name}: cannot read the {what} ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise SsmcError(f"{name}: is {kind_of(st.st_mode)}, not a regular file; give the {what} file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SsmcError(f"{name}: is {kind_of(st.st_mode)}, not a regular file; give the {what} file")
         try:
             data = f.read(limit + 1)
         except OSError as e:
