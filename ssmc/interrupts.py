@@ -39,12 +39,12 @@ _active = False
 
 
 def _dropped_here(frame) -> bool:
-    """Would an exception raised in `frame` be printed and dropped by the C code that runs it?"""
-    while frame is not None:
-        if frame.f_code.co_filename == "<string>" or frame.f_code.co_name == "__del__":
-            return True
-        frame = frame.f_back
-    return False
+    """Would an exception raised in `frame` be printed and dropped by the C code that runs it? A snippet C
+    runs from a string in the middle of other code (not a `python -c` script: that has no caller), or a
+    finalizer."""
+    if frame is None:
+        return False
+    return (frame.f_code.co_filename == "<string>" and frame.f_back is not None) or frame.f_code.co_name == "__del__"
 
 
 def _handler(signum, frame) -> None:

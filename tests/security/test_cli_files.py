@@ -473,6 +473,33 @@ def test_ctrl_c_after_the_partition_solver_is_still_a_clean_interrupt(tmp_path):
     assert proc.returncode == 7, (proc.returncode, proc.stderr[-2000:])
 
 
+def test_ctrl_c_during_the_partition_solver_stops_it_at_once():
+    """The solve runs in a worker thread: the interrupt does not wait for the solver's time limit."""
+    script = (
+        "import os, signal, sys, threading, time\n"
+        "from ortools.sat.python import cp_model\n"
+        "from ssmc import interrupts\n"
+        "from ssmc.mapping.solvers import _solve\n"
+        "interrupts.install()\n"
+        "m = cp_model.CpModel()\n"
+        "xs = [m.NewIntVar(0, 100, f'x{i}') for i in range(60)]\n"
+        "m.AddAllDifferent(xs[:50])\n"
+        "m.Maximize(sum((i % 7) * x for i, x in enumerate(xs)))\n"
+        "solver = cp_model.CpSolver()\n"
+        "solver.parameters.max_time_in_seconds = 60\n"
+        "solver.parameters.catch_sigint_signal = False\n"
+        "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    _solve(solver, m)\n"
+        "except KeyboardInterrupt:\n"
+        "    print(time.monotonic() - start)\n"
+        "    sys.exit(7)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 7, proc.stderr[-2000:]
+    assert float(proc.stdout) < 10, "the solver ran on after the interrupt"
+
+
 # -- the tally ----------------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def tally(request):
