@@ -238,7 +238,7 @@ def cmd_run(args) -> int:
         buf = io.BytesIO()
         np.save(buf, y, allow_pickle=False)
         write_file(args.output, buf.getvalue(), inputs, "outputs")
-        print(f"wrote {args.output} ({list(y.shape)} float64 .npy)")
+        print(f"wrote {args.output} ({list(y.shape)} {y.dtype} .npy)")
     return 0
 
 

@@ -79,7 +79,8 @@ def install() -> dict:
     global _active
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     for s in SIGNALS:
-        signal.signal(s, _handler)
+        if previous[s] != signal.SIG_IGN:  # ignored on purpose (nohup, a background job of a script): keep it so
+            signal.signal(s, _handler)
     _active = True
     return previous
 
@@ -89,7 +90,8 @@ def reinstall() -> None:
     `check()`."""
     if _active:
         for s in SIGNALS:
-            signal.signal(s, _handler)  # sets the OS-level handler again even if Python thinks it is ours
+            if signal.getsignal(s) != signal.SIG_IGN:
+                signal.signal(s, _handler)  # sets the OS-level handler again even if Python thinks it is ours
     check()
 
 

@@ -431,7 +431,7 @@ def test_two_compiles_to_one_output_at_once_leave_one_complete_file(valid_files,
 
 
 # -- signals ------------------------------------------------------------------------
-MOMENTS = (0.05, 0.3, 0.7, 1.0, 1.5, 2.0, 2.5, 3.5) if FULL else (0.3, 1.0, 2.0)
+MOMENTS = (0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 2.5, 3.5) if FULL else (0.3, 1.0, 2.0)  # from 0.3 s: ssmc is loaded
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
