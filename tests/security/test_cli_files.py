@@ -39,7 +39,7 @@ EXAMPLES = ROOT / "examples" / "digits"
 FULL = os.environ.get("SSMC_SECURITY_FULL") == "1"
 IS_ROOT = os.geteuid() == 0
 TIMEOUT = 30  # seconds per case: a hang is a failure, not a stuck suite
-FIFO_TIMEOUT = 3  # a FIFO nobody writes to: a refusal is instant, a reader waits forever
+FIFO_TIMEOUT = 2  # a FIFO nobody writes to: a refusal is instant, a reader waits forever
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 OWNED = {"onnx": "owned by branch sec-onnx", "files": "owned by branch sec-files"}
 
