@@ -259,6 +259,28 @@ def cmd_export_lava(args) -> int:
     print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
 
 
+# -- trace ----------------------------------------------------------------------
+def cmd_trace(args) -> int:
+    import ssmc
+    from ssmc.report.trace_page import write_trace_html
+    from ssmc.runtime.trace import format_trace
+
+    log = _log(args.quiet)
+    net = ssmc.load(args.net)
+    x, _ = _load_inputs(args.input, None)
+    if args.limit:
+        x = x[:args.limit]
+    if args.tokens:
+        x = x[..., :args.tokens, :]
+    log(f"tracing {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens, fixed point against float")
+    tr = net.trace(x, calibration=args.calibrate)
+    print(format_trace(tr, rows=args.rows or None), end="")
+    if args.html:
+        write_trace_html(tr, args.html, os.path.basename(args.net))
+        print(f"wrote {args.html}")
+    return 0
+
+
 # -- ops --------------------------------------------------------------------------
 def _load_plugins(args) -> None:
     from ssmc.frontend.handlers import load_plugin_file
@@ -518,6 +540,27 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
   ssmc ops --plugin examples/custom_op/s4d_handler.py""")
     _plugin_option(o)
     o.set_defaults(func=cmd_ops)
+
+    tr = sub.add_parser("trace", formatter_class=fmt, help="per layer and per token: fixed point against float",
+                        description="Run the numpy engine and the float reference side by side and show, per "
+                                    "neuron group and per token, the error end to end and the error the group adds "
+                                    "itself (fed with the fixed-point inputs), for complex states the real and "
+                                    "imaginary error and its drift, values at the edge of their range, clip counts, "
+                                    "and the first token where the predicted class diverges. Worst group first.",
+                        epilog="""examples:
+  ssmc trace net.lava --input examples/digits/digits_test.npz --limit 64
+  ssmc trace net.lava --input x.npy --html trace.html     one page with error-over-tokens plots""")
+    tr.add_argument("net", help="a net.lava file from `ssmc compile`")
+    tr.add_argument("--input", required=True, help=".npy or .npz input sequences (as for run)")
+    tr.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
+    tr.add_argument("--tokens", type=int, default=0, metavar="N", help="use only the first N tokens")
+    tr.add_argument("--rows", type=int, default=0, metavar="N", help="show only the N worst groups")
+    tr.add_argument("--calibrate", metavar="DATA",
+                    help="the calibration data of compile, needed to compare complex states only when the net "
+                         "was compiled with rescale-states{balance=state}")
+    tr.add_argument("--html", metavar="FILE.html", help="also write a page with per-group error-over-tokens plots")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    tr.set_defaults(func=cmd_trace)
     return p
 
 
