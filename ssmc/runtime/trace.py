@@ -89,8 +89,9 @@ def _pairing(neuro: Graph, float_graph: Graph, skip_cpx: str | None) -> tuple[di
         src = g.attrs.get("source")
         if src is None or src not in float_graph:
             skipped[g.name] = f"realises no op of the float network ({src})"
-        elif int(np.prod(float_graph.op(src).shape)) != g.attrs["size"]:
-            skipped[g.name] = f"realises part of %{src} (GLU gate)"
+        elif g.name != (f"{src}.source" if g.attrs["kind"] == "source" else src) \
+                or int(np.prod(float_graph.op(src).shape)) != g.attrs["size"]:
+            skipped[g.name] = f"realises a part of %{src}, not its value (a GLU's gate)"
         elif skip_cpx and g.attrs["kind"] == "cpx":
             skipped[g.name] = skip_cpx
         else:

@@ -138,3 +138,16 @@ def test_cli_html_into_a_missing_folder_is_a_one_line_error(net, tmp_path, capsy
     assert main(["trace", str(tmp_path / "net.lava"), "--input", str(tmp_path / "x.npy"), "--html",
                  str(tmp_path / "no" / "t.html"), "-q"]) == 1
     assert "cannot write the trace page" in capsys.readouterr().err
+
+
+def test_glu_gates_are_listed_as_not_compared_and_frozen_norms_show_their_approximation():
+    net = ssmc.compile(EXAMPLES / "digits_s4d_full_step.onnx", readout="mean",
+                       calibration=EXAMPLES / "digits_calib.npz", stop_after="assign-bitwidths")
+    x = np.load(EXAMPLES / "digits_test.npz")["x"][:2, :16]
+    tr = net.trace(x)
+    gates = {op.name for op in net.graph.ops_of_kind("neurons") if op.name.endswith(".gate")}
+    assert gates and set(tr.skipped) == gates
+    norms = [lt for lt in tr.layers if lt.op.startswith("norm")]
+    assert norms and all(lt.kind == "relay" for lt in norms)
+    # freeze-norms replaces a LayerNorm by one calibrated gain: the trace shows what that costs per token
+    assert max(lt.worst for lt in norms) > 10 * max(lt.worst for lt in tr.layers if lt.kind == "cpx")
