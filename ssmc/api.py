@@ -22,12 +22,13 @@ from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
 from ssmc.ir.graph import Graph
 from ssmc.mapping.capacity import target_of
-from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
+from ssmc.passes import DEFAULT_PIPELINE, FLOAT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
 from ssmc.passes.base import forward_info, with_data
 from ssmc.report import build_report
 from ssmc.runtime.calibrate import check_calibration
 from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.lava_engine import build_network
+from ssmc.runtime.trace import Trace, trace_net
 from ssmc.targets import load_target
 
 ENGINES = ("float", "numpy", "lava", "microcode")
@@ -85,6 +86,35 @@ class Net:
         res = engine_function(engine)(self, x)
         return {"outputs": res.outputs[self.graph.outputs()[0].name], "saturation": res.saturation,
                 "sparsity": res.sparsity, "result": res}
+
+    def float_graph(self, calibration=None) -> tuple[Graph, str | None]:
+        """The float network the neuron groups were quantized from: the imported model run through the
+        float passes of this net's pipeline (those of FLOAT_PIPELINE, in its order). Returns it and, when
+        its complex-pair states are not in the compiled net's basis, why: rescale-states{balance=state}
+        measured calibration data that is not passed here (`calibration`: the same sequences)."""
+        if self.model_graph is None:
+            raise SsmcError("this net.lava has no float model to compare with (model graph missing)")
+        float_names = FLOAT_PIPELINE.split(",")
+        passes = [p for p in parse_pipeline(self.pipeline) if p.name in float_names]
+        basis = None
+        rescale = next((p for p in passes if p.name == "rescale-states"), None)
+        if (rescale is not None and rescale.balance == "state" and calibration is None
+                and self.options.get("calibration", "none") != "none"):
+            basis = ("rescale-states{balance=state} scaled the states from calibration data: pass the same "
+                     "data (--calibrate) to compare the states")
+        cal = load_calibration(calibration)[0] if calibration is not None else None
+        graph, _ = run_pipeline(self.model_graph.copy(), with_data(passes, calibration=cal), verify_each=False)
+        return graph, basis
+
+    def trace(self, x: np.ndarray, calibration=None) -> Trace:
+        """Per layer and per token, fixed point against float: errors (end to end, and what each group
+        adds itself), complex states' real / imaginary error and drift, values at the edge of their range,
+        and the first token where the predicted class diverges; layers worst first (ssmc.runtime.trace)."""
+        if not is_neuro_level(self.graph):
+            raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): there is "
+                            "no fixed point to trace; compile it with the default pipeline")
+        graph, basis = self.float_graph(calibration)
+        return trace_net(self.graph, graph, np.asarray(x), skip_cpx=basis)
 
     def to_lava(self, x: np.ndarray | None = None, record_all: bool = False):
         """The connected Lava processes of this net, with x [batch, tokens, features] injected

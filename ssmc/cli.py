@@ -277,6 +277,63 @@ def cmd_export_lava(args) -> int:
     return 0
 
 
+# -- trace ----------------------------------------------------------------------
+def cmd_trace(args) -> int:
+    import ssmc
+    from ssmc.report.trace_page import write_trace_html
+    from ssmc.runtime.trace import format_trace
+
+    log = _log(args.quiet)
+    if args.html:
+        check_output(args.html, [args.net, args.input, args.calibrate], "trace page", example="trace.html")
+    net = ssmc.load(args.net)
+    x, _ = _load_inputs(args.input, None)
+    if args.limit:
+        x = x[:args.limit]
+    if args.tokens:
+        x = x[..., :args.tokens, :]
+    log(f"tracing {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens, fixed point against float")
+    tr = net.trace(x, calibration=args.calibrate)
+    print(format_trace(tr, rows=args.rows or None), end="")
+    if args.html:
+        write_trace_html(tr, args.html, os.path.basename(args.net), inputs=[args.net, args.input, args.calibrate])
+        print(f"wrote {args.html}")
+    return 0
+
+
+# -- export-nir -------------------------------------------------------------------
+def cmd_export_nir(args) -> int:
+    from ssmc.backend_nir import read_nir, run_nir, to_nir, write_nir
+    from ssmc.runtime.float_ref import run_float
+
+    check_output(args.output, [args.model, args.check], "NIR graph", example="net.nir")
+    if args.model.endswith(".onnx"):
+        from ssmc.frontend import import_onnx
+        graph = import_onnx(args.model, readout=args.readout)[0]
+    else:
+        import ssmc
+        graph = ssmc.load(args.model).model_graph
+        if graph is None:
+            raise SsmcError(f"{args.model} holds no float model graph to export")
+    g, cuts = to_nir(graph, form=args.form, cut=args.cut)
+    for line in cuts:
+        print(line)
+    write_nir(g, args.output, inputs=[args.model, args.check])
+    print(f"wrote {args.output}: {len(g.nodes)} NIR nodes, {len(g.edges)} edges, S4D layers in the {args.form} form")
+    if args.check:
+        x, _ = _load_inputs(args.check, None)
+        x = x[:args.limit] if args.limit else x
+        out_name = graph.outputs()[0].name
+        ref = run_float(graph, x)[out_name]
+        got = run_nir(read_nir(args.output), x)[out_name]
+        err = float(np.abs(got - ref).max())
+        scale = float(np.abs(ref).max()) or 1.0
+        print(f"read back and run (forward Euler, one step per token, cut ops on the host) vs ssmc's float "
+              f"reference on {len(x)} sequence(s): max abs error {err:.3e} ({err / scale:.3e} of the output "
+              f"scale {scale:.3g})")
+    return 0
+
+
 # -- ops --------------------------------------------------------------------------
 def _load_plugins(args) -> None:
     from ssmc.frontend.handlers import load_plugin_file
@@ -538,6 +595,51 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
   ssmc ops --plugin examples/custom_op/s4d_handler.py""")
     _plugin_option(o)
     o.set_defaults(func=cmd_ops)
+
+    tr = sub.add_parser("trace", formatter_class=fmt, help="per layer and per token: fixed point against float",
+                        description="Run the numpy engine and the float reference side by side and show, per "
+                                    "neuron group and per token, the error end to end and the error the group adds "
+                                    "itself (fed with the fixed-point inputs), for complex states the real and "
+                                    "imaginary error and its drift, values at the edge of their range, clip counts, "
+                                    "and the first token where the predicted class diverges. Worst group first.",
+                        epilog="""examples:
+  ssmc trace net.lava --input examples/digits/digits_test.npz --limit 64
+  ssmc trace net.lava --input x.npy --html trace.html     one page with error-over-tokens plots""")
+    tr.add_argument("net", help="a net.lava file from `ssmc compile`")
+    tr.add_argument("--input", required=True, help=".npy or .npz input sequences (as for run)")
+    tr.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
+    tr.add_argument("--tokens", type=int, default=0, metavar="N", help="use only the first N tokens")
+    tr.add_argument("--rows", type=int, default=0, metavar="N", help="show only the N worst groups")
+    tr.add_argument("--calibrate", metavar="DATA",
+                    help="the calibration data of compile, needed to compare complex states only when the net "
+                         "was compiled with rescale-states{balance=state}")
+    tr.add_argument("--html", metavar="FILE.html", help="also write a page with per-group error-over-tokens plots")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    tr.set_defaults(func=cmd_trace)
+
+    nx = sub.add_parser("export-nir", formatter_class=fmt,
+                        help="export the float model to NIR (Neuromorphic Intermediate Representation)",
+                        description="Write the float model of a net.lava (or an ONNX step-form model) as a NIR "
+                                    "graph (nir 1.0.8, HDF5): linears as Affine/Linear, residual adds as Scale with "
+                                    "two incoming edges, each S4D layer as real coupled states (an I node with a "
+                                    "recurrent 2x2-block Linear). NIR has no ReLU/GELU/sigmoid/tanh/GLU/LayerNorm/"
+                                    "running-mean node: these are refused, or with --cut left to the host between "
+                                    "Output and Input ports of the graph. See docs/nir.md.",
+                        epilog="""examples:
+  ssmc export-nir net.lava -o net.nir --cut --check examples/digits/digits_test.npz
+  ssmc export-nir model.onnx -o model.nir --form ode      S4D as its own ODE (integrate it exactly)""")
+    nx.add_argument("model", help="a net.lava file (its float model is exported) or an ONNX step-form model")
+    nx.add_argument("-o", "--output", required=True, help="the .nir file to write")
+    nx.add_argument("--form", choices=("euler", "ode"), default="euler",
+                    help="S4D layers: euler (default): exact when stepped by forward Euler at one step per "
+                         "token; ode: the layer's own ODE in token time, exact only when integrated exactly")
+    nx.add_argument("--cut", action="store_true",
+                    help="leave ops NIR cannot express to the host, between Output and Input ports")
+    nx.add_argument("--readout", choices=("none", "sum", "mean"), default="none", help="for an ONNX model: as for compile")
+    nx.add_argument("--check", metavar="DATA", help="read the file back, run it (forward Euler) and compare with "
+                                                     "ssmc's float reference on these sequences")
+    nx.add_argument("--limit", type=int, default=0, help="with --check: use only the first N sequences")
+    nx.set_defaults(func=cmd_export_nir)
     return p
 
 

@@ -50,11 +50,13 @@ class FloatEngine:
         values = self.step_all(x_t)
         return {op.name: values[op.name] for op in self.order if op.kind == "output"}
 
-    def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
-        """Advance one token and return every op's value."""
+    def step_all(self, x_t: np.ndarray, given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Advance one token and return every op's value. `given`: op name -> the value its readers
+        see this token instead of the op's own (ssmc.runtime.trace feeds ops the fixed-point values)."""
         values: dict[str, np.ndarray] = {}
+        given = given or {}
         for op in self.order:
-            ins = [values[s] for s in op.inputs]
+            ins = [given[s] if s in given else values[s] for s in op.inputs]
             values[op.name] = self._eval(op, ins, x_t)
         self.t += 1
         return values
