@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from ssmc import __version__
-from ssmc.errors import InputDataError, SsmcError
+from ssmc.errors import InputDataError, SsmcError, printable
 
 EXAMPLE = "examples/digits/digits_s4d_step.onnx"
 
@@ -26,7 +26,7 @@ def _log(quiet: bool):
 
     def log(msg: str) -> None:
         if not quiet:
-            print(f"[{time.perf_counter() - start:6.2f}s] {msg}", file=sys.stderr, flush=True)
+            print(f"[{time.perf_counter() - start:6.2f}s] {printable(msg)}", file=sys.stderr, flush=True)
     return log
 
 
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SsmcError as e:
         msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, always
-        print(f"ssmc: error: {msg}", file=sys.stderr)
+        print(f"ssmc: error: {printable(msg)}", file=sys.stderr)  # file and model names are untrusted
         return 1
     except KeyboardInterrupt:
         print("ssmc: interrupted", file=sys.stderr)
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in ssmc: say so in one line, keep the traceback for SSMC_DEBUG
         if os.environ.get("SSMC_DEBUG"):
             raise
-        print(f"ssmc: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+        print(f"ssmc: internal error: {type(e).__name__}: {printable(str(e).splitlines()[0]) if str(e) else ''} "
               "(this is a bug in ssmc; rerun with SSMC_DEBUG=1 for the traceback)", file=sys.stderr)
         return 70
 

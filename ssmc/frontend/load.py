@@ -28,6 +28,9 @@ from ssmc.frontend.tensor_data import (check_data_lengths, element_count, iter_t
 # Models far beyond paper size (~275k parameters) are refused before parsing,
 # so a hostile or accidental multi-GB file cannot exhaust memory (ssmc.limits).
 MAX_MODEL_BYTES = limits.Limits().model_file_bytes
+# If/Loop/Scan bodies nested deeper than this are refused: graphsurgeon's folding costs grow exponentially
+# with the depth (20 levels of If: 10 s, 30: hours), and no step-form export nests at all.
+MAX_SUBGRAPH_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ def load_model_bytes(data: bytes, name: str = "<bytes>", path: str = "") -> Load
         raise ModelLoadError(f"{name}: not an ONNX model, or truncated (protobuf: {e})") from None
     if not model.HasField("graph") or not model.graph.node:
         raise ModelLoadError(f"{name}: not an ONNX model, or truncated (no graph nodes found)")
+    _check_structure(model, name)
     _make_names_printable(model)
     _check_declared_sizes(model, name)
     external = load_external_data(model, name, os.path.dirname(os.path.abspath(path)) if path else None)
@@ -147,6 +151,25 @@ def _graphs(graph: onnx.GraphProto):
         for a in node.attribute:
             for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 yield from _graphs(sub)
+
+
+def _check_structure(model: onnx.ModelProto, name: str) -> None:
+    """Refuse graphs whose node count or subgraph nesting would make loading or folding run for hours."""
+    def depth(graph: onnx.GraphProto) -> int:
+        return 1 + max((depth(sub) for node in graph.node for a in node.attribute for sub in _graphs_of_attr(a)),
+                       default=0)
+
+    deepest = max([depth(model.graph)] + [depth(g) for f in model.functions for n in f.node for a in n.attribute
+                                          for g in _graphs_of_attr(a)])
+    if deepest - 1 > MAX_SUBGRAPH_DEPTH:
+        raise ModelLoadError(f"{name}: subgraphs (If/Loop/Scan bodies) nest {deepest - 1} levels deep; ssmc refuses "
+                             f"more than {MAX_SUBGRAPH_DEPTH} (step-form models have none, see docs/onnx_step_form.md)")
+    nodes = sum(len(g.node) for g in _graphs(model.graph)) + sum(len(f.node) for f in model.functions)
+    limits.check("nodes", nodes, f"{name}: the graph", fix="ssmc targets models that fit on Loihi 2 chips")
+
+
+def _graphs_of_attr(a: onnx.AttributeProto):
+    return ([a.g] if a.HasField("g") else []) + list(a.graphs)
 
 
 def _make_names_printable(model: onnx.ModelProto) -> None:
