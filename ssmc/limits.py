@@ -13,7 +13,7 @@ that overrides it (a plain integer, bytes or elements):
                              a recurrence, or one engine run over a batch
     SSMC_MAX_LOOP_ITERATIONS iterations of Loop/Scan bodies in a model, nested   2^16
                              loops multiplied (what folding or probing may run)
-    SSMC_MAX_NODES           ONNX nodes in a model, subgraphs included        2^17
+    SSMC_MAX_NODES           ONNX nodes in a model, subgraphs included        2^15
 
 The variables are read at every check, so a library caller can set
 `os.environ[...]` before a call; `check(..., limits=Limits(...))` takes an
@@ -40,7 +40,7 @@ class Limits:
     state_elements: int = 1 << 20
     work_bytes: int = 8 * GiB
     loop_iterations: int = 1 << 16
-    nodes: int = 1 << 17
+    nodes: int = 1 << 15
 
 
 ENV = {
