@@ -366,12 +366,13 @@ def test_printable_escapes_control_characters_as_repr_does():
 def test_inspect_and_compile_of_a_model_with_hostile_names_print_no_control_characters(tmp_path):
     path = tmp_path / ("m" + "\x1b[31m" + ".onnx")
     onnx.save(hostile_names(build_step_model(SPEC)), str(path))
-    for args in (["inspect", path, "--ir"], ["inspect", path, "--format", "json"],
-                 ["compile", path, "-o", tmp_path / "net.lava"]):
+    shown = ""
+    for args in (["inspect", path, "--ir"], ["compile", path, "-o", tmp_path / "net.lava"]):
         r = run_cli(*args)
         assert r.returncode == 0, r.stderr
         assert_no_control_chars(r.stdout + r.stderr)
-    assert "\\x1b[2J" in run_cli("inspect", path).stdout  # shown escaped, not dropped
+        shown += r.stdout
+    assert "\\x1b[2J" in shown  # shown escaped, not dropped
     r = run_cli("report", tmp_path / "net.lava")
     assert r.returncode == 0 and "\x1b" not in r.stdout
 
