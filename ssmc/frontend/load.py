@@ -186,11 +186,11 @@ def _make_names_printable(model: onnx.ModelProto) -> None:
         values += [sp.indices for sp in g.sparse_initializer]
     names = {n.name for n in nodes} | {v.name for v in values} | {s for n in nodes for s in (*n.input, *n.output)}
     names |= {s for f in model.functions for s in (*f.input, *f.output)}
-    bad = sorted(n for n in names if not n.isprintable())
+    bad = sorted((n for n in names if _unprintable(n)), key=repr)
     strings = [n.op_type for n in nodes] + [n.domain for n in nodes] + [a.name for n in nodes for a in n.attribute]
-    if not bad and all(s.isprintable() for s in strings):
+    if not bad and not any(_unprintable(s) for s in strings):
         return
-    taken, new = names - set(bad), {}
+    taken, new = {n for n in names if not _unprintable(n)}, {}
     for old in bad:
         base, k = printable(old), 1
         candidate = base
@@ -212,6 +212,10 @@ def _make_names_printable(model: onnx.ModelProto) -> None:
         f.name, f.domain = printable(f.name), printable(f.domain)
     for o in model.opset_import:
         o.domain = printable(o.domain)
+
+
+def _unprintable(name) -> bool:
+    return not isinstance(name, str) or not name.isprintable()  # bytes: protobuf's non-UTF-8 strings
 
 
 def _graphs_of(a: onnx.AttributeProto):
