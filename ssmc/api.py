@@ -17,7 +17,7 @@ from ssmc.backend_loihi import bundle as _bundle
 from ssmc.backend_loihi.lava_net import process_table_json
 from ssmc.backend_loihi.microcode.emit import emit_microcode
 from ssmc.data import load_sequences
-from ssmc.errors import SsmcError
+from ssmc.errors import SsmcError, printable
 from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
 from ssmc.ir.graph import Graph
@@ -249,7 +249,7 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     return Net(
         graph=graph,
         model_graph=model_graph,
-        source={"file": os.path.basename(os.fspath(model_path)), "sha256": loaded.sha256, "bytes": loaded.size},
+        source={"file": printable(os.path.basename(os.fspath(model_path))), "sha256": loaded.sha256, "bytes": loaded.size},
         pipeline=pipeline_spec(pipeline),
         # every option that shapes the result, named as compile()'s keywords, so a net.lava says how to
         # remake it (calibration and plugins by file name and sha256)

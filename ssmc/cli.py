@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ssmc import __version__, interrupts
-from ssmc.errors import InputDataError, SsmcError
+from ssmc.errors import InputDataError, SsmcError, printable
 from ssmc.outputs import check_output, read_regular_file, write_file
 
 EXAMPLE = "examples/digits/digits_s4d_step.onnx"
@@ -33,7 +33,7 @@ def _log(quiet: bool):
 
     def log(msg: str) -> None:
         if not quiet:
-            print(f"[{time.perf_counter() - start:6.2f}s] {msg}", file=sys.stderr, flush=True)
+            print(f"[{time.perf_counter() - start:6.2f}s] {printable(msg)}", file=sys.stderr, flush=True)
     return log
 
 
@@ -676,7 +676,7 @@ def _main(argv: list[str] | None) -> int:
         if interrupts.received():
             raise KeyboardInterrupt from None
         msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, always
-        print(f"ssmc: error: {msg}", file=sys.stderr)
+        print(f"ssmc: error: {printable(msg)}", file=sys.stderr)  # file and model names are untrusted
         return 1
     except BrokenPipeError:  # `ssmc inspect model.onnx | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -686,7 +686,7 @@ def _main(argv: list[str] | None) -> int:
             raise KeyboardInterrupt from None
         if os.environ.get("SSMC_DEBUG"):
             raise
-        print(f"ssmc: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+        print(f"ssmc: internal error: {type(e).__name__}: {printable(str(e).splitlines()[0]) if str(e) else ''} "
               "(this is a bug in ssmc; rerun with SSMC_DEBUG=1 for the traceback)", file=sys.stderr)
         return 70
 

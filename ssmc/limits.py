@@ -11,6 +11,9 @@ that overrides it (a plain integer, bytes or elements):
     SSMC_MAX_STATE_ELEMENTS  one recurrent state, elements per sequence      2^20
     SSMC_MAX_WORK_BYTES      working memory of one computation: measuring     8 GiB
                              a recurrence, or one engine run over a batch
+    SSMC_MAX_LOOP_ITERATIONS iterations of Loop/Scan bodies in a model, nested   2^16
+                             loops multiplied (what folding or probing may run)
+    SSMC_MAX_NODES           ONNX nodes in a model, subgraphs included        2^15
 
 The variables are read at every check, so a library caller can set
 `os.environ[...]` before a call; `check(..., limits=Limits(...))` takes an
@@ -36,6 +39,8 @@ class Limits:
     total_bytes: int = 1 * GiB
     state_elements: int = 1 << 20
     work_bytes: int = 8 * GiB
+    loop_iterations: int = 1 << 16
+    nodes: int = 1 << 15
 
 
 ENV = {
@@ -44,6 +49,8 @@ ENV = {
     "total_bytes": "SSMC_MAX_TOTAL_BYTES",
     "state_elements": "SSMC_MAX_STATE_ELEMENTS",
     "work_bytes": "SSMC_MAX_WORK_BYTES",
+    "loop_iterations": "SSMC_MAX_LOOP_ITERATIONS",
+    "nodes": "SSMC_MAX_NODES",
 }
 
 
@@ -77,6 +84,7 @@ def check(field: str, needed: float, what: str, fix: str = "", limits: Limits | 
     limit = getattr(limits or current(), field)
     if needed <= limit:
         return
-    unit = size if field.endswith("bytes") else (lambda v: f"{int(v):,} elements")
+    noun = {"loop_iterations": "iterations", "nodes": "nodes"}.get(field, "elements")
+    unit = size if field.endswith("bytes") else (lambda v: f"{int(v):,} {noun}")
     raise ResourceLimitError(f"{what} needs {unit(needed)}, over the limit of {unit(limit)}"
                              + (f"; {fix}" if fix else "") + f" (or raise {ENV[field]})")

@@ -29,6 +29,7 @@ from ssmc.errors import SsmcError
 from ssmc.ir.activations import activation
 from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Graph, Op
+from ssmc.ir.ops import SHIFT_MAX
 from ssmc.passes import FLOAT_PIPELINE
 from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import Ranges, measure_ranges
@@ -52,7 +53,9 @@ def quantize_weights(w_eff: np.ndarray, weight_bits: int) -> tuple[np.ndarray, i
     if peak == 0.0:
         return np.zeros(w_eff.shape, np.int32), 0
     top = 128 - step
-    e = math.ceil(math.log2(peak / top))
+    # Weights below 2**-SHIFT_MAX of the dendrite's unit (e.g. a model whose weights are all 1e-30) cannot
+    # change an integer dendrite: the finest exponent rounds them to what it can, zero if need be.
+    e = max(math.ceil(math.log2(peak / top)), -SHIFT_MAX)
     while True:
         w = np.round(w_eff / 2.0 ** e / step) * step
         if w.max() <= top and w.min() >= -128:
