@@ -4,6 +4,8 @@ standalone script; dense and sigma-delta messages."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -76,6 +78,18 @@ def test_the_exported_script_runs_standalone_and_matches_numpy(net, test_x, tmp_
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["y"], run_numpy(net.graph, x).raw["y"])
+
+
+@pytest.mark.parametrize("hostile", ['x"""\nimport os; os.system("touch pwned")\n"""', "a\\\"\x1b[2J\u202e.onnx"])
+def test_a_hostile_source_name_stays_text_in_the_exported_script(net, tmp_path, hostile):
+    # the source file name comes from a net.lava, which may be hostile: it must not end the docstring
+    named = dataclasses.replace(net, source={**net.source, "file": hostile})
+    script, _ = write_script(named, tmp_path / "build_net.py")
+    tree = ast.parse(open(script, encoding="utf-8").read())
+    doc = ast.get_docstring(tree)
+    assert doc.startswith("Lava network of ") and "pwned" not in "".join(
+        ast.unparse(node) for node in tree.body[1:])
+    assert "\x1b" not in doc and "\u202e" not in doc
 
 
 def ssmc_cli(*args) -> subprocess.CompletedProcess:
