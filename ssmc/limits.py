@@ -10,7 +10,11 @@ that overrides it (a plain integer, bytes or elements):
     SSMC_MAX_TOTAL_BYTES     all initializers and constants together          1 GiB
     SSMC_MAX_STATE_ELEMENTS  one recurrent state, elements per sequence      2^20
     SSMC_MAX_WORK_BYTES      working memory of one computation: measuring     8 GiB
-                             a recurrence, or one engine run over a batch
+                             a recurrence, one engine run over a batch, or
+                             measuring ranges over calibration data
+    SSMC_MAX_NET_BYTES       a net.lava file, and all its entries unpacked    2 GiB
+    SSMC_MAX_DATA_BYTES      an input, label or calibration file (.npy/.npz),  2 GiB
+                             and each array it declares
 
 The variables are read at every check, so a library caller can set
 `os.environ[...]` before a call; `check(..., limits=Limits(...))` takes an
@@ -36,6 +40,8 @@ class Limits:
     total_bytes: int = 1 * GiB
     state_elements: int = 1 << 20
     work_bytes: int = 8 * GiB
+    net_bytes: int = 2 * GiB
+    data_bytes: int = 2 * GiB
 
 
 ENV = {
@@ -44,6 +50,8 @@ ENV = {
     "total_bytes": "SSMC_MAX_TOTAL_BYTES",
     "state_elements": "SSMC_MAX_STATE_ELEMENTS",
     "work_bytes": "SSMC_MAX_WORK_BYTES",
+    "net_bytes": "SSMC_MAX_NET_BYTES",
+    "data_bytes": "SSMC_MAX_DATA_BYTES",
 }
 
 

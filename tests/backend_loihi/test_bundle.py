@@ -14,7 +14,7 @@ import pytest
 
 from ssmc.backend_loihi import bundle
 from ssmc.backend_loihi.bundle import Bundle, decode, encode, load, save
-from ssmc.errors import BundleError, IRError, SsmcError
+from ssmc.errors import BundleError, IRError, ResourceLimitError, SsmcError
 from ssmc.ir.graph import Op
 from ssmc.ir.text import print_graph
 from tests.backend_loihi.sample import make_bundle
@@ -38,16 +38,19 @@ def rezip(entries: dict[str, bytes]) -> bytes:
 
 
 def with_manifest(zip_entries: dict[str, bytes], /, **changes) -> dict[str, bytes]:
-    """The entries with some manifest fields replaced (the manifest's own checksums untouched)."""
+    """The entries with some manifest fields replaced (its entry checksums untouched, its own
+    checksum in manifest.sha256 remade, so the change under test is what a reader meets)."""
     manifest = json.loads(zip_entries["manifest.json"])
     manifest.update(changes)
-    return {**zip_entries, "manifest.json": json.dumps(manifest).encode()}
+    blob = json.dumps(manifest).encode()
+    return {**zip_entries, "manifest.json": blob,
+            "manifest.sha256": f"{hashlib.sha256(blob).hexdigest()}  manifest.json\n".encode()}
 
 
 def rehashed(entries: dict[str, bytes]) -> dict[str, bytes]:
     """Entries with a manifest whose checksums match the (possibly edited) contents."""
-    return with_manifest(entries, entries={k: hashlib.sha256(v).hexdigest()
-                                           for k, v in entries.items() if k != "manifest.json"})
+    return with_manifest(entries, entries={k: hashlib.sha256(v).hexdigest() for k, v in entries.items()
+                                           if k not in ("manifest.json", "manifest.sha256")})
 
 
 def data_offset(data: bytes, name: str) -> int:
@@ -116,9 +119,11 @@ def test_entries_carry_no_wall_clock_time(good):
 # -- contents -------------------------------------------------------------------
 def test_the_manifest_comes_first_and_lists_every_other_entry_with_its_sha256(good):
     entries = unzip(good)
-    assert next(iter(entries)) == "manifest.json"
-    manifest = json.loads(entries.pop("manifest.json"))
-    assert manifest["format"] == "ssmc.net" and manifest["format_version"] == 1
+    assert list(entries)[:2] == ["manifest.json", "manifest.sha256"]
+    manifest_blob = entries.pop("manifest.json")
+    assert entries.pop("manifest.sha256") == f"{hashlib.sha256(manifest_blob).hexdigest()}  manifest.json\n".encode()
+    manifest = json.loads(manifest_blob)
+    assert manifest["format"] == "ssmc.net" and manifest["format_version"] == 2
     assert manifest["entries"] == {k: hashlib.sha256(v).hexdigest() for k, v in entries.items()}
     assert set(entries) == {"ir.txt", "report.json", "tensors/enc.bias.npy", "tensors/enc.weight.npy",
                             "tensors/ssm.A_bar.npy", "tensors/ssm.B_bar.npy", "tensors/ssm.C.npy", "tensors/ssm.D.npy"}
@@ -147,7 +152,7 @@ def test_save_then_load_round_trips_everything(tmp_path):
     assert back.options == {"readout": "none"}
     assert back.report == original.report
     assert back.ssmc_version == original.ssmc_version
-    assert back.format_version == 1
+    assert back.format_version == bundle.FORMAT_VERSION
 
 
 def test_saved_files_are_readable_by_everyone(tmp_path):
@@ -227,21 +232,48 @@ def _npy(arr):
 
 
 DAMAGE = {
-    "empty file": (lambda d: b"", "the file is empty"),
+    "empty file": (lambda d: b"", "file is empty"),
     "random bytes": (lambda d: np.random.default_rng(0).bytes(len(d)), "not a net.lava file, or truncated"),
     "cut in half": (lambda d: d[:len(d) // 2], "not a net.lava file, or truncated"),
     "last byte missing": (lambda d: d[:-1], "not a net.lava file, or truncated"),
     "one byte flipped in a tensor": (_flip_tensor_byte, f"checksum mismatch in {TENSOR}"),
-    "format version 2": (lambda d: rezip(with_manifest(unzip(d), format_version=2)), "upgrade ssmc"),
+    "format version 3": (lambda d: rezip(with_manifest(unzip(d), format_version=3)), "upgrade ssmc"),
     "another format": (lambda d: rezip(with_manifest(unzip(d), format="other.thing")), "not a net.lava file"),
-    "no format version": (lambda d: rezip(with_manifest(unzip(d), format_version="1")), "no integer format_version"),
+    "format version a string": (lambda d: rezip(with_manifest(unzip(d), format_version="1")),
+                                "format_version must be a whole number"),
+    "format version true": (lambda d: rezip(with_manifest(unzip(d), format_version=True)),
+                            "format_version must be a whole number of at least 1, not True"),
+    "format version -7": (lambda d: rezip(with_manifest(unzip(d), format_version=-7)),
+                          "format_version must be a whole number of at least 1, not -7"),
+    "format version 0": (lambda d: rezip(with_manifest(unzip(d), format_version=0)), "not 0"),
+    "manifest edited, its checksum not": (
+        lambda d: rezip({**unzip(d), "manifest.json": unzip(d)["manifest.json"].replace(b'"none"', b'"mean"')}),
+        "checksum mismatch in manifest.json"),
+    "manifest checksum missing": (_drop("manifest.sha256"), "entry manifest.sha256 is missing"),
+    "ssmc_version not a string": (lambda d: rezip(with_manifest(unzip(d), ssmc_version=[1])),
+                                  "manifest.json: ssmc_version must be a str"),
+    "options not an object": (lambda d: rezip(with_manifest(unzip(d), options=[])), "options must be a dict"),
+    "entry checksum not hex": (lambda d: rezip(with_manifest(unzip(d), entries={"ir.txt": 5})),
+                               "the checksum of ir.txt is not a sha256"),
+    "manifest nested 100,000 deep": (lambda d: rezip({**unzip(d), "manifest.json": b"[" * 100_000 + b"]" * 100_000}),
+                                     "nested 100000 levels deep"),
     "no entry list": (lambda d: rezip(with_manifest(unzip(d), entries=None)), "lists no entries"),
     "extra entry": (lambda d: rezip({**unzip(d), "notes.txt": b"hi"}), "unexpected entry notes.txt"),
     "listed tensor missing": (_drop("tensors/ssm.C.npy"), "entry tensors/ssm.C.npy is missing"),
     "manifest missing": (_drop("manifest.json"), "entry manifest.json is missing"),
     "manifest not JSON": (lambda d: rezip({**unzip(d), "manifest.json": b"{format: ssmc"}), "not valid JSON"),
-    "manifest not an object": (lambda d: rezip({**unzip(d), "manifest.json": b"[1, 2]"}), "not an object"),
-    "tensor not a .npy": (_replace_rehashed(TENSOR, b"not numpy"), f"{TENSOR} is not a valid .npy"),
+    "manifest not an object": (lambda d: rezip({**unzip(d), "manifest.json": b"[1, 2]"}), "not a JSON object"),
+    "tensor not a .npy": (_replace_rehashed(TENSOR, b"not numpy"), f"{TENSOR}: not a valid .npy"),
+    "tensor of Python objects": (_replace_rehashed(TENSOR, _npy(np.array([{}, 1], dtype=object))),
+                                 "holds Python objects"),
+    "tensor header declares 2^40 floats": (
+        _replace_rehashed(TENSOR, _npy(np.zeros(1)).replace(b"(1,)", b"(1099511627776,)")),
+        "over the limit"),
+    "tensor header declares more than it holds": (
+        _replace_rehashed(TENSOR, _npy(np.zeros(1)).replace(b"(1,)", b"(9,)  ")), "truncated"),
+    "report nested 100,000 deep": (_replace_rehashed("report.json", b"[" * 100_000 + b"]" * 100_000),
+                                   "report.json: JSON nested"),
+    "report passes not a list": (_replace_rehashed("report.json", b'{"passes": 3}'), "passes must be a list"),
     "tensor of another dtype": (_replace_rehashed(TENSOR, _npy(np.zeros((4, 3)))), "does not load"),
     "IR that does not verify": (_replace_rehashed("ir.txt", b"ssmc.graph @m\n%x = input() : [1]\n"),
                                 "does not load"),
@@ -253,23 +285,39 @@ DAMAGE = {
 def test_a_damaged_file_is_refused_with_a_one_line_reason(tmp_path, good, damage, phrase):
     path = tmp_path / "net.lava"
     path.write_bytes(damage(good))
-    with pytest.raises(BundleError) as e:
+    with pytest.raises((BundleError, ResourceLimitError)) as e:  # a declared size over a limit says which
         load(path)
     msg = str(e.value)
-    assert msg.startswith("net.lava: "), msg
+    assert msg.startswith(("net.lava: ", f"{path}: ")), msg  # the file named first
     assert phrase in msg, msg
     assert "\n" not in msg or phrase == "does not load", msg  # the IR verifier lists problems on lines
 
 
 def test_a_newer_format_names_both_versions(good):
     with pytest.raises(BundleError) as e:
-        decode(rezip(with_manifest(unzip(good), format_version=2, ssmc_version="9.0.0")))
-    assert "format 2 by ssmc 9.0.0" in str(e.value)
-    assert "reads format 1" in str(e.value)
+        decode(rezip(with_manifest(unzip(good), format_version=3, ssmc_version="9.0.0")))
+    assert "format 3 by ssmc 9.0.0" in str(e.value)
+    assert "reads format 2" in str(e.value)
+
+
+def test_a_format_1_file_without_the_manifest_checksum_still_loads(good):
+    entries = unzip(good)
+    del entries["manifest.sha256"]
+    old = with_manifest(entries, format_version=1)
+    del old["manifest.sha256"]
+    b = decode(rezip(old))
+    assert b.format_version == 1 and b.graph.op("enc") is not None
+
+
+def test_a_format_2_file_must_carry_the_manifest_checksum_it_lists_beside_it(good):
+    entries = unzip(good)
+    entries["manifest.sha256"] = entries["manifest.sha256"].replace(b"manifest.json", b"other.json")
+    with pytest.raises(BundleError, match="checksum mismatch in manifest.json"):
+        decode(rezip(entries))
 
 
 def test_a_missing_file_is_refused(tmp_path):
-    with pytest.raises(BundleError, match="no such file"):
+    with pytest.raises(BundleError, match="no such net.lava file"):
         load(tmp_path / "absent.lava")
 
 
@@ -318,7 +366,7 @@ def test_cli_runs_an_intact_net(tmp_path, good, x_npy):
     assert "outputs: [2, 5, 4]" in run.stdout
 
 
-@pytest.mark.parametrize("kind", ["cut in half", "one byte flipped in a tensor", "format version 2"])
+@pytest.mark.parametrize("kind", ["cut in half", "one byte flipped in a tensor", "format version 3"])
 def test_cli_reports_a_damaged_net_in_one_line_and_exits_1(tmp_path, good, x_npy, kind):
     damage, phrase = DAMAGE[kind]
     net = tmp_path / "net.lava"
