@@ -417,3 +417,128 @@ def test_an_extra_entry_with_an_unsafe_name_is_refused(name):
     b.extras = {name: b"x"}
     with pytest.raises(SsmcError, match="bad extra entry name"):
         encode(b)
+
+
+# -- hostile files: sizes, compression, JSON members (issue #12) --------------------
+def set_declared_size(data: bytes, name: str, size: int) -> bytes:
+    """The zip with entry `name`'s uncompressed size rewritten in both its headers (data untouched)."""
+    out = bytearray(data)
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(name)
+    out[info.header_offset + 22:info.header_offset + 26] = size.to_bytes(4, "little")
+    central = central_record(data, name)
+    out[central + 24:central + 28] = size.to_bytes(4, "little")
+    return bytes(out)
+
+
+def test_a_declared_size_over_the_limit_is_refused_before_anything_is_inflated(good, monkeypatch):
+    import tracemalloc
+    forged = set_declared_size(good, TENSOR, 3 << 30)  # 3 GiB claimed by a few bytes
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResourceLimitError, match="unpacking its .* entries needs .* SSMC_MAX_NET_BYTES"):
+            decode(forged)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(good) + (1 << 20)
+
+
+def test_a_zip_bomb_is_refused_by_its_ratio_before_it_is_inflated(good, monkeypatch):
+    from ssmc import data as data_module
+    monkeypatch.setattr(data_module, "ZIP_RATIO_FLOOR", 1 << 20)  # the real floor is 256 MiB: too slow to build
+    bomb = rezip(rehashed({**unzip(good), "extra/padding.bin": bytes(8 << 20)}))  # 8 MiB of zeros, ~8 KB stored
+    with pytest.raises(BundleError, match=r"unpacked from .* \(over 200x\); refusing it as a zip bomb"):
+        decode(bomb)
+
+
+def test_an_entry_that_inflates_beyond_its_declared_size_is_cut_off_not_followed(good):
+    import tracemalloc
+    big = rezip(rehashed({**unzip(good), "extra/padding.bin": bytes(64 << 20)}))
+    lying = set_declared_size(big, "extra/padding.bin", 1000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleError, match="extra/padding.bin"):
+            decode(lying)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB while refusing a 1000-byte entry that inflates to 64 MiB"
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "lzma"])
+def test_entries_compressed_other_than_by_deflate_are_refused(good, method):
+    # their decompressors inflate a whole block at once, unbounded
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, blob in unzip(good).items():
+            zf.writestr(name, blob, compress_type=method if name == TENSOR else zipfile.ZIP_DEFLATED)
+    with pytest.raises(BundleError, match=f"entry {TENSOR} uses zip compression method {method}"):
+        decode(buf.getvalue())
+
+
+def test_an_entry_twice_in_the_archive_is_refused(good):
+    entries = unzip(good)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in entries.items():
+            zf.writestr(name, blob)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it writes
+            zf.writestr("ir.txt", b"ssmc.graph @other\n")
+    with pytest.raises(BundleError, match="the entry ir.txt is in the archive twice"):
+        decode(buf.getvalue())
+
+
+INDEX = "extra/microcode/index.json"
+BAD_EXTRAS = {
+    "garbage target.json": ({"extra/target.json": b"\x00\xffgarbage"}, "extra/target.json: not valid JSON"),
+    "target.json a list": ({"extra/target.json": b"[1]"}, "extra/target.json: must be an object"),
+    "target provenance a string": ({"extra/target.json": b'{"provenance": "x"}'},
+                                   "extra/target.json: must be an object whose provenance is an object"),
+    "an extra nested 100,000 deep": ({"extra/target.json": b"{\"a\":" * 100_000 + b"1" + b"}" * 100_000},
+                                     "extra/target.json: JSON nested 100000 levels deep"),
+    "processes with a string core": ({"extra/lava/processes.json": b'[{"cores": [{"chip": 0, "core": "1"}]}]'},
+                                     "extra/lava/processes.json: must be a list of processes"),
+    "index groups not a list": ({INDEX: b'{"groups": {}}'}, f"{INDEX}: must be an object with a list of groups"),
+    "index naming a missing program": (
+        {INDEX: b'{"groups": [{"group": "g", "units": [{"text": "microcode/g.s", "binary": "microcode/g.bin"}]}]}',
+         "extra/microcode/g.s": b"nop\n"},
+        f"{INDEX}: the binary of %g names 'microcode/g.bin', which is not in the net"),
+}
+
+
+@pytest.mark.parametrize("added,phrase", BAD_EXTRAS.values(), ids=BAD_EXTRAS.keys())
+def test_a_hand_edited_json_member_is_refused_naming_it(good, added, phrase):
+    with pytest.raises(BundleError) as e:
+        decode(rezip(rehashed({**unzip(good), **added})))
+    assert phrase in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_valid_json_extras_load(good):
+    index = (b'{"groups": [{"group": "g", "units": [{"text": "microcode/g.s", "binary": "microcode/g.bin"}]}]}')
+    extras = {INDEX: index, "extra/microcode/g.s": b"nop\n", "extra/microcode/g.bin": b"\0" * 8,
+              "extra/target.json": b'{"provenance": {}}',
+              "extra/lava/processes.json": b'[{"cores": [{"chip": 0, "core": 1, "neurons": [0, 3]}]}]'}
+    b = decode(rezip(rehashed({**unzip(good), **extras})))
+    assert set(b.extras) == {k[len("extra/"):] for k in extras}
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda p: os.mkfifo(p), id="FIFO"),
+    pytest.param(lambda p: os.symlink("/dev/zero", p), id="symlink to /dev/zero"),
+    pytest.param(lambda p: p.mkdir(), id="directory"),
+])
+def test_only_regular_files_are_read(tmp_path, make):
+    path = tmp_path / "net.lava"
+    make(path)
+    with pytest.raises(BundleError, match="not a regular file; give the net.lava file itself"):
+        load(path)
+
+
+def test_a_net_lava_over_its_file_limit_is_refused_before_it_is_read(tmp_path, good, monkeypatch):
+    path = tmp_path / "net.lava"
+    path.write_bytes(good)
+    monkeypatch.setenv("SSMC_MAX_NET_BYTES", str(len(good) - 1))
+    with pytest.raises(ResourceLimitError, match=f"the net.lava file \\({len(good)} bytes\\) needs .* SSMC_MAX_NET_BYTES"):
+        load(path)
