@@ -8,46 +8,15 @@ so the IR stays a DAG.
 
 from __future__ import annotations
 
-from math import sqrt
-
 import numpy as np
-from scipy.special import erf as _erf
 
+from ssmc import limits
 from ssmc.data import check_sequences
 from ssmc.errors import InputDataError, IRError
+from ssmc.ir.activations import activation, gelu, gelu_tanh, sigmoid  # noqa: F401
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
 from ssmc.ir.ssm import discrete_params
-
-
-def gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x / sqrt(2.0)))
-
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free form of 1 / (1 + exp(-x))
-
-
-def activation(fn: str, x: np.ndarray) -> np.ndarray:
-    """The elementwise functions of the `activation` op, on the last axis."""
-    if fn == "relu":
-        return np.maximum(x, 0.0)
-    if fn == "gelu":
-        return gelu(x)
-    if fn == "gelu_tanh":
-        return gelu_tanh(x)
-    if fn == "sigmoid":
-        return sigmoid(x)
-    if fn == "tanh":
-        return np.tanh(x)
-    if fn == "glu":
-        half = x.shape[-1] // 2
-        return x[..., :half] * sigmoid(x[..., half:])
-    raise IRError(f"activation {fn!r} has no float implementation")
 
 
 class FloatEngine:
@@ -139,8 +108,6 @@ def running_pool(y: np.ndarray, mode: str) -> np.ndarray:
 
 def check_run_size(graph: Graph, x_shape: tuple, engine: str, fix: str | None = None) -> None:
     """Refuse a run whose per-step values and outputs over the whole batch would exceed the work limit."""
-    from ssmc import limits
-
     batch, tokens = x_shape[0], x_shape[1]
     values = sum(int(np.prod(op.shape)) for op in graph.ops())  # every op's value at one step
     states = sum(int(np.prod(op.params["C"].shape)) for op in graph.ops() if op.kind == "s4d")

@@ -27,6 +27,7 @@ import numpy as np
 
 from ssmc.data import check_sequences
 from ssmc.errors import MicrocodeError
+from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
@@ -35,7 +36,6 @@ from ssmc.backend_loihi.microcode.isa import (
 from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, engine_result,
                                        quantize_source, refuse_oversized_run)
 
-ACC_BITS = 32
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
 _EXACT_FLOAT = 1 << 53
 
