@@ -42,12 +42,10 @@ COUNTS = {"library cases": 0, "refused cleanly": 0, "CLI cases": 0, "CLI refused
 @pytest.fixture(scope="module", autouse=True)
 def summary(request):
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = ("untrusted input files: " + ", ".join(f"{k} {v}" for k, v in COUNTS.items()))
-    if reporter is not None:
-        reporter.write_line("\n" + line)
-    else:
-        print(line)
+    line = "untrusted input files: " + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print("\n" + line)  # shown even under pytest's output capture
 
 
 def npy_bytes(arr, allow_pickle: bool = False) -> bytes:
