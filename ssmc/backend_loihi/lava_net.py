@@ -4,8 +4,10 @@
 group (the classes of lava_procs, one per kind) and one per synapse group, and
 the port links between them. A synapse group becomes Lava's own `Dense` (delay
 1) or `DelayDense` (delay 2..64) where that is provably exact (see
-`dense_exact`), else a `lava_procs.Synapses` process that saturates as the
-contract says. `build_lava` instantiates a plan (Lava is imported only then),
+`dense_exact`) -- Lava's `Sparse` (the same arithmetic over a CSR matrix) for a
+delay-1 group whose weights are mostly zeros, like an S4D layer's B and C --
+else a `lava_procs.Synapses` process that saturates as the contract says.
+`build_lava` instantiates a plan (Lava is imported only then),
 ssmc.runtime.lava_engine runs a batch through it, and
 ssmc.backend_loihi.lava_script writes a plan as a standalone Python script.
 
@@ -33,6 +35,8 @@ from ssmc.ir.placement import placement_of
 MAX_DELAY_DENSE_DELAY = 64  # DelayDense: delays 0..63 on Loihi 2, i.e. contract delays 1..64
 PROCS_MODULE = "ssmc.backend_loihi.lava_procs.processes"
 LAVA_DENSE_MODULE = "lava.proc.dense.process"
+LAVA_SPARSE_MODULE = "lava.proc.sparse.process"
+SPARSE_DENSITY = 0.1  # an exact delay-1 group with fewer non-zeros than this fraction is Lava's Sparse
 KIND_CLASS = {"source": "Source", "relay": "Relay", "relu": "Relu", "cpx": "Cpx", "integrator": "Integrator",
               "lut": "Lut", "product": "Product"}
 STATEFUL_CLASSES = ("Cpx", "Integrator")
@@ -180,7 +184,15 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
         w = op.params["weight"].astype(np.int64)
         delay, exp = int(a["delay"]), int(a["weight_exp"])
         why_not = dense_exact(w, exp, int(pre["msg_bits"]), delay, int(pre["delta"]))
-        if not why_not and delay == 1:
+        nonzero = int(np.count_nonzero(w))
+        if not why_not and delay == 1 and nonzero < SPARSE_DENSITY * w.size:
+            # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
+            # product in int64), so dense_exact's proof holds; it stores the non-zeros only
+            spec = ProcessSpec(op.name, LAVA_SPARSE_MODULE, "Sparse", post.name, w.shape[0],
+                               {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
+                                "num_message_bits": int(pre["msg_bits"])},
+                               f"Lava Sparse: exact (bound), {nonzero} of {w.size} weights non-zero")
+        elif not why_not and delay == 1:
             spec = ProcessSpec(op.name, LAVA_DENSE_MODULE, "Dense", post.name, w.shape[0],
                                {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
                                 "num_message_bits": int(pre["msg_bits"])}, "Lava Dense: exact (bound)")

@@ -26,6 +26,11 @@ class FloatEngine:
         self.graph = graph
         self.order = graph.ops()
         self._s4d = {op.name: discrete_params(op) for op in self.order if op.kind == "s4d"}
+        # parameters as the step uses them, converted once instead of at every token
+        self._weight_t = {op.name: op.params["weight"].astype(np.float64).T for op in self.order if op.kind == "linear"}
+        self._c = {op.name: op.params["C"].astype(np.complex128) for op in self.order if op.kind == "s4d"}
+        self._a = {op.name: op.params["a_re"].astype(np.float64) + 1j * op.params["a_im"].astype(np.float64)
+                   for op in self.order if op.kind == "cpx"}
         self.state: dict[str, np.ndarray] = {}
         self.t = 0
 
@@ -61,19 +66,19 @@ class FloatEngine:
         if k == "output":
             return ins[0]
         if k == "linear":
-            y = ins[0] @ op.params["weight"].astype(np.float64).T
+            y = ins[0] @ self._weight_t[op.name]
             if "bias" in op.params:
                 y = y + op.params["bias"]
             return y
         if k == "s4d":
             A_bar, B_bar = self._s4d[op.name]
-            x = self.state[op.name] = A_bar * self.state[op.name] + B_bar * ins[0][..., None]
-            C = op.params["C"].astype(np.complex128)
-            return 2.0 * np.real(np.sum(C * x, axis=-1)) + op.params["D"] * ins[0]
+            x = self.state[op.name]  # updated in place: the same products and sums, without new arrays
+            x *= A_bar
+            x += B_bar * ins[0][..., None]
+            return 2.0 * np.real(np.sum(self._c[op.name] * x, axis=-1)) + op.params["D"] * ins[0]
         if k == "cpx":
-            a = op.params["a_re"].astype(np.float64) + 1j * op.params["a_im"].astype(np.float64)
             drive = ins[0][..., 0::2] + 1j * ins[0][..., 1::2]
-            x = self.state[op.name] = a * self.state[op.name] + drive
+            x = self.state[op.name] = self._a[op.name] * self.state[op.name] + drive
             out = np.empty(x.shape[:-1] + (2 * x.shape[-1],))
             out[..., 0::2], out[..., 1::2] = x.real, x.imag
             return out

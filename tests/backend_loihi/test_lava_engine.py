@@ -23,7 +23,8 @@ from ssmc.ir import Graph, Op
 from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime.lava_engine import run_lava
 from ssmc.runtime.numpy_engine import run_numpy
-from tests.runtime.test_engine_contract import random_extended_network, random_network, with_widths
+from tests.runtime.test_engine_contract import (paper_size_network, random_extended_network, random_network,
+                                                structured_network, with_widths)
 
 
 def assert_same_run(graph: Graph, x: np.ndarray) -> None:
@@ -63,6 +64,19 @@ def test_extreme_widths_match_numpy(seed, msg_bits, state_bits):
     # 4- to 6-bit messages and states saturate nearly everywhere.
     g = with_widths(random_extended_network(seed), msg_bits, state_bits)
     assert_same_run(g, random_input(g, 500 + seed, tokens=5))
+
+
+@pytest.mark.parametrize("seed", [1, 5])
+def test_structured_synapse_groups_match_numpy(seed):
+    g = structured_network(seed)
+    assert_same_run(g, random_input(g, seed, tokens=4))
+
+
+def test_paper_size_layer_matches_numpy_for_two_tokens():
+    # one layer of the paper's size (H=128, N=64): Lava's simulation of all four takes over a minute
+    g = paper_size_network(layers=1)
+    assert {p.cls for p in plan_lava(g, np.zeros((1, 1, 1))).processes if p.name == "s0.B"} == {"Sparse"}
+    assert_same_run(g, np.random.default_rng(7).normal(scale=0.01, size=(1, 2, 1)))
 
 
 def test_the_random_networks_cover_every_kind_and_every_synapse_process():
