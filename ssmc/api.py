@@ -16,8 +16,8 @@ import numpy as np
 from ssmc.backend_loihi import bundle as _bundle
 from ssmc.backend_loihi.lava_net import process_table_json
 from ssmc.backend_loihi.microcode.emit import emit_microcode
-from ssmc.data import load_sequences
-from ssmc.errors import SsmcError, printable
+from ssmc.data import read_arrays
+from ssmc.errors import InputDataError, SsmcError, printable
 from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
 from ssmc.ir.graph import Graph
@@ -25,7 +25,7 @@ from ssmc.mapping.capacity import target_of
 from ssmc.passes import DEFAULT_PIPELINE, FLOAT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
 from ssmc.passes.base import forward_info, with_data
 from ssmc.report import build_report
-from ssmc.runtime.calibrate import check_calibration
+from ssmc.runtime.calibrate import check_calibration, check_calibration_size
 from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.lava_engine import build_network
 from ssmc.runtime.trace import Trace, trace_net
@@ -140,10 +140,8 @@ def load_calibration(data) -> tuple[np.ndarray, str]:
     """Calibration sequences from an array or a .npy/.npz file (array 'x'); returns (x, provenance)."""
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
-        loaded, _ = load_sequences(path, "calibration")
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        return np.asarray(loaded), f"{os.path.basename(path)} sha256:{digest}"
+        loaded = read_arrays(path, "calibration data", ("x",), required=("x",))  # read once: the hash is of what was used
+        return loaded.arrays["x"], f"{os.path.basename(path)} sha256:{loaded.sha256}"
     x = np.asarray(data)
     return x, f"array sha256:{hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()}"
 
@@ -216,7 +214,13 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         graph, report, loaded = import_onnx(model_path, readout=readout)
     model_graph = graph.copy()
     if cal is not None:
-        cal = check_calibration(cal, graph.inputs()[0].shape[0])
+        try:
+            cal = check_calibration(cal, graph.inputs()[0].shape[0])
+            check_calibration_size(graph, cal)
+        except InputDataError as e:  # name the file the data came from
+            if isinstance(calibration, (str, os.PathLike)):
+                raise InputDataError(f"{os.fspath(calibration)}: {e}") from None
+            raise
     log(f"recognised {len(graph)} ops; running passes: {pipeline_spec(pipeline) or '(none)'}")
 
     started = {}

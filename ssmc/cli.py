@@ -144,21 +144,32 @@ def _jsonable(obj):
 
 # -- run ------------------------------------------------------------------------
 def _load_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    from ssmc.data import load_sequences
+    from ssmc.data import load_sequences, read_arrays
 
     x, labels = load_sequences(path)
-    if labels_path:
-        try:
-            labels = np.load(labels_path, allow_pickle=False)
-        except (FileNotFoundError, ValueError, OSError, EOFError) as e:
-            raise InputDataError(f"{labels_path}: cannot read labels ({e})") from None
+    if labels_path:  # a .npy, or an .npz's array 'y'
+        labels = read_arrays(labels_path, "labels", ("y",), required=("y",)).arrays["y"]
     if x.ndim == 2:
         x = x[None]  # one sequence
+    if x.ndim != 3:
+        raise InputDataError(f"{path}: input must have shape [batch, tokens, features] or [tokens, features], "
+                             f"got shape {list(x.shape)}")
     if labels is not None:
         if labels.ndim != 1 or len(labels) != len(x) or not np.issubdtype(labels.dtype, np.integer):
-            raise InputDataError(f"labels must be integers, one per sequence ({len(x)}), got "
-                                 f"{labels.dtype}{list(labels.shape)}")
+            raise InputDataError(f"{labels_path or path}: labels must be integers, one per sequence ({len(x)}), "
+                                 f"got {labels.dtype}{list(labels.shape)}")
     return x, labels
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (0 or -1 would silently run something else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1 (leave the option out to use all)")
+    return value
 
 
 def _accuracy_line(final: np.ndarray, labels: np.ndarray | None) -> str:
@@ -530,8 +541,8 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("--compare-float", action="store_true",
                    help="also run the float reference and report the error and accuracy difference")
     r.add_argument("--compare-onnx", metavar="MODEL", help="also run MODEL with onnxruntime and report the error")
-    r.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
-    r.add_argument("--tokens", type=int, default=0, metavar="N",
+    r.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use only the first N sequences")
+    r.add_argument("--tokens", type=_positive_int, default=None, metavar="N",
                    help="use only the first N tokens of each sequence (keeps Lava runs short)")
     r.add_argument("--compare-numpy", action="store_true",
                    help="with --engine lava (or microcode): also run the numpy engine and say whether every "

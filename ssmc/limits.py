@@ -10,9 +10,13 @@ that overrides it (a plain integer, bytes or elements):
     SSMC_MAX_TOTAL_BYTES     all initializers and constants together          1 GiB
     SSMC_MAX_STATE_ELEMENTS  one recurrent state, elements per sequence      2^20
     SSMC_MAX_WORK_BYTES      working memory of one computation: measuring     8 GiB
-                             a recurrence, or one engine run over a batch
-    SSMC_MAX_LOOP_ITERATIONS iterations of Loop/Scan bodies in a model, nested   2^16
-                             loops multiplied (what folding or probing may run)
+                             a recurrence, one engine run over a batch, or
+                             measuring ranges over calibration data
+    SSMC_MAX_NET_BYTES       a net.lava file, and all its entries unpacked    2 GiB
+    SSMC_MAX_DATA_BYTES      an input, label or calibration file (.npy/.npz),  2 GiB
+                             and each array it declares
+    SSMC_MAX_LOOP_ITERATIONS iterations of Loop/Scan bodies, nested loops    2^16
+                             multiplied (what folding or probing may run)
     SSMC_MAX_NODES           ONNX nodes in a model, subgraphs included        2^15
 
 The variables are read at every check, so a library caller can set
@@ -41,6 +45,8 @@ class Limits:
     work_bytes: int = 8 * GiB
     loop_iterations: int = 1 << 16
     nodes: int = 1 << 15
+    net_bytes: int = 2 * GiB
+    data_bytes: int = 2 * GiB
 
 
 ENV = {
@@ -51,6 +57,8 @@ ENV = {
     "work_bytes": "SSMC_MAX_WORK_BYTES",
     "loop_iterations": "SSMC_MAX_LOOP_ITERATIONS",
     "nodes": "SSMC_MAX_NODES",
+    "net_bytes": "SSMC_MAX_NET_BYTES",
+    "data_bytes": "SSMC_MAX_DATA_BYTES",
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import ssmc
+from ssmc.backend_loihi import bundle
 from ssmc.backend_loihi.lava_net import process_table, process_table_json
 from ssmc.backend_loihi.lava_script import write_script
 from ssmc.runtime.numpy_engine import run_numpy
@@ -113,14 +114,15 @@ def test_cli_runs_the_lava_engine_and_reports_agreement_with_numpy(net, tmp_path
 
 def test_cli_refuses_a_newer_net_lava_in_one_line_before_lava_starts(net, tmp_path):
     net.save(tmp_path / "net.lava")
-    newer = rezip(with_manifest(unzip((tmp_path / "net.lava").read_bytes()), format_version=2))
+    newer_version = bundle.FORMAT_VERSION + 1
+    newer = rezip(with_manifest(unzip((tmp_path / "net.lava").read_bytes()), format_version=newer_version))
     (tmp_path / "newer.lava").write_bytes(newer)
     for args in (["run", tmp_path / "newer.lava", "--input", EXAMPLES / "digits_test.npz", "--engine", "lava"],
                  ["export-lava", tmp_path / "newer.lava", "-o", tmp_path / "b.py"]):
         proc = ssmc_cli(*args)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("ssmc: error:")]
-        assert len(errors) == 1 and "format 2" in errors[0] and "upgrade" in errors[0], proc.stderr
+        assert len(errors) == 1 and f"format {newer_version}" in errors[0] and "upgrade" in errors[0], proc.stderr
 
 
 def test_a_net_without_neuron_groups_is_refused_by_the_lava_engine(test_x):
