@@ -37,6 +37,7 @@ import numpy as np
 
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph, Op
+from ssmc.ir.ops import SHIFT_MAX
 from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import Ranges, check_calibration, measure_ranges
 from ssmc.runtime.float_ref import run_float
@@ -91,7 +92,8 @@ def split_by_row_exponent(w_eff: np.ndarray, weight_bits: int) -> list[tuple[np.
         return [(np.zeros(w_eff.shape, np.int32), 0)]
     # each row as quantize_weights would do it alone: the smallest exponent whose rounding fits
     exp = np.zeros(w_eff.shape[0], np.int64)
-    exp[live] = np.ceil(np.log2(peak[live] / top)).astype(np.int64)
+    # a row far below the others must not ask for a shift the IR cannot hold: it keeps what the floor gives
+    exp[live] = np.maximum(np.ceil(np.log2(peak[live] / top)), -SHIFT_MAX).astype(np.int64)
     while True:
         w = np.round(w_eff / 2.0 ** exp[:, None] / step) * step
         over = live & ((w.max(axis=1) > top) | (w.min(axis=1) < -128))
@@ -99,6 +101,9 @@ def split_by_row_exponent(w_eff: np.ndarray, weight_bits: int) -> list[tuple[np.
             break
         exp[over] += 1
     w = w.astype(np.int32)
+    live &= np.any(w != 0, axis=1)
+    if not np.any(live):
+        return [(np.zeros(w_eff.shape, np.int32), 0)]
     classes = {int(e): list(np.nonzero(live & (exp == e))[0]) for e in np.unique(exp[live])}
     kept: list[int] = []
     for e in sorted(classes, reverse=True):

@@ -209,3 +209,12 @@ def test_an_unknown_weight_exp_is_refused():
     with pytest.raises(SsmcError, match="weight-exp must be one of group, row, auto, got 'column'"):
         _lower(0, pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", "assign-bitwidths{weight-exp=column}"),
                activation="relu", glu=False, norm=False)
+
+
+def test_a_row_far_below_the_others_keeps_an_exponent_the_ir_can_hold():
+    w_eff = np.array([[1.0, -0.5], [2.0 ** -100, 2.0 ** -90], [0.0, 0.0]])
+    parts = split_by_row_exponent(w_eff, 8)
+    assert all(abs(e) <= 63 for _, e in parts)
+    m = np.array([3, -7])
+    expected = [_dendrite([quantize_weights(w_eff[:1], 8)], m)[0], 0, 0]  # 2**-90 is below the finest step
+    np.testing.assert_array_equal(_dendrite(parts, m), expected)
