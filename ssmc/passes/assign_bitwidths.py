@@ -17,11 +17,13 @@ exponent; `row` gives every output row (post neuron) its own exponent by
 splitting the linear into one synapse group per exponent class (each holds
 only its rows; rows whose weights are exact at a coarser class's exponent join
 it), which is exactly per-row exponents within the one-exponent-per-group
-contract; `auto` (default) decides by the fixed-vs-float error on the
-calibration set (numpy engine vs float reference): `row` everywhere if that
-lowers the error by AUTO_GAIN, then back to one exponent for each linear whose
-split is not worth AUTO_GAIN of error; it logs every candidate's error per
-linear. Finally
+contract; `auto` (default) decides by the fixed-vs-float error of the last
+token's output on the calibration set (numpy engine vs float reference):
+`row` everywhere if that lowers the error by AUTO_GAIN, then back to one
+exponent for each linear whose split is not worth AUTO_GAIN of error; then,
+per S4D layer, whether to move each mode's scale from the readout C into the
+input B (move_mode_scale_to_input), kept if it lowers the error by AUTO_GAIN.
+It logs every candidate's error. Finally
 depths and delays are set so every group sees one token's inputs together.
 Guarantees: the result verifies and runs on the numpy engine; ops without an
 integer realisation (LayerNorm) are refused by name.
@@ -349,6 +351,38 @@ def _coef(a: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.round(a.astype(np.float64) * lim), -lim, lim - 1).astype(np.int64)
 
 
+def move_mode_scale_to_input(graph: Graph, name: str) -> Graph | None:
+    """A copy of `graph` in which cpx group `name` carries each mode's readout scale in its input instead.
+
+    A real positive factor r per mode commutes with the complex recurrence: scaling the mode's rows of the
+    input linear (and bias) by r and its columns of every reading linear by 1/r changes no output. With r =
+    |readout column| / largest |readout column|, every mode's readout weights have the same magnitude (none
+    is left a few levels by a shared exponent), the input rows take the spread (per-row exponents make that
+    exact) and small modes' states shrink (state bits are plenty). None when the layer is not a linear into
+    the cpx group (read by nothing else) with only linears reading it.
+    """
+    cpx = graph.op(name)
+    b = graph.op(cpx.inputs[0])
+    readers = graph.consumers(name)
+    if b.kind != "linear" or len(graph.consumers(b.name)) != 1 or not readers or \
+            any(r.kind != "linear" for r in readers):
+        return None
+    sq = sum(r.params["weight"].astype(np.float64) ** 2 for r in readers).sum(axis=0)  # per compartment
+    mag = np.sqrt(sq[0::2] + sq[1::2])  # per mode
+    if not np.any(mag > 0):
+        return None
+    r = np.where(mag > 0, mag / mag.max(), 1.0).repeat(2)  # per compartment, (re, im) alike
+    out = graph.copy()
+    b = out.op(b.name)
+    b.params["weight"] = (b.params["weight"].astype(np.float64) * r[:, None]).astype(b.params["weight"].dtype)
+    if "bias" in b.params:
+        b.params["bias"] = (b.params["bias"].astype(np.float64) * r).astype(b.params["bias"].dtype)
+    for reader in readers:
+        w = out.op(reader.name).params["weight"]
+        out.op(reader.name).params["weight"] = (w.astype(np.float64) / r[None, :]).astype(w.dtype)
+    return out
+
+
 def set_depths(graph: Graph) -> None:
     """Depth of each group = longest synapse path from the source; delays make all paths equal."""
     depth: dict[str, int] = {}
@@ -404,15 +438,17 @@ class AssignBitwidths(Pass):
                             f"got {self.weight_exp!r}")
         overrides = self.parse_layer_bits(graph)
         ranges = measure_ranges(graph, x)
-        lower = lambda rows: _Lowering(graph, ranges, self, overrides=overrides, row_linears=frozenset(rows))
-        first = lower(())
+
+        def lower(g: Graph, r: Ranges, rows) -> _Lowering:
+            return _Lowering(g, r, self, overrides=overrides, row_linears=frozenset(rows))
+
+        first = lower(graph, ranges, ())
         out = first.run()
         split = [name for name, k in first.row_classes.items() if k > 1]  # linears a split would change
         if self.weight_exp == "row":
-            out = lower(split).run()
-        elif self.weight_exp == "auto" and split:
-            rows = self.choose_row_linears(graph, x, out, split, lower)
-            out = lower(rows).run() if rows else out
+            out = lower(graph, ranges, split).run()
+        elif self.weight_exp == "auto":
+            out = self.choose_auto(graph, x, ranges, first, split, lower)
         n_extra = len(out.ops_of_kind("synapses")) - len(first.out.ops_of_kind("synapses"))
         if self.weight_exp != "group":
             log.info(f"weight-exp {self.weight_exp}: {n_extra} synapse groups added by per-row exponents")
@@ -424,35 +460,64 @@ class AssignBitwidths(Pass):
                  "sequences")
         return out, True
 
-    def choose_row_linears(self, graph: Graph, x: np.ndarray, base: Graph, split: list[str], lower) -> list[str]:
-        """The linears (of `split`) that keep per-row exponents: none if splitting them all does not lower
-        the calibration error by AUTO_GAIN; else all but those whose return to one exponent keeps the error
-        within AUTO_GAIN of the all-split error (tried one at a time, in network order). Logs every candidate."""
-        x = check_calibration(x, graph.inputs()[0].shape[0]).x[:AUTO_SEQUENCES]
+    def choose_auto(self, graph: Graph, x, ranges: Ranges, first: _Lowering, split: list[str], lower) -> Graph:
+        """weight-exp auto: per-row exponents where they pay (choose_row_linears), then for each cpx layer in
+        turn its per-mode scale moved from the readout to the input linear (move_mode_scale_to_input) where
+        that lowers the calibration error by AUTO_GAIN. Returns the lowered graph of the choices."""
+        xs = check_calibration(x, graph.inputs()[0].shape[0]).x[:AUTO_SEQUENCES]
         out_name = graph.outputs()[0].name
-        ref = run_float(graph, x)[out_name]
+        # the last token's output is what every readout classifies from (ssmc run predicts from it);
+        # every candidate computes the same float function
+        ref = run_float(graph, xs)[out_name][:, -1]
         scale = float(np.sqrt(np.mean(ref ** 2))) or 1.0
 
-        def error(rows: list[str]) -> float:  # rms(fixed - float) / rms(float) on the output
-            g = lower(rows).run() if rows else base
-            return float(np.sqrt(np.mean((run_numpy(g, x).outputs[out_name] - ref) ** 2))) / scale
+        def error(g: Graph) -> float:  # rms(fixed - float) / rms(float) of the last token's output
+            return float(np.sqrt(np.mean((run_numpy(g, xs).outputs[out_name][:, -1] - ref) ** 2))) / scale
 
-        one, per_row = error([]), error(split)
+        rows, current = self.choose_row_linears(error, first.out, split, lambda r: lower(graph, ranges, r).run())
+        best = (graph, ranges, rows)
+        for cpx in graph.ops_of_kind("cpx"):
+            moved = move_mode_scale_to_input(best[0], cpx.name)
+            if moved is None:
+                continue
+            moved_ranges = measure_ranges(moved, x)
+            probe = lower(moved, moved_ranges, ())
+            probe.run()
+            own = {cpx.inputs[0]} | {c.name for c in graph.consumers(cpx.name)}
+            moved_rows = [n for n, k in probe.row_classes.items() if n in best[2] or (n in own and k > 1)]
+            err = error(lower(moved, moved_ranges, moved_rows).run())
+            keep = err <= current * (1 - AUTO_GAIN)
+            log.info(f"%{cpx.name}: calibration error {current:.3g} with per-mode scale in the readout, {err:.3g} "
+                     f"with it moved to the input (per-row exponents there) -> {'input' if keep else 'readout'}")
+            if keep:
+                best, current = (moved, moved_ranges, moved_rows), err
+        return lower(*best).run()
+
+    def choose_row_linears(self, error, base: Graph, split: list[str], lowered) -> tuple[list[str], float]:
+        """The linears (of `split`) that keep per-row exponents, and the calibration error then: none if
+        splitting them all does not lower the error by AUTO_GAIN; else all but those whose return to one
+        exponent keeps the error within AUTO_GAIN of the all-split error (tried one at a time, in network
+        order). Logs every candidate."""
+        one = error(base)
+        if not split:
+            return [], one
+        per_row = error(lowered(split))
         if per_row > one * (1 - AUTO_GAIN):
             log.info(f"weight-exp auto: calibration error {one:.3g} with one exponent per linear, {per_row:.3g} "
                      f"with per-row exponents everywhere -> one exponent")
-            return []
+            return [], one
         log.info(f"weight-exp auto: calibration error {one:.3g} with one exponent per linear, {per_row:.3g} with "
                  "per-row exponents everywhere; trying one exponent per linear in turn")
-        rows = list(split)
+        rows, current = list(split), per_row
         for name in split:
-            err = error([r for r in rows if r != name])
+            err = error(lowered([r for r in rows if r != name]))
             keep = err > per_row * (1 + AUTO_GAIN)
             log.info(f"%{name}: calibration error {err:.3g} with one exponent -> "
                      f"{'per-row' if keep else 'one exponent'}")
             if not keep:
                 rows.remove(name)
-        return rows
+                current = err
+        return rows, current
 
     def check_widths(self) -> None:
         for key, (lo, hi) in WIDTH_LIMITS.items():

@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from ssmc.errors import SsmcError
 from ssmc.ir import verify
-from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, run_pipeline
-from ssmc.passes.assign_bitwidths import quantize_weights, split_by_row_exponent, weight_step
+from ssmc.passes import DEFAULT_PIPELINE, FLOAT_PIPELINE, parse_pipeline, run_pipeline
+from ssmc.passes.assign_bitwidths import move_mode_scale_to_input, quantize_weights, split_by_row_exponent, weight_step
 from ssmc.passes.base import with_data
 from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.numpy_engine import run_numpy
@@ -218,3 +218,17 @@ def test_a_row_far_below_the_others_keeps_an_exponent_the_ir_can_hold():
     m = np.array([3, -7])
     expected = [_dendrite([quantize_weights(w_eff[:1], 8)], m)[0], 0, 0]  # 2**-90 is below the finest step
     np.testing.assert_array_equal(_dendrite(parts, m), expected)
+
+
+def test_moving_mode_scale_to_the_input_changes_no_float_output_and_evens_the_readout():
+    spec = random_spec(3, activation="relu", glu=False, norm=False, n_layers=1)
+    graph, _, _ = import_onnx_model(build_step_model(spec))
+    g, _ = run_pipeline(graph, parse_pipeline(FLOAT_PIPELINE))
+    moved = move_mode_scale_to_input(g, "s4d0.pairs")
+    x = np.random.default_rng(1).normal(size=(4, 12, spec.in_features))
+    a, b = run_float(g, x)[g.outputs()[0].name], run_float(moved, x)[g.outputs()[0].name]
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * np.abs(a).max())
+    c = moved.op("s4d0.C").params["weight"].astype(np.float64)
+    per_mode = np.sqrt((c[:, 0::2] ** 2 + c[:, 1::2] ** 2).sum(axis=0))
+    np.testing.assert_allclose(per_mode[per_mode > 0], per_mode.max(), rtol=1e-5)
+    assert g.op("s4d0.C").params["weight"] is not moved.op("s4d0.C").params["weight"]  # a copy: g is untouched
