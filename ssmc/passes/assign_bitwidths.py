@@ -37,7 +37,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssmc.errors import SsmcError
+from ssmc.errors import IRError, SsmcError
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import SHIFT_MAX
 from ssmc.passes.base import Pass, PassError, data_field, log
@@ -472,9 +472,16 @@ class AssignBitwidths(Pass):
         scale = float(np.sqrt(np.mean(ref ** 2))) or 1.0
 
         def error(g: Graph) -> float:  # rms(fixed - float) / rms(float) of the last token's output
-            return float(np.sqrt(np.mean((run_numpy(g, xs).outputs[out_name][:, -1] - ref) ** 2))) / scale
+            try:
+                y = run_numpy(g, xs).outputs[out_name][:, -1]
+            except IRError:  # e.g. an exponent beyond the shifts the IR holds: not a candidate
+                return math.inf
+            return float(np.sqrt(np.mean((y - ref) ** 2))) / scale
 
-        rows, current = self.choose_row_linears(error, first.out, split, lambda r: lower(graph, ranges, r).run())
+        one = error(first.out)
+        if math.isinf(one):  # the pipeline's verifier reports it after the pass, as for group
+            return first.out
+        rows, current = self.choose_row_linears(error, one, split, lambda r: lower(graph, ranges, r).run())
         best = (graph, ranges, rows)
         for cpx in graph.ops_of_kind("cpx"):
             moved = move_mode_scale_to_input(best[0], cpx.name)
@@ -493,12 +500,11 @@ class AssignBitwidths(Pass):
                 best, current = (moved, moved_ranges, moved_rows), err
         return lower(*best).run()
 
-    def choose_row_linears(self, error, base: Graph, split: list[str], lowered) -> tuple[list[str], float]:
+    def choose_row_linears(self, error, one: float, split: list[str], lowered) -> tuple[list[str], float]:
         """The linears (of `split`) that keep per-row exponents, and the calibration error then: none if
         splitting them all does not lower the error by AUTO_GAIN; else all but those whose return to one
         exponent keeps the error within AUTO_GAIN of the all-split error (tried one at a time, in network
-        order). Logs every candidate."""
-        one = error(base)
+        order). `one`: the error with one exponent per linear. Logs every candidate."""
         if not split:
             return [], one
         per_row = error(lowered(split))
