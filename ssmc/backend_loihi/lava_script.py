@@ -134,7 +134,7 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
                 args.append(f"{key}=TENSORS[{spec.name + '.' + key!r}]")
             else:
                 args.append(f"{key}={value!r}")
-        if spec.cls not in ("Dense", "DelayDense"):
+        if spec.cls not in ("Dense", "DelayDense", "Sparse"):
             args.append("**timing" if spec.cls != "Synapses" else
                         "steps=timing['steps'], period=timing['period']")
         what = "neurons" if spec.group == spec.name else f"outputs into {spec.group}"

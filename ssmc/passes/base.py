@@ -23,9 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+from ssmc.entry_points import installed
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.verify import verify
+from ssmc.mapping import capacity as _capacity  # noqa: F401 (registers the verifier's check of placed graphs)
 
 
 class PassError(SsmcError):
@@ -114,8 +116,6 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    from ssmc.entry_points import installed
-
     for ep, package in installed(ENTRY_POINT_GROUP):
         origin = f"package {package} ({ep.value})"
         register_pass(ep.name, _entry_point_loader(ep, origin), origin=origin)
