@@ -40,7 +40,7 @@ FIXED_POINT_ENGINES = {
     "lava": "ssmc.runtime.lava_engine:run_net",
     "microcode": "ssmc.runtime.microcode_engine:run_net",
 }
-WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits")
+WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits", "weight_exp")
 
 
 def is_neuro_level(graph: Graph) -> bool:
@@ -167,8 +167,9 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
 
     `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
     size the fixed-point ranges. `widths`: weight_bits, coef_bits, state_bits,
-    message_bits and layer_bits ("s4d0:weight=6/coef=12;linear1:weight=4"),
-    overriding the assign-bitwidths pass's options. `skip` and
+    message_bits, layer_bits ("s4d0:weight=6/coef=12;linear1:weight=4") and
+    weight_exp ("group", "row" or "auto": weight exponents per linear or per
+    row), overriding the assign-bitwidths pass's options. `skip` and
     `stop_after` name passes of the pipeline to leave out / to end with.
     `sigma_delta`: append the sigma-delta pass with this threshold (a fraction
     of each group's full scale; 0 sends every change, values unchanged).
@@ -182,7 +183,7 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     if unknown:
         raise SsmcError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
     pipeline = select_passes(parse_pipeline(passes), skip, stop_after)  # reject a bad pipeline before slow work
-    given = {k: (v if k == "layer_bits" else int(v)) for k, v in widths.items() if v is not None}
+    given = {k: (v if k in ("layer_bits", "weight_exp") else int(v)) for k, v in widths.items() if v is not None}
     if given:
         if not any(p.name == "assign-bitwidths" for p in pipeline):
             raise SsmcError("bit-width options need assign-bitwidths in the pipeline")

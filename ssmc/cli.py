@@ -55,7 +55,7 @@ def cmd_compile(args) -> int:
                        verify_each=not args.no_verify, after_pass=after_pass, log=log,
                        weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
                        message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after,
-                       layer_bits=";".join(args.layer_bits) if args.layer_bits else None,
+                       layer_bits=";".join(args.layer_bits) if args.layer_bits else None, weight_exp=args.weight_exp,
                        sigma_delta=args.sigma_delta, plugins=args.plugin or (), target=args.target,
                        board=args.board, chips=args.chips, max_neurons_per_core=args.max_neurons_per_core)
     interrupts.reinstall()  # a native library (a solver) may have replaced the Ctrl-C handler
@@ -238,7 +238,7 @@ def cmd_run(args) -> int:
             print(f"warning: {args.compare_onnx} is not the model this net was compiled from", file=sys.stderr)
         ref = run_step_onnx(loaded.model, x)
         readout = net.options.get("readout", "none")
-        if readout != "none":  # the ONNX model has no pool: apply the IR's pool op to its outputs
+        if readout in ("sum", "mean"):  # the ONNX model has no pool: apply the IR's pool op to its outputs
             from ssmc.runtime.float_ref import running_pool
             ref = running_pool(ref, readout)
         scale = float(np.abs(ref).max()) or 1.0
@@ -459,6 +459,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
                        epilog=f"""examples:
   ssmc compile {EXAMPLE} -o net.lava
   ssmc compile model.onnx -o net.lava --readout mean          classify by the mean over tokens
+  ssmc compile model.onnx -o net.lava --readout last          classify from the last token's output
   ssmc compile model.onnx -o net.lava --calibrate cal.npz --weight-bits 6
   ssmc compile model.onnx -o net.lava --calibrate cal.npz --sigma-delta 0.001   send changes only
   ssmc compile model.onnx -o net.lava --passes canonicalize   keep the float model (no quantization)
@@ -468,13 +469,18 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc compile fused.onnx -o net.lava --plugin my_handlers.py  custom ONNX ops (docs/extending.md)""")
     c.add_argument("model", help="the .onnx file (step form)")
     c.add_argument("-o", "--output", required=True, help="where to write the compiled net (e.g. net.lava)")
-    c.add_argument("--readout", choices=("none", "sum", "mean"), default="none",
-                   help="append a running pool over tokens to the output: 'mean' for sequence "
-                        "classification by mean pooling (default: none, per-token outputs)")
+    c.add_argument("--readout", choices=("none", "sum", "mean", "last"), default="none",
+                   help="'sum'/'mean' append a running pool over tokens to the output (sequence classification "
+                        "by mean pooling); 'last' classifies from the last token's output (no op is added: the "
+                        "host reads the last token); default none, per-token outputs")
     c.add_argument("--calibrate", metavar="DATA",
                    help=".npz (array 'x') or .npy of calibration sequences [n, tokens, features] that size the "
                         "fixed-point ranges (default: random N(0,1) tokens, with a warning)")
     c.add_argument("--weight-bits", type=int, metavar="B", help="synapse weight bits, 3..8 (default 8; Lava Dense convention: mixed-sign weights keep bits-1 bits of magnitude)")
+    c.add_argument("--weight-exp", choices=("group", "row", "auto"),
+                   help="weight exponents: 'group' one per linear (one synapse group), 'row' one per output row "
+                        "(the linear split into one synapse group per exponent class), 'auto' (default) per-row "
+                        "only for the linears where it lowers the fixed-vs-float error on the calibration data")
     c.add_argument("--coef-bits", type=int, metavar="B", help="complex-pair coefficient bits (default 16)")
     c.add_argument("--state-bits", type=int, metavar="B", help="neuron state bits (default 24)")
     c.add_argument("--message-bits", type=int, metavar="B", help="graded message bits (default 24)")
@@ -516,7 +522,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
     i.add_argument("model", help="the .onnx file")
     i.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     i.add_argument("--ir", action="store_true", help="also print the IR, tensors summarised")
-    i.add_argument("--readout", choices=("none", "sum", "mean"), default="none", help="as for compile")
+    i.add_argument("--readout", choices=("none", "sum", "mean", "last"), default="none", help="as for compile")
     _plugin_option(i)
     i.set_defaults(func=cmd_inspect)
 

@@ -10,11 +10,12 @@ from ssmc.frontend.handlers import HandlerContext, load_plugin_file, register_op
 from ssmc.frontend.load import LoadedModel, load_model
 from ssmc.ir.graph import Graph
 
-READOUTS = ("none", "sum", "mean")
+READOUTS = ("none", "sum", "mean", "last")  # last: no op; the host reads the last token's output
 
 
 def import_onnx(path: str | os.PathLike, readout: str = "none") -> tuple[Graph, ImportReport, LoadedModel]:
-    """Load `path` and convert it; `readout` appends a running pool over time.
+    """Load `path` and convert it; `readout` "sum"/"mean" appends a running pool over time ("last" and
+    "none" append nothing: the host reads the last token's output).
 
     Returns the verified graph, what was recognised, and the loaded model
     (with its sha256, recorded in net.lava).
