@@ -49,6 +49,7 @@ CASES = [
     ("italy", "raw (dynamo=False)", REAL / "italy_s4d_step.onnx", REAL / "italy_test.npz", REAL / "italy_calib.npz"),
     ("gunpoint", "raw (dynamo=False)", REAL / "gunpoint_s4d_step.onnx", REAL / "gunpoint_test.npz",
      REAL / "gunpoint_calib.npz"),
+    ("vowels", "raw (dynamo=False)", REAL / "vowels_s4d_step.onnx", REAL / "vowels_test.npz", REAL / "vowels_calib.npz"),
     ("basicmotions", "raw (dynamo=False)", REAL / "basicmotions_s4d_step.onnx", REAL / "basicmotions_test.npz",
      REAL / "basicmotions_calib.npz"),
     ("digits", "raw (dynamo=False)", DIGITS / "digits_s4d_step.onnx", DIGITS / "digits_test.npz",
