@@ -11,7 +11,7 @@ compiler's memory price of each budget, which lets us compare:
 
 - what Intel's compiler charges for a LIF/sigma-delta neuron against one
   SynMem unit (and so against dense 8-bit synapses, 2.8-4.2 per unit,
-  LOIHI2_FACTS.md #9) with ssmc's prices in ssmc/backend_loihi/costs.py;
+  LOIHI2_FACTS.md #9) with ssmc's prices in ssmc/targets/costs.py;
 - how much memory per compartment the seed paper's S4D models would need
   for memory to explain their 31 / 111 cores.
 
@@ -33,7 +33,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ssmc.backend_loihi import costs  # noqa: E402
+from ssmc.targets import costs  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
 COLUMNS = ("AxonIn", "NeuronGr", "Neurons", "Synapses", "AxonMap", "AxonMem", "Total", "Cores")

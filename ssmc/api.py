@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -13,12 +14,21 @@ from typing import Callable
 import numpy as np
 
 from ssmc.backend_loihi import bundle as _bundle
+from ssmc.backend_loihi.lava_net import process_table_json
+from ssmc.backend_loihi.microcode.emit import emit_microcode
 from ssmc.data import load_sequences
 from ssmc.errors import SsmcError
 from ssmc.frontend import import_onnx
+from ssmc.frontend.handlers import load_plugin_file
 from ssmc.ir.graph import Graph
+from ssmc.mapping.capacity import target_of
 from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
 from ssmc.passes.base import forward_info, with_data
+from ssmc.report import build_report
+from ssmc.runtime.calibrate import check_calibration
+from ssmc.runtime.float_ref import run_float
+from ssmc.runtime.lava_engine import build_network
+from ssmc.targets import load_target
 
 ENGINES = ("float", "numpy", "lava", "microcode")
 # Fixed-point engines: name -> "module:function", imported on use (Lava is slow to import).
@@ -26,7 +36,7 @@ ENGINES = ("float", "numpy", "lava", "microcode")
 # holding the same integers as run_numpy.
 FIXED_POINT_ENGINES = {
     "numpy": "ssmc.runtime.numpy_engine:run_net",
-    "lava": "ssmc.backend_loihi.lava_net:run_net",
+    "lava": "ssmc.runtime.lava_engine:run_net",
     "microcode": "ssmc.runtime.microcode_engine:run_net",
 }
 WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits")
@@ -50,7 +60,6 @@ class Net:
 
     def report_dict(self) -> dict:
         """What `ssmc report` shows: placement, utilisation, traffic, bit-widths, estimated cost (ssmc.report)."""
-        from ssmc.report import build_report
         return build_report(self)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -71,7 +80,6 @@ class Net:
                 raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): "
                                 "run it with --engine float, or compile with the default pipeline")
             graph = self.model_graph if self.model_graph is not None else self.graph
-            from ssmc.runtime.float_ref import run_float
             outs = run_float(graph, x)
             return {"outputs": outs[graph.outputs()[0].name]}
         res = engine_function(engine)(self, x)
@@ -80,8 +88,7 @@ class Net:
 
     def to_lava(self, x: np.ndarray | None = None, record_all: bool = False):
         """The connected Lava processes of this net, with x [batch, tokens, features] injected
-        (default: one all-zero token); `.processes`, `.plan`, `.run()`. See lava_net.build_network."""
-        from ssmc.backend_loihi.lava_net import build_network
+        (default: one all-zero token); `.processes`, `.plan`, `.run()`. See ssmc.runtime.lava_engine.build_network."""
         if x is None:
             x = np.zeros((1, 1, self.graph.inputs()[0].shape[0]))
         return build_network(self.graph, x, record_all=record_all)
@@ -142,7 +149,6 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     `plugins`: Python files to import first (they register op handlers or
     passes; docs/extending.md); recorded in net.lava with their sha256.
     """
-    from ssmc.frontend.handlers import load_plugin_file
     plugin_record = [{"file": os.path.basename(os.fspath(p)), "sha256": load_plugin_file(p)} for p in plugins]
     unknown = set(widths) - set(WIDTH_OPTIONS)
     if unknown:
@@ -180,7 +186,6 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         graph, report, loaded = import_onnx(model_path, readout=readout)
     model_graph = graph.copy()
     if cal is not None:
-        from ssmc.runtime.calibrate import check_calibration
         cal = check_calibration(cal, graph.inputs()[0].shape[0])
     log(f"recognised {len(graph)} ops; running passes: {pipeline_spec(pipeline) or '(none)'}")
 
@@ -201,18 +206,14 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
                                   after_pass=progress, before_pass=starting)
     extras = {}
     if any(p.name == "partition" for p in pipeline):
-        import json
-        from ssmc.ir.placement import target_of
-        from ssmc.targets import load_target
         part = next(p for p in pipeline if p.name == "partition")
         described = load_target(part.target or None, board=part.board or None, chips=part.chips or None).describe()
         assert described["values"] == target_of(graph).values()
         extras["target.json"] = (json.dumps(described, indent=1, sort_keys=True) + "\n").encode()
     if is_neuro_level(graph):  # one neuron program per group (docs/microcode.md)
-        from ssmc.backend_loihi.microcode.emit import emit_microcode
         extras.update(emit_microcode(graph))
         log(f"microcode: {len(graph.ops_of_kind('neurons'))} programs (docs/microcode.md)")
-        from ssmc.backend_loihi.lava_net import process_table_json  # which Lava process runs on which core
+        # which Lava process runs on which core
         extras["lava/processes.json"] = process_table_json(Net(graph=graph, source={}, pipeline="", options={},
                                                                report={}))
     return Net(

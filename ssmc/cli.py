@@ -3,11 +3,15 @@
 Errors a user can cause print one line, `ssmc: error: ...`, and exit 1
 (2 for bad command-line usage). Anything else is an ssmc bug: it prints a
 one-line internal error (set SSMC_DEBUG=1 for the traceback) and exits 70.
+Ctrl-C and SIGTERM print `ssmc: interrupted` and exit 130 / 143 (ssmc.interrupts).
+Every output is checked before the work starts (not a device, FIFO or directory, not one of the inputs)
+and written atomically (ssmc.outputs).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -15,10 +19,13 @@ import time
 
 import numpy as np
 
-from ssmc import __version__
+from ssmc import __version__, interrupts
 from ssmc.errors import InputDataError, SsmcError
+from ssmc.outputs import check_output, read_regular_file, write_file
 
 EXAMPLE = "examples/digits/digits_s4d_step.onnx"
+#: Program text or binary read by `ssmc microcode --assemble/--disassemble` (real ones are a few KiB).
+MICROCODE_FILE_BYTES = 1 << 20
 
 
 def _log(quiet: bool):
@@ -36,6 +43,8 @@ def cmd_compile(args) -> int:
     from ssmc.ir.text import print_graph
 
     log = _log(args.quiet)
+    check_output(args.output, [args.model, args.calibrate, args.target, *(args.plugin or ())], "net.lava",
+                 example="net.lava")
 
     def after_pass(p, graph, changed):
         if args.print_ir_after in ("all", p.name):
@@ -49,6 +58,7 @@ def cmd_compile(args) -> int:
                        layer_bits=";".join(args.layer_bits) if args.layer_bits else None,
                        sigma_delta=args.sigma_delta, plugins=args.plugin or (), target=args.target,
                        board=args.board, chips=args.chips, max_neurons_per_core=args.max_neurons_per_core)
+    interrupts.reinstall()  # a native library (a solver) may have replaced the Ctrl-C handler
     for record in net.report.get("passes", []):
         for note in record.get("notes", []):
             log(f"  {record['name']}: {note}")
@@ -62,17 +72,18 @@ def cmd_report(args) -> int:
     import ssmc
     from ssmc.report import render
 
+    if args.format == "html" and not args.output:
+        raise SsmcError("--format html needs -o FILE.html (its images go in a folder beside it)")
+    if args.output:
+        check_output(args.output, [args.net], "report", example=f"report.{args.format}")
     rep = ssmc.load(args.net).report_dict()
     if args.format == "html":
-        if not args.output:
-            raise SsmcError("--format html needs -o FILE.html (its images go in a folder beside it)")
-        files = render.write_html(rep, args.output)
+        files = render.write_html(rep, args.output, inputs=[args.net])
         print(f"wrote {args.output} and {len(files) - 1} image(s)", file=sys.stderr)
         return 0
     text = render.to_json(rep) if args.format == "json" else render.to_text(rep)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_file(args.output, text.encode("utf-8"), [args.net], "report")
     else:
         sys.stdout.write(text)
     return 0
@@ -162,6 +173,9 @@ def cmd_run(args) -> int:
     from ssmc.api import is_neuro_level
 
     log = _log(args.quiet)
+    inputs = [args.net, args.input, args.labels, args.compare_onnx]
+    if args.output:
+        check_output(args.output, inputs, "outputs", example="y.npy")
     net = ssmc.load(args.net)
     x, labels = _load_inputs(args.input, args.labels)
     if args.limit:
@@ -172,6 +186,7 @@ def cmd_run(args) -> int:
     engine = args.engine or ("numpy" if is_neuro_level(net.graph) else "float")
     log(f"running {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens on the {engine} engine")
     result = net.run_detailed(x, engine=engine)
+    interrupts.reinstall()
     y = result["outputs"]
     log("done")
     print(f"outputs: {list(y.shape)} (batch, tokens, outputs); engine {engine}")
@@ -219,9 +234,11 @@ def cmd_run(args) -> int:
         err = float(np.abs(y - ref).max())
         print(f"vs onnxruntime on {os.path.basename(args.compare_onnx)}: max abs error {err:.3e} "
               f"({err / scale:.3e} of the output scale {scale:.3g})")
-    if args.output:
-        np.save(args.output, y)
-        print(f"wrote {args.output}")
+    if args.output:  # exactly this name: np.save(name) would append .npy to a name without it
+        buf = io.BytesIO()
+        np.save(buf, y, allow_pickle=False)
+        write_file(args.output, buf.getvalue(), inputs, "outputs")
+        print(f"wrote {args.output} ({list(y.shape)} {y.dtype} .npy)")
     return 0
 
 
@@ -253,10 +270,11 @@ def cmd_export_lava(args) -> int:
 
     from ssmc.backend_loihi.lava_net import process_table
 
-    script, tensors = write_script(net, args.output)
+    script, tensors = write_script(net, args.output, inputs=[args.net])
     classes = Counter(row["class"] for row in process_table(net))
     print(f"{sum(classes.values())} Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(classes.items())))
     print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
+    return 0
 
 
 # -- ops --------------------------------------------------------------------------
@@ -291,20 +309,22 @@ def cmd_microcode(args) -> int:
         src = args.assemble or args.disassemble
         if args.net:
             raise SsmcError("give either a net.lava or --assemble/--disassemble, not both")
-        mode = "rb" if args.disassemble else "r"
-        try:
-            with open(src, mode) as f:
-                data = f.read()
-        except OSError as e:
-            raise SsmcError(f"cannot read {src}: {e.strerror}") from None
+        if args.output:
+            check_output(args.output, [src], "microcode", example="program.bin" if args.assemble else "program.s")
+        data = read_regular_file(src, MICROCODE_FILE_BYTES, "program binary" if args.disassemble else "program text")
+        if args.assemble:
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SsmcError(f"{src}: not program text (not UTF-8 at byte {e.start})") from None
         try:
             out = asm.disassemble(data, src) if args.disassemble else asm.assemble(data, src)
         except SsmcError as e:  # name the file in front of the line number
             raise SsmcError(str(e) if str(e).startswith(src) else f"{src}: {e}") from None
         if args.output:
-            with open(args.output, "wb" if args.assemble else "w") as f:
-                f.write(out)
-            print(f"wrote {args.output} ({len(out)} bytes)")
+            data = out if args.assemble else out.encode("utf-8")
+            write_file(args.output, data, [src], "microcode", example="program.bin" if args.assemble else "program.s")
+            print(f"wrote {args.output} ({len(data)} bytes)")
         elif args.assemble:
             raise SsmcError("--assemble writes a binary: give -o FILE.bin")
         else:
@@ -524,10 +544,22 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
 def _plugin_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", metavar="FILE.py",
                         help="import this Python file first: it registers op handlers or passes "
-                             "(repeatable; docs/extending.md)")
+                             "(repeatable; docs/extending.md). It RUNS AS CODE with your permissions, as do "
+                             "the ssmc.passes / ssmc.op_handlers entry points of installed packages: use only "
+                             "plugins you trust (docs/security.md)")
 
 
 def main(argv: list[str] | None = None) -> int:
+    with interrupts.handled():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:  # the handlers' Interrupted, or a Ctrl-C before they were installed
+            print("ssmc: interrupted", file=sys.stderr)
+            return interrupts.exit_code()
+
+
+def _main(argv: list[str] | None) -> int:
+    interrupts.check()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -539,16 +571,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SsmcError as e:
+        if interrupts.received():
+            raise KeyboardInterrupt from None
         msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, always
         print(f"ssmc: error: {msg}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("ssmc: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `ssmc inspect model.onnx | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:  # a bug in ssmc: say so in one line, keep the traceback for SSMC_DEBUG
+        if interrupts.received():  # an interrupt a library turned into another exception (ImportError, ...)
+            raise KeyboardInterrupt from None
         if os.environ.get("SSMC_DEBUG"):
             raise
         print(f"ssmc: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from ssmc.errors import BundleError, SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.text import parse_graph, print_graph
 from ssmc.ir.verify import verify
+from ssmc.outputs import write_file
 
 FORMAT_NAME = "ssmc.net"
 FORMAT_VERSION = 1
@@ -136,33 +136,8 @@ def encode(bundle: Bundle) -> bytes:
 
 
 def save(bundle: Bundle, path: str | os.PathLike) -> None:
-    """Write `bundle` to `path` atomically: a reader sees the old file or the whole new one."""
-    path = os.fspath(path)
-    data = encode(bundle)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise SsmcError(f"{path}: folder {folder} does not exist")
-    if os.path.isdir(path):
-        raise SsmcError(f"{path}: is a directory; give a file name such as {os.path.join(path, 'net.lava')}")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".net.lava.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise SsmcError(f"{path}: cannot write in {folder} ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise SsmcError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
+    """Write `bundle` to `path` atomically: a reader sees the old file or the whole new one (ssmc.outputs)."""
+    write_file(path, encode(bundle), what="net.lava", example="net.lava")
 
 
 def load(path: str | os.PathLike) -> Bundle:

@@ -4,9 +4,11 @@
 group (the classes of lava_procs, one per kind) and one per synapse group, and
 the port links between them. A synapse group becomes Lava's own `Dense` (delay
 1) or `DelayDense` (delay 2..64) where that is provably exact (see
-`dense_exact`), else a `lava_procs.Synapses` process that saturates as the
-contract says. `build_lava` instantiates a plan, `run_net` runs a batch through
-it and returns the same EngineResult as the numpy engine, and
+`dense_exact`) -- Lava's `Sparse` (the same arithmetic over a CSR matrix) for a
+delay-1 group whose weights are mostly zeros, like an S4D layer's B and C --
+else a `lava_procs.Synapses` process that saturates as the contract says.
+`build_lava` instantiates a plan (Lava is imported only then),
+ssmc.runtime.lava_engine runs a batch through it, and
 ssmc.backend_loihi.lava_script writes a plan as a standalone Python script.
 
 The whole batch runs in one Lava run: sequence b occupies the time steps
@@ -18,21 +20,23 @@ reset their state at each sequence's first step).
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ssmc.data import check_sequences
 from ssmc.errors import SsmcError
+from ssmc.ir.fixed_point import ACC_BITS, check_neuro_graph, quantize_source, refuse_oversized_run
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
-from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, decode_output,
-                                       quantize_source, refuse_oversized_run)
+from ssmc.ir.placement import placement_of
 
-ACC_BITS = 32
 MAX_DELAY_DENSE_DELAY = 64  # DelayDense: delays 0..63 on Loihi 2, i.e. contract delays 1..64
 PROCS_MODULE = "ssmc.backend_loihi.lava_procs.processes"
 LAVA_DENSE_MODULE = "lava.proc.dense.process"
+LAVA_SPARSE_MODULE = "lava.proc.sparse.process"
+SPARSE_DENSITY = 0.1  # an exact delay-1 group with fewer non-zeros than this fraction is Lava's Sparse
 KIND_CLASS = {"source": "Source", "relay": "Relay", "relu": "Relu", "cpx": "Cpx", "integrator": "Integrator",
               "lut": "Lut", "product": "Product"}
 STATEFUL_CLASSES = ("Cpx", "Integrator")
@@ -75,6 +79,24 @@ class LavaPlan:
         return next(p for p in self.processes if p.name == name)
 
 
+def on_lava_dense_grid(w: np.ndarray) -> bool:
+    """Whether Lava 0.10's Dense keeps these integer weights unchanged at 8 bits.
+
+    Written from lava/utils/weightutils.py (determine_sign_mode, clip_weights, truncate_weights
+    with num_bits=8) rather than imported, so compiling a net needs no Lava (Lava is archived;
+    tests check this against Lava's own functions where it is installed): all-positive weights
+    keep 0..255, all-negative -255..0, mixed signs -256..255 with the lowest bit dropped.
+    """
+    if w.size == 0:
+        return True
+    lo, hi = int(w.min()), int(w.max())
+    if lo >= 0:
+        return hi <= 255
+    if hi <= 0:
+        return lo >= -255
+    return lo >= -256 and hi <= 255 and not np.any(w & 1)
+
+
 def dense_exact(weights: np.ndarray, weight_exp: int, pre_msg_bits: int, delay: int, pre_delta: int) -> str:
     """'' when Lava's bit-accurate Dense (delay 1) or DelayDense computes this synapse group
     exactly as the contract says, else the reason it does not.
@@ -86,16 +108,12 @@ def dense_exact(weights: np.ndarray, weight_exp: int, pre_msg_bits: int, delay: 
     Lava's clip and truncation unchanged and |shr(W @ m, -weight_exp)| < 2^31 for every
     message m of pre_msg_bits; and it cannot sum sigma-delta changes before its shift.
     """
-    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
-
     if pre_delta:
         return "pre group sends sigma-delta changes: sums before its shift (own process)"
     if delay > MAX_DELAY_DENSE_DELAY:
         return f"delay {delay} > {MAX_DELAY_DENSE_DELAY} (DelayDense's limit)"
     w = np.asarray(weights, np.int64)
-    mode = determine_sign_mode(w)
-    lava_w = truncate_weights(clip_weights(w, mode, num_bits=8), mode, 8)
-    if not np.array_equal(lava_w, w):
+    if not on_lava_dense_grid(w):
         return "weights are not on Lava Dense's 8-bit grid"
     bound = int(np.abs(w).sum(axis=1).max(initial=0)) * (1 << (pre_msg_bits - 1))
     hi = (1 << (ACC_BITS - 1)) - 1
@@ -166,7 +184,15 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
         w = op.params["weight"].astype(np.int64)
         delay, exp = int(a["delay"]), int(a["weight_exp"])
         why_not = dense_exact(w, exp, int(pre["msg_bits"]), delay, int(pre["delta"]))
-        if not why_not and delay == 1:
+        nonzero = int(np.count_nonzero(w))
+        if not why_not and delay == 1 and nonzero < SPARSE_DENSITY * w.size:
+            # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
+            # product in int64), so dense_exact's proof holds; it stores the non-zeros only
+            spec = ProcessSpec(op.name, LAVA_SPARSE_MODULE, "Sparse", post.name, w.shape[0],
+                               {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
+                                "num_message_bits": int(pre["msg_bits"])},
+                               f"Lava Sparse: exact (bound), {nonzero} of {w.size} weights non-zero")
+        elif not why_not and delay == 1:
             spec = ProcessSpec(op.name, LAVA_DENSE_MODULE, "Dense", post.name, w.shape[0],
                                {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
                                 "num_message_bits": int(pre["msg_bits"])}, "Lava Dense: exact (bound)")
@@ -208,8 +234,19 @@ def _check_connected(plan: LavaPlan) -> None:
                         "run it; recompile (the passes keep every group on a path from the input)")
 
 
+def require_lava() -> None:
+    """Refuse, in one line, to build Lava processes where Lava is not installed (it is archived upstream)."""
+    try:
+        importlib.import_module("lava.magma.core.process.process")
+    except ImportError as e:
+        raise SsmcError(f"Lava is not installed here ({e}): the Lava engine and Net.to_lava need lava-nc 0.10.0 "
+                        "(Python 3.10); the numpy and microcode engines compute the same integers without it "
+                        "(--engine numpy or microcode)") from None
+
+
 def build_lava(plan: LavaPlan) -> dict:
     """Process name -> the connected Lava process of `plan`."""
+    require_lava()
     procs = {}
     for spec in plan.processes:
         cls = getattr(importlib.import_module(spec.module), spec.cls)
@@ -224,8 +261,6 @@ def process_table(net) -> list[dict]:
     group is or is not Lava's Dense), and on a placed net the cores it runs on: a neuron process on
     its group's cores, a synapse process on the cores of the neurons it feeds (as the mapper counts
     synapse memory). Does not depend on the input."""
-    from ssmc.ir.placement import placement_of
-
     features = net.graph.inputs()[0].shape[0]
     plan = plan_lava(net.graph, np.zeros((1, 1, features)))
     placed = placement_of(net.graph)
@@ -236,105 +271,7 @@ def process_table(net) -> list[dict]:
             for p in plan.processes]
 
 
-@dataclass
-class LavaNetwork:
-    """The connected Lava processes of a net for one batch of input sequences."""
-
-    graph: Graph
-    plan: LavaPlan
-    processes: dict  # process name -> Lava process
-
-    @property
-    def num_steps(self) -> int:
-        """Lava time steps that run the whole batch."""
-        return self.plan.batch * self.plan.period
-
-    def run(self, trace: bool = False) -> EngineResult:
-        """Run the batch in Lava's fixed-point CPU simulation (Loihi2SimCfg) and read the
-        results; Lava's runtime is stopped afterwards, also when something fails.
-        trace=True needs a network built with record_all=True."""
-        from lava.magma.core.run_conditions import RunSteps
-        from lava.magma.core.run_configs import Loihi2SimCfg
-
-        first = self.processes[self.plan.processes[0].name]
-        try:
-            try:
-                first.run(condition=RunSteps(num_steps=self.num_steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-            except Exception as e:  # Lava's own errors: one line, not its traceback
-                first_line = str(e).splitlines()[0] if str(e) else ""
-                raise SsmcError(f"the Lava simulation failed: {type(e).__name__}: {first_line}") from None
-            return _collect(self.graph, self.plan, self.processes, trace)
-        finally:
-            try:
-                first.stop()
-            except Exception:  # a runtime that never started has nothing to stop
-                pass
-
-
-def build_network(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaNetwork:
-    """The connected Lava network that runs `graph` on x [batch, tokens, features]: the source
-    process holds the quantized tokens (input injection), output groups record their messages
-    (probes; every group, with its state, when record_all)."""
-    plan = plan_lava(graph, x, record_all=record_all)
-    return LavaNetwork(graph, plan, build_lava(plan))
-
-
 def process_table_json(net) -> bytes:
     """process_table(net) as deterministic JSON, for a net.lava extra such as
     `lava/processes.json` (joined with a placement: which process runs on which core)."""
-    import json
     return (json.dumps(process_table(net), indent=1, sort_keys=True) + "\n").encode()
-
-
-def run_lava(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
-    """Run x [batch, tokens, features] through `graph` in Lava's fixed-point CPU simulation."""
-    return build_network(graph, x, record_all=trace).run(trace=trace)
-
-
-def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
-    """The engine entry point `ssmc.api` uses (FIXED_POINT_ENGINES["lava"])."""
-    return run_lava(net.graph, x, trace=trace)
-
-
-def _get(var) -> np.ndarray:
-    # Lava returns Vars as float64; every value here is an integer below 2^53 in magnitude
-    return np.rint(np.asarray(var.get(), np.float64)).astype(np.int64)
-
-
-def _collect(graph: Graph, plan: LavaPlan, procs: dict, trace: bool) -> EngineResult:
-    batch, tokens, steps = plan.batch, plan.tokens, plan.steps
-    for spec in plan.processes:
-        if spec.module == PROCS_MODULE and _get(procs[spec.name].failed)[0]:
-            step = int(_get(procs[spec.name].failed)[0])
-            raise SsmcError(f"Lava process {spec.name} ({spec.cls}) failed at time step {step} (a bug in ssmc's "
-                            "process model; its traceback is printed above)")
-    saturation, sparsity, traces, read = {}, {}, {}, {}
-    neuron_specs = [p for p in plan.processes if p.module == PROCS_MODULE and p.cls != "Synapses"]
-    for spec in neuron_specs:
-        counts = _get(procs[spec.name].counts)
-        saturation[spec.name] = dict(zip(SAT_QUANTITIES, (int(c) for c in counts)))
-        saturation[spec.name]["message"] += plan.source_clips.get(spec.name, 0)
-        total = batch * tokens * spec.size
-        sparsity[spec.name] = int(_get(procs[spec.name].zeros)[0]) / total if total else 0.0
-        if spec.kwargs["record"]:
-            msgs = _get(procs[spec.name].messages).reshape(batch, steps, spec.size)
-            read[spec.name] = msgs
-            if trace:
-                traces[spec.name] = msgs
-                if spec.cls in STATEFUL_CLASSES:
-                    traces[f"{spec.name}.state"] = _get(procs[spec.name].states).reshape(batch, steps, spec.size)
-                if spec.kwargs["delta"]:
-                    traces[f"{spec.name}.last"] = _get(procs[spec.name].lasts).reshape(batch, steps, spec.size)
-    for spec in plan.processes:
-        if spec.cls == "Synapses":  # a synapse group's clips count for the group it feeds
-            saturation[spec.group]["accumulator"] += int(_get(procs[spec.name].counts)[0])
-    outputs, raw = {}, {}
-    for out in graph.outputs():
-        g = graph.op(out.inputs[0])
-        a = with_defaults(g)
-        depth = int(a["depth"])
-        msgs = read[g.name][:, depth:depth + tokens].copy()
-        raw[out.name] = msgs
-        outputs[out.name] = decode_output(msgs, a["frac"], a["decode"])
-    return EngineResult(outputs=outputs, raw=raw, saturation=saturation, sparsity=sparsity,
-                        trace=traces if trace else None, steps=steps)

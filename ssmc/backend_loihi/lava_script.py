@@ -21,6 +21,7 @@ from ssmc import __version__
 from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, PROCS_MODULE, plan_lava
 from ssmc.errors import SsmcError
 from ssmc.ir.ops import with_defaults
+from ssmc.outputs import check_output, write_files
 
 # per-batch values the script computes from its input instead of writing them as literals
 _TIMING = ("steps", "period", "tokens", "batch")
@@ -134,7 +135,7 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
                 args.append(f"{key}=TENSORS[{spec.name + '.' + key!r}]")
             else:
                 args.append(f"{key}={value!r}")
-        if spec.cls not in ("Dense", "DelayDense"):
+        if spec.cls not in ("Dense", "DelayDense", "Sparse"):
             args.append("**timing" if spec.cls != "Synapses" else
                         "steps=timing['steps'], period=timing['period']")
         what = "neurons" if spec.group == spec.name else f"outputs into {spec.group}"
@@ -159,21 +160,18 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
     return header + "\n".join(lines) + "\n" + _FOOTER, tensors
 
 
-def write_script(net, path: str | os.PathLike) -> tuple[str, str]:
-    """Write the script to `path` and its arrays to the .npz beside it (same stem);
-    returns both paths. Same net -> byte-identical files."""
+def write_script(net, path: str | os.PathLike, inputs=()) -> tuple[str, str]:
+    """Write the script to `path` and its arrays to the .npz beside it (same stem), both atomically and
+    never onto one of `inputs` (ssmc.outputs); returns both paths. Same net -> byte-identical files."""
     path = os.fspath(path)
     if not path.endswith(".py"):
         raise SsmcError(f"{path}: the script needs a .py name, such as build_net.py")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise SsmcError(f"{path}: folder {folder} does not exist")
     tensors_path = path[:-3] + ".npz"
+    for p in (path, tensors_path):  # refuse a bad destination before the work
+        check_output(p, inputs, "Lava script", example="build_net.py")
     text, tensors = script_text(net, os.path.basename(path), os.path.basename(tensors_path))
-    with open(path, "w") as f:
-        f.write(text)
     buf = io.BytesIO()
     np.savez(buf, **dict(sorted(tensors.items())))
-    with open(tensors_path, "wb") as f:
-        f.write(buf.getvalue())
+    write_files({tensors_path: buf.getvalue(), path: text.encode("utf-8")}, inputs, "Lava script",
+                example="build_net.py")
     return path, tensors_path

@@ -29,13 +29,14 @@ from ssmc.frontend.elementwise import ANCHORS, match_activation
 from ssmc.frontend.gsutil import GraphIndex, describe
 from ssmc.frontend.handlers import DOCS as HANDLER_DOCS
 from ssmc.frontend.handlers import OpHandler, apply_handler, find_handler
-from ssmc.frontend.recurrence import Recurrence, find_recurrence
+from ssmc.frontend.recurrence import Recurrence, find_recurrences
 from ssmc.frontend.subgraph import opset_of
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import schema
 from ssmc.ir.verify import graph_problems
 
-SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout), "
+SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout: "
+             "re/im apart, layers packed in one state, any batch axis), "
              "running sums; Gemm; MatMul (+Add) with constant weights; Add of two tensors (residual); "
              "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
              "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]")
@@ -100,9 +101,15 @@ def _check_contract(ix: GraphIndex, name: str) -> tuple[str, list[tuple[str, str
         raise UnsupportedModelError(
             f"{name}: {len(states_in)} state input(s) but {len(outs) - 1} state output(s); the step form lists "
             "states in the same order after the first input and after the first output")
+    if isinstance(x.shape[0], int) and x.shape[0] != 1:
+        raise UnsupportedModelError(
+            f"{name}: token input '{x.name}' has a fixed batch of {x.shape[0]}; ssmc accepts a symbolic batch or a "
+            "fixed batch of 1. In torch: export with example inputs of batch 1, or with "
+            f"dynamic_axes={{'{x.name}': {{0: 'batch'}}, ...}} on every input and output")
     pairs = []
     for s_in, s_out in zip(states_in, outs[1:]):
-        if s_in.shape is None or s_out.shape is None or list(s_in.shape)[1:] != list(s_out.shape)[1:]:
+        if s_in.shape is None or s_out.shape is None or len(s_in.shape) != len(s_out.shape) or any(
+                isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s_in.shape, s_out.shape)):
             raise UnsupportedModelError(
                 f"{name}: state input '{s_in.name}' {s_in.shape} and output '{s_out.name}' {s_out.shape} "
                 "do not match; states must come back in the same order and shape")
@@ -254,7 +261,7 @@ def _handled_nodes(ix: GraphIndex) -> dict[int, OpHandler]:
     return found
 
 
-def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int) -> list[Unit]:
+def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool) -> list[Unit]:
     units: list[Unit] = []
     claimed: set[int] = set()
     handled = _handled_nodes(ix)
@@ -262,6 +269,7 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int) -> list[Unit]:
     for n in ix.nodes:  # onnxruntime cannot run these, so recurrence measurement would fail obscurely
         if id(n) not in handled and n.domain not in ("", "ai.onnx", None):
             raise UnsupportedModelError(_unsupported_message(ix, n))
+    measured = []
     for s_in, s_out in pairs:
         producer = ix.producer.get(s_out)
         if producer is not None and id(producer) in handled:  # the handler's op keeps this state
@@ -271,12 +279,14 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int) -> list[Unit]:
                                             f"(mapped by handler {handled[id(producer)].origin}) but the input is "
                                             f"also read by {describe(outside[0])}; a handled node must own its state")
             continue
-        rec: Recurrence = find_recurrence(ix, raw, s_in, s_out, opset)
+        measured.append((s_in, s_out))
+    recs: list[Recurrence] = find_recurrences(ix, raw, measured, opset, fixed_batch) if measured else []
+    for rec in recs:
         if rec.nodes & claimed:
-            raise UnsupportedModelError(f"state '{s_in}': its layer overlaps another recurrence")
+            raise UnsupportedModelError(f"{rec.source}: its layer overlaps another recurrence")
         claimed |= rec.nodes
         units.append(Unit(rec.kind, [rec.u], rec.y, rec.nodes, attrs=rec.attrs, params=rec.params,
-                          source=f"state '{s_in}' -> '{s_out}'", notes=rec.notes))
+                          source=rec.source, notes=rec.notes))
     # Handlers before the built-in matchers: a user's handler for a standard op overrides them.
     for n in ix.nodes:
         if id(n) in handled and id(n) not in claimed:
@@ -349,7 +359,7 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     _check_finite(raw_graph, name)
     raw, ix = GraphIndex(raw_graph), GraphIndex(folded)
     x_name, pairs, y_name = _check_contract(ix, name)
-    units = _units(ix, raw, pairs, opset)
+    units = _units(ix, raw, pairs, opset, fixed_batch=isinstance(ix.shape(x_name)[0], int))
     states = {s for pair in pairs for s in pair}
     units.sort(key=lambda u: ix.tensor_index(u.output))
 

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 from scipy.special import erf
 
 from ssmc.frontend.gsutil import GraphIndex
-from ssmc.runtime.float_ref import activation
+from ssmc.ir.activations import activation
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Tanh", "Sigmoid", "Relu", "Exp", "Neg",
                "Sqrt", "Reciprocal", "Gelu", "Abs", "Max", "Min", "Clip", "Identity"}

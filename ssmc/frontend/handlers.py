@@ -35,7 +35,11 @@ from typing import Callable
 
 import numpy as np
 
+from ssmc.entry_points import installed
 from ssmc.errors import SsmcError, UnsupportedModelError
+from ssmc.ir.graph import Op
+from ssmc.ir.ops import known_kinds, schema
+from ssmc.ir.verify import op_problems
 
 ENTRY_POINT_GROUP = "ssmc.op_handlers"
 DOCS = "docs/extending.md#custom-onnx-ops"
@@ -153,7 +157,6 @@ def _load_entry_points() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    from ssmc.entry_points import installed
 
     for ep, package in installed(ENTRY_POINT_GROUP):
         origin = f"package {package} (entry point {ep.name} = {ep.value})"
@@ -260,10 +263,6 @@ class HandlerContext:
 
         Without `name`, ops are named like the built-in ones (s4d0, linear1, relu0, ...).
         """
-        from ssmc.ir.graph import Op
-        from ssmc.ir.ops import known_kinds, schema
-        from ssmc.ir.verify import op_problems
-
         if kind not in known_kinds() or kind in NOT_FOR_HANDLERS:
             raise UnsupportedModelError(f"ctx.add: {kind!r} is not an IR op a handler can add (see docs/ir.md)")
         inputs = list(inputs)

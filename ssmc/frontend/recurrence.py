@@ -1,9 +1,13 @@
 """Recognise the recurrences of a step-form model: S4D layers and running pools.
 
 A step-form model carries each recurrent state in as a graph input and out as
-the matching graph output. For every such pair this module finds the layer's
-input u and output y in the dataflow, then *measures* the layer with probes
-through onnxruntime instead of matching op patterns:
+the matching graph output, in whatever layout its author chose: re and im as
+separate states, several layers packed in one state tensor, the batch on any
+axis or a fixed batch of 1. This module groups the state elements into layers
+by measurement (the elements one [batch, H] tensor drives are one layer, that
+tensor its input u), finds each layer's output y in the dataflow, then
+*measures* the layer with probes through onnxruntime instead of matching op
+patterns:
 
     s_out = M s_in + Bu u          y = Ky s_in + Ly u
 
@@ -38,6 +42,8 @@ from ssmc.ir.ssm import zoh_discretize
 PROBE_CHUNK = 2048
 # ... and to about this many probe values (rows x state elements), so a chunk's buffers stay ~100 MB.
 PROBE_VALUES = 1 << 22
+# Probes gathered per step when a fixed batch of 1 makes onnxruntime take them one at a time.
+FIXED_BATCH_STEP = 64
 # Largest state (elements per sample) of one layer the frontend will measure (default; see ssmc.limits).
 MAX_STATE_ELEMENTS = limits.Limits().state_elements
 #: Progress of slow steps (one line per measured layer); `ssmc.compile` shows it in its log.
@@ -49,7 +55,7 @@ class Recurrence:
     """One recognised recurrence, ready to become an IR op."""
 
     kind: str  # "s4d" or "pool"
-    state_in: str
+    state_in: str  # the state input(s) it reads, for messages
     state_out: str
     u: str  # layer input tensor
     y: str  # layer output tensor
@@ -57,22 +63,137 @@ class Recurrence:
     attrs: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    where: str = ""  # how messages name it, if not by its state pair
+
+    @property
+    def source(self) -> str:
+        return self.where or f"state '{self.state_in}' -> '{self.state_out}'"
 
 
-def _fail(pair: tuple[str, str], msg: str) -> UnsupportedModelError:
-    return UnsupportedModelError(f"state '{pair[0]}' -> '{pair[1]}': {msg}")
+@dataclass(frozen=True)
+class StateLayout:
+    """Where a state pair keeps its batch: `shape` is one sequence's state, `batch_axis` where the batch
+    sits in the declared tensor (None: the model has a fixed batch of 1 and the tensor is one sequence's)."""
+
+    s_in: str
+    s_out: str
+    shape: tuple
+    batch_axis: int | None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def declared(self) -> list:
+        if self.batch_axis is None:
+            return list(self.shape)
+        return [*self.shape[:self.batch_axis], "batch", *self.shape[self.batch_axis:]]
+
+    def full(self, batch) -> tuple:
+        """The fed tensor's shape with `batch` at the batch axis (as declared for a fixed batch)."""
+        if self.batch_axis is None:
+            return tuple(self.shape)
+        return (*self.shape[:self.batch_axis], batch, *self.shape[self.batch_axis:])
 
 
-def find_recurrence(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, opset: int) -> Recurrence:
+ACCEPTED_LAYOUTS = ("one symbolic batch axis at any position of every state (and first in the token and output), "
+                    "or a fixed batch of 1 everywhere")
+
+
+def _fail(pair: tuple[str, str] | str, msg: str) -> UnsupportedModelError:
+    """An error naming the state pair (or `pair` as given, e.g. one layer of a packed state)."""
+    where = pair if isinstance(pair, str) else f"state '{pair[0]}' -> '{pair[1]}'"
+    return UnsupportedModelError(f"{where}: {msg}")
+
+
+def state_layout(ix: GraphIndex, s_in: str, s_out: str, fixed_batch: bool) -> StateLayout:
+    """The layout of a state pair: its batch axis (the one symbolic axis), or none for a fixed batch of 1."""
     pair = (s_in, s_out)
     shape = ix.shape(s_in)
-    if shape is None or any(not isinstance(d, int) for d in shape[1:]):
-        raise _fail(pair, f"needs a static shape beyond the batch axis, has {shape}")
-    if s_out not in ix.producer:
-        raise _fail(pair, "the state output is not computed by the graph")
-    if len(shape) == 2:
-        return _find_pool(ix, s_in, s_out)
-    return _find_s4d(ix, raw, s_in, s_out, opset)
+    if shape is None:
+        raise _fail(pair, "the state input has no declared shape; export it with one")
+    symbolic = [a for a, d in enumerate(shape) if not isinstance(d, int)]
+    if fixed_batch:
+        if symbolic:
+            raise _fail(pair, f"the state {list(shape)} has symbolic axes but the token input has a fixed batch of 1; "
+                              f"ssmc accepts {ACCEPTED_LAYOUTS}. In torch: give the state the same dynamic_axes as "
+                              "the token, or none at all")
+        return StateLayout(s_in, s_out, tuple(shape), None)
+    if len(symbolic) != 1:
+        if not symbolic:
+            raise _fail(pair, f"the state {list(shape)} has no batch axis but the token input has a symbolic batch; "
+                              f"ssmc accepts {ACCEPTED_LAYOUTS}. In torch: name the state's batch axis too, e.g. "
+                              f"dynamic_axes={{'{s_in}': {{0: 'batch'}}, '{s_out}': {{0: 'batch'}}, ...}}")
+        raise _fail(pair, f"the state {list(shape)} has {len(symbolic)} symbolic axes; only the batch may be "
+                          f"symbolic ({ACCEPTED_LAYOUTS}). In torch: list only the batch axis in dynamic_axes")
+    b = symbolic[0]
+    return StateLayout(s_in, s_out, tuple(d for a, d in enumerate(shape) if a != b), b)
+
+
+class _Probes:
+    """A slice of the graph evaluated on n probes at once, whatever axis each tensor keeps its batch on.
+
+    Values go in and come out as [n, elements of one sequence]. With a fixed batch of 1 the probes run one by
+    one (the graph may reshape to constant shapes that hold the batch of 1)."""
+
+    def __init__(self, ix: GraphIndex, feeds: dict[str, StateLayout], fetch: dict[str, StateLayout], opset: int,
+                 fixed: bool, where: str):
+        self.feeds, self.fetch, self.fixed, self.where = feeds, fetch, fixed, where
+        shapes = {name: lay.full(1 if fixed else "probes") for name, lay in feeds.items()}
+        self.runner = slice_runner(ix.graph, shapes, list(fetch), opset, full_shapes=True)
+
+    def __call__(self, values: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
+        if self.fixed:
+            rows = [self._run({k: v[i:i + 1] for k, v in values.items()}, 1) for i in range(n)]
+            return [np.concatenate(parts) for parts in zip(*rows)] if rows else \
+                [np.zeros((0, lay.size), np.float32) for lay in self.fetch.values()]
+        return self._run(values, n)
+
+    def _run(self, values: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
+        feed = {}
+        for name, lay in self.feeds.items():
+            v = np.asarray(values[name], np.float32).reshape((n,) + tuple(lay.shape))
+            feed[name] = v.reshape(lay.shape) if lay.batch_axis is None else np.moveaxis(v, 0, lay.batch_axis)
+        outs = []
+        for (name, lay), got in zip(self.fetch.items(), self.runner(feed)):
+            want = lay.full(n)
+            if tuple(got.shape) != want:
+                raise UnsupportedModelError(
+                    f"{self.where}: evaluated on {n} sample(s), '{name}' has shape {list(got.shape)}, expected "
+                    f"{list(want)} (declared {lay.declared()}); the batch axis is not where the declared shape "
+                    f"puts it, or broadcasting changes the shape. ssmc accepts {ACCEPTED_LAYOUTS}")
+            o = got if lay.batch_axis is None else np.moveaxis(got, lay.batch_axis, 0)
+            outs.append(o.reshape(n, -1))
+        return outs
+
+
+def _channel(name: str, width: int) -> StateLayout:
+    return StateLayout(name, name, (width,), 0)
+
+
+def find_recurrences(ix: GraphIndex, raw: GraphIndex | None, pairs: list[tuple[str, str]], opset: int,
+                     fixed_batch: bool) -> list[Recurrence]:
+    """Every recurrence of the state pairs: running pools one per pair; S4D layers grouped by measurement
+    (a layer may span several pairs, e.g. re and im apart, and a pair may hold several layers, packed)."""
+    layouts = [state_layout(ix, s_in, s_out, fixed_batch) for s_in, s_out in pairs]
+    for lay in layouts:
+        if any(not isinstance(d, int) for d in lay.shape):
+            raise _fail((lay.s_in, lay.s_out), f"needs a static shape beyond the batch axis, has {lay.declared()}")
+        if lay.s_out not in ix.producer:
+            raise _fail((lay.s_in, lay.s_out), "the state output is not computed by the graph")
+        limits.check("state_elements", lay.size,
+                     f"state '{lay.s_in}' -> '{lay.s_out}': a state of {list(lay.shape)} per sequence")
+    recs = []
+    for lay in layouts:
+        if len(ix.shape(lay.s_in)) == 2:
+            if lay.batch_axis == 1:
+                raise _fail((lay.s_in, lay.s_out), f"a 2-D state is a running sum [batch, C]; this one is "
+                                                   f"{lay.declared()}: in torch, keep the batch first")
+            recs.append(_find_pool(ix, lay.s_in, lay.s_out))
+    s4d = [lay for lay in layouts if len(ix.shape(lay.s_in)) != 2]
+    if s4d:
+        recs += _find_s4d_layers(ix, raw, s4d, {s for p in pairs for s in p}, opset, fixed_batch)
+    return recs
 
 
 # -- running pools --------------------------------------------------------------
@@ -88,25 +209,156 @@ def _find_pool(ix: GraphIndex, s_in: str, s_out: str) -> Recurrence:
 
 
 # -- S4D layers -----------------------------------------------------------------
-def _is_channel_tensor(ix: GraphIndex, name: str, H: int) -> bool:
+def _is_channel_tensor(ix: GraphIndex, name: str, H: int | None = None) -> bool:
     s = ix.shape(name)
-    return s is not None and len(s) == 2 and s[1] == H
+    return (s is not None and len(s) == 2 and isinstance(s[1], int) and (H is None or s[1] == H)
+            and (not isinstance(s[0], int) or s[0] == 1))
 
 
-def _locate(ix: GraphIndex, s_in: str, s_out: str, H: int) -> tuple[str, str]:
-    """The layer input u and output y around the state pair."""
-    pair = (s_in, s_out)
-    state_dep = ix.descendants(s_in)
-    cone, _ = ix.ancestors(s_out, stop={s_in})
-    u_cands = [t for t in cone if t not in state_dep and not ix.is_const(t) and _is_channel_tensor(ix, t, H)]
-    if not u_cands:
-        raise _fail(pair, f"found no [batch, {H}] tensor feeding the state update (the layer input)")
-    u = max(u_cands, key=ix.tensor_index)
+@dataclass
+class _Layer:
+    """State elements (indices into the concatenated per-sequence states) driven by one [batch, H] tensor u."""
 
-    y_cands = [t for t in state_dep if t not in (s_in, s_out) and _is_channel_tensor(ix, t, H)]
-    if not y_cands:
-        raise _fail(pair, f"found no [batch, {H}] tensor read out of the state (the layer output)")
-    y = min(y_cands, key=ix.tensor_index)
+    u: str
+    elements: np.ndarray
+    layouts: list[StateLayout]  # the pairs it has elements in, in graph order
+    packed: bool = False  # its state tensors hold other layers' elements too
+    y: str = ""
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return " + ".join(lay.s_in for lay in self.layouts), " + ".join(lay.s_out for lay in self.layouts)
+
+    @property
+    def where(self) -> str:
+        return f"state '{self.pair[0]}' -> '{self.pair[1]}'" + (f" (the layer fed by '{self.u}')" if self.packed
+                                                                 else "")
+
+
+def _find_s4d_layers(ix: GraphIndex, raw: GraphIndex | None, layouts: list[StateLayout], states: set[str],
+                     opset: int, fixed: bool) -> list[Recurrence]:
+    """Group the state elements into layers by which [batch, H] tensor drives them, then measure each layer."""
+    graph_inputs = {t.name for t in ix.graph.inputs}
+    channels = sorted((t for t in ix.tensors if t not in states and not ix.is_const(t)
+                       and (t in ix.producer or t in graph_inputs) and _is_channel_tensor(ix, t)),
+                      key=lambda t: (ix.tensor_index(t), t))
+    layers = _drive_groups(ix, layouts, channels, opset, fixed)
+    for layer in layers:
+        layer.y = _locate_y(ix, layer, layouts, channels, opset, fixed)
+    nodes = _claimed_nodes(ix, layouts, layers)
+    recs = []
+    for k, layer in enumerate(layers):
+        rec = _find_s4d(ix, raw, layer, layouts, channels, opset, fixed)
+        rec.nodes = nodes if k == 0 else set()  # the layers share state plumbing (slices of a packed state)
+        recs.append(rec)
+    return recs
+
+
+def _offsets(layouts: list[StateLayout]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum([lay.size for lay in layouts])]).astype(np.int64)
+
+
+def _element_name(layouts: list[StateLayout], offsets: np.ndarray, e: int) -> str:
+    k = int(np.searchsorted(offsets, e, side="right") - 1)
+    idx = np.unravel_index(e - offsets[k], layouts[k].shape)
+    return f"'{layouts[k].s_in}'{list(map(int, idx))}"
+
+
+def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], opset: int,
+                  fixed: bool) -> list[_Layer]:
+    """One probe per [batch, C] tensor (all of them cut, the states zero): the state elements that respond
+    are driven by it. A layer is the elements one tensor drives."""
+    offsets = _offsets(layouts)
+    S = int(offsets[-1])
+    where = "the state inputs " + ", ".join(f"'{lay.s_in}'" for lay in layouts)
+    feeds = {lay.s_in: lay for lay in layouts} | {t: _channel(t, ix.shape(t)[1]) for t in channels}
+    fetch = {lay.s_out: lay for lay in layouts}
+    probes = _Probes(ix, feeds, fetch, opset, fixed, where)
+    n = len(channels) + 1  # the last probe is all zeros: the response to nothing
+    rng = np.random.default_rng(0)
+    values = {lay.s_in: np.zeros((n, lay.size), np.float32) for lay in layouts}
+    for k, t in enumerate(channels):
+        v = np.zeros((n, ix.shape(t)[1]), np.float32)
+        v[k] = rng.uniform(0.5, 1.5, v.shape[1]) * rng.choice([-1, 1], v.shape[1])
+        values[t] = v
+    resp = np.concatenate(probes(values, n), axis=1)  # [n, S]
+    if not np.all(np.isfinite(resp)):
+        raise UnsupportedModelError(f"{where}: probing the layers gives NaN or infinite values; check the weights "
+                                    "for huge values")
+    base = resp[-1]
+    if np.abs(base).max(initial=0.0) > 1e-6:
+        e = int(np.argmax(np.abs(base)))
+        k = int(np.searchsorted(offsets, e, side="right") - 1)
+        raise _fail((layouts[k].s_in, layouts[k].s_out), "the layer adds a constant (bias) to its state or output; "
+                                                          "S4D layers have none: move the bias into a linear before "
+                                                          "or after")
+    size = np.abs(resp[:-1])
+    driven = size > 1e-6 * np.maximum(size.max(axis=1, keepdims=True), 1e-30)  # [channels, S]
+    twice = np.flatnonzero(driven.sum(axis=0) > 1)
+    if twice.size:
+        e = int(twice[0])
+        by = [channels[k] for k in np.flatnonzero(driven[:, e])]
+        raise UnsupportedModelError(f"state element {_element_name(layouts, offsets, e)} is driven by several "
+                                    f"tensors ({', '.join(repr(t) for t in by[:3])}); an S4D layer reads one input "
+                                    "u [batch, H]: sum the inputs before the layer")
+    owner = np.full(S, -1)
+    for k in range(len(channels)):
+        owner[driven[k]] = k
+    # An element no tensor drives joins the layer that drives the rest of its state tensor, if just one does
+    # (e.g. the imaginary half of a real pole); it stays 0 and is dropped as a mode.
+    for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
+        drivers = set(owner[lo:hi].tolist()) - {-1}
+        if not drivers:
+            raise _fail((lay.s_in, lay.s_out), f"no [batch, C] tensor drives any element of the state "
+                                               f"{lay.declared()} (found none feeding the state update; "
+                                               "is the state updated from the layer input?)")
+        if len(drivers) == 1:
+            seg = owner[lo:hi]
+            seg[seg == -1] = drivers.pop()
+    layers = []
+    for k in sorted(set(owner.tolist()) - {-1}):
+        elements = np.flatnonzero(owner == k)
+        touched = [lay for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:])
+                   if np.any((elements >= lo) & (elements < hi))]
+        layers.append(_Layer(channels[k], elements, touched))
+    for layer in layers:
+        layer.packed = _pairs_shared(layer, layouts)
+    return layers
+
+
+def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
+              fixed: bool) -> str:
+    """The layer output: the first [batch, H] tensor read from the layer's state elements (its other channel
+    tensors cut), extended through the D skip and constant scales."""
+    H = ix.shape(layer.u)[1]
+    states_in = {lay.s_in for lay in layouts}
+    mine = {lay.s_in for lay in layer.layouts}
+    cut = set(channels)
+    readers = []
+    for t in channels:
+        if t == layer.u or not _is_channel_tensor(ix, t, H):
+            continue
+        cone, _ = ix.ancestors(t, stop=(cut - {t}) | states_in)
+        if cone & mine:
+            readers.append(t)
+    y = readers[0] if readers and not layer.packed else None
+    if layer.packed:  # several layers read the same state tensors: which reader reads this layer's elements?
+        offsets = _offsets(layouts)
+        state = np.zeros(int(offsets[-1]), np.float32)
+        state[layer.elements] = np.random.default_rng(1).normal(size=len(layer.elements))
+        for t in readers:
+            feeds = {lay.s_in: lay for lay in layouts} | {c: _channel(c, ix.shape(c)[1]) for c in channels if c != t}
+            values = {c: np.zeros((1, ix.shape(c)[1]), np.float32) for c in channels if c != t}
+            for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
+                values[lay.s_in] = state[None, lo:hi]
+            (got,) = _Probes(ix, feeds, {t: _channel(t, H)}, opset, fixed, layer.where)(values, 1)
+            if np.abs(got).max() > 1e-6:
+                y = t
+                break
+    if y is None:
+        raise UnsupportedModelError(f"{layer.where}: found no [batch, {H}] tensor read out of the layer's state "
+                                    f"(the layer output; its input is '{layer.u}')")
+    u = layer.u
     # Extend through the D skip (adding a function of u) and constant scales.
     while True:
         users = ix.consumers.get(y, [])
@@ -123,80 +375,151 @@ def _locate(ix: GraphIndex, s_in: str, s_out: str, H: int) -> tuple[str, str]:
             y = n.outputs[0].name
         else:
             break
-    return u, y
+    return y
 
 
-def _claimed_nodes(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str) -> set[int]:
-    after_u = ix.descendants(u) | ix.descendants(s_in)
+def _pairs_shared(layer: _Layer, layouts: list[StateLayout]) -> bool:
+    """True if a state tensor of this layer holds elements of other layers too (packed)."""
+    offsets = _offsets(layouts)
+    for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
+        if lay in layer.layouts and np.count_nonzero((layer.elements >= lo) & (layer.elements < hi)) < hi - lo:
+            return True
+    return False
+
+
+def _claimed_nodes(ix: GraphIndex, layouts: list[StateLayout], layers: list[_Layer]) -> set[int]:
+    """The nodes of all layers together (their state plumbing may be shared); nothing computed inside may be
+    used outside."""
+    stop = {lay.s_in for lay in layouts} | {layer.u for layer in layers}
+    after = set()
+    for t in stop:
+        after |= ix.descendants(t)
+    tops = [lay.s_out for lay in layouts] + [layer.y for layer in layers]
     nodes = set()
-    for top in (s_out, y):
-        _, cone_nodes = ix.ancestors(top, stop={s_in, u})
-        nodes |= cone_nodes
-    keep = set()
-    for n in ix.nodes:
-        if id(n) in nodes and any(o.name in after_u for o in n.outputs):
-            keep.add(id(n))
-    # Nothing computed inside the layer may be used outside it.
+    for top in tops:
+        nodes |= ix.ancestors(top, stop=stop)[1]
+    keep = {id(n) for n in ix.nodes if id(n) in nodes and any(o.name in after for o in n.outputs)}
+    ends = set(tops)
     for n in ix.nodes:
         if id(n) not in keep:
             continue
         for o in n.outputs:
-            if o.name in (y, s_out):
+            if o.name in ends:
                 continue
             outside = [c for c in ix.consumers.get(o.name, []) if id(c) not in keep]
             if outside or o.name in ix.graph_outputs:
-                raise _fail((s_in, s_out), f"tensor '{o.name}' inside the layer is also used outside it "
-                                           f"(by '{outside[0].name if outside else 'a graph output'}')")
+                layer = next((la for la in layers if o.name in ix.ancestors(la.y, stop=stop)[0]), None)
+                where = layer.where if layer else "the state inputs " + ", ".join(f"'{la.s_in}'" for la in layouts)
+                raise UnsupportedModelError(
+                    f"{where}: tensor '{o.name}' inside the layer is also used outside it (by "
+                    f"'{outside[0].name if outside else 'a graph output'}'); only the layer output and the next "
+                    "state may leave a layer: return the next state as a state output, or compute the other use "
+                    "from the layer output")
     return keep
 
 
-def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
+def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
+             fixed: bool):
     """The four linear maps of the layer: the state map M as a sparse matrix (entries above 1e-7 of the largest
     in each probe chunk; the caller thresholds against the global largest), B, C and D as float64 arrays."""
-    state_shape = tuple(ix.shape(s_in)[1:])
-    S = int(np.prod(state_shape))
+    offsets = _offsets(layouts)
+    elements = layer.elements
+    S = len(elements)
+    u, y = layer.u, layer.y
     H = ix.shape(u)[1]
-    where = f"state '{s_in}' -> '{s_out}'"
-    limits.check("state_elements", S, f"{where}: a state of {list(state_shape)} per sequence")
-    chunk = int(np.clip(PROBE_VALUES // max(S, 1), 16, PROBE_CHUNK))
+    where = layer.where
+    states_in = {lay.s_in for lay in layouts}
+    inner, _ = ix.ancestors(y, stop=states_in | {u})
+    cut = {c for c in channels if c == u or c not in inner}
+    mine = {lay.s_in for lay in layer.layouts}
+    # The next states this layer's state reaches (its own, and any other layer's it would couple into) are
+    # fetched; every state input they read is fed (zero outside the layer).
+    cones = {lay.s_out: ix.ancestors(lay.s_out, stop=cut | states_in)[0] for lay in layouts}
+    fetched = [lay for lay in layouts if cones[lay.s_out] & mine]
+    needed = set().union(*(cones[lay.s_out] for lay in fetched), ix.ancestors(y, stop=cut | states_in)[0])
+    fed = [lay for lay in layouts if lay.s_in in needed or lay.s_in in mine]
+    fed_size, fetched_size = sum(lay.size for lay in fed), sum(lay.size for lay in fetched)
+    limits.check("state_elements", S, f"{where}: a layer of {S} state elements per sequence")
+    chunk = 1 if fixed else int(np.clip(PROBE_VALUES // max(fed_size, fetched_size, 1), 16, PROBE_CHUNK))
     # Probes go through in chunks (probe, response and onnxruntime's copies: ~4 buffers of chunk x S values);
     # B and C are dense S x H, D is H x H. M is kept sparse: a diagonal layer has ~2 entries per state element.
-    base_bytes = 8 * (4 * chunk * (S + H) + 3 * S * H + 2 * H * H)
+    base_bytes = 8 * (4 * chunk * (max(fed_size, fetched_size) + H) + 3 * S * H + 2 * H * H)
     limits.check("work_bytes", base_bytes, f"{where}: measuring this layer ({S} state elements, {H} channels)",
                  fix="give the layer fewer state elements (channels x modes)")
 
     batches = -(-S // chunk)
     progress.info(f"measuring {where}: {S} state elements, {H} channels "
                   f"({batches} probe batch{'' if batches == 1 else 'es'})")
-    runner = slice_runner(ix.graph, {u: (H,), s_in: state_shape}, [s_out, y], opset)
+    feeds = {lay.s_in: lay for lay in fed} | {c: _channel(c, ix.shape(c)[1]) for c in cut if c in needed}
+    probes = _Probes(ix, feeds, {lay.s_out: lay for lay in fetched} | {y: _channel(y, H)}, opset, fixed, where)
+
+    def positions(pairs: list[StateLayout]) -> np.ndarray:
+        """Where each layer element sits in the concatenation of `pairs`' states."""
+        pos, at = np.full(S, -1, np.int64), 0
+        for lay in pairs:
+            lo = offsets[layouts.index(lay)]
+            sel = (elements >= lo) & (elements < lo + lay.size)
+            pos[sel] = at + elements[sel] - lo
+            at += lay.size
+        return pos
+
+    fed_pos, fetched_pos = positions(fed), positions(fetched)
+    if np.any(fetched_pos < 0):  # an element of this layer that does not reach its next state: not a recurrence
+        raise UnsupportedModelError(f"{where}: the next state does not depend on the state input")
+    outside = np.ones(fetched_size, bool)
+    outside[fetched_pos] = False
+    coupling_possible = bool(outside.any())
+    # a layer alone in its state tensors (the common case) needs no scatter and gather of every probe
+    fed_all = fed_size == S and np.array_equal(fed_pos, np.arange(S))
+    fetched_all = fetched_size == S and np.array_equal(fetched_pos, np.arange(S))
 
     def run(s_batch: np.ndarray, u_batch: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
         outs_s, outs_y = [], []
         for lo in range(0, len(s_batch), chunk):
-            s_chunk = s_batch[lo:lo + chunk].reshape((-1,) + state_shape)
-            so, yo = runner({u: u_batch[lo:lo + chunk], s_in: s_chunk})
-            if so.shape != s_chunk.shape or yo.shape != (len(s_chunk), H):
-                # broadcasting inside the layer can make the declared shapes wrong
-                raise _fail((s_in, s_out), f"evaluated on {len(s_chunk)} samples, the next state has shape "
-                                           f"{list(so.shape)} (expected {list(s_chunk.shape)}) and the layer output "
-                                           f"{list(yo.shape)} (expected {[len(s_chunk), H]})")
-            outs_s.append(so.reshape(len(s_chunk), -1))
-            outs_y.append(yo.reshape(len(s_chunk), -1))
+            sc = s_batch[lo:lo + chunk]
+            n = len(sc)
+            if fed_all:
+                full = np.asarray(sc, np.float32)
+            else:
+                full = np.zeros((n, fed_size), np.float32)
+                full[:, fed_pos] = sc
+            values = {c: np.zeros((n, ix.shape(c)[1]), np.float32) for c in feeds if c not in states_in}
+            values[u] = u_batch[lo:lo + chunk]
+            at = 0
+            for lay in fed:
+                values[lay.s_in] = full[:, at:at + lay.size]
+                at += lay.size
+            *so, yo = probes(values, n)
+            so = so[0] if len(so) == 1 else np.concatenate(so, axis=1)
+            leak = np.abs(so[:, outside]) if coupling_possible else None
+            if leak is not None and leak.max() > 1e-6 * max(np.abs(so).max(), 1e-30):
+                e = int(np.flatnonzero(outside)[np.argmax(leak.max(axis=0))])
+                k = 0
+                while e >= fetched[k].size:
+                    e -= fetched[k].size
+                    k += 1
+                idx = list(map(int, np.unravel_index(e, fetched[k].shape)))
+                raise UnsupportedModelError(f"{where}: the layer's state drives element {idx} of the next state "
+                                            f"'{fetched[k].s_out}' outside the layer; layers must not couple "
+                                            "their states (only a diagonal state map per layer is supported)")
+            outs_s.append(so if fetched_all else so[:, fetched_pos])
+            outs_y.append(yo)
         return np.concatenate(outs_s).astype(dtype, copy=False), np.concatenate(outs_y).astype(dtype, copy=False)
 
-    not_finite = _fail((s_in, s_out), "probing the layer gives NaN or infinite values; check its weights for "
-                                      "huge values")
+    not_finite = UnsupportedModelError(f"{where}: probing the layer gives NaN or infinite values; check its "
+                                       "weights for huge values")
     zero_s, zero_u = np.zeros((1, S)), np.zeros((1, H))
     s0, y0 = run(zero_s, zero_u)
-    if np.abs(s0).max() > 1e-6 or np.abs(y0).max() > 1e-6:
-        raise _fail((s_in, s_out), "the layer adds a constant (bias) to its state or output; "
-                                   "S4D layers have none: move the bias into a linear before or after")
+    if np.abs(s0).max(initial=0.0) > 1e-6 or np.abs(y0).max() > 1e-6:
+        raise UnsupportedModelError(f"{where}: the layer adds a constant (bias) to its state or output; "
+                                    "S4D layers have none: move the bias into a linear before or after")
     # State probes: unit vectors e_lo .. e_hi-1 per chunk; response row r is column lo + r of M.
     Ky = np.empty((H, S))
     rows, cols, vals = [], [], []
     kept = 0
-    for lo in range(0, S, chunk):
-        n = min(chunk, S - lo)
+    step = FIXED_BATCH_STEP if fixed else chunk  # with a fixed batch run() still goes one probe at a time
+    for lo in range(0, S, step):
+        n = min(step, S - lo)
         probe = np.zeros((n, S), np.float32)  # what onnxruntime computes in, so no conversion of S^2 values
         probe[np.arange(n), lo + np.arange(n)] = 1.0
         so, yo = run(probe, np.zeros((n, H), np.float32), dtype=np.float32)
@@ -225,8 +548,8 @@ def _measure(ix: GraphIndex, s_in: str, s_out: str, u: str, y: str, opset: int):
     err = max(np.abs(got_s - want_s).max() / (np.abs(want_s).max() + 1e-12),
               np.abs(got_y - want_y).max() / (np.abs(want_y).max() + 1e-12))
     if err > 1e-4:
-        raise _fail((s_in, s_out), f"the recurrence is not linear in (state, input) (relative error {err:.1e}); "
-                                   "only linear state-space layers are supported")
+        raise UnsupportedModelError(f"{where}: the recurrence is not linear in (state, input) (relative error "
+                                    f"{err:.1e}); only linear state-space layers are supported")
     return M, Bu, Ky, Ly
 
 
@@ -249,13 +572,12 @@ def _mode_channels(comps: list[list[int]], drives: np.ndarray, reads: np.ndarray
     return (P @ drives.astype(np.int32)) > 0, (P @ reads.T.astype(np.int32)) > 0
 
 
-def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, opset: int) -> Recurrence:
-    pair = (s_in, s_out)
-    shape = ix.shape(s_in)
-    H = shape[1]
-    u, y = _locate(ix, s_in, s_out, H)
-    nodes = _claimed_nodes(ix, s_in, s_out, u, y)
-    M, Bu, Ky, Ly = _measure(ix, s_in, s_out, u, y, opset)
+def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: list[StateLayout],
+              channels: list[str], opset: int, fixed: bool) -> Recurrence:
+    H = ix.shape(layer.u)[1]
+    M, Bu, Ky, Ly = _measure(ix, layer, layouts, channels, opset, fixed)
+    where = layer.where
+    u, y = layer.u, layer.y
 
     tol_m = 1e-7 * max(np.abs(M.data).max(initial=0.0), 1e-30)
     M.data[np.abs(M.data) <= tol_m] = 0.0  # below the layer's tolerance: not a coupling
@@ -268,15 +590,15 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
     comps = _components(M)
     coupled = next((comp for comp in comps if len(comp) > 2), None)
     if coupled is not None:
-        raise _fail(pair, f"state elements {coupled[:6]} are coupled together; only diagonal SSMs "
-                          "(independent complex modes) are supported")
+        raise _fail(where, f"state elements {coupled[:6]} are coupled together; only diagonal SSMs "
+                           "(independent complex modes) are supported")
     driven_by, read_by = _mode_channels(comps, drives, reads)
     touching = driven_by | read_by
     shared = np.flatnonzero(touching.sum(axis=1) > 1)
     if shared.size:
         k = int(shared[0])
-        raise _fail(pair, f"a mode (state elements {comps[k]}) connects channels "
-                          f"{np.flatnonzero(touching[k]).tolist()}; S4D modes must each belong to one channel")
+        raise _fail(where, f"a mode (state elements {comps[k]}) connects channels "
+                           f"{np.flatnonzero(touching[k]).tolist()}; S4D modes must each belong to one channel")
     # A mode never driven from a zero initial state stays 0 and is dropped: e.g. the imaginary
     # half of a mode whose pole is real (A_imag = 0 in S4D-Lin's first mode).
     channel = touching.argmax(axis=1)
@@ -287,7 +609,7 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
         per_channel[h].append(comp)
     n_modes = max((len(v) for v in per_channel.values()), default=0)
     if n_modes == 0:
-        raise _fail(pair, "no mode of the state reaches the output")
+        raise _fail(where, "no mode of the state reaches the output")
 
     A_bar = np.zeros((H, n_modes), np.complex128)
     B_bar = np.zeros((H, n_modes), np.complex128)
@@ -297,7 +619,7 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
         for m, comp in enumerate(comps):
             block = np.array([[entry.get((a, b), 0.0) for b in comp] for a in comp])
             if abs(np.linalg.det(block)) < 1e-12:
-                raise _fail(pair, f"mode {m} of channel {h} has A_bar = 0; its output map cannot be recovered")
+                raise _fail(where, f"mode {m} of channel {h} has A_bar = 0; its output map cannot be recovered")
             c_rows = Ky[h, comp] @ np.linalg.inv(block)  # y reads x_t = M x_{t-1} + ...
             C_full[h, comp] = c_rows
             if len(comp) == 1:
@@ -308,8 +630,8 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
                 (m_ii, m_ij), (m_ji, m_jj) = block
                 if abs(m_ii - m_jj) > 1e-5 * (abs(m_ii) + 1e-6) + tol_m \
                         or abs(m_ij + m_ji) > 1e-5 * (abs(m_ji) + 1e-6) + tol_m:
-                    raise _fail(pair, f"state elements {comp} do not form a complex mode "
-                                      f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
+                    raise _fail(where, f"state elements {comp} do not form a complex mode "
+                                       f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
                 A_bar[h, m] = m_ii + 1j * m_ji
                 B_bar[h, m] = Bu[i, h] + 1j * Bu[j, h]
                 C[h, m] = (c_rows[0] - 1j * c_rows[1]) / 2
@@ -317,17 +639,17 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, s_in: str, s_out: str, ops
     D = np.diag(D_full).copy()
     off = D_full - np.diag(D)
     if np.abs(off).max() > 1e-5 * max(np.abs(D_full).max(), 1e-6):
-        raise _fail(pair, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
+        raise _fail(where, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
 
     for label, v in (("A_bar", A_bar), ("B_bar", B_bar), ("C", C), ("D", D)):
         if not np.all(np.isfinite(v.astype(np.complex64 if np.iscomplexobj(v) else np.float32))):
-            raise _fail(pair, f"the measured {label} is not finite in float32 (max |value| {np.abs(v).max():.3g}); "
-                              "check the layer's weights for huge values")
-    rec = Recurrence("s4d", s_in, s_out, u=u, y=y, nodes=nodes)
+            raise _fail(where, f"the measured {label} is not finite in float32 "
+                               f"(max |value| {np.abs(v).max():.3g}); check the layer's weights for huge values")
+    rec = Recurrence("s4d", *layer.pair, u=u, y=y, where=layer.where)
     notes = []
     if any(len(v) < n_modes for v in per_channel.values()):
         notes.append("channels have different mode counts; padded with zero modes")
-    cont = None if notes else _match_continuous(raw, s_out, A_bar, B_bar)
+    cont = None if notes else _match_continuous(raw, layer.layouts[0].s_out, A_bar, B_bar)
     if cont is not None:
         log_dt, A, B, names, conj = cont
         if conj:  # the state stores (im, re): the conjugate realisation is the same layer

@@ -14,9 +14,12 @@ import onnx_graphsurgeon as gs
 from ssmc.errors import UnsupportedModelError
 
 
-def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str], opset: int):
+def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str], opset: int,
+                 full_shapes: bool = False):
     """A function evaluating tensors `fetch` from values of tensors `feeds` (float32, any batch size).
 
+    `feed_shapes` are per-sample shapes, a leading "probes" axis added; with `full_shapes` they are taken as
+    given (the caller places the probe axis, or none for a model with a fixed batch).
     The slice is cut and its onnxruntime session built once: a layer is probed in many chunks."""
     import onnxruntime as ort
 
@@ -27,7 +30,7 @@ def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str
         t = tmap[name]
         t.inputs.clear()  # cut: the tensor is now fed from outside
         t.dtype = np.float32
-        t.shape = ["probes", *shape]
+        t.shape = list(shape) if full_shapes else ["probes", *shape]
         new_inputs.append(t)
     sub.inputs = new_inputs
     outs = []

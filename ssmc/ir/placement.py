@@ -11,10 +11,11 @@ A placed graph has two things (added by the `partition` pass, moved by `place`):
   the neurons they feed (rows of their weight), so they need no attribute.
 
 `placement_of(graph)` is the accessor other stages (the Lava backend, the
-report) use. `placement_problems(graph)` is what `ssmc.ir.verify` runs on a
-placed graph: every neuron placed exactly once, cores that exist, and every
-per-core capacity of the target respected (counted by ssmc.mapping.usage, not
-by the pass that made the placement).
+report) use. The IR only records a placement: reading the target back
+(`ssmc.mapping.capacity.target_of`) and checking the placement against it
+(every neuron placed exactly once, cores that exist, every per-core capacity
+respected) is the mapper's knowledge, in ssmc.mapping.capacity, which
+registers that check with the verifier (`ssmc.ir.verify.register_placement_check`).
 """
 
 from __future__ import annotations
@@ -51,13 +52,6 @@ def placement_of(graph: Graph) -> dict[str, list[CoreBlock]]:
         if flat is not None:
             out[op.name] = [CoreBlock(*flat[i:i + 4]) for i in range(0, len(flat) - len(flat) % 4, 4)]
     return out
-
-
-def target_of(graph: Graph):
-    """The Target a placed graph was mapped onto (None when it is not placed)."""
-    from ssmc.targets import target_from_json
-    text = graph.attrs.get(TARGET_ATTR)
-    return None if text is None else target_from_json(text)
 
 
 def blocks_from_cores(core_ids: np.ndarray, cores_per_chip: int) -> list[CoreBlock]:
@@ -112,25 +106,3 @@ def core_assignment(graph: Graph, target) -> tuple[np.ndarray | None, list[str]]
     if problems:
         return None, problems
     return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), []
-
-
-def placement_problems(graph: Graph) -> list[str]:
-    """Every way a placed graph breaks its target (empty for an unplaced or well placed graph)."""
-    if not is_placed(graph):
-        return []
-    from ssmc.errors import SsmcError
-    try:
-        target = target_of(graph)
-    except SsmcError as e:
-        return [f"graph attribute {TARGET_ATTR!r}: {e}"]
-    if target is None:
-        return [f"neuron groups carry placements but the graph has no {TARGET_ATTR!r} attribute"]
-    core_of, problems = core_assignment(graph, target)
-    if problems:
-        return problems
-    from ssmc.mapping.netlist import build_netlist
-    from ssmc.mapping.usage import core_usage, over_capacity
-    from ssmc.targets import CAPACITIES
-    use = core_usage(build_netlist(graph), core_of, target.total_cores)
-    return [f"chip {k // target.cores_per_chip} core {k % target.cores_per_chip}: {CAPACITIES[key]} = {used} "
-            f"exceeds the target's {limit}" for k, key, used, limit in over_capacity(use, target)]

@@ -4,19 +4,36 @@ Checks, per op: known kind, arity, attributes (required, typed, allowed values,
 no unknown ones), tensors (present, dtype, shape, finite, no unknown ones) and
 that the recorded result shape is the one the schema infers. Per graph: at
 least one input and one output, no cycle, outputs consumed by nobody; on a placed
-graph, every neuron placed once within the target's per-core capacities (ir/placement.py).
+graph, every neuron placed once within the target's per-core capacities: a check the
+mapper registers (`register_placement_check`, done by ssmc.mapping.capacity), because the
+IR knows neither the mapper's accounting nor the target's prices.
 All problems are collected, so one run reports every broken op.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
 from ssmc.errors import IRError
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import ATTR_TYPES, DTYPES, REQUIRED, VARIADIC, schema, with_defaults
+from ssmc.ir.placement import is_placed
+
+#: graph -> problems of its placement against its target; registered by ssmc.mapping.capacity.
+PlacementCheck = Callable[[Graph], "list[str]"]
+_placement_check: PlacementCheck | None = None
+
+
+def register_placement_check(check: PlacementCheck) -> PlacementCheck:
+    """Make `check` the verifier's check of placed graphs (like register_op for op kinds)."""
+    global _placement_check
+    if _placement_check is not None and _placement_check is not check:
+        raise IRError("a placement check is already registered")
+    _placement_check = check
+    return check
 
 
 def _check_attr_type(value, type_name: str) -> bool:
@@ -116,9 +133,11 @@ def graph_problems(g: Graph) -> list[str]:
         problems.extend(op_problems(op, in_shapes))
         if op.kind == "output" and g.consumers(op.name):
             problems.append(f"%{op.name} (output) must not be used by other ops")
-    if not problems:  # capacities are counted on a graph that is otherwise sound
-        from ssmc.ir.placement import placement_problems
-        problems.extend(placement_problems(g))
+    if not problems and is_placed(g):  # capacities are counted on a graph that is otherwise sound
+        if _placement_check is None:  # a placed graph is never passed unchecked
+            raise RuntimeError("a placed graph needs the capacity check: import ssmc.mapping.capacity, which "
+                               "registers it (ssmc.api, the passes and the engines do)")
+        problems.extend(_placement_check(g))
     return problems
 
 

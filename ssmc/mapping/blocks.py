@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssmc.backend_loihi import costs
 from ssmc.mapping.netlist import Netlist
+from ssmc.targets import costs
 
 #: Additive per-block resources, in this order in `Blocks.use` (groups per core is handled apart).
 RESOURCES = ("neurons", "memory_bytes", "synapse_bytes", "fan_in_axons", "fan_out_routes")

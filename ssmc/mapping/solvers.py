@@ -26,6 +26,7 @@ them onto the mesh afterwards.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,6 +197,34 @@ def improve_by_moves(blocks: Blocks, core: np.ndarray, limits: np.ndarray, group
     return core
 
 
+def _solve(solver, model) -> int:
+    """solver.Solve(model) in a worker thread (CP-SAT releases the GIL), so that a Ctrl-C or SIGTERM reaches
+    the main thread at once: the search is stopped, and the interrupt raised, without waiting for the time limit.
+    It waits on an Event, not Thread.join: an interrupted join(timeout) marks the thread stopped while it still
+    runs (CPython 3.10), and a solver still running at exit aborts the process."""
+    status, done = [], threading.Event()
+
+    def work():
+        try:
+            status.append(solver.Solve(model))
+        except BaseException as e:  # re-raised in the calling thread
+            status.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="cp-sat", daemon=True).start()
+    try:
+        while not done.wait(0.05):
+            pass
+    except BaseException:
+        solver.StopSearch()
+        done.wait()
+        raise
+    if isinstance(status[0], BaseException):
+        raise status[0]
+    return status[0]
+
+
 def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hint: np.ndarray | None,
           time_limit: float, seed: int = 0, cores_per_router: int = 4,
           router_dist: np.ndarray | None = None, router_offset: int = 0,
@@ -297,13 +326,16 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     solver.parameters.interleave_search = workers > 1  # LNS workers, interleaved deterministically
     solver.parameters.use_lns_only = False
     solver.parameters.random_seed = int(seed)
+    # CP-SAT's own SIGINT handler stops the search and then leaves SIGINT at the default action (a later
+    # Ctrl-C kills the process, leaving temporary files): keep the caller's handler (_solve stops the search)
+    solver.parameters.catch_sigint_signal = False
     # deterministic time (not wall clock) so the same input gives the same answer on any machine load;
     # one deterministic unit is roughly one second on a typical core
     # about 3-4 wall seconds per deterministic unit on the loaded, shared 2-core dev machine (4 workers)
     solver.parameters.max_deterministic_time = float(time_limit) / 3
     # a wall-clock safety net only: when it binds, results depend on machine load (seen with 1.5 x limit)
     solver.parameters.max_time_in_seconds = max(30.0, float(time_limit) * 3)
-    status = solver.Solve(m)
+    status = _solve(solver, m)
     name = solver.StatusName(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, SolveInfo(name, math.inf, 0.0, math.inf, solver.WallTime(), 0)

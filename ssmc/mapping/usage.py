@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssmc.backend_loihi import costs
 from ssmc.mapping.netlist import Netlist
-from ssmc.targets import CAPACITIES, Target
+from ssmc.targets import CAPACITIES, Target, costs
 
 
 @dataclass

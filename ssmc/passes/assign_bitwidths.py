@@ -26,11 +26,13 @@ from typing import ClassVar
 import numpy as np
 
 from ssmc.errors import SsmcError
+from ssmc.ir.activations import activation
+from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Graph, Op
+from ssmc.passes import FLOAT_PIPELINE
 from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import Ranges, measure_ranges
 
-ACC_BITS = 32
 WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
 WIDTH_LIMITS = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
                 "headroom_bits": (0, 8), "lut_bits": (1, 12)}
@@ -134,7 +136,6 @@ class _Lowering:
             frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons_from_terms(op, "relay", frac, frac, {}, terms=self._terms(name))
         else:
-            from ssmc.passes import FLOAT_PIPELINE
             what = op.attrs.get("fn", op.kind)
             hint = ("LayerNorm divides by a per-token std, which neurons cannot: run freeze-norms before "
                     "assign-bitwidths (the default pipeline does) to approximate it with frozen statistics, or "
@@ -219,8 +220,6 @@ class _Lowering:
     # -- activations and norms without a direct neuron ------------------------------
     def _lut_group(self, op, fn, terms, rows, group_name, in_peak, out_peak, out_frac=None) -> _Group:
         """A lut group computing fn of rows `rows` of the terms' sum, its table over +-in_peak."""
-        from ssmc.runtime.float_ref import activation
-
         msg_bits, o = self.bits(op.name, "message"), self.opts
         dendrite_frac = scale_frac(in_peak, msg_bits, o.headroom_bits)
         frac = scale_frac(out_peak, msg_bits, o.headroom_bits) if out_frac is None else out_frac

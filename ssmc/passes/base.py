@@ -8,22 +8,26 @@ be tested on its own.
 
 Pipelines are strings: ``"canonicalize,discretize{method=zoh}"``. Unknown
 passes or options are rejected before anything runs, and a pipeline prints
-back to the same string (it is recorded in net.lava for replay).
+back to the same string (it is recorded in net.lava for replay). A string option
+holding `,{}="` is written as a JSON string: ``sigma-delta{kinds="cpx,relu"}``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import re
 import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+from ssmc.entry_points import installed
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.verify import verify
+from ssmc.mapping import capacity as _capacity  # noqa: F401 (registers the verifier's check of placed graphs)
 
 
 class PassError(SsmcError):
@@ -73,7 +77,11 @@ def with_data(passes: list["Pass"], **data) -> list["Pass"]:
 def _format_option(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    return str(v)
+    text = str(v)
+    # A value the parser would split or strip is written as a JSON string, so every spec parses back.
+    if any(c in text for c in ',{}="\\') or text != text.strip() or not text.isprintable():
+        return json.dumps(text)
+    return text
 
 
 _REGISTRY: dict[str, Callable[[], type[Pass]]] = {}
@@ -108,8 +116,6 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    from ssmc.entry_points import installed
-
     for ep, package in installed(ENTRY_POINT_GROUP):
         origin = f"package {package} ({ep.value})"
         register_pass(ep.name, _entry_point_loader(ep, origin), origin=origin)
@@ -144,33 +150,79 @@ def load_pass(name: str) -> type[Pass]:
     return loader()
 
 
-_ITEM = re.compile(r"\s*([A-Za-z0-9_\-]+)\s*(?:\{([^}]*)\})?\s*(?:,|$)")
+_NAME = re.compile(r"\s*([A-Za-z0-9_\-]+)\s*")
+_SYNTAX = "write 'a,b{option=value}' (quote a value holding , { } = or \" as a JSON string)"
+
+
+def _split_outside_quotes(text: str, sep: str, stop: str = "") -> tuple[list[str], int]:
+    """Split `text` at `sep` outside double-quoted strings, up to the first `stop` outside quotes.
+
+    Returns the pieces and the index just past the stop character (len(text) + 1 if none was found).
+    """
+    pieces, start, i, quoted = [], 0, 0, False
+    while i < len(text):
+        c = text[i]
+        if quoted and c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif not quoted and c in stop:
+            pieces.append(text[start:i])
+            return pieces, i + 1
+        elif not quoted and c == sep:
+            pieces.append(text[start:i])
+            start = i + 1
+        i += 1
+    pieces.append(text[start:])
+    return pieces, len(text) + 1
 
 
 def parse_pipeline(text: str) -> list[Pass]:
     """Parse ``"a,b{opt=1,flag=true}"`` into pass instances, checking every name and option."""
     passes, pos, text = [], 0, text.strip()
     if text.endswith(",") or text.startswith(","):
-        raise PassError(f"pipeline {text!r} has an empty item; write 'a,b{{option=value}}'")
+        raise PassError(f"pipeline {text!r} has an empty item; {_SYNTAX}")
     while pos < len(text):
-        m = _ITEM.match(text, pos)
-        if not m or m.end() == pos:
-            raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}; write 'a,b{{option=value}}'")
-        pos = m.end()
-        cls = load_pass(m.group(1))
-        fields = {f.name: f for f in option_fields(cls)}
-        kwargs = {}
-        for item in filter(None, (s.strip() for s in (m.group(2) or "").split(","))):
-            if "=" not in item:
-                raise PassError(f"pass {cls.name}: option {item!r} must be written name=value")
-            key, value = (s.strip() for s in item.split("=", 1))
-            field = fields.get(key.replace("-", "_"))
-            if field is None:
-                known = ", ".join(k.replace("_", "-") for k in fields) or "none"
-                raise PassError(f"pass {cls.name}: unknown option {key!r} (options: {known})")
-            kwargs[field.name] = _convert_option(cls.name, key, value, field.type)
-        passes.append(cls(**kwargs))
+        m = _NAME.match(text, pos)
+        if not m:
+            raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}; {_SYNTAX}")
+        pos, options = m.end(), ""
+        if text.startswith("{", pos):
+            (options,), end = _split_outside_quotes(text[pos + 1:], sep="", stop="}")
+            if end > len(text) - pos - 1:
+                raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}: no closing '}}'; {_SYNTAX}")
+            pos += 1 + end
+        tail = re.compile(r"\s*(?:,|$)").match(text, pos)
+        if not tail or (tail.end() == pos and pos < len(text)):
+            raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}; {_SYNTAX}")
+        pos = tail.end()
+        passes.append(_make_pass(m.group(1), options))
     return passes
+
+
+def _make_pass(name: str, options: str) -> Pass:
+    cls = load_pass(name)
+    fields = {f.name: f for f in option_fields(cls)}
+    kwargs = {}
+    items, _ = _split_outside_quotes(options, sep=",")
+    for item in filter(None, (s.strip() for s in items)):
+        if "=" not in item:
+            raise PassError(f"pass {cls.name}: option {item!r} must be written name=value")
+        key, value = (s.strip() for s in item.split("=", 1))
+        field = fields.get(key.replace("-", "_"))
+        if field is None:
+            known = ", ".join(k.replace("_", "-") for k in fields) or "none"
+            raise PassError(f"pass {cls.name}: unknown option {key!r} (options: {known})")
+        if value.startswith('"'):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise PassError(f"pass {cls.name}: option {key}={value} is not a valid JSON string") from None
+            if not isinstance(value, str):
+                raise PassError(f"pass {cls.name}: option {key} must be a quoted string")
+        kwargs[field.name] = _convert_option(cls.name, key, value, field.type)
+    return cls(**kwargs)
 
 
 def _convert_option(pass_name: str, key: str, value: str, type_) -> object:

@@ -28,8 +28,8 @@ from ssmc.ir.graph import Graph
 from ssmc.ir.placement import set_placement
 from ssmc.mapping.mapper import METHODS, map_network
 from ssmc.mapping.netlist import build_netlist
-from ssmc.mapping.rates import measure_rates
 from ssmc.passes.base import Pass, PassError, data_field, log
+from ssmc.runtime.rates import measure_rates
 from ssmc.targets import load_target
 
 

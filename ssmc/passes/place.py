@@ -16,7 +16,8 @@ from typing import ClassVar
 import numpy as np
 
 from ssmc.ir.graph import Graph
-from ssmc.ir.placement import core_assignment, set_placement, target_of
+from ssmc.ir.placement import core_assignment, set_placement
+from ssmc.mapping.capacity import target_of
 from ssmc.mapping.layout import layout
 from ssmc.mapping.netlist import build_netlist
 from ssmc.mapping.usage import hop_distances, traffic

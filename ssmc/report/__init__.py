@@ -12,27 +12,29 @@ a renderer shows every section it finds there as a table of key/value rows.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from ssmc.ir.placement import core_assignment, target_of
+from ssmc.backend_loihi.microcode.emit import microcode_summary
+from ssmc.ir.placement import core_assignment
+from ssmc.mapping.capacity import target_of
 from ssmc.mapping.netlist import build_netlist
-from ssmc.mapping.rates import SOURCE_ATTR
 from ssmc.mapping.usage import core_usage, routes, traffic
 from ssmc.report.costmodel import estimate
 from ssmc.report.links import link_loads
+from ssmc.runtime.rates import SOURCE_ATTR
 from ssmc.targets import CAPACITIES
 
 def _microcode_section(net):
     """Per neuron program: size in words and ASSUMED cycles (docs/microcode.md), from net.lava's index."""
     if "microcode/index.json" not in net.extras:
         return {"note": "this net has no microcode programs"}
-    from ssmc.backend_loihi.microcode.emit import microcode_summary
     return microcode_summary(net)
 
 
 def _lava_section(net):
     """Every Lava process, its class and the cores it runs on (net.lava's lava/processes.json)."""
-    import json
     blob = net.extras.get("lava/processes.json")
     if blob is None:
         return {"note": "this net has no Lava process table (compiled by an older ssmc, or not to neurons)"}
@@ -82,7 +84,6 @@ def build_report(net) -> dict:
         return rep
     rep["target"] = target.describe()
     if "target.json" in net.extras:  # the compile-time description keeps each value's source and sureness
-        import json
         rep["target"]["provenance"] = json.loads(net.extras["target.json"]).get("provenance", {})
     core_of, problems = core_assignment(graph, target)
     if problems:

@@ -2,16 +2,22 @@
 
 HTML images are PNGs made with matplotlib (Agg backend) and written into a
 folder beside the page (``<page>_files/``), which the page references by
-relative path. PNG metadata carries no date or version, so the same report
-gives the same bytes.
+relative (URL-quoted) path. PNG metadata carries no date or version, so the
+same report gives the same bytes. Every string the page interpolates is
+HTML-escaped (names in a net.lava come from the ONNX model: untrusted). The
+page and its images are written atomically (ssmc.outputs).
 """
 
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
+import urllib.parse
 
+from ssmc.errors import SsmcError
+from ssmc.outputs import check_output, write_files
 from ssmc.targets import CAPACITIES
 
 #: The busiest links the text report lists (the JSON report has them all).
@@ -85,13 +91,13 @@ def to_text(rep: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _images(rep: dict, folder: str) -> dict[str, str]:
+def _images(rep: dict) -> dict[str, bytes]:
+    """The report's pictures: file name -> PNG bytes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    os.makedirs(folder, exist_ok=True)
     files = {}
     meta = {"Software": None}
     p = rep["placement"]
@@ -108,8 +114,7 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
     ax.set_title("per-core utilisation")
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
-    files["utilisation"] = "utilisation.png"
-    fig.savefig(os.path.join(folder, files["utilisation"]), dpi=80, metadata=meta)
+    files["utilisation.png"] = _png(fig, meta)
     plt.close(fig)
 
     mat = np.array(rep["traffic"]["matrix"])
@@ -122,8 +127,7 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
     ax.set_title("messages per step, core to core")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    files["traffic"] = "traffic.png"
-    fig.savefig(os.path.join(folder, files["traffic"]), dpi=80, metadata=meta)
+    files["traffic.png"] = _png(fig, meta)
     plt.close(fig)
 
     t = rep["target"]["values"]
@@ -180,10 +184,15 @@ def _images(rep: dict, folder: str) -> dict[str, str]:
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours(i % 20), label=g) for i, g in enumerate(groups)]
     fig.legend(handles=handles[:20], fontsize=6, loc="lower center", ncol=min(6, len(handles)))
     fig.tight_layout(rect=(0, 0.15, 1, 1))
-    files["mesh"] = "mesh.png"
-    fig.savefig(os.path.join(folder, files["mesh"]), dpi=80, metadata=meta)
+    files["mesh.png"] = _png(fig, meta)
     plt.close(fig)
     return files
+
+
+def _png(fig, meta: dict) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, metadata=meta)
+    return buf.getvalue()
 
 
 def _draw_link(ax, link: dict, top: float, shift: float) -> None:
@@ -197,46 +206,50 @@ def _draw_link(ax, link: dict, top: float, shift: float) -> None:
 
 
 def _table(headers, rows) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in r) + "</tr>"
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_esc('' if v is None else v)}</td>" for v in r) + "</tr>"
                    for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_html(rep: dict, path: str) -> list[str]:
-    """Write the page and its images; return the files written (page first)."""
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def write_html(rep: dict, path: str, inputs=()) -> list[str]:
+    """Write the page and its images (never onto one of `inputs`); return the files written (page first)."""
     base = os.path.splitext(os.path.basename(path))[0] + "_files"
     folder = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+    src = urllib.parse.quote(base)  # a file name in an attribute: URL-quoted, then HTML-escaped below
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>ssmc report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
              "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}.est{color:#a40}</style></head><body>",
-             f"<h1>ssmc report: {html.escape(str(rep['source'].get('file', '')))}</h1>",
-             f"<p>pipeline: <code>{html.escape(rep['pipeline'])}</code></p>"]
-    written = [path]
+             f"<h1>ssmc report: {_esc(rep['source'].get('file', ''))}</h1>",
+             f"<p>pipeline: <code>{_esc(rep['pipeline'])}</code></p>"]
+    images: dict[str, bytes] = {}
     p = rep.get("placement")
     if p is None:
-        parts.append(f"<p>{html.escape(rep.get('note', 'not placed'))}</p>")
+        parts.append(f"<p>{_esc(rep.get('note', 'not placed'))}</p>")
     else:
-        files = _images(rep, folder)
-        written += [os.path.join(folder, f) for f in files.values()]
+        images = _images(rep)
         t = rep["target"]
-        parts.append(f"<h2>Target and fit</h2><p>{p['cores_used']} cores on {p['chips_used']} chip(s); binding "
-                     f"capacity <b>{p['binding_capacity']}</b></p>")
+        parts.append(f"<h2>Target and fit</h2><p>{_esc(p['cores_used'])} cores on {_esc(p['chips_used'])} chip(s); "
+                     f"binding capacity <b>{_esc(p['binding_capacity'])}</b></p>")
         parts.append(_table(["capacity", "value", "sureness", "source"],
                             [[k, t["values"][k], t["provenance"].get(k, {}).get("sureness"),
                               t["provenance"].get(k, {}).get("source")] for k in CAPACITIES]))
-        parts.append(f"<h2>Per-core utilisation</h2><img src='{base}/{files['utilisation']}' alt='utilisation'>")
+        parts.append(f"<h2>Per-core utilisation</h2><img src='{_esc(src)}/utilisation.png' alt='utilisation'>")
         parts.append(_table(["chip", "core"] + [SHORT[k] for k in CAPACITIES] + ["groups"],
                             [[c["chip"], c["core"]] + [f"{c['utilisation'][k]:.0%}" for k in CAPACITIES]
                              + [", ".join(c["groups"])] for c in p["cores"]]))
         tr = rep["traffic"]
-        parts.append(f"<h2>Traffic</h2><p>{tr['messages_per_step']} messages per step, {tr['inter_core']} between "
-                     f"cores, {tr['hop_weighted']} hop-weighted, {tr['inter_chip']} between chips. Rates: "
-                     f"{html.escape(rep['rates']['source'])}</p>")
-        parts.append(f"<img src='{base}/{files['traffic']}' alt='traffic matrix'>")
-        parts.append(f"<h2>Mesh</h2><img src='{base}/{files['mesh']}' alt='mesh'>")
+        parts.append(f"<h2>Traffic</h2><p>{_esc(tr['messages_per_step'])} messages per step, {_esc(tr['inter_core'])} "
+                     f"between cores, {_esc(tr['hop_weighted'])} hop-weighted, {_esc(tr['inter_chip'])} between "
+                     f"chips. Rates: {_esc(rep['rates']['source'])}</p>")
+        parts.append(f"<img src='{_esc(src)}/traffic.png' alt='traffic matrix'>")
+        parts.append(f"<h2>Mesh</h2><img src='{_esc(src)}/mesh.png' alt='mesh'>")
         links = rep["links"]
-        parts.append(f"<p>Link loads: {html.escape(links['model'])} (a model, not a simulation of the routers).</p>")
+        parts.append(f"<p>Link loads: {_esc(links['model'])} (a model, not a simulation of the routers).</p>")
         parts.append(_table(["chip", "router", "to router", "messages per step"],
                             [[k["chip"], tuple(k["from"]), tuple(k["to"]), k["load"]]
                              for k in links["on_chip"][:4 * LINKS_SHOWN]]))
@@ -244,7 +257,7 @@ def write_html(rep: dict, path: str) -> list[str]:
             parts.append(_table(["chip at", "to chip at", "messages per step"],
                                 [[tuple(k["from"]), tuple(k["to"]), k["load"]] for k in links["between_chips"]]))
         c = rep["cost"]
-        parts.append(f"<h2 class='est'>Estimated cost per token</h2><p class='est'>{html.escape(c['label'])}</p>")
+        parts.append(f"<h2 class='est'>Estimated cost per token</h2><p class='est'>{_esc(c['label'])}</p>")
         parts.append(_table(["quantity", "estimate"], [[k, v] for k, v in c.items() if k not in ("label", "constants")]))
         parts.append(_table(["constant", "value", "source"],
                             [[k, v["value"], v["source"]] for k, v in c["constants"].items()]))
@@ -252,7 +265,7 @@ def write_html(rep: dict, path: str) -> list[str]:
     cols = ["tensor", "op", "size", "weight_bits", "coef_bits", "state_bits", "msg_bits", "delta"]
     parts.append(_table(cols, [[b[k] for k in cols] for b in rep["bitwidths"]]))
     for name, rows in rep.get("sections", {}).items():
-        parts.append(f"<h2>{html.escape(name)}</h2>")
+        parts.append(f"<h2>{_esc(name)}</h2>")
         if isinstance(rows, dict):
             parts.append(_table(["key", "value"], list(rows.items())))
         elif rows and all(isinstance(r, dict) for r in rows):
@@ -260,6 +273,13 @@ def write_html(rep: dict, path: str) -> list[str]:
         else:
             parts.append(_table(["row"], [[r] for r in rows]))
     parts.append("</body></html>\n")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    return written
+    check_output(path, inputs, "report", example="report.html")  # before the image folder is made
+    files = {os.path.join(folder, name): data for name, data in images.items()}
+    if files:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:  # e.g. a file of that name is in the way
+            raise SsmcError(f"{path}: cannot create the image folder {folder} ({e.strerror})") from None
+    files = {path: "\n".join(parts).encode("utf-8"), **files}
+    write_files(files, inputs, "report", example="report.html")
+    return list(files)

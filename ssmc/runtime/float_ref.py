@@ -8,46 +8,15 @@ so the IR stays a DAG.
 
 from __future__ import annotations
 
-from math import sqrt
-
 import numpy as np
-from scipy.special import erf as _erf
 
+from ssmc import limits
 from ssmc.data import check_sequences
 from ssmc.errors import InputDataError, IRError
+from ssmc.ir.activations import activation, gelu, gelu_tanh, sigmoid  # noqa: F401
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
 from ssmc.ir.ssm import discrete_params
-
-
-def gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x / sqrt(2.0)))
-
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free form of 1 / (1 + exp(-x))
-
-
-def activation(fn: str, x: np.ndarray) -> np.ndarray:
-    """The elementwise functions of the `activation` op, on the last axis."""
-    if fn == "relu":
-        return np.maximum(x, 0.0)
-    if fn == "gelu":
-        return gelu(x)
-    if fn == "gelu_tanh":
-        return gelu_tanh(x)
-    if fn == "sigmoid":
-        return sigmoid(x)
-    if fn == "tanh":
-        return np.tanh(x)
-    if fn == "glu":
-        half = x.shape[-1] // 2
-        return x[..., :half] * sigmoid(x[..., half:])
-    raise IRError(f"activation {fn!r} has no float implementation")
 
 
 class FloatEngine:
@@ -57,6 +26,11 @@ class FloatEngine:
         self.graph = graph
         self.order = graph.ops()
         self._s4d = {op.name: discrete_params(op) for op in self.order if op.kind == "s4d"}
+        # parameters as the step uses them, converted once instead of at every token
+        self._weight_t = {op.name: op.params["weight"].astype(np.float64).T for op in self.order if op.kind == "linear"}
+        self._c = {op.name: op.params["C"].astype(np.complex128) for op in self.order if op.kind == "s4d"}
+        self._a = {op.name: op.params["a_re"].astype(np.float64) + 1j * op.params["a_im"].astype(np.float64)
+                   for op in self.order if op.kind == "cpx"}
         self.state: dict[str, np.ndarray] = {}
         self.t = 0
 
@@ -92,19 +66,19 @@ class FloatEngine:
         if k == "output":
             return ins[0]
         if k == "linear":
-            y = ins[0] @ op.params["weight"].astype(np.float64).T
+            y = ins[0] @ self._weight_t[op.name]
             if "bias" in op.params:
                 y = y + op.params["bias"]
             return y
         if k == "s4d":
             A_bar, B_bar = self._s4d[op.name]
-            x = self.state[op.name] = A_bar * self.state[op.name] + B_bar * ins[0][..., None]
-            C = op.params["C"].astype(np.complex128)
-            return 2.0 * np.real(np.sum(C * x, axis=-1)) + op.params["D"] * ins[0]
+            x = self.state[op.name]  # updated in place: the same products and sums, without new arrays
+            x *= A_bar
+            x += B_bar * ins[0][..., None]
+            return 2.0 * np.real(np.sum(self._c[op.name] * x, axis=-1)) + op.params["D"] * ins[0]
         if k == "cpx":
-            a = op.params["a_re"].astype(np.float64) + 1j * op.params["a_im"].astype(np.float64)
             drive = ins[0][..., 0::2] + 1j * ins[0][..., 1::2]
-            x = self.state[op.name] = a * self.state[op.name] + drive
+            x = self.state[op.name] = self._a[op.name] * self.state[op.name] + drive
             out = np.empty(x.shape[:-1] + (2 * x.shape[-1],))
             out[..., 0::2], out[..., 1::2] = x.real, x.imag
             return out
@@ -139,8 +113,6 @@ def running_pool(y: np.ndarray, mode: str) -> np.ndarray:
 
 def check_run_size(graph: Graph, x_shape: tuple, engine: str) -> None:
     """Refuse a run whose per-step values and outputs over the whole batch would exceed the work limit."""
-    from ssmc import limits
-
     batch, tokens = x_shape[0], x_shape[1]
     values = sum(int(np.prod(op.shape)) for op in graph.ops())  # every op's value at one step
     states = sum(int(np.prod(op.params["C"].shape)) for op in graph.ops() if op.kind == "s4d")

@@ -20,24 +20,27 @@ The source group's port holds the host's token, rounded to an integer
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 from ssmc.data import check_sequences
 from ssmc.errors import MicrocodeError
+from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
     COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
-from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, check_neuro_graph, engine_result,
-                                       quantize_source, refuse_oversized_run)
+from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, cached_per_graph, engine_result,
+                                       one_blas_thread, prepare, quantize_source, refuse_oversized_run, weighted_sum)
 
-ACC_BITS = 32
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
-_EXACT_FLOAT = 1 << 53
+
+
+_LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> its groups' programs, see run_net
 
 
 @dataclass
@@ -82,30 +85,32 @@ class _Synapses:
     pre: str
     post: str
     port: int
-    w: np.ndarray  # W^T [pre, post] int64
-    w_float: np.ndarray  # the same as float64
-    col_abs_max: int  # max_post sum_pre |w|: float64 is exact while this * max|m| < 2^53
+    kernel: object  # this run's copy of the numpy engine's prepared synapse group (W's kernel, shift, bounds)
     exp: int
     delay: int
     sigma_pre: bool  # the pre group sends sigma-delta: sum W @ m over time before the shift
     sigma: np.ndarray | None = None
 
 
+@one_blas_thread
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the net's microcode; see numpy_engine.EngineResult."""
     graph: Graph = net.graph
-    check_neuro_graph(graph)
+    kernels = prepare(graph).synapses  # checks the graph too (both once per graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
-    groups = _load_groups(graph, net.extras)
+    # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)
+    loaded = cached_per_graph(_LOADED, graph, lambda gr: _load_groups(gr, net.extras),
+                              *(v for item in sorted(net.extras.items()) for v in item))
+    groups = {name: replace(g, units=[_Unit(u.prog, u.lo, u.hi) for u in g.units], ports=[_Port() for _ in g.ports],
+                            counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in loaded.items()}
     synapses = []
     for op in graph.ops_of_kind("synapses"):
         post = graph.consumers(op.name)[0]
         a = with_defaults(op)
-        w = op.params["weight"].astype(np.int64).T.copy()
-        synapses.append(_Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name), w, w.astype(np.float64),
-                                  int(np.abs(w).sum(axis=0).max(initial=0)), int(a["weight_exp"]),
-                                  int(a["delay"]), int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0))
+        synapses.append(_Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name), replace(kernels[op.name]),
+                                  int(a["weight_exp"]), int(a["delay"]),
+                                  int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0))
     steps = tokens + max((g.depth for g in groups.values()), default=0)
     ring_len: dict[str, int] = {}
     for s in synapses:
@@ -116,7 +121,8 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
                      for g in groups.values())
     outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
     refuse_oversized_run("microcode engine", batch, tokens,
-                         8 * (per_neuron + sum(2 * s.w.shape[1] for s in synapses) + tokens * (2 * x.shape[2] + outs)),
+                         8 * (per_neuron + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses)
+                              + tokens * (2 * x.shape[2] + outs)),
                          trace)
     for g in groups.values():
         _prepare_units(g, batch)
@@ -216,9 +222,28 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
         if covered != size:
             raise MicrocodeError(f"{where}: the programs cover {covered} of the group's {size} compartments; "
                                  "recompile the net")
-        groups[op.name] = _Group(op.name, units, int(a["depth"]), int(a["frac"]), a["decode"], size,
+        groups[op.name] = _Group(op.name, _merged_units(units), int(a["depth"]), int(a["frac"]), a["decode"], size,
                                  [_Port() for _ in range(ports)])
     return groups
+
+
+def _merged_units(units: list[_Unit]) -> list[_Unit]:
+    """Neighbouring units (a group's blocks on different cores) that run the same code, lookup table and
+    probes, as one unit over both blocks with their parameter memories side by side. Every instruction
+    acts on each neuron alone (SIMD; a branch tests only the step), so the merged unit computes the same
+    integers for every neuron, in one numpy operation per instruction instead of one per core."""
+    merged: list[_Unit] = []
+    for u in units:
+        last = merged[-1].prog if merged else None
+        if last is not None and (last.lanes, last.ports, last.code, last.probes, last.params.shape[0]) \
+                == (u.prog.lanes, u.prog.ports, u.prog.code, u.prog.probes, u.prog.params.shape[0]) \
+                and np.array_equal(last.table, u.prog.table):
+            prog = replace(last, neurons=last.neurons + u.prog.neurons,
+                           params=np.concatenate([last.params, u.prog.params], axis=1))
+            merged[-1] = _Unit(prog, merged[-1].lo, u.hi)
+        else:
+            merged.append(u)
+    return merged
 
 
 def _prepare_units(g: _Group, batch: int) -> None:
@@ -345,36 +370,41 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
 def _synapse_step(s: _Synapses, groups: dict[str, _Group], t: int, batch: int) -> None:
     pre, post = groups[s.pre], groups[s.post]
     src = t - s.delay
-    m = pre.ring[src % len(pre.ring)] if src >= 0 else None
-    largest = max(int(m.max()), -int(m.min())) if m is not None and m.size else 0
-    bound = s.col_abs_max * largest  # |W @ m| <= bound
-    if largest == 0:
-        acc = None
-    elif bound < _EXACT_FLOAT:  # every partial sum is an integer below 2^53: float64 (BLAS) is exact
-        acc = (m.astype(np.float64) @ s.w_float).astype(np.int64)
-    else:
-        acc = m @ s.w
-    if s.sigma_pre:
-        if s.sigma is None:
-            s.sigma = np.zeros((batch, post.size), np.int64)
-        if acc is not None:
-            s.sigma += acc
-        acc, bound = s.sigma, None  # the running sum has no cheap bound: check it
-    if acc is None:
+    if src < 0:
         return  # zero input: the port stays 0
+    k = s.kernel
+    m = pre.ring[src % len(pre.ring)]
     lo, hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
-    if s.exp > 0:  # values beyond +-2^31 saturate anyway; clipping first keeps the shift inside int64
-        fits = bound is not None and bound << s.exp <= hi
-        out = (acc if fits else np.clip(acc, -(1 << 31), 1 << 31)) << min(s.exp, 31)
+    check = k.may_clip or s.sigma_pre  # else |shr(acc, -exp)| < 2^31 for every input: the sat is a no-op
+    if k.exact_float:
+        # the float64 kernel's weights carry 2^weight_exp: it returns acc * 2^weight_exp exactly
+        # (every partial sum a scaled integer below 2^53, see numpy_engine._prepare_synapses)
+        acc = weighted_sum(k, m.astype(np.float64))
+        if s.sigma_pre:  # |sigma| = |W @ last| stays within the same bound: still exact
+            if s.sigma is None:
+                s.sigma = np.zeros((batch, post.size), np.float64)
+            s.sigma += acc
+            acc[...] = s.sigma
+        if k.shift > 0:
+            np.floor(acc, out=acc)  # floor(acc 2^-s) = acc >> s
+        clipped = ((acc < lo) | (acc > hi)) if check else None
+        out = acc.astype(np.int64) if clipped is None or not clipped.any() else \
+            np.clip(acc, lo, hi).astype(np.int64)  # a new array: no register aliases the kernel's buffer
     else:
-        fits = bound is not None and bound >> -s.exp <= hi
-        out = acc >> min(-s.exp, 63) if s.exp else acc.copy()
-    port = post.ports[s.port]
-    if not fits:
-        clipped = (out < lo) | (out > hi)
-        if clipped.any():
+        acc = weighted_sum(k, m).copy()
+        if s.sigma_pre:
+            if s.sigma is None:
+                s.sigma = np.zeros((batch, post.size), np.int64)
+            s.sigma += acc
+            acc = s.sigma.copy()
+        if s.exp > 0:  # values beyond +-2^31 saturate anyway; clipping first keeps the shift inside int64
+            out = (np.clip(acc, -(1 << 31), 1 << 31) if check else acc) << min(s.exp, 31)
+        else:
+            out = acc >> min(-s.exp, 63)
+        clipped = ((out < lo) | (out > hi)) if check else None
+        if clipped is not None and clipped.any():
             out = np.clip(out, lo, hi)
-            port.clipped = clipped
+    port = post.ports[s.port]
+    if clipped is not None and clipped.any():
+        port.clipped = clipped
     port.value = out
-
-

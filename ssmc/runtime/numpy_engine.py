@@ -27,29 +27,39 @@ that carry tokens. Every clip that changes a value is counted per group under
 Speed: wherever it is provably exact, a group carries its messages and state
 (and a synapse its accumulator) as float64 holding exact integers -- every
 intermediate of its update stays below 2^53 in magnitude, see `_float_group`
-and `_prepare_synapses` -- so BLAS does the dot products and no step converts
-between int64 and float64. Everything else runs the int64 path. Both paths
-produce the same integers; traces and raw outputs are int64. A float cpx group
-updates its interleaved state as a complex128 view (one complex multiply), in
-blocks of sequences that stay in cache, and in place in its ring slot when its
-message is its state.
+and `_prepare_synapses` -- so float kernels do the dot products and no step
+converts between int64 and float64. Everything else runs the int64 path. Both
+paths produce the same integers; traces and raw outputs are int64. A synapse
+group's kernel follows from where its weights are non-zero, not from the op
+that made them (`_choose_kernel`): an S4D layer's B (each channel to its own
+modes) is a per-channel broadcast and its C (each channel's modes summed) a
+channel sum, one pass each instead of a dense product H times larger; other
+sparse groups run as segment sums or CSR, the rest as BLAS products on one
+thread (many small products: waking BLAS threads costs more than they save).
+A float cpx group updates its interleaved state as a complex128 view (one
+complex multiply), in blocks of sequences that stay in cache, and in place in
+its ring slot when its message is its state. The checked and prepared net is
+kept per graph (`prepare`), so a test set run in many calls pays the set-up once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import weakref
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import scipy.sparse
+import threadpoolctl
 
 from ssmc.data import check_sequences
 from ssmc.errors import IRError
+from ssmc.ir.fixed_point import (ACC_BITS, NEURO_LEVEL_KINDS, SAT_QUANTITIES, check_neuro_graph,  # noqa: F401
+                                 decode_output, quantize_source, refuse_oversized_run, rshr, sat, shr)
+from ssmc.ir.fixed_point import sat_count as _sat_count
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
-from ssmc.ir.verify import verify
 
-ACC_BITS = 32
-NEURO_LEVEL_KINDS = ("input", "neurons", "synapses", "output")
-SAT_QUANTITIES = ("accumulator", "state", "message")
 STATEFUL_KINDS = ("cpx", "integrator")
 _EXACT_FLOAT = 1 << 53  # float64 represents every integer of smaller magnitude
 
@@ -73,47 +83,39 @@ class EngineResult:
 
 
 # -- the contract's helpers (work on numpy arrays and on Python ints) ---------------
-def sat(v, bits: int):
-    """Clip to the signed `bits` range [-2^(bits-1), 2^(bits-1) - 1]."""
-    return np.clip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-
-
-def shr(v, s: int):
-    """floor(v / 2^s) for s >= 0 (numpy `>>`); v << -s for s < 0."""
-    return v >> s if s >= 0 else v << -s
-
-
-def rshr(v, s: int):
-    """v / 2^s rounded to nearest, ties up: (v + 2^(s-1)) >> s for s > 0; v for s = 0."""
-    if s < 0:
-        raise ValueError(f"rshr needs a shift >= 0, got {s}")
-    return (v + (1 << (s - 1))) >> s if s > 0 else v
-
-
-def _sat_count(v: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
-    """sat(v, bits) and how many values it changed."""
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    if v.size == 0 or (v.min() >= lo and v.max() <= hi):  # the common case, checked cheaply
-        return v, 0
-    return np.clip(v, lo, hi), int(np.count_nonzero((v < lo) | (v > hi)))
-
-
 # -- the network, prepared once --------------------------------------------------------
 @dataclass
 class _Synapses:
     name: str
     pre: str
-    w: np.ndarray  # W^T [pre, post], int64 (the int64 path)
     shift: int  # right shift of the accumulator (= -weight_exp), clamped to what int64 needs
     pre_clip: int  # > 0: clip acc to +-pre_clip before a left shift (keeps int64 from overflowing)
     delay: int
+    pre_size: int
     post_size: int
-    # float64 W^T * 2^-shift when the dot product is exact in float64 (then `w` is unused):
-    # acc * 2^-shift comes straight out of BLAS and shr is a floor (or nothing for shift <= 0).
-    w_scaled: np.ndarray | None = None
+    # How acc = W @ m is formed, chosen from W's non-zero pattern (see _choose_kernel); `w` and the
+    # index arrays below are what that kernel reads. The values are int64 (the int64 path), or
+    # float64 scaled by 2^-shift when every partial sum is exact in float64 (`exact_float`):
+    # then acc * 2^-shift comes straight out and shr is a floor (or nothing for shift <= 0).
+    kernel: str = "dense"
+    w: np.ndarray | None = None
+    cols: np.ndarray | None = None  # gather: pre index per post; segment: pre index per term (None: all, in order)
+    rows: np.ndarray | None = None  # segment: the posts that have terms (None: every post)
+    starts: np.ndarray | None = None  # segment: where each post's terms start
+    csr: object = None  # csr: scipy.sparse.csr_matrix W [post, pre]
+    exact_float: bool = False
     may_clip: bool = True  # False: |shr(acc, shift)| < 2^31 for every input, the sat is a no-op
-    out: np.ndarray | None = None  # float path: output buffer [batch, post], reused every step
+    out: np.ndarray | None = None  # output buffer [batch, post], reused every step
+    terms: np.ndarray | None = None  # segment: the products of a block of sequences, reused
     sigma: np.ndarray | None = None  # pre group sends sigma-delta: the running sum of W @ m (scaled on the float path)
+
+    @property
+    def work_values(self) -> int:
+        """Values per sequence of this kernel's temporaries besides `out` and `sigma` (for the run-size
+        check): the messages converted to its dtype, a segment's terms (and their gather), csr's result."""
+        if self.kernel == "segment":
+            return self.pre_size + len(self.w) * (1 if self.cols is None else 2)
+        return self.pre_size + (self.post_size if self.kernel == "csr" else 0)
 
 
 @dataclass
@@ -156,51 +158,21 @@ class _Group:
         return self.kind in STATEFUL_KINDS
 
 
-def check_neuro_graph(graph: Graph) -> None:
-    for op in graph.ops():
-        if op.kind not in NEURO_LEVEL_KINDS:
-            raise IRError(f"%{op.name} ({op.kind}): the numpy engine runs the neuro-level IR "
-                          f"({', '.join(NEURO_LEVEL_KINDS)} ops); run the fixed-point passes first")
-    inputs = graph.inputs()
-    if len(inputs) != 1:
-        raise IRError(f"the numpy engine runs graphs with exactly one input op, this one has {len(inputs)}")
-    verify(graph)
-    # A group's depth is the sum of the delays on a path from the source, so no larger than all
-    # delays together; a damaged depth beyond that would make the run loop for that many steps.
-    total_delay = sum(int(with_defaults(op)["delay"]) for op in graph.ops_of_kind("synapses"))
-    for op in graph.ops():
-        srcs = [graph.op(s) for s in op.inputs]
-        if op.kind == "synapses" and srcs[0].kind != "neurons":
-            raise IRError(f"%{op.name} (synapses) must read a neurons group, reads %{srcs[0].name} ({srcs[0].kind})")
-        if op.kind == "output" and srcs[0].kind != "neurons":
-            raise IRError(f"%{op.name} (output) must read a neurons group, reads %{srcs[0].name} ({srcs[0].kind})")
-        if op.kind == "neurons":
-            want = "input" if op.attrs["kind"] == "source" else "synapses"
-            bad = [s for s in srcs if s.kind != want]
-            if bad:
-                raise IRError(f"%{op.name} (neurons, kind {op.attrs['kind']}) must read {want} ops only, "
-                              f"reads %{bad[0].name} ({bad[0].kind})")
-            a = with_defaults(op)
-            if a["depth"] < 0:
-                raise IRError(f"%{op.name}: depth = {a['depth']} is negative")
-            if a["depth"] > total_delay:
-                raise IRError(f"%{op.name}: depth = {a['depth']} is more than all synapse delays together "
-                              f"({total_delay}); the net is damaged")
-            if a["kind"] in ("cpx", "integrator", "product") and a["out_shift"] < 0:
-                raise IRError(f"%{op.name}: out_shift = {a['out_shift']} is negative; rshr shifts right only")
-
-
 def _check_input(graph: Graph, x) -> np.ndarray:
     return check_sequences(x, graph.inputs()[0].shape[0])
 
 
 def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
     a = with_defaults(op)
-    w = op.params["weight"].astype(np.int64)  # [post, pre]
+    weight = op.params["weight"]  # [post, pre]
+    post_size, pre_size = weight.shape
+    rows, cols, vals = _nonzeros(weight)
     exp = int(a["weight_exp"])
     # |acc| <= sum_pre |w| * 2^(msg_bits-1): every partial sum is an integer below 2^53, so
-    # float64 (and BLAS, in any summation order) computes the dot product exactly.
-    bound = int(np.abs(w).sum(axis=1).max(initial=0)) * (1 << (pre.msg_bits - 1))
+    # float64 computes the dot product exactly, in any summation order (BLAS, reduceat, scipy).
+    starts = np.flatnonzero(np.diff(rows, prepend=-1)) if len(rows) else np.zeros(0, np.int64)
+    row_abs = np.add.reduceat(np.abs(vals), starts) if len(rows) else np.zeros(0, np.int64)
+    bound = int(row_abs.max(initial=0)) * (1 << (pre.msg_bits - 1))
     if exp >= 0:
         # sat(acc << e, 32): for e >= 1 every |acc| > 2^30 saturates, so clipping acc to
         # +-(2^30 + 1) first and shifting by at most 32 gives the same value and the same
@@ -210,17 +182,83 @@ def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
         shift = -min(exp, 32)
     else:
         pre_clip, shift = 0, min(-exp, 63)  # >> 63 already gives floor (0 or -1)
-    s = _Synapses(op.name, op.inputs[0], np.ascontiguousarray(w.T), shift, pre_clip,
-                  int(a["delay"]), int(op.params["weight"].shape[0]))
+    s = _Synapses(op.name, op.inputs[0], shift, pre_clip, int(a["delay"]), int(pre_size), int(post_size))
     lo, hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
     s.may_clip = shr(-bound, shift) < lo or shr(bound, shift) > hi  # shr is monotone
-    if bound < _EXACT_FLOAT:
-        # Scaling W by 2^-shift (a power of two, no underflow for shift <= 63) scales every
-        # partial sum of the exact integer dot product by 2^-shift, so BLAS returns
-        # acc * 2^-shift exactly; floor of it is shr(acc, shift). For shift <= 0 the product
-        # is acc << -shift exactly (at most 2^85, still a scaled integer), and sat compares it exactly.
-        s.w_scaled = np.ldexp(s.w.astype(np.float64), -shift)
+    # Scaling W by 2^-shift (a power of two, no underflow for shift <= 63) scales every
+    # partial sum of the exact integer dot product by 2^-shift, so the float64 kernels return
+    # acc * 2^-shift exactly; floor of it is shr(acc, shift). For shift <= 0 the product
+    # is acc << -shift exactly (at most 2^85, still a scaled integer), and sat compares it exactly.
+    s.exact_float = bound < _EXACT_FLOAT
+    _choose_kernel(s, weight, rows, cols, vals, starts)
     return s
+
+
+def _nonzeros(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, int64 values) of W's non-zeros in row-major order. The two channel patterns of
+    an S4D layer (post i reads only pre i // k; pre j feeds only post j // k) are recognised from
+    W's band first: counting non-zeros is several times faster than listing them."""
+    post, pre = weight.shape
+    total = np.count_nonzero(weight)
+    if post >= pre > 0 and post % pre == 0:
+        k = post // pre
+        band = weight.reshape(pre, k, pre)[np.arange(pre), :, np.arange(pre)].ravel()  # w[i k + r, i]
+        if np.count_nonzero(band) == total:
+            r = np.flatnonzero(band)
+            return r, r // k, band[r].astype(np.int64)
+    if pre > post > 0 and pre % post == 0:
+        k = pre // post
+        band = weight.reshape(post, post, k)[np.arange(post), np.arange(post), :].ravel()  # w[i, i k + r]
+        if np.count_nonzero(band) == total:
+            c = np.flatnonzero(band)
+            return c // k, c, band[c].astype(np.int64)
+    rows, cols = np.nonzero(weight)
+    return rows, cols, weight[rows, cols].astype(np.int64)
+
+
+_CSR_DENSITY = 0.1  # below this fraction of non-zeros a general sparse W runs as CSR (scipy), above it dense BLAS
+
+
+def _choose_kernel(s: _Synapses, weight: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                   starts: np.ndarray) -> None:
+    """Pick how W @ m is formed from where W's non-zeros are, whatever op produced W:
+    zero (no non-zeros), broadcast (post i reads pre i // k alone: an S4D B, a diagonal D),
+    gather (every post reads at most one pre), channel_sum (post i sums pres i k .. i k + k - 1:
+    an S4D C sums each channel's modes), segment (every pre feeds at most one post), csr
+    (sparse otherwise), dense (BLAS). Each forms the same integer sums: float64 ones are exact
+    (see _prepare_synapses), int64 ones wrap like matmul. einsum (no BLAS, optimize off) runs
+    broadcast and channel_sum in one pass each, several times faster than multiply + reduce."""
+    post, pre = weight.shape
+    values = np.ldexp(vals.astype(np.float64), -s.shift) if s.exact_float else vals
+    if not len(vals):
+        s.kernel = "zero"
+    elif len(starts) == len(vals):  # at most one term per post
+        w = np.zeros(post, values.dtype)
+        w[rows] = values
+        reps = post // pre
+        if reps * pre == post and np.array_equal(cols, rows // reps):
+            s.kernel, s.w = "broadcast", w.reshape(pre, reps)
+        else:
+            s.kernel, s.w = "gather", w
+            s.cols = np.zeros(post, np.intp)
+            s.cols[rows] = cols
+    elif pre % post == 0 and np.array_equal(rows, cols // (pre // post)):  # post i sums pre i k .. i k + k - 1
+        w = np.zeros(pre, values.dtype)
+        w[cols] = values
+        s.kernel, s.w = "channel_sum", w.reshape(post, pre // post)
+    elif np.bincount(cols, minlength=pre).max() <= 1:  # at most one post per pre
+        s.kernel, s.w, s.starts = "segment", values, starts
+        s.cols = None if np.array_equal(cols, np.arange(pre)) else cols.astype(np.intp)
+        s.rows = None if len(starts) == post else rows[starts]
+    elif len(vals) < _CSR_DENSITY * weight.size:
+        s.kernel = "csr"
+        s.csr = scipy.sparse.csr_matrix((values, cols, np.append(np.searchsorted(rows, np.arange(post)), len(rows))),
+                                        shape=(post, pre))
+    else:
+        s.kernel = "dense"
+        s.w = np.ascontiguousarray(weight.T, dtype=np.int64)
+        if s.exact_float:
+            s.w = np.ldexp(s.w.astype(np.float64), -s.shift)
 
 
 def _prepare_group(op: Op) -> _Group:
@@ -295,25 +333,96 @@ def _float_group(g: _Group) -> bool:
 
 
 # -- the run ---------------------------------------------------------------------------
-def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
-    """Run x [batch, tokens, features] through the integer network; see EngineResult."""
+@dataclass
+class _PreparedNet:
+    """What a run needs of a graph besides the input: checked once and kept (see prepare)."""
+
+    groups: dict[str, _Group]  # templates without run state: a run works on copies
+    synapses: dict[str, _Synapses]
+    wake: dict[str, int]  # synapse group -> first step it runs
+    ring_len: dict[str, int]  # neuron group -> ring slots its readers need
+    max_depth: int
+
+
+_NEVER = 1 << 62  # the wake step of a synapse group that feeds nothing
+# graph -> (signature, (), prepared net); weak, so a prepared net lives exactly as long as its graph
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def prepare(graph: Graph) -> _PreparedNet:
+    """The checked, prepared form of `graph` (kernels chosen, weights converted), built on the
+    first run and reused while the graph's ops, attributes and parameter arrays stay the same
+    ones: a run over a whole test set in many calls pays the set-up once. Replacing an op,
+    an attribute or a parameter array re-prepares; editing a parameter array in place does not."""
+    return cached_per_graph(_PREPARED, graph, _prepare_net)
+
+
+def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *extra):
+    """build(graph), made once and kept in `cache` while the graph's ops, attributes and parameter
+    arrays are the same ones, and `extra` holds the same objects (strings: equal ones)."""
+    signature = _signature(graph)
+    hit = cache.get(graph)
+    if hit is not None and _same_signature(hit[0], signature) and len(hit[1]) == len(extra) \
+            and all(a == b if isinstance(a, str) else a is b for a, b in zip(hit[1], extra)):
+        return hit[2]
+    value = build(graph)
+    cache[graph] = (signature, extra, value)
+    return value
+
+
+def _prepare_net(graph: Graph) -> _PreparedNet:
     check_neuro_graph(graph)
-    x = _check_input(graph, x)
-    batch, tokens, _ = x.shape
     order = graph.ops()
     groups = {op.name: _prepare_group(op) for op in order if op.kind == "neurons"}
     synapses = {op.name: _prepare_synapses(op, groups[op.inputs[0]]) for op in order if op.kind == "synapses"}
-    max_depth = max((g.depth for g in groups.values()), default=0)
-    steps = tokens + max_depth
-
     # A synapse group runs at step t only when a group it feeds is awake then.
     # A sigma synapse sums every message its pre group sends, whether or not its target is awake.
     wake = {name: 0 if groups[s.pre].delta else
-            min((groups[c.name].depth for c in graph.consumers(name)), default=steps)
+            min((groups[c.name].depth for c in graph.consumers(name)), default=_NEVER)
             for name, s in synapses.items()}
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
+    return _PreparedNet(groups, synapses, wake, ring_len, max((g.depth for g in groups.values()), default=0))
+
+
+def _signature(graph: Graph) -> list[tuple]:
+    # the parameter arrays themselves are kept, so a replaced array cannot reuse an old id
+    return [(op.name, op.kind, op.inputs, repr(op.attrs), tuple(op.params.items())) for op in graph.ops()]
+
+
+def _same_signature(a: list[tuple], b: list[tuple]) -> bool:
+    return len(a) == len(b) and all(
+        x[:4] == y[:4] and len(x[4]) == len(y[4]) and all(k == j and v is w for (k, v), (j, w) in zip(x[4], y[4]))
+        for x, y in zip(a, b))
+
+
+@functools.cache
+def _blas_controller() -> threadpoolctl.ThreadpoolController:
+    return threadpoolctl.ThreadpoolController()  # finds the loaded BLAS libraries once (~10 ms)
+
+
+def one_blas_thread(fn):
+    """`fn` with BLAS limited to one thread while it runs: an engine step's products are small
+    and many, and waking BLAS's other threads for each costs more than it saves (on a busy
+    2-core machine a 1 x 128 x 128 product took ~350 us instead of ~5 us)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return run
+
+
+@one_blas_thread
+def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
+    """Run x [batch, tokens, features] through the integer network; see EngineResult."""
+    net = prepare(graph)
+    x = _check_input(graph, x)
+    batch, tokens, _ = x.shape
+    groups = {name: replace(g, counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in net.groups.items()}
+    synapses = {name: replace(s) for name, s in net.synapses.items()}
+    wake, ring_len = net.wake, net.ring_len
+    steps = tokens + net.max_depth
     _check_run_size(groups, synapses, ring_len, graph, x.shape, steps, trace)
     for g in groups.values():
         dtype = np.float64 if g.exact_float else np.int64
@@ -330,10 +439,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
             g.source_msgs = g.source_msgs.astype(dtype)  # exact: |m| <= 2^(msg_bits-1) <= 2^52
             g.source_clipped = clipped.sum(axis=(0, 2))
     for s in synapses.values():
-        if s.w_scaled is not None:
-            s.out = np.empty((batch, s.post_size), np.float64)
         if groups[s.pre].delta:
-            s.sigma = np.zeros((batch, s.post_size), np.float64 if s.w_scaled is not None else np.int64)
+            s.sigma = np.zeros((batch, s.post_size), np.float64 if s.exact_float else np.int64)
 
     read = {}  # group read by an output -> its messages for tokens 0..tokens-1
     for out in graph.outputs():
@@ -406,23 +513,10 @@ def _check_run_size(groups, synapses, ring_len, graph: Graph, x_shape, steps: in
     """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit."""
     batch, tokens, features = x_shape
     per_group = sum(g.size * (ring_len.get(g.name, 0) + 3 + (3 * steps if trace else 0)) for g in groups.values())
-    per_synapse = sum(2 * s.post_size for s in synapses.values())
+    per_synapse = sum(2 * s.post_size + s.work_values for s in synapses.values())
     outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
     refuse_oversized_run("numpy engine", batch, tokens, 8 * (per_group + per_synapse + tokens * (2 * features + 3 * outs)),
                          trace)
-
-
-def refuse_oversized_run(engine: str, batch: int, tokens: int, per_sequence_bytes: int, trace: bool) -> None:
-    """The work-memory limit (ssmc.limits) for a run of `batch` sequences, each needing `per_sequence_bytes`
-    of an engine's buffers: refused with how many sequences would fit."""
-    from ssmc import limits
-
-    per_seq = max(int(per_sequence_bytes), 1)
-    fit = max(limits.current().work_bytes // per_seq, 1)
-    limits.check("work_bytes", batch * per_seq,
-                 f"running {batch} sequences of {tokens} tokens on the {engine}"
-                 f"{' with traces' if trace else ''} ({limits.size(per_seq)} each)",
-                 fix=f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
 
 
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
@@ -431,27 +525,69 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
 
 
 def _synapse_step(s: _Synapses, pre: _Group, t: int) -> tuple[np.ndarray | None, int]:
-    """(out [batch, post] or None for all zeros, number of clipped values). A float64 `out`
-    (holding exact integers) is a buffer the next step overwrites: read it, never keep it."""
+    """(out [batch, post] or None for all zeros, number of clipped values). An `out` may be
+    a buffer the next step overwrites: read it, never keep it."""
     src = t - s.delay
-    if src < pre.depth:  # before step 0, or the pre group was idle: zero messages
-        return None, 0
+    if src < pre.depth or s.kernel == "zero":  # before step 0, or the pre group was idle: zero messages
+        return None, 0  # (a sigma sum is still 0 then: nothing was sent yet, or W is all zeros)
     m = pre.ring[src % len(pre.ring)]
-    if s.w_scaled is not None:  # exact: see _prepare_synapses
-        acc = np.matmul(m if m.dtype == np.float64 else m.astype(np.float64), s.w_scaled, out=s.out)
+    if s.exact_float:  # exact: see _prepare_synapses
+        acc = weighted_sum(s, m if m.dtype == np.float64 else m.astype(np.float64))
         if s.sigma is not None:  # |sigma| = |W @ last| stays within the same bound: still exact
             s.sigma += acc
             acc[...] = s.sigma
         if s.shift > 0:
             np.floor(acc, out=acc)
         return _sat_count(acc, ACC_BITS) if s.may_clip else (acc, 0)
-    acc = (m if m.dtype == np.int64 else m.astype(np.int64)) @ s.w  # float m: exact integers
+    acc = weighted_sum(s, m if m.dtype == np.int64 else m.astype(np.int64))  # float m: exact integers
     if s.sigma is not None:
         s.sigma += acc
         acc = s.sigma.copy()
     if s.pre_clip:
         acc = np.clip(acc, -s.pre_clip, s.pre_clip)
     return _sat_count(shr(acc, s.shift), ACC_BITS)
+
+
+def weighted_sum(s: _Synapses, m: np.ndarray) -> np.ndarray:
+    """acc = W @ m for messages m [batch, pre] in the kernel's dtype, into s.out [batch, post] (allocated on
+    first use, then reused). Every kernel forms the same integer sums; see _choose_kernel."""
+    if s.out is None or s.out.shape[0] != m.shape[0]:
+        s.out = np.empty((m.shape[0], s.post_size), m.dtype)
+    out = s.out
+    if s.kernel == "dense":
+        np.matmul(m, s.w, out=out)
+    elif s.kernel == "broadcast":
+        if s.w.shape[1] == 1:  # one post per pre: elementwise
+            np.multiply(m, s.w[:, 0], out=out)
+        else:
+            np.einsum("bp,pk->bpk", m, s.w, out=out.reshape(m.shape[0], s.pre_size, s.w.shape[1]), optimize=False)
+    elif s.kernel == "channel_sum":
+        np.einsum("bpk,pk->bp", m.reshape(m.shape[0], s.post_size, s.w.shape[1]), s.w, out=out, optimize=False)
+    elif s.kernel == "gather":
+        np.take(m, s.cols, axis=1, out=out)
+        out *= s.w
+    elif s.kernel == "segment":  # in blocks of sequences whose terms stay in cache
+        blocks = _row_blocks(m.shape[0], len(s.w))
+        if s.terms is None or s.terms.dtype != m.dtype:
+            s.terms = np.empty((min(blocks[0].stop, m.shape[0]), len(s.w)), m.dtype)
+        if s.rows is not None:
+            out.fill(0)
+        for rows in blocks:
+            terms = s.terms[:len(out[rows])]
+            if s.cols is None:
+                np.multiply(m[rows], s.w, out=terms)
+            else:
+                np.take(m[rows], s.cols, axis=1, out=terms)
+                terms *= s.w
+            if s.rows is None:
+                np.add.reduceat(terms, s.starts, axis=1, out=out[rows])
+            else:
+                out[rows, s.rows] = np.add.reduceat(terms, s.starts, axis=1)
+    elif s.kernel == "csr":
+        out[...] = (s.csr @ m.T).T
+    else:  # "zero"
+        out.fill(0)
+    return out
 
 
 def _dendrite(g: _Group, syn_out, dtype, batch: int) -> np.ndarray | None:
@@ -556,7 +692,7 @@ def _float_group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
         # every product and sum is an exact (scaled) integer, in any evaluation order or with FMA.
         new = _cpx_buffer(g, t)
         zeros = 0
-        for rows in _row_blocks(new.shape[0]):  # a block's passes run while it is in cache
+        for rows in _row_blocks(*new.shape):  # a block's passes run while it is in cache
             blk = new[rows]
             np.multiply(g.state[rows].view(np.complex128), g.c, out=blk.view(np.complex128))
             blk += 0.5  # exact, see _float_group: floor(v 2^-f + 1/2) = rshr(v, f)
@@ -567,7 +703,7 @@ def _float_group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
             g.counts["state"] += n
             if state is not blk:
                 blk[...] = state
-            zeros += int(np.count_nonzero(blk == 0))
+            zeros += int(np.count_nonzero(blk == 0))  # on bools: many times faster than on floats
         if _msg_is_state(g):
             g.msg_zeros = zeros
         if new is g.spare:
@@ -578,11 +714,12 @@ def _float_group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
     return _message(g, _rshr_float(g.state, g.out_shift))
 
 
-_BLOCK_ROWS = 64  # sequences per block: 64 x 1024 float64 values (512 KiB) stay in L2
+_BLOCK_VALUES = 1 << 17  # values per block of sequences: 1 MiB of float64 stays in a 2 MiB L2
 
 
-def _row_blocks(batch: int) -> list[slice]:
-    return [slice(i, i + _BLOCK_ROWS) for i in range(0, batch, _BLOCK_ROWS)]
+def _row_blocks(batch: int, size: int) -> list[slice]:
+    rows = max(1, _BLOCK_VALUES // max(size, 1))
+    return [slice(i, i + rows) for i in range(0, batch, rows)]
 
 
 def _cpx_buffer(g: _Group, t: int) -> np.ndarray:
@@ -612,23 +749,3 @@ def _message(g: _Group, value: np.ndarray) -> np.ndarray:
     g.counts["message"] += n
     return m
 
-
-def quantize_source(x: np.ndarray, frac: int, msg_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """sat(floor(x * 2^frac + 1/2), msg_bits) as int64, exact for every finite float64 x,
-    and a boolean array marking the values the sat clipped."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        v = np.ldexp(np.asarray(x, np.float64), frac)  # exact (power-of-two scaling) unless it overflows
-        r = np.floor(v)
-        m = r + (v - r >= 0.5)  # v - r is exact; adding 0.5 to v first could round up wrongly
-    lo, hi = -(1 << (msg_bits - 1)), (1 << (msg_bits - 1)) - 1
-    clipped = (m < lo) | (m > hi)  # +-inf lands here too (v - r is NaN, so m = r = +-inf)
-    return np.clip(m, lo, hi).astype(np.int64), clipped
-
-
-def decode_output(msgs: np.ndarray, frac: int, decode: str) -> np.ndarray:
-    """An output group's integer messages [batch, tokens, size] as the float values they stand for
-    (x 2^-frac; "mean": divided by the token count so far). Every engine decodes with this."""
-    value = np.ldexp(msgs.astype(np.float64), -int(frac))
-    if decode == "mean":
-        value = value / np.arange(1, msgs.shape[1] + 1, dtype=np.float64)[None, :, None]
-    return value

@@ -20,16 +20,24 @@ def run_step_onnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    ins, outs = sess.get_inputs(), sess.get_outputs()
+    ins = sess.get_inputs()
     features = ins[0].shape[1]
     x = check_sequences(x, features if isinstance(features, int) else np.shape(x)[-1]).astype(np.float32)
+    fixed = ins[0].shape[0]
+    if isinstance(fixed, int) and fixed != len(x):
+        if fixed != 1:
+            raise InputDataError(f"the model has a fixed batch of {fixed}; run it with that many sequences")
+        # a fixed batch of 1 (torch's export without dynamic axes): one sequence at a time
+        return np.concatenate([_run_batch(sess, x[i:i + 1]) for i in range(len(x))])
+    return _run_batch(sess, x)
+
+
+def _run_batch(sess, x: np.ndarray) -> np.ndarray:
+    ins = sess.get_inputs()
     batch = x.shape[0]
-    states = {}
-    for i in ins[1:]:
-        dims = [batch if not isinstance(d, int) else d for d in i.shape]
-        if isinstance(i.shape[0], int) and i.shape[0] != batch:
-            raise InputDataError(f"the model has a fixed batch of {i.shape[0]}; run it with that many sequences")
-        states[i.name] = np.zeros(dims, dtype=np.float32)
+    # a state's batch axis is its symbolic one, wherever it is; with a fixed batch it has none
+    states = {i.name: np.zeros([batch if not isinstance(d, int) else d for d in i.shape], dtype=np.float32)
+              for i in ins[1:]}
     ys = []
     for t in range(x.shape[1]):
         res = sess.run(None, {ins[0].name: x[:, t, :], **states})

@@ -24,9 +24,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 
 from ssmc.errors import SsmcError
+from ssmc.outputs import read_regular_file
 
 FORMAT = "ssmc.target/1"
 BUILTIN = ("loihi2",)
+#: A target description file is a few KiB; anything over this is not one (and is not read whole).
+TARGET_FILE_BYTES = 1 << 20
 #: Per-core capacities the verifier and the mapper check, with their meaning.
 CAPACITIES = {
     "neurons": "neurons (compartments) per core",
@@ -126,13 +129,14 @@ def _read_file(target: str | os.PathLike | None) -> tuple[dict, str]:
         return json.loads(resources.files("ssmc.targets").joinpath(f"{name}.json").read_text()), name
     path = os.fspath(target)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f), path
-    except OSError as e:
-        raise TargetError(f"cannot read target file {path}: {e.strerror}; give a JSON file like "
-                          f"ssmc/targets/loihi2.json or one of {', '.join(BUILTIN)}") from None
-    except json.JSONDecodeError as e:
-        raise TargetError(f"target file {path} is not valid JSON: {e}") from None
+        data = read_regular_file(path, TARGET_FILE_BYTES, "target description")
+    except SsmcError as e:
+        raise TargetError(f"cannot read target: {e}; give a JSON file like ssmc/targets/loihi2.json or one of "
+                          f"{', '.join(BUILTIN)}") from None
+    try:
+        return json.loads(data.decode("utf-8")), path
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise TargetError(f"target file {path} is not valid JSON: {type(e).__name__}: {e}") from None
 
 
 def _grid(n: int) -> tuple[int, int]:

@@ -12,13 +12,19 @@ import multiprocessing
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
 
-from ssmc.backend_loihi.lava_net import dense_exact, plan_lava, run_lava
+from ssmc.backend_loihi.lava_net import dense_exact, on_lava_dense_grid, plan_lava
 from ssmc.errors import SsmcError
 from ssmc.ir import Graph, Op
 from ssmc.passes.assign_bitwidths import set_depths
+from ssmc.runtime.lava_engine import run_lava
 from ssmc.runtime.numpy_engine import run_numpy
-from tests.runtime.test_engine_contract import random_extended_network, random_network, with_widths
+from tests.runtime.test_engine_contract import (paper_size_network, random_extended_network, random_network,
+                                                structured_network, with_widths)
 
 
 def assert_same_run(graph: Graph, x: np.ndarray) -> None:
@@ -58,6 +64,19 @@ def test_extreme_widths_match_numpy(seed, msg_bits, state_bits):
     # 4- to 6-bit messages and states saturate nearly everywhere.
     g = with_widths(random_extended_network(seed), msg_bits, state_bits)
     assert_same_run(g, random_input(g, 500 + seed, tokens=5))
+
+
+@pytest.mark.parametrize("seed", [1, 5])
+def test_structured_synapse_groups_match_numpy(seed):
+    g = structured_network(seed)
+    assert_same_run(g, random_input(g, seed, tokens=4))
+
+
+def test_paper_size_layer_matches_numpy_for_two_tokens():
+    # one layer of the paper's size (H=128, N=64): Lava's simulation of all four takes over a minute
+    g = paper_size_network(layers=1)
+    assert {p.cls for p in plan_lava(g, np.zeros((1, 1, 1))).processes if p.name == "s0.B"} == {"Sparse"}
+    assert_same_run(g, np.random.default_rng(7).normal(scale=0.01, size=(1, 2, 1)))
 
 
 def test_the_random_networks_cover_every_kind_and_every_synapse_process():
@@ -120,6 +139,16 @@ def test_dense_exact_refuses_weights_off_lavas_grid_and_sigma_delta_senders():
     assert dense_exact(np.array([[3, 5]]), 0, 8, 1, 0) == ""  # one sign: all 8 bits survive
 
 
+@settings(max_examples=300, deadline=None)
+@given(w=hnp.arrays(np.int64, hnp.array_shapes(max_dims=2, max_side=6),
+                    elements=st.one_of(st.integers(-300, 300), st.integers(-(2**31), 2**31 - 1))))
+def test_the_grid_check_agrees_with_lavas_own_weight_clipping(w):
+    # the check is written out so that compiling needs no Lava; it must say what Lava 0.10 does
+    mode = determine_sign_mode(w) if w.size else None
+    kept = w.size == 0 or np.array_equal(truncate_weights(clip_weights(w, mode, num_bits=8), mode, 8), w)
+    assert on_lava_dense_grid(w) == kept
+
+
 def test_saturating_synapses_clip_and_count_where_dense_would_wrap():
     w = np.full((2, 16), 126)
     g = one_synapse_network(w, 3)
@@ -140,11 +169,11 @@ def test_lavas_runtime_is_stopped_after_a_run_and_after_a_failure(monkeypatch):
     g = random_network(1)
     run_lava(g, random_input(g, 1, batch=1, tokens=2))
     assert not multiprocessing.active_children()
-    import ssmc.backend_loihi.lava_net as lava_net
+    import ssmc.runtime.lava_engine as lava_engine
 
     def broken_collect(*args):
         raise SsmcError("reading failed")
-    monkeypatch.setattr(lava_net, "_collect", broken_collect)
+    monkeypatch.setattr(lava_engine, "_collect", broken_collect)
     with pytest.raises(SsmcError, match="reading failed"):
         run_lava(g, random_input(g, 1, batch=1, tokens=2))
     assert not multiprocessing.active_children()

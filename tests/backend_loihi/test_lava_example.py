@@ -54,12 +54,15 @@ def test_the_process_table_names_every_process_its_class_group_and_size(net):
     rows = {r["name"]: r for r in process_table(net)}
     assert rows["s4d0.pairs"]["class"] == "Cpx" and rows["s4d0.pairs"]["size"] == 1024
     assert rows["readout"]["class"] == "Integrator"
-    assert rows["s4d0.B.syn"]["class"] in ("Dense", "Synapses") and rows["s4d0.B.syn"]["group"] == "s4d0.pairs"
+    assert rows["s4d0.B.syn"]["class"] in ("Sparse", "Synapses") and rows["s4d0.B.syn"]["group"] == "s4d0.pairs"
     assert json.loads(process_table_json(net)) == list(rows.values())  # the JSON form, for a net.lava extra
     assert process_table_json(net) == process_table_json(net)
-    delays = {op.name: op.attrs.get("delay", 1) for op in net.graph.ops_of_kind("synapses")}
-    for name, delay in delays.items():  # Lava's own synapses wherever they are exact on this net
-        assert rows[name]["class"] == ("Dense" if delay == 1 else "DelayDense"), rows[name]
+    for op in net.graph.ops_of_kind("synapses"):  # Lava's own synapses wherever they are exact on this net
+        delay, w = op.attrs.get("delay", 1), op.params["weight"]
+        want = "DelayDense" if delay > 1 else "Sparse" if np.count_nonzero(w) < 0.1 * w.size else "Dense"
+        assert rows[op.name]["class"] == want, rows[op.name]
+    # an S4D layer's B and C hold one weight per mode: Lava keeps only those, not [H*M, H] matrices
+    assert rows["s4d0.B.syn"]["class"] == rows["s4d0.C.syn"]["class"] == "Sparse"
 
 
 def test_the_exported_script_runs_standalone_and_matches_numpy(net, test_x, tmp_path):

@@ -211,7 +211,19 @@ def _s4d_step(writer: _GraphWriter, params: dict, layer: int, u: str, state: str
     def component(x: str, index: int, rank: int) -> str:  # x[..., index]
         return op(scope, "Gather", x, const(scope, index, np.int64), axis=rank - 1)
 
-    dt = unsqueeze_last(op(scope, "Exp", names["log_dt"]))
+    s_re, s_im = component(state, 0, 4), component(state, 1, 4)
+    y, new_re, new_im = _s4d_update(writer, scope, _discretization(writer, scope, names), names["C"], names["D"],
+                                    u, unsqueeze_last(u), s_re, s_im)
+    op(scope, "Concat", unsqueeze_last(new_re), unsqueeze_last(new_im), axis=-1,
+       output_name=f"state{layer}_out")
+    return y
+
+
+def _discretization(writer: _GraphWriter, scope: str, names: dict[str, str]) -> tuple[str, str, str, str]:
+    """A_bar = exp(A dt), B_bar = (A_bar - 1) / A from log_dt, log_A_real, A_imag, in real arithmetic;
+    returns the names of (A_bar re, A_bar im, B_bar re, B_bar im), [H, M] each."""
+    op, const = writer.op, writer.constant
+    dt = op(scope, "Unsqueeze", op(scope, "Exp", names["log_dt"]), const(scope, [-1], np.int64))
     a_re = op(scope, "Neg", op(scope, "Exp", names["log_A_real"]))
     a_im = names["A_imag"]
     dta_re, dta_im = op(scope, "Mul", a_re, dt), op(scope, "Mul", a_im, dt)
@@ -225,26 +237,32 @@ def _s4d_step(writer: _GraphWriter, params: dict, layer: int, u: str, state: str
                                   op(scope, "Mul", num_im, a_im)), den)
     bbar_im = op(scope, "Div", op(scope, "Sub", op(scope, "Mul", num_im, a_re),
                                   op(scope, "Mul", num_re, a_im)), den)
+    return abar_re, abar_im, bbar_re, bbar_im
 
-    s_re, s_im = component(state, 0, 4), component(state, 1, 4)
-    uu = unsqueeze_last(u)
+
+def _s4d_update(writer: _GraphWriter, scope: str, discrete: tuple[str, str, str, str], c: str, d: str, u: str,
+                u_modes: str, s_re: str, s_im: str) -> tuple[str, str, str]:
+    """x' = A_bar x + B_bar u on the re/im parts [.., H, M] and y = 2 Re(sum_m C x') + D u.
+
+    u_modes is u broadcast over the modes ([batch, H, 1]); returns (y, x'_re, x'_im)."""
+    op, const = writer.op, writer.constant
+    abar_re, abar_im, bbar_re, bbar_im = discrete
     new_re = op(scope, "Add", op(scope, "Sub", op(scope, "Mul", abar_re, s_re), op(scope, "Mul", abar_im, s_im)),
-                op(scope, "Mul", bbar_re, uu))
+                op(scope, "Mul", bbar_re, u_modes))
     new_im = op(scope, "Add", op(scope, "Add", op(scope, "Mul", abar_re, s_im), op(scope, "Mul", abar_im, s_re)),
-                op(scope, "Mul", bbar_im, uu))
-
-    c_re, c_im = component(names["C"], 0, 3), component(names["C"], 1, 3)
+                op(scope, "Mul", bbar_im, u_modes))
+    c_re = op(scope, "Gather", c, const(scope, 0, np.int64), axis=2)
+    c_im = op(scope, "Gather", c, const(scope, 1, np.int64), axis=2)
     real_part = op(scope, "Sub", op(scope, "Mul", c_re, new_re), op(scope, "Mul", c_im, new_im))
     mode_sum = op(scope, "ReduceSum", real_part, const(scope, [-1], np.int64), keepdims=0)
-    y = op(scope, "Add", op(scope, "Mul", mode_sum, const(scope, 2.0)), op(scope, "Mul", names["D"], u))
-
-    op(scope, "Concat", unsqueeze_last(new_re), unsqueeze_last(new_im), axis=-1,
-       output_name=f"state{layer}_out")
-    return y
+    y = op(scope, "Add", op(scope, "Mul", mode_sum, const(scope, 2.0)), op(scope, "Mul", d, u))
+    return y, new_re, new_im
 
 
-def _block(writer: _GraphWriter, spec: StepModelSpec, params: dict, layer: int, u: str) -> str:
-    """One residual block: [LayerNorm] -> S4D -> activation -> mixing Linear [-> GLU] [+ u]."""
+def _block(writer: _GraphWriter, spec: StepModelSpec, params: dict, layer: int, u: str, s4d=None) -> str:
+    """One residual block: [LayerNorm] -> S4D -> activation -> mixing Linear [-> GLU] [+ u].
+
+    s4d(z) -> y writes the S4D step (default: `_s4d_step` on state{layer} [batch, H, M, 2])."""
     scope = f"/layers.{layer}"
     z = u
     if spec.norm:
@@ -253,7 +271,7 @@ def _block(writer: _GraphWriter, spec: StepModelSpec, params: dict, layer: int, 
                       writer.initializer(f"{module}.weight", params[f"{module}.weight"]),
                       writer.initializer(f"{module}.bias", params[f"{module}.bias"]),
                       axis=-1, epsilon=1e-5)
-    z = _s4d_step(writer, params, layer, z, f"state{layer}")
+    z = s4d(z) if s4d else _s4d_step(writer, params, layer, z, f"state{layer}")
     z = _activation(writer, f"{scope}/act", spec.activation, z)
     z = _linear(writer, params, f"layers.{layer}.mix", z, spec.linear_style)
     if spec.glu:  # F.glu: first half * sigmoid(second half), Split without sizes = equal halves
@@ -294,6 +312,121 @@ def build_step_model(spec: StepModelSpec) -> onnx.ModelProto:
     _linear(writer, params, "decoder", u, spec.linear_style, output_name="logits")
     return writer.model([_token_input("x", spec), *_state_values(spec, "")],
                         [_logits_output(spec), *_state_values(spec, "_out")])
+
+
+# -- state layouts as users write them -------------------------------------------------
+#: Layouts of the recurrent state, each as torch users write it (per-sequence view; "batch" marks the batch axis).
+LAYOUTS = {
+    "last": "one state per layer [batch, H, M, 2], re/im last",
+    "split": "re and im as two states per layer, [batch, H, M] each",
+    "packed": "one state for all layers [L, 2, batch, H, M]",
+    "re_im_first": "one state per layer [2, batch, H, M]",
+    "batch_axis1": "one state per layer [H, batch, M, 2]",
+    "batch_axis2": "one state per layer [H, M, batch, 2]",
+}
+
+
+def layout_state_shapes(layout: str, spec: StepModelSpec, batch="batch") -> list[tuple[str, list]]:
+    """(name, shape) of each state input of `layout` (outputs are named name + "_out")."""
+    L, H, M = spec.n_layers, spec.H, spec.M
+    per_layer = {"last": [batch, H, M, 2], "re_im_first": [2, batch, H, M], "batch_axis1": [H, batch, M, 2],
+                 "batch_axis2": [H, M, batch, 2]}
+    if layout in per_layer:
+        return [(f"state{layer}", per_layer[layout]) for layer in range(L)]
+    if layout == "split":
+        return [(f"s{layer}_{part}", [batch, H, M]) for layer in range(L) for part in ("re", "im")]
+    if layout == "packed":
+        return [("state", [L, 2, batch, H, M])]
+    raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+
+
+def discrete_parameters(params: dict, layer: int) -> dict[str, np.ndarray]:
+    """A_bar = exp(dt A), B_bar = (A_bar - 1) / A of one layer (B = 1), float32 re/im parts [H, M]."""
+    module = f"layers.{layer}.s4d"
+    A = -np.exp(params[f"{module}.log_A_real"].astype(np.float64)) + 1j * params[f"{module}.A_imag"]
+    a_bar = np.exp(np.exp(params[f"{module}.log_dt"].astype(np.float64))[:, None] * A)
+    b_bar = (a_bar - 1.0) / A
+    return {f"{module}.{name}": value.astype(np.float32) for name, value in
+            (("A_bar_re", a_bar.real), ("A_bar_im", a_bar.imag), ("B_bar_re", b_bar.real), ("B_bar_im", b_bar.imag))}
+
+
+def build_layout_model(spec: StepModelSpec, layout: str = "last", fixed_batch: bool = False,
+                       discrete: bool = False) -> onnx.ModelProto:
+    """`build_step_model`'s network with its state in `layout` (one of LAYOUTS).
+
+    fixed_batch: every batch axis is 1 and u is broadcast over the modes by a Reshape to the constant shape
+    [1, H, 1], as torch traces it without dynamic axes. discrete: A_bar, B_bar are initializers (what
+    exporters that fold the discretization write: no Exp/Cos/Sin)."""
+    params = step_model_parameters(spec)
+    batch = 1 if fixed_batch else "batch"
+    states = layout_state_shapes(layout, spec, batch)
+    writer = _GraphWriter()
+    op, const = writer.op, writer.constant
+    H, M, L = spec.H, spec.M, spec.n_layers
+    packed_out: list[str] = []
+
+    def read(layer: int) -> tuple[str, str]:  # the layer's state as re, im [batch, H, M]
+        scope = f"/layers.{layer}/state"
+        if layout == "split":
+            return f"s{layer}_re", f"s{layer}_im"
+        if layout in ("re_im_first", "packed"):
+            whole = f"state{layer}" if layout == "re_im_first" else \
+                op(scope, "Gather", "state", const(scope, layer, np.int64), axis=0)
+            return tuple(op(scope, "Gather", whole, const(scope, k, np.int64), axis=0) for k in (0, 1))
+        parts = [op(scope, "Gather", f"state{layer}", const(scope, k, np.int64), axis=3) for k in (0, 1)]
+        perm = {"last": None, "batch_axis1": [1, 0, 2], "batch_axis2": [2, 0, 1]}[layout]
+        return tuple(parts) if perm is None else tuple(op(scope, "Transpose", p, perm=perm) for p in parts)
+
+    def write(layer: int, new_re: str, new_im: str) -> None:
+        scope = f"/layers.{layer}/state"
+        if layout == "split":
+            op(scope, "Identity", new_re, output_name=f"s{layer}_re_out")
+            op(scope, "Identity", new_im, output_name=f"s{layer}_im_out")
+            return
+        if layout in ("re_im_first", "packed"):
+            first = [op(scope, "Unsqueeze", p, const(scope, [0], np.int64)) for p in (new_re, new_im)]
+            if layout == "packed":
+                packed_out.append(op(scope, "Unsqueeze", op(scope, "Concat", *first, axis=0),
+                                     const(scope, [0], np.int64)))
+            else:
+                op(scope, "Concat", *first, axis=0, output_name=f"state{layer}_out")
+            return
+        last = [op(scope, "Unsqueeze", p, const(scope, [-1], np.int64)) for p in (new_re, new_im)]
+        perm = {"last": None, "batch_axis1": [1, 0, 2, 3], "batch_axis2": [1, 2, 0, 3]}[layout]
+        if perm is None:
+            op(scope, "Concat", *last, axis=-1, output_name=f"state{layer}_out")
+        else:
+            op(scope, "Transpose", op(scope, "Concat", *last, axis=-1), perm=perm, output_name=f"state{layer}_out")
+
+    def s4d(layer: int):
+        def step(u: str) -> str:
+            module, scope = f"layers.{layer}.s4d", f"/layers.{layer}/s4d"
+            names = {key: writer.initializer(f"{module}.{key}", params[f"{module}.{key}"])
+                     for key in ("log_dt", "log_A_real", "A_imag", "C", "D")}
+            if discrete:
+                disc = tuple(writer.initializer(name, value)
+                             for name, value in discrete_parameters(params, layer).items())
+            else:
+                disc = _discretization(writer, scope, names)
+            u_modes = op(scope, "Reshape", u, const(scope, [1, H, 1], np.int64)) if fixed_batch else \
+                op(scope, "Unsqueeze", u, const(scope, [-1], np.int64))
+            y, new_re, new_im = _s4d_update(writer, scope, disc, names["C"], names["D"], u, u_modes, *read(layer))
+            write(layer, new_re, new_im)
+            return y
+        return step
+
+    u = _linear(writer, params, "encoder", "x", spec.linear_style)
+    for layer in range(L):
+        u = _block(writer, spec, params, layer, u, s4d=s4d(layer))
+    _linear(writer, params, "decoder", u, spec.linear_style, output_name="logits")
+    if layout == "packed":
+        op("/state", "Concat", *packed_out, axis=0, output_name="state_out")
+    value = helper.make_tensor_value_info
+    return writer.model(
+        [value("x", TensorProto.FLOAT, [batch, spec.in_features]),
+         *(value(name, TensorProto.FLOAT, shape) for name, shape in states)],
+        [value("logits", TensorProto.FLOAT, [batch, spec.n_out]),
+         *(value(f"{name}_out", TensorProto.FLOAT, shape) for name, shape in states)])
 
 
 _BAD_MODEL_SPEC = StepModelSpec(in_features=2, H=4, M=2, n_layers=2, n_out=3)
@@ -426,9 +559,17 @@ def run_step_model_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     token_input, *state_inputs = session.get_inputs()
+    if isinstance(token_input.shape[0], int):  # a fixed batch of 1: one sequence at a time
+        return np.concatenate([_run_batch(session, token_input, state_inputs, x[i:i + 1]) for i in range(len(x))])
+    return _run_batch(session, token_input, state_inputs, x)
+
+
+def _run_batch(session, token_input, state_inputs, x: np.ndarray) -> np.ndarray:
     batch, steps, _ = x.shape
-    states = {value.name: np.zeros((batch, *value.shape[1:]), dtype=np.float32) for value in state_inputs}
-    output_names = ["logits", *(f"{name}_out" for name in states)]
+    # the batch axis of a state is its symbolic one (none with a fixed batch)
+    states = {value.name: np.zeros([d if isinstance(d, int) else batch for d in value.shape], dtype=np.float32)
+              for value in state_inputs}
+    output_names = [o.name for o in session.get_outputs()]
     logits_per_token = []
     for t in range(steps):
         logits, *new_states = session.run(output_names, {token_input.name: x[:, t], **states})

@@ -18,10 +18,12 @@ from hypothesis import given, settings
 from tests.builders.onnx_models import (
     well_conditioned,
     ACTIVATIONS,
+    LAYOUTS,
     LINEAR_STYLES,
     SIZE_RANGES,
     StepModelSpec,
     UNSUPPORTED_OPS,
+    build_layout_model,
     build_step_model,
     build_unsupported_op_model,
     build_wrong_rank_model,
@@ -198,3 +200,14 @@ def test_truncated_bytes_do_not_load():
     assert len(damaged) == len(model_bytes) // 2
     with pytest.raises(DecodeError):
         onnx.load_from_string(damaged)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+@pytest.mark.parametrize("fixed_batch", [False, True])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_state_layout_computes_the_reference_network(layout, fixed_batch, discrete):
+    spec = StepModelSpec(in_features=2, H=3, M=2, n_layers=2, n_out=2, seed=9)
+    x = random_tokens(spec, batch=2, steps=5)
+    got = run_step_model_ort(build_layout_model(spec, layout, fixed_batch=fixed_batch, discrete=discrete), x)
+    want = reference_outputs(spec, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -4,12 +4,16 @@ Every case starts from the same valid graph (all model-level op kinds), breaks
 one thing, and checks the IRError names the op and says what is wrong.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 
 from ssmc.errors import IRError
 from ssmc.ir.graph import Graph, Op
-from ssmc.ir.verify import graph_problems, verify
+from ssmc.ir.verify import graph_problems, register_placement_check, verify
+
+ir_verify = importlib.import_module("ssmc.ir.verify")  # the module (ssmc.ir exports a function of its name)
 
 H = 4  # channels after the encoder
 
@@ -230,3 +234,27 @@ def test_an_omitted_attribute_with_a_default_takes_its_default_in_every_rule():
     syn.attrs["delay"] = 0
     with pytest.raises(IRError, match="delay = 0"):
         verify(g)
+
+
+def test_a_placed_graph_is_refused_not_skipped_when_no_capacity_check_is_registered(monkeypatch):
+    # the IR records a placement but cannot count capacities; ssmc.mapping.capacity registers that check
+    monkeypatch.setattr(ir_verify, "_placement_check", None)
+    g = valid_graph()
+    g.attrs["target"] = "{}"
+    with pytest.raises(RuntimeError, match="ssmc.mapping.capacity"):
+        verify(g)
+    del g.attrs["target"]
+    assert verify(g) is g  # an unplaced graph needs no such check
+
+
+def test_the_registered_placement_check_runs_on_a_placed_graph_and_a_second_one_is_refused(monkeypatch):
+    monkeypatch.setattr(ir_verify, "_placement_check", None)
+    seen = []
+    register_placement_check(lambda graph: seen.append(graph.name) or ["core 0 over capacity"])
+    g = valid_graph()
+    g.attrs["target"] = "{}"
+    with pytest.raises(IRError, match="core 0 over capacity"):
+        verify(g)
+    assert seen == [g.name]
+    with pytest.raises(IRError, match="already registered"):
+        register_placement_check(lambda graph: [])

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ssmc.errors import FitError, IRError
-from ssmc.ir.placement import PLACEMENT_ATTR, TARGET_ATTR, core_assignment, placement_of, set_placement, target_of
+from ssmc.ir.placement import PLACEMENT_ATTR, TARGET_ATTR, core_assignment, placement_of, set_placement
 from ssmc.ir.text import parse_graph, print_graph
 from ssmc.ir.verify import verify
+from ssmc.mapping.capacity import target_of
 from ssmc.passes.partition import Partition
 from ssmc.targets import load_target
 from tests.builders.neuro_models import s4d_stack

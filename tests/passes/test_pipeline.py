@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ssmc.passes  # noqa: F401 - registers the built-in passes
 from ssmc.ir.graph import Graph
@@ -200,6 +202,33 @@ def test_a_pipeline_prints_back_to_the_same_string(spec):
     passes = parse_pipeline(spec)
     assert pipeline_spec(passes) == spec
     assert parse_pipeline(pipeline_spec(passes)) == passes
+
+
+def test_a_string_option_holding_commas_or_braces_prints_quoted_and_parses_back():
+    p = Tune(label="cpx,relu")
+    assert p.spec() == 'test-tune{label="cpx,relu"}'
+    assert parse_pipeline(p.spec()) == [p]
+    (q,) = parse_pipeline('test-tune{label="a}b{c=d", max-iters=2}')
+    assert q == Tune(label="a}b{c=d", max_iters=2)
+
+
+def test_the_sigma_delta_kinds_option_round_trips_through_the_pipeline_string():
+    (p,) = parse_pipeline('sigma-delta{kinds="cpx,relu",threshold=0.01}')
+    assert p.kinds == "cpx,relu"
+    assert parse_pipeline(pipeline_spec([p])) == [p]
+
+
+@settings(max_examples=200, deadline=None)
+@given(label=st.text(max_size=20), iters=st.integers(-10**6, 10**6))
+def test_any_string_option_prints_back_to_a_spec_that_parses_to_the_same_pass(label, iters):
+    p = Tune(label=label, max_iters=iters)
+    assert parse_pipeline(pipeline_spec([p, Canonicalize()])) == [p, Canonicalize()]
+
+
+@pytest.mark.parametrize("text", ['test-tune{label="unclosed}', 'test-tune{label="a"b"}', 'test-tune{label=1}x'])
+def test_a_badly_quoted_option_is_refused(text):
+    with pytest.raises(PassError):
+        parse_pipeline(text)
 
 
 # -- the registry ---------------------------------------------------------------

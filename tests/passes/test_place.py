@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from ssmc.ir.placement import core_assignment, target_of
+from ssmc.ir.placement import core_assignment
+from ssmc.mapping.capacity import target_of
 from ssmc.ir.text import print_graph
 from ssmc.ir.verify import verify
 from ssmc.mapping.layout import swap_improve, total_cost

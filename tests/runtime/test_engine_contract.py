@@ -14,7 +14,9 @@ import pytest
 from ssmc.errors import InputDataError, IRError
 from ssmc.ir import Graph, Op, verify
 from ssmc.passes.assign_bitwidths import set_depths
-from ssmc.runtime.numpy_engine import run_numpy
+from ssmc.runtime import numpy_engine
+from ssmc.runtime.numpy_engine import prepare, run_numpy
+from tests.builders.neuro_models import s4d_stack
 
 
 def clip(v: int, bits: int) -> int:
@@ -32,6 +34,9 @@ def scalar_reference(graph: Graph, x: np.ndarray, steps: int) -> dict[str, list[
     state = {g.name: [[0] * g.attrs["size"] for _ in range(x.shape[0])] for g in groups}
     last = {g.name: [[0] * g.attrs["size"] for _ in range(x.shape[0])] for g in groups}  # sigma-delta senders
     sigma = {s.name: [[0] * s.shape[0] for _ in range(x.shape[0])] for s in graph.ops_of_kind("synapses")}
+    # each row's (pre, w) terms with w != 0: the zero terms add nothing (keeps paper-size nets quick)
+    terms = {s.name: [[(j, int(w)) for j, w in enumerate(row) if w] for row in s.params["weight"]]
+             for s in graph.ops_of_kind("synapses")}
 
     def synapse_out(syn, t, b):
         """The synapse group's 32-bit output at step t (it also advances a sigma synapse's sum)."""
@@ -41,7 +46,7 @@ def scalar_reference(graph: Graph, x: np.ndarray, steps: int) -> dict[str, list[
         e = syn.attrs.get("weight_exp", 0)
         out = []
         for i in range(syn.shape[0]):
-            acc = sum(int(w) * int(m) for w, m in zip(syn.params["weight"][i], pre))
+            acc = sum(w * int(pre[j]) for j, w in terms[syn.name][i])
             if pre_op.attrs.get("delta", 0):
                 sigma[syn.name][b][i] += acc
                 acc = sigma[syn.name][b][i]
@@ -365,3 +370,97 @@ def test_lut_index_clips_count_as_saturation():
     res = run_numpy(g, x, trace=True)
     assert res.saturation["gate"]["message"] == (res.steps - gate.attrs["depth"]) * gate.shape[0]
     np.testing.assert_array_equal(res.trace["gate"][0, gate.attrs["depth"]:], gate.params["table"][-1])
+
+
+def structured_network(seed: int) -> Graph:
+    """random_network with each synapse group's weights in one of the non-zero patterns the engine
+    runs by its own kernel: channel broadcast (an S4D B), channel sum (an S4D C), one pre per post
+    scattered, one post per pre scattered, sparse, all zero, dense."""
+    g = random_network(seed)
+    rng = np.random.default_rng(1000 + seed)
+    for op in g.ops_of_kind("synapses"):
+        w = op.params["weight"]
+        post, pre = w.shape
+        pattern = ["broadcast", "channel_sum", "gather", "segment", "sparse", "zero", "dense"][
+            (seed + len(op.name)) % 7]
+        keep = np.zeros(w.shape, bool)
+        if pattern == "broadcast" and post % pre == 0:
+            keep[np.arange(post), np.arange(post) // (post // pre)] = True
+        elif pattern == "channel_sum" and pre % post == 0:
+            keep[np.arange(pre) // (pre // post), np.arange(pre)] = True
+        elif pattern in ("gather", "broadcast"):
+            keep[np.arange(post), rng.integers(0, pre, post)] = True
+        elif pattern in ("segment", "channel_sum"):
+            keep[rng.integers(0, post, pre), np.arange(pre)] = True
+        elif pattern == "sparse":
+            keep = rng.random(w.shape) < 0.5
+        elif pattern == "dense":
+            keep[...] = True
+        keep &= rng.random(w.shape) < 0.9  # holes: a few zero weights (or whole rows) inside the pattern
+        op.params["weight"] = np.where(keep, w, 0).astype(np.int32)
+    return g
+
+
+@pytest.fixture
+def csr_for_small_nets(monkeypatch):
+    # these nets are a few neurons wide: let half-empty groups count as sparse, so CSR runs too
+    monkeypatch.setattr(numpy_engine, "_CSR_DENSITY", 0.75)
+
+
+@pytest.mark.parametrize("seed", range(21))
+def test_every_synapse_kernel_equals_the_scalar_contract(seed, csr_for_small_nets):
+    g = structured_network(seed)
+    for op in g.ops_of_kind("neurons"):
+        op.attrs["delta"] = int(np.random.default_rng(seed).choice([0, 0, 1, 40])) if op.attrs["kind"] != "source" else 0
+    rng = np.random.default_rng(300 + seed)
+    x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0]), size=(3, 6, g.inputs()[0].shape[0]))
+    res = run_numpy(g, x, trace=True)
+    ref = scalar_reference(g, x, res.steps)
+    for name, per_step in ref.items():
+        np.testing.assert_array_equal(res.trace[name], np.array(per_step).transpose(1, 0, 2), err_msg=name)
+
+
+def test_the_structured_networks_reach_every_kernel(csr_for_small_nets):
+    kernels = {s.kernel for seed in range(21) for s in prepare(structured_network(seed)).synapses.values()}
+    assert kernels == {"broadcast", "channel_sum", "gather", "segment", "csr", "zero", "dense"}
+
+
+def paper_size_network(layers: int = 4) -> Graph:
+    """The seed paper's size (4 S4D layers, H=128, N=64: [8192, 128] B and [128, 8192] C groups), every
+    second layer sending sigma-delta messages."""
+    g = s4d_stack(H=128, M=32, layers=layers, rates=[1.0, 0.5] * (layers // 2) + [1.0] * (layers % 2))
+    set_depths(g)
+    verify(g)
+    return g
+
+
+def test_paper_size_network_equals_the_scalar_contract_for_a_few_tokens():
+    g = paper_size_network()
+    kernels = {name: s.kernel for name, s in prepare(g).synapses.items()}
+    assert kernels["s0.B"] == "broadcast" and kernels["s0.C"] == "channel_sum" and kernels["mix0"] == "dense"
+    x = np.random.default_rng(7).normal(scale=0.01, size=(1, 2, 1))
+    res = run_numpy(g, x, trace=True)
+    ref = scalar_reference(g, x, res.steps)
+    for name, per_step in ref.items():
+        np.testing.assert_array_equal(res.trace[name], np.array(per_step).transpose(1, 0, 2), err_msg=name)
+    assert res.sparsity["s1.pairs"] > 0  # sigma-delta messages did run
+
+
+def test_a_changed_graph_is_prepared_again():
+    g = random_network(4)
+    x = np.random.default_rng(0).normal(size=(1, 5, g.inputs()[0].shape[0]))
+    before = run_numpy(g, x).raw["y"]
+    assert prepare(g) is prepare(g)  # the same graph, unchanged: set up once
+    g.op("s4").params["weight"] = np.flip(g.op("s4").params["weight"], axis=1).copy()  # a new array
+    np.testing.assert_array_equal(run_numpy(g, x).raw["y"], scalar_outputs(g, x))
+    assert not np.array_equal(run_numpy(g, x).raw["y"], before)
+    g.op("s4").attrs["weight_exp"] = g.op("s4").attrs["weight_exp"] - 1  # an attribute
+    np.testing.assert_array_equal(run_numpy(g, x).raw["y"], scalar_outputs(g, x))
+
+
+def scalar_outputs(g: Graph, x: np.ndarray) -> np.ndarray:
+    """The scalar reference's messages of the output's group at the output tokens [batch, tokens, size]."""
+    acc = g.op("acc")
+    d = acc.attrs["depth"]
+    msgs = np.array(scalar_reference(g, x, x.shape[1] + d)["acc"]).transpose(1, 0, 2)
+    return msgs[:, d:d + x.shape[1]]

@@ -29,7 +29,8 @@ from ssmc.runtime.numpy_engine import run_numpy
 from tests.backend_loihi.microcode_programs import programs
 from tests.builders.onnx_models import build_step_model, random_spec
 from tests.conftest import EXAMPLES
-from tests.runtime.test_engine_contract import random_extended_network, random_network, with_widths
+from tests.runtime.test_engine_contract import (paper_size_network, random_extended_network, random_network,
+                                                structured_network, with_widths)
 
 
 # -- instruction semantics: a scalar reference from docs/microcode.md ---------------------
@@ -140,6 +141,18 @@ def assert_same_run(net: Net, x: np.ndarray) -> None:
     assert got.saturation == ref.saturation
     assert got.sparsity == ref.sparsity
     assert got.steps == ref.steps
+
+
+@pytest.mark.parametrize("seed", range(0, 21, 3))
+def test_every_synapse_kernel_matches_numpy_at_every_step(seed):
+    g = structured_network(seed)
+    x = np.random.default_rng(seed).normal(scale=4.0, size=(2, 6, g.inputs()[0].shape[0]))
+    assert_same_run(net_of(g), x)
+
+
+def test_paper_size_network_matches_numpy_at_every_step():
+    g = paper_size_network()
+    assert_same_run(net_of(g), np.random.default_rng(7).normal(scale=0.01, size=(2, 3, 1)))
 
 
 @pytest.mark.parametrize("seed", range(16))

@@ -21,22 +21,17 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from ssmc.ir.fixed_point import ACC_BITS, rshr, sat
 from ssmc.backend_loihi.lava_procs.processes import (Cpx, Integrator, Lut, Product, Relay, Relu, Source,
                                                      Synapses)
 
-ACC_BITS = 32
 ACCUMULATOR, STATE, MESSAGE = 0, 1, 2  # rows of `counts`
 
 
 def _sat(v: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
-    """sat(v, bits) and how many values it changed."""
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return np.clip(v, lo, hi), int(np.count_nonzero((v < lo) | (v > hi)))
-
-
-def _rshr(v: np.ndarray, s: int) -> np.ndarray:
-    """v / 2^s rounded to nearest, ties up."""
-    return (v + (1 << (s - 1))) >> s if s > 0 else v
+    """sat(v, bits) as a new array (a model's message must not alias its state) and how many values it changed."""
+    out = sat(v, bits)
+    return out, int(np.count_nonzero(out != v))
 
 
 def _failed(model, size: int) -> np.ndarray:
@@ -170,7 +165,7 @@ class _StatefulModel(_NeuronModel):
         """Store `new` saturated to state_bits (counting what saturates); the value is the state shifted out."""
         self.state[:], n = _sat(new, self.proc_params["state_bits"])
         self.counts[STATE] += n
-        return _rshr(self.state, self.proc_params["out_shift"])
+        return rshr(self.state, self.proc_params["out_shift"])
 
 
 @implements(proc=Integrator, protocol=LoihiProtocol)
@@ -193,8 +188,8 @@ class PyCpxModel(_StatefulModel):
         xr, xi = self.state[0::2], self.state[1::2]
         new = np.empty_like(self.state)
         # both products in 64 bits, one rounding per component, then the input
-        new[0::2] = _rshr(self.c_re * xr - self.c_im * xi, f) + a[0::2]
-        new[1::2] = _rshr(self.c_re * xi + self.c_im * xr, f) + a[1::2]
+        new[0::2] = rshr(self.c_re * xr - self.c_im * xi, f) + a[0::2]
+        new[1::2] = rshr(self.c_re * xi + self.c_im * xr, f) + a[1::2]
         return self.settle(new)
 
 
@@ -227,7 +222,7 @@ class PyProductModel(_NeuronModel):
         if self.proc_params["has_bias"]:  # the bias goes to the first operand only
             a0, n = _sat(a0 + self.bias, ACC_BITS)
             self.counts[ACCUMULATOR] += n
-        m, n = _sat(_rshr(a0 * a1, self.proc_params["out_shift"]), self.proc_params["msg_bits"])
+        m, n = _sat(rshr(a0 * a1, self.proc_params["out_shift"]), self.proc_params["msg_bits"])
         self.counts[MESSAGE] += n
         return m
 

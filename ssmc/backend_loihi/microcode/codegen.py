@@ -18,13 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from ssmc.errors import MicrocodeError
+from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Op
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.isa import (
     COUNTERS, IMM_MAX, IMM_MIN, REGISTER_NUMBERS as R, STATE0, Instr, Program, check_program,
     operand_kinds)
 
-ACC_BITS = 32
 BIAS_LIMIT = 1 << 48  # a larger bias saturates the 32-bit dendrite the same way (and keeps sums in int64)
 LAST0 = STATE0 + 2  # s2: sigma-delta `last` of lane 0
 

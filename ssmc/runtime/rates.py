@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ssmc.ir.graph import Graph
+from ssmc.runtime.numpy_engine import run_numpy
 
 SOURCE_ATTR = "msg_rate_source"
 
@@ -23,7 +24,6 @@ def measure_rates(graph: Graph, calibration: np.ndarray | None, max_sequences: i
         source = "assumed: 1 per step for dense groups, 0.5 for sigma-delta groups (no calibration data)"
         graph.attrs[SOURCE_ATTR] = source
         return source
-    from ssmc.runtime.numpy_engine import run_numpy
     x = np.asarray(getattr(calibration, "x", calibration))[:max_sequences]  # a checked Calibration or an array
     res = run_numpy(graph, x)
     for op in graph.ops_of_kind("neurons"):
