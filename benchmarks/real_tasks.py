@@ -17,7 +17,8 @@ it reproduces the compiled loss if weights cause it), the same with one exponent
 output row, and per-group quantization of only the S4D readouts (C) or of everything
 else. These are diagnostics, not the compiler.
 
-    .venv/bin/python benchmarks/real_tasks.py [--tasks smnist,digits] [--limit N] [--diagnose [--diagnose-limit N]] [--jobs N]
+    .venv/bin/python benchmarks/real_tasks.py [--tasks smnist,digits] [--limit N]
+        [--diagnose [--diagnose-limit N]] [--jobs N]
 """
 
 from __future__ import annotations
@@ -41,19 +42,16 @@ OUT = ROOT / "benchmarks" / "results"
 MAX_LOSS, MOST_LOSS = 1.0, 0.3  # points: every task / most tasks
 CHUNK = 250  # sequences per engine run (the engines' work limit)
 
+RAW = "raw (dynamo=False)"
+
+
+def real(task: str) -> tuple:
+    return (task, RAW, REAL / f"{task}_s4d_step.onnx", REAL / f"{task}_test.npz", REAL / f"{task}_calib.npz")
+
+
 # (task, layout, model, test set, calibration set)
-CASES = [
-    ("smnist", "raw (dynamo=False)", REAL / "smnist_s4d_step.onnx", REAL / "smnist_test.npz", REAL / "smnist_calib.npz"),
-    ("psmnist", "raw (dynamo=False)", REAL / "psmnist_s4d_step.onnx", REAL / "psmnist_test.npz",
-     REAL / "psmnist_calib.npz"),
-    ("italy", "raw (dynamo=False)", REAL / "italy_s4d_step.onnx", REAL / "italy_test.npz", REAL / "italy_calib.npz"),
-    ("gunpoint", "raw (dynamo=False)", REAL / "gunpoint_s4d_step.onnx", REAL / "gunpoint_test.npz",
-     REAL / "gunpoint_calib.npz"),
-    ("vowels", "raw (dynamo=False)", REAL / "vowels_s4d_step.onnx", REAL / "vowels_test.npz", REAL / "vowels_calib.npz"),
-    ("basicmotions", "raw (dynamo=False)", REAL / "basicmotions_s4d_step.onnx", REAL / "basicmotions_test.npz",
-     REAL / "basicmotions_calib.npz"),
-    ("digits", "raw (dynamo=False)", DIGITS / "digits_s4d_step.onnx", DIGITS / "digits_test.npz",
-     DIGITS / "digits_calib.npz"),
+CASES = [real(t) for t in ("smnist", "psmnist", "italy", "gunpoint", "vowels", "basicmotions")] + [
+    ("digits", RAW, DIGITS / "digits_s4d_step.onnx", DIGITS / "digits_test.npz", DIGITS / "digits_calib.npz"),
     ("digits", "folded (dynamo=True)", DIGITS / "digits_s4d_step_dynamo.onnx", DIGITS / "digits_test.npz",
      DIGITS / "digits_calib.npz"),
 ]
@@ -159,7 +157,8 @@ def main() -> None:
                    for case in cases]
         rows = [f.result() for f in futures]
     for r in rows:
-        print(f"{r['task']:13s} {r['layout']:21s} float {100 * r['float_accuracy']:6.2f}%  fixed {100 * r['fixed_accuracy']:6.2f}%"
+        print(f"{r['task']:13s} {r['layout']:21s} float {100 * r['float_accuracy']:6.2f}%"
+              f"  fixed {100 * r['fixed_accuracy']:6.2f}%"
               f"  lost {r['loss_points']:+6.2f} points  agreement {100 * r['argmax_agreement']:6.2f}%"
               f"  max logit err {r['max_logit_error']:.4f}  ({r['seconds']:.0f} s)", flush=True)
         for label, d in r.get("diagnosis", {}).items():
@@ -180,7 +179,8 @@ def main() -> None:
         f" --diagnose-limit {args.diagnose_limit}" if args.diagnose and args.diagnose_limit else "") + (
         f" --jobs {args.jobs}" if args.jobs > 1 else "")
     lines = ["# Real tasks: post-training quantization with the default pipeline", "",
-             "Each model compiled with `ssmc.compile(model, readout=\"mean\", calibration=<its 128 training sequences>)`"
+             "Each model compiled with `ssmc.compile(model, readout=\"mean\", "
+             "calibration=<its 128 training sequences>)`"
              " (default pipeline and widths: 8-bit weights, 16-bit coefficients, 24-bit state and messages), held-out"
              " test set run on the float reference and the numpy (bit-exact) engine. Loss = float accuracy - fixed"
              " accuracy, in points; max logit error is relative to the largest float logit.",
@@ -199,7 +199,8 @@ def main() -> None:
                   "by their dequantized 8-bit values (`quantize_weights`, as the compiler does), run on the float "
                   "reference; everything else stays float. C readouts = the linears that read an S4D state. "
                   "Losses are against the float accuracy on the same sequences.", "",
-                  "| task | layout | test seqs | emulation | accuracy | lost (points) | argmax agreement | max logit error |",
+                  "| task | layout | test seqs | emulation | accuracy | lost (points) | argmax agreement "
+                  "| max logit error |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             for label, d in r["diagnosis"].items():
