@@ -16,18 +16,19 @@ import numpy as np
 from ssmc.backend_loihi import bundle as _bundle
 from ssmc.backend_loihi.lava_net import process_table_json
 from ssmc.backend_loihi.microcode.emit import emit_microcode
-from ssmc.data import load_sequences
-from ssmc.errors import SsmcError
+from ssmc.data import read_arrays
+from ssmc.errors import InputDataError, SsmcError, printable
 from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
 from ssmc.ir.graph import Graph
 from ssmc.mapping.capacity import target_of
-from ssmc.passes import DEFAULT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
+from ssmc.passes import DEFAULT_PIPELINE, FLOAT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
 from ssmc.passes.base import forward_info, with_data
 from ssmc.report import build_report
-from ssmc.runtime.calibrate import check_calibration
+from ssmc.runtime.calibrate import check_calibration, check_calibration_size
 from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.lava_engine import build_network
+from ssmc.runtime.trace import Trace, trace_net
 from ssmc.targets import load_target
 
 ENGINES = ("float", "numpy", "lava", "microcode")
@@ -39,7 +40,7 @@ FIXED_POINT_ENGINES = {
     "lava": "ssmc.runtime.lava_engine:run_net",
     "microcode": "ssmc.runtime.microcode_engine:run_net",
 }
-WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits")
+WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits", "weight_exp")
 
 
 def is_neuro_level(graph: Graph) -> bool:
@@ -86,6 +87,35 @@ class Net:
         return {"outputs": res.outputs[self.graph.outputs()[0].name], "saturation": res.saturation,
                 "sparsity": res.sparsity, "result": res}
 
+    def float_graph(self, calibration=None) -> tuple[Graph, str | None]:
+        """The float network the neuron groups were quantized from: the imported model run through the
+        float passes of this net's pipeline (those of FLOAT_PIPELINE, in its order). Returns it and, when
+        its complex-pair states are not in the compiled net's basis, why: rescale-states{balance=state}
+        measured calibration data that is not passed here (`calibration`: the same sequences)."""
+        if self.model_graph is None:
+            raise SsmcError("this net.lava has no float model to compare with (model graph missing)")
+        float_names = FLOAT_PIPELINE.split(",")
+        passes = [p for p in parse_pipeline(self.pipeline) if p.name in float_names]
+        basis = None
+        rescale = next((p for p in passes if p.name == "rescale-states"), None)
+        if (rescale is not None and rescale.balance == "state" and calibration is None
+                and self.options.get("calibration", "none") != "none"):
+            basis = ("rescale-states{balance=state} scaled the states from calibration data: pass the same "
+                     "data (--calibrate) to compare the states")
+        cal = load_calibration(calibration)[0] if calibration is not None else None
+        graph, _ = run_pipeline(self.model_graph.copy(), with_data(passes, calibration=cal), verify_each=False)
+        return graph, basis
+
+    def trace(self, x: np.ndarray, calibration=None) -> Trace:
+        """Per layer and per token, fixed point against float: errors (end to end, and what each group
+        adds itself), complex states' real / imaginary error and drift, values at the edge of their range,
+        and the first token where the predicted class diverges; layers worst first (ssmc.runtime.trace)."""
+        if not is_neuro_level(self.graph):
+            raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): there is "
+                            "no fixed point to trace; compile it with the default pipeline")
+        graph, basis = self.float_graph(calibration)
+        return trace_net(self.graph, graph, np.asarray(x), skip_cpx=basis)
+
     def to_lava(self, x: np.ndarray | None = None, record_all: bool = False):
         """The connected Lava processes of this net, with x [batch, tokens, features] injected
         (default: one all-zero token); `.processes`, `.plan`, `.run()`. See ssmc.runtime.lava_engine.build_network."""
@@ -110,10 +140,8 @@ def load_calibration(data) -> tuple[np.ndarray, str]:
     """Calibration sequences from an array or a .npy/.npz file (array 'x'); returns (x, provenance)."""
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
-        loaded, _ = load_sequences(path, "calibration")
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        return np.asarray(loaded), f"{os.path.basename(path)} sha256:{digest}"
+        loaded = read_arrays(path, "calibration data", ("x",), required=("x",))  # read once: the hash is of what was used
+        return loaded.arrays["x"], f"{os.path.basename(path)} sha256:{loaded.sha256}"
     x = np.asarray(data)
     return x, f"array sha256:{hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()}"
 
@@ -139,8 +167,9 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
 
     `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
     size the fixed-point ranges. `widths`: weight_bits, coef_bits, state_bits,
-    message_bits and layer_bits ("s4d0:weight=6/coef=12;linear1:weight=4"),
-    overriding the assign-bitwidths pass's options. `skip` and
+    message_bits, layer_bits ("s4d0:weight=6/coef=12;linear1:weight=4") and
+    weight_exp ("group", "row" or "auto": weight exponents per linear or per
+    row), overriding the assign-bitwidths pass's options. `skip` and
     `stop_after` name passes of the pipeline to leave out / to end with.
     `sigma_delta`: append the sigma-delta pass with this threshold (a fraction
     of each group's full scale; 0 sends every change, values unchanged).
@@ -154,7 +183,7 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     if unknown:
         raise SsmcError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
     pipeline = select_passes(parse_pipeline(passes), skip, stop_after)  # reject a bad pipeline before slow work
-    given = {k: (v if k == "layer_bits" else int(v)) for k, v in widths.items() if v is not None}
+    given = {k: (v if k in ("layer_bits", "weight_exp") else int(v)) for k, v in widths.items() if v is not None}
     if given:
         if not any(p.name == "assign-bitwidths" for p in pipeline):
             raise SsmcError("bit-width options need assign-bitwidths in the pipeline")
@@ -186,7 +215,13 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         graph, report, loaded = import_onnx(model_path, readout=readout)
     model_graph = graph.copy()
     if cal is not None:
-        cal = check_calibration(cal, graph.inputs()[0].shape[0])
+        try:
+            cal = check_calibration(cal, graph.inputs()[0].shape[0])
+            check_calibration_size(graph, cal)
+        except InputDataError as e:  # name the file the data came from
+            if isinstance(calibration, (str, os.PathLike)):
+                raise InputDataError(f"{os.fspath(calibration)}: {e}") from None
+            raise
     log(f"recognised {len(graph)} ops; running passes: {pipeline_spec(pipeline) or '(none)'}")
 
     started = {}
@@ -219,7 +254,7 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     return Net(
         graph=graph,
         model_graph=model_graph,
-        source={"file": os.path.basename(os.fspath(model_path)), "sha256": loaded.sha256, "bytes": loaded.size},
+        source={"file": printable(os.path.basename(os.fspath(model_path))), "sha256": loaded.sha256, "bytes": loaded.size},
         pipeline=pipeline_spec(pipeline),
         # every option that shapes the result, named as compile()'s keywords, so a net.lava says how to
         # remake it (calibration and plugins by file name and sha256)

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ssmc import __version__, interrupts
-from ssmc.errors import InputDataError, SsmcError
+from ssmc.errors import InputDataError, SsmcError, printable
 from ssmc.outputs import check_output, read_regular_file, write_file
 
 EXAMPLE = "examples/digits/digits_s4d_step.onnx"
@@ -33,7 +33,7 @@ def _log(quiet: bool):
 
     def log(msg: str) -> None:
         if not quiet:
-            print(f"[{time.perf_counter() - start:6.2f}s] {msg}", file=sys.stderr, flush=True)
+            print(f"[{time.perf_counter() - start:6.2f}s] {printable(msg)}", file=sys.stderr, flush=True)
     return log
 
 
@@ -55,7 +55,7 @@ def cmd_compile(args) -> int:
                        verify_each=not args.no_verify, after_pass=after_pass, log=log,
                        weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
                        message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after,
-                       layer_bits=";".join(args.layer_bits) if args.layer_bits else None,
+                       layer_bits=";".join(args.layer_bits) if args.layer_bits else None, weight_exp=args.weight_exp,
                        sigma_delta=args.sigma_delta, plugins=args.plugin or (), target=args.target,
                        board=args.board, chips=args.chips, max_neurons_per_core=args.max_neurons_per_core)
     interrupts.reinstall()  # a native library (a solver) may have replaced the Ctrl-C handler
@@ -144,21 +144,32 @@ def _jsonable(obj):
 
 # -- run ------------------------------------------------------------------------
 def _load_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    from ssmc.data import load_sequences
+    from ssmc.data import load_sequences, read_arrays
 
     x, labels = load_sequences(path)
-    if labels_path:
-        try:
-            labels = np.load(labels_path, allow_pickle=False)
-        except (FileNotFoundError, ValueError, OSError, EOFError) as e:
-            raise InputDataError(f"{labels_path}: cannot read labels ({e})") from None
+    if labels_path:  # a .npy, or an .npz's array 'y'
+        labels = read_arrays(labels_path, "labels", ("y",), required=("y",)).arrays["y"]
     if x.ndim == 2:
         x = x[None]  # one sequence
+    if x.ndim != 3:
+        raise InputDataError(f"{path}: input must have shape [batch, tokens, features] or [tokens, features], "
+                             f"got shape {list(x.shape)}")
     if labels is not None:
         if labels.ndim != 1 or len(labels) != len(x) or not np.issubdtype(labels.dtype, np.integer):
-            raise InputDataError(f"labels must be integers, one per sequence ({len(x)}), got "
-                                 f"{labels.dtype}{list(labels.shape)}")
+            raise InputDataError(f"{labels_path or path}: labels must be integers, one per sequence ({len(x)}), "
+                                 f"got {labels.dtype}{list(labels.shape)}")
     return x, labels
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (0 or -1 would silently run something else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1 (leave the option out to use all)")
+    return value
 
 
 def _accuracy_line(final: np.ndarray, labels: np.ndarray | None) -> str:
@@ -227,7 +238,7 @@ def cmd_run(args) -> int:
             print(f"warning: {args.compare_onnx} is not the model this net was compiled from", file=sys.stderr)
         ref = run_step_onnx(loaded.model, x)
         readout = net.options.get("readout", "none")
-        if readout != "none":  # the ONNX model has no pool: apply the IR's pool op to its outputs
+        if readout in ("sum", "mean"):  # the ONNX model has no pool: apply the IR's pool op to its outputs
             from ssmc.runtime.float_ref import running_pool
             ref = running_pool(ref, readout)
         scale = float(np.abs(ref).max()) or 1.0
@@ -274,6 +285,63 @@ def cmd_export_lava(args) -> int:
     classes = Counter(row["class"] for row in process_table(net))
     print(f"{sum(classes.values())} Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(classes.items())))
     print(f"wrote {script} and {tensors}; run: python {script} --input x.npy")
+    return 0
+
+
+# -- trace ----------------------------------------------------------------------
+def cmd_trace(args) -> int:
+    import ssmc
+    from ssmc.report.trace_page import write_trace_html
+    from ssmc.runtime.trace import format_trace
+
+    log = _log(args.quiet)
+    if args.html:
+        check_output(args.html, [args.net, args.input, args.calibrate], "trace page", example="trace.html")
+    net = ssmc.load(args.net)
+    x, _ = _load_inputs(args.input, None)
+    if args.limit:
+        x = x[:args.limit]
+    if args.tokens:
+        x = x[..., :args.tokens, :]
+    log(f"tracing {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens, fixed point against float")
+    tr = net.trace(x, calibration=args.calibrate)
+    print(format_trace(tr, rows=args.rows or None), end="")
+    if args.html:
+        write_trace_html(tr, args.html, os.path.basename(args.net), inputs=[args.net, args.input, args.calibrate])
+        print(f"wrote {args.html}")
+    return 0
+
+
+# -- export-nir -------------------------------------------------------------------
+def cmd_export_nir(args) -> int:
+    from ssmc.backend_nir import read_nir, run_nir, to_nir, write_nir
+    from ssmc.runtime.float_ref import run_float
+
+    check_output(args.output, [args.model, args.check], "NIR graph", example="net.nir")
+    if args.model.endswith(".onnx"):
+        from ssmc.frontend import import_onnx
+        graph = import_onnx(args.model, readout=args.readout)[0]
+    else:
+        import ssmc
+        graph = ssmc.load(args.model).model_graph
+        if graph is None:
+            raise SsmcError(f"{args.model} holds no float model graph to export")
+    g, cuts = to_nir(graph, form=args.form, cut=args.cut)
+    for line in cuts:
+        print(line)
+    write_nir(g, args.output, inputs=[args.model, args.check])
+    print(f"wrote {args.output}: {len(g.nodes)} NIR nodes, {len(g.edges)} edges, S4D layers in the {args.form} form")
+    if args.check:
+        x, _ = _load_inputs(args.check, None)
+        x = x[:args.limit] if args.limit else x
+        out_name = graph.outputs()[0].name
+        ref = run_float(graph, x)[out_name]
+        got = run_nir(read_nir(args.output), x)[out_name]
+        err = float(np.abs(got - ref).max())
+        scale = float(np.abs(ref).max()) or 1.0
+        print(f"read back and run (forward Euler, one step per token, cut ops on the host) vs ssmc's float "
+              f"reference on {len(x)} sequence(s): max abs error {err:.3e} ({err / scale:.3e} of the output "
+              f"scale {scale:.3g})")
     return 0
 
 
@@ -391,6 +459,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
                        epilog=f"""examples:
   ssmc compile {EXAMPLE} -o net.lava
   ssmc compile model.onnx -o net.lava --readout mean          classify by the mean over tokens
+  ssmc compile model.onnx -o net.lava --readout last          classify from the last token's output
   ssmc compile model.onnx -o net.lava --calibrate cal.npz --weight-bits 6
   ssmc compile model.onnx -o net.lava --calibrate cal.npz --sigma-delta 0.001   send changes only
   ssmc compile model.onnx -o net.lava --passes canonicalize   keep the float model (no quantization)
@@ -400,13 +469,18 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc compile fused.onnx -o net.lava --plugin my_handlers.py  custom ONNX ops (docs/extending.md)""")
     c.add_argument("model", help="the .onnx file (step form)")
     c.add_argument("-o", "--output", required=True, help="where to write the compiled net (e.g. net.lava)")
-    c.add_argument("--readout", choices=("none", "sum", "mean"), default="none",
-                   help="append a running pool over tokens to the output: 'mean' for sequence "
-                        "classification by mean pooling (default: none, per-token outputs)")
+    c.add_argument("--readout", choices=("none", "sum", "mean", "last"), default="none",
+                   help="'sum'/'mean' append a running pool over tokens to the output (sequence classification "
+                        "by mean pooling); 'last' classifies from the last token's output (no op is added: the "
+                        "host reads the last token); default none, per-token outputs")
     c.add_argument("--calibrate", metavar="DATA",
                    help=".npz (array 'x') or .npy of calibration sequences [n, tokens, features] that size the "
                         "fixed-point ranges (default: random N(0,1) tokens, with a warning)")
     c.add_argument("--weight-bits", type=int, metavar="B", help="synapse weight bits, 3..8 (default 8; Lava Dense convention: mixed-sign weights keep bits-1 bits of magnitude)")
+    c.add_argument("--weight-exp", choices=("group", "row", "auto"),
+                   help="weight exponents: 'group' one per linear (one synapse group), 'row' one per output row "
+                        "(the linear split into one synapse group per exponent class), 'auto' (default) per-row "
+                        "only for the linears where it lowers the fixed-vs-float error on the calibration data")
     c.add_argument("--coef-bits", type=int, metavar="B", help="complex-pair coefficient bits (default 16)")
     c.add_argument("--state-bits", type=int, metavar="B", help="neuron state bits (default 24)")
     c.add_argument("--message-bits", type=int, metavar="B", help="graded message bits (default 24)")
@@ -448,7 +522,7 @@ the output and the next states out (docs/onnx_step_form.md).""")
     i.add_argument("model", help="the .onnx file")
     i.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     i.add_argument("--ir", action="store_true", help="also print the IR, tensors summarised")
-    i.add_argument("--readout", choices=("none", "sum", "mean"), default="none", help="as for compile")
+    i.add_argument("--readout", choices=("none", "sum", "mean", "last"), default="none", help="as for compile")
     _plugin_option(i)
     i.set_defaults(func=cmd_inspect)
 
@@ -473,8 +547,8 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("--compare-float", action="store_true",
                    help="also run the float reference and report the error and accuracy difference")
     r.add_argument("--compare-onnx", metavar="MODEL", help="also run MODEL with onnxruntime and report the error")
-    r.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
-    r.add_argument("--tokens", type=int, default=0, metavar="N",
+    r.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use only the first N sequences")
+    r.add_argument("--tokens", type=_positive_int, default=None, metavar="N",
                    help="use only the first N tokens of each sequence (keeps Lava runs short)")
     r.add_argument("--compare-numpy", action="store_true",
                    help="with --engine lava (or microcode): also run the numpy engine and say whether every "
@@ -538,6 +612,51 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
   ssmc ops --plugin examples/custom_op/s4d_handler.py""")
     _plugin_option(o)
     o.set_defaults(func=cmd_ops)
+
+    tr = sub.add_parser("trace", formatter_class=fmt, help="per layer and per token: fixed point against float",
+                        description="Run the numpy engine and the float reference side by side and show, per "
+                                    "neuron group and per token, the error end to end and the error the group adds "
+                                    "itself (fed with the fixed-point inputs), for complex states the real and "
+                                    "imaginary error and its drift, values at the edge of their range, clip counts, "
+                                    "and the first token where the predicted class diverges. Worst group first.",
+                        epilog="""examples:
+  ssmc trace net.lava --input examples/digits/digits_test.npz --limit 64
+  ssmc trace net.lava --input x.npy --html trace.html     one page with error-over-tokens plots""")
+    tr.add_argument("net", help="a net.lava file from `ssmc compile`")
+    tr.add_argument("--input", required=True, help=".npy or .npz input sequences (as for run)")
+    tr.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
+    tr.add_argument("--tokens", type=int, default=0, metavar="N", help="use only the first N tokens")
+    tr.add_argument("--rows", type=int, default=0, metavar="N", help="show only the N worst groups")
+    tr.add_argument("--calibrate", metavar="DATA",
+                    help="the calibration data of compile, needed to compare complex states only when the net "
+                         "was compiled with rescale-states{balance=state}")
+    tr.add_argument("--html", metavar="FILE.html", help="also write a page with per-group error-over-tokens plots")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    tr.set_defaults(func=cmd_trace)
+
+    nx = sub.add_parser("export-nir", formatter_class=fmt,
+                        help="export the float model to NIR (Neuromorphic Intermediate Representation)",
+                        description="Write the float model of a net.lava (or an ONNX step-form model) as a NIR "
+                                    "graph (nir 1.0.8, HDF5): linears as Affine/Linear, residual adds as Scale with "
+                                    "two incoming edges, each S4D layer as real coupled states (an I node with a "
+                                    "recurrent 2x2-block Linear). NIR has no ReLU/GELU/sigmoid/tanh/GLU/LayerNorm/"
+                                    "running-mean node: these are refused, or with --cut left to the host between "
+                                    "Output and Input ports of the graph. See docs/nir.md.",
+                        epilog="""examples:
+  ssmc export-nir net.lava -o net.nir --cut --check examples/digits/digits_test.npz
+  ssmc export-nir model.onnx -o model.nir --form ode      S4D as its own ODE (integrate it exactly)""")
+    nx.add_argument("model", help="a net.lava file (its float model is exported) or an ONNX step-form model")
+    nx.add_argument("-o", "--output", required=True, help="the .nir file to write")
+    nx.add_argument("--form", choices=("euler", "ode"), default="euler",
+                    help="S4D layers: euler (default): exact when stepped by forward Euler at one step per "
+                         "token; ode: the layer's own ODE in token time, exact only when integrated exactly")
+    nx.add_argument("--cut", action="store_true",
+                    help="leave ops NIR cannot express to the host, between Output and Input ports")
+    nx.add_argument("--readout", choices=("none", "sum", "mean"), default="none", help="for an ONNX model: as for compile")
+    nx.add_argument("--check", metavar="DATA", help="read the file back, run it (forward Euler) and compare with "
+                                                     "ssmc's float reference on these sequences")
+    nx.add_argument("--limit", type=int, default=0, help="with --check: use only the first N sequences")
+    nx.set_defaults(func=cmd_export_nir)
     return p
 
 
@@ -574,7 +693,7 @@ def _main(argv: list[str] | None) -> int:
         if interrupts.received():
             raise KeyboardInterrupt from None
         msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, always
-        print(f"ssmc: error: {msg}", file=sys.stderr)
+        print(f"ssmc: error: {printable(msg)}", file=sys.stderr)  # file and model names are untrusted
         return 1
     except BrokenPipeError:  # `ssmc inspect model.onnx | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -584,7 +703,7 @@ def _main(argv: list[str] | None) -> int:
             raise KeyboardInterrupt from None
         if os.environ.get("SSMC_DEBUG"):
             raise
-        print(f"ssmc: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+        print(f"ssmc: internal error: {type(e).__name__}: {printable(str(e).splitlines()[0]) if str(e) else ''} "
               "(this is a bug in ssmc; rerun with SSMC_DEBUG=1 for the traceback)", file=sys.stderr)
         return 70
 

@@ -40,3 +40,13 @@ class MicrocodeError(SsmcError):
 
 class ResourceLimitError(SsmcError):
     """A model or a run bigger than a configured limit (ssmc.limits), refused before it uses the memory."""
+
+
+def printable(text: str) -> str:
+    """`text` safe to show on a terminal: control and other non-printable characters (ESC, newline, bidi
+    overrides) escaped as repr escapes them, e.g. '\\x1b[2J' -> '\\\\x1b[2J'. Names in a model file are untrusted."""
+    # protobuf hands back a string field that is not valid UTF-8 as bytes
+    text = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -10,7 +10,14 @@ that overrides it (a plain integer, bytes or elements):
     SSMC_MAX_TOTAL_BYTES     all initializers and constants together          1 GiB
     SSMC_MAX_STATE_ELEMENTS  one recurrent state, elements per sequence      2^20
     SSMC_MAX_WORK_BYTES      working memory of one computation: measuring     8 GiB
-                             a recurrence, or one engine run over a batch
+                             a recurrence, one engine run over a batch, or
+                             measuring ranges over calibration data
+    SSMC_MAX_NET_BYTES       a net.lava file, and all its entries unpacked    2 GiB
+    SSMC_MAX_DATA_BYTES      an input, label or calibration file (.npy/.npz),  2 GiB
+                             and each array it declares
+    SSMC_MAX_LOOP_ITERATIONS iterations of Loop/Scan bodies, nested loops    2^16
+                             multiplied (what folding or probing may run)
+    SSMC_MAX_NODES           ONNX nodes in a model, subgraphs included        2^15
 
 The variables are read at every check, so a library caller can set
 `os.environ[...]` before a call; `check(..., limits=Limits(...))` takes an
@@ -36,6 +43,10 @@ class Limits:
     total_bytes: int = 1 * GiB
     state_elements: int = 1 << 20
     work_bytes: int = 8 * GiB
+    loop_iterations: int = 1 << 16
+    nodes: int = 1 << 15
+    net_bytes: int = 2 * GiB
+    data_bytes: int = 2 * GiB
 
 
 ENV = {
@@ -44,6 +55,10 @@ ENV = {
     "total_bytes": "SSMC_MAX_TOTAL_BYTES",
     "state_elements": "SSMC_MAX_STATE_ELEMENTS",
     "work_bytes": "SSMC_MAX_WORK_BYTES",
+    "loop_iterations": "SSMC_MAX_LOOP_ITERATIONS",
+    "nodes": "SSMC_MAX_NODES",
+    "net_bytes": "SSMC_MAX_NET_BYTES",
+    "data_bytes": "SSMC_MAX_DATA_BYTES",
 }
 
 
@@ -77,6 +92,7 @@ def check(field: str, needed: float, what: str, fix: str = "", limits: Limits | 
     limit = getattr(limits or current(), field)
     if needed <= limit:
         return
-    unit = size if field.endswith("bytes") else (lambda v: f"{int(v):,} elements")
+    noun = {"loop_iterations": "iterations", "nodes": "nodes"}.get(field, "elements")
+    unit = size if field.endswith("bytes") else (lambda v: f"{int(v):,} {noun}")
     raise ResourceLimitError(f"{what} needs {unit(needed)}, over the limit of {unit(limit)}"
                              + (f"; {fix}" if fix else "") + f" (or raise {ENV[field]})")

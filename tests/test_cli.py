@@ -267,3 +267,22 @@ def test_compile_shows_progress_as_each_layer_is_measured_and_before_each_pass_r
     assert len(measured) == 2 and all(i < recognised for i in measured)
     starts = [line.strip()[:-4] for line in lines if line.strip().endswith(" ...")]
     assert starts == [p.name for p in parse_pipeline(DEFAULT_PIPELINE)]
+
+
+def test_readout_last_classifies_from_the_last_token_with_split_weight_exponents(tmp_path):
+    spec, model_path = _relu_model(tmp_path)
+    x = np.random.default_rng(0).normal(size=(6, 10, spec.in_features)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, y=np.arange(6) % spec.n_out)
+    net = tmp_path / "net.lava"
+    proc = ssmc("compile", model_path, "-o", net, "--calibrate", tmp_path / "in.npz", "--readout", "last",
+                "--weight-exp", "row")
+    assert proc.returncode == 0, proc.stderr
+    assert "weight-exp row: " in proc.stderr and "synapse groups added by per-row exponents" in proc.stderr
+    proc = ssmc("run", net, "--input", tmp_path / "in.npz", "--compare-onnx", model_path, "--output",
+                tmp_path / "y.npy")
+    assert proc.returncode == 0, proc.stderr
+    assert "compiled without --readout" not in proc.stdout
+    y = np.load(tmp_path / "y.npy")
+    assert f"predictions (first 10): {y[:, -1].argmax(-1).tolist()}" in proc.stdout
+    rel = float(proc.stdout.split("of the output scale")[0].rsplit("(", 1)[1])
+    assert rel < 0.1  # compared with the per-token ONNX outputs: no pool was applied

@@ -1,9 +1,10 @@
-"""net.lava, format v1: a versioned, self-describing, deterministic zip.
+"""net.lava, format v2: a versioned, self-describing, deterministic zip.
 
-Entries (all listed with their sha256 in the manifest):
+Entries (all but the first two listed with their sha256 in the manifest):
 
     manifest.json     format name and version, ssmc version, source model hash,
                       pipeline, options, entry checksums
+    manifest.sha256   the manifest's own sha256, as `sha256sum` writes it (new in format 2)
     ir.txt            the compiled IR text form, tensors written as @references
     tensors/<k>.npy   one .npy per tensor (no pickles)
     model/ir.txt      optional: the float model-level IR as imported (and model/tensors/),
@@ -15,9 +16,12 @@ Entries (all listed with their sha256 in the manifest):
 
 Writing is atomic (temporary file in the same folder, then rename) and
 byte-identical for the same content: fixed entry order, timestamps and
-permissions, and no wall-clock data. Reading checks every entry's checksum
-and refuses a newer format, a truncated or damaged archive, and unexpected
-entries, each with a one-line reason.
+permissions, and no wall-clock data. Reading treats the file as untrusted:
+it reads only a regular file, checks sizes from the zip directory and .npy
+headers before allocating (ssmc.limits), bounds JSON size and nesting,
+checks every entry's checksum and the type of every field it uses, and
+refuses a newer format, a truncated or damaged archive, and unexpected
+entries, each with a one-line reason (docs/net_lava.md).
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ import io
 import json
 import os
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssmc import __version__
+from ssmc import __version__, limits
+from ssmc.data import check_zip, parse_json, parse_npy, read_member, read_regular
 from ssmc.errors import BundleError, SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.text import parse_graph, print_graph
@@ -40,10 +44,10 @@ from ssmc.ir.verify import verify
 from ssmc.outputs import write_file
 
 FORMAT_NAME = "ssmc.net"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest.sha256 holds the manifest's own checksum (format 1 files still load)
 MANIFEST = "manifest.json"
-# Refuse archives that would inflate beyond this (a zip bomb or a wrong file).
-MAX_UNPACKED_BYTES = 2 * 1024 ** 3
+MANIFEST_SHA256 = "manifest.sha256"
+MAX_MANIFEST_BYTES = 16 * limits.MiB
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -98,6 +102,11 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _manifest_sha256_line(manifest_blob: bytes) -> bytes:
+    """manifest.sha256's content, in sha256sum's format (`unzip net.lava && sha256sum -c manifest.sha256`)."""
+    return f"{hashlib.sha256(manifest_blob).hexdigest()}  {MANIFEST}\n".encode()
+
+
 def encode(bundle: Bundle) -> bytes:
     """The bytes of the net.lava file for `bundle`."""
     verify(bundle.graph)
@@ -124,9 +133,11 @@ def encode(bundle: Bundle) -> bytes:
         "options": bundle.options,
         "entries": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(entries.items())},
     }
+    manifest_blob = _json_bytes(manifest)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in [(MANIFEST, _json_bytes(manifest))] + sorted(entries.items()):
+        for name, data in [(MANIFEST, manifest_blob), (MANIFEST_SHA256, _manifest_sha256_line(manifest_blob))] \
+                + sorted(entries.items()):
             info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -141,79 +152,130 @@ def save(bundle: Bundle, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike) -> Bundle:
-    """Read and validate a net.lava file."""
+    """Read and validate a net.lava file (a regular file, at most SSMC_MAX_NET_BYTES)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise BundleError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BundleError(f"{path}: is a directory, expected a net.lava file") from None
-    except OSError as e:
-        raise BundleError(f"{path}: cannot read ({e.strerror})") from None
+    data = read_regular(path, "net.lava", BundleError, "net_bytes")
     return decode(data, name=os.path.basename(path))
 
 
-def decode(data: bytes, name: str = "net.lava") -> Bundle:
-    """Parse and validate net.lava bytes."""
-    if not data:
-        raise BundleError(f"{name}: the file is empty")
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
-        raise BundleError(f"{name}: not a net.lava file, or truncated ({e})") from None
-    if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
-        raise BundleError(f"{name}: unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB; refusing it")
+def _require(ok: bool, name: str, member: str, what: str) -> None:
+    if not ok:
+        raise BundleError(f"{name}: damaged: {member}: {what}; recompile the net")
 
-    def read(entry: str) -> bytes:
-        try:
-            return zf.read(entry)
-        except KeyError:
-            raise BundleError(f"{name}: damaged: entry {entry} is missing") from None
-        except (zipfile.BadZipFile, zlib.error, RuntimeError, OSError, ValueError, EOFError,
-                NotImplementedError) as e:  # RuntimeError: zipfile's "encrypted entry"
-            raise BundleError(f"{name}: damaged: cannot read entry {entry} ({e})") from None
 
-    try:
-        manifest = json.loads(read(MANIFEST))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BundleError(f"{name}: damaged: manifest.json is not valid JSON") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{name}: damaged: manifest.json is not an object")
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_manifest(manifest, name: str) -> int:
+    """The manifest's format_version, after checking the type of every field the reader uses."""
+    _require(isinstance(manifest, dict), name, MANIFEST, "is not a JSON object")
     if manifest.get("format") != FORMAT_NAME:
         raise BundleError(f"{name}: not a net.lava file (manifest format is {manifest.get('format')!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int):
-        raise BundleError(f"{name}: damaged: manifest has no integer format_version")
+    _require(_is_int(version) and version >= 1, name, MANIFEST,
+             f"format_version must be a whole number of at least 1, not {version!r}")
     if version > FORMAT_VERSION:
         raise BundleError(f"{name}: written in net.lava format {version} by ssmc "
                           f"{manifest.get('ssmc_version', '?')}; this ssmc {__version__} reads format "
                           f"{FORMAT_VERSION} and older: upgrade ssmc")
+    for key, kind in (("ssmc_version", str), ("source", dict), ("pipeline", str), ("options", dict)):
+        _require(isinstance(manifest.get(key, kind()), kind), name, MANIFEST, f"{key} must be a {kind.__name__}")
     entries = manifest.get("entries")
-    if not isinstance(entries, dict):
-        raise BundleError(f"{name}: damaged: manifest lists no entries")
-    present = {i.filename for i in infos} - {MANIFEST}
+    _require(isinstance(entries, dict), name, MANIFEST, "lists no entries")
+    for entry, digest in entries.items():
+        _require(isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest),
+                 name, MANIFEST, f"the checksum of {entry} is not a sha256 hex digest")
+    return version
+
+
+def _check_report(report, name: str) -> None:
+    _require(isinstance(report, dict), name, "report.json", "is not a JSON object")
+    _require(isinstance(report.get("import", {}), dict), name, "report.json", "import must be an object")
+    passes = report.get("passes", [])
+    _require(isinstance(passes, list) and all(
+        isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("notes", []), list)
+        and all(isinstance(n, str) for n in p.get("notes", [])) for p in passes),
+        name, "report.json", "passes must be a list of {name, notes}")
+
+
+def _check_extras(extras: dict[str, bytes], name: str) -> None:
+    """The JSON extras other parts of ssmc read: valid, bounded JSON of the shape their readers use,
+    and every file an index names present."""
+    for key in sorted(k for k in extras if k.endswith(".json")):
+        member = f"extra/{key}"
+        doc = parse_json(extras[key], f"{name}: damaged: {member}", BundleError)
+        if key == "target.json":
+            _require(isinstance(doc, dict) and isinstance(doc.get("provenance", {}), dict), name, member,
+                     "must be an object whose provenance is an object")
+        elif key == "lava/processes.json":
+            _require(isinstance(doc, list) and all(
+                isinstance(r, dict) and isinstance(r.get("cores", []), list)
+                and all(isinstance(c, dict) and _is_int(c.get("chip")) and _is_int(c.get("core"))
+                        and isinstance(c.get("neurons"), list) and len(c["neurons"]) == 2
+                        for c in r.get("cores", [])) for r in doc), name, member,
+                "must be a list of processes whose cores have chip, core and [first, last] neurons")
+        elif key == "microcode/index.json":
+            _require(isinstance(doc, dict) and isinstance(doc.get("groups"), list)
+                     and all(isinstance(g, dict) and isinstance(g.get("group"), str)
+                             and isinstance(g.get("units"), list)
+                             and all(isinstance(u, dict) for u in g["units"]) for g in doc["groups"]),
+                     name, member, "must be an object with a list of groups, each with a name and a list of units")
+            for group in doc["groups"]:
+                for unit in group["units"]:
+                    for field_name in ("text", "binary"):
+                        path = unit.get(field_name)
+                        _require(isinstance(path, str) and path in extras, name, member,
+                                 f"the {field_name} of %{group['group']} names {path!r}, which is not in the net")
+
+
+def decode(data: bytes, name: str = "net.lava") -> Bundle:
+    """Parse and validate net.lava bytes. Sizes are checked from the zip directory before anything
+    is decompressed, entries are inflated in bounded chunks, and each tensor's .npy header is
+    checked (SSMC_MAX_TENSOR_BYTES, no objects) before its array is built."""
+    if not data:
+        raise BundleError(f"{name}: the file is empty")
+    limits.check("net_bytes", len(data), f"{name}: a net.lava of {len(data)} bytes")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = {i.filename: i for i in zf.infolist()}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        raise BundleError(f"{name}: not a net.lava file, or truncated ({e})") from None
+    check_zip(zf, len(data), name, BundleError, "net_bytes")
+
+    def read(entry: str) -> bytes:
+        if entry not in infos:
+            raise BundleError(f"{name}: damaged: entry {entry} is missing")
+        return read_member(zf, infos[entry], name, BundleError)
+
+    manifest_blob = read(MANIFEST)
+    manifest = parse_json(manifest_blob, f"{name}: damaged: {MANIFEST}", BundleError, max_bytes=MAX_MANIFEST_BYTES)
+    version = _check_manifest(manifest, name)
+    own = set()
+    if version >= 2:  # the manifest's own checksum, in an entry beside it
+        own = {MANIFEST_SHA256}
+        if read(MANIFEST_SHA256) != _manifest_sha256_line(manifest_blob):
+            raise BundleError(f"{name}: damaged: checksum mismatch in {MANIFEST}")
+    entries = manifest["entries"]
+    present = set(infos) - {MANIFEST} - own
     extra = present - set(entries)
     if extra:
         raise BundleError(f"{name}: damaged: unexpected entry {sorted(extra)[0]} not listed in the manifest")
-    contents = {}
+    contents: dict[str, bytes] = {}
+    arrays: dict[str, np.ndarray] = {}
     for entry, digest in sorted(entries.items()):
         blob = read(entry)
         if hashlib.sha256(blob).hexdigest() != digest:
             raise BundleError(f"{name}: damaged: checksum mismatch in {entry}")
-        contents[entry] = blob
+        if entry.endswith(".npy") and entry.startswith(("tensors/", "model/tensors/")):
+            arrays[entry] = parse_npy(blob, f"{name}: damaged: {entry}", BundleError)
+        else:
+            contents[entry] = blob
+        del blob  # only the parsed array stays: peak memory ~ one entry above the result
 
     def tensors_under(prefix: str) -> dict[str, np.ndarray]:
-        found = {}
-        for entry, blob in contents.items():
-            if entry.startswith(prefix) and entry.endswith(".npy") and "/" not in entry[len(prefix):]:
-                try:
-                    found[entry[len(prefix):-4]] = np.load(io.BytesIO(blob), allow_pickle=False)
-                except (ValueError, OSError, EOFError) as e:
-                    raise BundleError(f"{name}: damaged: {entry} is not a valid .npy ({e})") from None
-        return found
+        return {entry[len(prefix):-4]: arr for entry, arr in arrays.items()
+                if entry.startswith(prefix) and "/" not in entry[len(prefix):]}
 
     try:
         graph = parse_graph(contents["ir.txt"].decode(), tensors=tensors_under("tensors/"))
@@ -222,17 +284,22 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
         if "model/ir.txt" in contents:
             model_graph = parse_graph(contents["model/ir.txt"].decode(), tensors=tensors_under("model/tensors/"))
             verify(model_graph)
-        report = json.loads(contents.get("report.json", b"{}"))
-        extras = {e[len("extra/"):]: blob for e, blob in contents.items() if e.startswith("extra/")}
-        for key in extras:
-            check_extra_name(key)
     except KeyError:
         raise BundleError(f"{name}: damaged: ir.txt is missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{name}: damaged: {e}") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise BundleError(f"{name}: damaged: the IR text does not load ({type(e).__name__})") from None
     except SsmcError as e:
         one_line = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise BundleError(f"{name}: the IR inside does not load: {one_line}") from None
-    return Bundle(graph=graph, model_graph=model_graph, source=manifest.get("source", {}), pipeline=manifest.get("pipeline", ""),
-                  options=manifest.get("options", {}), report=report, extras=extras,
-                  ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)
+    report = parse_json(contents.get("report.json", b"{}"), f"{name}: damaged: report.json", BundleError)
+    _check_report(report, name)
+    extras = {e[len("extra/"):]: blob for e, blob in contents.items() if e.startswith("extra/")}
+    for key in extras:
+        try:
+            check_extra_name(key)
+        except SsmcError as e:
+            raise BundleError(f"{name}: damaged: {e}") from None
+    _check_extras(extras, name)
+    return Bundle(graph=graph, model_graph=model_graph, source=manifest.get("source", {}),
+                  pipeline=manifest.get("pipeline", ""), options=manifest.get("options", {}), report=report,
+                  extras=extras, ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)

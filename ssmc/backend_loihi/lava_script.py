@@ -11,6 +11,7 @@ else of ssmc: no net.lava, no compiler.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pprint
 import textwrap
@@ -19,7 +20,7 @@ import numpy as np
 
 from ssmc import __version__
 from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, PROCS_MODULE, plan_lava
-from ssmc.errors import SsmcError
+from ssmc.errors import SsmcError, printable
 from ssmc.ir.ops import with_defaults
 from ssmc.outputs import check_output, write_files
 
@@ -110,6 +111,12 @@ if __name__ == "__main__":
 '''
 
 
+def _docstring_text(text) -> str:
+    """`text` (from a net.lava or a file name: untrusted) safe inside the script's docstring: quotes,
+    backslashes and control characters escaped, so no name can end the docstring and become code."""
+    return json.dumps(printable(str(text)))[1:-1]
+
+
 def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str, np.ndarray]]:
     """(the script's source, the arrays it reads) for a compiled net."""
     graph = net.graph
@@ -153,8 +160,8 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
         a = with_defaults(graph.op(out.inputs[0]))
         outputs[out.name] = (out.inputs[0], int(a["depth"]), int(a["frac"]), a["decode"])
     max_delay = plan.period - plan.steps
-    header = _HEADER.format(source=net.source.get("file", graph.name), version=__version__, tensors=tensors_name,
-                            script=script_name, features=features, imports="\n".join(imports),
+    header = _HEADER.format(source=_docstring_text(net.source.get("file", graph.name)), version=__version__,
+                            tensors=_docstring_text(tensors_name), script=_docstring_text(script_name), features=features, imports="\n".join(imports),
                             max_depth=plan.steps - plan.tokens, max_delay=max_delay,
                             outputs=pprint.pformat(outputs, width=100))
     return header + "\n".join(lines) + "\n" + _FOOTER, tensors

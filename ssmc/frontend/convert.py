@@ -387,7 +387,7 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     if y_name not in value_of:
         raise UnsupportedModelError(f"{name}: output '{y_name}' is not computed from the token input")
     last = value_of[y_name]
-    if readout != "none":
+    if readout in ("sum", "mean"):  # "last" adds nothing: the last token's output is already the output
         pool = graph.add(Op(graph.fresh_name("readout"), "pool", (last,), attrs={"mode": readout},
                             shape=graph.op(last).shape))
         layers.append(dict(name=pool.name, kind="pool", shape=list(pool.shape),

@@ -46,23 +46,29 @@ class Blocks:
 
 
 def channel_readouts(net: Netlist) -> dict[int, tuple[int, int]]:
-    """cpx group index -> (index of the group summing each channel, compartments per channel)."""
+    """cpx group index -> (index of the group summing each channel, compartments per channel).
+
+    The readout may be several synapse groups into the same post group (a linear split by per-row
+    weight exponents, see assign-bitwidths): their synapses together must be block-diagonal by channel."""
     index = {g.name: i for i, g in enumerate(net.groups)}
     readers: dict[str, list] = {}
     for s in net.synapses:
         readers.setdefault(s.pre, []).append(s)
     out, claimed = {}, set()
     for i, g in enumerate(net.groups):
-        if g.kind != "cpx" or len(readers.get(g.name, [])) != 1:
+        syns = readers.get(g.name, [])
+        if g.kind != "cpx" or not syns or len({s.post for s in syns}) != 1:
             continue
-        s = readers[g.name][0]
-        post = net.groups[index[s.post]]
-        if post.size == 0 or g.size % post.size or index[s.post] in claimed:
+        post_i = index[syns[0].post]
+        post = net.groups[post_i]
+        if post.size == 0 or g.size % post.size or post_i in claimed:
             continue
         width = g.size // post.size
-        if np.all((s.pre_ids - g.offset) // width == s.post_ids - post.offset):
-            out[i] = (index[s.post], width)
-            claimed.add(index[s.post])
+        pre_ids = np.concatenate([s.pre_ids for s in syns])
+        post_ids = np.concatenate([s.post_ids for s in syns])
+        if np.all((pre_ids - g.offset) // width == post_ids - post.offset):
+            out[i] = (post_i, width)
+            claimed.add(post_i)
     return out
 
 

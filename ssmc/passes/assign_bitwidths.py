@@ -10,8 +10,20 @@ groups (a table of 2**lut_bits entries over the calibrated input range), GLU a
 sigmoid `lut` gate and a `product` group (LayerNorm needs freeze-norms
 first). Scales come from calibration: each
 group's message scale `frac` puts its calibrated peak (times 2**headroom_bits)
-at the top of its message range; weights get a shared exponent per synapse
-group and `weight_bits` of precision in Lava's Dense convention. Finally
+at the top of its message range; weights get `weight_bits` of precision in
+Lava's Dense convention and one exponent per synapse group. `weight-exp`
+chooses how many: `group` gives each linear one synapse group with one shared
+exponent; `row` gives every output row (post neuron) its own exponent by
+splitting the linear into one synapse group per exponent class (each holds
+only its rows; rows whose weights are exact at a coarser class's exponent join
+it), which is exactly per-row exponents within the one-exponent-per-group
+contract; `auto` (default) decides by the fixed-vs-float error of the last
+token's output on the calibration set (numpy engine vs float reference):
+`row` everywhere if that lowers the error by AUTO_GAIN, then back to one
+exponent for each linear whose split is not worth AUTO_GAIN of error; then,
+per S4D layer, whether to move each mode's scale from the readout C into the
+input B (move_mode_scale_to_input), kept if it lowers the error by AUTO_GAIN.
+It logs every candidate's error. Finally
 depths and delays are set so every group sees one token's inputs together.
 Guarantees: the result verifies and runs on the numpy engine; ops without an
 integer realisation (LayerNorm) are refused by name.
@@ -25,19 +37,25 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssmc.errors import SsmcError
+from ssmc.errors import IRError, SsmcError
 from ssmc.ir.activations import activation
 from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Graph, Op
+from ssmc.ir.ops import SHIFT_MAX
 from ssmc.passes import FLOAT_PIPELINE
 from ssmc.passes.base import Pass, PassError, data_field, log
-from ssmc.runtime.calibrate import Ranges, measure_ranges
+from ssmc.runtime.calibrate import Ranges, check_calibration, measure_ranges
+from ssmc.runtime.float_ref import run_float
+from ssmc.runtime.numpy_engine import run_numpy
 
 WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
 WIDTH_LIMITS = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
                 "headroom_bits": (0, 8), "lut_bits": (1, 12)}
 RANDOM_CALIBRATION = (64, 64)
 LUT_FUNCTIONS = ("gelu", "gelu_tanh", "sigmoid", "tanh")  # sequences, tokens: used only when no calibration data is given
+WEIGHT_EXP_MODES = ("group", "row", "auto")
+AUTO_GAIN = 0.05  # auto splits only if that lowers the calibration error by 5%; keeps a split worth more than 5%
+AUTO_SEQUENCES = 16  # auto compares candidates on at most this many calibration sequences (it runs the engine per linear)
 
 
 def weight_step(weight_bits: int) -> int:
@@ -52,12 +70,62 @@ def quantize_weights(w_eff: np.ndarray, weight_bits: int) -> tuple[np.ndarray, i
     if peak == 0.0:
         return np.zeros(w_eff.shape, np.int32), 0
     top = 128 - step
-    e = math.ceil(math.log2(peak / top))
+    # Weights below 2**-SHIFT_MAX of the dendrite's unit (e.g. a model whose weights are all 1e-30) cannot
+    # change an integer dendrite: the finest exponent rounds them to what it can, zero if need be.
+    e = max(math.ceil(math.log2(peak / top)), -SHIFT_MAX)
     while True:
         w = np.round(w_eff / 2.0 ** e / step) * step
         if w.max() <= top and w.min() >= -128:
             return w.astype(np.int32), e
         e += 1
+
+
+def split_by_row_exponent(w_eff: np.ndarray, weight_bits: int) -> list[tuple[np.ndarray, int]]:
+    """Per-row exponents as synapse groups: [(integer weights of w_eff's shape, exponent)], one per exponent class.
+
+    Each row is quantized alone (its own smallest exponent); the rows of one
+    class keep their weights and every other row is zero in that class's
+    matrix, so summing the classes' outputs gives each post neuron exactly
+    sat(shr(row . m, -e_row)). A class whose every weight is exactly
+    representable at a coarser class's exponent joins that class (weights
+    shifted right, same integers reach the dendrite); all-zero rows belong to
+    no class. Classes come out with the coarsest exponent first.
+    """
+    step, top = weight_step(weight_bits), 128 - weight_step(weight_bits)
+    peak = np.abs(w_eff).max(axis=1) if w_eff.size else np.zeros(w_eff.shape[0])
+    live = peak > 0  # all-zero rows join no class
+    if not np.any(live):
+        return [(np.zeros(w_eff.shape, np.int32), 0)]
+    # each row as quantize_weights would do it alone: the smallest exponent whose rounding fits
+    exp = np.zeros(w_eff.shape[0], np.int64)
+    # a row far below the others must not ask for a shift the IR cannot hold: it keeps what the floor gives
+    exp[live] = np.maximum(np.ceil(np.log2(peak[live] / top)), -SHIFT_MAX).astype(np.int64)
+    while True:
+        w = np.round(w_eff / 2.0 ** exp[:, None] / step) * step
+        over = live & ((w.max(axis=1) > top) | (w.min(axis=1) < -128))
+        if not np.any(over):
+            break
+        exp[over] += 1
+    w = w.astype(np.int32)
+    live &= np.any(w != 0, axis=1)
+    if not np.any(live):
+        return [(np.zeros(w_eff.shape, np.int32), 0)]
+    classes = {int(e): list(np.nonzero(live & (exp == e))[0]) for e in np.unique(exp[live])}
+    kept: list[int] = []
+    for e in sorted(classes, reverse=True):
+        rows = classes[e]
+        into = next((k for k in kept if np.all((w[rows] // step) % (1 << (k - e)) == 0)), None)
+        if into is None:
+            kept.append(e)
+        else:
+            classes[into].extend(classes.pop(e))
+    out = []
+    for e in kept:
+        part = np.zeros(w_eff.shape, np.int32)
+        rows = np.array(sorted(classes[e]))
+        part[rows] = w[rows] >> (e - exp[rows])[:, None]  # exact: divisible, checked above (0 for its own rows)
+        out.append((part, e))
+    return out
 
 
 def scale_frac(peak: float, bits: int, headroom_bits: int) -> int:
@@ -82,6 +150,8 @@ class _Lowering:
     out: Graph = field(init=False)
     groups: dict[str, _Group] = field(default_factory=dict)  # model value -> its neuron group
     overrides: dict[str, dict[str, int]] = field(default_factory=dict)  # layer -> {width key: bits}
+    row_linears: frozenset = frozenset()  # linears (synapse sources) split by per-row exponent; the rest: one group
+    row_classes: dict[str, int] = field(default_factory=dict)  # linear -> its number of per-row exponent classes
 
     def __post_init__(self):
         self.out = Graph(self.src.name, dict(self.src.attrs))
@@ -183,9 +253,11 @@ class _Lowering:
         single_use_add = vop.kind == "add" and len(self.src.consumers(v)) == 1
         return self._terms(v) if (vop.kind == "linear" or single_use_add) else [(None, v)]
 
-    def _synapses(self, terms, rows: slice, dendrite_frac: int, target: str) -> tuple[list[str], np.ndarray]:
-        """One synapse group per term, delivering rows `rows` of the terms' sum at `dendrite_frac`;
-        returns their names and the summed float bias of those rows."""
+    def _synapses(self, terms, rows: slice, dendrite_frac: int, target: str,
+                  splittable: bool = True) -> tuple[list[str], np.ndarray]:
+        """Synapse groups for each term (one, or one per row-exponent class for a linear in `row_linears`),
+        delivering rows `rows` of the terms' sum at `dendrite_frac`; returns their names and the summed
+        float bias of those rows. `splittable` False: one group per term (a product's operands)."""
         synapses, bias = [], np.zeros(rows.stop - rows.start)
         for linear, pre in terms:
             pre_group = self.group(pre)
@@ -197,14 +269,20 @@ class _Lowering:
                 bias += np.asarray(b, np.float64)[rows]
             w_eff = W * 2.0 ** (dendrite_frac - pre_group.frac)
             weight_bits = self.bits(linear.name if linear is not None else target, "weight")
-            w, e = quantize_weights(w_eff, weight_bits)
             src_name = linear.name if linear is not None else f"{pre}->{target}"
-            syn = self.out.add(Op(self.out.fresh_name((linear.name if linear else target) + ".syn"), "synapses",
-                                  (pre_group.op.name,),
-                                  attrs={"weight_bits": weight_bits, "weight_exp": int(e),
-                                         "source": src_name},
-                                  params={"weight": w}, shape=(w.shape[0],)))
-            synapses.append(syn.name)
+            parts = [quantize_weights(w_eff, weight_bits)]
+            if linear is not None and splittable:
+                by_row = split_by_row_exponent(w_eff, weight_bits)
+                self.row_classes[src_name] = len(by_row)
+                if src_name in self.row_linears:
+                    parts = by_row
+            for w, e in parts:
+                syn = self.out.add(Op(self.out.fresh_name((linear.name if linear else target) + ".syn"), "synapses",
+                                      (pre_group.op.name,),
+                                      attrs={"weight_bits": weight_bits, "weight_exp": int(e),
+                                             "source": src_name},
+                                      params={"weight": w}, shape=(w.shape[0],)))
+                synapses.append(syn.name)
         return synapses, bias
 
     def _neurons_from_terms(self, op, kind, frac, dendrite_frac, params, terms=None, rows=None, group_name=None,
@@ -247,10 +325,10 @@ class _Lowering:
         gate = self._lut_group(op, "sigmoid", terms, slice(P, 2 * P), f"{op.name}.gate", g_peak, 1.0,
                                out_frac=gate_frac)
         x_frac = scale_frac(x_peak, msg_bits, o.headroom_bits)
-        x_syn, bias = self._synapses(terms, slice(0, P), x_frac, op.name)
+        x_syn, bias = self._synapses(terms, slice(0, P), x_frac, op.name, splittable=False)
         gate_key = f"{op.name}.gate"
         self.groups[gate_key] = gate
-        gate_syn, _ = self._synapses([(None, gate_key)], slice(0, P), gate_frac, op.name)
+        gate_syn, _ = self._synapses([(None, gate_key)], slice(0, P), gate_frac, op.name, splittable=False)
         frac = scale_frac(self.peak(op.name), msg_bits, o.headroom_bits)
         out_shift = x_frac + gate_frac - frac
         if out_shift < 0:  # a coarser output than calibration asks for; rshr shifts right only
@@ -272,6 +350,38 @@ class _Lowering:
 def _coef(a: np.ndarray, bits: int) -> np.ndarray:
     lim = 1 << (bits - 1)
     return np.clip(np.round(a.astype(np.float64) * lim), -lim, lim - 1).astype(np.int64)
+
+
+def move_mode_scale_to_input(graph: Graph, name: str) -> Graph | None:
+    """A copy of `graph` in which cpx group `name` carries each mode's readout scale in its input instead.
+
+    A real positive factor r per mode commutes with the complex recurrence: scaling the mode's rows of the
+    input linear (and bias) by r and its columns of every reading linear by 1/r changes no output. With r =
+    |readout column| / largest |readout column|, every mode's readout weights have the same magnitude (none
+    is left a few levels by a shared exponent), the input rows take the spread (per-row exponents make that
+    exact) and small modes' states shrink (state bits are plenty). None when the layer is not a linear into
+    the cpx group (read by nothing else) with only linears reading it.
+    """
+    cpx = graph.op(name)
+    b = graph.op(cpx.inputs[0])
+    readers = graph.consumers(name)
+    if b.kind != "linear" or len(graph.consumers(b.name)) != 1 or not readers or \
+            any(r.kind != "linear" for r in readers):
+        return None
+    sq = sum(r.params["weight"].astype(np.float64) ** 2 for r in readers).sum(axis=0)  # per compartment
+    mag = np.sqrt(sq[0::2] + sq[1::2])  # per mode
+    if not np.any(mag > 0):
+        return None
+    r = np.where(mag > 0, mag / mag.max(), 1.0).repeat(2)  # per compartment, (re, im) alike
+    out = graph.copy()
+    b = out.op(b.name)
+    b.params["weight"] = (b.params["weight"].astype(np.float64) * r[:, None]).astype(b.params["weight"].dtype)
+    if "bias" in b.params:
+        b.params["bias"] = (b.params["bias"].astype(np.float64) * r).astype(b.params["bias"].dtype)
+    for reader in readers:
+        w = out.op(reader.name).params["weight"]
+        out.op(reader.name).params["weight"] = (w.astype(np.float64) / r[None, :]).astype(w.dtype)
+    return out
 
 
 def set_depths(graph: Graph) -> None:
@@ -309,6 +419,9 @@ class AssignBitwidths(Pass):
     """Table entries 2**lut-bits for GELU, sigmoid and tanh (and GLU's gate)."""
     layer_bits: str = ""
     """Per-layer widths, e.g. "s4d0:weight=6/coef=12;linear1:weight=4" (names as `ssmc inspect` shows them)."""
+    weight_exp: str = "auto"
+    """Weight exponents: "group" (one per linear), "row" (one per output row: the linear split into one synapse
+    group per exponent class) or "auto" (row only for the linears where it lowers the calibration error)."""
     calibration: object = data_field("calibration sequences [n, tokens, features]")
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
@@ -321,9 +434,25 @@ class AssignBitwidths(Pass):
             x = np.random.default_rng(0).normal(size=(n, t, graph.inputs()[0].shape[0]))
             log.info("no calibration data: ranges estimated from random N(0, 1) tokens; pass --calibrate "
                      "for ranges of real inputs")
+        if self.weight_exp not in WEIGHT_EXP_MODES:
+            raise PassError(f"assign-bitwidths: weight-exp must be one of {', '.join(WEIGHT_EXP_MODES)}, "
+                            f"got {self.weight_exp!r}")
         overrides = self.parse_layer_bits(graph)
         ranges = measure_ranges(graph, x)
-        out = _Lowering(graph, ranges, self, overrides=overrides).run()
+
+        def lower(g: Graph, r: Ranges, rows) -> _Lowering:
+            return _Lowering(g, r, self, overrides=overrides, row_linears=frozenset(rows))
+
+        first = lower(graph, ranges, ())
+        out = first.run()
+        split = [name for name, k in first.row_classes.items() if k > 1]  # linears a split would change
+        if self.weight_exp == "row":
+            out = lower(graph, ranges, split).run()
+        elif self.weight_exp == "auto":
+            out = self.choose_auto(graph, x, ranges, first, split, lower)
+        n_extra = len(out.ops_of_kind("synapses")) - len(first.out.ops_of_kind("synapses"))
+        if self.weight_exp != "group":
+            log.info(f"weight-exp {self.weight_exp}: {n_extra} synapse groups added by per-row exponents")
         n_groups = len(out.ops_of_kind("neurons"))
         n_syn = sum(int(np.count_nonzero(op.params["weight"])) for op in out.ops_of_kind("synapses"))
         log.info(f"{n_groups} neuron groups, {len(out.ops_of_kind('synapses'))} synapse groups "
@@ -331,6 +460,71 @@ class AssignBitwidths(Pass):
                  f"state {self.state_bits} b, messages {self.message_bits} b, calibrated on {ranges.sequences} "
                  "sequences")
         return out, True
+
+    def choose_auto(self, graph: Graph, x, ranges: Ranges, first: _Lowering, split: list[str], lower) -> Graph:
+        """weight-exp auto: per-row exponents where they pay (choose_row_linears), then for each cpx layer in
+        turn its per-mode scale moved from the readout to the input linear (move_mode_scale_to_input) where
+        that lowers the calibration error by AUTO_GAIN. Returns the lowered graph of the choices."""
+        xs = check_calibration(x, graph.inputs()[0].shape[0]).x[:AUTO_SEQUENCES]
+        out_name = graph.outputs()[0].name
+        # the last token's output is what every readout classifies from (ssmc run predicts from it);
+        # every candidate computes the same float function
+        ref = run_float(graph, xs)[out_name][:, -1]
+        scale = float(np.sqrt(np.mean(ref ** 2))) or 1.0
+
+        def error(g: Graph) -> float:  # rms(fixed - float) / rms(float) of the last token's output
+            try:
+                y = run_numpy(g, xs).outputs[out_name][:, -1]
+            except IRError:  # e.g. an exponent beyond the shifts the IR holds: not a candidate
+                return math.inf
+            return float(np.sqrt(np.mean((y - ref) ** 2))) / scale
+
+        one = error(first.out)
+        if math.isinf(one):  # the pipeline's verifier reports it after the pass, as for group
+            return first.out
+        rows, current = self.choose_row_linears(error, one, split, lambda r: lower(graph, ranges, r).run())
+        best = (graph, ranges, rows)
+        for cpx in graph.ops_of_kind("cpx"):
+            moved = move_mode_scale_to_input(best[0], cpx.name)
+            if moved is None:
+                continue
+            moved_ranges = measure_ranges(moved, x)
+            probe = lower(moved, moved_ranges, ())
+            probe.run()
+            own = {cpx.inputs[0]} | {c.name for c in graph.consumers(cpx.name)}
+            moved_rows = [n for n, k in probe.row_classes.items() if n in best[2] or (n in own and k > 1)]
+            err = error(lower(moved, moved_ranges, moved_rows).run())
+            keep = err <= current * (1 - AUTO_GAIN)
+            log.info(f"%{cpx.name}: calibration error {current:.3g} with per-mode scale in the readout, {err:.3g} "
+                     f"with it moved to the input (per-row exponents there) -> {'input' if keep else 'readout'}")
+            if keep:
+                best, current = (moved, moved_ranges, moved_rows), err
+        return lower(*best).run()
+
+    def choose_row_linears(self, error, one: float, split: list[str], lowered) -> tuple[list[str], float]:
+        """The linears (of `split`) that keep per-row exponents, and the calibration error then: none if
+        splitting them all does not lower the error by AUTO_GAIN; else all but those whose return to one
+        exponent keeps the error within AUTO_GAIN of the all-split error (tried one at a time, in network
+        order). `one`: the error with one exponent per linear. Logs every candidate."""
+        if not split:
+            return [], one
+        per_row = error(lowered(split))
+        if per_row > one * (1 - AUTO_GAIN):
+            log.info(f"weight-exp auto: calibration error {one:.3g} with one exponent per linear, {per_row:.3g} "
+                     f"with per-row exponents everywhere -> one exponent")
+            return [], one
+        log.info(f"weight-exp auto: calibration error {one:.3g} with one exponent per linear, {per_row:.3g} with "
+                 "per-row exponents everywhere; trying one exponent per linear in turn")
+        rows, current = list(split), per_row
+        for name in split:
+            err = error(lowered([r for r in rows if r != name]))
+            keep = err > per_row * (1 + AUTO_GAIN)
+            log.info(f"%{name}: calibration error {err:.3g} with one exponent -> "
+                     f"{'per-row' if keep else 'one exponent'}")
+            if not keep:
+                rows.remove(name)
+                current = err
+        return rows, current
 
     def check_widths(self) -> None:
         for key, (lo, hi) in WIDTH_LIMITS.items():

@@ -16,7 +16,7 @@ import json
 import os
 import urllib.parse
 
-from ssmc.errors import SsmcError
+from ssmc.errors import SsmcError, printable
 from ssmc.outputs import check_output, write_files
 from ssmc.targets import CAPACITIES
 
@@ -88,7 +88,8 @@ def to_text(rep: dict) -> str:
             out.extend("  " + " ".join(f"{str(r.get(k, '')):>12s}" for k in keys) for r in rows)
         else:
             out.extend(f"  {r}" for r in rows)
-    return "\n".join(out) + "\n"
+    # names and strings come from net.lava, which may be hostile: no control character reaches the terminal
+    return "\n".join(printable(line) for line in "\n".join(out).split("\n")) + "\n"
 
 
 def _images(rep: dict) -> dict[str, bytes]:

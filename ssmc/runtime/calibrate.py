@@ -14,7 +14,11 @@ import numpy as np
 from ssmc.data import check_sequences
 from ssmc.errors import InputDataError
 from ssmc.ir.graph import Graph
-from ssmc.runtime.float_ref import FloatEngine
+from ssmc.runtime.float_ref import FloatEngine, check_run_size
+
+#: Calibration magnitudes above this are refused (as initializers are): squared in norms and summed
+#: over tokens, they overflow float64 and every range becomes inf.
+MAX_CALIBRATION_VALUE = 1e10
 
 
 @dataclass
@@ -57,12 +61,26 @@ def check_calibration(x, features: int) -> Calibration:
             raise InputDataError(f"calibration data has {x.x.shape[2]} feature(s) per token; the model takes "
                                  f"{features}")
         return x
-    return Calibration(check_sequences(x, features, what="calibration data"))
+    x = check_sequences(x, features, what="calibration data")
+    peak = float(np.abs(x).max())
+    if peak > MAX_CALIBRATION_VALUE:
+        raise InputDataError(f"calibration data has values up to {peak:.3g}; ranges beyond {MAX_CALIBRATION_VALUE:g} "
+                             "overflow the float reference that measures them: scale the data as the model's "
+                             "real inputs are")
+    return Calibration(x)
+
+
+def check_calibration_size(graph: Graph, x: Calibration) -> None:
+    """The work limit (SSMC_MAX_WORK_BYTES) for measuring ranges over x, as `ssmc run` applies it to a run."""
+    check_run_size(graph, x.x.shape, "float reference measuring calibration ranges",
+                   fix="calibrate with fewer or shorter sequences")
 
 
 def measure_ranges(graph: Graph, x) -> Ranges:
     """Run the float reference over x [batch, tokens, features] (array or Calibration); keep per-element maxima."""
-    x = check_calibration(x, graph.inputs()[0].shape[0]).x
+    cal = check_calibration(x, graph.inputs()[0].shape[0])
+    check_calibration_size(graph, cal)
+    x = cal.x
     engine = FloatEngine(graph)
     engine.reset(x.shape[0])
     ranges = Ranges(sequences=x.shape[0])

@@ -50,11 +50,13 @@ class FloatEngine:
         values = self.step_all(x_t)
         return {op.name: values[op.name] for op in self.order if op.kind == "output"}
 
-    def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
-        """Advance one token and return every op's value."""
+    def step_all(self, x_t: np.ndarray, given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Advance one token and return every op's value. `given`: op name -> the value its readers
+        see this token instead of the op's own (ssmc.runtime.trace feeds ops the fixed-point values)."""
         values: dict[str, np.ndarray] = {}
+        given = given or {}
         for op in self.order:
-            ins = [values[s] for s in op.inputs]
+            ins = [given[s] if s in given else values[s] for s in op.inputs]
             values[op.name] = self._eval(op, ins, x_t)
         self.t += 1
         return values
@@ -111,7 +113,7 @@ def running_pool(y: np.ndarray, mode: str) -> np.ndarray:
     return out
 
 
-def check_run_size(graph: Graph, x_shape: tuple, engine: str) -> None:
+def check_run_size(graph: Graph, x_shape: tuple, engine: str, fix: str | None = None) -> None:
     """Refuse a run whose per-step values and outputs over the whole batch would exceed the work limit."""
     batch, tokens = x_shape[0], x_shape[1]
     values = sum(int(np.prod(op.shape)) for op in graph.ops())  # every op's value at one step
@@ -121,7 +123,7 @@ def check_run_size(graph: Graph, x_shape: tuple, engine: str) -> None:
     fit = max(limits.current().work_bytes // max(per_seq, 1), 1)
     limits.check("work_bytes", batch * per_seq,
                  f"running {batch} sequences of {tokens} tokens on the {engine} ({limits.size(per_seq)} each)",
-                 fix=f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
+                 fix=fix or f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
 
 
 def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:

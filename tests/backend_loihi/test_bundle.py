@@ -14,7 +14,7 @@ import pytest
 
 from ssmc.backend_loihi import bundle
 from ssmc.backend_loihi.bundle import Bundle, decode, encode, load, save
-from ssmc.errors import BundleError, IRError, SsmcError
+from ssmc.errors import BundleError, IRError, ResourceLimitError, SsmcError
 from ssmc.ir.graph import Op
 from ssmc.ir.text import print_graph
 from tests.backend_loihi.sample import make_bundle
@@ -38,16 +38,19 @@ def rezip(entries: dict[str, bytes]) -> bytes:
 
 
 def with_manifest(zip_entries: dict[str, bytes], /, **changes) -> dict[str, bytes]:
-    """The entries with some manifest fields replaced (the manifest's own checksums untouched)."""
+    """The entries with some manifest fields replaced (its entry checksums untouched, its own
+    checksum in manifest.sha256 remade, so the change under test is what a reader meets)."""
     manifest = json.loads(zip_entries["manifest.json"])
     manifest.update(changes)
-    return {**zip_entries, "manifest.json": json.dumps(manifest).encode()}
+    blob = json.dumps(manifest).encode()
+    return {**zip_entries, "manifest.json": blob,
+            "manifest.sha256": f"{hashlib.sha256(blob).hexdigest()}  manifest.json\n".encode()}
 
 
 def rehashed(entries: dict[str, bytes]) -> dict[str, bytes]:
     """Entries with a manifest whose checksums match the (possibly edited) contents."""
-    return with_manifest(entries, entries={k: hashlib.sha256(v).hexdigest()
-                                           for k, v in entries.items() if k != "manifest.json"})
+    return with_manifest(entries, entries={k: hashlib.sha256(v).hexdigest() for k, v in entries.items()
+                                           if k not in ("manifest.json", "manifest.sha256")})
 
 
 def data_offset(data: bytes, name: str) -> int:
@@ -116,9 +119,11 @@ def test_entries_carry_no_wall_clock_time(good):
 # -- contents -------------------------------------------------------------------
 def test_the_manifest_comes_first_and_lists_every_other_entry_with_its_sha256(good):
     entries = unzip(good)
-    assert next(iter(entries)) == "manifest.json"
-    manifest = json.loads(entries.pop("manifest.json"))
-    assert manifest["format"] == "ssmc.net" and manifest["format_version"] == 1
+    assert list(entries)[:2] == ["manifest.json", "manifest.sha256"]
+    manifest_blob = entries.pop("manifest.json")
+    assert entries.pop("manifest.sha256") == f"{hashlib.sha256(manifest_blob).hexdigest()}  manifest.json\n".encode()
+    manifest = json.loads(manifest_blob)
+    assert manifest["format"] == "ssmc.net" and manifest["format_version"] == 2
     assert manifest["entries"] == {k: hashlib.sha256(v).hexdigest() for k, v in entries.items()}
     assert set(entries) == {"ir.txt", "report.json", "tensors/enc.bias.npy", "tensors/enc.weight.npy",
                             "tensors/ssm.A_bar.npy", "tensors/ssm.B_bar.npy", "tensors/ssm.C.npy", "tensors/ssm.D.npy"}
@@ -147,7 +152,7 @@ def test_save_then_load_round_trips_everything(tmp_path):
     assert back.options == {"readout": "none"}
     assert back.report == original.report
     assert back.ssmc_version == original.ssmc_version
-    assert back.format_version == 1
+    assert back.format_version == bundle.FORMAT_VERSION
 
 
 def test_saved_files_are_readable_by_everyone(tmp_path):
@@ -227,21 +232,48 @@ def _npy(arr):
 
 
 DAMAGE = {
-    "empty file": (lambda d: b"", "the file is empty"),
+    "empty file": (lambda d: b"", "file is empty"),
     "random bytes": (lambda d: np.random.default_rng(0).bytes(len(d)), "not a net.lava file, or truncated"),
     "cut in half": (lambda d: d[:len(d) // 2], "not a net.lava file, or truncated"),
     "last byte missing": (lambda d: d[:-1], "not a net.lava file, or truncated"),
     "one byte flipped in a tensor": (_flip_tensor_byte, f"checksum mismatch in {TENSOR}"),
-    "format version 2": (lambda d: rezip(with_manifest(unzip(d), format_version=2)), "upgrade ssmc"),
+    "format version 3": (lambda d: rezip(with_manifest(unzip(d), format_version=3)), "upgrade ssmc"),
     "another format": (lambda d: rezip(with_manifest(unzip(d), format="other.thing")), "not a net.lava file"),
-    "no format version": (lambda d: rezip(with_manifest(unzip(d), format_version="1")), "no integer format_version"),
+    "format version a string": (lambda d: rezip(with_manifest(unzip(d), format_version="1")),
+                                "format_version must be a whole number"),
+    "format version true": (lambda d: rezip(with_manifest(unzip(d), format_version=True)),
+                            "format_version must be a whole number of at least 1, not True"),
+    "format version -7": (lambda d: rezip(with_manifest(unzip(d), format_version=-7)),
+                          "format_version must be a whole number of at least 1, not -7"),
+    "format version 0": (lambda d: rezip(with_manifest(unzip(d), format_version=0)), "not 0"),
+    "manifest edited, its checksum not": (
+        lambda d: rezip({**unzip(d), "manifest.json": unzip(d)["manifest.json"].replace(b'"none"', b'"mean"')}),
+        "checksum mismatch in manifest.json"),
+    "manifest checksum missing": (_drop("manifest.sha256"), "entry manifest.sha256 is missing"),
+    "ssmc_version not a string": (lambda d: rezip(with_manifest(unzip(d), ssmc_version=[1])),
+                                  "manifest.json: ssmc_version must be a str"),
+    "options not an object": (lambda d: rezip(with_manifest(unzip(d), options=[])), "options must be a dict"),
+    "entry checksum not hex": (lambda d: rezip(with_manifest(unzip(d), entries={"ir.txt": 5})),
+                               "the checksum of ir.txt is not a sha256"),
+    "manifest nested 100,000 deep": (lambda d: rezip({**unzip(d), "manifest.json": b"[" * 100_000 + b"]" * 100_000}),
+                                     "nested 100000 levels deep"),
     "no entry list": (lambda d: rezip(with_manifest(unzip(d), entries=None)), "lists no entries"),
     "extra entry": (lambda d: rezip({**unzip(d), "notes.txt": b"hi"}), "unexpected entry notes.txt"),
     "listed tensor missing": (_drop("tensors/ssm.C.npy"), "entry tensors/ssm.C.npy is missing"),
     "manifest missing": (_drop("manifest.json"), "entry manifest.json is missing"),
     "manifest not JSON": (lambda d: rezip({**unzip(d), "manifest.json": b"{format: ssmc"}), "not valid JSON"),
-    "manifest not an object": (lambda d: rezip({**unzip(d), "manifest.json": b"[1, 2]"}), "not an object"),
-    "tensor not a .npy": (_replace_rehashed(TENSOR, b"not numpy"), f"{TENSOR} is not a valid .npy"),
+    "manifest not an object": (lambda d: rezip({**unzip(d), "manifest.json": b"[1, 2]"}), "not a JSON object"),
+    "tensor not a .npy": (_replace_rehashed(TENSOR, b"not numpy"), f"{TENSOR}: not a valid .npy"),
+    "tensor of Python objects": (_replace_rehashed(TENSOR, _npy(np.array([{}, 1], dtype=object))),
+                                 "holds Python objects"),
+    "tensor header declares 2^40 floats": (
+        _replace_rehashed(TENSOR, _npy(np.zeros(1)).replace(b"(1,)", b"(1099511627776,)")),
+        "over the limit"),
+    "tensor header declares more than it holds": (
+        _replace_rehashed(TENSOR, _npy(np.zeros(1)).replace(b"(1,)", b"(9,)  ")), "truncated"),
+    "report nested 100,000 deep": (_replace_rehashed("report.json", b"[" * 100_000 + b"]" * 100_000),
+                                   "report.json: JSON nested"),
+    "report passes not a list": (_replace_rehashed("report.json", b'{"passes": 3}'), "passes must be a list"),
     "tensor of another dtype": (_replace_rehashed(TENSOR, _npy(np.zeros((4, 3)))), "does not load"),
     "IR that does not verify": (_replace_rehashed("ir.txt", b"ssmc.graph @m\n%x = input() : [1]\n"),
                                 "does not load"),
@@ -253,23 +285,39 @@ DAMAGE = {
 def test_a_damaged_file_is_refused_with_a_one_line_reason(tmp_path, good, damage, phrase):
     path = tmp_path / "net.lava"
     path.write_bytes(damage(good))
-    with pytest.raises(BundleError) as e:
+    with pytest.raises((BundleError, ResourceLimitError)) as e:  # a declared size over a limit says which
         load(path)
     msg = str(e.value)
-    assert msg.startswith("net.lava: "), msg
+    assert msg.startswith(("net.lava: ", f"{path}: ")), msg  # the file named first
     assert phrase in msg, msg
     assert "\n" not in msg or phrase == "does not load", msg  # the IR verifier lists problems on lines
 
 
 def test_a_newer_format_names_both_versions(good):
     with pytest.raises(BundleError) as e:
-        decode(rezip(with_manifest(unzip(good), format_version=2, ssmc_version="9.0.0")))
-    assert "format 2 by ssmc 9.0.0" in str(e.value)
-    assert "reads format 1" in str(e.value)
+        decode(rezip(with_manifest(unzip(good), format_version=3, ssmc_version="9.0.0")))
+    assert "format 3 by ssmc 9.0.0" in str(e.value)
+    assert "reads format 2" in str(e.value)
+
+
+def test_a_format_1_file_without_the_manifest_checksum_still_loads(good):
+    entries = unzip(good)
+    del entries["manifest.sha256"]
+    old = with_manifest(entries, format_version=1)
+    del old["manifest.sha256"]
+    b = decode(rezip(old))
+    assert b.format_version == 1 and b.graph.op("enc") is not None
+
+
+def test_a_format_2_file_must_carry_the_manifest_checksum_it_lists_beside_it(good):
+    entries = unzip(good)
+    entries["manifest.sha256"] = entries["manifest.sha256"].replace(b"manifest.json", b"other.json")
+    with pytest.raises(BundleError, match="checksum mismatch in manifest.json"):
+        decode(rezip(entries))
 
 
 def test_a_missing_file_is_refused(tmp_path):
-    with pytest.raises(BundleError, match="no such file"):
+    with pytest.raises(BundleError, match="no such net.lava file"):
         load(tmp_path / "absent.lava")
 
 
@@ -318,7 +366,7 @@ def test_cli_runs_an_intact_net(tmp_path, good, x_npy):
     assert "outputs: [2, 5, 4]" in run.stdout
 
 
-@pytest.mark.parametrize("kind", ["cut in half", "one byte flipped in a tensor", "format version 2"])
+@pytest.mark.parametrize("kind", ["cut in half", "one byte flipped in a tensor", "format version 3"])
 def test_cli_reports_a_damaged_net_in_one_line_and_exits_1(tmp_path, good, x_npy, kind):
     damage, phrase = DAMAGE[kind]
     net = tmp_path / "net.lava"
@@ -369,3 +417,128 @@ def test_an_extra_entry_with_an_unsafe_name_is_refused(name):
     b.extras = {name: b"x"}
     with pytest.raises(SsmcError, match="bad extra entry name"):
         encode(b)
+
+
+# -- hostile files: sizes, compression, JSON members (issue #12) --------------------
+def set_declared_size(data: bytes, name: str, size: int) -> bytes:
+    """The zip with entry `name`'s uncompressed size rewritten in both its headers (data untouched)."""
+    out = bytearray(data)
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(name)
+    out[info.header_offset + 22:info.header_offset + 26] = size.to_bytes(4, "little")
+    central = central_record(data, name)
+    out[central + 24:central + 28] = size.to_bytes(4, "little")
+    return bytes(out)
+
+
+def test_a_declared_size_over_the_limit_is_refused_before_anything_is_inflated(good, monkeypatch):
+    import tracemalloc
+    forged = set_declared_size(good, TENSOR, 3 << 30)  # 3 GiB claimed by a few bytes
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResourceLimitError, match="unpacking its .* entries needs .* SSMC_MAX_NET_BYTES"):
+            decode(forged)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(good) + (1 << 20)
+
+
+def test_a_zip_bomb_is_refused_by_its_ratio_before_it_is_inflated(good, monkeypatch):
+    from ssmc import data as data_module
+    monkeypatch.setattr(data_module, "ZIP_RATIO_FLOOR", 1 << 20)  # the real floor is 256 MiB: too slow to build
+    bomb = rezip(rehashed({**unzip(good), "extra/padding.bin": bytes(8 << 20)}))  # 8 MiB of zeros, ~8 KB stored
+    with pytest.raises(BundleError, match=r"unpacked from .* \(over 200x\); refusing it as a zip bomb"):
+        decode(bomb)
+
+
+def test_an_entry_that_inflates_beyond_its_declared_size_is_cut_off_not_followed(good):
+    import tracemalloc
+    big = rezip(rehashed({**unzip(good), "extra/padding.bin": bytes(64 << 20)}))
+    lying = set_declared_size(big, "extra/padding.bin", 1000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleError, match="extra/padding.bin"):
+            decode(lying)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB while refusing a 1000-byte entry that inflates to 64 MiB"
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "lzma"])
+def test_entries_compressed_other_than_by_deflate_are_refused(good, method):
+    # their decompressors inflate a whole block at once, unbounded
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, blob in unzip(good).items():
+            zf.writestr(name, blob, compress_type=method if name == TENSOR else zipfile.ZIP_DEFLATED)
+    with pytest.raises(BundleError, match=f"entry {TENSOR} uses zip compression method {method}"):
+        decode(buf.getvalue())
+
+
+def test_an_entry_twice_in_the_archive_is_refused(good):
+    entries = unzip(good)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in entries.items():
+            zf.writestr(name, blob)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it writes
+            zf.writestr("ir.txt", b"ssmc.graph @other\n")
+    with pytest.raises(BundleError, match="the entry ir.txt is in the archive twice"):
+        decode(buf.getvalue())
+
+
+INDEX = "extra/microcode/index.json"
+BAD_EXTRAS = {
+    "garbage target.json": ({"extra/target.json": b"\x00\xffgarbage"}, "extra/target.json: not valid JSON"),
+    "target.json a list": ({"extra/target.json": b"[1]"}, "extra/target.json: must be an object"),
+    "target provenance a string": ({"extra/target.json": b'{"provenance": "x"}'},
+                                   "extra/target.json: must be an object whose provenance is an object"),
+    "an extra nested 100,000 deep": ({"extra/target.json": b"{\"a\":" * 100_000 + b"1" + b"}" * 100_000},
+                                     "extra/target.json: JSON nested 100000 levels deep"),
+    "processes with a string core": ({"extra/lava/processes.json": b'[{"cores": [{"chip": 0, "core": "1"}]}]'},
+                                     "extra/lava/processes.json: must be a list of processes"),
+    "index groups not a list": ({INDEX: b'{"groups": {}}'}, f"{INDEX}: must be an object with a list of groups"),
+    "index naming a missing program": (
+        {INDEX: b'{"groups": [{"group": "g", "units": [{"text": "microcode/g.s", "binary": "microcode/g.bin"}]}]}',
+         "extra/microcode/g.s": b"nop\n"},
+        f"{INDEX}: the binary of %g names 'microcode/g.bin', which is not in the net"),
+}
+
+
+@pytest.mark.parametrize("added,phrase", BAD_EXTRAS.values(), ids=BAD_EXTRAS.keys())
+def test_a_hand_edited_json_member_is_refused_naming_it(good, added, phrase):
+    with pytest.raises(BundleError) as e:
+        decode(rezip(rehashed({**unzip(good), **added})))
+    assert phrase in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_valid_json_extras_load(good):
+    index = (b'{"groups": [{"group": "g", "units": [{"text": "microcode/g.s", "binary": "microcode/g.bin"}]}]}')
+    extras = {INDEX: index, "extra/microcode/g.s": b"nop\n", "extra/microcode/g.bin": b"\0" * 8,
+              "extra/target.json": b'{"provenance": {}}',
+              "extra/lava/processes.json": b'[{"cores": [{"chip": 0, "core": 1, "neurons": [0, 3]}]}]'}
+    b = decode(rezip(rehashed({**unzip(good), **extras})))
+    assert set(b.extras) == {k[len("extra/"):] for k in extras}
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda p: os.mkfifo(p), id="FIFO"),
+    pytest.param(lambda p: os.symlink("/dev/zero", p), id="symlink to /dev/zero"),
+    pytest.param(lambda p: p.mkdir(), id="directory"),
+])
+def test_only_regular_files_are_read(tmp_path, make):
+    path = tmp_path / "net.lava"
+    make(path)
+    with pytest.raises(BundleError, match="not a regular file; give the net.lava file itself"):
+        load(path)
+
+
+def test_a_net_lava_over_its_file_limit_is_refused_before_it_is_read(tmp_path, good, monkeypatch):
+    path = tmp_path / "net.lava"
+    path.write_bytes(good)
+    monkeypatch.setenv("SSMC_MAX_NET_BYTES", str(len(good) - 1))
+    with pytest.raises(ResourceLimitError, match=f"the net.lava file \\({len(good)} bytes\\) needs .* SSMC_MAX_NET_BYTES"):
+        load(path)

@@ -4,6 +4,8 @@ standalone script; dense and sigma-delta messages."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 import ssmc
+from ssmc.backend_loihi import bundle
 from ssmc.backend_loihi.lava_net import process_table, process_table_json
 from ssmc.backend_loihi.lava_script import write_script
 from ssmc.runtime.numpy_engine import run_numpy
@@ -78,6 +81,18 @@ def test_the_exported_script_runs_standalone_and_matches_numpy(net, test_x, tmp_
     np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["y"], run_numpy(net.graph, x).raw["y"])
 
 
+@pytest.mark.parametrize("hostile", ['x"""\nimport os; os.system("touch pwned")\n"""', "a\\\"\x1b[2J\u202e.onnx"])
+def test_a_hostile_source_name_stays_text_in_the_exported_script(net, tmp_path, hostile):
+    # the source file name comes from a net.lava, which may be hostile: it must not end the docstring
+    named = dataclasses.replace(net, source={**net.source, "file": hostile})
+    script, _ = write_script(named, tmp_path / "build_net.py")
+    tree = ast.parse(open(script, encoding="utf-8").read())
+    doc = ast.get_docstring(tree)
+    assert doc.startswith("Lava network of ") and "pwned" not in "".join(
+        ast.unparse(node) for node in tree.body[1:])
+    assert "\x1b" not in doc and "\u202e" not in doc
+
+
 def ssmc_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
@@ -99,14 +114,15 @@ def test_cli_runs_the_lava_engine_and_reports_agreement_with_numpy(net, tmp_path
 
 def test_cli_refuses_a_newer_net_lava_in_one_line_before_lava_starts(net, tmp_path):
     net.save(tmp_path / "net.lava")
-    newer = rezip(with_manifest(unzip((tmp_path / "net.lava").read_bytes()), format_version=2))
+    newer_version = bundle.FORMAT_VERSION + 1
+    newer = rezip(with_manifest(unzip((tmp_path / "net.lava").read_bytes()), format_version=newer_version))
     (tmp_path / "newer.lava").write_bytes(newer)
     for args in (["run", tmp_path / "newer.lava", "--input", EXAMPLES / "digits_test.npz", "--engine", "lava"],
                  ["export-lava", tmp_path / "newer.lava", "-o", tmp_path / "b.py"]):
         proc = ssmc_cli(*args)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("ssmc: error:")]
-        assert len(errors) == 1 and "format 2" in errors[0] and "upgrade" in errors[0], proc.stderr
+        assert len(errors) == 1 and f"format {newer_version}" in errors[0] and "upgrade" in errors[0], proc.stderr
 
 
 def test_a_net_without_neuron_groups_is_refused_by_the_lava_engine(test_x):

@@ -298,13 +298,14 @@ def _logits_output(spec: StepModelSpec) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", spec.n_out])
 
 
-def build_step_model(spec: StepModelSpec) -> onnx.ModelProto:
+def build_step_model(spec: StepModelSpec, params: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """The step-form ONNX model of `spec`: encoder, n_layers S4D blocks, decoder.
 
-    The model passes `onnx.checker.check_model(full_check=True)`, which includes
-    strict shape inference.
+    `params` (default `step_model_parameters(spec)`) lets a test set chosen
+    values. The model passes `onnx.checker.check_model(full_check=True)`,
+    which includes strict shape inference.
     """
-    params = step_model_parameters(spec)
+    params = step_model_parameters(spec) if params is None else params
     writer = _GraphWriter()
     u = _linear(writer, params, "encoder", "x", spec.linear_style)
     for layer in range(spec.n_layers):

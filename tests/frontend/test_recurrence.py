@@ -170,3 +170,11 @@ def test_an_undriven_half_of_a_real_pole_is_dropped(save_onnx):
     (op,) = graph.ops_of_kind("s4d")
     assert op.attrs["modes"] == 1
     np.testing.assert_allclose(op.params["A_bar"], 0.8, rtol=1e-6)
+
+
+def test_readout_last_adds_no_op_the_host_reads_the_last_token(save_onnx):
+    path = save_onnx(build_step_model(random_spec(1)))
+    plain, _, _ = import_onnx(path, readout="none")
+    last, _, _ = import_onnx(path, readout="last")
+    assert [(op.name, op.kind) for op in last.ops()] == [(op.name, op.kind) for op in plain.ops()]
+    assert not last.ops_of_kind("pool")

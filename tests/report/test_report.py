@@ -94,3 +94,11 @@ def test_compile_with_chips_and_an_impossible_target_gives_a_fit_error(tmp_path,
     n_chips = int(re.search(r"--chips (\d+)", err).group(1))
     assert main(["compile", EXAMPLE, "-o", str(tmp_path / "x.lava"), "--target", str(bad), "--chips",
                  str(n_chips), "-q"]) == 0
+
+
+def test_text_report_shows_stored_names_with_control_characters_escaped(net_path):
+    # a hostile net.lava can store any string; the terminal must never receive an escape sequence
+    net = ssmc.load(net_path)
+    net.source = {**net.source, "file": "evil\x1b[2J\x07name.onnx"}
+    text = to_text(build_report(net))
+    assert "\x1b" not in text and "\x07" not in text and "evil\\x1b[2J\\x07name.onnx" in text

@@ -361,3 +361,16 @@ def test_per_core_programs_that_leave_a_gap_are_refused():
     net.extras["microcode/index.json"] = json.dumps(index).encode()
     with pytest.raises(MicrocodeError, match="%act: .*at compartment 1 .*the next at 0"):
         microcode_engine.run_net(net, np.zeros((1, 3, g.inputs()[0].shape[0])))
+
+
+@pytest.mark.parametrize("seed, sigma_delta", [(5, None), (6, 0.01)])
+def test_nets_with_linears_split_by_row_exponent_match_numpy(tmp_path, seed, sigma_delta):
+    import onnx
+    spec = random_spec(seed, H=4, M=2, n_layers=1, glu=False)
+    path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(spec), str(path))
+    x = np.random.default_rng(seed).normal(size=(3, 7, spec.in_features)).astype(np.float32)
+    net = ssmc.compile(path, calibration=x, sigma_delta=sigma_delta, weight_exp="row")
+    sources = [op.attrs["source"] for op in net.graph.ops_of_kind("synapses")]
+    assert len(sources) > len(set(sources))  # some linear became several synapse groups
+    assert_same_run(net, x)

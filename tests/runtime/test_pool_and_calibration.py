@@ -57,3 +57,35 @@ def test_bad_calibration_data_still_fails_before_any_pass(tmp_path, monkeypatch)
         ssmc.compile(path, calibration=np.zeros((4, 8, spec.in_features + 1)),
                      after_pass=lambda p, g, c: passes.append(p.name))
     assert passes == []
+
+
+@pytest.mark.parametrize("value", [1e308, -1e11])
+def test_calibration_values_too_large_to_measure_are_refused_naming_the_file(tmp_path, value):
+    spec = random_spec(4, norm=True)
+    path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(spec), str(path))
+    x = np.random.default_rng(0).normal(size=(4, 8, spec.in_features))
+    x[1, 2, 0] = value
+    np.save(tmp_path / "cal.npy", x)
+    with pytest.raises(InputDataError) as e:
+        ssmc.compile(path, calibration=tmp_path / "cal.npy")
+    assert str(e.value).startswith(f"{tmp_path / 'cal.npy'}: calibration data has values up to {abs(value):.3g}")
+    assert "scale the data" in str(e.value)
+
+
+def test_calibration_is_held_to_the_work_limit_a_run_of_the_same_data_is(tmp_path, monkeypatch):
+    from ssmc.errors import ResourceLimitError
+    spec = random_spec(4, norm=True)
+    path = tmp_path / "m.onnx"
+    onnx.save(build_step_model(spec), str(path))
+    x = np.zeros((1000, 1000, spec.in_features), np.float32)  # ~100 MiB for the float reference to run
+    net = ssmc.compile(path, passes="canonicalize")
+    monkeypatch.setenv("SSMC_MAX_WORK_BYTES", str(64 << 20))  # above what importing the model measures
+    with pytest.raises(ResourceLimitError) as run_refused:
+        net.run(x, engine="float")
+    passes = []
+    with pytest.raises(ResourceLimitError) as e:
+        ssmc.compile(path, calibration=x, after_pass=lambda p, g, c: passes.append(p.name))
+    assert "calibrat" in str(e.value) and "SSMC_MAX_WORK_BYTES" in str(e.value)
+    assert passes == []  # refused up front, before the passes measure anything
+    assert str(run_refused.value).split(" needs ")[1].split(",")[0] == str(e.value).split(" needs ")[1].split(",")[0]
