@@ -39,7 +39,6 @@ import numpy as np
 
 from ssmc.errors import IRError, SsmcError
 from ssmc.ir.activations import activation
-from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import SHIFT_MAX
 from ssmc.passes import FLOAT_PIPELINE
