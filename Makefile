@@ -45,9 +45,11 @@ bench: setup
 	$(PY) benchmarks/partition_quality.py --scale
 	$(PY) benchmarks/compile_time.py --large
 	$(PY) benchmarks/intel_compiler_logs.py
+	$(PY) benchmarks/real_tasks.py --diagnose --diagnose-limit 250 --jobs 2
 
 export-examples:
 	bash examples/digits/export.sh
+	bash examples/real_tasks/export.sh
 
 clean:
 	rm -rf $(OUT) .pytest_cache
