@@ -6,8 +6,8 @@ that the recorded result shape is the one the schema infers. Per graph: at
 least one input and one output, no cycle, outputs consumed by nobody; on a placed
 graph, every neuron placed once within the target's per-core capacities: a check the
 mapper registers (`register_placement_check`, done by ssmc.mapping.capacity), because the
-IR knows neither the mapper's accounting nor the target's prices.
-All problems are collected, so one run reports every broken op.
+IR knows neither the mapper's accounting nor the target's prices (the engines skip it:
+a run does not depend on the fit). All problems are collected, so one run reports every broken op.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
     return problems
 
 
-def graph_problems(g: Graph) -> list[str]:
-    """Every invariant `g` breaks, as messages."""
+def graph_problems(g: Graph, capacities: bool = True) -> list[str]:
+    """Every invariant `g` breaks, as messages; with capacities=False, a placed graph's placement
+    is not checked against the target's capacities (see verify)."""
     if g.has_cycle():
         return ["the graph has a cycle; recurrences must live inside stateful ops"]
     problems: list[str] = []
@@ -133,7 +134,7 @@ def graph_problems(g: Graph) -> list[str]:
         problems.extend(op_problems(op, in_shapes))
         if op.kind == "output" and g.consumers(op.name):
             problems.append(f"%{op.name} (output) must not be used by other ops")
-    if not problems and is_placed(g):  # capacities are counted on a graph that is otherwise sound
+    if capacities and not problems and is_placed(g):  # capacities are counted on a graph that is otherwise sound
         if _placement_check is None:  # a placed graph is never passed unchecked
             raise RuntimeError("a placed graph needs the capacity check: import ssmc.mapping.capacity, which "
                                "registers it (ssmc.api, the passes and the engines do)")
@@ -141,9 +142,12 @@ def graph_problems(g: Graph) -> list[str]:
     return problems
 
 
-def verify(g: Graph) -> Graph:
-    """Raise IRError listing every problem in `g`; return `g` when it verifies."""
-    problems = graph_problems(g)
+def verify(g: Graph, capacities: bool = True) -> Graph:
+    """Raise IRError listing every problem in `g`; return `g` when it verifies.
+    capacities=False skips the placement's capacity check, for the engines: what a run computes
+    does not depend on how the neurons fit on cores (compile checks that after partitioning, and
+    ssmc.load on every loaded graph), and on a paper-size net the check is most of a first run."""
+    problems = graph_problems(g, capacities)
     if problems:
         head = f"IR @{g.name} does not verify ({len(problems)} problem{'s' if len(problems) > 1 else ''}):"
         raise IRError("\n  ".join([head] + problems))
