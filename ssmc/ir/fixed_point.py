@@ -52,18 +52,19 @@ def sat_count(v: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
 
 # -- what an engine runs, and how much of it --------------------------------------------
 def check_neuro_graph(graph: Graph) -> None:
-    for op in graph.ops():
+    order = graph.ops()  # one topological sort for all the checks below
+    for op in order:
         if op.kind not in NEURO_LEVEL_KINDS:
             raise IRError(f"%{op.name} ({op.kind}): the numpy engine runs the neuro-level IR "
                           f"({', '.join(NEURO_LEVEL_KINDS)} ops); run the fixed-point passes first")
-    inputs = graph.inputs()
+    inputs = [op for op in order if op.kind == "input"]
     if len(inputs) != 1:
         raise IRError(f"the numpy engine runs graphs with exactly one input op, this one has {len(inputs)}")
     verify(graph, capacities=False)  # a run's integers do not depend on the placement's fit
     # A group's depth is the sum of the delays on a path from the source, so no larger than all
     # delays together; a damaged depth beyond that would make the run loop for that many steps.
-    total_delay = sum(int(with_defaults(op)["delay"]) for op in graph.ops_of_kind("synapses"))
-    for op in graph.ops():
+    total_delay = sum(int(with_defaults(op)["delay"]) for op in order if op.kind == "synapses")
+    for op in order:
         srcs = [graph.op(s) for s in op.inputs]
         if op.kind == "synapses" and srcs[0].kind != "neurons":
             raise IRError(f"%{op.name} (synapses) must read a neurons group, reads %{srcs[0].name} ({srcs[0].kind})")

@@ -103,7 +103,7 @@ def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
             continue
         if arr.shape != want:
             problems.append(f"{where}: tensor {spec.name!r} has shape {list(arr.shape)}, expected {list(want)}")
-        elif not np.all(np.isfinite(arr)):
+        elif arr.dtype.kind not in "biu" and not np.all(np.isfinite(arr)):  # integers are always finite
             problems.append(f"{where}: tensor {spec.name!r} has NaN or infinite values")
     if problems:
         return problems
@@ -125,11 +125,12 @@ def graph_problems(g: Graph, capacities: bool = True) -> list[str]:
     if g.has_cycle():
         return ["the graph has a cycle; recurrences must live inside stateful ops"]
     problems: list[str] = []
-    if not g.inputs():
+    order = g.ops()  # one topological sort, not one per query
+    if not any(op.kind == "input" for op in order):
         problems.append("the graph has no input op")
-    if not g.outputs():
+    if not any(op.kind == "output" for op in order):
         problems.append("the graph has no output op")
-    for op in g.ops():
+    for op in order:
         in_shapes = [g.op(src).shape for src in op.inputs]
         problems.extend(op_problems(op, in_shapes))
         if op.kind == "output" and g.consumers(op.name):

@@ -17,6 +17,7 @@ from ssmc.backend_loihi.bundle import decode, encode, load, save
 from ssmc.errors import BundleError, IRError, ResourceLimitError, SsmcError
 from ssmc.ir.text import print_graph
 from tests.backend_loihi.sample import make_bundle
+from tests.test_fuzz_graphs import _compiled_net
 
 ROOT = Path(__file__).resolve().parents[2]
 TENSOR = "tensors/enc.weight.npy"
@@ -541,3 +542,13 @@ def test_a_net_lava_over_its_file_limit_is_refused_before_it_is_read(tmp_path, g
     monkeypatch.setenv("SSMC_MAX_NET_BYTES", str(len(good) - 1))
     with pytest.raises(ResourceLimitError, match=f"the net.lava file \\({len(good)} bytes\\) needs .* SSMC_MAX_NET_BYTES"):
         load(path)
+
+
+def test_a_placed_net_over_its_targets_capacity_is_refused_on_load():
+    # the engines skip the capacity check (a run does not depend on it), so loading is where it is made
+    entries = unzip(encode(_compiled_net(1)))
+    fits = b'\\"neurons\\":4096'
+    assert fits in entries["ir.txt"]
+    entries["ir.txt"] = entries["ir.txt"].replace(fits, b'\\"neurons\\":1')
+    with pytest.raises(BundleError, match="neurons .* exceeds the target's 1"):
+        decode(rezip(rehashed(entries)))

@@ -258,3 +258,15 @@ def test_the_registered_placement_check_runs_on_a_placed_graph_and_a_second_one_
     assert seen == [g.name]
     with pytest.raises(IRError, match="already registered"):
         register_placement_check(lambda graph: [])
+
+
+def test_capacities_false_skips_only_the_placement_check(monkeypatch):
+    # the engines verify this way: a run does not depend on how the neurons fit on cores
+    monkeypatch.setattr(ir_verify, "_placement_check", None)
+    register_placement_check(lambda graph: ["core 0 over capacity"])
+    g = valid_graph()
+    g.attrs["target"] = "{}"
+    assert verify(g, capacities=False) is g
+    g.op("enc").attrs["units"] = 4
+    with pytest.raises(IRError, match="'units'"):
+        verify(g, capacities=False)

@@ -4,10 +4,16 @@ no giant Python integers, no loops over absurd step counts, no huge buffers.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from ssmc.api import Net
+from ssmc.backend_loihi.microcode.emit import emit_microcode
 from ssmc.errors import IRError, ResourceLimitError
+from ssmc.ir.verify import verify
+from ssmc.runtime import microcode_engine
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.test_fuzz_graphs import _compiled_net
 
@@ -30,4 +36,40 @@ def _edit(kind: str, key: str, value):
 def test_a_damaged_attribute_is_refused(kind, key, value, error, phrase):
     graph, name = _edit(kind, key, value)
     with pytest.raises(error, match=phrase):
+        run_numpy(graph, np.zeros((2, 4, 2)))
+
+
+def _over_capacity(graph):
+    """The placed graph with its target shrunk to one neuron a core, so its placement no longer fits."""
+    target = json.loads(graph.attrs["target"])
+    target["neurons"] = 1
+    graph.attrs["target"] = json.dumps(target, sort_keys=True, separators=(",", ":"))
+    return graph
+
+
+def _run_microcode(graph, x):
+    net = Net(graph=graph, source={}, pipeline="", options={}, report={}, extras=emit_microcode(graph))
+    return microcode_engine.run_net(net, x)
+
+
+@pytest.mark.parametrize("run", [run_numpy, _run_microcode], ids=["numpy", "microcode"])
+def test_a_placed_net_over_capacity_still_runs_the_same_integers(run):
+    # capacities are a property of the mapping (compile and ssmc.load check them), not of a run's arithmetic
+    graph = _compiled_net(1).graph.copy()
+    x = np.random.default_rng(0).normal(size=(2, 4, 2))
+    expected = run(graph, x).outputs
+    squeezed = _over_capacity(graph.copy())
+    with pytest.raises(IRError, match="neurons .* exceeds the target's 1"):
+        verify(squeezed)
+    got = run(squeezed, x).outputs
+    assert got.keys() == expected.keys()
+    assert all(np.array_equal(got[k], expected[k]) for k in expected)
+
+
+def test_a_placed_net_over_capacity_is_still_refused_when_structurally_broken():
+    # only the capacity count is skipped at run time: every other invariant is still checked
+    graph = _over_capacity(_compiled_net(1).graph.copy())
+    syn = next(iter(graph.ops_of_kind("synapses")))
+    syn.params["weight"] = syn.params["weight"] * 1000
+    with pytest.raises(IRError, match=f"%{syn.name} .*weights outside the 8-bit range"):
         run_numpy(graph, np.zeros((2, 4, 2)))
