@@ -229,24 +229,26 @@ def decode_program(blob: bytes, where: str = "program") -> Program:
     if version != VERSION:
         raise MicrocodeError(f"{where}: microcode version {version}, this ssmc reads version {VERSION}; "
                              "recompile the net with this ssmc")
-    words = [int(w) for w in np.frombuffer(blob, dtype="<u8")]
+    raw = np.frombuffer(blob, dtype="<u8")
+    words = raw[:HEADER_WORDS].tolist()  # Python ints for the header, probes and code only: the table and
+    # parameters (a word per neuron and parameter) stay one array
     w1, w2 = words[1], words[2]
     lanes, ports, n_params, n_probes, neurons = w1 & 255, (w1 >> 8) & 255, (w1 >> 16) & 255, (w1 >> 24) & 255, w1 >> 32
     n_code, n_table = w2 & 0xFFFFFFFF, w2 >> 32
     if words[3] != 0:
         raise MicrocodeError(f"{where}: header word 3 is not 0; the binary is damaged")
     want = HEADER_WORDS + n_probes + n_code + n_table + n_params * neurons
-    if len(words) != want:
-        raise MicrocodeError(f"{where}: the header announces {want} words, the binary has {len(words)}; "
+    if len(raw) != want:
+        raise MicrocodeError(f"{where}: the header announces {want} words, the binary has {len(raw)}; "
                              "it is truncated or damaged")
     at = HEADER_WORDS
     probes = []
-    for w in words[at:at + n_probes]:
+    for w in raw[at:at + n_probes].tolist():
         if w & 0xFF >= len(PROBE_KINDS) or w >> 24:
             raise MicrocodeError(f"{where}: bad probe word 0x{w:016x}")
         probes.append((PROBE_KINDS[w & 0xFF], (w >> 8) & 0xFF, (w >> 16) & 0xFF))
     at += n_probes
-    code = [decode_instr(w, f"{where}: word {at + i}") for i, w in enumerate(words[at:at + n_code])]
+    code = [decode_instr(w, f"{where}: word {at + i}") for i, w in enumerate(raw[at:at + n_code].tolist())]
     at += n_code
     data = np.frombuffer(blob, dtype="<i8")[at:].astype(np.int64)
     p = Program(lanes=lanes, neurons=neurons, ports=ports, code=code, probes=probes,
