@@ -31,7 +31,7 @@ from ssmc.runtime.lava_engine import build_network
 from ssmc.runtime.trace import Trace, trace_net
 from ssmc.targets import load_target
 
-ENGINES = ("float", "numpy", "lava", "microcode")
+ENGINES = ("float", "numpy", "lava", "microcode", "reference")
 # Fixed-point engines: name -> "module:function", imported on use (Lava is slow to import).
 # Each function is called as f(net, x, trace=False) and returns a numpy_engine.EngineResult
 # holding the same integers as run_numpy.
@@ -39,6 +39,7 @@ FIXED_POINT_ENGINES = {
     "numpy": "ssmc.runtime.numpy_engine:run_net",
     "lava": "ssmc.runtime.lava_engine:run_net",
     "microcode": "ssmc.runtime.microcode_engine:run_net",
+    "reference": "ssmc.runtime.reference:run_net",  # the contract in Python ints: slow, for checking
 }
 WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits", "weight_exp")
 

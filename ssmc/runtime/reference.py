@@ -178,9 +178,11 @@ def run_reference(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineRes
     depth = {op.name: int(with_defaults(op)["depth"]) for op in groups}
     steps = tokens + max(depth.values(), default=0)
     sizes = sum(op.shape[0] for op in groups)
+    # int64 messages of every step (and states, `last` with a trace), and one sequence's sent messages as
+    # Python ints at a time (counted per sequence: a little over, never under)
     refuse_oversized_run("reference engine", batch, tokens,
-                         _PY_INT_BYTES * (sizes * (3 * steps if trace else steps) + sum(s.shape[0] for s in syns)),
-                         trace)
+                         (8 * (3 if trace else 1) + _PY_INT_BYTES) * steps * sizes
+                         + _PY_INT_BYTES * sum(len(s.params["weight"][0]) + 2 * s.shape[0] for s in syns), trace)
     # each post's non-zero (pre, w): zero weights add nothing, and skipping them keeps large nets quick
     terms = {s.name: [[(j, int(w)) for j, w in enumerate(row) if w] for row in s.params["weight"]] for s in syns}
     counts = {op.name: _Counts() for op in groups}
