@@ -9,7 +9,7 @@ ssmc/ir/fixed_point.py) and the result type, so the numpy engine, the
 microcode interpreter and the Lava process models are all tested against it:
 they must return its integers, saturation counts and sparsity exactly.
 
-It is slow (about a microsecond per weight per step per sequence): meant for
+It is slow (a microsecond or two per non-zero weight, step and sequence): for
 tests and for checking a few sequences (`ssmc run --engine reference`).
 """
 
