@@ -21,6 +21,7 @@ from fractions import Fraction
 import numpy as np
 
 from ssmc.data import check_sequences
+from ssmc.errors import IRError
 from ssmc.ir.fixed_point import (ACC_BITS, SAT_QUANTITIES, check_neuro_graph, decode_output, refuse_oversized_run,
                                  rshr, shr)
 from ssmc.ir.graph import Graph, Op
@@ -85,7 +86,8 @@ def integrator(state: list[int], a: list[int], state_bits: int, counts: _Counts)
 def cpx(state: list[int], a: list[int], c_re: list[int], c_im: list[int], coef_bits: int, state_bits: int,
         counts: _Counts) -> list[int]:
     """Interleaved [re_0, im_0, re_1, ...], f = coef_bits - 1:
-    x_re' = sat(rshr(c_re x_re - c_im x_im, f) + a_re, state_bits), x_im' = sat(rshr(c_re x_im + c_im x_re, f) + a_im, ...)."""
+        x_re' = sat(rshr(c_re x_re - c_im x_im, f) + a_re, state_bits)
+        x_im' = sat(rshr(c_re x_im + c_im x_re, f) + a_im, state_bits)"""
     f, new = coef_bits - 1, []
     for k, (cr, ci) in enumerate(zip(c_re, c_im)):
         xr, xi = state[2 * k], state[2 * k + 1]
@@ -160,7 +162,7 @@ def _step(g: _Group, t: int, x_tokens, syn_out: dict[str, list[int]], tokens: in
                           int(a["coef_bits"]), int(a["state_bits"]), c)
             y = [rshr(s, int(a["out_shift"])) for s in g.state]
         else:
-            raise ValueError(f"%{g.op.name}: unknown neuron kind {kind!r}")
+            raise IRError(f"%{g.op.name}: unknown neuron kind {kind!r}")
     if kind not in ("source", "lut"):  # a source quantizes into msg_bits, a lut's table is inside them
         y = [c.sat(v, msg_bits, "message") for v in y]
     delta = int(a["delta"])
@@ -210,7 +212,8 @@ def run_reference(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineRes
                 # a sigma synapse sums every step; a dense one computes only while a group it feeds is awake
                 if not delta[pre] and all(t < depth[p] for p in post):
                     continue
-                acc = synapse_acc(terms[s.name], history[pre][t - d] if t - d >= 0 else [0] * s.params["weight"].shape[1])
+                m = history[pre][t - d] if t - d >= 0 else [0] * s.params["weight"].shape[1]  # nothing sent yet
+                acc = synapse_acc(terms[s.name], m)
                 if delta[pre]:
                     sigma[s.name] = [u + v for u, v in zip(sigma[s.name], acc)]
                     acc = sigma[s.name]
