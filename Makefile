@@ -10,7 +10,7 @@ OUT ?= build
 
 help:
 	@echo "make demo   - set up the venv, compile the shipped example, run it"
-	@echo "make test   - set up the venv, check the layering (lint-imports) and run the test suite"
+	@echo "make test   - set up the venv, lint (ruff), check the layering (lint-imports) and run the test suite"
 	@echo "make bench  - run the benchmarks (results in benchmarks/results/)"
 	@echo "make export-examples - retrain and re-export the example models (separate torch venv)"
 
@@ -33,6 +33,7 @@ demo: setup
 	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --engine lava --limit 8 --compare-numpy
 
 test: setup
+	$(VENV)/bin/ruff check ssmc tests benchmarks examples
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests
 
@@ -44,9 +45,11 @@ bench: setup
 	$(PY) benchmarks/partition_quality.py --scale
 	$(PY) benchmarks/compile_time.py --large
 	$(PY) benchmarks/intel_compiler_logs.py
+	$(PY) benchmarks/real_tasks.py --diagnose --diagnose-limit 250 --jobs 2
 
 export-examples:
 	bash examples/digits/export.sh
+	bash examples/real_tasks/export.sh
 
 clean:
 	rm -rf $(OUT) .pytest_cache

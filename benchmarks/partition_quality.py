@@ -107,7 +107,7 @@ def end_to_end(graph, board, time_limit):
         start = time.perf_counter()
         files = write_html(rep, os.path.join(tmp, "report.html"))
         times["report (HTML, 3 images)"] = time.perf_counter() - start
-    print(f"scale end to end: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+    print("scale end to end: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
           + f" (report {len(text.splitlines())} lines, {len(files)} files)")
     return {k: round(v, 1) for k, v in times.items()}
 

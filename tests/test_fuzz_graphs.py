@@ -21,7 +21,6 @@ import sys
 from collections import Counter
 
 import numpy as np
-import onnx
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st

@@ -19,7 +19,7 @@ import textwrap
 import numpy as np
 
 from ssmc import __version__
-from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, PROCS_MODULE, plan_lava
+from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, plan_lava
 from ssmc.errors import SsmcError, printable
 from ssmc.ir.ops import with_defaults
 from ssmc.outputs import check_output, write_files

@@ -341,6 +341,10 @@ register_op(OpSchema(
                   when=lambda op: op.attrs.get("kind") == "cpx", doc="Im(A_bar) * 2**(coef_bits-1)"),
         ParamSpec("table", "i64", lambda op, ins: (int(op.params["table"].size),) if "table" in op.params else (1,),
                   when=lambda op: op.attrs.get("kind") == "lut", doc="lut: message of each input bin"),
+        ParamSpec("state_scale", "f64", _size, optional=True, when=lambda op: op.attrs.get("kind") == "cpx",
+                  doc="cpx: per compartment, the factor by which the passes scaled this state relative to the "
+                      "model's (assign-bitwidths moving a mode's scale into its input); no engine reads it, the "
+                      "trace divides by it to compare with the float model"),
     ),
 ))
 

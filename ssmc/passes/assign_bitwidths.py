@@ -39,7 +39,6 @@ import numpy as np
 
 from ssmc.errors import IRError, SsmcError
 from ssmc.ir.activations import activation
-from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import SHIFT_MAX
 from ssmc.passes import FLOAT_PIPELINE
@@ -352,16 +351,9 @@ def _coef(a: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.round(a.astype(np.float64) * lim), -lim, lim - 1).astype(np.int64)
 
 
-def move_mode_scale_to_input(graph: Graph, name: str) -> Graph | None:
-    """A copy of `graph` in which cpx group `name` carries each mode's readout scale in its input instead.
-
-    A real positive factor r per mode commutes with the complex recurrence: scaling the mode's rows of the
-    input linear (and bias) by r and its columns of every reading linear by 1/r changes no output. With r =
-    |readout column| / largest |readout column|, every mode's readout weights have the same magnitude (none
-    is left a few levels by a shared exponent), the input rows take the spread (per-row exponents make that
-    exact) and small modes' states shrink (state bits are plenty). None when the layer is not a linear into
-    the cpx group (read by nothing else) with only linears reading it.
-    """
+def mode_scale_factors(graph: Graph, name: str) -> np.ndarray | None:
+    """Per compartment of cpx op `name`, the factor move_mode_scale_to_input scales its state by (|readout
+    column| / largest, re and im alike), or None when the layer does not allow the move."""
     cpx = graph.op(name)
     b = graph.op(cpx.inputs[0])
     readers = graph.consumers(name)
@@ -372,7 +364,23 @@ def move_mode_scale_to_input(graph: Graph, name: str) -> Graph | None:
     mag = np.sqrt(sq[0::2] + sq[1::2])  # per mode
     if not np.any(mag > 0):
         return None
-    r = np.where(mag > 0, mag / mag.max(), 1.0).repeat(2)  # per compartment, (re, im) alike
+    return np.where(mag > 0, mag / mag.max(), 1.0).repeat(2)
+
+
+def move_mode_scale_to_input(graph: Graph, name: str) -> Graph | None:
+    """A copy of `graph` in which cpx group `name` carries each mode's readout scale in its input instead.
+
+    A real positive factor r per mode commutes with the complex recurrence: scaling the mode's rows of the
+    input linear (and bias) by r and its columns of every reading linear by 1/r changes no output. With r =
+    |readout column| / largest |readout column|, every mode's readout weights have the same magnitude (none
+    is left a few levels by a shared exponent), the input rows take the spread (per-row exponents make that
+    exact) and small modes' states shrink (state bits are plenty). None when the layer is not a linear into
+    the cpx group (read by nothing else) with only linears reading it.
+    """
+    r = mode_scale_factors(graph, name)
+    if r is None:
+        return None
+    b, readers = graph.op(graph.op(name).inputs[0]), graph.consumers(name)
     out = graph.copy()
     b = out.op(b.name)
     b.params["weight"] = (b.params["weight"].astype(np.float64) * r[:, None]).astype(b.params["weight"].dtype)
@@ -483,7 +491,7 @@ class AssignBitwidths(Pass):
         if math.isinf(one):  # the pipeline's verifier reports it after the pass, as for group
             return first.out
         rows, current = self.choose_row_linears(error, one, split, lambda r: lower(graph, ranges, r).run())
-        best = (graph, ranges, rows)
+        best, moved_scale = (graph, ranges, rows), {}
         for cpx in graph.ops_of_kind("cpx"):
             moved = move_mode_scale_to_input(best[0], cpx.name)
             if moved is None:
@@ -499,7 +507,12 @@ class AssignBitwidths(Pass):
                      f"with it moved to the input (per-row exponents there) -> {'input' if keep else 'readout'}")
             if keep:
                 best, current = (moved, moved_ranges, moved_rows), err
-        return lower(*best).run()
+                moved_scale[cpx.name] = mode_scale_factors(graph, cpx.name)
+        out = lower(*best).run()
+        for group in out.ops_of_kind("neurons"):  # say how each moved state differs from the model's
+            if group.attrs.get("kind") == "cpx" and group.attrs.get("source") in moved_scale:
+                group.params["state_scale"] = moved_scale[group.attrs["source"]]
+        return out
 
     def choose_row_linears(self, error, one: float, split: list[str], lowered) -> tuple[list[str], float]:
         """The linears (of `split`) that keep per-row exponents, and the calibration error then: none if

@@ -20,7 +20,7 @@ from ssmc.ir.placement import core_assignment, set_placement
 from ssmc.mapping.capacity import target_of
 from ssmc.mapping.layout import layout
 from ssmc.mapping.netlist import build_netlist
-from ssmc.mapping.usage import hop_distances, traffic
+from ssmc.mapping.usage import traffic
 from ssmc.passes.base import Pass, PassError, log
 
 

@@ -107,6 +107,8 @@ def _fixed_values(res, neuro: Graph, group: str, tokens: int) -> np.ndarray:
     value = np.ldexp(msgs.astype(np.float64), -int(frac))
     if g.attrs.get("decode") == "mean":
         value = value / np.arange(1, tokens + 1, dtype=np.float64)[None, :, None]
+    if "state_scale" in g.params:  # a state the passes scaled (assign-bitwidths): back to the model's
+        value = value / g.params["state_scale"]
     return value
 
 

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from ssmc.backend_loihi import bundle
-from ssmc.backend_loihi.bundle import Bundle, decode, encode, load, save
+from ssmc.backend_loihi.bundle import decode, encode, load, save
 from ssmc.errors import BundleError, IRError, ResourceLimitError, SsmcError
-from ssmc.ir.graph import Op
 from ssmc.ir.text import print_graph
 from tests.backend_loihi.sample import make_bundle
 

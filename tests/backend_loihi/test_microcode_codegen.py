@@ -221,7 +221,7 @@ def test_cli_shows_programs_and_assembles_and_disassembles(tmp_path):
     assert proc.stdout == disassemble(net.extras["microcode/pairs.bin"])
     (tmp_path / "bad.s").write_text(proc.stdout.replace("    halt", "    hal", 1))
     proc = cli("--assemble", tmp_path / "bad.s", "-o", tmp_path / "bad.bin")
-    assert proc.returncode == 1 and f"bad.s: line " in proc.stderr and "unknown instruction 'hal'" in proc.stderr
+    assert proc.returncode == 1 and "bad.s: line " in proc.stderr and "unknown instruction 'hal'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.bin").exists()
     proc = cli(tmp_path / "n.lava", "--show", "nope")
     assert proc.returncode == 1 and "no program for group 'nope'" in proc.stderr

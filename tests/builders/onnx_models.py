@@ -363,7 +363,7 @@ def build_layout_model(spec: StepModelSpec, layout: str = "last", fixed_batch: b
     states = layout_state_shapes(layout, spec, batch)
     writer = _GraphWriter()
     op, const = writer.op, writer.constant
-    H, M, L = spec.H, spec.M, spec.n_layers
+    H, L = spec.H, spec.n_layers
     packed_out: list[str] = []
 
     def read(layer: int) -> tuple[str, str]:  # the layer's state as re, im [batch, H, M]

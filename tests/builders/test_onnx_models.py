@@ -5,7 +5,6 @@ The reference below is written from the S4D semantics in complex numpy and never
 looks at the ONNX graph; only the parameter values are shared with the builder.
 """
 
-import dataclasses
 import math
 
 import numpy as np

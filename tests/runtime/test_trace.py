@@ -59,8 +59,10 @@ def test_an_unperturbed_net_adds_little_error_anywhere_and_never_hits_its_ranges
     for lt in clean.layers:
         assert lt.worst < 0.15, (lt.group, lt.worst)
         assert lt.at_limit.sum() == 0 and sum(lt.saturation.values()) == 0
+    # the complex states: well under the others even where weight-exp auto moved a layer's mode scales into
+    # its input (small modes then keep smaller states, compared after undoing the recorded state_scale)
     cpx = [lt for lt in clean.layers if lt.kind == "cpx"]
-    assert len(cpx) == 2 and all(lt.worst < 1e-2 for lt in cpx)
+    assert len(cpx) == 2 and all(lt.worst < 0.03 for lt in cpx)
 
 
 def test_layers_are_sorted_worst_first(clean):

@@ -21,7 +21,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ssmc
 from ssmc.errors import ModelLoadError, ResourceLimitError, printable
-from ssmc.frontend import import_onnx
 from ssmc.frontend.load import load_model
 from tests.builders.onnx_models import IR_VERSION, OPSET, StepModelSpec, build_step_model
 

@@ -92,7 +92,6 @@ def generate(op: Op) -> Program:
         c("sat", "s0", "s0", aux=sb, cnt="state")
         c("rshr", "r0", "s0", imm=k)
     elif kind == "lut":
-        table = op.params["table"].astype(np.int64)
         c("shr", "r2", "r0", imm=min(int(a["lut_shift"]), 63))  # |a| < 2^31: any shift >= 31 gives the same
         c("addi", "r2", "r2", imm=-int(a["lut_lo"]))
         c("lut", "r0", "r2", cnt="msg")
