@@ -241,6 +241,8 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     for flag, value in (("--chips", chips), ("--max-neurons-per-core", max_neurons_per_core)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise SsmcError(f"{flag} {value}: give a whole number of at least 1 (leave it out for the target's own)")
+    if target is not None:  # a path-like target file is recorded (and passed to the pass) as text
+        target = os.fspath(target)
     mapping = {k: v for k, v in (("target", target), ("board", board), ("chips", chips),
                                   ("max_neurons_per_core", max_neurons_per_core)) if v is not None}
     if mapping:
