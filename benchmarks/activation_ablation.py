@@ -21,16 +21,13 @@ import numpy as np
 
 import ssmc
 from ssmc.passes import DEFAULT_PIPELINE, FLOAT_PIPELINE
+from ssmc.runtime.compare import accuracy
 from ssmc.runtime.float_ref import run_float
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EX = ROOT / "examples" / "digits"
 OUT = ROOT / "benchmarks" / "results"
 MODEL = EX / "digits_s4d_full_step.onnx"
-
-
-def accuracy(y: np.ndarray, labels: np.ndarray) -> float:
-    return float((y[:, -1, :].argmax(-1) == labels).mean())
 
 
 def main() -> None:
@@ -42,18 +39,18 @@ def main() -> None:
     rows = []
 
     exact = ssmc.compile(MODEL, passes="canonicalize", readout="mean")
-    float_acc = accuracy(exact.run(x, engine="float"), labels)
+    float_acc = accuracy(exact.run(x, engine="float"), labels).fraction
     rows.append(("float reference (exact LayerNorm)", "-", "-", float_acc))
     frozen = ssmc.compile(MODEL, passes=FLOAT_PIPELINE + ",freeze-norms", readout="mean", calibration=cal)
     notes = [n for r in frozen.report["passes"] if r["name"] == "freeze-norms" for n in r["notes"] if "1/std ->" in n]
     out = run_float(frozen.graph, x)[frozen.graph.outputs()[0].name]
-    rows.append(("float, LayerNorm frozen (freeze-norms)", "-", "-", accuracy(out, labels)))
+    rows.append(("float, LayerNorm frozen (freeze-norms)", "-", "-", accuracy(out, labels).fraction))
     for wb in (8, 6):
         for lut_bits in (4, 6, 8, 10):
             pipeline = DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{lut-bits={lut_bits}}}")
             net = ssmc.compile(MODEL, passes=pipeline, readout="mean", calibration=cal, weight_bits=wb)
             rows.append((f"fixed point (numpy engine), lut-bits {lut_bits}", wb, 2 ** lut_bits,
-                         accuracy(net.run(x), labels)))
+                         accuracy(net.run(x), labels).fraction))
     seconds = time.perf_counter() - start
 
     lines = [f"# Integer LayerNorm / GELU / GLU: the full digits variant ({len(labels)} test sequences)", "",

@@ -25,14 +25,11 @@ import numpy as np
 
 import ssmc
 from ssmc.passes import DEFAULT_PIPELINE
+from ssmc.runtime.compare import accuracy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EX = ROOT / "examples" / "digits"
 OUT = ROOT / "benchmarks" / "results"
-
-
-def accuracy(y: np.ndarray, labels: np.ndarray) -> float:
-    return float((y[:, -1, :].argmax(-1) == labels).mean())
 
 
 def main() -> None:
@@ -50,7 +47,7 @@ def main() -> None:
                                                                           "rescale-states{balance=state}"),
                  "without rescale-states": DEFAULT_PIPELINE.replace("rescale-states,", "")}
     float_net = ssmc.compile(model, passes="canonicalize", readout="mean")
-    float_acc = accuracy(float_net.run(x, engine="float"), labels)
+    float_acc = accuracy(float_net.run(x, engine="float"), labels).fraction
     rows = []
     start = time.perf_counter()
     for (label, pipeline), wb, cb, sb in itertools.product(pipelines.items(), (4, 6, 8), (8, 12, 16), (16, 24)):
@@ -58,7 +55,7 @@ def main() -> None:
                            weight_bits=wb, coef_bits=cb, state_bits=sb, message_bits=24)
         res = net.run_detailed(x, engine="numpy")
         sat = sum(sum(c.values()) for c in res["saturation"].values())
-        acc = accuracy(res["outputs"], labels)
+        acc = accuracy(res["outputs"], labels).fraction
         rows.append({"pipeline": label, "weight_bits": wb, "coef_bits": cb, "state_bits": sb, "message_bits": 24,
                      "accuracy": acc, "delta_vs_float_points": 100 * (acc - float_acc), "saturated_values": sat})
         print(f"{label:40s} w{wb} c{cb:2d} s{sb}: {100 * acc:6.2f}%  ({100 * (acc - float_acc):+6.2f} points, "
@@ -69,7 +66,7 @@ def main() -> None:
         kind = float_net.graph.op(layer).kind
         for spec in ("weight=6", "weight=4") + (("coef=8",) if kind == "s4d" else ()):
             net = ssmc.compile(model, readout="mean", calibration=cal, layer_bits=f"{layer}:{spec}")
-            acc = accuracy(net.run(x), labels)
+            acc = accuracy(net.run(x), labels).fraction
             layer_rows.append({"layer": layer, "kind": kind, "widths": spec, "accuracy": acc,
                                "delta_vs_float_points": 100 * (acc - float_acc)})
             print(f"only {layer} at {spec}: {100 * acc:6.2f}% ({100 * (acc - float_acc):+6.2f} points)", flush=True)

@@ -33,6 +33,7 @@ import numpy as np
 
 import ssmc
 from ssmc.passes.assign_bitwidths import quantize_weights
+from ssmc.runtime.compare import accuracy, compare_outputs
 from ssmc.runtime.float_ref import run_float
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -63,11 +64,11 @@ def final_logits(run, x: np.ndarray) -> np.ndarray:
 
 
 def compare(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict:
-    ref_acc = float((ref.argmax(-1) == labels).mean())
-    acc = float((got.argmax(-1) == labels).mean())
-    return {"accuracy": acc, "loss_points": 100 * (ref_acc - acc),
-            "argmax_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
-            "max_logit_error": float(np.abs(got - ref).max() / np.abs(ref).max())}
+    ref, got = ref[:, None, :], got[:, None, :]  # final logits as one-token sequences, as ssmc.runtime.compare reads
+    ref_acc, acc = accuracy(ref, labels).fraction, accuracy(got, labels).fraction
+    errors = compare_outputs(got, ref)
+    return {"accuracy": acc, "loss_points": 100 * (ref_acc - acc), "argmax_agreement": errors.argmax_agreement,
+            "max_logit_error": errors.relative}
 
 
 def linear_weights_quantized(graph, per_row: bool, only=None) -> None:
@@ -118,7 +119,7 @@ def measure(task, layout, model, test, calib, limit, diagnose_limit) -> dict:
     fixed_logits = final_logits(lambda xs: net.run(xs, engine="numpy"), x)
     row = {"task": task, "layout": layout, "model": str(model.relative_to(ROOT)), "sequences": len(labels),
            "tokens": int(x.shape[1]), "features": int(x.shape[2]),
-           "float_accuracy": float((float_logits.argmax(-1) == labels).mean()),
+           "float_accuracy": accuracy(float_logits[:, None, :], labels).fraction,
            "torch_float_accuracy": meta["float_test_accuracy"],
            **{("fixed_" + k if k == "accuracy" else k): v for k, v in compare(float_logits, fixed_logits,
                                                                                 labels).items()},

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 import ssmc
+from ssmc.runtime.compare import accuracy
 from ssmc.runtime.numpy_engine import run_numpy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def main() -> None:
             net = ssmc.compile(model, readout="mean", calibration=cal, sigma_delta=t)
             res = run_numpy(net.graph, x, trace=True)
             y = res.outputs[net.graph.outputs()[0].name]
-            acc = float((y[:, -1].argmax(-1) == labels).mean())
+            acc = accuracy(y, labels).fraction
             msgs, ops = traffic(net.graph, res.trace, x.shape[1], len(x))
             base = base or (msgs, ops)
             name = "dense" if t is None else f"sigma-delta T={t:g}"

@@ -20,14 +20,17 @@ from ssmc.data import read_arrays
 from ssmc.errors import InputDataError, SsmcError, printable
 from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
+from ssmc.frontend.load import load_model
 from ssmc.ir.graph import Graph
 from ssmc.mapping.capacity import target_of
 from ssmc.passes import DEFAULT_PIPELINE, FLOAT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
 from ssmc.passes.base import forward_info, with_data
 from ssmc.report import build_report
 from ssmc.runtime.calibrate import check_calibration, check_calibration_size
-from ssmc.runtime.float_ref import run_float
+from ssmc.runtime.compare import IntegerComparison, OutputComparison, compare_integers, compare_outputs
+from ssmc.runtime.float_ref import run_float, running_pool
 from ssmc.runtime.lava_engine import build_network
+from ssmc.runtime.onnx_ref import run_step_onnx
 from ssmc.runtime.trace import Trace, trace_net
 from ssmc.targets import load_target
 
@@ -137,6 +140,45 @@ def engine_function(engine: str) -> Callable:
         raise SsmcError(f"the {engine} engine is not available in this installation ({e})") from None
 
 
+COMPARE_AGAINST = ("float", "numpy", "onnx")
+
+
+def reference_outputs(net: Net, x: np.ndarray, against: str, onnx_model=None) -> np.ndarray:
+    """What `net`'s outputs on x are compared with: the float reference ("float"), or the ONNX model
+    (`onnx_model`: a path or an onnx.ModelProto) run by onnxruntime ("onnx"), pooled like the net's readout."""
+    if against == "float":
+        return net.run(x, engine="float")
+    if against != "onnx":
+        raise SsmcError(f"no reference outputs for {against!r}; available: float, onnx")
+    if onnx_model is None:
+        raise SsmcError("comparing with onnxruntime needs the ONNX model (onnx_model=, --compare-onnx MODEL)")
+    if isinstance(onnx_model, (str, os.PathLike)):
+        onnx_model = load_model(onnx_model).model
+    ref = run_step_onnx(onnx_model, x)
+    readout = net.options.get("readout", "none")
+    if readout in ("sum", "mean"):  # the ONNX model has no pool: apply the IR's pool op to its outputs
+        ref = running_pool(ref, readout)
+    return ref
+
+
+def compare(net: Net, x: np.ndarray, against: str = "float", engine: str = "numpy", onnx_model=None,
+            result: dict | None = None) -> OutputComparison | IntegerComparison:
+    """`net` run on `engine` against a reference (ssmc.runtime.compare): "float" or "onnx" give the
+    errors (OutputComparison); "numpy" says whether a fixed-point engine holds the numpy engine's
+    integers, saturation counts and sparsity (IntegerComparison). `result`: the engine's
+    net.run_detailed(x, engine) if it has already run."""
+    if against not in COMPARE_AGAINST:
+        raise SsmcError(f"cannot compare against {against!r}; available: {', '.join(COMPARE_AGAINST)}")
+    if result is None:
+        result = net.run_detailed(x, engine=engine)
+    if against == "numpy":
+        if "result" not in result:
+            raise SsmcError(f"the {engine} engine computes no integers to compare with the numpy engine's; "
+                            "use a fixed-point engine (numpy, lava, microcode)")
+        return compare_integers(result["result"], net.run_detailed(x, engine="numpy")["result"])
+    return compare_outputs(result["outputs"], reference_outputs(net, x, against, onnx_model))
+
+
 def load_calibration(data) -> tuple[np.ndarray, str]:
     """Calibration sequences from an array or a .npy/.npz file (array 'x'); returns (x, provenance)."""
     if isinstance(data, (str, os.PathLike)):
@@ -200,6 +242,8 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     for flag, value in (("--chips", chips), ("--max-neurons-per-core", max_neurons_per_core)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise SsmcError(f"{flag} {value}: give a whole number of at least 1 (leave it out for the target's own)")
+    if target is not None:  # a path-like target file is recorded (and passed to the pass) as text
+        target = os.fspath(target)
     mapping = {k: v for k, v in (("target", target), ("board", board), ("chips", chips),
                                   ("max_neurons_per_core", max_neurons_per_core)) if v is not None}
     if mapping:

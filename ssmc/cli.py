@@ -172,16 +172,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _accuracy_line(final: np.ndarray, labels: np.ndarray | None) -> str:
-    if labels is None:
-        return ""
-    pred = final.argmax(axis=-1)
-    return f"{100 * float((pred == labels).mean()):.2f}% ({int((pred == labels).sum())}/{len(labels)})"
-
-
 def cmd_run(args) -> int:
     import ssmc
-    from ssmc.api import is_neuro_level
+    from ssmc.api import compare, is_neuro_level, reference_outputs
+    from ssmc.runtime.compare import (accuracy, compare_outputs, format_accuracy, format_float_comparison,
+                                      format_integer_comparison, format_onnx_comparison, predictions)
 
     log = _log(args.quiet)
     inputs = [args.net, args.input, args.labels, args.compare_onnx]
@@ -203,9 +198,9 @@ def cmd_run(args) -> int:
     print(f"outputs: {list(y.shape)} (batch, tokens, outputs); engine {engine}")
     if net.options.get("readout", "none") == "none":
         print("note: compiled without --readout; predictions use the last token's output")
-    print(f"predictions (first 10): {y[:, -1, :].argmax(axis=-1)[:10].tolist()}")
+    print(f"predictions (first 10): {predictions(y)[:10].tolist()}")
     if labels is not None:
-        print(f"accuracy ({engine}): {_accuracy_line(y[:, -1, :], labels)}")
+        print(f"accuracy ({engine}): {format_accuracy(accuracy(y, labels))}")
     if "saturation" in result:
         sat = {g: {k: v for k, v in c.items() if v} for g, c in result["saturation"].items()}
         sat = {g: c for g, c in sat.items() if c}
@@ -217,54 +212,34 @@ def cmd_run(args) -> int:
     if engine == "microcode":  # what ran: the programs' size and assumed cycles
         from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary
         print(format_summary(microcode_summary(net), core_cycles(net)))
+    mismatch = None
     if args.compare_numpy and engine not in ("numpy", "float"):
-        print(_numpy_agreement(net, x, result["result"]))
+        mismatch = compare(net, x, against="numpy", engine=engine, result=result)
+        print(format_integer_comparison(mismatch))
     if args.compare_float and engine != "float":
-        ref = net.run(x, engine="float")
-        scale = float(np.abs(ref).max()) or 1.0
-        err = np.abs(y - ref)
-        print(f"vs float reference: max abs error {float(err.max()):.3e} ({float(err.max()) / scale:.3e} of the "
-              f"output scale {scale:.3g}), mean {float(err.mean()):.3e}")
-        if labels is not None:
-            agree = float((y[:, -1].argmax(-1) == ref[:, -1].argmax(-1)).mean())
-            print(f"accuracy (float): {_accuracy_line(ref[:, -1, :], labels)}; predictions agree on "
-                  f"{100 * agree:.2f}% of sequences")
+        ref = reference_outputs(net, x, "float")
+        ref_accuracy = accuracy(ref, labels) if labels is not None else None
+        print(format_float_comparison(compare_outputs(y, ref), ref_accuracy))
     if args.compare_onnx:
         from ssmc.frontend.load import load_model
-        from ssmc.runtime.onnx_ref import run_step_onnx
 
         loaded = load_model(args.compare_onnx)
         if net.source.get("sha256") and loaded.sha256 != net.source["sha256"]:
             print(f"warning: {args.compare_onnx} is not the model this net was compiled from", file=sys.stderr)
-        ref = run_step_onnx(loaded.model, x)
-        readout = net.options.get("readout", "none")
-        if readout in ("sum", "mean"):  # the ONNX model has no pool: apply the IR's pool op to its outputs
-            from ssmc.runtime.float_ref import running_pool
-            ref = running_pool(ref, readout)
-        scale = float(np.abs(ref).max()) or 1.0
-        err = float(np.abs(y - ref).max())
-        print(f"vs onnxruntime on {os.path.basename(args.compare_onnx)}: max abs error {err:.3e} "
-              f"({err / scale:.3e} of the output scale {scale:.3g})")
+        print(format_onnx_comparison(compare(net, x, against="onnx", engine=engine, onnx_model=loaded.model,
+                                             result=result), os.path.basename(args.compare_onnx)))
     if args.output:  # exactly this name: np.save(name) would append .npy to a name without it
         buf = io.BytesIO()
         np.save(buf, y, allow_pickle=False)
         write_file(args.output, buf.getvalue(), inputs, "outputs")
         print(f"wrote {args.output} ({list(y.shape)} {y.dtype} .npy)")
+    if mismatch is not None and not mismatch.identical:  # engines must agree bit for bit: fail after the report
+        raise SsmcError(f"the {engine} engine disagrees with the numpy engine on {args.input}: "
+                        f"{mismatch.differing_values} of {mismatch.total_values} output values differ, saturation "
+                        f"{'same' if mismatch.saturation_same else 'differs'}, sparsity "
+                        f"{'same' if mismatch.sparsity_same else 'differs'}; this is an ssmc bug unless "
+                        f"{args.net} was altered: recompile it, and report it if it persists")
     return 0
-
-
-def _numpy_agreement(net, x: np.ndarray, res) -> str:
-    """One line: does a fixed-point engine's result hold the numpy engine's integers?"""
-    ref = net.run_detailed(x, engine="numpy")["result"]
-    same = [name for name in ref.raw if np.array_equal(ref.raw[name], res.raw[name])]
-    values = sum(int(v.size) for v in ref.raw.values())
-    if len(same) == len(ref.raw) and ref.saturation == res.saturation and ref.sparsity == res.sparsity:
-        return (f"vs numpy engine: identical integers ({values} output values), identical saturation counts "
-                f"and sparsity")
-    diff = sum(int(np.count_nonzero(ref.raw[n] != res.raw[n])) for n in ref.raw)
-    return (f"vs numpy engine: MISMATCH: {diff} of {values} output values differ; saturation "
-            f"{'same' if ref.saturation == res.saturation else 'differs'}, sparsity "
-            f"{'same' if ref.sparsity == res.sparsity else 'differs'}")
 
 
 # -- export-lava ----------------------------------------------------------------
@@ -554,8 +529,9 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("--tokens", type=_positive_int, default=None, metavar="N",
                    help="use only the first N tokens of each sequence (keeps Lava runs short)")
     r.add_argument("--compare-numpy", action="store_true",
-                   help="with --engine lava (or microcode, reference): also run the numpy engine and say whether every "
-                        "output integer, saturation count and sparsity agrees")
+                   help="with --engine lava (or microcode, reference): also run the numpy engine and say whether "
+                        "every output integer, saturation count and sparsity agrees; exit 1 if not (--compare-float "
+                        "and --compare-onnx only measure: quantization error is expected)")
     r.add_argument("--output", help="save the per-token outputs to this .npy")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     r.set_defaults(func=cmd_run)

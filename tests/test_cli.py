@@ -172,6 +172,48 @@ def test_fixed_point_compile_and_run_reports_accuracy_saturation_and_sparsity(tm
         assert phrase in proc.stdout
 
 
+@pytest.fixture
+def microcode_run(tmp_path):
+    """A fixed-point net.lava and 3 input sequences, and the `ssmc run --engine microcode --compare-numpy`
+    command line for them (run in-process, so that a test can tamper with the microcode engine)."""
+    import ssmc as lib
+    spec, model_path = _relu_model(tmp_path)
+    lib.compile(model_path).save(tmp_path / "net.lava")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(size=(3, 6, spec.in_features)))
+    return ["run", str(tmp_path / "net.lava"), "--input", str(tmp_path / "x.npy"), "--engine", "microcode",
+            "--compare-numpy", "-q"]
+
+
+def test_compare_numpy_says_identical_and_exits_0_when_the_engines_agree(microcode_run, capsys):
+    from ssmc.cli import main
+    assert main(microcode_run) == 0
+    out = capsys.readouterr().out
+    assert "vs numpy engine: identical integers (" in out
+
+
+def test_compare_numpy_fails_with_exit_1_when_one_output_integer_differs(microcode_run, capsys, monkeypatch):
+    from ssmc.cli import main
+    from ssmc.runtime import microcode_engine
+
+    real = microcode_engine.run_net
+
+    def off_by_one(net, x, **kwargs):
+        res = real(net, x, **kwargs)
+        name = next(iter(res.raw))
+        res.raw[name][0, -1, 0] += 1
+        return res
+
+    monkeypatch.setattr(microcode_engine, "run_net", off_by_one)
+    assert main(microcode_run) == 1
+    captured = capsys.readouterr()
+    assert "predictions (first 10):" in captured.out  # the normal report comes first
+    assert "vs numpy engine: MISMATCH: 1 of " in captured.out
+    errors = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("ssmc: error: the microcode engine disagrees with the numpy "
+                                                     "engine"), captured.err
+    assert "1 of " in errors[0] and "output values differ" in errors[0]
+
+
 def test_calibration_of_the_wrong_shape_is_refused(tmp_path):
     spec, model_path = _relu_model(tmp_path)
     np.save(tmp_path / "cal.npy", np.zeros((4, 10, spec.in_features + 2), np.float32))
