@@ -34,7 +34,7 @@ from ssmc.runtime.onnx_ref import run_step_onnx
 from ssmc.runtime.trace import Trace, trace_net
 from ssmc.targets import load_target
 
-ENGINES = ("float", "numpy", "lava", "microcode")
+ENGINES = ("float", "numpy", "lava", "microcode", "reference")
 # Fixed-point engines: name -> "module:function", imported on use (Lava is slow to import).
 # Each function is called as f(net, x, trace=False) and returns a numpy_engine.EngineResult
 # holding the same integers as run_numpy.
@@ -42,6 +42,7 @@ FIXED_POINT_ENGINES = {
     "numpy": "ssmc.runtime.numpy_engine:run_net",
     "lava": "ssmc.runtime.lava_engine:run_net",
     "microcode": "ssmc.runtime.microcode_engine:run_net",
+    "reference": "ssmc.runtime.reference:run_net",  # the contract in Python ints: slow, for checking
 }
 WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits", "weight_exp")
 
@@ -241,6 +242,8 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     for flag, value in (("--chips", chips), ("--max-neurons-per-core", max_neurons_per_core)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise SsmcError(f"{flag} {value}: give a whole number of at least 1 (leave it out for the target's own)")
+    if target is not None:  # a path-like target file is recorded (and passed to the pass) as text
+        target = os.fspath(target)
     mapping = {k: v for k, v in (("target", target), ("board", board), ("chips", chips),
                                   ("max_neurons_per_core", max_neurons_per_core)) if v is not None}
     if mapping:

@@ -515,10 +515,13 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("net", help="a net.lava file from `ssmc compile`")
     r.add_argument("--input", required=True, help=".npy or .npz input sequences")
     r.add_argument("--labels", help=".npy of integer labels, one per sequence")
-    r.add_argument("--engine", choices=("numpy", "float", "lava", "microcode"), default=None,
-                   help="numpy: the bit-exact fixed-point golden model (default for quantized nets); "
+    r.add_argument("--engine", choices=("numpy", "float", "lava", "microcode", "reference"), default=None,
+                   help="numpy: the bit-exact fixed-point engine (default for quantized nets); "
                         "float: the float64 reference of the imported model; "
-                        "lava: the net's Lava processes in Lava's CPU simulator (same integers, slow)")
+                        "lava: the net's Lava processes in Lava's CPU simulator (same integers, slow); "
+                        "reference: docs/fixed_point.md in plain Python ints, one neuron at a time, which "
+                        "the other engines are tested against (very slow: use --limit and --tokens, "
+                        "with --compare-numpy)")
     r.add_argument("--compare-float", action="store_true",
                    help="also run the float reference and report the error and accuracy difference")
     r.add_argument("--compare-onnx", metavar="MODEL", help="also run MODEL with onnxruntime and report the error")
@@ -526,8 +529,8 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     r.add_argument("--tokens", type=_positive_int, default=None, metavar="N",
                    help="use only the first N tokens of each sequence (keeps Lava runs short)")
     r.add_argument("--compare-numpy", action="store_true",
-                   help="with --engine lava (or microcode): also run the numpy engine and say whether every "
-                        "output integer, saturation count and sparsity agrees; exit 1 if not (--compare-float "
+                   help="with --engine lava (or microcode, reference): also run the numpy engine and say whether "
+                        "every output integer, saturation count and sparsity agrees; exit 1 if not (--compare-float "
                         "and --compare-onnx only measure: quantization error is expected)")
     r.add_argument("--output", help="save the per-token outputs to this .npy")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress messages")

@@ -1,7 +1,8 @@
 """The fixed-point contract of docs/fixed_point.md, shared by every engine and the passes.
 
-One home for what the numpy engine (the golden model), the microcode engine,
-the Lava process models and the passes must agree on bit for bit: the
+One home for what the engines (the reference implementation, the golden model;
+the numpy engine; the microcode engine), the Lava process models and the
+passes must agree on bit for bit: the
 accumulator width, the saturating clip and the shifts, how a source quantizes
 its input tokens and how an output group's messages decode, the quantities a
 clip is counted under, and the neuro-level graph an engine runs. It sits in

@@ -1,9 +1,11 @@
-"""The numpy fixed-point engine: the golden model of docs/fixed_point.md.
+"""The numpy fixed-point engine: docs/fixed_point.md, fast.
 
 Runs a neuro-level graph (`input`, `neurons`, `synapses`, `output`) step by
 step in int64, vectorised over a batch of sequences and over the neurons of a
-group. Every other engine (Lava process models, the microcode interpreter)
-must reproduce its integers at every step.
+group. It is tested bit for bit against the readable reference implementation
+(ssmc/runtime/reference.py, the golden model), and the other engines (Lava
+process models, the microcode interpreter) are tested against it: they must
+reproduce its integers at every step.
 
 One step `t`:
 

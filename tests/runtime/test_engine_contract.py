@@ -1,9 +1,9 @@
 """The numpy engine computes exactly what docs/fixed_point.md says.
 
-A slow scalar reference, written line by line from the contract (one neuron,
-one step, Python ints), is compared with the vectorised engine bit for bit at
-every step on random networks, and the fused example network stays within
-float tolerance of the float reference.
+The reference implementation (ssmc/runtime/reference.py: the contract line by
+line, one neuron, one step, Python ints) is compared with the vectorised engine
+bit for bit at every step on random networks -- messages, states, saturation
+counts and sparsity -- and a deliberately broken engine is caught by it.
 """
 
 from __future__ import annotations
@@ -15,115 +15,23 @@ from ssmc.errors import InputDataError, IRError
 from ssmc.ir import Graph, Op, verify
 from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime import numpy_engine
-from ssmc.runtime.numpy_engine import prepare, run_numpy
+from ssmc.runtime.numpy_engine import EngineResult, prepare, run_numpy
+from ssmc.runtime.reference import run_reference
 from tests.builders.neuro_models import s4d_stack
 
 
-def clip(v: int, bits: int) -> int:
-    return max(-(1 << (bits - 1)), min((1 << (bits - 1)) - 1, v))
-
-
-def round_shift(v: int, s: int) -> int:
-    return (v + (1 << (s - 1))) >> s if s > 0 else v
-
-
-def scalar_reference(graph: Graph, x: np.ndarray, steps: int) -> dict[str, list[list[list[int]]]]:
-    """messages[group][step][batch] -> list of ints, straight from the contract."""
-    groups = [op for op in graph.ops() if op.kind == "neurons"]
-    msgs: dict[str, list] = {g.name: [] for g in groups}
-    state = {g.name: [[0] * g.attrs["size"] for _ in range(x.shape[0])] for g in groups}
-    last = {g.name: [[0] * g.attrs["size"] for _ in range(x.shape[0])] for g in groups}  # sigma-delta senders
-    sigma = {s.name: [[0] * s.shape[0] for _ in range(x.shape[0])] for s in graph.ops_of_kind("synapses")}
-    # each row's (pre, w) terms with w != 0: the zero terms add nothing (keeps paper-size nets quick)
-    terms = {s.name: [[(j, int(w)) for j, w in enumerate(row) if w] for row in s.params["weight"]]
-             for s in graph.ops_of_kind("synapses")}
-
-    def synapse_out(syn, t, b):
-        """The synapse group's 32-bit output at step t (it also advances a sigma synapse's sum)."""
-        d = syn.attrs.get("delay", 1)
-        pre_op = graph.op(syn.inputs[0])
-        pre = msgs[pre_op.name][t - d][b] if t - d >= 0 else [0] * syn.params["weight"].shape[1]
-        e = syn.attrs.get("weight_exp", 0)
-        out = []
-        for i in range(syn.shape[0]):
-            acc = sum(w * int(pre[j]) for j, w in terms[syn.name][i])
-            if pre_op.attrs.get("delta", 0):
-                sigma[syn.name][b][i] += acc
-                acc = sigma[syn.name][b][i]
-            acc = acc << e if e >= 0 else acc >> -e
-            out.append(clip(acc, 32))
-        return out
-    for t in range(steps):
-        # every synapse group steps every step (a sigma synapse keeps summing while its target is idle)
-        syn_out = {s.name: [synapse_out(s, t, b) for b in range(x.shape[0])] for s in graph.ops_of_kind("synapses")}
-        for g in groups:
-            a = g.attrs
-            size, depth = a["size"], a.get("depth", 0)
-            mb = a.get("msg_bits", 24)
-            out = []
-            for b in range(x.shape[0]):
-                if t < depth:
-                    out.append([0] * size)
-                    continue
-                if a["kind"] == "source":
-                    xt = x[b, t] if t < x.shape[1] else np.zeros(size)
-                    vals = [clip(int(np.floor(float(v) * 2.0 ** a["frac"] + 0.5)), mb) for v in xt]
-                    out.append(sigma_delta(a, last[g.name][b], vals))
-                    continue
-                if a["kind"] == "product":
-                    x0, x1 = (syn_out[s][b] for s in g.inputs)
-                    if "bias" in g.params:
-                        x0 = [clip(v + int(g.params["bias"][i]), 32) for i, v in enumerate(x0)]
-                    vals = [clip(round_shift(p * q, a.get("out_shift", 0)), mb) for p, q in zip(x0, x1)]
-                    out.append(sigma_delta(a, last[g.name][b], vals))
-                    continue
-                dend = [0] * size
-                for sname in g.inputs:
-                    for i, v in enumerate(syn_out[sname][b]):
-                        dend[i] += v
-                bias = g.params.get("bias")
-                dend = [clip(v + (int(bias[i]) if bias is not None else 0), 32) for i, v in enumerate(dend)]
-                mb, sb = a.get("msg_bits", 24), a.get("state_bits", 24)
-                if a["kind"] == "relay":
-                    vals = dend
-                elif a["kind"] == "relu":
-                    vals = [max(v, 0) for v in dend]
-                elif a["kind"] == "lut":
-                    table = [int(v) for v in g.params["table"]]
-                    idx = [(v >> a.get("lut_shift", 0)) - a.get("lut_lo", 0) for v in dend]
-                    vals = [table[max(0, min(len(table) - 1, i))] for i in idx]
-                elif a["kind"] == "integrator":
-                    state[g.name][b] = [clip(s + v, sb) for s, v in zip(state[g.name][b], dend)]
-                    vals = [round_shift(s, a.get("out_shift", 0)) for s in state[g.name][b]]
-                else:  # cpx
-                    f = a.get("coef_bits", 16) - 1
-                    st = state[g.name][b]
-                    new = []
-                    for m in range(size // 2):
-                        cr, ci = int(g.params["c_re"][m]), int(g.params["c_im"][m])
-                        xr, xi = st[2 * m], st[2 * m + 1]
-                        new.append(clip(round_shift(cr * xr - ci * xi, f) + dend[2 * m], sb))
-                        new.append(clip(round_shift(cr * xi + ci * xr, f) + dend[2 * m + 1], sb))
-                    state[g.name][b] = new
-                    vals = [round_shift(s, a.get("out_shift", 0)) for s in new]
-                out.append(sigma_delta(a, last[g.name][b], [clip(v, mb) for v in vals]))
-            msgs[g.name].append(out)
-    return msgs
-
-
-def sigma_delta(attrs: dict, last: list[int], y: list[int]) -> list[int]:
-    """The message for dense message y: unchanged when delta is 0; else the change since `last`
-    (updated in place) when it is at least delta in magnitude."""
-    delta = attrs.get("delta", 0)
-    if not delta:
-        return y
-    out = []
-    for i, v in enumerate(y):
-        d = clip(v - last[i], attrs.get("msg_bits", 24))
-        m = d if abs(d) >= delta else 0
-        last[i] += m
-        out.append(m)
-    return out
+def assert_same_result(res: EngineResult, ref: EngineResult) -> None:
+    """Every integer, count and trace of an engine's run equals the reference's."""
+    assert res.steps == ref.steps
+    assert (res.trace is None) == (ref.trace is None)
+    assert sorted(res.trace or {}) == sorted(ref.trace or {})
+    for name, values in (ref.trace or {}).items():
+        np.testing.assert_array_equal(res.trace[name], values, err_msg=name)
+    for name, values in ref.raw.items():
+        np.testing.assert_array_equal(res.raw[name], values, err_msg=name)
+        np.testing.assert_array_equal(res.outputs[name], ref.outputs[name], err_msg=name)
+    assert res.saturation == ref.saturation
+    assert res.sparsity == ref.sparsity
 
 
 def random_network(seed: int) -> Graph:
@@ -173,9 +81,7 @@ def test_engine_equals_the_scalar_contract_at_every_step(seed):
     rng = np.random.default_rng(100 + seed)
     x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0]), size=(2, 6, g.inputs()[0].shape[0]))
     res = run_numpy(g, x, trace=True)
-    ref = scalar_reference(g, x, res.steps)
-    for name, per_step in ref.items():
-        np.testing.assert_array_equal(res.trace[name], np.array(per_step).transpose(1, 0, 2), err_msg=name)
+    assert_same_result(res, run_reference(g, x, trace=True))
 
 
 def test_large_inputs_saturate_and_are_counted():
@@ -309,9 +215,7 @@ def test_lut_product_and_sigma_delta_follow_the_scalar_contract(seed):
     rng = np.random.default_rng(200 + seed)
     x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0]), size=(2, 8, g.inputs()[0].shape[0]))
     res = run_numpy(g, x, trace=True)
-    ref = scalar_reference(g, x, res.steps)
-    for name, per_step in ref.items():
-        np.testing.assert_array_equal(res.trace[name], np.array(per_step).transpose(1, 0, 2), err_msg=name)
+    assert_same_result(res, run_reference(g, x, trace=True))
 
 
 def test_sigma_delta_with_threshold_one_changes_no_value_downstream():
@@ -415,9 +319,7 @@ def test_every_synapse_kernel_equals_the_scalar_contract(seed, csr_for_small_net
     rng = np.random.default_rng(300 + seed)
     x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0]), size=(3, 6, g.inputs()[0].shape[0]))
     res = run_numpy(g, x, trace=True)
-    ref = scalar_reference(g, x, res.steps)
-    for name, per_step in ref.items():
-        np.testing.assert_array_equal(res.trace[name], np.array(per_step).transpose(1, 0, 2), err_msg=name)
+    assert_same_result(res, run_reference(g, x, trace=True))
 
 
 def test_the_structured_networks_reach_every_kernel(csr_for_small_nets):
@@ -440,9 +342,7 @@ def test_paper_size_network_equals_the_scalar_contract_for_a_few_tokens():
     assert kernels["s0.B"] == "broadcast" and kernels["s0.C"] == "channel_sum" and kernels["mix0"] == "dense"
     x = np.random.default_rng(7).normal(scale=0.01, size=(1, 2, 1))
     res = run_numpy(g, x, trace=True)
-    ref = scalar_reference(g, x, res.steps)
-    for name, per_step in ref.items():
-        np.testing.assert_array_equal(res.trace[name], np.array(per_step).transpose(1, 0, 2), err_msg=name)
+    assert_same_result(res, run_reference(g, x, trace=True))
     assert res.sparsity["s1.pairs"] > 0  # sigma-delta messages did run
 
 
@@ -452,15 +352,40 @@ def test_a_changed_graph_is_prepared_again():
     before = run_numpy(g, x).raw["y"]
     assert prepare(g) is prepare(g)  # the same graph, unchanged: set up once
     g.op("s4").params["weight"] = np.flip(g.op("s4").params["weight"], axis=1).copy()  # a new array
-    np.testing.assert_array_equal(run_numpy(g, x).raw["y"], scalar_outputs(g, x))
+    np.testing.assert_array_equal(run_numpy(g, x).raw["y"], run_reference(g, x).raw["y"])
     assert not np.array_equal(run_numpy(g, x).raw["y"], before)
     g.op("s4").attrs["weight_exp"] = g.op("s4").attrs["weight_exp"] - 1  # an attribute
-    np.testing.assert_array_equal(run_numpy(g, x).raw["y"], scalar_outputs(g, x))
+    np.testing.assert_array_equal(run_numpy(g, x).raw["y"], run_reference(g, x).raw["y"])
 
 
-def scalar_outputs(g: Graph, x: np.ndarray) -> np.ndarray:
-    """The scalar reference's messages of the output's group at the output tokens [batch, tokens, size]."""
-    acc = g.op("acc")
-    d = acc.attrs["depth"]
-    msgs = np.array(scalar_reference(g, x, x.shape[1] + d)["acc"]).transpose(1, 0, 2)
-    return msgs[:, d:d + x.shape[1]]
+
+def _engine_differs_from_reference(g: Graph, x: np.ndarray) -> bool:
+    try:
+        assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+    except AssertionError:
+        return True
+    return False
+
+
+def _rshr_ties_down(v, s):
+    return (v + (1 << (s - 1)) - 1) >> s if s > 0 else v
+
+
+def _shr_toward_zero(v, s):
+    return np.where(v < 0, -((-v) >> s), v >> s) if s >= 0 else v << -s
+
+
+@pytest.mark.parametrize("helper, broken", [("rshr", _rshr_ties_down), ("shr", _shr_toward_zero)])
+def test_an_engine_that_rounds_wrongly_is_caught_by_the_reference(monkeypatch, helper, broken):
+    # The comparison has teeth: the engine's int64 path (every group forced onto it) equals the
+    # reference as it is, and differs on some of the same networks and inputs with one rounding rule
+    # broken (a tie rounded down, a negative value floored toward zero: rare, so a few networks).
+    monkeypatch.setattr(numpy_engine, "_float_group", lambda g: False)
+    cases = []
+    for seed in range(4):
+        g = random_extended_network(seed) if seed % 2 else random_network(seed)
+        x = np.random.default_rng(seed).normal(scale=30.0, size=(2, 12, g.inputs()[0].shape[0]))
+        cases.append((g, x))
+    assert not any(_engine_differs_from_reference(g, x) for g, x in cases)
+    monkeypatch.setattr(numpy_engine, helper, broken)
+    assert any(_engine_differs_from_reference(g, x) for g, x in cases)

@@ -1,14 +1,15 @@
 """The numpy engine computes what docs/fixed_point.md says, step by step.
 
-Expectations come from hand-worked tiny cases or from `scalar_reference`, a
-slow per-neuron, per-step Python-int transcription of the contract written
-here (it shares no code with the engine).
+Expectations come from hand-worked tiny cases or from the reference
+implementation (ssmc/runtime/reference.py, a slow per-neuron, per-step
+Python-int transcription of the contract that shares no code with the engine
+but the helpers sat, shr and rshr, which tests/ir/test_fixed_point.py checks
+against their definitions in exact rational arithmetic).
 """
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from ssmc.errors import InputDataError, IRError
 from ssmc.ir import Graph, Op
 from ssmc.runtime.numpy_engine import EngineResult, run_numpy
+from ssmc.runtime.reference import run_reference
 
 
 # -- building neuro-level graphs by hand ------------------------------------------------
@@ -53,94 +55,6 @@ class Net:
 def seq(*tokens) -> np.ndarray:
     """One sequence of scalar tokens: [1, tokens, 1]."""
     return np.asarray(tokens, dtype=np.float64).reshape(1, -1, 1)
-
-
-# -- the contract, one neuron and one step at a time --------------------------------------
-def sat(v: int, bits: int, counts: dict, key: str) -> int:
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    if v < lo or v > hi:
-        counts[key] += 1
-        return lo if v < lo else hi
-    return v
-
-
-def shr(v: int, s: int) -> int:
-    return math.floor(Fraction(v, 2 ** s)) if s >= 0 else v * 2 ** -s
-
-
-def rshr(v: int, s: int) -> int:
-    return math.floor(Fraction(v, 2 ** s) + Fraction(1, 2)) if s > 0 else v
-
-
-def scalar_reference(graph: Graph, x: np.ndarray):
-    """(messages, states, counts, sparsity): messages[group][b][t] is a list of ints."""
-    batch, tokens, _ = x.shape
-    groups = [op for op in graph.ops() if op.kind == "neurons"]
-    attr = {g.name: {"msg_bits": 24, "state_bits": 24, "coef_bits": 16, "out_shift": 0, "depth": 0,
-                     "decode": "value", **g.attrs} for g in groups}
-    steps = tokens + max(a["depth"] for a in attr.values())
-    msgs = {g.name: [[None] * steps for _ in range(batch)] for g in groups}
-    states = {g.name: [[None] * steps for _ in range(batch)] for g in groups}
-    counts = {g.name: {"accumulator": 0, "state": 0, "message": 0} for g in groups}
-    for b in range(batch):
-        state = {g.name: [0] * g.attrs["size"] for g in groups}
-        for t in range(steps):
-            for g in groups:
-                a, size, c = attr[g.name], g.attrs["size"], counts[g.name]
-                if t < a["depth"]:
-                    msgs[g.name][b][t] = [0] * size
-                    states[g.name][b][t] = list(state[g.name])
-                    continue
-                if a["kind"] == "source":
-                    m = []
-                    for i in range(size):
-                        v = Fraction(float(x[b, t, i])) if t < tokens else Fraction(0)
-                        m.append(sat(math.floor(v * Fraction(2) ** a["frac"] + Fraction(1, 2)), a["msg_bits"],
-                                     c, "message"))
-                    msgs[g.name][b][t] = m
-                    continue
-                dend = [0] * size
-                for sname in g.inputs:
-                    syn = graph.op(sname)
-                    d, e = syn.attrs.get("delay", 1), syn.attrs.get("weight_exp", 0)
-                    w = syn.params["weight"]
-                    pre = msgs[syn.inputs[0]][b][t - d] if t - d >= 0 else [0] * w.shape[1]
-                    for i in range(size):
-                        acc = sum(int(w[i, j]) * pre[j] for j in range(w.shape[1]))
-                        dend[i] += sat(shr(acc, -e), 32, c, "accumulator")
-                bias = g.params.get("bias")
-                dend = [sat(dend[i] + (int(bias[i]) if bias is not None else 0), 32, c, "accumulator")
-                        for i in range(size)]
-                if a["kind"] == "relay":
-                    vals = dend
-                elif a["kind"] == "relu":
-                    vals = [max(v, 0) for v in dend]
-                elif a["kind"] == "integrator":
-                    state[g.name] = [sat(s + v, a["state_bits"], c, "state") for s, v in zip(state[g.name], dend)]
-                    vals = [rshr(s, a["out_shift"]) for s in state[g.name]]
-                elif a["kind"] == "cpx":
-                    f, st, new = a["coef_bits"] - 1, state[g.name], []
-                    for k in range(size // 2):
-                        cr, ci = int(g.params["c_re"][k]), int(g.params["c_im"][k])
-                        xr, xi = st[2 * k], st[2 * k + 1]
-                        new.append(sat(rshr(cr * xr - ci * xi, f) + dend[2 * k], a["state_bits"], c, "state"))
-                        new.append(sat(rshr(cr * xi + ci * xr, f) + dend[2 * k + 1], a["state_bits"], c, "state"))
-                    state[g.name] = new
-                    vals = [rshr(s, a["out_shift"]) for s in new]
-                else:
-                    raise AssertionError(a["kind"])
-                msgs[g.name][b][t] = [sat(v, a["msg_bits"], c, "message") for v in vals]
-                states[g.name][b][t] = list(state[g.name])
-    sparsity = {}
-    for g in groups:
-        d = attr[g.name]["depth"]
-        carried = [v for b in range(batch) for t in range(d, d + tokens) for v in msgs[g.name][b][t]]
-        sparsity[g.name] = sum(v == 0 for v in carried) / len(carried)
-    return msgs, states, counts, sparsity
-
-
-def as_array(per_batch_step) -> np.ndarray:
-    return np.array(per_batch_step, dtype=np.int64)
 
 
 # -- source quantization ------------------------------------------------------------------
@@ -285,14 +199,14 @@ def test_a_cpx_mode_decays_and_rotates_like_the_contract():
     g = net.output("pair")
     x = seq(*([100] + [0] * 49))
     res = run_numpy(g, x, trace=True)
-    msgs, states, counts, _ = scalar_reference(g, x)
-    np.testing.assert_array_equal(res.trace["pair"], as_array(msgs["pair"]))
-    np.testing.assert_array_equal(res.trace["pair.state"], as_array(states["pair"]))
+    ref = run_reference(g, x, trace=True)
+    np.testing.assert_array_equal(res.trace["pair"], ref.trace["pair"])
+    np.testing.assert_array_equal(res.trace["pair.state"], ref.trace["pair.state"])
     # and it is the complex recurrence x' = 0.9 e^{i theta} x, up to rounding
     z = res.raw["y"][0, :, 0] + 1j * res.raw["y"][0, :, 1]
     want = 10000 * (0.9 * np.exp(1j * theta)) ** np.arange(50)
     assert np.max(np.abs(z - want)) < 50
-    assert res.saturation["pair"] == counts["pair"] == {"accumulator": 0, "state": 0, "message": 0}
+    assert res.saturation["pair"] == ref.saturation["pair"] == {"accumulator": 0, "state": 0, "message": 0}
 
 
 @pytest.mark.parametrize("impulse, expected_next", [(1, 1), (-1, 0), (3, 2), (-3, -1), (5, 3), (-5, -2)])
@@ -409,18 +323,19 @@ def test_random_networks_equal_the_scalar_contract_at_every_step(seed):
     scale = [0.01, 1.0, 30.0, 1e4][seed % 4]  # the large scales saturate everywhere
     x = rng.normal(scale=scale, size=(2, int(rng.integers(1, 7)), g.inputs()[0].shape[0]))
     res = run_numpy(g, x, trace=True)
-    msgs, states, counts, sparsity = scalar_reference(g, x)
+    ref = run_reference(g, x, trace=True)
     assert res.steps == x.shape[1] + max(op.attrs.get("depth", 0) for op in g.ops_of_kind("neurons"))
     for op in g.ops_of_kind("neurons"):
-        np.testing.assert_array_equal(res.trace[op.name], as_array(msgs[op.name]), err_msg=op.name)
+        np.testing.assert_array_equal(res.trace[op.name], ref.trace[op.name], err_msg=op.name)
         if op.attrs["kind"] in ("cpx", "integrator"):
-            np.testing.assert_array_equal(res.trace[f"{op.name}.state"], as_array(states[op.name]), err_msg=op.name)
-    assert res.saturation == counts
-    assert res.sparsity == pytest.approx(sparsity)
+            np.testing.assert_array_equal(res.trace[f"{op.name}.state"], ref.trace[f"{op.name}.state"],
+                                          err_msg=op.name)
+    assert res.saturation == ref.saturation
+    assert res.sparsity == ref.sparsity
     for out in g.outputs():
         grp = g.op(out.inputs[0])
         d, frac = grp.attrs.get("depth", 0), grp.attrs["frac"]
-        want = as_array(msgs[grp.name])[:, d:d + x.shape[1]]
+        want = ref.trace[grp.name][:, d:d + x.shape[1]]
         np.testing.assert_array_equal(res.raw[out.name], want)
         value = want / 2.0 ** frac
         if grp.attrs.get("decode") == "mean":

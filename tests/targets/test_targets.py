@@ -1,10 +1,13 @@
 """Target descriptions: every shipped value has a source and a sureness; overrides are marked as the user's."""
 
 import json
+import pathlib
 
 import pytest
 
+import ssmc
 from ssmc.targets import CAPACITIES, SURENESS, TargetError, load_target
+from tests.conftest import EXAMPLES
 
 
 def test_every_shipped_value_has_a_source_and_a_sureness():
@@ -52,3 +55,11 @@ def test_unknown_board_and_field_are_refused():
         load_target(overrides={"nope": 1})
     with pytest.raises(TargetError, match="cannot read"):
         load_target("/nonexistent/t.json")
+
+
+def test_a_target_file_given_as_a_path_object_compiles_and_saves(tmp_path):
+    # pathlib.Path from the Python API was recorded as is and made net.lava's manifest unserialisable
+    target = pathlib.Path(ssmc.targets.__file__).with_name("loihi2.json")
+    net = ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean", target=target)
+    net.save(tmp_path / "net.lava")
+    assert ssmc.load(tmp_path / "net.lava").options["target"] == str(target)
