@@ -21,7 +21,7 @@ compare ratios within one run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import os
 import pathlib
 import platform
@@ -71,10 +71,10 @@ def models(tmp: str, large: bool):
 
 def setup_ms(net, engine: str, x: np.ndarray) -> list[float]:
     """The first call's extra time on each of SETUP_COPIES fresh copies of `net` (the engines keep
-    their set-up per graph object, so a copy pays it again), in ms."""
+    their set-up per graph object, so a copy, tensors and all, pays it again), in ms."""
     extra = []
     for _ in range(SETUP_COPIES):
-        fresh = dataclasses.replace(net, graph=net.graph.copy())
+        fresh = copy.deepcopy(net)
         first = seconds(lambda v: fresh.run(v, engine=engine), x, repeats=1)
         again = seconds(lambda v: fresh.run(v, engine=engine), x, repeats=1)
         extra.append((first - again) * 1e3)
