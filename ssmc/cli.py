@@ -287,6 +287,25 @@ def cmd_trace(args) -> int:
     return 0
 
 
+# -- profile --------------------------------------------------------------------
+def cmd_profile(args) -> int:
+    import ssmc
+    from ssmc.report.profile import format_profile, profile_data, write_profile_html
+
+    log = _log(args.quiet)
+    check_output(args.output, [args.net, args.input], "profile page", example="profile.html")
+    net = ssmc.load(args.net)
+    x, _ = _load_inputs(args.input, None)
+    if args.limit:
+        x = x[:args.limit]
+    log(f"profiling {len(x)} sequence(s) of {x.shape[1]} tokens on the numpy engine")
+    data = profile_data(net.graph, x)
+    print(format_profile(data), end="")
+    write_profile_html(data, args.output, os.path.basename(args.net), inputs=[args.net, args.input])
+    print(f"wrote {args.output}")
+    return 0
+
+
 # -- export-nir -------------------------------------------------------------------
 def cmd_export_nir(args) -> int:
     from ssmc.backend_nir import read_nir, run_nir, to_nir, write_nir
@@ -612,6 +631,23 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     tr.add_argument("--html", metavar="FILE.html", help="also write a page with per-group error-over-tokens plots")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     tr.set_defaults(func=cmd_trace)
+
+    pf = sub.add_parser("profile", formatter_class=fmt, help="per group: histograms of the values against their "
+                        "fixed-point range and resolution",
+                        description="Run the numpy engine on the given sequences and write one page with, per "
+                                    "neuron group, histograms of its messages (and states) with the representable "
+                                    "range and resolution drawn on them; per synapse group the weights on their "
+                                    "grid; per cpx group |A_bar| per mode against how many coefficient levels "
+                                    "resolve its decay. A summary (values within one LSB of zero, values at the "
+                                    "range edge) goes to stdout.",
+                        epilog="""examples:
+  ssmc profile net.lava --input examples/digits/digits_calib.npz --limit 16 -o profile.html""")
+    pf.add_argument("net", help="a net.lava file from `ssmc compile`")
+    pf.add_argument("--input", required=True, help=".npy or .npz input sequences (as for run)")
+    pf.add_argument("--limit", type=_positive_int, default=0, metavar="N", help="use only the first N sequences")
+    pf.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the page to write (images inline)")
+    pf.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    pf.set_defaults(func=cmd_profile)
 
     nx = sub.add_parser("export-nir", formatter_class=fmt,
                         help="export the float model to NIR (Neuromorphic Intermediate Representation)",

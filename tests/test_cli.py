@@ -27,7 +27,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> N
         assert phrase in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", ["compile", "inspect", "run", "passes", "ops", "export-lava", "microcode"])
+@pytest.mark.parametrize("command", ["compile", "inspect", "run", "passes", "ops", "export-lava", "microcode",
+                                     "profile"])
 def test_every_subcommand_help_explains_its_options_with_an_example(command):
     proc = ssmc(command, "--help")
     assert proc.returncode == 0
