@@ -5,6 +5,8 @@ is an `SsmcError`; the CLI prints its message on one line and exits non-zero.
 Anything else escaping the library is a bug in ssmc.
 """
 
+from __future__ import annotations
+
 
 class SsmcError(Exception):
     """Base of all errors ssmc raises on purpose."""
@@ -31,7 +33,17 @@ class InputDataError(SsmcError):
 
 
 class FitError(SsmcError):
-    """A network that does not fit the target: says how many cores it needs, what binds and what would fit."""
+    """A network that does not fit the target: says how many cores it needs, what binds and what would fit.
+
+    Besides the one-line message, the numbers as fields for callers (a sweep, a report):
+    `need` and `have` (of the `binding` capacity: cores for the whole network, or the capacity's
+    units for one indivisible piece against one core), and the `fixes` the message suggests.
+    """
+
+    def __init__(self, message: str, *, need: int | None = None, have: int | None = None,
+                 binding: str | None = None, fixes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.need, self.have, self.binding, self.fixes = need, have, binding, tuple(fixes)
 
 
 class MicrocodeError(SsmcError):

@@ -62,10 +62,12 @@ def fit_error(blocks: Blocks, limits: np.ndarray, target: Target, cores_needed: 
     if key == "neurons":
         fixes.append("fewer modes (N) or channels (H)")
     fixes.append("a larger board (--target with more chips)")
+    fixes = tuple(f for f in fixes if f)
     return FitError(f"the network does not fit {target.name} ({target.board}, {target.chips} chip(s) x "
                     f"{target.cores_per_chip} cores): it needs {cores_needed} cores "
                     f"(at least {math.ceil(frac)} by {CAPACITIES[key]} alone, the binding capacity){why}; "
-                    f"try {' or '.join(f for f in fixes if f)}")
+                    f"try {' or '.join(fixes)}",
+                    need=cores_needed, have=target.total_cores, binding=key, fixes=fixes)
 
 
 def _refuse_indivisible(net: Netlist, blocks: Blocks, limits: np.ndarray, group_limit: int) -> None:
@@ -79,14 +81,20 @@ def _refuse_indivisible(net: Netlist, blocks: Blocks, limits: np.ndarray, group_
     if too_big:
         b = too_big[0]
         r = int(np.argmax(blocks.use[b] / limits))
-        fix = "narrower weights (--weight-bits) or " if RESOURCES[r] in ("synapse_bytes", "memory_bytes") else ""
+        narrower = RESOURCES[r] in ("synapse_bytes", "memory_bytes")
+        fix = "narrower weights (--weight-bits) or " if narrower else ""
+        fixes = (("narrower weights (--weight-bits)",) if narrower else ()) + \
+            ("fewer modes per channel (N)", "a target with larger cores")
         raise FitError(f"{piece(b)} needs {int(blocks.use[b][r])} {CAPACITIES[RESOURCES[r]]} but a core has "
-                       f"{int(limits[r])}; try {fix}fewer modes per channel (N), or a target with larger cores")
+                       f"{int(limits[r])}; try {fix}fewer modes per channel (N), or a target with larger cores",
+                       need=int(blocks.use[b][r]), have=int(limits[r]), binding=RESOURCES[r], fixes=fixes)
     crowded = [b for b in range(blocks.n) if len(blocks.groups[b]) > group_limit]
     if crowded:
         b = crowded[0]
+        fix = f"a target with at least {len(blocks.groups[b])} groups per core"
         raise FitError(f"{piece(b)} holds {len(blocks.groups[b])} neuron groups but the target allows "
-                       f"{group_limit} per core; use a target with at least {len(blocks.groups[b])} groups per core")
+                       f"{group_limit} per core; use {fix}",
+                       need=len(blocks.groups[b]), have=group_limit, binding="groups_per_core", fixes=(fix,))
 
 
 def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit: float = 10.0, seed: int = 0,

@@ -135,14 +135,20 @@ def test_a_network_that_does_not_fit_gets_cores_needed_binding_capacity_and_fixe
     msg = str(e.value)
     assert "needs" in msg and "cores" in msg and "binding capacity" in msg and "--chips" in msg
     needed = int(msg.split("needs ")[1].split(" cores")[0])
+    # the same numbers as fields, for callers that sweep targets
+    cores = load_target(target).total_cores
+    assert (e.value.need, e.value.have) == (needed, cores) and needed > cores
+    assert e.value.binding == "neurons" and any(f.startswith("--chips") for f in e.value.fixes)
     # the advice is right: that many chips' worth of cores fits
     chips = -(-needed // load_target(target).cores_per_chip)
     verify(partition(s4d_stack(64, 4, 4), target=target, chips=chips, method="greedy"))
 
 
 def test_an_indivisible_channel_larger_than_a_core_is_named(tmp_path):
-    with pytest.raises(FitError, match="indivisible piece"):
+    with pytest.raises(FitError, match="indivisible piece") as e:
         partition(s4d_stack(4, 64, 1), target=tight_target(tmp_path, neurons=64))
+    # a channel of 64 modes is 128 cpx compartments plus its summing neuron, against 64 per core
+    assert e.value.binding == "neurons" and e.value.have == 64 and e.value.need > 128
 
 
 def test_sigma_delta_layers_are_cheaper_to_cut():
