@@ -20,8 +20,9 @@ import time
 import numpy as np
 
 from ssmc import __version__, interrupts
+from ssmc.data import read_small_file
 from ssmc.errors import InputDataError, SsmcError, printable
-from ssmc.outputs import check_output, read_regular_file, write_file
+from ssmc.outputs import check_output, write_file
 
 EXAMPLE = "examples/digits/digits_s4d_step.onnx"
 #: Program text or binary read by `ssmc microcode --assemble/--disassemble` (real ones are a few KiB).
@@ -373,7 +374,7 @@ def cmd_microcode(args) -> int:
             raise SsmcError("give either a net.lava or --assemble/--disassemble, not both")
         if args.output:
             check_output(args.output, [src], "microcode", example="program.bin" if args.assemble else "program.s")
-        data = read_regular_file(src, MICROCODE_FILE_BYTES, "program binary" if args.disassemble else "program text")
+        data = read_small_file(src, MICROCODE_FILE_BYTES, "program binary" if args.disassemble else "program text")
         if args.assemble:
             try:
                 data = data.decode("utf-8")

@@ -26,6 +26,7 @@ import numpy as np
 
 from ssmc import limits
 from ssmc.errors import InputDataError, SsmcError
+from ssmc.outputs import kind_of
 
 CHUNK = 1 << 20
 #: Beyond ZIP_RATIO_FLOOR unpacked, a zip (net.lava or .npz) may unpack to at most MAX_ZIP_RATIO times
@@ -36,15 +37,6 @@ ZIP_RATIO_FLOOR = 256 * limits.MiB
 #: JSON is parsed only below this depth (json.loads recurses once per level).
 MAX_JSON_DEPTH = 64
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "not a regular file"
 
 
 def open_regular(path: str | os.PathLike, what: str, error: type[SsmcError] = InputDataError) -> io.BufferedReader:
@@ -63,7 +55,7 @@ def open_regular(path: str | os.PathLike, what: str, error: type[SsmcError] = In
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise error(f"{path}: is {_file_kind(mode)}, not a regular file; give the {what} file itself")
+            raise error(f"{path}: is {kind_of(mode)}, not a regular file; give the {what} file itself")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -92,6 +84,20 @@ def read_regular(path: str | os.PathLike, what: str, error: type[SsmcError], fie
             raise error(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
     if len(data) != size:
         raise error(f"{path}: the {what} file changed size while it was read")
+    return data
+
+
+def read_small_file(path: str | os.PathLike, limit: int, what: str) -> bytes:
+    """All bytes of the regular file `path` if it holds at most `limit` bytes (small inputs the CLI reads
+    itself: target descriptions, microcode sources), else a one-line SsmcError; see `open_regular`."""
+    path = os.fspath(path)
+    with open_regular(path, what, SsmcError) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise SsmcError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise SsmcError(f"{path}: the {what} is larger than {limit} bytes; this is not a {what} file")
     return data
 
 

@@ -8,8 +8,7 @@ is not a regular file (a directory, a FIFO, a device such as /dev/null, a socket
 rename would replace the device node itself. A symlinked destination is written through (its target is
 replaced, the link stays).
 
-`read_regular_file` is the matching guard for the small inputs the CLI reads itself (microcode sources,
-target descriptions): a regular file, of bounded size, or a one-line error, never a hang on a FIFO.
+Reading untrusted files (regular files only, bounded) is ssmc.data's job.
 """
 
 from __future__ import annotations
@@ -109,26 +108,3 @@ def write_file(path: str | os.PathLike, data: bytes, inputs: Iterable[str | os.P
                what: str = "output", example: str = "") -> None:
     """`write_files` for one file."""
     write_files({os.fspath(path): data}, inputs, what, example)
-
-
-def read_regular_file(path: str | os.PathLike, limit: int, what: str) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes, or an SsmcError naming the file and why not."""
-    name = os.fspath(path)
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
-    except FileNotFoundError:
-        raise SsmcError(f"{name}: no such {what} file") from None
-    except OSError as e:
-        raise SsmcError(f"{name}: cannot read the {what} ({e.strerror})") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise SsmcError(f"{name}: is {kind_of(st.st_mode)}, not a regular file; give the {what} file")
-    with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read(limit + 1)
-        except OSError as e:
-            raise SsmcError(f"{name}: cannot read the {what} ({e.strerror})") from None
-    if len(data) > limit:
-        raise SsmcError(f"{name}: the {what} is larger than {limit} bytes; this is not a {what} file")
-    return data

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 
 from ssmc.errors import SsmcError
-from ssmc.outputs import read_regular_file
+from ssmc.data import read_small_file
 
 FORMAT = "ssmc.target/1"
 BUILTIN = ("loihi2",)
@@ -129,7 +129,7 @@ def _read_file(target: str | os.PathLike | None) -> tuple[dict, str]:
         return json.loads(resources.files("ssmc.targets").joinpath(f"{name}.json").read_text()), name
     path = os.fspath(target)
     try:
-        data = read_regular_file(path, TARGET_FILE_BYTES, "target description")
+        data = read_small_file(path, TARGET_FILE_BYTES, "target description")
     except SsmcError as e:
         raise TargetError(f"cannot read target: {e}; give a JSON file like ssmc/targets/loihi2.json or one of "
                           f"{', '.join(BUILTIN)}") from None
