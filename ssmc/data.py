@@ -196,30 +196,22 @@ def read_npy_header(f, where: str, error: type[SsmcError]) -> NpyHeader:
 
 def parse_npy(blob: bytes, where: str, error: type[SsmcError], field: str = "tensor_bytes") -> np.ndarray:
     """The array in .npy bytes, its declared size checked against the bytes and the limit `field` first."""
-    f = io.BytesIO(blob)
+    return _read_npy(io.BytesIO(blob), len(blob), where, error, field)
+
+
+def _read_npy(f, size: int, where: str, error: type[SsmcError], field: str) -> np.ndarray:
+    """The array in the .npy stream `f` of `size` bytes: its header's declared size checked against the
+    limit `field` and against `size` before numpy allocates anything."""
     header = read_npy_header(f, where, error)
     limits.check(field, header.nbytes, f"{where}: an array of shape {list(header.shape)} {header.dtype}")
-    if header.nbytes > len(blob) - header.offset:
+    if header.nbytes > size - header.offset:
         raise error(f"{where}: truncated: its header declares {header.nbytes} bytes of data, it has "
-                    f"{len(blob) - header.offset}")
+                    f"{size - header.offset}")
     f.seek(0)
     try:
         return np.lib.format.read_array(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise error(f"{where}: not a valid .npy array ({e})") from None
-
-
-def _npy_from_file(f, size: int, where: str, field: str) -> np.ndarray:
-    header = read_npy_header(f, where, InputDataError)
-    limits.check(field, header.nbytes, f"{where}: an array of shape {list(header.shape)} {header.dtype}")
-    if header.nbytes > size - header.offset:
-        raise InputDataError(f"{where}: truncated: its header declares {header.nbytes} bytes of data, the file "
-                             f"has {size - header.offset}")
-    f.seek(0)
-    try:
-        return np.lib.format.read_array(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise InputDataError(f"{where}: not a valid .npy array ({e})") from None
 
 
 # -- JSON -----------------------------------------------------------------------------
@@ -265,7 +257,7 @@ def read_arrays(path: str | os.PathLike, what: str, keys: tuple[str, ...], requi
         magic = f.read(len(NPY_MAGIC))
         f.seek(0)
         if magic == NPY_MAGIC:
-            arrays = {keys[0]: _npy_from_file(f, size, path, "data_bytes")}
+            arrays = {keys[0]: _read_npy(f, size, path, InputDataError, "data_bytes")}
         elif magic.startswith(ZIP_MAGIC):
             arrays = _npz_arrays(f, size, path, what, keys, required)
         else:
