@@ -13,9 +13,6 @@ writes it as every ssmc output (ssmc.outputs).
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 
 import numpy as np
 
@@ -23,6 +20,7 @@ from ssmc.errors import SsmcError
 from ssmc.ir import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.outputs import write_file
+from ssmc.report.page import inline_page, png_base64
 from ssmc.runtime.numpy_engine import run_numpy
 
 #: Modes with at most this many coefficient levels between |A_bar| and 1 are highlighted.
@@ -98,12 +96,6 @@ def format_profile(data: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _histogram(plt, title: str, xlabel: str, values: np.ndarray, marks: list[tuple[float, str, str]]) -> str:
     fig, ax = plt.subplots(figsize=FIGSIZE)
     ax.hist(values, bins=100, color="tab:blue", log=True)
@@ -114,7 +106,7 @@ def _histogram(plt, title: str, xlabel: str, values: np.ndarray, marks: list[tup
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    png = _png(fig)
+    png = png_base64(fig, DPI)
     plt.close(fig)
     return png
 
@@ -156,23 +148,14 @@ def _figures(data: list[dict]) -> list[tuple[str, str]]:
             ax.set_title(f"{g}: how finely each mode's decay is resolved", fontsize=10)
             ax.legend(fontsize=7)
             fig.tight_layout()
-            out.append((f"{g}: modes", _png(fig)))
+            out.append((f"{g}: modes", png_base64(fig, DPI)))
             plt.close(fig)
     return out
 
 
 def profile_html(data: list[dict], title: str) -> str:
     """One self-contained page: the summary table and every figure inline."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             f"<title>ssmc profile: {html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{font-size:12px}</style>",
-             f"</head><body><h1>ssmc profile: {html.escape(title)}</h1>",
-             f"<pre>{html.escape(format_profile(data))}</pre>"]
-    for caption, png in _figures(data):
-        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
-                     f"src='data:image/png;base64,{png}'>")
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    return inline_page(f"ssmc profile: {title}", format_profile(data), _figures(data))
 
 
 def write_profile_html(data: list[dict], path: str, title: str, inputs=()) -> None:

@@ -7,20 +7,12 @@ leaves nothing half-written.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 
 import numpy as np
 
 from ssmc.outputs import write_file
+from ssmc.report.page import inline_page, png_base64
 from ssmc.runtime.trace import Trace, format_trace
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _plots(tr: Trace) -> list[tuple[str, str]]:
@@ -38,7 +30,7 @@ def _plots(tr: Trace) -> list[tuple[str, str]]:
     ax.set_title("error each group adds (fed with the fixed-point inputs), worst first in the legend")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    out.append(("local error per token", _png(fig)))
+    out.append(("local error per token", png_base64(fig, 90)))
     plt.close(fig)
     for lt in tr.layers:
         fig, ax = plt.subplots(figsize=(10, 2.6))
@@ -52,23 +44,14 @@ def _plots(tr: Trace) -> list[tuple[str, str]]:
         ax.set_title(f"{lt.group} ({lt.kind}, op {lt.op}, float scale {lt.scale:.3g})")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        out.append((lt.group, _png(fig)))
+        out.append((lt.group, png_base64(fig, 90)))
         plt.close(fig)
     return out
 
 
 def trace_html(tr: Trace, title: str) -> str:
     """One self-contained page: the trace table and one plot per listed group (images inline)."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             f"<title>ssmc trace: {html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{font-size:12px}</style>",
-             f"</head><body><h1>ssmc trace: {html.escape(title)}</h1>",
-             f"<pre>{html.escape(format_trace(tr))}</pre>"]
-    for caption, png in _plots(tr):
-        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
-                     f"src='data:image/png;base64,{png}'>")
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    return inline_page(f"ssmc trace: {title}", format_trace(tr), _plots(tr))
 
 
 def write_trace_html(tr: Trace, path: str, title: str, inputs=()) -> None:
