@@ -144,7 +144,20 @@ def _jsonable(obj):
 
 
 # -- run ------------------------------------------------------------------------
-def _load_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _load_inputs(path: str, labels_path: str | None, limit: int | None = None,
+                 tokens: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sequences [batch, tokens, features] (and labels) from `path`, cut to the first `limit` sequences and
+    `tokens` tokens when given (--limit, --tokens: whole numbers of at least 1, see _positive_int)."""
+    x, labels = _read_inputs(path, labels_path)
+    if limit:
+        x = x[:limit]
+        labels = labels[:limit] if labels is not None else None
+    if tokens:
+        x = x[..., :tokens, :]
+    return x, labels
+
+
+def _read_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
     from ssmc.data import load_sequences, read_arrays
 
     x, labels = load_sequences(path)
@@ -184,12 +197,7 @@ def cmd_run(args) -> int:
     if args.output:
         check_output(args.output, inputs, "outputs", example="y.npy")
     net = ssmc.load(args.net)
-    x, labels = _load_inputs(args.input, args.labels)
-    if args.limit:
-        x = x[:args.limit]
-        labels = labels[:args.limit] if labels is not None else None
-    if args.tokens:
-        x = x[..., :args.tokens, :]
+    x, labels = _load_inputs(args.input, args.labels, args.limit, args.tokens)
     engine = args.engine or ("numpy" if is_neuro_level(net.graph) else "float")
     log(f"running {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens on the {engine} engine")
     result = net.run_detailed(x, engine=engine)
@@ -274,14 +282,10 @@ def cmd_trace(args) -> int:
     if args.html:
         check_output(args.html, [args.net, args.input, args.calibrate], "trace page", example="trace.html")
     net = ssmc.load(args.net)
-    x, _ = _load_inputs(args.input, None)
-    if args.limit:
-        x = x[:args.limit]
-    if args.tokens:
-        x = x[..., :args.tokens, :]
+    x, _ = _load_inputs(args.input, None, args.limit, args.tokens)
     log(f"tracing {len(x)} sequence(s) of {x.shape[1] if x.ndim == 3 else '?'} tokens, fixed point against float")
     tr = net.trace(x, calibration=args.calibrate)
-    print(format_trace(tr, rows=args.rows or None), end="")
+    print(format_trace(tr, rows=args.rows), end="")
     if args.html:
         write_trace_html(tr, args.html, os.path.basename(args.net), inputs=[args.net, args.input, args.calibrate])
         print(f"wrote {args.html}")
@@ -296,9 +300,7 @@ def cmd_profile(args) -> int:
     log = _log(args.quiet)
     check_output(args.output, [args.net, args.input], "profile page", example="profile.html")
     net = ssmc.load(args.net)
-    x, _ = _load_inputs(args.input, None)
-    if args.limit:
-        x = x[:args.limit]
+    x, _ = _load_inputs(args.input, None, args.limit)
     log(f"profiling {len(x)} sequence(s) of {x.shape[1]} tokens on the numpy engine")
     data = profile_data(net.graph, x)
     print(format_profile(data), end="")
@@ -327,8 +329,7 @@ def cmd_export_nir(args) -> int:
     write_nir(g, args.output, inputs=[args.model, args.check])
     print(f"wrote {args.output}: {len(g.nodes)} NIR nodes, {len(g.edges)} edges, S4D layers in the {args.form} form")
     if args.check:
-        x, _ = _load_inputs(args.check, None)
-        x = x[:args.limit] if args.limit else x
+        x, _ = _load_inputs(args.check, None, args.limit)
         out_name = graph.outputs()[0].name
         ref = run_float(graph, x)[out_name]
         got = run_nir(read_nir(args.output), x)[out_name]
@@ -623,9 +624,9 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
   ssmc trace net.lava --input x.npy --html trace.html     one page with error-over-tokens plots""")
     tr.add_argument("net", help="a net.lava file from `ssmc compile`")
     tr.add_argument("--input", required=True, help=".npy or .npz input sequences (as for run)")
-    tr.add_argument("--limit", type=int, default=0, help="use only the first N sequences")
-    tr.add_argument("--tokens", type=int, default=0, metavar="N", help="use only the first N tokens")
-    tr.add_argument("--rows", type=int, default=0, metavar="N", help="show only the N worst groups")
+    tr.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use only the first N sequences")
+    tr.add_argument("--tokens", type=_positive_int, default=None, metavar="N", help="use only the first N tokens")
+    tr.add_argument("--rows", type=_positive_int, default=None, metavar="N", help="show only the N worst groups")
     tr.add_argument("--calibrate", metavar="DATA",
                     help="the calibration data of compile, needed to compare complex states only when the net "
                          "was compiled with rescale-states{balance=state}")
@@ -645,7 +646,7 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
   ssmc profile net.lava --input examples/digits/digits_calib.npz --limit 16 -o profile.html""")
     pf.add_argument("net", help="a net.lava file from `ssmc compile`")
     pf.add_argument("--input", required=True, help=".npy or .npz input sequences (as for run)")
-    pf.add_argument("--limit", type=_positive_int, default=0, metavar="N", help="use only the first N sequences")
+    pf.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use only the first N sequences")
     pf.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the page to write (images inline)")
     pf.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     pf.set_defaults(func=cmd_profile)
@@ -671,7 +672,8 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     nx.add_argument("--readout", choices=("none", "sum", "mean"), default="none", help="for an ONNX model: as for compile")
     nx.add_argument("--check", metavar="DATA", help="read the file back, run it (forward Euler) and compare with "
                                                      "ssmc's float reference on these sequences")
-    nx.add_argument("--limit", type=int, default=0, help="with --check: use only the first N sequences")
+    nx.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                    help="with --check: use only the first N sequences")
     nx.set_defaults(func=cmd_export_nir)
     return p
 

@@ -207,6 +207,17 @@ EXTRA_CLI = {  # (argv after the good files are put in, phrase)
                    "argument --tokens: 0 must be at least 1"),
     "--limit two": (lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--limit", "two"],
                     "argument --limit: 'two' is not a whole number"),
+    # the same counts on every command that cuts its input: trace, profile and export-nir took -1 silently
+    "trace --limit -1": (lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--limit", "-1"],
+                         "argument --limit: -1 must be at least 1"),
+    "trace --tokens 0": (lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--tokens", "0"],
+                         "argument --tokens: 0 must be at least 1"),
+    "trace --rows 0": (lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--rows", "0"],
+                       "argument --rows: 0 must be at least 1"),
+    "profile --limit 0": (lambda w, p: ["profile", str(w.net), "--input", str(w.x_path), "--limit", "0",
+                                        "-o", str(p / "profile.html")], "argument --limit: 0 must be at least 1"),
+    "export-nir --limit -1": (lambda w, p: ["export-nir", str(w.net), "-o", str(p / "net.nir"), "--check",
+                                            str(w.x_path), "--limit", "-1"], "argument --limit: -1 must be at least 1"),
 }
 
 
