@@ -167,6 +167,12 @@ COMMANDS = [
     Command("microcode", ("microcode", "net.lava")),
     Command("assemble", ("microcode", "--assemble", "prog.s", "-o", "out.bin"), ("out.bin",)),
     Command("disassemble", ("microcode", "--disassemble", "prog.bin", "-o", "out.s"), ("out.s",)),
+    Command("trace", ("trace", "net.lava", "--input", "x.npy", "--calibrate", "calib.npz", "--html", "out.html",
+                      "-q"), ("out.html",)),
+    Command("profile", ("profile", "net.lava", "--input", "x.npy", "-o", "out.html", "-q"), ("out.html",)),
+    Command("export-nir", ("export-nir", "model.onnx", "-o", "out.nir", "--cut", "--check", "x.npy"),
+            ("out.nir",)),
+    Command("export-nir-net", ("export-nir", "net.lava", "-o", "out.nir", "--cut"), ("out.nir",)),
     Command("passes", ("passes", "--plugin", "plugin.py")),
     Command("ops", ("ops", "--plugin", "plugin.py")),
 ]
