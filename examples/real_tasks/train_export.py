@@ -69,6 +69,8 @@ FORMS_TOL = 1e-4
 ORT_RTOL = 1e-3
 # The exporter of each layout: both exporters are covered, and raw keeps the raw parameters.
 LAYOUT_DYNAMO = {"raw": False, "split": False, "packed": True}
+# The layouts of the committed files (the raw export is always made when training).
+SHIPPED_LAYOUTS = {"s4d": ["raw", "split", "packed"], "s5": ["raw", "split"], "lru": ["raw", "split"]}
 
 
 @dataclass(frozen=True)
@@ -378,8 +380,9 @@ def main():
                         help=f"comma-separated subset of {', '.join(TASKS)}")
     parser.add_argument("--families", default="s4d,s5,lru",
                         help="comma-separated SSM families (s4d, s5, lru); the pairs in MODELS are made")
-    parser.add_argument("--layouts", default=",".join(ssm_torch.LAYOUTS),
-                        help=f"comma-separated state layouts to export ({', '.join(ssm_torch.LAYOUTS)})")
+    parser.add_argument("--layouts", default="",
+                        help=f"comma-separated state layouts to export ({', '.join(ssm_torch.LAYOUTS)}; "
+                             "default: the shipped ones, SHIPPED_LAYOUTS)")
     parser.add_argument("--from-onnx", action="store_true",
                         help="read the weights from the existing raw export instead of training")
     parser.add_argument("--epochs", type=int, default=0, help="epochs per task (default: the task's own)")
@@ -387,11 +390,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    layouts = args.layouts.split(",")
-    for name in layouts:
+    for name in filter(None, args.layouts.split(",")):
         if name not in ssm_torch.LAYOUTS:
             raise SystemExit(f"unknown layout {name!r}; layouts are {', '.join(ssm_torch.LAYOUTS)}")
-    if args.from_onnx and "raw" in layouts:
+    if args.from_onnx and "raw" in args.layouts.split(","):
         raise SystemExit("--from-onnx reads the raw export: choose other --layouts")
     for name in args.tasks.split(","):
         if name not in TASKS:
@@ -402,6 +404,7 @@ def main():
             task = MODELS.get((family, name))
             if task is None:
                 continue
+            layouts = args.layouts.split(",") if args.layouts else SHIPPED_LAYOUTS[family]
             if args.from_onnx:
                 model, ref, meta, x_check = load_raw_export(task, args.out)
             else:
