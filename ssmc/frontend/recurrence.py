@@ -719,8 +719,11 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
     comps = _components(M)
     coupled = next((comp for comp in comps if len(comp) > 2), None)
     if coupled is not None:
-        raise _fail(where, f"state elements {coupled[:6]} are coupled together; only diagonal SSMs "
-                           "(independent complex modes) are supported")
+        shown = coupled[:4]
+        block = np.round([[entry.get((a, b), 0.0) for b in shown] for a in shown], 4).tolist()
+        raise _fail(where, f"state elements {coupled[:6]} are coupled together (measured state map "
+                           f"{'block' if len(coupled) <= 4 else 'corner'} {block}); only diagonal SSMs "
+                           "(independent complex modes: 1x1 or [[a, -b], [b, a]] blocks) are supported")
     driven_by, read_by = _mode_channels(comps, drives, reads)
     touching = driven_by | read_by
     if np.any(touching.sum(axis=1) > 1):  # modes shared by channels: S5, LRU
