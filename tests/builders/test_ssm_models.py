@@ -26,4 +26,5 @@ def test_lru_poles_lie_inside_the_unit_circle_and_gamma_normalises_the_input():
     lam, B_bar, _, _ = discrete_layer(spec, shared_parameters(spec), 0)
     assert np.all((np.abs(lam) >= 0.5) & (np.abs(lam) <= 0.95))
     B = shared_parameters(spec)["layers.0.lru.B_re"] + 1j * shared_parameters(spec)["layers.0.lru.B_im"]
-    np.testing.assert_allclose(np.abs(B_bar) / np.abs(B), np.sqrt(1 - np.abs(lam) ** 2)[:, None], rtol=1e-6)
+    gamma = np.sqrt(1 - np.abs(lam) ** 2)
+    np.testing.assert_allclose(np.abs(B_bar) / np.abs(B), np.broadcast_to(gamma[:, None], B.shape), rtol=1e-6)
