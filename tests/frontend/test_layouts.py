@@ -205,6 +205,6 @@ def test_a_running_sum_with_the_batch_second_is_refused(save_onnx):
              helper.make_node("Add", ["acc", "yt"], ["acc_out"])]
     model = _small_model(nodes, extra_inputs=[value("acc", TensorProto.FLOAT, [3, "batch"])],
                          extra_outputs=[value("acc_out", TensorProto.FLOAT, [3, "batch"])], inits=_PARAMS)
-    with pytest.raises(UnsupportedModelError, match=r"state 'acc' -> 'acc_out': a 2-D state is a running sum "
+    with pytest.raises(UnsupportedModelError, match=r"state 'acc' -> 'acc_out': a 2-D running sum is "
                                                     r"\[batch, C\]; this one is \[3, 'batch'\]"):
         import_onnx(save_onnx(model))
