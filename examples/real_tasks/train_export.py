@@ -283,6 +283,8 @@ def export_layout(task, model, layout, out_dir, ref, meta, x_check):
         "onnxruntime_max_abs_err": err,
         "onnxruntime_vs_convolution_form": {"sequences": len(x_check), "max_abs_err": conv_err},
     })
+    if layout != "raw":  # the same float weights as the raw export (trained here or read back from it)
+        sidecar["weights_from"] = f"{stem_of(task, 'raw')}.onnx"
     with open(out_dir / f"{stem_of(task, layout)}.json", "w") as f:
         json.dump(sidecar, f, indent=2)
         f.write("\n")
@@ -368,7 +370,6 @@ def load_raw_export(task, out_dir):
     drop = {"layout", "torch_version", "onnx_opset", "onnx_ir_version", "export_mode", "inputs", "outputs",
             "reference", "onnxruntime_max_abs_err", "onnxruntime_vs_convolution_form"}
     meta = {k: v for k, v in meta.items() if k not in drop}
-    meta["weights_from"] = raw.name
     return model, ref, meta, x_check
 
 

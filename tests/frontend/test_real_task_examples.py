@@ -1,5 +1,6 @@
 """The shipped real-task models (examples/real_tasks/: S4D on every task in the raw, split and
-packed state layouts, S5 and LRU on two tasks) are recognised as their sidecars describe,
+packed state layouts, S5 and LRU on two tasks in the raw and split layouts) are recognised as
+their sidecars describe (S5 and LRU with the poles their parameters give),
 their float reference matches onnxruntime and the torch outputs recorded at export, and each
 compiles with the default pipeline. Sequences are cut to a prefix where they are long (784
 MNIST tokens): the step form is the same at every token."""
@@ -10,12 +11,15 @@ import json
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 import ssmc
 from ssmc.errors import UnsupportedModelError
 from ssmc.frontend import import_onnx
 from ssmc.frontend.load import load_model
+from ssmc.runtime import microcode_engine
 from ssmc.runtime.float_ref import run_float
+from ssmc.runtime.numpy_engine import run_numpy
 from ssmc.runtime.onnx_ref import run_step_onnx
 from tests.conftest import ROOT
 
@@ -30,10 +34,6 @@ def sidecar(stem: str) -> dict:
 
 def frontend_marks(stem: str) -> list:
     meta = sidecar(stem)
-    if meta["family"] != "s4d":
-        return [pytest.mark.skip(reason=f"{meta['family']}: the frontend does not recognise S5 or LRU layers yet "
-                                        "(refused: 'the next state does not depend on the state input'); "
-                                        "support is being added on branch s5lru")]
     if meta["layout"] == "packed":
         # the layer's elements are found by the input probe (response > 1e-6 of the largest), the coupling check
         # by the state probe (> 1e-6 too): the imaginary part of a mode with A_imag ~ 0 (S4D-Lin's mode 0) is
@@ -68,15 +68,40 @@ def test_the_export_reproduces_the_torch_outputs_recorded_at_export_in_onnxrunti
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
+def shared_poles(stem: str, layer: int) -> np.ndarray:
+    """The P discrete poles of an S5 or LRU layer, from the export's raw parameters by the papers' formulas."""
+    weights = {init.name: numpy_helper.to_array(init).astype(np.float64)
+               for init in load_model(REAL / f"{stem}.onnx").model.graph.initializer}
+    prefix = f"model.layers.{layer}.{sidecar(stem)['family']}."
+    if sidecar(stem)["family"] == "s5":  # ZOH: Lambda_bar = exp(step Lambda)
+        step = np.exp(weights[prefix + "log_step"])
+        return np.exp(step * (-np.exp(weights[prefix + "log_Lambda_re"]) + 1j * weights[prefix + "Lambda_im"]))
+    return np.exp(-np.exp(weights[prefix + "nu_log"]) + 1j * np.exp(weights[prefix + "theta_log"]))  # LRU
+
+
+def same_poles(got: np.ndarray, want: np.ndarray) -> bool:
+    """The same complex poles in any order, up to conjugation (a state may be read as (im, re))."""
+    def key(a):
+        return np.sort(np.abs(a) + 1j * np.abs(np.angle(a)))
+    return np.allclose(key(got), key(want), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("stem", with_frontend_marks(STEMS))
 def test_model_is_recognised_with_the_sidecars_layers(stem):
     meta = sidecar(stem)
     graph, _, _ = import_onnx(REAL / f"{stem}.onnx")
-    s4d = graph.ops_of_kind("s4d")
-    assert len(s4d) == meta["n_layers"]
-    assert all(op.params["C"].shape == (meta["H"], meta["N"] // 2) for op in s4d)
-    if meta["export_mode"] == "dynamo=False":
-        assert {op.attrs["form"] for op in s4d} == {"continuous"}  # the raw parameters
+    layers = graph.ops_of_kind("s4d")
+    assert len(layers) == meta["n_layers"]
+    if meta["family"] == "s4d":
+        assert all(op.params["C"].shape == (meta["H"], meta["N"] // 2) for op in layers)
+        if meta["export_mode"] == "dynamo=False":
+            assert {op.attrs["form"] for op in layers} == {"continuous"}  # the raw parameters
+    else:  # S5, LRU: P modes shared by the H channels
+        for k, op in enumerate(layers):
+            assert op.attrs["mixing"] == "dense" and op.attrs["modes"] == meta["P"]
+            assert op.params["B_bar"].shape == (meta["P"], meta["H"])
+            assert op.params["C"].shape == (meta["H"], meta["P"])
+            assert same_poles(op.params["A_bar"], shared_poles(stem, k))
     assert graph.inputs()[0].shape == (meta["in_features"],)
     assert graph.outputs()[0].shape == (meta["n_classes"],)
 
@@ -131,3 +156,30 @@ def test_compiles_with_the_default_pipeline_and_runs_in_fixed_point(stem):
     assert fixed.shape == ref.shape == (2, x.shape[1], meta["n_classes"])
     # a compiled net that computes something else entirely would be far off
     assert np.abs(fixed - ref).max() <= 0.25 * np.abs(ref).max()
+
+
+# every family and both compiled layouts, on a few tokens
+BIT_EXACT = ["italy_s5_step", "italy_lru_step_split", "vowels_s5_step_split", "vowels_lru_step",
+             "gunpoint_s4d_step_split"]
+
+
+@pytest.mark.parametrize("stem", BIT_EXACT)
+def test_compiled_model_runs_bit_exactly_on_numpy_and_microcode(stem):
+    meta = sidecar(stem)
+    x = np.load(REAL / meta["test"])["x"][:2, :12]
+    net = ssmc.compile(REAL / f"{stem}.onnx", readout="mean",
+                       calibration=np.load(REAL / meta["calibration"])["x"][:16, :PREFIX])
+    want, got = run_numpy(net.graph, x), microcode_engine.run_net(net, x)
+    assert want.raw.keys() == got.raw.keys()
+    for name in want.raw:
+        np.testing.assert_array_equal(got.raw[name], want.raw[name])
+
+
+def test_a_compiled_s5_model_runs_on_lava_like_numpy():
+    pytest.importorskip("lava")
+    from tests.backend_loihi.test_lava_engine import assert_same_run
+
+    meta = sidecar("italy_s5_step")
+    net = ssmc.compile(REAL / "italy_s5_step.onnx", readout="mean",
+                       calibration=np.load(REAL / meta["calibration"])["x"][:16])
+    assert_same_run(net.graph, np.load(REAL / meta["test"])["x"][:2, :4])
