@@ -273,8 +273,9 @@ def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str
     tensors that lie between layers (the cuts the measurement may make).
 
     Two refinements for states kept as [batch, P] tensors with a dense input map (S5, LRU):
-    a [batch, C] tensor inside a recurrence (e.g. lam_re * x_re) responds to the very state elements it
-    drives, so it is not a layer input and is not cut; and groups of elements that drive each other
+    a [batch, C] tensor inside a state update (lam_re * x_re, lam_im * x_im) lies on a loop from state
+    elements through itself back to them, so it is not a layer input and is not cut (rounds repeat until
+    no driver is on a loop); and groups of elements that drive each other
     (a mode's re and im parts) but are driven by different tensors (u @ B_re^T and u @ B_im^T) are one
     layer, whose input is the tensor those drivers are all computed from alone (u)."""
     offsets = _offsets(layouts)
