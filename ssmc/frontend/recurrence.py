@@ -417,11 +417,20 @@ def _merge_coupled_drivers(ix: GraphIndex, layouts: list[StateLayout], channels:
             g = parent[g]
         return g
 
+    stray = owner == -1
     for r, g in enumerate(groups):
         tol = 1e-6 * max(resp[r].max(), 1e-30)
         for g2 in groups:
             if g2 != g and resp[r, owner == g2].max() > tol:
                 parent[find(g2)] = find(g)
+    # An element no tensor drives measurably (in a packed state, e.g. the weakly driven imaginary half of a
+    # slow mode) joins the one group whose state drives it.
+    if stray.any():
+        tols = 1e-6 * np.maximum(resp.max(axis=1, keepdims=True), 1e-30)
+        by = resp[:, stray] > tols
+        ones = by.sum(axis=0) == 1
+        idx = np.flatnonzero(stray)[ones]
+        owner[idx] = np.asarray(groups)[by[:, ones].argmax(axis=0)]
     sets: dict[int, list[int]] = {}
     for g in groups:
         sets.setdefault(find(g), []).append(g)
