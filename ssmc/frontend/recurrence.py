@@ -246,7 +246,7 @@ def _find_s4d_layers(ix: GraphIndex, raw: GraphIndex | None, layouts: list[State
                       key=lambda t: (ix.tensor_index(t), t))
     layers, channels = _drive_groups(ix, layouts, channels, opset, fixed)
     for layer in layers:
-        layer.y = _locate_y(ix, layer, layouts, channels, opset, fixed)
+        layer.y, channels = _locate_y_lifting(ix, layer, layouts, channels, opset, fixed)
     nodes = _claimed_nodes(ix, layouts, layers)
     recs = []
     for k, layer in enumerate(layers):
@@ -515,6 +515,27 @@ def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channel
         else:
             break
     return y
+
+
+def _locate_y_lifting(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
+                      fixed: bool) -> tuple[str, list[str]]:
+    """The layer output, as _locate_y. When nothing of the driver's width is read out of the state (the
+    driver is the layer's input map, e.g. u @ [B_re; B_im]^T of width 2P), the input is the tensor the
+    driver is computed from alone (u), and the tensors in between are part of the layer."""
+    try:
+        return _locate_y(ix, layer, layouts, channels, opset, fixed), channels
+    except UnsupportedModelError as first:
+        chain = _root_chain(ix, layer.u, set(channels))
+        for k, cand in enumerate(chain[1:], start=1):
+            rest = [c for c in channels if c not in chain[:k]]
+            try:
+                y = _locate_y(ix, _Layer(cand, layer.elements, layer.layouts, layer.packed), layouts, rest, opset,
+                              fixed)
+            except UnsupportedModelError:
+                continue
+            layer.u = cand
+            return y, rest
+        raise first
 
 
 def _pairs_shared(layer: _Layer, layouts: list[StateLayout]) -> bool:
