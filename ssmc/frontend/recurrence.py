@@ -246,7 +246,7 @@ def _find_s4d_layers(ix: GraphIndex, raw: GraphIndex | None, layouts: list[State
                       key=lambda t: (ix.tensor_index(t), t))
     layers, channels = _drive_groups(ix, layouts, channels, opset, fixed)
     for layer in layers:
-        layer.y = _locate_y(ix, layer, layouts, channels, opset, fixed)
+        layer.y, channels = _locate_y_lifting(ix, layer, layouts, channels, opset, fixed)
     nodes = _claimed_nodes(ix, layouts, layers)
     recs = []
     for k, layer in enumerate(layers):
@@ -273,8 +273,9 @@ def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str
     tensors that lie between layers (the cuts the measurement may make).
 
     Two refinements for states kept as [batch, P] tensors with a dense input map (S5, LRU):
-    a [batch, C] tensor inside a recurrence (e.g. lam_re * x_re) responds to the very state elements it
-    drives, so it is not a layer input and is not cut; and groups of elements that drive each other
+    a [batch, C] tensor inside a state update (lam_re * x_re, lam_im * x_im) lies on a loop from state
+    elements through itself back to them, so it is not a layer input and is not cut (rounds repeat until
+    no driver is on a loop); and groups of elements that drive each other
     (a mode's re and im parts) but are driven by different tensors (u @ B_re^T and u @ B_im^T) are one
     layer, whose input is the tensor those drivers are all computed from alone (u)."""
     offsets = _offsets(layouts)
@@ -416,11 +417,20 @@ def _merge_coupled_drivers(ix: GraphIndex, layouts: list[StateLayout], channels:
             g = parent[g]
         return g
 
+    stray = owner == -1
     for r, g in enumerate(groups):
         tol = 1e-6 * max(resp[r].max(), 1e-30)
         for g2 in groups:
             if g2 != g and resp[r, owner == g2].max() > tol:
                 parent[find(g2)] = find(g)
+    # An element no tensor drives measurably (in a packed state, e.g. the weakly driven imaginary half of a
+    # slow mode) joins the one group whose state drives it.
+    if stray.any():
+        tols = 1e-6 * np.maximum(resp.max(axis=1, keepdims=True), 1e-30)
+        by = resp[:, stray] > tols
+        ones = by.sum(axis=0) == 1
+        idx = np.flatnonzero(stray)[ones]
+        owner[idx] = np.asarray(groups)[by[:, ones].argmax(axis=0)]
     sets: dict[int, list[int]] = {}
     for g in groups:
         sets.setdefault(find(g), []).append(g)
@@ -505,6 +515,27 @@ def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channel
         else:
             break
     return y
+
+
+def _locate_y_lifting(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
+                      fixed: bool) -> tuple[str, list[str]]:
+    """The layer output, as _locate_y. When nothing of the driver's width is read out of the state (the
+    driver is the layer's input map, e.g. u @ [B_re; B_im]^T of width 2P), the input is the tensor the
+    driver is computed from alone (u), and the tensors in between are part of the layer."""
+    try:
+        return _locate_y(ix, layer, layouts, channels, opset, fixed), channels
+    except UnsupportedModelError as first:
+        chain = _root_chain(ix, layer.u, set(channels))
+        for k, cand in enumerate(chain[1:], start=1):
+            rest = [c for c in channels if c not in chain[:k]]
+            try:
+                y = _locate_y(ix, _Layer(cand, layer.elements, layer.layouts, layer.packed), layouts, rest, opset,
+                              fixed)
+            except UnsupportedModelError:
+                continue
+            layer.u = cand
+            return y, rest
+        raise first
 
 
 def _pairs_shared(layer: _Layer, layouts: list[StateLayout]) -> bool:

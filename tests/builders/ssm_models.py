@@ -49,6 +49,7 @@ class SharedSpec:
     layout: str = "split"
     parametrisation: str = "const"  # LRU: "graph" or "const"
     fixed_batch: bool = False
+    stacked_input: bool = False  # one MatMul u @ [B_re; B_im]^T -> [batch, 2P], split into halves
     seed: int = 0
 
     def __post_init__(self):
@@ -174,10 +175,13 @@ def _shared_step(writer: _GraphWriter, spec: SharedSpec, params: dict, layer: in
     else:
         axis = 2 if spec.layout == "last" else 0
         s_re, s_im = (op(scope, "Gather", f"state{layer}", const(scope, k, np.int64), axis=axis) for k in (0, 1))
-    new_re = op(scope, "Add", op(scope, "Sub", op(scope, "Mul", lam_re, s_re), op(scope, "Mul", lam_im, s_im)),
-                op(scope, "MatMul", u, b_re))
-    new_im = op(scope, "Add", op(scope, "Add", op(scope, "Mul", lam_re, s_im), op(scope, "Mul", lam_im, s_re)),
-                op(scope, "MatMul", u, b_im))
+    if spec.stacked_input:
+        bu_re, bu_im = op(scope, "Split", op(scope, "MatMul", u, op(scope, "Concat", b_re, b_im, axis=1)), axis=-1,
+                          n_outputs=2)
+    else:
+        bu_re, bu_im = op(scope, "MatMul", u, b_re), op(scope, "MatMul", u, b_im)
+    new_re = op(scope, "Add", op(scope, "Sub", op(scope, "Mul", lam_re, s_re), op(scope, "Mul", lam_im, s_im)), bu_re)
+    new_im = op(scope, "Add", op(scope, "Add", op(scope, "Mul", lam_re, s_im), op(scope, "Mul", lam_im, s_re)), bu_im)
     if spec.layout == "split":
         op(scope, "Identity", new_re, output_name=f"s{layer}_re_out")
         op(scope, "Identity", new_im, output_name=f"s{layer}_im_out")

@@ -61,6 +61,22 @@ def test_every_family_and_layout_is_one_dense_s4d_per_layer_and_matches_onnxrunt
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
+@pytest.mark.parametrize("P", [3, 2], ids=["2P!=H", "2P==H"])
+def test_an_input_map_written_as_one_stacked_matmul_is_part_of_the_layer(P, save_onnx):
+    # u @ [B_re; B_im]^T -> [batch, 2P], split into the halves: the layer input is still u (or, when 2P == H,
+    # the stacked product is an equally valid input: a linear before a layer with unit B)
+    spec = SharedSpec(family="lru", parametrisation="graph", stacked_input=True, n_layers=2, H=4, P=P)
+    model = build_shared_model(spec)
+    graph, _, _ = import_onnx(save_onnx(model))
+    layers = graph.ops_of_kind("s4d")
+    assert [op.attrs["mixing"] for op in layers] == ["dense", "dense"]
+    for k, op in enumerate(layers):
+        assert _same_poles(op.params["A_bar"], discrete_layer(spec, shared_parameters(spec), k)[0])
+    x = _tokens(spec)
+    want = run_step_model_ort(model, x)
+    assert np.abs(run_float(graph, x)[graph.outputs()[0].name] - want).max() <= 1e-5 * np.abs(want).max()
+
+
 def test_a_fixed_batch_of_1_imports_like_a_symbolic_batch(save_onnx):
     spec = SharedSpec(family="lru", parametrisation="graph", layout="last", fixed_batch=True, n_layers=2)
     model = build_shared_model(spec)
