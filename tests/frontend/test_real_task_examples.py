@@ -28,24 +28,21 @@ STEMS = sorted(p.stem for p in REAL.glob("*_step*.json"))
 PREFIX = 64  # tokens
 
 
+# Packed S4D states the frontend still refuses: the imaginary half of S4D-Lin's first mode (A_imag near 0 after
+# training) in the SECOND layer is driven by that layer's state but measurably by no input; the first layer's
+# such elements are accepted (s5lru 61cfd84). Strict: these tests fail when the frontend starts accepting them.
+PACKED_REFUSED = {"smnist_s4d_step_packed", "gunpoint_s4d_step_packed", "basicmotions_s4d_step_packed"}
+
+
 def sidecar(stem: str) -> dict:
     return json.loads((REAL / f"{stem}.json").read_text())
 
 
-def frontend_marks(stem: str) -> list:
-    meta = sidecar(stem)
-    if meta["layout"] == "packed":
-        # the layer's elements are found by the input probe (response > 1e-6 of the largest), the coupling check
-        # by the state probe (> 1e-6 too): the imaginary part of a mode with A_imag ~ 0 (S4D-Lin's mode 0) is
-        # too weakly driven by the input to count as the layer's, yet driven by the layer's state
-        return [pytest.mark.xfail(strict=True, raises=UnsupportedModelError,
-                                  reason="packed state of trained models refused: 'the layer's state drives element "
-                                         "[0, 1, h, 0] of the next state outside the layer'")]
-    return []
-
-
-def with_frontend_marks(stems: list[str]) -> list:
-    return [pytest.param(stem, marks=frontend_marks(stem)) for stem in stems]
+def frontend_cases(stems: list[str]) -> list:
+    refused = pytest.mark.xfail(strict=True, raises=UnsupportedModelError,
+                                reason="packed state refused: \"the layer's state drives element [1, 1, h, 0] of the "
+                                       "next state 'state_out' outside the layer\"")
+    return [pytest.param(stem, marks=[refused] if stem in PACKED_REFUSED else []) for stem in stems]
 
 
 def test_the_issue_tasks_families_and_layouts_are_shipped():
@@ -86,7 +83,7 @@ def same_poles(got: np.ndarray, want: np.ndarray) -> bool:
     return np.allclose(key(got), key(want), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("stem", with_frontend_marks(STEMS))
+@pytest.mark.parametrize("stem", frontend_cases(STEMS))
 def test_model_is_recognised_with_the_sidecars_layers(stem):
     meta = sidecar(stem)
     graph, _, _ = import_onnx(REAL / f"{stem}.onnx")
@@ -106,18 +103,33 @@ def test_model_is_recognised_with_the_sidecars_layers(stem):
     assert graph.outputs()[0].shape == (meta["n_classes"],)
 
 
-@pytest.mark.parametrize("stem", with_frontend_marks([s for s in STEMS if sidecar(s)["layout"] != "raw"]))
+def impulse_response(op, steps: int = 32) -> np.ndarray:
+    """The layer's kernel K[k] = Re(C diag(A_bar^k) B_bar) for k < steps ([H, steps], or [H, H, steps] with dense
+    mixing): the same for any order of the modes, either sign of their imaginary parts and any split of a mode's
+    scale between B and C. A raw-parameter import is discretized here with ZOH (docs/onnx_step_form.md)."""
+    p = {k: np.asarray(v, np.complex128) for k, v in op.params.items()}
+    if op.attrs["form"] == "continuous":
+        dt = np.exp(p["log_dt"].real)[:, None]
+        p["A_bar"] = np.exp(dt * p["A"])
+        p["B_bar"] = (p["A_bar"] - 1) / p["A"] * p["B"]
+    powers = p["A_bar"][..., None] ** np.arange(steps)
+    if op.attrs.get("mixing") == "dense":  # A_bar [P], B_bar [P, H], C [H, P]
+        return np.einsum("op,pi,pk->oik", p["C"], p["B_bar"], powers).real
+    return np.einsum("hm,hm,hmk->hk", p["C"], p["B_bar"], powers).real
+
+
+@pytest.mark.parametrize("stem", frontend_cases([s for s in STEMS if sidecar(s)["layout"] != "raw"]))
 def test_another_layout_of_the_same_weights_gives_the_raw_exports_layers(stem):
     meta = sidecar(stem)
     raw, _, _ = import_onnx(REAL / meta["weights_from"])
     other, _, _ = import_onnx(REAL / f"{stem}.onnx")
     for want, got in zip(raw.ops_of_kind("s4d"), other.ops_of_kind("s4d"), strict=True):
-        assert got.params.keys() == want.params.keys()
-        for name in want.params:
-            np.testing.assert_allclose(got.params[name], want.params[name], rtol=1e-5, atol=1e-7)
+        k_want, k_got = impulse_response(want), impulse_response(got)
+        assert np.abs(k_got - k_want).max() <= 1e-4 * np.abs(k_want).max()
+        np.testing.assert_allclose(got.params["D"], want.params["D"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("stem", with_frontend_marks(STEMS))
+@pytest.mark.parametrize("stem", frontend_cases(STEMS))
 def test_float_reference_matches_onnxruntime(stem):
     x = np.load(REAL / sidecar(stem)["test"])["x"][:3, :PREFIX]
     graph, _, loaded = import_onnx(REAL / f"{stem}.onnx")
@@ -126,7 +138,7 @@ def test_float_reference_matches_onnxruntime(stem):
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
-@pytest.mark.parametrize("stem", with_frontend_marks(STEMS))
+@pytest.mark.parametrize("stem", frontend_cases(STEMS))
 def test_float_reference_matches_the_torch_outputs_recorded_at_export(stem):
     ref = np.load(REAL / sidecar(stem)["reference"])
     graph, _, _ = import_onnx(REAL / f"{stem}.onnx")
@@ -144,7 +156,7 @@ def test_shipped_sets_fit_the_model(stem):
     assert calib["x"].shape[1:] == (meta["seq_len"], meta["in_features"])
 
 
-@pytest.mark.parametrize("stem", with_frontend_marks(STEMS))
+@pytest.mark.parametrize("stem", frontend_cases(STEMS))
 def test_compiles_with_the_default_pipeline_and_runs_in_fixed_point(stem):
     meta = sidecar(stem)
     x = np.load(REAL / meta["test"])["x"][:2, :PREFIX]
