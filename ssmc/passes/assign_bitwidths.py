@@ -389,15 +389,21 @@ class _Lowering:
         sq_frac = 2 * c_frac - shift
         self._part(op, "square", "product", H, sq_frac, c_frac,
                    [(f"{name}.centre", np.eye(H)), (f"{name}.centre", np.eye(H))], out_shift=shift)
-        # the sum of squares in each table's dendrite, in 32 bits: table k reads it >> shift_k
+        # 1 / sqrt(var + eps): tables over bins of the sum of squares, each finer than the one before
         v_frac = min(sq_frac, scale_frac(H * st.var_max, 32, 2 * hb))
-        tables, r_frac = rsqrt_tables(H, eps, v_frac, st, o.norm_lut_bits, mb, hb)
+        tables, r_frac = rsqrt_tables(H, eps, v_frac, st, min(o.norm_lut_bits, mb - 2), mb, hb)
         keys = []
         for k, (lut_shift, table) in enumerate(tables):
-            part = f"rsqrt{k}"
-            self._part(op, part, "lut", 1, r_frac, v_frac, [(f"{name}.square", np.ones((1, H)))],
-                       params={"table": table}, lut_shift=lut_shift)
-            keys.append((f"{name}.{part}", np.ones((1, 1))))
+            bins = [(f"{name}.square", np.full((1, H), -2.0 ** -lut_shift))]  # -ceil(sum / 2**shift)
+            L = table.size - (1 if k == 0 else 2)
+            if k == 0:  # bins above the top clip to entry 0 (counted: beyond the calibrated range)
+                self._part(op, "rsqrt0", "lut", 1, r_frac, v_frac, bins, params={"table": table}, lut_lo=-L)
+            else:  # relu(L + 1 - bin): 0 for every sum above the table's range, no clip
+                clamp = self._part(op, f"clamp{k}", "relu", 1, v_frac - lut_shift, v_frac, bins,
+                                   params={"bias": np.array([L + 1], np.int64)})
+                self._part(op, f"rsqrt{k}", "lut", 1, r_frac, clamp.frac, [(f"{name}.clamp{k}", np.ones((1, 1)))],
+                           params={"table": table})
+            keys.append((f"{name}.rsqrt{k}", np.ones((1, 1))))
         self._part(op, "rsqrt", "relay", 1, r_frac, r_frac, keys)
         # normalised values: centred * rsqrt, one product per channel
         n_frac = scale_frac(st.normed, mb, hb)
@@ -473,21 +479,24 @@ def move_mode_scale_to_input(graph: Graph, name: str) -> Graph | None:
 
 def rsqrt_tables(H: int, eps: float, v_frac: int, st: NormRanges, lut_bits: int, msg_bits: int,
                  headroom_bits: int) -> tuple[list[tuple[int, np.ndarray]], int]:
-    """The lut groups of a LayerNorm's 1 / sqrt(var + eps): [(lut_shift, table)], and their message frac.
+    """The tables of a LayerNorm's 1 / sqrt(var + eps): [(shift, table)], and the frac of their messages.
 
-    Each reads the sum of squares a = H * var * 2**v_frac. A single table over the calibrated range is
-    coarse for small variances, where 1/sqrt changes fastest, so table k covers [0, B_k) with 2**lut_bits
-    bins of 2**shift_k, and B_{k+1} = B_k / 2**span with span = lut_bits - 8: each table is used on
-    [B_{k+1}, B_k), where its bins are at most 1/256 of the input (a relative error of 1/sqrt below
-    0.1%). Table k >= 1 holds R(max(mid, B_{k+1})) - R(B_k) for the middle `mid` of each bin and 0 in one
-    extra entry for every input at or above B_k (its index clips there); table 0 holds R(max(mid, B_1)),
-    and f(B_0) beyond; R(a) = round(2**frac / sqrt(a / (H 2**v_frac) + eps)). The integer sum of the
-    tables telescopes to exactly R(max(mid, B_K)) of the bin of the finest table that holds the input.
-    B_0 is the calibrated largest variance with headroom; tables are added down to a quarter of the
-    smallest calibrated variance (or eps / 16) or to integer bins (then B_K = 0, no clamp).
+    Input: the sum of squares S = H * var * 2**v_frac (real; the synapses see its integer terms).
+    One table over the calibrated range would be coarse for small variances, where 1/sqrt changes
+    fastest, so table k cuts S into bins of 2**shift_k, bin c holding (c - 1, c] * 2**shift_k (c =
+    ceil(S / 2**shift_k), which the synapses deliver as floor(-S / 2**shift_k)), with L = 2**lut_bits
+    bins up to B_k = L * 2**shift_k; B_{k+1} = B_k / 2**span, span = lut_bits - 8: each table is used on
+    (B_{k+1}, B_k], where a bin is at most 1/256 of S (a relative error of 1/sqrt below 0.1%). Entry
+    for bin c of table k: R(max(mid, B_{k+1})) - R(B_k), for table 0 without the R(B_k), mid the bin's
+    middle (0 for c = 0); R(a) = round(2**frac / sqrt(a / (H 2**v_frac) + eps)). Table 0 has L + 1
+    entries, index L - c (lut_lo = -L): S beyond B_0 clips to entry 0 and is counted. Table k >= 1
+    reads relu(L + 1 - c), index L + 1 - c, and holds 0 at index 0: every S above its range. The integer
+    sum of the tables telescopes exactly to R(max(mid, B_K)) of the finest table's bin holding S. B_0
+    is the calibrated largest variance with headroom; tables are added down to a quarter of the smallest
+    calibrated variance (or eps / 16), or until bins are a unit (then B_K = 0, no clamp).
     """
     L, span = 1 << lut_bits, max(lut_bits - 8, 1)
-    unit = H * 2.0 ** v_frac  # dendrite units per unit of variance
+    unit = H * 2.0 ** v_frac  # S per unit of variance
     top = st.var_max * 4.0 ** headroom_bits * unit
     floor = max(st.var_min / 4, eps / 16) * unit
     shifts = [max(math.ceil(math.log2(top / L)), 0) if top > 0 else 0]
@@ -506,12 +515,12 @@ def rsqrt_tables(H: int, eps: float, v_frac: int, st: NormRanges, lut_bits: int,
 
     tables = []
     for k, sh in enumerate(shifts):
-        mid = np.arange(L, dtype=np.float64) * 2.0 ** sh + (2.0 ** sh - 1) / 2
-        inside = R(np.maximum(mid, breaks[k + 1]))
+        c = np.arange(L, -1, -1, dtype=np.float64)  # bins L .. 0, in index order
+        mid = np.maximum(c - 0.5, 0) * 2.0 ** sh
         if k == 0:
-            table = np.append(inside, R(breaks[0]))
+            table = R(np.maximum(mid, breaks[1]))
         else:
-            table = np.append(inside - R(breaks[k]), 0)
+            table = np.append(0, R(np.maximum(mid, breaks[k + 1])) - R(breaks[k]))
         tables.append((sh, table))
     return tables, frac
 
@@ -589,8 +598,8 @@ class AssignBitwidths(Pass):
             st, tables = ranges.norms[norm.name], [g for g in out.ops_of_kind("neurons")
                                                    if g.name.startswith(f"{norm.name}.rsqrt") and g.attrs["kind"] == "lut"]
             log.info(f"%{norm.name} (layernorm) on neurons: sum, centre, square, {len(tables)} table(s) of "
-                     f"{tables[0].params['table'].size} entries for 1/sqrt(var + eps) (calibrated variances "
-                     f"{st.var_min:.3g}..{st.var_max:.3g}), rsqrt, normed, affine (7 steps)")
+                     f"{tables[0].params['table'].size - 1} bins for 1/sqrt(var + eps) (calibrated variances "
+                     f"{st.var_min:.3g}..{st.var_max:.3g}), clamps, rsqrt, normed, affine (8 steps)")
         n_extra = len(out.ops_of_kind("synapses")) - len(first.out.ops_of_kind("synapses"))
         if self.weight_exp != "group":
             log.info(f"weight-exp {self.weight_exp}: {n_extra} synapse groups added by per-row exponents")
