@@ -7,8 +7,11 @@ op a `relay` group, every `pool` an `integrator`; every `linear` becomes a
 synapse group (its bias goes to the target group), and an `add` read by a
 single op merges into that op's dendrite. GELU, sigmoid and tanh become `lut`
 groups (a table of 2**lut_bits entries over the calibrated input range), GLU a
-sigmoid `lut` gate and a `product` group (LayerNorm needs freeze-norms
-first). Scales come from calibration: each
+sigmoid `lut` gate and a `product` group, LayerNorm a chain of groups
+(channel sum, centred values, `product` squares, a piecewise chain of
+1/sqrt(var + eps) `lut` tables, the normalised `product`, the affine map;
+_norm_group, rsqrt_tables, docs/fixed_point.md "LayerNorm on neurons"; a norm
+frozen by freeze-norms before this pass is a linear). Scales come from calibration: each
 group's message scale `frac` puts its calibrated peak (times 2**headroom_bits)
 at the top of its message range; weights get `weight_bits` of precision in
 Lava's Dense convention and one exponent per synapse group. `weight-exp`
@@ -26,7 +29,7 @@ input B (move_mode_scale_to_input), kept if it lowers the error by AUTO_GAIN.
 It logs every candidate's error. Finally
 depths and delays are set so every group sees one token's inputs together.
 Guarantees: the result verifies and runs on the numpy engine; ops without an
-integer realisation (LayerNorm) are refused by name.
+integer realisation are refused by name.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class FreezeNorms(Pass):
             if err > self.warn_error:
                 log.warning(f"%{op.name} (layernorm): the per-token std varies widely ({100 * err:.0f}% rms "
                             "error when frozen): it may cost accuracy; measure it with `ssmc run --compare-float`, "
-                            "or retrain without LayerNorm (or with a norm-free block) for the chip")
+                            "or leave freeze-norms out: the default pipeline realises LayerNorm on neurons")
             if self.fold:
                 fold_into_consumers(graph, graph.op(op.name))
         return graph, True
