@@ -377,8 +377,9 @@ def _inside_recurrences(ix: GraphIndex, layouts: list[StateLayout], channels: li
     for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
         values[lay.s_in] = state[:, lo:hi]
     got = _Probes(ix, feeds, fetch, opset, fixed, where)(values, A + 1)
-    reads = np.array([[np.abs(v[a] - v[-1]).max() > 1e-6 * (1.0 + np.abs(v[-1]).max()) for a in range(A)]
-                      for v in got]).reshape(len(drivers), A)
+    with np.errstate(invalid="ignore"):  # a NaN response reads nothing here; the measurement refuses it by name
+        reads = np.array([[np.abs(v[a] - v[-1]).max() > 1e-6 * (1.0 + np.abs(v[-1]).max()) for a in range(A)]
+                          for v in got]).reshape(len(drivers), A)
     drives = atoms.T  # [drivers, atoms]
     reach = np.eye(A, dtype=bool) | (reads.T.astype(np.int64) @ drives.astype(np.int64) > 0)  # atom -> atom
     for _ in range(A):
