@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssmc import limits
-from ssmc.errors import InputDataError, SsmcError
+from ssmc.errors import InputDataError, ResourceLimitError, SsmcError
 from ssmc.outputs import kind_of
 
 CHUNK = 1 << 20
@@ -95,9 +95,9 @@ def read_small_file(path: str | os.PathLike, limit: int, what: str) -> bytes:
         try:
             data = f.read(limit + 1)
         except OSError as e:
-            raise SsmcError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
+            raise InputDataError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
     if len(data) > limit:
-        raise SsmcError(f"{path}: the {what} is larger than {limit} bytes; this is not a {what} file")
+        raise ResourceLimitError(f"{path}: the {what} is larger than {limit} bytes; this is not a {what} file")
     return data
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ssmc.data import check_sequences
-from ssmc.errors import SsmcError
+from ssmc.errors import EngineError
 from ssmc.ir.fixed_point import ACC_BITS, check_neuro_graph, quantize_source, refuse_oversized_run
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
@@ -137,8 +137,8 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
     groups = {op.name: with_defaults(op) for op in order if op.kind == "neurons"}
     for name, a in groups.items():
         if a["kind"] not in KIND_CLASS:
-            raise SsmcError(f"%{name}: neuron kind {a['kind']!r} has no Lava process; "
-                            f"the Lava backend knows {', '.join(KIND_CLASS)}")
+            raise EngineError(f"%{name}: neuron kind {a['kind']!r} has no Lava process; "
+                              f"the Lava backend knows {', '.join(KIND_CLASS)}")
     synapses = [op for op in order if op.kind == "synapses"]
     max_depth = max((int(a["depth"]) for a in groups.values()), default=0)
     steps = tokens + max_depth
@@ -230,8 +230,8 @@ def _check_connected(plan: LavaPlan) -> None:
             todo.extend(neighbours[name] - seen)
     cut = [p.name for p in plan.processes if p.name not in seen]
     if cut:
-        raise SsmcError(f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
-                        "run it; recompile (the passes keep every group on a path from the input)")
+        raise EngineError(f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
+                          "run it; recompile (the passes keep every group on a path from the input)")
 
 
 def require_lava() -> None:
@@ -239,9 +239,9 @@ def require_lava() -> None:
     try:
         importlib.import_module("lava.magma.core.process.process")
     except ImportError as e:
-        raise SsmcError(f"Lava is not installed here ({e}): the Lava engine and Net.to_lava need lava-nc 0.10.0 "
-                        "(Python 3.10); the numpy and microcode engines compute the same integers without it "
-                        "(--engine numpy or microcode)") from None
+        raise EngineError(f"Lava is not installed here ({e}): the Lava engine and Net.to_lava need lava-nc 0.10.0 "
+                          "(Python 3.10); the numpy and microcode engines compute the same integers without it "
+                          "(--engine numpy or microcode)") from None
 
 
 def build_lava(plan: LavaPlan) -> dict:

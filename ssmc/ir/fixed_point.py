@@ -39,7 +39,7 @@ def shr(v, s: int):
 def rshr(v, s: int):
     """v / 2^s rounded to nearest, ties up: (v + 2^(s-1)) >> s for s > 0; v for s = 0."""
     if s < 0:
-        raise ValueError(f"rshr needs a shift >= 0, got {s}")
+        raise ValueError(f"rshr needs a shift >= 0, got {s}")  # shifts come from the passes: a bug, not input
     return (v + (1 << (s - 1))) >> s if s > 0 else v
 
 

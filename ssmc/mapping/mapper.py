@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssmc.errors import FitError
+from ssmc.errors import FitError, OptionError
 from ssmc.mapping import solvers
 from ssmc.mapping.blocks import RESOURCES, Blocks, make_blocks, neuron_upper_bounds
 from ssmc.mapping.netlist import Netlist
@@ -100,7 +100,7 @@ def _refuse_indivisible(net: Netlist, blocks: Blocks, limits: np.ndarray, group_
 def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit: float = 10.0, seed: int = 0,
                 max_neurons_per_core: int = 0, granularity: int = 4) -> MapResult:
     if method not in METHODS:
-        raise ValueError(f"unknown partition method {method!r}; methods: {', '.join(METHODS)}")
+        raise OptionError(f"unknown partition method {method!r}; methods: {', '.join(METHODS)}")
     start = time.perf_counter()
     limits = limits_of(target, max_neurons_per_core)
     blocks = make_blocks(net, limits, granularity=granularity)

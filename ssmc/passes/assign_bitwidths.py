@@ -37,7 +37,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssmc.errors import IRError, SsmcError
+from ssmc.errors import IRError, UnsupportedModelError
 from ssmc.ir.activations import activation
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import SHIFT_MAX
@@ -209,7 +209,7 @@ class _Lowering:
             hint = ("LayerNorm divides by a per-token std, which neurons cannot: run freeze-norms before "
                     "assign-bitwidths (the default pipeline does) to approximate it with frozen statistics, or "
                     if op.kind == "norm" else "")
-            raise SsmcError(f"%{name} ({what}): no integer realisation; the fixed-point passes support ReLU, "
+            raise UnsupportedModelError(f"%{name} ({what}): no integer realisation; the fixed-point passes support ReLU, "
                             "GELU, sigmoid, tanh, GLU, residual adds, linears, S4D and pools. "
                             f"{hint}to keep the float network, compile with --stop-after fold-linear "
                             f"(or --passes {FLOAT_PIPELINE})")
@@ -406,7 +406,7 @@ def set_depths(graph: Graph) -> None:
     for op in graph.ops_of_kind("synapses"):
         post = [c for c in graph.consumers(op.name)]
         if len(post) != 1:
-            raise SsmcError(f"%{op.name}: a synapse group must feed exactly one neuron group")
+            raise PassError(f"%{op.name}: a synapse group must feed exactly one neuron group")
         op.attrs["delay"] = depth[post[0].name] - depth[op.inputs[0]]
 
 
@@ -435,7 +435,7 @@ class AssignBitwidths(Pass):
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         self.check_widths()
         if graph.ops_of_kind("s4d"):
-            raise SsmcError("assign-bitwidths needs fused layers: run fuse-complex-pairs first")
+            raise PassError("assign-bitwidths needs fused layers: run fuse-complex-pairs first")
         x = self.calibration
         if x is None:
             n, t = RANDOM_CALIBRATION
@@ -565,4 +565,4 @@ class AssignBitwidths(Pass):
 
 def _check_width(key: str, value: int, lo: int, hi: int) -> None:
     if not lo <= value <= hi:
-        raise SsmcError(f"{key.replace('_', '-')} = {value} is outside what the target supports ({lo}..{hi})")
+        raise PassError(f"{key.replace('_', '-')} = {value} is outside what the target supports ({lo}..{hi})")

@@ -24,14 +24,10 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 from ssmc.entry_points import installed
-from ssmc.errors import SsmcError
+from ssmc.errors import PassError, SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.verify import verify
 from ssmc.mapping import capacity as _capacity  # noqa: F401 (registers the verifier's check of placed graphs)
-
-
-class PassError(SsmcError):
-    """A pipeline that names an unknown pass or option, or a pass that failed."""
 
 
 @dataclass(frozen=True)

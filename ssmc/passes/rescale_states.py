@@ -32,7 +32,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph, Op
 from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import measure_ranges
@@ -75,7 +74,7 @@ class RescaleStates(Pass):
             raise PassError(f"rescale-states: balance must be 'input' or 'state', got {self.balance!r}")
         layers = graph.ops_of_kind("s4d")
         if any(op.attrs["form"] != "discrete" for op in layers):
-            raise SsmcError("rescale-states needs discrete S4D layers: run discretize first")
+            raise PassError("rescale-states needs discrete S4D layers: run discretize first")
         use_data = self.balance == "state" and self.calibration is not None
         ranges = measure_ranges(graph, self.calibration) if use_data else None
         for op in layers:

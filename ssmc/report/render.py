@@ -16,7 +16,7 @@ import json
 import os
 import urllib.parse
 
-from ssmc.errors import SsmcError, printable
+from ssmc.errors import OutputFileError, printable
 from ssmc.outputs import check_output, write_files
 from ssmc.targets import CAPACITIES
 
@@ -280,7 +280,7 @@ def write_html(rep: dict, path: str, inputs=()) -> list[str]:
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:  # e.g. a file of that name is in the way
-            raise SsmcError(f"{path}: cannot create the image folder {folder} ({e.strerror})") from None
+            raise OutputFileError(f"{path}: cannot create the image folder {folder} ({e.strerror})") from None
     files = {path: "\n".join(parts).encode("utf-8"), **files}
     write_files(files, inputs, "report", example="report.html")
     return list(files)
