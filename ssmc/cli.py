@@ -22,6 +22,7 @@ import numpy as np
 from ssmc import __version__, interrupts
 from ssmc.data import read_small_file
 from ssmc.errors import EngineError, IncompleteNetError, InputDataError, MicrocodeError, OptionError, SsmcError, printable
+from ssmc.ir.widths import OPTIONS as WIDTHS
 from ssmc.outputs import check_output, write_file
 
 EXAMPLE = "examples/digits/digits_s4d_step.onnx"
@@ -472,14 +473,14 @@ the output and the next states out (docs/onnx_step_form.md).""")
     c.add_argument("--calibrate", metavar="DATA",
                    help=".npz (array 'x') or .npy of calibration sequences [n, tokens, features] that size the "
                         "fixed-point ranges (default: random N(0,1) tokens, with a warning)")
-    c.add_argument("--weight-bits", type=int, metavar="B", help="synapse weight bits, 3..8 (default 8; Lava Dense convention: mixed-sign weights keep bits-1 bits of magnitude)")
+    c.add_argument("--weight-bits", type=int, metavar="B", help=WIDTHS["weight_bits"].help())
     c.add_argument("--weight-exp", choices=("group", "row", "auto"),
                    help="weight exponents: 'group' one per linear (one synapse group), 'row' one per output row "
                         "(the linear split into one synapse group per exponent class), 'auto' (default) per-row "
                         "only for the linears where it lowers the fixed-vs-float error on the calibration data")
-    c.add_argument("--coef-bits", type=int, metavar="B", help="complex-pair coefficient bits (default 16)")
-    c.add_argument("--state-bits", type=int, metavar="B", help="neuron state bits (default 24)")
-    c.add_argument("--message-bits", type=int, metavar="B", help="graded message bits (default 24)")
+    c.add_argument("--coef-bits", type=int, metavar="B", help=WIDTHS["coef_bits"].help())
+    c.add_argument("--state-bits", type=int, metavar="B", help=WIDTHS["state_bits"].help())
+    c.add_argument("--message-bits", type=int, metavar="B", help=WIDTHS["message_bits"].help())
     c.add_argument("--layer-bits", action="append", metavar="LAYER:KEY=B[/KEY=B]",
                    help="per-layer widths, KEY one of weight, coef, state, message; LAYER as `ssmc inspect` "
                         "names it (repeatable), e.g. --layer-bits s4d0:weight=6/coef=12")

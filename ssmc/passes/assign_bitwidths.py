@@ -41,6 +41,7 @@ from ssmc.errors import IRError, UnsupportedModelError
 from ssmc.ir.activations import activation
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import SHIFT_MAX
+from ssmc.ir.widths import OPTIONS as WIDTHS
 from ssmc.passes import FLOAT_PIPELINE
 from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import Ranges, check_calibration, measure_ranges
@@ -48,8 +49,7 @@ from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.numpy_engine import run_numpy
 
 WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
-WIDTH_LIMITS = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
-                "headroom_bits": (0, 8), "lut_bits": (1, 12)}
+WIDTH_LIMITS = {key: (w.lo, w.hi) for key, w in WIDTHS.items()}  # ssmc/ir/widths.py
 RANDOM_CALIBRATION = (64, 64)
 LUT_FUNCTIONS = ("gelu", "gelu_tanh", "sigmoid", "tanh")  # sequences, tokens: used only when no calibration data is given
 WEIGHT_EXP_MODES = ("group", "row", "auto")
@@ -413,17 +413,17 @@ def set_depths(graph: Graph) -> None:
 @dataclass(frozen=True)
 class AssignBitwidths(Pass):
     name: ClassVar[str] = "assign-bitwidths"
-    weight_bits: int = 8
-    """Synapse weight precision (Lava Dense num_weight_bits, 1..8)."""
-    coef_bits: int = 16
+    weight_bits: int = WIDTHS["weight_bits"].default
+    """Synapse weight precision (Lava Dense num_weight_bits; the pass quantizes to 3..8, see ssmc/ir/widths.py)."""
+    coef_bits: int = WIDTHS["coef_bits"].default
     """Complex-pair coefficient precision."""
-    state_bits: int = 24
+    state_bits: int = WIDTHS["state_bits"].default
     """Neuron state precision."""
-    message_bits: int = 24
+    message_bits: int = WIDTHS["message_bits"].default
     """Graded message precision."""
-    headroom_bits: int = 1
+    headroom_bits: int = WIDTHS["headroom_bits"].default
     """Bits of margin above the calibrated peak."""
-    lut_bits: int = 8
+    lut_bits: int = WIDTHS["lut_bits"].default
     """Table entries 2**lut-bits for GELU, sigmoid and tanh (and GLU's gate)."""
     layer_bits: str = ""
     """Per-layer widths, e.g. "s4d0:weight=6/coef=12;linear1:weight=4" (names as `ssmc inspect` shows them)."""
