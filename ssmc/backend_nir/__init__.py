@@ -45,7 +45,6 @@ from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ssm import discrete_params
 
 FORMS = ("euler", "ode")
-HOST_OPS = {"activation": "activation", "norm": "layer norm", "pool": "running mean"}
 
 
 def _why_not(op: Op) -> str:

@@ -142,11 +142,6 @@ def _same_code(a: Callable, b: Callable) -> bool:
     return a is b or (fa is not None and fa == fb and where(a) == where(b))
 
 
-def unregister_op_handler(op: str, domain: str = "") -> None:
-    """Remove a handler (no error if there is none)."""
-    _REGISTRY.pop((_domain(domain), op), None)
-
-
 def _load_entry_points() -> None:
     """Import the modules installed packages list in the `ssmc.op_handlers` group (they register on import)."""
     global _plugins_loaded
