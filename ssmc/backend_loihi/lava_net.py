@@ -130,7 +130,7 @@ def dense_exact(weights: np.ndarray, weight_exp: int, pre_msg_bits: int, delay: 
 def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan:
     """The Lava processes and links that run `graph` on sequences x [batch, tokens, features].
     Output groups always record their messages; with record_all every group does (traces)."""
-    check_neuro_graph(graph)
+    check_neuro_graph(graph, "Lava")
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     order = graph.ops()
