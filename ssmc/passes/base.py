@@ -176,6 +176,8 @@ def _split_outside_quotes(text: str, sep: str, stop: str = "") -> tuple[list[str
 
 def parse_pipeline(text: str) -> list[Pass]:
     """Parse ``"a,b{opt=1,flag=true}"`` into pass instances, checking every name and option."""
+    if not isinstance(text, str):
+        raise PassError(f"a pipeline is text such as 'discretize,fuse-complex-pairs', got {type(text).__name__}")
     passes, pos, text = [], 0, text.strip()
     if text.endswith(",") or text.startswith(","):
         raise PassError(f"pipeline {text!r} has an empty item; {_SYNTAX}")
