@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -49,6 +50,14 @@ class Pass:
             if value != f.default:
                 opts.append(f"{f.name.replace('_', '-')}={_format_option(value)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+def check_time_limit(pass_name: str, seconds: float) -> None:
+    """Refuse a time budget that is not a number of seconds above 0 (nan, inf and negatives ran as nothing or
+    forever)."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise PassError(f"{pass_name}: time-limit = {seconds}; give a number of seconds above 0, e.g. "
+                        f"{pass_name}{{time-limit=10}}")
 
 
 def option_fields(cls) -> list[dataclasses.Field]:
