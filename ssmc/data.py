@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssmc import limits
-from ssmc.errors import InputDataError, ResourceLimitError, SsmcError
+from ssmc.errors import InputDataError, SsmcError
 from ssmc.outputs import kind_of
 
 CHUNK = 1 << 20
@@ -97,7 +97,7 @@ def read_small_file(path: str | os.PathLike, limit: int, what: str) -> bytes:
         except OSError as e:
             raise InputDataError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
     if len(data) > limit:
-        raise ResourceLimitError(f"{path}: the {what} is larger than {limit} bytes; this is not a {what} file")
+        raise InputDataError(f"{path}: the {what} is larger than {limit} bytes; this is not a {what} file")
     return data
 
 
