@@ -34,6 +34,7 @@ OPTIONS = {
     "message_bits": WidthOption(2, 32, 24, "graded message bits (the groups' msg_bits)"),
     "headroom_bits": WidthOption(0, 8, 1, "bits of margin above the calibrated peak"),
     "lut_bits": WidthOption(1, 12, 8, "table entries 2**lut-bits for GELU, sigmoid and tanh (and GLU's gate)"),
+    "norm_lut_bits": WidthOption(9, 11, 10, "bins 2**norm-lut-bits per table of a LayerNorm's 1/sqrt(var + eps)"),
 }
 
 #: A synapse group's weight_bits in the IR (Lava Dense `num_weight_bits`).
