@@ -14,7 +14,6 @@ import pytest
 from onnx import numpy_helper
 
 import ssmc
-from ssmc.errors import UnsupportedModelError
 from ssmc.frontend import import_onnx
 from ssmc.frontend.load import load_model
 from ssmc.runtime import microcode_engine
@@ -28,21 +27,8 @@ STEMS = sorted(p.stem for p in REAL.glob("*_step*.json"))
 PREFIX = 64  # tokens
 
 
-# Packed S4D states the frontend still refuses: the imaginary half of S4D-Lin's first mode (A_imag near 0 after
-# training) in the SECOND layer is driven by that layer's state but measurably by no input; the first layer's
-# such elements are accepted (s5lru 61cfd84). Strict: these tests fail when the frontend starts accepting them.
-PACKED_REFUSED = {"smnist_s4d_step_packed", "gunpoint_s4d_step_packed", "basicmotions_s4d_step_packed"}
-
-
 def sidecar(stem: str) -> dict:
     return json.loads((REAL / f"{stem}.json").read_text())
-
-
-def frontend_cases(stems: list[str]) -> list:
-    refused = pytest.mark.xfail(strict=True, raises=UnsupportedModelError,
-                                reason="packed state refused: \"the layer's state drives element [1, 1, h, 0] of the "
-                                       "next state 'state_out' outside the layer\"")
-    return [pytest.param(stem, marks=[refused] if stem in PACKED_REFUSED else []) for stem in stems]
 
 
 def test_the_issue_tasks_families_and_layouts_are_shipped():
@@ -83,7 +69,7 @@ def same_poles(got: np.ndarray, want: np.ndarray) -> bool:
     return np.allclose(key(got), key(want), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("stem", frontend_cases(STEMS))
+@pytest.mark.parametrize("stem", STEMS)
 def test_model_is_recognised_with_the_sidecars_layers(stem):
     meta = sidecar(stem)
     graph, _, _ = import_onnx(REAL / f"{stem}.onnx")
@@ -118,7 +104,7 @@ def impulse_response(op, steps: int = 32) -> np.ndarray:
     return np.einsum("hm,hm,hmk->hk", p["C"], p["B_bar"], powers).real
 
 
-@pytest.mark.parametrize("stem", frontend_cases([s for s in STEMS if sidecar(s)["layout"] != "raw"]))
+@pytest.mark.parametrize("stem", [s for s in STEMS if sidecar(s)["layout"] != "raw"])
 def test_another_layout_of_the_same_weights_gives_the_raw_exports_layers(stem):
     meta = sidecar(stem)
     raw, _, _ = import_onnx(REAL / meta["weights_from"])
@@ -129,7 +115,7 @@ def test_another_layout_of_the_same_weights_gives_the_raw_exports_layers(stem):
         np.testing.assert_allclose(got.params["D"], want.params["D"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("stem", frontend_cases(STEMS))
+@pytest.mark.parametrize("stem", STEMS)
 def test_float_reference_matches_onnxruntime(stem):
     x = np.load(REAL / sidecar(stem)["test"])["x"][:3, :PREFIX]
     graph, _, loaded = import_onnx(REAL / f"{stem}.onnx")
@@ -138,7 +124,7 @@ def test_float_reference_matches_onnxruntime(stem):
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
-@pytest.mark.parametrize("stem", frontend_cases(STEMS))
+@pytest.mark.parametrize("stem", STEMS)
 def test_float_reference_matches_the_torch_outputs_recorded_at_export(stem):
     ref = np.load(REAL / sidecar(stem)["reference"])
     graph, _, _ = import_onnx(REAL / f"{stem}.onnx")
@@ -156,7 +142,7 @@ def test_shipped_sets_fit_the_model(stem):
     assert calib["x"].shape[1:] == (meta["seq_len"], meta["in_features"])
 
 
-@pytest.mark.parametrize("stem", frontend_cases(STEMS))
+@pytest.mark.parametrize("stem", STEMS)
 def test_compiles_with_the_default_pipeline_and_runs_in_fixed_point(stem):
     meta = sidecar(stem)
     x = np.load(REAL / meta["test"])["x"][:2, :PREFIX]
