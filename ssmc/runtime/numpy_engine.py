@@ -38,6 +38,8 @@ modes) is a per-channel broadcast and its C (each channel's modes summed) a
 channel sum, one pass each instead of a dense product H times larger; other
 sparse groups run as segment sums or CSR, the rest as BLAS products on one
 thread (many small products: waking BLAS threads costs more than they save).
+The classes of a linear split by weight exponent (--weight-exp row) run as one kernel
+with a shift per row (`_merge_row_split`).
 A float cpx group updates its interleaved state as a complex128 view (one
 complex multiply), in blocks of sequences that stay in cache, and in place in
 its ring slot when its message is its state. The checked and prepared net is
@@ -110,6 +112,7 @@ class _Synapses:
     out: np.ndarray | None = None  # output buffer [batch, post], reused every step
     terms: np.ndarray | None = None  # segment: the products of a block of sequences, reused
     sigma: np.ndarray | None = None  # pre group sends sigma-delta: the running sum of W @ m (scaled on the float path)
+    nonzeros: tuple | None = None  # (rows, cols, int64 values) of W, for _merge_row_split
 
     @property
     def work_values(self) -> int:
@@ -192,7 +195,8 @@ def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
     # acc * 2^-shift exactly; floor of it is shr(acc, shift). For shift <= 0 the product
     # is acc << -shift exactly (at most 2^85, still a scaled integer), and sat compares it exactly.
     s.exact_float = bound < _EXACT_FLOAT
-    _choose_kernel(s, weight, rows, cols, vals, starts)
+    s.nonzeros = (rows, cols, vals)
+    _choose_kernel(s, weight.shape, rows, cols, vals, starts, s.shift)
     return s
 
 
@@ -221,17 +225,22 @@ def _nonzeros(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _CSR_DENSITY = 0.1  # below this fraction of non-zeros a general sparse W runs as CSR (scipy), above it dense BLAS
 
 
-def _choose_kernel(s: _Synapses, weight: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-                   starts: np.ndarray) -> None:
+def _choose_kernel(s: _Synapses, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                   starts: np.ndarray, shift) -> None:
     """Pick how W @ m is formed from where W's non-zeros are, whatever op produced W:
     zero (no non-zeros), broadcast (post i reads pre i // k alone: an S4D B, a diagonal D),
     gather (every post reads at most one pre), channel_sum (post i sums pres i k .. i k + k - 1:
     an S4D C sums each channel's modes), segment (every pre feeds at most one post), csr
     (sparse otherwise), dense (BLAS). Each forms the same integer sums: float64 ones are exact
     (see _prepare_synapses), int64 ones wrap like matmul. einsum (no BLAS, optimize off) runs
-    broadcast and channel_sum in one pass each, several times faster than multiply + reduce."""
-    post, pre = weight.shape
-    values = np.ldexp(vals.astype(np.float64), -s.shift) if s.exact_float else vals
+    broadcast and channel_sum in one pass each, several times faster than multiply + reduce.
+    The float64 values are scaled by 2^-shift: `shift` is an int, or an int array per post for a
+    merged group (see _merge_row_split)."""
+    post, pre = shape
+    if s.exact_float:
+        values = np.ldexp(vals.astype(np.float64), -(shift if np.ndim(shift) == 0 else shift[rows]))
+    else:
+        values = vals
     if not len(vals):
         s.kernel = "zero"
     elif len(starts) == len(vals):  # at most one term per post
@@ -252,15 +261,14 @@ def _choose_kernel(s: _Synapses, weight: np.ndarray, rows: np.ndarray, cols: np.
         s.kernel, s.w, s.starts = "segment", values, starts
         s.cols = None if np.array_equal(cols, np.arange(pre)) else cols.astype(np.intp)
         s.rows = None if len(starts) == post else rows[starts]
-    elif len(vals) < _CSR_DENSITY * weight.size:
+    elif len(vals) < _CSR_DENSITY * post * pre:
         s.kernel = "csr"
         s.csr = scipy.sparse.csr_matrix((values, cols, np.append(np.searchsorted(rows, np.arange(post)), len(rows))),
                                         shape=(post, pre))
     else:
         s.kernel = "dense"
-        s.w = np.ascontiguousarray(weight.T, dtype=np.int64)
-        if s.exact_float:
-            s.w = np.ldexp(s.w.astype(np.float64), -s.shift)
+        s.w = np.zeros((pre, post), values.dtype)
+        s.w[cols, rows] = values
 
 
 def _prepare_group(op: Op) -> _Group:
@@ -339,8 +347,9 @@ def _float_group(g: _Group) -> bool:
 class _PreparedNet:
     """What a run needs of a graph besides the input: checked once and kept (see prepare)."""
 
-    groups: dict[str, _Group]  # templates without run state: a run works on copies
-    synapses: dict[str, _Synapses]
+    groups: dict[str, _Group]  # templates without run state: a run works on copies; `synapses` name run_synapses
+    synapses: dict[str, _Synapses]  # per synapse op (the microcode engine steps these)
+    run_synapses: dict[str, _Synapses]  # what a numpy run steps: `synapses` with row-split classes merged
     wake: dict[str, int]  # synapse group -> first step it runs
     ring_len: dict[str, int]  # neuron group -> ring slots its readers need
     max_depth: int
@@ -385,7 +394,56 @@ def _prepare_net(graph: Graph) -> _PreparedNet:
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
-    return _PreparedNet(groups, synapses, wake, ring_len, max((g.depth for g in groups.values()), default=0))
+    run_synapses = _merge_row_split(graph, groups, synapses)
+    for s in synapses.values():
+        s.nonzeros = None  # only the merge needs them
+    return _PreparedNet(groups, synapses, run_synapses, wake, ring_len, max((g.depth for g in groups.values()), default=0))
+
+
+def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
+    """The synapse groups a run steps. assign-bitwidths splits a linear into one synapse group per
+    weight-exponent class, each holding only its rows (docs/fixed_point.md, --weight-exp): an S4D B
+    of a paper-size model became 13 [8192, 128] groups, each a full pass over the pre messages.
+    Groups with the same pre, delay and readers, on the float path, whose non-zero rows are disjoint
+    run as one, each post row's weights scaled by its own group's 2^-shift: a post row's output is
+    its own group's sat(shr(acc, shift), 32) -- floor is a no-op on the integers of rows with
+    shift <= 0 -- and the other groups would add 0 to its dendritic sum and clip nothing, so every sum
+    and count is the same. Readers are rewired in `groups` (a product's two operands are never merged)."""
+    classes: dict[tuple, list[_Synapses]] = {}
+    for name, s in synapses.items():
+        readers = tuple(c.name for c in graph.consumers(name))
+        if s.exact_float and not s.pre_clip and readers and all(groups[r].kind != "product" for r in readers):
+            classes.setdefault((s.pre, s.delay, readers), []).append(s)
+    run = dict(synapses)
+    for members in classes.values():
+        owner = np.full(members[0].post_size, -1)
+        merged = []
+        for s in members:  # the first group owning a row keeps it; a group overlapping one merged already stays apart
+            own = np.unique(s.nonzeros[0])
+            if not (owner[own] >= 0).any():
+                owner[own] = len(merged)
+                merged.append(s)
+        if len(merged) < 2:
+            continue
+        first = merged[0]
+        row_shift = np.zeros(first.post_size, np.int64)
+        for s in merged:
+            row_shift[np.unique(s.nonzeros[0])] = s.shift
+        rows, cols, vals = (np.concatenate([s.nonzeros[i] for s in merged]) for i in range(3))
+        order = np.lexsort((cols, rows))
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        starts = np.flatnonzero(np.diff(rows, prepend=-1))
+        one = _Synapses(first.name, first.pre, max(s.shift for s in merged), 0, first.delay, first.pre_size,
+                        first.post_size, exact_float=True, may_clip=any(s.may_clip for s in merged))
+        _choose_kernel(one, (first.post_size, first.pre_size), rows, cols, vals, starts, row_shift)
+        for s in merged:
+            del run[s.name]
+        run[one.name] = one
+        names = {s.name for s in merged}
+        for r in {r for s in merged for r in (c.name for c in graph.consumers(s.name))}:
+            g = groups[r]
+            g.synapses = [n for n in g.synapses if n not in names or n == first.name]
+    return run
 
 
 def _signature(graph: Graph) -> list[tuple]:
@@ -422,7 +480,7 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     x = _check_input(graph, x)
     batch, tokens, _ = x.shape
     groups = {name: replace(g, counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in net.groups.items()}
-    synapses = {name: replace(s) for name, s in net.synapses.items()}
+    synapses = {name: replace(s) for name, s in net.run_synapses.items()}
     wake, ring_len = net.wake, net.ring_len
     steps = tokens + net.max_depth
     _check_run_size(groups, synapses, ring_len, graph, x.shape, steps, trace)

@@ -389,3 +389,54 @@ def test_an_engine_that_rounds_wrongly_is_caught_by_the_reference(monkeypatch, h
     assert not any(_engine_differs_from_reference(g, x) for g, x in cases)
     monkeypatch.setattr(numpy_engine, helper, broken)
     assert any(_engine_differs_from_reference(g, x) for g, x in cases)
+
+
+def split_rows(g: Graph, seed: int) -> Graph:
+    """g with its synapse groups split as assign-bitwidths does for --weight-exp row: one group per
+    exponent class, each holding only its rows (the others zero) with its own weight_exp, all
+    read by the same groups (a product's two operands stay whole)."""
+    rng = np.random.default_rng(seed)
+    for op in g.ops_of_kind("synapses"):
+        if any(c.attrs["kind"] == "product" for c in g.consumers(op.name)):
+            continue
+        w, exp = op.params["weight"], int(op.attrs.get("weight_exp", 0))
+        cls = rng.integers(0, int(rng.integers(1, 4)), w.shape[0])
+        names = []
+        for c in range(int(cls.max()) + 1):
+            part = np.where((cls == c)[:, None], w, 0).astype(w.dtype)
+            if c == 0:
+                op.params["weight"] = part
+                names.append(op.name)
+            else:
+                names.append(g.add(Op(f"{op.name}.{c}", "synapses", op.inputs,
+                                      attrs={**op.attrs, "weight_exp": exp - int(rng.integers(1, 4))},
+                                      params={"weight": part}, shape=op.shape)).name)
+        for user in g.consumers(op.name):
+            g.set_inputs(user.name, [n for s in user.inputs for n in (names if s == op.name else [s])])
+    verify(g)
+    return g
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_row_split_synapse_groups_equal_the_scalar_contract(seed, csr_for_small_nets):
+    # The engine runs the classes of a split linear as one kernel with a shift per row: the sums,
+    # clips and counts must be those of the separate groups.
+    g = split_rows(structured_network(seed) if seed % 2 else random_extended_network(seed), seed)
+    for op in g.ops_of_kind("neurons"):
+        if op.attrs["kind"] != "source" and seed % 3 == 0:
+            op.attrs["delta"] = int(np.random.default_rng(seed).choice([1, 40]))
+    rng = np.random.default_rng(400 + seed)
+    x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0]), size=(3, 6, g.inputs()[0].shape[0]))
+    assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+
+
+def test_row_split_synapse_groups_are_run_as_one():
+    merged = [len(prepare(g).run_synapses) < len(prepare(g).synapses)
+              for g in (split_rows(random_network(seed), seed) for seed in range(6))]
+    assert any(merged)
+
+
+def test_a_row_split_paper_size_network_equals_the_scalar_contract_for_a_few_tokens():
+    g = split_rows(paper_size_network(), 1)
+    x = np.random.default_rng(8).normal(scale=0.01, size=(1, 2, 1))
+    assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
