@@ -440,3 +440,29 @@ def test_a_row_split_paper_size_network_equals_the_scalar_contract_for_a_few_tok
     g = split_rows(paper_size_network(), 1)
     x = np.random.default_rng(8).normal(scale=0.01, size=(1, 2, 1))
     assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_runs_in_chunks_of_any_length_equal_the_scalar_contract(monkeypatch, chunk):
+    # A run steps a chunk of steps at a time: synapse groups over the whole chunk, stateful and
+    # sigma-delta groups step by step inside it, messages in a ring of chunks with the history the
+    # delays need. Short chunks make every ring wrap, read across its end and carry state and sigma
+    # sums from chunk to chunk.
+    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: chunk)
+    for seed in range(6):
+        nets = [random_network(seed), random_extended_network(seed), split_rows(structured_network(seed), seed)]
+        for op in nets[2].ops_of_kind("neurons"):
+            op.attrs["delta"] = [0, 1, 40][(seed + len(op.name)) % 3] if op.attrs["kind"] != "source" else 0
+        for g in nets:
+            x = np.random.default_rng(500 + seed).normal(scale=4.0, size=(2, 7, g.inputs()[0].shape[0]))
+            assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+
+
+def test_a_run_without_traces_chunks_like_one_with_them(monkeypatch):
+    g = random_extended_network(3)
+    x = np.random.default_rng(9).normal(scale=4.0, size=(4, 9, g.inputs()[0].shape[0]))
+    whole = run_numpy(g, x)
+    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: 2)
+    for res in (run_numpy(g, x), run_numpy(g, x, trace=True)):
+        np.testing.assert_array_equal(res.raw["y"], whole.raw["y"])
+        assert res.saturation == whole.saturation and res.sparsity == whole.sparsity
