@@ -60,7 +60,9 @@ kept per graph (`prepare`), so a test set run in many calls pays the set-up once
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 import weakref
 from dataclasses import dataclass, field, replace
 
@@ -158,7 +160,7 @@ class _Group:
     table: np.ndarray | None = None  # lut
     lut_shift: int = 0
     lut_lo: int = 0
-    source_msgs: np.ndarray | None = None  # source: the messages of every token [batch, tokens, size]
+    source_msgs: np.ndarray | None = None  # source: the messages of every token [tokens, batch, size]
     source_clipped: np.ndarray | None = None  # source: clipped values per token [tokens]
     state: np.ndarray | None = None  # [batch, size] after the last step run
     states: list[np.ndarray] | None = None  # 2 x [chunk, batch, size]: a chunk's states, unless they are its messages
@@ -493,34 +495,71 @@ def one_blas_thread(fn):
 _CHUNK_VALUES = 1 << 19  # values of a chunk's step-proportional buffers over the whole batch (4 MiB: in cache)
 
 
+_THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
+
+
 @one_blas_thread
 def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
-    """Run x [batch, tokens, features] through the integer network; see EngineResult."""
+    """Run x [batch, tokens, features] through the integer network; see EngineResult. A large batch
+    is split over the cores (sequences are independent; numpy releases the GIL in its kernels), each
+    part run by one thread into its rows of the same result arrays."""
     net = prepare(graph)
     x = check_sequences(x, net.features)
     batch, tokens, _ = x.shape
-    groups = {name: replace(g, counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in net.groups.items()}
-    synapses = {name: replace(s) for name, s in net.run_synapses.items()}
     steps = tokens + net.max_depth
-    chunk = _chunk_steps(groups, synapses, batch, steps)
-    _check_run_size(groups, synapses, net, x.shape, steps, chunk, trace)
-    for g in groups.values():
-        _start_group(g, x, batch, chunk, net.ring_len.get(g.name, 0))
-    for s in synapses.values():
-        if groups[s.pre].delta:
-            s.sigma = np.zeros((batch, s.post_size), np.float64 if s.exact_float else np.int64)
+    threads = max(1, min(_cores(), batch // _THREAD_SEQUENCES))
+    parts = [slice(i * batch // threads, (i + 1) * batch // threads) for i in range(threads)]
+    chunk = _chunk_steps(net.groups, net.run_synapses, -(-batch // threads), steps)
+    _check_run_size(net.groups, net.run_synapses, net, x.shape, steps, chunk, trace)
 
     # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
-    read = {group: np.zeros((tokens, batch, groups[group].size), np.int64) for _, group in net.outputs}
+    read = {group: np.zeros((tokens, batch, net.groups[group].size), np.int64) for _, group in net.outputs}
     traces: dict[str, np.ndarray] = {}
     if trace:
-        for g in groups.values():
+        for g in net.groups.values():
             traces[g.name] = np.zeros((steps, batch, g.size), np.int64)
             if g.stateful:
                 traces[f"{g.name}.state"] = np.zeros((steps, batch, g.size), np.int64)
             if g.delta:
                 traces[f"{g.name}.last"] = np.zeros((steps, batch, g.size), np.int64)
 
+    def run_part(rows: slice) -> dict[str, _Group]:
+        return _run_part(net, x[rows], steps, chunk, {k: v[:, rows] for k, v in read.items()},
+                         {k: v[:, rows] for k, v in traces.items()})
+
+    if threads == 1:
+        runs = [run_part(parts[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            runs = list(pool.map(run_part, parts))
+    groups = runs[0]
+    for other in runs[1:]:
+        for name, g in groups.items():
+            g.zeros += other[name].zeros
+            g.total += other[name].total
+            for q in SAT_QUANTITIES:
+                g.counts[q] += other[name].counts[q]
+    read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
+    traces = {name: np.ascontiguousarray(v.transpose(1, 0, 2)) for name, v in traces.items()}
+    return engine_result(net.outputs, groups, read, traces if trace else None, steps)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _run_part(net: _PreparedNet, x: np.ndarray, steps: int, chunk: int, read: dict[str, np.ndarray],
+              traces: dict[str, np.ndarray]) -> dict[str, _Group]:
+    """Run sequences x [batch, tokens, features] in chunks of steps, writing what the outputs read into
+    `read` and the traces into `traces` (step-major views); its groups, with their counts."""
+    batch, tokens, _ = x.shape
+    groups = {name: replace(g, counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in net.groups.items()}
+    synapses = {name: replace(s) for name, s in net.run_synapses.items()}
+    for g in groups.values():
+        _start_group(g, x, batch, chunk, net.ring_len.get(g.name, 0))
+    for s in synapses.values():
+        if groups[s.pre].delta:
+            s.sigma = np.zeros((batch, s.post_size), np.float64 if s.exact_float else np.int64)
     for t0 in range(0, steps, chunk):
         n = min(chunk, steps - t0)
         for kind, name in net.order:
@@ -529,10 +568,7 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
                 s.chunk_out = _synapse_chunk(s, groups[s.pre], t0, n, net.wake[name], batch)
             else:
                 _group_chunk(groups[name], t0, n, batch, tokens, synapses, read.get(name), traces)
-
-    read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
-    traces = {name: np.ascontiguousarray(v.transpose(1, 0, 2)) for name, v in traces.items()}
-    return engine_result(net.outputs, groups, read, traces if trace else None, steps)
+    return groups
 
 
 def engine_result(outputs: list[tuple[str, str]], groups: dict, read: dict, traces: dict | None,

@@ -466,3 +466,14 @@ def test_a_run_without_traces_chunks_like_one_with_them(monkeypatch):
     for res in (run_numpy(g, x), run_numpy(g, x, trace=True)):
         np.testing.assert_array_equal(res.raw["y"], whole.raw["y"])
         assert res.saturation == whole.saturation and res.sparsity == whole.sparsity
+
+
+def test_a_batch_split_over_threads_equals_the_scalar_contract(monkeypatch):
+    # A large batch runs in parts, one thread each, into the rows of one result: counts, sparsity,
+    # traces and outputs are those of the whole batch. Force parts of 1 and 2 sequences.
+    monkeypatch.setattr(numpy_engine, "_THREAD_SEQUENCES", 1)
+    monkeypatch.setattr(numpy_engine, "_cores", lambda: 3)
+    for seed in range(4):
+        g = random_extended_network(seed)
+        x = np.random.default_rng(600 + seed).normal(scale=4.0, size=(5, 6, g.inputs()[0].shape[0]))
+        assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
