@@ -435,21 +435,21 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
             classes.setdefault((s.pre, s.delay, readers), []).append(s)
     run = dict(synapses)
     for members in classes.values():
-        owner = np.full(members[0].post_size, -1)
+        owned = np.zeros(members[0].post_size, bool)
+        row_shift = np.zeros(members[0].post_size, np.int64)
         merged = []
         for s in members:  # the first group owning a row keeps it; a group overlapping one merged already stays apart
-            own = np.unique(s.nonzeros[0])
-            if not (owner[own] >= 0).any():
-                owner[own] = len(merged)
+            own = s.nonzeros[0]  # rows, each once per non-zero
+            if not owned[own].any():
+                owned[own] = True
+                row_shift[own] = s.shift
                 merged.append(s)
         if len(merged) < 2:
             continue
         first = merged[0]
-        row_shift = np.zeros(first.post_size, np.int64)
-        for s in merged:
-            row_shift[np.unique(s.nonzeros[0])] = s.shift
         rows, cols, vals = (np.concatenate([s.nonzeros[i] for s in merged]) for i in range(3))
-        order = np.lexsort((cols, rows))
+        # each row is one group's, its terms in column order: a stable sort by row keeps them so
+        order = np.argsort(rows, kind="stable")
         rows, cols, vals = rows[order], cols[order], vals[order]
         starts = np.flatnonzero(np.diff(rows, prepend=-1))
         one = _Synapses(first.name, first.pre, max(s.shift for s in merged), 0, first.delay, first.pre_size,
