@@ -70,6 +70,7 @@ import numpy as np
 import scipy.sparse
 import threadpoolctl
 
+from ssmc import limits
 from ssmc.data import check_sequences
 from ssmc.errors import IRError
 from ssmc.ir.fixed_point import (ACC_BITS, NEURO_LEVEL_KINDS, SAT_QUANTITIES, check_neuro_graph,  # noqa: F401
@@ -509,8 +510,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     steps = tokens + net.max_depth
     threads = max(1, min(_cores(), batch // _THREAD_SEQUENCES))
     parts = [slice(i * batch // threads, (i + 1) * batch // threads) for i in range(threads)]
-    chunk = _chunk_steps(net.groups, net.run_synapses, -(-batch // threads), steps)
-    _check_run_size(net.groups, net.run_synapses, net, x.shape, steps, chunk, trace)
+    room = _check_run_size(net.groups, net.run_synapses, net, x.shape, steps, trace)
+    chunk = _chunk_steps(_step_values(net.groups, net.run_synapses), -(-batch // threads), batch, steps, room)
 
     # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
     read = {group: np.zeros((tokens, batch, net.groups[group].size), np.int64) for _, group in net.outputs}
@@ -591,13 +592,21 @@ def output_groups(graph: Graph) -> list[tuple[str, str]]:
     return [(out.name, out.inputs[0]) for out in graph.outputs()]
 
 
-def _chunk_steps(groups: dict[str, _Group], synapses: dict[str, _Synapses], batch: int, steps: int) -> int:
-    """Steps a chunk runs: as many as keep its step-proportional buffers within _CHUNK_VALUES over the
-    batch (at least 1). A chunk runs every synapse group as one product over all its steps and every
-    stateless group as one elementwise pass: at batch 1 the per-step calls were most of the time."""
-    per_step = sum(g.size * (3 if g.stateful and not _states_in_buffer(g) else 1) for g in groups.values()) \
+def _step_values(groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> int:
+    """Values per sequence that one more step of chunk adds at most: a group's message ring (whole
+    chunks and the history before them) grows by up to 2 rows, its two chunks of states (unless they
+    are its messages) by 2, a synapse group's chunk of outputs and kernel temporaries by 1."""
+    return sum(g.size * (4 if g.stateful and not _states_in_buffer(g) else 2) for g in groups.values()) \
         + sum(s.post_size + s.work_values for s in synapses.values())
-    return max(1, min(steps, _CHUNK_VALUES // max(batch * per_step, 1)))
+
+
+def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int) -> int:
+    """Steps a chunk runs: as many as keep a part of `part` sequences' step-proportional buffers within
+    _CHUNK_VALUES (in cache) and the whole batch's within the `room` (bytes) the work limit leaves above
+    a run of 1-step chunks; at least 1. A chunk runs every synapse group as one product over all its
+    steps and every stateless group as one elementwise pass: at batch 1 the per-step calls were most
+    of the time."""
+    return max(1, min(steps, _CHUNK_VALUES // max(part * step_values, 1), 1 + room // max(8 * batch * step_values, 1)))
 
 
 def _history(g: _Group, ring: int) -> int:
@@ -610,19 +619,21 @@ def _buffer_rows(chunk: int, ring: int) -> int:
     return chunk * -(-(ring + chunk) // chunk)
 
 
-def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, chunk: int, trace: bool) -> None:
-    """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit:
-    per group its message buffer (history and chunk rows), state, `last` and chunk of states, per synapse
-    group its chunk of outputs and kernel temporaries and its sigma sum, the input, its quantized copy,
-    what the outputs read (twice: raw and decoded) and the traces."""
+def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, trace: bool) -> int:
+    """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit when
+    run in chunks of 1 step: per group its message ring (history and the step), state, `last` and
+    states, per synapse group its outputs, kernel temporaries and sigma sum, the input, its quantized
+    copy, what the outputs read (twice: raw and decoded) and the traces. Returns the bytes the limit
+    leaves over: longer chunks take at most that (see _step_values, _chunk_steps)."""
     batch, tokens, features = x_shape
-    rows = sum(g.size * (_buffer_rows(chunk, _history(g, net.ring_len.get(g.name, 0))) * batch + 2 * batch
-                         + (2 * chunk * batch if g.stateful and not _states_in_buffer(g) else 0)
-                         + (3 * steps * batch if trace else 0)) for g in groups.values())
-    rows += sum((s.post_size + s.work_values) * chunk * batch + s.post_size * batch for s in synapses.values())
+    values = sum(g.size * (_buffer_rows(1, _history(g, net.ring_len.get(g.name, 0))) + 2
+                           + (2 if g.stateful and not _states_in_buffer(g) else 0) + (3 * steps if trace else 0))
+                 for g in groups.values())
+    values += sum(2 * s.post_size + s.work_values for s in synapses.values())
     outs = sum(groups[group].size for _, group in net.outputs)
-    per_sequence = -(-rows // batch) + tokens * (2 * features + 3 * outs)
-    refuse_oversized_run("numpy engine", batch, tokens, 8 * per_sequence, trace)
+    per_sequence = 8 * (values + tokens * (2 * features + 3 * outs))
+    refuse_oversized_run("numpy engine", batch, tokens, per_sequence, trace)
+    return limits.current().work_bytes - batch * per_sequence
 
 
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssmc.errors import InputDataError, IRError
+from ssmc import limits
+from ssmc.errors import InputDataError, IRError, ResourceLimitError
 from ssmc.ir import Graph, Op, verify
 from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime import numpy_engine
@@ -477,3 +478,26 @@ def test_a_batch_split_over_threads_equals_the_scalar_contract(monkeypatch):
         g = random_extended_network(seed)
         x = np.random.default_rng(600 + seed).normal(scale=4.0, size=(5, 6, g.inputs()[0].shape[0]))
         assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+
+
+def test_chunks_longer_than_one_step_only_use_room_the_work_limit_leaves(monkeypatch):
+    # The run-size check states what a run in 1-step chunks needs; longer chunks (faster) take only
+    # memory the limit leaves over, so a run the check admits never exceeds the limit.
+    g = random_network(5)
+    x = np.random.default_rng(3).normal(size=(6, 10, g.inputs()[0].shape[0]))
+    net = prepare(g)
+    steps = x.shape[1] + net.max_depth
+    chosen = []
+    real = numpy_engine._chunk_steps
+    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    need = limits.current().work_bytes - numpy_engine._check_run_size(net.groups, net.run_synapses, net, x.shape,
+                                                                      steps, False)
+    per_step = 8 * x.shape[0] * numpy_engine._step_values(net.groups, net.run_synapses)
+    ref = run_reference(g, x)
+    for limit, chunk in [(need, 1), (need + 2 * per_step, 3), (1 << 33, steps)]:
+        monkeypatch.setenv("SSMC_MAX_WORK_BYTES", str(limit))
+        assert_same_result(run_numpy(g, x), ref)
+        assert chosen[-1] == chunk
+    monkeypatch.setenv("SSMC_MAX_WORK_BYTES", str(need - 1))
+    with pytest.raises(ResourceLimitError):
+        run_numpy(g, x)
