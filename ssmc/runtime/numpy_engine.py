@@ -493,7 +493,7 @@ def one_blas_thread(fn):
     return run
 
 
-_CHUNK_VALUES = 1 << 19  # values of a chunk's step-proportional buffers over the whole batch (4 MiB: in cache)
+_CHUNK_VALUES = 1 << 20  # values of a part's step-proportional buffers (8 MiB, an upper bound: they mostly stay in cache)
 
 
 _THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
