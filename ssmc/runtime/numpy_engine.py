@@ -540,8 +540,9 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
             g.total += other[name].total
             for q in SAT_QUANTITIES:
                 g.counts[q] += other[name].counts[q]
+    # [batch, step or token, size] views: no copy beyond what the run-size check counted
     read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
-    traces = {name: np.ascontiguousarray(v.transpose(1, 0, 2)) for name, v in traces.items()}
+    traces = {name: v.transpose(1, 0, 2) for name, v in traces.items()}
     return engine_result(net.outputs, groups, read, traces if trace else None, steps)
 
 
