@@ -10,7 +10,8 @@ What NIR 1.0.8 can express of an ssmc model-level graph, and how (docs/nir.md):
   (`I(r=1)`, the 2HM real states, interleaved re/im per mode), `<op>.A`
   (Linear 2HM x 2HM, block diagonal 2x2, on the recurrent edge x -> A -> x),
   `<op>.C` (Linear, x -> H, weights 2 Re C / -2 Im C), `<op>.D` (Scale D,
-  u -> H) and `<op>` (Scale(1), the sum of C and D). Two forms:
+  u -> H) and `<op>` (Scale(1), the sum of C and D); a layer with P modes
+  shared by all channels (S5, LRU) has 2P states and dense B and C. Two forms:
   * `euler` (default): A = [[Re a - 1, -Im a], [Im a, Re a - 1]], B = B_bar.
     Stepped by forward Euler at dt = 1 per token, with the recurrent edge
     read one step late -- the reading of `run_nir` below -- this is ssmc's
@@ -38,14 +39,13 @@ import os
 import nir
 import numpy as np
 
-from ssmc.errors import SsmcError, UnsupportedModelError
+from ssmc.errors import ModelLoadError, OptionError, UnsupportedModelError
 from ssmc.outputs import write_file
 from ssmc.ir.activations import activation
 from ssmc.ir.graph import Graph, Op
-from ssmc.ir.ssm import discrete_params
+from ssmc.ir.ssm import discrete_params, is_dense
 
 FORMS = ("euler", "ode")
-HOST_OPS = {"activation": "activation", "norm": "layer norm", "pool": "running mean"}
 
 
 def _why_not(op: Op) -> str:
@@ -71,6 +71,8 @@ def _pair_block(w: np.ndarray) -> np.ndarray:
 
 def s4d_matrices(op: Op, form: str) -> dict[str, np.ndarray]:
     """The real matrices of one S4D layer's NIR nodes: A (recurrent), B, C, D (see the module doc)."""
+    if is_dense(op):
+        return _shared_matrices(op, form)
     A_bar, B_bar = discrete_params(op)
     C = op.params["C"].astype(np.complex128)
     H, M = C.shape
@@ -97,12 +99,35 @@ def s4d_matrices(op: Op, form: str) -> dict[str, np.ndarray]:
     return {"A": _pair_block(w), "B": B, "C": Cm, "D": op.params["D"].astype(np.float64)}
 
 
+def _shared_matrices(op: Op, form: str) -> dict[str, np.ndarray]:
+    """s4d_matrices of a layer whose P modes are shared by all channels (B_bar [P, H], C [H, P])."""
+    A_bar, B_bar = discrete_params(op)
+    C = op.params["C"].astype(np.complex128)
+    if form == "euler":
+        w, b = A_bar - 1.0, B_bar
+    elif op.attrs["form"] == "continuous":
+        dt = np.exp(op.params["log_dt"].astype(np.float64))
+        w, b = dt * op.params["A"].astype(np.complex128), dt[:, None] * op.params["B"].astype(np.complex128)
+    else:
+        if np.any(A_bar == 0):
+            raise UnsupportedModelError(f"%{op.name}: a mode with A_bar = 0 has no ODE; export with --form euler")
+        w = np.log(A_bar)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(A_bar == 1.0, 1.0, w / (A_bar - 1.0))
+        b = ratio[:, None] * B_bar
+    B = np.zeros((2 * len(w), b.shape[1]))
+    Cm = np.zeros((C.shape[0], 2 * len(w)))
+    B[0::2], B[1::2] = b.real, b.imag
+    Cm[:, 0::2], Cm[:, 1::2] = 2 * C.real, -2 * C.imag
+    return {"A": _pair_block(w), "B": B, "C": Cm, "D": op.params["D"].astype(np.float64)}
+
+
 def to_nir(graph: Graph, form: str = "euler", cut: bool = False) -> tuple[nir.NIRGraph, list[str]]:
     """The model-level float graph as a NIR graph, and one line per op cut out for the host (see module doc)."""
     if form not in FORMS:
-        raise SsmcError(f"unknown S4D form {form!r}; choose one of {', '.join(FORMS)}")
+        raise OptionError(f"unknown S4D form {form!r}; choose one of {', '.join(FORMS)}")
     if graph.ops_of_kind("neurons") or graph.ops_of_kind("cpx"):
-        raise SsmcError("export-nir reads the float model graph, not a lowered one (internal: pass net.model_graph)")
+        raise OptionError("export-nir reads the float model graph, not a lowered one (internal: pass net.model_graph)")
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
     head: dict[str, str] = {}  # ssmc value -> the NIR node that carries it
@@ -184,7 +209,7 @@ def read_nir(path: str | os.PathLike) -> nir.NIRGraph:
     try:
         return nir.read(os.fspath(path))
     except (OSError, KeyError, ValueError) as e:
-        raise SsmcError(f"{os.fspath(path)}: cannot read as NIR ({e})") from None
+        raise ModelLoadError(f"{os.fspath(path)}: cannot read as NIR ({e})") from None
 
 
 # -- a discrete-time reading of NIR graphs ---------------------------------------------------
@@ -222,7 +247,7 @@ def _order(g: nir.NIRGraph) -> tuple[list[str], set[tuple[str, str]]]:
     while len(order) < len(g.nodes):
         ready = [n for n in g.nodes if n not in done and deps[n] <= done]
         if not ready:
-            raise SsmcError("the NIR graph has a cycle that is not through a stateful node")
+            raise UnsupportedModelError("the NIR graph has a cycle that is not through a stateful node")
         order.append(ready[0])
         done.add(ready[0])
     return order, back
@@ -238,7 +263,7 @@ def run_nir(g: nir.NIRGraph, x: np.ndarray, dt: float = 1.0) -> dict[str, np.nda
     order, back = _order(g)
     feeds = [n for n, node in g.nodes.items() if isinstance(node, nir.Input) and "ssmc_host_op" not in node.metadata]
     if len(feeds) != 1:
-        raise SsmcError(f"run_nir feeds one input, the graph has {len(feeds)}")
+        raise UnsupportedModelError(f"run_nir feeds one input, the graph has {len(feeds)}")
     incoming = {n: [(a, (a, n) in back) for a, b in g.edges if b == n] for n in g.nodes}
     batch, tokens, _ = x.shape
     prev: dict[str, np.ndarray] = {}
@@ -273,7 +298,7 @@ def run_nir(g: nir.NIRGraph, x: np.ndarray, dt: float = 1.0) -> dict[str, np.nda
                 v = state.get(n, np.zeros((batch, node.r.size)))
                 state[n] = now[n] = v + dt / node.tau * (node.v_leak - v + node.r * u)
             else:
-                raise SsmcError(f"run_nir does not run NIR {type(node).__name__} node {n!r}")
+                raise UnsupportedModelError(f"run_nir does not run NIR {type(node).__name__} node {n!r}")
         prev = now
     return {n: np.stack(v, axis=1) for n, v in outs.items()}
 
@@ -285,4 +310,4 @@ def _host(spec: str, reads: list[np.ndarray], k: int, state: dict, name: str) ->
     if kind == "pool":
         acc = state[name] = state.get(name, 0.0) + reads[0]
         return acc / (k + 1) if arg == "mean" else acc
-    raise SsmcError(f"unknown host op {spec!r} at NIR input {name!r}")
+    raise UnsupportedModelError(f"unknown host op {spec!r} at NIR input {name!r}")

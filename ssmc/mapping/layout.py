@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from ssmc.errors import FitError
 from ssmc.targets import Target
 
 
@@ -144,7 +145,8 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
     cpc = target.cores_per_chip
     n_chips = max(1, math.ceil(K / cpc))
     if n_chips > target.chips:
-        raise ValueError(f"{K} cores need {n_chips} chips, the target has {target.chips}")
+        raise FitError(f"{K} cores need {n_chips} chips, the target has {target.chips}; give --chips {n_chips} or more",
+                       need=n_chips, have=target.chips, binding="chips", fixes=(f"--chips {n_chips}",))
     t_sym = traffic + traffic.T
     np.fill_diagonal(t_sym, 0.0)
     # 1. cores -> chips: balanced consecutive runs, improved by swaps on the chip-cut

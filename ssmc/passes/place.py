@@ -21,7 +21,7 @@ from ssmc.mapping.capacity import target_of
 from ssmc.mapping.layout import layout
 from ssmc.mapping.netlist import build_netlist
 from ssmc.mapping.usage import traffic
-from ssmc.passes.base import Pass, PassError, log
+from ssmc.passes.base import Pass, PassError, check_time_limit, log
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Place(Pass):
     """Wall-clock seconds for the swap search (it stops early when no swap helps)."""
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
+        check_time_limit(self.name, self.time_limit)
         target = target_of(graph)
         if target is None:
             raise PassError("place needs a partitioned graph: run partition first")

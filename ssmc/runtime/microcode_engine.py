@@ -96,7 +96,7 @@ class _Synapses:
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the net's microcode; see numpy_engine.EngineResult."""
     graph: Graph = net.graph
-    kernels = prepare(graph).synapses  # checks the graph too (both once per graph)
+    kernels = prepare(graph, "microcode").synapses  # checks the graph too (both once per graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)

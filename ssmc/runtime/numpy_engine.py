@@ -377,12 +377,12 @@ _NEVER = 1 << 62  # the wake step of a synapse group that feeds nothing
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def prepare(graph: Graph) -> _PreparedNet:
+def prepare(graph: Graph, engine: str = "numpy") -> _PreparedNet:
     """The checked, prepared form of `graph` (kernels chosen, weights converted), built on the
     first run and reused while the graph's ops, attributes and parameter arrays stay the same
     ones: a run over a whole test set in many calls pays the set-up once. Replacing an op,
     an attribute or a parameter array re-prepares; editing a parameter array in place does not."""
-    return cached_per_graph(_PREPARED, graph, _prepare_net)
+    return cached_per_graph(_PREPARED, graph, lambda g: _prepare_net(g, engine))  # `engine`: named by the check
 
 
 def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *extra):
@@ -398,8 +398,8 @@ def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *ext
     return value
 
 
-def _prepare_net(graph: Graph) -> _PreparedNet:
-    check_neuro_graph(graph)
+def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
+    check_neuro_graph(graph, engine)
     order = graph.ops()
     groups = {op.name: _prepare_group(op) for op in order if op.kind == "neurons"}
     synapses = {op.name: _prepare_synapses(op, groups[op.inputs[0]]) for op in order if op.kind == "synapses"}

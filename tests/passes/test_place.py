@@ -77,3 +77,20 @@ def test_swap_search_only_accepts_improvements(seed):
             p = best.copy()
             p[a], p[b] = p[b], p[a]
             assert total_cost(t, dist, p) >= total_cost(t, dist, best) - 1e-9
+
+
+@pytest.mark.parametrize("spec", ["partition{time-limit=%s}", "partition,place{time-limit=%s}"])
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf"])
+def test_a_time_limit_that_is_not_seconds_above_zero_is_refused(spec, seconds):
+    # -1 and nan ran no search at all, inf could search forever: both silently
+    from ssmc.errors import PassError
+    from ssmc.passes import parse_pipeline
+    from ssmc.passes.base import run_pipeline
+    with pytest.raises(PassError, match=f"time-limit = {float(seconds)}; give a number of seconds above 0"):
+        run_pipeline(s4d_stack(4, 2, 1), parse_pipeline(spec % seconds))
+
+
+def test_a_negative_neuron_cap_is_refused():
+    from ssmc.errors import PassError
+    with pytest.raises(PassError, match="max-neurons-per-core = -5; give a whole number of at least 1, or 0"):
+        Partition(max_neurons_per_core=-5, rate_sequences=0).run(s4d_stack(4, 2, 1))
