@@ -28,7 +28,8 @@ from ssmc.passes.base import Pass, PassError, check_time_limit, log
 class Place(Pass):
     name: ClassVar[str] = "place"
     time_limit: float = 10.0
-    """Wall-clock seconds for the swap search (it stops early when no swap helps)."""
+    """Budget of the swap search, in seconds of counted work (deterministic; it stops early when no swap
+    helps; the wall clock stops it only at max(30 s, 3 x) as a safety net: ssmc.mapping.layout.Budget)."""
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         check_time_limit(self.name, self.time_limit)
