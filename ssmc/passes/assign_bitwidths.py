@@ -37,6 +37,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ssmc.config import LAYER_WIDTH_KEYS, WEIGHT_EXP_MODES, WIDTHS
 from ssmc.errors import IRError, SsmcError
 from ssmc.ir.activations import activation
 from ssmc.ir.graph import Graph, Op
@@ -47,12 +48,11 @@ from ssmc.runtime.calibrate import Ranges, check_calibration, measure_ranges
 from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.numpy_engine import run_numpy
 
-WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
-WIDTH_LIMITS = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
-                "headroom_bits": (0, 8), "lut_bits": (1, 12)}
+WIDTH_KEYS = LAYER_WIDTH_KEYS
+# the widths a compile config may set are ranged in ssmc.config (one place for ranges and defaults)
+WIDTH_LIMITS = {**{k: (lo, hi) for k, (lo, hi, _) in WIDTHS.items()}, "headroom_bits": (0, 8), "lut_bits": (1, 12)}
 RANDOM_CALIBRATION = (64, 64)
 LUT_FUNCTIONS = ("gelu", "gelu_tanh", "sigmoid", "tanh")  # sequences, tokens: used only when no calibration data is given
-WEIGHT_EXP_MODES = ("group", "row", "auto")
 AUTO_GAIN = 0.05  # auto splits only if that lowers the calibration error by 5%; keeps a split worth more than 5%
 AUTO_SEQUENCES = 16  # auto compares candidates on at most this many calibration sequences (it runs the engine per linear)
 
@@ -413,13 +413,13 @@ def set_depths(graph: Graph) -> None:
 @dataclass(frozen=True)
 class AssignBitwidths(Pass):
     name: ClassVar[str] = "assign-bitwidths"
-    weight_bits: int = 8
+    weight_bits: int = WIDTHS["weight_bits"][2]
     """Synapse weight precision (Lava Dense num_weight_bits, 1..8)."""
-    coef_bits: int = 16
+    coef_bits: int = WIDTHS["coef_bits"][2]
     """Complex-pair coefficient precision."""
-    state_bits: int = 24
+    state_bits: int = WIDTHS["state_bits"][2]
     """Neuron state precision."""
-    message_bits: int = 24
+    message_bits: int = WIDTHS["message_bits"][2]
     """Graded message precision."""
     headroom_bits: int = 1
     """Bits of margin above the calibrated peak."""

@@ -53,13 +53,14 @@ class Partition(Pass):
     rate_sequences: int = 8
     """Calibration sequences the numpy engine runs to measure message rates (0: do not measure)."""
     calibration: object = data_field("calibration sequences [n, tokens, features] (message rates)")
+    target_file: object = data_field("the target file to read (a path), when `target` records only its name")
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         if not graph.ops_of_kind("neurons"):
             raise PassError("partition works on neuron groups: run it after assign-bitwidths")
         if self.method not in METHODS:
             raise PassError(f"partition: method {self.method!r} is not one of {', '.join(METHODS)}")
-        target = load_target(self.target or None, board=self.board or None, chips=self.chips or None)
+        target = load_target(self.target_file or self.target or None, board=self.board or None, chips=self.chips or None)
         graph = graph.copy()
         source = measure_rates(graph, self.calibration, self.rate_sequences)
         result = map_network(build_netlist(graph), target, self.method, self.time_limit, self.seed,

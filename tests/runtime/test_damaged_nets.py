@@ -48,7 +48,7 @@ def _over_capacity(graph):
 
 
 def _run_microcode(graph, x):
-    net = Net(graph=graph, source={}, pipeline="", options={}, report={}, extras=emit_microcode(graph))
+    net = Net(graph=graph, source={}, pipeline="", report={}, extras=emit_microcode(graph))
     return microcode_engine.run_net(net, x)
 
 
