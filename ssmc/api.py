@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -20,6 +19,7 @@ from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
 from ssmc.frontend.load import load_model
 from ssmc.ir.graph import Graph
+from ssmc.ir.net import CompiledNet
 from ssmc.passes import FLOAT_PIPELINE, build_pipeline, parse_pipeline, pipeline_spec, run_pipeline
 from ssmc.passes.build import recorded_pipeline
 from ssmc.passes.base import forward_info, with_data
@@ -48,26 +48,16 @@ def is_neuro_level(graph: Graph) -> bool:
     return bool(graph.ops_of_kind("neurons"))
 
 
-@dataclass
-class Net:
-    """A compiled network: the IR, the float model it came from, and how it was made."""
-
-    graph: Graph
-    source: dict = dataclasses.field(default_factory=dict)
-    pipeline: str = ""
-    config: CompileConfig = CompileConfig()  # how it was built (ssmc.config); net.lava's manifest `config`
-    report: dict = dataclasses.field(default_factory=dict)
-    model_graph: Graph | None = None
-    extras: dict = dataclasses.field(default_factory=dict)  # net.lava extra/ entries: path -> bytes
+class Net(CompiledNet):
+    """A compiled network (ssmc.ir.net.CompiledNet: the IR, the float model it came from, how it was made,
+    its files) with what the library does with one: run, save, trace, report."""
 
     def report_dict(self) -> dict:
         """What `ssmc report` shows: placement, utilisation, traffic, bit-widths, estimated cost (ssmc.report)."""
         return build_report(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        _bundle.save(_bundle.Bundle(graph=self.graph, model_graph=self.model_graph, source=self.source,
-                                    pipeline=self.pipeline, config=self.config, report=self.report,
-                                    extras=self.extras), path)
+        _bundle.save(self, path)
 
     def run(self, x: np.ndarray, engine: str = "numpy") -> np.ndarray:
         """Per-token outputs [batch, tokens, outputs] of the first model output."""
@@ -288,6 +278,4 @@ def compile(model_path: str | os.PathLike, config: CompileConfig | None = None, 
 
 def load(path: str | os.PathLike) -> Net:
     """Read a net.lava file written by `Net.save`."""
-    b = _bundle.load(path)
-    return Net(graph=b.graph, model_graph=b.model_graph, source=b.source, pipeline=b.pipeline, config=b.config,
-               report=b.report, extras=b.extras)
+    return _bundle.load(path, cls=Net)
