@@ -147,6 +147,9 @@ def _describe_op(op) -> str:
     shape = "x".join(str(d) for d in op.shape)
     if op.kind == "s4d":
         H, M = op.params["C"].shape
+        if op.attrs.get("mixing") == "dense":
+            return (f"%{op.name} s4d H={H} P={M} ({M} complex modes shared by all channels: dense B and C, "
+                    f"S5/LRU), {op.attrs['form']}")
         return f"%{op.name} s4d H={H} N={2 * M} ({M} complex modes), {op.attrs['form']}"
     if op.kind == "linear":
         w = op.params["weight"]

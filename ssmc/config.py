@@ -35,9 +35,12 @@ from ssmc.errors import SsmcError
 
 #: The float part of the pipeline: S4D layers become complex neuron pairs between linears.
 FLOAT_PIPELINE = "canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear"
-#: What `ssmc compile` runs when no --passes is given: the float part, LayerNorm with frozen
-#: statistics (an approximation; a no-op without norms), quantization, then mapping onto cores.
-DEFAULT_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths,partition,place"
+#: What `ssmc compile` runs when no --passes is given: the float part, quantization (LayerNorm on
+#: neurons), then mapping onto cores.
+DEFAULT_PIPELINE = FLOAT_PIPELINE + ",assign-bitwidths,partition,place"
+#: The default with LayerNorm approximated by frozen statistics (freeze-norms): no norm neurons or
+#: latency, but one calibrated gain for every token (docs/fixed_point.md).
+FROZEN_NORMS_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths,partition,place"
 
 READOUTS = ("none", "sum", "mean", "last")
 WEIGHT_EXP_MODES = ("group", "row", "auto")

@@ -41,9 +41,13 @@ _active = False
 def _dropped_here(frame) -> bool:
     """Would an exception raised in `frame` be printed and dropped by the C code that runs it? A snippet C
     runs from a string in the middle of other code (not a `python -c` script: that has no caller), or a
-    finalizer."""
+    finalizer, or importlib's own frames."""
     if frame is None:
         return False
+    if frame.f_code.co_filename.startswith("<frozen importlib"):
+        # importlib's module-lock bookkeeping (a weakref callback among it) may print the exception as a
+        # traceback and drop it: seen once under load with SIGTERM 0.3 s into `ssmc compile`
+        return True
     return (frame.f_code.co_filename == "<string>" and frame.f_back is not None) or frame.f_code.co_name == "__del__"
 
 

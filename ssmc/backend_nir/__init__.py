@@ -10,7 +10,8 @@ What NIR 1.0.8 can express of an ssmc model-level graph, and how (docs/nir.md):
   (`I(r=1)`, the 2HM real states, interleaved re/im per mode), `<op>.A`
   (Linear 2HM x 2HM, block diagonal 2x2, on the recurrent edge x -> A -> x),
   `<op>.C` (Linear, x -> H, weights 2 Re C / -2 Im C), `<op>.D` (Scale D,
-  u -> H) and `<op>` (Scale(1), the sum of C and D). Two forms:
+  u -> H) and `<op>` (Scale(1), the sum of C and D); a layer with P modes
+  shared by all channels (S5, LRU) has 2P states and dense B and C. Two forms:
   * `euler` (default): A = [[Re a - 1, -Im a], [Im a, Re a - 1]], B = B_bar.
     Stepped by forward Euler at dt = 1 per token, with the recurrent edge
     read one step late -- the reading of `run_nir` below -- this is ssmc's
@@ -42,7 +43,7 @@ from ssmc.errors import SsmcError, UnsupportedModelError
 from ssmc.outputs import write_file
 from ssmc.ir.activations import activation
 from ssmc.ir.graph import Graph, Op
-from ssmc.ir.ssm import discrete_params
+from ssmc.ir.ssm import discrete_params, is_dense
 
 FORMS = ("euler", "ode")
 HOST_OPS = {"activation": "activation", "norm": "layer norm", "pool": "running mean"}
@@ -71,6 +72,8 @@ def _pair_block(w: np.ndarray) -> np.ndarray:
 
 def s4d_matrices(op: Op, form: str) -> dict[str, np.ndarray]:
     """The real matrices of one S4D layer's NIR nodes: A (recurrent), B, C, D (see the module doc)."""
+    if is_dense(op):
+        return _shared_matrices(op, form)
     A_bar, B_bar = discrete_params(op)
     C = op.params["C"].astype(np.complex128)
     H, M = C.shape
@@ -94,6 +97,29 @@ def s4d_matrices(op: Op, form: str) -> dict[str, np.ndarray]:
         rows = 2 * (h * M + np.arange(M))
         B[rows, h], B[rows + 1, h] = b[h * M:(h + 1) * M].real, b[h * M:(h + 1) * M].imag
         Cm[h, rows], Cm[h, rows + 1] = 2 * C[h].real, -2 * C[h].imag
+    return {"A": _pair_block(w), "B": B, "C": Cm, "D": op.params["D"].astype(np.float64)}
+
+
+def _shared_matrices(op: Op, form: str) -> dict[str, np.ndarray]:
+    """s4d_matrices of a layer whose P modes are shared by all channels (B_bar [P, H], C [H, P])."""
+    A_bar, B_bar = discrete_params(op)
+    C = op.params["C"].astype(np.complex128)
+    if form == "euler":
+        w, b = A_bar - 1.0, B_bar
+    elif op.attrs["form"] == "continuous":
+        dt = np.exp(op.params["log_dt"].astype(np.float64))
+        w, b = dt * op.params["A"].astype(np.complex128), dt[:, None] * op.params["B"].astype(np.complex128)
+    else:
+        if np.any(A_bar == 0):
+            raise UnsupportedModelError(f"%{op.name}: a mode with A_bar = 0 has no ODE; export with --form euler")
+        w = np.log(A_bar)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(A_bar == 1.0, 1.0, w / (A_bar - 1.0))
+        b = ratio[:, None] * B_bar
+    B = np.zeros((2 * len(w), b.shape[1]))
+    Cm = np.zeros((C.shape[0], 2 * len(w)))
+    B[0::2], B[1::2] = b.real, b.imag
+    Cm[:, 0::2], Cm[:, 1::2] = 2 * C.real, -2 * C.imag
     return {"A": _pair_block(w), "B": B, "C": Cm, "D": op.params["D"].astype(np.float64)}
 
 

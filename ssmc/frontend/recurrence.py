@@ -183,29 +183,31 @@ def find_recurrences(ix: GraphIndex, raw: GraphIndex | None, pairs: list[tuple[s
             raise _fail((lay.s_in, lay.s_out), "the state output is not computed by the graph")
         limits.check("state_elements", lay.size,
                      f"state '{lay.s_in}' -> '{lay.s_out}': a state of {list(lay.shape)} per sequence")
-    recs = []
+    recs, s4d = [], []
     for lay in layouts:
-        if len(ix.shape(lay.s_in)) == 2:
-            if lay.batch_axis == 1:
-                raise _fail((lay.s_in, lay.s_out), f"a 2-D state is a running sum [batch, C]; this one is "
-                                                   f"{lay.declared()}: in torch, keep the batch first")
-            recs.append(_find_pool(ix, lay.s_in, lay.s_out))
-    s4d = [lay for lay in layouts if len(ix.shape(lay.s_in)) != 2]
+        pool = _find_pool(ix, lay.s_in, lay.s_out) if len(ix.shape(lay.s_in)) == 2 else None
+        if pool is None:  # any other state (a 2-D one too: S5 and LRU keep [batch, P]) is measured
+            s4d.append(lay)
+            continue
+        if lay.batch_axis == 1:
+            raise _fail((lay.s_in, lay.s_out), f"a 2-D running sum is [batch, C]; this one is "
+                                               f"{lay.declared()}: in torch, keep the batch first")
+        recs.append(pool)
     if s4d:
         recs += _find_s4d_layers(ix, raw, s4d, {s for p in pairs for s in p}, opset, fixed_batch)
     return recs
 
 
 # -- running pools --------------------------------------------------------------
-def _find_pool(ix: GraphIndex, s_in: str, s_out: str) -> Recurrence:
+def _find_pool(ix: GraphIndex, s_in: str, s_out: str) -> Recurrence | None:
+    """A running sum (state_out = state_in + x, x not computed from the state), or None."""
     node = ix.producer[s_out]
     ins = [t.name for t in node.inputs]
     if node.op == "Add" and len(ins) == 2 and s_in in ins:
         other = ins[1 - ins.index(s_in)]
         if s_in not in ix.ancestors(other)[0] and not ix.is_const(other):
             return Recurrence("pool", s_in, s_out, u=other, y=s_out, nodes={id(node)}, attrs={"mode": "sum"})
-    raise _fail((s_in, s_out), f"a 2-D state is supported as a running sum (state_out = state_in + x); "
-                               f"this one is computed by {node.op}")
+    return None
 
 
 # -- S4D layers -----------------------------------------------------------------
@@ -242,9 +244,9 @@ def _find_s4d_layers(ix: GraphIndex, raw: GraphIndex | None, layouts: list[State
     channels = sorted((t for t in ix.tensors if t not in states and not ix.is_const(t)
                        and (t in ix.producer or t in graph_inputs) and _is_channel_tensor(ix, t)),
                       key=lambda t: (ix.tensor_index(t), t))
-    layers = _drive_groups(ix, layouts, channels, opset, fixed)
+    layers, channels = _drive_groups(ix, layouts, channels, opset, fixed)
     for layer in layers:
-        layer.y = _locate_y(ix, layer, layouts, channels, opset, fixed)
+        layer.y, channels = _locate_y_lifting(ix, layer, layouts, channels, opset, fixed)
     nodes = _claimed_nodes(ix, layouts, layers)
     recs = []
     for k, layer in enumerate(layers):
@@ -265,12 +267,63 @@ def _element_name(layouts: list[StateLayout], offsets: np.ndarray, e: int) -> st
 
 
 def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], opset: int,
-                  fixed: bool) -> list[_Layer]:
+                  fixed: bool) -> tuple[list[_Layer], list[str]]:
     """One probe per [batch, C] tensor (all of them cut, the states zero): the state elements that respond
-    are driven by it. A layer is the elements one tensor drives."""
+    are driven by it. A layer is the elements one tensor drives. Returns the layers and the [batch, C]
+    tensors that lie between layers (the cuts the measurement may make).
+
+    Two refinements for states kept as [batch, P] tensors with a dense input map (S5, LRU):
+    a [batch, C] tensor inside a state update (lam_re * x_re, lam_im * x_im) lies on a loop from state
+    elements through itself back to them, so it is not a layer input and is not cut (rounds repeat until
+    no driver is on a loop); and groups of elements that drive each other
+    (a mode's re and im parts) but are driven by different tensors (u @ B_re^T and u @ B_im^T) are one
+    layer, whose input is the tensor those drivers are all computed from alone (u)."""
     offsets = _offsets(layouts)
-    S = int(offsets[-1])
     where = "the state inputs " + ", ".join(f"'{lay.s_in}'" for lay in layouts)
+    for _ in range(len(channels) + 1):
+        driven = _driven(ix, layouts, channels, opset, fixed, where)
+        inside = _inside_recurrences(ix, layouts, channels, driven, opset, fixed, where)
+        if not inside:
+            break
+        channels = [c for c in channels if c not in inside]
+    twice = np.flatnonzero(driven.sum(axis=0) > 1)
+    if twice.size:
+        e = int(twice[0])
+        by = [channels[k] for k in np.flatnonzero(driven[:, e])]
+        raise UnsupportedModelError(f"state element {_element_name(layouts, offsets, e)} is driven by several "
+                                    f"tensors ({', '.join(repr(t) for t in by[:3])}); an S4D layer reads one input "
+                                    "u [batch, H]: sum the inputs before the layer")
+    S = int(offsets[-1])
+    owner = np.full(S, -1)
+    for k in range(len(channels)):
+        owner[driven[k]] = k
+    # An element no tensor drives joins the layer that drives the rest of its state tensor, if just one does
+    # (e.g. the imaginary half of a real pole); it stays 0 and is dropped as a mode.
+    for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
+        drivers = set(owner[lo:hi].tolist()) - {-1}
+        if not drivers:
+            raise _fail((lay.s_in, lay.s_out), f"no [batch, C] tensor drives any element of the state "
+                                               f"{lay.declared()} (found none feeding the state update; "
+                                               "is the state updated from the layer input?)")
+        if len(drivers) == 1:
+            seg = owner[lo:hi]
+            seg[seg == -1] = drivers.pop()
+    owner, inputs, channels = _merge_coupled_drivers(ix, layouts, channels, owner, opset, fixed, where)
+    layers = []
+    for k in sorted(set(owner.tolist()) - {-1}):
+        elements = np.flatnonzero(owner == k)
+        touched = [lay for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:])
+                   if np.any((elements >= lo) & (elements < hi))]
+        layers.append(_Layer(inputs[k], elements, touched))
+    for layer in layers:
+        layer.packed = _pairs_shared(layer, layouts)
+    return layers, channels
+
+
+def _driven(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], opset: int, fixed: bool,
+            where: str) -> np.ndarray:
+    """[channels, S] bool: the state elements each [batch, C] tensor drives, all of them cut."""
+    offsets = _offsets(layouts)
     feeds = {lay.s_in: lay for lay in layouts} | {t: _channel(t, ix.shape(t)[1]) for t in channels}
     fetch = {lay.s_out: lay for lay in layouts}
     probes = _Probes(ix, feeds, fetch, opset, fixed, where)
@@ -293,43 +346,127 @@ def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str
                                                           "S4D layers have none: move the bias into a linear before "
                                                           "or after")
     size = np.abs(resp[:-1])
-    driven = size > 1e-6 * np.maximum(size.max(axis=1, keepdims=True), 1e-30)  # [channels, S]
-    twice = np.flatnonzero(driven.sum(axis=0) > 1)
-    if twice.size:
-        e = int(twice[0])
-        by = [channels[k] for k in np.flatnonzero(driven[:, e])]
-        raise UnsupportedModelError(f"state element {_element_name(layouts, offsets, e)} is driven by several "
-                                    f"tensors ({', '.join(repr(t) for t in by[:3])}); an S4D layer reads one input "
-                                    "u [batch, H]: sum the inputs before the layer")
-    owner = np.full(S, -1)
-    for k in range(len(channels)):
-        owner[driven[k]] = k
-    # An element no tensor drives joins the layer that drives the rest of its state tensor, if just one does
-    # (e.g. the imaginary half of a real pole); it stays 0 and is dropped as a mode.
+    return size > 1e-6 * np.maximum(size.max(axis=1, keepdims=True), 1e-30)
+
+
+def _inside_recurrences(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], driven: np.ndarray,
+                        opset: int, fixed: bool, where: str) -> set[str]:
+    """The driving tensors that lie on a loop of a state update (lam_re * x_re, or lam_im * x_im driving
+    x_re' of a [batch, P] state): not a layer's input. Elements with the same drivers form an atom; a driver
+    reads an atom if it responds to it (nothing cut, token zero), and drives the atoms of its elements; it
+    is inside a recurrence if an atom it drives leads back, through drivers, to an atom it reads. A layer
+    input reads only earlier layers' atoms, which its own never reach."""
+    drivers = [k for k in range(len(channels)) if driven[k].any()]
+    if not drivers:
+        return set()
+    offsets = _offsets(layouts)
+    keys = driven[drivers].T  # [S, drivers]
+    hit = keys.any(axis=1)
+    atoms, atom_of = np.unique(keys[hit], axis=0, return_inverse=True)
+    atom = np.full(len(keys), -1)
+    atom[hit] = atom_of.reshape(-1)
+    A = len(atoms)
+    graph_inputs = [t.name for t in ix.graph.inputs if t.name in channels]
+    feeds = {lay.s_in: lay for lay in layouts} | {t: _channel(t, ix.shape(t)[1]) for t in graph_inputs}
+    fetch = {channels[k]: _channel(channels[k], ix.shape(channels[k])[1]) for k in drivers}
+    rng = np.random.default_rng(3)
+    state = np.zeros((A + 1, int(offsets[-1])), np.float32)  # the last row is the zero state
+    for a in range(A):
+        state[a, atom == a] = rng.uniform(0.5, 1.5, int(np.sum(atom == a)))
+    values = {t: np.zeros((A + 1, ix.shape(t)[1]), np.float32) for t in graph_inputs}
     for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
-        drivers = set(owner[lo:hi].tolist()) - {-1}
-        if not drivers:
-            raise _fail((lay.s_in, lay.s_out), f"no [batch, C] tensor drives any element of the state "
-                                               f"{lay.declared()} (found none feeding the state update; "
-                                               "is the state updated from the layer input?)")
-        if len(drivers) == 1:
-            seg = owner[lo:hi]
-            seg[seg == -1] = drivers.pop()
-    layers = []
-    for k in sorted(set(owner.tolist()) - {-1}):
-        elements = np.flatnonzero(owner == k)
-        touched = [lay for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:])
-                   if np.any((elements >= lo) & (elements < hi))]
-        layers.append(_Layer(channels[k], elements, touched))
-    for layer in layers:
-        layer.packed = _pairs_shared(layer, layouts)
-    return layers
+        values[lay.s_in] = state[:, lo:hi]
+    got = _Probes(ix, feeds, fetch, opset, fixed, where)(values, A + 1)
+    with np.errstate(invalid="ignore"):  # a NaN response reads nothing here; the measurement refuses it by name
+        reads = np.array([[np.abs(v[a] - v[-1]).max() > 1e-6 * (1.0 + np.abs(v[-1]).max()) for a in range(A)]
+                          for v in got]).reshape(len(drivers), A)
+    drives = atoms.T  # [drivers, atoms]
+    reach = np.eye(A, dtype=bool) | (reads.T.astype(np.int64) @ drives.astype(np.int64) > 0)  # atom -> atom
+    for _ in range(A):
+        reach = reach | ((reach.astype(np.int64) @ reach.astype(np.int64)) > 0)
+    # driver t is on a loop if it drives b, b reaches a, and t reads a
+    loop = (drives.astype(np.int64) @ reach.astype(np.int64) * reads).any(axis=1)
+    return {channels[k] for k, on in zip(drivers, loop) if on}
+
+
+def _merge_coupled_drivers(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], owner: np.ndarray,
+                           opset: int, fixed: bool, where: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """Merge groups of state elements that drive each other's next value and are driven by tensors computed
+    from one common [batch, C] tensor alone (u @ B_re^T and u @ B_im^T): one layer with input u.
+    Returns (owner per element, each owner's input tensor, the channels left as cuts)."""
+    groups = sorted(set(owner.tolist()) - {-1})
+    inputs = list(channels)
+    if len(groups) < 2:
+        return owner, inputs, channels
+    offsets = _offsets(layouts)
+    feeds = {lay.s_in: lay for lay in layouts} | {t: _channel(t, ix.shape(t)[1]) for t in channels}
+    probes = _Probes(ix, feeds, {lay.s_out: lay for lay in layouts}, opset, fixed, where)
+    n = len(groups)
+    rng = np.random.default_rng(4)
+    state = np.zeros((n, int(offsets[-1])), np.float32)
+    for r, g in enumerate(groups):
+        sel = owner == g
+        state[r, sel] = rng.uniform(0.5, 1.5, int(sel.sum()))
+    values = {t: np.zeros((n, ix.shape(t)[1]), np.float32) for t in channels}
+    for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
+        values[lay.s_in] = state[:, lo:hi]
+    resp = np.abs(np.concatenate(probes(values, n), axis=1))
+    parent = {g: g for g in groups}
+
+    def find(g):
+        while parent[g] != g:
+            g = parent[g]
+        return g
+
+    stray = owner == -1
+    for r, g in enumerate(groups):
+        tol = 1e-6 * max(resp[r].max(), 1e-30)
+        for g2 in groups:
+            if g2 != g and resp[r, owner == g2].max() > tol:
+                parent[find(g2)] = find(g)
+    # An element no tensor drives measurably (in a packed state, e.g. the weakly driven imaginary half of a
+    # slow mode) joins the one group whose state drives it.
+    if stray.any():
+        tols = 1e-6 * np.maximum(resp.max(axis=1, keepdims=True), 1e-30)
+        by = resp[:, stray] > tols
+        ones = by.sum(axis=0) == 1
+        idx = np.flatnonzero(stray)[ones]
+        owner[idx] = np.asarray(groups)[by[:, ones].argmax(axis=0)]
+    sets: dict[int, list[int]] = {}
+    for g in groups:
+        sets.setdefault(find(g), []).append(g)
+    chan_set = set(channels)
+    internal: set[str] = set()
+    for members in sets.values():
+        if len(members) < 2:
+            continue
+        chains = [_root_chain(ix, channels[g], chan_set) for g in members]
+        common = next((t for t in chains[0] if all(t in c for c in chains[1:])), None)
+        if common is None:  # not one layer: the measurement refuses the coupling by name
+            continue
+        for g, chain in zip(members, chains):
+            internal.update(chain[:chain.index(common)])
+            owner[owner == g] = members[0]
+        inputs[members[0]] = common
+    return owner, inputs, [c for c in channels if c not in internal]
+
+
+def _root_chain(ix: GraphIndex, t: str, chan_set: set[str]) -> list[str]:
+    """t, then the [batch, C] tensor t is computed from alone (with constants), then that one's, ..."""
+    chain = [t]
+    while True:
+        cone, _ = ix.ancestors(chain[-1], stop=chan_set - {chain[-1]})
+        roots = (cone & chan_set) - {chain[-1]}
+        if len(roots) != 1 or not ix.depends_only_on(chain[-1], roots) or next(iter(roots)) in chain:
+            return chain
+        chain.append(roots.pop())
 
 
 def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
               fixed: bool) -> str:
     """The layer output: the first [batch, H] tensor read from the layer's state elements (its other channel
-    tensors cut), extended through the D skip and constant scales."""
+    tensors cut), extended through the D skip, constant scales and other parts of the readout (a sum of
+    terms computed from the layer's own state and input alone)."""
     H = ix.shape(layer.u)[1]
     states_in = {lay.s_in for lay in layouts}
     mine = {lay.s_in for lay in layer.layouts}
@@ -371,11 +508,35 @@ def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channel
         other = others[0]
         if n.op in ("Add", "Sub") and not ix.is_const(other) and ix.depends_only_on(other, {u}):
             y = n.outputs[0].name
+        elif n.op in ("Add", "Sub") and not layer.packed and not ix.is_const(other) \
+                and ix.depends_only_on(other, {u} | mine):  # another part of the readout (Re(C x) = C_re x_re - C_im x_im)
+            y = n.outputs[0].name
         elif n.op in ("Mul", "Div") and ix.is_const(other) and ix.const(other).size in (1, H):
             y = n.outputs[0].name
         else:
             break
     return y
+
+
+def _locate_y_lifting(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
+                      fixed: bool) -> tuple[str, list[str]]:
+    """The layer output, as _locate_y. When nothing of the driver's width is read out of the state (the
+    driver is the layer's input map, e.g. u @ [B_re; B_im]^T of width 2P), the input is the tensor the
+    driver is computed from alone (u), and the tensors in between are part of the layer."""
+    try:
+        return _locate_y(ix, layer, layouts, channels, opset, fixed), channels
+    except UnsupportedModelError as first:
+        chain = _root_chain(ix, layer.u, set(channels))
+        for k, cand in enumerate(chain[1:], start=1):
+            rest = [c for c in channels if c not in chain[:k]]
+            try:
+                y = _locate_y(ix, _Layer(cand, layer.elements, layer.layouts, layer.packed), layouts, rest, opset,
+                              fixed)
+            except UnsupportedModelError:
+                continue
+            layer.u = cand
+            return y, rest
+        raise first
 
 
 def _pairs_shared(layer: _Layer, layouts: list[StateLayout]) -> bool:
@@ -590,15 +751,15 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
     comps = _components(M)
     coupled = next((comp for comp in comps if len(comp) > 2), None)
     if coupled is not None:
-        raise _fail(where, f"state elements {coupled[:6]} are coupled together; only diagonal SSMs "
-                           "(independent complex modes) are supported")
+        shown = coupled[:4]
+        block = np.round([[entry.get((a, b), 0.0) for b in shown] for a in shown], 4).tolist()
+        raise _fail(where, f"state elements {coupled[:6]} are coupled together (measured state map "
+                           f"{'block' if len(coupled) <= 4 else 'corner'} {block}); only diagonal SSMs "
+                           "(independent complex modes: 1x1 or [[a, -b], [b, a]] blocks) are supported")
     driven_by, read_by = _mode_channels(comps, drives, reads)
     touching = driven_by | read_by
-    shared = np.flatnonzero(touching.sum(axis=1) > 1)
-    if shared.size:
-        k = int(shared[0])
-        raise _fail(where, f"a mode (state elements {comps[k]}) connects channels "
-                           f"{np.flatnonzero(touching[k]).tolist()}; S4D modes must each belong to one channel")
+    if np.any(touching.sum(axis=1) > 1):  # modes shared by channels: S5, LRU
+        return _shared_layer(layer, comps, entry, tol_m, driven_by, Bu, Ky, Ly)
     # A mode never driven from a zero initial state stays 0 and is dropped: e.g. the imaginary
     # half of a mode whose pole is real (A_imag = 0 in S4D-Lin's first mode).
     channel = touching.argmax(axis=1)
@@ -617,34 +778,9 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
     C_full = np.zeros((H, M.shape[0]))
     for h, comps in per_channel.items():
         for m, comp in enumerate(comps):
-            block = np.array([[entry.get((a, b), 0.0) for b in comp] for a in comp])
-            if abs(np.linalg.det(block)) < 1e-12:
-                raise _fail(where, f"mode {m} of channel {h} has A_bar = 0; its output map cannot be recovered")
-            c_rows = Ky[h, comp] @ np.linalg.inv(block)  # y reads x_t = M x_{t-1} + ...
-            C_full[h, comp] = c_rows
-            if len(comp) == 1:
-                i = comp[0]
-                A_bar[h, m], B_bar[h, m], C[h, m] = block[0, 0], Bu[i, h], c_rows[0] / 2
-            else:
-                i, j = comp
-                (m_ii, m_ij), (m_ji, m_jj) = block
-                if abs(m_ii - m_jj) > 1e-5 * (abs(m_ii) + 1e-6) + tol_m \
-                        or abs(m_ij + m_ji) > 1e-5 * (abs(m_ji) + 1e-6) + tol_m:
-                    raise _fail(where, f"state elements {comp} do not form a complex mode "
-                                       f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
-                A_bar[h, m] = m_ii + 1j * m_ji
-                B_bar[h, m] = Bu[i, h] + 1j * Bu[j, h]
-                C[h, m] = (c_rows[0] - 1j * c_rows[1]) / 2
-    D_full = Ly - C_full @ Bu
-    D = np.diag(D_full).copy()
-    off = D_full - np.diag(D)
-    if np.abs(off).max() > 1e-5 * max(np.abs(D_full).max(), 1e-6):
-        raise _fail(where, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
-
-    for label, v in (("A_bar", A_bar), ("B_bar", B_bar), ("C", C), ("D", D)):
-        if not np.all(np.isfinite(v.astype(np.complex64 if np.iscomplexobj(v) else np.float32))):
-            raise _fail(where, f"the measured {label} is not finite in float32 "
-                               f"(max |value| {np.abs(v).max():.3g}); check the layer's weights for huge values")
+            A_bar[h, m], B_bar[h, m], C[h, m], C_full[h, comp] = _mode(where, comp, entry, tol_m, Bu[:, h],
+                                                                       Ky[h, comp], f"mode {m} of channel {h}")
+    D = _diagonal_skip(where, Ly, C_full, Bu, A_bar, B_bar, C)
     rec = Recurrence("s4d", *layer.pair, u=u, y=y, where=layer.where)
     notes = []
     if any(len(v) < n_modes for v in per_channel.values()):
@@ -664,6 +800,72 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
                       "C": C.astype(np.complex64), "D": D.astype(np.float32)}
         notes.append("discrete parameters measured from the graph")
     rec.notes = notes
+    return rec
+
+
+def _mode(where: str, comp: list[int], entry: dict, tol_m: float, Bu, Ky_rows, name: str):
+    """(A_bar, B_bar, C, readout of the elements) of the mode on state elements `comp` (1: real, 2: complex):
+    Bu holds the elements' input weights (one channel's column, or [S, H] for modes shared by channels),
+    Ky_rows the readout of the elements ([len(comp)] or [H, len(comp)])."""
+    block = np.array([[entry.get((a, b), 0.0) for b in comp] for a in comp])
+    if abs(np.linalg.det(block)) < 1e-12:
+        raise _fail(where, f"{name} has A_bar = 0; its output map cannot be recovered")
+    c_rows = Ky_rows @ np.linalg.inv(block)  # y reads x_t = M x_{t-1} + ...
+    if len(comp) == 1:
+        return block[0, 0], Bu[comp[0]], c_rows[..., 0] / 2, c_rows
+    i, j = comp
+    (m_ii, m_ij), (m_ji, m_jj) = block
+    if abs(m_ii - m_jj) > 1e-5 * (abs(m_ii) + 1e-6) + tol_m \
+            or abs(m_ij + m_ji) > 1e-5 * (abs(m_ji) + 1e-6) + tol_m:
+        raise _fail(where, f"state elements {comp} do not form a complex mode "
+                           f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
+    return m_ii + 1j * m_ji, Bu[i] + 1j * Bu[j], (c_rows[..., 0] - 1j * c_rows[..., 1]) / 2, c_rows
+
+
+def _diagonal_skip(where: str, Ly, C_full, Bu, A_bar, B_bar, C, dense: bool = False) -> np.ndarray:
+    """D (the direct term left of y once the modes are read out), refused unless diagonal; and every measured
+    parameter finite in float32. With dense B and C (dense=True) D is the difference of two dense float32
+    measurements: what stays under their rounding (relative to |C| |B|) is 0."""
+    D_full = Ly - C_full @ Bu
+    scale = max(np.abs(D_full).max(), 1e-6)
+    if dense:
+        scale = max(scale, float((np.abs(C_full) @ np.abs(Bu)).max()))
+        D_full[np.abs(D_full) <= 1e-5 * scale] = 0.0
+    D = np.diag(D_full).copy()
+    off = D_full - np.diag(D)
+    if np.abs(off).max() > 1e-5 * scale:
+        raise _fail(where, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
+    for label, v in (("A_bar", A_bar), ("B_bar", B_bar), ("C", C), ("D", D)):
+        if not np.all(np.isfinite(v.astype(np.complex64 if np.iscomplexobj(v) else np.float32))):
+            raise _fail(where, f"the measured {label} is not finite in float32 "
+                               f"(max |value| {np.abs(v).max():.3g}); check the layer's weights for huge values")
+    return D
+
+
+def _shared_layer(layer: _Layer, comps: list[list[int]], entry: dict, tol_m: float, driven_by: np.ndarray,
+                  Bu: np.ndarray, Ky: np.ndarray, Ly: np.ndarray) -> Recurrence:
+    """A layer whose modes read or drive several channels (S5, LRU): P modes shared by all H channels,
+    A_bar [P], B_bar [P, H], C [H, P] (mixing = dense), modes in order of their first state element."""
+    where = layer.where
+    H = Ly.shape[0]
+    modes = [comp for k, comp in enumerate(comps) if driven_by[k].any()]  # undriven modes stay 0
+    if not modes:
+        raise _fail(where, "no mode of the state reaches the output")
+    P = len(modes)
+    A_bar = np.zeros(P, np.complex128)
+    B_bar = np.zeros((P, H), np.complex128)
+    C = np.zeros((H, P), np.complex128)
+    C_full = np.zeros((H, Ky.shape[1]))
+    for p, comp in enumerate(modes):
+        A_bar[p], B_bar[p], C[:, p], C_full[:, comp] = _mode(where, comp, entry, tol_m, Bu, Ky[:, comp],
+                                                             f"mode {p}")
+    D = _diagonal_skip(where, Ly, C_full, Bu, A_bar, B_bar, C, dense=True)
+    rec = Recurrence("s4d", *layer.pair, u=layer.u, y=layer.y, where=where)
+    rec.attrs = {"form": "discrete", "modes": P, "mixing": "dense"}
+    rec.params = {"A_bar": A_bar.astype(np.complex64), "B_bar": B_bar.astype(np.complex64),
+                  "C": C.astype(np.complex64), "D": D.astype(np.float32)}
+    rec.notes = [f"{P} complex modes shared by all {H} channels (dense B and C: S5/LRU); discrete parameters "
+                 "measured from the graph"]
     return rec
 
 

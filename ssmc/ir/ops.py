@@ -9,12 +9,18 @@ Model-level semantics (per token t, vectorised over a batch):
 
 - ``input``      the token x_t, shape [size].
 - ``linear``     y = W x + b.  W f32[out,in], optional b f32[out].
-- ``s4d``        diagonal complex SSM, H channels, M complex modes per channel:
-                 x_t = A_bar * x_{t-1} + B_bar * u_t   (complex, per channel and mode; x_{-1} = 0)
-                 y_t = 2 * Re(sum_m C[h,m] x_t[h,m]) + D[h] u_t[h]
+- ``s4d``        diagonal complex SSM on H channels (S4D, S5, LRU), one op for every family:
+                 mixing "channel" (S4D, the default): M complex modes per channel,
+                   x_t = A_bar * x_{t-1} + B_bar * u_t   (complex, per channel and mode; x_{-1} = 0)
+                   y_t = 2 * Re(sum_m C[h,m] x_t[h,m]) + D[h] u_t[h]
+                   i.e. the block-structured case of "dense" with P = H*M, mode p = h*M + m;
+                 mixing "dense" (S5, LRU): P complex modes shared by all channels,
+                   x_t = A_bar * x_{t-1} + B_bar @ u_t   (A_bar [P], B_bar [P, H])
+                   y_t = 2 * Re(C @ x_t) + D * u_t       (C [H, P], D [H]);
                  form "discrete" stores A_bar, B_bar; form "continuous" stores
                  log_dt, A, B and is discretized by zero-order hold:
-                 A_bar = exp(dt A), B_bar = (A_bar - 1) / A * B, dt = exp(log_dt).
+                 A_bar = exp(dt A), B_bar = (A_bar - 1) / A * B, dt = exp(log_dt)
+                 (dt per channel for "channel", per mode for "dense").
 - ``activation`` elementwise fn; ``glu`` halves the last axis: a * sigmoid(b).
 - ``add``        elementwise sum of two values of one shape (residuals).
 - ``norm``       layernorm over the channel axis: (x - mean) / sqrt(var + eps) * weight + bias.
@@ -152,12 +158,28 @@ register_op(OpSchema(
 ))
 
 
+def _dense(op: Op) -> bool:
+    return op.attrs.get("mixing", "channel") == "dense"
+
+
 def _hm(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
     return (_channels(ins), _modes(op))
 
 
 def _h(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
     return (_channels(ins),)
+
+
+def _poles(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    return (_modes(op),) if _dense(op) else _hm(op, ins)
+
+
+def _input_map(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    return (_modes(op), _channels(ins)) if _dense(op) else _hm(op, ins)
+
+
+def _step_sizes(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
+    return (_modes(op),) if _dense(op) else _h(op, ins)
 
 
 def _is_cont(op: Op) -> bool:
@@ -170,20 +192,25 @@ def _is_disc(op: Op) -> bool:
 
 register_op(OpSchema(
     kind="s4d",
-    doc="Diagonal complex state-space layer (S4D), run as a recurrence token by token.",
+    doc="Diagonal complex state-space layer (S4D; S5 and LRU with mixing=dense), run as a recurrence token by "
+        "token.",
     n_inputs=1, stateful=True, infer_shape=_h,
     attrs=(
         AttrSpec("form", "str", choices=("continuous", "discrete"),
                  doc="continuous (log_dt, A, B) or discrete (A_bar, B_bar) parameters"),
-        AttrSpec("modes", "int", doc="complex modes per channel (M = N/2)"),
+        AttrSpec("modes", "int", doc="complex modes per channel (M = N/2), or in all (P) with mixing=dense"),
+        AttrSpec("mixing", "str", default="channel", choices=("channel", "dense"),
+                 doc="channel: each mode reads and drives one channel (S4D); dense: P modes shared by all "
+                     "channels, B [P, H] and C [H, P] (S5, LRU)"),
     ),
     params=(
-        ParamSpec("log_dt", "f32", _h, when=_is_cont, doc="log step size per channel"),
-        ParamSpec("A", "c64", _hm, when=_is_cont, doc="continuous poles, Re(A) < 0"),
-        ParamSpec("B", "c64", _hm, when=_is_cont, doc="continuous input coefficients"),
-        ParamSpec("A_bar", "c64", _hm, when=_is_disc, doc="discrete poles, |A_bar| < 1"),
-        ParamSpec("B_bar", "c64", _hm, when=_is_disc, doc="discrete input coefficients"),
-        ParamSpec("C", "c64", _hm, doc="output coefficients (real part read out, times 2)"),
+        ParamSpec("log_dt", "f32", _step_sizes, when=_is_cont, doc="log step size per channel (dense: per mode)"),
+        ParamSpec("A", "c64", _poles, when=_is_cont, doc="continuous poles, Re(A) < 0"),
+        ParamSpec("B", "c64", _input_map, when=_is_cont, doc="continuous input coefficients"),
+        ParamSpec("A_bar", "c64", _poles, when=_is_disc, doc="discrete poles, |A_bar| < 1"),
+        ParamSpec("B_bar", "c64", _input_map, when=_is_disc, doc="discrete input coefficients"),
+        ParamSpec("C", "c64", lambda op, ins: (_channels(ins), _modes(op)),
+                  doc="output coefficients [H, M] or [H, P] (real part read out, times 2)"),
         ParamSpec("D", "f32", _h, doc="skip connection per channel"),
     ),
 ))

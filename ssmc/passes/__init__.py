@@ -4,7 +4,7 @@ Built-in passes are registered lazily: a pass module is imported only when
 the pass is used or listed.
 """
 
-from ssmc.config import DEFAULT_PIPELINE, FLOAT_PIPELINE
+from ssmc.config import DEFAULT_PIPELINE, FLOAT_PIPELINE, FROZEN_NORMS_PIPELINE
 from ssmc.passes.build import OUTPUT_STEPS, build_pipeline, select_passes
 from ssmc.passes.base import (Pass, PassError, PassRecord, available_passes, load_pass, parse_pipeline,
                               pipeline_spec, register_pass, run_pipeline)
@@ -82,5 +82,5 @@ for _name in OUTPUT_STEPS:  # appended by build_pipeline after the passes
     register_pass(_name, _output_step(_name))
 
 __all__ = ["Pass", "PassError", "PassRecord", "available_passes", "load_pass", "parse_pipeline", "pipeline_spec",
-           "register_pass", "run_pipeline", "DEFAULT_PIPELINE", "FLOAT_PIPELINE", "OUTPUT_STEPS", "build_pipeline",
-           "select_passes"]
+           "register_pass", "run_pipeline", "DEFAULT_PIPELINE", "FLOAT_PIPELINE", "FROZEN_NORMS_PIPELINE",
+           "OUTPUT_STEPS", "build_pipeline", "select_passes"]

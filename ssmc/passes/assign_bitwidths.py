@@ -7,8 +7,11 @@ op a `relay` group, every `pool` an `integrator`; every `linear` becomes a
 synapse group (its bias goes to the target group), and an `add` read by a
 single op merges into that op's dendrite. GELU, sigmoid and tanh become `lut`
 groups (a table of 2**lut_bits entries over the calibrated input range), GLU a
-sigmoid `lut` gate and a `product` group (LayerNorm needs freeze-norms
-first). Scales come from calibration: each
+sigmoid `lut` gate and a `product` group, LayerNorm a chain of groups
+(channel sum, centred values, `product` squares, a piecewise chain of
+1/sqrt(var + eps) `lut` tables, the normalised `product`, the affine map;
+_norm_group, rsqrt_tables, docs/fixed_point.md "LayerNorm on neurons"; a norm
+frozen by freeze-norms before this pass is a linear). Scales come from calibration: each
 group's message scale `frac` puts its calibrated peak (times 2**headroom_bits)
 at the top of its message range; weights get `weight_bits` of precision in
 Lava's Dense convention and one exponent per synapse group. `weight-exp`
@@ -26,7 +29,7 @@ input B (move_mode_scale_to_input), kept if it lowers the error by AUTO_GAIN.
 It logs every candidate's error. Finally
 depths and delays are set so every group sees one token's inputs together.
 Guarantees: the result verifies and runs on the numpy engine; ops without an
-integer realisation (LayerNorm) are refused by name.
+integer realisation are refused by name.
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import SHIFT_MAX
 from ssmc.passes import FLOAT_PIPELINE
 from ssmc.passes.base import Pass, PassError, data_field, log
-from ssmc.runtime.calibrate import Ranges, check_calibration, measure_ranges
+from ssmc.runtime.calibrate import NormRanges, Ranges, check_calibration, measure_ranges
 from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.numpy_engine import run_numpy
 
 WIDTH_KEYS = LAYER_WIDTH_KEYS
 # the widths a compile config may set are ranged in ssmc.config (one place for ranges and defaults)
-WIDTH_LIMITS = {**{k: (lo, hi) for k, (lo, hi, _) in WIDTHS.items()}, "headroom_bits": (0, 8), "lut_bits": (1, 12)}
+WIDTH_LIMITS = {**{k: (lo, hi) for k, (lo, hi, _) in WIDTHS.items()}, "headroom_bits": (0, 8), "lut_bits": (1, 12),
+                "norm_lut_bits": (9, 11)}
 RANDOM_CALIBRATION = (64, 64)
 LUT_FUNCTIONS = ("gelu", "gelu_tanh", "sigmoid", "tanh")  # sequences, tokens: used only when no calibration data is given
 AUTO_GAIN = 0.05  # auto splits only if that lowers the calibration error by 5%; keeps a split worth more than 5%
@@ -197,6 +201,8 @@ class _Lowering:
                                 self.peak(op.inputs[0]), self.peak(name))
         elif op.kind == "activation" and op.attrs["fn"] == "glu":
             g = self._glu_group(op)
+        elif op.kind == "norm":
+            g = self._norm_group(op)
         elif op.kind == "pool":
             sfrac, mfrac = self.state_fracs(name, state_bits, msg_bits, default_peak=self.peak(name))
             g = self._neurons_from_terms(op, "integrator", mfrac, sfrac, {}, out_shift=sfrac - mfrac,
@@ -206,12 +212,9 @@ class _Lowering:
             g = self._neurons_from_terms(op, "relay", frac, frac, {}, terms=self._terms(name))
         else:
             what = op.attrs.get("fn", op.kind)
-            hint = ("LayerNorm divides by a per-token std, which neurons cannot: run freeze-norms before "
-                    "assign-bitwidths (the default pipeline does) to approximate it with frozen statistics, or "
-                    if op.kind == "norm" else "")
             raise SsmcError(f"%{name} ({what}): no integer realisation; the fixed-point passes support ReLU, "
-                            "GELU, sigmoid, tanh, GLU, residual adds, linears, S4D and pools. "
-                            f"{hint}to keep the float network, compile with --stop-after fold-linear "
+                            "GELU, sigmoid, tanh, GLU, LayerNorm, residual adds, linears, S4D and pools. "
+                            "To keep the float network, compile with --stop-after fold-linear "
                             f"(or --passes {FLOAT_PIPELINE})")
         self.groups[name] = g
         return g
@@ -335,6 +338,92 @@ class _Lowering:
         params = {"bias": np.round(bias * 2.0 ** x_frac).astype(np.int64)} if np.any(bias) else {}
         return self._neurons(op.name, "product", P, frac, x_frac, x_syn + gate_syn, params, out_shift=out_shift)
 
+    def _matrix_synapses(self, pre: str, W: np.ndarray, dendrite_frac: int, layer: str, target: str,
+                         residual: bool = False) -> list[str]:
+        """Synapse groups from the group of value `pre` delivering W @ pre at `dendrite_frac` into group
+        `target`; `residual`: a second group carries what the first one's weights rounded off (twice the
+        weight bits of precision, for weights no single exponent holds well, such as 1/H)."""
+        pre_group = self.group(pre)
+        w_eff = W * 2.0 ** (dendrite_frac - pre_group.frac)
+        weight_bits = self.bits(layer, "weight")
+        parts = [quantize_weights(w_eff, weight_bits)]
+        rest = w_eff - parts[0][0] * 2.0 ** parts[0][1]
+        if residual and np.any(np.abs(rest) > 0):
+            parts.append(quantize_weights(rest, weight_bits))
+        names = []
+        for w, e in parts:
+            syn = self.out.add(Op(self.out.fresh_name(target + ".syn"), "synapses", (pre_group.op.name,),
+                                  attrs={"weight_bits": weight_bits, "weight_exp": int(e),
+                                         "source": f"{pre}->{target}"},
+                                  params={"weight": w}, shape=(w.shape[0],)))
+            names.append(syn.name)
+        return names
+
+    def _part(self, op: Op, part: str, kind: str, size: int, frac: int, dendrite_frac: int, inputs, params=None,
+              residual: tuple = (), **attrs) -> _Group:
+        """A group `<op>.<part>` realising a piece of op: sums inputs [(value, float W [size, pre size])], each
+        delivered at dendrite_frac or at its own (value, W, frac) (a product's second operand)."""
+        key = f"{op.name}.{part}"
+        syns = []
+        for i, (pre, W, *own_frac) in enumerate(inputs):
+            syns += self._matrix_synapses(pre, W, own_frac[0] if own_frac else dendrite_frac, op.name, key,
+                                          residual=i in residual)
+        g = self._neurons(op.name, kind, size, frac, dendrite_frac, syns, params or {}, group_name=key, **attrs)
+        self.groups[key] = g
+        return g
+
+    def _norm_group(self, op: Op) -> _Group:
+        """LayerNorm on neurons (docs/fixed_point.md, "LayerNorm on neurons"): sum, centred values, squares,
+        1 / sqrt(var + eps) from a chain of tables, the normalised product, then the affine map (a relay named
+        like the norm, so it is compared with the norm's float value)."""
+        H, o, name = op.shape[0], self.opts, op.name
+        mb, hb = self.bits(name, "message"), self.opts.headroom_bits
+        eps = float(op.attrs.get("eps", 1e-5))
+        st = self.ranges.norms[name]
+        x = op.inputs[0]
+        # the channel sum (weights 1: exact) and the centred values x - sum / H (1/H in two synapse groups)
+        sum_frac = scale_frac(H * st.mean, mb, hb)
+        self._part(op, "sum", "relay", 1, sum_frac, sum_frac, [(x, np.ones((1, H)))])
+        c_frac = scale_frac(st.centred, mb, hb)
+        self._part(op, "centre", "relay", H, c_frac, c_frac,
+                   [(x, np.eye(H)), (f"{name}.sum", np.full((H, 1), -1.0 / H))], residual=(1,))
+        # squares: a product of the centred values with themselves
+        sq_frac = scale_frac(st.centred ** 2, mb, 2 * hb)
+        shift = max(2 * c_frac - sq_frac, 0)
+        sq_frac = 2 * c_frac - shift
+        self._part(op, "square", "product", H, sq_frac, c_frac,
+                   [(f"{name}.centre", np.eye(H)), (f"{name}.centre", np.eye(H))], out_shift=shift)
+        # 1 / sqrt(var + eps): tables over bins of the sum of squares, each finer than the one before
+        v_frac = min(sq_frac, scale_frac(H * st.var_max, 32, 2 * hb))
+        tables, r_frac = rsqrt_tables(H, eps, v_frac, st, min(o.norm_lut_bits, mb - 2), mb, hb)
+        keys = []
+        for k, (lut_shift, table) in enumerate(tables):
+            bins = [(f"{name}.square", np.full((1, H), -2.0 ** -lut_shift))]  # -ceil(sum / 2**shift)
+            L = table.size - (1 if k == 0 else 2)
+            if k == 0:  # bins above the top clip to entry 0 (counted: beyond the calibrated range)
+                self._part(op, "rsqrt0", "lut", 1, r_frac, v_frac, bins, params={"table": table}, lut_lo=-L)
+            else:  # relu(L + 1 - bin): 0 for every sum above the table's range, no clip
+                clamp = self._part(op, f"clamp{k}", "relu", 1, v_frac - lut_shift, v_frac, bins,
+                                   params={"bias": np.array([L + 1], np.int64)})
+                self._part(op, f"rsqrt{k}", "lut", 1, r_frac, clamp.frac, [(f"{name}.clamp{k}", np.ones((1, 1)))],
+                           params={"table": table})
+            keys.append((f"{name}.rsqrt{k}", np.ones((1, 1))))
+        self._part(op, "rsqrt", "relay", 1, r_frac, r_frac, keys)
+        # normalised values: centred * rsqrt, one product per channel
+        n_frac = scale_frac(st.normed, mb, hb)
+        shift = max(c_frac + r_frac - n_frac, 0)
+        n_frac = c_frac + r_frac - shift
+        self._part(op, "normed", "product", H, n_frac, c_frac,
+                   [(f"{name}.centre", np.eye(H)), (f"{name}.rsqrt", np.ones((H, 1)), r_frac)], out_shift=shift)
+        # the affine map: weight on the synapses, bias on the neurons; named like the norm (its value)
+        frac = scale_frac(self.peak(name), mb, hb)
+        syns = self._matrix_synapses(f"{name}.normed", np.diag(op.params["weight"].astype(np.float64)), frac,
+                                     name, name, residual=True)
+        bias = op.params["bias"].astype(np.float64)
+        params = {"bias": np.round(bias * 2.0 ** frac).astype(np.int64)} if np.any(bias) else {}
+        g = self._neurons(name, "relay", H, frac, frac, syns, params)
+        return g
+
     # -- whole graph ------------------------------------------------------------
     def run(self) -> Graph:
         inp = self.src.inputs()[0]
@@ -392,6 +481,54 @@ def move_mode_scale_to_input(graph: Graph, name: str) -> Graph | None:
     return out
 
 
+def rsqrt_tables(H: int, eps: float, v_frac: int, st: NormRanges, lut_bits: int, msg_bits: int,
+                 headroom_bits: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """The tables of a LayerNorm's 1 / sqrt(var + eps): [(shift, table)], and the frac of their messages.
+
+    Input: the sum of squares S = H * var * 2**v_frac (real; the synapses see its integer terms).
+    One table over the calibrated range would be coarse for small variances, where 1/sqrt changes
+    fastest, so table k cuts S into bins of 2**shift_k, bin c holding (c - 1, c] * 2**shift_k (c =
+    ceil(S / 2**shift_k), which the synapses deliver as floor(-S / 2**shift_k)), with L = 2**lut_bits
+    bins up to B_k = L * 2**shift_k; B_{k+1} = B_k / 2**span, span = lut_bits - 8: each table is used on
+    (B_{k+1}, B_k], where a bin is at most 1/256 of S (a relative error of 1/sqrt below 0.1%). Entry
+    for bin c of table k: R(max(mid, B_{k+1})) - R(B_k), for table 0 without the R(B_k), mid the bin's
+    middle (0 for c = 0); R(a) = round(2**frac / sqrt(a / (H 2**v_frac) + eps)). Table 0 has L + 1
+    entries, index L - c (lut_lo = -L): S beyond B_0 clips to entry 0 and is counted. Table k >= 1
+    reads relu(L + 1 - c), index L + 1 - c, and holds 0 at index 0: every S above its range. The integer
+    sum of the tables telescopes exactly to R(max(mid, B_K)) of the finest table's bin holding S. B_0
+    is the calibrated largest variance with headroom; tables are added down to a quarter of the smallest
+    calibrated variance (or eps / 16), or until bins are a unit (then B_K = 0, no clamp).
+    """
+    L, span = 1 << lut_bits, max(lut_bits - 8, 1)
+    unit = H * 2.0 ** v_frac  # S per unit of variance
+    top = st.var_max * 4.0 ** headroom_bits * unit
+    floor = max(st.var_min / 4, eps / 16) * unit
+    shifts = [max(math.ceil(math.log2(top / L)), 0) if top > 0 else 0]
+    while shifts[-1] > 0 and L * 2.0 ** (shifts[-1] - span) > floor:
+        shifts.append(max(shifts[-1] - span, 0))
+    breaks = [L * 2.0 ** s for s in shifts]
+    breaks.append(0.0 if shifts[-1] == 0 else breaks[-1] / 2 ** span)
+
+    def f(a):
+        return 1.0 / np.sqrt(np.asarray(a, np.float64) / unit + eps)
+
+    frac = scale_frac(float(f(breaks[-1])), msg_bits, 0)
+
+    def R(a):
+        return np.round(f(a) * 2.0 ** frac).astype(np.int64)
+
+    tables = []
+    for k, sh in enumerate(shifts):
+        c = np.arange(L, -1, -1, dtype=np.float64)  # bins L .. 0, in index order
+        mid = np.maximum(c - 0.5, 0) * 2.0 ** sh
+        if k == 0:
+            table = R(np.maximum(mid, breaks[1]))
+        else:
+            table = np.append(0, R(np.maximum(mid, breaks[k + 1])) - R(breaks[k]))
+        tables.append((sh, table))
+    return tables, frac
+
+
 def set_depths(graph: Graph) -> None:
     """Depth of each group = longest synapse path from the source; delays make all paths equal."""
     depth: dict[str, int] = {}
@@ -425,6 +562,9 @@ class AssignBitwidths(Pass):
     """Bits of margin above the calibrated peak."""
     lut_bits: int = 8
     """Table entries 2**lut-bits for GELU, sigmoid and tanh (and GLU's gate)."""
+    norm_lut_bits: int = 10
+    """Bins 2**norm-lut-bits per table of a LayerNorm's 1/sqrt(var + eps) (9..11; each table covers a factor
+    2**(norm-lut-bits - 8) of variances at 1/256 relative resolution, so more bits mean fewer tables)."""
     layer_bits: str = ""
     """Per-layer widths, e.g. "s4d0:weight=6/coef=12;linear1:weight=4" (names as `ssmc inspect` shows them)."""
     weight_exp: str = "auto"
@@ -458,6 +598,12 @@ class AssignBitwidths(Pass):
             out = lower(graph, ranges, split).run()
         elif self.weight_exp == "auto":
             out = self.choose_auto(graph, x, ranges, first, split, lower)
+        for norm in graph.ops_of_kind("norm"):
+            st, tables = ranges.norms[norm.name], [g for g in out.ops_of_kind("neurons")
+                                                   if g.name.startswith(f"{norm.name}.rsqrt") and g.attrs["kind"] == "lut"]
+            log.info(f"%{norm.name} (layernorm) on neurons: sum, centre, square, {len(tables)} table(s) of "
+                     f"{tables[0].params['table'].size - 1} bins for 1/sqrt(var + eps) (calibrated variances "
+                     f"{st.var_min:.3g}..{st.var_max:.3g}), clamps, rsqrt, normed, affine (8 steps)")
         n_extra = len(out.ops_of_kind("synapses")) - len(first.out.ops_of_kind("synapses"))
         if self.weight_exp != "group":
             log.info(f"weight-exp {self.weight_exp}: {n_extra} synapse groups added by per-row exponents")

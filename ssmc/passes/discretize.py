@@ -1,7 +1,8 @@
 """discretize: continuous S4D parameters -> discrete (zero-order hold).
 
 Changes: every `s4d` op with form "continuous" (log_dt, A, B) gets form
-"discrete" with A_bar = exp(dt A), B_bar = (A_bar - 1) / A * B, computed in
+"discrete" with A_bar = exp(dt A), B_bar = (A_bar - 1) / A * B (dt per channel,
+or per mode for a layer with modes shared by all channels), computed in
 float64 and stored as complex64; C and D are kept.
 Guarantees: the layer computes the same recurrence (the float reference uses
 the same formula); already-discrete layers are untouched; a layer whose
@@ -17,7 +18,7 @@ import numpy as np
 
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph, Op
-from ssmc.ir.ssm import zoh_discretize
+from ssmc.ir.ssm import discrete_params
 from ssmc.passes.base import Pass
 
 
@@ -27,14 +28,18 @@ def check_stable(op: Op, A_bar: np.ndarray) -> None:
     if not np.all(np.isfinite(A_bar)):
         raise SsmcError(f"%{op.name} (s4d): A_bar has NaN or infinite values")
     if mag.max() >= 1.0:
-        h, m = np.unravel_index(int(mag.argmax()), mag.shape)
-        raise SsmcError(f"%{op.name} (s4d): |A_bar| = {mag.max():.6g} >= 1 at channel {h}, mode {m}; "
+        if mag.ndim == 1:  # modes shared by all channels (mixing = dense)
+            at = f"mode {int(mag.argmax())}"
+        else:
+            h, m = np.unravel_index(int(mag.argmax()), mag.shape)
+            at = f"channel {h}, mode {m}"
+        raise SsmcError(f"%{op.name} (s4d): |A_bar| = {mag.max():.6g} >= 1 at {at}; "
                         "the recurrence is not stable and cannot be run in fixed point "
                         "(train with Re(A) < 0, or check log_dt)")
 
 
 def discretize_op(op: Op) -> None:
-    A_bar, B_bar = zoh_discretize(op.params["log_dt"], op.params["A"], op.params["B"])
+    A_bar, B_bar = discrete_params(op)
     check_stable(op, A_bar)
     op.params = {"A_bar": A_bar.astype(np.complex64), "B_bar": B_bar.astype(np.complex64),
                  "C": op.params["C"], "D": op.params["D"]}

@@ -1,8 +1,12 @@
 """freeze-norms: LayerNorm with frozen statistics, an approximation measured, not hidden.
 
-A LayerNorm divides each token by its own standard deviation over the
-channels; neurons that only add, multiply by constants and look up tables
-cannot divide by a per-token value. This pass keeps the exact part -- the
+Not in the default pipeline: assign-bitwidths realises a LayerNorm on neurons
+(mean and variance through synapses and product neurons, 1 / sqrt(var + eps)
+from tables; docs/fixed_point.md, "LayerNorm on neurons"), whose error is
+quantization only. This pass is the cheaper option, chosen by putting it
+before assign-bitwidths (`ssmc.passes.FROZEN_NORMS_PIPELINE`): it costs no
+neurons and no latency, but a fixed gain instead of each token's own
+1 / std. It keeps the exact part -- the
 mean subtraction and the affine weight/bias are linear -- and replaces the
 per-token 1 / sqrt(var + eps) by one gain `c`, the least-squares fit over
 every calibration token (`c = E[var / sqrt(var + eps)] / E[var]`, without
@@ -33,6 +37,33 @@ from ssmc.runtime.calibrate import measure_ranges
 RANDOM_CALIBRATION = (64, 64)  # sequences, tokens: used only when no calibration data is given
 
 
+def norm_gain_and_error(graph: Graph, x) -> dict[str, tuple[float, float]]:
+    """norm op -> (c, error) over the calibration tokens x [batch, tokens, features].
+
+    c is the one gain closest (least squares over every token) to the per-token
+    1 / sqrt(var + eps): c = E[var / sqrt(var + eps)] / E[var]; error is the rms error of
+    the frozen norm relative to the exact one, sqrt(E[var (c - 1/std)^2] / E[var / std^2])
+    (0 when every token has the same std).
+    """
+    norms = {op.name: (op.inputs[0], float(op.attrs.get("eps", 1e-5))) for op in graph.ops_of_kind("norm")}
+    sums = {name: [0.0, 0.0, 0.0] for name in norms}  # sums of var / std, var, var / std^2
+
+    def observe(values: dict[str, np.ndarray]) -> None:
+        for name, (src, eps) in norms.items():
+            var = values[src].var(axis=-1)
+            sums[name][0] += float(np.sum(var / np.sqrt(var + eps)))
+            sums[name][1] += float(np.sum(var))
+            sums[name][2] += float(np.sum(var / (var + eps)))
+
+    measure_ranges(graph, x, observe=observe)
+    out = {}
+    for name, (s1, s2, s3) in sums.items():
+        c = s1 / s2 if s2 > 0 else 1.0 / np.sqrt(norms[name][1])
+        residual = max(s3 - 2 * c * s1 + c * c * s2, 0.0)  # sum var (c - 1/std)^2
+        out[name] = (float(c), float(np.sqrt(residual / s3)) if s3 > 0 else 0.0)
+    return out
+
+
 def frozen_norm_weights(op: Op, gain: float) -> tuple[np.ndarray, np.ndarray]:
     """(W, b) of weight * gain * (x - mean(x)) + bias."""
     H = op.shape[0]
@@ -59,20 +90,19 @@ class FreezeNorms(Pass):
             n, t = RANDOM_CALIBRATION
             x = np.random.default_rng(0).normal(size=(n, t, graph.inputs()[0].shape[0]))
             log.info("no calibration data: LayerNorm gains fitted on random N(0, 1) tokens; pass --calibrate")
-        ranges = measure_ranges(graph, x)
+        fitted = norm_gain_and_error(graph, x)
         for op in norms:
-            gain = ranges.norm_gain[op.name]
+            gain, err = fitted[op.name]
             W, b = frozen_norm_weights(op, gain)
             # same name, same input, same shape: the op changes kind in place and keeps every use
             op.kind, op.attrs = "linear", {}
             op.params = {"weight": W.astype(np.float32), "bias": b.astype(np.float32)}
-            err = ranges.norm_error[op.name]
             log.info(f"%{op.name} (layernorm): frozen statistics, 1/std -> {gain:.4g} for every token; "
                      f"rms error {100 * err:.1f}% of the exact norm's output on the calibration tokens")
             if err > self.warn_error:
                 log.warning(f"%{op.name} (layernorm): the per-token std varies widely ({100 * err:.0f}% rms "
                             "error when frozen): it may cost accuracy; measure it with `ssmc run --compare-float`, "
-                            "or retrain without LayerNorm (or with a norm-free block) for the chip")
+                            "or leave freeze-norms out: the default pipeline realises LayerNorm on neurons")
             if self.fold:
                 fold_into_consumers(graph, graph.op(op.name))
         return graph, True

@@ -6,7 +6,9 @@
 mode, M per channel; conjugate modes are not duplicated: the readout linear
 carries the factor 2 of y = 2 Re(C x) (weights 2 Re C on re, -2 Im C on im).
 linear_B routes channel h to its modes with weights (Re B_bar, Im B_bar);
-linear_D is the diagonal skip, left out when D is zero.
+linear_D is the diagonal skip, left out when D is zero. A layer with modes shared
+by all channels (S5, LRU) is the same with dense linear_B [2P, H] and linear_C
+[H, 2P]; an S4D layer is its block-structured case (mode h*M + m).
 Changes: replaces every discrete `s4d` op. Guarantees: float outputs are
 unchanged; continuous layers are refused (run discretize first).
 """
@@ -20,34 +22,31 @@ import numpy as np
 
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph, Op
+from ssmc.ir.ssm import is_dense, shared_form
 from ssmc.passes.base import Pass, log
 
 
 def pair_weights(A_bar: np.ndarray, B_bar: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(W_B [2HM, H], a_re [HM], a_im [HM], W_C [H, 2HM]) for one layer."""
-    H, M = A_bar.shape
-    W_B = np.zeros((2 * H * M, H))
-    W_C = np.zeros((H, 2 * H * M))
-    for h in range(H):
-        rows = 2 * (h * M + np.arange(M))
-        W_B[rows, h] = B_bar[h].real
-        W_B[rows + 1, h] = B_bar[h].imag
-        W_C[h, rows] = 2 * C[h].real
-        W_C[h, rows + 1] = -2 * C[h].imag
-    return W_B, A_bar.real.reshape(-1), A_bar.imag.reshape(-1), W_C
+    """(W_B [2P, H], a_re [P], a_im [P], W_C [H, 2P]) for one layer in the shared form (A_bar [P],
+    B_bar [P, H], C [H, P]; ssmc.ir.ssm.shared_form), mode p on compartments 2p (re) and 2p + 1 (im)."""
+    P, H = B_bar.shape
+    W_B = np.zeros((2 * P, H))
+    W_C = np.zeros((C.shape[0], 2 * P))
+    W_B[0::2], W_B[1::2] = B_bar.real, B_bar.imag
+    W_C[:, 0::2], W_C[:, 1::2] = 2 * C.real, -2 * C.imag
+    return W_B, A_bar.real, A_bar.imag, W_C
 
 
 def fuse_op(graph: Graph, op: Op) -> None:
-    H, M = op.params["C"].shape
+    H = op.shape[0]
     u = op.inputs[0]
-    W_B, a_re, a_im, W_C = pair_weights(op.params["A_bar"].astype(np.complex128),
-                                        op.params["B_bar"].astype(np.complex128),
-                                        op.params["C"].astype(np.complex128))
+    W_B, a_re, a_im, W_C = pair_weights(*shared_form(op))
+    P = a_re.size
     lin_b = graph.add(Op(graph.fresh_name(f"{op.name}.B"), "linear", (u,),
-                         params={"weight": W_B.astype(np.float32)}, shape=(2 * H * M,)))
-    pairs = graph.add(Op(graph.fresh_name(f"{op.name}.pairs"), "cpx", (lin_b.name,), attrs={"modes": H * M},
+                         params={"weight": W_B.astype(np.float32)}, shape=(2 * P,)))
+    pairs = graph.add(Op(graph.fresh_name(f"{op.name}.pairs"), "cpx", (lin_b.name,), attrs={"modes": P},
                          params={"a_re": a_re.astype(np.float32), "a_im": a_im.astype(np.float32)},
-                         shape=(2 * H * M,)))
+                         shape=(2 * P,)))
     out = graph.add(Op(graph.fresh_name(f"{op.name}.C"), "linear", (pairs.name,),
                        params={"weight": W_C.astype(np.float32)}, shape=(H,)))
     D = op.params["D"]
@@ -57,7 +56,8 @@ def fuse_op(graph: Graph, op: Op) -> None:
         out = graph.add(Op(graph.fresh_name(f"{op.name}.sum"), "add", (out.name, lin_d.name), shape=(H,)))
     graph.replace_uses(op.name, out.name)
     graph.remove(op.name)
-    log.info(f"%{op.name}: {H * M} complex neuron pairs ({2 * H * M} compartments), readout {H}")
+    log.info(f"%{op.name}: {P} complex neuron pairs ({2 * P} compartments), readout {H}"
+             + (f", input and readout dense over the {H} channels" if is_dense(op) else ""))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ few weight bits the readout C, which carries all per-mode scaling, suffers.
 Those figures are one weight exponent per linear; assign-bitwidths' default
 `weight-exp=auto` (per-row exponents, and per-mode scale moved back from C to
 B where the calibration error says so) brings 6-bit "input" to -0.4 points.
+A layer whose modes are shared by all channels (S5, LRU: B_bar [P, H]) cannot make
+every input weight real with one factor per mode: its modes get the largest input
+weight of their row real (1 with "input"), the others stay complex.
 Changes: B_bar and C of every discrete `s4d` op. Guarantees: float outputs are
 unchanged (up to float rounding); A_bar and D are untouched; modes with
 B_bar = 0 (never driven) are left as they are.
@@ -34,14 +37,17 @@ import numpy as np
 
 from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph, Op
+from ssmc.ir.ssm import is_dense
 from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import measure_ranges
 
 
 def mode_scales(op: Op, state_max: np.ndarray | None, target: float, balance: str = "input") -> np.ndarray:
-    """The per-mode complex similarity s [H, M]."""
+    """The per-mode complex similarity s [H, M] ([P] for modes shared by all channels)."""
     A_bar = op.params["A_bar"].astype(np.complex128)
     B_bar = op.params["B_bar"].astype(np.complex128)
+    if is_dense(op):
+        return _shared_mode_scales(A_bar, B_bar, state_max, target, balance)
     mag_b = np.abs(B_bar)
     driven = mag_b > 0
     phase = np.where(driven, np.conj(B_bar) / np.where(driven, mag_b, 1.0), 1.0)
@@ -55,7 +61,29 @@ def mode_scales(op: Op, state_max: np.ndarray | None, target: float, balance: st
     return phase * r
 
 
+def _shared_mode_scales(A_bar, B_bar, state_max, target, balance) -> np.ndarray:
+    """s [P] for modes read from every channel (B_bar [P, H]): one complex factor cannot make a whole row
+    real, so it makes the row's largest entry real and positive, and 1 (balance=input) or the peak state
+    `target` (balance=state; bound |x| <= sum_h |B_bar| / (1 - |A_bar|) for |u| <= 1)."""
+    mag = np.abs(B_bar)
+    largest = B_bar[np.arange(len(B_bar)), mag.argmax(axis=1)] if B_bar.size else np.zeros(len(B_bar))
+    top = np.abs(largest)
+    driven = top > 0
+    phase = np.where(driven, np.conj(largest) / np.where(driven, top, 1.0), 1.0)
+    if balance == "input":
+        return phase * np.where(driven, 1.0 / np.where(driven, top, 1.0), 1.0)
+    if state_max is not None:
+        peak = np.asarray(state_max, dtype=np.float64)
+    else:
+        peak = mag.sum(axis=1) / np.maximum(1.0 - np.abs(A_bar), 1e-12)
+    return phase * np.where(driven & (peak > 0), target / np.where(peak > 0, peak, 1.0), 1.0)
+
+
 def rescale_op(op: Op, s: np.ndarray) -> None:
+    if is_dense(op):  # B_bar [P, H], C [H, P]: the rows of B and columns of C of each mode
+        op.params["B_bar"] = (op.params["B_bar"].astype(np.complex128) * s[:, None]).astype(np.complex64)
+        op.params["C"] = (op.params["C"].astype(np.complex128) / s[None, :]).astype(np.complex64)
+        return
     B_bar = op.params["B_bar"].astype(np.complex128) * s
     op.params["B_bar"] = B_bar.real.astype(np.complex64)  # real by construction: drop the rounding residue
     op.params["C"] = (op.params["C"].astype(np.complex128) / s).astype(np.complex64)
@@ -83,9 +111,10 @@ class RescaleStates(Pass):
             s = mode_scales(op, state_max, self.target, self.balance)
             rescale_op(op, s)
             if self.balance == "input":
-                how = "input weights 1"
+                how = "largest input weight 1" if is_dense(op) else "input weights 1"
             else:
                 how = f"max |x| = {self.target} from " + ("calibrated state ranges" if ranges else "the analytic bound")
-            log.info(f"%{op.name}: B made real, modes scaled to {how} "
+            made = "the largest input weight of each mode made real" if is_dense(op) else "B made real"
+            log.info(f"%{op.name}: {made}, modes scaled to {how} "
                      f"(scale factors {np.abs(s).min():.3g}..{np.abs(s).max():.3g})")
         return graph, bool(layers)

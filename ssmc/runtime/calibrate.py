@@ -8,6 +8,7 @@ reaches, per element, over a calibration set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -28,19 +29,36 @@ class Ranges:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     states: dict[str, np.ndarray] = field(default_factory=dict)
     sequences: int = 0
-    norm_gain: dict[str, float] = field(default_factory=dict)
-    """norm op -> the one gain c closest (least squares over every calibration token) to its
-    per-token 1 / sqrt(var + eps): c = E[var / sqrt(var + eps)] / E[var]; what a frozen-statistics
-    LayerNorm multiplies by."""
-    norm_error: dict[str, float] = field(default_factory=dict)
-    """norm op -> rms error of that frozen norm relative to the exact one over the calibration
-    tokens: sqrt(E[var (c - 1/std)^2] / E[var / std^2]); 0 when every token has the same std."""
+    norms: dict[str, "NormRanges"] = field(default_factory=dict)
+    """norm op -> the ranges of its per-token statistics (what a LayerNorm on neurons is sized by)."""
 
     def value(self, name: str) -> np.ndarray | None:
         return self.values.get(name)
 
     def state(self, name: str) -> np.ndarray | None:
         return self.states.get(name)
+
+
+@dataclass
+class NormRanges:
+    """A LayerNorm's per-token statistics over the calibration tokens (largest |value| unless named min)."""
+
+    mean: float = 0.0  # |mean over the channels|
+    centred: float = 0.0  # |x - mean|, any channel
+    var_min: float = float("inf")  # the smallest per-token variance
+    var_max: float = 0.0
+    normed: float = 0.0  # |(x - mean) / sqrt(var + eps)|, any channel (before the affine weight and bias)
+
+    def update(self, x: np.ndarray, eps: float) -> None:
+        """Widen by the tokens x [batch, channels]."""
+        mu = x.mean(axis=-1, keepdims=True)
+        c = x - mu
+        var = (c ** 2).mean(axis=-1)
+        self.mean = max(self.mean, float(np.abs(mu).max()))
+        self.centred = max(self.centred, float(np.abs(c).max()))
+        self.var_min = min(self.var_min, float(var.min()))
+        self.var_max = max(self.var_max, float(var.max()))
+        self.normed = max(self.normed, float(np.abs(c / np.sqrt(var + eps)[:, None]).max()))
 
 
 @dataclass(frozen=True)
@@ -76,8 +94,12 @@ def check_calibration_size(graph: Graph, x: Calibration) -> None:
                    fix="calibrate with fewer or shorter sequences")
 
 
-def measure_ranges(graph: Graph, x) -> Ranges:
-    """Run the float reference over x [batch, tokens, features] (array or Calibration); keep per-element maxima."""
+def measure_ranges(graph: Graph, x, observe: Callable[[dict[str, np.ndarray]], None] | None = None) -> Ranges:
+    """Run the float reference over x [batch, tokens, features] (array or Calibration); keep per-element maxima.
+
+    `observe`, if given, sees every token's values (op name -> [batch, ...]) as well, for statistics of
+    its own (freeze-norms fits its gains so).
+    """
     cal = check_calibration(x, graph.inputs()[0].shape[0])
     check_calibration_size(graph, cal)
     x = cal.x
@@ -85,23 +107,17 @@ def measure_ranges(graph: Graph, x) -> Ranges:
     engine.reset(x.shape[0])
     ranges = Ranges(sequences=x.shape[0])
     norms = {op.name: (op.inputs[0], float(op.attrs.get("eps", 1e-5))) for op in graph.ops_of_kind("norm")}
-    norm_sums = {name: [0.0, 0.0, 0.0] for name in norms}  # sums of var / std, var, var / std^2
+    ranges.norms = {name: NormRanges() for name in norms}
     for t in range(x.shape[1]):
         values = engine.step_all(x[:, t, :])
+        if observe is not None:
+            observe(values)
         for name, (src, eps) in norms.items():
-            var = values[src].var(axis=-1)
-            norm_sums[name][0] += float(np.sum(var / np.sqrt(var + eps)))
-            norm_sums[name][1] += float(np.sum(var))
-            norm_sums[name][2] += float(np.sum(var / (var + eps)))
+            ranges.norms[name].update(values[src], eps)
         for name, v in values.items():
             m = np.abs(v).max(axis=0)
             ranges.values[name] = np.maximum(ranges.values.get(name, m), m)
         for name, s in engine.state.items():
             m = np.abs(s).max(axis=0)
             ranges.states[name] = np.maximum(ranges.states.get(name, m), m)
-    for name, (s1, s2, s3) in norm_sums.items():
-        c = s1 / s2 if s2 > 0 else 1.0 / np.sqrt(norms[name][1])
-        ranges.norm_gain[name] = c
-        residual = max(s3 - 2 * c * s1 + c * c * s2, 0.0)  # sum var (c - 1/std)^2
-        ranges.norm_error[name] = float(np.sqrt(residual / s3)) if s3 > 0 else 0.0
     return ranges

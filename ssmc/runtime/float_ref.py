@@ -16,7 +16,7 @@ from ssmc.errors import InputDataError, IRError
 from ssmc.ir.activations import activation, gelu, gelu_tanh, sigmoid  # noqa: F401
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
-from ssmc.ir.ssm import discrete_params
+from ssmc.ir.ssm import discrete_params, is_dense, state_size
 
 
 class FloatEngine:
@@ -29,6 +29,7 @@ class FloatEngine:
         # parameters as the step uses them, converted once instead of at every token
         self._weight_t = {op.name: op.params["weight"].astype(np.float64).T for op in self.order if op.kind == "linear"}
         self._c = {op.name: op.params["C"].astype(np.complex128) for op in self.order if op.kind == "s4d"}
+        self._dense = {op.name for op in self.order if op.kind == "s4d" and is_dense(op)}
         self._a = {op.name: op.params["a_re"].astype(np.float64) + 1j * op.params["a_im"].astype(np.float64)
                    for op in self.order if op.kind == "cpx"}
         self.state: dict[str, np.ndarray] = {}
@@ -39,7 +40,8 @@ class FloatEngine:
         self.state = {}
         for op in self.order:
             if op.kind == "s4d":
-                self.state[op.name] = np.zeros((batch,) + op.params["C"].shape, dtype=np.complex128)
+                shape = (state_size(op),) if op.name in self._dense else op.params["C"].shape
+                self.state[op.name] = np.zeros((batch,) + shape, dtype=np.complex128)
             elif op.kind == "cpx":
                 self.state[op.name] = np.zeros((batch, op.attrs["modes"]), dtype=np.complex128)
             elif op.kind == "pool":
@@ -75,6 +77,10 @@ class FloatEngine:
         if k == "s4d":
             A_bar, B_bar = self._s4d[op.name]
             x = self.state[op.name]  # updated in place: the same products and sums, without new arrays
+            if op.name in self._dense:  # P modes shared by all channels
+                x *= A_bar
+                x += ins[0] @ B_bar.T
+                return 2.0 * np.real(x @ self._c[op.name].T) + op.params["D"] * ins[0]
             x *= A_bar
             x += B_bar * ins[0][..., None]
             return 2.0 * np.real(np.sum(self._c[op.name] * x, axis=-1)) + op.params["D"] * ins[0]
@@ -117,7 +123,7 @@ def check_run_size(graph: Graph, x_shape: tuple, engine: str, fix: str | None = 
     """Refuse a run whose per-step values and outputs over the whole batch would exceed the work limit."""
     batch, tokens = x_shape[0], x_shape[1]
     values = sum(int(np.prod(op.shape)) for op in graph.ops())  # every op's value at one step
-    states = sum(int(np.prod(op.params["C"].shape)) for op in graph.ops() if op.kind == "s4d")
+    states = sum(state_size(op) for op in graph.ops() if op.kind == "s4d")
     outs = sum(int(np.prod(op.shape)) for op in graph.outputs())
     per_seq = 8 * (3 * values + 2 * states + 2 * tokens * outs + tokens * x_shape[2])
     fit = max(limits.current().work_bytes // max(per_seq, 1), 1)

@@ -124,3 +124,34 @@ def test_cli_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["export-nir", "--help"])
     assert "ssmc export-nir net.lava" in capsys.readouterr().out
+
+
+def shared_ssm_graph(seed: int = 0, P: int = 4) -> Graph:
+    """linear_ssm_graph with its layer's modes shared by all channels (S5/LRU: B_bar [P, H], C [H, P])."""
+    rng = np.random.default_rng(seed)
+    g = linear_ssm_graph(seed)
+    op = g.op("ssm")
+    op.attrs.update(mixing="dense", modes=P)
+    op.params.update(A_bar=stable_modes(rng, P), B_bar=rng.normal(size=(P, H)) + 1j * rng.normal(size=(P, H)),
+                     C=rng.normal(size=(H, P)) + 1j * rng.normal(size=(H, P)))
+    return g
+
+
+def test_a_layer_with_shared_modes_round_trips_through_a_nir_file_exactly(tmp_path):
+    g = shared_ssm_graph()
+    write_nir(to_nir(g)[0], tmp_path / "net.nir")
+    back = nir.read(str(tmp_path / "net.nir"))
+    assert back.nodes["ssm.B"].weight.shape == (8, H) and back.nodes["ssm.C"].weight.shape == (H, 8)
+    x = np.random.default_rng(1).normal(size=(5, 30, 2))
+    np.testing.assert_allclose(run_nir(back, x)["y"], run_float(g, x)["y"], rtol=1e-10, atol=1e-10)
+
+
+def test_the_ode_form_of_shared_modes_integrated_exactly_over_one_token_is_the_discrete_layer():
+    op = shared_ssm_graph(seed=3).op("ssm")
+    m, euler = s4d_matrices(op, "ode"), s4d_matrices(op, "euler")
+    n, h = m["A"].shape[0], m["B"].shape[1]
+    aug = np.zeros((n + h, n + h))
+    aug[:n, :n], aug[:n, n:] = m["A"], m["B"]
+    e = expm(aug)
+    np.testing.assert_allclose(e[:n, :n], euler["A"] + np.eye(n), atol=1e-9)
+    np.testing.assert_allclose(e[:n, n:], euler["B"], atol=1e-9)

@@ -24,7 +24,9 @@ def _w(rng, post, pre, density=1.0):
     return w
 
 
-def s4d_stack(H: int, M: int, layers: int, rates=None, n_in: int = 1, n_out: int = 10, seed: int = 0) -> Graph:
+def s4d_stack(H: int, M: int, layers: int, rates=None, n_in: int = 1, n_out: int = 10, seed: int = 0,
+              dense: bool = False) -> Graph:
+    """dense: the layers' H*M modes are shared by all channels (S5/LRU): B [2HM, H] and C [H, 2HM] dense."""
     rng = np.random.default_rng(seed)
     rates = list(rates) if rates is not None else [1.0] * layers
     g = Graph("s4d_stack")
@@ -40,6 +42,8 @@ def s4d_stack(H: int, M: int, layers: int, rates=None, n_in: int = 1, n_out: int
         sd = {"delta": 1} if r < 1.0 else {}
         b = np.zeros((S, H), np.int32)
         b[np.arange(S), chan] = rng.integers(1, 100, S)
+        if dense:
+            b = _w(rng, S, H)
         g.add(Op(f"s{i}.B", "synapses", (u,), {"weight_bits": 8, "delay": 1}, {"weight": b}, shape=(S,)))
         g.add(Op(f"s{i}.pairs", "neurons", (f"s{i}.B",),
                  {"kind": "cpx", "size": S, "frac": 16, "msg_rate": r, **sd},
@@ -47,6 +51,8 @@ def s4d_stack(H: int, M: int, layers: int, rates=None, n_in: int = 1, n_out: int
                   "c_im": rng.integers(-30000, 30000, S // 2).astype(np.int64)}, shape=(S,)))
         c = np.zeros((H, S), np.int32)
         c[chan, np.arange(S)] = rng.integers(1, 100, S)
+        if dense:
+            c = _w(rng, H, S)
         g.add(Op(f"s{i}.C", "synapses", (f"s{i}.pairs",), {"weight_bits": 8, "delay": 1}, {"weight": c}, shape=(H,)))
         g.add(Op(f"s{i}.D", "synapses", (u,), {"weight_bits": 8, "delay": 2}, {"weight": np.diag(rng.integers(1, 100, H)).astype(np.int32)},
                  shape=(H,)))

@@ -64,6 +64,18 @@ def test_every_layout_compiles_and_runs_bit_exactly_on_numpy_and_microcode(layou
         np.testing.assert_array_equal(got.raw[name], want.raw[name])
 
 
+def test_a_packed_state_keeps_the_weakly_driven_halves_of_slow_modes_in_their_layer(save_onnx):
+    # H=16, M=8: the imaginary half of some near-real modes responds to u below the drive threshold; it is
+    # still driven by its own layer's state (the rotation), so it belongs to that layer, not outside it
+    spec = StepModelSpec(in_features=2, H=16, M=8, n_layers=2, n_out=3, seed=0)
+    model = build_layout_model(spec, "packed")
+    graph, _, _ = import_onnx(save_onnx(model))
+    assert [op.attrs["modes"] for op in graph.ops_of_kind("s4d")] == [8, 8]
+    x = np.random.default_rng(2).normal(size=(2, 6, 2)).astype(np.float32)
+    want = run_step_model_ort(model, x)
+    assert np.abs(run_float(graph, x)[graph.outputs()[0].name] - want).max() <= 1e-5 * np.abs(want).max()
+
+
 # -- refusals: one line naming the state, the layout found and the one accepted -----------------
 def _with_dims(model: onnx.ModelProto, dims: dict[str, list]) -> onnx.ModelProto:
     """model with the declared shapes of some inputs/outputs replaced (ints static, strings symbolic)."""
@@ -205,6 +217,6 @@ def test_a_running_sum_with_the_batch_second_is_refused(save_onnx):
              helper.make_node("Add", ["acc", "yt"], ["acc_out"])]
     model = _small_model(nodes, extra_inputs=[value("acc", TensorProto.FLOAT, [3, "batch"])],
                          extra_outputs=[value("acc_out", TensorProto.FLOAT, [3, "batch"])], inits=_PARAMS)
-    with pytest.raises(UnsupportedModelError, match=r"state 'acc' -> 'acc_out': a 2-D state is a running sum "
+    with pytest.raises(UnsupportedModelError, match=r"state 'acc' -> 'acc_out': a 2-D running sum is "
                                                     r"\[batch, C\]; this one is \[3, 'batch'\]"):
         import_onnx(save_onnx(model))

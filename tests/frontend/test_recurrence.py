@@ -106,7 +106,8 @@ def test_folded_discretization_is_recognised_in_discrete_form(save_onnx):
 
 def test_a_state_whose_elements_mix_is_refused(save_onnx):
     Mk = np.full((4, 4), 0.1) + np.eye(4) * 0.5
-    with pytest.raises(UnsupportedModelError, match="coupled together; only diagonal"):
+    with pytest.raises(UnsupportedModelError, match=r"state elements \[0, 1, 2, 3\] are coupled together \(measured "
+                                                    r"state map block \[\[0.6, 0.1, 0.1, 0.1\], .*\]\); only diagonal"):
         import_onnx(save_onnx(_state_model(4, Mk)))
 
 

@@ -14,7 +14,7 @@ import pytest
 from scipy.linalg import expm
 
 from ssmc.ir.graph import Op
-from ssmc.ir.ssm import discrete_params, zoh_discretize
+from ssmc.ir.ssm import discrete_params, shared_form, state_size, zoh_discretize
 
 
 def as_block(z: complex) -> np.ndarray:
@@ -115,3 +115,33 @@ def test_discrete_params_reads_either_form_as_complex128():
     assert a_d.dtype == np.complex128 and b_d.dtype == np.complex128
     assert a_d.tolist() == [[0.5 + 0.25j, -0.125j]]
     assert b_d.tolist() == [[1 + 0j, 2 - 1j]]
+
+
+def test_modes_shared_by_all_channels_discretize_with_a_step_per_mode():
+    rng = np.random.default_rng(3)
+    log_dt = rng.uniform(np.log(1e-3), np.log(0.5), 3)
+    A = -np.exp(rng.uniform(-3, 1, 3)) + 1j * rng.uniform(-20, 20, 3)
+    B = rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))  # [P, H]
+    op = Op("s", "s4d", attrs={"form": "continuous", "modes": 3, "mixing": "dense"},
+            params={"log_dt": log_dt, "A": A, "B": B, "C": np.zeros((2, 3), np.complex64)})
+    A_bar, B_bar = discrete_params(op)
+    assert A_bar.shape == (3,) and B_bar.shape == (3, 2)
+    for p in range(3):
+        for h in range(2):
+            want_a, want_b = zoh_by_expm(math.exp(log_dt[p]), A[p], B[p, h])
+            assert A_bar[p] == pytest.approx(want_a, rel=1e-10)
+            assert B_bar[p, h] == pytest.approx(want_b, rel=1e-9, abs=1e-12)
+    assert state_size(op) == 3
+
+
+def test_a_per_channel_layer_is_the_block_structured_case_of_the_shared_form():
+    A_bar = np.array([[0.5 + 0.125j, 0.25j], [-0.5, 0.125]], np.complex64)
+    B_bar = np.array([[1 + 1j, 2], [3, 4 - 1j]], np.complex64)
+    C = np.array([[5, 6j], [7, 8]], np.complex64)
+    op = Op("s", "s4d", attrs={"form": "discrete", "modes": 2},
+            params={"A_bar": A_bar, "B_bar": B_bar, "C": C, "D": np.zeros(2, np.float32)})
+    a, b, c = shared_form(op)
+    assert a.tolist() == [0.5 + 0.125j, 0.25j, -0.5, 0.125]  # mode p = h * M + m
+    assert b.tolist() == [[1 + 1j, 0], [2, 0], [0, 3], [0, 4 - 1j]]
+    assert c.tolist() == [[5, 6j, 0, 0], [0, 0, 7, 8]]
+    assert state_size(op) == 4

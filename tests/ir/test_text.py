@@ -123,6 +123,17 @@ def g_s4d_discrete():
     return finish(g, "ssm")
 
 
+def g_s4d_dense():
+    g = base(2)
+    g.add(Op("ssm", "s4d", ("x",), attrs={"form": "discrete", "modes": 3, "mixing": "dense"}, params={
+        "A_bar": c64(EDGE_F32[:3], EDGE_F32[6:9], (3,)),
+        "B_bar": c64([1, -0.0, 0.5, 2, 3, 4], [-0.0, 0, 1.4e-45, 1, 1, 1], (3, 2)),
+        "C": c64(EDGE_F32[10:16], EDGE_F32[:6], (2, 3)),
+        "D": f32([0.25, -0.0]),
+    }, shape=(2,)))
+    return finish(g, "ssm")
+
+
 def g_s4d_continuous():
     g = base(3)
     g.add(Op("ssm", "s4d", ("x",), attrs={"form": "continuous", "modes": 1}, params={
@@ -168,6 +179,7 @@ HAND_BUILT = {
     "linear-without-bias": lambda: g_linear(False),
     "s4d-discrete": g_s4d_discrete,
     "s4d-continuous": g_s4d_continuous,
+    "s4d-dense": g_s4d_dense,
     **{f"activation-{fn}": (lambda fn=fn: g_activation(fn))
        for fn in ("relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "glu")},
     "add": g_add,

@@ -43,6 +43,18 @@ def valid_graph() -> Graph:
     return g
 
 
+def test_a_layer_with_modes_shared_by_all_channels_has_poles_p_input_p_by_h_and_readout_h_by_p():
+    g = valid_graph()
+    g.op("ssm").attrs.update(mixing="dense", modes=5)
+    g.op("ssm").params.update(A_bar=c64(5), B_bar=c64(5, H), C=c64(H, 5))
+    g.op("cont").attrs.update(mixing="dense", modes=3)
+    g.op("cont").params.update(log_dt=f32(3, fill=-3.0), A=c64(3, fill=-0.5 + 3j), B=c64(3, H), C=c64(H, 3))
+    assert verify(g) is g
+    g.op("ssm").params["B_bar"] = c64(H, 5)  # [H, P] is the readout's shape, not the input map's
+    with pytest.raises(IRError, match=r"%ssm.*tensor 'B_bar' has shape \[4, 5\], expected \[5, 4\]"):
+        verify(g)
+
+
 def test_the_valid_graph_verifies_and_verify_returns_it():
     g = valid_graph()
     assert graph_problems(g) == []
@@ -131,6 +143,9 @@ CASES = {
     "real where complex is needed": (_param("ssm", "C", f32(H, 2)), "%ssm", "tensor 'C' must be c64"),
     "tensor that is not an array": (_param("nrm", "weight", [1.0, 1.0]), "%nrm", "not an array"),
     "wrong tensor shape": (_param("ssm", "C", c64(H, 3)), "%ssm", "tensor 'C' has shape [4, 3], expected [4, 2]"),
+    "mixing not in choices": (_attr("ssm", "mixing", "full"), "%ssm", "must be one of"),
+    "per-channel tensors under dense mixing": (_attr("ssm", "mixing", "dense"), "%ssm",
+                                               "tensor 'A_bar' has shape [4, 2], expected [2]"),
     "weight columns do not match the input": (_param("enc", "weight", f32(H, 5)), "%enc", "expected [4, 3]"),
     "NaN tensor": (_param("enc", "bias", np.array([0, np.nan, 0, 0], np.float32)), "%enc", "NaN"),
     "infinite complex tensor": (_param("ssm", "B_bar", c64(H, 2, fill=complex(np.inf, 0))), "%ssm", "infinite"),

@@ -80,9 +80,12 @@ def test_more_table_entries_approximate_the_function_better():
     assert errs[1] < errs[0] / 2
 
 
-def test_a_norm_is_refused_without_freeze_norms_naming_it_and_the_fix():
-    with pytest.raises(SsmcError, match=r"%norm\d \(norm\): no integer realisation.*run freeze-norms"):
-        _lower(1, pipeline=DEFAULT_PIPELINE.replace("freeze-norms,", ""), activation="relu", norm=True)
+def test_a_norm_is_realised_on_neurons_by_default_and_frozen_only_with_freeze_norms():
+    kinds = {op.attrs["kind"] for op in _lower(1, activation="relu", glu=False, norm=True)[0].ops_of_kind("neurons")}
+    assert {"lut", "product"} <= kinds  # the 1/sqrt tables and the squares and normalised products
+    frozen, _ = _lower(1, pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", "freeze-norms,assign-bitwidths"),
+                       activation="relu", glu=False, norm=True)
+    assert not {"lut", "product"} & {op.attrs["kind"] for op in frozen.ops_of_kind("neurons")}
 
 
 @pytest.mark.parametrize("option, value", [("weight-bits", 9), ("weight-bits", 2), ("state-bits", 40),

@@ -76,6 +76,25 @@ def test_a_channels_modes_stay_with_the_neuron_that_sums_them(tmp_path, method):
     assert len(np.unique(core_of)) > 2  # the test means something only if the layers were split
 
 
+@pytest.mark.parametrize("method", ("cpsat", "greedy"))
+def test_a_dense_s5_layer_is_spread_by_its_synapse_memory_and_keeps_each_modes_pair_together(tmp_path, method):
+    # modes shared by all channels: every compartment reads all H channels, every relu sums all 2P compartments
+    H, M = 8, 4
+    target = tight_target(tmp_path, synapse_bytes=1024, memory_bytes=8192)
+    sparse_cores = len(np.unique(core_assignment(partition(s4d_stack(H, M, 1), method=method, target=target),
+                                                 load_target(target))[0]))
+    placed = partition(s4d_stack(H, M, 1, dense=True), method=method, target=target)
+    verify(placed)  # every core within every capacity, synapses counted by non-zeros
+    core_of, problems = core_assignment(placed, target_of(placed))
+    assert not problems
+    groups = placed.ops_of_kind("neurons")
+    at = [g.name for g in groups].index("s0.pairs")
+    pairs = sum(int(g.attrs["size"]) for g in groups[:at])
+    modes = core_of[pairs:pairs + 2 * H * M].reshape(-1, 2)
+    assert np.all(modes[:, 0] == modes[:, 1])
+    assert len(np.unique(core_of)) > sparse_cores  # H x more B and C synapses need more cores
+
+
 def test_verifier_rejects_a_core_over_capacity(tmp_path):
     g = partition(s4d_stack(8, 4, 1), target=tight_target(tmp_path, neurons=64))
     target = target_of(g)

@@ -148,3 +148,60 @@ def test_fold_linear_keeps_a_chain_whose_product_would_overflow_float32():
     g, records = run_pipeline(parse_graph(text), parse_pipeline("fold-linear"))
     assert [op.name for op in g.ops()] == ["x", "a", "b", "y"] and not records[0].changed
     assert "overflow float32" in records[0].notes[0]
+
+
+# -- layers whose modes are shared by all channels (S5, LRU: mixing = dense) ----------------------------
+SHARED = """\
+ssmc.graph @shared
+%x = input() {size = 2} : [2]
+%s = s4d(%x) {form = "continuous", mixing = "dense", modes = 2} : [2]
+  A = c64[2] [(-0.5, 3), (-1, 0)]
+  B = c64[2,2] [(1, 0), (0, 2), (-0.5, 0.5), (0.25, 0)]
+  C = c64[2,2] [(0.25, -0.5), (1, 0), (0, 1), (-2, 0.5)]
+  D = f32[2] [0.75, 0]
+  log_dt = f32[2] [-2, -1]
+%y = output(%s) : [2]
+"""
+
+
+def test_shared_modes_discretize_with_a_step_each_and_refuse_an_unstable_mode_by_index():
+    g = _run(parse_graph(SHARED), "discretize")
+    op = g.op("s")
+    dt = np.exp([-2.0, -1.0])
+    A = np.array([-0.5 + 3j, -1.0])
+    np.testing.assert_allclose(op.params["A_bar"], np.exp(dt * A), rtol=1e-6)
+    for p in range(2):  # ZOH from the augmented matrix exponential, per mode and channel
+        for h, b in enumerate(parse_graph(SHARED).op("s").params["B"][p]):
+            e = scipy.linalg.expm(np.array([[A[p], b], [0, 0]]) * dt[p])
+            np.testing.assert_allclose(op.params["B_bar"][p, h], e[0, 1], rtol=1e-5, atol=1e-7)
+    with pytest.raises(SsmcError, match=r"%s \(s4d\): \|A_bar\| = .* >= 1 at mode 1; "):
+        _run(parse_graph(SHARED.replace("(-1, 0)]", "(0.1, 0)]")), "discretize")
+
+
+@pytest.mark.parametrize("balance", ["input", "state"])
+def test_rescale_makes_each_shared_modes_largest_input_weight_real_and_keeps_the_float_function(balance):
+    graph = parse_graph(SHARED)
+    x = np.random.default_rng(0).normal(size=(3, 12, 2))
+    want = run_float(graph, x)["y"]
+    g = _run(graph, f"discretize,rescale-states{{balance={balance}}}")
+    B = g.op("s").params["B_bar"]
+    largest = B[np.arange(2), np.abs(B).argmax(axis=1)]
+    np.testing.assert_allclose(largest.imag, 0, atol=1e-6)
+    assert np.all(largest.real > 0)
+    if balance == "input":
+        np.testing.assert_allclose(largest.real, 1, rtol=1e-6)
+    np.testing.assert_allclose(run_float(g, x)["y"], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_fuse_gives_shared_modes_dense_input_and_readout_linears_around_p_pairs():
+    graph = parse_graph(SHARED)
+    x = np.random.default_rng(1).normal(size=(2, 9, 2))
+    want = run_float(graph, x)["y"]
+    g = _run(graph, "discretize,fuse-complex-pairs")
+    assert [op.kind for op in g.ops()] == ["input", "linear", "cpx", "linear", "linear", "add", "output"]
+    assert g.op("s.pairs").attrs["modes"] == 2
+    W_B = g.op("s.B").params["weight"]
+    assert W_B.shape == (4, 2) and np.all(W_B[0::2] != 0)  # every mode's re compartment hears both channels
+    assert g.op("s.C").params["weight"].shape == (2, 4)
+    np.testing.assert_allclose(g.op("s.C").params["weight"][:, :2], [[0.5, 1.0], [0.0, -2.0]])  # 2 Re C, -2 Im C
+    np.testing.assert_allclose(run_float(g, x)["y"], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
