@@ -14,7 +14,7 @@ import numpy as np
 from ssmc.backend_loihi import bundle as _bundle
 from ssmc.config import CompileConfig, ConfigError, FileRecord
 from ssmc.data import read_arrays
-from ssmc.errors import InputDataError, SsmcError, printable
+from ssmc.errors import EngineError, IncompleteNetError, InputDataError, OptionError, printable
 from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
 from ssmc.frontend.load import load_model
@@ -66,10 +66,10 @@ class Net(CompiledNet):
     def run_detailed(self, x: np.ndarray, engine: str = "numpy") -> dict:
         """Outputs plus what the engine measured (saturation, sparsity) where it has it."""
         if engine not in ENGINES:
-            raise SsmcError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+            raise OptionError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
         if engine == "float" or not is_neuro_level(self.graph):
             if engine != "float":  # every fixed-point engine needs neuron groups
-                raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): "
+                raise IncompleteNetError("this net was compiled without the fixed-point passes (no neuron groups): "
                                 "run it with --engine float, or compile with the default pipeline")
             graph = self.model_graph if self.model_graph is not None else self.graph
             outs = run_float(graph, x)
@@ -84,7 +84,7 @@ class Net(CompiledNet):
         its complex-pair states are not in the compiled net's basis, why: rescale-states{balance=state}
         measured calibration data that is not passed here (`calibration`: the same sequences)."""
         if self.model_graph is None:
-            raise SsmcError("this net.lava has no float model to compare with (model graph missing)")
+            raise IncompleteNetError("this net.lava has no float model to compare with (model graph missing)")
         float_names = FLOAT_PIPELINE.split(",")
         passes = [p for p in parse_pipeline(self.pipeline) if p.name in float_names]
         basis = None
@@ -102,7 +102,7 @@ class Net(CompiledNet):
         adds itself), complex states' real / imaginary error and drift, values at the edge of their range,
         and the first token where the predicted class diverges; layers worst first (ssmc.runtime.trace)."""
         if not is_neuro_level(self.graph):
-            raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): there is "
+            raise IncompleteNetError("this net was compiled without the fixed-point passes (no neuron groups): there is "
                             "no fixed point to trace; compile it with the default pipeline")
         graph, basis = self.float_graph(calibration)
         return trace_net(self.graph, graph, np.asarray(x), skip_cpx=basis)
@@ -119,12 +119,12 @@ def engine_function(engine: str) -> Callable:
     """The run function of a fixed-point engine (imported now: some are slow to import)."""
     import importlib
     if engine not in FIXED_POINT_ENGINES:
-        raise SsmcError(f"unknown fixed-point engine {engine!r}; available: {', '.join(FIXED_POINT_ENGINES)}")
+        raise OptionError(f"unknown fixed-point engine {engine!r}; available: {', '.join(FIXED_POINT_ENGINES)}")
     module, func = FIXED_POINT_ENGINES[engine].split(":")
     try:
         return getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as e:
-        raise SsmcError(f"the {engine} engine is not available in this installation ({e})") from None
+        raise EngineError(f"the {engine} engine is not available in this installation ({e})") from None
 
 
 COMPARE_AGAINST = ("float", "numpy", "onnx")
@@ -136,9 +136,9 @@ def reference_outputs(net: Net, x: np.ndarray, against: str, onnx_model=None) ->
     if against == "float":
         return net.run(x, engine="float")
     if against != "onnx":
-        raise SsmcError(f"no reference outputs for {against!r}; available: float, onnx")
+        raise OptionError(f"no reference outputs for {against!r}; available: float, onnx")
     if onnx_model is None:
-        raise SsmcError("comparing with onnxruntime needs the ONNX model (onnx_model=, --compare-onnx MODEL)")
+        raise OptionError("comparing with onnxruntime needs the ONNX model (onnx_model=, --compare-onnx MODEL)")
     if isinstance(onnx_model, (str, os.PathLike)):
         onnx_model = load_model(onnx_model).model
     ref = run_step_onnx(onnx_model, x)
@@ -155,12 +155,12 @@ def compare(net: Net, x: np.ndarray, against: str = "float", engine: str = "nump
     integers, saturation counts and sparsity (IntegerComparison). `result`: the engine's
     net.run_detailed(x, engine) if it has already run."""
     if against not in COMPARE_AGAINST:
-        raise SsmcError(f"cannot compare against {against!r}; available: {', '.join(COMPARE_AGAINST)}")
+        raise OptionError(f"cannot compare against {against!r}; available: {', '.join(COMPARE_AGAINST)}")
     if result is None:
         result = net.run_detailed(x, engine=engine)
     if against == "numpy":
         if "result" not in result:
-            raise SsmcError(f"the {engine} engine computes no integers to compare with the numpy engine's; "
+            raise OptionError(f"the {engine} engine computes no integers to compare with the numpy engine's; "
                             "use a fixed-point engine (numpy, lava, microcode)")
         return compare_integers(result["result"], net.run_detailed(x, engine="numpy")["result"])
     return compare_outputs(result["outputs"], reference_outputs(net, x, against, onnx_model))

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssmc.data import read_small_file
-from ssmc.errors import SsmcError
+from ssmc.errors import ConfigError
+from ssmc.widths import OPTIONS as WIDTH_OPTIONS
 
 #: The float part of the pipeline: S4D layers become complex neuron pairs between linears.
 FLOAT_PIPELINE = "canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear"
@@ -44,16 +45,13 @@ FROZEN_NORMS_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths,partiti
 
 READOUTS = ("none", "sum", "mean", "last")
 WEIGHT_EXP_MODES = ("group", "row", "auto")
-#: Net-wide and per-layer widths: field -> (lowest, highest, the assign-bitwidths default).
-WIDTHS = {"weight_bits": (3, 8, 8), "coef_bits": (4, 24, 16), "state_bits": (8, 32, 24), "message_bits": (2, 32, 24)}
+#: Net-wide and per-layer widths: field -> (lowest, highest, the assign-bitwidths default), from ssmc.widths.
+WIDTHS = {k: (o.lo, o.hi, o.default) for k, o in WIDTH_OPTIONS.items()
+          if k in ("weight_bits", "coef_bits", "state_bits", "message_bits")}
 #: The short keys of --layer-bits ("s4d0:weight=6/coef=12") -> width field.
 LAYER_WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _LAYER_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
-
-
-class ConfigError(SsmcError):
-    """A compile configuration (keyword, flag, config file or net.lava record) with a bad key or value."""
 
 
 @dataclass(frozen=True)
