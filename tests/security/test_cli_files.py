@@ -117,7 +117,8 @@ def temp_files(folder: pathlib.Path) -> list[str]:
 SPEC = random_spec(0, activation="relu", glu=False, norm=False)
 
 #: the valid input files (made once by the valid_files fixture) that the commands below take
-VALID = ("model.onnx", "calib.npz", "target.json", "plugin.py", "net.lava", "x.npy", "y.npy", "prog.s", "prog.bin")
+VALID = ("model.onnx", "calib.npz", "target.json", "plugin.py", "net.lava", "x.npy", "y.npy", "prog.s", "prog.bin",
+         "config.toml")
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,7 @@ def valid_files(tmp_path_factory) -> dict[str, bytes]:
     np.savez(work / "calib.npz", x=rng.normal(size=(4, 8, SPEC.in_features)))
     shutil.copy(ROOT / "ssmc" / "targets" / "loihi2.json", work / "target.json")
     (work / "plugin.py").write_text("REGISTERS = ('nothing', 'at', 'all')  # a harmless plugin\n")
+    (work / "config.toml").write_text('readout = "mean"\n')  # one line: cut in half, it is not TOML
     np.save(work / "x.npy", rng.normal(size=(3, 6, SPEC.in_features)))
     np.save(work / "y.npy", np.array([0, 1, 2]))
     cwd = os.getcwd()
@@ -157,7 +159,9 @@ class Command:
 
 COMMANDS = [
     Command("compile", ("compile", "model.onnx", "-o", "out.lava", "-q", "--calibrate", "calib.npz",
-                        "--target", "target.json", "--plugin", "plugin.py"), ("out.lava",)),
+                        "--target", "target.json", "--plugin", "plugin.py", "--config", "config.toml"), ("out.lava",)),
+    Command("config", ("config", "model.onnx", "--plugin", "plugin.py")),
+    Command("config-net", ("config", "net.lava")),
     Command("inspect", ("inspect", "model.onnx", "--plugin", "plugin.py")),
     Command("run", ("run", "net.lava", "--input", "x.npy", "--labels", "y.npy", "--compare-onnx", "model.onnx",
                     "--output", "out.npy", "-q"), ("out.npy",)),
@@ -187,7 +191,7 @@ NAMES = ("with space", "ünïcödé €", "ctl\x1b[31m\x07", "'><img src=x onerr
 KNOWN: dict = {}  # the "files" branch (sec-files) fixed every case once listed here
 
 #: valid content that is accepted as it is (exit 0 is right)
-ACCEPTED = {("plugin.py", "empty")}
+ACCEPTED = {("plugin.py", "empty"), ("config.toml", "empty")}  # an empty config file sets nothing
 
 
 def _cases():
@@ -426,7 +430,7 @@ def test_two_compiles_to_one_output_at_once_leave_one_complete_file(valid_files,
     assert not temp_files(tmp_path)
     import ssmc as api
     net = api.load(out)  # validates every checksum: one whole file, not a mix
-    assert net.options.get("readout") in ("none", "mean")
+    assert net.config.readout in ("none", "mean")
 
 
 # -- signals ------------------------------------------------------------------------
