@@ -134,7 +134,7 @@ def hostile(world: World, reader: str, case: str, folder: Path) -> Path:
             path.write_bytes(rezip(rehashed({**unzip(good), TENSOR: npy_bytes(w)})))
         else:
             x = (world.x if reader == "input" else world.cal).copy()
-            x.flat[1] = np.nan if reader == "input" else 1e308  # an input of 1e308 is valid: it saturates
+            x.flat[1] = np.nan if reader == "input" else 1e308  # both refused (inputs beyond 1e10 too)
             path.write_bytes(npy_bytes(x) if reader == "input" else npz_bytes(x=x))
     return path
 
