@@ -41,8 +41,6 @@ SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, 
              "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
              "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]")
 PASS_THROUGH = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
-# Larger weights overflow float32 once a few layers are folded together (3.4e38).
-MAX_ABS_WEIGHT = 1e10
 FULL_SEQUENCE_OPS = {"DFT", "STFT", "Conv", "ConvTranspose", "Scan", "Loop"}
 
 
@@ -439,10 +437,10 @@ def _check_finite(graph: gs.Graph, name: str) -> None:
                     raise UnsupportedModelError(f"{name}: initializer '{t.name}' (used by {describe(node)}) has "
                                                 "NaN or infinite values")
                 biggest = float(np.abs(values).max())
-                if biggest > MAX_ABS_WEIGHT:
+                if biggest > limits.MAX_ABS_WEIGHT:
                     raise UnsupportedModelError(
                         f"{name}: initializer '{t.name}' (used by {describe(node)}) has values up to {biggest:.3g}; "
-                        f"ssmc refuses |values| over {MAX_ABS_WEIGHT:.0e} (folding layers would overflow float32, and "
+                        f"ssmc refuses |values| over {limits.MAX_ABS_WEIGHT:.0e} (folding layers would overflow float32, and "
                         "no fixed-point format spans them): check the export")
 
 
