@@ -11,11 +11,14 @@ is measured apart: the first call on a fresh copy of the net (1 sequence of 1 to
 the same call again, median of 5 copies. The Lava engine (Lava's CPU simulation,
 start-up included) runs the digits example at batch 1.
 
-Prints the table with ratios (to onnxruntime at the same batch, and microcode to numpy)
-and writes benchmarks/results/engine_speed.md. The machine is often shared and noisy:
-compare ratios within one run.
+Prints the table with ratios (to onnxruntime at the same batch, and microcode to numpy),
+the load average before and after and the wall time the benchmark took, and writes
+benchmarks/results/engine_speed.md (stating the load). The machine is often shared and
+noisy: compare ratios within one run, on a quiet machine (load average well below the
+core count) for numbers to quote. `--quick` (about a minute) runs the paper-size model
+alone, best of 2 calls, set-up over 2 copies, and writes nothing.
 
-    .venv/bin/python benchmarks/engine_speed.py [--large]
+    .venv/bin/python benchmarks/engine_speed.py [--quick] [--large]
 """
 
 from __future__ import annotations
@@ -47,19 +50,21 @@ TOKENS = 64
 BATCHES = (1, 64)
 ENGINES = ("onnxruntime", "float", "numpy", "microcode")
 SETUP_COPIES = 5
+REPEATS = 3
 
 
-def seconds(fn, x: np.ndarray, repeats: int = 3) -> float:
+def seconds(fn, x: np.ndarray, repeats: int | None = None) -> float:
     best = float("inf")
-    for _ in range(repeats):
+    for _ in range(repeats or REPEATS):
         start = time.perf_counter()
         fn(x)
         best = min(best, time.perf_counter() - start)
     return best
 
 
-def models(tmp: str, large: bool):
-    yield "digits example (2 layers, H=32, N=32)", EX / "digits_s4d_step.onnx", EX / "digits_calib.npz", "mean"
+def models(tmp: str, large: bool, quick: bool):
+    if not quick:
+        yield "digits example (2 layers, H=32, N=32)", EX / "digits_s4d_step.onnx", EX / "digits_calib.npz", "mean"
     sizes = [("paper size (4 layers, H=128, N=64)", 128, 32)] + ([("large (4 layers, H=128, N=128)", 128, 64)]
                                                                if large else [])
     for label, H, M in sizes:
@@ -120,21 +125,36 @@ def fmt_setup(row: tuple) -> str:
     return f"| {label} | {engine} | {median:.0f} | {lo:.0f} .. {hi:.0f} |"
 
 
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def main() -> None:
+    global REPEATS, SETUP_COPIES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--large", action="store_true", help="add the paper's large size (H=128, N=128; ~6 GB)")
+    ap.add_argument("--quick", action="store_true",
+                    help="the paper-size model alone, best of 2 calls, set-up over 2 copies; writes no results file")
     args = ap.parse_args()
+    if args.quick:
+        REPEATS, SETUP_COPIES = 2, 2
+    start, load_before = time.perf_counter(), load_average()
+    print(f"load average {load_before:.1f} on {os.cpu_count()} cores at the start", flush=True)
     rows, setups = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (label, path, calib, readout) in enumerate(models(tmp, args.large)):
-            model_rows, model_setups = measure(label, path, calib, readout, lava=i == 0)
+        for i, (label, path, calib, readout) in enumerate(models(tmp, args.large, args.quick)):
+            model_rows, model_setups = measure(label, path, calib, readout, lava=i == 0 and not args.quick)
             rows += model_rows
             setups += model_setups
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
+    print(f"load average {load:.1f} at the end; the benchmark took {time.perf_counter() - start:.0f} s", flush=True)
+    if args.quick:
+        return
     lines = ["# Engine speed, tokens per second", "",
-             f"Command: `.venv/bin/python benchmarks/engine_speed.py` ({TOKENS} tokens a sequence, best of 3 calls "
-             f"on the same net, one process; {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} "
-             "when written). The machine is shared and noisy: compare ratios within one run. onnxruntime runs the "
+             f"Command: `.venv/bin/python benchmarks/engine_speed.py` ({TOKENS} tokens a sequence, best of {REPEATS} "
+             f"calls on the same net, one process; {platform.machine()}, {os.cpu_count()} cores, load average "
+             f"{load_before:.1f} at the start and {load:.1f} at the end). The machine is shared and noisy: compare "
+             "ratios within one run. onnxruntime runs the "
              "step-form ONNX token by token; float is ssmc's float reference; numpy the bit-exact fixed-point "
              "engine; microcode the neuron programs interpreted (same integers as numpy).", "",
              "| model | batch | engine | tokens/s | vs onnxruntime at this batch | microcode vs numpy |",

@@ -17,7 +17,7 @@ from ssmc.backend_loihi import bundle as _bundle
 from ssmc.backend_loihi.lava_net import process_table_json
 from ssmc.backend_loihi.microcode.emit import emit_microcode
 from ssmc.data import read_arrays
-from ssmc.errors import InputDataError, SsmcError, printable
+from ssmc.errors import EngineError, IncompleteNetError, InputDataError, OptionError, PassError, printable
 from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
 from ssmc.frontend.load import load_model
@@ -79,10 +79,10 @@ class Net:
     def run_detailed(self, x: np.ndarray, engine: str = "numpy") -> dict:
         """Outputs plus what the engine measured (saturation, sparsity) where it has it."""
         if engine not in ENGINES:
-            raise SsmcError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+            raise OptionError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
         if engine == "float" or not is_neuro_level(self.graph):
             if engine != "float":  # every fixed-point engine needs neuron groups
-                raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): "
+                raise IncompleteNetError("this net was compiled without the fixed-point passes (no neuron groups): "
                                 "run it with --engine float, or compile with the default pipeline")
             graph = self.model_graph if self.model_graph is not None else self.graph
             outs = run_float(graph, x)
@@ -97,7 +97,7 @@ class Net:
         its complex-pair states are not in the compiled net's basis, why: rescale-states{balance=state}
         measured calibration data that is not passed here (`calibration`: the same sequences)."""
         if self.model_graph is None:
-            raise SsmcError("this net.lava has no float model to compare with (model graph missing)")
+            raise IncompleteNetError("this net.lava has no float model to compare with (model graph missing)")
         float_names = FLOAT_PIPELINE.split(",")
         passes = [p for p in parse_pipeline(self.pipeline) if p.name in float_names]
         basis = None
@@ -115,7 +115,7 @@ class Net:
         adds itself), complex states' real / imaginary error and drift, values at the edge of their range,
         and the first token where the predicted class diverges; layers worst first (ssmc.runtime.trace)."""
         if not is_neuro_level(self.graph):
-            raise SsmcError("this net was compiled without the fixed-point passes (no neuron groups): there is "
+            raise IncompleteNetError("this net was compiled without the fixed-point passes (no neuron groups): there is "
                             "no fixed point to trace; compile it with the default pipeline")
         graph, basis = self.float_graph(calibration)
         return trace_net(self.graph, graph, np.asarray(x), skip_cpx=basis)
@@ -132,12 +132,12 @@ def engine_function(engine: str) -> Callable:
     """The run function of a fixed-point engine (imported now: some are slow to import)."""
     import importlib
     if engine not in FIXED_POINT_ENGINES:
-        raise SsmcError(f"unknown fixed-point engine {engine!r}; available: {', '.join(FIXED_POINT_ENGINES)}")
+        raise OptionError(f"unknown fixed-point engine {engine!r}; available: {', '.join(FIXED_POINT_ENGINES)}")
     module, func = FIXED_POINT_ENGINES[engine].split(":")
     try:
         return getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as e:
-        raise SsmcError(f"the {engine} engine is not available in this installation ({e})") from None
+        raise EngineError(f"the {engine} engine is not available in this installation ({e})") from None
 
 
 COMPARE_AGAINST = ("float", "numpy", "onnx")
@@ -149,9 +149,9 @@ def reference_outputs(net: Net, x: np.ndarray, against: str, onnx_model=None) ->
     if against == "float":
         return net.run(x, engine="float")
     if against != "onnx":
-        raise SsmcError(f"no reference outputs for {against!r}; available: float, onnx")
+        raise OptionError(f"no reference outputs for {against!r}; available: float, onnx")
     if onnx_model is None:
-        raise SsmcError("comparing with onnxruntime needs the ONNX model (onnx_model=, --compare-onnx MODEL)")
+        raise OptionError("comparing with onnxruntime needs the ONNX model (onnx_model=, --compare-onnx MODEL)")
     if isinstance(onnx_model, (str, os.PathLike)):
         onnx_model = load_model(onnx_model).model
     ref = run_step_onnx(onnx_model, x)
@@ -168,12 +168,12 @@ def compare(net: Net, x: np.ndarray, against: str = "float", engine: str = "nump
     integers, saturation counts and sparsity (IntegerComparison). `result`: the engine's
     net.run_detailed(x, engine) if it has already run."""
     if against not in COMPARE_AGAINST:
-        raise SsmcError(f"cannot compare against {against!r}; available: {', '.join(COMPARE_AGAINST)}")
+        raise OptionError(f"cannot compare against {against!r}; available: {', '.join(COMPARE_AGAINST)}")
     if result is None:
         result = net.run_detailed(x, engine=engine)
     if against == "numpy":
         if "result" not in result:
-            raise SsmcError(f"the {engine} engine computes no integers to compare with the numpy engine's; "
+            raise OptionError(f"the {engine} engine computes no integers to compare with the numpy engine's; "
                             "use a fixed-point engine (numpy, lava, microcode)")
         return compare_integers(result["result"], net.run_detailed(x, engine="numpy")["result"])
     return compare_outputs(result["outputs"], reference_outputs(net, x, against, onnx_model))
@@ -194,7 +194,7 @@ def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str
     names = [p.name for p in pipeline]
     for name in list(skip or []) + ([stop_after] if stop_after else []):
         if name not in names:
-            raise SsmcError(f"pass {name!r} is not in the pipeline ({','.join(names)})")
+            raise PassError(f"pass {name!r} is not in the pipeline ({','.join(names)})")
     if stop_after:
         pipeline = pipeline[:names.index(stop_after) + 1]
     return [p for p in pipeline if p.name not in set(skip or [])]
@@ -224,16 +224,16 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
     plugin_record = [{"file": os.path.basename(os.fspath(p)), "sha256": load_plugin_file(p)} for p in plugins]
     unknown = set(widths) - set(WIDTH_OPTIONS)
     if unknown:
-        raise SsmcError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
+        raise OptionError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
     pipeline = select_passes(parse_pipeline(passes), skip, stop_after)  # reject a bad pipeline before slow work
     given = {k: (v if k in ("layer_bits", "weight_exp") else int(v)) for k, v in widths.items() if v is not None}
     if given:
         if not any(p.name == "assign-bitwidths" for p in pipeline):
-            raise SsmcError("bit-width options need assign-bitwidths in the pipeline")
+            raise PassError("bit-width options need assign-bitwidths in the pipeline")
         pipeline = [dataclasses.replace(p, **given) if p.name == "assign-bitwidths" else p for p in pipeline]
     if sigma_delta is not None:
         if not any(p.name == "assign-bitwidths" for p in pipeline):
-            raise SsmcError("sigma-delta messages need assign-bitwidths in the pipeline (they are a neuron setting)")
+            raise PassError("sigma-delta messages need assign-bitwidths in the pipeline (they are a neuron setting)")
         # right after assign-bitwidths: later passes (partition) see the message rates it sets
         sd = parse_pipeline(f"sigma-delta{{threshold={float(sigma_delta)!r}}}")
         pipeline = [p for p in pipeline if p.name != "sigma-delta"]
@@ -241,14 +241,14 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
         pipeline = pipeline[:at] + sd + pipeline[at:]
     for flag, value in (("--chips", chips), ("--max-neurons-per-core", max_neurons_per_core)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise SsmcError(f"{flag} {value}: give a whole number of at least 1 (leave it out for the target's own)")
+            raise OptionError(f"{flag} {value}: give a whole number of at least 1 (leave it out for the target's own)")
     if target is not None:  # a path-like target file is recorded (and passed to the pass) as text
         target = os.fspath(target)
     mapping = {k: v for k, v in (("target", target), ("board", board), ("chips", chips),
                                   ("max_neurons_per_core", max_neurons_per_core)) if v is not None}
     if mapping:
         if not any(p.name == "partition" for p in pipeline):
-            raise SsmcError("target options (--target, --board, --chips, --max-neurons-per-core) need the partition "
+            raise PassError("target options (--target, --board, --chips, --max-neurons-per-core) need the partition "
                             "pass in the pipeline")
         pipeline = [dataclasses.replace(p, **mapping) if p.name == "partition" else p for p in pipeline]
     cal, cal_source = (None, "none")

@@ -21,7 +21,8 @@ import numpy as np
 
 from ssmc import __version__, interrupts
 from ssmc.data import read_small_file
-from ssmc.errors import InputDataError, SsmcError, printable
+from ssmc.errors import EngineError, IncompleteNetError, InputDataError, MicrocodeError, OptionError, SsmcError, printable
+from ssmc.ir.widths import OPTIONS as WIDTHS
 from ssmc.outputs import check_output, write_file
 
 EXAMPLE = "examples/digits/digits_s4d_step.onnx"
@@ -74,7 +75,7 @@ def cmd_report(args) -> int:
     from ssmc.report import render
 
     if args.format == "html" and not args.output:
-        raise SsmcError("--format html needs -o FILE.html (its images go in a folder beside it)")
+        raise OptionError("--format html needs -o FILE.html (its images go in a folder beside it)")
     if args.output:
         check_output(args.output, [args.net], "report", example=f"report.{args.format}")
     rep = ssmc.load(args.net).report_dict()
@@ -247,11 +248,11 @@ def cmd_run(args) -> int:
         write_file(args.output, buf.getvalue(), inputs, "outputs")
         print(f"wrote {args.output} ({list(y.shape)} {y.dtype} .npy)")
     if mismatch is not None and not mismatch.identical:  # engines must agree bit for bit: fail after the report
-        raise SsmcError(f"the {engine} engine disagrees with the numpy engine on {args.input}: "
-                        f"{mismatch.differing_values} of {mismatch.total_values} output values differ, saturation "
-                        f"{'same' if mismatch.saturation_same else 'differs'}, sparsity "
-                        f"{'same' if mismatch.sparsity_same else 'differs'}; this is an ssmc bug unless "
-                        f"{args.net} was altered: recompile it, and report it if it persists")
+        raise EngineError(f"the {engine} engine disagrees with the numpy engine on {args.input}: "
+                          f"{mismatch.differing_values} of {mismatch.total_values} output values differ, saturation "
+                          f"{'same' if mismatch.saturation_same else 'differs'}, sparsity "
+                          f"{'same' if mismatch.sparsity_same else 'differs'}; this is an ssmc bug unless "
+                          f"{args.net} was altered: recompile it, and report it if it persists")
     return 0
 
 
@@ -263,8 +264,8 @@ def cmd_export_lava(args) -> int:
 
     net = ssmc.load(args.net)
     if not is_neuro_level(net.graph):
-        raise SsmcError(f"{args.net} was compiled without the fixed-point passes: it has no neuron groups to "
-                        "export; compile it with the default pipeline")
+        raise IncompleteNetError(f"{args.net} was compiled without the fixed-point passes: it has no neuron groups to "
+                                 "export; compile it with the default pipeline")
     from collections import Counter
 
     from ssmc.backend_loihi.lava_net import process_table
@@ -326,7 +327,7 @@ def cmd_export_nir(args) -> int:
         import ssmc
         graph = ssmc.load(args.model).model_graph
         if graph is None:
-            raise SsmcError(f"{args.model} holds no float model graph to export")
+            raise IncompleteNetError(f"{args.model} holds no float model graph to export")
     g, cuts = to_nir(graph, form=args.form, cut=args.cut)
     for line in cuts:
         print(line)
@@ -376,7 +377,7 @@ def cmd_microcode(args) -> int:
     if args.assemble or args.disassemble:
         src = args.assemble or args.disassemble
         if args.net:
-            raise SsmcError("give either a net.lava or --assemble/--disassemble, not both")
+            raise OptionError("give either a net.lava or --assemble/--disassemble, not both")
         if args.output:
             check_output(args.output, [src], "microcode", example="program.bin" if args.assemble else "program.s")
         data = read_small_file(src, MICROCODE_FILE_BYTES, "program binary" if args.disassemble else "program text")
@@ -384,29 +385,29 @@ def cmd_microcode(args) -> int:
             try:
                 data = data.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise SsmcError(f"{src}: not program text (not UTF-8 at byte {e.start})") from None
+                raise MicrocodeError(f"{src}: not program text (not UTF-8 at byte {e.start})") from None
         try:
             out = asm.disassemble(data, src) if args.disassemble else asm.assemble(data, src)
-        except SsmcError as e:  # name the file in front of the line number
-            raise SsmcError(str(e) if str(e).startswith(src) else f"{src}: {e}") from None
+        except SsmcError as e:  # name the file in front of the line number, keep the class
+            raise type(e)(str(e) if str(e).startswith(src) else f"{src}: {e}") from None
         if args.output:
             data = out if args.assemble else out.encode("utf-8")
             write_file(args.output, data, [src], "microcode", example="program.bin" if args.assemble else "program.s")
             print(f"wrote {args.output} ({len(data)} bytes)")
         elif args.assemble:
-            raise SsmcError("--assemble writes a binary: give -o FILE.bin")
+            raise OptionError("--assemble writes a binary: give -o FILE.bin")
         else:
             print(out, end="")
         return 0
     if not args.net:
-        raise SsmcError("give a net.lava (or --assemble FILE.s / --disassemble FILE.bin)")
+        raise OptionError("give a net.lava (or --assemble FILE.s / --disassemble FILE.bin)")
     import ssmc
     from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary, read_index
     net = ssmc.load(args.net)
     rows = read_index(net.extras)
     if args.show:
         if args.show not in rows:
-            raise SsmcError(f"no program for group {args.show!r}; groups: {', '.join(rows)}")
+            raise OptionError(f"no program for group {args.show!r}; groups: {', '.join(rows)}")
         for unit in rows[args.show]["units"]:
             print(net.extras[unit["text"]].decode(), end="")
         return 0
@@ -476,14 +477,14 @@ the output and the next states out (docs/onnx_step_form.md).""")
     c.add_argument("--calibrate", metavar="DATA",
                    help=".npz (array 'x') or .npy of calibration sequences [n, tokens, features] that size the "
                         "fixed-point ranges (default: random N(0,1) tokens, with a warning)")
-    c.add_argument("--weight-bits", type=int, metavar="B", help="synapse weight bits, 3..8 (default 8; Lava Dense convention: mixed-sign weights keep bits-1 bits of magnitude)")
+    c.add_argument("--weight-bits", type=int, metavar="B", help=WIDTHS["weight_bits"].help())
     c.add_argument("--weight-exp", choices=("group", "row", "auto"),
                    help="weight exponents: 'group' one per linear (one synapse group), 'row' one per output row "
                         "(the linear split into one synapse group per exponent class), 'auto' (default) per-row "
                         "only for the linears where it lowers the fixed-vs-float error on the calibration data")
-    c.add_argument("--coef-bits", type=int, metavar="B", help="complex-pair coefficient bits (default 16)")
-    c.add_argument("--state-bits", type=int, metavar="B", help="neuron state bits (default 24)")
-    c.add_argument("--message-bits", type=int, metavar="B", help="graded message bits (default 24)")
+    c.add_argument("--coef-bits", type=int, metavar="B", help=WIDTHS["coef_bits"].help())
+    c.add_argument("--state-bits", type=int, metavar="B", help=WIDTHS["state_bits"].help())
+    c.add_argument("--message-bits", type=int, metavar="B", help=WIDTHS["message_bits"].help())
     c.add_argument("--layer-bits", action="append", metavar="LAYER:KEY=B[/KEY=B]",
                    help="per-layer widths, KEY one of weight, coef, state, message; LAYER as `ssmc inspect` "
                         "names it (repeatable), e.g. --layer-bits s4d0:weight=6/coef=12")

@@ -95,9 +95,9 @@ def read_small_file(path: str | os.PathLike, limit: int, what: str) -> bytes:
         try:
             data = f.read(limit + 1)
         except OSError as e:
-            raise SsmcError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
+            raise InputDataError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
     if len(data) > limit:
-        raise SsmcError(f"{path}: the {what} is larger than {limit} bytes; this is not a {what} file")
+        raise InputDataError(f"{path}: the {what} is larger than {limit} bytes; this is not a {what} file")
     return data
 
 

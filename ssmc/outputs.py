@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterable
 
 from ssmc import interrupts
-from ssmc.errors import SsmcError
+from ssmc.errors import OutputFileError
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -36,7 +36,7 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     is not a regular file, or it is one of `inputs` (the same file by any name: symlink, hard link, `./x`)."""
     name = os.fspath(path)
     if not name:
-        raise SsmcError(f"the {what} file name is empty")
+        raise OutputFileError(f"the {what} file name is empty")
     real = os.path.realpath(name)  # write through a symlink: replace its target, keep the link
     folder = os.path.dirname(real)
     try:
@@ -44,14 +44,14 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     except FileNotFoundError:
         st = None
     except OSError as e:
-        raise SsmcError(f"{name}: cannot use as {what} ({e.strerror})") from None
+        raise OutputFileError(f"{name}: cannot use as {what} ({e.strerror})") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
         hint = f"; give a file name such as {os.path.join(name, example)}" if stat.S_ISDIR(st.st_mode) and example \
             else "; give a regular file name"
-        raise SsmcError(f"{name}: is {kind_of(st.st_mode)}, not a regular file; refusing to write the {what} "
-                        f"there{hint}")
+        raise OutputFileError(f"{name}: is {kind_of(st.st_mode)}, not a regular file; refusing to write the {what} "
+                              f"there{hint}")
     if not os.path.isdir(folder):
-        raise SsmcError(f"{name}: folder {os.path.dirname(name) or folder} does not exist; create it first")
+        raise OutputFileError(f"{name}: folder {os.path.dirname(name) or folder} does not exist; create it first")
     for given in inputs:
         if given is None or st is None:
             continue
@@ -60,8 +60,8 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
         except OSError:  # an input that does not exist cannot be overwritten
             continue
         if same:
-            raise SsmcError(f"{name}: is the input {os.fspath(given)}; writing the {what} there would destroy it; "
-                            "give another output name")
+            raise OutputFileError(f"{name}: is the input {os.fspath(given)}; writing the {what} there would destroy it; "
+                                  "give another output name")
     return real
 
 
@@ -81,7 +81,7 @@ def write_files(files: dict[str, bytes], inputs: Iterable[str | os.PathLike | No
                 fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp",
                                            dir=os.path.dirname(real))
             except OSError as e:
-                raise SsmcError(f"{path}: cannot write in {os.path.dirname(real)} ({e.strerror})") from None
+                raise OutputFileError(f"{path}: cannot write in {os.path.dirname(real)} ({e.strerror})") from None
             temps.append(tmp)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -95,7 +95,7 @@ def write_files(files: dict[str, bytes], inputs: Iterable[str | os.PathLike | No
             os.replace(tmp, real)
             temps.remove(tmp)
     except OSError as e:
-        raise SsmcError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise OutputFileError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         for tmp in temps:
             try:

@@ -70,7 +70,7 @@ def check_extra_name(path: str) -> str:
     """`path` if it is a safe relative extra name (no '..', no absolute or empty parts)."""
     parts = path.split("/") if isinstance(path, str) else []
     if not parts or any(p in ("", ".", "..") for p in parts) or "\\" in path:
-        raise SsmcError(f"bad extra entry name {path!r}: use a relative path such as 'microcode/core0.s'")
+        raise BundleError(f"bad extra entry name {path!r}: use a relative path such as 'microcode/core0.s'")
     return path
 
 

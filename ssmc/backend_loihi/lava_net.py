@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ssmc.data import check_sequences
-from ssmc.errors import SsmcError
+from ssmc.errors import EngineError
 from ssmc.ir.fixed_point import ACC_BITS, check_neuro_graph, quantize_source, refuse_oversized_run
-from ssmc.ir.graph import Graph
+from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
 from ssmc.ir.placement import placement_of
 
@@ -130,15 +130,15 @@ def dense_exact(weights: np.ndarray, weight_exp: int, pre_msg_bits: int, delay: 
 def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan:
     """The Lava processes and links that run `graph` on sequences x [batch, tokens, features].
     Output groups always record their messages; with record_all every group does (traces)."""
-    check_neuro_graph(graph)
+    check_neuro_graph(graph, "Lava")
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     order = graph.ops()
     groups = {op.name: with_defaults(op) for op in order if op.kind == "neurons"}
     for name, a in groups.items():
         if a["kind"] not in KIND_CLASS:
-            raise SsmcError(f"%{name}: neuron kind {a['kind']!r} has no Lava process; "
-                            f"the Lava backend knows {', '.join(KIND_CLASS)}")
+            raise EngineError(f"%{name}: neuron kind {a['kind']!r} has no Lava process; "
+                              f"the Lava backend knows {', '.join(KIND_CLASS)}")
     synapses = [op for op in order if op.kind == "synapses"]
     max_depth = max((int(a["depth"]) for a in groups.values()), default=0)
     steps = tokens + max_depth
@@ -151,62 +151,13 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
     refuse_oversized_run("Lava engine", batch, tokens, 8 * period * (3 * recorded + x.shape[2]), record_all)
     plan = LavaPlan([], [], batch, tokens, steps, period)
     timing = {"steps": steps, "period": period, "tokens": tokens, "batch": batch}
-
     for op in order:
-        if op.kind != "neurons":
-            continue
-        a = groups[op.name]
-        cls = KIND_CLASS[a["kind"]]
-        kw = {"size": int(a["size"]), "depth": int(a["depth"]), **timing, "msg_bits": int(a["msg_bits"]),
-              "delta": int(a["delta"]), "record": bool(record_all or op.name in read)}
-        if "bias" in op.params and cls != "Source":
-            # synapse outputs are 32-bit: a bias beyond 2^48 saturates the sum the same way (no int64 overflow)
-            kw["bias"] = np.clip(op.params["bias"].astype(np.int64), -(1 << 48), 1 << 48)
-        if cls in STATEFUL_CLASSES:
-            kw.update(state_bits=int(a["state_bits"]), out_shift=int(a["out_shift"]))
-        if cls == "Cpx":
-            kw.update(coef_bits=int(a["coef_bits"]), c_re=op.params["c_re"].astype(np.int64),
-                      c_im=op.params["c_im"].astype(np.int64))
-        elif cls == "Lut":
-            kw.update(lut_shift=int(a["lut_shift"]), lut_lo=int(a["lut_lo"]), table=op.params["table"].astype(np.int64))
-        elif cls == "Product":
-            kw["out_shift"] = int(a["out_shift"])
-        elif cls == "Source":
-            msgs, clipped = quantize_source(x, int(a["frac"]), int(a["msg_bits"]))
-            kw["tokens_in"] = msgs.reshape(batch * tokens, -1)
-            awake = np.arange(tokens) >= int(a["depth"])  # the source sends token t at step t if awake then
-            plan.source_clips[op.name] = int(clipped[:, awake].sum())
-        plan.processes.append(ProcessSpec(op.name, PROCS_MODULE, cls, op.name, int(a["size"]), kw))
-
+        if op.kind == "neurons":
+            plan.processes.append(_neuron_process(op, groups[op.name], x, timing, record_all or op.name in read,
+                                                  plan.source_clips))
     for op in synapses:
-        a = with_defaults(op)
-        pre, post = groups[op.inputs[0]], graph.consumers(op.name)[0]
-        w = op.params["weight"].astype(np.int64)
-        delay, exp = int(a["delay"]), int(a["weight_exp"])
-        why_not = dense_exact(w, exp, int(pre["msg_bits"]), delay, int(pre["delta"]))
-        nonzero = int(np.count_nonzero(w))
-        if not why_not and delay == 1 and nonzero < SPARSE_DENSITY * w.size:
-            # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
-            # product in int64), so dense_exact's proof holds; it stores the non-zeros only
-            spec = ProcessSpec(op.name, LAVA_SPARSE_MODULE, "Sparse", post.name, w.shape[0],
-                               {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
-                                "num_message_bits": int(pre["msg_bits"])},
-                               f"Lava Sparse: exact (bound), {nonzero} of {w.size} weights non-zero")
-        elif not why_not and delay == 1:
-            spec = ProcessSpec(op.name, LAVA_DENSE_MODULE, "Dense", post.name, w.shape[0],
-                               {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
-                                "num_message_bits": int(pre["msg_bits"])}, "Lava Dense: exact (bound)")
-        elif not why_not:
-            spec = ProcessSpec(op.name, LAVA_DENSE_MODULE, "DelayDense", post.name, w.shape[0],
-                               {"weights": w, "delays": np.full(w.shape, delay - 1, np.int64), "weight_exp": exp,
-                                "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
-                               "Lava DelayDense: exact (bound)")
-        else:
-            spec = ProcessSpec(op.name, PROCS_MODULE, "Synapses", post.name, w.shape[0],
-                               {"weights": w, "weight_exp": exp, "delay": delay, "sigma": bool(pre["delta"]),
-                                "wake": int(groups[post.name]["depth"]), "steps": steps, "period": period},
-                               why_not)
-        plan.processes.append(spec)
+        post = graph.consumers(op.name)[0]
+        plan.processes.append(_synapse_process(op, groups, post, steps, period))
         plan.links.append(Link(op.inputs[0], "s_out", op.name, "s_in"))
         port = "a_in"
         if groups[post.name]["kind"] == "product":
@@ -214,6 +165,64 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
         plan.links.append(Link(op.name, "a_out", post.name, port))
     _check_connected(plan)
     return plan
+
+
+def _neuron_process(op: Op, a: dict, x: np.ndarray, timing: dict, record: bool,
+                    source_clips: dict[str, int]) -> ProcessSpec:
+    """The ssmc process of neuron group `op` (attributes `a` with defaults); a source quantizes the tokens x
+    and counts in `source_clips` what that clips."""
+    batch, tokens = timing["batch"], timing["tokens"]
+    cls = KIND_CLASS[a["kind"]]
+    kw = {"size": int(a["size"]), "depth": int(a["depth"]), **timing, "msg_bits": int(a["msg_bits"]),
+          "delta": int(a["delta"]), "record": bool(record)}
+    if "bias" in op.params and cls != "Source":
+        # synapse outputs are 32-bit: a bias beyond 2^48 saturates the sum the same way (no int64 overflow)
+        kw["bias"] = np.clip(op.params["bias"].astype(np.int64), -(1 << 48), 1 << 48)
+    if cls in STATEFUL_CLASSES:
+        kw.update(state_bits=int(a["state_bits"]), out_shift=int(a["out_shift"]))
+    if cls == "Cpx":
+        kw.update(coef_bits=int(a["coef_bits"]), c_re=op.params["c_re"].astype(np.int64),
+                  c_im=op.params["c_im"].astype(np.int64))
+    elif cls == "Lut":
+        kw.update(lut_shift=int(a["lut_shift"]), lut_lo=int(a["lut_lo"]), table=op.params["table"].astype(np.int64))
+    elif cls == "Product":
+        kw["out_shift"] = int(a["out_shift"])
+    elif cls == "Source":
+        msgs, clipped = quantize_source(x, int(a["frac"]), int(a["msg_bits"]))
+        kw["tokens_in"] = msgs.reshape(batch * tokens, -1)
+        awake = np.arange(tokens) >= int(a["depth"])  # the source sends token t at step t if awake then
+        source_clips[op.name] = int(clipped[:, awake].sum())
+    return ProcessSpec(op.name, PROCS_MODULE, cls, op.name, int(a["size"]), kw)
+
+
+def _synapse_process(op: Op, groups: dict[str, dict], post: Op, steps: int, period: int) -> ProcessSpec:
+    """Lava's own Sparse, Dense or DelayDense where dense_exact proves it exact, else ssmc's Synapses process."""
+    a = with_defaults(op)
+    pre = groups[op.inputs[0]]
+    w = op.params["weight"].astype(np.int64)
+    delay, exp = int(a["delay"]), int(a["weight_exp"])
+    why_not = dense_exact(w, exp, int(pre["msg_bits"]), delay, int(pre["delta"]))
+    nonzero = int(np.count_nonzero(w))
+    if not why_not and delay == 1 and nonzero < SPARSE_DENSITY * w.size:
+        # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
+        # product in int64), so dense_exact's proof holds; it stores the non-zeros only
+        return ProcessSpec(op.name, LAVA_SPARSE_MODULE, "Sparse", post.name, w.shape[0],
+                           {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
+                            "num_message_bits": int(pre["msg_bits"])},
+                           f"Lava Sparse: exact (bound), {nonzero} of {w.size} weights non-zero")
+    if not why_not and delay == 1:
+        return ProcessSpec(op.name, LAVA_DENSE_MODULE, "Dense", post.name, w.shape[0],
+                           {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
+                            "num_message_bits": int(pre["msg_bits"])}, "Lava Dense: exact (bound)")
+    if not why_not:
+        return ProcessSpec(op.name, LAVA_DENSE_MODULE, "DelayDense", post.name, w.shape[0],
+                           {"weights": w, "delays": np.full(w.shape, delay - 1, np.int64), "weight_exp": exp,
+                            "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
+                           "Lava DelayDense: exact (bound)")
+    return ProcessSpec(op.name, PROCS_MODULE, "Synapses", post.name, w.shape[0],
+                       {"weights": w, "weight_exp": exp, "delay": delay, "sigma": bool(pre["delta"]),
+                        "wake": int(groups[post.name]["depth"]), "steps": steps, "period": period},
+                       why_not)
 
 
 def _check_connected(plan: LavaPlan) -> None:
@@ -230,8 +239,8 @@ def _check_connected(plan: LavaPlan) -> None:
             todo.extend(neighbours[name] - seen)
     cut = [p.name for p in plan.processes if p.name not in seen]
     if cut:
-        raise SsmcError(f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
-                        "run it; recompile (the passes keep every group on a path from the input)")
+        raise EngineError(f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
+                          "run it; recompile (the passes keep every group on a path from the input)")
 
 
 def require_lava() -> None:
@@ -239,9 +248,9 @@ def require_lava() -> None:
     try:
         importlib.import_module("lava.magma.core.process.process")
     except ImportError as e:
-        raise SsmcError(f"Lava is not installed here ({e}): the Lava engine and Net.to_lava need lava-nc 0.10.0 "
-                        "(Python 3.10); the numpy and microcode engines compute the same integers without it "
-                        "(--engine numpy or microcode)") from None
+        raise EngineError(f"Lava is not installed here ({e}): the Lava engine and Net.to_lava need lava-nc 0.10.0 "
+                          "(Python 3.10); the numpy and microcode engines compute the same integers without it "
+                          "(--engine numpy or microcode)") from None
 
 
 def build_lava(plan: LavaPlan) -> dict:

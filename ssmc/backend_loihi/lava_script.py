@@ -20,7 +20,7 @@ import numpy as np
 
 from ssmc import __version__
 from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, plan_lava
-from ssmc.errors import SsmcError, printable
+from ssmc.errors import OutputFileError, printable
 from ssmc.ir.ops import with_defaults
 from ssmc.outputs import check_output, write_files
 
@@ -172,7 +172,7 @@ def write_script(net, path: str | os.PathLike, inputs=()) -> tuple[str, str]:
     never onto one of `inputs` (ssmc.outputs); returns both paths. Same net -> byte-identical files."""
     path = os.fspath(path)
     if not path.endswith(".py"):
-        raise SsmcError(f"{path}: the script needs a .py name, such as build_net.py")
+        raise OutputFileError(f"{path}: the script needs a .py name, such as build_net.py")
     tensors_path = path[:-3] + ".npz"
     for p in (path, tensors_path):  # refuse a bad destination before the work
         check_output(p, inputs, "Lava script", example="build_net.py")

@@ -39,14 +39,13 @@ import os
 import nir
 import numpy as np
 
-from ssmc.errors import SsmcError, UnsupportedModelError
+from ssmc.errors import ModelLoadError, OptionError, UnsupportedModelError
 from ssmc.outputs import write_file
 from ssmc.ir.activations import activation
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ssm import discrete_params, is_dense
 
 FORMS = ("euler", "ode")
-HOST_OPS = {"activation": "activation", "norm": "layer norm", "pool": "running mean"}
 
 
 def _why_not(op: Op) -> str:
@@ -126,9 +125,9 @@ def _shared_matrices(op: Op, form: str) -> dict[str, np.ndarray]:
 def to_nir(graph: Graph, form: str = "euler", cut: bool = False) -> tuple[nir.NIRGraph, list[str]]:
     """The model-level float graph as a NIR graph, and one line per op cut out for the host (see module doc)."""
     if form not in FORMS:
-        raise SsmcError(f"unknown S4D form {form!r}; choose one of {', '.join(FORMS)}")
+        raise OptionError(f"unknown S4D form {form!r}; choose one of {', '.join(FORMS)}")
     if graph.ops_of_kind("neurons") or graph.ops_of_kind("cpx"):
-        raise SsmcError("export-nir reads the float model graph, not a lowered one (internal: pass net.model_graph)")
+        raise OptionError("export-nir reads the float model graph, not a lowered one (internal: pass net.model_graph)")
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
     head: dict[str, str] = {}  # ssmc value -> the NIR node that carries it
@@ -210,7 +209,7 @@ def read_nir(path: str | os.PathLike) -> nir.NIRGraph:
     try:
         return nir.read(os.fspath(path))
     except (OSError, KeyError, ValueError) as e:
-        raise SsmcError(f"{os.fspath(path)}: cannot read as NIR ({e})") from None
+        raise ModelLoadError(f"{os.fspath(path)}: cannot read as NIR ({e})") from None
 
 
 # -- a discrete-time reading of NIR graphs ---------------------------------------------------
@@ -248,7 +247,7 @@ def _order(g: nir.NIRGraph) -> tuple[list[str], set[tuple[str, str]]]:
     while len(order) < len(g.nodes):
         ready = [n for n in g.nodes if n not in done and deps[n] <= done]
         if not ready:
-            raise SsmcError("the NIR graph has a cycle that is not through a stateful node")
+            raise UnsupportedModelError("the NIR graph has a cycle that is not through a stateful node")
         order.append(ready[0])
         done.add(ready[0])
     return order, back
@@ -264,7 +263,7 @@ def run_nir(g: nir.NIRGraph, x: np.ndarray, dt: float = 1.0) -> dict[str, np.nda
     order, back = _order(g)
     feeds = [n for n, node in g.nodes.items() if isinstance(node, nir.Input) and "ssmc_host_op" not in node.metadata]
     if len(feeds) != 1:
-        raise SsmcError(f"run_nir feeds one input, the graph has {len(feeds)}")
+        raise UnsupportedModelError(f"run_nir feeds one input, the graph has {len(feeds)}")
     incoming = {n: [(a, (a, n) in back) for a, b in g.edges if b == n] for n in g.nodes}
     batch, tokens, _ = x.shape
     prev: dict[str, np.ndarray] = {}
@@ -299,7 +298,7 @@ def run_nir(g: nir.NIRGraph, x: np.ndarray, dt: float = 1.0) -> dict[str, np.nda
                 v = state.get(n, np.zeros((batch, node.r.size)))
                 state[n] = now[n] = v + dt / node.tau * (node.v_leak - v + node.r * u)
             else:
-                raise SsmcError(f"run_nir does not run NIR {type(node).__name__} node {n!r}")
+                raise UnsupportedModelError(f"run_nir does not run NIR {type(node).__name__} node {n!r}")
         prev = now
     return {n: np.stack(v, axis=1) for n, v in outs.items()}
 
@@ -311,4 +310,4 @@ def _host(spec: str, reads: list[np.ndarray], k: int, state: dict, name: str) ->
     if kind == "pool":
         acc = state[name] = state.get(name, 0.0) + reads[0]
         return acc / (k + 1) if arg == "mean" else acc
-    raise SsmcError(f"unknown host op {spec!r} at NIR input {name!r}")
+    raise UnsupportedModelError(f"unknown host op {spec!r} at NIR input {name!r}")

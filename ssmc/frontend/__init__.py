@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ssmc.errors import SsmcError, printable
+from ssmc.errors import OptionError, printable
 from ssmc.frontend.convert import ImportReport, convert
 from ssmc.frontend.handlers import HandlerContext, load_plugin_file, register_op_handler
 from ssmc.frontend.load import LoadedModel, load_model
@@ -21,7 +21,7 @@ def import_onnx(path: str | os.PathLike, readout: str = "none") -> tuple[Graph, 
     (with its sha256, recorded in net.lava).
     """
     if readout not in READOUTS:
-        raise SsmcError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
+        raise OptionError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
     loaded = load_model(path)
     graph, report = convert(loaded.model, name=printable(os.path.basename(os.fspath(path))), readout=readout)
     graph.attrs["source_sha256"] = loaded.sha256

@@ -80,7 +80,7 @@ def _eval_node(node: gs.Node, vals: list[np.ndarray]) -> np.ndarray:
     if op == "Gelu":
         approx = node.attrs.get("approximate", "none")
         return activation("gelu_tanh" if approx == "tanh" else "gelu", a)
-    raise KeyError(op)
+    raise KeyError(op)  # an op in ELEMENTWISE without a formula here: a bug, not user input
 
 
 def _is_region_node(ix: GraphIndex, n: gs.Node, claimed: set[int]) -> bool:

@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 from ssmc.entry_points import installed
-from ssmc.errors import SsmcError, UnsupportedModelError
+from ssmc.errors import HandlerError, SsmcError, UnsupportedModelError
 from ssmc.ir.graph import Op
 from ssmc.ir.ops import known_kinds, schema
 from ssmc.ir.verify import op_problems
@@ -46,10 +46,6 @@ DOCS = "docs/extending.md#custom-onnx-ops"
 STANDARD_DOMAINS = ("", "ai.onnx")
 # Handlers build model-level IR; the graph's ends and the neuro-level kinds are the compiler's.
 NOT_FOR_HANDLERS = ("input", "output", "cpx", "neurons", "synapses")
-
-
-class HandlerError(SsmcError):
-    """A handler registered twice, or a handler plugin that cannot be loaded."""
 
 
 @dataclass(frozen=True)
@@ -144,11 +140,6 @@ def _same_code(a: Callable, b: Callable) -> bool:
         code = getattr(f, "__code__", None)
         return getattr(f, "__qualname__", None), code.co_firstlineno if code else None
     return a is b or (fa is not None and fa == fb and where(a) == where(b))
-
-
-def unregister_op_handler(op: str, domain: str = "") -> None:
-    """Remove a handler (no error if there is none)."""
-    _REGISTRY.pop((_domain(domain), op), None)
 
 
 def _load_entry_points() -> None:

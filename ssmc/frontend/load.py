@@ -25,9 +25,6 @@ from ssmc.errors import ModelLoadError, printable
 from ssmc.frontend.tensor_data import (check_data_lengths, element_count, iter_tensors, load_external_data,
                                        sparse_tensors)
 
-# Models far beyond paper size (~275k parameters) are refused before parsing,
-# so a hostile or accidental multi-GB file cannot exhaust memory (ssmc.limits).
-MAX_MODEL_BYTES = limits.Limits().model_file_bytes
 # If/Loop/Scan bodies nested deeper than this are refused: graphsurgeon's folding costs grow exponentially
 # with the depth (20 levels of If: 10 s, 30: hours), and no step-form export nests at all.
 MAX_SUBGRAPH_DEPTH = 8

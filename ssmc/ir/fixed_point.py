@@ -39,7 +39,7 @@ def shr(v, s: int):
 def rshr(v, s: int):
     """v / 2^s rounded to nearest, ties up: (v + 2^(s-1)) >> s for s > 0; v for s = 0."""
     if s < 0:
-        raise ValueError(f"rshr needs a shift >= 0, got {s}")
+        raise ValueError(f"rshr needs a shift >= 0, got {s}")  # shifts come from the passes: a bug, not input
     return (v + (1 << (s - 1))) >> s if s > 0 else v
 
 
@@ -52,15 +52,16 @@ def sat_count(v: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
 
 
 # -- what an engine runs, and how much of it --------------------------------------------
-def check_neuro_graph(graph: Graph) -> None:
+def check_neuro_graph(graph: Graph, engine: str = "numpy") -> None:
+    """Refuse a graph the fixed-point `engine` (named in the message: numpy, microcode, Lava, reference) cannot run."""
     order = graph.ops()  # one topological sort for all the checks below
     for op in order:
         if op.kind not in NEURO_LEVEL_KINDS:
-            raise IRError(f"%{op.name} ({op.kind}): the numpy engine runs the neuro-level IR "
+            raise IRError(f"%{op.name} ({op.kind}): the {engine} engine runs the neuro-level IR "
                           f"({', '.join(NEURO_LEVEL_KINDS)} ops); run the fixed-point passes first")
     inputs = [op for op in order if op.kind == "input"]
     if len(inputs) != 1:
-        raise IRError(f"the numpy engine runs graphs with exactly one input op, this one has {len(inputs)}")
+        raise IRError(f"the {engine} engine runs graphs with exactly one input op, this one has {len(inputs)}")
     verify(graph, capacities=False)  # a run's integers do not depend on the placement's fit
     # A group's depth is the sum of the delays on a path from the source, so no larger than all
     # delays together; a damaged depth beyond that would make the run loop for that many steps.

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from ssmc.errors import IRError
 from ssmc.ir.graph import Op
+from ssmc.ir.widths import IR_GROUP_BITS, IR_WEIGHT_BITS
 
 REQUIRED = object()
 VARIADIC = -1
@@ -316,9 +317,9 @@ def _neurons_check(op: Op, ins: list[tuple[int, ...]]) -> None:
         if not lo <= v <= hi:
             raise IRError(f"{key} = {v} is outside {lo}..{hi}")
     for key in ("msg_bits", "state_bits", "coef_bits"):
-        b = int(op.attrs.get(key, 24))
-        if not 2 <= b <= 32:
-            raise IRError(f"{key} = {b} is outside 2..32")
+        b, (lo, hi) = int(op.attrs.get(key, 24)), IR_GROUP_BITS
+        if not lo <= b <= hi:
+            raise IRError(f"{key} = {b} is outside {lo}..{hi}")
     if kind == "lut":
         table = op.params["table"]
         if not 1 <= table.size <= LUT_MAX_ENTRIES:
@@ -377,9 +378,9 @@ register_op(OpSchema(
 
 
 def _synapse_check(op: Op, ins: list[tuple[int, ...]]) -> None:
-    bits = int(op.attrs["weight_bits"])
-    if not 1 <= bits <= 8:
-        raise IRError(f"weight_bits = {bits} is outside 1..8")
+    bits, (lo, hi) = int(op.attrs["weight_bits"]), IR_WEIGHT_BITS
+    if not lo <= bits <= hi:
+        raise IRError(f"weight_bits = {bits} is outside {lo}..{hi}")
     if int(op.attrs["delay"]) < 1:
         raise IRError(f"delay = {op.attrs['delay']}: synapses deliver at least one step later")
     if abs(int(op.attrs.get("weight_exp", 0))) > SHIFT_MAX:

@@ -23,7 +23,29 @@ import time
 
 import numpy as np
 
+from ssmc.errors import FitError
 from ssmc.targets import Target
+
+# The swap searches stop on counted work, not on the clock, so a placement is the same on a loaded and on
+# an idle machine (a wall-clock stop gave different places for one 64x16x3 network under load). One unit
+# is one multiply-add of a swap-gain row; a few hundred million of them take about a second with numpy on
+# the 2-core dev machine, so `time_limit` seconds buy about that much work. The wall clock (3 x, at least
+# 30 s, as for CP-SAT in ssmc.mapping.solvers) only stops a runaway search.
+WORK_PER_SECOND = 3e8
+ITEM_OVERHEAD = 20_000  # numpy's per-call cost of one item's gain row, in units
+
+
+class Budget:
+    """Deterministic work units left for the searches, and the wall-clock safety net."""
+
+    def __init__(self, time_limit: float):
+        self.units = float(time_limit) * WORK_PER_SECOND
+        self.deadline = time.perf_counter() + max(30.0, 3.0 * float(time_limit))
+
+    def spend(self, units: float) -> bool:
+        """Charge `units`; False once the budget (or the safety net) is used up."""
+        self.units -= units
+        return self.units > 0 and time.perf_counter() <= self.deadline
 
 
 def snake_slots(target: Target) -> list[int]:
@@ -66,7 +88,7 @@ def greedy_walk(t_sym: np.ndarray) -> list[int]:
         order.append(int(np.argmax(cand)))
 
 
-def swap_improve(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, deadline: float,
+def swap_improve(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, budget: Budget,
                  max_passes: int = 50) -> np.ndarray:
     """Pairwise-swap local search for min 1/2 sum t[a,b] dist[pos[a], pos[b]] (`pos`: item -> slot; items
     without traffic stand for empty slots). Deterministic: best swap for each item in order, until a pass
@@ -79,11 +101,11 @@ def swap_improve(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, deadline:
         improved = False
         rowdot = (t_sym * D).sum(axis=1)
         for a in range(n):
-            if time.perf_counter() > deadline:
-                return pos
             ta = t_sym[a]
             if not ta.any():
                 continue
+            if not budget.spend(4 * n * n + ITEM_OVERHEAD):
+                return pos
             delta = D @ ta - ta @ D[a] - rowdot + t_sym @ D[a] + 2 * ta * D[a]
             delta[a] = 0.0
             b = int(np.argmin(delta))
@@ -98,10 +120,10 @@ def swap_improve(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, deadline:
     return pos
 
 
-def anneal(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, deadline: float, iters: int = 30000,
+def anneal(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, budget: Budget, iters: int = 30000,
            seed: int = 0) -> np.ndarray:
     """Simulated annealing over pairwise swaps (a busy item with any item, including empty slots); a seeded
-    generator and a fixed iteration count make it deterministic (the deadline is only a safety net)."""
+    generator and a fixed iteration count, cut short only by the counted budget, make it deterministic."""
     rng = np.random.default_rng(seed)
     pos = pos.copy()
     n = len(pos)
@@ -116,7 +138,7 @@ def anneal(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, deadline: float
     b_all = rng.integers(0, n, iters)
     u_all = rng.random(iters)
     for i in range(iters):
-        if i % 1000 == 0 and time.perf_counter() > deadline:
+        if i % 1000 == 0 and not budget.spend(1000 * (2 * n + ITEM_OVERHEAD // 10)):
             break
         a, b = int(a_all[i]), int(b_all[i])
         if a == b:
@@ -139,12 +161,13 @@ def total_cost(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray) -> float:
 
 def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.ndarray:
     """Global slot (chip * cores_per_chip + core) for each logical core 0..K-1 of the traffic matrix."""
-    deadline = time.perf_counter() + time_limit
+    budget = Budget(time_limit)
     K = len(traffic)
     cpc = target.cores_per_chip
     n_chips = max(1, math.ceil(K / cpc))
     if n_chips > target.chips:
-        raise ValueError(f"{K} cores need {n_chips} chips, the target has {target.chips}")
+        raise FitError(f"{K} cores need {n_chips} chips, the target has {target.chips}; give --chips {n_chips} or more",
+                       need=n_chips, have=target.chips, binding="chips", fixes=(f"--chips {n_chips}",))
     t_sym = traffic + traffic.T
     np.fill_diagonal(t_sym, 0.0)
     # 1. cores -> chips: balanced consecutive runs, improved by swaps on the chip-cut
@@ -163,7 +186,7 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
         slot_chip = np.repeat(np.arange(n_chips), cpc)
         dist = cut[slot_chip][:, slot_chip]
         if K + pad <= 480:  # O(n^3) per pass: only for a few chips; larger boards keep the layer-order runs
-            pos = swap_improve(tp, dist, pos, deadline, max_passes=5)
+            pos = swap_improve(tp, dist, pos, budget, max_passes=5)
         chip_of = slot_chip[pos[:K]]
     # 2. chips -> board positions
     ct = np.zeros((n_chips, n_chips))
@@ -174,7 +197,7 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
     bdist = np.abs(bx[:, None] - bx[None, :]) + np.abs(by[:, None] - by[None, :])
     ctp = np.zeros((places, places))
     ctp[:n_chips, :n_chips] = ct
-    board_pos = swap_improve(ctp, bdist.astype(float), np.arange(places), deadline)
+    board_pos = swap_improve(ctp, bdist.astype(float), np.arange(places), budget)
     # a board place beyond `target.chips` does not exist: only use places < chips (row-major)
     board_pos = _keep_valid(board_pos, n_chips, target.chips)
     # 3. on each chip: greedy walk along the snake, then swaps
@@ -194,8 +217,8 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
             local[np.asarray(start, np.int64)] = snake[:len(members)]
             taken = set(local.tolist())
             pos = np.concatenate([local, np.array([s for s in range(cpc) if s not in taken], np.int64)])
-            pos = swap_improve(tpad, hops, pos, deadline)
-            pos = swap_improve(tpad, hops, anneal(tpad, hops, pos, deadline), deadline)
+            pos = swap_improve(tpad, hops, pos, budget)
+            pos = swap_improve(tpad, hops, anneal(tpad, hops, pos, budget), budget)
             cost = total_cost(tpad, hops, pos)
             if best is None or cost < best[0] - 1e-9:
                 best = (cost, pos)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssmc.errors import FitError
+from ssmc.errors import FitError, OptionError
 from ssmc.mapping import solvers
 from ssmc.mapping.blocks import RESOURCES, Blocks, make_blocks, neuron_upper_bounds
 from ssmc.mapping.netlist import Netlist
@@ -100,7 +100,7 @@ def _refuse_indivisible(net: Netlist, blocks: Blocks, limits: np.ndarray, group_
 def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit: float = 10.0, seed: int = 0,
                 max_neurons_per_core: int = 0, granularity: int = 4) -> MapResult:
     if method not in METHODS:
-        raise ValueError(f"unknown partition method {method!r}; methods: {', '.join(METHODS)}")
+        raise OptionError(f"unknown partition method {method!r}; methods: {', '.join(METHODS)}")
     start = time.perf_counter()
     limits = limits_of(target, max_neurons_per_core)
     blocks = make_blocks(net, limits, granularity=granularity)
@@ -171,36 +171,56 @@ def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, i
     need = int(greedy_core.max()) + 1
     cpc = target.cores_per_chip
     rd = compact_router_distances(target)
-    hint = greedy_core
-    hint_name = "greedy"
+    n_cores = min(cpc, need, target.total_cores)  # fewer cores than greedy allowed, not more (keeps it small)
+    flat = need <= cpc and blocks.n * n_cores <= FLAT_LIMIT
+    hint, hint_name = _hint(blocks, limits, group_limit, target, greedy_core, rd, flat)
+    info["hint"] = hint_name
+    if flat and int(hint.max()) < n_cores:
+        return _cpsat_flat(blocks, limits, group_limit, target, n_cores, hint, hint_name, rd, time_limit, seed,
+                           info)
+    return _cpsat_windows(blocks, limits, group_limit, target, greedy_core, rd, time_limit, seed, info)
+
+
+def _hint(blocks, limits, group_limit, target, greedy_core, rd, flat: bool) -> tuple[np.ndarray, str]:
+    """CP-SAT's starting point and its name: greedy or METIS, whichever cuts less; for the flat formulation
+    then improved by single-block moves on the solver's own objective (the windows use greedy)."""
+    need = int(greedy_core.max()) + 1
+    hint, hint_name = greedy_core, "greedy"
     met = None
     if blocks.n <= 4000:
         met = solvers.metis(blocks, limits, group_limit, max(2, need), seed=0, max_parts=need + 2)
     if met is not None and solvers.cut_weight(blocks, met, target.cores_per_router, rd) < solvers.cut_weight(
             blocks, hint, target.cores_per_router, rd):
         hint, hint_name = met, "metis"
-    n_cores = min(cpc, need, target.total_cores)  # fewer cores than greedy allowed, not more (keeps it small)
-    flat = need <= cpc and blocks.n * n_cores <= FLAT_LIMIT
-    if flat:  # then improved by single-block moves on the solver's own objective (the windows below use greedy)
+    if flat:
         hint = solvers.improve_by_moves(blocks, hint, limits, group_limit, int(hint.max()) + 1,
                                         target.cores_per_router, rd)
         hint_name += " + moves"
-    info["hint"] = hint_name
-    if flat and int(hint.max()) < n_cores:
-        core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed,
-                                     target.cores_per_router, rd)
-        info.update(formulation="flat", status=si.status, objective=round(si.objective, 3),
-                    bound=round(si.bound, 3), gap=round(si.gap, 4), solver_seconds=round(si.seconds, 3))
-        if core is None:
-            info["status"] = si.status + " (kept the hint)"
-            return hint
-        # the solver may end (time budget) above the hint it was given: return the better, and say so
-        if solvers.cut_weight(blocks, hint, target.cores_per_router, rd) < si.objective - 1e-9:
-            info["status"] = si.status + f" (worse than its {hint_name} hint within the budget: kept the hint)"
-            return hint
-        return core
-    # hierarchical: chips = consecutive runs of the greedy packing (layer order); within a chip, windows of
-    # WINDOW_CORES consecutive greedy cores (whole routers), each re-solved by CP-SAT with its share of the budget
+    return hint, hint_name
+
+
+def _cpsat_flat(blocks, limits, group_limit, target, n_cores, hint, hint_name, rd, time_limit, seed,
+                info) -> np.ndarray:
+    """One CP-SAT model over all blocks and cores; the hint when the solver ends worse or without an answer."""
+    core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed,
+                             target.cores_per_router, rd)
+    info.update(formulation="flat", status=si.status, objective=round(si.objective, 3),
+                bound=round(si.bound, 3), gap=round(si.gap, 4), solver_seconds=round(si.seconds, 3))
+    if core is None:
+        info["status"] = si.status + " (kept the hint)"
+        return hint
+    # the solver may end (time budget) above the hint it was given: return the better, and say so
+    if solvers.cut_weight(blocks, hint, target.cores_per_router, rd) < si.objective - 1e-9:
+        info["status"] = si.status + f" (worse than its {hint_name} hint within the budget: kept the hint)"
+        return hint
+    return core
+
+
+def _cpsat_windows(blocks, limits, group_limit, target, greedy_core, rd, time_limit, seed, info) -> np.ndarray:
+    """Hierarchical: chips = consecutive runs of the greedy packing (layer order); within a chip, windows of
+    WINDOW_CORES consecutive greedy cores (whole routers), each re-solved by CP-SAT with its share of the
+    budget, the traffic with blocks outside the window fixed."""
+    cpc = target.cores_per_chip
     info["formulation"] = (f"hierarchical: chips by greedy runs in layer order, then windows of {WINDOW_CORES} "
                            "cores re-partitioned by CP-SAT")
     out = np.zeros(blocks.n, np.int64)

@@ -236,11 +236,46 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     fixed outside the window: outgoing (block, [their routers], messages per step), incoming (source's
     router, [blocks], messages per step)."""
     from ortools.sat.python import cp_model
+    # The helpers add variables and constraints in a fixed order: CP-SAT's answer depends on it.
     n, K = blocks.n, n_cores
     m = cp_model.CpModel()
     x = [[m.NewBoolVar(f"x{b}_{k}") for k in range(K)] for b in range(n)]
     for b in range(n):
         m.AddExactlyOne(x[b])
+    _add_capacities(m, x, blocks, limits, K)
+    _add_group_limit(m, x, blocks, group_limit, K)
+    # logical cores 4r..4r+3 share router r, routers at distances `dist`
+    R = (K + cores_per_router - 1) // cores_per_router
+    dist = router_distances(R, router_dist)
+    xr = [[sum(x[b][k] for k in range(r * cores_per_router, min(K, (r + 1) * cores_per_router)))
+           for r in range(R)] for b in range(n)]
+    terms = _cut_terms(m, x, xr, blocks, dist, K, cores_per_router)
+    outgoing, incoming = external
+    if outgoing or incoming:
+        terms += _external_terms(m, x, xr, outgoing, incoming, np.asarray(router_dist, np.float64),
+                                 router_offset + np.arange(R), K)
+    m.Minimize(sum(terms) if terms else 0)
+    # no symmetry breaking: with router geometry in the objective, cores are not interchangeable
+    if hint is not None:
+        for b in range(n):
+            for k in range(K):
+                m.AddHint(x[b][k], int(hint[b] == k))
+    solver = _solver(cp_model, workers, seed, time_limit)
+    status = _solve(solver, m)
+    name = solver.StatusName(status)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None, SolveInfo(name, math.inf, 0.0, math.inf, solver.WallTime(), 0)
+    core = np.array([next(k for k in range(K) if solver.Value(x[b][k])) for b in range(n)], np.int64)
+    obj = solver.ObjectiveValue() / RATE_SCALE / HOP_SCALE
+    bound = solver.BestObjectiveBound() / RATE_SCALE / HOP_SCALE
+    gap = 0.0 if obj <= 0 else max(0.0, (obj - bound) / obj)
+    core = compact(core)
+    return core, SolveInfo(name, obj, bound, gap, solver.WallTime(), int(core.max()) + 1)
+
+
+def _add_capacities(m, x, blocks: Blocks, limits: np.ndarray, K: int) -> None:
+    """Each core's usage of each resource within its capacity."""
+    n = blocks.n
     scale = np.where(limits > 0, limits, 1)
     for r in range(len(RESOURCES)):
         # integer coefficients: usage in units of 1e-6 of the capacity, rounded up (never undercounts)
@@ -249,30 +284,35 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
             continue  # all blocks together fit one core in this resource
         for k in range(K):
             m.Add(sum(int(coef[b]) * x[b][k] for b in range(n) if coef[b]) <= 1_000_000)
+
+
+def _add_group_limit(m, x, blocks: Blocks, group_limit: int, K: int) -> None:
+    """At most `group_limit` neuron groups present on each core (only when the network has more groups)."""
     n_groups = 1 + max((g for gs in blocks.groups for g in gs), default=0)
     members: list[list[int]] = [[] for _ in range(n_groups)]
     for b, gs in enumerate(blocks.groups):
         for g in gs:
             members[g].append(b)
-    if len([g for g in members if g]) > group_limit:
-        for k in range(K):
-            present = []
-            for g, bs in enumerate(members):
-                if not bs:
-                    continue
-                y = m.NewBoolVar(f"g{g}_{k}")
-                for b in bs:
-                    m.AddImplication(x[b][k], y)
-                present.append(y)
-            m.Add(sum(present) <= group_limit)
-    # objective: for each hyperedge h (a source block and the blocks hearing the same senders) and core k,
-    # z[h,k] = 1 when some destination of h is on core k and the source is not: one message per such core
-    # plus hops: logical cores 4r..4r+3 share router r, routers at distances `dist`; for each such core, pay
-    # dist[source's router, core's router] (linearised per source router), as the hop-weighted traffic counts
+    if len([g for g in members if g]) <= group_limit:
+        return
+    for k in range(K):
+        present = []
+        for g, bs in enumerate(members):
+            if not bs:
+                continue
+            y = m.NewBoolVar(f"g{g}_{k}")
+            for b in bs:
+                m.AddImplication(x[b][k], y)
+            present.append(y)
+        m.Add(sum(present) <= group_limit)
+
+
+def _cut_terms(m, x, xr, blocks: Blocks, dist: np.ndarray, K: int, cores_per_router: int) -> list:
+    """The objective within the window: for each hyperedge h (a source block and the blocks hearing the same
+    senders) and core k, z[h,k] = 1 when some destination of h is on core k and the source is not: one message
+    per such core, plus, for each such core, dist[source's router, core's router] (linearised per source
+    router), as the hop-weighted traffic counts."""
     R = (K + cores_per_router - 1) // cores_per_router
-    dist = router_distances(R, router_dist)
-    xr = [[sum(x[b][k] for k in range(r * cores_per_router, min(K, (r + 1) * cores_per_router)))
-           for r in range(R)] for b in range(n)]
     terms = []
     for h, (src, dsts, w) in enumerate(blocks.hyper):
         wi = max(1, int(round(w * RATE_SCALE)))
@@ -291,36 +331,39 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
                         if drs:
                             m.Add(cost >= drs * (z + xr[src][rs] - 1))
                     terms.append(wi * cost)
-    outgoing, incoming = external
-    if outgoing or incoming:
-        full = np.asarray(router_dist, np.float64)
-        glob = router_offset + np.arange(R)
-        for b, routers, w in outgoing:  # hops from b's router to fixed destination routers
-            wi = max(1, int(round(w * RATE_SCALE)))
-            for r in range(R):
-                c = int(round(sum(full[glob[r], q] for q in routers) * HOP_SCALE))
-                if c:
-                    terms.append(wi * c * xr[b][r])
-        for h, (src_router, dsts, w) in enumerate(incoming):  # one message per core reached, plus hops
-            wi = max(1, int(round(w * RATE_SCALE)))
-            for k in range(K):
-                z = m.NewBoolVar(f"ez{h}_{k}")
+    return terms
+
+
+def _external_terms(m, x, xr, outgoing: list, incoming: list, full: np.ndarray, glob: np.ndarray, K: int) -> list:
+    """The objective's traffic with blocks fixed outside the window: `full` router distances over the chip,
+    `glob` the chip router of each of the window's routers."""
+    R = len(glob)
+    terms = []
+    for b, routers, w in outgoing:  # hops from b's router to fixed destination routers
+        wi = max(1, int(round(w * RATE_SCALE)))
+        for r in range(R):
+            c = int(round(sum(full[glob[r], q] for q in routers) * HOP_SCALE))
+            if c:
+                terms.append(wi * c * xr[b][r])
+    for h, (src_router, dsts, w) in enumerate(incoming):  # one message per core reached, plus hops
+        wi = max(1, int(round(w * RATE_SCALE)))
+        for k in range(K):
+            z = m.NewBoolVar(f"ez{h}_{k}")
+            for d in dsts:
+                m.AddImplication(x[d][k], z)
+            terms.append(HOP_SCALE * wi * z)
+        for r in range(R):
+            c = int(round(full[src_router, glob[r]] * HOP_SCALE))
+            if c:
+                zr = m.NewBoolVar(f"ezr{h}_{r}")
                 for d in dsts:
-                    m.AddImplication(x[d][k], z)
-                terms.append(HOP_SCALE * wi * z)
-            for r in range(R):
-                c = int(round(full[src_router, glob[r]] * HOP_SCALE))
-                if c:
-                    zr = m.NewBoolVar(f"ezr{h}_{r}")
-                    for d in dsts:
-                        m.Add(zr >= xr[d][r])
-                    terms.append(wi * c * zr)
-    m.Minimize(sum(terms) if terms else 0)
-    # no symmetry breaking: with router geometry in the objective, cores are not interchangeable
-    if hint is not None:
-        for b in range(n):
-            for k in range(K):
-                m.AddHint(x[b][k], int(hint[b] == k))
+                    m.Add(zr >= xr[d][r])
+                terms.append(wi * c * zr)
+    return terms
+
+
+def _solver(cp_model, workers: int, seed: int, time_limit: float):
+    """A CP-SAT solver set up for reproducible answers under a time budget."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = int(workers)
     solver.parameters.interleave_search = workers > 1  # LNS workers, interleaved deterministically
@@ -335,13 +378,4 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     solver.parameters.max_deterministic_time = float(time_limit) / 3
     # a wall-clock safety net only: when it binds, results depend on machine load (seen with 1.5 x limit)
     solver.parameters.max_time_in_seconds = max(30.0, float(time_limit) * 3)
-    status = _solve(solver, m)
-    name = solver.StatusName(status)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None, SolveInfo(name, math.inf, 0.0, math.inf, solver.WallTime(), 0)
-    core = np.array([next(k for k in range(K) if solver.Value(x[b][k])) for b in range(n)], np.int64)
-    obj = solver.ObjectiveValue() / RATE_SCALE / HOP_SCALE
-    bound = solver.BestObjectiveBound() / RATE_SCALE / HOP_SCALE
-    gap = 0.0 if obj <= 0 else max(0.0, (obj - bound) / obj)
-    core = compact(core)
-    return core, SolveInfo(name, obj, bound, gap, solver.WallTime(), int(core.max()) + 1)
+    return solver

@@ -62,7 +62,7 @@ def core_usage(net: Netlist, core_of: np.ndarray, n_cores: int, r: Routes | None
     use["fan_out_routes"] = np.bincount(core_of[r.pre], minlength=n_cores).astype(np.int64)
     routing = costs.AXON_BYTES * use["fan_in_axons"] + costs.ROUTE_BYTES * use["fan_out_routes"]
     use["memory_bytes"] = (np.ceil(state).astype(np.int64) + use["synapse_bytes"] + routing).astype(np.int64)
-    assert set(use) == set(CAPACITIES)
+    assert set(use) == set(CAPACITIES)  # internal invariant: every capacity counted above (not user input)
     return use
 
 

@@ -40,10 +40,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssmc.errors import IRError, SsmcError
+from ssmc.errors import IRError, UnsupportedModelError
 from ssmc.ir.activations import activation
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import SHIFT_MAX
+from ssmc.ir.widths import OPTIONS as WIDTHS
 from ssmc.passes import FLOAT_PIPELINE
 from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import NormRanges, Ranges, check_calibration, measure_ranges
@@ -51,8 +52,7 @@ from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.numpy_engine import run_numpy
 
 WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
-WIDTH_LIMITS = {"weight_bits": (3, 8), "coef_bits": (4, 24), "state_bits": (8, 32), "message_bits": (2, 32),
-                "headroom_bits": (0, 8), "lut_bits": (1, 12), "norm_lut_bits": (9, 11)}
+WIDTH_LIMITS = {key: (w.lo, w.hi) for key, w in WIDTHS.items()}  # ssmc/ir/widths.py
 RANDOM_CALIBRATION = (64, 64)
 LUT_FUNCTIONS = ("gelu", "gelu_tanh", "sigmoid", "tanh")  # sequences, tokens: used only when no calibration data is given
 WEIGHT_EXP_MODES = ("group", "row", "auto")
@@ -211,7 +211,7 @@ class _Lowering:
             g = self._neurons_from_terms(op, "relay", frac, frac, {}, terms=self._terms(name))
         else:
             what = op.attrs.get("fn", op.kind)
-            raise SsmcError(f"%{name} ({what}): no integer realisation; the fixed-point passes support ReLU, "
+            raise UnsupportedModelError(f"%{name} ({what}): no integer realisation; the fixed-point passes support ReLU, "
                             "GELU, sigmoid, tanh, GLU, LayerNorm, residual adds, linears, S4D and pools. "
                             "To keep the float network, compile with --stop-after fold-linear "
                             f"(or --passes {FLOAT_PIPELINE})")
@@ -542,26 +542,26 @@ def set_depths(graph: Graph) -> None:
     for op in graph.ops_of_kind("synapses"):
         post = [c for c in graph.consumers(op.name)]
         if len(post) != 1:
-            raise SsmcError(f"%{op.name}: a synapse group must feed exactly one neuron group")
+            raise PassError(f"%{op.name}: a synapse group must feed exactly one neuron group")
         op.attrs["delay"] = depth[post[0].name] - depth[op.inputs[0]]
 
 
 @dataclass(frozen=True)
 class AssignBitwidths(Pass):
     name: ClassVar[str] = "assign-bitwidths"
-    weight_bits: int = 8
-    """Synapse weight precision (Lava Dense num_weight_bits, 1..8)."""
-    coef_bits: int = 16
+    weight_bits: int = WIDTHS["weight_bits"].default
+    """Synapse weight precision (Lava Dense num_weight_bits; the pass quantizes to 3..8, see ssmc/ir/widths.py)."""
+    coef_bits: int = WIDTHS["coef_bits"].default
     """Complex-pair coefficient precision."""
-    state_bits: int = 24
+    state_bits: int = WIDTHS["state_bits"].default
     """Neuron state precision."""
-    message_bits: int = 24
+    message_bits: int = WIDTHS["message_bits"].default
     """Graded message precision."""
-    headroom_bits: int = 1
+    headroom_bits: int = WIDTHS["headroom_bits"].default
     """Bits of margin above the calibrated peak."""
-    lut_bits: int = 8
+    lut_bits: int = WIDTHS["lut_bits"].default
     """Table entries 2**lut-bits for GELU, sigmoid and tanh (and GLU's gate)."""
-    norm_lut_bits: int = 10
+    norm_lut_bits: int = WIDTHS["norm_lut_bits"].default
     """Bins 2**norm-lut-bits per table of a LayerNorm's 1/sqrt(var + eps) (9..11; each table covers a factor
     2**(norm-lut-bits - 8) of variances at 1/256 relative resolution, so more bits mean fewer tables)."""
     layer_bits: str = ""
@@ -574,7 +574,7 @@ class AssignBitwidths(Pass):
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         self.check_widths()
         if graph.ops_of_kind("s4d"):
-            raise SsmcError("assign-bitwidths needs fused layers: run fuse-complex-pairs first")
+            raise PassError("assign-bitwidths needs fused layers: run fuse-complex-pairs first")
         x = self.calibration
         if x is None:
             n, t = RANDOM_CALIBRATION
@@ -710,4 +710,4 @@ class AssignBitwidths(Pass):
 
 def _check_width(key: str, value: int, lo: int, hi: int) -> None:
     if not lo <= value <= hi:
-        raise SsmcError(f"{key.replace('_', '-')} = {value} is outside what the target supports ({lo}..{hi})")
+        raise PassError(f"{key.replace('_', '-')} = {value} is outside what the target supports ({lo}..{hi})")

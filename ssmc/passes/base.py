@@ -18,20 +18,17 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 from ssmc.entry_points import installed
-from ssmc.errors import SsmcError
+from ssmc.errors import PassError, SsmcError
 from ssmc.ir.graph import Graph
 from ssmc.ir.verify import verify
 from ssmc.mapping import capacity as _capacity  # noqa: F401 (registers the verifier's check of placed graphs)
-
-
-class PassError(SsmcError):
-    """A pipeline that names an unknown pass or option, or a pass that failed."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +50,14 @@ class Pass:
             if value != f.default:
                 opts.append(f"{f.name.replace('_', '-')}={_format_option(value)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+def check_time_limit(pass_name: str, seconds: float) -> None:
+    """Refuse a time budget that is not a number of seconds above 0 (nan, inf and negatives ran as nothing or
+    forever)."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise PassError(f"{pass_name}: time-limit = {seconds}; give a number of seconds above 0, e.g. "
+                        f"{pass_name}{{time-limit=10}}")
 
 
 def option_fields(cls) -> list[dataclasses.Field]:
@@ -180,6 +185,8 @@ def _split_outside_quotes(text: str, sep: str, stop: str = "") -> tuple[list[str
 
 def parse_pipeline(text: str) -> list[Pass]:
     """Parse ``"a,b{opt=1,flag=true}"`` into pass instances, checking every name and option."""
+    if not isinstance(text, str):
+        raise PassError(f"a pipeline is text such as 'discretize,fuse-complex-pairs', got {type(text).__name__}")
     passes, pos, text = [], 0, text.strip()
     if text.endswith(",") or text.startswith(","):
         raise PassError(f"pipeline {text!r} has an empty item; {_SYNTAX}")

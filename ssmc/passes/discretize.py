@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssmc.errors import SsmcError
+from ssmc.errors import UnsupportedModelError
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ssm import discrete_params
 from ssmc.passes.base import Pass
@@ -26,16 +26,16 @@ def check_stable(op: Op, A_bar: np.ndarray) -> None:
     """Refuse poles on or outside the unit circle: a fixed-point state would grow without bound."""
     mag = np.abs(A_bar)
     if not np.all(np.isfinite(A_bar)):
-        raise SsmcError(f"%{op.name} (s4d): A_bar has NaN or infinite values")
+        raise UnsupportedModelError(f"%{op.name} (s4d): A_bar has NaN or infinite values")
     if mag.max() >= 1.0:
         if mag.ndim == 1:  # modes shared by all channels (mixing = dense)
             at = f"mode {int(mag.argmax())}"
         else:
             h, m = np.unravel_index(int(mag.argmax()), mag.shape)
             at = f"channel {h}, mode {m}"
-        raise SsmcError(f"%{op.name} (s4d): |A_bar| = {mag.max():.6g} >= 1 at {at}; "
-                        "the recurrence is not stable and cannot be run in fixed point "
-                        "(train with Re(A) < 0, or check log_dt)")
+        raise UnsupportedModelError(f"%{op.name} (s4d): |A_bar| = {mag.max():.6g} >= 1 at {at}; "
+                                    "the recurrence is not stable and cannot be run in fixed point "
+                                    "(train with Re(A) < 0, or check log_dt)")
 
 
 def discretize_op(op: Op) -> None:

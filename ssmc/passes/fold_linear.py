@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from ssmc.ir.graph import Graph, Op
-from ssmc.passes.base import Pass, log
+from ssmc.passes.base import Pass, PassError, log
 
 
 def _nnz(w: np.ndarray) -> int:
@@ -68,6 +68,9 @@ class FoldLinear(Pass):
     """Fold when the folded cost is at most this times the unfolded cost."""
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
+        if not self.max_ratio >= 0:  # nan compared false everywhere and folded every linear
+            raise PassError(f"fold-linear: max-ratio = {self.max_ratio}; give a number >= 0 (0: never fold, "
+                            "inf: always)")
         changed = False
         progress = True
         while progress:

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssmc.errors import SsmcError
+from ssmc.errors import PassError
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ssm import is_dense, shared_form
 from ssmc.passes.base import Pass, log
@@ -68,6 +68,6 @@ class FuseComplexPairs(Pass):
         layers = graph.ops_of_kind("s4d")
         for op in layers:
             if op.attrs["form"] != "discrete":
-                raise SsmcError(f"%{op.name} (s4d) is continuous: run discretize before fuse-complex-pairs")
+                raise PassError(f"%{op.name} (s4d) is continuous: run discretize before fuse-complex-pairs")
             fuse_op(graph, op)
         return graph, bool(layers)

@@ -28,7 +28,7 @@ from ssmc.ir.graph import Graph
 from ssmc.ir.placement import set_placement
 from ssmc.mapping.mapper import METHODS, map_network
 from ssmc.mapping.netlist import build_netlist
-from ssmc.passes.base import Pass, PassError, data_field, log
+from ssmc.passes.base import Pass, PassError, check_time_limit, data_field, log
 from ssmc.runtime.rates import measure_rates
 from ssmc.targets import load_target
 
@@ -59,6 +59,10 @@ class Partition(Pass):
             raise PassError("partition works on neuron groups: run it after assign-bitwidths")
         if self.method not in METHODS:
             raise PassError(f"partition: method {self.method!r} is not one of {', '.join(METHODS)}")
+        check_time_limit(self.name, self.time_limit)
+        if self.max_neurons_per_core < 0:
+            raise PassError(f"partition: max-neurons-per-core = {self.max_neurons_per_core}; give a whole number "
+                            "of at least 1, or 0 for the target's capacity")
         target = load_target(self.target or None, board=self.board or None, chips=self.chips or None)
         graph = graph.copy()
         source = measure_rates(graph, self.calibration, self.rate_sequences)

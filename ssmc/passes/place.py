@@ -21,16 +21,18 @@ from ssmc.mapping.capacity import target_of
 from ssmc.mapping.layout import layout
 from ssmc.mapping.netlist import build_netlist
 from ssmc.mapping.usage import traffic
-from ssmc.passes.base import Pass, PassError, log
+from ssmc.passes.base import Pass, PassError, check_time_limit, log
 
 
 @dataclass(frozen=True)
 class Place(Pass):
     name: ClassVar[str] = "place"
     time_limit: float = 10.0
-    """Wall-clock seconds for the swap search (it stops early when no swap helps)."""
+    """Budget of the swap search, in seconds of counted work (deterministic; it stops early when no swap
+    helps; the wall clock stops it only at max(30 s, 3 x) as a safety net: ssmc.mapping.layout.Budget)."""
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
+        check_time_limit(self.name, self.time_limit)
         target = target_of(graph)
         if target is None:
             raise PassError("place needs a partitioned graph: run partition first")

@@ -35,7 +35,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssmc.errors import SsmcError
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ssm import is_dense
 from ssmc.passes.base import Pass, PassError, data_field, log
@@ -103,7 +102,7 @@ class RescaleStates(Pass):
             raise PassError(f"rescale-states: balance must be 'input' or 'state', got {self.balance!r}")
         layers = graph.ops_of_kind("s4d")
         if any(op.attrs["form"] != "discrete" for op in layers):
-            raise SsmcError("rescale-states needs discrete S4D layers: run discretize first")
+            raise PassError("rescale-states needs discrete S4D layers: run discretize first")
         use_data = self.balance == "state" and self.calibration is not None
         ranges = measure_ranges(graph, self.calibration) if use_data else None
         for op in layers:

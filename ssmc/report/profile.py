@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ssmc.errors import SsmcError
+from ssmc.errors import IncompleteNetError
 from ssmc.ir import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.outputs import write_file
@@ -42,8 +42,8 @@ def profile_data(graph: Graph, x: np.ndarray) -> list[dict]:
     Neuron entries: kind 'messages' with values, lo/hi (the representable range), lsb; plus 'state'
     (integer values, lo/hi of state_bits) for stateful groups and 'modes' (abs_a, levels) for cpx."""
     if not graph.ops_of_kind("neurons"):
-        raise SsmcError("the net has no neuron groups to profile (it was compiled with a pipeline that stops "
-                        "before lowering to neurons); compile it with the default pipeline")
+        raise IncompleteNetError("the net has no neuron groups to profile (it was compiled with a pipeline that stops "
+                                 "before lowering to neurons); compile it with the default pipeline")
     traces = run_numpy(graph, x, trace=True).trace
     out = []
     for op in graph.ops():

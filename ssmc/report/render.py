@@ -16,7 +16,7 @@ import json
 import os
 import urllib.parse
 
-from ssmc.errors import SsmcError, printable
+from ssmc.errors import OutputFileError, printable
 from ssmc.outputs import check_output, write_files
 from ssmc.targets import CAPACITIES
 
@@ -97,14 +97,16 @@ def _images(rep: dict) -> dict[str, bytes]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return {"utilisation.png": _utilisation_png(plt, rep), "traffic.png": _traffic_png(plt, rep),
+            "mesh.png": _mesh_png(plt, rep)}
+
+
+def _utilisation_png(plt, rep: dict) -> bytes:
+    """Bars per core, one per capacity, against the line at full capacity."""
     import numpy as np
 
-    files = {}
-    meta = {"Software": None}
-    p = rep["placement"]
-    cores = p["cores"]
-    labels = rep["traffic"]["labels"]
-
+    cores, labels = rep["placement"]["cores"], rep["traffic"]["labels"]
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(cores) + 2), 3.5))
     width = 0.8 / len(CAPACITIES)
     for i, k in enumerate(CAPACITIES):
@@ -115,9 +117,14 @@ def _images(rep: dict) -> dict[str, bytes]:
     ax.set_title("per-core utilisation")
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
-    files["utilisation.png"] = _png(fig, meta)
-    plt.close(fig)
+    return _png_closed(plt, fig)
 
+
+def _traffic_png(plt, rep: dict) -> bytes:
+    """The core-to-core message matrix."""
+    import numpy as np
+
+    labels = rep["traffic"]["labels"]
     mat = np.array(rep["traffic"]["matrix"])
     fig, ax = plt.subplots(figsize=(5, 4.5))
     im = ax.imshow(mat, cmap="viridis")
@@ -128,66 +135,84 @@ def _images(rep: dict) -> dict[str, bytes]:
     ax.set_title("messages per step, core to core")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    files["traffic.png"] = _png(fig, meta)
-    plt.close(fig)
+    return _png_closed(plt, fig)
 
-    t = rep["target"]["values"]
-    rows, cols = t["router_mesh"]
-    cpr = t["cores_per_router"]
+
+def _mesh_png(plt, rep: dict) -> bytes:
+    """One panel per chip used (cores by first group, router links by load) and, on a board of several chips,
+    one panel of the chips and the load on chip-to-chip links."""
+    cores, t = rep["placement"]["cores"], rep["target"]["values"]
     chips = sorted({c["chip"] for c in cores})
-    board_panel = len(chips) > 1  # chips and the load on chip-to-chip links, beside the chips' meshes
+    board_panel = len(chips) > 1
     panels = len(chips) + board_panel
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3), squeeze=False)
     groups = sorted({g for c in cores for g in c["groups"]})
     colours = plt.get_cmap("tab20")
+    links = rep["links"]
+    top = max([k["load"] for k in links["on_chip"]], default=0.0) or 1.0
+    for ax, chip in zip(axes[0], chips):
+        _draw_chip(plt, ax, chip, t, cores, links["on_chip"], top,
+                   lambda core: colours(groups.index(core["groups"][0]) % 20))
+    if board_panel:
+        _draw_board(plt, axes[0][-1], t, chips, links["between_chips"])
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours(i % 20), label=g) for i, g in enumerate(groups)]
+    fig.legend(handles=handles[:20], fontsize=6, loc="lower center", ncol=min(6, len(handles)))
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
+    return _png_closed(plt, fig)
+
+
+def _draw_chip(plt, ax, chip: int, t: dict, cores: list[dict], on_chip: list[dict], top: float, colour) -> None:
+    """Chip `chip`'s router mesh, its links by load, and a dot per used core coloured by its first group."""
+    rows, cols = t["router_mesh"]
+    cpr = t["cores_per_router"]
 
     def xy(core):
         r, c = divmod(core // cpr, cols)
         j = core % cpr
         return c + 0.25 * (j % 2) - 0.125, r + 0.25 * (j // 2) - 0.125
 
-    links = rep["links"]
-    top = max([k["load"] for k in links["on_chip"]], default=0.0) or 1.0
-    for ax, chip in zip(axes[0], chips):
-        ax.set_xlim(-0.6, cols - 0.4)
-        ax.set_ylim(rows - 0.4, -0.6)
-        ax.set_title(f"chip {chip}: cores by first group, router links by load (XY routing)", fontsize=8)
-        for r in range(rows):
-            for c in range(cols):
-                ax.add_patch(plt.Rectangle((c - 0.35, r - 0.35), 0.7, 0.7, fill=False, lw=0.5, color="grey"))
-        for k in links["on_chip"]:
-            if k["chip"] != chip:
-                continue
-            _draw_link(ax, k, top, 0.06)
-        for core in cores:
-            if core["chip"] != chip:
-                continue
-            x, y = xy(core["core"])
-            ax.scatter([x], [y], s=40, color=colours(groups.index(core["groups"][0]) % 20), zorder=3)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if board_panel:
-        ax = axes[0][-1]
-        crows, ccols = t["chip_mesh"]
-        ax.set_xlim(-0.6, ccols - 0.4)
-        ax.set_ylim(crows - 0.4, -0.6)
-        ax.set_title("board: chips used, chip-to-chip links by load", fontsize=8)
-        for chip in range(t["chips"]):
-            r, c = divmod(chip, ccols)
-            ax.add_patch(plt.Rectangle((c - 0.3, r - 0.3), 0.6, 0.6, lw=0.8, color="grey",
-                                       fill=chip in chips, alpha=0.3 if chip in chips else 1.0))
-            ax.text(c, r, str(chip), ha="center", va="center", fontsize=8)
-        chip_top = max([k["load"] for k in links["between_chips"]], default=0.0) or 1.0
-        for k in links["between_chips"]:
-            _draw_link(ax, k, chip_top, 0.08)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colours(i % 20), label=g) for i, g in enumerate(groups)]
-    fig.legend(handles=handles[:20], fontsize=6, loc="lower center", ncol=min(6, len(handles)))
-    fig.tight_layout(rect=(0, 0.15, 1, 1))
-    files["mesh.png"] = _png(fig, meta)
+    ax.set_xlim(-0.6, cols - 0.4)
+    ax.set_ylim(rows - 0.4, -0.6)
+    ax.set_title(f"chip {chip}: cores by first group, router links by load (XY routing)", fontsize=8)
+    for r in range(rows):
+        for c in range(cols):
+            ax.add_patch(plt.Rectangle((c - 0.35, r - 0.35), 0.7, 0.7, fill=False, lw=0.5, color="grey"))
+    for k in on_chip:
+        if k["chip"] != chip:
+            continue
+        _draw_link(ax, k, top, 0.06)
+    for core in cores:
+        if core["chip"] != chip:
+            continue
+        x, y = xy(core["core"])
+        ax.scatter([x], [y], s=40, color=colour(core), zorder=3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _draw_board(plt, ax, t: dict, chips: list[int], between_chips: list[dict]) -> None:
+    """The board's chip mesh, the chips used filled in, and the chip-to-chip links by load."""
+    crows, ccols = t["chip_mesh"]
+    ax.set_xlim(-0.6, ccols - 0.4)
+    ax.set_ylim(crows - 0.4, -0.6)
+    ax.set_title("board: chips used, chip-to-chip links by load", fontsize=8)
+    for chip in range(t["chips"]):
+        r, c = divmod(chip, ccols)
+        ax.add_patch(plt.Rectangle((c - 0.3, r - 0.3), 0.6, 0.6, lw=0.8, color="grey",
+                                   fill=chip in chips, alpha=0.3 if chip in chips else 1.0))
+        ax.text(c, r, str(chip), ha="center", va="center", fontsize=8)
+    chip_top = max([k["load"] for k in between_chips], default=0.0) or 1.0
+    for k in between_chips:
+        _draw_link(ax, k, chip_top, 0.08)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _png_closed(plt, fig) -> bytes:
+    """The figure as PNG bytes (no Software stamp: the bytes depend on the picture only); the figure closed."""
+    data = _png(fig, {"Software": None})
     plt.close(fig)
-    return files
+    return data
 
 
 def _png(fig, meta: dict) -> bytes:
@@ -228,41 +253,63 @@ def write_html(rep: dict, path: str, inputs=()) -> list[str]:
              f"<h1>ssmc report: {_esc(rep['source'].get('file', ''))}</h1>",
              f"<p>pipeline: <code>{_esc(rep['pipeline'])}</code></p>"]
     images: dict[str, bytes] = {}
-    p = rep.get("placement")
-    if p is None:
+    if rep.get("placement") is None:
         parts.append(f"<p>{_esc(rep.get('note', 'not placed'))}</p>")
     else:
         images = _images(rep)
-        t = rep["target"]
-        parts.append(f"<h2>Target and fit</h2><p>{_esc(p['cores_used'])} cores on {_esc(p['chips_used'])} chip(s); "
-                     f"binding capacity <b>{_esc(p['binding_capacity'])}</b></p>")
-        parts.append(_table(["capacity", "value", "sureness", "source"],
-                            [[k, t["values"][k], t["provenance"].get(k, {}).get("sureness"),
-                              t["provenance"].get(k, {}).get("source")] for k in CAPACITIES]))
-        parts.append(f"<h2>Per-core utilisation</h2><img src='{_esc(src)}/utilisation.png' alt='utilisation'>")
-        parts.append(_table(["chip", "core"] + [SHORT[k] for k in CAPACITIES] + ["groups"],
-                            [[c["chip"], c["core"]] + [f"{c['utilisation'][k]:.0%}" for k in CAPACITIES]
-                             + [", ".join(c["groups"])] for c in p["cores"]]))
-        tr = rep["traffic"]
-        parts.append(f"<h2>Traffic</h2><p>{_esc(tr['messages_per_step'])} messages per step, {_esc(tr['inter_core'])} "
-                     f"between cores, {_esc(tr['hop_weighted'])} hop-weighted, {_esc(tr['inter_chip'])} between "
-                     f"chips. Rates: {_esc(rep['rates']['source'])}</p>")
-        parts.append(f"<img src='{_esc(src)}/traffic.png' alt='traffic matrix'>")
-        parts.append(f"<h2>Mesh</h2><img src='{_esc(src)}/mesh.png' alt='mesh'>")
-        links = rep["links"]
-        parts.append(f"<p>Link loads: {_esc(links['model'])} (a model, not a simulation of the routers).</p>")
-        parts.append(_table(["chip", "router", "to router", "messages per step"],
-                            [[k["chip"], tuple(k["from"]), tuple(k["to"]), k["load"]]
-                             for k in links["on_chip"][:4 * LINKS_SHOWN]]))
-        if links["between_chips"]:
-            parts.append(_table(["chip at", "to chip at", "messages per step"],
-                                [[tuple(k["from"]), tuple(k["to"]), k["load"]] for k in links["between_chips"]]))
-        c = rep["cost"]
-        parts.append(f"<h2 class='est'>Estimated cost per token</h2><p class='est'>{_esc(c['label'])}</p>")
-        parts.append(_table(["quantity", "estimate"], [[k, v] for k, v in c.items() if k not in ("label", "constants")]))
-        parts.append(_table(["constant", "value", "source"],
-                            [[k, v["value"], v["source"]] for k, v in c["constants"].items()]))
-    parts.append("<h2>Bit-widths</h2>")
+        parts += _placement_html(rep, src)
+    parts += _bitwidths_and_sections_html(rep)
+    parts.append("</body></html>\n")
+    check_output(path, inputs, "report", example="report.html")  # before the image folder is made
+    files = {os.path.join(folder, name): data for name, data in images.items()}
+    if files:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:  # e.g. a file of that name is in the way
+            raise OutputFileError(f"{path}: cannot create the image folder {folder} ({e.strerror})") from None
+    files = {path: "\n".join(parts).encode("utf-8"), **files}
+    write_files(files, inputs, "report", example="report.html")
+    return list(files)
+
+
+def _placement_html(rep: dict, src: str) -> list[str]:
+    """Target and fit, per-core utilisation, traffic, mesh and link loads, estimated cost; `src` the image folder
+    as the page refers to it."""
+    p, t = rep["placement"], rep["target"]
+    parts = [f"<h2>Target and fit</h2><p>{_esc(p['cores_used'])} cores on {_esc(p['chips_used'])} chip(s); "
+             f"binding capacity <b>{_esc(p['binding_capacity'])}</b></p>"]
+    parts.append(_table(["capacity", "value", "sureness", "source"],
+                        [[k, t["values"][k], t["provenance"].get(k, {}).get("sureness"),
+                          t["provenance"].get(k, {}).get("source")] for k in CAPACITIES]))
+    parts.append(f"<h2>Per-core utilisation</h2><img src='{_esc(src)}/utilisation.png' alt='utilisation'>")
+    parts.append(_table(["chip", "core"] + [SHORT[k] for k in CAPACITIES] + ["groups"],
+                        [[c["chip"], c["core"]] + [f"{c['utilisation'][k]:.0%}" for k in CAPACITIES]
+                         + [", ".join(c["groups"])] for c in p["cores"]]))
+    tr = rep["traffic"]
+    parts.append(f"<h2>Traffic</h2><p>{_esc(tr['messages_per_step'])} messages per step, {_esc(tr['inter_core'])} "
+                 f"between cores, {_esc(tr['hop_weighted'])} hop-weighted, {_esc(tr['inter_chip'])} between "
+                 f"chips. Rates: {_esc(rep['rates']['source'])}</p>")
+    parts.append(f"<img src='{_esc(src)}/traffic.png' alt='traffic matrix'>")
+    parts.append(f"<h2>Mesh</h2><img src='{_esc(src)}/mesh.png' alt='mesh'>")
+    links = rep["links"]
+    parts.append(f"<p>Link loads: {_esc(links['model'])} (a model, not a simulation of the routers).</p>")
+    parts.append(_table(["chip", "router", "to router", "messages per step"],
+                        [[k["chip"], tuple(k["from"]), tuple(k["to"]), k["load"]]
+                         for k in links["on_chip"][:4 * LINKS_SHOWN]]))
+    if links["between_chips"]:
+        parts.append(_table(["chip at", "to chip at", "messages per step"],
+                            [[tuple(k["from"]), tuple(k["to"]), k["load"]] for k in links["between_chips"]]))
+    c = rep["cost"]
+    parts.append(f"<h2 class='est'>Estimated cost per token</h2><p class='est'>{_esc(c['label'])}</p>")
+    parts.append(_table(["quantity", "estimate"], [[k, v] for k, v in c.items() if k not in ("label", "constants")]))
+    parts.append(_table(["constant", "value", "source"],
+                        [[k, v["value"], v["source"]] for k, v in c["constants"].items()]))
+    return parts
+
+
+def _bitwidths_and_sections_html(rep: dict) -> list[str]:
+    """The bit-width table, then each extra section (a dict, a list of rows, or a list of lines) as a table."""
+    parts = ["<h2>Bit-widths</h2>"]
     cols = ["tensor", "op", "size", "weight_bits", "coef_bits", "state_bits", "msg_bits", "delta"]
     parts.append(_table(cols, [[b[k] for k in cols] for b in rep["bitwidths"]]))
     for name, rows in rep.get("sections", {}).items():
@@ -273,14 +320,4 @@ def write_html(rep: dict, path: str, inputs=()) -> list[str]:
             parts.append(_table(list(rows[0]), [[r.get(k) for k in rows[0]] for r in rows]))
         else:
             parts.append(_table(["row"], [[r] for r in rows]))
-    parts.append("</body></html>\n")
-    check_output(path, inputs, "report", example="report.html")  # before the image folder is made
-    files = {os.path.join(folder, name): data for name, data in images.items()}
-    if files:
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:  # e.g. a file of that name is in the way
-            raise SsmcError(f"{path}: cannot create the image folder {folder} ({e.strerror})") from None
-    files = {path: "\n".join(parts).encode("utf-8"), **files}
-    write_files(files, inputs, "report", example="report.html")
-    return list(files)
+    return parts

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssmc.backend_loihi.lava_net import PROCS_MODULE, STATEFUL_CLASSES, LavaPlan, build_lava, plan_lava
-from ssmc.errors import SsmcError
+from ssmc.errors import EngineError
 from ssmc.ir.fixed_point import SAT_QUANTITIES, decode_output
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
@@ -47,7 +47,7 @@ class LavaNetwork:
                 first.run(condition=RunSteps(num_steps=self.num_steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
             except Exception as e:  # Lava's own errors: one line, not its traceback
                 first_line = str(e).splitlines()[0] if str(e) else ""
-                raise SsmcError(f"the Lava simulation failed: {type(e).__name__}: {first_line}") from None
+                raise EngineError(f"the Lava simulation failed: {type(e).__name__}: {first_line}") from None
             return _collect(self.graph, self.plan, self.processes, trace)
         finally:
             try:
@@ -84,8 +84,8 @@ def _collect(graph: Graph, plan: LavaPlan, procs: dict, trace: bool) -> EngineRe
     for spec in plan.processes:
         if spec.module == PROCS_MODULE and _get(procs[spec.name].failed)[0]:
             step = int(_get(procs[spec.name].failed)[0])
-            raise SsmcError(f"Lava process {spec.name} ({spec.cls}) failed at time step {step} (a bug in ssmc's "
-                            "process model; its traceback is printed above)")
+            raise EngineError(f"Lava process {spec.name} ({spec.cls}) failed at time step {step} (a bug in ssmc's "
+                              "process model; its traceback is printed above)")
     saturation, sparsity, traces, read = {}, {}, {}, {}
     neuron_specs = [p for p in plan.processes if p.module == PROCS_MODULE and p.cls != "Synapses"]
     for spec in neuron_specs:

@@ -34,7 +34,7 @@ from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
     COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
-from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, cached_per_graph, engine_result,
+from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, cached_per_graph, engine_result, output_groups,
                                        one_blas_thread, prepare, quantize_source, refuse_oversized_run, weighted_sum)
 
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
@@ -96,7 +96,7 @@ class _Synapses:
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the net's microcode; see numpy_engine.EngineResult."""
     graph: Graph = net.graph
-    kernels = prepare(graph).synapses  # checks the graph too (both once per graph)
+    kernels = prepare(graph, "microcode").synapses  # checks the graph too (both once per graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)
@@ -164,7 +164,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
                     for kind, lane, reg in u.prog.probes:
                         traces[f"{g.name}.{kind}"][:, t, u.lo + lane:u.hi:u.prog.lanes] = u.regs[reg]
 
-    return engine_result(graph, groups, read, traces if trace else None, steps)
+    return engine_result(output_groups(graph), groups, read, traces if trace else None, steps)
 
 
 def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple[np.ndarray, dict, dict]:

@@ -1,7 +1,7 @@
 """The numpy fixed-point engine: docs/fixed_point.md, fast.
 
 Runs a neuro-level graph (`input`, `neurons`, `synapses`, `output`) step by
-step in int64, vectorised over a batch of sequences and over the neurons of a
+step in int64 (in chunks of steps, see below), vectorised over a batch of sequences and over the neurons of a
 group. It is tested bit for bit against the readable reference implementation
 (ssmc/runtime/reference.py, the golden model), and the other engines (Lava
 process models, the microcode interpreter) are tested against it: they must
@@ -19,6 +19,18 @@ One step `t`:
    a sigma-delta group (delta >= 1) sends only changes of at least delta,
    and a synapse group reading it sums W @ m over time before its shift;
 3. the new messages go into the ring buffers.
+
+The engine computes exactly that, in another order: the graph is acyclic and
+every delay is at least 1, so a group's inputs for steps t .. t + n - 1 are
+known once its pre groups have run those steps and the `delay` before. A run
+takes a chunk of n steps at a time (`_chunk_steps`: as many as keep the
+chunk's buffers in cache) and, group by group in execution order, forms each
+synapse group's outputs for the whole chunk in one kernel call over
+[n * batch, pre] rows and each stateless group's messages in one elementwise
+pass; only a stateful group's update and a sigma-delta group's `last` step
+one step at a time inside the chunk (a sigma synapse's sum is a cumulative sum
+over the chunk). Each group keeps its messages in a ring of whole chunks, with
+room for the steps of history its readers' delays need before the chunk.
 
 Token `k` is emitted by the source at step `k`; the engine runs
 `tokens + max depth` steps and reads an output's token `k` at step
@@ -38,15 +50,19 @@ modes) is a per-channel broadcast and its C (each channel's modes summed) a
 channel sum, one pass each instead of a dense product H times larger; other
 sparse groups run as segment sums or CSR, the rest as BLAS products on one
 thread (many small products: waking BLAS threads costs more than they save).
+The classes of a linear split by weight exponent (--weight-exp row) run as one kernel
+with a shift per row (`_merge_row_split`).
 A float cpx group updates its interleaved state as a complex128 view (one
-complex multiply), in blocks of sequences that stay in cache, and in place in
-its ring slot when its message is its state. The checked and prepared net is
+complex multiply), in blocks of sequences that stay in cache, straight into its
+message ring when its message is its state. The checked and prepared net is
 kept per graph (`prepare`), so a test set run in many calls pays the set-up once.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 import weakref
 from dataclasses import dataclass, field, replace
 
@@ -54,6 +70,7 @@ import numpy as np
 import scipy.sparse
 import threadpoolctl
 
+from ssmc import limits
 from ssmc.data import check_sequences
 from ssmc.errors import IRError
 from ssmc.ir.fixed_point import (ACC_BITS, NEURO_LEVEL_KINDS, SAT_QUANTITIES, check_neuro_graph,  # noqa: F401
@@ -107,9 +124,11 @@ class _Synapses:
     csr: object = None  # csr: scipy.sparse.csr_matrix W [post, pre]
     exact_float: bool = False
     may_clip: bool = True  # False: |shr(acc, shift)| < 2^31 for every input, the sat is a no-op
-    out: np.ndarray | None = None  # output buffer [batch, post], reused every step
+    out: np.ndarray | None = None  # output buffer [rows, post], reused every chunk
+    chunk_out: tuple | None = None  # this chunk's (outputs, first step), see _synapse_chunk
     terms: np.ndarray | None = None  # segment: the products of a block of sequences, reused
     sigma: np.ndarray | None = None  # pre group sends sigma-delta: the running sum of W @ m (scaled on the float path)
+    nonzeros: tuple | None = None  # (rows, cols, int64 values) of W, for _merge_row_split
 
     @property
     def work_values(self) -> int:
@@ -142,15 +161,17 @@ class _Group:
     table: np.ndarray | None = None  # lut
     lut_shift: int = 0
     lut_lo: int = 0
-    source_msgs: np.ndarray | None = None  # source: the messages of every token [batch, tokens, size]
+    source_msgs: np.ndarray | None = None  # source: the messages of every token [tokens, batch, size]
     source_clipped: np.ndarray | None = None  # source: clipped values per token [tokens]
-    state: np.ndarray | None = None
-    ring: list[np.ndarray] | None = None  # ring_len x [batch, size]: message of step s at slot s % ring_len
+    state: np.ndarray | None = None  # [batch, size] after the last step run
+    states: list[np.ndarray] | None = None  # 2 x [chunk, batch, size]: a chunk's states, unless they are its messages
+    flip: int = 0  # which of `states` the last chunk wrote
+    buf: np.ndarray | None = None  # messages [rows, batch, size], a ring: the chunk being run at `pos`, before it
+    pos: int = 0  # (cyclically) at least the steps of history its readers need, zeros before step 0
+    ran: int = 0  # steps of the chunk at `pos`
     exact_float: bool = False  # carry messages / state as float64 (see _float_group)
     c: np.ndarray | None = None  # cpx, float path: (c_re + i c_im) * 2^-f as complex128 [modes]
-    spare: np.ndarray | None = None  # cpx, float path: the other state buffer (double buffering)
     msg_may_clip: bool = True  # False: the message sat provably changes nothing
-    msg_zeros: int | None = None  # zero messages of this step, when the step counted them itself
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
     zeros: int = 0
     total: int = 0
@@ -158,10 +179,6 @@ class _Group:
     @property
     def stateful(self) -> bool:
         return self.kind in STATEFUL_KINDS
-
-
-def _check_input(graph: Graph, x) -> np.ndarray:
-    return check_sequences(x, graph.inputs()[0].shape[0])
 
 
 def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
@@ -192,7 +209,8 @@ def _prepare_synapses(op: Op, pre: _Group) -> _Synapses:
     # acc * 2^-shift exactly; floor of it is shr(acc, shift). For shift <= 0 the product
     # is acc << -shift exactly (at most 2^85, still a scaled integer), and sat compares it exactly.
     s.exact_float = bound < _EXACT_FLOAT
-    _choose_kernel(s, weight, rows, cols, vals, starts)
+    s.nonzeros = (rows, cols, vals)
+    _choose_kernel(s, weight.shape, rows, cols, vals, starts, s.shift)
     return s
 
 
@@ -221,17 +239,22 @@ def _nonzeros(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _CSR_DENSITY = 0.1  # below this fraction of non-zeros a general sparse W runs as CSR (scipy), above it dense BLAS
 
 
-def _choose_kernel(s: _Synapses, weight: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-                   starts: np.ndarray) -> None:
+def _choose_kernel(s: _Synapses, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                   starts: np.ndarray, shift) -> None:
     """Pick how W @ m is formed from where W's non-zeros are, whatever op produced W:
     zero (no non-zeros), broadcast (post i reads pre i // k alone: an S4D B, a diagonal D),
     gather (every post reads at most one pre), channel_sum (post i sums pres i k .. i k + k - 1:
     an S4D C sums each channel's modes), segment (every pre feeds at most one post), csr
     (sparse otherwise), dense (BLAS). Each forms the same integer sums: float64 ones are exact
     (see _prepare_synapses), int64 ones wrap like matmul. einsum (no BLAS, optimize off) runs
-    broadcast and channel_sum in one pass each, several times faster than multiply + reduce."""
-    post, pre = weight.shape
-    values = np.ldexp(vals.astype(np.float64), -s.shift) if s.exact_float else vals
+    broadcast and channel_sum in one pass each, several times faster than multiply + reduce.
+    The float64 values are scaled by 2^-shift: `shift` is an int, or an int array per post for a
+    merged group (see _merge_row_split)."""
+    post, pre = shape
+    if s.exact_float:
+        values = np.ldexp(vals.astype(np.float64), -(shift if np.ndim(shift) == 0 else shift[rows]))
+    else:
+        values = vals
     if not len(vals):
         s.kernel = "zero"
     elif len(starts) == len(vals):  # at most one term per post
@@ -252,15 +275,14 @@ def _choose_kernel(s: _Synapses, weight: np.ndarray, rows: np.ndarray, cols: np.
         s.kernel, s.w, s.starts = "segment", values, starts
         s.cols = None if np.array_equal(cols, np.arange(pre)) else cols.astype(np.intp)
         s.rows = None if len(starts) == post else rows[starts]
-    elif len(vals) < _CSR_DENSITY * weight.size:
+    elif len(vals) < _CSR_DENSITY * post * pre:
         s.kernel = "csr"
         s.csr = scipy.sparse.csr_matrix((values, cols, np.append(np.searchsorted(rows, np.arange(post)), len(rows))),
                                         shape=(post, pre))
     else:
         s.kernel = "dense"
-        s.w = np.ascontiguousarray(weight.T, dtype=np.int64)
-        if s.exact_float:
-            s.w = np.ldexp(s.w.astype(np.float64), -s.shift)
+        s.w = np.zeros((pre, post), values.dtype)
+        s.w[cols, rows] = values
 
 
 def _prepare_group(op: Op) -> _Group:
@@ -339,10 +361,14 @@ def _float_group(g: _Group) -> bool:
 class _PreparedNet:
     """What a run needs of a graph besides the input: checked once and kept (see prepare)."""
 
-    groups: dict[str, _Group]  # templates without run state: a run works on copies
-    synapses: dict[str, _Synapses]
+    groups: dict[str, _Group]  # templates without run state: a run works on copies; `synapses` name run_synapses
+    synapses: dict[str, _Synapses]  # per synapse op (the microcode engine steps these)
+    run_synapses: dict[str, _Synapses]  # what a numpy run steps: `synapses` with row-split classes merged
+    order: list[tuple[str, str]]  # (kind, name) of the neuron groups and run_synapses in execution order
+    outputs: list[tuple[str, str]]  # (output op, the group it reads)
+    features: int  # of the input
     wake: dict[str, int]  # synapse group -> first step it runs
-    ring_len: dict[str, int]  # neuron group -> ring slots its readers need
+    ring_len: dict[str, int]  # neuron group -> steps of history its readers need (their largest delay)
     max_depth: int
 
 
@@ -351,12 +377,12 @@ _NEVER = 1 << 62  # the wake step of a synapse group that feeds nothing
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def prepare(graph: Graph) -> _PreparedNet:
+def prepare(graph: Graph, engine: str = "numpy") -> _PreparedNet:
     """The checked, prepared form of `graph` (kernels chosen, weights converted), built on the
     first run and reused while the graph's ops, attributes and parameter arrays stay the same
     ones: a run over a whole test set in many calls pays the set-up once. Replacing an op,
     an attribute or a parameter array re-prepares; editing a parameter array in place does not."""
-    return cached_per_graph(_PREPARED, graph, _prepare_net)
+    return cached_per_graph(_PREPARED, graph, lambda g: _prepare_net(g, engine))  # `engine`: named by the check
 
 
 def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *extra):
@@ -372,8 +398,8 @@ def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *ext
     return value
 
 
-def _prepare_net(graph: Graph) -> _PreparedNet:
-    check_neuro_graph(graph)
+def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
+    check_neuro_graph(graph, engine)
     order = graph.ops()
     groups = {op.name: _prepare_group(op) for op in order if op.kind == "neurons"}
     synapses = {op.name: _prepare_synapses(op, groups[op.inputs[0]]) for op in order if op.kind == "synapses"}
@@ -385,7 +411,59 @@ def _prepare_net(graph: Graph) -> _PreparedNet:
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
-    return _PreparedNet(groups, synapses, wake, ring_len, max((g.depth for g in groups.values()), default=0))
+    run_synapses = _merge_row_split(graph, groups, synapses)
+    for s in synapses.values():
+        s.nonzeros = None  # only the merge needs them
+    run_order = [(op.kind, op.name) for op in order if op.kind == "neurons" or op.name in run_synapses]
+    return _PreparedNet(groups, synapses, run_synapses, run_order, [(o.name, o.inputs[0]) for o in order if o.kind == "output"],
+                        int(next(op for op in order if op.kind == "input").shape[0]),
+                        wake, ring_len, max((g.depth for g in groups.values()), default=0))
+
+
+def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
+    """The synapse groups a run steps. assign-bitwidths splits a linear into one synapse group per
+    weight-exponent class, each holding only its rows (docs/fixed_point.md, --weight-exp): an S4D B
+    of a paper-size model became 13 [8192, 128] groups, each a full pass over the pre messages.
+    Groups with the same pre, delay and readers, on the float path, whose non-zero rows are disjoint
+    run as one, each post row's weights scaled by its own group's 2^-shift: a post row's output is
+    its own group's sat(shr(acc, shift), 32) -- floor is a no-op on the integers of rows with
+    shift <= 0 -- and the other groups would add 0 to its dendritic sum and clip nothing, so every sum
+    and count is the same. Readers are rewired in `groups` (a product's two operands are never merged)."""
+    classes: dict[tuple, list[_Synapses]] = {}
+    for name, s in synapses.items():
+        readers = tuple(c.name for c in graph.consumers(name))
+        if s.exact_float and not s.pre_clip and readers and all(groups[r].kind != "product" for r in readers):
+            classes.setdefault((s.pre, s.delay, readers), []).append(s)
+    run = dict(synapses)
+    for members in classes.values():
+        owned = np.zeros(members[0].post_size, bool)
+        row_shift = np.zeros(members[0].post_size, np.int64)
+        merged = []
+        for s in members:  # the first group owning a row keeps it; a group overlapping one merged already stays apart
+            own = s.nonzeros[0]  # rows, each once per non-zero
+            if not owned[own].any():
+                owned[own] = True
+                row_shift[own] = s.shift
+                merged.append(s)
+        if len(merged) < 2:
+            continue
+        first = merged[0]
+        rows, cols, vals = (np.concatenate([s.nonzeros[i] for s in merged]) for i in range(3))
+        # each row is one group's, its terms in column order: a stable sort by row keeps them so
+        order = np.argsort(rows, kind="stable")
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        starts = np.flatnonzero(np.diff(rows, prepend=-1))
+        one = _Synapses(first.name, first.pre, max(s.shift for s in merged), 0, first.delay, first.pre_size,
+                        first.post_size, exact_float=True, may_clip=any(s.may_clip for s in merged))
+        _choose_kernel(one, (first.post_size, first.pre_size), rows, cols, vals, starts, row_shift)
+        for s in merged:
+            del run[s.name]
+        run[one.name] = one
+        names = {s.name for s in merged}
+        for r in {r for s in merged for r in (c.name for c in graph.consumers(s.name))}:
+            g = groups[r]
+            g.synapses = [n for n in g.synapses if n not in names or n == first.name]
+    return run
 
 
 def _signature(graph: Graph) -> list[tuple]:
@@ -415,95 +493,94 @@ def one_blas_thread(fn):
     return run
 
 
+_CHUNK_VALUES = 1 << 20  # values of a part's step-proportional buffers (8 MiB, an upper bound: they mostly stay in cache)
+
+
+_THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
+
+
 @one_blas_thread
 def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
-    """Run x [batch, tokens, features] through the integer network; see EngineResult."""
+    """Run x [batch, tokens, features] through the integer network; see EngineResult. A large batch
+    is split over the cores (sequences are independent; numpy releases the GIL in its kernels), each
+    part run by one thread into its rows of the same result arrays."""
     net = prepare(graph)
-    x = _check_input(graph, x)
+    x = check_sequences(x, net.features)
+    batch, tokens, _ = x.shape
+    steps = tokens + net.max_depth
+    threads = max(1, min(_cores(), batch // _THREAD_SEQUENCES))
+    parts = [slice(i * batch // threads, (i + 1) * batch // threads) for i in range(threads)]
+    room = _check_run_size(net.groups, net.run_synapses, net, x.shape, steps, trace)
+    chunk = _chunk_steps(_step_values(net.groups, net.run_synapses), -(-batch // threads), batch, steps, room)
+
+    # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
+    read = {group: np.zeros((tokens, batch, net.groups[group].size), np.int64) for _, group in net.outputs}
+    traces: dict[str, np.ndarray] = {}
+    if trace:
+        for g in net.groups.values():
+            traces[g.name] = np.zeros((steps, batch, g.size), np.int64)
+            if g.stateful:
+                traces[f"{g.name}.state"] = np.zeros((steps, batch, g.size), np.int64)
+            if g.delta:
+                traces[f"{g.name}.last"] = np.zeros((steps, batch, g.size), np.int64)
+
+    def run_part(rows: slice) -> dict[str, _Group]:
+        return _run_part(net, x[rows], steps, chunk, {k: v[:, rows] for k, v in read.items()},
+                         {k: v[:, rows] for k, v in traces.items()})
+
+    if threads == 1:
+        runs = [run_part(parts[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            runs = list(pool.map(run_part, parts))
+    groups = runs[0]
+    for other in runs[1:]:
+        for name, g in groups.items():
+            g.zeros += other[name].zeros
+            g.total += other[name].total
+            for q in SAT_QUANTITIES:
+                g.counts[q] += other[name].counts[q]
+    # [batch, step or token, size] views: no copy beyond what the run-size check counted
+    read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
+    traces = {name: v.transpose(1, 0, 2) for name, v in traces.items()}
+    return engine_result(net.outputs, groups, read, traces if trace else None, steps)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _run_part(net: _PreparedNet, x: np.ndarray, steps: int, chunk: int, read: dict[str, np.ndarray],
+              traces: dict[str, np.ndarray]) -> dict[str, _Group]:
+    """Run sequences x [batch, tokens, features] in chunks of steps, writing what the outputs read into
+    `read` and the traces into `traces` (step-major views); its groups, with their counts."""
     batch, tokens, _ = x.shape
     groups = {name: replace(g, counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in net.groups.items()}
-    synapses = {name: replace(s) for name, s in net.synapses.items()}
-    wake, ring_len = net.wake, net.ring_len
-    steps = tokens + net.max_depth
-    _check_run_size(groups, synapses, ring_len, graph, x.shape, steps, trace)
+    synapses = {name: replace(s) for name, s in net.run_synapses.items()}
     for g in groups.values():
-        dtype = np.float64 if g.exact_float else np.int64
-        if g.name in ring_len:
-            g.ring = [np.zeros((batch, g.size), dtype) for _ in range(ring_len[g.name])]
-        if g.stateful:
-            g.state = np.zeros((batch, g.size), dtype)
-            if g.exact_float and g.kind == "cpx":
-                g.spare = np.zeros((batch, g.size), dtype)
-        if g.delta:
-            g.last = np.zeros((batch, g.size), dtype)
-        if g.kind == "source":
-            g.source_msgs, clipped = quantize_source(x, g.frac, g.msg_bits)
-            g.source_msgs = g.source_msgs.astype(dtype)  # exact: |m| <= 2^(msg_bits-1) <= 2^52
-            g.source_clipped = clipped.sum(axis=(0, 2))
+        _start_group(g, x, batch, chunk, net.ring_len.get(g.name, 0))
     for s in synapses.values():
         if groups[s.pre].delta:
             s.sigma = np.zeros((batch, s.post_size), np.float64 if s.exact_float else np.int64)
-
-    read = {}  # group read by an output -> its messages for tokens 0..tokens-1
-    for out in graph.outputs():
-        g = groups[out.inputs[0]]
-        read.setdefault(g.name, np.zeros((batch, tokens, g.size), np.int64))
-    traces: dict[str, np.ndarray] = {}
-    if trace:
-        for g in groups.values():
-            traces[g.name] = np.zeros((batch, steps, g.size), np.int64)
-            if g.stateful:
-                traces[f"{g.name}.state"] = np.zeros((batch, steps, g.size), np.int64)
-            if g.delta:
-                traces[f"{g.name}.last"] = np.zeros((batch, steps, g.size), np.int64)
-
-    for t in range(steps):
-        syn_out: dict[str, tuple[np.ndarray | None, int]] = {}
-        for s in synapses.values():
-            if t >= wake[s.name]:
-                syn_out[s.name] = _synapse_step(s, groups[s.pre], t)
-        new: dict[str, np.ndarray | None] = {}
-        for g in groups.values():
-            if t < g.depth:
-                new[g.name] = None  # idle, emits 0
-            elif g.exact_float:
-                new[g.name] = _float_group_step(g, t, x, syn_out)
+    for t0 in range(0, steps, chunk):
+        n = min(chunk, steps - t0)
+        for kind, name in net.order:
+            if kind == "synapses":
+                s = synapses[name]
+                s.chunk_out = _synapse_chunk(s, groups[s.pre], t0, n, net.wake[name], batch)
             else:
-                new[g.name] = _group_step(g, t, x, syn_out)
-            if g.delta and new[g.name] is not None:
-                new[g.name] = _sigma_delta(g, new[g.name])
-        for g in groups.values():
-            m = new[g.name]
-            slot = g.ring[t % len(g.ring)] if g.ring is not None else None
-            if m is None:
-                if slot is not None:
-                    slot.fill(0)
-                continue
-            if slot is not None and m is not slot:  # a cpx group may have written it in place
-                slot[...] = m
-            if t - g.depth < tokens:  # a step that carries a token
-                g.total += m.size
-                zeros, g.msg_zeros = g.msg_zeros, None
-                g.zeros += int(np.count_nonzero(m == 0)) if zeros is None else zeros  # bools count fast
-                if g.name in read:
-                    read[g.name][:, t - g.depth] = m  # float64 messages hold exact integers
-            if trace:
-                traces[g.name][:, t] = m
-                if g.stateful:
-                    traces[f"{g.name}.state"][:, t] = g.state
-                if g.delta:
-                    traces[f"{g.name}.last"][:, t] = g.last
-
-    return engine_result(graph, groups, read, traces if trace else None, steps)
+                _group_chunk(groups[name], t0, n, batch, tokens, synapses, read.get(name), traces)
+    return groups
 
 
-def engine_result(graph: Graph, groups: dict, read: dict, traces: dict | None, steps: int) -> EngineResult:
-    """The result of a run from its groups (each with frac, decode, counts, zeros, total) and the messages
-    `read` of the groups the outputs read: shared by the numpy and microcode engines."""
+def engine_result(outputs: list[tuple[str, str]], groups: dict, read: dict, traces: dict | None,
+                  steps: int) -> EngineResult:
+    """The result of a run from its outputs (output name, the group it reads), its groups (each with frac,
+    decode, counts, zeros, total) and the messages `read` [batch, tokens, size] of the groups the outputs
+    read: shared by the numpy and microcode engines."""
     return EngineResult(
-        outputs={out.name: decode_output(read[out.inputs[0]], groups[out.inputs[0]].frac,
-                                         groups[out.inputs[0]].decode) for out in graph.outputs()},
-        raw={out.name: read[out.inputs[0]].copy() for out in graph.outputs()},
+        outputs={out: decode_output(read[group], groups[group].frac, groups[group].decode) for out, group in outputs},
+        raw={out: read[group].copy() for out, group in outputs},
         saturation={name: dict(g.counts) for name, g in groups.items()},
         sparsity={name: g.zeros / g.total if g.total else 0.0 for name, g in groups.items()},
         trace=traces,
@@ -511,14 +588,53 @@ def engine_result(graph: Graph, groups: dict, read: dict, traces: dict | None, s
     )
 
 
-def _check_run_size(groups, synapses, ring_len, graph: Graph, x_shape, steps: int, trace: bool) -> None:
-    """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit."""
+def output_groups(graph: Graph) -> list[tuple[str, str]]:
+    """(output op, the neuron group it reads) for every output of the graph, in order."""
+    return [(out.name, out.inputs[0]) for out in graph.outputs()]
+
+
+def _step_values(groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> int:
+    """Values per sequence that one more step of chunk adds at most: a group's message ring (whole
+    chunks and the history before them) grows by up to 2 rows, its two chunks of states (unless they
+    are its messages) by 2, a synapse group's chunk of outputs and kernel temporaries by 1."""
+    return sum(g.size * (4 if g.stateful and not _states_in_buffer(g) else 2) for g in groups.values()) \
+        + sum(s.post_size + s.work_values for s in synapses.values())
+
+
+def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int) -> int:
+    """Steps a chunk runs: as many as keep a part of `part` sequences' step-proportional buffers within
+    _CHUNK_VALUES (in cache) and the whole batch's within the `room` (bytes) the work limit leaves above
+    a run of 1-step chunks; at least 1. A chunk runs every synapse group as one product over all its
+    steps and every stateless group as one elementwise pass: at batch 1 the per-step calls were most
+    of the time."""
+    return max(1, min(steps, _CHUNK_VALUES // max(part * step_values, 1), 1 + room // max(8 * batch * step_values, 1)))
+
+
+def _history(g: _Group, ring: int) -> int:
+    # a group keeping its states in its buffer reads its last state from the row before the chunk
+    return max(ring, 1) if _states_in_buffer(g) else ring
+
+
+def _buffer_rows(chunk: int, ring: int) -> int:
+    # a ring of whole chunks with room for `ring` steps of history before the chunk being run
+    return chunk * -(-(ring + chunk) // chunk)
+
+
+def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, trace: bool) -> int:
+    """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit when
+    run in chunks of 1 step: per group its message ring (history and the step), state, `last` and
+    states, per synapse group its outputs, kernel temporaries and sigma sum, the input, its quantized
+    copy, what the outputs read (twice: raw and decoded) and the traces. Returns the bytes the limit
+    leaves over: longer chunks take at most that (see _step_values, _chunk_steps)."""
     batch, tokens, features = x_shape
-    per_group = sum(g.size * (ring_len.get(g.name, 0) + 3 + (3 * steps if trace else 0)) for g in groups.values())
-    per_synapse = sum(2 * s.post_size + s.work_values for s in synapses.values())
-    outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
-    refuse_oversized_run("numpy engine", batch, tokens, 8 * (per_group + per_synapse + tokens * (2 * features + 3 * outs)),
-                         trace)
+    values = sum(g.size * (_buffer_rows(1, _history(g, net.ring_len.get(g.name, 0))) + 2
+                           + (2 if g.stateful and not _states_in_buffer(g) else 0) + (3 * steps if trace else 0))
+                 for g in groups.values())
+    values += sum(2 * s.post_size + s.work_values for s in synapses.values())
+    outs = sum(groups[group].size for _, group in net.outputs)
+    per_sequence = 8 * (values + tokens * (2 * features + 3 * outs))
+    refuse_oversized_run("numpy engine", batch, tokens, per_sequence, trace)
+    return limits.current().work_bytes - batch * per_sequence
 
 
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
@@ -526,36 +642,212 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     return run_numpy(net.graph, x, trace=trace)
 
 
-def _synapse_step(s: _Synapses, pre: _Group, t: int) -> tuple[np.ndarray | None, int]:
-    """(out [batch, post] or None for all zeros, number of clipped values). An `out` may be
-    a buffer the next step overwrites: read it, never keep it."""
-    src = t - s.delay
-    if src < pre.depth or s.kernel == "zero":  # before step 0, or the pre group was idle: zero messages
-        return None, 0  # (a sigma sum is still 0 then: nothing was sent yet, or W is all zeros)
-    m = pre.ring[src % len(pre.ring)]
+def _start_group(g: _Group, x: np.ndarray, batch: int, chunk: int, ring: int) -> None:
+    """A group's run state: its message buffer [rows, batch, size] -- `ring` steps of history (zeros
+    before step 0), then the chunk being run from row `pos` -- its state and its source messages."""
+    dtype = np.float64 if g.exact_float else np.int64
+    ring = _history(g, ring)
+    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, g.size), dtype)
+    g.pos, g.ran = 0, 0
+    if g.stateful:
+        g.state = np.zeros((batch, g.size), dtype)
+        if not _states_in_buffer(g):
+            g.states = [np.empty((chunk, batch, g.size), dtype) for _ in range(2)]
+    if g.delta:
+        g.last = np.zeros((batch, g.size), dtype)
+    if g.kind == "source":
+        msgs, clipped = quantize_source(x, g.frac, g.msg_bits)
+        g.source_msgs = np.ascontiguousarray(msgs.transpose(1, 0, 2), dtype)  # exact: |m| <= 2^(msg_bits-1) <= 2^52
+        g.source_clipped = clipped.sum(axis=(0, 2))
+
+
+def _synapse_chunk(s: _Synapses, pre: _Group, t0: int, n: int, wake: int, batch: int):
+    """(acc, first): the group's outputs before the 32-bit sat, shr(W @ m_pre[t - delay], -weight_exp) (of the
+    sigma sum for a sigma synapse), for steps t0 + first .. t0 + n - 1 as rows [(n - first) * batch, post]
+    (the readers sat and count the rows of their awake steps); None when they are all zero. Steps before
+    `wake` are not formed (no reader is awake); a sigma synapse sums every step. `acc` may be a buffer the
+    next chunk overwrites."""
+    first = 0 if s.sigma is not None else max(0, wake - t0)
+    if s.kernel == "zero" or first >= n or t0 + n - s.delay <= pre.depth:  # W = 0, no reader awake, or the
+        return None  # pre group idle (then a sigma sum is still 0 too: nothing was sent yet)
+    start, count = (pre.pos - s.delay + first) % len(pre.buf), n - first
+    if start + count <= len(pre.buf):
+        m = pre.buf[start:start + count].reshape(-1, s.pre_size)
+    else:  # from the end of the ring on into its start
+        m = np.concatenate((pre.buf[start:], pre.buf[:start + count - len(pre.buf)])).reshape(-1, s.pre_size)
+    dtype = np.float64 if s.exact_float else np.int64
+    acc = weighted_sum(s, m if m.dtype == dtype else m.astype(dtype))  # float m: exact integers
+    if s.sigma is not None:  # sigma[t] = sigma[t - 1] + W @ m[t - delay]: every partial sum is one of them
+        steps = acc.reshape(n, batch, s.post_size)  # (|sigma| = |W @ last| stays within the bound: exact)
+        steps[0] += s.sigma
+        np.cumsum(steps, axis=0, out=steps)
+        s.sigma[...] = steps[-1]
     if s.exact_float:  # exact: see _prepare_synapses
-        acc = weighted_sum(s, m if m.dtype == np.float64 else m.astype(np.float64))
-        if s.sigma is not None:  # |sigma| = |W @ last| stays within the same bound: still exact
-            s.sigma += acc
-            acc[...] = s.sigma
         if s.shift > 0:
             np.floor(acc, out=acc)
-        return _sat_count(acc, ACC_BITS) if s.may_clip else (acc, 0)
-    acc = weighted_sum(s, m if m.dtype == np.int64 else m.astype(np.int64))  # float m: exact integers
-    if s.sigma is not None:
-        s.sigma += acc
-        acc = s.sigma.copy()
-    if s.pre_clip:
-        acc = np.clip(acc, -s.pre_clip, s.pre_clip)
-    return _sat_count(shr(acc, s.shift), ACC_BITS)
+    else:
+        if s.pre_clip:
+            acc = np.clip(acc, -s.pre_clip, s.pre_clip)
+        acc = shr(acc, s.shift)
+    return acc, first
+
+
+def _group_chunk(g: _Group, t0: int, n: int, batch: int, tokens: int, synapses: dict[str, _Synapses],
+                 read: np.ndarray | None, traces: dict[str, np.ndarray]) -> None:
+    """Run group g for steps t0 .. t0 + n - 1 into its buffer; count, read and trace what it sent."""
+    pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
+    g.pos, g.ran = pos, n
+    if _states_in_buffer(g):  # its state after the last step is the message of that step
+        g.state = g.buf[pos - 1]
+    out = g.buf[pos:pos + n]
+    idle = min(max(g.depth - t0, 0), n)  # steps before its depth: emits 0, keeps its state 0
+    out[:idle] = 0
+    awake = n - idle
+    step_zeros = None
+    if awake:
+        msgs = out[idle:]
+        if g.kind == "source":
+            k = min(max(tokens - t0 - idle, 0), awake)  # steps that read a token
+            msgs[:k] = g.source_msgs[t0 + idle:t0 + idle + k]
+            msgs[k:] = 0
+            g.counts["message"] += int(g.source_clipped[t0 + idle:t0 + idle + k].sum())
+            if g.delta:
+                _sigma_delta_steps(g, msgs.copy(), awake, batch, msgs, traces.get(f"{g.name}.last"), t0 + idle)
+        else:
+            syn_out = {}
+            for name in g.synapses:
+                s = synapses[name]
+                if s.chunk_out is None:
+                    continue
+                acc, first = s.chunk_out
+                acc = acc[(idle - first) * batch:]  # first <= idle: a synapse wakes with its first reader
+                if s.may_clip:
+                    acc, clipped = _sat_count(acc, ACC_BITS)
+                    g.counts["accumulator"] += clipped
+                syn_out[name] = (acc, 0)
+            value, step_zeros = _awake_values(g, syn_out, awake, batch, msgs, traces, t0 + idle)
+            if g.delta:
+                _sigma_delta_steps(g, value, awake, batch, msgs, traces.get(f"{g.name}.last"), t0 + idle)
+            elif value is not msgs:
+                msgs.reshape(awake * batch, g.size)[...] = value
+    lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
+    if hi > lo:
+        carried = out[lo - t0:hi - t0]
+        g.total += carried.size
+        if g.kind != "source" and step_zeros is not None:  # counted while in cache
+            g.zeros += int(step_zeros[lo - t0 - idle:hi - t0 - idle].sum())
+        else:
+            g.zeros += int(np.count_nonzero(carried == 0))  # on bools: many times faster than on floats
+        if read is not None:
+            read[lo - g.depth:hi - g.depth] = carried  # float64 messages hold exact integers
+    if g.name in traces:
+        traces[g.name][t0:t0 + n] = out
+
+
+def _awake_values(g: _Group, syn_out, steps: int, batch: int, msgs: np.ndarray, traces,
+                  t: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The dense messages [steps * batch, size] of an awake group for `steps` steps from step t (elementwise
+    kinds in one pass; a stateful group step by step, its states traced) -- or `msgs` itself when a
+    group whose message is its state wrote its states there, then with the zeros of each step."""
+    rows = steps * batch
+    dtype = np.float64 if g.exact_float else np.int64
+    if g.kind == "product":
+        return _message(g, _product(g, syn_out, rows)), None
+    a = _dendrite(g, syn_out, dtype, rows)
+    if g.kind in ("relay", "relu", "lut"):
+        if a is None:
+            a = np.zeros((rows, g.size), dtype)
+        if g.kind == "lut":
+            i = shr(a, g.lut_shift) - g.lut_lo
+            top = len(g.table) - 1
+            g.counts["message"] += int(np.count_nonzero((i < 0) | (i > top)))  # a clipped index saturates
+            return g.table[np.clip(i, 0, top)], None
+        return _message(g, a if g.kind == "relay" else np.maximum(a, 0)), None
+    if g.kind not in STATEFUL_KINDS:
+        raise IRError(f"%{g.name}: unknown neuron kind {g.kind!r}")
+    if _states_in_buffer(g):
+        step_zeros = _state_steps(g, a, steps, batch, msgs, count_zeros=True)
+    else:
+        g.flip ^= 1  # the other buffer: g.state, the last row of this one's previous chunk, stays intact
+        _state_steps(g, a, steps, batch, g.states[g.flip][:steps], count_zeros=False)
+    states = msgs if _states_in_buffer(g) else g.states[g.flip][:steps]
+    if f"{g.name}.state" in traces:
+        traces[f"{g.name}.state"][t:t + steps] = states
+    if _states_in_buffer(g):
+        return msgs, step_zeros
+    flat = states.reshape(rows, g.size)
+    return _message(g, _rshr_float(flat, g.out_shift) if g.exact_float else rshr(flat, g.out_shift)), None
+
+
+def _states_in_buffer(g: _Group) -> bool:
+    """A stateful group whose message is its state writes its states straight into its message buffer."""
+    return g.stateful and _msg_is_state(g)
+
+
+def _state_steps(g: _Group, a: np.ndarray | None, steps: int, batch: int, states: np.ndarray,
+                 count_zeros: bool) -> np.ndarray | None:
+    """Update a stateful group's state step by step (the only per-step loop of a chunk; vectorised over
+    the batch and the neurons), writing the state after each step into states [steps, batch, size], which
+    must not hold g.state. With count_zeros, also the zero states of each step (float cpx: counted in cache)."""
+    zeros = np.zeros(steps, np.int64) if count_zeros and g.exact_float and g.kind == "cpx" else None
+    for j in range(steps):
+        aj = None if a is None else a[j * batch:(j + 1) * batch]
+        new = states[j]
+        if g.kind == "integrator":
+            if aj is None:
+                new[...] = g.state
+            else:
+                np.add(g.state, aj, out=new)
+                _sat_into(g, new)
+        elif g.exact_float:
+            # The interleaved [re_0, im_0, re_1, ...] layout is exactly a complex128 array, so one
+            # complex multiply forms c_re x_re - c_im x_im and c_re x_im + c_im x_re, scaled by 2^-f:
+            # every product and sum is an exact (scaled) integer, in any evaluation order or with FMA.
+            for rows in _row_blocks(batch, g.size):  # a block's passes run while it is in cache
+                blk = new[rows]
+                np.multiply(g.state[rows].view(np.complex128), g.c, out=blk.view(np.complex128))
+                blk += 0.5  # exact, see _float_group: floor(v 2^-f + 1/2) = rshr(v, f)
+                np.floor(blk, out=blk)
+                if aj is not None:
+                    blk += aj[rows]
+                _sat_into(g, blk)
+                if zeros is not None:
+                    zeros[j] += np.count_nonzero(blk == 0)  # on bools: many times faster than on floats
+        else:
+            xr, xi = g.state[:, 0::2], g.state[:, 1::2]
+            new[:, 0::2] = rshr(g.c_re * xr - g.c_im * xi, g.coef_frac) + (0 if aj is None else aj[:, 0::2])
+            new[:, 1::2] = rshr(g.c_re * xi + g.c_im * xr, g.coef_frac) + (0 if aj is None else aj[:, 1::2])
+            _sat_into(g, new)
+        g.state = new
+    if count_zeros and zeros is None:
+        zeros = np.array([np.count_nonzero(states[j] == 0) for j in range(steps)], np.int64)
+    return zeros
+
+
+def _sat_into(g: _Group, v: np.ndarray) -> None:
+    clipped, n = _sat_count(v, g.state_bits)
+    if n:
+        v[...] = clipped
+        g.counts["state"] += n
+
+
+def _sigma_delta_steps(g: _Group, y: np.ndarray, steps: int, batch: int, msgs: np.ndarray,
+                       last_trace: np.ndarray | None, t: int) -> None:
+    """The sigma-delta messages of `steps` steps of dense messages y [steps * batch, size], step by step."""
+    y = y.reshape(steps, batch, g.size)
+    for j in range(steps):
+        msgs[j] = _sigma_delta(g, y[j])
+        if last_trace is not None:
+            last_trace[t + j] = g.last
 
 
 def weighted_sum(s: _Synapses, m: np.ndarray) -> np.ndarray:
-    """acc = W @ m for messages m [batch, pre] in the kernel's dtype, into s.out [batch, post] (allocated on
-    first use, then reused). Every kernel forms the same integer sums; see _choose_kernel."""
-    if s.out is None or s.out.shape[0] != m.shape[0]:
+    """acc = W @ m for messages m [rows, pre] in the kernel's dtype, into the first rows of s.out
+    [rows, post] (allocated on first use, then reused). Every kernel forms the same integer sums; see
+    _choose_kernel."""
+    if s.out is None or s.out.shape[0] < m.shape[0] or s.out.dtype != m.dtype:
         s.out = np.empty((m.shape[0], s.post_size), m.dtype)
-    out = s.out
+    out = s.out[:m.shape[0]]
     if s.kernel == "dense":
         np.matmul(m, s.w, out=out)
     elif s.kernel == "broadcast":
@@ -570,7 +862,7 @@ def weighted_sum(s: _Synapses, m: np.ndarray) -> np.ndarray:
         out *= s.w
     elif s.kernel == "segment":  # in blocks of sequences whose terms stay in cache
         blocks = _row_blocks(m.shape[0], len(s.w))
-        if s.terms is None or s.terms.dtype != m.dtype:
+        if s.terms is None or s.terms.dtype != m.dtype or len(s.terms) < min(blocks[0].stop, m.shape[0]):
             s.terms = np.empty((min(blocks[0].stop, m.shape[0]), len(s.w)), m.dtype)
         if s.rows is not None:
             out.fill(0)
@@ -613,44 +905,6 @@ def _dendrite(g: _Group, syn_out, dtype, batch: int) -> np.ndarray | None:
     return a
 
 
-def _group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
-    """One step of an awake int64 group: its message [batch, size]; updates its state and counts."""
-    if g.kind == "source":
-        if t >= x.shape[1]:  # after the last token
-            return np.zeros((x.shape[0], g.size), g.source_msgs.dtype)
-        g.counts["message"] += int(g.source_clipped[t])
-        return g.source_msgs[:, t]
-    if g.kind == "product":
-        return _message(g, _product(g, syn_out, x.shape[0]))
-    a = _dendrite(g, syn_out, np.int64, x.shape[0])
-    if a is None:
-        a = np.zeros((x.shape[0], g.size), np.int64)
-    if g.kind == "lut":
-        i = shr(a, g.lut_shift) - g.lut_lo
-        top = len(g.table) - 1
-        g.counts["message"] += int(np.count_nonzero((i < 0) | (i > top)))  # a clipped index saturates
-        return g.table[np.clip(i, 0, top)]
-    if g.kind == "relay":
-        value = a
-    elif g.kind == "relu":
-        value = np.maximum(a, 0)
-    elif g.kind == "integrator":
-        g.state, n = _sat_count(g.state + a, g.state_bits)
-        g.counts["state"] += n
-        value = rshr(g.state, g.out_shift)
-    elif g.kind == "cpx":
-        xr, xi = g.state[:, 0::2], g.state[:, 1::2]
-        new = np.empty_like(g.state)
-        new[:, 0::2] = rshr(g.c_re * xr - g.c_im * xi, g.coef_frac) + a[:, 0::2]
-        new[:, 1::2] = rshr(g.c_re * xi + g.c_im * xr, g.coef_frac) + a[:, 1::2]
-        g.state, n = _sat_count(new, g.state_bits)
-        g.counts["state"] += n
-        value = rshr(g.state, g.out_shift)
-    else:
-        raise IRError(f"%{g.name}: unknown neuron kind {g.kind!r}")
-    return _message(g, value)
-
-
 def _product(g: _Group, syn_out, batch: int) -> np.ndarray:
     """rshr(a0 * a1, out_shift): a0 = sat(first synapse output + bias, 32), a1 the second's output."""
     ops = []
@@ -675,63 +929,12 @@ def _sigma_delta(g: _Group, y: np.ndarray) -> np.ndarray:
     return m
 
 
-def _float_group_step(g: _Group, t: int, x: np.ndarray, syn_out) -> np.ndarray:
-    """_group_step for a group whose values are float64 holding exact integers (see _float_group)."""
-    if g.kind == "source":
-        return _group_step(g, t, x, syn_out)
-    a = _dendrite(g, syn_out, np.float64, x.shape[0])
-    if g.kind in ("relay", "relu"):
-        if a is None:
-            return np.zeros((x.shape[0], g.size), np.float64)
-        return _message(g, a if g.kind == "relay" else np.maximum(a, 0.0))
-    if g.kind == "integrator":
-        if a is not None:
-            g.state, n = _sat_count(g.state + a, g.state_bits)
-            g.counts["state"] += n
-    elif g.kind == "cpx":
-        # The interleaved [re_0, im_0, re_1, ...] layout is exactly a complex128 array, so one
-        # complex multiply forms c_re x_re - c_im x_im and c_re x_im + c_im x_re, scaled by 2^-f:
-        # every product and sum is an exact (scaled) integer, in any evaluation order or with FMA.
-        new = _cpx_buffer(g, t)
-        zeros = 0
-        for rows in _row_blocks(*new.shape):  # a block's passes run while it is in cache
-            blk = new[rows]
-            np.multiply(g.state[rows].view(np.complex128), g.c, out=blk.view(np.complex128))
-            blk += 0.5  # exact, see _float_group: floor(v 2^-f + 1/2) = rshr(v, f)
-            np.floor(blk, out=blk)
-            if a is not None:
-                blk += a[rows]
-            state, n = _sat_count(blk, g.state_bits)
-            g.counts["state"] += n
-            if state is not blk:
-                blk[...] = state
-            zeros += int(np.count_nonzero(blk == 0))  # on bools: many times faster than on floats
-        if _msg_is_state(g):
-            g.msg_zeros = zeros
-        if new is g.spare:
-            g.spare = g.state
-        g.state = new
-    else:
-        raise IRError(f"%{g.name}: unknown neuron kind {g.kind!r}")
-    return _message(g, _rshr_float(g.state, g.out_shift))
-
-
 _BLOCK_VALUES = 1 << 17  # values per block of sequences: 1 MiB of float64 stays in a 2 MiB L2
 
 
 def _row_blocks(batch: int, size: int) -> list[slice]:
     rows = max(1, _BLOCK_VALUES // max(size, 1))
     return [slice(i, i + rows) for i in range(0, batch, rows)]
-
-
-def _cpx_buffer(g: _Group, t: int) -> np.ndarray:
-    """Where a float cpx group writes its new state. When its message is its state, that is
-    its ring slot of step t, saving the copy into the ring: the slot's old message is dead
-    (a synapse of delay ring_len read it before the groups stepped). With a 1-slot ring that
-    slot is the current state itself, and the update, elementwise, runs in place."""
-    if g.ring is not None and _msg_is_state(g):
-        return g.ring[t % len(g.ring)]
-    return g.spare
 
 
 def _msg_is_state(g: _Group) -> bool:

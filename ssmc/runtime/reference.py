@@ -172,7 +172,7 @@ def _step(g: _Group, t: int, x_tokens, syn_out: dict[str, list[int]], tokens: in
 def run_reference(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the integer network by the contract, one sequence, step
     and neuron at a time; the same EngineResult (integers, counts, sparsity, traces) as run_numpy."""
-    check_neuro_graph(graph)
+    check_neuro_graph(graph, "reference")
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     groups = [op for op in graph.ops() if op.kind == "neurons"]

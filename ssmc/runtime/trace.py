@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ssmc.data import check_sequences
-from ssmc.errors import SsmcError
+from ssmc.errors import IncompleteNetError
 from ssmc.ir.graph import Graph, Op
 from ssmc.runtime.float_ref import FloatEngine
 from ssmc.runtime.numpy_engine import run_numpy
@@ -191,8 +191,8 @@ def trace_net(neuro: Graph, float_graph: Graph, x: np.ndarray, skip_cpx: str | N
     quantized from) on x [batch, tokens, features]. `skip_cpx`: a reason to leave complex-pair groups
     out (their float graph is in another state basis)."""
     if not neuro.ops_of_kind("neurons"):
-        raise SsmcError("this net has no neuron groups (compiled without the fixed-point passes): "
-                        "there is no fixed point to trace; compile it with the default pipeline")
+        raise IncompleteNetError("this net has no neuron groups (compiled without the fixed-point passes): "
+                                 "there is no fixed point to trace; compile it with the default pipeline")
     x = check_sequences(x, neuro.inputs()[0].shape[0])
     pairs, skipped = _pairing(neuro, float_graph, skip_cpx)
     acc = None

@@ -23,7 +23,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 
-from ssmc.errors import SsmcError
+from ssmc.errors import SsmcError, TargetError
 from ssmc.data import read_small_file
 
 FORMAT = "ssmc.target/1"
@@ -40,10 +40,6 @@ CAPACITIES = {
     "groups": "neuron groups per core",
 }
 SURENESS = ("published", "third-party", "derived", "assumed", "user")
-
-
-class TargetError(SsmcError):
-    """A target file that cannot be read, or an override that makes no sense."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ cited by row number):
 from __future__ import annotations
 
 WORD = 4
-SIMPLE_KINDS = ("source", "relay", "relu", "integrator")
 NEURON_BYTES = {"source": 16, "relay": 16, "relu": 16, "integrator": 16, "cpx": 24, "lut": 20, "product": 20}
 SIGMA_DELTA_EXTRA_BYTES = WORD
 LUT_ENTRY_BYTES = WORD
@@ -60,7 +59,3 @@ def group_fixed_bytes(kind: str, table_entries: int = 0) -> int:
 def synapse_bytes(weight_bits: int, nonzeros: int) -> int:
     """Bytes of synapse memory for `nonzeros` stored weights of `weight_bits` bits."""
     return -(-int(nonzeros) * (int(weight_bits) + SYNAPSE_OVERHEAD_BITS) // 8)
-
-
-def routing_bytes(fan_in_axons: int, fan_out_routes: int) -> int:
-    return AXON_BYTES * int(fan_in_axons) + ROUTE_BYTES * int(fan_out_routes)

@@ -115,17 +115,6 @@ def test_cli_runs_the_microcode_engine_with_the_numpy_engines_results(tmp_path):
     assert "cycles are assumed" in runs["microcode"]
 
 
-def test_the_report_section_has_a_line_per_program_and_says_cycles_are_assumed():
-    from ssmc.backend_loihi.microcode.emit import microcode_report_section
-    g = random_network(3)
-    net = Net(graph=g, source={}, pipeline="", options={}, report={}, extras=emit_microcode(g))
-    section = microcode_report_section(net)
-    assert set(section) == {"isa", "total"} | {op.name for op in g.ops_of_kind("neurons")}
-    assert all("assumed" in v for k, v in section.items() if k != "isa") and "assumed" in section["isa"]
-    assert "no microcode" in microcode_report_section(Net(graph=g, source={}, pipeline="", options={}, report={}))[
-        "note"]
-
-
 def random_placement(g, seed: int) -> dict:
     """Each group cut into 1..3 blocks at neuron boundaries, on made-up (chip, core)s."""
     rng = np.random.default_rng(seed)

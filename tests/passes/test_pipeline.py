@@ -147,6 +147,12 @@ def test_bad_pipeline_syntax_is_refused(text):
         parse_pipeline(text)
 
 
+@pytest.mark.parametrize("value", [None, 3, ["canonicalize"]])
+def test_a_pipeline_that_is_not_text_is_refused(value):
+    with pytest.raises(PassError, match="a pipeline is text"):
+        parse_pipeline(value)
+
+
 def test_an_option_without_a_value_is_refused():
     with pytest.raises(PassError, match="must be written name=value"):
         parse_pipeline("test-tune{enabled}")

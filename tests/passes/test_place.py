@@ -10,11 +10,12 @@ from ssmc.ir.placement import core_assignment
 from ssmc.mapping.capacity import target_of
 from ssmc.ir.text import print_graph
 from ssmc.ir.verify import verify
-from ssmc.mapping.layout import swap_improve, total_cost
+from ssmc.mapping.layout import Budget, layout, swap_improve, total_cost
 from ssmc.mapping.netlist import build_netlist
 from ssmc.mapping.usage import traffic
 from ssmc.passes.partition import Partition
 from ssmc.passes.place import Place
+from ssmc.targets import load_target
 from tests.builders.neuro_models import s4d_stack
 from tests.passes.test_partition import tight_target
 
@@ -58,6 +59,24 @@ def test_place_is_deterministic(tmp_path):
     assert print_graph(Place().run(g)[0]) == print_graph(Place().run(g)[0])
 
 
+def test_placement_does_not_depend_on_the_wall_clock(monkeypatch):
+    """The searches stop on counted work: a machine where every clock read is 5 ms later (a heavy load)
+    places exactly as an idle one (a wall-clock stop placed one 64x16x3 network differently under load)."""
+    rng = np.random.default_rng(3)
+    target = load_target(chips=2)
+    k = target.cores_per_chip + target.cores_per_chip // 2  # two chips: every stage of the search runs
+    t = rng.random((k, k)) * (rng.random((k, k)) < 0.05)
+    idle = layout(t, target, time_limit=0.2)
+    clock = [time.perf_counter()]
+
+    def slow_clock():
+        clock[0] += 0.005
+        return clock[0]
+
+    monkeypatch.setattr("ssmc.mapping.layout.time.perf_counter", slow_clock)
+    assert np.array_equal(layout(t, target, time_limit=0.2), idle)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_swap_search_only_accepts_improvements(seed):
     rng = np.random.default_rng(seed)
@@ -68,7 +87,7 @@ def test_swap_search_only_accepts_improvements(seed):
     pts = np.stack(np.divmod(np.arange(n), 4), axis=1)
     dist = np.abs(pts[:, None] - pts[None]).sum(-1).astype(float)
     start = rng.permutation(n)
-    best = swap_improve(t, dist, start, time.perf_counter() + 10)
+    best = swap_improve(t, dist, start, Budget(10.0))
     assert sorted(best.tolist()) == list(range(n))
     assert total_cost(t, dist, best) <= total_cost(t, dist, start)
     # a local optimum: no single swap improves it (checked by brute force)
@@ -77,3 +96,20 @@ def test_swap_search_only_accepts_improvements(seed):
             p = best.copy()
             p[a], p[b] = p[b], p[a]
             assert total_cost(t, dist, p) >= total_cost(t, dist, best) - 1e-9
+
+
+@pytest.mark.parametrize("spec", ["partition{time-limit=%s}", "partition,place{time-limit=%s}"])
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf"])
+def test_a_time_limit_that_is_not_seconds_above_zero_is_refused(spec, seconds):
+    # -1 and nan ran no search at all, inf could search forever: both silently
+    from ssmc.errors import PassError
+    from ssmc.passes import parse_pipeline
+    from ssmc.passes.base import run_pipeline
+    with pytest.raises(PassError, match=f"time-limit = {float(seconds)}; give a number of seconds above 0"):
+        run_pipeline(s4d_stack(4, 2, 1), parse_pipeline(spec % seconds))
+
+
+def test_a_negative_neuron_cap_is_refused():
+    from ssmc.errors import PassError
+    with pytest.raises(PassError, match="max-neurons-per-core = -5; give a whole number of at least 1, or 0"):
+        Partition(max_neurons_per_core=-5, rate_sequences=0).run(s4d_stack(4, 2, 1))

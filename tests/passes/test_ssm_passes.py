@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 from hypothesis import HealthCheck, given, settings
 
-from ssmc.errors import SsmcError
+from ssmc.errors import PassError, SsmcError
 from ssmc.frontend import import_onnx
 from ssmc.ir import parse_graph, print_graph, verify
 from ssmc.passes import FLOAT_PIPELINE, parse_pipeline, run_pipeline
@@ -129,6 +129,12 @@ def test_fold_linear_folds_a_chain_when_it_saves_synapses():
     g, records = run_pipeline(parse_graph(FOLDABLE), parse_pipeline("fold-linear"))
     assert print_graph(g) == FOLDED
     assert records[0].changed and "folded into %b" in records[0].notes[0]
+
+
+@pytest.mark.parametrize("ratio", ["-1", "nan"])
+def test_fold_linear_refuses_a_max_ratio_that_is_not_a_number_at_least_0(ratio):
+    with pytest.raises(PassError, match=f"max-ratio = {float(ratio)}; give a number >= 0"):
+        run_pipeline(parse_graph(FOLDABLE), parse_pipeline(f"fold-linear{{max-ratio={ratio}}}"))
 
 
 def test_fold_linear_keeps_a_bottleneck():

@@ -13,7 +13,7 @@ from ssmc.api import Net
 from ssmc.backend_loihi.microcode.emit import emit_microcode
 from ssmc.errors import IRError, ResourceLimitError
 from ssmc.ir.verify import verify
-from ssmc.runtime import microcode_engine
+from ssmc.runtime import microcode_engine, reference
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.test_fuzz_graphs import _compiled_net
 
@@ -73,3 +73,28 @@ def test_a_placed_net_over_capacity_is_still_refused_when_structurally_broken():
     syn.params["weight"] = syn.params["weight"] * 1000
     with pytest.raises(IRError, match=f"%{syn.name} .*weights outside the 8-bit range"):
         run_numpy(graph, np.zeros((2, 4, 2)))
+
+
+def _model_level_graph():
+    from ssmc.frontend.convert import convert
+    from ssmc.frontend.load import load_model_bytes
+    from tests.builders.onnx_models import build_step_model, random_spec
+
+    spec = random_spec(1, H=3, M=2, n_layers=1, in_features=2, n_out=2)
+    return convert(load_model_bytes(build_step_model(spec).SerializeToString()).model)[0]
+
+
+def _run_lava_plan(graph, x):
+    from ssmc.backend_loihi.lava_net import plan_lava
+    return plan_lava(graph, x)
+
+
+@pytest.mark.parametrize("engine, run", [
+    ("numpy", run_numpy),
+    ("microcode", lambda g, x: microcode_engine.run_net(Net(graph=g, source={}, pipeline="", options={}, report={}), x)),
+    ("reference", lambda g, x: reference.run_reference(g, x)),
+    ("Lava", _run_lava_plan),
+])
+def test_a_graph_an_engine_cannot_run_is_refused_naming_that_engine(engine, run):
+    with pytest.raises(IRError, match=f"the {engine} engine runs the neuro-level IR"):
+        run(_model_level_graph(), np.zeros((2, 4, 2)))

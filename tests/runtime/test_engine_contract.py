@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssmc.errors import InputDataError, IRError
+from ssmc import limits
+from ssmc.errors import InputDataError, IRError, ResourceLimitError
 from ssmc.ir import Graph, Op, verify
 from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime import numpy_engine
@@ -389,3 +390,114 @@ def test_an_engine_that_rounds_wrongly_is_caught_by_the_reference(monkeypatch, h
     assert not any(_engine_differs_from_reference(g, x) for g, x in cases)
     monkeypatch.setattr(numpy_engine, helper, broken)
     assert any(_engine_differs_from_reference(g, x) for g, x in cases)
+
+
+def split_rows(g: Graph, seed: int) -> Graph:
+    """g with its synapse groups split as assign-bitwidths does for --weight-exp row: one group per
+    exponent class, each holding only its rows (the others zero) with its own weight_exp, all
+    read by the same groups (a product's two operands stay whole)."""
+    rng = np.random.default_rng(seed)
+    for op in g.ops_of_kind("synapses"):
+        if any(c.attrs["kind"] == "product" for c in g.consumers(op.name)):
+            continue
+        w, exp = op.params["weight"], int(op.attrs.get("weight_exp", 0))
+        cls = rng.integers(0, int(rng.integers(1, 4)), w.shape[0])
+        names = []
+        for c in range(int(cls.max()) + 1):
+            part = np.where((cls == c)[:, None], w, 0).astype(w.dtype)
+            if c == 0:
+                op.params["weight"] = part
+                names.append(op.name)
+            else:
+                names.append(g.add(Op(f"{op.name}.{c}", "synapses", op.inputs,
+                                      attrs={**op.attrs, "weight_exp": exp - int(rng.integers(1, 4))},
+                                      params={"weight": part}, shape=op.shape)).name)
+        for user in g.consumers(op.name):
+            g.set_inputs(user.name, [n for s in user.inputs for n in (names if s == op.name else [s])])
+    verify(g)
+    return g
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_row_split_synapse_groups_equal_the_scalar_contract(seed, csr_for_small_nets):
+    # The engine runs the classes of a split linear as one kernel with a shift per row: the sums,
+    # clips and counts must be those of the separate groups.
+    g = split_rows(structured_network(seed) if seed % 2 else random_extended_network(seed), seed)
+    for op in g.ops_of_kind("neurons"):
+        if op.attrs["kind"] != "source" and seed % 3 == 0:
+            op.attrs["delta"] = int(np.random.default_rng(seed).choice([1, 40]))
+    rng = np.random.default_rng(400 + seed)
+    x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0]), size=(3, 6, g.inputs()[0].shape[0]))
+    assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+
+
+def test_row_split_synapse_groups_are_run_as_one():
+    merged = [len(prepare(g).run_synapses) < len(prepare(g).synapses)
+              for g in (split_rows(random_network(seed), seed) for seed in range(6))]
+    assert any(merged)
+
+
+def test_a_row_split_paper_size_network_equals_the_scalar_contract_for_a_few_tokens():
+    g = split_rows(paper_size_network(), 1)
+    x = np.random.default_rng(8).normal(scale=0.01, size=(1, 2, 1))
+    assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_runs_in_chunks_of_any_length_equal_the_scalar_contract(monkeypatch, chunk):
+    # A run steps a chunk of steps at a time: synapse groups over the whole chunk, stateful and
+    # sigma-delta groups step by step inside it, messages in a ring of chunks with the history the
+    # delays need. Short chunks make every ring wrap, read across its end and carry state and sigma
+    # sums from chunk to chunk.
+    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: chunk)
+    for seed in range(6):
+        nets = [random_network(seed), random_extended_network(seed), split_rows(structured_network(seed), seed)]
+        for op in nets[2].ops_of_kind("neurons"):
+            op.attrs["delta"] = [0, 1, 40][(seed + len(op.name)) % 3] if op.attrs["kind"] != "source" else 0
+        for g in nets:
+            x = np.random.default_rng(500 + seed).normal(scale=4.0, size=(2, 7, g.inputs()[0].shape[0]))
+            assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+
+
+def test_a_run_without_traces_chunks_like_one_with_them(monkeypatch):
+    g = random_extended_network(3)
+    x = np.random.default_rng(9).normal(scale=4.0, size=(4, 9, g.inputs()[0].shape[0]))
+    whole = run_numpy(g, x)
+    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: 2)
+    for res in (run_numpy(g, x), run_numpy(g, x, trace=True)):
+        np.testing.assert_array_equal(res.raw["y"], whole.raw["y"])
+        assert res.saturation == whole.saturation and res.sparsity == whole.sparsity
+
+
+def test_a_batch_split_over_threads_equals_the_scalar_contract(monkeypatch):
+    # A large batch runs in parts, one thread each, into the rows of one result: counts, sparsity,
+    # traces and outputs are those of the whole batch. Force parts of 1 and 2 sequences.
+    monkeypatch.setattr(numpy_engine, "_THREAD_SEQUENCES", 1)
+    monkeypatch.setattr(numpy_engine, "_cores", lambda: 3)
+    for seed in range(4):
+        g = random_extended_network(seed)
+        x = np.random.default_rng(600 + seed).normal(scale=4.0, size=(5, 6, g.inputs()[0].shape[0]))
+        assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+
+
+def test_chunks_longer_than_one_step_only_use_room_the_work_limit_leaves(monkeypatch):
+    # The run-size check states what a run in 1-step chunks needs; longer chunks (faster) take only
+    # memory the limit leaves over, so a run the check admits never exceeds the limit.
+    g = random_network(5)
+    x = np.random.default_rng(3).normal(size=(6, 10, g.inputs()[0].shape[0]))
+    net = prepare(g)
+    steps = x.shape[1] + net.max_depth
+    chosen = []
+    real = numpy_engine._chunk_steps
+    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    need = limits.current().work_bytes - numpy_engine._check_run_size(net.groups, net.run_synapses, net, x.shape,
+                                                                      steps, False)
+    per_step = 8 * x.shape[0] * numpy_engine._step_values(net.groups, net.run_synapses)
+    ref = run_reference(g, x)
+    for limit, chunk in [(need, 1), (need + 2 * per_step, 3), (1 << 33, steps)]:
+        monkeypatch.setenv("SSMC_MAX_WORK_BYTES", str(limit))
+        assert_same_result(run_numpy(g, x), ref)
+        assert chosen[-1] == chunk
+    monkeypatch.setenv("SSMC_MAX_WORK_BYTES", str(need - 1))
+    with pytest.raises(ResourceLimitError):
+        run_numpy(g, x)

@@ -71,12 +71,35 @@ def generate(op: Op) -> Program:
         bias = np.clip(op.params["bias"].astype(np.int64), -BIAS_LIMIT, BIAS_LIMIT)
         params += [bias[lane::lanes] for lane in range(lanes)]
     value = [f"r{lane}" for lane in range(lanes)]
+    _input(c, kind, lanes, ports, bias is not None, k)
+    _update(c, op, a, params, value, sb, k)
+    if kind != "lut" and _msg_may_clip(kind, mb, sb, k):
+        for lane in range(lanes):
+            c("sat", value[lane], value[lane], aux=mb, cnt="msg")
+    delta = int(a["delta"])
+    if delta:
+        _sigma_delta(c, value, delta, mb)
+    _emit(c, lanes, value, depth)
+    probes = []
+    if kind in ("cpx", "integrator"):
+        probes += [("state", lane, STATE0 + lane) for lane in range(lanes)]
+    if delta:
+        probes += [("last", lane, LAST0 + lane) for lane in range(lanes)]
+    p = Program(lanes=lanes, neurons=neurons, ports=ports, code=c.code, probes=probes,
+                table=op.params["table"].astype(np.int64) if kind == "lut" else np.zeros(0, np.int64),
+                params=np.array(params, np.int64).reshape(len(params), neurons))
+    check_program(p, where)
+    return p
 
+
+def _input(c: _Code, kind: str, lanes: int, ports: int, has_bias: bool, k: int) -> None:
+    """The group's input into r0.. (one register per lane): the host's token for a source, the two operands'
+    product for a product group, else each lane's dendritic sum."""
     if kind == "source":
         c("in", "r0", aux=0, imm=0)  # the host's token, rounded (docs/microcode.md, Host)
     elif kind == "product":
         c("in", "r0", aux=0, imm=0)
-        if bias is not None:
+        if has_bias:
             c("add", "r0", "r0", "p0")
             c("sat", "r0", "r0", aux=ACC_BITS, cnt="acc")
         c("in", "r1", aux=1, imm=0)
@@ -84,7 +107,13 @@ def generate(op: Op) -> Program:
         c("rshr", "r0", "r0", imm=k)
     else:
         for lane in range(lanes):
-            _dendrite(c, value[lane], lane, ports, bias is not None)
+            _dendrite(c, f"r{lane}", lane, ports, has_bias)
+
+
+def _update(c: _Code, op: Op, a: dict, params: list[np.ndarray], value: list[str], sb: int, k: int) -> None:
+    """The kind's own step from its input to its output value (docs/fixed_point.md, Neuron groups); a cpx
+    group's coefficients are appended to `params`."""
+    kind = a["kind"]
     if kind == "relu":
         c("max", "r0", "r0", "z")
     elif kind == "integrator":
@@ -107,24 +136,27 @@ def generate(op: Op) -> Program:
             c(combine, t, t, "r4")
             c("rshr", t, t, imm=f)
             c("add", t, t, value[lane])
-        for lane in range(lanes):  # both components from the old state, then both stored
+        for lane in range(len(value)):  # both components from the old state, then both stored
             c("sat", f"s{lane}", f"r{2 + lane}", aux=sb, cnt="state")
             c("rshr", value[lane], f"s{lane}", imm=k)
-    if kind != "lut" and _msg_may_clip(kind, mb, sb, k):
-        for lane in range(lanes):
-            c("sat", value[lane], value[lane], aux=mb, cnt="msg")
-    delta = int(a["delta"])
-    if delta:
-        if delta > IMM_MAX:
-            raise MicrocodeError(f"{where}: delta = {delta} does not fit the 32-bit immediate")
-        for lane in range(lanes):  # d = sat(y - last); m = d if |d| >= delta else 0; last += m
-            last = f"s{2 + lane}"
-            c("sub", "r2", value[lane], last)
-            c("sat", "r2", "r2", aux=mb, cnt="msg")
-            c("abs", "r3", "r2")
-            c("cgei", "r3", "r3", imm=delta)
-            c("mask", value[lane], "r2", "r3")
-            c("add", last, last, value[lane])
+
+
+def _sigma_delta(c: _Code, value: list[str], delta: int, mb: int) -> None:
+    """Send changes only (docs/fixed_point.md, Sigma-delta messages), per lane."""
+    if delta > IMM_MAX:
+        raise MicrocodeError(f"{c.where}: delta = {delta} does not fit the 32-bit immediate")
+    for lane in range(len(value)):  # d = sat(y - last); m = d if |d| >= delta else 0; last += m
+        last = f"s{2 + lane}"
+        c("sub", "r2", value[lane], last)
+        c("sat", "r2", "r2", aux=mb, cnt="msg")
+        c("abs", "r3", "r2")
+        c("cgei", "r3", "r3", imm=delta)
+        c("mask", value[lane], "r2", "r3")
+        c("add", last, last, value[lane])
+
+
+def _emit(c: _Code, lanes: int, value: list[str], depth: int) -> None:
+    """Send each lane's value and halt; a group with a depth first idles (sends zeros) until its step."""
     for lane in range(lanes):
         c("emit", value[lane], imm=lane)
     c("halt")
@@ -133,17 +165,6 @@ def generate(op: Op) -> Program:
         for lane in range(lanes):
             c("emit", "z", imm=lane)
         c("halt")
-
-    probes = []
-    if kind in ("cpx", "integrator"):
-        probes += [("state", lane, STATE0 + lane) for lane in range(lanes)]
-    if delta:
-        probes += [("last", lane, LAST0 + lane) for lane in range(lanes)]
-    p = Program(lanes=lanes, neurons=neurons, ports=ports, code=c.code, probes=probes,
-                table=op.params["table"].astype(np.int64) if kind == "lut" else np.zeros(0, np.int64),
-                params=np.array(params, np.int64).reshape(len(params), neurons))
-    check_program(p, where)
-    return p
 
 
 def _dendrite(c: _Code, dst: str, lane: int, ports: int, has_bias: bool) -> None:

@@ -157,25 +157,6 @@ def core_cycles(net) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: tuple(int(v) for v in kv[0].split("."))))
 
 
-def microcode_report_section(net) -> dict[str, str]:
-    """The summary as key -> value lines for `ssmc report` (one line per program, then the total)."""
-    if INDEX not in net.extras:
-        return {"note": "no microcode in this net (compiled without the fixed-point passes, or by an older ssmc)"}
-    rows = microcode_summary(net)
-    out = {"isa": f"{ISA_NAME}: {ISA_NOTE}"}
-    for r in rows:
-        out[r["group"]] = (f"{r['kind']}, {r['neurons']} neurons, {r['code_words']} code + {r['table_words']} table "
-                           f"+ {r['param_words']} parameter words, {r['cycles_per_update']} cycles per neuron "
-                           f"update, {r['cycles_per_step']} per step (assumed)")
-    out["total"] = (f"{len(rows)} programs, {sum(r['code_words'] for r in rows)} code words, "
-                    f"{sum(r['cycles_per_step'] for r in rows)} cycles per step (assumed)")
-    cores = core_cycles(net)
-    if cores:
-        busiest = max(cores, key=cores.get)
-        out["busiest core"] = f"chip.core {busiest}: {cores[busiest]} cycles per step (assumed) of {len(cores)} cores"
-    return out
-
-
 def format_summary(rows: list[dict], cores: dict[str, int] | None = None) -> str:
     """The summary as a table for a terminal; `cores`: core_cycles(net), for the busiest core."""
     lines = [f"microcode ({ISA_NAME}; cycles are assumed, see docs/microcode.md):",
