@@ -187,9 +187,10 @@ def _load_inputs(path: str, labels_path: str | None, limit: int | None = None,
 
 
 def _read_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    from ssmc.data import load_sequences, read_arrays
+    from ssmc.data import check_input_range, load_sequences, read_arrays
 
     x, labels = load_sequences(path)
+    check_input_range(x, f"{path}: input")
     if labels_path:  # a .npy, or an .npz's array 'y'
         labels = read_arrays(labels_path, "labels", ("y",), required=("y",)).arrays["y"]
     if x.ndim == 2:

@@ -332,3 +332,18 @@ def test_readout_last_classifies_from_the_last_token_with_split_weight_exponents
     assert f"predictions (first 10): {y[:, -1].argmax(-1).tolist()}" in proc.stdout
     rel = float(proc.stdout.split("of the output scale")[0].rsplit("(", 1)[1])
     assert rel < 0.1  # compared with the per-token ONNX outputs: no pool was applied
+
+
+def test_run_refuses_inputs_the_float_reference_cannot_take_on_every_engine(tmp_path):
+    spec, model_path = _relu_model(tmp_path)
+    assert ssmc("compile", model_path, "-o", tmp_path / "n.lava", "-q").returncode == 0
+    x = np.random.default_rng(0).normal(size=(2, 5, spec.in_features))
+    x[1, 3, 0] = -1e308  # finite, but the float model's first layer turns it into inf
+    np.save(tmp_path / "huge.npy", x)
+    for engine in ("float", "numpy"):
+        assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "huge.npy", "--engine", engine),
+                              f"{tmp_path / 'huge.npy'}: input has values up to 1e+308", "scale the data")
+    x[1, 3, 0] = np.inf
+    np.save(tmp_path / "inf.npy", x)
+    assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "inf.npy", "--engine", "float"),
+                          "inf.npy", "NaN or infinite")

@@ -37,6 +37,7 @@ from ssmc import __version__, limits
 from ssmc.config import CompileConfig, ConfigError, from_options
 from ssmc.data import check_zip, parse_json, parse_npy, read_member, read_regular
 from ssmc.errors import BundleError, SsmcError
+from ssmc.ir.graph import Graph
 from ssmc.ir.net import CompiledNet
 from ssmc.ir.text import parse_graph, print_graph
 from ssmc.ir.verify import verify
@@ -100,12 +101,15 @@ def _manifest_sha256_line(manifest_blob: bytes) -> bytes:
 def encode(bundle: CompiledNet) -> bytes:
     """The bytes of the net.lava file for `bundle`."""
     verify(bundle.graph)
+    unreadable = "the model's values span more than a net holds; check the export"  # never write what load refuses
+    _check_magnitudes(bundle.graph, "the compiled net: ir.txt", unreadable)
     tensors: dict[str, np.ndarray] = {}
     entries: dict[str, bytes] = {"ir.txt": print_graph(bundle.graph, tensors=tensors).encode()}
     for key in sorted(tensors):
         entries[f"tensors/{key}.npy"] = _npy_bytes(tensors[key])
     if bundle.model_graph is not None:
         verify(bundle.model_graph)
+        _check_magnitudes(bundle.model_graph, "the compiled net: model/ir.txt", unreadable)
         model_tensors: dict[str, np.ndarray] = {}
         entries["model/ir.txt"] = print_graph(bundle.model_graph, tensors=model_tensors).encode()
         for key in sorted(model_tensors):
@@ -230,6 +234,18 @@ def _check_extras(extras: dict[str, bytes], name: str) -> None:
                                  f"the {field_name} of %{group['group']} names {path!r}, which is not in the net")
 
 
+def _check_magnitudes(graph: Graph, where: str, fix: str = "recompile the net") -> None:
+    """Float tensors (weights, scales) within the bound the ONNX frontend holds weights to: beyond it the float
+    engine turns them into inf without a word. The verifier has already refused NaN and inf."""
+    for op in graph.ops():
+        for key, value in sorted(op.params.items()):
+            arr = np.asarray(value)
+            if arr.dtype.kind in "fc" and arr.size and float(np.abs(arr).max()) > limits.MAX_ABS_WEIGHT:
+                raise BundleError(f"{where}: tensor '{key}' of %{op.name} has values up to "
+                                  f"{float(np.abs(arr).max()):.3g}; a net holds |values| up to "
+                                  f"{limits.MAX_ABS_WEIGHT:g}, as ONNX weights are: {fix}")
+
+
 def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = CompiledNet) -> CompiledNet:
     """Parse and validate net.lava bytes. Sizes are checked from the zip directory before anything
     is decompressed, entries are inflated in bounded chunks, and each tensor's .npy header is
@@ -292,6 +308,9 @@ def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = Compile
     except SsmcError as e:
         one_line = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise BundleError(f"{name}: the IR inside does not load: {one_line}") from None
+    _check_magnitudes(graph, f"{name}: ir.txt")
+    if model_graph is not None:
+        _check_magnitudes(model_graph, f"{name}: model/ir.txt")
     report = parse_json(contents.get("report.json", b"{}"), f"{name}: damaged: report.json", BundleError)
     _check_report(report, name)
     extras = {e[len("extra/"):]: blob for e, blob in contents.items() if e.startswith("extra/")}

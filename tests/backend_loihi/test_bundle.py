@@ -231,6 +231,15 @@ def _npy(arr):
     return buf.getvalue()
 
 
+def _huge(entry, value):
+    """Entry's tensor with one value set to `value`: finite, but beyond the 1e10 a net holds."""
+    def damage(data):
+        arr = np.load(io.BytesIO(unzip(data)[entry]))
+        arr.flat[0] = value
+        return _replace_rehashed(entry, _npy(arr))(data)
+    return damage
+
+
 DAMAGE = {
     "empty file": (lambda d: b"", "file is empty"),
     "random bytes": (lambda d: np.random.default_rng(0).bytes(len(d)), "not a net.lava file, or truncated"),
@@ -283,6 +292,10 @@ DAMAGE = {
     "IR that does not verify": (_replace_rehashed("ir.txt", b"ssmc.graph @m\n%x = input() : [1]\n"),
                                 "does not load"),
     "report not JSON": (_replace_rehashed("report.json", b"{oops"), "damaged"),
+    "a weight of 1e30": (_huge(TENSOR, 1e30),
+                         "ir.txt: tensor 'weight' of %enc has values up to 1e+30; a net holds |values| up to 1e+10"),
+    "a complex coefficient of 1e30": (_huge("tensors/ssm.C.npy", 1e30j),
+                                      "ir.txt: tensor 'C' of %ssm has values up to 1e+30"),
 }
 
 
@@ -572,3 +585,24 @@ def test_a_placed_net_over_its_targets_capacity_is_refused_on_load():
     entries["ir.txt"] = entries["ir.txt"].replace(fits, b'\\"neurons\\":1')
     with pytest.raises(BundleError, match="neurons .* exceeds the target's 1"):
         decode(rezip(rehashed(entries)))
+
+
+def test_a_huge_finite_weight_in_the_model_graph_is_refused_naming_it(tmp_path):
+    b = make_bundle()
+    b.model_graph = b.graph.copy()
+    entries = unzip(encode(b))
+    weight = np.load(io.BytesIO(entries["model/tensors/enc.weight.npy"]))
+    weight[1, 2] = -3e37  # the float engine would run it to inf
+    (tmp_path / "net.lava").write_bytes(rezip(rehashed({**entries, "model/tensors/enc.weight.npy": _npy(weight)})))
+    with pytest.raises(BundleError) as e:
+        load(tmp_path / "net.lava")
+    assert str(e.value) == ("net.lava: model/ir.txt: tensor 'weight' of %enc has values up to 3e+37; a net holds "
+                            "|values| up to 1e+10, as ONNX weights are: recompile the net")
+
+
+def test_a_net_with_a_value_load_would_refuse_is_not_written(tmp_path):
+    b = make_bundle()
+    b.graph.op("ssm").params["D"][0] = 2e10
+    with pytest.raises(BundleError, match="the compiled net: ir.txt: tensor 'D' of %ssm has values up to 2e"):
+        save(b, tmp_path / "net.lava")
+    assert list(tmp_path.iterdir()) == []

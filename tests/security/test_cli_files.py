@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import os
 import pathlib
 import resource
@@ -30,14 +29,14 @@ import numpy as np
 import onnx
 import pytest
 
-import ssmc.cli
 from tests.builders.onnx_models import build_step_model, random_spec
+from tests.security.cli_runner import CASE_SECONDS, Outcome, print_tally, run_in_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "digits"
 FULL = os.environ.get("SSMC_SECURITY_FULL") == "1"
 IS_ROOT = os.geteuid() == 0
-TIMEOUT = 30  # seconds per case: a hang is a failure, not a stuck suite
+TIMEOUT = CASE_SECONDS  # seconds per case: a hang is a failure, not a stuck suite
 FIFO_TIMEOUT = 2  # a FIFO nobody writes to: a refusal is instant, a reader waits forever
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 OWNED = {"onnx": "owned by branch sec-onnx", "files": "owned by branch sec-files"}
@@ -46,41 +45,7 @@ COUNTS = {"cases": 0, "clean refusals": 0, "clean successes": 0, "internal error
           "files destroyed": 0, "temp files left": 0}
 
 
-# -- the runner -------------------------------------------------------------------
-@dataclasses.dataclass
-class Outcome:
-    code: int | None  # None: it hung
-    out: str
-    err: str
-
-
-class Hang(BaseException):
-    """The watchdog fired (a BaseException: the CLI's `except Exception` must not turn it into exit 70)."""
-
-
-def run_in_process(argv: list[str], timeout: float = TIMEOUT) -> Outcome:
-    out, err = io.StringIO(), io.StringIO()
-
-    def fire(signum, frame):
-        raise Hang()
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = ssmc.cli.main(argv)
-                code = 0 if code is None else code  # as sys.exit(main()) would
-            except SystemExit as e:  # argparse
-                code = e.code if isinstance(e.code, int) else 1
-    except Hang:
-        code = None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    return Outcome(code, out.getvalue(), err.getvalue())
-
-
+# -- the runner: tests/security/cli_runner.py ------------------------------------------
 @contextlib.contextmanager
 def memory_limit(extra: int = 1 << 30):
     """At most `extra` more bytes of address space for this process in the block: an endless read (a
@@ -507,7 +472,5 @@ def test_ctrl_c_during_the_partition_solver_stops_it_at_once():
 @pytest.fixture(scope="module", autouse=True)
 def tally(request):
     yield
-    line = "security tally (tests/security/test_cli_files.py): " + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print("\n" + line)
+    print_tally(request, "security tally (tests/security/test_cli_files.py): "
+                + ", ".join(f"{k} {v}" for k, v in COUNTS.items()))
