@@ -115,7 +115,8 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)
     loaded = cached_per_graph(_LOADED, graph, lambda gr: _load_groups(gr, net.extras),
                               *(v for item in sorted(net.extras.items()) for v in item))
-    groups = {name: replace(g, units=[_Unit(u.prog, u.lo, u.hi) for u in g.units], ports=[_Port() for _ in g.ports],
+    groups = {name: replace(g, units=[_Unit(u.prog, u.lo, u.hi, carries_state=u.carries_state) for u in g.units],
+                            ports=[_Port() for _ in g.ports],
                             counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in loaded.items()}
     synapses = {}
     for op in graph.ops_of_kind("synapses"):
@@ -129,9 +130,11 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
     room = _check_run_size(groups, synapses, ring_len, graph, x.shape, steps, trace)
-    # per step of a chunk: a group's message ring (up to 2 rows) and registers over its neurons, a synapse
-    # group's outputs, clip mask and kernel temporaries
-    step_values = sum(g.size * (2 + N_STATE + N_TEMP) for g in groups.values()) \
+    # per step of a chunk: a group's message ring (up to 2 rows), the registers of a program run over all
+    # the steps of a span (one stepped keeps [batch, neurons]), a synapse group's outputs, clip mask and
+    # kernel temporaries
+    step_values = sum(2 * g.size + sum((N_STATE + N_TEMP) * u.prog.neurons for u in g.units if not u.carries_state)
+                      for g in groups.values()) \
         + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
     chunk = numpy_engine._chunk_steps(step_values, batch, batch, steps, room)
     for g in groups.values():
@@ -211,7 +214,8 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
     Returns the messages [steps, batch, size], the saturation counts and the probed
     registers (kind -> [steps, batch, size]). For tests of the ISA and for experiments."""
     steps, batch, size = ports[0].shape if ports else (1, 1, prog.neurons * prog.lanes)
-    g = _Group("program", [_Unit(prog, 0, size)], depth, 0, "none", size, [_Port() for _ in range(prog.ports)])
+    g = _Group("program", [_Unit(prog, 0, size, carries_state=carries_state(prog))], depth, 0, "none", size,
+               [_Port() for _ in range(prog.ports)])
     _prepare_units(g, batch)
     msgs = np.zeros((steps, batch, size), np.int64)
     probes = {kind: np.zeros((steps, batch, size), np.int64) for kind, _, _ in prog.probes}
@@ -257,6 +261,8 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
         if covered != size:
             raise MicrocodeError(f"{where}: the programs cover {covered} of the group's {size} compartments; "
                                  "recompile the net")
+        for u in units:
+            u.carries_state = carries_state(u.prog)
         groups[op.name] = _Group(op.name, _merged_units(units), int(a["depth"]), int(a["frac"]), a["decode"], size,
                                  [_Port() for _ in range(ports)])
     return groups
@@ -275,7 +281,7 @@ def _merged_units(units: list[_Unit]) -> list[_Unit]:
                 and np.array_equal(last.table, u.prog.table):
             prog = replace(last, neurons=last.neurons + u.prog.neurons,
                            params=np.concatenate([last.params, u.prog.params], axis=1))
-            merged[-1] = _Unit(prog, merged[-1].lo, u.hi)
+            merged[-1] = _Unit(prog, merged[-1].lo, u.hi, carries_state=u.carries_state)
         else:
             merged.append(u)
     return merged
@@ -285,7 +291,6 @@ def _prepare_units(g: _Group, batch: int) -> None:
     for u in g.units:
         u.regs, u.shape = _registers(u.prog, batch), (batch, u.prog.neurons)
         u.run = [_compile(ins, g, u) for ins in u.prog.code]
-        u.carries_state = carries_state(u.prog)
 
 
 def _registers(p: Program, batch: int) -> list:
@@ -417,7 +422,7 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
 
         def sat(R, t):
             v = R[a]
-            if np.shape(v) != u.shape:  # a parameter or 0: count as many values as neurons x batch
+            if not isinstance(v, np.ndarray) or v.shape != u.shape:  # a parameter or 0: count as many values as neurons x batch
                 v = np.broadcast_to(v, u.shape)
             if v.min() < lo or v.max() > hi:
                 if counter:
