@@ -100,7 +100,7 @@ def end_to_end(graph, board, time_limit):
                                    verify_each=True)
     times["partition + place passes, verified"] = time.perf_counter() - start
     start = time.perf_counter()
-    rep = build_report(Net(graph=placed_graph, source={}, pipeline="", options={}, report={}))
+    rep = build_report(Net(graph=placed_graph, source={}, pipeline="", report={}))
     text = to_text(rep)
     times["report (text)"] = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from ssmc.backend_loihi import bundle as _bundle
-from ssmc.backend_loihi.lava_net import process_table_json
-from ssmc.backend_loihi.microcode.emit import emit_microcode
+from ssmc.config import CompileConfig, ConfigError, FileRecord
 from ssmc.data import read_arrays
-from ssmc.errors import EngineError, IncompleteNetError, InputDataError, OptionError, PassError, printable
+from ssmc.errors import EngineError, IncompleteNetError, InputDataError, OptionError, printable
 from ssmc.frontend import import_onnx
 from ssmc.frontend.handlers import load_plugin_file
 from ssmc.frontend.load import load_model
 from ssmc.ir.graph import Graph
-from ssmc.mapping.capacity import target_of
-from ssmc.passes import DEFAULT_PIPELINE, FLOAT_PIPELINE, parse_pipeline, pipeline_spec, run_pipeline
+from ssmc.ir.net import CompiledNet
+from ssmc.passes import FLOAT_PIPELINE, build_pipeline, parse_pipeline, pipeline_spec, run_pipeline
+from ssmc.passes.build import recorded_pipeline
 from ssmc.passes.base import forward_info, with_data
 from ssmc.report import build_report
 from ssmc.runtime.calibrate import check_calibration, check_calibration_size
@@ -32,7 +30,7 @@ from ssmc.runtime.float_ref import run_float, running_pool
 from ssmc.runtime.lava_engine import build_network
 from ssmc.runtime.onnx_ref import run_step_onnx
 from ssmc.runtime.trace import Trace, trace_net
-from ssmc.targets import load_target
+from ssmc.targets import target_bytes
 
 ENGINES = ("float", "numpy", "lava", "microcode", "reference")
 # Fixed-point engines: name -> "module:function", imported on use (Lava is slow to import).
@@ -44,33 +42,22 @@ FIXED_POINT_ENGINES = {
     "microcode": "ssmc.runtime.microcode_engine:run_net",
     "reference": "ssmc.runtime.reference:run_net",  # the contract in Python ints: slow, for checking
 }
-WIDTH_OPTIONS = ("weight_bits", "coef_bits", "state_bits", "message_bits", "layer_bits", "weight_exp")
 
 
 def is_neuro_level(graph: Graph) -> bool:
     return bool(graph.ops_of_kind("neurons"))
 
 
-@dataclass
-class Net:
-    """A compiled network: the IR, the float model it came from, and how it was made."""
-
-    graph: Graph
-    source: dict
-    pipeline: str
-    options: dict
-    report: dict
-    model_graph: Graph | None = None
-    extras: dict = dataclasses.field(default_factory=dict)  # net.lava extra/ entries: path -> bytes
+class Net(CompiledNet):
+    """A compiled network (ssmc.ir.net.CompiledNet: the IR, the float model it came from, how it was made,
+    its files) with what the library does with one: run, save, trace, report."""
 
     def report_dict(self) -> dict:
         """What `ssmc report` shows: placement, utilisation, traffic, bit-widths, estimated cost (ssmc.report)."""
         return build_report(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        _bundle.save(_bundle.Bundle(graph=self.graph, model_graph=self.model_graph, source=self.source,
-                                    pipeline=self.pipeline, options=self.options, report=self.report,
-                                    extras=self.extras), path)
+        _bundle.save(self, path)
 
     def run(self, x: np.ndarray, engine: str = "numpy") -> np.ndarray:
         """Per-token outputs [batch, tokens, outputs] of the first model output."""
@@ -103,7 +90,7 @@ class Net:
         basis = None
         rescale = next((p for p in passes if p.name == "rescale-states"), None)
         if (rescale is not None and rescale.balance == "state" and calibration is None
-                and self.options.get("calibration", "none") != "none"):
+                and self.config.calibration is not None):
             basis = ("rescale-states{balance=state} scaled the states from calibration data: pass the same "
                      "data (--calibrate) to compare the states")
         cal = load_calibration(calibration)[0] if calibration is not None else None
@@ -155,7 +142,7 @@ def reference_outputs(net: Net, x: np.ndarray, against: str, onnx_model=None) ->
     if isinstance(onnx_model, (str, os.PathLike)):
         onnx_model = load_model(onnx_model).model
     ref = run_step_onnx(onnx_model, x)
-    readout = net.options.get("readout", "none")
+    readout = net.config.readout
     if readout in ("sum", "mean"):  # the ONNX model has no pool: apply the IR's pool op to its outputs
         ref = running_pool(ref, readout)
     return ref
@@ -179,96 +166,49 @@ def compare(net: Net, x: np.ndarray, against: str = "float", engine: str = "nump
     return compare_outputs(result["outputs"], reference_outputs(net, x, against, onnx_model))
 
 
-def load_calibration(data) -> tuple[np.ndarray, str]:
-    """Calibration sequences from an array or a .npy/.npz file (array 'x'); returns (x, provenance)."""
+def load_calibration(data) -> tuple[np.ndarray, FileRecord]:
+    """Calibration sequences from an array or a .npy/.npz file (array 'x'); returns (x, its record: the
+    file's base name, or "array", and the sha256 of the file's or the array's bytes)."""
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         loaded = read_arrays(path, "calibration data", ("x",), required=("x",))  # read once: the hash is of what was used
-        return loaded.arrays["x"], f"{os.path.basename(path)} sha256:{loaded.sha256}"
+        return loaded.arrays["x"], FileRecord(printable(os.path.basename(path)), loaded.sha256)
     x = np.asarray(data)
-    return x, f"array sha256:{hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()}"
+    return x, FileRecord("array", hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest())
 
 
-def select_passes(pipeline: list, skip: list[str] | None = None, stop_after: str | None = None) -> list:
-    """The pipeline without the `skip`ped passes and cut after `stop_after` (names must be in it)."""
-    names = [p.name for p in pipeline]
-    for name in list(skip or []) + ([stop_after] if stop_after else []):
-        if name not in names:
-            raise PassError(f"pass {name!r} is not in the pipeline ({','.join(names)})")
-    if stop_after:
-        pipeline = pipeline[:names.index(stop_after) + 1]
-    return [p for p in pipeline if p.name not in set(skip or [])]
+def _resolve_files(config: CompileConfig, calibration, plugins) -> tuple[CompileConfig, np.ndarray | None, str | None]:
+    """The files a compile reads, and `config` recording them by base name and sha256 (so the record is the
+    same from any folder): plugins imported first (they may register passes the pipeline names), the target
+    read once to hash it, calibration data loaded. Returns (config, calibration array, target file path).
+    The config may name calibration data and plugins but cannot supply them (data and code come from the
+    caller); a target file it names is read, and a sha256 it gives must match."""
+    if not plugins and config.plugins:
+        raise ConfigError(f"the config names plugin(s) {', '.join(p.file for p in config.plugins)}: pass them with "
+                          "--plugin (plugins=): a config file never runs code by itself")
+    # recorded names escaped like the model's (source.file): a file name is untrusted text
+    records = tuple(FileRecord(printable(os.path.basename(os.fspath(p))), load_plugin_file(p)) for p in plugins)
+    config = dataclasses.replace(config, plugins=records or config.plugins)
+    target_path = None
+    if config.target is not None:
+        target_path = config.target.file
+        data, name = target_bytes(target_path)
+        digest = hashlib.sha256(data).hexdigest()
+        if config.target.sha256 and config.target.sha256 != digest:
+            raise ConfigError(f"target {target_path}: sha256 {digest[:12]}... is not the config's "
+                              f"{config.target.sha256[:12]}...: give the target file the net was built for")
+        config = dataclasses.replace(config, target=FileRecord(printable(name), digest))
+    if calibration is None:
+        if config.calibration is not None:
+            raise ConfigError(f"the config was calibrated with {config.calibration.file}: pass that data with "
+                              "--calibrate (calibration=)")
+        return config, None, target_path
+    cal, record = load_calibration(calibration)
+    return dataclasses.replace(config, calibration=record), cal, target_path
 
 
-def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, readout: str = "none",
-            calibration=None, verify_each: bool = True, after_pass: Callable | None = None,
-            log: Callable[[str], None] = lambda s: None, skip: list[str] | None = None,
-            stop_after: str | None = None, sigma_delta: float | None = None, plugins=(), target: str | None = None,
-            board: str | None = None, chips: int | None = None, max_neurons_per_core: int | None = None,
-            **widths) -> Net:
-    """ONNX step-form model -> Net, running `passes` (a pipeline string).
-
-    `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that
-    size the fixed-point ranges. `widths`: weight_bits, coef_bits, state_bits,
-    message_bits, layer_bits ("s4d0:weight=6/coef=12;linear1:weight=4") and
-    weight_exp ("group", "row" or "auto": weight exponents per linear or per
-    row), overriding the assign-bitwidths pass's options. `skip` and
-    `stop_after` name passes of the pipeline to leave out / to end with.
-    `sigma_delta`: append the sigma-delta pass with this threshold (a fraction
-    of each group's full scale; 0 sends every change, values unchanged).
-    `target` (a target JSON file or built-in name), `board`, `chips` and
-    `max_neurons_per_core` set the partition pass's target (see docs/mapping.md).
-    `plugins`: Python files to import first (they register op handlers or
-    passes; docs/extending.md); recorded in net.lava with their sha256.
-    """
-    plugin_record = [{"file": os.path.basename(os.fspath(p)), "sha256": load_plugin_file(p)} for p in plugins]
-    unknown = set(widths) - set(WIDTH_OPTIONS)
-    if unknown:
-        raise OptionError(f"unknown option(s) {sorted(unknown)}; widths are {', '.join(WIDTH_OPTIONS)}")
-    pipeline = select_passes(parse_pipeline(passes), skip, stop_after)  # reject a bad pipeline before slow work
-    given = {k: (v if k in ("layer_bits", "weight_exp") else int(v)) for k, v in widths.items() if v is not None}
-    if given:
-        if not any(p.name == "assign-bitwidths" for p in pipeline):
-            raise PassError("bit-width options need assign-bitwidths in the pipeline")
-        pipeline = [dataclasses.replace(p, **given) if p.name == "assign-bitwidths" else p for p in pipeline]
-    if sigma_delta is not None:
-        if not any(p.name == "assign-bitwidths" for p in pipeline):
-            raise PassError("sigma-delta messages need assign-bitwidths in the pipeline (they are a neuron setting)")
-        # right after assign-bitwidths: later passes (partition) see the message rates it sets
-        sd = parse_pipeline(f"sigma-delta{{threshold={float(sigma_delta)!r}}}")
-        pipeline = [p for p in pipeline if p.name != "sigma-delta"]
-        at = next(i for i, p in enumerate(pipeline) if p.name == "assign-bitwidths") + 1
-        pipeline = pipeline[:at] + sd + pipeline[at:]
-    for flag, value in (("--chips", chips), ("--max-neurons-per-core", max_neurons_per_core)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise OptionError(f"{flag} {value}: give a whole number of at least 1 (leave it out for the target's own)")
-    if target is not None:  # a path-like target file is recorded (and passed to the pass) as text
-        target = os.fspath(target)
-    mapping = {k: v for k, v in (("target", target), ("board", board), ("chips", chips),
-                                  ("max_neurons_per_core", max_neurons_per_core)) if v is not None}
-    if mapping:
-        if not any(p.name == "partition" for p in pipeline):
-            raise PassError("target options (--target, --board, --chips, --max-neurons-per-core) need the partition "
-                            "pass in the pipeline")
-        pipeline = [dataclasses.replace(p, **mapping) if p.name == "partition" else p for p in pipeline]
-    cal, cal_source = (None, "none")
-    if calibration is not None:
-        cal, cal_source = load_calibration(calibration)
-    log(f"importing {os.fspath(model_path)}")
-    # each S4D layer as it is measured (seconds per layer on big models)
-    with forward_info(logging.getLogger("ssmc.frontend"), lambda line: log("  " + line)):
-        graph, report, loaded = import_onnx(model_path, readout=readout)
-    model_graph = graph.copy()
-    if cal is not None:
-        try:
-            cal = check_calibration(cal, graph.inputs()[0].shape[0])
-            check_calibration_size(graph, cal)
-        except InputDataError as e:  # name the file the data came from
-            if isinstance(calibration, (str, os.PathLike)):
-                raise InputDataError(f"{os.fspath(calibration)}: {e}") from None
-            raise
-    log(f"recognised {len(graph)} ops; running passes: {pipeline_spec(pipeline) or '(none)'}")
-
+def _progress(log: Callable[[str], None], after_pass: Callable | None) -> tuple[Callable, Callable]:
+    """before_pass and after_pass callbacks that log each pass (and how a slow one ended)."""
     started = {}
 
     def starting(p):
@@ -277,45 +217,65 @@ def compile(model_path: str | os.PathLike, passes: str = DEFAULT_PIPELINE, reado
 
     def progress(p, g, changed):
         seconds = time.perf_counter() - started.get(p.name, time.perf_counter())
-        if not changed or seconds >= 1.0:  # say how a slow pass ended; fast ones are done by the next line
+        if p.kind != "output" and (not changed or seconds >= 1.0):  # fast ones are done by the next line
             log(f"  {p.name}: {'no change' if not changed else f'done in {seconds:.1f} s'}")
         if after_pass is not None:
             after_pass(p, g, changed)
+    return starting, progress
 
-    graph, records = run_pipeline(graph, with_data(pipeline, calibration=cal), verify_each=verify_each,
-                                  after_pass=progress, before_pass=starting)
-    extras = {}
-    if any(p.name == "partition" for p in pipeline):
-        part = next(p for p in pipeline if p.name == "partition")
-        described = load_target(part.target or None, board=part.board or None, chips=part.chips or None).describe()
-        assert described["values"] == target_of(graph).values()
-        extras["target.json"] = (json.dumps(described, indent=1, sort_keys=True) + "\n").encode()
-    if is_neuro_level(graph):  # one neuron program per group (docs/microcode.md)
-        extras.update(emit_microcode(graph))
-        log(f"microcode: {len(graph.ops_of_kind('neurons'))} programs (docs/microcode.md)")
-        # which Lava process runs on which core
-        extras["lava/processes.json"] = process_table_json(Net(graph=graph, source={}, pipeline="", options={},
-                                                               report={}))
+
+def _checked_calibration(cal, graph: Graph, calibration):
+    """Calibration sequences checked against the imported model (errors name the file they came from)."""
+    if cal is None:
+        return None
+    try:
+        cal = check_calibration(cal, graph.inputs()[0].shape[0])
+        check_calibration_size(graph, cal)
+        return cal
+    except InputDataError as e:
+        if isinstance(calibration, (str, os.PathLike)):
+            raise InputDataError(f"{os.fspath(calibration)}: {e}") from None
+        raise
+
+
+def compile(model_path: str | os.PathLike, config: CompileConfig | None = None, *, calibration=None,
+            plugins=(), verify_each: bool = True, after_pass: Callable | None = None,
+            log: Callable[[str], None] = lambda s: None, **options) -> Net:
+    """ONNX step-form model -> Net, built as `config` says (ssmc.config.CompileConfig; default: the
+    default pipeline), with `options` (CompileConfig's fields as keywords, e.g. passes=, readout=,
+    weight_bits=, layer_bits="s4d0:weight=6/coef=12", sigma_delta=, target=, chips=) set on top.
+
+    `calibration`: sequences [n, tokens, features] (array or .npy/.npz path) that size the fixed-point
+    ranges. `plugins`: Python files to import first (they register op handlers or passes;
+    docs/extending.md). Both are recorded in the net's config by name and sha256.
+    `verify_each`, `after_pass(pass, graph, changed)` and `log(line)` watch the build and shape nothing.
+    """
+    config = (config if config is not None else CompileConfig()).with_options(**options)
+    config, cal, target_path = _resolve_files(config, calibration, plugins)
+    pipeline = build_pipeline(config)  # a bad pipeline is refused before the slow import
+    log(f"importing {os.fspath(model_path)}")
+    # each S4D layer as it is measured (seconds per layer on big models)
+    with forward_info(logging.getLogger("ssmc.frontend"), lambda line: log("  " + line)):
+        graph, report, loaded = import_onnx(model_path, readout=config.readout)
+    model_graph = graph.copy()
+    cal = _checked_calibration(cal, graph, calibration)
+    log(f"recognised {len(graph)} ops; running passes: {pipeline_spec(pipeline) or '(none)'}")
+    before, after = _progress(log, after_pass)
+    graph, records = run_pipeline(graph, with_data(pipeline, calibration=cal, target_file=target_path),
+                                  verify_each=verify_each, after_pass=after, before_pass=before)
     return Net(
         graph=graph,
         model_graph=model_graph,
         source={"file": printable(os.path.basename(os.fspath(model_path))), "sha256": loaded.sha256, "bytes": loaded.size},
-        pipeline=pipeline_spec(pipeline),
-        # every option that shapes the result, named as compile()'s keywords, so a net.lava says how to
-        # remake it (calibration and plugins by file name and sha256)
-        options={"readout": readout, "calibration": cal_source, "passes": passes,
-                 **({"skip": list(skip)} if skip else {}), **({"stop_after": stop_after} if stop_after else {}),
-                 **({"sigma_delta": float(sigma_delta)} if sigma_delta is not None else {}), **given,
-                 **({"plugins": plugin_record} if plugin_record else {}), **mapping},
+        pipeline=recorded_pipeline(pipeline),
+        config=config,
         report={"import": dataclasses.asdict(report),
                 "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
                            for r in records]},
-        extras=extras,
+        extras={path: data for r in records for path, data in sorted(r.outputs.items())},
     )
 
 
 def load(path: str | os.PathLike) -> Net:
     """Read a net.lava file written by `Net.save`."""
-    b = _bundle.load(path)
-    return Net(graph=b.graph, model_graph=b.model_graph, source=b.source, pipeline=b.pipeline, options=b.options,
-               report=b.report, extras=b.extras)
+    return _bundle.load(path, cls=Net)

@@ -22,7 +22,7 @@ import numpy as np
 from ssmc import __version__, interrupts
 from ssmc.data import read_small_file
 from ssmc.errors import EngineError, IncompleteNetError, InputDataError, MicrocodeError, OptionError, SsmcError, printable
-from ssmc.ir.widths import OPTIONS as WIDTHS
+from ssmc.widths import OPTIONS as WIDTHS
 from ssmc.outputs import check_output, write_file
 
 EXAMPLE = "examples/digits/digits_s4d_step.onnx"
@@ -44,28 +44,53 @@ def cmd_compile(args) -> int:
     import ssmc
     from ssmc.ir.text import print_graph
 
+    from ssmc.config import CompileConfig, read_config_file
+
     log = _log(args.quiet)
-    check_output(args.output, [args.model, args.calibrate, args.target, *(args.plugin or ())], "net.lava",
-                 example="net.lava")
+    check_output(args.output, [args.model, args.calibrate, args.target, args.config, *(args.plugin or ())],
+                 "net.lava", example="net.lava")
+    config = read_config_file(args.config) if args.config else CompileConfig()
 
     def after_pass(p, graph, changed):
         if args.print_ir_after in ("all", p.name):
             print(f"// ----- IR after {p.name}{'' if changed else ' (unchanged)'} -----")
             print(print_graph(graph, elide=True), end="")
 
-    net = ssmc.compile(args.model, passes=args.passes, readout=args.readout, calibration=args.calibrate,
+    net = ssmc.compile(args.model, config, calibration=args.calibrate, plugins=args.plugin or (),
                        verify_each=not args.no_verify, after_pass=after_pass, log=log,
-                       weight_bits=args.weight_bits, coef_bits=args.coef_bits, state_bits=args.state_bits,
-                       message_bits=args.message_bits, skip=args.skip, stop_after=args.stop_after,
+                       passes=args.passes, readout=args.readout, weight_bits=args.weight_bits,
+                       coef_bits=args.coef_bits, state_bits=args.state_bits, message_bits=args.message_bits,
+                       skip=args.skip, stop_after=args.stop_after,
                        layer_bits=";".join(args.layer_bits) if args.layer_bits else None, weight_exp=args.weight_exp,
-                       sigma_delta=args.sigma_delta, plugins=args.plugin or (), target=args.target,
-                       board=args.board, chips=args.chips, max_neurons_per_core=args.max_neurons_per_core)
+                       sigma_delta=args.sigma_delta, target=args.target, board=args.board, chips=args.chips,
+                       max_neurons_per_core=args.max_neurons_per_core)
     interrupts.reinstall()  # a native library (a solver) may have replaced the Ctrl-C handler
     for record in net.report.get("passes", []):
         for note in record.get("notes", []):
             log(f"  {record['name']}: {note}")
     net.save(args.output)
     log(f"wrote {args.output} ({os.path.getsize(args.output)} bytes)")
+    return 0
+
+
+# -- config ---------------------------------------------------------------------
+def cmd_config(args) -> int:
+    from ssmc.config import to_toml
+
+    if os.fspath(args.source).endswith(".lava"):
+        import ssmc
+        net = ssmc.load(args.source)
+        config, layers = net.config, net.report.get("import", {}).get("layers", [])
+    else:
+        from ssmc.config import CompileConfig
+        from ssmc.frontend import import_onnx
+
+        _load_plugins(args)
+        _, report, _ = import_onnx(args.source)
+        config, layers = CompileConfig(), report.layers
+    # the model's layers; not the pool op --readout adds (so a model and the net built from it list the same)
+    names = [layer.get("name") for layer in layers if isinstance(layer, dict) and layer.get("kind") != "pool"]
+    sys.stdout.write(to_toml(config, [n for n in names if isinstance(n, str)]))
     return 0
 
 
@@ -162,9 +187,10 @@ def _load_inputs(path: str, labels_path: str | None, limit: int | None = None,
 
 
 def _read_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    from ssmc.data import load_sequences, read_arrays
+    from ssmc.data import check_input_range, load_sequences, read_arrays
 
     x, labels = load_sequences(path)
+    check_input_range(x, f"{path}: input")
     if labels_path:  # a .npy, or an .npz's array 'y'
         labels = read_arrays(labels_path, "labels", ("y",), required=("y",)).arrays["y"]
     if x.ndim == 2:
@@ -209,7 +235,7 @@ def cmd_run(args) -> int:
     y = result["outputs"]
     log("done")
     print(f"outputs: {list(y.shape)} (batch, tokens, outputs); engine {engine}")
-    if net.options.get("readout", "none") == "none":
+    if net.config.readout == "none":
         print("note: compiled without --readout; predictions use the last token's output")
     print(f"predictions (first 10): {predictions(y)[:10].tolist()}")
     if labels is not None:
@@ -469,7 +495,10 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc compile fused.onnx -o net.lava --plugin my_handlers.py  custom ONNX ops (docs/extending.md)""")
     c.add_argument("model", help="the .onnx file (step form)")
     c.add_argument("-o", "--output", required=True, help="where to write the compiled net (e.g. net.lava)")
-    c.add_argument("--readout", choices=("none", "sum", "mean", "last"), default="none",
+    c.add_argument("--config", metavar="FILE.toml",
+                   help="a config file (TOML; `ssmc config MODEL > ssmc.toml` writes one, docs/config.md); the "
+                        "flags given here override it")
+    c.add_argument("--readout", choices=("none", "sum", "mean", "last"),
                    help="'sum'/'mean' append a running pool over tokens to the output (sequence classification "
                         "by mean pooling); 'last' classifies from the last token's output (no op is added: the "
                         "host reads the last token); default none, per-token outputs")
@@ -511,6 +540,19 @@ the output and the next states out (docs/onnx_step_form.md).""")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     _plugin_option(c)
     c.set_defaults(func=cmd_compile)
+
+    cf = sub.add_parser("config", formatter_class=fmt, help="write a compile config file (TOML) for a model, or the "
+                                                            "one a net.lava was built with",
+                        description="Print the full compile configuration as commented TOML: every key with what it "
+                                    "allows and its default, and a table per layer (as `ssmc inspect` names it). "
+                                    "For a net.lava, exactly the configuration that built it (docs/config.md).",
+                        epilog=f"""examples:
+  ssmc config {EXAMPLE} > ssmc.toml
+  ssmc compile {EXAMPLE} -o net.lava --config ssmc.toml     flags override the file
+  ssmc config net.lava                                      how this net was built""")
+    cf.add_argument("source", help="an .onnx model (the default configuration, its layers) or a net.lava")
+    _plugin_option(cf)
+    cf.set_defaults(func=cmd_config)
 
     i = sub.add_parser("inspect", formatter_class=fmt, help="show what the frontend recognises in an ONNX model",
                        description="Import the model and list its layers (H, N, parameters, where each came "
@@ -706,9 +748,6 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if getattr(args, "passes", "x") is None:
-        from ssmc.passes import DEFAULT_PIPELINE
-        args.passes = DEFAULT_PIPELINE
     try:
         return args.func(args)
     except SsmcError as e:

@@ -310,4 +310,15 @@ def check_sequences(x, features: int, what: str = "input") -> np.ndarray:
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise InputDataError(f"{what} contains NaN or infinite values")
+    check_input_range(x, what)
     return x
+
+
+def check_input_range(x: np.ndarray, what: str = "input") -> None:
+    """Refuse values the float reference cannot take: every engine refuses them alike, a fixed-point engine
+    would only saturate on what is still the user's mistake (unscaled or corrupt data)."""
+    peak = float(np.abs(np.asarray(x, np.float64)).max()) if np.size(x) else 0.0
+    if not peak <= limits.MAX_ABS_INPUT:  # NaN included
+        raise InputDataError(f"{what} has values up to {peak:.3g}; ssmc takes |values| up to "
+                             f"{limits.MAX_ABS_INPUT:g}, beyond which the float reference overflows: scale the "
+                             "data as the model's real inputs are")

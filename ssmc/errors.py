@@ -25,6 +25,10 @@ class OptionError(SsmcError):
     (e.g. an unknown engine, `--format html` without `-o`). argparse's own usage errors exit 2; these exit 1."""
 
 
+class ConfigError(OptionError):
+    """A compile configuration (keyword, flag, config file or net.lava record) with a bad key or value."""
+
+
 class InputDataError(SsmcError):
     """User data (inputs, labels, calibration) or a small input file (target description, microcode source)
     that cannot be read, or has the wrong shape or type."""

@@ -35,6 +35,12 @@ from ssmc.errors import ResourceLimitError
 MiB = 1 << 20
 GiB = 1 << 30
 
+# Bounds on values, not sizes (no environment override). Beyond 1e10, folding a model's layers overflows
+# float32 and the float reference overflows (calibration squares values in norms and sums them over tokens);
+# no trained model or real data comes near.
+MAX_ABS_WEIGHT = 1e10  # an ONNX initializer or constant, and a float tensor in a net.lava
+MAX_ABS_INPUT = 1e10   # run inputs and calibration data
+
 
 @dataclass(frozen=True)
 class Limits:

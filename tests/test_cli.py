@@ -232,7 +232,7 @@ def test_calibration_that_is_not_numbers_is_refused(tmp_path):
 def test_widths_outside_the_target_are_refused(tmp_path):
     _, model_path = _relu_model(tmp_path)
     proc = ssmc("compile", model_path, "-o", tmp_path / "n.lava", "--weight-bits", "12")
-    assert_one_line_error(proc, "weight-bits = 12 is outside what the target supports")
+    assert_one_line_error(proc, "weight_bits = 12 is outside what the target supports", "3..8")
 
 
 def test_nan_parameters_are_refused_naming_the_initializer(tmp_path):
@@ -294,7 +294,8 @@ def test_a_chip_or_core_count_below_one_is_refused_not_taken_as_the_default(flag
     from ssmc.cli import main
     assert main(["compile", "examples/digits/digits_s4d_step.onnx", "-o", str(out), "-q", flag, value]) == 1
     err = capsys.readouterr().err
-    assert f"{flag} {value}: give a whole number of at least 1" in err and not out.exists()
+    key = flag.lstrip("-").replace("-", "_")  # the config key the flag sets
+    assert f"{key} = {value}: a whole number of at least 1" in err and not out.exists()
 
 
 def test_compile_shows_progress_as_each_layer_is_measured_and_before_each_pass_runs(tmp_path):
@@ -309,7 +310,9 @@ def test_compile_shows_progress_as_each_layer_is_measured_and_before_each_pass_r
     measured = [i for i, line in enumerate(lines) if line.strip().startswith("measuring state 'state")]
     assert len(measured) == 2 and all(i < recognised for i in measured)
     starts = [line.strip()[:-4] for line in lines if line.strip().endswith(" ...")]
-    assert starts == [p.name for p in parse_pipeline(DEFAULT_PIPELINE)]
+    # the output steps run as steps of the same driver, after the passes
+    assert starts == [p.name for p in parse_pipeline(DEFAULT_PIPELINE)] + [
+        "describe-target", "emit-microcode", "lava-processes"]
 
 
 def test_readout_last_classifies_from_the_last_token_with_split_weight_exponents(tmp_path):
@@ -329,3 +332,18 @@ def test_readout_last_classifies_from_the_last_token_with_split_weight_exponents
     assert f"predictions (first 10): {y[:, -1].argmax(-1).tolist()}" in proc.stdout
     rel = float(proc.stdout.split("of the output scale")[0].rsplit("(", 1)[1])
     assert rel < 0.1  # compared with the per-token ONNX outputs: no pool was applied
+
+
+def test_run_refuses_inputs_the_float_reference_cannot_take_on_every_engine(tmp_path):
+    spec, model_path = _relu_model(tmp_path)
+    assert ssmc("compile", model_path, "-o", tmp_path / "n.lava", "-q").returncode == 0
+    x = np.random.default_rng(0).normal(size=(2, 5, spec.in_features))
+    x[1, 3, 0] = -1e308  # finite, but the float model's first layer turns it into inf
+    np.save(tmp_path / "huge.npy", x)
+    for engine in ("float", "numpy"):
+        assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "huge.npy", "--engine", engine),
+                              f"{tmp_path / 'huge.npy'}: input has values up to 1e+308", "scale the data")
+    x[1, 3, 0] = np.inf
+    np.save(tmp_path / "inf.npy", x)
+    assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "inf.npy", "--engine", "float"),
+                          "inf.npy", "NaN or infinite")

@@ -355,7 +355,7 @@ def _compiled_net(seed_: int):
     cal = np.random.default_rng(0).normal(size=(2, 6, 2))
     passes = parse_pipeline(DEFAULT_PIPELINE + (",sigma-delta{threshold=0.01}" if seed_ % 3 == 0 else ""))
     graph, _ = run_pipeline(graph, with_data(passes, calibration=cal))
-    return Bundle(graph=graph, model_graph=None, source={}, pipeline="", options={}, report={})
+    return Bundle(graph=graph, model_graph=None, source={}, pipeline="", report={})
 
 
 _NETS: dict[int, object] = {}

@@ -3,7 +3,7 @@
 Entries (all but the first two listed with their sha256 in the manifest):
 
     manifest.json     format name and version, ssmc version, source model hash,
-                      pipeline, options, entry checksums
+                      pipeline, config (ssmc.config.CompileConfig), entry checksums
     manifest.sha256   the manifest's own sha256, as `sha256sum` writes it (new in format 2)
     ir.txt            the compiled IR text form, tensors written as @references
     tensors/<k>.npy   one .npy per tensor (no pickles)
@@ -31,39 +31,30 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from ssmc import __version__, limits
+from ssmc.config import CompileConfig, ConfigError, from_options
 from ssmc.data import check_zip, parse_json, parse_npy, read_member, read_regular
 from ssmc.errors import BundleError, SsmcError
 from ssmc.ir.graph import Graph
+from ssmc.ir.net import CompiledNet
 from ssmc.ir.text import parse_graph, print_graph
 from ssmc.ir.verify import verify
 from ssmc.outputs import write_file
 
 FORMAT_NAME = "ssmc.net"
-FORMAT_VERSION = 2  # 2: manifest.sha256 holds the manifest's own checksum (format 1 files still load)
+# 2: manifest.sha256 holds the manifest's own checksum; 3: `config` (every field of the CompileConfig)
+# replaces `options` (only the options given). Files of formats 1 and 2 still load.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 MANIFEST_SHA256 = "manifest.sha256"
 MAX_MANIFEST_BYTES = 16 * limits.MiB
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-@dataclass
-class Bundle:
-    """Everything net.lava holds, in memory."""
-
-    graph: Graph
-    model_graph: Graph | None = None  # the float model-level IR as imported, for --compare float
-    source: dict = field(default_factory=dict)  # file name, sha256, size of the ONNX model
-    pipeline: str = ""
-    options: dict = field(default_factory=dict)
-    report: dict = field(default_factory=dict)
-    extras: dict[str, bytes] = field(default_factory=dict)  # extra/<path> entries, see the module doc
-    ssmc_version: str = __version__
-    format_version: int = FORMAT_VERSION
+#: net.lava's content in memory is ssmc.ir.net.CompiledNet (ssmc.api.Net is it with methods); the old name stays.
+Bundle = CompiledNet
 
 
 def check_extra_name(path: str) -> str:
@@ -107,15 +98,18 @@ def _manifest_sha256_line(manifest_blob: bytes) -> bytes:
     return f"{hashlib.sha256(manifest_blob).hexdigest()}  {MANIFEST}\n".encode()
 
 
-def encode(bundle: Bundle) -> bytes:
+def encode(bundle: CompiledNet) -> bytes:
     """The bytes of the net.lava file for `bundle`."""
     verify(bundle.graph)
+    unreadable = "the model's values span more than a net holds; check the export"  # never write what load refuses
+    _check_magnitudes(bundle.graph, "the compiled net: ir.txt", unreadable)
     tensors: dict[str, np.ndarray] = {}
     entries: dict[str, bytes] = {"ir.txt": print_graph(bundle.graph, tensors=tensors).encode()}
     for key in sorted(tensors):
         entries[f"tensors/{key}.npy"] = _npy_bytes(tensors[key])
     if bundle.model_graph is not None:
         verify(bundle.model_graph)
+        _check_magnitudes(bundle.model_graph, "the compiled net: model/ir.txt", unreadable)
         model_tensors: dict[str, np.ndarray] = {}
         entries["model/ir.txt"] = print_graph(bundle.model_graph, tensors=model_tensors).encode()
         for key in sorted(model_tensors):
@@ -130,7 +124,7 @@ def encode(bundle: Bundle) -> bytes:
         "environment": environment(),
         "source": bundle.source,
         "pipeline": bundle.pipeline,
-        "options": bundle.options,
+        "config": bundle.config.to_dict(),
         "entries": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(entries.items())},
     }
     manifest_blob = _json_bytes(manifest)
@@ -146,16 +140,16 @@ def encode(bundle: Bundle) -> bytes:
     return buf.getvalue()
 
 
-def save(bundle: Bundle, path: str | os.PathLike) -> None:
+def save(bundle: CompiledNet, path: str | os.PathLike) -> None:
     """Write `bundle` to `path` atomically: a reader sees the old file or the whole new one (ssmc.outputs)."""
     write_file(path, encode(bundle), what="net.lava", example="net.lava")
 
 
-def load(path: str | os.PathLike) -> Bundle:
-    """Read and validate a net.lava file (a regular file, at most SSMC_MAX_NET_BYTES)."""
+def load(path: str | os.PathLike, cls: type[CompiledNet] = CompiledNet) -> CompiledNet:
+    """Read and validate a net.lava file (a regular file, at most SSMC_MAX_NET_BYTES) into a `cls`."""
     path = os.fspath(path)
     data = read_regular(path, "net.lava", BundleError, "net_bytes")
-    return decode(data, name=os.path.basename(path))
+    return decode(data, name=os.path.basename(path), cls=cls)
 
 
 def _require(ok: bool, name: str, member: str, what: str) -> None:
@@ -179,7 +173,8 @@ def _check_manifest(manifest, name: str) -> int:
         raise BundleError(f"{name}: written in net.lava format {version} by ssmc "
                           f"{manifest.get('ssmc_version', '?')}; this ssmc {__version__} reads format "
                           f"{FORMAT_VERSION} and older: upgrade ssmc")
-    for key, kind in (("ssmc_version", str), ("source", dict), ("pipeline", str), ("options", dict)):
+    for key, kind in (("ssmc_version", str), ("source", dict), ("pipeline", str), ("options", dict),
+                      ("config", dict)):
         _require(isinstance(manifest.get(key, kind()), kind), name, MANIFEST, f"{key} must be a {kind.__name__}")
     entries = manifest.get("entries")
     _require(isinstance(entries, dict), name, MANIFEST, "lists no entries")
@@ -187,6 +182,16 @@ def _check_manifest(manifest, name: str) -> int:
         _require(isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest),
                  name, MANIFEST, f"the checksum of {entry} is not a sha256 hex digest")
     return version
+
+
+def _config(manifest: dict, name: str) -> CompileConfig:
+    """The manifest's config; format 2 and older recorded the options given, read into one."""
+    try:
+        if "config" in manifest:
+            return CompileConfig.from_json(manifest["config"], "config")
+        return from_options(manifest.get("options", {}))
+    except ConfigError as e:
+        raise BundleError(f"{name}: damaged: {MANIFEST}: {e}") from None
 
 
 def _check_report(report, name: str) -> None:
@@ -229,7 +234,19 @@ def _check_extras(extras: dict[str, bytes], name: str) -> None:
                                  f"the {field_name} of %{group['group']} names {path!r}, which is not in the net")
 
 
-def decode(data: bytes, name: str = "net.lava") -> Bundle:
+def _check_magnitudes(graph: Graph, where: str, fix: str = "recompile the net") -> None:
+    """Float tensors (weights, scales) within the bound the ONNX frontend holds weights to: beyond it the float
+    engine turns them into inf without a word. The verifier has already refused NaN and inf."""
+    for op in graph.ops():
+        for key, value in sorted(op.params.items()):
+            arr = np.asarray(value)
+            if arr.dtype.kind in "fc" and arr.size and float(np.abs(arr).max()) > limits.MAX_ABS_WEIGHT:
+                raise BundleError(f"{where}: tensor '{key}' of %{op.name} has values up to "
+                                  f"{float(np.abs(arr).max()):.3g}; a net holds |values| up to "
+                                  f"{limits.MAX_ABS_WEIGHT:g}, as ONNX weights are: {fix}")
+
+
+def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = CompiledNet) -> CompiledNet:
     """Parse and validate net.lava bytes. Sizes are checked from the zip directory before anything
     is decompressed, entries are inflated in bounded chunks, and each tensor's .npy header is
     checked (SSMC_MAX_TENSOR_BYTES, no objects) before its array is built."""
@@ -291,6 +308,9 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
     except SsmcError as e:
         one_line = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise BundleError(f"{name}: the IR inside does not load: {one_line}") from None
+    _check_magnitudes(graph, f"{name}: ir.txt")
+    if model_graph is not None:
+        _check_magnitudes(model_graph, f"{name}: model/ir.txt")
     report = parse_json(contents.get("report.json", b"{}"), f"{name}: damaged: report.json", BundleError)
     _check_report(report, name)
     extras = {e[len("extra/"):]: blob for e, blob in contents.items() if e.startswith("extra/")}
@@ -300,6 +320,6 @@ def decode(data: bytes, name: str = "net.lava") -> Bundle:
         except SsmcError as e:
             raise BundleError(f"{name}: damaged: {e}") from None
     _check_extras(extras, name)
-    return Bundle(graph=graph, model_graph=model_graph, source=manifest.get("source", {}),
-                  pipeline=manifest.get("pipeline", ""), options=manifest.get("options", {}), report=report,
+    return cls(graph=graph, model_graph=model_graph, source=manifest.get("source", {}),
+                  pipeline=manifest.get("pipeline", ""), config=_config(manifest, name), report=report,
                   extras=extras, ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)

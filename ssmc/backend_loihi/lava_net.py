@@ -266,13 +266,14 @@ def build_lava(plan: LavaPlan) -> dict:
 
 
 def process_table(net) -> list[dict]:
-    """One row per Lava process of the net: name, class, neuron group, size (and why a synapse
+    """One row per Lava process of the net (a compiled net, or its graph): name, class, neuron group, size (and why a synapse
     group is or is not Lava's Dense), and on a placed net the cores it runs on: a neuron process on
     its group's cores, a synapse process on the cores of the neurons it feeds (as the mapper counts
     synapse memory). Does not depend on the input."""
-    features = net.graph.inputs()[0].shape[0]
-    plan = plan_lava(net.graph, np.zeros((1, 1, features)))
-    placed = placement_of(net.graph)
+    graph = net if isinstance(net, Graph) else net.graph
+    features = graph.inputs()[0].shape[0]
+    plan = plan_lava(graph, np.zeros((1, 1, features)))
+    placed = placement_of(graph)
     return [{"name": p.name, "class": p.cls, "module": p.module, "group": p.group, "size": p.size,
              "note": p.note,
              "cores": [{"chip": b.chip, "core": b.core, "neurons": [b.start, b.stop]}

@@ -30,7 +30,7 @@ from ssmc.frontend.gsutil import GraphIndex, describe
 from ssmc.frontend.handlers import DOCS as HANDLER_DOCS
 from ssmc.frontend.handlers import OpHandler, apply_handler, find_handler
 from ssmc.frontend.recurrence import Recurrence, find_recurrences
-from ssmc.frontend.subgraph import opset_of
+from ssmc.frontend.subgraph import opset_of, pin_ir_versions
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import schema
 from ssmc.ir.verify import graph_problems
@@ -41,8 +41,6 @@ SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, 
              "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
              "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]")
 PASS_THROUGH = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
-# Larger weights overflow float32 once a few layers are folded together (3.4e38).
-MAX_ABS_WEIGHT = 1e10
 FULL_SEQUENCE_OPS = {"DFT", "STFT", "Conv", "ConvTranspose", "Scan", "Loop"}
 
 
@@ -343,8 +341,8 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     """Convert a loaded step-form model to a verified model-level Graph."""
     opset = opset_of(model)
     try:  # graphsurgeon reports unreadable graphs and folding failures with assorted types
-        raw_graph = gs.import_onnx(model)
-        folded = gs.import_onnx(model)
+        raw_graph = pin_ir_versions(gs.import_onnx(model))
+        folded = pin_ir_versions(gs.import_onnx(model))
     except Exception as e:
         raise UnsupportedModelError(f"{name}: onnx-graphsurgeon cannot read the graph: "
                                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
@@ -358,6 +356,11 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
         G_LOGGER.severity = severity
     _check_finite(raw_graph, name)
     raw, ix = GraphIndex(raw_graph), GraphIndex(folded)
+    for n in ix.nodes:  # folding inlined every If with a constant condition; one left picks its branch per input
+        if n.op == "If" and n.domain in ("", "ai.onnx", None):
+            raise UnsupportedModelError(f"{name}: {describe(n)}: its condition is computed from the inputs, and a "
+                                        "compiled net cannot choose between branches at run time; export the "
+                                        "model with the branch it takes, or make the condition a constant")
     x_name, pairs, y_name = _check_contract(ix, name)
     units = _units(ix, raw, pairs, opset, fixed_batch=isinstance(ix.shape(x_name)[0], int))
     states = {s for pair in pairs for s in pair}
@@ -434,10 +437,10 @@ def _check_finite(graph: gs.Graph, name: str) -> None:
                     raise UnsupportedModelError(f"{name}: initializer '{t.name}' (used by {describe(node)}) has "
                                                 "NaN or infinite values")
                 biggest = float(np.abs(values).max())
-                if biggest > MAX_ABS_WEIGHT:
+                if biggest > limits.MAX_ABS_WEIGHT:
                     raise UnsupportedModelError(
                         f"{name}: initializer '{t.name}' (used by {describe(node)}) has values up to {biggest:.3g}; "
-                        f"ssmc refuses |values| over {MAX_ABS_WEIGHT:.0e} (folding layers would overflow float32, and "
+                        f"ssmc refuses |values| over {limits.MAX_ABS_WEIGHT:.0e} (folding layers would overflow float32, and "
                         "no fixed-point format spans them): check the export")
 
 

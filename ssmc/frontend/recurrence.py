@@ -424,14 +424,20 @@ def _merge_coupled_drivers(ix: GraphIndex, layouts: list[StateLayout], channels:
         for g2 in groups:
             if g2 != g and resp[r, owner == g2].max() > tol:
                 parent[find(g2)] = find(g)
-    # An element no tensor drives measurably (in a packed state, e.g. the weakly driven imaginary half of a
-    # slow mode) joins the one group whose state drives it.
+    # An element no tensor drives measurably (in a packed state, e.g. the imaginary half of a slow mode, whose
+    # A_imag ~ 0 after training leaves it driven by the input below the threshold) joins the group whose state
+    # drives it: the one that drives it measurably, or, if none does, the one that drives it at all (its re/im
+    # partner's layer). Ownership must not stop at the threshold the coupling check uses, or that check flags
+    # the element as coupled out of the partner's layer. Two groups driving it measurably stay a coupling
+    # (the measurement refuses it by name).
     if stray.any():
         tols = 1e-6 * np.maximum(resp.max(axis=1, keepdims=True), 1e-30)
-        by = resp[:, stray] > tols
-        ones = by.sum(axis=0) == 1
-        idx = np.flatnonzero(stray)[ones]
-        owner[idx] = np.asarray(groups)[by[:, ones].argmax(axis=0)]
+        drive = resp[:, stray]
+        by = drive > tols
+        count = by.sum(axis=0)
+        pick = np.where(count == 1, by.argmax(axis=0), drive.argmax(axis=0))
+        adopt = (count == 1) | ((count == 0) & (drive.max(axis=0) > 0))
+        owner[np.flatnonzero(stray)[adopt]] = np.asarray(groups)[pick[adopt]]
     sets: dict[int, list[int]] = {}
     for g in groups:
         sets.setdefault(find(g), []).append(g)

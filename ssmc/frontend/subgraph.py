@@ -13,6 +13,20 @@ import onnx_graphsurgeon as gs
 
 from ssmc.errors import UnsupportedModelError
 
+# The newest ONNX IR version every onnxruntime in the supported range (>= 1.17) reads. graphsurgeon writes a
+# graph without a recorded version (every If/Loop/Scan body) at the installed onnx's newest, which onnxruntime
+# refuses ("Unsupported model IR version: 14, max supported IR version: 11").
+ORT_IR_VERSION = 9
+
+
+def pin_ir_versions(graph: gs.Graph) -> gs.Graph:
+    """Give `graph` and all its subgraphs an IR version onnxruntime reads, so graphsurgeon's folding can run them."""
+    version = min(graph.ir_version or ORT_IR_VERSION, ORT_IR_VERSION)
+    graph.ir_version = version
+    for sub in graph.subgraphs(recursive=True):
+        sub.ir_version = version
+    return graph
+
 
 def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str], opset: int,
                  full_shapes: bool = False):
@@ -23,7 +37,7 @@ def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str
     The slice is cut and its onnxruntime session built once: a layer is probed in many chunks."""
     import onnxruntime as ort
 
-    sub = graph.copy()
+    sub = pin_ir_versions(graph.copy())
     tmap = sub.tensors()
     new_inputs = []
     for name, shape in feed_shapes.items():
@@ -49,7 +63,7 @@ def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str
         sub.cleanup(remove_unused_graph_inputs=False).toposort()
         model = gs.export_onnx(sub)
         model.opset_import[0].version = opset
-        model.ir_version = min(model.ir_version, 9)
+        model.ir_version = min(model.ir_version, ORT_IR_VERSION)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.intra_op_num_threads = 1

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from ssmc.errors import IRError
 from ssmc.ir.graph import Op
-from ssmc.ir.widths import IR_GROUP_BITS, IR_WEIGHT_BITS
+from ssmc.widths import IR_GROUP_BITS, IR_WEIGHT_BITS
 
 REQUIRED = object()
 VARIADIC = -1

@@ -4,6 +4,8 @@ Built-in passes are registered lazily: a pass module is imported only when
 the pass is used or listed.
 """
 
+from ssmc.config import DEFAULT_PIPELINE, FLOAT_PIPELINE, FROZEN_NORMS_PIPELINE
+from ssmc.passes.build import OUTPUT_STEPS, build_pipeline, select_passes
 from ssmc.passes.base import (Pass, PassError, PassRecord, available_passes, load_pass, parse_pipeline,
                               pipeline_spec, register_pass, run_pipeline)
 
@@ -58,6 +60,14 @@ def _place():
     return Place
 
 
+def _output_step(name: str):
+    def load():
+        from ssmc.passes import output_steps
+        return {"describe-target": output_steps.DescribeTarget, "emit-microcode": output_steps.EmitMicrocode,
+                "lava-processes": output_steps.LavaProcesses}[name]
+    return load
+
+
 register_pass("canonicalize", _canonicalize)
 register_pass("assign-bitwidths", _assign_bitwidths)
 register_pass("discretize", _discretize)
@@ -68,16 +78,9 @@ register_pass("freeze-norms", _freeze_norms)
 register_pass("sigma-delta", _sigma_delta)
 register_pass("partition", _partition)
 register_pass("place", _place)
-
-#: The float part of the pipeline: S4D layers become complex neuron pairs between linears.
-FLOAT_PIPELINE = "canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear"
-#: What `ssmc compile` runs when no --passes is given: the float part, quantization (LayerNorm on
-#: neurons), then mapping onto cores.
-DEFAULT_PIPELINE = FLOAT_PIPELINE + ",assign-bitwidths,partition,place"
-#: The default with LayerNorm approximated by frozen statistics (freeze-norms): no norm neurons or
-#: latency, but one calibrated gain for every token (docs/fixed_point.md).
-FROZEN_NORMS_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths,partition,place"
+for _name in OUTPUT_STEPS:  # appended by build_pipeline after the passes
+    register_pass(_name, _output_step(_name))
 
 __all__ = ["Pass", "PassError", "PassRecord", "available_passes", "load_pass", "parse_pipeline", "pipeline_spec",
-           "register_pass", "run_pipeline", "DEFAULT_PIPELINE", "FLOAT_PIPELINE",
-           "FROZEN_NORMS_PIPELINE"]
+           "register_pass", "run_pipeline", "DEFAULT_PIPELINE", "FLOAT_PIPELINE", "FROZEN_NORMS_PIPELINE",
+           "OUTPUT_STEPS", "build_pipeline", "select_passes"]

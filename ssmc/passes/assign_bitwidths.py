@@ -40,22 +40,22 @@ from typing import ClassVar
 
 import numpy as np
 
+from ssmc.config import LAYER_WIDTH_KEYS, WEIGHT_EXP_MODES
 from ssmc.errors import IRError, UnsupportedModelError
 from ssmc.ir.activations import activation
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import SHIFT_MAX
-from ssmc.ir.widths import OPTIONS as WIDTHS
+from ssmc.widths import OPTIONS as WIDTHS
 from ssmc.passes import FLOAT_PIPELINE
 from ssmc.passes.base import Pass, PassError, data_field, log
 from ssmc.runtime.calibrate import NormRanges, Ranges, check_calibration, measure_ranges
 from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.numpy_engine import run_numpy
 
-WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
-WIDTH_LIMITS = {key: (w.lo, w.hi) for key, w in WIDTHS.items()}  # ssmc/ir/widths.py
+WIDTH_KEYS = LAYER_WIDTH_KEYS
+WIDTH_LIMITS = {key: (w.lo, w.hi) for key, w in WIDTHS.items()}  # ssmc/widths.py
 RANDOM_CALIBRATION = (64, 64)
 LUT_FUNCTIONS = ("gelu", "gelu_tanh", "sigmoid", "tanh")  # sequences, tokens: used only when no calibration data is given
-WEIGHT_EXP_MODES = ("group", "row", "auto")
 AUTO_GAIN = 0.05  # auto splits only if that lowers the calibration error by 5%; keeps a split worth more than 5%
 AUTO_SEQUENCES = 16  # auto compares candidates on at most this many calibration sequences (it runs the engine per linear)
 
@@ -550,7 +550,7 @@ def set_depths(graph: Graph) -> None:
 class AssignBitwidths(Pass):
     name: ClassVar[str] = "assign-bitwidths"
     weight_bits: int = WIDTHS["weight_bits"].default
-    """Synapse weight precision (Lava Dense num_weight_bits; the pass quantizes to 3..8, see ssmc/ir/widths.py)."""
+    """Synapse weight precision (Lava Dense num_weight_bits; the pass quantizes to 3..8, see ssmc/widths.py)."""
     coef_bits: int = WIDTHS["coef_bits"].default
     """Complex-pair coefficient precision."""
     state_bits: int = WIDTHS["state_bits"].default

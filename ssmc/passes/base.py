@@ -36,10 +36,15 @@ class Pass:
     """Base of all passes. Subclasses set `name` and implement `run`."""
 
     name: ClassVar[str] = ""
-    #: "transform" changes the graph; "analysis" only reports and must not change it.
+    #: "transform" changes the graph; "analysis" only reports and must not change it; "output" writes
+    #: files of the compiled net (net.lava extras) from the graph, through `emit`, and changes nothing.
     kind: ClassVar[str] = "transform"
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
+        raise NotImplementedError
+
+    def emit(self, graph: Graph) -> dict[str, bytes]:
+        """An output step's files (net.lava extra/ path -> bytes); called instead of `run`."""
         raise NotImplementedError
 
     def spec(self) -> str:
@@ -259,6 +264,7 @@ class PassRecord:
     changed: bool
     seconds: float
     notes: list[str] = dataclasses.field(default_factory=list)
+    outputs: dict[str, bytes] = dataclasses.field(default_factory=dict)  # an output step's files
 
 
 #: Passes say what they decided (e.g. which linears they folded) through this logger;
@@ -293,17 +299,21 @@ def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
             before_pass(p)
         start = time.perf_counter()
         notes: list[str] = []
+        outputs: dict[str, bytes] = {}
         with forward_info(log, notes.append):
-            graph, changed = p.run(graph)
+            if p.kind == "output":
+                outputs, changed = p.emit(graph), False
+            else:
+                graph, changed = p.run(graph)
         seconds = time.perf_counter() - start
         if p.kind == "analysis" and changed:
             raise PassError(f"analysis pass {p.name} reported a change; analyses must not modify the IR")
-        if verify_each:
+        if verify_each and p.kind != "output":  # an output step leaves the graph as it was
             try:
                 verify(graph)
             except SsmcError as e:
                 raise PassError(f"after pass {p.name}: " + "; ".join(s.strip() for s in str(e).splitlines())) from None
-        records.append(PassRecord(p.name, p.spec(), changed, seconds, notes))
+        records.append(PassRecord(p.name, p.spec(), changed, seconds, notes, outputs))
         if after_pass is not None:
             after_pass(p, graph, changed)
     return graph, records

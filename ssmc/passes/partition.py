@@ -53,6 +53,7 @@ class Partition(Pass):
     rate_sequences: int = 8
     """Calibration sequences the numpy engine runs to measure message rates (0: do not measure)."""
     calibration: object = data_field("calibration sequences [n, tokens, features] (message rates)")
+    target_file: object = data_field("the target file to read (a path), when `target` records only its name")
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         if not graph.ops_of_kind("neurons"):
@@ -63,7 +64,7 @@ class Partition(Pass):
         if self.max_neurons_per_core < 0:
             raise PassError(f"partition: max-neurons-per-core = {self.max_neurons_per_core}; give a whole number "
                             "of at least 1, or 0 for the target's capacity")
-        target = load_target(self.target or None, board=self.board or None, chips=self.chips or None)
+        target = load_target(self.target_file or self.target or None, board=self.board or None, chips=self.chips or None)
         graph = graph.copy()
         source = measure_rates(graph, self.calibration, self.rate_sequences)
         result = map_network(build_netlist(graph), target, self.method, self.time_limit, self.seed,

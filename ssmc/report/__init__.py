@@ -83,8 +83,9 @@ def build_report(net) -> dict:
                       "traffic and cost"
         return rep
     rep["target"] = target.describe()
-    if "target.json" in net.extras:  # the compile-time description keeps each value's source and sureness
-        rep["target"]["provenance"] = json.loads(net.extras["target.json"]).get("provenance", {})
+    described = net.target_description()
+    if described is not None:  # the compile-time description keeps each value's source and sureness
+        rep["target"]["provenance"] = described.get("provenance", {})
     core_of, problems = core_assignment(graph, target)
     if problems:
         rep["placement"] = None

@@ -119,16 +119,25 @@ def target_from_json(text: str) -> Target:
         raise TargetError(f"target attribute is not JSON ({e}); recompile the net") from None
 
 
-def _read_file(target: str | os.PathLike | None) -> tuple[dict, str]:
+def target_bytes(target: str | os.PathLike | None) -> tuple[bytes, str]:
+    """The bytes of a target description (a built-in name, default loihi2, or a file) and the name a
+    compile records for it: the built-in name or the file's base name (never its folder)."""
     if target is None or str(target) in BUILTIN:
         name = "loihi2" if target is None else str(target)
-        return json.loads(resources.files("ssmc.targets").joinpath(f"{name}.json").read_text()), name
+        return resources.files("ssmc.targets").joinpath(f"{name}.json").read_bytes(), name
     path = os.fspath(target)
     try:
-        data = read_small_file(path, TARGET_FILE_BYTES, "target description")
+        return read_small_file(path, TARGET_FILE_BYTES, "target description"), os.path.basename(path)
     except SsmcError as e:
         raise TargetError(f"cannot read target: {e}; give a JSON file like ssmc/targets/loihi2.json or one of "
                           f"{', '.join(BUILTIN)}") from None
+
+
+def _read_file(target: str | os.PathLike | None) -> tuple[dict, str]:
+    data, name = target_bytes(target)
+    if target is None or str(target) in BUILTIN:
+        return json.loads(data.decode("utf-8")), name
+    path = os.fspath(target)
     try:
         return json.loads(data.decode("utf-8")), path
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -181,7 +190,7 @@ def load_target(target: str | os.PathLike | None = None, board: str | None = Non
     if missing:
         raise TargetError(f"target {origin} lacks {', '.join(sorted(missing))}")
     try:
-        t = from_values({"name": str(data.get("name", origin)), "board": board, **flat}, prov)
+        t = from_values({"name": str(data.get("name", os.path.basename(origin))), "board": board, **flat}, prov)
         t = replace(t, **{k: int(getattr(t, k)) for k in CAPACITIES}, chips=int(t.chips),
                     cores_per_chip=int(t.cores_per_chip), cores_per_router=int(t.cores_per_router),
                     hop_cost=float(t.hop_cost), chip_link_cost=float(t.chip_link_cost),

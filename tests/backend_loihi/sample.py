@@ -6,6 +6,7 @@ input [3] -> linear [4] -> s4d (discrete, 2 modes) -> relu -> output
 import numpy as np
 
 from ssmc.backend_loihi.bundle import Bundle
+from ssmc.config import CompileConfig
 from ssmc.ir.graph import Graph, Op
 
 
@@ -39,7 +40,7 @@ def make_bundle() -> Bundle:
         graph=make_graph(),
         source={"file": "sample.onnx", "sha256": "ab" * 32, "bytes": 4096},
         pipeline="canonicalize",
-        options={"readout": "none"},
+        config=CompileConfig(passes="canonicalize", readout="none", weight_bits=6),
         report={"import": {"model_name": "sample", "layers": [{"name": "enc", "notes": ["µ-law", "ok"]}]},
                 "passes": [{"name": "canonicalize", "spec": "canonicalize", "changed": False}]},
     )

@@ -123,7 +123,7 @@ def test_the_manifest_comes_first_and_lists_every_other_entry_with_its_sha256(go
     manifest_blob = entries.pop("manifest.json")
     assert entries.pop("manifest.sha256") == f"{hashlib.sha256(manifest_blob).hexdigest()}  manifest.json\n".encode()
     manifest = json.loads(manifest_blob)
-    assert manifest["format"] == "ssmc.net" and manifest["format_version"] == 2
+    assert manifest["format"] == "ssmc.net" and manifest["format_version"] == 3
     assert manifest["entries"] == {k: hashlib.sha256(v).hexdigest() for k, v in entries.items()}
     assert set(entries) == {"ir.txt", "report.json", "tensors/enc.bias.npy", "tensors/enc.weight.npy",
                             "tensors/ssm.A_bar.npy", "tensors/ssm.B_bar.npy", "tensors/ssm.C.npy", "tensors/ssm.D.npy"}
@@ -149,7 +149,7 @@ def test_save_then_load_round_trips_everything(tmp_path):
             assert np.array_equal(got.view(np.uint8), arr.view(np.uint8)), f"{op.name}.{name}"
     assert back.source == original.source
     assert back.pipeline == "canonicalize"
-    assert back.options == {"readout": "none"}
+    assert back.config == original.config and back.config.weight_bits == 6
     assert back.report == original.report
     assert back.ssmc_version == original.ssmc_version
     assert back.format_version == bundle.FORMAT_VERSION
@@ -231,13 +231,22 @@ def _npy(arr):
     return buf.getvalue()
 
 
+def _huge(entry, value):
+    """Entry's tensor with one value set to `value`: finite, but beyond the 1e10 a net holds."""
+    def damage(data):
+        arr = np.load(io.BytesIO(unzip(data)[entry]))
+        arr.flat[0] = value
+        return _replace_rehashed(entry, _npy(arr))(data)
+    return damage
+
+
 DAMAGE = {
     "empty file": (lambda d: b"", "file is empty"),
     "random bytes": (lambda d: np.random.default_rng(0).bytes(len(d)), "not a net.lava file, or truncated"),
     "cut in half": (lambda d: d[:len(d) // 2], "not a net.lava file, or truncated"),
     "last byte missing": (lambda d: d[:-1], "not a net.lava file, or truncated"),
     "one byte flipped in a tensor": (_flip_tensor_byte, f"checksum mismatch in {TENSOR}"),
-    "format version 3": (lambda d: rezip(with_manifest(unzip(d), format_version=3)), "upgrade ssmc"),
+    "format version 4": (lambda d: rezip(with_manifest(unzip(d), format_version=4)), "upgrade ssmc"),
     "another format": (lambda d: rezip(with_manifest(unzip(d), format="other.thing")), "not a net.lava file"),
     "format version a string": (lambda d: rezip(with_manifest(unzip(d), format_version="1")),
                                 "format_version must be a whole number"),
@@ -253,6 +262,11 @@ DAMAGE = {
     "ssmc_version not a string": (lambda d: rezip(with_manifest(unzip(d), ssmc_version=[1])),
                                   "manifest.json: ssmc_version must be a str"),
     "options not an object": (lambda d: rezip(with_manifest(unzip(d), options=[])), "options must be a dict"),
+    "config not an object": (lambda d: rezip(with_manifest(unzip(d), config=[])), "config must be a dict"),
+    "config with an unknown key": (lambda d: rezip(with_manifest(unzip(d), config={"speed": 9})),
+                                   "config: unknown key 'speed'; keys: passes, skip"),
+    "config with a bad readout": (lambda d: rezip(with_manifest(unzip(d), config={"readout": "max"})),
+                                  "config readout = 'max': one of none, sum, mean, last"),
     "entry checksum not hex": (lambda d: rezip(with_manifest(unzip(d), entries={"ir.txt": 5})),
                                "the checksum of ir.txt is not a sha256"),
     "manifest nested 100,000 deep": (lambda d: rezip({**unzip(d), "manifest.json": b"[" * 100_000 + b"]" * 100_000}),
@@ -278,6 +292,10 @@ DAMAGE = {
     "IR that does not verify": (_replace_rehashed("ir.txt", b"ssmc.graph @m\n%x = input() : [1]\n"),
                                 "does not load"),
     "report not JSON": (_replace_rehashed("report.json", b"{oops"), "damaged"),
+    "a weight of 1e30": (_huge(TENSOR, 1e30),
+                         "ir.txt: tensor 'weight' of %enc has values up to 1e+30; a net holds |values| up to 1e+10"),
+    "a complex coefficient of 1e30": (_huge("tensors/ssm.C.npy", 1e30j),
+                                      "ir.txt: tensor 'C' of %ssm has values up to 1e+30"),
 }
 
 
@@ -295,9 +313,24 @@ def test_a_damaged_file_is_refused_with_a_one_line_reason(tmp_path, good, damage
 
 def test_a_newer_format_names_both_versions(good):
     with pytest.raises(BundleError) as e:
-        decode(rezip(with_manifest(unzip(good), format_version=3, ssmc_version="9.0.0")))
-    assert "format 3 by ssmc 9.0.0" in str(e.value)
-    assert "reads format 2" in str(e.value)
+        decode(rezip(with_manifest(unzip(good), format_version=4, ssmc_version="9.0.0")))
+    assert "format 4 by ssmc 9.0.0" in str(e.value)
+    assert "reads format 3" in str(e.value)
+
+
+def test_a_format_2_file_records_options_and_loads_them_as_its_config(good):
+    # format 2 recorded only the options given, a calibration as "<file> sha256:<hex>", a target as given
+    old = with_manifest(unzip(good), format_version=2, options={
+        "readout": "mean", "calibration": f"cal.npz sha256:{'c' * 64}", "passes": "canonicalize",
+        "layer_bits": "s4d0:weight=6/coef=12", "target": "/home/me/targets/t.json", "sigma_delta": 0.01})
+    old_manifest = json.loads(old["manifest.json"])
+    del old_manifest["config"]
+    b = decode(rezip(with_manifest({**old, "manifest.json": json.dumps(old_manifest).encode()})))
+    c = b.config
+    assert b.format_version == 2 and c.readout == "mean" and c.passes == "canonicalize"
+    assert (c.calibration.file, c.calibration.sha256) == ("cal.npz", "c" * 64)
+    assert [(lw.name, lw.weight_bits, lw.coef_bits) for lw in c.layers] == [("s4d0", 6, 12)]
+    assert c.target.file == "t.json" and c.sigma_delta == 0.01 and c.weight_bits is None
 
 
 def test_a_format_1_file_without_the_manifest_checksum_still_loads(good):
@@ -366,7 +399,7 @@ def test_cli_runs_an_intact_net(tmp_path, good, x_npy):
     assert "outputs: [2, 5, 4]" in run.stdout
 
 
-@pytest.mark.parametrize("kind", ["cut in half", "one byte flipped in a tensor", "format version 3"])
+@pytest.mark.parametrize("kind", ["cut in half", "one byte flipped in a tensor", "format version 4"])
 def test_cli_reports_a_damaged_net_in_one_line_and_exits_1(tmp_path, good, x_npy, kind):
     damage, phrase = DAMAGE[kind]
     net = tmp_path / "net.lava"
@@ -552,3 +585,24 @@ def test_a_placed_net_over_its_targets_capacity_is_refused_on_load():
     entries["ir.txt"] = entries["ir.txt"].replace(fits, b'\\"neurons\\":1')
     with pytest.raises(BundleError, match="neurons .* exceeds the target's 1"):
         decode(rezip(rehashed(entries)))
+
+
+def test_a_huge_finite_weight_in_the_model_graph_is_refused_naming_it(tmp_path):
+    b = make_bundle()
+    b.model_graph = b.graph.copy()
+    entries = unzip(encode(b))
+    weight = np.load(io.BytesIO(entries["model/tensors/enc.weight.npy"]))
+    weight[1, 2] = -3e37  # the float engine would run it to inf
+    (tmp_path / "net.lava").write_bytes(rezip(rehashed({**entries, "model/tensors/enc.weight.npy": _npy(weight)})))
+    with pytest.raises(BundleError) as e:
+        load(tmp_path / "net.lava")
+    assert str(e.value) == ("net.lava: model/ir.txt: tensor 'weight' of %enc has values up to 3e+37; a net holds "
+                            "|values| up to 1e+10, as ONNX weights are: recompile the net")
+
+
+def test_a_net_with_a_value_load_would_refuse_is_not_written(tmp_path):
+    b = make_bundle()
+    b.graph.op("ssm").params["D"][0] = 2e10
+    with pytest.raises(BundleError, match="the compiled net: ir.txt: tensor 'D' of %ssm has values up to 2e"):
+        save(b, tmp_path / "net.lava")
+    assert list(tmp_path.iterdir()) == []

@@ -80,7 +80,7 @@ def test_a_cpx_program_keeps_its_coefficients_and_bias_in_parameter_memory():
 
 def test_the_summary_lists_size_and_cycles_per_program():
     g = random_network(0)
-    net = Net(graph=g, source={}, pipeline="", options={}, report={}, extras=emit_microcode(g))
+    net = Net(graph=g, source={}, pipeline="", report={}, extras=emit_microcode(g))
     rows = microcode_summary(net)
     assert [r["group"] for r in rows] == [op.name for op in g.ops_of_kind("neurons")]
     for r in rows:
@@ -160,7 +160,7 @@ def test_core_cycles_add_up_the_programs_on_each_core():
     g = random_network(1)
     placement = {op.name: [(0, 0, 0, op.attrs["size"])] for op in g.ops_of_kind("neurons")}
     placement["act"] = [(0, 1, 0, 1), (0, 2, 1, 2), (0, 1, 2, g.op("act").attrs["size"])]  # two blocks on 0.1
-    net = Net(graph=g, source={}, pipeline="", options={}, report={}, extras=emit_microcode(g, placement))
+    net = Net(graph=g, source={}, pipeline="", report={}, extras=emit_microcode(g, placement))
     rows = {r["group"]: r for r in microcode_summary(net)}
     cores = core_cycles(net)
     act = rows["act"]["cycles_per_update"]
@@ -191,7 +191,7 @@ def test_cli_says_in_one_line_when_a_net_has_no_microcode(tmp_path):
 def test_cli_shows_programs_and_assembles_and_disassembles(tmp_path):
     import ssmc
     g = random_network(2)
-    net = Net(graph=g, source={"file": "m.onnx", "sha256": "0" * 64, "bytes": 1}, pipeline="", options={},
+    net = Net(graph=g, source={"file": "m.onnx", "sha256": "0" * 64, "bytes": 1}, pipeline="",
               report={}, extras=emit_microcode(g))
     net.save(tmp_path / "n.lava")
 

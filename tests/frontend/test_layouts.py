@@ -76,6 +76,26 @@ def test_a_packed_state_keeps_the_weakly_driven_halves_of_slow_modes_in_their_la
     assert np.abs(run_float(graph, x)[graph.outputs()[0].name] - want).max() <= 1e-5 * np.abs(want).max()
 
 
+def test_a_packed_state_keeps_a_mode_half_no_input_and_no_layer_drives_measurably_with_its_partner(save_onnx):
+    # trained S4D-Lin leaves A_imag near 0 on the first mode: its imaginary half is driven by the input below the
+    # drive threshold, and by its real half (the rotation A_imag * dt ~ 1.3e-6) near it: it belongs to the layer
+    # of its re/im partner (found by that coupling), not outside every layer (where the coupling check flagged it)
+    spec = StepModelSpec(in_features=2, H=8, M=4, n_layers=2, n_out=3, seed=0)
+    model = build_layout_model(spec, "packed")
+    inits = {init.name: init for init in model.graph.initializer}
+    for name, init in inits.items():
+        if name.endswith(".s4d.A_imag"):
+            dt = np.exp(numpy_helper.to_array(inits[name.replace("A_imag", "log_dt")]).astype(np.float64))
+            a_imag = numpy_helper.to_array(init).copy()
+            a_imag[:, 0] = 1.3e-6 / dt
+            init.CopyFrom(numpy_helper.from_array(a_imag, name))
+    graph, _, _ = import_onnx(save_onnx(model))
+    assert [op.attrs["modes"] for op in graph.ops_of_kind("s4d")] == [4, 4]
+    x = np.random.default_rng(2).normal(size=(2, 6, 2)).astype(np.float32)
+    want = run_step_model_ort(model, x)
+    assert np.abs(run_float(graph, x)[graph.outputs()[0].name] - want).max() <= 1e-5 * np.abs(want).max()
+
+
 # -- refusals: one line naming the state, the layout found and the one accepted -----------------
 def _with_dims(model: onnx.ModelProto, dims: dict[str, list]) -> onnx.ModelProto:
     """model with the declared shapes of some inputs/outputs replaced (ints static, strings symbolic)."""

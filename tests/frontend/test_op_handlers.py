@@ -213,8 +213,8 @@ def test_cli_ops_lists_plugin_handlers_and_compile_uses_them(tmp_path):
     proc = _ssmc("compile", tmp_path / "fused.onnx", "-o", tmp_path / "n.lava", "-q", "--plugin", HANDLER_FILE)
     assert proc.returncode == 0, proc.stderr
     import ssmc
-    options = ssmc.load(tmp_path / "n.lava").options
-    assert options["plugins"][0]["file"] == "s4d_handler.py" and len(options["plugins"][0]["sha256"]) == 64
+    plugin = ssmc.load(tmp_path / "n.lava").config.plugins[0]
+    assert plugin.file == "s4d_handler.py" and len(plugin.sha256) == 64
 
 
 def test_the_same_handler_file_loaded_twice_is_one_handler(tmp_path):

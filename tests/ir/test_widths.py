@@ -1,4 +1,4 @@
-"""Bit widths are stated once (ssmc/ir/widths.py): the pass, the CLI help and docs/fixed_point.md follow it."""
+"""Bit widths are stated once (ssmc/widths.py): the pass, the CLI help and docs/fixed_point.md follow it."""
 
 import re
 
@@ -7,7 +7,7 @@ import pytest
 
 from ssmc.cli import build_parser
 from ssmc.errors import PassError
-from ssmc.ir.widths import IR_GROUP_BITS, IR_WEIGHT_BITS, OPTIONS
+from ssmc.widths import IR_GROUP_BITS, IR_WEIGHT_BITS, OPTIONS
 from ssmc.passes.assign_bitwidths import AssignBitwidths, quantize_weights
 from tests.conftest import ROOT
 

@@ -50,6 +50,6 @@ def test_stop_after_and_skip_trim_the_pipeline(tmp_path):
                  "--skip", "rescale-states")
     assert proc.returncode == 0, proc.stderr
     pipeline = proc.stderr.split("running passes:")[1].splitlines()[0].strip()
-    assert pipeline == "canonicalize,discretize,fuse-complex-pairs"
+    assert pipeline == "canonicalize,discretize,fuse-complex-pairs,emit-microcode,lava-processes"  # + output steps
     proc = _ssmc("compile", model, "-o", tmp_path / "n.lava", "--stop-after", "no-such-pass")
     assert proc.returncode == 1 and "'no-such-pass' is not in the pipeline" in proc.stderr

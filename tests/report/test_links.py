@@ -37,7 +37,7 @@ def test_loads_of_hand_placed_flows():
 @pytest.mark.parametrize("neurons", [40, 24])
 def test_link_loads_sum_to_the_hop_weighted_traffic_of_a_placed_net(tmp_path, neurons):
     placed, _ = Place(time_limit=2.0).run(partitioned(tmp_path, chips=1, neurons=neurons))
-    rep = build_report(Net(graph=placed, source={}, pipeline="", options={}, report={}))
+    rep = build_report(Net(graph=placed, source={}, pipeline="", report={}))
     assert rep["placement"]["cores_used"] > 8  # several routers, so flows cross links
     total = sum(k["load"] for k in rep["links"]["on_chip"])
     assert total == pytest.approx(rep["traffic"]["hop_weighted"], rel=1e-6, abs=1e-3)
@@ -48,7 +48,7 @@ def test_link_loads_sum_to_the_hop_weighted_traffic_of_a_placed_net(tmp_path, ne
 def test_a_multi_chip_html_report_draws_the_board_and_tabulates_chip_to_chip_loads(tmp_path):
     from ssmc.report.render import write_html
     placed, _ = Place(time_limit=2.0).run(partitioned(tmp_path, chips=3, neurons=12, cores_per_chip=32))
-    rep = build_report(Net(graph=placed, source={}, pipeline="", options={}, report={}))
+    rep = build_report(Net(graph=placed, source={}, pipeline="", report={}))
     assert rep["placement"]["chips_used"] > 1 and rep["links"]["between_chips"]
     # the busiest link drawn at full strength once made matplotlib refuse an alpha of 1.0000000000000002
     files = write_html(rep, str(tmp_path / "r.html"))

@@ -48,7 +48,7 @@ def _over_capacity(graph):
 
 
 def _run_microcode(graph, x):
-    net = Net(graph=graph, source={}, pipeline="", options={}, report={}, extras=emit_microcode(graph))
+    net = Net(graph=graph, source={}, pipeline="", report={}, extras=emit_microcode(graph))
     return microcode_engine.run_net(net, x)
 
 
@@ -91,7 +91,7 @@ def _run_lava_plan(graph, x):
 
 @pytest.mark.parametrize("engine, run", [
     ("numpy", run_numpy),
-    ("microcode", lambda g, x: microcode_engine.run_net(Net(graph=g, source={}, pipeline="", options={}, report={}), x)),
+    ("microcode", lambda g, x: microcode_engine.run_net(Net(graph=g, source={}, pipeline="", report={}), x)),
     ("reference", lambda g, x: reference.run_reference(g, x)),
     ("Lava", _run_lava_plan),
 ])

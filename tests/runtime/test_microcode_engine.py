@@ -125,7 +125,7 @@ def test_every_instruction_does_what_the_isa_page_says(prog, seed, depth):
 
 # -- whole networks against the numpy engine --------------------------------------------------
 def net_of(graph) -> Net:
-    return Net(graph=graph, source={}, pipeline="", options={}, report={}, extras=emit_microcode(graph))
+    return Net(graph=graph, source={}, pipeline="", report={}, extras=emit_microcode(graph))
 
 
 def assert_same_run(net: Net, x: np.ndarray) -> None:

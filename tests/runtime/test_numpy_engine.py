@@ -76,8 +76,9 @@ def test_source_rounding_is_exact_just_below_a_half():
 
 def test_source_saturates_huge_values_and_counts_them():
     g = Net(frac=4, msg_bits=8).output("src")
-    # * 16 + 1/2, floored: 1600, -1600, 128, 127, -128, -128 (from -128.5 + 1/2), -129, +-inf
-    x = seq(100.0, -100.0, 127.5 / 16, 127.0 / 16, -8.0, -8.03125, -8.0625, 1e300, -1e300)
+    # * 16 + 1/2, floored: 1600, -1600, 128, 127, -128, -128 (from -128.5 + 1/2), -129, +-1.6e11
+    # (1e10 is the largest |input| ssmc takes: ssmc.limits.MAX_ABS_INPUT)
+    x = seq(100.0, -100.0, 127.5 / 16, 127.0 / 16, -8.0, -8.03125, -8.0625, 1e10, -1e10)
     res = run_numpy(g, x)
     assert res.raw["y"][0, :, 0].tolist() == [127, -128, 127, 127, -128, -128, -128, 127, -128]
     assert res.saturation["src"]["message"] == 6

@@ -38,7 +38,7 @@ def perturbed(net: Net, synapses: str, scale: float) -> Net:
     op = graph.op(synapses)
     w = op.params["weight"].astype(np.float64)
     op.params["weight"] = np.clip(np.round(w * scale / 2) * 2, -128, 126).astype(op.params["weight"].dtype)
-    return Net(graph=graph, source=net.source, pipeline=net.pipeline, options=net.options, report=net.report,
+    return Net(graph=graph, source=net.source, pipeline=net.pipeline, config=net.config, report=net.report,
                model_graph=net.model_graph)
 
 
@@ -105,7 +105,7 @@ def test_a_wrong_decay_coefficient_drifts(net, x, clean):
     graph = net.graph.copy()
     op = graph.op("s4d1.pairs")
     op.params["c_re"] = (op.params["c_re"] * 0.97).astype(op.params["c_re"].dtype)
-    bad = Net(graph=graph, source=net.source, pipeline=net.pipeline, options=net.options, report=net.report,
+    bad = Net(graph=graph, source=net.source, pipeline=net.pipeline, config=net.config, report=net.report,
               model_graph=net.model_graph)
     tr = bad.trace(x)
     assert tr.layers[0].group == "s4d1.pairs"
@@ -114,7 +114,7 @@ def test_a_wrong_decay_coefficient_drifts(net, x, clean):
 
 
 def test_a_net_without_neuron_groups_is_refused(net, x):
-    float_net = Net(graph=net.model_graph, source=net.source, pipeline="", options={}, report={},
+    float_net = Net(graph=net.model_graph, source=net.source, pipeline="", report={},
                     model_graph=net.model_graph)
     with pytest.raises(SsmcError, match="no neuron groups"):
         float_net.trace(x)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import os
 import pathlib
 import resource
@@ -30,14 +29,14 @@ import numpy as np
 import onnx
 import pytest
 
-import ssmc.cli
 from tests.builders.onnx_models import build_step_model, random_spec
+from tests.security.cli_runner import CASE_SECONDS, Outcome, print_tally, run_in_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "digits"
 FULL = os.environ.get("SSMC_SECURITY_FULL") == "1"
 IS_ROOT = os.geteuid() == 0
-TIMEOUT = 30  # seconds per case: a hang is a failure, not a stuck suite
+TIMEOUT = CASE_SECONDS  # seconds per case: a hang is a failure, not a stuck suite
 FIFO_TIMEOUT = 2  # a FIFO nobody writes to: a refusal is instant, a reader waits forever
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 OWNED = {"onnx": "owned by branch sec-onnx", "files": "owned by branch sec-files"}
@@ -46,41 +45,7 @@ COUNTS = {"cases": 0, "clean refusals": 0, "clean successes": 0, "internal error
           "files destroyed": 0, "temp files left": 0}
 
 
-# -- the runner -------------------------------------------------------------------
-@dataclasses.dataclass
-class Outcome:
-    code: int | None  # None: it hung
-    out: str
-    err: str
-
-
-class Hang(BaseException):
-    """The watchdog fired (a BaseException: the CLI's `except Exception` must not turn it into exit 70)."""
-
-
-def run_in_process(argv: list[str], timeout: float = TIMEOUT) -> Outcome:
-    out, err = io.StringIO(), io.StringIO()
-
-    def fire(signum, frame):
-        raise Hang()
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = ssmc.cli.main(argv)
-                code = 0 if code is None else code  # as sys.exit(main()) would
-            except SystemExit as e:  # argparse
-                code = e.code if isinstance(e.code, int) else 1
-    except Hang:
-        code = None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    return Outcome(code, out.getvalue(), err.getvalue())
-
-
+# -- the runner: tests/security/cli_runner.py ------------------------------------------
 @contextlib.contextmanager
 def memory_limit(extra: int = 1 << 30):
     """At most `extra` more bytes of address space for this process in the block: an endless read (a
@@ -117,7 +82,8 @@ def temp_files(folder: pathlib.Path) -> list[str]:
 SPEC = random_spec(0, activation="relu", glu=False, norm=False)
 
 #: the valid input files (made once by the valid_files fixture) that the commands below take
-VALID = ("model.onnx", "calib.npz", "target.json", "plugin.py", "net.lava", "x.npy", "y.npy", "prog.s", "prog.bin")
+VALID = ("model.onnx", "calib.npz", "target.json", "plugin.py", "net.lava", "x.npy", "y.npy", "prog.s", "prog.bin",
+         "config.toml")
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +94,7 @@ def valid_files(tmp_path_factory) -> dict[str, bytes]:
     np.savez(work / "calib.npz", x=rng.normal(size=(4, 8, SPEC.in_features)))
     shutil.copy(ROOT / "ssmc" / "targets" / "loihi2.json", work / "target.json")
     (work / "plugin.py").write_text("REGISTERS = ('nothing', 'at', 'all')  # a harmless plugin\n")
+    (work / "config.toml").write_text('readout = "mean"\n')  # one line: cut in half, it is not TOML
     np.save(work / "x.npy", rng.normal(size=(3, 6, SPEC.in_features)))
     np.save(work / "y.npy", np.array([0, 1, 2]))
     cwd = os.getcwd()
@@ -157,7 +124,9 @@ class Command:
 
 COMMANDS = [
     Command("compile", ("compile", "model.onnx", "-o", "out.lava", "-q", "--calibrate", "calib.npz",
-                        "--target", "target.json", "--plugin", "plugin.py"), ("out.lava",)),
+                        "--target", "target.json", "--plugin", "plugin.py", "--config", "config.toml"), ("out.lava",)),
+    Command("config", ("config", "model.onnx", "--plugin", "plugin.py")),
+    Command("config-net", ("config", "net.lava")),
     Command("inspect", ("inspect", "model.onnx", "--plugin", "plugin.py")),
     Command("run", ("run", "net.lava", "--input", "x.npy", "--labels", "y.npy", "--compare-onnx", "model.onnx",
                     "--output", "out.npy", "-q"), ("out.npy",)),
@@ -187,7 +156,7 @@ NAMES = ("with space", "ünïcödé €", "ctl\x1b[31m\x07", "'><img src=x onerr
 KNOWN: dict = {}  # the "files" branch (sec-files) fixed every case once listed here
 
 #: valid content that is accepted as it is (exit 0 is right)
-ACCEPTED = {("plugin.py", "empty")}
+ACCEPTED = {("plugin.py", "empty"), ("config.toml", "empty")}  # an empty config file sets nothing
 
 
 def _cases():
@@ -426,7 +395,7 @@ def test_two_compiles_to_one_output_at_once_leave_one_complete_file(valid_files,
     assert not temp_files(tmp_path)
     import ssmc as api
     net = api.load(out)  # validates every checksum: one whole file, not a mix
-    assert net.options.get("readout") in ("none", "mean")
+    assert net.config.readout in ("none", "mean")
 
 
 # -- signals ------------------------------------------------------------------------
@@ -503,7 +472,5 @@ def test_ctrl_c_during_the_partition_solver_stops_it_at_once():
 @pytest.fixture(scope="module", autouse=True)
 def tally(request):
     yield
-    line = "security tally (tests/security/test_cli_files.py): " + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print("\n" + line)
+    print_tally(request, "security tally (tests/security/test_cli_files.py): "
+                + ", ".join(f"{k} {v}" for k, v in COUNTS.items()))

@@ -28,6 +28,7 @@ from ssmc.errors import SsmcError
 from tests.backend_loihi.sample import make_bundle
 from tests.backend_loihi.test_bundle import TENSOR, rehashed, rezip, set_declared_size, unzip
 from tests.builders.onnx_models import build_step_model, random_spec
+from tests.security.cli_runner import print_tally, run_in_child
 
 ROOT = Path(__file__).resolve().parents[2]
 READERS = ("net.lava", "input", "calibration")
@@ -35,17 +36,13 @@ CASES = ("missing", "directory", "FIFO", "/dev/zero", "symlink to /dev/zero", "e
          "truncated", "huge declared size", "wrong type", "object array", "NaN/1e308")
 LIBRARY_SECONDS = 10  # each refusal; the good files load in well under a second
 CLI_TIMEOUT = 120  # generous for a loaded machine; a reader that blocks hits it
-CASE_SECONDS = 30  # one CLI case in the driver; refusals take milliseconds
 COUNTS = {"library cases": 0, "refused cleanly": 0, "CLI cases": 0, "CLI refused cleanly": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def summary(request):
     yield
-    line = "untrusted input files: " + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print("\n" + line)  # shown even under pytest's output capture
+    print_tally(request, "untrusted input files: " + ", ".join(f"{k} {v}" for k, v in COUNTS.items()))
 
 
 def npy_bytes(arr, allow_pickle: bool = False) -> bytes:
@@ -134,7 +131,7 @@ def hostile(world: World, reader: str, case: str, folder: Path) -> Path:
             path.write_bytes(rezip(rehashed({**unzip(good), TENSOR: npy_bytes(w)})))
         else:
             x = (world.x if reader == "input" else world.cal).copy()
-            x.flat[1] = np.nan if reader == "input" else 1e308  # an input of 1e308 is valid: it saturates
+            x.flat[1] = np.nan if reader == "input" else 1e308  # both refused (inputs beyond 1e10 too)
             path.write_bytes(npy_bytes(x) if reader == "input" else npz_bytes(x=x))
     return path
 
@@ -247,57 +244,6 @@ EXTRA_CLI.update({
 })
 
 
-DRIVER = """
-import contextlib, io, json, signal, sys, time
-import ssmc.cli
-
-class Hung(Exception):
-    pass
-
-def alarm(signum, frame):
-    raise Hung()
-
-signal.signal(signal.SIGALRM, alarm)
-results = {}
-for name, argv in json.load(open(sys.argv[1])).items():
-    out, err = io.StringIO(), io.StringIO()
-    started = time.perf_counter()
-    signal.alarm(%d)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = ssmc.cli.main(argv)
-            except SystemExit as e:  # argparse's usage errors
-                code = e.code
-    except Hung:
-        code = "hung"
-    finally:
-        signal.alarm(0)
-    results[name] = [code, out.getvalue(), err.getvalue(), time.perf_counter() - started]
-json.dump(results, open(sys.argv[2], "w"))
-""" % CASE_SECONDS
-
-
-def run_driver(jobs: dict[str, list[str]], folder: Path) -> dict:
-    """Every CLI case through ssmc.cli.main in ONE process (Python and ssmc start once), each under an
-    alarm: a read that blocks or never ends is interrupted and reported as hung."""
-    import json
-    cases, results = folder / "cases.json", folder / "results.json"
-    cases.write_text(json.dumps(jobs))
-    env = {k: v for k, v in os.environ.items() if k != "SSMC_DEBUG"}
-    # stdin is a pipe nobody writes to or closes: a reader of /dev/stdin would wait forever
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(cases), str(results)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    try:
-        _, err = proc.communicate(timeout=CASE_SECONDS * len(jobs) + 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise AssertionError("the CLI driver did not finish") from None
-    assert proc.returncode == 0, err
-    return json.loads(results.read_text())
-
-
 def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SSMC_DEBUG"}
     return subprocess.run([sys.executable, "-m", "ssmc.cli", *argv], stdin=subprocess.PIPE, capture_output=True,
@@ -322,17 +268,17 @@ def test_the_cli_refuses_every_hostile_file_with_exit_1_and_one_line(world, tmp_
         jobs[name] = argv(world, folder)
         expect[name] = (phrase, 2 if phrase.startswith("argument") else 1)
     problems = []
-    for name, (code, out, err, seconds) in run_driver(jobs, tmp_path).items():
+    for name, res in run_in_child(jobs, tmp_path).items():
         COUNTS["CLI cases"] += 1
         phrase, want = expect[name]
-        lines = [line for line in err.splitlines() if line.strip()]
+        lines = [line for line in res.err.splitlines() if line.strip()]
         last = lines[-1] if lines else ""
-        clean = (code == want and "Traceback" not in err + out and (len(lines) == 1 or want == 2)
+        clean = (res.code == want and "Traceback" not in res.err + res.out and (len(lines) == 1 or want == 2)
                  and ("ssmc: error: " in last or "error: argument" in last) and phrase in last)
         if clean:
             COUNTS["CLI refused cleanly"] += 1
         else:
-            problems.append(f"{name}: exit {code} in {seconds:.1f} s, stderr {err.strip()!r}")
+            problems.append(f"{name}: exit {res.code} in {res.seconds:.1f} s, stderr {res.err.strip()!r}")
     assert not problems, "\n".join(problems)
 
 

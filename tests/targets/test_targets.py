@@ -62,4 +62,4 @@ def test_a_target_file_given_as_a_path_object_compiles_and_saves(tmp_path):
     target = pathlib.Path(ssmc.targets.__file__).with_name("loihi2.json")
     net = ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean", target=target)
     net.save(tmp_path / "net.lava")
-    assert ssmc.load(tmp_path / "net.lava").options["target"] == str(target)
+    assert ssmc.load(tmp_path / "net.lava").config.target.file == "loihi2.json"
