@@ -57,7 +57,7 @@ class Net(CompiledNet):
         return build_report(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        _bundle.save(self, path)
+        _bundle.save(self, _checked_path(path, "Net.save"))
 
     def run(self, x: np.ndarray, engine: str = "numpy") -> np.ndarray:
         """Per-token outputs [batch, tokens, outputs] of the first model output."""
@@ -166,6 +166,13 @@ def compare(net: Net, x: np.ndarray, against: str = "float", engine: str = "nump
     return compare_outputs(result["outputs"], reference_outputs(net, x, against, onnx_model))
 
 
+def _checked_path(path, what: str) -> str | os.PathLike:
+    """`path` if it names a file (str or os.PathLike); an OptionError naming `what` otherwise."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise OptionError(f"{what}: expected a file name (str or os.PathLike), got {type(path).__name__}")
+    return path
+
+
 def load_calibration(data) -> tuple[np.ndarray, FileRecord]:
     """Calibration sequences from an array or a .npy/.npz file (array 'x'); returns (x, its record: the
     file's base name, or "array", and the sha256 of the file's or the array's bytes)."""
@@ -250,6 +257,7 @@ def compile(model_path: str | os.PathLike, config: CompileConfig | None = None, 
     docs/extending.md). Both are recorded in the net's config by name and sha256.
     `verify_each`, `after_pass(pass, graph, changed)` and `log(line)` watch the build and shape nothing.
     """
+    _checked_path(model_path, "ssmc.compile's model")
     config = (config if config is not None else CompileConfig()).with_options(**options)
     config, cal, target_path = _resolve_files(config, calibration, plugins)
     pipeline = build_pipeline(config)  # a bad pipeline is refused before the slow import
@@ -278,4 +286,4 @@ def compile(model_path: str | os.PathLike, config: CompileConfig | None = None, 
 
 def load(path: str | os.PathLike) -> Net:
     """Read a net.lava file written by `Net.save`."""
-    return _bundle.load(path, cls=Net)
+    return _bundle.load(_checked_path(path, "ssmc.load"), cls=Net)

@@ -171,6 +171,8 @@ class CompileConfig:
         if "layer_bits" in given:
             given["layers"] = parse_layer_bits(given.pop("layer_bits"))
         if "target" in given and not isinstance(given["target"], FileRecord):
+            if not isinstance(given["target"], (str, os.PathLike)):
+                raise ConfigError(f"config target = {given['target']!r}: a target JSON file or a built-in name")
             given["target"] = FileRecord(os.fspath(given["target"]))
         return self.from_json({**self.to_dict(), **{k: _to_plain(v) for k, v in given.items()}})
 

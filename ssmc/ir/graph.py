@@ -56,6 +56,7 @@ class Graph:
         self.attrs: dict[str, Any] = dict(attrs or {})
         self._g = nx.MultiDiGraph()
         self._seq = 0  # insertion counter: breaks topological ties deterministically
+        self._order: list[Op] | None = None  # ops() until the next add / remove / set_inputs
 
     # -- building ---------------------------------------------------------
     def add(self, op: Op) -> Op:
@@ -67,6 +68,7 @@ class Graph:
         for src in op.inputs:
             if src not in self._g:
                 raise IRError(f"op %{op.name} ({op.kind}) uses undefined value %{src}")
+        self._order = None
         self._g.add_node(op.name, op=op, seq=self._seq)
         self._seq += 1
         for i, src in enumerate(op.inputs):
@@ -79,6 +81,7 @@ class Graph:
         users = self.consumers(name)
         if users:
             raise IRError(f"cannot remove %{name}: still used by " + ", ".join(f"%{u.name}" for u in users))
+        self._order = None
         self._g.remove_node(name)
 
     def set_inputs(self, name: str, inputs: tuple[str, ...] | list[str]) -> None:
@@ -87,6 +90,7 @@ class Graph:
         for src in inputs:
             if src not in self._g:
                 raise IRError(f"op %{name} ({op.kind}) uses undefined value %{src}")
+        self._order = None
         for src in set(op.inputs):
             while self._g.has_edge(src, name):
                 self._g.remove_edge(src, name)
@@ -127,13 +131,16 @@ class Graph:
             raise IRError(f"no op named %{name}") from None
 
     def ops(self) -> list[Op]:
-        """All ops in a deterministic topological (execution) order."""
-        seq = nx.get_node_attributes(self._g, "seq")
-        try:
-            order = nx.lexicographical_topological_sort(self._g, key=lambda n: seq[n])
-            return [self._g.nodes[n]["op"] for n in order]
-        except nx.NetworkXUnfeasible:
-            raise IRError("the graph has a cycle; recurrences must live inside stateful ops") from None
+        """All ops in a deterministic topological (execution) order (sorted once per change of the
+        graph's edges or ops: the engines ask for it on every call)."""
+        if getattr(self, "_order", None) is None:  # getattr: a graph pickled before the cache existed
+            seq = nx.get_node_attributes(self._g, "seq")
+            try:
+                order = nx.lexicographical_topological_sort(self._g, key=lambda n: seq[n])
+                self._order = [self._g.nodes[n]["op"] for n in order]
+            except nx.NetworkXUnfeasible:
+                raise IRError("the graph has a cycle; recurrences must live inside stateful ops") from None
+        return list(self._order)  # a copy: a caller may edit its list
 
     def __iter__(self) -> Iterator[Op]:
         return iter(self.ops())

@@ -14,6 +14,14 @@ One step t:
    each instruction is one numpy operation on [batch, neurons] int64 arrays;
 3. the emitted messages go into the ring buffers the synapses read.
 
+It runs that in the numpy engine's order (numpy_engine docstring): a chunk of
+steps at a time, group by group in execution order, each synapse group as one
+numpy-engine kernel call over the chunk, messages in rings of whole chunks. A
+program that carries no state from step to step (`carries_state`, decided from
+the decoded code: no state register read before written) runs every span of
+the chunk's steps that takes the same branches as one update, SIMD over
+[steps x batch, neurons]; any other program runs step by step.
+
 The source group's port holds the host's token, rounded to an integer
 (floor(x 2^frac + 1/2), clipped to 34 bits); its program saturates it.
 """
@@ -26,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from ssmc import limits
 from ssmc.data import check_sequences
 from ssmc.errors import MicrocodeError
 from ssmc.ir.fixed_point import ACC_BITS
@@ -33,9 +42,10 @@ from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program)
-from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, cached_per_graph, engine_result, output_groups,
-                                       one_blas_thread, prepare, quantize_source, refuse_oversized_run, weighted_sum)
+    COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program, operand_kinds)
+from ssmc.runtime import numpy_engine
+from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, _buffer_rows, cached_per_graph, engine_result,
+                                       output_groups, one_blas_thread, prepare, quantize_source, refuse_oversized_run)
 
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
 
@@ -57,7 +67,8 @@ class _Unit:
     hi: int
     run: list[Callable] = field(default_factory=list)
     regs: list = field(default_factory=list)
-    shape: tuple[int, int] = (0, 0)  # a register's shape: [batch, neurons of this unit]
+    shape: tuple[int, int] = (0, 0)  # a register's shape: [rows being run (steps x batch), neurons of this unit]
+    carries_state: bool = True  # see carries_state
 
 
 @dataclass
@@ -69,8 +80,11 @@ class _Group:
     decode: str
     size: int
     ports: list[_Port]
-    out: np.ndarray | None = None  # the message of this step [batch, size]
-    ring: list[np.ndarray] | None = None
+    out: np.ndarray | None = None  # the messages of the rows being run [rows, size]
+    rows: slice = slice(None)  # the rows of the ports being run (steps x batch)
+    buf: np.ndarray | None = None  # messages [rows, batch, size], a ring of whole chunks (numpy_engine._group_chunk)
+    pos: int = 0  # where the chunk being run starts in buf
+    ran: int = 0  # steps of that chunk
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
     zeros: int = 0
     total: int = 0
@@ -85,11 +99,10 @@ class _Synapses:
     pre: str
     post: str
     port: int
-    kernel: object  # this run's copy of the numpy engine's prepared synapse group (W's kernel, shift, bounds)
+    kernel: object  # this run's copy of the numpy engine's prepared synapse group (W's kernel, shift, sigma sum)
     exp: int
     delay: int
     sigma_pre: bool  # the pre group sends sigma-delta: sum W @ m over time before the shift
-    sigma: np.ndarray | None = None
 
 
 @one_blas_thread
@@ -102,69 +115,98 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)
     loaded = cached_per_graph(_LOADED, graph, lambda gr: _load_groups(gr, net.extras),
                               *(v for item in sorted(net.extras.items()) for v in item))
-    groups = {name: replace(g, units=[_Unit(u.prog, u.lo, u.hi) for u in g.units], ports=[_Port() for _ in g.ports],
+    groups = {name: replace(g, units=[_Unit(u.prog, u.lo, u.hi, carries_state=u.carries_state) for u in g.units],
+                            ports=[_Port() for _ in g.ports],
                             counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in loaded.items()}
-    synapses = []
+    synapses = {}
     for op in graph.ops_of_kind("synapses"):
         post = graph.consumers(op.name)[0]
         a = with_defaults(op)
-        synapses.append(_Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name), replace(kernels[op.name]),
-                                  int(a["weight_exp"]), int(a["delay"]),
-                                  int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0))
+        synapses[op.name] = _Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name),
+                                      replace(kernels[op.name]), int(a["weight_exp"]), int(a["delay"]),
+                                      int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0)
     steps = tokens + max((g.depth for g in groups.values()), default=0)
     ring_len: dict[str, int] = {}
-    for s in synapses:
+    for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
-    # registers (state and temporaries) and delay rings per neuron, the synapse sums, tokens, outputs, traces
-    per_neuron = sum(g.size * (N_STATE + N_TEMP + ring_len.get(g.name, 0)
-                               + (steps * (1 + len({k for k, _, _ in g.prog.probes})) if trace else 0))
-                     for g in groups.values())
-    outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
-    refuse_oversized_run("microcode engine", batch, tokens,
-                         8 * (per_neuron + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses)
-                              + tokens * (2 * x.shape[2] + outs)),
-                         trace)
+    room = _check_run_size(groups, synapses, ring_len, graph, x.shape, steps, trace)
+    # per step of a chunk: a group's message ring (up to 2 rows), the registers of a program run over all
+    # the steps of a span (one stepped keeps [batch, neurons]), a synapse group's outputs, clip mask and
+    # kernel temporaries
+    step_values = sum(2 * g.size + sum((N_STATE + N_TEMP) * u.prog.neurons for u in g.units if not u.carries_state)
+                      for g in groups.values()) \
+        + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
+    chunk = numpy_engine._chunk_steps(step_values, batch, batch, steps, room)
     for g in groups.values():
         _prepare_units(g, batch)
-        if g.name in ring_len:
-            g.ring = [np.zeros((batch, g.size), np.int64) for _ in range(ring_len[g.name])]
+        g.buf = np.zeros((_buffer_rows(chunk, ring_len.get(g.name, 0)), batch, g.size), np.int64)
+        g.pos = g.ran = 0
+    for s in synapses.values():
+        if s.sigma_pre:
+            s.kernel.sigma = np.zeros((batch, s.kernel.post_size), np.float64 if s.kernel.exact_float else np.int64)
     host = {}
     for name, g in groups.items():
         if graph.op(name).attrs["kind"] == "source":
-            host[name] = quantize_source(x, g.frac, HOST_BITS)[0]
-    read = {out.inputs[0]: np.zeros((batch, tokens, groups[out.inputs[0]].size), np.int64) for out in graph.outputs()}
+            host[name] = np.ascontiguousarray(quantize_source(x, g.frac, HOST_BITS)[0].transpose(1, 0, 2))
+    # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
+    read = {out.inputs[0]: np.zeros((tokens, batch, groups[out.inputs[0]].size), np.int64) for out in graph.outputs()}
     traces: dict[str, np.ndarray] = {}
     if trace:
         for g in groups.values():
-            traces[g.name] = np.zeros((batch, steps, g.size), np.int64)
+            traces[g.name] = np.zeros((steps, batch, g.size), np.int64)
             for kind in sorted({k for k, _, _ in g.prog.probes}):
-                traces[f"{g.name}.{kind}"] = np.zeros((batch, steps, g.size), np.int64)
+                traces[f"{g.name}.{kind}"] = np.zeros((steps, batch, g.size), np.int64)
+    order = [(op.kind, op.name) for op in graph.ops() if op.kind in ("neurons", "synapses")]
 
-    for t in range(steps):
+    for t0 in range(0, steps, chunk):
+        n = min(chunk, steps - t0)
         for g in groups.values():
             for p in g.ports:
                 p.value, p.clipped = 0, None
-        for s in synapses:
-            _synapse_step(s, groups, t, batch)
         for name, tok in host.items():
-            groups[name].ports[0].value = tok[:, t] if t < tokens else 0
-        for g in groups.values():
-            _update(g, t, batch)
-        for g in groups.values():
-            if g.ring is not None:
-                g.ring[t % len(g.ring)][...] = g.out
-            if g.depth <= t < g.depth + tokens:
-                g.total += g.out.size
-                g.zeros += int(np.count_nonzero(g.out == 0))
+            value = np.zeros((n, batch, tok.shape[2]), np.int64)
+            k = max(0, min(n, tokens - t0))
+            value[:k] = tok[t0:t0 + k]
+            groups[name].ports[0].value = value.reshape(n * batch, -1)
+        for kind, name in order:
+            if kind == "synapses":
+                _synapse_chunk_to_port(synapses[name], groups, t0, n, batch)
+                continue
+            g = groups[name]
+            pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
+            g.pos, g.ran = pos, n
+            out = g.buf[pos:pos + n]
+            probes = {kind: traces[f"{g.name}.{kind}"][t0:t0 + n] for kind, _, _ in g.prog.probes} if trace else None
+            _run_group(g, t0, n, batch, out, probes)
+            lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
+            if hi > lo:
+                carried = out[lo - t0:hi - t0]
+                g.total += carried.size
+                g.zeros += int(np.count_nonzero(carried == 0))
                 if g.name in read:
-                    read[g.name][:, t - g.depth] = g.out
+                    read[g.name][lo - g.depth:hi - g.depth] = carried
             if trace:
-                traces[g.name][:, t] = g.out
-                for u in g.units:
-                    for kind, lane, reg in u.prog.probes:
-                        traces[f"{g.name}.{kind}"][:, t, u.lo + lane:u.hi:u.prog.lanes] = u.regs[reg]
+                traces[g.name][t0:t0 + n] = out
 
+    read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
+    traces = {name: v.transpose(1, 0, 2) for name, v in traces.items()}
     return engine_result(output_groups(graph), groups, read, traces if trace else None, steps)
+
+
+def _check_run_size(groups: dict, synapses: dict, ring_len: dict[str, int], graph: Graph, x_shape, steps: int,
+                    trace: bool) -> int:
+    """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit when run
+    in chunks of 1 step: registers (state and temporaries), message rings with the history the delays need,
+    the synapse outputs, tokens, outputs and traces. Returns the bytes the limit leaves over for longer chunks."""
+    batch, tokens, features = x_shape
+    per_neuron = sum(g.size * (N_STATE + N_TEMP + _buffer_rows(1, ring_len.get(g.name, 0))
+                               + (steps * (1 + len({k for k, _, _ in g.prog.probes})) if trace else 0))
+                     for g in groups.values())
+    outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
+    per_sequence = 8 * (per_neuron + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
+                        + tokens * (2 * features + outs))
+    refuse_oversized_run("microcode engine", batch, tokens, per_sequence, trace)
+    return limits.current().work_bytes - batch * per_sequence
 
 
 def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple[np.ndarray, dict, dict]:
@@ -172,17 +214,14 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
     Returns the messages [steps, batch, size], the saturation counts and the probed
     registers (kind -> [steps, batch, size]). For tests of the ISA and for experiments."""
     steps, batch, size = ports[0].shape if ports else (1, 1, prog.neurons * prog.lanes)
-    g = _Group("program", [_Unit(prog, 0, size)], depth, 0, "none", size, [_Port() for _ in range(prog.ports)])
+    g = _Group("program", [_Unit(prog, 0, size, carries_state=carries_state(prog))], depth, 0, "none", size,
+               [_Port() for _ in range(prog.ports)])
     _prepare_units(g, batch)
     msgs = np.zeros((steps, batch, size), np.int64)
     probes = {kind: np.zeros((steps, batch, size), np.int64) for kind, _, _ in prog.probes}
-    for t in range(steps):
-        for port, values in zip(g.ports, ports):
-            port.value, port.clipped = values[t], None
-        _update(g, t, batch)
-        msgs[t] = g.out
-        for kind, lane, reg in prog.probes:
-            probes[kind][t, :, lane::prog.lanes] = g.units[0].regs[reg]
+    for port, values in zip(g.ports, ports):
+        port.value, port.clipped = values.reshape(steps * batch, size), None
+    _run_group(g, 0, steps, batch, msgs, probes)
     return msgs, g.counts, probes
 
 
@@ -222,6 +261,8 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
         if covered != size:
             raise MicrocodeError(f"{where}: the programs cover {covered} of the group's {size} compartments; "
                                  "recompile the net")
+        for u in units:
+            u.carries_state = carries_state(u.prog)
         groups[op.name] = _Group(op.name, _merged_units(units), int(a["depth"]), int(a["frac"]), a["decode"], size,
                                  [_Port() for _ in range(ports)])
     return groups
@@ -240,7 +281,7 @@ def _merged_units(units: list[_Unit]) -> list[_Unit]:
                 and np.array_equal(last.table, u.prog.table):
             prog = replace(last, neurons=last.neurons + u.prog.neurons,
                            params=np.concatenate([last.params, u.prog.params], axis=1))
-            merged[-1] = _Unit(prog, merged[-1].lo, u.hi)
+            merged[-1] = _Unit(prog, merged[-1].lo, u.hi, carries_state=u.carries_state)
         else:
             merged.append(u)
     return merged
@@ -261,20 +302,72 @@ def _registers(p: Program, batch: int) -> list:
     return regs
 
 
+def carries_state(p: Program) -> bool:
+    """Whether a step's update can see what an earlier step left in a state register: some path through
+    the code (branches go forward) reads one -- as an operand, or as a probe after the update -- before
+    writing it. A program that cannot runs all steps of a span at once, as rows of one update."""
+    written: list[set | None] = [None] * (len(p.code) + 1)  # registers written on every path to pc
+    written[0] = set()
+    state = set(range(STATE0, STATE0 + N_STATE))
+    probed = {reg for _, _, reg in p.probes}
+
+    def reach(pc: int, regs: set) -> None:
+        written[pc] = set(regs) if written[pc] is None else written[pc] & regs
+
+    for pc, ins in enumerate(p.code):
+        have = written[pc]
+        if have is None:
+            continue  # unreachable
+        kinds = operand_kinds(ins.op)
+        reads = {reg for kind, reg in (("a", ins.ra), ("b", ins.rb)) if kind in kinds}
+        if (reads & state) - have:
+            return True
+        if ins.op == "halt":
+            if (probed & state) - have:
+                return True
+            continue
+        after = have | {ins.rd} if "d" in kinds else have
+        if ins.op in ("bslt", "jmp"):
+            reach(ins.aux, after)
+        if ins.op != "jmp":
+            reach(pc + 1, after)
+    return False
+
+
 # -- the interpreter ----------------------------------------------------------------------------
-def _update(g: _Group, t: int, batch: int) -> None:
-    """Run g's programs once for all its neurons and the batch; leaves the messages in g.out."""
-    g.out = np.zeros((batch, g.size), np.int64)
+def _run_group(g: _Group, t0: int, n: int, batch: int, out: np.ndarray, probes: dict | None) -> None:
+    """Run g's programs for steps t0 .. t0 + n - 1, their messages into out [n, batch, size] and the probed
+    registers into probes (kind -> [n, batch, size]); the ports hold the n steps' inputs as rows
+    [n * batch, size] (or 0). A program that carries no state between steps runs each span of steps
+    that takes the same branches as one update over [span * batch, neurons]; one that does, step by step."""
+    out[...] = 0  # what no emit sends
     for u in g.units:
-        regs, run = u.regs, u.run
-        for k in range(N_TEMP):
-            regs[k] = 0  # temporaries start at zero every update
-        pc = 0
-        while True:
-            nxt = run[pc](regs, t)
-            if nxt == -1:
-                break
-            pc = pc + 1 if nxt is None else nxt
+        if u.carries_state:
+            spans = [(j, j + 1) for j in range(n)]
+        else:  # `bslt` tests t < imm: split where that changes
+            cuts = sorted({ins.imm - t0 for ins in u.prog.code if ins.op == "bslt" and 0 < ins.imm - t0 < n})
+            spans = list(zip([0] + cuts, cuts + [n]))
+        for a, b in spans:
+            g.rows = slice(a * batch, b * batch)
+            g.out = out[a:b].reshape((b - a) * batch, g.size)
+            u.shape = ((b - a) * batch, u.prog.neurons)
+            _update(u, t0 + a)
+            for kind, lane, reg in u.prog.probes if probes is not None else ():
+                v = np.broadcast_to(u.regs[reg], u.shape).reshape(b - a, batch, u.prog.neurons)
+                probes[kind][a:b, :, u.lo + lane:u.hi:u.prog.lanes] = v
+
+
+def _update(u: _Unit, t: int) -> None:
+    """Run u's program once over the rows of its registers."""
+    regs, run = u.regs, u.run
+    for k in range(N_TEMP):
+        regs[k] = 0  # temporaries start at zero every update
+    pc = 0
+    while True:
+        nxt = run[pc](regs, t)
+        if nxt == -1:
+            break
+        pc = pc + 1 if nxt is None else nxt
 
 
 def _compile(ins, g: _Group, u: _Unit) -> Callable:
@@ -329,7 +422,7 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
 
         def sat(R, t):
             v = R[a]
-            if np.shape(v) != u.shape:  # a parameter or 0: count as many values as neurons x batch
+            if not isinstance(v, np.ndarray) or v.shape != u.shape:  # a parameter or 0: count as many values as neurons x batch
                 v = np.broadcast_to(v, u.shape)
             if v.min() < lo or v.max() > hi:
                 if counter:
@@ -351,11 +444,11 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
     if op == "in":
         port, lanes = g.ports[aux], slice(u.lo + imm, u.hi, u.prog.lanes)  # this unit's neurons, lane imm
 
-        def read_port(R, t):
+        def read_port(R, t):  # the rows of the steps being run
             if port.clipped is not None:
-                g.counts["accumulator"] += int(np.count_nonzero(port.clipped[:, lanes]))
+                g.counts["accumulator"] += int(np.count_nonzero(port.clipped[g.rows, lanes]))
             v = port.value
-            R[d] = v[:, lanes] if isinstance(v, np.ndarray) else 0  # a port is an array or 0
+            R[d] = v[g.rows, lanes] if isinstance(v, np.ndarray) else 0  # a port is an array or 0
         return read_port
     if op == "emit":
         lanes = slice(u.lo + imm, u.hi, u.prog.lanes)
@@ -367,44 +460,21 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
 
 
 # -- the synapse stage (docs/fixed_point.md, Synapse group) --------------------------------------
-def _synapse_step(s: _Synapses, groups: dict[str, _Group], t: int, batch: int) -> None:
-    pre, post = groups[s.pre], groups[s.post]
-    src = t - s.delay
-    if src < 0:
-        return  # zero input: the port stays 0
-    k = s.kernel
-    m = pre.ring[src % len(pre.ring)]
+def _synapse_chunk_to_port(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, batch: int) -> None:
+    """Put s's outputs for steps t0 .. t0 + n - 1, sat'd to 32 bits, on its target's port as rows
+    [n * batch, post], with where they clipped. The numpy engine's kernel forms them from the pre group's
+    message ring (every step: wake 0, whether or not the target's program reads the port then)."""
+    formed = numpy_engine._synapse_chunk(s.kernel, groups[s.pre], t0, n, 0, batch)
+    if formed is None:
+        return  # W = 0 or the pre group idle: the port stays 0
+    acc = formed[0]  # first = 0: every row
     lo, hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
-    check = k.may_clip or s.sigma_pre  # else |shr(acc, -exp)| < 2^31 for every input: the sat is a no-op
-    if k.exact_float:
-        # the float64 kernel's weights carry 2^weight_exp: it returns acc * 2^weight_exp exactly
-        # (every partial sum a scaled integer below 2^53, see numpy_engine._prepare_synapses)
-        acc = weighted_sum(k, m.astype(np.float64))
-        if s.sigma_pre:  # |sigma| = |W @ last| stays within the same bound: still exact
-            if s.sigma is None:
-                s.sigma = np.zeros((batch, post.size), np.float64)
-            s.sigma += acc
-            acc[...] = s.sigma
-        if k.shift > 0:
-            np.floor(acc, out=acc)  # floor(acc 2^-s) = acc >> s
-        clipped = ((acc < lo) | (acc > hi)) if check else None
-        out = acc.astype(np.int64) if clipped is None or not clipped.any() else \
-            np.clip(acc, lo, hi).astype(np.int64)  # a new array: no register aliases the kernel's buffer
-    else:
-        acc = weighted_sum(k, m).copy()
-        if s.sigma_pre:
-            if s.sigma is None:
-                s.sigma = np.zeros((batch, post.size), np.int64)
-            s.sigma += acc
-            acc = s.sigma.copy()
-        if s.exp > 0:  # values beyond +-2^31 saturate anyway; clipping first keeps the shift inside int64
-            out = (np.clip(acc, -(1 << 31), 1 << 31) if check else acc) << min(s.exp, 31)
-        else:
-            out = acc >> min(-s.exp, 63)
-        clipped = ((out < lo) | (out > hi)) if check else None
-        if clipped is not None and clipped.any():
-            out = np.clip(out, lo, hi)
-    port = post.ports[s.port]
-    if clipped is not None and clipped.any():
-        port.clipped = clipped
-    port.value = out
+    clipped = None
+    if s.kernel.may_clip or s.sigma_pre:  # else |shr(acc, -exp)| < 2^31 for every input: the sat is a no-op
+        clipped = (acc < lo) | (acc > hi)
+        if not clipped.any():
+            clipped = None
+    # a new int64 array either way: the kernel's buffer is reused by the next chunk, and registers keep views
+    out = acc.astype(np.int64) if clipped is None else np.clip(acc, lo, hi).astype(np.int64)
+    port = groups[s.post].ports[s.port]
+    port.value, port.clipped = out, clipped

@@ -313,3 +313,39 @@ def test_copy_has_the_same_name_ops_and_order():
     assert c.name == "net"
     assert names(c.ops()) == ["x", "enc", "y"]
     assert c.op("enc") is not g.op("enc")
+
+
+def test_every_edit_after_ops_was_asked_for_shows_in_the_next_order():
+    # ops() keeps its order between edits: each editing method must drop it
+    g = Graph()
+    g.add(inp("x"))
+    g.add(relu("a", "x"))
+    assert [op.name for op in g.ops()] == ["x", "a"]
+    g.add(relu("b", "x"))
+    assert [op.name for op in g.ops()] == ["x", "a", "b"]
+    g.set_inputs("a", ("b",))  # a now reads b: b runs first
+    assert [op.name for op in g.ops()] == ["x", "b", "a"]
+    g.add(relu("c", "x"))
+    g.replace_uses("b", "c")  # a reads c; b is unused
+    assert [op.name for op in g.ops()] == ["x", "b", "c", "a"]
+    g.remove("b")
+    assert [op.name for op in g.ops()] == ["x", "c", "a"]
+    assert [op.name for op in g.ops_of_kind("activation")] == ["c", "a"]
+
+
+def test_editing_the_list_ops_returned_does_not_change_the_graph():
+    g = Graph()
+    g.add(inp("x"))
+    g.ops().clear()
+    assert [op.name for op in g.ops()] == ["x"]
+
+
+def test_a_copy_keeps_its_own_order_when_either_graph_is_edited():
+    g = Graph()
+    g.add(inp("x"))
+    g.ops()
+    h = g.copy()
+    h.add(relu("a", "x"))
+    assert [op.name for op in g.ops()] == ["x"]
+    assert [op.name for op in h.ops()] == ["x", "a"]
+    assert h.ops()[0] is h.op("x")  # the copy's own ops, not the original's

@@ -23,7 +23,7 @@ from ssmc.backend_loihi.microcode.emit import emit_microcode
 from ssmc.backend_loihi.microcode.isa import (
     COUNTER_QUANTITY, COUNTERS, N_TEMP, PARAM0, STATE0, ZERO, Instr, Program, decode_program, encode_program)
 from ssmc.errors import MicrocodeError
-from ssmc.runtime import microcode_engine
+from ssmc.runtime import microcode_engine, numpy_engine
 from ssmc.runtime.microcode_engine import run_program
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.backend_loihi.microcode_programs import programs
@@ -169,6 +169,48 @@ def test_lut_product_and_sigma_delta_networks_match_numpy_at_every_step(seed):
     rng = np.random.default_rng(400 + seed)
     x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0, 1e6]), size=(3, 10, g.inputs()[0].shape[0]))
     assert_same_run(net_of(g), x)
+
+
+def _carries(code: list[Instr], probes=()) -> bool:
+    return microcode_engine.carries_state(Program(lanes=1, neurons=2, ports=1, code=code + [Instr("halt")],
+                                                  probes=list(probes)))
+
+
+def test_a_program_carries_state_when_some_path_reads_a_state_register_before_writing_it():
+    s0, s1, r0 = STATE0, STATE0 + 1, 0
+    assert not _carries([Instr("in", rd=r0), Instr("emit", ra=r0)])  # no state register at all
+    assert not _carries([Instr("in", rd=s0), Instr("add", rd=s1, ra=s0, rb=s0), Instr("emit", ra=s1)],
+                        [("state", 0, s1)])  # written, then read and probed
+    assert _carries([Instr("in", rd=r0), Instr("add", rd=s0, ra=s0, rb=r0), Instr("emit", ra=s0)])  # s0 += in
+    assert _carries([Instr("in", rd=r0), Instr("emit", ra=r0)], [("state", 0, s0)])  # probed, never written
+    # written only on the path that does not branch: the other path reads last step's s0
+    assert _carries([Instr("bslt", imm=3, aux=2), Instr("li", rd=s0, imm=1), Instr("emit", ra=s0)])
+    # written before the branch: every path has it
+    assert not _carries([Instr("li", rd=s0, imm=1), Instr("bslt", imm=3, aux=3), Instr("addi", rd=s0, ra=s0, imm=1),
+                         Instr("emit", ra=s0)])
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
+def test_programs_with_and_without_state_match_numpy_in_chunks_of_any_length(monkeypatch, chunk):
+    # The engine runs chunks of steps: a program without state across steps over all of a span's steps at
+    # once, one with state (cpx, integrator, sigma-delta's last) step by step. Short chunks split spans at
+    # the group's depth branch, wrap the message rings and carry state and sigma sums from chunk to chunk.
+    kinds = set()
+    for seed in (1, 2, 5):
+        g = random_extended_network(seed)
+        net = net_of(g)
+        x = np.random.default_rng(600 + seed).normal(scale=40.0, size=(2, 8, g.inputs()[0].shape[0]))
+        ref = run_numpy(g, x, trace=True)  # in its own chunks
+        monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: chunk)
+        got = microcode_engine.run_net(net, x, trace=True)
+        monkeypatch.undo()
+        assert sorted(got.trace) == sorted(ref.trace)
+        for key in ref.trace:
+            np.testing.assert_array_equal(got.trace[key], ref.trace[key], err_msg=f"{key}, chunk {chunk}")
+        assert got.saturation == ref.saturation and got.sparsity == ref.sparsity
+        for group in microcode_engine._load_groups(g, net.extras).values():
+            kinds |= {microcode_engine.carries_state(u.prog) for u in group.units}
+    assert kinds == {True, False}  # both ways of running a program were exercised
 
 
 def test_the_networks_above_cover_every_kind_dense_and_sigma_delta():
