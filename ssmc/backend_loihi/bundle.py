@@ -31,6 +31,7 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Callable
 import numpy as np
 
 from ssmc import __version__, limits
@@ -246,10 +247,8 @@ def _check_magnitudes(graph: Graph, where: str, fix: str = "recompile the net") 
                                   f"{limits.MAX_ABS_WEIGHT:g}, as ONNX weights are: {fix}")
 
 
-def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = CompiledNet) -> CompiledNet:
-    """Parse and validate net.lava bytes. Sizes are checked from the zip directory before anything
-    is decompressed, entries are inflated in bounded chunks, and each tensor's .npy header is
-    checked (SSMC_MAX_TENSOR_BYTES, no objects) before its array is built."""
+def _open_zip(data: bytes, name: str) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
+    """The zip directory of net.lava bytes, its sizes checked before anything is decompressed."""
     if not data:
         raise BundleError(f"{name}: the file is empty")
     limits.check("net_bytes", len(data), f"{name}: a net.lava of {len(data)} bytes")
@@ -259,12 +258,11 @@ def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = Compile
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
         raise BundleError(f"{name}: not a net.lava file, or truncated ({e})") from None
     check_zip(zf, len(data), name, BundleError, "net_bytes")
+    return zf, infos
 
-    def read(entry: str) -> bytes:
-        if entry not in infos:
-            raise BundleError(f"{name}: damaged: entry {entry} is missing")
-        return read_member(zf, infos[entry], name, BundleError)
 
+def _read_manifest(read: Callable[[str], bytes], infos: dict[str, zipfile.ZipInfo], name: str) -> tuple[dict, int]:
+    """The checked manifest and its format version; every entry in the zip must be listed in it."""
     manifest_blob = read(MANIFEST)
     manifest = parse_json(manifest_blob, f"{name}: damaged: {MANIFEST}", BundleError, max_bytes=MAX_MANIFEST_BYTES)
     version = _check_manifest(manifest, name)
@@ -273,11 +271,15 @@ def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = Compile
         own = {MANIFEST_SHA256}
         if read(MANIFEST_SHA256) != _manifest_sha256_line(manifest_blob):
             raise BundleError(f"{name}: damaged: checksum mismatch in {MANIFEST}")
-    entries = manifest["entries"]
     present = set(infos) - {MANIFEST} - own
-    extra = present - set(entries)
+    extra = present - set(manifest["entries"])
     if extra:
         raise BundleError(f"{name}: damaged: unexpected entry {sorted(extra)[0]} not listed in the manifest")
+    return manifest, version
+
+
+def _read_listed(read: Callable[[str], bytes], entries: dict[str, str], name: str) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+    """The manifest's entries, checksummed: tensors parsed to arrays, everything else as bytes."""
     contents: dict[str, bytes] = {}
     arrays: dict[str, np.ndarray] = {}
     for entry, digest in sorted(entries.items()):
@@ -289,7 +291,12 @@ def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = Compile
         else:
             contents[entry] = blob
         del blob  # only the parsed array stays: peak memory ~ one entry above the result
+    return contents, arrays
 
+
+def _load_graphs(contents: dict[str, bytes], arrays: dict[str, np.ndarray],
+                 name: str) -> tuple[Graph, Graph | None]:
+    """The net's graph and (when stored) its model graph, parsed, verified and magnitude-checked."""
     def tensors_under(prefix: str) -> dict[str, np.ndarray]:
         return {entry[len(prefix):-4]: arr for entry, arr in arrays.items()
                 if entry.startswith(prefix) and "/" not in entry[len(prefix):]}
@@ -311,8 +318,11 @@ def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = Compile
     _check_magnitudes(graph, f"{name}: ir.txt")
     if model_graph is not None:
         _check_magnitudes(model_graph, f"{name}: model/ir.txt")
-    report = parse_json(contents.get("report.json", b"{}"), f"{name}: damaged: report.json", BundleError)
-    _check_report(report, name)
+    return graph, model_graph
+
+
+def _load_extras(contents: dict[str, bytes], name: str) -> dict[str, bytes]:
+    """The extra/ entries by their name below extra/, names and cross-references checked."""
     extras = {e[len("extra/"):]: blob for e, blob in contents.items() if e.startswith("extra/")}
     for key in extras:
         try:
@@ -320,6 +330,26 @@ def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = Compile
         except SsmcError as e:
             raise BundleError(f"{name}: damaged: {e}") from None
     _check_extras(extras, name)
+    return extras
+
+
+def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = CompiledNet) -> CompiledNet:
+    """Parse and validate net.lava bytes. Sizes are checked from the zip directory before anything
+    is decompressed, entries are inflated in bounded chunks, and each tensor's .npy header is
+    checked (SSMC_MAX_TENSOR_BYTES, no objects) before its array is built."""
+    zf, infos = _open_zip(data, name)
+
+    def read(entry: str) -> bytes:
+        if entry not in infos:
+            raise BundleError(f"{name}: damaged: entry {entry} is missing")
+        return read_member(zf, infos[entry], name, BundleError)
+
+    manifest, version = _read_manifest(read, infos, name)
+    contents, arrays = _read_listed(read, manifest["entries"], name)
+    graph, model_graph = _load_graphs(contents, arrays, name)
+    report = parse_json(contents.get("report.json", b"{}"), f"{name}: damaged: report.json", BundleError)
+    _check_report(report, name)
+    extras = _load_extras(contents, name)
     return cls(graph=graph, model_graph=model_graph, source=manifest.get("source", {}),
                   pipeline=manifest.get("pipeline", ""), config=_config(manifest, name), report=report,
                   extras=extras, ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)

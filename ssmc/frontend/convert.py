@@ -337,9 +337,8 @@ def _unsupported_message(ix: GraphIndex, n: gs.Node) -> str:
             f"(see {HANDLER_DOCS})")
 
 
-def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") -> tuple[Graph, ImportReport]:
-    """Convert a loaded step-form model to a verified model-level Graph."""
-    opset = opset_of(model)
+def _import_and_fold(model: onnx.ModelProto, name: str) -> tuple[gs.Graph, gs.Graph]:
+    """The model as graphsurgeon reads it, and a second copy with its constants folded."""
     try:  # graphsurgeon reports unreadable graphs and folding failures with assorted types
         raw_graph = pin_ir_versions(gs.import_onnx(model))
         folded = pin_ir_versions(gs.import_onnx(model))
@@ -354,13 +353,25 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
         raise UnsupportedModelError(f"{name}: constant folding failed: {str(e).splitlines()[0]}") from None
     finally:
         G_LOGGER.severity = severity
-    _check_finite(raw_graph, name)
-    raw, ix = GraphIndex(raw_graph), GraphIndex(folded)
-    for n in ix.nodes:  # folding inlined every If with a constant condition; one left picks its branch per input
+    return raw_graph, folded
+
+
+def _check_no_runtime_if(ix: GraphIndex, name: str) -> None:
+    """Folding inlined every If with a constant condition; one left picks its branch per input."""
+    for n in ix.nodes:
         if n.op == "If" and n.domain in ("", "ai.onnx", None):
             raise UnsupportedModelError(f"{name}: {describe(n)}: its condition is computed from the inputs, and a "
                                         "compiled net cannot choose between branches at run time; export the "
                                         "model with the branch it takes, or make the condition a constant")
+
+
+def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") -> tuple[Graph, ImportReport]:
+    """Convert a loaded step-form model to a verified model-level Graph."""
+    opset = opset_of(model)
+    raw_graph, folded = _import_and_fold(model, name)
+    _check_finite(raw_graph, name)
+    raw, ix = GraphIndex(raw_graph), GraphIndex(folded)
+    _check_no_runtime_if(ix, name)
     x_name, pairs, y_name = _check_contract(ix, name)
     units = _units(ix, raw, pairs, opset, fixed_batch=isinstance(ix.shape(x_name)[0], int))
     states = {s for pair in pairs for s in pair}

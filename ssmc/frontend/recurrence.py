@@ -585,6 +585,38 @@ def _claimed_nodes(ix: GraphIndex, layouts: list[StateLayout], layers: list[_Lay
     return keep
 
 
+def _probe_sets(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str]):
+    """What probing `layer` feeds and reads: the cut channels, the tensors the probed outputs need,
+    the state layouts fed and the next-state layouts fetched."""
+    u, y = layer.u, layer.y
+    states_in = {lay.s_in for lay in layouts}
+    inner, _ = ix.ancestors(y, stop=states_in | {u})
+    cut = {c for c in channels if c == u or c not in inner}
+    mine = {lay.s_in for lay in layer.layouts}
+    # The next states this layer's state reaches (its own, and any other layer's it would couple into) are
+    # fetched; every state input they read is fed (zero outside the layer).
+    cones = {lay.s_out: ix.ancestors(lay.s_out, stop=cut | states_in)[0] for lay in layouts}
+    fetched = [lay for lay in layouts if cones[lay.s_out] & mine]
+    needed = set().union(*(cones[lay.s_out] for lay in fetched), ix.ancestors(y, stop=cut | states_in)[0])
+    fed = [lay for lay in layouts if lay.s_in in needed or lay.s_in in mine]
+    return cut, needed, fed, fetched
+
+
+def _probe_plan(S: int, H: int, widest: int, fixed: bool, where: str) -> tuple[int, int]:
+    """The probe chunk size and the measuring's base memory (checked against work_bytes), announced."""
+    chunk = 1 if fixed else int(np.clip(PROBE_VALUES // max(widest, 1), 16, PROBE_CHUNK))
+    # Probes go through in chunks (probe, response and onnxruntime's copies: ~4 buffers of chunk x S values);
+    # B and C are dense S x H, D is H x H. M is kept sparse: a diagonal layer has ~2 entries per state element.
+    base_bytes = 8 * (4 * chunk * (widest + H) + 3 * S * H + 2 * H * H)
+    limits.check("work_bytes", base_bytes, f"{where}: measuring this layer ({S} state elements, {H} channels)",
+                 fix="give the layer fewer state elements (channels x modes)")
+
+    batches = -(-S // chunk)
+    progress.info(f"measuring {where}: {S} state elements, {H} channels "
+                  f"({batches} probe batch{'' if batches == 1 else 'es'})")
+    return chunk, base_bytes
+
+
 def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
              fixed: bool):
     """The four linear maps of the layer: the state map M as a sparse matrix (entries above 1e-7 of the largest
@@ -596,41 +628,15 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
     H = ix.shape(u)[1]
     where = layer.where
     states_in = {lay.s_in for lay in layouts}
-    inner, _ = ix.ancestors(y, stop=states_in | {u})
-    cut = {c for c in channels if c == u or c not in inner}
-    mine = {lay.s_in for lay in layer.layouts}
-    # The next states this layer's state reaches (its own, and any other layer's it would couple into) are
-    # fetched; every state input they read is fed (zero outside the layer).
-    cones = {lay.s_out: ix.ancestors(lay.s_out, stop=cut | states_in)[0] for lay in layouts}
-    fetched = [lay for lay in layouts if cones[lay.s_out] & mine]
-    needed = set().union(*(cones[lay.s_out] for lay in fetched), ix.ancestors(y, stop=cut | states_in)[0])
-    fed = [lay for lay in layouts if lay.s_in in needed or lay.s_in in mine]
+    cut, needed, fed, fetched = _probe_sets(ix, layer, layouts, channels)
     fed_size, fetched_size = sum(lay.size for lay in fed), sum(lay.size for lay in fetched)
     limits.check("state_elements", S, f"{where}: a layer of {S} state elements per sequence")
-    chunk = 1 if fixed else int(np.clip(PROBE_VALUES // max(fed_size, fetched_size, 1), 16, PROBE_CHUNK))
-    # Probes go through in chunks (probe, response and onnxruntime's copies: ~4 buffers of chunk x S values);
-    # B and C are dense S x H, D is H x H. M is kept sparse: a diagonal layer has ~2 entries per state element.
-    base_bytes = 8 * (4 * chunk * (max(fed_size, fetched_size) + H) + 3 * S * H + 2 * H * H)
-    limits.check("work_bytes", base_bytes, f"{where}: measuring this layer ({S} state elements, {H} channels)",
-                 fix="give the layer fewer state elements (channels x modes)")
-
-    batches = -(-S // chunk)
-    progress.info(f"measuring {where}: {S} state elements, {H} channels "
-                  f"({batches} probe batch{'' if batches == 1 else 'es'})")
+    chunk, base_bytes = _probe_plan(S, H, max(fed_size, fetched_size), fixed, where)
     feeds = {lay.s_in: lay for lay in fed} | {c: _channel(c, ix.shape(c)[1]) for c in cut if c in needed}
     probes = _Probes(ix, feeds, {lay.s_out: lay for lay in fetched} | {y: _channel(y, H)}, opset, fixed, where)
 
-    def positions(pairs: list[StateLayout]) -> np.ndarray:
-        """Where each layer element sits in the concatenation of `pairs`' states."""
-        pos, at = np.full(S, -1, np.int64), 0
-        for lay in pairs:
-            lo = offsets[layouts.index(lay)]
-            sel = (elements >= lo) & (elements < lo + lay.size)
-            pos[sel] = at + elements[sel] - lo
-            at += lay.size
-        return pos
-
-    fed_pos, fetched_pos = positions(fed), positions(fetched)
+    fed_pos = _positions(elements, offsets, layouts, fed)
+    fetched_pos = _positions(elements, offsets, layouts, fetched)
     if np.any(fetched_pos < 0):  # an element of this layer that does not reach its next state: not a recurrence
         raise UnsupportedModelError(f"{where}: the next state does not depend on the state input")
     outside = np.ones(fetched_size, bool)
@@ -658,33 +664,62 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
                 at += lay.size
             *so, yo = probes(values, n)
             so = so[0] if len(so) == 1 else np.concatenate(so, axis=1)
-            leak = np.abs(so[:, outside]) if coupling_possible else None
-            if leak is not None and leak.max() > 1e-6 * max(np.abs(so).max(), 1e-30):
-                e = int(np.flatnonzero(outside)[np.argmax(leak.max(axis=0))])
-                k = 0
-                while e >= fetched[k].size:
-                    e -= fetched[k].size
-                    k += 1
-                idx = list(map(int, np.unravel_index(e, fetched[k].shape)))
-                raise UnsupportedModelError(f"{where}: the layer's state drives element {idx} of the next state "
-                                            f"'{fetched[k].s_out}' outside the layer; layers must not couple "
-                                            "their states (only a diagonal state map per layer is supported)")
+            if coupling_possible:
+                _check_no_coupling(so, outside, fetched, where)
             outs_s.append(so if fetched_all else so[:, fetched_pos])
             outs_y.append(yo)
         return np.concatenate(outs_s).astype(dtype, copy=False), np.concatenate(outs_y).astype(dtype, copy=False)
 
     not_finite = UnsupportedModelError(f"{where}: probing the layer gives NaN or infinite values; check its "
                                        "weights for huge values")
-    zero_s, zero_u = np.zeros((1, S)), np.zeros((1, H))
-    s0, y0 = run(zero_s, zero_u)
+    s0, y0 = run(np.zeros((1, S)), np.zeros((1, H)))
     if np.abs(s0).max(initial=0.0) > 1e-6 or np.abs(y0).max() > 1e-6:
         raise UnsupportedModelError(f"{where}: the layer adds a constant (bias) to its state or output; "
                                     "S4D layers have none: move the bias into a linear before or after")
+    step = FIXED_BATCH_STEP if fixed else chunk  # with a fixed batch run() still goes one probe at a time
+    M, Ky = _probe_states(run, S, H, step, base_bytes, where, not_finite)
+    Bu, Ly = run(np.zeros((H, S)), np.eye(H))
+    Bu, Ly = Bu.T, Ly.T  # columns are responses to unit probes
+    if not (np.all(np.isfinite(Bu)) and np.all(np.isfinite(Ly))):
+        raise not_finite
+    _check_linear(run, M, Bu, Ky, Ly, where)
+    return M, Bu, Ky, Ly
+
+
+def _positions(elements: np.ndarray, offsets: np.ndarray, layouts: list[StateLayout],
+               pairs: list[StateLayout]) -> np.ndarray:
+    """Where each layer element sits in the concatenation of `pairs`' states."""
+    pos, at = np.full(len(elements), -1, np.int64), 0
+    for lay in pairs:
+        lo = offsets[layouts.index(lay)]
+        sel = (elements >= lo) & (elements < lo + lay.size)
+        pos[sel] = at + elements[sel] - lo
+        at += lay.size
+    return pos
+
+
+def _check_no_coupling(so: np.ndarray, outside: np.ndarray, fetched: list[StateLayout], where: str) -> None:
+    """Refuse a probe response that reaches next-state elements outside the layer (`outside` of `fetched`)."""
+    leak = np.abs(so[:, outside])
+    if leak.max() > 1e-6 * max(np.abs(so).max(), 1e-30):
+        e = int(np.flatnonzero(outside)[np.argmax(leak.max(axis=0))])
+        k = 0
+        while e >= fetched[k].size:
+            e -= fetched[k].size
+            k += 1
+        idx = list(map(int, np.unravel_index(e, fetched[k].shape)))
+        raise UnsupportedModelError(f"{where}: the layer's state drives element {idx} of the next state "
+                                    f"'{fetched[k].s_out}' outside the layer; layers must not couple "
+                                    "their states (only a diagonal state map per layer is supported)")
+
+
+def _probe_states(run, S: int, H: int, step: int, base_bytes: int, where: str,
+                  not_finite: UnsupportedModelError) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """The state map M (sparse, see _measure) and the state-to-output map Ky, from unit state probes."""
     # State probes: unit vectors e_lo .. e_hi-1 per chunk; response row r is column lo + r of M.
     Ky = np.empty((H, S))
     rows, cols, vals = [], [], []
     kept = 0
-    step = FIXED_BATCH_STEP if fixed else chunk  # with a fixed batch run() still goes one probe at a time
     for lo in range(0, S, step):
         n = min(step, S - lo)
         probe = np.zeros((n, S), np.float32)  # what onnxruntime computes in, so no conversion of S^2 values
@@ -703,11 +738,12 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
                      f"{where}: measuring this layer ({kept} coupled state entries so far)",
                      fix="only diagonal SSM layers are supported: their state entries are ~2 per element")
     M = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(S, S))
-    Bu, Ly = run(np.zeros((H, S)), np.eye(H))
-    Bu, Ly = Bu.T, Ly.T  # columns are responses to unit probes
-    if not (np.all(np.isfinite(Bu)) and np.all(np.isfinite(Ly))):
-        raise not_finite
+    return M, Ky
 
+
+def _check_linear(run, M: sparse.csr_matrix, Bu: np.ndarray, Ky: np.ndarray, Ly: np.ndarray, where: str) -> None:
+    """Refuse a layer whose response to random (state, input) differs from what the measured maps predict."""
+    S, H = Ky.shape[1], Ly.shape[0]
     rng = np.random.default_rng(0)
     s_r, u_r = rng.normal(size=(4, S)), rng.normal(size=(4, H))
     got_s, got_y = run(s_r, u_r)
@@ -717,7 +753,6 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
     if err > 1e-4:
         raise UnsupportedModelError(f"{where}: the recurrence is not linear in (state, input) (relative error "
                                     f"{err:.1e}); only linear state-space layers are supported")
-    return M, Bu, Ky, Ly
 
 
 def _components(M: sparse.csr_matrix) -> list[list[int]]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ssmc.errors import IRError
 from ssmc.ir.graph import Graph, Op
-from ssmc.ir.ops import ATTR_TYPES, DTYPES, REQUIRED, VARIADIC, schema, with_defaults
+from ssmc.ir.ops import ATTR_TYPES, DTYPES, REQUIRED, VARIADIC, OpSchema, schema, with_defaults
 from ssmc.ir.placement import is_placed
 
 #: graph -> problems of its placement against its target; registered by ssmc.mapping.capacity.
@@ -46,20 +46,9 @@ def _check_attr_type(value, type_name: str) -> bool:
     return isinstance(value, ATTR_TYPES[type_name])
 
 
-def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
-    """Every way `op` breaks its schema, as messages (empty when it is fine)."""
-    try:
-        sch = schema(op.kind)
-    except IRError as e:
-        return [f"%{op.name}: {e}"]
-    where = f"%{op.name} ({op.kind})"
+def _attr_problems(sch: OpSchema, op: Op, where: str) -> list[str]:
+    """Every way `op`'s attributes break `sch`: unknown, missing, mistyped or out of their choices."""
     problems: list[str] = []
-    if sch.n_inputs == VARIADIC:
-        if not op.inputs:
-            return [f"{where} takes at least one input, has none"]
-    elif len(op.inputs) != sch.n_inputs:
-        return [f"{where} takes {sch.n_inputs} input(s), has {len(op.inputs)}"]
-
     for key in op.attrs:
         if sch.attr(key) is None:
             allowed = ", ".join(a.name for a in sch.attrs) or "none"
@@ -74,10 +63,13 @@ def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
             problems.append(f"{where}: attribute {spec.name!r} must be {spec.type}, got {value!r}")
         elif spec.choices and value not in spec.choices:
             problems.append(f"{where}: attribute {spec.name!r} is {value!r}, must be one of {list(spec.choices)}")
-    if problems:
-        return problems  # tensor and shape rules read the attributes
-    op = dataclasses.replace(op, attrs=with_defaults(op))  # the rules see an omitted attribute's default
+    return problems
 
+
+def _tensor_problems(sch: OpSchema, op: Op, in_shapes: list[tuple[int, ...]], where: str) -> list[str]:
+    """Every way `op`'s tensors break `sch` (attributes already valid and defaulted): unexpected,
+    missing, of the wrong dtype or shape, or not finite."""
+    problems: list[str] = []
     active = sch.active_params(op)
     active_names = {p.name for p in active}
     for key in op.params:
@@ -105,6 +97,28 @@ def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
             problems.append(f"{where}: tensor {spec.name!r} has shape {list(arr.shape)}, expected {list(want)}")
         elif arr.dtype.kind not in "biu" and not np.all(np.isfinite(arr)):  # integers are always finite
             problems.append(f"{where}: tensor {spec.name!r} has NaN or infinite values")
+    return problems
+
+
+def op_problems(op: Op, in_shapes: list[tuple[int, ...]]) -> list[str]:
+    """Every way `op` breaks its schema, as messages (empty when it is fine)."""
+    try:
+        sch = schema(op.kind)
+    except IRError as e:
+        return [f"%{op.name}: {e}"]
+    where = f"%{op.name} ({op.kind})"
+    if sch.n_inputs == VARIADIC:
+        if not op.inputs:
+            return [f"{where} takes at least one input, has none"]
+    elif len(op.inputs) != sch.n_inputs:
+        return [f"{where} takes {sch.n_inputs} input(s), has {len(op.inputs)}"]
+
+    problems = _attr_problems(sch, op, where)
+    if problems:
+        return problems  # tensor and shape rules read the attributes
+    op = dataclasses.replace(op, attrs=with_defaults(op))  # the rules see an omitted attribute's default
+
+    problems = _tensor_problems(sch, op, in_shapes, where)
     if problems:
         return problems
 

@@ -169,6 +169,35 @@ def _step(g: _Group, t: int, x_tokens, syn_out: dict[str, list[int]], tokens: in
     return sigma_delta(y, g.last, delta, msg_bits, c) if delta else y
 
 
+def _trace_arrays(groups: list[Op], delta: dict[str, int], batch: int, steps: int) -> dict[str, np.ndarray]:
+    """Zeroed per-step traces: the state of each stateful group, `last` of each sigma-delta one."""
+    traces = {}
+    for op in groups:
+        if with_defaults(op)["kind"] in ("cpx", "integrator"):
+            traces[f"{op.name}.state"] = np.zeros((batch, steps, op.shape[0]), np.int64)
+        if delta[op.name]:
+            traces[f"{op.name}.last"] = np.zeros((batch, steps, op.shape[0]), np.int64)
+    return traces
+
+
+def _result(graph: Graph, read: dict[str, np.ndarray], counts: dict[str, _Counts],
+            trace: dict[str, np.ndarray] | None, steps: int) -> EngineResult:
+    """The EngineResult of a run, from each group's messages at the steps it is read."""
+    outputs, raw = {}, {}
+    for out in graph.outputs():
+        grp = graph.op(out.inputs[0])
+        a = with_defaults(grp)
+        raw[out.name] = read[grp.name].copy()
+        outputs[out.name] = decode_output(raw[out.name], int(a["frac"]), a["decode"])
+    return EngineResult(
+        outputs=outputs, raw=raw,
+        saturation={name: dict(c.n) for name, c in counts.items()},
+        sparsity={name: float(np.count_nonzero(r == 0) / r.size) if r.size else 0.0 for name, r in read.items()},
+        trace=trace,
+        steps=steps,
+    )
+
+
 def run_reference(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the integer network by the contract, one sequence, step
     and neuron at a time; the same EngineResult (integers, counts, sparsity, traces) as run_numpy."""
@@ -193,13 +222,7 @@ def run_reference(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineRes
     weight_exp = {s.name: int(with_defaults(s)["weight_exp"]) for s in syns}
     consumers = {s.name: [c.name for c in graph.consumers(s.name)] for s in syns}
     msgs = {op.name: np.zeros((batch, steps, op.shape[0]), np.int64) for op in groups}
-    traces = {}
-    if trace:
-        for op in groups:
-            if with_defaults(op)["kind"] in ("cpx", "integrator"):
-                traces[f"{op.name}.state"] = np.zeros((batch, steps, op.shape[0]), np.int64)
-            if delta[op.name]:
-                traces[f"{op.name}.last"] = np.zeros((batch, steps, op.shape[0]), np.int64)
+    traces = _trace_arrays(groups, delta, batch, steps) if trace else {}
     for b in range(batch):
         run = {op.name: _Group(op, counts[op.name]) for op in groups}
         sigma = {s.name: [0] * s.shape[0] for s in syns}
@@ -232,19 +255,7 @@ def run_reference(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineRes
                 if trace and f"{op.name}.last" in traces:
                     traces[f"{op.name}.last"][b, t] = g.last
     read = {op.name: msgs[op.name][:, depth[op.name]:depth[op.name] + tokens] for op in groups}
-    outputs, raw = {}, {}
-    for out in graph.outputs():
-        grp = graph.op(out.inputs[0])
-        a = with_defaults(grp)
-        raw[out.name] = read[grp.name].copy()
-        outputs[out.name] = decode_output(raw[out.name], int(a["frac"]), a["decode"])
-    return EngineResult(
-        outputs=outputs, raw=raw,
-        saturation={name: dict(c.n) for name, c in counts.items()},
-        sparsity={name: float(np.count_nonzero(r == 0) / r.size) if r.size else 0.0 for name, r in read.items()},
-        trace={**msgs, **traces} if trace else None,
-        steps=steps,
-    )
+    return _result(graph, read, counts, {**msgs, **traces} if trace else None, steps)
 
 
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
