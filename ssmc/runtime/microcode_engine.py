@@ -381,41 +381,11 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
     if op == "jmp":
         return lambda R, t: aux
 
-    def step(fn):
+    value = _value_of(op, a, b, imm, u)
+    if value is not None:
         def run(R, t):
-            R[d] = fn(R)
+            R[d] = value(R)
         return run
-    if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
-        return step(lambda R: np.full(u.shape, imm, np.int64))
-    if op == "mov":
-        return step(lambda R: R[a])
-    if op == "add":
-        return step(lambda R: R[a] + R[b])
-    if op == "sub":
-        return step(lambda R: R[a] - R[b])
-    if op == "mul":
-        return step(lambda R: np.multiply(R[a], R[b], dtype=np.int64))
-    if op == "addi":
-        return step(lambda R: R[a] + np.int64(imm))
-    if op == "shr":
-        return step(lambda R: np.right_shift(R[a], imm, dtype=np.int64))
-    if op == "shl":
-        return step(lambda R: np.left_shift(R[a], imm, dtype=np.int64))
-    if op == "rshr":
-        if imm == 0:
-            return step(lambda R: R[a])
-        half = np.int64(1 << (imm - 1))
-        return step(lambda R: np.right_shift(R[a] + half, imm, dtype=np.int64))
-    if op == "max":
-        return step(lambda R: np.maximum(R[a], R[b]))
-    if op == "min":
-        return step(lambda R: np.minimum(R[a], R[b]))
-    if op == "abs":
-        return step(lambda R: np.abs(R[a]))
-    if op == "cgei":
-        return step(lambda R: (np.asarray(R[a]) >= imm).astype(np.int64))
-    if op == "mask":
-        return step(lambda R: np.where(np.asarray(R[b]) != 0, R[a], 0))
     if op == "sat":
         lo, hi = -(1 << (aux - 1)), (1 << (aux - 1)) - 1
         counter = COUNTER_QUANTITY.get(COUNTERS[b])
@@ -457,6 +427,42 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
             g.out[:, lanes] = R[a]
         return emit
     raise MicrocodeError(f"no interpreter for instruction {op!r}")  # decode_program admits only known ones
+
+
+def _value_of(op: str, a: int, b: int, imm: int, u: _Unit) -> Callable | None:
+    """An arithmetic instruction's value as a function of the registers; None for any other instruction."""
+    if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
+        return lambda R: np.full(u.shape, imm, np.int64)
+    if op == "mov":
+        return lambda R: R[a]
+    if op == "add":
+        return lambda R: R[a] + R[b]
+    if op == "sub":
+        return lambda R: R[a] - R[b]
+    if op == "mul":
+        return lambda R: np.multiply(R[a], R[b], dtype=np.int64)
+    if op == "addi":
+        return lambda R: R[a] + np.int64(imm)
+    if op == "shr":
+        return lambda R: np.right_shift(R[a], imm, dtype=np.int64)
+    if op == "shl":
+        return lambda R: np.left_shift(R[a], imm, dtype=np.int64)
+    if op == "rshr":
+        if imm == 0:
+            return lambda R: R[a]
+        half = np.int64(1 << (imm - 1))
+        return lambda R: np.right_shift(R[a] + half, imm, dtype=np.int64)
+    if op == "max":
+        return lambda R: np.maximum(R[a], R[b])
+    if op == "min":
+        return lambda R: np.minimum(R[a], R[b])
+    if op == "abs":
+        return lambda R: np.abs(R[a])
+    if op == "cgei":
+        return lambda R: (np.asarray(R[a]) >= imm).astype(np.int64)
+    if op == "mask":
+        return lambda R: np.where(np.asarray(R[b]) != 0, R[a], 0)
+    return None
 
 
 # -- the synapse stage (docs/fixed_point.md, Synapse group) --------------------------------------
