@@ -118,13 +118,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     groups = {name: replace(g, units=[_Unit(u.prog, u.lo, u.hi, carries_state=u.carries_state) for u in g.units],
                             ports=[_Port() for _ in g.ports],
                             counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in loaded.items()}
-    synapses = {}
-    for op in graph.ops_of_kind("synapses"):
-        post = graph.consumers(op.name)[0]
-        a = with_defaults(op)
-        synapses[op.name] = _Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name),
-                                      replace(kernels[op.name]), int(a["weight_exp"]), int(a["delay"]),
-                                      int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0)
+    synapses = _run_synapses(graph, kernels)
     steps = tokens + max((g.depth for g in groups.values()), default=0)
     ring_len: dict[str, int] = {}
     for s in synapses.values():
@@ -137,25 +131,14 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
                       for g in groups.values()) \
         + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
     chunk = numpy_engine._chunk_steps(step_values, batch, batch, steps, room)
-    for g in groups.values():
-        _prepare_units(g, batch)
-        g.buf = np.zeros((_buffer_rows(chunk, ring_len.get(g.name, 0)), batch, g.size), np.int64)
-        g.pos = g.ran = 0
-    for s in synapses.values():
-        if s.sigma_pre:
-            s.kernel.sigma = np.zeros((batch, s.kernel.post_size), np.float64 if s.kernel.exact_float else np.int64)
+    _allocate(groups, synapses, ring_len, chunk, batch)
     host = {}
     for name, g in groups.items():
         if graph.op(name).attrs["kind"] == "source":
             host[name] = np.ascontiguousarray(quantize_source(x, g.frac, HOST_BITS)[0].transpose(1, 0, 2))
     # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
     read = {out.inputs[0]: np.zeros((tokens, batch, groups[out.inputs[0]].size), np.int64) for out in graph.outputs()}
-    traces: dict[str, np.ndarray] = {}
-    if trace:
-        for g in groups.values():
-            traces[g.name] = np.zeros((steps, batch, g.size), np.int64)
-            for kind in sorted({k for k, _, _ in g.prog.probes}):
-                traces[f"{g.name}.{kind}"] = np.zeros((steps, batch, g.size), np.int64)
+    traces = _new_traces(groups, steps, batch) if trace else {}
     order = [(op.kind, op.name) for op in graph.ops() if op.kind in ("neurons", "synapses")]
 
     for t0 in range(0, steps, chunk):
@@ -172,25 +155,66 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
             if kind == "synapses":
                 _synapse_chunk_to_port(synapses[name], groups, t0, n, batch)
                 continue
-            g = groups[name]
-            pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
-            g.pos, g.ran = pos, n
-            out = g.buf[pos:pos + n]
-            probes = {kind: traces[f"{g.name}.{kind}"][t0:t0 + n] for kind, _, _ in g.prog.probes} if trace else None
-            _run_group(g, t0, n, batch, out, probes)
-            lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
-            if hi > lo:
-                carried = out[lo - t0:hi - t0]
-                g.total += carried.size
-                g.zeros += int(np.count_nonzero(carried == 0))
-                if g.name in read:
-                    read[g.name][lo - g.depth:hi - g.depth] = carried
-            if trace:
-                traces[g.name][t0:t0 + n] = out
+            _neuron_chunk(groups[name], t0, n, batch, tokens, read, traces if trace else None)
 
     read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
     traces = {name: v.transpose(1, 0, 2) for name, v in traces.items()}
     return engine_result(output_groups(graph), groups, read, traces if trace else None, steps)
+
+
+def _run_synapses(graph: Graph, kernels: dict) -> dict[str, _Synapses]:
+    """The graph's synapse groups for one run, each with its own copy of its prepared kernel."""
+    synapses = {}
+    for op in graph.ops_of_kind("synapses"):
+        post = graph.consumers(op.name)[0]
+        a = with_defaults(op)
+        synapses[op.name] = _Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name),
+                                      replace(kernels[op.name]), int(a["weight_exp"]), int(a["delay"]),
+                                      int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0)
+    return synapses
+
+
+def _allocate(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len: dict[str, int], chunk: int,
+              batch: int) -> None:
+    """The registers, message rings and sigma sums of a run in chunks of `chunk` steps."""
+    for g in groups.values():
+        _prepare_units(g, batch)
+        g.buf = np.zeros((_buffer_rows(chunk, ring_len.get(g.name, 0)), batch, g.size), np.int64)
+        g.pos = g.ran = 0
+    for s in synapses.values():
+        if s.sigma_pre:
+            s.kernel.sigma = np.zeros((batch, s.kernel.post_size), np.float64 if s.kernel.exact_float else np.int64)
+
+
+def _new_traces(groups: dict[str, _Group], steps: int, batch: int) -> dict[str, np.ndarray]:
+    """Zeroed step-major traces: every group's messages and every probed quantity."""
+    traces: dict[str, np.ndarray] = {}
+    for g in groups.values():
+        traces[g.name] = np.zeros((steps, batch, g.size), np.int64)
+        for kind in sorted({k for k, _, _ in g.prog.probes}):
+            traces[f"{g.name}.{kind}"] = np.zeros((steps, batch, g.size), np.int64)
+    return traces
+
+
+def _neuron_chunk(g: _Group, t0: int, n: int, batch: int, tokens: int, read: dict[str, np.ndarray],
+                  traces: dict[str, np.ndarray] | None) -> None:
+    """Run g for steps t0 .. t0 + n - 1 into its message ring; count its messages and keep those that carry
+    a token in `read` (if g is read) and all of them in `traces` (None: no trace)."""
+    pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
+    g.pos, g.ran = pos, n
+    out = g.buf[pos:pos + n]
+    probes = {kind: traces[f"{g.name}.{kind}"][t0:t0 + n] for kind, _, _ in g.prog.probes} \
+        if traces is not None else None
+    _run_group(g, t0, n, batch, out, probes)
+    lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
+    if hi > lo:
+        carried = out[lo - t0:hi - t0]
+        g.total += carried.size
+        g.zeros += int(np.count_nonzero(carried == 0))
+        if g.name in read:
+            read[g.name][lo - g.depth:hi - g.depth] = carried
+    if traces is not None:
+        traces[g.name][t0:t0 + n] = out
 
 
 def _check_run_size(groups: dict, synapses: dict, ring_len: dict[str, int], graph: Graph, x_shape, steps: int,
@@ -381,41 +405,11 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
     if op == "jmp":
         return lambda R, t: aux
 
-    def step(fn):
+    value = _value_of(op, a, b, imm, u)
+    if value is not None:
         def run(R, t):
-            R[d] = fn(R)
+            R[d] = value(R)
         return run
-    if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
-        return step(lambda R: np.full(u.shape, imm, np.int64))
-    if op == "mov":
-        return step(lambda R: R[a])
-    if op == "add":
-        return step(lambda R: R[a] + R[b])
-    if op == "sub":
-        return step(lambda R: R[a] - R[b])
-    if op == "mul":
-        return step(lambda R: np.multiply(R[a], R[b], dtype=np.int64))
-    if op == "addi":
-        return step(lambda R: R[a] + np.int64(imm))
-    if op == "shr":
-        return step(lambda R: np.right_shift(R[a], imm, dtype=np.int64))
-    if op == "shl":
-        return step(lambda R: np.left_shift(R[a], imm, dtype=np.int64))
-    if op == "rshr":
-        if imm == 0:
-            return step(lambda R: R[a])
-        half = np.int64(1 << (imm - 1))
-        return step(lambda R: np.right_shift(R[a] + half, imm, dtype=np.int64))
-    if op == "max":
-        return step(lambda R: np.maximum(R[a], R[b]))
-    if op == "min":
-        return step(lambda R: np.minimum(R[a], R[b]))
-    if op == "abs":
-        return step(lambda R: np.abs(R[a]))
-    if op == "cgei":
-        return step(lambda R: (np.asarray(R[a]) >= imm).astype(np.int64))
-    if op == "mask":
-        return step(lambda R: np.where(np.asarray(R[b]) != 0, R[a], 0))
     if op == "sat":
         lo, hi = -(1 << (aux - 1)), (1 << (aux - 1)) - 1
         counter = COUNTER_QUANTITY.get(COUNTERS[b])
@@ -457,6 +451,42 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
             g.out[:, lanes] = R[a]
         return emit
     raise MicrocodeError(f"no interpreter for instruction {op!r}")  # decode_program admits only known ones
+
+
+def _value_of(op: str, a: int, b: int, imm: int, u: _Unit) -> Callable | None:
+    """An arithmetic instruction's value as a function of the registers; None for any other instruction."""
+    if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
+        return lambda R: np.full(u.shape, imm, np.int64)
+    if op == "mov":
+        return lambda R: R[a]
+    if op == "add":
+        return lambda R: R[a] + R[b]
+    if op == "sub":
+        return lambda R: R[a] - R[b]
+    if op == "mul":
+        return lambda R: np.multiply(R[a], R[b], dtype=np.int64)
+    if op == "addi":
+        return lambda R: R[a] + np.int64(imm)
+    if op == "shr":
+        return lambda R: np.right_shift(R[a], imm, dtype=np.int64)
+    if op == "shl":
+        return lambda R: np.left_shift(R[a], imm, dtype=np.int64)
+    if op == "rshr":
+        if imm == 0:
+            return lambda R: R[a]
+        half = np.int64(1 << (imm - 1))
+        return lambda R: np.right_shift(R[a] + half, imm, dtype=np.int64)
+    if op == "max":
+        return lambda R: np.maximum(R[a], R[b])
+    if op == "min":
+        return lambda R: np.minimum(R[a], R[b])
+    if op == "abs":
+        return lambda R: np.abs(R[a])
+    if op == "cgei":
+        return lambda R: (np.asarray(R[a]) >= imm).astype(np.int64)
+    if op == "mask":
+        return lambda R: np.where(np.asarray(R[b]) != 0, R[a], 0)
+    return None
 
 
 # -- the synapse stage (docs/fixed_point.md, Synapse group) --------------------------------------
