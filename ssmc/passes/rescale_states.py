@@ -48,16 +48,8 @@ def mode_scales(op: Op, state_max: np.ndarray | None, target: float, balance: st
     if is_dense(op):
         return _shared_mode_scales(A_bar, B_bar, state_max, target, balance)
     mag_b = np.abs(B_bar)
-    driven = mag_b > 0
-    phase = np.where(driven, np.conj(B_bar) / np.where(driven, mag_b, 1.0), 1.0)
-    if balance == "input":
-        return phase * np.where(driven, 1.0 / np.where(driven, mag_b, 1.0), 1.0)
-    if state_max is not None:
-        peak = np.asarray(state_max, dtype=np.float64)
-    else:  # |x| <= |B_bar| max|u| / (1 - |A_bar|) for |u| <= 1
-        peak = mag_b / np.maximum(1.0 - np.abs(A_bar), 1e-12)
-    r = np.where(driven & (peak > 0), target / np.where(peak > 0, peak, 1.0), 1.0)
-    return phase * r
+    # |x| <= |B_bar| max|u| / (1 - |A_bar|) for |u| <= 1
+    return _scales(B_bar, lambda: mag_b / np.maximum(1.0 - np.abs(A_bar), 1e-12), state_max, target, balance)
 
 
 def _shared_mode_scales(A_bar, B_bar, state_max, target, balance) -> np.ndarray:
@@ -66,15 +58,19 @@ def _shared_mode_scales(A_bar, B_bar, state_max, target, balance) -> np.ndarray:
     `target` (balance=state; bound |x| <= sum_h |B_bar| / (1 - |A_bar|) for |u| <= 1)."""
     mag = np.abs(B_bar)
     largest = B_bar[np.arange(len(B_bar)), mag.argmax(axis=1)] if B_bar.size else np.zeros(len(B_bar))
-    top = np.abs(largest)
-    driven = top > 0
-    phase = np.where(driven, np.conj(largest) / np.where(driven, top, 1.0), 1.0)
+    return _scales(largest, lambda: mag.sum(axis=1) / np.maximum(1.0 - np.abs(A_bar), 1e-12), state_max, target,
+                   balance)
+
+
+def _scales(ref: np.ndarray, peak_bound, state_max, target: float, balance: str) -> np.ndarray:
+    """The similarity that makes each reference input weight `ref` real and positive, scaled to 1 (balance=input)
+    or so the peak state is `target` (balance=state: the measured `state_max`, else `peak_bound()`)."""
+    mag = np.abs(ref)
+    driven = mag > 0
+    phase = np.where(driven, np.conj(ref) / np.where(driven, mag, 1.0), 1.0)
     if balance == "input":
-        return phase * np.where(driven, 1.0 / np.where(driven, top, 1.0), 1.0)
-    if state_max is not None:
-        peak = np.asarray(state_max, dtype=np.float64)
-    else:
-        peak = mag.sum(axis=1) / np.maximum(1.0 - np.abs(A_bar), 1e-12)
+        return phase * np.where(driven, 1.0 / np.where(driven, mag, 1.0), 1.0)
+    peak = np.asarray(state_max, dtype=np.float64) if state_max is not None else peak_bound()
     return phase * np.where(driven & (peak > 0), target / np.where(peak > 0, peak, 1.0), 1.0)
 
 
