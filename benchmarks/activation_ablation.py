@@ -58,22 +58,41 @@ def main() -> None:
             pipeline = DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{lut-bits={lut_bits}}}")
             net = ssmc.compile(MODEL, passes=pipeline, readout="mean", calibration=cal, weight_bits=wb)
             y = net.run(x)
-            rows.append((f"fixed point (numpy engine), lut-bits {lut_bits}", wb, 2 ** lut_bits,
-                         accuracy(y, labels).fraction, rel_error(y)))
+            rows.append(
+                (
+                    f"fixed point (numpy engine), lut-bits {lut_bits}",
+                    wb,
+                    2**lut_bits,
+                    accuracy(y, labels).fraction,
+                    rel_error(y),
+                )
+            )
         net = ssmc.compile(MODEL, passes=FROZEN_NORMS_PIPELINE, readout="mean", calibration=cal, weight_bits=wb)
         y = net.run(x)
-        rows.append(("fixed point (numpy engine), LayerNorm frozen, lut-bits 8", wb, 256,
-                     accuracy(y, labels).fraction, rel_error(y)))
+        rows.append(
+            (
+                "fixed point (numpy engine), LayerNorm frozen, lut-bits 8",
+                wb,
+                256,
+                accuracy(y, labels).fraction,
+                rel_error(y),
+            )
+        )
     seconds = time.perf_counter() - start
 
-    lines = [f"# Integer LayerNorm / GELU / GLU: the full digits variant ({len(labels)} test sequences)", "",
-             f"Model: `{MODEL.relative_to(ROOT)}` (pre-LayerNorm, GELU, GLU per block). Coefficients 16 bits, "
-             "state and messages 24 bits; calibrated on `digits_calib.npz`.",
-             f"Command: `.venv/bin/python benchmarks/activation_ablation.py` ({seconds:.0f} s).", "",
-             "LayerNorm on neurons unless the row says frozen; max error: the largest |fixed - float| over every "
-             "token's output, divided by the float reference's largest |output|.", "",
-             "| network | weight bits | table entries | accuracy | vs float (points) | max error / output scale |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Integer LayerNorm / GELU / GLU: the full digits variant ({len(labels)} test sequences)",
+        "",
+        f"Model: `{MODEL.relative_to(ROOT)}` (pre-LayerNorm, GELU, GLU per block). Coefficients 16 bits, "
+        "state and messages 24 bits; calibrated on `digits_calib.npz`.",
+        f"Command: `.venv/bin/python benchmarks/activation_ablation.py` ({seconds:.0f} s).",
+        "",
+        "LayerNorm on neurons unless the row says frozen; max error: the largest |fixed - float| over every "
+        "token's output, divided by the float reference's largest |output|.",
+        "",
+        "| network | weight bits | table entries | accuracy | vs float (points) | max error / output scale |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, wb, entries, acc, err in rows:
         lines.append(f"| {label} | {wb} | {entries} | {100 * acc:.2f}% | {100 * (acc - float_acc):+.2f} | {err} |")
     lines += ["", "freeze-norms on the calibration data:", ""] + [f"- {n}" for n in notes]

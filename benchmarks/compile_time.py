@@ -55,8 +55,9 @@ def timed_compile(path: str) -> tuple[dict, float, str]:
     for (t, name), (t_next, _) in zip(starts, starts[1:] + [(total, "")]):
         stages[name] += t_next - t
     info = net.report["passes"]
-    cores = next((r["notes"][0].split(" cores")[0].split()[-1] for r in info
-                  if r["name"] == "partition" and r["notes"]), "-")
+    cores = next(
+        (r["notes"][0].split(" cores")[0].split()[-1] for r in info if r["name"] == "partition" and r["notes"]), "-"
+    )
     return stages, total, cores
 
 
@@ -78,24 +79,35 @@ def main() -> None:
         for label, path, _ in models:
             stages, total, cores = timed_compile(path)
             rows.append((label, stages, total, cores))
-            print(f"{label:28s} " + " ".join(f"{stages[s]:7.1f} s ({stages[s] / total:4.0%})" for s in STAGES)
-                  + f" {total:7.1f}s {cores:>6s}", flush=True)
+            print(
+                f"{label:28s} "
+                + " ".join(f"{stages[s]:7.1f} s ({stages[s] / total:4.0%})" for s in STAGES)
+                + f" {total:7.1f}s {cores:>6s}",
+                flush=True,
+            )
     write_md(rows)
 
 
 def write_md(rows) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    lines = ["# Compile time by stage", "",
-             "Written by `benchmarks/compile_time.py` (default pipeline, no calibration data; wall seconds on "
-             f"{platform.machine()} with {os.cpu_count()} cores, load average {load:.1f} when written). "
-             "Each cell: seconds (share of the whole compile). Partition time is mostly CP-SAT's budget "
-             "(`partition{time_limit}`, 10 deterministic units by default).", "",
-             "| model | " + " | ".join(STAGES) + " | total | cores |",
-             "|---|" + "---|" * (len(STAGES) + 2)]
+    lines = [
+        "# Compile time by stage",
+        "",
+        "Written by `benchmarks/compile_time.py` (default pipeline, no calibration data; wall seconds on "
+        f"{platform.machine()} with {os.cpu_count()} cores, load average {load:.1f} when written). "
+        "Each cell: seconds (share of the whole compile). Partition time is mostly CP-SAT's budget "
+        "(`partition{time_limit}`, 10 deterministic units by default).",
+        "",
+        "| model | " + " | ".join(STAGES) + " | total | cores |",
+        "|---|" + "---|" * (len(STAGES) + 2),
+    ]
     for label, stages, total, cores in rows:
-        lines.append(f"| {label} | " + " | ".join(f"{stages[s]:.1f} s ({stages[s] / total:.0%})" for s in STAGES)
-                     + f" | {total:.1f} s | {cores} |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{stages[s]:.1f} s ({stages[s] / total:.0%})" for s in STAGES)
+            + f" | {total:.1f} s | {cores} |"
+        )
     (OUT / "compile_time.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT / 'compile_time.md'}")
 

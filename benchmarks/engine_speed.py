@@ -65,8 +65,9 @@ def seconds(fn, x: np.ndarray, repeats: int | None = None) -> float:
 def models(tmp: str, large: bool, quick: bool):
     if not quick:
         yield "digits example (2 layers, H=32, N=32)", EX / "digits_s4d_step.onnx", EX / "digits_calib.npz", "mean"
-    sizes = [("paper size (4 layers, H=128, N=64)", 128, 32)] + ([("large (4 layers, H=128, N=128)", 128, 64)]
-                                                               if large else [])
+    sizes = [("paper size (4 layers, H=128, N=64)", 128, 32)] + (
+        [("large (4 layers, H=128, N=128)", 128, 64)] if large else []
+    )
     for label, H, M in sizes:
         path = pathlib.Path(tmp) / f"s4d_{H}_{M}.onnx"
         onnx.save(build_step_model(StepModelSpec(in_features=1, H=H, M=M, n_layers=4, n_out=10)), path)
@@ -93,8 +94,10 @@ def measure(label: str, model_path, calib, readout: str, lava: bool) -> tuple[li
     x_all = np.random.default_rng(1).normal(size=(max(BATCHES), TOKENS, 1)).astype(np.float32)
     if readout == "mean":  # the example's own test digits
         x_all = np.resize(np.load(EX / "digits_test.npz")["x"], (max(BATCHES), TOKENS, 1)).astype(np.float32)
-    run = {"onnxruntime": lambda v: run_step_onnx(onnx_model, v),
-           **{e: (lambda v, e=e: net.run(v, engine=e)) for e in ENGINES[1:]}}
+    run = {
+        "onnxruntime": lambda v: run_step_onnx(onnx_model, v),
+        **{e: (lambda v, e=e: net.run(v, engine=e)) for e in ENGINES[1:]},
+    }
     setups = []
     for engine in ENGINES[1:]:  # the first call on a net pays the engine's set-up
         extra = setup_ms(net, engine, x_all[:1, :1])
@@ -104,8 +107,16 @@ def measure(label: str, model_path, calib, readout: str, lava: bool) -> tuple[li
         x = x_all[:batch]
         rate = {e: batch * TOKENS / seconds(run[e], x) for e in ENGINES}
         for e in ENGINES:
-            rows.append((label, batch, e, rate[e], rate[e] / rate["onnxruntime"],
-                         rate[e] / rate["numpy"] if e == "microcode" else None))
+            rows.append(
+                (
+                    label,
+                    batch,
+                    e,
+                    rate[e],
+                    rate[e] / rate["onnxruntime"],
+                    rate[e] / rate["numpy"] if e == "microcode" else None,
+                )
+            )
             print(fmt(rows[-1]), flush=True)
     if lava:
         tps = TOKENS / seconds(lambda v: net.run(v, engine="lava"), x_all[:1], repeats=2)
@@ -116,8 +127,9 @@ def measure(label: str, model_path, calib, readout: str, lava: bool) -> tuple[li
 
 def fmt(row: tuple) -> str:
     label, batch, engine, tps, vs_ort, vs_numpy = row
-    return (f"| {label} | {batch} | {engine} | {tps:,.0f} | {vs_ort:.2f}x | "
-            + (f"{vs_numpy:.2f}x |" if vs_numpy is not None else "- |"))
+    return f"| {label} | {batch} | {engine} | {tps:,.0f} | {vs_ort:.2f}x | " + (
+        f"{vs_numpy:.2f}x |" if vs_numpy is not None else "- |"
+    )
 
 
 def fmt_setup(row: tuple) -> str:
@@ -133,8 +145,11 @@ def main() -> None:
     global REPEATS, SETUP_COPIES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--large", action="store_true", help="add the paper's large size (H=128, N=128; ~6 GB)")
-    ap.add_argument("--quick", action="store_true",
-                    help="the paper-size model alone, best of 2 calls, set-up over 2 copies; writes no results file")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="the paper-size model alone, best of 2 calls, set-up over 2 copies; writes no results file",
+    )
     args = ap.parse_args()
     if args.quick:
         REPEATS, SETUP_COPIES = 2, 2
@@ -150,22 +165,32 @@ def main() -> None:
     print(f"load average {load:.1f} at the end; the benchmark took {time.perf_counter() - start:.0f} s", flush=True)
     if args.quick:
         return
-    lines = ["# Engine speed, tokens per second", "",
-             f"Command: `.venv/bin/python benchmarks/engine_speed.py` ({TOKENS} tokens a sequence, best of {REPEATS} "
-             f"calls on the same net, one process; {platform.machine()}, {os.cpu_count()} cores, load average "
-             f"{load_before:.1f} at the start and {load:.1f} at the end). The machine is shared and noisy: compare "
-             "ratios within one run. onnxruntime runs the "
-             "step-form ONNX token by token; float is ssmc's float reference; numpy the bit-exact fixed-point "
-             "engine; microcode the neuron programs interpreted (same integers as numpy).", "",
-             "| model | batch | engine | tokens/s | vs onnxruntime at this batch | microcode vs numpy |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Engine speed, tokens per second",
+        "",
+        f"Command: `.venv/bin/python benchmarks/engine_speed.py` ({TOKENS} tokens a sequence, best of {REPEATS} "
+        f"calls on the same net, one process; {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{load_before:.1f} at the start and {load:.1f} at the end). The machine is shared and noisy: compare "
+        "ratios within one run. onnxruntime runs the "
+        "step-form ONNX token by token; float is ssmc's float reference; numpy the bit-exact fixed-point "
+        "engine; microcode the neuron programs interpreted (same integers as numpy).",
+        "",
+        "| model | batch | engine | tokens/s | vs onnxruntime at this batch | microcode vs numpy |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += [fmt(r) for r in rows]
-    lines += ["", "## Set-up, paid once per net", "",
-              f"The first call on a fresh copy of the net (1 sequence of 1 token) minus the same call again, over "
-              f"{SETUP_COPIES} copies: the engine's preparation of the net (numpy: checks and synapse kernels; "
-              "microcode: those plus decoding and checking the neuron programs). The IR verifier's capacity check "
-              "is not part of it: a run does not depend on the placement's fit, which compile and ssmc.load check.",
-              "", "| model | engine | set-up ms (median) | min .. max |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Set-up, paid once per net",
+        "",
+        f"The first call on a fresh copy of the net (1 sequence of 1 token) minus the same call again, over "
+        f"{SETUP_COPIES} copies: the engine's preparation of the net (numpy: checks and synapse kernels; "
+        "microcode: those plus decoding and checking the neuron programs). The IR verifier's capacity check "
+        "is not part of it: a run does not depend on the placement's fit, which compile and ssmc.load check.",
+        "",
+        "| model | engine | set-up ms (median) | min .. max |",
+        "|---|---|---|---|",
+    ]
     lines += [fmt_setup(r) for r in setups]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "engine_speed.md").write_text("\n".join(lines) + "\n")

@@ -82,49 +82,66 @@ def main() -> None:
     syn8 = costs.synapse_bytes(8, 1000) / 1000  # ssmc bytes per 8-bit synapse
     ours_neuron = costs.neuron_bytes("relu") / syn8
     ours_axon = costs.AXON_BYTES / syn8
-    lines = ["# Intel's compiler memory accounting against ssmc's prices", "",
-             "Written by `benchmarks/intel_compiler_logs.py` from 13 per-core rows printed by Intel's compiler in "
-             "two lava-dl tutorials (mnist, yolo_kp; transcribed in the script with their source).", "",
-             f"Fit of Total % = sum of weight x budget share % (least squares, no intercept): largest residual "
-             f"**{resid:.3f}** points over 13 rows, i.e. exact to the printed rounding.", "",
-             "| budget | weight in Total | budget per core | share of a core's memory per unit | in SynMem units |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "# Intel's compiler memory accounting against ssmc's prices",
+        "",
+        "Written by `benchmarks/intel_compiler_logs.py` from 13 per-core rows printed by Intel's compiler in "
+        "two lava-dl tutorials (mnist, yolo_kp; transcribed in the script with their source).",
+        "",
+        f"Fit of Total % = sum of weight x budget share % (least squares, no intercept): largest residual "
+        f"**{resid:.3f}** points over 13 rows, i.e. exact to the printed rounding.",
+        "",
+        "| budget | weight in Total | budget per core | share of a core's memory per unit | in SynMem units |",
+        "|---|---|---|---|---|",
+    ]
     for k in FITTED:
         b = BUDGET.get(k)
-        lines.append(f"| {k} | {w[k]:.4f} | {b if b else 'not printed'} | "
-                     + (f"{per_unit[k]:.3g} % | {per_unit[k] / per_unit['Synapses']:.3g} |" if b else "- | - |"))
-    lines += ["",
-              f"So synapses and routing share {w['Synapses']:.0%} of a core's memory (Total; SynMem, AxonIn or "
-              f"AxonMap at its full budget fills that share alone) and 4,096 neurons take {w['Neurons']:.2%}. "
-              "In 8-bit dense synapses "
-              f"({lo}-{hi} per SynMem unit):", "",
-              "| item | Intel's compiler | ssmc (costs.py) |", "|---|---|---|",
-              f"| one LIF / sigma-delta neuron | {neuron_in_units:.2f} units = {neuron_in_units * lo:.1f}-"
-              f"{neuron_in_units * hi:.1f} synapses | {costs.neuron_bytes('relu')} B = {ours_neuron:.1f} synapses |",
-              f"| one input axon | {axon_in_units:.2f} units = {axon_in_units * lo:.1f}-{axon_in_units * hi:.1f} "
-              f"synapses | {costs.AXON_BYTES} B = {ours_axon:.1f} synapses |",
-              f"| a core full of neurons (4,096) | {w['Neurons']:.1%} of its memory | "
-              f"{4096 * costs.neuron_bytes('relu') / 196608:.0%} of 192 KB |", "",
-              f"ssmc prices a simple neuron {ours_neuron / (neuron_in_units * hi):.1f}-"
-              f"{ours_neuron / (neuron_in_units * lo):.1f}x higher than Intel's compiler does (conservative: it "
-              "can only add cores) and an axon lower.", "",
-              "## What the seed paper's core counts would need", "",
-              "| model | compartments | cores (paper) | compartments per core | share of a core per compartment | "
-              "x a LIF neuron's |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {k} | {w[k]:.4f} | {b if b else 'not printed'} | "
+            + (f"{per_unit[k]:.3g} % | {per_unit[k] / per_unit['Synapses']:.3g} |" if b else "- | - |")
+        )
+    lines += [
+        "",
+        f"So synapses and routing share {w['Synapses']:.0%} of a core's memory (Total; SynMem, AxonIn or "
+        f"AxonMap at its full budget fills that share alone) and 4,096 neurons take {w['Neurons']:.2%}. "
+        "In 8-bit dense synapses "
+        f"({lo}-{hi} per SynMem unit):",
+        "",
+        "| item | Intel's compiler | ssmc (costs.py) |",
+        "|---|---|---|",
+        f"| one LIF / sigma-delta neuron | {neuron_in_units:.2f} units = {neuron_in_units * lo:.1f}-"
+        f"{neuron_in_units * hi:.1f} synapses | {costs.neuron_bytes('relu')} B = {ours_neuron:.1f} synapses |",
+        f"| one input axon | {axon_in_units:.2f} units = {axon_in_units * lo:.1f}-{axon_in_units * hi:.1f} "
+        f"synapses | {costs.AXON_BYTES} B = {ours_axon:.1f} synapses |",
+        f"| a core full of neurons (4,096) | {w['Neurons']:.1%} of its memory | "
+        f"{4096 * costs.neuron_bytes('relu') / 196608:.0%} of 192 KB |",
+        "",
+        f"ssmc prices a simple neuron {ours_neuron / (neuron_in_units * hi):.1f}-"
+        f"{ours_neuron / (neuron_in_units * lo):.1f}x higher than Intel's compiler does (conservative: it "
+        "can only add cores) and an axon lower.",
+        "",
+        "## What the seed paper's core counts would need",
+        "",
+        "| model | compartments | cores (paper) | compartments per core | share of a core per compartment | "
+        "x a LIF neuron's |",
+        "|---|---|---|---|---|---|",
+    ]
     lif = per_unit["Neurons"]
     factors = []
     for name, (comp, cores) in PAPER.items():
         share = 100 / (comp / cores)
         factors.append(share / lif)
         lines.append(f"| {name} | {comp:,} | {cores} | {comp / cores:.0f} | {share:.3f} % | {share / lif:.0f}x |")
-    lines += ["",
-              "For memory alone to hold the paper's models to 31 and 111 cores, each S4D compartment would "
-              f"have to take at least {min(factors):.0f}-{max(factors):.0f}x the memory Intel's compiler charges "
-              "for a LIF neuron (whose state is u and v, 24 bits each in Lava's bit-accurate model, "
-              "LOIHI2_FACTS.md #18); a complex S4D neuron keeps a few more words (state, coefficients, last "
-              "message), not 30-40 times as many. Memory, as Intel's own compiler accounts for it, does not "
-              "explain the paper's density: some other per-core limit (a budget for programmable neurons, or "
-              "spreading for a shorter time step) does, and no public source states it."]
+    lines += [
+        "",
+        "For memory alone to hold the paper's models to 31 and 111 cores, each S4D compartment would "
+        f"have to take at least {min(factors):.0f}-{max(factors):.0f}x the memory Intel's compiler charges "
+        "for a LIF neuron (whose state is u and v, 24 bits each in Lava's bit-accurate model, "
+        "LOIHI2_FACTS.md #18); a complex S4D neuron keeps a few more words (state, coefficients, last "
+        "message), not 30-40 times as many. Memory, as Intel's own compiler accounts for it, does not "
+        "explain the paper's density: some other per-core limit (a budget for programmable neurons, or "
+        "spreading for a shorter time step) does, and no public source states it.",
+    ]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "intel_compiler_logs.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

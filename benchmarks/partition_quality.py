@@ -72,15 +72,30 @@ def evaluate(name, graph, target, time_limit, methods=METHODS):
         core_p = placed(net, r.core_of, target, 10.0)
         place_s = time.perf_counter() - start
         tp = traffic(net, core_p, int(core_p.max()) + 1, target)
-        rows.append({"model": name, "method": m, "cores": r.info["cores"], "inter_core": round(t0.inter_core, 1),
-                     "hops_index_order": round(t0.hop_weighted, 1), "hops_placed": round(tp.hop_weighted, 1),
-                     "inter_chip": round(tp.inter_chip, 1), "status": r.info.get("status", "-"),
-                     "bound": r.info.get("bound", r.info.get("within_chip_bound", "-")),
-                     "gap": r.info.get("gap", "-"), "partition_s": round(part_s, 2), "place_s": round(place_s, 2),
-                     "binding": r.info["binding_capacity"], "formulation": r.info.get("formulation", "-")})
-        print(f"  {name:28s} {m:7s} cores {rows[-1]['cores']:4d}  inter-core {rows[-1]['inter_core']:9.1f}  "
-              f"hops(index order) {rows[-1]['hops_index_order']:9.1f}  hops(placed) {rows[-1]['hops_placed']:9.1f}  "
-              f"gap {rows[-1]['gap']}  {part_s + place_s:6.1f} s", flush=True)
+        rows.append(
+            {
+                "model": name,
+                "method": m,
+                "cores": r.info["cores"],
+                "inter_core": round(t0.inter_core, 1),
+                "hops_index_order": round(t0.hop_weighted, 1),
+                "hops_placed": round(tp.hop_weighted, 1),
+                "inter_chip": round(tp.inter_chip, 1),
+                "status": r.info.get("status", "-"),
+                "bound": r.info.get("bound", r.info.get("within_chip_bound", "-")),
+                "gap": r.info.get("gap", "-"),
+                "partition_s": round(part_s, 2),
+                "place_s": round(place_s, 2),
+                "binding": r.info["binding_capacity"],
+                "formulation": r.info.get("formulation", "-"),
+            }
+        )
+        print(
+            f"  {name:28s} {m:7s} cores {rows[-1]['cores']:4d}  inter-core {rows[-1]['inter_core']:9.1f}  "
+            f"hops(index order) {rows[-1]['hops_index_order']:9.1f}  hops(placed) {rows[-1]['hops_placed']:9.1f}  "
+            f"gap {rows[-1]['gap']}  {part_s + place_s:6.1f} s",
+            flush=True,
+        )
     return rows
 
 
@@ -96,8 +111,9 @@ def end_to_end(graph, board, time_limit):
 
     times = {}
     start = time.perf_counter()
-    placed_graph, _ = run_pipeline(graph, [Partition(time_limit=time_limit, board=board, rate_sequences=0), Place()],
-                                   verify_each=True)
+    placed_graph, _ = run_pipeline(
+        graph, [Partition(time_limit=time_limit, board=board, rate_sequences=0), Place()], verify_each=True
+    )
     times["partition + place passes, verified"] = time.perf_counter() - start
     start = time.perf_counter()
     rep = build_report(Net(graph=placed_graph, source={}, pipeline="", report={}))
@@ -107,8 +123,11 @@ def end_to_end(graph, board, time_limit):
         start = time.perf_counter()
         files = write_html(rep, os.path.join(tmp, "report.html"))
         times["report (HTML, 3 images)"] = time.perf_counter() - start
-    print("scale end to end: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
-          + f" (report {len(text.splitlines())} lines, {len(files)} files)")
+    print(
+        "scale end to end: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+        + f" (report {len(text.splitlines())} lines, {len(files)} files)"
+    )
     return {k: round(v, 1) for k, v in times.items()}
 
 
@@ -129,29 +148,46 @@ def verdicts(rows):
         g = by.get((model, "greedy"))
         if g and g["hops_index_order"] > 0:
             ratio = cp["hops_placed"] / g["hops_index_order"]
-            out.append(f"{model}: CP-SAT placed / greedy in core-index order, hop-weighted = {ratio:.2f} "
-                       f"(target <= 0.70: {'met' if ratio <= 0.7 else 'NOT met'})")
+            out.append(
+                f"{model}: CP-SAT placed / greedy in core-index order, hop-weighted = {ratio:.2f} "
+                f"(target <= 0.70: {'met' if ratio <= 0.7 else 'NOT met'})"
+            )
     return out
 
 
 def core_counts(target):
     """Cores our capacities need for the seed paper's model sizes (greedy and CP-SAT agree on counts)."""
     rows = []
-    for label, H, M, paper in (("small (67k params)", 64, 32, 31), ("paper-size (H=128, N=64)", 128, 32, None),
-                               ("large (265k params)", 128, 64, 111)):
+    for label, H, M, paper in (
+        ("small (67k params)", 64, 32, 31),
+        ("paper-size (H=128, N=64)", 128, 32, None),
+        ("large (265k params)", 128, 64, 111),
+    ):
         g = s4d_stack(H, M, 4, rates=RATES, seed=1)
         net = build_netlist(g)
         r = map_network(net, target, "greedy")
         spread = map_network(net, load_target(chips=2), "greedy", max_neurons_per_core=PAPER_DENSITY)
-        rows.append({"model": label, "H": H, "N": 2 * M, "params": parameters(H, M, 4), "cores": r.info["cores"],
-                     "lower_bound": r.info["lower_bound_cores"], "binding": r.info["binding_capacity"],
-                     "paper_cores": paper, "ratio": round(r.info["cores"] / paper, 2) if paper else None,
-                     "cores_at_paper_density": spread.info["cores"],
-                     "ratio_at_paper_density": round(spread.info["cores"] / paper, 2) if paper else None})
-        print(f"  {label:26s} params {rows[-1]['params']:7d}  cores {rows[-1]['cores']:4d} (bound "
-              f"{rows[-1]['lower_bound']}, binding {rows[-1]['binding']})  paper {paper}  ratio {rows[-1]['ratio']}; "
-              f"with --max-neurons-per-core {PAPER_DENSITY}: {spread.info['cores']} cores, ratio "
-              f"{rows[-1]['ratio_at_paper_density']}")
+        rows.append(
+            {
+                "model": label,
+                "H": H,
+                "N": 2 * M,
+                "params": parameters(H, M, 4),
+                "cores": r.info["cores"],
+                "lower_bound": r.info["lower_bound_cores"],
+                "binding": r.info["binding_capacity"],
+                "paper_cores": paper,
+                "ratio": round(r.info["cores"] / paper, 2) if paper else None,
+                "cores_at_paper_density": spread.info["cores"],
+                "ratio_at_paper_density": round(spread.info["cores"] / paper, 2) if paper else None,
+            }
+        )
+        print(
+            f"  {label:26s} params {rows[-1]['params']:7d}  cores {rows[-1]['cores']:4d} (bound "
+            f"{rows[-1]['lower_bound']}, binding {rows[-1]['binding']})  paper {paper}  ratio {rows[-1]['ratio']}; "
+            f"with --max-neurons-per-core {PAPER_DENSITY}: {spread.info['cores']} cores, ratio "
+            f"{rows[-1]['ratio_at_paper_density']}"
+        )
     return rows
 
 
@@ -167,9 +203,13 @@ def main() -> None:
     counts = core_counts(target)
     rows = []
     print("mapping quality:")
-    ex = ssmc.compile(EX / "digits_s4d_step.onnx", readout="mean", calibration=EX / "digits_calib.npz",
-                      passes="canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear,freeze-norms,"
-                             "assign-bitwidths,partition{method=greedy}")
+    ex = ssmc.compile(
+        EX / "digits_s4d_step.onnx",
+        readout="mean",
+        calibration=EX / "digits_calib.npz",
+        passes="canonicalize,discretize,rescale-states,fuse-complex-pairs,fold-linear,freeze-norms,"
+        "assign-bitwidths,partition{method=greedy}",
+    )
     rows += evaluate("digits example", ex.graph, target, args.time_limit)
     rows += evaluate("paper-size H=128 N=64", s4d_stack(128, 32, 4, rates=RATES, seed=1), target, args.time_limit)
     rows += evaluate("large H=128 N=128", s4d_stack(128, 64, 4, rates=RATES, seed=2), target, args.time_limit)
@@ -187,9 +227,13 @@ def main() -> None:
     for line in notes:
         print(line)
     OUT.mkdir(exist_ok=True)
-    (OUT / "partition_quality.json").write_text(json.dumps({"core_counts": counts, "rows": rows, "scale": scale,
-                                                            "scale_end_to_end_s": scale_steps, "verdicts": notes},
-                                                           indent=1) + "\n")
+    (OUT / "partition_quality.json").write_text(
+        json.dumps(
+            {"core_counts": counts, "rows": rows, "scale": scale, "scale_end_to_end_s": scale_steps, "verdicts": notes},
+            indent=1,
+        )
+        + "\n"
+    )
     write_md(counts, rows, scale, notes, args, scale_steps)
 
 
@@ -220,32 +264,51 @@ NOTES = """## Notes
 
 
 def write_md(counts, rows, scale, notes, args, scale_steps):
-    lines = ["# Partition quality", "", "Written by `benchmarks/partition_quality.py"
-             + (" --scale" if args.scale else "") + f"` (CP-SAT `time-limit` {args.time_limit}, i.e. "
-             f"{args.time_limit / 3:.1f} deterministic units; scale model {args.scale_time_limit}).",
-             "Traffic in messages per step (sender x destination core, times the sender's message rate); "
-             "hop-weighted = messages x router hops, a chip-to-chip link counting "
-             "`chip_link_cost` hops (assumed 8). Times are wall seconds on the 2-core dev machine, shared "
-             f"(load average {os.getloadavg()[0]:.1f} when this was written).", "",
-             "## Cores against the seed paper (31 / 111 cores, third-party reading)", "",
-             "| model | H | N | params | cores (ours) | capacity bound | binding capacity | paper | ours / paper | "
-             f"cores at --max-neurons-per-core {PAPER_DENSITY} | ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Partition quality",
+        "",
+        "Written by `benchmarks/partition_quality.py"
+        + (" --scale" if args.scale else "")
+        + f"` (CP-SAT `time-limit` {args.time_limit}, i.e. "
+        f"{args.time_limit / 3:.1f} deterministic units; scale model {args.scale_time_limit}).",
+        "Traffic in messages per step (sender x destination core, times the sender's message rate); "
+        "hop-weighted = messages x router hops, a chip-to-chip link counting "
+        "`chip_link_cost` hops (assumed 8). Times are wall seconds on the 2-core dev machine, shared "
+        f"(load average {os.getloadavg()[0]:.1f} when this was written).",
+        "",
+        "## Cores against the seed paper (31 / 111 cores, third-party reading)",
+        "",
+        "| model | H | N | params | cores (ours) | capacity bound | binding capacity | paper | ours / paper | "
+        f"cores at --max-neurons-per-core {PAPER_DENSITY} | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in counts:
-        lines.append(f"| {c['model']} | {c['H']} | {c['N']} | {c['params']} | {c['cores']} | {c['lower_bound']} | "
-                     f"{c['binding']} | {c['paper_cores'] or '-'} | {c['ratio'] or '-'} | "
-                     f"{c['cores_at_paper_density']} | {c['ratio_at_paper_density'] or '-'} |")
-    lines += ["", "## Mapping quality", "",
-              "| model | method | cores | inter-core | hop-weighted, core-index order | hop-weighted, placed | "
-              "inter-chip | CP-SAT status | bound | gap | partition s | place s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {c['model']} | {c['H']} | {c['N']} | {c['params']} | {c['cores']} | {c['lower_bound']} | "
+            f"{c['binding']} | {c['paper_cores'] or '-'} | {c['ratio'] or '-'} | "
+            f"{c['cores_at_paper_density']} | {c['ratio_at_paper_density'] or '-'} |"
+        )
+    lines += [
+        "",
+        "## Mapping quality",
+        "",
+        "| model | method | cores | inter-core | hop-weighted, core-index order | hop-weighted, placed | "
+        "inter-chip | CP-SAT status | bound | gap | partition s | place s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows + scale:
-        lines.append(f"| {r['model']} | {r['method']} | {r['cores']} | {r['inter_core']} | {r['hops_index_order']} | "
-                     f"{r['hops_placed']} | {r['inter_chip']} | {r['status']} | {r['bound']} | {r['gap']} | "
-                     f"{r['partition_s']} | {r['place_s']} |")
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['cores']} | {r['inter_core']} | {r['hops_index_order']} | "
+            f"{r['hops_placed']} | {r['inter_chip']} | {r['status']} | {r['bound']} | {r['gap']} | "
+            f"{r['partition_s']} | {r['place_s']} |"
+        )
     if scale_steps:
-        lines += ["", "Scale model end to end, as `ssmc compile` and `ssmc report` run it (wall seconds): "
-                  + ", ".join(f"{k} {v} s" for k, v in scale_steps.items()) + "."]
+        lines += [
+            "",
+            "Scale model end to end, as `ssmc compile` and `ssmc report` run it (wall seconds): "
+            + ", ".join(f"{k} {v} s" for k, v in scale_steps.items())
+            + ".",
+        ]
     lines += ["", "## Verdicts", ""] + [f"- {n}" for n in notes] + ["", NOTES]
     (OUT / "partition_quality.md").write_text("\n".join(lines))
 

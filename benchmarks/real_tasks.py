@@ -57,33 +57,53 @@ def real_cases() -> list[tuple]:
     cases = []
     for sidecar in REAL.glob("*_step*.json"):
         meta = json.loads(sidecar.read_text())
-        cases.append((meta["task"], meta["family"], f"{meta['layout']} ({meta['export_mode']})",
-                      sidecar.with_suffix(".onnx"), REAL / meta["test"], REAL / meta["calibration"],
-                      (TASK_ORDER.index(meta["task"]), FAMILY_ORDER.index(meta["family"]),
-                       LAYOUT_ORDER.index(meta["layout"]))))
+        cases.append(
+            (
+                meta["task"],
+                meta["family"],
+                f"{meta['layout']} ({meta['export_mode']})",
+                sidecar.with_suffix(".onnx"),
+                REAL / meta["test"],
+                REAL / meta["calibration"],
+                (
+                    TASK_ORDER.index(meta["task"]),
+                    FAMILY_ORDER.index(meta["family"]),
+                    LAYOUT_ORDER.index(meta["layout"]),
+                ),
+            )
+        )
     return [c[:-1] for c in sorted(cases, key=lambda c: c[-1])]
 
 
 # (task, family, layout, model, test set, calibration set)
 CASES = real_cases() + [
-    ("digits", "s4d", RAW, DIGITS / "digits_s4d_step.onnx", DIGITS / "digits_test.npz",
-     DIGITS / "digits_calib.npz"),
-    ("digits", "s4d", "folded (dynamo=True)", DIGITS / "digits_s4d_step_dynamo.onnx", DIGITS / "digits_test.npz",
-     DIGITS / "digits_calib.npz"),
+    ("digits", "s4d", RAW, DIGITS / "digits_s4d_step.onnx", DIGITS / "digits_test.npz", DIGITS / "digits_calib.npz"),
+    (
+        "digits",
+        "s4d",
+        "folded (dynamo=True)",
+        DIGITS / "digits_s4d_step_dynamo.onnx",
+        DIGITS / "digits_test.npz",
+        DIGITS / "digits_calib.npz",
+    ),
 ]
 
 
 def final_logits(run, x: np.ndarray) -> np.ndarray:
     """The mean-readout logits after the last token, [batch, classes], run in chunks."""
-    return np.concatenate([run(x[i:i + CHUNK])[:, -1, :] for i in range(0, len(x), CHUNK)])
+    return np.concatenate([run(x[i : i + CHUNK])[:, -1, :] for i in range(0, len(x), CHUNK)])
 
 
 def compare(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict:
     ref, got = ref[:, None, :], got[:, None, :]  # final logits as one-token sequences, as ssmc.runtime.compare reads
     ref_acc, acc = accuracy(ref, labels).fraction, accuracy(got, labels).fraction
     errors = compare_outputs(got, ref)
-    return {"accuracy": acc, "loss_points": 100 * (ref_acc - acc), "argmax_agreement": errors.argmax_agreement,
-            "max_logit_error": errors.relative}
+    return {
+        "accuracy": acc,
+        "loss_points": 100 * (ref_acc - acc),
+        "argmax_agreement": errors.argmax_agreement,
+        "max_logit_error": errors.relative,
+    }
 
 
 def linear_weights_quantized(graph, per_row: bool, only=None) -> None:
@@ -93,8 +113,8 @@ def linear_weights_quantized(graph, per_row: bool, only=None) -> None:
         if only is not None and not only(graph, op):
             continue
         W = op.params["weight"].astype(np.float64)
-        rows = [W[i:i + 1] for i in range(W.shape[0])] if per_row else [W]
-        deq = [w * 2.0 ** e for w, e in (quantize_weights(r, 8) for r in rows)]
+        rows = [W[i : i + 1] for i in range(W.shape[0])] if per_row else [W]
+        deq = [w * 2.0**e for w, e in (quantize_weights(r, 8) for r in rows)]
         op.params = dict(op.params, weight=np.concatenate(deq).astype(np.float64))
 
 
@@ -109,8 +129,9 @@ def diagnose(model, calib, x, labels, float_logits) -> dict:
         "all linears, 8-bit, exponent per group": dict(per_row=False),
         "all linears, 8-bit, exponent per output row": dict(per_row=True),
         "only C readouts, 8-bit, exponent per group": dict(per_row=False, only=reads_s4d_state),
-        "all but C readouts, 8-bit, exponent per group": dict(per_row=False,
-                                                              only=lambda g, op: not reads_s4d_state(g, op)),
+        "all but C readouts, 8-bit, exponent per group": dict(
+            per_row=False, only=lambda g, op: not reads_s4d_state(g, op)
+        ),
     }
     for label, kw in variants.items():
         net = ssmc.compile(model, readout="mean", calibration=calib, stop_after="fold-linear")
@@ -127,9 +148,16 @@ def measure(task, family, layout, model, test, calib, limit, diagnose_limit) -> 
         x, labels = x[:limit], labels[:limit]
     sidecar = model.with_suffix(".json")
     meta = json.loads(sidecar.read_text())
-    row = {"task": task, "family": family, "layout": layout, "model": str(model.relative_to(ROOT)),
-           "sequences": len(labels), "tokens": int(x.shape[1]), "features": int(x.shape[2]),
-           "torch_float_accuracy": meta["float_test_accuracy"]}
+    row = {
+        "task": task,
+        "family": family,
+        "layout": layout,
+        "model": str(model.relative_to(ROOT)),
+        "sequences": len(labels),
+        "tokens": int(x.shape[1]),
+        "features": int(x.shape[2]),
+        "torch_float_accuracy": meta["float_test_accuracy"],
+    }
     start = time.perf_counter()
     try:
         net = ssmc.compile(model, readout="mean", calibration=calib)
@@ -138,10 +166,18 @@ def measure(task, family, layout, model, test, calib, limit, diagnose_limit) -> 
     compile_s = time.perf_counter() - start
     float_logits = final_logits(lambda xs: net.run(xs, engine="float"), x)
     fixed_logits = final_logits(lambda xs: net.run(xs, engine="numpy"), x)
-    row.update({"compiled": True, "float_accuracy": accuracy(float_logits[:, None, :], labels).fraction,
-                **{("fixed_" + k if k == "accuracy" else k): v for k, v in compare(float_logits, fixed_logits,
-                                                                                     labels).items()},
-                "compile_seconds": round(compile_s, 1), "seconds": round(time.perf_counter() - start, 1)})
+    row.update(
+        {
+            "compiled": True,
+            "float_accuracy": accuracy(float_logits[:, None, :], labels).fraction,
+            **{
+                ("fixed_" + k if k == "accuracy" else k): v
+                for k, v in compare(float_logits, fixed_logits, labels).items()
+            },
+            "compile_seconds": round(compile_s, 1),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    )
     # the other layouts hold the raw export's float weights: diagnosing them again would repeat its numbers
     if diagnose_limit is not None and layout in (RAW, "folded (dynamo=True)"):
         n = diagnose_limit or len(labels)
@@ -157,10 +193,12 @@ def verdict(rows) -> str:
     within_most = sum(v <= MOST_LOSS for v in losses)
     ok = within_max == len(losses) and within_most > len(losses) / 2
     refused = len(rows) - len(compiled)
-    return (f"target (<= {MAX_LOSS} point lost on every task, <= {MOST_LOSS} on most): "
-            f"{'MET' if ok else 'NOT MET'} on the {len(compiled)} compiled models; {within_max}/{len(losses)} "
-            f"within {MAX_LOSS}, {within_most}/{len(losses)} within {MOST_LOSS}"
-            + (f"; {refused} of {len(rows)} models not compiled (refused by ssmc, listed)" if refused else ""))
+    return (
+        f"target (<= {MAX_LOSS} point lost on every task, <= {MOST_LOSS} on most): "
+        f"{'MET' if ok else 'NOT MET'} on the {len(compiled)} compiled models; {within_max}/{len(losses)} "
+        f"within {MAX_LOSS}, {within_most}/{len(losses)} within {MOST_LOSS}"
+        + (f"; {refused} of {len(rows)} models not compiled (refused by ssmc, listed)" if refused else "")
+    )
 
 
 def notes_kept(path: pathlib.Path) -> list[str]:
@@ -168,7 +206,7 @@ def notes_kept(path: pathlib.Path) -> list[str]:
     if not path.exists():
         return []
     lines = path.read_text().splitlines()
-    return [""] + lines[lines.index("## Notes"):] if "## Notes" in lines else []
+    return [""] + lines[lines.index("## Notes") :] if "## Notes" in lines else []
 
 
 def main() -> None:
@@ -176,30 +214,43 @@ def main() -> None:
     ap.add_argument("--tasks", default="", help="comma-separated subset of task names (default: all)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N test sequences of each task")
     ap.add_argument("--diagnose", action="store_true", help="add the weight-quantization emulations")
-    ap.add_argument("--diagnose-limit", type=int, default=0,
-                    help="run the emulations on the first N test sequences only (default: all)")
+    ap.add_argument(
+        "--diagnose-limit",
+        type=int,
+        default=0,
+        help="run the emulations on the first N test sequences only (default: all)",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="measure this many cases in parallel processes")
     args = ap.parse_args()
     chosen = set(filter(None, args.tasks.split(",")))
     cases = [c for c in CASES if not chosen or c[0] in chosen]
     start = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(measure, *case, args.limit, args.diagnose_limit if args.diagnose else None)
-                   for case in cases]
+        futures = [
+            pool.submit(measure, *case, args.limit, args.diagnose_limit if args.diagnose else None) for case in cases
+        ]
         rows = [f.result() for f in futures]
     for r in rows:
         if not r["compiled"]:
-            print(f"{r['task']:13s} {r['family']:4s} {r['layout']:21s} torch float"
-                  f" {100 * r['torch_float_accuracy']:6.2f}%  not compiled: {r['error']}", flush=True)
+            print(
+                f"{r['task']:13s} {r['family']:4s} {r['layout']:21s} torch float"
+                f" {100 * r['torch_float_accuracy']:6.2f}%  not compiled: {r['error']}",
+                flush=True,
+            )
             continue
-        print(f"{r['task']:13s} {r['family']:4s} {r['layout']:21s} float {100 * r['float_accuracy']:6.2f}%"
-              f"  fixed {100 * r['fixed_accuracy']:6.2f}%"
-              f"  lost {r['loss_points']:+6.2f} points  agreement {100 * r['argmax_agreement']:6.2f}%"
-              f"  max logit err {r['max_logit_error']:.4f}  ({r['seconds']:.0f} s)", flush=True)
+        print(
+            f"{r['task']:13s} {r['family']:4s} {r['layout']:21s} float {100 * r['float_accuracy']:6.2f}%"
+            f"  fixed {100 * r['fixed_accuracy']:6.2f}%"
+            f"  lost {r['loss_points']:+6.2f} points  agreement {100 * r['argmax_agreement']:6.2f}%"
+            f"  max logit err {r['max_logit_error']:.4f}  ({r['seconds']:.0f} s)",
+            flush=True,
+        )
         for label, d in r.get("diagnosis", {}).items():
-            print(f"    diagnostic: {label:50s} {100 * d['accuracy']:6.2f}%  lost {d['loss_points']:+6.2f} points"
-                  f"  agreement {100 * d['argmax_agreement']:6.2f}%  max logit err {d['max_logit_error']:.4f}",
-                  flush=True)
+            print(
+                f"    diagnostic: {label:50s} {100 * d['accuracy']:6.2f}%  lost {d['loss_points']:+6.2f} points"
+                f"  agreement {100 * d['argmax_agreement']:6.2f}%  max logit err {d['max_logit_error']:.4f}",
+                flush=True,
+            )
     seconds = time.perf_counter() - start
     summary = verdict(rows)
     print(summary)
@@ -207,46 +258,73 @@ def main() -> None:
         print("(subset run: results/ not written)")
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "real_tasks.json").write_text(json.dumps(
-        {"target": {"max_loss_points": MAX_LOSS, "most_loss_points": MOST_LOSS}, "verdict": summary, "rows": rows,
-         "seconds": round(seconds)}, indent=2) + "\n")
-    cmd = "benchmarks/real_tasks.py" + (" --diagnose" if args.diagnose else "") + (
-        f" --diagnose-limit {args.diagnose_limit}" if args.diagnose and args.diagnose_limit else "") + (
-        f" --jobs {args.jobs}" if args.jobs > 1 else "")
-    lines = ["# Real tasks: post-training quantization with the default pipeline", "",
-             "Each model compiled with `ssmc.compile(model, readout=\"mean\", "
-             "calibration=<its 128 training sequences>)`"
-             " (default pipeline and widths: 8-bit weights, 16-bit coefficients, 24-bit state and messages), held-out"
-             " test set run on the float reference and the numpy (bit-exact) engine. Loss = float accuracy - fixed"
-             " accuracy, in points; max logit error is relative to the largest float logit.",
-             f"Command: `.venv/bin/python {cmd}` ({seconds:.0f} s).", "",
-             f"**{summary}.**", "",
-             "| task | family | layout | test seqs | tokens x features | float | fixed point | lost (points) "
-             "| argmax agreement | max logit error |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    (OUT / "real_tasks.json").write_text(
+        json.dumps(
+            {
+                "target": {"max_loss_points": MAX_LOSS, "most_loss_points": MOST_LOSS},
+                "verdict": summary,
+                "rows": rows,
+                "seconds": round(seconds),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    cmd = (
+        "benchmarks/real_tasks.py"
+        + (" --diagnose" if args.diagnose else "")
+        + (f" --diagnose-limit {args.diagnose_limit}" if args.diagnose and args.diagnose_limit else "")
+        + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
+    )
+    lines = [
+        "# Real tasks: post-training quantization with the default pipeline",
+        "",
+        'Each model compiled with `ssmc.compile(model, readout="mean", '
+        "calibration=<its 128 training sequences>)`"
+        " (default pipeline and widths: 8-bit weights, 16-bit coefficients, 24-bit state and messages), held-out"
+        " test set run on the float reference and the numpy (bit-exact) engine. Loss = float accuracy - fixed"
+        " accuracy, in points; max logit error is relative to the largest float logit.",
+        f"Command: `.venv/bin/python {cmd}` ({seconds:.0f} s).",
+        "",
+        f"**{summary}.**",
+        "",
+        "| task | family | layout | test seqs | tokens x features | float | fixed point | lost (points) "
+        "| argmax agreement | max logit error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         head = f"| {r['task']} | {r['family']} | {r['layout']} | {r['sequences']} | {r['tokens']} x {r['features']} | "
         if not r["compiled"]:
-            lines.append(head + f"{100 * r['torch_float_accuracy']:.2f}% (torch) | not compiled: "
-                         f"`{r['error']}` | | | |")
+            lines.append(
+                head + f"{100 * r['torch_float_accuracy']:.2f}% (torch) | not compiled: `{r['error']}` | | | |"
+            )
             continue
-        lines.append(head + f"{100 * r['float_accuracy']:.2f}% | {100 * r['fixed_accuracy']:.2f}% | "
-                     f"{r['loss_points']:+.2f} | {100 * r['argmax_agreement']:.2f}% | {r['max_logit_error']:.4f} |")
+        lines.append(
+            head + f"{100 * r['float_accuracy']:.2f}% | {100 * r['fixed_accuracy']:.2f}% | "
+            f"{r['loss_points']:+.2f} | {100 * r['argmax_agreement']:.2f}% | {r['max_logit_error']:.4f} |"
+        )
     if args.diagnose:
-        lines += ["", "## Diagnosis: weight quantization emulated in the float graph", "",
-                  "The float graph after fold-linear (what assign-bitwidths quantizes), with linear weights replaced "
-                  "by their dequantized 8-bit values (`quantize_weights`, as the compiler does), run on the float "
-                  "reference; everything else stays float. C readouts = the linears that read an S4D state. "
-                  "Losses are against the float accuracy on the same sequences.", "",
-                  "| task | family, layout | test seqs | emulation | accuracy | lost (points) | argmax agreement "
-                  "| max logit error |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Diagnosis: weight quantization emulated in the float graph",
+            "",
+            "The float graph after fold-linear (what assign-bitwidths quantizes), with linear weights replaced "
+            "by their dequantized 8-bit values (`quantize_weights`, as the compiler does), run on the float "
+            "reference; everything else stays float. C readouts = the linears that read an S4D state. "
+            "Losses are against the float accuracy on the same sequences.",
+            "",
+            "| task | family, layout | test seqs | emulation | accuracy | lost (points) | argmax agreement "
+            "| max logit error |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             for label, d in r.get("diagnosis", {}).items():
-                lines.append(f"| {r['task']} | {r['family']} {r['layout']} | {r['diagnosis_sequences']} | {label} | "
-                             f"{100 * d['accuracy']:.2f}% | "
-                             f"{d['loss_points']:+.2f} | {100 * d['argmax_agreement']:.2f}% | "
-                             f"{d['max_logit_error']:.4f} |")
+                lines.append(
+                    f"| {r['task']} | {r['family']} {r['layout']} | {r['diagnosis_sequences']} | {label} | "
+                    f"{100 * d['accuracy']:.2f}% | "
+                    f"{d['loss_points']:+.2f} | {100 * d['argmax_agreement']:.2f}% | "
+                    f"{d['max_logit_error']:.4f} |"
+                )
     lines += notes_kept(OUT / "real_tasks.md")
     (OUT / "real_tasks.md").write_text("\n".join(lines) + "\n")
 

@@ -36,13 +36,18 @@ def main() -> int:
         cells = [f"{'identical' if c.identical else f'MISMATCH ({c.differing_values} values)'}" for _, c in checks]
         lines.append(f"| {task} | {family} | {layout} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    head = ["# Real-task models: fixed-point engines against the numpy engine", "",
-            f"Command: `.venv/bin/python benchmarks/real_tasks_bitexact.py` ({time.perf_counter() - start:.0f} s). "
-            "Each model compiled with the default pipeline (`readout=\"mean\"`, its calibration set); identical "
-            "means the same output integers, saturation counts and message sparsity as the numpy engine.", "",
-            f"**{len(lines)} models, {mismatches} mismatches.**", "",
-            "| task | family | layout | microcode, 8 sequences |" + (" Lava, 1 sequence x 12 tokens |" if lava else ""),
-            "|---|---|---|---|" + ("---|" if lava else "")]
+    head = [
+        "# Real-task models: fixed-point engines against the numpy engine",
+        "",
+        f"Command: `.venv/bin/python benchmarks/real_tasks_bitexact.py` ({time.perf_counter() - start:.0f} s). "
+        'Each model compiled with the default pipeline (`readout="mean"`, its calibration set); identical '
+        "means the same output integers, saturation counts and message sparsity as the numpy engine.",
+        "",
+        f"**{len(lines)} models, {mismatches} mismatches.**",
+        "",
+        "| task | family | layout | microcode, 8 sequences |" + (" Lava, 1 sequence x 12 tokens |" if lava else ""),
+        "|---|---|---|---|" + ("---|" if lava else ""),
+    ]
     OUT.write_text("\n".join(head + lines) + "\n")
     print(f"{len(lines)} models, {mismatches} mismatches; wrote {OUT}")
     return 1 if mismatches else 0

@@ -42,7 +42,7 @@ def traffic(graph, trace, tokens: int, sequences: int) -> tuple[float, float]:
     msgs = ops = 0.0
     for g in graph.ops_of_kind("neurons"):
         d = int(g.attrs.get("depth", 0))
-        nz = trace[g.name][:, d:d + tokens] != 0
+        nz = trace[g.name][:, d : d + tokens] != 0
         msgs += nz.sum()
         if g.name in fanout:
             ops += float((nz * fanout[g.name]).sum())
@@ -55,17 +55,24 @@ def main() -> None:
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     data = np.load(EX / "digits_test.npz")
-    x, labels = data["x"][:args.limit], data["y"][:args.limit]
+    x, labels = data["x"][: args.limit], data["y"][: args.limit]
     cal = EX / "digits_calib.npz"
     start = time.perf_counter()
-    lines = [f"# Sigma-delta messages: accuracy against traffic ({len(labels)} test sequences)", "",
-             "Default widths, calibrated on `digits_calib.npz`, bit-exact numpy engine. Messages and synaptic "
-             "operations are counted per token over every neuron group (exactly, from the traces); "
-             "synaptic ops = non-zero messages x the sender's fan-out.", ""]
+    lines = [
+        f"# Sigma-delta messages: accuracy against traffic ({len(labels)} test sequences)",
+        "",
+        "Default widths, calibrated on `digits_calib.npz`, bit-exact numpy engine. Messages and synaptic "
+        "operations are counted per token over every neuron group (exactly, from the traces); "
+        "synaptic ops = non-zero messages x the sender's fan-out.",
+        "",
+    ]
     for label, model in MODELS.items():
-        lines += [f"## {label}: `{model.name}`", "",
-                  "| messages | accuracy | messages / token | vs dense | synaptic ops / token | vs dense |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {label}: `{model.name}`",
+            "",
+            "| messages | accuracy | messages / token | vs dense | synaptic ops / token | vs dense |",
+            "|---|---|---|---|---|---|",
+        ]
         base = None
         for t in THRESHOLDS:
             net = ssmc.compile(model, readout="mean", calibration=cal, sigma_delta=t)
@@ -75,8 +82,10 @@ def main() -> None:
             msgs, ops = traffic(net.graph, res.trace, x.shape[1], len(x))
             base = base or (msgs, ops)
             name = "dense" if t is None else f"sigma-delta T={t:g}"
-            lines.append(f"| {name} | {100 * acc:.2f}% | {msgs:,.0f} | {msgs / base[0]:.2f}x | {ops:,.0f} | "
-                         f"{ops / base[1]:.2f}x |")
+            lines.append(
+                f"| {name} | {100 * acc:.2f}% | {msgs:,.0f} | {msgs / base[0]:.2f}x | {ops:,.0f} | "
+                f"{ops / base[1]:.2f}x |"
+            )
             print(lines[-1], flush=True)
         lines.append("")
     seconds = time.perf_counter() - start

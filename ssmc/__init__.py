@@ -1,9 +1,9 @@
 """ssmc: compile diagonal state-space models (S4D) from ONNX to Intel Loihi 2.
 
-    import ssmc
-    net = ssmc.compile("model.onnx")       # same pipeline as `ssmc compile`
-    net.save("net.lava"); net = ssmc.load("net.lava")
-    y = net.run(x)                          # x [batch, time, features]
+import ssmc
+net = ssmc.compile("model.onnx")       # same pipeline as `ssmc compile`
+net.save("net.lava"); net = ssmc.load("net.lava")
+y = net.run(x)                          # x [batch, time, features]
 """
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ def __getattr__(name):
     # The API pulls in onnx and onnxruntime; load it on first use so `ssmc --help` starts fast.
     if name in _API:
         from ssmc import api
+
         return getattr(api, name)
     raise AttributeError(f"module 'ssmc' has no attribute {name!r}")
 

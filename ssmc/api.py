@@ -69,14 +69,20 @@ class Net(CompiledNet):
             raise OptionError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
         if engine == "float" or not is_neuro_level(self.graph):
             if engine != "float":  # every fixed-point engine needs neuron groups
-                raise IncompleteNetError("this net was compiled without the fixed-point passes (no neuron groups): "
-                                "run it with --engine float, or compile with the default pipeline")
+                raise IncompleteNetError(
+                    "this net was compiled without the fixed-point passes (no neuron groups): "
+                    "run it with --engine float, or compile with the default pipeline"
+                )
             graph = self.model_graph if self.model_graph is not None else self.graph
             outs = run_float(graph, x)
             return {"outputs": outs[graph.outputs()[0].name]}
         res = engine_function(engine)(self, x)
-        return {"outputs": res.outputs[self.graph.outputs()[0].name], "saturation": res.saturation,
-                "sparsity": res.sparsity, "result": res}
+        return {
+            "outputs": res.outputs[self.graph.outputs()[0].name],
+            "saturation": res.saturation,
+            "sparsity": res.sparsity,
+            "result": res,
+        }
 
     def float_graph(self, calibration=None) -> tuple[Graph, str | None]:
         """The float network the neuron groups were quantized from: the imported model run through the
@@ -89,10 +95,16 @@ class Net(CompiledNet):
         passes = [p for p in parse_pipeline(self.pipeline) if p.name in float_names]
         basis = None
         rescale = next((p for p in passes if p.name == "rescale-states"), None)
-        if (rescale is not None and rescale.balance == "state" and calibration is None
-                and self.config.calibration is not None):
-            basis = ("rescale-states{balance=state} scaled the states from calibration data: pass the same "
-                     "data (--calibrate) to compare the states")
+        if (
+            rescale is not None
+            and rescale.balance == "state"
+            and calibration is None
+            and self.config.calibration is not None
+        ):
+            basis = (
+                "rescale-states{balance=state} scaled the states from calibration data: pass the same "
+                "data (--calibrate) to compare the states"
+            )
         cal = load_calibration(calibration)[0] if calibration is not None else None
         graph, _ = run_pipeline(self.model_graph.copy(), with_data(passes, calibration=cal), verify_each=False)
         return graph, basis
@@ -102,8 +114,10 @@ class Net(CompiledNet):
         adds itself), complex states' real / imaginary error and drift, values at the edge of their range,
         and the first token where the predicted class diverges; layers worst first (ssmc.runtime.trace)."""
         if not is_neuro_level(self.graph):
-            raise IncompleteNetError("this net was compiled without the fixed-point passes (no neuron groups): there is "
-                            "no fixed point to trace; compile it with the default pipeline")
+            raise IncompleteNetError(
+                "this net was compiled without the fixed-point passes (no neuron groups): there is "
+                "no fixed point to trace; compile it with the default pipeline"
+            )
         graph, basis = self.float_graph(calibration)
         return trace_net(self.graph, graph, np.asarray(x), skip_cpx=basis)
 
@@ -118,6 +132,7 @@ class Net(CompiledNet):
 def engine_function(engine: str) -> Callable:
     """The run function of a fixed-point engine (imported now: some are slow to import)."""
     import importlib
+
     if engine not in FIXED_POINT_ENGINES:
         raise OptionError(f"unknown fixed-point engine {engine!r}; available: {', '.join(FIXED_POINT_ENGINES)}")
     module, func = FIXED_POINT_ENGINES[engine].split(":")
@@ -148,8 +163,9 @@ def reference_outputs(net: Net, x: np.ndarray, against: str, onnx_model=None) ->
     return ref
 
 
-def compare(net: Net, x: np.ndarray, against: str = "float", engine: str = "numpy", onnx_model=None,
-            result: dict | None = None) -> OutputComparison | IntegerComparison:
+def compare(
+    net: Net, x: np.ndarray, against: str = "float", engine: str = "numpy", onnx_model=None, result: dict | None = None
+) -> OutputComparison | IntegerComparison:
     """`net` run on `engine` against a reference (ssmc.runtime.compare): "float" or "onnx" give the
     errors (OutputComparison); "numpy" says whether a fixed-point engine holds the numpy engine's
     integers, saturation counts and sparsity (IntegerComparison). `result`: the engine's
@@ -160,8 +176,10 @@ def compare(net: Net, x: np.ndarray, against: str = "float", engine: str = "nump
         result = net.run_detailed(x, engine=engine)
     if against == "numpy":
         if "result" not in result:
-            raise OptionError(f"the {engine} engine computes no integers to compare with the numpy engine's; "
-                            "use a fixed-point engine (numpy, lava, microcode)")
+            raise OptionError(
+                f"the {engine} engine computes no integers to compare with the numpy engine's; "
+                "use a fixed-point engine (numpy, lava, microcode)"
+            )
         return compare_integers(result["result"], net.run_detailed(x, engine="numpy")["result"])
     return compare_outputs(result["outputs"], reference_outputs(net, x, against, onnx_model))
 
@@ -178,7 +196,9 @@ def load_calibration(data) -> tuple[np.ndarray, FileRecord]:
     file's base name, or "array", and the sha256 of the file's or the array's bytes)."""
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
-        loaded = read_arrays(path, "calibration data", ("x",), required=("x",))  # read once: the hash is of what was used
+        loaded = read_arrays(
+            path, "calibration data", ("x",), required=("x",)
+        )  # read once: the hash is of what was used
         return loaded.arrays["x"], FileRecord(printable(os.path.basename(path)), loaded.sha256)
     x = np.asarray(data)
     return x, FileRecord("array", hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest())
@@ -191,8 +211,10 @@ def _resolve_files(config: CompileConfig, calibration, plugins) -> tuple[Compile
     The config may name calibration data and plugins but cannot supply them (data and code come from the
     caller); a target file it names is read, and a sha256 it gives must match."""
     if not plugins and config.plugins:
-        raise ConfigError(f"the config names plugin(s) {', '.join(p.file for p in config.plugins)}: pass them with "
-                          "--plugin (plugins=): a config file never runs code by itself")
+        raise ConfigError(
+            f"the config names plugin(s) {', '.join(p.file for p in config.plugins)}: pass them with "
+            "--plugin (plugins=): a config file never runs code by itself"
+        )
     # recorded names escaped like the model's (source.file): a file name is untrusted text
     records = tuple(FileRecord(printable(os.path.basename(os.fspath(p))), load_plugin_file(p)) for p in plugins)
     config = dataclasses.replace(config, plugins=records or config.plugins)
@@ -202,13 +224,17 @@ def _resolve_files(config: CompileConfig, calibration, plugins) -> tuple[Compile
         data, name = target_bytes(target_path)
         digest = hashlib.sha256(data).hexdigest()
         if config.target.sha256 and config.target.sha256 != digest:
-            raise ConfigError(f"target {target_path}: sha256 {digest[:12]}... is not the config's "
-                              f"{config.target.sha256[:12]}...: give the target file the net was built for")
+            raise ConfigError(
+                f"target {target_path}: sha256 {digest[:12]}... is not the config's "
+                f"{config.target.sha256[:12]}...: give the target file the net was built for"
+            )
         config = dataclasses.replace(config, target=FileRecord(printable(name), digest))
     if calibration is None:
         if config.calibration is not None:
-            raise ConfigError(f"the config was calibrated with {config.calibration.file}: pass that data with "
-                              "--calibrate (calibration=)")
+            raise ConfigError(
+                f"the config was calibrated with {config.calibration.file}: pass that data with "
+                "--calibrate (calibration=)"
+            )
         return config, None, target_path
     cal, record = load_calibration(calibration)
     return dataclasses.replace(config, calibration=record), cal, target_path
@@ -228,6 +254,7 @@ def _progress(log: Callable[[str], None], after_pass: Callable | None) -> tuple[
             log(f"  {p.name}: {'no change' if not changed else f'done in {seconds:.1f} s'}")
         if after_pass is not None:
             after_pass(p, g, changed)
+
     return starting, progress
 
 
@@ -245,9 +272,17 @@ def _checked_calibration(cal, graph: Graph, calibration):
         raise
 
 
-def compile(model_path: str | os.PathLike, config: CompileConfig | None = None, *, calibration=None,
-            plugins=(), verify_each: bool = True, after_pass: Callable | None = None,
-            log: Callable[[str], None] = lambda s: None, **options) -> Net:
+def compile(
+    model_path: str | os.PathLike,
+    config: CompileConfig | None = None,
+    *,
+    calibration=None,
+    plugins=(),
+    verify_each: bool = True,
+    after_pass: Callable | None = None,
+    log: Callable[[str], None] = lambda s: None,
+    **options,
+) -> Net:
     """ONNX step-form model -> Net, built as `config` says (ssmc.config.CompileConfig; default: the
     default pipeline), with `options` (CompileConfig's fields as keywords, e.g. passes=, readout=,
     weight_bits=, layer_bits="s4d0:weight=6/coef=12", sigma_delta=, target=, chips=) set on top.
@@ -269,17 +304,27 @@ def compile(model_path: str | os.PathLike, config: CompileConfig | None = None, 
     cal = _checked_calibration(cal, graph, calibration)
     log(f"recognised {len(graph)} ops; running passes: {pipeline_spec(pipeline) or '(none)'}")
     before, after = _progress(log, after_pass)
-    graph, records = run_pipeline(graph, with_data(pipeline, calibration=cal, target_file=target_path),
-                                  verify_each=verify_each, after_pass=after, before_pass=before)
+    graph, records = run_pipeline(
+        graph,
+        with_data(pipeline, calibration=cal, target_file=target_path),
+        verify_each=verify_each,
+        after_pass=after,
+        before_pass=before,
+    )
     return Net(
         graph=graph,
         model_graph=model_graph,
-        source={"file": printable(os.path.basename(os.fspath(model_path))), "sha256": loaded.sha256, "bytes": loaded.size},
+        source={
+            "file": printable(os.path.basename(os.fspath(model_path))),
+            "sha256": loaded.sha256,
+            "bytes": loaded.size,
+        },
         pipeline=recorded_pipeline(pipeline),
         config=config,
-        report={"import": dataclasses.asdict(report),
-                "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes}
-                           for r in records]},
+        report={
+            "import": dataclasses.asdict(report),
+            "passes": [{"name": r.name, "spec": r.spec, "changed": r.changed, "notes": r.notes} for r in records],
+        },
         extras={path: data for r in records for path, data in sorted(r.outputs.items())},
     )
 

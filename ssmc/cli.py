@@ -21,7 +21,15 @@ import numpy as np
 
 from ssmc import __version__, interrupts
 from ssmc.data import read_small_file
-from ssmc.errors import EngineError, IncompleteNetError, InputDataError, MicrocodeError, OptionError, SsmcError, printable
+from ssmc.errors import (
+    EngineError,
+    IncompleteNetError,
+    InputDataError,
+    MicrocodeError,
+    OptionError,
+    SsmcError,
+    printable,
+)
 from ssmc.widths import OPTIONS as WIDTHS
 from ssmc.outputs import check_output, write_file
 
@@ -36,6 +44,7 @@ def _log(quiet: bool):
     def log(msg: str) -> None:
         if not quiet:
             print(f"[{time.perf_counter() - start:6.2f}s] {printable(msg)}", file=sys.stderr, flush=True)
+
     return log
 
 
@@ -47,8 +56,12 @@ def cmd_compile(args) -> int:
     from ssmc.config import CompileConfig, read_config_file
 
     log = _log(args.quiet)
-    check_output(args.output, [args.model, args.calibrate, args.target, args.config, *(args.plugin or ())],
-                 "net.lava", example="net.lava")
+    check_output(
+        args.output,
+        [args.model, args.calibrate, args.target, args.config, *(args.plugin or ())],
+        "net.lava",
+        example="net.lava",
+    )
     config = read_config_file(args.config) if args.config else CompileConfig()
 
     def after_pass(p, graph, changed):
@@ -56,14 +69,30 @@ def cmd_compile(args) -> int:
             print(f"// ----- IR after {p.name}{'' if changed else ' (unchanged)'} -----")
             print(print_graph(graph, elide=True), end="")
 
-    net = ssmc.compile(args.model, config, calibration=args.calibrate, plugins=args.plugin or (),
-                       verify_each=not args.no_verify, after_pass=after_pass, log=log,
-                       passes=args.passes, readout=args.readout, weight_bits=args.weight_bits,
-                       coef_bits=args.coef_bits, state_bits=args.state_bits, message_bits=args.message_bits,
-                       skip=args.skip, stop_after=args.stop_after,
-                       layer_bits=";".join(args.layer_bits) if args.layer_bits else None, weight_exp=args.weight_exp,
-                       sigma_delta=args.sigma_delta, target=args.target, board=args.board, chips=args.chips,
-                       max_neurons_per_core=args.max_neurons_per_core)
+    net = ssmc.compile(
+        args.model,
+        config,
+        calibration=args.calibrate,
+        plugins=args.plugin or (),
+        verify_each=not args.no_verify,
+        after_pass=after_pass,
+        log=log,
+        passes=args.passes,
+        readout=args.readout,
+        weight_bits=args.weight_bits,
+        coef_bits=args.coef_bits,
+        state_bits=args.state_bits,
+        message_bits=args.message_bits,
+        skip=args.skip,
+        stop_after=args.stop_after,
+        layer_bits=";".join(args.layer_bits) if args.layer_bits else None,
+        weight_exp=args.weight_exp,
+        sigma_delta=args.sigma_delta,
+        target=args.target,
+        board=args.board,
+        chips=args.chips,
+        max_neurons_per_core=args.max_neurons_per_core,
+    )
     interrupts.reinstall()  # a native library (a solver) may have replaced the Ctrl-C handler
     for record in net.report.get("passes", []):
         for note in record.get("notes", []):
@@ -79,6 +108,7 @@ def cmd_config(args) -> int:
 
     if os.fspath(args.source).endswith(".lava"):
         import ssmc
+
         net = ssmc.load(args.source)
         config, layers = net.config, net.report.get("import", {}).get("layers", [])
     else:
@@ -124,8 +154,18 @@ def cmd_inspect(args) -> int:
     _load_plugins(args)
     graph, report, loaded = import_onnx(args.model, readout=args.readout)
     if args.format == "json":
-        print(json.dumps({"model": report.model_name, "sha256": loaded.sha256, "states": report.states,
-                          "layers": [_jsonable(l) for l in report.layers]}, indent=2, sort_keys=True))
+        print(
+            json.dumps(
+                {
+                    "model": report.model_name,
+                    "sha256": loaded.sha256,
+                    "states": report.states,
+                    "layers": [_jsonable(l) for l in report.layers],
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return 0
     print(f"{report.model_name}  ({loaded.size} bytes, sha256 {loaded.sha256[:12]})")
     print(f"token input '{report.inputs[0]}', {len(report.states)} recurrent state(s)")
@@ -149,8 +189,10 @@ def _describe_op(op) -> str:
     if op.kind == "s4d":
         H, M = op.params["C"].shape
         if op.attrs.get("mixing") == "dense":
-            return (f"%{op.name} s4d H={H} P={M} ({M} complex modes shared by all channels: dense B and C, "
-                    f"S5/LRU), {op.attrs['form']}")
+            return (
+                f"%{op.name} s4d H={H} P={M} ({M} complex modes shared by all channels: dense B and C, "
+                f"S5/LRU), {op.attrs['form']}"
+            )
         return f"%{op.name} s4d H={H} N={2 * M} ({M} complex modes), {op.attrs['form']}"
     if op.kind == "linear":
         w = op.params["weight"]
@@ -173,8 +215,9 @@ def _jsonable(obj):
 
 
 # -- run ------------------------------------------------------------------------
-def _load_inputs(path: str, labels_path: str | None, limit: int | None = None,
-                 tokens: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _load_inputs(
+    path: str, labels_path: str | None, limit: int | None = None, tokens: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Sequences [batch, tokens, features] (and labels) from `path`, cut to the first `limit` sequences and
     `tokens` tokens when given (--limit, --tokens: whole numbers of at least 1, see _positive_int)."""
     x, labels = _read_inputs(path, labels_path)
@@ -196,12 +239,15 @@ def _read_inputs(path: str, labels_path: str | None) -> tuple[np.ndarray, np.nda
     if x.ndim == 2:
         x = x[None]  # one sequence
     if x.ndim != 3:
-        raise InputDataError(f"{path}: input must have shape [batch, tokens, features] or [tokens, features], "
-                             f"got shape {list(x.shape)}")
+        raise InputDataError(
+            f"{path}: input must have shape [batch, tokens, features] or [tokens, features], got shape {list(x.shape)}"
+        )
     if labels is not None:
         if labels.ndim != 1 or len(labels) != len(x) or not np.issubdtype(labels.dtype, np.integer):
-            raise InputDataError(f"{labels_path or path}: labels must be integers, one per sequence ({len(x)}), "
-                                 f"got {labels.dtype}{list(labels.shape)}")
+            raise InputDataError(
+                f"{labels_path or path}: labels must be integers, one per sequence ({len(x)}), "
+                f"got {labels.dtype}{list(labels.shape)}"
+            )
     return x, labels
 
 
@@ -219,8 +265,15 @@ def _positive_int(text: str) -> int:
 def cmd_run(args) -> int:
     import ssmc
     from ssmc.api import compare, is_neuro_level, reference_outputs
-    from ssmc.runtime.compare import (accuracy, compare_outputs, format_accuracy, format_float_comparison,
-                                      format_integer_comparison, format_onnx_comparison, predictions)
+    from ssmc.runtime.compare import (
+        accuracy,
+        compare_outputs,
+        format_accuracy,
+        format_float_comparison,
+        format_integer_comparison,
+        format_onnx_comparison,
+        predictions,
+    )
 
     log = _log(args.quiet)
     inputs = [args.net, args.input, args.labels, args.compare_onnx]
@@ -243,13 +296,21 @@ def cmd_run(args) -> int:
     if "saturation" in result:
         sat = {g: {k: v for k, v in c.items() if v} for g, c in result["saturation"].items()}
         sat = {g: c for g, c in sat.items() if c}
-        print("saturation: " + ("none" if not sat else
-                                "; ".join(f"{g}: " + ", ".join(f"{k} {v}" for k, v in c.items())
-                                          for g, c in sat.items())))
-        print("message sparsity (fraction of zero messages): " +
-              ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items()))
+        print(
+            "saturation: "
+            + (
+                "none"
+                if not sat
+                else "; ".join(f"{g}: " + ", ".join(f"{k} {v}" for k, v in c.items()) for g, c in sat.items())
+            )
+        )
+        print(
+            "message sparsity (fraction of zero messages): "
+            + ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items())
+        )
     if engine == "microcode":  # what ran: the programs' size and assumed cycles
         from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary
+
         print(format_summary(microcode_summary(net), core_cycles(net)))
     mismatch = None
     if args.compare_numpy and engine not in ("numpy", "float"):
@@ -265,19 +326,25 @@ def cmd_run(args) -> int:
         loaded = load_model(args.compare_onnx)
         if net.source.get("sha256") and loaded.sha256 != net.source["sha256"]:
             print(f"warning: {args.compare_onnx} is not the model this net was compiled from", file=sys.stderr)
-        print(format_onnx_comparison(compare(net, x, against="onnx", engine=engine, onnx_model=loaded.model,
-                                             result=result), os.path.basename(args.compare_onnx)))
+        print(
+            format_onnx_comparison(
+                compare(net, x, against="onnx", engine=engine, onnx_model=loaded.model, result=result),
+                os.path.basename(args.compare_onnx),
+            )
+        )
     if args.output:  # exactly this name: np.save(name) would append .npy to a name without it
         buf = io.BytesIO()
         np.save(buf, y, allow_pickle=False)
         write_file(args.output, buf.getvalue(), inputs, "outputs")
         print(f"wrote {args.output} ({list(y.shape)} {y.dtype} .npy)")
     if mismatch is not None and not mismatch.identical:  # engines must agree bit for bit: fail after the report
-        raise EngineError(f"the {engine} engine disagrees with the numpy engine on {args.input}: "
-                          f"{mismatch.differing_values} of {mismatch.total_values} output values differ, saturation "
-                          f"{'same' if mismatch.saturation_same else 'differs'}, sparsity "
-                          f"{'same' if mismatch.sparsity_same else 'differs'}; this is an ssmc bug unless "
-                          f"{args.net} was altered: recompile it, and report it if it persists")
+        raise EngineError(
+            f"the {engine} engine disagrees with the numpy engine on {args.input}: "
+            f"{mismatch.differing_values} of {mismatch.total_values} output values differ, saturation "
+            f"{'same' if mismatch.saturation_same else 'differs'}, sparsity "
+            f"{'same' if mismatch.sparsity_same else 'differs'}; this is an ssmc bug unless "
+            f"{args.net} was altered: recompile it, and report it if it persists"
+        )
     return 0
 
 
@@ -289,8 +356,10 @@ def cmd_export_lava(args) -> int:
 
     net = ssmc.load(args.net)
     if not is_neuro_level(net.graph):
-        raise IncompleteNetError(f"{args.net} was compiled without the fixed-point passes: it has no neuron groups to "
-                                 "export; compile it with the default pipeline")
+        raise IncompleteNetError(
+            f"{args.net} was compiled without the fixed-point passes: it has no neuron groups to "
+            "export; compile it with the default pipeline"
+        )
     from collections import Counter
 
     from ssmc.backend_loihi.lava_net import process_table
@@ -347,9 +416,11 @@ def cmd_export_nir(args) -> int:
     check_output(args.output, [args.model, args.check], "NIR graph", example="net.nir")
     if args.model.endswith(".onnx"):
         from ssmc.frontend import import_onnx
+
         graph = import_onnx(args.model, readout=args.readout)[0]
     else:
         import ssmc
+
         graph = ssmc.load(args.model).model_graph
         if graph is None:
             raise IncompleteNetError(f"{args.model} holds no float model graph to export")
@@ -365,9 +436,11 @@ def cmd_export_nir(args) -> int:
         got = run_nir(read_nir(args.output), x)[out_name]
         err = float(np.abs(got - ref).max())
         scale = float(np.abs(ref).max()) or 1.0
-        print(f"read back and run (forward Euler, one step per token, cut ops on the host) vs ssmc's float "
-              f"reference on {len(x)} sequence(s): max abs error {err:.3e} ({err / scale:.3e} of the output "
-              f"scale {scale:.3g})")
+        print(
+            f"read back and run (forward Euler, one step per token, cut ops on the host) vs ssmc's float "
+            f"reference on {len(x)} sequence(s): max abs error {err:.3e} ({err / scale:.3e} of the output "
+            f"scale {scale:.3g})"
+        )
     return 0
 
 
@@ -428,6 +501,7 @@ def cmd_microcode(args) -> int:
         raise OptionError("give a net.lava (or --assemble FILE.s / --disassemble FILE.bin)")
     import ssmc
     from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary, read_index
+
     net = ssmc.load(args.net)
     rows = read_index(net.extras)
     if args.show:
@@ -468,7 +542,8 @@ def _summary_line(cls) -> str:
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
-        prog="ssmc", formatter_class=fmt,
+        prog="ssmc",
+        formatter_class=fmt,
         description="Compile diagonal state-space models (S4D) from ONNX to Intel Loihi 2.",
         epilog=f"""typical session:
   ssmc inspect {EXAMPLE}                 what the frontend recognises
@@ -476,13 +551,17 @@ def build_parser() -> argparse.ArgumentParser:
   ssmc run net.lava --input examples/digits/digits_test.npz --compare-float
 
 The ONNX model must be in step form: one token in, the recurrent states in,
-the output and the next states out (docs/onnx_step_form.md).""")
+the output and the next states out (docs/onnx_step_form.md).""",
+    )
     p.add_argument("--version", action="version", version=f"ssmc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    c = sub.add_parser("compile", formatter_class=fmt, help="compile an ONNX step-form model into net.lava",
-                       description="Import a step-form ONNX model, run the pass pipeline, write net.lava.",
-                       epilog=f"""examples:
+    c = sub.add_parser(
+        "compile",
+        formatter_class=fmt,
+        help="compile an ONNX step-form model into net.lava",
+        description="Import a step-form ONNX model, run the pass pipeline, write net.lava.",
+        epilog=f"""examples:
   ssmc compile {EXAMPLE} -o net.lava
   ssmc compile model.onnx -o net.lava --readout mean          classify by the mean over tokens
   ssmc compile model.onnx -o net.lava --readout last          classify from the last token's output
@@ -492,75 +571,127 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc compile model.onnx -o net.lava --stop-after fold-linear --print-ir-after fold-linear
   ssmc compile model.onnx -o net.lava --passes "canonicalize,count-ops"   a plugin pass (docs/extending.md)
   ssmc compile model.onnx -o net.lava --print-ir-after all    show the IR between passes
-  ssmc compile fused.onnx -o net.lava --plugin my_handlers.py  custom ONNX ops (docs/extending.md)""")
+  ssmc compile fused.onnx -o net.lava --plugin my_handlers.py  custom ONNX ops (docs/extending.md)""",
+    )
     c.add_argument("model", help="the .onnx file (step form)")
     c.add_argument("-o", "--output", required=True, help="where to write the compiled net (e.g. net.lava)")
-    c.add_argument("--config", metavar="FILE.toml",
-                   help="a config file (TOML; `ssmc config MODEL > ssmc.toml` writes one, docs/config.md); the "
-                        "flags given here override it")
-    c.add_argument("--readout", choices=("none", "sum", "mean", "last"),
-                   help="'sum'/'mean' append a running pool over tokens to the output (sequence classification "
-                        "by mean pooling); 'last' classifies from the last token's output (no op is added: the "
-                        "host reads the last token); default none, per-token outputs")
-    c.add_argument("--calibrate", metavar="DATA",
-                   help=".npz (array 'x') or .npy of calibration sequences [n, tokens, features] that size the "
-                        "fixed-point ranges (default: random N(0,1) tokens, with a warning)")
+    c.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="a config file (TOML; `ssmc config MODEL > ssmc.toml` writes one, docs/config.md); the "
+        "flags given here override it",
+    )
+    c.add_argument(
+        "--readout",
+        choices=("none", "sum", "mean", "last"),
+        help="'sum'/'mean' append a running pool over tokens to the output (sequence classification "
+        "by mean pooling); 'last' classifies from the last token's output (no op is added: the "
+        "host reads the last token); default none, per-token outputs",
+    )
+    c.add_argument(
+        "--calibrate",
+        metavar="DATA",
+        help=".npz (array 'x') or .npy of calibration sequences [n, tokens, features] that size the "
+        "fixed-point ranges (default: random N(0,1) tokens, with a warning)",
+    )
     c.add_argument("--weight-bits", type=int, metavar="B", help=WIDTHS["weight_bits"].help())
-    c.add_argument("--weight-exp", choices=("group", "row", "auto"),
-                   help="weight exponents: 'group' one per linear (one synapse group), 'row' one per output row "
-                        "(the linear split into one synapse group per exponent class), 'auto' (default) per-row "
-                        "only for the linears where it lowers the fixed-vs-float error on the calibration data")
+    c.add_argument(
+        "--weight-exp",
+        choices=("group", "row", "auto"),
+        help="weight exponents: 'group' one per linear (one synapse group), 'row' one per output row "
+        "(the linear split into one synapse group per exponent class), 'auto' (default) per-row "
+        "only for the linears where it lowers the fixed-vs-float error on the calibration data",
+    )
     c.add_argument("--coef-bits", type=int, metavar="B", help=WIDTHS["coef_bits"].help())
     c.add_argument("--state-bits", type=int, metavar="B", help=WIDTHS["state_bits"].help())
     c.add_argument("--message-bits", type=int, metavar="B", help=WIDTHS["message_bits"].help())
-    c.add_argument("--layer-bits", action="append", metavar="LAYER:KEY=B[/KEY=B]",
-                   help="per-layer widths, KEY one of weight, coef, state, message; LAYER as `ssmc inspect` "
-                        "names it (repeatable), e.g. --layer-bits s4d0:weight=6/coef=12")
-    c.add_argument("--sigma-delta", type=float, metavar="T",
-                   help="send sigma-delta messages: a neuron sends a change only when it is at least T times its "
-                        "full scale (0: every change, values unchanged, fewer messages; try 0.001). Measured in "
-                        "benchmarks/results/sigma_delta.md")
-    c.add_argument("--target", metavar="FILE", help="target description JSON (default: the shipped loihi2, "
-                                                    "ssmc/targets/loihi2.json)")
-    c.add_argument("--board", metavar="NAME", help="board of the target: oheo-gulch (1 chip, default), kapoho-point (8)")
+    c.add_argument(
+        "--layer-bits",
+        action="append",
+        metavar="LAYER:KEY=B[/KEY=B]",
+        help="per-layer widths, KEY one of weight, coef, state, message; LAYER as `ssmc inspect` "
+        "names it (repeatable), e.g. --layer-bits s4d0:weight=6/coef=12",
+    )
+    c.add_argument(
+        "--sigma-delta",
+        type=float,
+        metavar="T",
+        help="send sigma-delta messages: a neuron sends a change only when it is at least T times its "
+        "full scale (0: every change, values unchanged, fewer messages; try 0.001). Measured in "
+        "benchmarks/results/sigma_delta.md",
+    )
+    c.add_argument(
+        "--target",
+        metavar="FILE",
+        help="target description JSON (default: the shipped loihi2, ssmc/targets/loihi2.json)",
+    )
+    c.add_argument(
+        "--board", metavar="NAME", help="board of the target: oheo-gulch (1 chip, default), kapoho-point (8)"
+    )
     c.add_argument("--chips", type=int, metavar="N", help="number of chips (overrides the board's)")
-    c.add_argument("--max-neurons-per-core", type=int, metavar="N",
-                   help="spread: at most N neurons per core (more cores, shorter steps; default: the capacity)")
-    c.add_argument("--passes", default=None, metavar="PIPELINE",
-                   help="pass pipeline, e.g. 'canonicalize' (see `ssmc passes`; default: the standard pipeline)")
+    c.add_argument(
+        "--max-neurons-per-core",
+        type=int,
+        metavar="N",
+        help="spread: at most N neurons per core (more cores, shorter steps; default: the capacity)",
+    )
+    c.add_argument(
+        "--passes",
+        default=None,
+        metavar="PIPELINE",
+        help="pass pipeline, e.g. 'canonicalize' (see `ssmc passes`; default: the standard pipeline)",
+    )
     c.add_argument("--skip", action="append", metavar="PASS", help="leave this pass out (repeatable)")
-    c.add_argument("--stop-after", metavar="PASS", help="end the pipeline after this pass (e.g. fold-linear to "
-                                                          "keep the float network)")
+    c.add_argument(
+        "--stop-after",
+        metavar="PASS",
+        help="end the pipeline after this pass (e.g. fold-linear to keep the float network)",
+    )
     c.add_argument("--print-ir-after", metavar="PASS|all", help="print the IR (tensors summarised) after a pass")
     verify = c.add_mutually_exclusive_group()
-    verify.add_argument("--verify-each", dest="no_verify", action="store_false", default=False,
-                        help="run the IR verifier after every pass (the default)")
-    verify.add_argument("--no-verify", dest="no_verify", action="store_true",
-                        help="skip the IR verifier between passes (faster, unsafe: a broken pass goes unnoticed)")
+    verify.add_argument(
+        "--verify-each",
+        dest="no_verify",
+        action="store_false",
+        default=False,
+        help="run the IR verifier after every pass (the default)",
+    )
+    verify.add_argument(
+        "--no-verify",
+        dest="no_verify",
+        action="store_true",
+        help="skip the IR verifier between passes (faster, unsafe: a broken pass goes unnoticed)",
+    )
     c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     _plugin_option(c)
     c.set_defaults(func=cmd_compile)
 
-    cf = sub.add_parser("config", formatter_class=fmt, help="write a compile config file (TOML) for a model, or the "
-                                                            "one a net.lava was built with",
-                        description="Print the full compile configuration as commented TOML: every key with what it "
-                                    "allows and its default, and a table per layer (as `ssmc inspect` names it). "
-                                    "For a net.lava, exactly the configuration that built it (docs/config.md).",
-                        epilog=f"""examples:
+    cf = sub.add_parser(
+        "config",
+        formatter_class=fmt,
+        help="write a compile config file (TOML) for a model, or the one a net.lava was built with",
+        description="Print the full compile configuration as commented TOML: every key with what it "
+        "allows and its default, and a table per layer (as `ssmc inspect` names it). "
+        "For a net.lava, exactly the configuration that built it (docs/config.md).",
+        epilog=f"""examples:
   ssmc config {EXAMPLE} > ssmc.toml
   ssmc compile {EXAMPLE} -o net.lava --config ssmc.toml     flags override the file
-  ssmc config net.lava                                      how this net was built""")
+  ssmc config net.lava                                      how this net was built""",
+    )
     cf.add_argument("source", help="an .onnx model (the default configuration, its layers) or a net.lava")
     _plugin_option(cf)
     cf.set_defaults(func=cmd_config)
 
-    i = sub.add_parser("inspect", formatter_class=fmt, help="show what the frontend recognises in an ONNX model",
-                       description="Import the model and list its layers (H, N, parameters, where each came "
-                                   "from) without compiling.",
-                       epilog=f"""examples:
+    i = sub.add_parser(
+        "inspect",
+        formatter_class=fmt,
+        help="show what the frontend recognises in an ONNX model",
+        description="Import the model and list its layers (H, N, parameters, where each came from) without compiling.",
+        epilog=f"""examples:
   ssmc inspect {EXAMPLE}
   ssmc inspect model.onnx --ir            also print the model-level IR
-  ssmc inspect model.onnx --format json   for scripts""")
+  ssmc inspect model.onnx --format json   for scripts""",
+    )
     i.add_argument("model", help="the .onnx file")
     i.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     i.add_argument("--ir", action="store_true", help="also print the IR, tensors summarised")
@@ -568,9 +699,12 @@ the output and the next states out (docs/onnx_step_form.md).""")
     _plugin_option(i)
     i.set_defaults(func=cmd_inspect)
 
-    r = sub.add_parser("run", formatter_class=fmt, help="run a compiled net on input sequences",
-                       description="Run net.lava on sequences and print predictions (and accuracy, given labels).",
-                       epilog="""examples:
+    r = sub.add_parser(
+        "run",
+        formatter_class=fmt,
+        help="run a compiled net on input sequences",
+        description="Run net.lava on sequences and print predictions (and accuracy, given labels).",
+        epilog="""examples:
   ssmc run net.lava --input examples/digits/digits_test.npz
   ssmc run net.lava --input x.npy --labels y.npy --output y_pred.npy
   ssmc run net.lava --input x.npy --compare-onnx model.onnx     agreement with onnxruntime
@@ -578,66 +712,93 @@ the output and the next states out (docs/onnx_step_form.md).""")
   ssmc run net.lava --input test.npz --engine lava --limit 2 --tokens 16 --compare-numpy
 
 input: .npy of shape [batch, tokens, features] (or [tokens, features] for one
-sequence), or .npz with 'x' and optional integer labels 'y'.""")
+sequence), or .npz with 'x' and optional integer labels 'y'.""",
+    )
     r.add_argument("net", help="a net.lava file from `ssmc compile`")
     r.add_argument("--input", required=True, help=".npy or .npz input sequences")
     r.add_argument("--labels", help=".npy of integer labels, one per sequence")
-    r.add_argument("--engine", choices=("numpy", "float", "lava", "microcode", "reference"), default=None,
-                   help="numpy: the bit-exact fixed-point engine (default for quantized nets); "
-                        "float: the float64 reference of the imported model; "
-                        "lava: the net's Lava processes in Lava's CPU simulator (same integers, slow); "
-                        "reference: docs/fixed_point.md in plain Python ints, one neuron at a time, which "
-                        "the other engines are tested against (very slow: use --limit and --tokens, "
-                        "with --compare-numpy)")
-    r.add_argument("--compare-float", action="store_true",
-                   help="also run the float reference and report the error and accuracy difference")
+    r.add_argument(
+        "--engine",
+        choices=("numpy", "float", "lava", "microcode", "reference"),
+        default=None,
+        help="numpy: the bit-exact fixed-point engine (default for quantized nets); "
+        "float: the float64 reference of the imported model; "
+        "lava: the net's Lava processes in Lava's CPU simulator (same integers, slow); "
+        "reference: docs/fixed_point.md in plain Python ints, one neuron at a time, which "
+        "the other engines are tested against (very slow: use --limit and --tokens, "
+        "with --compare-numpy)",
+    )
+    r.add_argument(
+        "--compare-float",
+        action="store_true",
+        help="also run the float reference and report the error and accuracy difference",
+    )
     r.add_argument("--compare-onnx", metavar="MODEL", help="also run MODEL with onnxruntime and report the error")
     r.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use only the first N sequences")
-    r.add_argument("--tokens", type=_positive_int, default=None, metavar="N",
-                   help="use only the first N tokens of each sequence (keeps Lava runs short)")
-    r.add_argument("--compare-numpy", action="store_true",
-                   help="with --engine lava (or microcode, reference): also run the numpy engine and say whether "
-                        "every output integer, saturation count and sparsity agrees; exit 1 if not (--compare-float "
-                        "and --compare-onnx only measure: quantization error is expected)")
+    r.add_argument(
+        "--tokens",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="use only the first N tokens of each sequence (keeps Lava runs short)",
+    )
+    r.add_argument(
+        "--compare-numpy",
+        action="store_true",
+        help="with --engine lava (or microcode, reference): also run the numpy engine and say whether "
+        "every output integer, saturation count and sparsity agrees; exit 1 if not (--compare-float "
+        "and --compare-onnx only measure: quantization error is expected)",
+    )
     r.add_argument("--output", help="save the per-token outputs to this .npy")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     r.set_defaults(func=cmd_run)
 
-    rp = sub.add_parser("report", formatter_class=fmt, help="cores, utilisation, traffic, bit-widths and "
-                        "estimated cost of a compiled net",
-                        description="Report how a compiled net maps onto the target: per-core utilisation of every "
-                                    "capacity, core-to-core traffic and the load it puts on each mesh link (XY "
-                                    "routing, a model), bit-widths, and an ESTIMATED cost per token.",
-                        epilog="""examples:
+    rp = sub.add_parser(
+        "report",
+        formatter_class=fmt,
+        help="cores, utilisation, traffic, bit-widths and estimated cost of a compiled net",
+        description="Report how a compiled net maps onto the target: per-core utilisation of every "
+        "capacity, core-to-core traffic and the load it puts on each mesh link (XY "
+        "routing, a model), bit-widths, and an ESTIMATED cost per token.",
+        epilog="""examples:
   ssmc report net.lava                      text for the terminal
   ssmc report net.lava --format json        for scripts
-  ssmc report net.lava --format html -o report.html   page with pictures (report_files/ beside it)""")
+  ssmc report net.lava --format html -o report.html   page with pictures (report_files/ beside it)""",
+    )
     rp.add_argument("net", help="a net.lava file from `ssmc compile`")
     rp.add_argument("--format", choices=("text", "json", "html"), default="text", help="output format (default: text)")
     rp.add_argument("-o", "--output", help="write to this file (required for html)")
     rp.set_defaults(func=cmd_report)
 
-    e = sub.add_parser("export-lava", formatter_class=fmt,
-                       help="write a standalone Python script that builds the net's Lava network",
-                       description="Write a readable Python script (and an .npz of its arrays beside it) that "
-                                   "builds the same Lava processes as `ssmc run --engine lava` and runs them "
-                                   "in Lava's CPU simulator; edit it freely.",
-                       epilog="""examples:
+    e = sub.add_parser(
+        "export-lava",
+        formatter_class=fmt,
+        help="write a standalone Python script that builds the net's Lava network",
+        description="Write a readable Python script (and an .npz of its arrays beside it) that "
+        "builds the same Lava processes as `ssmc run --engine lava` and runs them "
+        "in Lava's CPU simulator; edit it freely.",
+        epilog="""examples:
   ssmc export-lava net.lava -o build_net.py
-  python build_net.py --input x.npy --output y.npz""")
+  python build_net.py --input x.npy --output y.npz""",
+    )
     e.add_argument("net", help="a net.lava file from `ssmc compile`")
-    e.add_argument("-o", "--output", required=True, help="the script to write (.py); its arrays go to the .npz "
-                                                          "of the same name")
+    e.add_argument(
+        "-o", "--output", required=True, help="the script to write (.py); its arrays go to the .npz of the same name"
+    )
     e.set_defaults(func=cmd_export_lava)
 
-    mc = sub.add_parser("microcode", formatter_class=fmt, help="a net's neuron programs; assemble/disassemble",
-                        description="Show the neuron microcode programs in a net.lava (sizes, assumed cycles, "
-                                    "text), or assemble / disassemble one program (docs/microcode.md).",
-                        epilog="""examples:
+    mc = sub.add_parser(
+        "microcode",
+        formatter_class=fmt,
+        help="a net's neuron programs; assemble/disassemble",
+        description="Show the neuron microcode programs in a net.lava (sizes, assumed cycles, "
+        "text), or assemble / disassemble one program (docs/microcode.md).",
+        epilog="""examples:
   ssmc microcode net.lava                     programs, words and assumed cycles per neuron update
   ssmc microcode net.lava --show s4d0.pairs   the program text of one neuron group
   ssmc microcode --assemble relu.s -o relu.bin
-  ssmc microcode --disassemble relu.bin""")
+  ssmc microcode --disassemble relu.bin""",
+    )
     mc.add_argument("net", nargs="?", help="a net.lava file from `ssmc compile`")
     mc.add_argument("--show", metavar="GROUP", help="print this neuron group's program text")
     mc.add_argument("--assemble", metavar="FILE.s", help="assemble this program text (needs -o)")
@@ -645,51 +806,68 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     mc.add_argument("-o", "--output", help="where --assemble / --disassemble write")
     mc.set_defaults(func=cmd_microcode)
 
-    ps = sub.add_parser("passes", help="list the available passes and their options",
-                        description="List every registered pass, its kind, one-line description and options.")
+    ps = sub.add_parser(
+        "passes",
+        help="list the available passes and their options",
+        description="List every registered pass, its kind, one-line description and options.",
+    )
     _plugin_option(ps)
     ps.set_defaults(func=cmd_passes)
 
-    o = sub.add_parser("ops", formatter_class=fmt, help="list the ONNX op handlers (built-in and plugins)",
-                       description="List registered op handlers (custom ONNX ops mapped onto the IR) and what "
-                                   "the frontend recognises by itself.",
-                       epilog="""examples:
+    o = sub.add_parser(
+        "ops",
+        formatter_class=fmt,
+        help="list the ONNX op handlers (built-in and plugins)",
+        description="List registered op handlers (custom ONNX ops mapped onto the IR) and what "
+        "the frontend recognises by itself.",
+        epilog="""examples:
   ssmc ops
-  ssmc ops --plugin examples/custom_op/s4d_handler.py""")
+  ssmc ops --plugin examples/custom_op/s4d_handler.py""",
+    )
     _plugin_option(o)
     o.set_defaults(func=cmd_ops)
 
-    tr = sub.add_parser("trace", formatter_class=fmt, help="per layer and per token: fixed point against float",
-                        description="Run the numpy engine and the float reference side by side and show, per "
-                                    "neuron group and per token, the error end to end and the error the group adds "
-                                    "itself (fed with the fixed-point inputs), for complex states the real and "
-                                    "imaginary error and its drift, values at the edge of their range, clip counts, "
-                                    "and the first token where the predicted class diverges. Worst group first.",
-                        epilog="""examples:
+    tr = sub.add_parser(
+        "trace",
+        formatter_class=fmt,
+        help="per layer and per token: fixed point against float",
+        description="Run the numpy engine and the float reference side by side and show, per "
+        "neuron group and per token, the error end to end and the error the group adds "
+        "itself (fed with the fixed-point inputs), for complex states the real and "
+        "imaginary error and its drift, values at the edge of their range, clip counts, "
+        "and the first token where the predicted class diverges. Worst group first.",
+        epilog="""examples:
   ssmc trace net.lava --input examples/digits/digits_test.npz --limit 64
-  ssmc trace net.lava --input x.npy --html trace.html     one page with error-over-tokens plots""")
+  ssmc trace net.lava --input x.npy --html trace.html     one page with error-over-tokens plots""",
+    )
     tr.add_argument("net", help="a net.lava file from `ssmc compile`")
     tr.add_argument("--input", required=True, help=".npy or .npz input sequences (as for run)")
     tr.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use only the first N sequences")
     tr.add_argument("--tokens", type=_positive_int, default=None, metavar="N", help="use only the first N tokens")
     tr.add_argument("--rows", type=_positive_int, default=None, metavar="N", help="show only the N worst groups")
-    tr.add_argument("--calibrate", metavar="DATA",
-                    help="the calibration data of compile, needed to compare complex states only when the net "
-                         "was compiled with rescale-states{balance=state}")
+    tr.add_argument(
+        "--calibrate",
+        metavar="DATA",
+        help="the calibration data of compile, needed to compare complex states only when the net "
+        "was compiled with rescale-states{balance=state}",
+    )
     tr.add_argument("--html", metavar="FILE.html", help="also write a page with per-group error-over-tokens plots")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     tr.set_defaults(func=cmd_trace)
 
-    pf = sub.add_parser("profile", formatter_class=fmt, help="per group: histograms of the values against their "
-                        "fixed-point range and resolution",
-                        description="Run the numpy engine on the given sequences and write one page with, per "
-                                    "neuron group, histograms of its messages (and states) with the representable "
-                                    "range and resolution drawn on them; per synapse group the weights on their "
-                                    "grid; per cpx group |A_bar| per mode against how many coefficient levels "
-                                    "resolve its decay. A summary (values within one LSB of zero, values at the "
-                                    "range edge) goes to stdout.",
-                        epilog="""examples:
-  ssmc profile net.lava --input examples/digits/digits_calib.npz --limit 16 -o profile.html""")
+    pf = sub.add_parser(
+        "profile",
+        formatter_class=fmt,
+        help="per group: histograms of the values against their fixed-point range and resolution",
+        description="Run the numpy engine on the given sequences and write one page with, per "
+        "neuron group, histograms of its messages (and states) with the representable "
+        "range and resolution drawn on them; per synapse group the weights on their "
+        "grid; per cpx group |A_bar| per mode against how many coefficient levels "
+        "resolve its decay. A summary (values within one LSB of zero, values at the "
+        "range edge) goes to stdout.",
+        epilog="""examples:
+  ssmc profile net.lava --input examples/digits/digits_calib.npz --limit 16 -o profile.html""",
+    )
     pf.add_argument("net", help="a net.lava file from `ssmc compile`")
     pf.add_argument("--input", required=True, help=".npy or .npz input sequences (as for run)")
     pf.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use only the first N sequences")
@@ -697,39 +875,57 @@ sequence), or .npz with 'x' and optional integer labels 'y'.""")
     pf.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     pf.set_defaults(func=cmd_profile)
 
-    nx = sub.add_parser("export-nir", formatter_class=fmt,
-                        help="export the float model to NIR (Neuromorphic Intermediate Representation)",
-                        description="Write the float model of a net.lava (or an ONNX step-form model) as a NIR "
-                                    "graph (nir 1.0.8, HDF5): linears as Affine/Linear, residual adds as Scale with "
-                                    "two incoming edges, each S4D layer as real coupled states (an I node with a "
-                                    "recurrent 2x2-block Linear). NIR has no ReLU/GELU/sigmoid/tanh/GLU/LayerNorm/"
-                                    "running-mean node: these are refused, or with --cut left to the host between "
-                                    "Output and Input ports of the graph. See docs/nir.md.",
-                        epilog="""examples:
+    nx = sub.add_parser(
+        "export-nir",
+        formatter_class=fmt,
+        help="export the float model to NIR (Neuromorphic Intermediate Representation)",
+        description="Write the float model of a net.lava (or an ONNX step-form model) as a NIR "
+        "graph (nir 1.0.8, HDF5): linears as Affine/Linear, residual adds as Scale with "
+        "two incoming edges, each S4D layer as real coupled states (an I node with a "
+        "recurrent 2x2-block Linear). NIR has no ReLU/GELU/sigmoid/tanh/GLU/LayerNorm/"
+        "running-mean node: these are refused, or with --cut left to the host between "
+        "Output and Input ports of the graph. See docs/nir.md.",
+        epilog="""examples:
   ssmc export-nir net.lava -o net.nir --cut --check examples/digits/digits_test.npz
-  ssmc export-nir model.onnx -o model.nir --form ode      S4D as its own ODE (integrate it exactly)""")
+  ssmc export-nir model.onnx -o model.nir --form ode      S4D as its own ODE (integrate it exactly)""",
+    )
     nx.add_argument("model", help="a net.lava file (its float model is exported) or an ONNX step-form model")
     nx.add_argument("-o", "--output", required=True, help="the .nir file to write")
-    nx.add_argument("--form", choices=("euler", "ode"), default="euler",
-                    help="S4D layers: euler (default): exact when stepped by forward Euler at one step per "
-                         "token; ode: the layer's own ODE in token time, exact only when integrated exactly")
-    nx.add_argument("--cut", action="store_true",
-                    help="leave ops NIR cannot express to the host, between Output and Input ports")
-    nx.add_argument("--readout", choices=("none", "sum", "mean"), default="none", help="for an ONNX model: as for compile")
-    nx.add_argument("--check", metavar="DATA", help="read the file back, run it (forward Euler) and compare with "
-                                                     "ssmc's float reference on these sequences")
-    nx.add_argument("--limit", type=_positive_int, default=None, metavar="N",
-                    help="with --check: use only the first N sequences")
+    nx.add_argument(
+        "--form",
+        choices=("euler", "ode"),
+        default="euler",
+        help="S4D layers: euler (default): exact when stepped by forward Euler at one step per "
+        "token; ode: the layer's own ODE in token time, exact only when integrated exactly",
+    )
+    nx.add_argument(
+        "--cut", action="store_true", help="leave ops NIR cannot express to the host, between Output and Input ports"
+    )
+    nx.add_argument(
+        "--readout", choices=("none", "sum", "mean"), default="none", help="for an ONNX model: as for compile"
+    )
+    nx.add_argument(
+        "--check",
+        metavar="DATA",
+        help="read the file back, run it (forward Euler) and compare with ssmc's float reference on these sequences",
+    )
+    nx.add_argument(
+        "--limit", type=_positive_int, default=None, metavar="N", help="with --check: use only the first N sequences"
+    )
     nx.set_defaults(func=cmd_export_nir)
     return p
 
 
 def _plugin_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plugin", action="append", metavar="FILE.py",
-                        help="import this Python file first: it registers op handlers or passes "
-                             "(repeatable; docs/extending.md). It RUNS AS CODE with your permissions, as do "
-                             "the ssmc.passes / ssmc.op_handlers entry points of installed packages: use only "
-                             "plugins you trust (docs/security.md)")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE.py",
+        help="import this Python file first: it registers op handlers or passes "
+        "(repeatable; docs/extending.md). It RUNS AS CODE with your permissions, as do "
+        "the ssmc.passes / ssmc.op_handlers entry points of installed packages: use only "
+        "plugins you trust (docs/security.md)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -764,8 +960,11 @@ def _main(argv: list[str] | None) -> int:
             raise KeyboardInterrupt from None
         if os.environ.get("SSMC_DEBUG"):
             raise
-        print(f"ssmc: internal error: {type(e).__name__}: {printable(str(e).splitlines()[0]) if str(e) else ''} "
-              "(this is a bug in ssmc; rerun with SSMC_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"ssmc: internal error: {type(e).__name__}: {printable(str(e).splitlines()[0]) if str(e) else ''} "
+            "(this is a bug in ssmc; rerun with SSMC_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 70
 
 

@@ -46,8 +46,11 @@ FROZEN_NORMS_PIPELINE = FLOAT_PIPELINE + ",freeze-norms,assign-bitwidths,partiti
 READOUTS = ("none", "sum", "mean", "last")
 WEIGHT_EXP_MODES = ("group", "row", "auto")
 #: Net-wide and per-layer widths: field -> (lowest, highest, the assign-bitwidths default), from ssmc.widths.
-WIDTHS = {k: (o.lo, o.hi, o.default) for k, o in WIDTH_OPTIONS.items()
-          if k in ("weight_bits", "coef_bits", "state_bits", "message_bits")}
+WIDTHS = {
+    k: (o.lo, o.hi, o.default)
+    for k, o in WIDTH_OPTIONS.items()
+    if k in ("weight_bits", "coef_bits", "state_bits", "message_bits")
+}
 #: The short keys of --layer-bits ("s4d0:weight=6/coef=12") -> width field.
 LAYER_WIDTH_KEYS = {"weight": "weight_bits", "coef": "coef_bits", "state": "state_bits", "message": "message_bits"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -124,8 +127,9 @@ class CompileConfig:
     def __post_init__(self):
         validate(self)
         # a layer table with no width set overrides nothing: dropped, so it cannot change the pipeline text
-        object.__setattr__(self, "layers", tuple(lw for lw in self.layers
-                                                 if any(getattr(lw, k) is not None for k in WIDTHS)))
+        object.__setattr__(
+            self, "layers", tuple(lw for lw in self.layers if any(getattr(lw, k) is not None for k in WIDTHS))
+        )
 
     # -- JSON -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -179,9 +183,13 @@ class CompileConfig:
     @property
     def layer_bits(self) -> str:
         """`layers` as assign-bitwidths' layer-bits option text."""
-        return ";".join(f"{lw.name}:" + "/".join(f"{short}={getattr(lw, key)}" for short, key in
-                                                  LAYER_WIDTH_KEYS.items() if getattr(lw, key) is not None)
-                        for lw in self.layers)
+        return ";".join(
+            f"{lw.name}:"
+            + "/".join(
+                f"{short}={getattr(lw, key)}" for short, key in LAYER_WIDTH_KEYS.items() if getattr(lw, key) is not None
+            )
+            for lw in self.layers
+        )
 
     def widths(self) -> dict:
         """The width options given (assign-bitwidths' option names), for the pass."""
@@ -223,8 +231,9 @@ def parse_layer_bits(text: str) -> tuple[LayerWidths, ...]:
         for pair in filter(None, (p.strip() for p in spec.split("/"))):
             key, _, value = pair.partition("=")
             if key.strip() not in LAYER_WIDTH_KEYS or not value.strip().lstrip("-").isdigit():
-                raise ConfigError(f"layer_bits {pair!r} for {name}: write KEY=BITS with KEY one of "
-                                  f"{', '.join(LAYER_WIDTH_KEYS)}")
+                raise ConfigError(
+                    f"layer_bits {pair!r} for {name}: write KEY=BITS with KEY one of {', '.join(LAYER_WIDTH_KEYS)}"
+                )
             layers[name][LAYER_WIDTH_KEYS[key.strip()]] = int(value)
     return tuple(_convert_layer(d, "layer_bits") for d in layers.values())
 
@@ -238,8 +247,7 @@ def _record(v, key: str, where: str) -> FileRecord:
     if isinstance(v, FileRecord):
         return v
     if not isinstance(v, dict) or set(v) - {"file", "sha256"} or "file" not in v:
-        raise ConfigError(f"{where}: {key} must be a table {{file = \"name\", sha256 = \"<64 hex digits>\"}}, "
-                          f"not {v!r}")
+        raise ConfigError(f'{where}: {key} must be a table {{file = "name", sha256 = "<64 hex digits>"}}, not {v!r}')
     return FileRecord(v["file"], v.get("sha256", ""))
 
 
@@ -285,8 +293,10 @@ def _fail(key: str, value, allowed: str) -> None:
 def _check_width(key: str, value, where: str = "") -> None:
     lo, hi, default = WIDTHS[key]
     if value is not None and not (_is_int(value) and lo <= value <= hi):
-        raise ConfigError(f"config {where}{key} = {value!r} is outside what the target supports: a whole number "
-                          f"{lo}..{hi} (default {default})")
+        raise ConfigError(
+            f"config {where}{key} = {value!r} is outside what the target supports: a whole number "
+            f"{lo}..{hi} (default {default})"
+        )
 
 
 def _check_record(key: str, r) -> None:
@@ -367,21 +377,29 @@ ALLOWED = {
     "stop_after": "a pass name of the pipeline; default: run them all",
     "readout": f"one of {', '.join(READOUTS)}",
     "calibration": "{ file = NAME, sha256 = HEX }: what --calibrate gave; a file cannot supply the data, so a "
-                   "config naming it needs --calibrate",
+    "config naming it needs --calibrate",
     "weight_exp": f"one of {', '.join(WEIGHT_EXP_MODES)}; default: auto",
     "sigma_delta": "a number in [0, 1); default: off (every value sent)",
-    "target": "{ file = NAME_OR_PATH, sha256 = HEX or \"\" }: a built-in name (loihi2) or a target JSON file; "
-              "default: the shipped loihi2",
+    "target": '{ file = NAME_OR_PATH, sha256 = HEX or "" }: a built-in name (loihi2) or a target JSON file; '
+    "default: the shipped loihi2",
     "board": "a board of the target (oheo-gulch, kapoho-point, ...); default: the target's",
     "chips": "a whole number >= 1; default: the board's",
     "max_neurons_per_core": "a whole number >= 1; default: the core's capacity",
     "plugins": "[{ file = NAME, sha256 = HEX }, ...]: what --plugin gave; a config never runs code, so one naming "
-               "plugins needs --plugin",
+    "plugins needs --plugin",
     **{k: f"{lo}..{hi}; default: {default}" for k, (lo, hi, default) in WIDTHS.items()},
 }
-EXAMPLES = {"stop_after": "fold-linear", "calibration": FileRecord("calibration.npz", ""), "weight_exp": "auto",
-            "sigma_delta": 0.001, "target": FileRecord("loihi2", ""), "board": "oheo-gulch", "chips": 1,
-            "max_neurons_per_core": 512, **{k: default for k, (_, _, default) in WIDTHS.items()}}
+EXAMPLES = {
+    "stop_after": "fold-linear",
+    "calibration": FileRecord("calibration.npz", ""),
+    "weight_exp": "auto",
+    "sigma_delta": 0.001,
+    "target": FileRecord("loihi2", ""),
+    "board": "oheo-gulch",
+    "chips": 1,
+    "max_neurons_per_core": 512,
+    **{k: default for k, (_, _, default) in WIDTHS.items()},
+}
 
 
 def _toml_value(v) -> str:
@@ -407,8 +425,11 @@ def to_toml(config: CompileConfig, layer_names=()) -> str:
     set is written commented out), then a [layers.NAME] table for each of `layer_names` (the model's layers
     as `ssmc inspect` names them) and each layer the config sets. Deterministic: same config, same text."""
     docs = _field_docs()
-    out = ["# ssmc compile configuration (docs/config.md): ssmc compile MODEL --config THIS_FILE",
-           "# Flags given to ssmc compile override it. A commented-out key is not set: the default applies.", ""]
+    out = [
+        "# ssmc compile configuration (docs/config.md): ssmc compile MODEL --config THIS_FILE",
+        "# Flags given to ssmc compile override it. A commented-out key is not set: the default applies.",
+        "",
+    ]
     for f in dataclasses.fields(CompileConfig):
         if f.name == "layers":
             continue
@@ -440,6 +461,7 @@ def _field_docs() -> dict[str, str]:
     """Each field's docstring (the string under it in the class body; none where the source is not installed)."""
     import ast
     import inspect
+
     try:
         tree = ast.parse(inspect.getsource(CompileConfig))
     except (OSError, TypeError):

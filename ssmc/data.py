@@ -126,13 +126,17 @@ def check_zip(zf: zipfile.ZipFile, stored_bytes: int, where: str, error: type[Ss
         raise error(f"{where}: damaged: the entry {dup} is in the archive twice")
     for info in infos:
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise error(f"{where}: entry {info.filename} uses zip compression method {info.compress_type}; "
-                        "ssmc reads only stored or deflated entries")
+            raise error(
+                f"{where}: entry {info.filename} uses zip compression method {info.compress_type}; "
+                "ssmc reads only stored or deflated entries"
+            )
     unpacked = sum(i.file_size for i in infos)
     limits.check(field, unpacked, f"{where}: unpacking its {len(infos)} entries")
     if unpacked > max(ZIP_RATIO_FLOOR, MAX_ZIP_RATIO * stored_bytes):
-        raise error(f"{where}: declares {limits.size(unpacked)} unpacked from {limits.size(stored_bytes)} "
-                    f"(over {MAX_ZIP_RATIO}x); refusing it as a zip bomb, not a file ssmc or numpy wrote")
+        raise error(
+            f"{where}: declares {limits.size(unpacked)} unpacked from {limits.size(stored_bytes)} "
+            f"(over {MAX_ZIP_RATIO}x); refusing it as a zip bomb, not a file ssmc or numpy wrote"
+        )
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, error: type[SsmcError]) -> bytes:
@@ -149,8 +153,15 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, error: t
                 if total > info.file_size:
                     raise error(f"{where}: damaged: entry {info.filename} is longer than its declared size")
                 parts.append(chunk)
-    except (zipfile.BadZipFile, zlib.error, RuntimeError, OSError, ValueError, EOFError,
-            NotImplementedError) as e:  # RuntimeError: zipfile's "encrypted entry"
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        RuntimeError,
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,
+    ) as e:  # RuntimeError: zipfile's "encrypted entry"
         raise error(f"{where}: damaged: cannot read entry {info.filename} ({e})") from None
     if total != info.file_size:
         raise error(f"{where}: damaged: entry {info.filename} is shorter than its declared size")
@@ -187,8 +198,10 @@ def read_npy_header(f, where: str, error: type[SsmcError]) -> NpyHeader:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise error(f"{where}: not a valid .npy array ({first})") from None
     if dtype.hasobject:
-        raise error(f"{where}: holds Python objects (dtype {dtype}), which would need unpickling; "
-                    "ssmc reads only plain numeric arrays: save it with a numeric dtype")
+        raise error(
+            f"{where}: holds Python objects (dtype {dtype}), which would need unpickling; "
+            "ssmc reads only plain numeric arrays: save it with a numeric dtype"
+        )
     if not all(isinstance(d, int) and d >= 0 for d in shape):
         raise error(f"{where}: not a valid .npy array (shape {shape})")
     return NpyHeader(tuple(shape), bool(fortran), dtype, f.tell())
@@ -205,8 +218,9 @@ def _read_npy(f, size: int, where: str, error: type[SsmcError], field: str) -> n
     header = read_npy_header(f, where, error)
     limits.check(field, header.nbytes, f"{where}: an array of shape {list(header.shape)} {header.dtype}")
     if header.nbytes > size - header.offset:
-        raise error(f"{where}: truncated: its header declares {header.nbytes} bytes of data, it has "
-                    f"{size - header.offset}")
+        raise error(
+            f"{where}: truncated: its header declares {header.nbytes} bytes of data, it has {size - header.offset}"
+        )
     f.seek(0)
     try:
         return np.lib.format.read_array(f, allow_pickle=False)
@@ -246,8 +260,7 @@ class DataFile:
     sha256: str
 
 
-def read_arrays(path: str | os.PathLike, what: str, keys: tuple[str, ...], required: tuple[str, ...] = ()
-                ) -> DataFile:
+def read_arrays(path: str | os.PathLike, what: str, keys: tuple[str, ...], required: tuple[str, ...] = ()) -> DataFile:
     """The arrays `keys` of a .npz (those present; `required` ones must be), or of a .npy (as the
     first key), with the file's sha256. Sizes come from the headers and are checked (limit
     SSMC_MAX_DATA_BYTES) before anything is read or decompressed."""
@@ -281,11 +294,14 @@ def _npz_arrays(f, size: int, path: str, what: str, keys, required) -> dict[str,
         names = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
         missing = [k for k in required if k not in names]
         if missing:
-            raise InputDataError(f"{path}: an .npz {what} needs an array named {missing[0]!r} "
-                                 f"(has {sorted(names)})")
-        return {k: parse_npy(read_member(zf, names[k], path, InputDataError), f"{path} (array {k!r})",
-                             InputDataError, "data_bytes")
-                for k in keys if k in names}
+            raise InputDataError(f"{path}: an .npz {what} needs an array named {missing[0]!r} (has {sorted(names)})")
+        return {
+            k: parse_npy(
+                read_member(zf, names[k], path, InputDataError), f"{path} (array {k!r})", InputDataError, "data_bytes"
+            )
+            for k in keys
+            if k in names
+        }
 
 
 def load_sequences(path: str | os.PathLike, what: str = "input") -> tuple[np.ndarray, np.ndarray | None]:
@@ -298,11 +314,12 @@ def check_sequences(x, features: int, what: str = "input") -> np.ndarray:
     """x as float64 [batch, tokens, features], or an InputDataError saying what is wrong with it."""
     x = np.asarray(x)
     if x.ndim != 3:
-        raise InputDataError(f"{what} must have shape [batch, tokens, {features}] (3 axes), got shape "
-                             f"{list(x.shape)}")
+        raise InputDataError(f"{what} must have shape [batch, tokens, {features}] (3 axes), got shape {list(x.shape)}")
     if x.shape[2] != features:
-        raise InputDataError(f"{what} must have shape [batch, tokens, {features}]: the model takes {features} "
-                             f"feature(s) per token, got shape {list(x.shape)}")
+        raise InputDataError(
+            f"{what} must have shape [batch, tokens, {features}]: the model takes {features} "
+            f"feature(s) per token, got shape {list(x.shape)}"
+        )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise InputDataError(f"{what} needs at least one sequence and one token, got shape {list(x.shape)}")
     if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
@@ -319,6 +336,8 @@ def check_input_range(x: np.ndarray, what: str = "input") -> None:
     would only saturate on what is still the user's mistake (unscaled or corrupt data)."""
     peak = float(np.abs(np.asarray(x, np.float64)).max()) if np.size(x) else 0.0
     if not peak <= limits.MAX_ABS_INPUT:  # NaN included
-        raise InputDataError(f"{what} has values up to {peak:.3g}; ssmc takes |values| up to "
-                             f"{limits.MAX_ABS_INPUT:g}, beyond which the float reference overflows: scale the "
-                             "data as the model's real inputs are")
+        raise InputDataError(
+            f"{what} has values up to {peak:.3g}; ssmc takes |values| up to "
+            f"{limits.MAX_ABS_INPUT:g}, beyond which the float reference overflows: scale the "
+            "data as the model's real inputs are"
+        )

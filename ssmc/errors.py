@@ -71,8 +71,15 @@ class FitError(SsmcError):
     units for one indivisible piece against one core), and the `fixes` the message suggests.
     """
 
-    def __init__(self, message: str, *, need: int | None = None, have: int | None = None,
-                 binding: str | None = None, fixes: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        message: str,
+        *,
+        need: int | None = None,
+        have: int | None = None,
+        binding: str | None = None,
+        fixes: tuple[str, ...] = (),
+    ):
         super().__init__(message)
         self.need, self.have, self.binding, self.fixes = need, have, binding, tuple(fixes)
 

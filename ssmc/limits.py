@@ -39,7 +39,7 @@ GiB = 1 << 30
 # float32 and the float reference overflows (calibration squares values in norms and sums them over tokens);
 # no trained model or real data comes near.
 MAX_ABS_WEIGHT = 1e10  # an ONNX initializer or constant, and a float tensor in a net.lava
-MAX_ABS_INPUT = 1e10   # run inputs and calibration data
+MAX_ABS_INPUT = 1e10  # run inputs and calibration data
 
 
 @dataclass(frozen=True)
@@ -100,5 +100,8 @@ def check(field: str, needed: float, what: str, fix: str = "", limits: Limits | 
         return
     noun = {"loop_iterations": "iterations", "nodes": "nodes"}.get(field, "elements")
     unit = size if field.endswith("bytes") else (lambda v: f"{int(v):,} {noun}")
-    raise ResourceLimitError(f"{what} needs {unit(needed)}, over the limit of {unit(limit)}"
-                             + (f"; {fix}" if fix else "") + f" (or raise {ENV[field]})")
+    raise ResourceLimitError(
+        f"{what} needs {unit(needed)}, over the limit of {unit(limit)}"
+        + (f"; {fix}" if fix else "")
+        + f" (or raise {ENV[field]})"
+    )

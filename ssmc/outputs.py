@@ -21,8 +21,13 @@ from collections.abc import Iterable
 from ssmc import interrupts
 from ssmc.errors import OutputFileError
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def kind_of(mode: int) -> str:
@@ -30,8 +35,9 @@ def kind_of(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "" if stat.S_ISREG(mode) else "not a regular file")
 
 
-def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), what: str = "output",
-                 example: str = "") -> str:
+def check_output(
+    path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), what: str = "output", example: str = ""
+) -> str:
     """The real path to write `path` to, or an SsmcError saying why not: its folder is missing, it exists and
     is not a regular file, or it is one of `inputs` (the same file by any name: symlink, hard link, `./x`)."""
     name = os.fspath(path)
@@ -46,10 +52,14 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     except OSError as e:
         raise OutputFileError(f"{name}: cannot use as {what} ({e.strerror})") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        hint = f"; give a file name such as {os.path.join(name, example)}" if stat.S_ISDIR(st.st_mode) and example \
+        hint = (
+            f"; give a file name such as {os.path.join(name, example)}"
+            if stat.S_ISDIR(st.st_mode) and example
             else "; give a regular file name"
-        raise OutputFileError(f"{name}: is {kind_of(st.st_mode)}, not a regular file; refusing to write the {what} "
-                              f"there{hint}")
+        )
+        raise OutputFileError(
+            f"{name}: is {kind_of(st.st_mode)}, not a regular file; refusing to write the {what} there{hint}"
+        )
     if not os.path.isdir(folder):
         raise OutputFileError(f"{name}: folder {os.path.dirname(name) or folder} does not exist; create it first")
     for given in inputs:
@@ -60,13 +70,16 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
         except OSError:  # an input that does not exist cannot be overwritten
             continue
         if same:
-            raise OutputFileError(f"{name}: is the input {os.fspath(given)}; writing the {what} there would destroy it; "
-                                  "give another output name")
+            raise OutputFileError(
+                f"{name}: is the input {os.fspath(given)}; writing the {what} there would destroy it; "
+                "give another output name"
+            )
     return real
 
 
-def write_files(files: dict[str, bytes], inputs: Iterable[str | os.PathLike | None] = (), what: str = "output",
-                example: str = "") -> None:
+def write_files(
+    files: dict[str, bytes], inputs: Iterable[str | os.PathLike | None] = (), what: str = "output", example: str = ""
+) -> None:
     """Write every (path -> bytes) atomically, all or nothing up to the final renames: each is checked
     (`check_output`), written to a temporary file beside it and fsynced; then all are renamed into place.
     Any failure, interrupt included, removes the temporary files; OSError becomes a one-line SsmcError."""
@@ -78,8 +91,9 @@ def write_files(files: dict[str, bytes], inputs: Iterable[str | os.PathLike | No
         for path, data in files.items():
             real = targets[path]
             try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp",
-                                           dir=os.path.dirname(real))
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=os.path.dirname(real)
+                )
             except OSError as e:
                 raise OutputFileError(f"{path}: cannot write in {os.path.dirname(real)} ({e.strerror})") from None
             temps.append(tmp)
@@ -104,7 +118,12 @@ def write_files(files: dict[str, bytes], inputs: Iterable[str | os.PathLike | No
                 pass
 
 
-def write_file(path: str | os.PathLike, data: bytes, inputs: Iterable[str | os.PathLike | None] = (),
-               what: str = "output", example: str = "") -> None:
+def write_file(
+    path: str | os.PathLike,
+    data: bytes,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    what: str = "output",
+    example: str = "",
+) -> None:
     """`write_files` for one file."""
     write_files({os.fspath(path): data}, inputs, what, example)

@@ -27,8 +27,9 @@ class WidthOption(NamedTuple):
 
 #: assign-bitwidths' width options: {option: range accepted, default, what it sets}.
 OPTIONS = {
-    "weight_bits": WidthOption(3, 8, 8, "synapse weight bits (Lava Dense convention: mixed-sign weights keep "
-                                        "bits-1 bits of magnitude)"),
+    "weight_bits": WidthOption(
+        3, 8, 8, "synapse weight bits (Lava Dense convention: mixed-sign weights keep bits-1 bits of magnitude)"
+    ),
     "coef_bits": WidthOption(4, 24, 16, "complex-pair coefficient bits"),
     "state_bits": WidthOption(8, 32, 24, "neuron state bits"),
     "message_bits": WidthOption(2, 32, 24, "graded message bits (the groups' msg_bits)"),

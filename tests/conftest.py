@@ -14,8 +14,10 @@ EXAMPLES = ROOT / "examples" / "digits"
 @pytest.fixture
 def save_onnx(tmp_path):
     """save_onnx(model, name) -> path of the model written into tmp_path."""
+
     def save(model: onnx.ModelProto, name: str = "model.onnx") -> pathlib.Path:
         path = tmp_path / name
         onnx.save(model, str(path))
         return path
+
     return save

@@ -50,10 +50,16 @@ def test_comparisons_that_cannot_be_made_are_refused_by_name(model):
         compare(net, x, against="onnx", engine="float")
 
 
-@pytest.mark.parametrize("call", [
-    lambda: ssmc.compile(None), lambda: ssmc.compile(123), lambda: ssmc.load(None), lambda: ssmc.load(123),
-    lambda: ssmc.compile("examples/digits/digits_s4d_step.onnx", target=5),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ssmc.compile(None),
+        lambda: ssmc.compile(123),
+        lambda: ssmc.load(None),
+        lambda: ssmc.load(123),
+        lambda: ssmc.compile("examples/digits/digits_s4d_step.onnx", target=5),
+    ],
+)
 def test_a_file_argument_that_is_not_a_file_name_is_a_one_line_error_not_a_type_error(call):
     with pytest.raises(ssmc.SsmcError, match="file name|target JSON file"):
         call()

@@ -9,13 +9,19 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.builders.onnx_models import (build_step_model, build_unsupported_op_model, build_wrong_rank_model,
-                                        random_spec, truncated_bytes)
+from tests.builders.onnx_models import (
+    build_step_model,
+    build_unsupported_op_model,
+    build_wrong_rank_model,
+    random_spec,
+    truncated_bytes,
+)
 
 
 def ssmc(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> None:
@@ -27,8 +33,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> N
         assert phrase in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", ["compile", "inspect", "run", "passes", "ops", "export-lava", "microcode",
-                                     "profile"])
+@pytest.mark.parametrize(
+    "command", ["compile", "inspect", "run", "passes", "ops", "export-lava", "microcode", "profile"]
+)
 def test_every_subcommand_help_explains_its_options_with_an_example(command):
     proc = ssmc(command, "--help")
     assert proc.returncode == 0
@@ -69,13 +76,16 @@ def bad_models(tmp_path):
     return paths
 
 
-@pytest.mark.parametrize("case, phrases", [
-    ("empty", ["empty"]),
-    ("not_onnx", ["not an ONNX model"]),
-    ("truncated", ["truncated"]),
-    ("unsupported_op", ["TopK", "Supported:"]),
-    ("wrong_rank", ["rank 3", "step-form"]),
-])
+@pytest.mark.parametrize(
+    "case, phrases",
+    [
+        ("empty", ["empty"]),
+        ("not_onnx", ["not an ONNX model"]),
+        ("truncated", ["truncated"]),
+        ("unsupported_op", ["TopK", "Supported:"]),
+        ("wrong_rank", ["rank 3", "step-form"]),
+    ],
+)
 @pytest.mark.parametrize("command", ["compile", "inspect"])
 def test_bad_models_give_a_one_line_cause(bad_models, tmp_path, command, case, phrases):
     out = tmp_path / "net.lava"
@@ -115,8 +125,9 @@ def test_compile_run_round_trip_and_agreement_with_onnxruntime(tmp_path):
     assert proc.returncode == 0, proc.stderr
     x = np.random.default_rng(0).normal(size=(4, 12, spec.in_features)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x, y=np.array([0, 1, 0, 1]))
-    proc = ssmc("run", net, "--input", tmp_path / "in.npz", "--compare-onnx", model_path,
-                "--output", tmp_path / "y.npy")
+    proc = ssmc(
+        "run", net, "--input", tmp_path / "in.npz", "--compare-onnx", model_path, "--output", tmp_path / "y.npy"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "accuracy (float):" in proc.stdout and "vs onnxruntime" in proc.stdout
     rel = float(proc.stdout.split("of the output scale")[0].rsplit("(", 1)[1])
@@ -168,8 +179,14 @@ def test_fixed_point_compile_and_run_reports_accuracy_saturation_and_sparsity(tm
     assert "assign-bitwidths: " in proc.stderr and "weights 7 b" in proc.stderr
     proc = ssmc("run", net, "--input", tmp_path / "in.npz", "--compare-float")
     assert proc.returncode == 0, proc.stderr
-    for phrase in ("engine numpy", "accuracy (numpy):", "saturation:", "message sparsity", "vs float reference",
-                   "accuracy (float):"):
+    for phrase in (
+        "engine numpy",
+        "accuracy (numpy):",
+        "saturation:",
+        "message sparsity",
+        "vs float reference",
+        "accuracy (float):",
+    ):
         assert phrase in proc.stdout
 
 
@@ -178,15 +195,25 @@ def microcode_run(tmp_path):
     """A fixed-point net.lava and 3 input sequences, and the `ssmc run --engine microcode --compare-numpy`
     command line for them (run in-process, so that a test can tamper with the microcode engine)."""
     import ssmc as lib
+
     spec, model_path = _relu_model(tmp_path)
     lib.compile(model_path).save(tmp_path / "net.lava")
     np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(size=(3, 6, spec.in_features)))
-    return ["run", str(tmp_path / "net.lava"), "--input", str(tmp_path / "x.npy"), "--engine", "microcode",
-            "--compare-numpy", "-q"]
+    return [
+        "run",
+        str(tmp_path / "net.lava"),
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--engine",
+        "microcode",
+        "--compare-numpy",
+        "-q",
+    ]
 
 
 def test_compare_numpy_says_identical_and_exits_0_when_the_engines_agree(microcode_run, capsys):
     from ssmc.cli import main
+
     assert main(microcode_run) == 0
     out = capsys.readouterr().out
     assert "vs numpy engine: identical integers (" in out
@@ -210,8 +237,9 @@ def test_compare_numpy_fails_with_exit_1_when_one_output_integer_differs(microco
     assert "predictions (first 10):" in captured.out  # the normal report comes first
     assert "vs numpy engine: MISMATCH: 1 of " in captured.out
     errors = [line for line in captured.err.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("ssmc: error: the microcode engine disagrees with the numpy "
-                                                     "engine"), captured.err
+    assert len(errors) == 1 and errors[0].startswith(
+        "ssmc: error: the microcode engine disagrees with the numpy engine"
+    ), captured.err
     assert "1 of " in errors[0] and "output values differ" in errors[0]
 
 
@@ -237,6 +265,7 @@ def test_widths_outside_the_target_are_refused(tmp_path):
 
 def test_nan_parameters_are_refused_naming_the_initializer(tmp_path):
     from onnx import numpy_helper
+
     _, model_path = _relu_model(tmp_path)
     model = onnx.load(str(model_path))
     init = next(i for i in model.graph.initializer if i.name.endswith("s4d.log_dt"))
@@ -249,6 +278,7 @@ def test_nan_parameters_are_refused_naming_the_initializer(tmp_path):
 
 def test_an_unstable_layer_is_refused_naming_it(tmp_path):
     from tests.frontend.test_recurrence import _rotation, _state_model
+
     path = tmp_path / "unstable.onnx"
     onnx.save(_state_model(2, _rotation(1.05, 0.3)), str(path))
     assert_one_line_error(ssmc("compile", path, "-o", tmp_path / "n.lava"), "%s4d0 (s4d): |A_bar| = 1.05")
@@ -256,6 +286,7 @@ def test_an_unstable_layer_is_refused_naming_it(tmp_path):
 
 def test_passes_lists_every_pass_of_the_default_pipeline_with_its_options():
     from ssmc.passes import DEFAULT_PIPELINE
+
     proc = ssmc("passes")
     assert proc.returncode == 0
     for name in DEFAULT_PIPELINE.split(","):
@@ -270,6 +301,7 @@ def test_sigma_delta_messages_are_one_flag_and_need_the_fixed_point_passes(tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "sigma-delta thresholds (message LSBs)" in proc.stderr
     import ssmc as lib
+
     assert "assign-bitwidths,sigma-delta{threshold=0.001}" in lib.load(net).pipeline
     proc = ssmc("compile", model_path, "-o", tmp_path / "f.lava", "--stop-after", "fold-linear", "--sigma-delta", "0")
     assert_one_line_error(proc, "sigma-delta messages need assign-bitwidths")
@@ -278,6 +310,7 @@ def test_sigma_delta_messages_are_one_flag_and_need_the_fixed_point_passes(tmp_p
 
 def test_verify_each_is_the_default_and_no_verify_turns_it_off_but_not_both():
     from ssmc.cli import build_parser
+
     parser = build_parser()
     assert parser.parse_args(["compile", "m.onnx", "-o", "n.lava"]).no_verify is False
     assert parser.parse_args(["compile", "m.onnx", "-o", "n.lava", "--verify-each"]).no_verify is False
@@ -292,6 +325,7 @@ def test_verify_each_is_the_default_and_no_verify_turns_it_off_but_not_both():
 def test_a_chip_or_core_count_below_one_is_refused_not_taken_as_the_default(flag, value, tmp_path, capsys):
     out = tmp_path / "n.lava"
     from ssmc.cli import main
+
     assert main(["compile", "examples/digits/digits_s4d_step.onnx", "-o", str(out), "-q", flag, value]) == 1
     err = capsys.readouterr().err
     key = flag.lstrip("-").replace("-", "_")  # the config key the flag sets
@@ -312,7 +346,10 @@ def test_compile_shows_progress_as_each_layer_is_measured_and_before_each_pass_r
     starts = [line.strip()[:-4] for line in lines if line.strip().endswith(" ...")]
     # the output steps run as steps of the same driver, after the passes
     assert starts == [p.name for p in parse_pipeline(DEFAULT_PIPELINE)] + [
-        "describe-target", "emit-microcode", "lava-processes"]
+        "describe-target",
+        "emit-microcode",
+        "lava-processes",
+    ]
 
 
 def test_readout_last_classifies_from_the_last_token_with_split_weight_exponents(tmp_path):
@@ -320,12 +357,14 @@ def test_readout_last_classifies_from_the_last_token_with_split_weight_exponents
     x = np.random.default_rng(0).normal(size=(6, 10, spec.in_features)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x, y=np.arange(6) % spec.n_out)
     net = tmp_path / "net.lava"
-    proc = ssmc("compile", model_path, "-o", net, "--calibrate", tmp_path / "in.npz", "--readout", "last",
-                "--weight-exp", "row")
+    proc = ssmc(
+        "compile", model_path, "-o", net, "--calibrate", tmp_path / "in.npz", "--readout", "last", "--weight-exp", "row"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "weight-exp row: " in proc.stderr and "synapse groups added by per-row exponents" in proc.stderr
-    proc = ssmc("run", net, "--input", tmp_path / "in.npz", "--compare-onnx", model_path, "--output",
-                tmp_path / "y.npy")
+    proc = ssmc(
+        "run", net, "--input", tmp_path / "in.npz", "--compare-onnx", model_path, "--output", tmp_path / "y.npy"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "compiled without --readout" not in proc.stdout
     y = np.load(tmp_path / "y.npy")
@@ -341,9 +380,15 @@ def test_run_refuses_inputs_the_float_reference_cannot_take_on_every_engine(tmp_
     x[1, 3, 0] = -1e308  # finite, but the float model's first layer turns it into inf
     np.save(tmp_path / "huge.npy", x)
     for engine in ("float", "numpy"):
-        assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "huge.npy", "--engine", engine),
-                              f"{tmp_path / 'huge.npy'}: input has values up to 1e+308", "scale the data")
+        assert_one_line_error(
+            ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "huge.npy", "--engine", engine),
+            f"{tmp_path / 'huge.npy'}: input has values up to 1e+308",
+            "scale the data",
+        )
     x[1, 3, 0] = np.inf
     np.save(tmp_path / "inf.npy", x)
-    assert_one_line_error(ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "inf.npy", "--engine", "float"),
-                          "inf.npy", "NaN or infinite")
+    assert_one_line_error(
+        ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "inf.npy", "--engine", "float"),
+        "inf.npy",
+        "NaN or infinite",
+    )

@@ -14,8 +14,9 @@ from tests.builders.onnx_models import build_step_model, random_spec
 
 
 def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +39,25 @@ def test_config_of_a_model_lists_every_key_and_a_table_per_layer_and_reads_back_
     text = proc.stdout
     for key in ("passes", "skip", "readout", "plugins"):
         assert f"\n{key} = " in text
-    for key in ("stop_after", "weight_bits", "coef_bits", "state_bits", "message_bits", "weight_exp", "sigma_delta",
-                "target", "board", "chips", "max_neurons_per_core", "calibration"):
+    for key in (
+        "stop_after",
+        "weight_bits",
+        "coef_bits",
+        "state_bits",
+        "message_bits",
+        "weight_exp",
+        "sigma_delta",
+        "target",
+        "board",
+        "chips",
+        "max_neurons_per_core",
+        "calibration",
+    ):
         assert f"\n# {key} = " in text  # not set: written commented out, with an example value
     assert "# Allowed: one of none, sum, mean, last." in text and "# Allowed: 3..8; default: 8." in text
     inspected = cli("inspect", model, "--format", "json")
     layers = [layer["name"] for layer in __import__("json").loads(inspected.stdout)["layers"]]
-    assert [line[len("[layers."):-1] for line in text.splitlines() if line.startswith("[layers.")] == layers
+    assert [line[len("[layers.") : -1] for line in text.splitlines() if line.startswith("[layers.")] == layers
     (tmp_path / "c.toml").write_text(text)
     assert read_config_file(tmp_path / "c.toml") == CompileConfig()
 
@@ -54,8 +67,11 @@ def test_config_compile_config_round_trips_identically_and_net_lava_records_the_
     text = edit(text, 'readout = "none"', 'readout = "mean"')
     text = edit(text, "# weight_bits = 8\n", "weight_bits = 7\n")
     text = edit(text, "# sigma_delta = 0.001", "sigma_delta = 0.002")
-    text = edit(text, "[layers.s4d0]\n# weight_bits = 8  # 3..8\n# coef_bits = 16  # 4..24",
-                "[layers.s4d0]\n# weight_bits = 8  # 3..8\ncoef_bits = 12")
+    text = edit(
+        text,
+        "[layers.s4d0]\n# weight_bits = 8  # 3..8\n# coef_bits = 16  # 4..24",
+        "[layers.s4d0]\n# weight_bits = 8  # 3..8\ncoef_bits = 12",
+    )
     (tmp_path / "ssmc.toml").write_text(text)
     proc = cli("compile", model, "-o", tmp_path / "net.lava", "-q", "--config", tmp_path / "ssmc.toml")
     assert proc.returncode == 0, proc.stderr
@@ -65,21 +81,37 @@ def test_config_compile_config_round_trips_identically_and_net_lava_records_the_
     used = ssmc.load(tmp_path / "net.lava").config
     assert used == read_config_file(tmp_path / "ssmc.toml")
     assert (used.readout, used.weight_bits, used.sigma_delta, used.layers) == (
-        "mean", 7, 0.002, (LayerWidths("s4d0", coef_bits=12),))
+        "mean",
+        7,
+        0.002,
+        (LayerWidths("s4d0", coef_bits=12),),
+    )
 
 
 def test_flags_override_the_config_file_and_the_net_records_the_result(model, tmp_path):
     (tmp_path / "c.toml").write_text('readout = "mean"\nweight_bits = 7\nskip = ["rescale-states"]\n')
     cal = model.parent / "cal.npz"
-    proc = cli("compile", model, "-o", tmp_path / "n.lava", "-q", "--config", tmp_path / "c.toml",
-               "--readout", "sum", "--calibrate", cal)
+    proc = cli(
+        "compile",
+        model,
+        "-o",
+        tmp_path / "n.lava",
+        "-q",
+        "--config",
+        tmp_path / "c.toml",
+        "--readout",
+        "sum",
+        "--calibrate",
+        cal,
+    )
     assert proc.returncode == 0, proc.stderr
     c = ssmc.load(tmp_path / "n.lava").config
     assert (c.readout, c.weight_bits, c.skip, c.calibration.file) == ("sum", 7, ("rescale-states",), "cal.npz")
     # the recorded config, given back with the same data, makes the same net
     (tmp_path / "back.toml").write_text(cli("config", tmp_path / "n.lava").stdout)
-    proc = cli("compile", model, "-o", tmp_path / "again.lava", "-q", "--config", tmp_path / "back.toml",
-               "--calibrate", cal)
+    proc = cli(
+        "compile", model, "-o", tmp_path / "again.lava", "-q", "--config", tmp_path / "back.toml", "--calibrate", cal
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "again.lava").read_bytes() == (tmp_path / "n.lava").read_bytes()
     # ... and without the data it names, it says what to pass instead of calibrating on random tokens
@@ -87,17 +119,21 @@ def test_flags_override_the_config_file_and_the_net_records_the_result(model, tm
     assert proc.returncode == 1 and "calibrated with cal.npz: pass that data with --calibrate" in proc.stderr
 
 
-@pytest.mark.parametrize("text,phrases", [
-    ("speed = 3\n", ["unknown key 'speed'", "keys: passes, skip, stop_after, readout"]),
-    ('readout = "max"\n', ["readout = 'max'", "one of none, sum, mean, last"]),
-    ("weight_bits = 12\n", ["weight_bits = 12", "3..8"]),
-    ("[layers.s4d0]\ncoef = 12\n", ["layer 's4d0': unknown key 'coef'", "keys: name, weight_bits, coef_bits"]),
-    ("[layers.s4d0]\nstate_bits = 99\n", ["layers.s4d0.state_bits = 99", "8..32"]),
-    ('target = "loihi2"\n', ["target must be a table {file = \"name\", sha256"]),
-    ("readout = \n", ["not valid TOML"]),
-])
-def test_an_unknown_key_or_bad_value_fails_in_one_line_with_the_file_key_and_allowed_values(model, tmp_path, text,
-                                                                                          phrases):
+@pytest.mark.parametrize(
+    "text,phrases",
+    [
+        ("speed = 3\n", ["unknown key 'speed'", "keys: passes, skip, stop_after, readout"]),
+        ('readout = "max"\n', ["readout = 'max'", "one of none, sum, mean, last"]),
+        ("weight_bits = 12\n", ["weight_bits = 12", "3..8"]),
+        ("[layers.s4d0]\ncoef = 12\n", ["layer 's4d0': unknown key 'coef'", "keys: name, weight_bits, coef_bits"]),
+        ("[layers.s4d0]\nstate_bits = 99\n", ["layers.s4d0.state_bits = 99", "8..32"]),
+        ('target = "loihi2"\n', ['target must be a table {file = "name", sha256']),
+        ("readout = \n", ["not valid TOML"]),
+    ],
+)
+def test_an_unknown_key_or_bad_value_fails_in_one_line_with_the_file_key_and_allowed_values(
+    model, tmp_path, text, phrases
+):
     (tmp_path / "bad.toml").write_text(text)
     proc = cli("compile", model, "-o", tmp_path / "n.lava", "--config", tmp_path / "bad.toml")
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -7,8 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssmc.config import (DEFAULT_PIPELINE, CompileConfig, ConfigError, FileRecord, LayerWidths, from_options,
-                         from_toml, to_toml)
+from ssmc.config import (
+    DEFAULT_PIPELINE,
+    CompileConfig,
+    ConfigError,
+    FileRecord,
+    LayerWidths,
+    from_options,
+    from_toml,
+    to_toml,
+)
 
 HEX = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 NAME = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
@@ -23,13 +31,23 @@ LAYER = st.builds(LayerWidths, NAME, width(3, 8), width(4, 24), width(8, 32), wi
 CONFIGS = st.builds(
     CompileConfig,
     passes=st.sampled_from([DEFAULT_PIPELINE, "canonicalize", "", 'sigma-delta{kinds="cpx,relu"}']),
-    skip=st.lists(NAME, max_size=2).map(tuple), stop_after=st.none() | NAME,
-    readout=st.sampled_from(["none", "sum", "mean", "last"]), calibration=st.none() | RECORD,
-    weight_bits=width(3, 8), coef_bits=width(4, 24), state_bits=width(8, 32), message_bits=width(2, 32),
-    layers=st.lists(LAYER, max_size=3, unique_by=lambda lw: lw.name).map(tuple), weight_exp=st.none() | st.sampled_from(["group", "row", "auto"]),
-    sigma_delta=st.none() | st.floats(0.0, 0.999), target=st.none() | RECORD, board=st.none() | NAME,
-    chips=st.none() | st.integers(1, 64), max_neurons_per_core=st.none() | st.integers(1, 8192),
-    plugins=st.lists(RECORD, max_size=2).map(tuple))
+    skip=st.lists(NAME, max_size=2).map(tuple),
+    stop_after=st.none() | NAME,
+    readout=st.sampled_from(["none", "sum", "mean", "last"]),
+    calibration=st.none() | RECORD,
+    weight_bits=width(3, 8),
+    coef_bits=width(4, 24),
+    state_bits=width(8, 32),
+    message_bits=width(2, 32),
+    layers=st.lists(LAYER, max_size=3, unique_by=lambda lw: lw.name).map(tuple),
+    weight_exp=st.none() | st.sampled_from(["group", "row", "auto"]),
+    sigma_delta=st.none() | st.floats(0.0, 0.999),
+    target=st.none() | RECORD,
+    board=st.none() | NAME,
+    chips=st.none() | st.integers(1, 64),
+    max_neurons_per_core=st.none() | st.integers(1, 8192),
+    plugins=st.lists(RECORD, max_size=2).map(tuple),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -63,15 +81,18 @@ BAD = [  # key, value, what the one-line error must say (the key and the values 
     ("passes", 5, "passes = 5: a pipeline string"),
     ("skip", "canonicalize", "skip must be a list of pass names"),
     ("stop_after", "", "stop_after = '': a pass name"),
-    ("calibration", "cal.npz", "calibration must be a table {file = \"name\", sha256"),
+    ("calibration", "cal.npz", 'calibration must be a table {file = "name", sha256'),
     ("target", {"file": "t.json", "sha256": "xyz"}, "target.sha256 = 'xyz': 64 lowercase hex digits"),
     ("target", {"file": "t.json", "size": 3}, "target must be a table"),
     ("plugins", [{"file": ""}], "plugins.file = '': a file or built-in name"),
     ("layers", [{"name": "s4d0", "weight_bits": 9}], "layers.s4d0.weight_bits = 9 is outside"),
     ("layers", [{"name": "s4d0", "bits": 9}], "layer 's4d0': unknown key 'bits'; keys: name, weight_bits, coef_bits"),
     ("layers", [{"name": "a b"}], "layers.name = 'a b': a layer name"),
-    ("layers", [{"name": "s4d0", "coef_bits": 12}, {"name": "s4d0", "state_bits": 20}],
-     "layers = 's4d0': each layer once"),
+    (
+        "layers",
+        [{"name": "s4d0", "coef_bits": 12}, {"name": "s4d0", "state_bits": 20}],
+        "layers = 's4d0': each layer once",
+    ),
 ]
 
 
@@ -90,8 +111,13 @@ def test_an_unknown_key_is_refused_with_the_keys_there_are():
 
 
 def test_compile_keywords_set_fields_and_layer_bits_text_becomes_a_table_per_layer():
-    c = CompileConfig(readout="mean").with_options(weight_bits=6, layer_bits="s4d0:coef=12/weight=5;linear1:weight=4",
-                                                   target="/some/folder/t.json", skip=["place"], chips=None)
+    c = CompileConfig(readout="mean").with_options(
+        weight_bits=6,
+        layer_bits="s4d0:coef=12/weight=5;linear1:weight=4",
+        target="/some/folder/t.json",
+        skip=["place"],
+        chips=None,
+    )
     assert c.readout == "mean" and c.weight_bits == 6 and c.skip == ("place",) and c.chips is None
     assert c.layers == (LayerWidths("s4d0", weight_bits=5, coef_bits=12), LayerWidths("linear1", weight_bits=4))
     assert c.layer_bits == "s4d0:weight=5/coef=12;linear1:weight=4"  # assign-bitwidths' option text
@@ -101,13 +127,28 @@ def test_compile_keywords_set_fields_and_layer_bits_text_becomes_a_table_per_lay
 
 
 def test_a_format_2_options_object_reads_into_the_same_config():
-    old = {"readout": "sum", "calibration": f"cal.npz sha256:{'a' * 64}", "passes": "canonicalize",
-           "skip": ["place"], "weight_bits": 6, "layer_bits": "s4d1:weight=5", "target": "C:\\t\\mine.json",
-           "chips": 2, "plugins": [{"file": "h.py", "sha256": "b" * 64}]}
+    old = {
+        "readout": "sum",
+        "calibration": f"cal.npz sha256:{'a' * 64}",
+        "passes": "canonicalize",
+        "skip": ["place"],
+        "weight_bits": 6,
+        "layer_bits": "s4d1:weight=5",
+        "target": "C:\\t\\mine.json",
+        "chips": 2,
+        "plugins": [{"file": "h.py", "sha256": "b" * 64}],
+    }
     assert from_options(old) == CompileConfig(
-        passes="canonicalize", skip=("place",), readout="sum", calibration=FileRecord("cal.npz", "a" * 64),
-        weight_bits=6, layers=(LayerWidths("s4d1", weight_bits=5),), target=FileRecord("mine.json"), chips=2,
-        plugins=(FileRecord("h.py", "b" * 64),))
+        passes="canonicalize",
+        skip=("place",),
+        readout="sum",
+        calibration=FileRecord("cal.npz", "a" * 64),
+        weight_bits=6,
+        layers=(LayerWidths("s4d1", weight_bits=5),),
+        target=FileRecord("mine.json"),
+        chips=2,
+        plugins=(FileRecord("h.py", "b" * 64),),
+    )
     assert from_options({"calibration": "none"}).calibration is None
 
 

@@ -72,7 +72,12 @@ def test_the_console_commands_succeed(tmp_path):
             if not line.startswith("$ "):
                 continue
             argv = shlex.split(line[2:])
-            argv = ([sys.executable] + argv[1:] if argv[0] == "python" else
-                    [sys.executable, "-m", "ssmc.cli"] + argv[1:] if argv[0] == "ssmc" else argv)
+            argv = (
+                [sys.executable] + argv[1:]
+                if argv[0] == "python"
+                else [sys.executable, "-m", "ssmc.cli"] + argv[1:]
+                if argv[0] == "ssmc"
+                else argv
+            )
             proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
             assert proc.returncode == 0, f"{line}: {proc.stderr}"

@@ -27,8 +27,12 @@ def _name(node: ast.expr) -> str:
 
 
 def test_no_code_raises_the_bare_base_class():
-    bare = [f"{path}:{node.lineno}" for path, tree in _trees() for node in ast.walk(tree)
-            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and _name(node.exc.func) == "SsmcError"]
+    bare = [
+        f"{path}:{node.lineno}"
+        for path, tree in _trees()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and _name(node.exc.func) == "SsmcError"
+    ]
     assert bare == [], f"raise a subclass from ssmc/errors.py that says what went wrong, not SsmcError: {bare}"
 
 
@@ -36,16 +40,22 @@ def test_every_error_class_is_defined_in_errors_py():
     def is_error(base: ast.expr) -> bool:
         return re.search(r"(Error|Exception)$", _name(base)) is not None
 
-    elsewhere = [f"{path}:{node.lineno} {node.name}" for path, tree in _trees() if path != Path("ssmc/errors.py")
-                 for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and any(map(is_error, node.bases))]
+    elsewhere = [
+        f"{path}:{node.lineno} {node.name}"
+        for path, tree in _trees()
+        if path != Path("ssmc/errors.py")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and any(map(is_error, node.bases))
+    ]
     assert elsewhere == [], f"define error classes in ssmc/errors.py (re-export them where they were): {elsewhere}"
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
 def test_each_error_class_says_what_it_means_here_and_in_the_architecture_table(cls):
     assert cls.__doc__ and cls.__doc__.strip()
-    assert re.search(rf"^\| `{cls.__name__}` +\|", ARCHITECTURE.read_text(), re.M), \
+    assert re.search(rf"^\| `{cls.__name__}` +\|", ARCHITECTURE.read_text(), re.M), (
         f"{cls.__name__} is missing from the error table in docs/architecture.md"
+    )
 
 
 def test_the_classes_first_defined_elsewhere_still_import_from_there():
@@ -54,4 +64,3 @@ def test_the_classes_first_defined_elsewhere_still_import_from_there():
     from ssmc.targets import TargetError
 
     assert (PassError, HandlerError, TargetError) == (errors.PassError, errors.HandlerError, errors.TargetError)
-

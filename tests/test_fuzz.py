@@ -33,11 +33,11 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         elif kind == 1 and b:
             b[i] = rng.randrange(256)
         elif kind == 2:
-            del b[rng.randrange(len(b) + 1):]
+            del b[rng.randrange(len(b) + 1) :]
         elif kind == 3:
             b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
         elif b:
-            del b[i:i + rng.randint(1, 8)]
+            del b[i : i + rng.randint(1, 8)]
     return bytes(b)
 
 
@@ -71,6 +71,7 @@ def test_mutated_models_are_imported_or_refused_cleanly():
 def test_mutated_nets_are_loaded_or_refused_cleanly(tmp_path):
     spec = StepModelSpec(in_features=1, H=2, M=1, n_layers=1, n_out=2, activation="relu", seed=3)
     import onnx
+
     path = tmp_path / "m.onnx"
     onnx.save(build_step_model(spec), str(path))
     net = ssmc.compile(path, calibration=np.random.default_rng(0).normal(size=(4, 8, 1)))

@@ -33,13 +33,43 @@ from ssmc.frontend.load import load_model_bytes
 SEED = int(os.environ.get("FUZZ_SEED", "20261201"))
 CASES = int(os.environ.get("FUZZ_GRAPH_CASES", "1500"))
 
-UNARY = ("Relu", "Sigmoid", "Tanh", "Exp", "Neg", "Abs", "Erf", "Identity", "Softmax", "Sqrt", "Reciprocal",
-         "Dropout", "Flatten", "TopK", "Not")
+UNARY = (
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Neg",
+    "Abs",
+    "Erf",
+    "Identity",
+    "Softmax",
+    "Sqrt",
+    "Reciprocal",
+    "Dropout",
+    "Flatten",
+    "TopK",
+    "Not",
+)
 FLAVOURS = ("normal",) * 24 + ("nan", "inf", "huge", "tiny", "zeros", "ints")
-DTYPES = (TensorProto.FLOAT,) * 30 + (TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT64,
-                                     TensorProto.INT32, TensorProto.BOOL)
-DAMAGE = ("none",) * 20 + ("dangling", "cycle", "duplicate_output", "wrong_dtype", "bad_attr", "drop_output",
-                          "state_mismatch", "empty_name", "unknown_domain", "missing_opset")
+DTYPES = (TensorProto.FLOAT,) * 30 + (
+    TensorProto.DOUBLE,
+    TensorProto.FLOAT16,
+    TensorProto.INT64,
+    TensorProto.INT32,
+    TensorProto.BOOL,
+)
+DAMAGE = ("none",) * 20 + (
+    "dangling",
+    "cycle",
+    "duplicate_output",
+    "wrong_dtype",
+    "bad_attr",
+    "drop_output",
+    "state_mismatch",
+    "empty_name",
+    "unknown_domain",
+    "missing_opset",
+)
 
 
 def _values(rng: np.random.Generator, shape: tuple, flavour: str) -> np.ndarray:
@@ -83,8 +113,13 @@ class _Builder:
 
 def _layer(b: _Builder, draw, x: str, width: int) -> tuple[str, int]:
     """One random op (or small pattern) reading x [batch, width]; returns its output and width."""
-    kind = draw(st.sampled_from(("linear",) * 4 + ("matmul_add", "unary", "scalar", "residual", "gelu") * 2
-                                + ("glu", "norm", "reshape", "concat", "cast", "conv")))
+    kind = draw(
+        st.sampled_from(
+            ("linear",) * 4
+            + ("matmul_add", "unary", "scalar", "residual", "gelu") * 2
+            + ("glu", "norm", "reshape", "concat", "cast", "conv")
+        )
+    )
     out_w = draw(st.integers(1, 6))
     if kind == "linear":
         trans = draw(st.booleans())
@@ -110,8 +145,12 @@ def _layer(b: _Builder, draw, x: str, width: int) -> tuple[str, int]:
         first, second = b.node("Split", [z], n_out=2, axis=draw(st.sampled_from([-1, 1, 0])))
         return b.node("Mul", [first, b.node("Sigmoid", [second])]), out_w
     if kind == "norm":
-        return b.node("LayerNormalization", [x, b.init((width,)), b.init((width,))],
-                      axis=draw(st.sampled_from([-1, 1, 0])), epsilon=draw(st.sampled_from([1e-5, 0.0]))), width
+        return b.node(
+            "LayerNormalization",
+            [x, b.init((width,)), b.init((width,))],
+            axis=draw(st.sampled_from([-1, 1, 0])),
+            epsilon=draw(st.sampled_from([1e-5, 0.0])),
+        ), width
     if kind == "reshape":
         shape = b.init((2,), "ints") if draw(st.integers(0, 4)) == 0 else None
         if shape is None:
@@ -193,8 +232,11 @@ def onnx_models(draw) -> bytes:
             b.nodes.append(helper.make_node("Add", [cur, "bad_int"], ["bad_sum"], name="bad_add"))
             outputs[0] = helper.make_tensor_value_info("bad_sum", TensorProto.FLOAT, ["batch", width])
         elif damage == "bad_attr":
-            node.attribute.append(helper.make_attribute(draw(st.sampled_from(["axis", "transA", "to", "zzz"])),
-                                                        draw(st.sampled_from([7, -9, 1.5, "s"]))))
+            node.attribute.append(
+                helper.make_attribute(
+                    draw(st.sampled_from(["axis", "transA", "to", "zzz"])), draw(st.sampled_from([7, -9, 1.5, "s"]))
+                )
+            )
         elif damage == "empty_name":
             node.output[0] = ""
         elif damage == "unknown_domain":
@@ -220,8 +262,7 @@ def compile_bytes(data: bytes, readout: str) -> str:
     graph, _ = convert(load_model_bytes(data, name="fuzz.onnx").model, name="fuzz.onnx", readout=readout)
     F = graph.inputs()[0].shape[0]
     rng = np.random.default_rng(0)
-    graph, _ = run_pipeline(graph, with_data(parse_pipeline(DEFAULT_PIPELINE),
-                                             calibration=rng.normal(size=(2, 4, F))))
+    graph, _ = run_pipeline(graph, with_data(parse_pipeline(DEFAULT_PIPELINE), calibration=rng.normal(size=(2, 4, F))))
     run_numpy(graph, rng.normal(size=(2, 3, F)))
     return "compiled"
 
@@ -241,8 +282,10 @@ def compile_or_refuse(models, cases: int, label: str) -> None:
             outcome["refused"] += 1
 
     case()
-    print(f"\n{label}: seed {SEED}, {sum(outcome.values())} cases, {outcome['compiled']} compiled, "
-          f"{outcome['refused']} refused")
+    print(
+        f"\n{label}: seed {SEED}, {sum(outcome.values())} cases, {outcome['compiled']} compiled, "
+        f"{outcome['refused']} refused"
+    )
     assert outcome["refused"] and outcome["compiled"]
 
 
@@ -270,19 +313,51 @@ def test_cli_refuses_generated_bad_models_in_one_line_and_writes_nothing(case, t
     assert found
     (tmp_path / "bad.onnx").write_bytes(found[0])
     out = tmp_path / "net.lava"
-    proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "compile", str(tmp_path / "bad.onnx"), "-o", str(out),
-                           "-q"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssmc.cli", "compile", str(tmp_path / "bad.onnx"), "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("ssmc: error: ")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
 
 
-MUTATIONS = ("scale_huge", "scale_tiny", "zeros", "nan", "inf", "attr", "op_type", "drop_node", "swap_inputs",
-             "state_dim", "dtype", "none")
-SWAP_OPS = {"Relu": "Sigmoid", "Sigmoid": "Tanh", "Tanh": "Relu", "Add": "Sub", "Sub": "Mul", "Mul": "Div",
-            "Div": "Add", "Gemm": "MatMul", "MatMul": "Gemm", "Exp": "Neg", "Cos": "Sin", "Sin": "Cos",
-            "Erf": "Tanh", "ReduceSum": "ReduceMean", "Concat": "Sum", "Gather": "Squeeze", "Unsqueeze": "Squeeze"}
+MUTATIONS = (
+    "scale_huge",
+    "scale_tiny",
+    "zeros",
+    "nan",
+    "inf",
+    "attr",
+    "op_type",
+    "drop_node",
+    "swap_inputs",
+    "state_dim",
+    "dtype",
+    "none",
+)
+SWAP_OPS = {
+    "Relu": "Sigmoid",
+    "Sigmoid": "Tanh",
+    "Tanh": "Relu",
+    "Add": "Sub",
+    "Sub": "Mul",
+    "Mul": "Div",
+    "Div": "Add",
+    "Gemm": "MatMul",
+    "MatMul": "Gemm",
+    "Exp": "Neg",
+    "Cos": "Sin",
+    "Sin": "Cos",
+    "Erf": "Tanh",
+    "ReduceSum": "ReduceMean",
+    "Concat": "Sum",
+    "Gather": "Squeeze",
+    "Unsqueeze": "Squeeze",
+}
 
 
 @st.composite
@@ -290,8 +365,15 @@ def mutated_step_models(draw) -> bytes:
     """A valid torch-style S4D step model (tests/builders) with one or two semantic mutations."""
     from tests.builders.onnx_models import build_step_model, step_model_specs
 
-    spec = draw(step_model_specs(H=st.integers(1, 4), M=st.integers(1, 3), n_layers=st.integers(1, 2),
-                                 in_features=st.integers(1, 3), n_out=st.integers(1, 3)))
+    spec = draw(
+        step_model_specs(
+            H=st.integers(1, 4),
+            M=st.integers(1, 3),
+            n_layers=st.integers(1, 2),
+            in_features=st.integers(1, 3),
+            n_out=st.integers(1, 3),
+        )
+    )
     model = build_step_model(spec)
     g = model.graph
     for _ in range(draw(st.integers(1, 2))):
@@ -312,9 +394,12 @@ def mutated_step_models(draw) -> bytes:
             k = draw(st.integers(0, len(g.node) - 1))
             node = g.node[k]
             if m == "attr":
-                node.attribute.append(helper.make_attribute(draw(st.sampled_from(["axis", "transB", "epsilon",
-                                                                                  "alpha", "keepdims"])),
-                                                            draw(st.sampled_from([0, 1, -1, 3, 0.0, 1e30]))))
+                node.attribute.append(
+                    helper.make_attribute(
+                        draw(st.sampled_from(["axis", "transB", "epsilon", "alpha", "keepdims"])),
+                        draw(st.sampled_from([0, 1, -1, 3, 0.0, 1e30])),
+                    )
+                )
                 names = [a.name for a in node.attribute]
                 if len(set(names)) != len(names):  # keep the last of a duplicate
                     last = {a.name: a for a in node.attribute}
@@ -331,8 +416,9 @@ def mutated_step_models(draw) -> bytes:
             j = draw(st.integers(1, len(dims) - 1))
             dims[j].dim_value = dims[j].dim_value + draw(st.sampled_from([1, -1]))
         elif m == "dtype":
-            g.input[0].type.tensor_type.elem_type = draw(st.sampled_from([TensorProto.DOUBLE, TensorProto.FLOAT16,
-                                                                         TensorProto.INT64]))
+            g.input[0].type.tensor_type.elem_type = draw(
+                st.sampled_from([TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT64])
+            )
     return model.SerializeToString()
 
 
@@ -377,6 +463,7 @@ def edited_nets(draw) -> bytes:
         what = draw(st.sampled_from(["attr", "param", "param", "inputs"]))
         if what == "attr":
             from ssmc.ir.ops import with_defaults
+
             present = with_defaults(op)  # attributes at their default are not stored: edit those too
             if not present:
                 continue
@@ -424,6 +511,7 @@ def edited_nets(draw) -> bytes:
     from unittest import mock
 
     from ssmc.backend_loihi import bundle as bundle_module
+
     with mock.patch.object(bundle_module, "verify", lambda g: g):  # as if edited by hand: checksums match
         return encode(dataclasses.replace(bundle, graph=graph))
 
@@ -447,8 +535,10 @@ def test_edited_nets_run_or_are_refused_with_an_ssmc_error():
             outcome["refused"] += 1
 
     case()
-    print(f"\nedited net.lava IR: seed {SEED}, {sum(outcome.values())} cases, {outcome['ran']} ran, "
-          f"{outcome['refused']} refused")
+    print(
+        f"\nedited net.lava IR: seed {SEED}, {sum(outcome.values())} cases, {outcome['ran']} ran, "
+        f"{outcome['refused']} refused"
+    )
     assert outcome["refused"] and outcome["ran"]
 
 
@@ -474,10 +564,13 @@ def test_cli_refuses_an_edited_net_and_a_broken_plugin_in_one_line(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 4, 2), np.float32))
     (tmp_path / "broken.py").write_text("raise ImportError('no such thing')\n")
     (tmp_path / "m.onnx").write_bytes(b"")
-    for argv in (["run", tmp_path / "edited.lava", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"],
-                 ["compile", tmp_path / "m.onnx", "-o", tmp_path / "n.lava", "--plugin", tmp_path / "broken.py"]):
-        proc = subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, argv)], capture_output=True, text=True,
-                              timeout=300)
+    for argv in (
+        ["run", tmp_path / "edited.lava", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"],
+        ["compile", tmp_path / "m.onnx", "-o", tmp_path / "n.lava", "--plugin", tmp_path / "broken.py"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ssmc.cli", *map(str, argv)], capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr and proc.stderr.startswith("ssmc: error: ")
         assert len([line for line in proc.stderr.splitlines() if not line.startswith("[")]) == 1

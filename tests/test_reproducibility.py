@@ -18,10 +18,28 @@ from tests.conftest import ROOT
 
 OPTION_SETS = {
     "defaults": [],
-    "calibrated, sigma-delta, widths": ["--calibrate", "{cal}", "--sigma-delta", "0.001", "--weight-bits", "6",
-                                        "--layer-bits", "s4d0:coef=12/state=20", "--readout", "mean"],
-    "trimmed pipeline": ["--calibrate", "{cal}", "--skip", "rescale-states", "--message-bits", "16",
-                         "--readout", "sum"],
+    "calibrated, sigma-delta, widths": [
+        "--calibrate",
+        "{cal}",
+        "--sigma-delta",
+        "0.001",
+        "--weight-bits",
+        "6",
+        "--layer-bits",
+        "s4d0:coef=12/state=20",
+        "--readout",
+        "mean",
+    ],
+    "trimmed pipeline": [
+        "--calibrate",
+        "{cal}",
+        "--skip",
+        "rescale-states",
+        "--message-bits",
+        "16",
+        "--readout",
+        "sum",
+    ],
     "float network": ["--stop-after", "fold-linear", "--readout", "mean"],
 }
 
@@ -38,8 +56,12 @@ def test_compile_is_byte_identical_across_processes_and_replays_from_its_options
     model, cal = _setup(tmp_path)
     args = [a.format(cal=cal) for a in OPTION_SETS[label]]
     for name in ("a.lava", "b.lava"):
-        proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "compile", str(model), "-o", str(tmp_path / name),
-                               "-q", *args], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ssmc.cli", "compile", str(model), "-o", str(tmp_path / name), "-q", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
     first = (tmp_path / "a.lava").read_bytes()
     assert first == (tmp_path / "b.lava").read_bytes()
@@ -54,12 +76,30 @@ def test_compile_is_byte_identical_across_processes_and_replays_from_its_options
 
 def test_every_given_option_is_recorded(tmp_path):
     model, cal = _setup(tmp_path)
-    net = ssmc.compile(model, calibration=cal, readout="mean", sigma_delta=0.002, weight_bits=6, coef_bits=14,
-                       state_bits=22, message_bits=20, layer_bits="s4d1:weight=5", skip=["rescale-states"])
+    net = ssmc.compile(
+        model,
+        calibration=cal,
+        readout="mean",
+        sigma_delta=0.002,
+        weight_bits=6,
+        coef_bits=14,
+        state_bits=22,
+        message_bits=20,
+        layer_bits="s4d1:weight=5",
+        skip=["rescale-states"],
+    )
     assert net.config == CompileConfig(
-        readout="mean", calibration=FileRecord("cal.npz", hashlib.sha256(cal.read_bytes()).hexdigest()),
-        passes=ssmc.passes.DEFAULT_PIPELINE, skip=("rescale-states",), sigma_delta=0.002, weight_bits=6, coef_bits=14,
-        state_bits=22, message_bits=20, layers=(LayerWidths("s4d1", weight_bits=5),))
+        readout="mean",
+        calibration=FileRecord("cal.npz", hashlib.sha256(cal.read_bytes()).hexdigest()),
+        passes=ssmc.passes.DEFAULT_PIPELINE,
+        skip=("rescale-states",),
+        sigma_delta=0.002,
+        weight_bits=6,
+        coef_bits=14,
+        state_bits=22,
+        message_bits=20,
+        layers=(LayerWidths("s4d1", weight_bits=5),),
+    )
 
 
 def test_a_target_file_is_recorded_by_name_and_sha256_so_any_folder_gives_the_same_bytes(tmp_path):
@@ -68,10 +108,29 @@ def test_a_target_file_is_recorded_by_name_and_sha256_so_any_folder_gives_the_sa
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "t.json").write_bytes(shipped)
     outs = []
-    for name, cwd, target in (("a.lava", tmp_path, "sub/t.json"), ("b.lava", tmp_path / "sub", "t.json"),
-                              ("c.lava", ROOT, tmp_path / "sub" / "t.json")):
-        proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "compile", str(model), "-o", str(tmp_path / name),
-                               "-q", "--target", str(target)], capture_output=True, text=True, timeout=300, cwd=cwd)
+    for name, cwd, target in (
+        ("a.lava", tmp_path, "sub/t.json"),
+        ("b.lava", tmp_path / "sub", "t.json"),
+        ("c.lava", ROOT, tmp_path / "sub" / "t.json"),
+    ):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ssmc.cli",
+                "compile",
+                str(model),
+                "-o",
+                str(tmp_path / name),
+                "-q",
+                "--target",
+                str(target),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=cwd,
+        )
         assert proc.returncode == 0, proc.stderr
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1] == outs[2]
@@ -89,11 +148,28 @@ def test_a_plugin_compile_is_reproducible_and_records_the_plugin(tmp_path):
     onnx.save(export_fused_s4d.build_fused_model(export_fused_s4d.random_parameters()), str(tmp_path / "f.onnx"))
     outs = []
     # from two folders, the plugin named by a relative and by an absolute path
-    for name, cwd, plugin in (("a.lava", ROOT, "examples/custom_op/s4d_handler.py"),
-                              ("b.lava", tmp_path, ROOT / "examples" / "custom_op" / "s4d_handler.py")):
-        proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "compile", str(tmp_path / "f.onnx"), "-o",
-                               str(tmp_path / name), "-q", "--plugin", str(plugin)],
-                              capture_output=True, text=True, timeout=300, cwd=cwd)
+    for name, cwd, plugin in (
+        ("a.lava", ROOT, "examples/custom_op/s4d_handler.py"),
+        ("b.lava", tmp_path, ROOT / "examples" / "custom_op" / "s4d_handler.py"),
+    ):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ssmc.cli",
+                "compile",
+                str(tmp_path / "f.onnx"),
+                "-o",
+                str(tmp_path / name),
+                "-q",
+                "--plugin",
+                str(plugin),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=cwd,
+        )
         assert proc.returncode == 0, proc.stderr
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1]

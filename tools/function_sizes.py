@@ -31,8 +31,11 @@ def function_sizes(path: Path) -> list[tuple[int, str, int]]:
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 first = child.body[0]
                 doc = set()
-                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                        and isinstance(first.value.value, str):
+                if (
+                    isinstance(first, ast.Expr)
+                    and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)
+                ):
                     doc = set(range(first.lineno, first.end_lineno + 1))
                 n = sum(1 for line in range(first.lineno, child.end_lineno + 1) if line in code and line not in doc)
                 rows.append((n, prefix + child.name, child.lineno))
@@ -47,8 +50,15 @@ def function_sizes(path: Path) -> list[tuple[int, str, int]]:
 def main(argv: list[str]) -> int:
     limit = int(argv[0]) if argv else 60
     root = Path(argv[1] if len(argv) > 1 else "ssmc")
-    big = sorted(((n, name, f"{path}:{line}") for path in sorted(root.rglob("*.py"))
-                  for n, name, line in function_sizes(path) if n > limit), reverse=True)
+    big = sorted(
+        (
+            (n, name, f"{path}:{line}")
+            for path in sorted(root.rglob("*.py"))
+            for n, name, line in function_sizes(path)
+            if n > limit
+        ),
+        reverse=True,
+    )
     for n, name, where in big:
         print(f"{n:4d}  {name:40s} {where}")
     print(f"{len(big)} functions over {limit} lines of logic")

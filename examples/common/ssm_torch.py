@@ -67,9 +67,7 @@ class S4D(nn.Module):
 
     def __init__(self, h, m, dt_min, dt_max):
         super().__init__()
-        self.log_dt = nn.Parameter(
-            torch.rand(h) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        )
+        self.log_dt = nn.Parameter(torch.rand(h) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         self.log_A_real = nn.Parameter(torch.full((h, m), math.log(0.5)))
         self.A_imag = nn.Parameter(math.pi * torch.arange(m, dtype=torch.float32).repeat(h, 1))
         self.C = nn.Parameter(torch.randn(h, m, 2) * math.sqrt(0.5))  # real view: [..., 0] re, [..., 1] im
@@ -176,8 +174,7 @@ class S5(nn.Module):
         dt = torch.exp(self.log_step)
         _, _, bb_re, bb_im = self.discretize()
         v = torch.complex(u @ bb_re.T, u @ bb_im.T)  # (B, L, P)
-        x = causal_fft_conv(v, complex_powers(-torch.exp(self.log_Lambda_re) * dt, self.Lambda_im * dt,
-                                              u.shape[1]))
+        x = causal_fft_conv(v, complex_powers(-torch.exp(self.log_Lambda_re) * dt, self.Lambda_im * dt, u.shape[1]))
         c = torch.complex(self.C[..., 0], self.C[..., 1])
         return 2.0 * (x @ c.T).real + self.D * u
 
@@ -200,7 +197,7 @@ class LRU(nn.Module):
     def __init__(self, h, p, r_min, r_max, max_phase):
         super().__init__()
         u1, u2 = torch.rand(p), torch.rand(p)
-        self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2)))
+        self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2)))
         self.theta_log = nn.Parameter(torch.log(max_phase * u2))
         with torch.no_grad():
             self.gamma_log = nn.Parameter(torch.log(torch.sqrt(1 - torch.exp(-torch.exp(self.nu_log)) ** 2)))
@@ -366,8 +363,7 @@ def run_step_ort(model, layout, path, x):
     states = [np.zeros(shape, np.float32) for _, shape, _ in specs]
     out = []
     for t in range(x.shape[1]):
-        logits, *states = sess.run(["logits"] + [n + "_out" for n in names],
-                                   {"x": x[:, t], **dict(zip(names, states))})
+        logits, *states = sess.run(["logits"] + [n + "_out" for n in names], {"x": x[:, t], **dict(zip(names, states))})
         out.append(logits)
     return np.stack(out, 1)
 
@@ -386,16 +382,32 @@ def export_step(model, layout, dynamo, path, example_x):
     if dynamo:
         b = torch.export.Dim("batch")
         dims = {"x": {0: b}, "states": tuple({axis: b} for _, _, axis in specs)}  # forward(x, *states)
-        torch.onnx.export(step_model, args, str(path), dynamo=True, input_names=in_names, output_names=out_names,
-                          dynamic_shapes=dims, verbose=False)
+        torch.onnx.export(
+            step_model,
+            args,
+            str(path),
+            dynamo=True,
+            input_names=in_names,
+            output_names=out_names,
+            dynamic_shapes=dims,
+            verbose=False,
+        )
     else:
         axes = {"x": {0: "batch"}, "logits": {0: "batch"}}
         for name, _, axis in specs:
             axes[name] = axes[f"{name}_out"] = {axis: "batch"}
-        torch.onnx.export(step_model, args, str(path), dynamo=False, opset_version=LEGACY_OPSET,
-                          input_names=in_names, output_names=out_names, dynamic_axes=axes,
-                          # Folding would bake the discretization into constants; keep the raw parameters.
-                          do_constant_folding=False)
+        torch.onnx.export(
+            step_model,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=LEGACY_OPSET,
+            input_names=in_names,
+            output_names=out_names,
+            dynamic_axes=axes,
+            # Folding would bake the discretization into constants; keep the raw parameters.
+            do_constant_folding=False,
+        )
     proto = onnx.load(str(path))
     for node in proto.graph.node:
         kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
@@ -414,14 +426,18 @@ def state_dict_from_onnx(path):
     from onnx import numpy_helper
 
     proto = onnx.load(str(path))
-    return {init.name.removeprefix("model."): torch.from_numpy(numpy_helper.to_array(init).copy())
-            for init in proto.graph.initializer if init.name.startswith("model.")}
+    return {
+        init.name.removeprefix("model."): torch.from_numpy(numpy_helper.to_array(init).copy())
+        for init in proto.graph.initializer
+        if init.name.startswith("model.")
+    }
 
 
 def value_info(values):
     return [
-        {"name": v.name,
-         "shape": [d.dim_param if d.HasField("dim_param") else d.dim_value
-                   for d in v.type.tensor_type.shape.dim]}
+        {
+            "name": v.name,
+            "shape": [d.dim_param if d.HasField("dim_param") else d.dim_value for d in v.type.tensor_type.shape.dim],
+        }
         for v in values
     ]

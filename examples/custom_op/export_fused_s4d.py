@@ -29,8 +29,9 @@ from onnx import TensorProto, helper, numpy_helper
 DOMAIN = "com.example"
 
 
-def random_parameters(in_features: int = 2, H: int = 4, M: int = 3, n_layers: int = 2, n_out: int = 3,
-                      seed: int = 0) -> dict[str, np.ndarray]:
+def random_parameters(
+    in_features: int = 2, H: int = 4, M: int = 3, n_layers: int = 2, n_out: int = 3, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Parameters named like a torch state_dict (linear weights [out, in])."""
     rng = np.random.default_rng(seed)
     p = {}
@@ -60,16 +61,23 @@ def build_fused_model(params: dict[str, np.ndarray]) -> onnx.ModelProto:
     nodes, inits = [], [numpy_helper.from_array(v, name=k) for k, v in sorted(params.items())]
 
     def gemm(module, x, out):
-        nodes.append(helper.make_node("Gemm", [x, f"{module}.weight", f"{module}.bias"], [out],
-                                      name=f"/{module}/Gemm", transB=1))
+        nodes.append(
+            helper.make_node("Gemm", [x, f"{module}.weight", f"{module}.bias"], [out], name=f"/{module}/Gemm", transB=1)
+        )
         return out
 
     u = gemm("encoder", "x", "encoded")
     for layer in range(n_layers):
         s = f"layers.{layer}.s4d"
-        nodes.append(helper.make_node(
-            "S4D", [u, f"state{layer}"] + [f"{s}.{k}" for k in ("log_dt", "log_A_real", "A_imag", "C", "D")],
-            [f"s4d{layer}_y", f"state{layer}_out"], name=f"/layers.{layer}/s4d/S4D", domain=DOMAIN))
+        nodes.append(
+            helper.make_node(
+                "S4D",
+                [u, f"state{layer}"] + [f"{s}.{k}" for k in ("log_dt", "log_A_real", "A_imag", "C", "D")],
+                [f"s4d{layer}_y", f"state{layer}_out"],
+                name=f"/layers.{layer}/s4d/S4D",
+                domain=DOMAIN,
+            )
+        )
         nodes.append(helper.make_node("Relu", [f"s4d{layer}_y"], [f"act{layer}"], name=f"/layers.{layer}/Relu"))
         mixed = gemm(f"layers.{layer}.mix", f"act{layer}", f"mix{layer}")
         nodes.append(helper.make_node("Add", [u, mixed], [f"block{layer}"], name=f"/layers.{layer}/Add"))
@@ -77,16 +85,23 @@ def build_fused_model(params: dict[str, np.ndarray]) -> onnx.ModelProto:
     gemm("decoder", u, "logits")
 
     def states(suffix):
-        return [helper.make_tensor_value_info(f"state{i}{suffix}", TensorProto.FLOAT, ["batch", H, M, 2])
-                for i in range(n_layers)]
+        return [
+            helper.make_tensor_value_info(f"state{i}{suffix}", TensorProto.FLOAT, ["batch", H, M, 2])
+            for i in range(n_layers)
+        ]
 
     graph = helper.make_graph(
-        nodes, "fused_s4d_step",
+        nodes,
+        "fused_s4d_step",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", in_features]), *states("")],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_out]), *states("_out")],
-        initializer=inits)
-    model = helper.make_model(graph, producer_name="examples.custom_op",
-                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        producer_name="examples.custom_op",
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model

@@ -27,7 +27,15 @@ def fused_s4d(node, ctx):
     A = -np.exp(p["log_A_real"]) + 1j * p["A_imag"]
     C = p["C"][..., 0] + 1j * p["C"][..., 1]
     # The continuous form keeps (log_dt, A, B): ssmc's discretize pass applies the same ZOH rule.
-    return ctx.add("s4d", [ctx.value(u)], attrs={"form": "continuous", "modes": M},
-                   params={"log_dt": p["log_dt"].astype(np.float32), "A": A.astype(np.complex64),
-                           "B": np.ones((H, M), np.complex64), "C": C.astype(np.complex64),
-                           "D": p["D"].astype(np.float32)})
+    return ctx.add(
+        "s4d",
+        [ctx.value(u)],
+        attrs={"form": "continuous", "modes": M},
+        params={
+            "log_dt": p["log_dt"].astype(np.float32),
+            "A": A.astype(np.complex64),
+            "B": np.ones((H, M), np.complex64),
+            "C": C.astype(np.complex64),
+            "D": p["D"].astype(np.float32),
+        },
+    )

@@ -67,9 +67,7 @@ class S4D(nn.Module):
 
     def __init__(self, h, m):
         super().__init__()
-        self.log_dt = nn.Parameter(
-            torch.rand(h) * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN)
-        )
+        self.log_dt = nn.Parameter(torch.rand(h) * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN))
         # S4D-Lin initialisation.
         self.log_A_real = nn.Parameter(torch.full((h, m), math.log(0.5)))
         self.A_imag = nn.Parameter(math.pi * torch.arange(m, dtype=torch.float32).repeat(h, 1))
@@ -237,9 +235,7 @@ def train(variant, x_tr, y_tr, epochs, lr, batch_size=64):
     # to fit into fixed point later) and also generalize a little better here.
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = math.ceil(len(x_tr) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * steps_per_epoch
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     x_all, y_all = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     gen = torch.Generator().manual_seed(0)
     t0 = time.time()
@@ -249,16 +245,14 @@ def train(variant, x_tr, y_tr, epochs, lr, batch_size=64):
         total = 0.0
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
-            loss = F.cross_entropy(MeanLogits(model)(x_all[idx]), y_all[idx],
-                                   label_smoothing=0.1)
+            loss = F.cross_entropy(MeanLogits(model)(x_all[idx]), y_all[idx], label_smoothing=0.1)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
         if (epoch + 1) % 10 == 0 or epoch == epochs - 1:
-            print(f"  [{variant}] epoch {epoch + 1}/{epochs} loss {total / len(x_all):.4f}"
-                  f" ({time.time() - t0:.0f}s)")
+            print(f"  [{variant}] epoch {epoch + 1}/{epochs} loss {total / len(x_all):.4f} ({time.time() - t0:.0f}s)")
     model.eval()
     return model
 
@@ -293,9 +287,10 @@ def run_step_ort(path, x):
 
 def value_info(values):
     return [
-        {"name": v.name,
-         "shape": [d.dim_param if d.HasField("dim_param") else d.dim_value
-                   for d in v.type.tensor_type.shape.dim]}
+        {
+            "name": v.name,
+            "shape": [d.dim_param if d.HasField("dim_param") else d.dim_value for d in v.type.tensor_type.shape.dim],
+        }
         for v in values
     ]
 
@@ -308,17 +303,21 @@ def export(module, args, path, dynamo, form, input_names, output_names, dynamic)
             batch = torch.export.Dim("batch")
             dyn = {name: {0: batch} for name in input_names}
         program = torch.onnx.export(
-            module, args, dynamo=True, opset_version=DYNAMO_OPSET,
-            input_names=input_names, output_names=output_names,
-            dynamic_shapes=dyn, optimize=False, verbose=False,
+            module,
+            args,
+            dynamo=True,
+            opset_version=DYNAMO_OPSET,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dyn,
+            optimize=False,
+            verbose=False,
         )
         # The exporter's own optimize pass folds only ops with inputs under 8192
         # elements, which in the FFT form leaves the (H, M, L) kernel intermediates
         # stored as ~0.9 MB of constants. Fold everything constant instead (what the
         # default pass does, without the limit) so the file keeps just the kernel.
-        onnxscript.optimizer.optimize_ir(
-            program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT
-        )
+        onnxscript.optimizer.optimize_ir(program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
         # Stack traces carry this checkout's absolute path; drop them so the committed
         # files do not depend on where the script ran.
         for node in program.model.graph.all_nodes():
@@ -326,8 +325,13 @@ def export(module, args, path, dynamo, form, input_names, output_names, dynamic)
         program.save(str(path), external_data=False)
     else:
         torch.onnx.export(
-            module, args, str(path), dynamo=False, opset_version=LEGACY_OPSET,
-            input_names=input_names, output_names=output_names,
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=LEGACY_OPSET,
+            input_names=input_names,
+            output_names=output_names,
             dynamic_axes={name: {0: "batch"} for name in input_names + output_names},
             # Folding would bake the discretization into constants; the raw
             # parameters and the arithmetic on them are what this file is for.
@@ -345,8 +349,12 @@ def export(module, args, path, dynamo, form, input_names, output_names, dynamic)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
-                        help="output directory (default: this script's folder)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="output directory (default: this script's folder)",
+    )
     parser.add_argument("--epochs", type=int, default=100, help="epochs per variant")
     parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate")
     args = parser.parse_args()
@@ -398,15 +406,13 @@ def main():
             if form == "step":
                 # Batch 2 in the example inputs: torch.export specializes a size-1 dim.
                 module, example = step_model, (x_ref_t[:2, 0], *zero_states(2))
-                in_names, out_names = ["x", "state0", "state1"], ["logits", "state0_out",
-                                                                   "state1_out"]
+                in_names, out_names = ["x", "state0", "state1"], ["logits", "state0_out", "state1_out"]
                 ref_logits = step_tokens
             else:
                 module, example = MeanLogits(model).eval(), (x_ref_t[:2],)
                 in_names, out_names = ["x"], ["logits"]
                 ref_logits = seq_mean
-            proto, opset = export(module, example, path, dynamo, form, in_names, out_names,
-                                  dynamic=True)
+            proto, opset = export(module, example, path, dynamo, form, in_names, out_names, dynamic=True)
 
             if form == "step":
                 got = run_step_ort(path, x_ref)
@@ -415,8 +421,7 @@ def main():
                 got = sess.run(["logits"], {"x": x_ref})[0]
             err = float(np.abs(got - ref_logits).max())
             scale = max(1.0, float(np.abs(ref_logits).max()))
-            print(f"  {path.name}: onnxruntime vs torch max abs err {err:.2e}"
-                  f" (logits up to {scale:.1f})")
+            print(f"  {path.name}: onnxruntime vs torch max abs err {err:.2e} (logits up to {scale:.1f})")
             if not err <= ORT_RTOL * scale:
                 raise SystemExit(f"{path.name}: onnxruntime disagrees with torch ({err:.2e})")
 
@@ -439,8 +444,7 @@ def main():
                 "dynamic_batch": isinstance(inputs[0]["shape"][0], str),
                 # False when the exporter folded the discretization (and, in the sequence
                 # form, the kernel) into constants with generated names.
-                "raw_ssm_parameters": any(i.name.endswith(".s4d.log_dt")
-                                          for i in proto.graph.initializer),
+                "raw_ssm_parameters": any(i.name.endswith(".s4d.log_dt") for i in proto.graph.initializer),
                 "inputs": inputs,
                 "outputs": value_info(proto.graph.output),
                 "reference": ref_name,

@@ -53,8 +53,12 @@ class S4DKernel(nn.Module):
             A = torch.complex(-torch.exp(log_A_real), A_imag)
             A_bar = torch.exp(torch.exp(log_dt)[:, None] * A)
             B_bar = (A_bar - 1) / A
-            for name, value in (("A_bar_re", A_bar.real), ("A_bar_im", A_bar.imag),
-                                ("B_bar_re", B_bar.real), ("B_bar_im", B_bar.imag)):
+            for name, value in (
+                ("A_bar_re", A_bar.real),
+                ("A_bar_im", A_bar.imag),
+                ("B_bar_re", B_bar.real),
+                ("B_bar_im", B_bar.imag),
+            ):
                 self.register_buffer(name, value.float().contiguous())
         else:
             self.log_dt = nn.Parameter(log_dt)
@@ -136,8 +140,13 @@ def state_specs(layout: str, batch: int) -> list[tuple[str, tuple, int | None]]:
 
 
 def shapes(values) -> list[dict]:
-    return [{"name": v.name, "shape": [d.dim_param if d.HasField("dim_param") else d.dim_value
-                                       for d in v.type.tensor_type.shape.dim]} for v in values]
+    return [
+        {
+            "name": v.name,
+            "shape": [d.dim_param if d.HasField("dim_param") else d.dim_value for d in v.type.tensor_type.shape.dim],
+        }
+        for v in values
+    ]
 
 
 def torch_reference(net: StepNet, layout: str, x: np.ndarray) -> np.ndarray:
@@ -166,16 +175,32 @@ def export(net: StepNet, layout: str, dynamo: bool, path: pathlib.Path) -> None:
         if not fixed:
             b = torch.export.Dim("batch")
             dims = {"x": {0: b}, "states": tuple({axis: b} for _, _, axis in specs)}  # forward(x, *states)
-        torch.onnx.export(net, args, str(path), dynamo=True, input_names=in_names, output_names=out_names,
-                          dynamic_shapes=dims, verbose=False)
+        torch.onnx.export(
+            net,
+            args,
+            str(path),
+            dynamo=True,
+            input_names=in_names,
+            output_names=out_names,
+            dynamic_shapes=dims,
+            verbose=False,
+        )
     else:
         axes = None
         if not fixed:
             axes = {"x": {0: "batch"}, "logits": {0: "batch"}}
             for name, _, axis in specs:
                 axes[name] = axes[f"{name}_out"] = {axis: "batch"}
-        torch.onnx.export(net, args, str(path), dynamo=False, opset_version=17, input_names=in_names,
-                          output_names=out_names, dynamic_axes=axes)
+        torch.onnx.export(
+            net,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=in_names,
+            output_names=out_names,
+            dynamic_axes=axes,
+        )
     # dynamo=True keeps the weights in <path>.data: make the file self-contained (until ssmc reads external data)
     proto = onnx.load(str(path))
     for node in proto.graph.node:  # stack traces carry this checkout's path
@@ -204,8 +229,13 @@ def main() -> None:
                 "export_mode": f"dynamo={dynamo}",
                 "onnx_opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                 "layout": layout,
-                "H": H, "M": M, "n_layers": L, "in_features": F, "n_out": OUT,
-                "inputs": shapes(proto.graph.input), "outputs": shapes(proto.graph.output),
+                "H": H,
+                "M": M,
+                "n_layers": L,
+                "in_features": F,
+                "n_out": OUT,
+                "inputs": shapes(proto.graph.input),
+                "outputs": shapes(proto.graph.output),
                 "reference": {"x": x.tolist(), "y": ref.tolist()},
             }
             (HERE / f"{stem}.json").write_text(json.dumps(sidecar, indent=1) + "\n")

@@ -112,8 +112,7 @@ TASKS = {
     "italy": Task("italy", "sktime.datasets.load_italy_power_demand", 32, 16, 2, 0.01, 0.1, 200, 1e-2, 16),
     "gunpoint": Task("gunpoint", "sktime.datasets.load_gunpoint", 32, 16, 2, 0.005, 0.1, 300, 1e-2, 16),
     "vowels": Task("vowels", "sktime.datasets.load_japanese_vowels", 32, 16, 2, 0.01, 0.1, 40, 1e-2, 32),
-    "basicmotions": Task("basicmotions", "sktime.datasets.load_basic_motions", 32, 16, 2, 0.005, 0.1, 200,
-                         1e-2, 16),
+    "basicmotions": Task("basicmotions", "sktime.datasets.load_basic_motions", 32, 16, 2, 0.005, 0.1, 200, 1e-2, 16),
 }
 # S5 and LRU on the two cheapest tasks (one univariate, one multivariate): one shared state of
 # P = 24 complex modes per layer (not H = 32, so that no reader can mistake the modes for the channels). LRU's ring [0.5, 0.99] and phases up to pi suit sequences of 24-29 tokens
@@ -121,10 +120,12 @@ TASKS = {
 MODELS = {("s4d", name): task for name, task in TASKS.items()}
 for _name in ("italy", "vowels"):
     _t = TASKS[_name]
-    MODELS["s5", _name] = Task(_name, _t.dataset, 32, 24, 2, _t.dt_min, _t.dt_max, _t.epochs, _t.lr,
-                               _t.batch_size, family="s5")
-    MODELS["lru", _name] = Task(_name, _t.dataset, 32, 24, 2, 0.5, 0.99, _t.epochs, _t.lr, _t.batch_size,
-                                family="lru", max_phase=math.pi)
+    MODELS["s5", _name] = Task(
+        _name, _t.dataset, 32, 24, 2, _t.dt_min, _t.dt_max, _t.epochs, _t.lr, _t.batch_size, family="s5"
+    )
+    MODELS["lru", _name] = Task(
+        _name, _t.dataset, 32, 24, 2, 0.5, 0.99, _t.epochs, _t.lr, _t.batch_size, family="lru", max_phase=math.pi
+    )
 
 
 def seed_everything():
@@ -140,8 +141,9 @@ def load_mnist(permuted):
     x = (x.astype(np.float32) / 255.0).reshape(-1, 784)
     if permuted:
         x = x[:, np.random.default_rng(PERMUTATION_SEED).permutation(784)]
-    x_tr, x_te, y_tr, y_te = train_test_split(x[..., None], y.astype(np.int64), test_size=MNIST_TEST,
-                                              random_state=SEED, stratify=y)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x[..., None], y.astype(np.int64), test_size=MNIST_TEST, random_state=SEED, stratify=y
+    )
     split = f"stratified {len(x_tr)}/{len(x_te)} (sklearn train_test_split, random_state={SEED})"
     return x_tr, x_te, y_tr, y_te, split
 
@@ -153,7 +155,7 @@ def nested_to_array(frame, length):
     for i in range(len(frame)):
         for f in range(frame.shape[1]):
             v = np.asarray(frame.iloc[i, f], np.float32)
-            x[i, :len(v), f] = v
+            x[i, : len(v), f] = v
     return x
 
 
@@ -172,8 +174,9 @@ def load_sktime(loader_name):
     # the padding of unequal-length series (JapaneseVowels) then becomes 0, the mean.
     mu, sd = np.nanmean(x_tr, (0, 1)), np.nanstd(x_tr, (0, 1)) + 1e-6
     x_tr, x_te = [np.nan_to_num((x - mu) / sd, nan=0.0) for x in (x_tr, x_te)]
-    split = (f"the dataset's own train/test split ({len(x_tr)}/{len(x_te)}), features standardised on train"
-             + (", shorter series zero-padded at the end" if min(lengths) < length else ""))
+    split = f"the dataset's own train/test split ({len(x_tr)}/{len(x_te)}), features standardised on train" + (
+        ", shorter series zero-padded at the end" if min(lengths) < length else ""
+    )
     return x_tr.astype(np.float32), x_te.astype(np.float32), y_tr, y_te, split
 
 
@@ -187,7 +190,7 @@ def accuracy(model, x, y, batch=250):
     preds = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            preds.append(MeanLogits(model)(torch.from_numpy(x[i:i + batch])).argmax(-1).numpy())
+            preds.append(MeanLogits(model)(torch.from_numpy(x[i : i + batch])).argmax(-1).numpy())
     return float((np.concatenate(preds) == y).mean())
 
 
@@ -202,8 +205,9 @@ def train(task, x_tr, y_tr, n_classes, epochs):
     slow = {id(p) for p in model.slow_parameters()}
     ssm = [p for p in model.parameters() if id(p) in slow]
     rest = [p for p in model.parameters() if id(p) not in slow]
-    opt = torch.optim.AdamW([{"params": rest, "weight_decay": 0.05},
-                             {"params": ssm, "weight_decay": 0.0, "lr": task.lr / 10}], lr=task.lr)
+    opt = torch.optim.AdamW(
+        [{"params": rest, "weight_decay": 0.05}, {"params": ssm, "weight_decay": 0.0, "lr": task.lr / 10}], lr=task.lr
+    )
     steps_per_epoch = math.ceil(len(x_tr) / task.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[task.lr, task.lr / 10], total_steps=epochs * steps_per_epoch
@@ -224,8 +228,11 @@ def train(task, x_tr, y_tr, n_classes, epochs):
             sched.step()
             total += loss.item() * len(idx)
         if epochs <= 20 or (epoch + 1) % 20 == 0 or epoch == epochs - 1:
-            print(f"  [{task.name} {task.family}] epoch {epoch + 1}/{epochs} loss {total / len(x_all):.4f}"
-                  f" ({time.time() - t0:.0f}s)", flush=True)
+            print(
+                f"  [{task.name} {task.family}] epoch {epoch + 1}/{epochs} loss {total / len(x_all):.4f}"
+                f" ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
     model.eval()
     return model, time.time() - t0
 
@@ -266,23 +273,28 @@ def export_layout(task, model, layout, out_dir, ref, meta, x_check):
         conv = model(torch.from_numpy(x_check)).numpy()
     conv_err = float(np.abs(ssm_torch.run_step_ort(model, layout, path, x_check) - conv).max())
     conv_scale = max(1.0, float(np.abs(conv).max()))
-    print(f"  {path.name}: onnxruntime step form vs torch convolution form on {len(x_check)} test sequences: "
-          f"max abs err {conv_err:.2e} (logits up to {conv_scale:.1f})", flush=True)
+    print(
+        f"  {path.name}: onnxruntime step form vs torch convolution form on {len(x_check)} test sequences: "
+        f"max abs err {conv_err:.2e} (logits up to {conv_scale:.1f})",
+        flush=True,
+    )
     if not conv_err <= ORT_RTOL * conv_scale:
         raise SystemExit(f"{path.name}: the step form disagrees with the convolution form ({conv_err:.2e})")
     sidecar = dict(meta)
-    sidecar.update({
-        "layout": layout,
-        "torch_version": torch.__version__,
-        "onnx_opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-        "onnx_ir_version": proto.ir_version,
-        "export_mode": f"dynamo={dynamo}",
-        "inputs": ssm_torch.value_info(proto.graph.input),
-        "outputs": ssm_torch.value_info(proto.graph.output),
-        "reference": f"{stem_of(task, 'raw')}.ref.npz",
-        "onnxruntime_max_abs_err": err,
-        "onnxruntime_vs_convolution_form": {"sequences": len(x_check), "max_abs_err": conv_err},
-    })
+    sidecar.update(
+        {
+            "layout": layout,
+            "torch_version": torch.__version__,
+            "onnx_opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+            "onnx_ir_version": proto.ir_version,
+            "export_mode": f"dynamo={dynamo}",
+            "inputs": ssm_torch.value_info(proto.graph.input),
+            "outputs": ssm_torch.value_info(proto.graph.output),
+            "reference": f"{stem_of(task, 'raw')}.ref.npz",
+            "onnxruntime_max_abs_err": err,
+            "onnxruntime_vs_convolution_form": {"sequences": len(x_check), "max_abs_err": conv_err},
+        }
+    )
     if layout != "raw":  # the same float weights as the raw export (trained here or read back from it)
         sidecar["weights_from"] = f"{stem_of(task, 'raw')}.onnx"
     with open(out_dir / f"{stem_of(task, layout)}.json", "w") as f:
@@ -302,8 +314,10 @@ def train_and_export_raw(task, out_dir, epochs):
     model, seconds = train(task, x_tr, y_tr, n_classes, epochs)
     acc = accuracy(model, x_te, y_te)
     train_acc = accuracy(model, x_tr, y_tr)
-    print(f"  [{task.name} {task.family}] float accuracy: test {acc:.4f}, train {train_acc:.4f} ({seconds:.0f}s)",
-          flush=True)
+    print(
+        f"  [{task.name} {task.family}] float accuracy: test {acc:.4f}, train {train_acc:.4f} ({seconds:.0f}s)",
+        flush=True,
+    )
 
     x_ref = x_te[:N_REF]
     x_ref_t = torch.from_numpy(x_ref)
@@ -330,14 +344,17 @@ def train_and_export_raw(task, out_dir, epochs):
         "form": "step",
         "variant": "relu",
         "training": f"FFT convolution form, {epochs} epochs, AdamW, OneCycle lr {task.lr}, "
-                    f"batch {task.batch_size}, label smoothing 0.1",
+        f"batch {task.batch_size}, label smoothing 0.1",
         "training_seconds": round(seconds),
         "H": task.h,
         # S4D: N per channel; S5 and LRU: P complex modes shared by the H channels
         **({"N": 2 * task.modes} if task.family == "s4d" else {"P": task.modes}),
         "n_layers": task.n_layers,
-        **({"dt_range": [task.dt_min, task.dt_max]} if task.family != "lru" else
-           {"r_range": [task.dt_min, task.dt_max], "max_phase": task.max_phase}),
+        **(
+            {"dt_range": [task.dt_min, task.dt_max]}
+            if task.family != "lru"
+            else {"r_range": [task.dt_min, task.dt_max], "max_phase": task.max_phase}
+        ),
         "in_features": int(x_tr.shape[-1]),
         "n_classes": n_classes,
         "seq_len": int(x_tr.shape[1]),
@@ -361,31 +378,53 @@ def load_raw_export(task, out_dir):
     with np.load(out_dir / meta["test"]) as test:
         acc = accuracy(model, test["x"], test["y"])
         x_check = test["x"][:N_CHECK]
-    print(f"{raw.name}: weights read back, float test accuracy {acc:.4f} (sidecar {meta['float_test_accuracy']:.4f})",
-          flush=True)
+    print(
+        f"{raw.name}: weights read back, float test accuracy {acc:.4f} (sidecar {meta['float_test_accuracy']:.4f})",
+        flush=True,
+    )
     if abs(acc - meta["float_test_accuracy"]) > 1e-9:
         raise SystemExit(f"{raw.name}: the weights read back do not give the sidecar's accuracy")
     with np.load(out_dir / meta["reference"]) as r:
         ref = {"x": r["x"], "logits": r["logits"]}
-    drop = {"layout", "torch_version", "onnx_opset", "onnx_ir_version", "export_mode", "inputs", "outputs",
-            "reference", "onnxruntime_max_abs_err", "onnxruntime_vs_convolution_form"}
+    drop = {
+        "layout",
+        "torch_version",
+        "onnx_opset",
+        "onnx_ir_version",
+        "export_mode",
+        "inputs",
+        "outputs",
+        "reference",
+        "onnxruntime_max_abs_err",
+        "onnxruntime_vs_convolution_form",
+    }
     meta = {k: v for k, v in meta.items() if k not in drop}
     return model, ref, meta, x_check
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
-                        help="output directory (default: this script's folder)")
-    parser.add_argument("--tasks", default=",".join(TASKS),
-                        help=f"comma-separated subset of {', '.join(TASKS)}")
-    parser.add_argument("--families", default="s4d,s5,lru",
-                        help="comma-separated SSM families (s4d, s5, lru); the pairs in MODELS are made")
-    parser.add_argument("--layouts", default="",
-                        help=f"comma-separated state layouts to export ({', '.join(ssm_torch.LAYOUTS)}; "
-                             "default: the shipped ones, SHIPPED_LAYOUTS)")
-    parser.add_argument("--from-onnx", action="store_true",
-                        help="read the weights from the existing raw export instead of training")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="output directory (default: this script's folder)",
+    )
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
+    parser.add_argument(
+        "--families",
+        default="s4d,s5,lru",
+        help="comma-separated SSM families (s4d, s5, lru); the pairs in MODELS are made",
+    )
+    parser.add_argument(
+        "--layouts",
+        default="",
+        help=f"comma-separated state layouts to export ({', '.join(ssm_torch.LAYOUTS)}; "
+        "default: the shipped ones, SHIPPED_LAYOUTS)",
+    )
+    parser.add_argument(
+        "--from-onnx", action="store_true", help="read the weights from the existing raw export instead of training"
+    )
     parser.add_argument("--epochs", type=int, default=0, help="epochs per task (default: the task's own)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()

@@ -131,8 +131,9 @@ def encode(bundle: CompiledNet) -> bytes:
     manifest_blob = _json_bytes(manifest)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in [(MANIFEST, manifest_blob), (MANIFEST_SHA256, _manifest_sha256_line(manifest_blob))] \
-                + sorted(entries.items()):
+        for name, data in [(MANIFEST, manifest_blob), (MANIFEST_SHA256, _manifest_sha256_line(manifest_blob))] + sorted(
+            entries.items()
+        ):
             info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -168,20 +169,29 @@ def _check_manifest(manifest, name: str) -> int:
     if manifest.get("format") != FORMAT_NAME:
         raise BundleError(f"{name}: not a net.lava file (manifest format is {manifest.get('format')!r})")
     version = manifest.get("format_version")
-    _require(_is_int(version) and version >= 1, name, MANIFEST,
-             f"format_version must be a whole number of at least 1, not {version!r}")
+    _require(
+        _is_int(version) and version >= 1,
+        name,
+        MANIFEST,
+        f"format_version must be a whole number of at least 1, not {version!r}",
+    )
     if version > FORMAT_VERSION:
-        raise BundleError(f"{name}: written in net.lava format {version} by ssmc "
-                          f"{manifest.get('ssmc_version', '?')}; this ssmc {__version__} reads format "
-                          f"{FORMAT_VERSION} and older: upgrade ssmc")
-    for key, kind in (("ssmc_version", str), ("source", dict), ("pipeline", str), ("options", dict),
-                      ("config", dict)):
+        raise BundleError(
+            f"{name}: written in net.lava format {version} by ssmc "
+            f"{manifest.get('ssmc_version', '?')}; this ssmc {__version__} reads format "
+            f"{FORMAT_VERSION} and older: upgrade ssmc"
+        )
+    for key, kind in (("ssmc_version", str), ("source", dict), ("pipeline", str), ("options", dict), ("config", dict)):
         _require(isinstance(manifest.get(key, kind()), kind), name, MANIFEST, f"{key} must be a {kind.__name__}")
     entries = manifest.get("entries")
     _require(isinstance(entries, dict), name, MANIFEST, "lists no entries")
     for entry, digest in entries.items():
-        _require(isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest),
-                 name, MANIFEST, f"the checksum of {entry} is not a sha256 hex digest")
+        _require(
+            isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest),
+            name,
+            MANIFEST,
+            f"the checksum of {entry} is not a sha256 hex digest",
+        )
     return version
 
 
@@ -199,10 +209,19 @@ def _check_report(report, name: str) -> None:
     _require(isinstance(report, dict), name, "report.json", "is not a JSON object")
     _require(isinstance(report.get("import", {}), dict), name, "report.json", "import must be an object")
     passes = report.get("passes", [])
-    _require(isinstance(passes, list) and all(
-        isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("notes", []), list)
-        and all(isinstance(n, str) for n in p.get("notes", [])) for p in passes),
-        name, "report.json", "passes must be a list of {name, notes}")
+    _require(
+        isinstance(passes, list)
+        and all(
+            isinstance(p, dict)
+            and isinstance(p.get("name"), str)
+            and isinstance(p.get("notes", []), list)
+            and all(isinstance(n, str) for n in p.get("notes", []))
+            for p in passes
+        ),
+        name,
+        "report.json",
+        "passes must be a list of {name, notes}",
+    )
 
 
 def _check_extras(extras: dict[str, bytes], name: str) -> None:
@@ -212,27 +231,57 @@ def _check_extras(extras: dict[str, bytes], name: str) -> None:
         member = f"extra/{key}"
         doc = parse_json(extras[key], f"{name}: damaged: {member}", BundleError)
         if key == "target.json":
-            _require(isinstance(doc, dict) and isinstance(doc.get("provenance", {}), dict), name, member,
-                     "must be an object whose provenance is an object")
+            _require(
+                isinstance(doc, dict) and isinstance(doc.get("provenance", {}), dict),
+                name,
+                member,
+                "must be an object whose provenance is an object",
+            )
         elif key == "lava/processes.json":
-            _require(isinstance(doc, list) and all(
-                isinstance(r, dict) and isinstance(r.get("cores", []), list)
-                and all(isinstance(c, dict) and _is_int(c.get("chip")) and _is_int(c.get("core"))
-                        and isinstance(c.get("neurons"), list) and len(c["neurons"]) == 2
-                        for c in r.get("cores", [])) for r in doc), name, member,
-                "must be a list of processes whose cores have chip, core and [first, last] neurons")
+            _require(
+                isinstance(doc, list)
+                and all(
+                    isinstance(r, dict)
+                    and isinstance(r.get("cores", []), list)
+                    and all(
+                        isinstance(c, dict)
+                        and _is_int(c.get("chip"))
+                        and _is_int(c.get("core"))
+                        and isinstance(c.get("neurons"), list)
+                        and len(c["neurons"]) == 2
+                        for c in r.get("cores", [])
+                    )
+                    for r in doc
+                ),
+                name,
+                member,
+                "must be a list of processes whose cores have chip, core and [first, last] neurons",
+            )
         elif key == "microcode/index.json":
-            _require(isinstance(doc, dict) and isinstance(doc.get("groups"), list)
-                     and all(isinstance(g, dict) and isinstance(g.get("group"), str)
-                             and isinstance(g.get("units"), list)
-                             and all(isinstance(u, dict) for u in g["units"]) for g in doc["groups"]),
-                     name, member, "must be an object with a list of groups, each with a name and a list of units")
+            _require(
+                isinstance(doc, dict)
+                and isinstance(doc.get("groups"), list)
+                and all(
+                    isinstance(g, dict)
+                    and isinstance(g.get("group"), str)
+                    and isinstance(g.get("units"), list)
+                    and all(isinstance(u, dict) for u in g["units"])
+                    for g in doc["groups"]
+                ),
+                name,
+                member,
+                "must be an object with a list of groups, each with a name and a list of units",
+            )
             for group in doc["groups"]:
                 for unit in group["units"]:
                     for field_name in ("text", "binary"):
                         path = unit.get(field_name)
-                        _require(isinstance(path, str) and path in extras, name, member,
-                                 f"the {field_name} of %{group['group']} names {path!r}, which is not in the net")
+                        _require(
+                            isinstance(path, str) and path in extras,
+                            name,
+                            member,
+                            f"the {field_name} of %{group['group']} names {path!r}, which is not in the net",
+                        )
 
 
 def _check_magnitudes(graph: Graph, where: str, fix: str = "recompile the net") -> None:
@@ -242,9 +291,11 @@ def _check_magnitudes(graph: Graph, where: str, fix: str = "recompile the net") 
         for key, value in sorted(op.params.items()):
             arr = np.asarray(value)
             if arr.dtype.kind in "fc" and arr.size and float(np.abs(arr).max()) > limits.MAX_ABS_WEIGHT:
-                raise BundleError(f"{where}: tensor '{key}' of %{op.name} has values up to "
-                                  f"{float(np.abs(arr).max()):.3g}; a net holds |values| up to "
-                                  f"{limits.MAX_ABS_WEIGHT:g}, as ONNX weights are: {fix}")
+                raise BundleError(
+                    f"{where}: tensor '{key}' of %{op.name} has values up to "
+                    f"{float(np.abs(arr).max()):.3g}; a net holds |values| up to "
+                    f"{limits.MAX_ABS_WEIGHT:g}, as ONNX weights are: {fix}"
+                )
 
 
 def _open_zip(data: bytes, name: str) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
@@ -278,7 +329,9 @@ def _read_manifest(read: Callable[[str], bytes], infos: dict[str, zipfile.ZipInf
     return manifest, version
 
 
-def _read_listed(read: Callable[[str], bytes], entries: dict[str, str], name: str) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+def _read_listed(
+    read: Callable[[str], bytes], entries: dict[str, str], name: str
+) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
     """The manifest's entries, checksummed: tensors parsed to arrays, everything else as bytes."""
     contents: dict[str, bytes] = {}
     arrays: dict[str, np.ndarray] = {}
@@ -294,12 +347,15 @@ def _read_listed(read: Callable[[str], bytes], entries: dict[str, str], name: st
     return contents, arrays
 
 
-def _load_graphs(contents: dict[str, bytes], arrays: dict[str, np.ndarray],
-                 name: str) -> tuple[Graph, Graph | None]:
+def _load_graphs(contents: dict[str, bytes], arrays: dict[str, np.ndarray], name: str) -> tuple[Graph, Graph | None]:
     """The net's graph and (when stored) its model graph, parsed, verified and magnitude-checked."""
+
     def tensors_under(prefix: str) -> dict[str, np.ndarray]:
-        return {entry[len(prefix):-4]: arr for entry, arr in arrays.items()
-                if entry.startswith(prefix) and "/" not in entry[len(prefix):]}
+        return {
+            entry[len(prefix) : -4]: arr
+            for entry, arr in arrays.items()
+            if entry.startswith(prefix) and "/" not in entry[len(prefix) :]
+        }
 
     try:
         graph = parse_graph(contents["ir.txt"].decode(), tensors=tensors_under("tensors/"))
@@ -323,7 +379,7 @@ def _load_graphs(contents: dict[str, bytes], arrays: dict[str, np.ndarray],
 
 def _load_extras(contents: dict[str, bytes], name: str) -> dict[str, bytes]:
     """The extra/ entries by their name below extra/, names and cross-references checked."""
-    extras = {e[len("extra/"):]: blob for e, blob in contents.items() if e.startswith("extra/")}
+    extras = {e[len("extra/") :]: blob for e, blob in contents.items() if e.startswith("extra/")}
     for key in extras:
         try:
             check_extra_name(key)
@@ -350,6 +406,14 @@ def decode(data: bytes, name: str = "net.lava", cls: type[CompiledNet] = Compile
     report = parse_json(contents.get("report.json", b"{}"), f"{name}: damaged: report.json", BundleError)
     _check_report(report, name)
     extras = _load_extras(contents, name)
-    return cls(graph=graph, model_graph=model_graph, source=manifest.get("source", {}),
-                  pipeline=manifest.get("pipeline", ""), config=_config(manifest, name), report=report,
-                  extras=extras, ssmc_version=manifest.get("ssmc_version", "?"), format_version=version)
+    return cls(
+        graph=graph,
+        model_graph=model_graph,
+        source=manifest.get("source", {}),
+        pipeline=manifest.get("pipeline", ""),
+        config=_config(manifest, name),
+        report=report,
+        extras=extras,
+        ssmc_version=manifest.get("ssmc_version", "?"),
+        format_version=version,
+    )

@@ -37,8 +37,15 @@ PROCS_MODULE = "ssmc.backend_loihi.lava_procs.processes"
 LAVA_DENSE_MODULE = "lava.proc.dense.process"
 LAVA_SPARSE_MODULE = "lava.proc.sparse.process"
 SPARSE_DENSITY = 0.1  # an exact delay-1 group with fewer non-zeros than this fraction is Lava's Sparse
-KIND_CLASS = {"source": "Source", "relay": "Relay", "relu": "Relu", "cpx": "Cpx", "integrator": "Integrator",
-              "lut": "Lut", "product": "Product"}
+KIND_CLASS = {
+    "source": "Source",
+    "relay": "Relay",
+    "relu": "Relu",
+    "cpx": "Cpx",
+    "integrator": "Integrator",
+    "lut": "Lut",
+    "product": "Product",
+}
 STATEFUL_CLASSES = ("Cpx", "Integrator")
 
 
@@ -137,8 +144,10 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
     groups = {op.name: with_defaults(op) for op in order if op.kind == "neurons"}
     for name, a in groups.items():
         if a["kind"] not in KIND_CLASS:
-            raise EngineError(f"%{name}: neuron kind {a['kind']!r} has no Lava process; "
-                              f"the Lava backend knows {', '.join(KIND_CLASS)}")
+            raise EngineError(
+                f"%{name}: neuron kind {a['kind']!r} has no Lava process; "
+                f"the Lava backend knows {', '.join(KIND_CLASS)}"
+            )
     synapses = [op for op in order if op.kind == "synapses"]
     max_depth = max((int(a["depth"]) for a in groups.values()), default=0)
     steps = tokens + max_depth
@@ -146,15 +155,17 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
     read = {out.inputs[0] for out in graph.outputs()}
     # Recorded messages (and with traces state and last) are held per time step in the processes, then copied
     # out by Var.get() as float64 and converted: 3 copies of 8 bytes; the source holds the quantized tokens.
-    recorded = sum(int(a["size"]) * (3 if record_all else 1) for name, a in groups.items()
-                   if record_all or name in read)
+    recorded = sum(
+        int(a["size"]) * (3 if record_all else 1) for name, a in groups.items() if record_all or name in read
+    )
     refuse_oversized_run("Lava engine", batch, tokens, 8 * period * (3 * recorded + x.shape[2]), record_all)
     plan = LavaPlan([], [], batch, tokens, steps, period)
     timing = {"steps": steps, "period": period, "tokens": tokens, "batch": batch}
     for op in order:
         if op.kind == "neurons":
-            plan.processes.append(_neuron_process(op, groups[op.name], x, timing, record_all or op.name in read,
-                                                  plan.source_clips))
+            plan.processes.append(
+                _neuron_process(op, groups[op.name], x, timing, record_all or op.name in read, plan.source_clips)
+            )
     for op in synapses:
         post = graph.consumers(op.name)[0]
         plan.processes.append(_synapse_process(op, groups, post, steps, period))
@@ -167,22 +178,32 @@ def plan_lava(graph: Graph, x: np.ndarray, record_all: bool = False) -> LavaPlan
     return plan
 
 
-def _neuron_process(op: Op, a: dict, x: np.ndarray, timing: dict, record: bool,
-                    source_clips: dict[str, int]) -> ProcessSpec:
+def _neuron_process(
+    op: Op, a: dict, x: np.ndarray, timing: dict, record: bool, source_clips: dict[str, int]
+) -> ProcessSpec:
     """The ssmc process of neuron group `op` (attributes `a` with defaults); a source quantizes the tokens x
     and counts in `source_clips` what that clips."""
     batch, tokens = timing["batch"], timing["tokens"]
     cls = KIND_CLASS[a["kind"]]
-    kw = {"size": int(a["size"]), "depth": int(a["depth"]), **timing, "msg_bits": int(a["msg_bits"]),
-          "delta": int(a["delta"]), "record": bool(record)}
+    kw = {
+        "size": int(a["size"]),
+        "depth": int(a["depth"]),
+        **timing,
+        "msg_bits": int(a["msg_bits"]),
+        "delta": int(a["delta"]),
+        "record": bool(record),
+    }
     if "bias" in op.params and cls != "Source":
         # synapse outputs are 32-bit: a bias beyond 2^48 saturates the sum the same way (no int64 overflow)
         kw["bias"] = np.clip(op.params["bias"].astype(np.int64), -(1 << 48), 1 << 48)
     if cls in STATEFUL_CLASSES:
         kw.update(state_bits=int(a["state_bits"]), out_shift=int(a["out_shift"]))
     if cls == "Cpx":
-        kw.update(coef_bits=int(a["coef_bits"]), c_re=op.params["c_re"].astype(np.int64),
-                  c_im=op.params["c_im"].astype(np.int64))
+        kw.update(
+            coef_bits=int(a["coef_bits"]),
+            c_re=op.params["c_re"].astype(np.int64),
+            c_im=op.params["c_im"].astype(np.int64),
+        )
     elif cls == "Lut":
         kw.update(lut_shift=int(a["lut_shift"]), lut_lo=int(a["lut_lo"]), table=op.params["table"].astype(np.int64))
     elif cls == "Product":
@@ -206,23 +227,58 @@ def _synapse_process(op: Op, groups: dict[str, dict], post: Op, steps: int, peri
     if not why_not and delay == 1 and nonzero < SPARSE_DENSITY * w.size:
         # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
         # product in int64), so dense_exact's proof holds; it stores the non-zeros only
-        return ProcessSpec(op.name, LAVA_SPARSE_MODULE, "Sparse", post.name, w.shape[0],
-                           {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
-                            "num_message_bits": int(pre["msg_bits"])},
-                           f"Lava Sparse: exact (bound), {nonzero} of {w.size} weights non-zero")
+        return ProcessSpec(
+            op.name,
+            LAVA_SPARSE_MODULE,
+            "Sparse",
+            post.name,
+            w.shape[0],
+            {"weights": w, "weight_exp": exp, "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
+            f"Lava Sparse: exact (bound), {nonzero} of {w.size} weights non-zero",
+        )
     if not why_not and delay == 1:
-        return ProcessSpec(op.name, LAVA_DENSE_MODULE, "Dense", post.name, w.shape[0],
-                           {"weights": w, "weight_exp": exp, "num_weight_bits": 8,
-                            "num_message_bits": int(pre["msg_bits"])}, "Lava Dense: exact (bound)")
+        return ProcessSpec(
+            op.name,
+            LAVA_DENSE_MODULE,
+            "Dense",
+            post.name,
+            w.shape[0],
+            {"weights": w, "weight_exp": exp, "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
+            "Lava Dense: exact (bound)",
+        )
     if not why_not:
-        return ProcessSpec(op.name, LAVA_DENSE_MODULE, "DelayDense", post.name, w.shape[0],
-                           {"weights": w, "delays": np.full(w.shape, delay - 1, np.int64), "weight_exp": exp,
-                            "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
-                           "Lava DelayDense: exact (bound)")
-    return ProcessSpec(op.name, PROCS_MODULE, "Synapses", post.name, w.shape[0],
-                       {"weights": w, "weight_exp": exp, "delay": delay, "sigma": bool(pre["delta"]),
-                        "wake": int(groups[post.name]["depth"]), "steps": steps, "period": period},
-                       why_not)
+        return ProcessSpec(
+            op.name,
+            LAVA_DENSE_MODULE,
+            "DelayDense",
+            post.name,
+            w.shape[0],
+            {
+                "weights": w,
+                "delays": np.full(w.shape, delay - 1, np.int64),
+                "weight_exp": exp,
+                "num_weight_bits": 8,
+                "num_message_bits": int(pre["msg_bits"]),
+            },
+            "Lava DelayDense: exact (bound)",
+        )
+    return ProcessSpec(
+        op.name,
+        PROCS_MODULE,
+        "Synapses",
+        post.name,
+        w.shape[0],
+        {
+            "weights": w,
+            "weight_exp": exp,
+            "delay": delay,
+            "sigma": bool(pre["delta"]),
+            "wake": int(groups[post.name]["depth"]),
+            "steps": steps,
+            "period": period,
+        },
+        why_not,
+    )
 
 
 def _check_connected(plan: LavaPlan) -> None:
@@ -239,8 +295,10 @@ def _check_connected(plan: LavaPlan) -> None:
             todo.extend(neighbours[name] - seen)
     cut = [p.name for p in plan.processes if p.name not in seen]
     if cut:
-        raise EngineError(f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
-                          "run it; recompile (the passes keep every group on a path from the input)")
+        raise EngineError(
+            f"%{cut[0]} is not connected to the source group %{plan.processes[0].name}: Lava would not "
+            "run it; recompile (the passes keep every group on a path from the input)"
+        )
 
 
 def require_lava() -> None:
@@ -248,9 +306,11 @@ def require_lava() -> None:
     try:
         importlib.import_module("lava.magma.core.process.process")
     except ImportError as e:
-        raise EngineError(f"Lava is not installed here ({e}): the Lava engine and Net.to_lava need lava-nc 0.10.0 "
-                          "(Python 3.10); the numpy and microcode engines compute the same integers without it "
-                          "(--engine numpy or microcode)") from None
+        raise EngineError(
+            f"Lava is not installed here ({e}): the Lava engine and Net.to_lava need lava-nc 0.10.0 "
+            "(Python 3.10); the numpy and microcode engines compute the same integers without it "
+            "(--engine numpy or microcode)"
+        ) from None
 
 
 def build_lava(plan: LavaPlan) -> dict:
@@ -274,11 +334,18 @@ def process_table(net) -> list[dict]:
     features = graph.inputs()[0].shape[0]
     plan = plan_lava(graph, np.zeros((1, 1, features)))
     placed = placement_of(graph)
-    return [{"name": p.name, "class": p.cls, "module": p.module, "group": p.group, "size": p.size,
-             "note": p.note,
-             "cores": [{"chip": b.chip, "core": b.core, "neurons": [b.start, b.stop]}
-                       for b in placed.get(p.group, [])]}
-            for p in plan.processes]
+    return [
+        {
+            "name": p.name,
+            "class": p.cls,
+            "module": p.module,
+            "group": p.group,
+            "size": p.size,
+            "note": p.note,
+            "cores": [{"chip": b.chip, "core": b.core, "neurons": [b.start, b.stop]} for b in placed.get(p.group, [])],
+        }
+        for p in plan.processes
+    ]
 
 
 def process_table_json(net) -> bytes:

@@ -71,7 +71,7 @@ def build(x):
     p = {{}}
 '''
 
-_FOOTER = '''    return p
+_FOOTER = """    return p
 
 
 def main():
@@ -108,7 +108,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 def _docstring_text(text) -> str:
@@ -133,8 +133,9 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
                 continue
             if key == "tokens_in":
                 a = with_defaults(graph.op(spec.name))
-                args.append(f"tokens_in=quantize(x, {int(a['frac'])}, {int(a['msg_bits'])})"
-                            ".reshape(batch * tokens, -1)")
+                args.append(
+                    f"tokens_in=quantize(x, {int(a['frac'])}, {int(a['msg_bits'])}).reshape(batch * tokens, -1)"
+                )
             elif key == "delays":  # DelayDense: one delay for every synapse of the group
                 args.append(f"delays=np.full(TENSORS[{spec.name + '.weights'!r}].shape, {int(value.flat[0])})")
             elif isinstance(value, np.ndarray):
@@ -143,27 +144,41 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
             else:
                 args.append(f"{key}={value!r}")
         if spec.cls not in ("Dense", "DelayDense", "Sparse"):
-            args.append("**timing" if spec.cls != "Synapses" else
-                        "steps=timing['steps'], period=timing['period']")
+            args.append("**timing" if spec.cls != "Synapses" else "steps=timing['steps'], period=timing['period']")
         what = "neurons" if spec.group == spec.name else f"outputs into {spec.group}"
         lines.append(f"    # {spec.name}: {spec.size} {what}" + (f"; {spec.note}" if spec.note else ""))
         lines.append(f"    p[{spec.name!r}] = {spec.cls}(")
-        lines += textwrap.wrap(", ".join(args) + ")", width=108, initial_indent=" " * 8,
-                               subsequent_indent=" " * 8, break_long_words=False, break_on_hyphens=False)
+        lines += textwrap.wrap(
+            ", ".join(args) + ")",
+            width=108,
+            initial_indent=" " * 8,
+            subsequent_indent=" " * 8,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
     lines.append("    # connections: message ports -> synapse groups -> dendrites")
     for link in plan.links:
         lines.append(f"    p[{link.src!r}].{link.src_port}.connect(p[{link.dst!r}].{link.dst_port})")
-    imports = [f"from {module} import {', '.join(sorted(names))}"
-               for module, names in sorted(by_module.items(), key=lambda kv: kv[0] != LAVA_DENSE_MODULE)]
+    imports = [
+        f"from {module} import {', '.join(sorted(names))}"
+        for module, names in sorted(by_module.items(), key=lambda kv: kv[0] != LAVA_DENSE_MODULE)
+    ]
     outputs = {}
     for out in graph.outputs():
         a = with_defaults(graph.op(out.inputs[0]))
         outputs[out.name] = (out.inputs[0], int(a["depth"]), int(a["frac"]), a["decode"])
     max_delay = plan.period - plan.steps
-    header = _HEADER.format(source=_docstring_text(net.source.get("file", graph.name)), version=__version__,
-                            tensors=_docstring_text(tensors_name), script=_docstring_text(script_name), features=features, imports="\n".join(imports),
-                            max_depth=plan.steps - plan.tokens, max_delay=max_delay,
-                            outputs=pprint.pformat(outputs, width=100))
+    header = _HEADER.format(
+        source=_docstring_text(net.source.get("file", graph.name)),
+        version=__version__,
+        tensors=_docstring_text(tensors_name),
+        script=_docstring_text(script_name),
+        features=features,
+        imports="\n".join(imports),
+        max_depth=plan.steps - plan.tokens,
+        max_delay=max_delay,
+        outputs=pprint.pformat(outputs, width=100),
+    )
     return header + "\n".join(lines) + "\n" + _FOOTER, tensors
 
 
@@ -179,6 +194,7 @@ def write_script(net, path: str | os.PathLike, inputs=()) -> tuple[str, str]:
     text, tensors = script_text(net, os.path.basename(path), os.path.basename(tensors_path))
     buf = io.BytesIO()
     np.savez(buf, **dict(sorted(tensors.items())))
-    write_files({tensors_path: buf.getvalue(), path: text.encode("utf-8")}, inputs, "Lava script",
-                example="build_net.py")
+    write_files(
+        {tensors_path: buf.getvalue(), path: text.encode("utf-8")}, inputs, "Lava script", example="build_net.py"
+    )
     return path, tensors_path

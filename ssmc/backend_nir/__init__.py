@@ -94,7 +94,7 @@ def s4d_matrices(op: Op, form: str) -> dict[str, np.ndarray]:
     Cm = np.zeros((H, 2 * H * M))
     for h in range(H):
         rows = 2 * (h * M + np.arange(M))
-        B[rows, h], B[rows + 1, h] = b[h * M:(h + 1) * M].real, b[h * M:(h + 1) * M].imag
+        B[rows, h], B[rows + 1, h] = b[h * M : (h + 1) * M].real, b[h * M : (h + 1) * M].imag
         Cm[h, rows], Cm[h, rows + 1] = 2 * C[h].real, -2 * C[h].imag
     return {"A": _pair_block(w), "B": B, "C": Cm, "D": op.params["D"].astype(np.float64)}
 
@@ -134,8 +134,11 @@ def to_nir(graph: Graph, form: str = "euler", cut: bool = False) -> tuple[nir.NI
     cuts: list[str] = []
     refused = [op for op in graph.ops() if not _expressible(op)]
     if refused and not cut:
-        raise UnsupportedModelError("NIR cannot express " + "; ".join(_why_not(op) for op in refused)
-                                    + ": export with --cut to leave these ops to the host between NIR ports")
+        raise UnsupportedModelError(
+            "NIR cannot express "
+            + "; ".join(_why_not(op) for op in refused)
+            + ": export with --cut to leave these ops to the host between NIR ports"
+        )
     for op in graph.ops():
         k, size = op.kind, int(np.prod(op.shape))
         ins = [head[s] for s in op.inputs]
@@ -146,8 +149,11 @@ def to_nir(graph: Graph, form: str = "euler", cut: bool = False) -> tuple[nir.NI
             edges.append((ins[0], op.name))
         elif k == "linear":
             w = op.params["weight"].astype(np.float64)
-            nodes[op.name] = (nir.Affine(weight=w, bias=op.params["bias"].astype(np.float64))
-                              if "bias" in op.params else nir.Linear(weight=w))
+            nodes[op.name] = (
+                nir.Affine(weight=w, bias=op.params["bias"].astype(np.float64))
+                if "bias" in op.params
+                else nir.Linear(weight=w)
+            )
             edges.append((ins[0], op.name))
         elif k == "add":
             nodes[op.name] = nir.Scale(scale=np.ones(size))
@@ -164,16 +170,27 @@ def to_nir(graph: Graph, form: str = "euler", cut: bool = False) -> tuple[nir.NI
             nodes[f"{n}.C"] = nir.Linear(weight=m["C"])
             nodes[f"{n}.D"] = nir.Scale(scale=m["D"])
             nodes[n] = nir.Scale(scale=np.ones(size))
-            edges += [(ins[0], f"{n}.B"), (f"{n}.B", f"{n}.x"), (f"{n}.x", f"{n}.A"), (f"{n}.A", f"{n}.x"),
-                      (f"{n}.x", f"{n}.C"), (ins[0], f"{n}.D"), (f"{n}.C", n), (f"{n}.D", n)]
+            edges += [
+                (ins[0], f"{n}.B"),
+                (f"{n}.B", f"{n}.x"),
+                (f"{n}.x", f"{n}.A"),
+                (f"{n}.A", f"{n}.x"),
+                (f"{n}.x", f"{n}.C"),
+                (ins[0], f"{n}.D"),
+                (f"{n}.C", n),
+                (f"{n}.D", n),
+            ]
         else:  # cut: the host computes the op between two ports of the graph
             ports = [f"{op.name}.in{i}" for i in range(len(ins))]
             for port, src in zip(ports, ins):
-                nodes[port] = nir.Output(output_type={"output": np.array([int(np.prod(graph.op(
-                    op.inputs[ports.index(port)]).shape))])})
+                nodes[port] = nir.Output(
+                    output_type={"output": np.array([int(np.prod(graph.op(op.inputs[ports.index(port)]).shape))])}
+                )
                 edges.append((src, port))
-            nodes[op.name] = nir.Input(input_type={"input": np.array([size])},
-                                       metadata={"ssmc_host_op": _host_spec(op), "ssmc_reads": ",".join(ports)})
+            nodes[op.name] = nir.Input(
+                input_type={"input": np.array([size])},
+                metadata={"ssmc_host_op": _host_spec(op), "ssmc_reads": ",".join(ports)},
+            )
             cuts.append(f"{_why_not(op)}: cut, the host computes it from {', '.join(ports)} into input {op.name}")
         head[op.name] = op.name
     meta = {"producer": "ssmc", "s4d_form": form, "time_step": "one token per unit of time (dt = 1)"}

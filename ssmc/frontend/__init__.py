@@ -28,5 +28,12 @@ def import_onnx(path: str | os.PathLike, readout: str = "none") -> tuple[Graph, 
     return graph, report, loaded
 
 
-__all__ = ["import_onnx", "ImportReport", "LoadedModel", "READOUTS", "HandlerContext", "load_plugin_file",
-           "register_op_handler"]
+__all__ = [
+    "import_onnx",
+    "ImportReport",
+    "LoadedModel",
+    "READOUTS",
+    "HandlerContext",
+    "load_plugin_file",
+    "register_op_handler",
+]

@@ -35,11 +35,13 @@ from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import schema
 from ssmc.ir.verify import graph_problems
 
-SUPPORTED = ("step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout: "
-             "re/im apart, layers packed in one state, any batch axis), "
-             "running sums; Gemm; MatMul (+Add) with constant weights; Add of two tensors (residual); "
-             "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
-             "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]")
+SUPPORTED = (
+    "step-form recurrences: S4D layers (diagonal complex state [batch, H, M, 2] or any diagonal layout: "
+    "re/im apart, layers packed in one state, any batch axis), "
+    "running sums; Gemm; MatMul (+Add) with constant weights; Add of two tensors (residual); "
+    "Relu, Gelu, Sigmoid, Tanh, Erf/Tanh/Exp-based GELU and sigmoid patterns; GLU (Split + Sigmoid + Mul); "
+    "LayerNormalization over the last axis; Identity, Dropout, Cast and shape ops that keep [batch, C]"
+)
 PASS_THROUGH = {"Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 FULL_SEQUENCE_OPS = {"DFT", "STFT", "Conv", "ConvTranspose", "Scan", "Loop"}
 
@@ -79,7 +81,8 @@ def _check_contract(ix: GraphIndex, name: str) -> tuple[str, list[tuple[str, str
             "into convolution/DFT constants and A, B, C are not in the graph. Export the step form instead: "
             "one token in, the state in, the output and the next state out, e.g. "
             "torch.onnx.export(step_module, (x_t, state0, ...), 'model.onnx', dynamo=False) "
-            "(see docs/onnx_step_form.md)")
+            "(see docs/onnx_step_form.md)"
+        )
     if not g.inputs:
         raise UnsupportedModelError(f"{name}: the graph has no inputs")
     x = g.inputs[0]
@@ -87,7 +90,8 @@ def _check_contract(ix: GraphIndex, name: str) -> tuple[str, list[tuple[str, str
         rank = "unknown" if x.shape is None else len(x.shape)
         raise UnsupportedModelError(
             f"{name}: token input '{x.name}' has rank {rank}, shape {x.shape}; ssmc expects a step-form model "
-            "whose first input is one token [batch, features] (see docs/onnx_step_form.md)")
+            "whose first input is one token [batch, features] (see docs/onnx_step_form.md)"
+        )
     if not isinstance(x.shape[1], int):
         raise UnsupportedModelError(f"{name}: token input '{x.name}' needs a static feature size, has {x.shape}")
     if x.dtype not in (np.float32, np.float64, np.float16):
@@ -98,19 +102,26 @@ def _check_contract(ix: GraphIndex, name: str) -> tuple[str, list[tuple[str, str
     if len(outs) - 1 != len(states_in):
         raise UnsupportedModelError(
             f"{name}: {len(states_in)} state input(s) but {len(outs) - 1} state output(s); the step form lists "
-            "states in the same order after the first input and after the first output")
+            "states in the same order after the first input and after the first output"
+        )
     if isinstance(x.shape[0], int) and x.shape[0] != 1:
         raise UnsupportedModelError(
             f"{name}: token input '{x.name}' has a fixed batch of {x.shape[0]}; ssmc accepts a symbolic batch or a "
             "fixed batch of 1. In torch: export with example inputs of batch 1, or with "
-            f"dynamic_axes={{'{x.name}': {{0: 'batch'}}, ...}} on every input and output")
+            f"dynamic_axes={{'{x.name}': {{0: 'batch'}}, ...}} on every input and output"
+        )
     pairs = []
     for s_in, s_out in zip(states_in, outs[1:]):
-        if s_in.shape is None or s_out.shape is None or len(s_in.shape) != len(s_out.shape) or any(
-                isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s_in.shape, s_out.shape)):
+        if (
+            s_in.shape is None
+            or s_out.shape is None
+            or len(s_in.shape) != len(s_out.shape)
+            or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s_in.shape, s_out.shape))
+        ):
             raise UnsupportedModelError(
                 f"{name}: state input '{s_in.name}' {s_in.shape} and output '{s_out.name}' {s_out.shape} "
-                "do not match; states must come back in the same order and shape")
+                "do not match; states must come back in the same order and shape"
+            )
         pairs.append((s_in.name, s_out.name))
     y = outs[0]
     if y.shape is None or len(y.shape) != 2:
@@ -204,8 +215,14 @@ def _glu_unit(ix: GraphIndex, n: gs.Node) -> Unit | None:
         return None
     if len(ix.consumers.get(a, [])) != 1:
         return None
-    return Unit("activation", [z], mul[0].outputs[0].name, {id(n), id(sig[0]), id(mul[0])},
-                attrs={"fn": "glu"}, source=describe(n) + " + Sigmoid + Mul")
+    return Unit(
+        "activation",
+        [z],
+        mul[0].outputs[0].name,
+        {id(n), id(sig[0]), id(mul[0])},
+        attrs={"fn": "glu"},
+        source=describe(n) + " + Sigmoid + Mul",
+    )
 
 
 def _layernorm_unit(ix: GraphIndex, n: gs.Node) -> Unit | None:
@@ -214,21 +231,32 @@ def _layernorm_unit(ix: GraphIndex, n: gs.Node) -> Unit | None:
     x = n.inputs[0].name
     shape = ix.shape(x)
     if shape is None or len(shape) != 2 or n.attrs.get("axis", -1) not in (-1, 1):
-        raise UnsupportedModelError(f"{describe(n)}: LayerNormalization is supported over the last axis of "
-                                    f"[batch, C]; here axis={n.attrs.get('axis', -1)} on shape {shape}")
+        raise UnsupportedModelError(
+            f"{describe(n)}: LayerNormalization is supported over the last axis of "
+            f"[batch, C]; here axis={n.attrs.get('axis', -1)} on shape {shape}"
+        )
     C = shape[1]
     w = ix.const(n.inputs[1].name) if len(n.inputs) > 1 else None
     b = ix.const(n.inputs[2].name) if len(n.inputs) > 2 and n.inputs[2].name else np.zeros(C)
     if w is None or b is None:
         raise UnsupportedModelError(f"{describe(n)}: LayerNormalization needs constant scale and bias")
     if len(n.outputs) > 1 and any(o.name and ix.consumers.get(o.name) for o in n.outputs[1:]):
-        raise UnsupportedModelError(f"{describe(n)}: the mean/inv-std outputs of LayerNormalization are used; "
-                                    "only the normalised output is supported")
-    return Unit("norm", [x], n.outputs[0].name, {id(n)},
-                attrs={"kind": "layernorm", "eps": float(n.attrs.get("epsilon", 1e-5))},
-                params={"weight": np.broadcast_to(w.reshape(-1), (C,)).astype(np.float32),
-                        "bias": np.broadcast_to(b.reshape(-1), (C,)).astype(np.float32)},
-                source=describe(n))
+        raise UnsupportedModelError(
+            f"{describe(n)}: the mean/inv-std outputs of LayerNormalization are used; "
+            "only the normalised output is supported"
+        )
+    return Unit(
+        "norm",
+        [x],
+        n.outputs[0].name,
+        {id(n)},
+        attrs={"kind": "layernorm", "eps": float(n.attrs.get("epsilon", 1e-5))},
+        params={
+            "weight": np.broadcast_to(w.reshape(-1), (C,)).astype(np.float32),
+            "bias": np.broadcast_to(b.reshape(-1), (C,)).astype(np.float32),
+        },
+        source=describe(n),
+    )
 
 
 def _alias_unit(ix: GraphIndex, n: gs.Node) -> Unit | None:
@@ -273,9 +301,11 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool
         if producer is not None and id(producer) in handled:  # the handler's op keeps this state
             outside = [c for c in ix.consumers.get(s_in, []) if id(c) not in handled]
             if outside:
-                raise UnsupportedModelError(f"state '{s_in}' -> '{s_out}': the output comes from {describe(producer)} "
-                                            f"(mapped by handler {handled[id(producer)].origin}) but the input is "
-                                            f"also read by {describe(outside[0])}; a handled node must own its state")
+                raise UnsupportedModelError(
+                    f"state '{s_in}' -> '{s_out}': the output comes from {describe(producer)} "
+                    f"(mapped by handler {handled[id(producer)].origin}) but the input is "
+                    f"also read by {describe(outside[0])}; a handled node must own its state"
+                )
             continue
         measured.append((s_in, s_out))
     recs: list[Recurrence] = find_recurrences(ix, raw, measured, opset, fixed_batch) if measured else []
@@ -283,15 +313,33 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool
         if rec.nodes & claimed:
             raise UnsupportedModelError(f"{rec.source}: its layer overlaps another recurrence")
         claimed |= rec.nodes
-        units.append(Unit(rec.kind, [rec.u], rec.y, rec.nodes, attrs=rec.attrs, params=rec.params,
-                          source=rec.source, notes=rec.notes))
+        units.append(
+            Unit(
+                rec.kind,
+                [rec.u],
+                rec.y,
+                rec.nodes,
+                attrs=rec.attrs,
+                params=rec.params,
+                source=rec.source,
+                notes=rec.notes,
+            )
+        )
     # Handlers before the built-in matchers: a user's handler for a standard op overrides them.
     for n in ix.nodes:
         if id(n) in handled and id(n) not in claimed:
             outs = [t.name for t in n.outputs if t.name and t.name not in states] or [n.outputs[0].name]
-            units.append(Unit("handler", [t for t in ix.dynamic_inputs(n) if t not in states], outs[0], {id(n)},
-                              source=f"{describe(n)} by handler {handled[id(n)].label}",
-                              handler=handled[id(n)], node=n))
+            units.append(
+                Unit(
+                    "handler",
+                    [t for t in ix.dynamic_inputs(n) if t not in states],
+                    outs[0],
+                    {id(n)},
+                    source=f"{describe(n)} by handler {handled[id(n)].label}",
+                    handler=handled[id(n)],
+                    node=n,
+                )
+            )
             claimed.add(id(n))
     # GLU before activations: its Sigmoid belongs to it.
     for n in ix.nodes:
@@ -305,14 +353,26 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool
             continue
         m = match_activation(ix, n, claimed)
         if m is not None:
-            units.append(Unit("activation", [m.x], m.y, m.nodes, attrs={"fn": m.fn},
-                              source=f"{len(m.nodes)} node(s) from {describe(n)}"))
+            units.append(
+                Unit(
+                    "activation",
+                    [m.x],
+                    m.y,
+                    m.nodes,
+                    attrs={"fn": m.fn},
+                    source=f"{len(m.nodes)} node(s) from {describe(n)}",
+                )
+            )
             claimed |= m.nodes
     for n in ix.nodes:
         if id(n) in claimed:
             continue
-        u = (_linear_unit(ix, n) or _layernorm_unit(ix, n) or _alias_unit(ix, n)
-             or _scalar_affine_unit(ix, n, _width(ix, ix.dynamic_inputs(n)[0]) if ix.dynamic_inputs(n) else None))
+        u = (
+            _linear_unit(ix, n)
+            or _layernorm_unit(ix, n)
+            or _alias_unit(ix, n)
+            or _scalar_affine_unit(ix, n, _width(ix, ix.dynamic_inputs(n)[0]) if ix.dynamic_inputs(n) else None)
+        )
         if u is None and n.op == "Add":
             dyn = ix.dynamic_inputs(n)
             if len(dyn) == 2 and len(n.inputs) == 2:
@@ -325,16 +385,23 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool
 
 
 def _unsupported_message(ix: GraphIndex, n: gs.Node) -> str:
-    shapes = ", ".join(f"{t.name}: {list(t.shape) if t.shape is not None else '?'}"
-                       for t in n.inputs if t.name and not ix.is_const(t.name))
+    shapes = ", ".join(
+        f"{t.name}: {list(t.shape) if t.shape is not None else '?'}"
+        for t in n.inputs
+        if t.name and not ix.is_const(t.name)
+    )
     if n.domain and n.domain not in ("", "ai.onnx"):
-        return (f"{describe(n)}: custom domain '{n.domain}' has no handler (inputs {shapes or 'none'}); map it onto "
-                f"the IR with @register_op_handler({n.op!r}, domain={n.domain!r}) in a file given with --plugin, "
-                f"or in a package's 'ssmc.op_handlers' entry point (see {HANDLER_DOCS})")
-    return (f"{describe(n)}: this op, or this use of it, is not supported (inputs {shapes or 'none'}). "
-            f"Supported: {SUPPORTED}. If the op is part of an S4D layer, check the state layout in "
-            f"docs/onnx_step_form.md; otherwise handlers can be added: @register_op_handler({n.op!r}) "
-            f"(see {HANDLER_DOCS})")
+        return (
+            f"{describe(n)}: custom domain '{n.domain}' has no handler (inputs {shapes or 'none'}); map it onto "
+            f"the IR with @register_op_handler({n.op!r}, domain={n.domain!r}) in a file given with --plugin, "
+            f"or in a package's 'ssmc.op_handlers' entry point (see {HANDLER_DOCS})"
+        )
+    return (
+        f"{describe(n)}: this op, or this use of it, is not supported (inputs {shapes or 'none'}). "
+        f"Supported: {SUPPORTED}. If the op is part of an S4D layer, check the state layout in "
+        f"docs/onnx_step_form.md; otherwise handlers can be added: @register_op_handler({n.op!r}) "
+        f"(see {HANDLER_DOCS})"
+    )
 
 
 def _import_and_fold(model: onnx.ModelProto, name: str) -> tuple[gs.Graph, gs.Graph]:
@@ -343,9 +410,12 @@ def _import_and_fold(model: onnx.ModelProto, name: str) -> tuple[gs.Graph, gs.Gr
         raw_graph = pin_ir_versions(gs.import_onnx(model))
         folded = pin_ir_versions(gs.import_onnx(model))
     except Exception as e:
-        raise UnsupportedModelError(f"{name}: onnx-graphsurgeon cannot read the graph: "
-                                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise UnsupportedModelError(
+            f"{name}: onnx-graphsurgeon cannot read the graph: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     from onnx_graphsurgeon.logger import G_LOGGER
+
     severity, G_LOGGER.severity = G_LOGGER.severity, G_LOGGER.ERROR  # its "[W] ..." lines would clutter ssmc's output
     try:
         folded.fold_constants(error_ok=False).cleanup(remove_unused_graph_inputs=False)
@@ -360,9 +430,11 @@ def _check_no_runtime_if(ix: GraphIndex, name: str) -> None:
     """Folding inlined every If with a constant condition; one left picks its branch per input."""
     for n in ix.nodes:
         if n.op == "If" and n.domain in ("", "ai.onnx", None):
-            raise UnsupportedModelError(f"{name}: {describe(n)}: its condition is computed from the inputs, and a "
-                                        "compiled net cannot choose between branches at run time; export the "
-                                        "model with the branch it takes, or make the condition a constant")
+            raise UnsupportedModelError(
+                f"{name}: {describe(n)}: its condition is computed from the inputs, and a "
+                "compiled net cannot choose between branches at run time; export the "
+                "model with the branch it takes, or make the condition a constant"
+            )
 
 
 def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") -> tuple[Graph, ImportReport]:
@@ -386,8 +458,10 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     for u in units:
         missing = [t for t in u.inputs if t not in value_of]
         if missing:
-            raise UnsupportedModelError(f"{name}: '{u.source}' reads '{missing[0]}', which is not computed from "
-                                        f"the token input '{x_name}' by supported ops")
+            raise UnsupportedModelError(
+                f"{name}: '{u.source}' reads '{missing[0]}', which is not computed from "
+                f"the token input '{x_name}' by supported ops"
+            )
         if u.kind == "alias":
             value_of[u.output] = value_of[u.inputs[0]]
             continue
@@ -396,43 +470,61 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
             continue
         op = _ir_op(graph, u, [value_of[t] for t in u.inputs], counters)
         value_of[u.output] = op.name
-        layers.append(dict(name=op.name, kind=op.kind, shape=list(op.shape), source=u.source, notes=u.notes,
-                           attrs=dict(op.attrs)))
+        layers.append(
+            dict(name=op.name, kind=op.kind, shape=list(op.shape), source=u.source, notes=u.notes, attrs=dict(op.attrs))
+        )
     if y_name not in value_of:
         raise UnsupportedModelError(f"{name}: output '{y_name}' is not computed from the token input")
     last = value_of[y_name]
     if readout in ("sum", "mean"):  # "last" adds nothing: the last token's output is already the output
-        pool = graph.add(Op(graph.fresh_name("readout"), "pool", (last,), attrs={"mode": readout},
-                            shape=graph.op(last).shape))
-        layers.append(dict(name=pool.name, kind="pool", shape=list(pool.shape),
-                           source=f"--readout {readout}", notes=[], attrs={"mode": readout}))
+        pool = graph.add(
+            Op(graph.fresh_name("readout"), "pool", (last,), attrs={"mode": readout}, shape=graph.op(last).shape)
+        )
+        layers.append(
+            dict(
+                name=pool.name,
+                kind="pool",
+                shape=list(pool.shape),
+                source=f"--readout {readout}",
+                notes=[],
+                attrs={"mode": readout},
+            )
+        )
         last = pool.name
     out = graph.add(Op(graph.fresh_name("y"), "output", (last,), shape=graph.op(last).shape))
-    layers.append(dict(name=out.name, kind="output", shape=list(out.shape), source=f"graph output '{y_name}'",
-                       notes=[]))
-    limits.check("total_bytes", sum(v.nbytes for op in graph.ops() for v in op.params.values()),
-                 f"{name}: the imported model's parameters")
+    layers.append(
+        dict(name=out.name, kind="output", shape=list(out.shape), source=f"graph output '{y_name}'", notes=[])
+    )
+    limits.check(
+        "total_bytes",
+        sum(v.nbytes for op in graph.ops() for v in op.params.values()),
+        f"{name}: the imported model's parameters",
+    )
     problems = graph_problems(graph)
     if problems:  # e.g. measured parameters that overflow float32: a property of the model, said on one line
         raise UnsupportedModelError(f"{name}: the recognised layers do not make valid IR: {'; '.join(problems)}")
     return graph, ImportReport(model_name=name, inputs=[x_name], states=pairs, layers=layers)
 
 
-def _apply_handler(ix: GraphIndex, graph: Graph, u: Unit, value_of: dict[str, str], states: set[str],
-                   counters: dict[str, int]) -> list[dict]:
+def _apply_handler(
+    ix: GraphIndex, graph: Graph, u: Unit, value_of: dict[str, str], states: set[str], counters: dict[str, int]
+) -> list[dict]:
     """Run a handler unit; record what it mapped; return its import-report rows."""
     mapping, added = apply_handler(u.handler, u.node, ix, graph, value_of, states, describe, counters)
     for t in u.node.outputs:
         used = ix.consumers.get(t.name) or t.name in ix.graph_outputs
         if t.name and t.name not in states and used and t.name not in mapping:
-            raise UnsupportedModelError(f"{describe(u.node)}, handler {u.handler.origin}: output '{t.name}' is used "
-                                        "but the handler returned no IR value for it")
+            raise UnsupportedModelError(
+                f"{describe(u.node)}, handler {u.handler.origin}: output '{t.name}' is used "
+                "but the handler returned no IR value for it"
+            )
     value_of.update(mapping)
     rows = []
     for name in added:
         op = graph.op(name)
-        rows.append(dict(name=op.name, kind=op.kind, shape=list(op.shape), source=u.source, notes=[],
-                         attrs=dict(op.attrs)))
+        rows.append(
+            dict(name=op.name, kind=op.kind, shape=list(op.shape), source=u.source, notes=[], attrs=dict(op.attrs))
+        )
     return rows
 
 
@@ -445,14 +537,16 @@ def _check_finite(graph: gs.Graph, name: str) -> None:
                 if not np.issubdtype(values.dtype, np.floating) or values.size == 0:
                     continue
                 if not np.all(np.isfinite(values)):
-                    raise UnsupportedModelError(f"{name}: initializer '{t.name}' (used by {describe(node)}) has "
-                                                "NaN or infinite values")
+                    raise UnsupportedModelError(
+                        f"{name}: initializer '{t.name}' (used by {describe(node)}) has NaN or infinite values"
+                    )
                 biggest = float(np.abs(values).max())
                 if biggest > limits.MAX_ABS_WEIGHT:
                     raise UnsupportedModelError(
                         f"{name}: initializer '{t.name}' (used by {describe(node)}) has values up to {biggest:.3g}; "
                         f"ssmc refuses |values| over {limits.MAX_ABS_WEIGHT:.0e} (folding layers would overflow float32, and "
-                        "no fixed-point format spans them): check the export")
+                        "no fixed-point format spans them): check the export"
+                    )
 
 
 def _ir_name(name: str) -> str:
@@ -462,8 +556,14 @@ def _ir_name(name: str) -> str:
 
 
 def _ir_op(graph: Graph, u: Unit, inputs: list[str], counters: dict[str, int]) -> Op:
-    prefix = {"linear": "linear", "s4d": "s4d", "activation": u.attrs.get("fn", "act"), "add": "add",
-              "norm": "norm", "pool": "pool"}.get(u.kind, u.kind)
+    prefix = {
+        "linear": "linear",
+        "s4d": "s4d",
+        "activation": u.attrs.get("fn", "act"),
+        "add": "add",
+        "norm": "norm",
+        "pool": "pool",
+    }.get(u.kind, u.kind)
     i = counters.get(prefix, 0)
     counters[prefix] = i + 1
     name = graph.fresh_name(f"{prefix}{i}")

@@ -20,8 +20,27 @@ from scipy.special import erf
 from ssmc.frontend.gsutil import GraphIndex
 from ssmc.ir.activations import activation
 
-ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Tanh", "Sigmoid", "Relu", "Exp", "Neg",
-               "Sqrt", "Reciprocal", "Gelu", "Abs", "Max", "Min", "Clip", "Identity"}
+ELEMENTWISE = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Erf",
+    "Tanh",
+    "Sigmoid",
+    "Relu",
+    "Exp",
+    "Neg",
+    "Sqrt",
+    "Reciprocal",
+    "Gelu",
+    "Abs",
+    "Max",
+    "Min",
+    "Clip",
+    "Identity",
+}
 ANCHORS = {"Erf", "Tanh", "Sigmoid", "Relu", "Gelu", "Exp", "Max", "Clip"}
 CANDIDATES = ("relu", "gelu", "gelu_tanh", "sigmoid", "tanh")
 GRID = np.linspace(-8.0, 8.0, 641)
@@ -184,8 +203,7 @@ def _grow_forward(ix: GraphIndex, back: list[gs.Node], x: str, claimed: set[int]
             if not dyn or not all(t in inside or t == x for t in dyn):
                 continue
             reads_region = any(t in inside for t in dyn)
-            feeds_region = any(any(i.name in inside for i in c.inputs)
-                               for c in ix.consumers.get(n.outputs[0].name, []))
+            feeds_region = any(any(i.name in inside for i in c.inputs) for c in ix.consumers.get(n.outputs[0].name, []))
             if reads_region or feeds_region:
                 region.append(n)
                 inside.add(n.outputs[0].name)

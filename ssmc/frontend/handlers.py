@@ -122,10 +122,13 @@ def register_op_handler(op: str, domain: str = "", origin: str | None = None) ->
         if old is not None and _same_code(old.func, func):
             return func  # the same file imported twice (installed package and --plugin): keep the first
         if old is not None and old.func is not func:
-            raise HandlerError(f"op {handler.key!r} has two handlers: {old.origin} and {handler.origin}; "
-                               "remove one (or unregister_op_handler the first)")
+            raise HandlerError(
+                f"op {handler.key!r} has two handlers: {old.origin} and {handler.origin}; "
+                "remove one (or unregister_op_handler the first)"
+            )
         _REGISTRY[key] = handler
         return func
+
     return decorate
 
 
@@ -139,6 +142,7 @@ def _same_code(a: Callable, b: Callable) -> bool:
     def where(f):
         code = getattr(f, "__code__", None)
         return getattr(f, "__qualname__", None), code.co_firstlineno if code else None
+
     return a is b or (fa is not None and fa == fb and where(a) == where(b))
 
 
@@ -208,8 +212,9 @@ class HandlerContext:
     the IR values computed so far, and adding IR ops (shapes are inferred and
     checked against the op's schema)."""
 
-    def __init__(self, index, graph, value_of: dict[str, str], node, states: set[str],
-                 counters: dict[str, int] | None = None):
+    def __init__(
+        self, index, graph, value_of: dict[str, str], node, states: set[str], counters: dict[str, int] | None = None
+    ):
         self._counters = counters if counters is not None else {}
         self._ix = index
         self._graph = graph
@@ -235,8 +240,9 @@ class HandlerContext:
         try:
             return self._value_of[name]
         except KeyError:
-            raise UnsupportedModelError(f"tensor '{name}' is not computed from the token input by supported "
-                                        "ops (or is produced later)") from None
+            raise UnsupportedModelError(
+                f"tensor '{name}' is not computed from the token input by supported ops (or is produced later)"
+            ) from None
 
     def ir_shape(self, value: str) -> tuple[int, ...]:
         """The per-token shape (no batch axis) of IR value `value`."""
@@ -248,8 +254,14 @@ class HandlerContext:
         self._counters[prefix] = i + 1
         return f"{prefix}{i}"
 
-    def add(self, kind: str, inputs: list[str], attrs: dict | None = None, params: dict | None = None,
-            name: str | None = None) -> str:
+    def add(
+        self,
+        kind: str,
+        inputs: list[str],
+        attrs: dict | None = None,
+        params: dict | None = None,
+        name: str | None = None,
+    ) -> str:
         """Add an IR op of `kind` (see docs/ir.md) reading IR values `inputs`; returns its name.
 
         Without `name`, ops are named like the built-in ones (s4d0, linear1, relu0, ...).
@@ -260,8 +272,13 @@ class HandlerContext:
         for v in inputs:
             if not isinstance(v, str) or v not in self._graph:
                 raise UnsupportedModelError(f"ctx.add({kind!r}): input {v!r} is not an IR value (use ctx.value)")
-        op = Op(self._graph.fresh_name(name or self._next_name(kind, attrs or {})), kind, tuple(inputs), attrs=dict(attrs or {}),
-                params={k: np.asarray(v) for k, v in (params or {}).items()})
+        op = Op(
+            self._graph.fresh_name(name or self._next_name(kind, attrs or {})),
+            kind,
+            tuple(inputs),
+            attrs=dict(attrs or {}),
+            params={k: np.asarray(v) for k, v in (params or {}).items()},
+        )
         in_shapes = [self._graph.op(v).shape for v in inputs]
         try:
             op.shape = tuple(schema(kind).infer_shape(op, in_shapes))
@@ -275,8 +292,16 @@ class HandlerContext:
         return op.name
 
 
-def apply_handler(handler: OpHandler, node, index, graph, value_of: dict[str, str], states: set[str],
-                  describe: Callable, counters: dict[str, int] | None = None) -> tuple[dict[str, str], list[str]]:
+def apply_handler(
+    handler: OpHandler,
+    node,
+    index,
+    graph,
+    value_of: dict[str, str],
+    states: set[str],
+    describe: Callable,
+    counters: dict[str, int] | None = None,
+) -> tuple[dict[str, str], list[str]]:
     """Run `handler` on `node`; returns {ONNX output: IR value} and the IR ops it added.
 
     Every failure is an UnsupportedModelError naming the node, the op and the handler.
@@ -300,16 +325,23 @@ def apply_handler(handler: OpHandler, node, index, graph, value_of: dict[str, st
     elif isinstance(result, dict):
         mapping = dict(result)
     else:
-        raise UnsupportedModelError(f"{where}: returned {type(result).__name__}; return the IR value name of the "
-                                    "output (a str), a list aligned with node.outputs, or a dict")
+        raise UnsupportedModelError(
+            f"{where}: returned {type(result).__name__}; return the IR value name of the "
+            "output (a str), a list aligned with node.outputs, or a dict"
+        )
     for onnx_name, ir_name in mapping.items():
         if onnx_name not in outputs:
-            raise UnsupportedModelError(f"{where}: mapped {onnx_name!r}, which is not an output of the node "
-                                        f"(outputs: {outputs})")
+            raise UnsupportedModelError(
+                f"{where}: mapped {onnx_name!r}, which is not an output of the node (outputs: {outputs})"
+            )
         if onnx_name in states:
-            raise UnsupportedModelError(f"{where}: mapped the recurrent state {onnx_name!r}; states live inside "
-                                        "stateful IR ops (s4d, pool), leave them unmapped")
+            raise UnsupportedModelError(
+                f"{where}: mapped the recurrent state {onnx_name!r}; states live inside "
+                "stateful IR ops (s4d, pool), leave them unmapped"
+            )
         if not isinstance(ir_name, str) or ir_name not in graph:
-            raise UnsupportedModelError(f"{where}: returned {ir_name!r} for output {onnx_name!r}, which is not an "
-                                        "IR value (return what ctx.add or ctx.value gave you)")
+            raise UnsupportedModelError(
+                f"{where}: returned {ir_name!r} for output {onnx_name!r}, which is not an "
+                "IR value (return what ctx.add or ctx.value gave you)"
+            )
     return mapping, list(ctx.added)

@@ -22,8 +22,13 @@ from google.protobuf.message import DecodeError
 
 from ssmc import limits
 from ssmc.errors import ModelLoadError, printable
-from ssmc.frontend.tensor_data import (check_data_lengths, element_count, iter_tensors, load_external_data,
-                                       sparse_tensors)
+from ssmc.frontend.tensor_data import (
+    check_data_lengths,
+    element_count,
+    iter_tensors,
+    load_external_data,
+    sparse_tensors,
+)
 
 # If/Loop/Scan bodies nested deeper than this are refused: graphsurgeon's folding costs grow exponentially
 # with the depth (20 levels of If: 10 s, 30: hours), and no step-form export nests at all.
@@ -55,9 +60,11 @@ def load_model(path: str | os.PathLike, max_bytes: int | None = None) -> LoadedM
     if max_bytes is None:
         max_bytes = limits.current().model_file_bytes
     if size > max_bytes:
-        raise ModelLoadError(f"{name}: {limits.size(size)} is over the {limits.size(max_bytes)} limit "
-                             "for a model file; ssmc targets models that fit on Loihi 2 chips "
-                             f"(or raise {limits.ENV['model_file_bytes']})")
+        raise ModelLoadError(
+            f"{name}: {limits.size(size)} is over the {limits.size(max_bytes)} limit "
+            "for a model file; ssmc targets models that fit on Loihi 2 chips "
+            f"(or raise {limits.ENV['model_file_bytes']})"
+        )
     with open(path, "rb") as f:
         data = f.read(max_bytes + 1)
     return load_model_bytes(data, name=name, path=path)
@@ -137,8 +144,13 @@ def _check_inferred_sizes(model: onnx.ModelProto, name: str) -> None:
         if not tt.HasField("shape"):
             continue
         dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
-        limits.check("tensor_bytes", _tensor_bytes(dims, tt.elem_type), f"{name}: tensor '{vi.name}' {dims}",
-                     fix="check the shapes the model computes", limits=lim)
+        limits.check(
+            "tensor_bytes",
+            _tensor_bytes(dims, tt.elem_type),
+            f"{name}: tensor '{vi.name}' {dims}",
+            fix="check the shapes the model computes",
+            limits=lim,
+        )
 
 
 def _graphs(graph: onnx.GraphProto):
@@ -152,15 +164,21 @@ def _graphs(graph: onnx.GraphProto):
 
 def _check_structure(model: onnx.ModelProto, name: str) -> None:
     """Refuse graphs whose node count or subgraph nesting would make loading or folding run for hours."""
-    def depth(graph: onnx.GraphProto) -> int:
-        return 1 + max((depth(sub) for node in graph.node for a in node.attribute for sub in _graphs_of_attr(a)),
-                       default=0)
 
-    deepest = max([depth(model.graph)] + [depth(g) for f in model.functions for n in f.node for a in n.attribute
-                                          for g in _graphs_of_attr(a)])
+    def depth(graph: onnx.GraphProto) -> int:
+        return 1 + max(
+            (depth(sub) for node in graph.node for a in node.attribute for sub in _graphs_of_attr(a)), default=0
+        )
+
+    deepest = max(
+        [depth(model.graph)]
+        + [depth(g) for f in model.functions for n in f.node for a in n.attribute for g in _graphs_of_attr(a)]
+    )
     if deepest - 1 > MAX_SUBGRAPH_DEPTH:
-        raise ModelLoadError(f"{name}: subgraphs (If/Loop/Scan bodies) nest {deepest - 1} levels deep; ssmc refuses "
-                             f"more than {MAX_SUBGRAPH_DEPTH} (step-form models have none, see docs/onnx_step_form.md)")
+        raise ModelLoadError(
+            f"{name}: subgraphs (If/Loop/Scan bodies) nest {deepest - 1} levels deep; ssmc refuses "
+            f"more than {MAX_SUBGRAPH_DEPTH} (step-form models have none, see docs/onnx_step_form.md)"
+        )
     nodes = sum(len(g.node) for g in _graphs(model.graph)) + sum(len(f.node) for f in model.functions)
     limits.check("nodes", nodes, f"{name}: the graph", fix="ssmc targets models that fit on Loihi 2 chips")
 
@@ -173,8 +191,9 @@ def _make_names_printable(model: onnx.ModelProto) -> None:
     """Rename every node, value, op type, domain and attribute whose name has control or other
     non-printable characters (an ANSI escape sequence would otherwise reach the terminal through
     `ssmc inspect`, errors and reports). Escaped as `printable` does; a clash gets a suffix."""
-    graphs = [g for g in _graphs(model.graph)] + [g for f in model.functions for n in f.node
-                                                   for a in n.attribute for g in _graphs_of(a)]
+    graphs = [g for g in _graphs(model.graph)] + [
+        g for f in model.functions for n in f.node for a in n.attribute for g in _graphs_of(a)
+    ]
     nodes = [n for g in graphs for n in g.node] + [n for f in model.functions for n in f.node]
     values = []
     for g in graphs:
@@ -235,7 +254,9 @@ def _check_loop_work(model: onnx.ModelProto, name: str) -> None:
             consts[t.name] = t
         for v in list(graph.input) + list(graph.value_info) + list(graph.output):
             if v.type.tensor_type.HasField("shape"):
-                shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+                shapes[v.name] = [
+                    d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim
+                ]
         for n in graph.node:
             if n.op_type == "Constant" and n.output:
                 a = next((a for a in n.attribute if a.name in ("value", "value_int")), None)
@@ -249,17 +270,24 @@ def _check_loop_work(model: onnx.ModelProto, name: str) -> None:
                     raise ModelLoadError(
                         f"{name}: {label} has no constant trip count (input M missing or computed), so ssmc "
                         "cannot bound the work of evaluating it; ssmc maps step-form models, which have no loops "
-                        "(see docs/onnx_step_form.md)")
+                        "(see docs/onnx_step_form.md)"
+                    )
             if n.op_type == "Scan" and n.domain in ("", "ai.onnx"):
                 count = _scan_length(n, shapes)
                 if count is None:
                     raise ModelLoadError(
                         f"{name}: {label} scans inputs of unknown length, so ssmc cannot bound the work of "
-                        "evaluating it; ssmc maps step-form models, which have no loops (see docs/onnx_step_form.md)")
+                        "evaluating it; ssmc maps step-form models, which have no loops (see docs/onnx_step_form.md)"
+                    )
             if n.op_type in ("Loop", "Scan") and n.domain in ("", "ai.onnx"):
                 inside = f", inside loops that run it {outer:,} times" if outer > 1 else ""
-                limits.check("loop_iterations", outer * count, f"{name}: {label}{inside}",
-                             fix="step-form models have no loops (see docs/onnx_step_form.md)", limits=lim)
+                limits.check(
+                    "loop_iterations",
+                    outer * count,
+                    f"{name}: {label}{inside}",
+                    fix="step-form models have no loops (see docs/onnx_step_form.md)",
+                    limits=lim,
+                )
             for a in n.attribute:
                 for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                     visit(sub, consts, shapes, outer * count, f"{label} > ")

@@ -87,17 +87,19 @@ class StateLayout:
     def declared(self) -> list:
         if self.batch_axis is None:
             return list(self.shape)
-        return [*self.shape[:self.batch_axis], "batch", *self.shape[self.batch_axis:]]
+        return [*self.shape[: self.batch_axis], "batch", *self.shape[self.batch_axis :]]
 
     def full(self, batch) -> tuple:
         """The fed tensor's shape with `batch` at the batch axis (as declared for a fixed batch)."""
         if self.batch_axis is None:
             return tuple(self.shape)
-        return (*self.shape[:self.batch_axis], batch, *self.shape[self.batch_axis:])
+        return (*self.shape[: self.batch_axis], batch, *self.shape[self.batch_axis :])
 
 
-ACCEPTED_LAYOUTS = ("one symbolic batch axis at any position of every state (and first in the token and output), "
-                    "or a fixed batch of 1 everywhere")
+ACCEPTED_LAYOUTS = (
+    "one symbolic batch axis at any position of every state (and first in the token and output), "
+    "or a fixed batch of 1 everywhere"
+)
 
 
 def _fail(pair: tuple[str, str] | str, msg: str) -> UnsupportedModelError:
@@ -115,17 +117,26 @@ def state_layout(ix: GraphIndex, s_in: str, s_out: str, fixed_batch: bool) -> St
     symbolic = [a for a, d in enumerate(shape) if not isinstance(d, int)]
     if fixed_batch:
         if symbolic:
-            raise _fail(pair, f"the state {list(shape)} has symbolic axes but the token input has a fixed batch of 1; "
-                              f"ssmc accepts {ACCEPTED_LAYOUTS}. In torch: give the state the same dynamic_axes as "
-                              "the token, or none at all")
+            raise _fail(
+                pair,
+                f"the state {list(shape)} has symbolic axes but the token input has a fixed batch of 1; "
+                f"ssmc accepts {ACCEPTED_LAYOUTS}. In torch: give the state the same dynamic_axes as "
+                "the token, or none at all",
+            )
         return StateLayout(s_in, s_out, tuple(shape), None)
     if len(symbolic) != 1:
         if not symbolic:
-            raise _fail(pair, f"the state {list(shape)} has no batch axis but the token input has a symbolic batch; "
-                              f"ssmc accepts {ACCEPTED_LAYOUTS}. In torch: name the state's batch axis too, e.g. "
-                              f"dynamic_axes={{'{s_in}': {{0: 'batch'}}, '{s_out}': {{0: 'batch'}}, ...}}")
-        raise _fail(pair, f"the state {list(shape)} has {len(symbolic)} symbolic axes; only the batch may be "
-                          f"symbolic ({ACCEPTED_LAYOUTS}). In torch: list only the batch axis in dynamic_axes")
+            raise _fail(
+                pair,
+                f"the state {list(shape)} has no batch axis but the token input has a symbolic batch; "
+                f"ssmc accepts {ACCEPTED_LAYOUTS}. In torch: name the state's batch axis too, e.g. "
+                f"dynamic_axes={{'{s_in}': {{0: 'batch'}}, '{s_out}': {{0: 'batch'}}, ...}}",
+            )
+        raise _fail(
+            pair,
+            f"the state {list(shape)} has {len(symbolic)} symbolic axes; only the batch may be "
+            f"symbolic ({ACCEPTED_LAYOUTS}). In torch: list only the batch axis in dynamic_axes",
+        )
     b = symbolic[0]
     return StateLayout(s_in, s_out, tuple(d for a, d in enumerate(shape) if a != b), b)
 
@@ -136,17 +147,27 @@ class _Probes:
     Values go in and come out as [n, elements of one sequence]. With a fixed batch of 1 the probes run one by
     one (the graph may reshape to constant shapes that hold the batch of 1)."""
 
-    def __init__(self, ix: GraphIndex, feeds: dict[str, StateLayout], fetch: dict[str, StateLayout], opset: int,
-                 fixed: bool, where: str):
+    def __init__(
+        self,
+        ix: GraphIndex,
+        feeds: dict[str, StateLayout],
+        fetch: dict[str, StateLayout],
+        opset: int,
+        fixed: bool,
+        where: str,
+    ):
         self.feeds, self.fetch, self.fixed, self.where = feeds, fetch, fixed, where
         shapes = {name: lay.full(1 if fixed else "probes") for name, lay in feeds.items()}
         self.runner = slice_runner(ix.graph, shapes, list(fetch), opset, full_shapes=True)
 
     def __call__(self, values: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
         if self.fixed:
-            rows = [self._run({k: v[i:i + 1] for k, v in values.items()}, 1) for i in range(n)]
-            return [np.concatenate(parts) for parts in zip(*rows)] if rows else \
-                [np.zeros((0, lay.size), np.float32) for lay in self.fetch.values()]
+            rows = [self._run({k: v[i : i + 1] for k, v in values.items()}, 1) for i in range(n)]
+            return (
+                [np.concatenate(parts) for parts in zip(*rows)]
+                if rows
+                else [np.zeros((0, lay.size), np.float32) for lay in self.fetch.values()]
+            )
         return self._run(values, n)
 
     def _run(self, values: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
@@ -161,7 +182,8 @@ class _Probes:
                 raise UnsupportedModelError(
                     f"{self.where}: evaluated on {n} sample(s), '{name}' has shape {list(got.shape)}, expected "
                     f"{list(want)} (declared {lay.declared()}); the batch axis is not where the declared shape "
-                    f"puts it, or broadcasting changes the shape. ssmc accepts {ACCEPTED_LAYOUTS}")
+                    f"puts it, or broadcasting changes the shape. ssmc accepts {ACCEPTED_LAYOUTS}"
+                )
             o = got if lay.batch_axis is None else np.moveaxis(got, lay.batch_axis, 0)
             outs.append(o.reshape(n, -1))
         return outs
@@ -171,8 +193,9 @@ def _channel(name: str, width: int) -> StateLayout:
     return StateLayout(name, name, (width,), 0)
 
 
-def find_recurrences(ix: GraphIndex, raw: GraphIndex | None, pairs: list[tuple[str, str]], opset: int,
-                     fixed_batch: bool) -> list[Recurrence]:
+def find_recurrences(
+    ix: GraphIndex, raw: GraphIndex | None, pairs: list[tuple[str, str]], opset: int, fixed_batch: bool
+) -> list[Recurrence]:
     """Every recurrence of the state pairs: running pools one per pair; S4D layers grouped by measurement
     (a layer may span several pairs, e.g. re and im apart, and a pair may hold several layers, packed)."""
     layouts = [state_layout(ix, s_in, s_out, fixed_batch) for s_in, s_out in pairs]
@@ -181,8 +204,11 @@ def find_recurrences(ix: GraphIndex, raw: GraphIndex | None, pairs: list[tuple[s
             raise _fail((lay.s_in, lay.s_out), f"needs a static shape beyond the batch axis, has {lay.declared()}")
         if lay.s_out not in ix.producer:
             raise _fail((lay.s_in, lay.s_out), "the state output is not computed by the graph")
-        limits.check("state_elements", lay.size,
-                     f"state '{lay.s_in}' -> '{lay.s_out}': a state of {list(lay.shape)} per sequence")
+        limits.check(
+            "state_elements",
+            lay.size,
+            f"state '{lay.s_in}' -> '{lay.s_out}': a state of {list(lay.shape)} per sequence",
+        )
     recs, s4d = [], []
     for lay in layouts:
         pool = _find_pool(ix, lay.s_in, lay.s_out) if len(ix.shape(lay.s_in)) == 2 else None
@@ -190,8 +216,10 @@ def find_recurrences(ix: GraphIndex, raw: GraphIndex | None, pairs: list[tuple[s
             s4d.append(lay)
             continue
         if lay.batch_axis == 1:
-            raise _fail((lay.s_in, lay.s_out), f"a 2-D running sum is [batch, C]; this one is "
-                                               f"{lay.declared()}: in torch, keep the batch first")
+            raise _fail(
+                (lay.s_in, lay.s_out),
+                f"a 2-D running sum is [batch, C]; this one is {lay.declared()}: in torch, keep the batch first",
+            )
         recs.append(pool)
     if s4d:
         recs += _find_s4d_layers(ix, raw, s4d, {s for p in pairs for s in p}, opset, fixed_batch)
@@ -213,8 +241,13 @@ def _find_pool(ix: GraphIndex, s_in: str, s_out: str) -> Recurrence | None:
 # -- S4D layers -----------------------------------------------------------------
 def _is_channel_tensor(ix: GraphIndex, name: str, H: int | None = None) -> bool:
     s = ix.shape(name)
-    return (s is not None and len(s) == 2 and isinstance(s[1], int) and (H is None or s[1] == H)
-            and (not isinstance(s[0], int) or s[0] == 1))
+    return (
+        s is not None
+        and len(s) == 2
+        and isinstance(s[1], int)
+        and (H is None or s[1] == H)
+        and (not isinstance(s[0], int) or s[0] == 1)
+    )
 
 
 @dataclass
@@ -233,17 +266,27 @@ class _Layer:
 
     @property
     def where(self) -> str:
-        return f"state '{self.pair[0]}' -> '{self.pair[1]}'" + (f" (the layer fed by '{self.u}')" if self.packed
-                                                                 else "")
+        return f"state '{self.pair[0]}' -> '{self.pair[1]}'" + (
+            f" (the layer fed by '{self.u}')" if self.packed else ""
+        )
 
 
-def _find_s4d_layers(ix: GraphIndex, raw: GraphIndex | None, layouts: list[StateLayout], states: set[str],
-                     opset: int, fixed: bool) -> list[Recurrence]:
+def _find_s4d_layers(
+    ix: GraphIndex, raw: GraphIndex | None, layouts: list[StateLayout], states: set[str], opset: int, fixed: bool
+) -> list[Recurrence]:
     """Group the state elements into layers by which [batch, H] tensor drives them, then measure each layer."""
     graph_inputs = {t.name for t in ix.graph.inputs}
-    channels = sorted((t for t in ix.tensors if t not in states and not ix.is_const(t)
-                       and (t in ix.producer or t in graph_inputs) and _is_channel_tensor(ix, t)),
-                      key=lambda t: (ix.tensor_index(t), t))
+    channels = sorted(
+        (
+            t
+            for t in ix.tensors
+            if t not in states
+            and not ix.is_const(t)
+            and (t in ix.producer or t in graph_inputs)
+            and _is_channel_tensor(ix, t)
+        ),
+        key=lambda t: (ix.tensor_index(t), t),
+    )
     layers, channels = _drive_groups(ix, layouts, channels, opset, fixed)
     for layer in layers:
         layer.y, channels = _locate_y_lifting(ix, layer, layouts, channels, opset, fixed)
@@ -266,8 +309,9 @@ def _element_name(layouts: list[StateLayout], offsets: np.ndarray, e: int) -> st
     return f"'{layouts[k].s_in}'{list(map(int, idx))}"
 
 
-def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], opset: int,
-                  fixed: bool) -> tuple[list[_Layer], list[str]]:
+def _drive_groups(
+    ix: GraphIndex, layouts: list[StateLayout], channels: list[str], opset: int, fixed: bool
+) -> tuple[list[_Layer], list[str]]:
     """One probe per [batch, C] tensor (all of them cut, the states zero): the state elements that respond
     are driven by it. A layer is the elements one tensor drives. Returns the layers and the [batch, C]
     tensors that lie between layers (the cuts the measurement may make).
@@ -290,9 +334,11 @@ def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str
     if twice.size:
         e = int(twice[0])
         by = [channels[k] for k in np.flatnonzero(driven[:, e])]
-        raise UnsupportedModelError(f"state element {_element_name(layouts, offsets, e)} is driven by several "
-                                    f"tensors ({', '.join(repr(t) for t in by[:3])}); an S4D layer reads one input "
-                                    "u [batch, H]: sum the inputs before the layer")
+        raise UnsupportedModelError(
+            f"state element {_element_name(layouts, offsets, e)} is driven by several "
+            f"tensors ({', '.join(repr(t) for t in by[:3])}); an S4D layer reads one input "
+            "u [batch, H]: sum the inputs before the layer"
+        )
     S = int(offsets[-1])
     owner = np.full(S, -1)
     for k in range(len(channels)):
@@ -302,9 +348,12 @@ def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str
     for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]):
         drivers = set(owner[lo:hi].tolist()) - {-1}
         if not drivers:
-            raise _fail((lay.s_in, lay.s_out), f"no [batch, C] tensor drives any element of the state "
-                                               f"{lay.declared()} (found none feeding the state update; "
-                                               "is the state updated from the layer input?)")
+            raise _fail(
+                (lay.s_in, lay.s_out),
+                f"no [batch, C] tensor drives any element of the state "
+                f"{lay.declared()} (found none feeding the state update; "
+                "is the state updated from the layer input?)",
+            )
         if len(drivers) == 1:
             seg = owner[lo:hi]
             seg[seg == -1] = drivers.pop()
@@ -312,16 +361,18 @@ def _drive_groups(ix: GraphIndex, layouts: list[StateLayout], channels: list[str
     layers = []
     for k in sorted(set(owner.tolist()) - {-1}):
         elements = np.flatnonzero(owner == k)
-        touched = [lay for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:])
-                   if np.any((elements >= lo) & (elements < hi))]
+        touched = [
+            lay for lay, lo, hi in zip(layouts, offsets[:-1], offsets[1:]) if np.any((elements >= lo) & (elements < hi))
+        ]
         layers.append(_Layer(inputs[k], elements, touched))
     for layer in layers:
         layer.packed = _pairs_shared(layer, layouts)
     return layers, channels
 
 
-def _driven(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], opset: int, fixed: bool,
-            where: str) -> np.ndarray:
+def _driven(
+    ix: GraphIndex, layouts: list[StateLayout], channels: list[str], opset: int, fixed: bool, where: str
+) -> np.ndarray:
     """[channels, S] bool: the state elements each [batch, C] tensor drives, all of them cut."""
     offsets = _offsets(layouts)
     feeds = {lay.s_in: lay for lay in layouts} | {t: _channel(t, ix.shape(t)[1]) for t in channels}
@@ -336,21 +387,32 @@ def _driven(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], ops
         values[t] = v
     resp = np.concatenate(probes(values, n), axis=1)  # [n, S]
     if not np.all(np.isfinite(resp)):
-        raise UnsupportedModelError(f"{where}: probing the layers gives NaN or infinite values; check the weights "
-                                    "for huge values")
+        raise UnsupportedModelError(
+            f"{where}: probing the layers gives NaN or infinite values; check the weights for huge values"
+        )
     base = resp[-1]
     if np.abs(base).max(initial=0.0) > 1e-6:
         e = int(np.argmax(np.abs(base)))
         k = int(np.searchsorted(offsets, e, side="right") - 1)
-        raise _fail((layouts[k].s_in, layouts[k].s_out), "the layer adds a constant (bias) to its state or output; "
-                                                          "S4D layers have none: move the bias into a linear before "
-                                                          "or after")
+        raise _fail(
+            (layouts[k].s_in, layouts[k].s_out),
+            "the layer adds a constant (bias) to its state or output; "
+            "S4D layers have none: move the bias into a linear before "
+            "or after",
+        )
     size = np.abs(resp[:-1])
     return size > 1e-6 * np.maximum(size.max(axis=1, keepdims=True), 1e-30)
 
 
-def _inside_recurrences(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], driven: np.ndarray,
-                        opset: int, fixed: bool, where: str) -> set[str]:
+def _inside_recurrences(
+    ix: GraphIndex,
+    layouts: list[StateLayout],
+    channels: list[str],
+    driven: np.ndarray,
+    opset: int,
+    fixed: bool,
+    where: str,
+) -> set[str]:
     """The driving tensors that lie on a loop of a state update (lam_re * x_re, or lam_im * x_im driving
     x_re' of a [batch, P] state): not a layer's input. Elements with the same drivers form an atom; a driver
     reads an atom if it responds to it (nothing cut, token zero), and drives the atoms of its elements; it
@@ -378,8 +440,9 @@ def _inside_recurrences(ix: GraphIndex, layouts: list[StateLayout], channels: li
         values[lay.s_in] = state[:, lo:hi]
     got = _Probes(ix, feeds, fetch, opset, fixed, where)(values, A + 1)
     with np.errstate(invalid="ignore"):  # a NaN response reads nothing here; the measurement refuses it by name
-        reads = np.array([[np.abs(v[a] - v[-1]).max() > 1e-6 * (1.0 + np.abs(v[-1]).max()) for a in range(A)]
-                          for v in got]).reshape(len(drivers), A)
+        reads = np.array(
+            [[np.abs(v[a] - v[-1]).max() > 1e-6 * (1.0 + np.abs(v[-1]).max()) for a in range(A)] for v in got]
+        ).reshape(len(drivers), A)
     drives = atoms.T  # [drivers, atoms]
     reach = np.eye(A, dtype=bool) | (reads.T.astype(np.int64) @ drives.astype(np.int64) > 0)  # atom -> atom
     for _ in range(A):
@@ -389,8 +452,15 @@ def _inside_recurrences(ix: GraphIndex, layouts: list[StateLayout], channels: li
     return {channels[k] for k, on in zip(drivers, loop) if on}
 
 
-def _merge_coupled_drivers(ix: GraphIndex, layouts: list[StateLayout], channels: list[str], owner: np.ndarray,
-                           opset: int, fixed: bool, where: str) -> tuple[np.ndarray, list[str], list[str]]:
+def _merge_coupled_drivers(
+    ix: GraphIndex,
+    layouts: list[StateLayout],
+    channels: list[str],
+    owner: np.ndarray,
+    opset: int,
+    fixed: bool,
+    where: str,
+) -> tuple[np.ndarray, list[str], list[str]]:
     """Merge groups of state elements that drive each other's next value and are driven by tensors computed
     from one common [batch, C] tensor alone (u @ B_re^T and u @ B_im^T): one layer with input u.
     Returns (owner per element, each owner's input tensor, the channels left as cuts)."""
@@ -451,7 +521,7 @@ def _merge_coupled_drivers(ix: GraphIndex, layouts: list[StateLayout], channels:
         if common is None:  # not one layer: the measurement refuses the coupling by name
             continue
         for g, chain in zip(members, chains):
-            internal.update(chain[:chain.index(common)])
+            internal.update(chain[: chain.index(common)])
             owner[owner == g] = members[0]
         inputs[members[0]] = common
     return owner, inputs, [c for c in channels if c not in internal]
@@ -468,8 +538,9 @@ def _root_chain(ix: GraphIndex, t: str, chan_set: set[str]) -> list[str]:
         chain.append(roots.pop())
 
 
-def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
-              fixed: bool) -> str:
+def _locate_y(
+    ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int, fixed: bool
+) -> str:
     """The layer output: the first [batch, H] tensor read from the layer's state elements (its other channel
     tensors cut), extended through the D skip, constant scales and other parts of the readout (a sum of
     terms computed from the layer's own state and input alone)."""
@@ -499,8 +570,10 @@ def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channel
                 y = t
                 break
     if y is None:
-        raise UnsupportedModelError(f"{layer.where}: found no [batch, {H}] tensor read out of the layer's state "
-                                    f"(the layer output; its input is '{layer.u}')")
+        raise UnsupportedModelError(
+            f"{layer.where}: found no [batch, {H}] tensor read out of the layer's state "
+            f"(the layer output; its input is '{layer.u}')"
+        )
     u = layer.u
     # Extend through the D skip (adding a function of u) and constant scales.
     while True:
@@ -514,8 +587,12 @@ def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channel
         other = others[0]
         if n.op in ("Add", "Sub") and not ix.is_const(other) and ix.depends_only_on(other, {u}):
             y = n.outputs[0].name
-        elif n.op in ("Add", "Sub") and not layer.packed and not ix.is_const(other) \
-                and ix.depends_only_on(other, {u} | mine):  # another part of the readout (Re(C x) = C_re x_re - C_im x_im)
+        elif (
+            n.op in ("Add", "Sub")
+            and not layer.packed
+            and not ix.is_const(other)
+            and ix.depends_only_on(other, {u} | mine)
+        ):  # another part of the readout (Re(C x) = C_re x_re - C_im x_im)
             y = n.outputs[0].name
         elif n.op in ("Mul", "Div") and ix.is_const(other) and ix.const(other).size in (1, H):
             y = n.outputs[0].name
@@ -524,8 +601,9 @@ def _locate_y(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channel
     return y
 
 
-def _locate_y_lifting(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
-                      fixed: bool) -> tuple[str, list[str]]:
+def _locate_y_lifting(
+    ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int, fixed: bool
+) -> tuple[str, list[str]]:
     """The layer output, as _locate_y. When nothing of the driver's width is read out of the state (the
     driver is the layer's input map, e.g. u @ [B_re; B_im]^T of width 2P), the input is the tensor the
     driver is computed from alone (u), and the tensors in between are part of the layer."""
@@ -536,8 +614,9 @@ def _locate_y_lifting(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout],
         for k, cand in enumerate(chain[1:], start=1):
             rest = [c for c in channels if c not in chain[:k]]
             try:
-                y = _locate_y(ix, _Layer(cand, layer.elements, layer.layouts, layer.packed), layouts, rest, opset,
-                              fixed)
+                y = _locate_y(
+                    ix, _Layer(cand, layer.elements, layer.layouts, layer.packed), layouts, rest, opset, fixed
+                )
             except UnsupportedModelError:
                 continue
             layer.u = cand
@@ -581,7 +660,8 @@ def _claimed_nodes(ix: GraphIndex, layouts: list[StateLayout], layers: list[_Lay
                     f"{where}: tensor '{o.name}' inside the layer is also used outside it (by "
                     f"'{outside[0].name if outside else 'a graph output'}'); only the layer output and the next "
                     "state may leave a layer: return the next state as a state output, or compute the other use "
-                    "from the layer output")
+                    "from the layer output"
+                )
     return keep
 
 
@@ -608,17 +688,21 @@ def _probe_plan(S: int, H: int, widest: int, fixed: bool, where: str) -> tuple[i
     # Probes go through in chunks (probe, response and onnxruntime's copies: ~4 buffers of chunk x S values);
     # B and C are dense S x H, D is H x H. M is kept sparse: a diagonal layer has ~2 entries per state element.
     base_bytes = 8 * (4 * chunk * (widest + H) + 3 * S * H + 2 * H * H)
-    limits.check("work_bytes", base_bytes, f"{where}: measuring this layer ({S} state elements, {H} channels)",
-                 fix="give the layer fewer state elements (channels x modes)")
+    limits.check(
+        "work_bytes",
+        base_bytes,
+        f"{where}: measuring this layer ({S} state elements, {H} channels)",
+        fix="give the layer fewer state elements (channels x modes)",
+    )
 
     batches = -(-S // chunk)
-    progress.info(f"measuring {where}: {S} state elements, {H} channels "
-                  f"({batches} probe batch{'' if batches == 1 else 'es'})")
+    progress.info(
+        f"measuring {where}: {S} state elements, {H} channels ({batches} probe batch{'' if batches == 1 else 'es'})"
+    )
     return chunk, base_bytes
 
 
-def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int,
-             fixed: bool):
+def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels: list[str], opset: int, fixed: bool):
     """The four linear maps of the layer: the state map M as a sparse matrix (entries above 1e-7 of the largest
     in each probe chunk; the caller thresholds against the global largest), B, C and D as float64 arrays."""
     offsets = _offsets(layouts)
@@ -649,7 +733,7 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
     def run(s_batch: np.ndarray, u_batch: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
         outs_s, outs_y = [], []
         for lo in range(0, len(s_batch), chunk):
-            sc = s_batch[lo:lo + chunk]
+            sc = s_batch[lo : lo + chunk]
             n = len(sc)
             if fed_all:
                 full = np.asarray(sc, np.float32)
@@ -657,10 +741,10 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
                 full = np.zeros((n, fed_size), np.float32)
                 full[:, fed_pos] = sc
             values = {c: np.zeros((n, ix.shape(c)[1]), np.float32) for c in feeds if c not in states_in}
-            values[u] = u_batch[lo:lo + chunk]
+            values[u] = u_batch[lo : lo + chunk]
             at = 0
             for lay in fed:
-                values[lay.s_in] = full[:, at:at + lay.size]
+                values[lay.s_in] = full[:, at : at + lay.size]
                 at += lay.size
             *so, yo = probes(values, n)
             so = so[0] if len(so) == 1 else np.concatenate(so, axis=1)
@@ -670,12 +754,15 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
             outs_y.append(yo)
         return np.concatenate(outs_s).astype(dtype, copy=False), np.concatenate(outs_y).astype(dtype, copy=False)
 
-    not_finite = UnsupportedModelError(f"{where}: probing the layer gives NaN or infinite values; check its "
-                                       "weights for huge values")
+    not_finite = UnsupportedModelError(
+        f"{where}: probing the layer gives NaN or infinite values; check its weights for huge values"
+    )
     s0, y0 = run(np.zeros((1, S)), np.zeros((1, H)))
     if np.abs(s0).max(initial=0.0) > 1e-6 or np.abs(y0).max() > 1e-6:
-        raise UnsupportedModelError(f"{where}: the layer adds a constant (bias) to its state or output; "
-                                    "S4D layers have none: move the bias into a linear before or after")
+        raise UnsupportedModelError(
+            f"{where}: the layer adds a constant (bias) to its state or output; "
+            "S4D layers have none: move the bias into a linear before or after"
+        )
     step = FIXED_BATCH_STEP if fixed else chunk  # with a fixed batch run() still goes one probe at a time
     M, Ky = _probe_states(run, S, H, step, base_bytes, where, not_finite)
     Bu, Ly = run(np.zeros((H, S)), np.eye(H))
@@ -686,8 +773,9 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
     return M, Bu, Ky, Ly
 
 
-def _positions(elements: np.ndarray, offsets: np.ndarray, layouts: list[StateLayout],
-               pairs: list[StateLayout]) -> np.ndarray:
+def _positions(
+    elements: np.ndarray, offsets: np.ndarray, layouts: list[StateLayout], pairs: list[StateLayout]
+) -> np.ndarray:
     """Where each layer element sits in the concatenation of `pairs`' states."""
     pos, at = np.full(len(elements), -1, np.int64), 0
     for lay in pairs:
@@ -708,13 +796,16 @@ def _check_no_coupling(so: np.ndarray, outside: np.ndarray, fetched: list[StateL
             e -= fetched[k].size
             k += 1
         idx = list(map(int, np.unravel_index(e, fetched[k].shape)))
-        raise UnsupportedModelError(f"{where}: the layer's state drives element {idx} of the next state "
-                                    f"'{fetched[k].s_out}' outside the layer; layers must not couple "
-                                    "their states (only a diagonal state map per layer is supported)")
+        raise UnsupportedModelError(
+            f"{where}: the layer's state drives element {idx} of the next state "
+            f"'{fetched[k].s_out}' outside the layer; layers must not couple "
+            "their states (only a diagonal state map per layer is supported)"
+        )
 
 
-def _probe_states(run, S: int, H: int, step: int, base_bytes: int, where: str,
-                  not_finite: UnsupportedModelError) -> tuple[sparse.csr_matrix, np.ndarray]:
+def _probe_states(
+    run, S: int, H: int, step: int, base_bytes: int, where: str, not_finite: UnsupportedModelError
+) -> tuple[sparse.csr_matrix, np.ndarray]:
     """The state map M (sparse, see _measure) and the state-to-output map Ky, from unit state probes."""
     # State probes: unit vectors e_lo .. e_hi-1 per chunk; response row r is column lo + r of M.
     Ky = np.empty((H, S))
@@ -727,16 +818,19 @@ def _probe_states(run, S: int, H: int, step: int, base_bytes: int, where: str,
         so, yo = run(probe, np.zeros((n, H), np.float32), dtype=np.float32)
         if not (np.all(np.isfinite(so)) and np.all(np.isfinite(yo))):
             raise not_finite
-        Ky[:, lo:lo + n] = yo.T
+        Ky[:, lo : lo + n] = yo.T
         size = np.abs(so)
         r, c = np.nonzero(size > 1e-7 * size.max())  # an entry above 1e-7 of the global largest is above this
         rows.append(c)
         cols.append(lo + r)
         vals.append(so[r, c].astype(np.float64))
         kept += len(r)
-        limits.check("work_bytes", base_bytes + 24 * kept,
-                     f"{where}: measuring this layer ({kept} coupled state entries so far)",
-                     fix="only diagonal SSM layers are supported: their state entries are ~2 per element")
+        limits.check(
+            "work_bytes",
+            base_bytes + 24 * kept,
+            f"{where}: measuring this layer ({kept} coupled state entries so far)",
+            fix="only diagonal SSM layers are supported: their state entries are ~2 per element",
+        )
     M = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(S, S))
     return M, Ky
 
@@ -748,11 +842,15 @@ def _check_linear(run, M: sparse.csr_matrix, Bu: np.ndarray, Ky: np.ndarray, Ly:
     s_r, u_r = rng.normal(size=(4, S)), rng.normal(size=(4, H))
     got_s, got_y = run(s_r, u_r)
     want_s, want_y = (M @ s_r.T).T + u_r @ Bu.T, s_r @ Ky.T + u_r @ Ly.T
-    err = max(np.abs(got_s - want_s).max() / (np.abs(want_s).max() + 1e-12),
-              np.abs(got_y - want_y).max() / (np.abs(want_y).max() + 1e-12))
+    err = max(
+        np.abs(got_s - want_s).max() / (np.abs(want_s).max() + 1e-12),
+        np.abs(got_y - want_y).max() / (np.abs(want_y).max() + 1e-12),
+    )
     if err > 1e-4:
-        raise UnsupportedModelError(f"{where}: the recurrence is not linear in (state, input) (relative error "
-                                    f"{err:.1e}); only linear state-space layers are supported")
+        raise UnsupportedModelError(
+            f"{where}: the recurrence is not linear in (state, input) (relative error "
+            f"{err:.1e}); only linear state-space layers are supported"
+        )
 
 
 def _components(M: sparse.csr_matrix) -> list[list[int]]:
@@ -774,8 +872,15 @@ def _mode_channels(comps: list[list[int]], drives: np.ndarray, reads: np.ndarray
     return (P @ drives.astype(np.int32)) > 0, (P @ reads.T.astype(np.int32)) > 0
 
 
-def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: list[StateLayout],
-              channels: list[str], opset: int, fixed: bool) -> Recurrence:
+def _find_s4d(
+    ix: GraphIndex,
+    raw: GraphIndex | None,
+    layer: _Layer,
+    layouts: list[StateLayout],
+    channels: list[str],
+    opset: int,
+    fixed: bool,
+) -> Recurrence:
     H = ix.shape(layer.u)[1]
     M, Bu, Ky, Ly = _measure(ix, layer, layouts, channels, opset, fixed)
     where = layer.where
@@ -787,16 +892,19 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
     entry = {(int(i), int(j)): float(v) for i, j, v in zip(*sparse.find(M))}  # ~2 per state element
     # which channels drive / read each state element (thresholds relative to the whole map, computed once:
     # per mode they made import quadratic in the state size)
-    drives = np.abs(Bu) > 1e-7 * max(np.abs(Bu).max(), 1e-30)   # [S, H]
-    reads = np.abs(Ky) > 1e-7 * max(np.abs(Ky).max(), 1e-30)    # [H, S]
+    drives = np.abs(Bu) > 1e-7 * max(np.abs(Bu).max(), 1e-30)  # [S, H]
+    reads = np.abs(Ky) > 1e-7 * max(np.abs(Ky).max(), 1e-30)  # [H, S]
     comps = _components(M)
     coupled = next((comp for comp in comps if len(comp) > 2), None)
     if coupled is not None:
         shown = coupled[:4]
         block = np.round([[entry.get((a, b), 0.0) for b in shown] for a in shown], 4).tolist()
-        raise _fail(where, f"state elements {coupled[:6]} are coupled together (measured state map "
-                           f"{'block' if len(coupled) <= 4 else 'corner'} {block}); only diagonal SSMs "
-                           "(independent complex modes: 1x1 or [[a, -b], [b, a]] blocks) are supported")
+        raise _fail(
+            where,
+            f"state elements {coupled[:6]} are coupled together (measured state map "
+            f"{'block' if len(coupled) <= 4 else 'corner'} {block}); only diagonal SSMs "
+            "(independent complex modes: 1x1 or [[a, -b], [b, a]] blocks) are supported",
+        )
     driven_by, read_by = _mode_channels(comps, drives, reads)
     touching = driven_by | read_by
     if np.any(touching.sum(axis=1) > 1):  # modes shared by channels: S5, LRU
@@ -819,8 +927,9 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
     C_full = np.zeros((H, M.shape[0]))
     for h, comps in per_channel.items():
         for m, comp in enumerate(comps):
-            A_bar[h, m], B_bar[h, m], C[h, m], C_full[h, comp] = _mode(where, comp, entry, tol_m, Bu[:, h],
-                                                                       Ky[h, comp], f"mode {m} of channel {h}")
+            A_bar[h, m], B_bar[h, m], C[h, m], C_full[h, comp] = _mode(
+                where, comp, entry, tol_m, Bu[:, h], Ky[h, comp], f"mode {m} of channel {h}"
+            )
     D = _diagonal_skip(where, Ly, C_full, Bu, A_bar, B_bar, C)
     rec = Recurrence("s4d", *layer.pair, u=u, y=y, where=layer.where)
     notes = []
@@ -832,13 +941,22 @@ def _find_s4d(ix: GraphIndex, raw: GraphIndex | None, layer: _Layer, layouts: li
         if conj:  # the state stores (im, re): the conjugate realisation is the same layer
             B_bar, C = np.conj(B_bar), np.conj(C)
         rec.attrs = {"form": "continuous", "modes": n_modes}
-        rec.params = {"log_dt": log_dt.astype(np.float32), "A": A.astype(np.complex64),
-                      "B": B.astype(np.complex64), "C": C.astype(np.complex64), "D": D.astype(np.float32)}
+        rec.params = {
+            "log_dt": log_dt.astype(np.float32),
+            "A": A.astype(np.complex64),
+            "B": B.astype(np.complex64),
+            "C": C.astype(np.complex64),
+            "D": D.astype(np.float32),
+        }
         notes.append("continuous parameters from initializers " + ", ".join(names))
     else:
         rec.attrs = {"form": "discrete", "modes": n_modes}
-        rec.params = {"A_bar": A_bar.astype(np.complex64), "B_bar": B_bar.astype(np.complex64),
-                      "C": C.astype(np.complex64), "D": D.astype(np.float32)}
+        rec.params = {
+            "A_bar": A_bar.astype(np.complex64),
+            "B_bar": B_bar.astype(np.complex64),
+            "C": C.astype(np.complex64),
+            "D": D.astype(np.float32),
+        }
         notes.append("discrete parameters measured from the graph")
     rec.notes = notes
     return rec
@@ -856,10 +974,12 @@ def _mode(where: str, comp: list[int], entry: dict, tol_m: float, Bu, Ky_rows, n
         return block[0, 0], Bu[comp[0]], c_rows[..., 0] / 2, c_rows
     i, j = comp
     (m_ii, m_ij), (m_ji, m_jj) = block
-    if abs(m_ii - m_jj) > 1e-5 * (abs(m_ii) + 1e-6) + tol_m \
-            or abs(m_ij + m_ji) > 1e-5 * (abs(m_ji) + 1e-6) + tol_m:
-        raise _fail(where, f"state elements {comp} do not form a complex mode "
-                           f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])")
+    if abs(m_ii - m_jj) > 1e-5 * (abs(m_ii) + 1e-6) + tol_m or abs(m_ij + m_ji) > 1e-5 * (abs(m_ji) + 1e-6) + tol_m:
+        raise _fail(
+            where,
+            f"state elements {comp} do not form a complex mode "
+            f"(block {np.round(block, 6).tolist()} is not [[a, -b], [b, a]])",
+        )
     return m_ii + 1j * m_ji, Bu[i] + 1j * Bu[j], (c_rows[..., 0] - 1j * c_rows[..., 1]) / 2, c_rows
 
 
@@ -878,13 +998,24 @@ def _diagonal_skip(where: str, Ly, C_full, Bu, A_bar, B_bar, C, dense: bool = Fa
         raise _fail(where, "the skip term mixes channels (D is not diagonal); move that mixing into a linear")
     for label, v in (("A_bar", A_bar), ("B_bar", B_bar), ("C", C), ("D", D)):
         if not np.all(np.isfinite(v.astype(np.complex64 if np.iscomplexobj(v) else np.float32))):
-            raise _fail(where, f"the measured {label} is not finite in float32 "
-                               f"(max |value| {np.abs(v).max():.3g}); check the layer's weights for huge values")
+            raise _fail(
+                where,
+                f"the measured {label} is not finite in float32 "
+                f"(max |value| {np.abs(v).max():.3g}); check the layer's weights for huge values",
+            )
     return D
 
 
-def _shared_layer(layer: _Layer, comps: list[list[int]], entry: dict, tol_m: float, driven_by: np.ndarray,
-                  Bu: np.ndarray, Ky: np.ndarray, Ly: np.ndarray) -> Recurrence:
+def _shared_layer(
+    layer: _Layer,
+    comps: list[list[int]],
+    entry: dict,
+    tol_m: float,
+    driven_by: np.ndarray,
+    Bu: np.ndarray,
+    Ky: np.ndarray,
+    Ly: np.ndarray,
+) -> Recurrence:
     """A layer whose modes read or drive several channels (S5, LRU): P modes shared by all H channels,
     A_bar [P], B_bar [P, H], C [H, P] (mixing = dense), modes in order of their first state element."""
     where = layer.where
@@ -898,15 +1029,20 @@ def _shared_layer(layer: _Layer, comps: list[list[int]], entry: dict, tol_m: flo
     C = np.zeros((H, P), np.complex128)
     C_full = np.zeros((H, Ky.shape[1]))
     for p, comp in enumerate(modes):
-        A_bar[p], B_bar[p], C[:, p], C_full[:, comp] = _mode(where, comp, entry, tol_m, Bu, Ky[:, comp],
-                                                             f"mode {p}")
+        A_bar[p], B_bar[p], C[:, p], C_full[:, comp] = _mode(where, comp, entry, tol_m, Bu, Ky[:, comp], f"mode {p}")
     D = _diagonal_skip(where, Ly, C_full, Bu, A_bar, B_bar, C, dense=True)
     rec = Recurrence("s4d", *layer.pair, u=layer.u, y=layer.y, where=where)
     rec.attrs = {"form": "discrete", "modes": P, "mixing": "dense"}
-    rec.params = {"A_bar": A_bar.astype(np.complex64), "B_bar": B_bar.astype(np.complex64),
-                  "C": C.astype(np.complex64), "D": D.astype(np.float32)}
-    rec.notes = [f"{P} complex modes shared by all {H} channels (dense B and C: S5/LRU); discrete parameters "
-                 "measured from the graph"]
+    rec.params = {
+        "A_bar": A_bar.astype(np.complex64),
+        "B_bar": B_bar.astype(np.complex64),
+        "C": C.astype(np.complex64),
+        "D": D.astype(np.float32),
+    }
+    rec.notes = [
+        f"{P} complex modes shared by all {H} channels (dense B and C: S5/LRU); discrete parameters "
+        "measured from the graph"
+    ]
     return rec
 
 
@@ -933,7 +1069,7 @@ def _match_continuous(raw: GraphIndex | None, s_out: str, A_bar: np.ndarray, B_b
 
 
 def _search_continuous(per_h, per_hm, A_bar, B_bar):
-    for (dt_name, log_dt) in sorted(per_h.items()):
+    for dt_name, log_dt in sorted(per_h.items()):
         dt = np.exp(log_dt)[:, None]
         for re_name, im_name in permutations(sorted(per_hm), 2):
             for a_re in (-np.exp(per_hm[re_name]), per_hm[re_name]):

@@ -28,8 +28,9 @@ def pin_ir_versions(graph: gs.Graph) -> gs.Graph:
     return graph
 
 
-def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str], opset: int,
-                 full_shapes: bool = False):
+def slice_runner(
+    graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str], opset: int, full_shapes: bool = False
+):
     """A function evaluating tensors `fetch` from values of tensors `feeds` (float32, any batch size).
 
     `feed_shapes` are per-sample shapes, a leading "probes" axis added; with `full_shapes` they are taken as
@@ -56,8 +57,9 @@ def slice_runner(graph: gs.Graph, feed_shapes: dict[str, tuple], fetch: list[str
     sub.outputs = outs
 
     def failed(e: Exception) -> UnsupportedModelError:
-        return UnsupportedModelError(f"could not evaluate the graph between {sorted(feed_shapes)} and {fetch}: "
-                                     f"{str(e).splitlines()[0]}")
+        return UnsupportedModelError(
+            f"could not evaluate the graph between {sorted(feed_shapes)} and {fetch}: {str(e).splitlines()[0]}"
+        )
 
     try:  # third-party code on user data: any failure is a property of the model
         sub.cleanup(remove_unused_graph_inputs=False).toposort()

@@ -27,13 +27,22 @@ from onnx import AttributeProto, TensorProto
 from ssmc.errors import ModelLoadError, printable
 
 # Data types packed several to a byte (raw_data and int32_data both hold the packed bytes).
-_BITS = {getattr(TensorProto, t): b for t, b in (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4),
-                                                  ("INT2", 2), ("UINT2", 2)) if hasattr(TensorProto, t)}
+_BITS = {
+    getattr(TensorProto, t): b
+    for t, b in (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2))
+    if hasattr(TensorProto, t)
+}
 # The typed field that holds each data type when raw_data is not used (onnx.proto3, TensorProto).
-_FIELD = {TensorProto.FLOAT: "float_data", TensorProto.COMPLEX64: "float_data",
-          TensorProto.DOUBLE: "double_data", TensorProto.COMPLEX128: "double_data",
-          TensorProto.INT64: "int64_data", TensorProto.UINT32: "uint64_data", TensorProto.UINT64: "uint64_data",
-          TensorProto.STRING: "string_data"}
+_FIELD = {
+    TensorProto.FLOAT: "float_data",
+    TensorProto.COMPLEX64: "float_data",
+    TensorProto.DOUBLE: "double_data",
+    TensorProto.COMPLEX128: "double_data",
+    TensorProto.INT64: "int64_data",
+    TensorProto.UINT32: "uint64_data",
+    TensorProto.UINT64: "uint64_data",
+    TensorProto.STRING: "string_data",
+}
 _READ_CHUNK = 1 << 20
 
 
@@ -63,7 +72,9 @@ def _graph_tensors(graph: onnx.GraphProto, prefix: str) -> Iterator[tuple[str, T
 
 
 def _node_tensors(node: onnx.NodeProto, prefix: str) -> Iterator[tuple[str, TensorProto]]:
-    label = f"{prefix}{printable(node.op_type)} node '{printable(node.name or (node.output[0] if node.output else ''))}'"
+    label = (
+        f"{prefix}{printable(node.op_type)} node '{printable(node.name or (node.output[0] if node.output else ''))}'"
+    )
     for a in node.attribute:
         where = f"{label} attribute '{printable(a.name)}'"
         if a.HasField("t"):
@@ -81,6 +92,7 @@ def _node_tensors(node: onnx.NodeProto, prefix: str) -> Iterator[tuple[str, Tens
 
 def sparse_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.SparseTensorProto]]:
     """(where, sparse tensor) of every sparse initializer and attribute: their dense dims are what folding builds."""
+
     def graph_sparse(graph, prefix):
         for sp in graph.sparse_initializer:
             yield f"{prefix}sparse initializer '{printable(sp.values.name)}'", sp
@@ -94,6 +106,7 @@ def sparse_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.SparseTen
                     yield where, sp
                 for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                     yield from graph_sparse(sub, f"{where} > ")
+
     yield from graph_sparse(model.graph, "")
 
 
@@ -131,8 +144,9 @@ def check_data_lengths(model: onnx.ModelProto, name: str) -> None:
         if t.data_location == TensorProto.EXTERNAL:
             continue
         dims = list(t.dims)
-        if t.data_type == TensorProto.UNDEFINED or (data_bytes(dims, t.data_type) is None
-                                                    and t.data_type != TensorProto.STRING):
+        if t.data_type == TensorProto.UNDEFINED or (
+            data_bytes(dims, t.data_type) is None and t.data_type != TensorProto.STRING
+        ):
             raise ModelLoadError(f"{name}: {where} has an unknown data type ({t.data_type}); check the export")
         if t.HasField("raw_data"):
             expected, got, unit = data_bytes(dims, t.data_type), len(t.raw_data), "bytes of raw_data"
@@ -142,9 +156,11 @@ def check_data_lengths(model: onnx.ModelProto, name: str) -> None:
             field = _FIELD.get(t.data_type, "int32_data")
             expected, got, unit = _typed_count(dims, t.data_type), len(getattr(t, field)), f"values in {field}"
         if got != expected:
-            raise ModelLoadError(f"{name}: {where} declares dims {dims} of "
-                                 f"{TensorProto.DataType.Name(t.data_type)}, which need {expected} {unit}, but has "
-                                 f"{got}: the file is damaged or was written wrongly; re-export the model")
+            raise ModelLoadError(
+                f"{name}: {where} declares dims {dims} of "
+                f"{TensorProto.DataType.Name(t.data_type)}, which need {expected} {unit}, but has "
+                f"{got}: the file is damaged or was written wrongly; re-export the model"
+            )
 
 
 def load_external_data(model: onnx.ModelProto, name: str, folder: str | None) -> list[bytes]:
@@ -158,12 +174,16 @@ def load_external_data(model: onnx.ModelProto, name: str, folder: str | None) ->
             continue
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location", "")
-        fix = "keep the data file in the model's folder, or re-save the model self-contained " \
-              "(onnx.save(model, path, save_as_external_data=False))"
+        fix = (
+            "keep the data file in the model's folder, or re-save the model self-contained "
+            "(onnx.save(model, path, save_as_external_data=False))"
+        )
 
         def refuse(why: str) -> ModelLoadError:
-            return ModelLoadError(f"{name}: {where} keeps its data in external file '{printable(location)}', "
-                                  f"which ssmc refuses: {why}; {fix}")
+            return ModelLoadError(
+                f"{name}: {where} keeps its data in external file '{printable(location)}', "
+                f"which ssmc refuses: {why}; {fix}"
+            )
 
         if folder is None:
             raise refuse("the model was given as bytes, so there is no model folder to read it from")

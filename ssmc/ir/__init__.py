@@ -6,6 +6,16 @@ from ssmc.ir.text import parse_graph, print_graph
 from ssmc.ir.verify import graph_problems, verify
 
 __all__ = [
-    "Graph", "Op", "OpSchema", "AttrSpec", "ParamSpec", "register_op", "schema", "known_kinds",
-    "parse_graph", "print_graph", "graph_problems", "verify",
+    "Graph",
+    "Op",
+    "OpSchema",
+    "AttrSpec",
+    "ParamSpec",
+    "register_op",
+    "schema",
+    "known_kinds",
+    "parse_graph",
+    "print_graph",
+    "graph_problems",
+    "verify",
 ]

@@ -57,8 +57,10 @@ def check_neuro_graph(graph: Graph, engine: str = "numpy") -> None:
     order = graph.ops()  # one topological sort for all the checks below
     for op in order:
         if op.kind not in NEURO_LEVEL_KINDS:
-            raise IRError(f"%{op.name} ({op.kind}): the {engine} engine runs the neuro-level IR "
-                          f"({', '.join(NEURO_LEVEL_KINDS)} ops); run the fixed-point passes first")
+            raise IRError(
+                f"%{op.name} ({op.kind}): the {engine} engine runs the neuro-level IR "
+                f"({', '.join(NEURO_LEVEL_KINDS)} ops); run the fixed-point passes first"
+            )
     inputs = [op for op in order if op.kind == "input"]
     if len(inputs) != 1:
         raise IRError(f"the {engine} engine runs graphs with exactly one input op, this one has {len(inputs)}")
@@ -76,14 +78,18 @@ def check_neuro_graph(graph: Graph, engine: str = "numpy") -> None:
             want = "input" if op.attrs["kind"] == "source" else "synapses"
             bad = [s for s in srcs if s.kind != want]
             if bad:
-                raise IRError(f"%{op.name} (neurons, kind {op.attrs['kind']}) must read {want} ops only, "
-                              f"reads %{bad[0].name} ({bad[0].kind})")
+                raise IRError(
+                    f"%{op.name} (neurons, kind {op.attrs['kind']}) must read {want} ops only, "
+                    f"reads %{bad[0].name} ({bad[0].kind})"
+                )
             a = with_defaults(op)
             if a["depth"] < 0:
                 raise IRError(f"%{op.name}: depth = {a['depth']} is negative")
             if a["depth"] > total_delay:
-                raise IRError(f"%{op.name}: depth = {a['depth']} is more than all synapse delays together "
-                              f"({total_delay}); the net is damaged")
+                raise IRError(
+                    f"%{op.name}: depth = {a['depth']} is more than all synapse delays together "
+                    f"({total_delay}); the net is damaged"
+                )
             if a["kind"] in ("cpx", "integrator", "product") and a["out_shift"] < 0:
                 raise IRError(f"%{op.name}: out_shift = {a['out_shift']} is negative; rshr shifts right only")
 
@@ -93,10 +99,13 @@ def refuse_oversized_run(engine: str, batch: int, tokens: int, per_sequence_byte
     of an engine's buffers: refused with how many sequences would fit."""
     per_seq = max(int(per_sequence_bytes), 1)
     fit = max(limits.current().work_bytes // per_seq, 1)
-    limits.check("work_bytes", batch * per_seq,
-                 f"running {batch} sequences of {tokens} tokens on the {engine}"
-                 f"{' with traces' if trace else ''} ({limits.size(per_seq)} each)",
-                 fix=f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
+    limits.check(
+        "work_bytes",
+        batch * per_seq,
+        f"running {batch} sequences of {tokens} tokens on the {engine}"
+        f"{' with traces' if trace else ''} ({limits.size(per_seq)} each)",
+        fix=f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)",
+    )
 
 
 # -- the host side: input tokens in, output messages out -----------------------------------

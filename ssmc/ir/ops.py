@@ -137,26 +137,39 @@ def _modes(op: Op) -> int:
 
 
 # -- model-level ops ---------------------------------------------------------
-register_op(OpSchema(
-    kind="input", doc="The model's token input.", n_inputs=0,
-    attrs=(AttrSpec("size", "int", doc="features per token"),),
-    infer_shape=lambda op, ins: (int(op.attrs["size"]),),
-))
+register_op(
+    OpSchema(
+        kind="input",
+        doc="The model's token input.",
+        n_inputs=0,
+        attrs=(AttrSpec("size", "int", doc="features per token"),),
+        infer_shape=lambda op, ins: (int(op.attrs["size"]),),
+    )
+)
 
-register_op(OpSchema(
-    kind="output", doc="A model output.", n_inputs=1, infer_shape=_same,
-))
+register_op(
+    OpSchema(
+        kind="output",
+        doc="A model output.",
+        n_inputs=1,
+        infer_shape=_same,
+    )
+)
 
-register_op(OpSchema(
-    kind="linear", doc="y = W x + b", n_inputs=1,
-    params=(
-        ParamSpec("weight", "f32", lambda op, ins: (op.params["weight"].shape[0], _channels(ins)),
-                  doc="W [out, in]"),
-        ParamSpec("bias", "f32", lambda op, ins: (op.params["weight"].shape[0],), optional=True,
-                  doc="b [out]"),
-    ),
-    infer_shape=lambda op, ins: (op.params["weight"].shape[0],),
-))
+register_op(
+    OpSchema(
+        kind="linear",
+        doc="y = W x + b",
+        n_inputs=1,
+        params=(
+            ParamSpec(
+                "weight", "f32", lambda op, ins: (op.params["weight"].shape[0], _channels(ins)), doc="W [out, in]"
+            ),
+            ParamSpec("bias", "f32", lambda op, ins: (op.params["weight"].shape[0],), optional=True, doc="b [out]"),
+        ),
+        infer_shape=lambda op, ins: (op.params["weight"].shape[0],),
+    )
+)
 
 
 def _dense(op: Op) -> bool:
@@ -191,30 +204,47 @@ def _is_disc(op: Op) -> bool:
     return op.attrs.get("form") == "discrete"
 
 
-register_op(OpSchema(
-    kind="s4d",
-    doc="Diagonal complex state-space layer (S4D; S5 and LRU with mixing=dense), run as a recurrence token by "
+register_op(
+    OpSchema(
+        kind="s4d",
+        doc="Diagonal complex state-space layer (S4D; S5 and LRU with mixing=dense), run as a recurrence token by "
         "token.",
-    n_inputs=1, stateful=True, infer_shape=_h,
-    attrs=(
-        AttrSpec("form", "str", choices=("continuous", "discrete"),
-                 doc="continuous (log_dt, A, B) or discrete (A_bar, B_bar) parameters"),
-        AttrSpec("modes", "int", doc="complex modes per channel (M = N/2), or in all (P) with mixing=dense"),
-        AttrSpec("mixing", "str", default="channel", choices=("channel", "dense"),
-                 doc="channel: each mode reads and drives one channel (S4D); dense: P modes shared by all "
-                     "channels, B [P, H] and C [H, P] (S5, LRU)"),
-    ),
-    params=(
-        ParamSpec("log_dt", "f32", _step_sizes, when=_is_cont, doc="log step size per channel (dense: per mode)"),
-        ParamSpec("A", "c64", _poles, when=_is_cont, doc="continuous poles, Re(A) < 0"),
-        ParamSpec("B", "c64", _input_map, when=_is_cont, doc="continuous input coefficients"),
-        ParamSpec("A_bar", "c64", _poles, when=_is_disc, doc="discrete poles, |A_bar| < 1"),
-        ParamSpec("B_bar", "c64", _input_map, when=_is_disc, doc="discrete input coefficients"),
-        ParamSpec("C", "c64", lambda op, ins: (_channels(ins), _modes(op)),
-                  doc="output coefficients [H, M] or [H, P] (real part read out, times 2)"),
-        ParamSpec("D", "f32", _h, doc="skip connection per channel"),
-    ),
-))
+        n_inputs=1,
+        stateful=True,
+        infer_shape=_h,
+        attrs=(
+            AttrSpec(
+                "form",
+                "str",
+                choices=("continuous", "discrete"),
+                doc="continuous (log_dt, A, B) or discrete (A_bar, B_bar) parameters",
+            ),
+            AttrSpec("modes", "int", doc="complex modes per channel (M = N/2), or in all (P) with mixing=dense"),
+            AttrSpec(
+                "mixing",
+                "str",
+                default="channel",
+                choices=("channel", "dense"),
+                doc="channel: each mode reads and drives one channel (S4D); dense: P modes shared by all "
+                "channels, B [P, H] and C [H, P] (S5, LRU)",
+            ),
+        ),
+        params=(
+            ParamSpec("log_dt", "f32", _step_sizes, when=_is_cont, doc="log step size per channel (dense: per mode)"),
+            ParamSpec("A", "c64", _poles, when=_is_cont, doc="continuous poles, Re(A) < 0"),
+            ParamSpec("B", "c64", _input_map, when=_is_cont, doc="continuous input coefficients"),
+            ParamSpec("A_bar", "c64", _poles, when=_is_disc, doc="discrete poles, |A_bar| < 1"),
+            ParamSpec("B_bar", "c64", _input_map, when=_is_disc, doc="discrete input coefficients"),
+            ParamSpec(
+                "C",
+                "c64",
+                lambda op, ins: (_channels(ins), _modes(op)),
+                doc="output coefficients [H, M] or [H, P] (real part read out, times 2)",
+            ),
+            ParamSpec("D", "f32", _h, doc="skip connection per channel"),
+        ),
+    )
+)
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "glu")
 
@@ -228,11 +258,15 @@ def _activation_shape(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
     return ins[0]
 
 
-register_op(OpSchema(
-    kind="activation", doc="Elementwise nonlinearity (glu halves the channels).", n_inputs=1,
-    attrs=(AttrSpec("fn", "str", choices=ACTIVATIONS, doc="which function"),),
-    infer_shape=_activation_shape,
-))
+register_op(
+    OpSchema(
+        kind="activation",
+        doc="Elementwise nonlinearity (glu halves the channels).",
+        n_inputs=1,
+        attrs=(AttrSpec("fn", "str", choices=ACTIVATIONS, doc="which function"),),
+        infer_shape=_activation_shape,
+    )
+)
 
 
 def _add_check(op: Op, ins: list[tuple[int, ...]]) -> None:
@@ -240,28 +274,43 @@ def _add_check(op: Op, ins: list[tuple[int, ...]]) -> None:
         raise IRError(f"add of different shapes {list(ins[0])} and {list(ins[1])}")
 
 
-register_op(OpSchema(
-    kind="add", doc="Elementwise sum (residual connection).", n_inputs=2,
-    infer_shape=_same, extra_check=_add_check,
-))
+register_op(
+    OpSchema(
+        kind="add",
+        doc="Elementwise sum (residual connection).",
+        n_inputs=2,
+        infer_shape=_same,
+        extra_check=_add_check,
+    )
+)
 
-register_op(OpSchema(
-    kind="norm", doc="Normalisation over channels.", n_inputs=1, infer_shape=_same,
-    attrs=(
-        AttrSpec("kind", "str", default="layernorm", choices=("layernorm",), doc="which norm"),
-        AttrSpec("eps", "float", default=1e-5, doc="added to the variance"),
-    ),
-    params=(
-        ParamSpec("weight", "f32", _h, doc="scale per channel"),
-        ParamSpec("bias", "f32", _h, doc="shift per channel"),
-    ),
-))
+register_op(
+    OpSchema(
+        kind="norm",
+        doc="Normalisation over channels.",
+        n_inputs=1,
+        infer_shape=_same,
+        attrs=(
+            AttrSpec("kind", "str", default="layernorm", choices=("layernorm",), doc="which norm"),
+            AttrSpec("eps", "float", default=1e-5, doc="added to the variance"),
+        ),
+        params=(
+            ParamSpec("weight", "f32", _h, doc="scale per channel"),
+            ParamSpec("bias", "f32", _h, doc="shift per channel"),
+        ),
+    )
+)
 
-register_op(OpSchema(
-    kind="pool", doc="Running reduction over time (readout).", n_inputs=1, infer_shape=_same,
-    stateful=True,
-    attrs=(AttrSpec("mode", "str", choices=("sum", "mean"), doc="running sum or running mean"),),
-))
+register_op(
+    OpSchema(
+        kind="pool",
+        doc="Running reduction over time (readout).",
+        n_inputs=1,
+        infer_shape=_same,
+        stateful=True,
+        attrs=(AttrSpec("mode", "str", choices=("sum", "mean"), doc="running sum or running mean"),),
+    )
+)
 
 
 # -- float complex-pair neurons (between fuse-complex-pairs and quantization) -----
@@ -272,16 +321,20 @@ def _cpx_shape(op: Op, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
     return (n,)
 
 
-register_op(OpSchema(
-    kind="cpx",
-    doc="Complex-pair neurons in float: x' = a x + in per mode, (re, im) interleaved in and out.",
-    n_inputs=1, stateful=True, infer_shape=_cpx_shape,
-    attrs=(AttrSpec("modes", "int", doc="number of complex modes (pairs of compartments)"),),
-    params=(
-        ParamSpec("a_re", "f32", lambda op, ins: (_modes(op),), doc="Re(A_bar) per mode"),
-        ParamSpec("a_im", "f32", lambda op, ins: (_modes(op),), doc="Im(A_bar) per mode"),
-    ),
-))
+register_op(
+    OpSchema(
+        kind="cpx",
+        doc="Complex-pair neurons in float: x' = a x + in per mode, (re, im) interleaved in and out.",
+        n_inputs=1,
+        stateful=True,
+        infer_shape=_cpx_shape,
+        attrs=(AttrSpec("modes", "int", doc="number of complex modes (pairs of compartments)"),),
+        params=(
+            ParamSpec("a_re", "f32", lambda op, ins: (_modes(op),), doc="Re(A_bar) per mode"),
+            ParamSpec("a_im", "f32", lambda op, ins: (_modes(op),), doc="Im(A_bar) per mode"),
+        ),
+    )
+)
 
 # -- neuro level: integer neuron and synapse groups (docs/fixed_point.md) ---------------
 NEURON_KINDS = ("source", "relay", "relu", "cpx", "integrator", "lut", "product")
@@ -337,44 +390,83 @@ def _neurons_check(op: Op, ins: list[tuple[int, ...]]) -> None:
                 raise IRError(f"{key} outside the {op.attrs.get('coef_bits', 16)}-bit range")
 
 
-register_op(OpSchema(
-    kind="neurons",
-    doc="A group of fixed-point neurons; sums its incoming synapse groups (docs/fixed_point.md).",
-    n_inputs=VARIADIC, stateful=True, infer_shape=_size, extra_check=_neurons_check,
-    attrs=(
-        AttrSpec("kind", "str", choices=NEURON_KINDS, doc="neuron model"),
-        AttrSpec("size", "int", doc="compartments (2 per complex mode)"),
-        AttrSpec("frac", "int", doc="message scale: a message m stands for m / 2**frac"),
-        AttrSpec("msg_bits", "int", default=24, doc="graded message width"),
-        AttrSpec("state_bits", "int", default=24, doc="state width (cpx, integrator)"),
-        AttrSpec("coef_bits", "int", default=16, doc="coefficient width (cpx)"),
-        AttrSpec("out_shift", "int", default=0, doc="state -> message right shift (cpx, integrator, product)"),
-        AttrSpec("delta", "int", default=0, doc="sigma-delta threshold: send changes of at least this; 0 = dense"),
-        AttrSpec("lut_shift", "int", default=0, doc="lut: table index = (input >> lut_shift) - lut_lo"),
-        AttrSpec("lut_lo", "int", default=0, doc="lut: input bin of the first table entry"),
-        AttrSpec("depth", "int", default=0, doc="steps after the source at which token 0 arrives"),
-        AttrSpec("source", "str", default="", doc="the model-level op this group realises"),
-        AttrSpec("decode", "str", default="value", choices=("value", "mean"),
-                 doc="how the host reads an output: the value, or the value / (token + 1)"),
-        AttrSpec("msg_rate", "float", default=-1.0,
-                 doc="messages per neuron per step measured on calibration data (-1: not measured)"),
-        AttrSpec("placement", "ints", default=(),
-                 doc="(chip, core, start, stop) quadruples: neurons [start, stop) on that core (ssmc/ir/placement.py)"),
-    ),
-    params=(
-        ParamSpec("bias", "i64", _size, optional=True, doc="added to the dendritic input every step"),
-        ParamSpec("c_re", "i64", lambda op, ins: (int(op.attrs["size"]) // 2,),
-                  when=lambda op: op.attrs.get("kind") == "cpx", doc="Re(A_bar) * 2**(coef_bits-1)"),
-        ParamSpec("c_im", "i64", lambda op, ins: (int(op.attrs["size"]) // 2,),
-                  when=lambda op: op.attrs.get("kind") == "cpx", doc="Im(A_bar) * 2**(coef_bits-1)"),
-        ParamSpec("table", "i64", lambda op, ins: (int(op.params["table"].size),) if "table" in op.params else (1,),
-                  when=lambda op: op.attrs.get("kind") == "lut", doc="lut: message of each input bin"),
-        ParamSpec("state_scale", "f64", _size, optional=True, when=lambda op: op.attrs.get("kind") == "cpx",
-                  doc="cpx: per compartment, the factor by which the passes scaled this state relative to the "
-                      "model's (assign-bitwidths moving a mode's scale into its input); no engine reads it, the "
-                      "trace divides by it to compare with the float model"),
-    ),
-))
+register_op(
+    OpSchema(
+        kind="neurons",
+        doc="A group of fixed-point neurons; sums its incoming synapse groups (docs/fixed_point.md).",
+        n_inputs=VARIADIC,
+        stateful=True,
+        infer_shape=_size,
+        extra_check=_neurons_check,
+        attrs=(
+            AttrSpec("kind", "str", choices=NEURON_KINDS, doc="neuron model"),
+            AttrSpec("size", "int", doc="compartments (2 per complex mode)"),
+            AttrSpec("frac", "int", doc="message scale: a message m stands for m / 2**frac"),
+            AttrSpec("msg_bits", "int", default=24, doc="graded message width"),
+            AttrSpec("state_bits", "int", default=24, doc="state width (cpx, integrator)"),
+            AttrSpec("coef_bits", "int", default=16, doc="coefficient width (cpx)"),
+            AttrSpec("out_shift", "int", default=0, doc="state -> message right shift (cpx, integrator, product)"),
+            AttrSpec("delta", "int", default=0, doc="sigma-delta threshold: send changes of at least this; 0 = dense"),
+            AttrSpec("lut_shift", "int", default=0, doc="lut: table index = (input >> lut_shift) - lut_lo"),
+            AttrSpec("lut_lo", "int", default=0, doc="lut: input bin of the first table entry"),
+            AttrSpec("depth", "int", default=0, doc="steps after the source at which token 0 arrives"),
+            AttrSpec("source", "str", default="", doc="the model-level op this group realises"),
+            AttrSpec(
+                "decode",
+                "str",
+                default="value",
+                choices=("value", "mean"),
+                doc="how the host reads an output: the value, or the value / (token + 1)",
+            ),
+            AttrSpec(
+                "msg_rate",
+                "float",
+                default=-1.0,
+                doc="messages per neuron per step measured on calibration data (-1: not measured)",
+            ),
+            AttrSpec(
+                "placement",
+                "ints",
+                default=(),
+                doc="(chip, core, start, stop) quadruples: neurons [start, stop) on that core (ssmc/ir/placement.py)",
+            ),
+        ),
+        params=(
+            ParamSpec("bias", "i64", _size, optional=True, doc="added to the dendritic input every step"),
+            ParamSpec(
+                "c_re",
+                "i64",
+                lambda op, ins: (int(op.attrs["size"]) // 2,),
+                when=lambda op: op.attrs.get("kind") == "cpx",
+                doc="Re(A_bar) * 2**(coef_bits-1)",
+            ),
+            ParamSpec(
+                "c_im",
+                "i64",
+                lambda op, ins: (int(op.attrs["size"]) // 2,),
+                when=lambda op: op.attrs.get("kind") == "cpx",
+                doc="Im(A_bar) * 2**(coef_bits-1)",
+            ),
+            ParamSpec(
+                "table",
+                "i64",
+                lambda op, ins: (int(op.params["table"].size),) if "table" in op.params else (1,),
+                when=lambda op: op.attrs.get("kind") == "lut",
+                doc="lut: message of each input bin",
+            ),
+            ParamSpec(
+                "state_scale",
+                "f64",
+                _size,
+                optional=True,
+                when=lambda op: op.attrs.get("kind") == "cpx",
+                doc="cpx: per compartment, the factor by which the passes scaled this state relative to the "
+                "model's (assign-bitwidths moving a mode's scale into its input); no engine reads it, the "
+                "trace divides by it to compare with the float model",
+            ),
+        ),
+    )
+)
 
 
 def _synapse_check(op: Op, ins: list[tuple[int, ...]]) -> None:
@@ -390,19 +482,23 @@ def _synapse_check(op: Op, ins: list[tuple[int, ...]]) -> None:
         raise IRError("weights outside the 8-bit range")
 
 
-register_op(OpSchema(
-    kind="synapses",
-    doc="Dense synapses: out = sat((W @ m_pre[t - delay]) << weight_exp) (Lava Dense convention).",
-    n_inputs=1, extra_check=_synapse_check,
-    infer_shape=lambda op, ins: (op.params["weight"].shape[0],),
-    attrs=(
-        AttrSpec("weight_bits", "int", default=8, doc="weight precision (Lava num_weight_bits)"),
-        AttrSpec("weight_exp", "int", default=0, doc="shared exponent: acc << weight_exp"),
-        AttrSpec("delay", "int", default=1, doc="steps from pre message to post input"),
-        AttrSpec("source", "str", default="", doc="the model-level op this group realises"),
-    ),
-    params=(
-        ParamSpec("weight", "i32", lambda op, ins: (op.params["weight"].shape[0], _channels(ins)),
-                  doc="W [post, pre]"),
-    ),
-))
+register_op(
+    OpSchema(
+        kind="synapses",
+        doc="Dense synapses: out = sat((W @ m_pre[t - delay]) << weight_exp) (Lava Dense convention).",
+        n_inputs=1,
+        extra_check=_synapse_check,
+        infer_shape=lambda op, ins: (op.params["weight"].shape[0],),
+        attrs=(
+            AttrSpec("weight_bits", "int", default=8, doc="weight precision (Lava num_weight_bits)"),
+            AttrSpec("weight_exp", "int", default=0, doc="shared exponent: acc << weight_exp"),
+            AttrSpec("delay", "int", default=1, doc="steps from pre message to post input"),
+            AttrSpec("source", "str", default="", doc="the model-level op this group realises"),
+        ),
+        params=(
+            ParamSpec(
+                "weight", "i32", lambda op, ins: (op.params["weight"].shape[0], _channels(ins)), doc="W [post, pre]"
+            ),
+        ),
+    )
+)

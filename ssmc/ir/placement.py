@@ -50,7 +50,7 @@ def placement_of(graph: Graph) -> dict[str, list[CoreBlock]]:
     for op in graph.ops_of_kind("neurons"):
         flat = op.attrs.get(PLACEMENT_ATTR)
         if flat is not None:
-            out[op.name] = [CoreBlock(*flat[i:i + 4]) for i in range(0, len(flat) - len(flat) % 4, 4)]
+            out[op.name] = [CoreBlock(*flat[i : i + 4]) for i in range(0, len(flat) - len(flat) % 4, 4)]
     return out
 
 
@@ -71,7 +71,7 @@ def set_placement(graph: Graph, core_of: np.ndarray, target) -> None:
     offset = 0
     for op in graph.ops_of_kind("neurons"):
         size = int(op.attrs["size"])
-        blocks = blocks_from_cores(core_of[offset:offset + size], target.cores_per_chip)
+        blocks = blocks_from_cores(core_of[offset : offset + size], target.cores_per_chip)
         op.attrs[PLACEMENT_ATTR] = tuple(v for b in blocks for v in (b.chip, b.core, b.start, b.stop))
         offset += size
 
@@ -90,10 +90,12 @@ def core_assignment(graph: Graph, target) -> tuple[np.ndarray | None, list[str]]
             problems.append(f"{where}: placement has {len(flat)} values, not (chip, core, start, stop) quadruples")
             continue
         cores = np.full(size, -1, np.int64)
-        for chip, core, start, stop in (flat[i:i + 4] for i in range(0, len(flat), 4)):
+        for chip, core, start, stop in (flat[i : i + 4] for i in range(0, len(flat), 4)):
             if not (0 <= chip < target.chips and 0 <= core < target.cores_per_chip):
-                problems.append(f"{where}: chip {chip} core {core} does not exist on the target "
-                                f"({target.chips} chip(s) x {target.cores_per_chip} cores)")
+                problems.append(
+                    f"{where}: chip {chip} core {core} does not exist on the target "
+                    f"({target.chips} chip(s) x {target.cores_per_chip} cores)"
+                )
             elif not 0 <= start < stop <= size:
                 problems.append(f"{where}: neurons [{start}, {stop}) are not a range inside 0..{size}")
             elif (cores[start:stop] >= 0).any():

@@ -49,8 +49,9 @@ def format_tensor_values(arr: np.ndarray) -> str:
     flat = arr.reshape(-1)
     if arr.dtype.kind == "c":
         part = np.float32 if arr.dtype == np.complex64 else np.float64
-        items = (f"({_fmt_real(part(z.real), np.dtype(part))}, {_fmt_real(part(z.imag), np.dtype(part))})"
-                 for z in flat)
+        items = (
+            f"({_fmt_real(part(z.real), np.dtype(part))}, {_fmt_real(part(z.imag), np.dtype(part))})" for z in flat
+        )
     else:
         items = (_fmt_real(v, arr.dtype) for v in flat)
     return "[" + ", ".join(items) + "]"
@@ -118,8 +119,11 @@ def print_graph(g: Graph, tensors: dict[str, np.ndarray] | None = None, elide: b
 
 
 # -- parsing -------------------------------------------------------------------
-_TOKEN = re.compile(r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?:inf|nan)(?![A-Za-z0-9_])))
-                    |(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[\[\]{},=]))""", re.X)
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?:inf|nan)(?![A-Za-z0-9_])))
+                    |(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[\[\]{},=]))""",
+    re.X,
+)
 
 
 def _tokens(text: str, lineno: int) -> list[tuple[str, str]]:
@@ -129,7 +133,7 @@ def _tokens(text: str, lineno: int) -> list[tuple[str, str]]:
             break
         m = _TOKEN.match(text, pos)
         if not m:
-            raise IRError(f"line {lineno}: cannot read {text[pos:pos + 20]!r}")
+            raise IRError(f"line {lineno}: cannot read {text[pos : pos + 20]!r}")
         kind = m.lastgroup
         out.append((kind, m.group(kind)))
         pos = m.end()
@@ -182,10 +186,14 @@ def _parse_attrs(text: str, lineno: int) -> dict[str, Any]:
         raise IRError(f"line {lineno}: unterminated attributes") from None
 
 
-_OP_LINE = re.compile(r"^%(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*(?P<kind>[A-Za-z_][A-Za-z0-9_.]*)"
-                      r"\((?P<args>[^)]*)\)(?P<attrs>.*?):\s*\[(?P<shape>[-\d,\s]*)\]\s*$")
-_PARAM_LINE = re.compile(r"^\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<dtype>[a-z0-9]+)"
-                         r"\[(?P<shape>[\d,\s]*)\]\s+(?P<data>.*)$")
+_OP_LINE = re.compile(
+    r"^%(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*(?P<kind>[A-Za-z_][A-Za-z0-9_.]*)"
+    r"\((?P<args>[^)]*)\)(?P<attrs>.*?):\s*\[(?P<shape>[-\d,\s]*)\]\s*$"
+)
+_PARAM_LINE = re.compile(
+    r"^\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<dtype>[a-z0-9]+)"
+    r"\[(?P<shape>[\d,\s]*)\]\s+(?P<data>.*)$"
+)
 _HEADER = re.compile(r"^ssmc\.graph\s+@(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<attrs>.*)$")
 _NUMBER = re.compile(r"[-+]?(?:inf|nan|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)")
 
@@ -212,8 +220,9 @@ def _parse_tensor(m: re.Match, lineno: int, tensors: dict[str, np.ndarray] | Non
             raise IRError(f"line {lineno}: tensor @{key} is not in the tensor store")
         arr = np.asarray(tensors[key])
         if arr.dtype != dtype or arr.shape != shape:
-            raise IRError(f"line {lineno}: tensor @{key} is {arr.dtype}{list(arr.shape)}, "
-                          f"the text says {dtype_name}{list(shape)}")
+            raise IRError(
+                f"line {lineno}: tensor @{key} is {arr.dtype}{list(arr.shape)}, the text says {dtype_name}{list(shape)}"
+            )
         return arr
     if data.startswith("<"):
         raise IRError(f"line {lineno}: elided tensor {data}: print the IR without elide to round-trip it")
@@ -281,8 +290,13 @@ def parse_graph(text: str, tensors: dict[str, np.ndarray] | None = None) -> Grap
         for a in args:
             if not a.startswith("%"):
                 raise IRError(f"line {lineno}: operand {a!r} must be written %name")
-        current = Op(name=m["name"], kind=m["kind"], inputs=tuple(a[1:] for a in args),
-                     attrs=_parse_attrs(m["attrs"], lineno), shape=_parse_shape(m["shape"], lineno))
+        current = Op(
+            name=m["name"],
+            kind=m["kind"],
+            inputs=tuple(a[1:] for a in args),
+            attrs=_parse_attrs(m["attrs"], lineno),
+            shape=_parse_shape(m["shape"], lineno),
+        )
         try:
             g.add(current)
         except IRError as e:

@@ -151,8 +151,10 @@ def graph_problems(g: Graph, capacities: bool = True) -> list[str]:
             problems.append(f"%{op.name} (output) must not be used by other ops")
     if capacities and not problems and is_placed(g):  # capacities are counted on a graph that is otherwise sound
         if _placement_check is None:  # a placed graph is never passed unchecked
-            raise RuntimeError("a placed graph needs the capacity check: import ssmc.mapping.capacity, which "
-                               "registers it (ssmc.api, the passes and the engines do)")
+            raise RuntimeError(
+                "a placed graph needs the capacity check: import ssmc.mapping.capacity, which "
+                "registers it (ssmc.api, the passes and the engines do)"
+            )
         problems.extend(_placement_check(g))
     return problems
 

@@ -31,14 +31,13 @@ RESOURCES = ("neurons", "memory_bytes", "synapse_bytes", "fan_in_axons", "fan_ou
 
 @dataclass
 class Blocks:
-    block_of: np.ndarray        # block id of every neuron (global ids)
-    use: np.ndarray             # [blocks, len(RESOURCES)] upper bounds per block
+    block_of: np.ndarray  # block id of every neuron (global ids)
+    use: np.ndarray  # [blocks, len(RESOURCES)] upper bounds per block
     groups: list[tuple[int, ...]]  # neuron-group indices present in each block
-    layer: np.ndarray           # index of the layer (first group) each block came from, for colouring/ordering
-    edges: np.ndarray           # [E, 2] (from block, to block), a != b
-    weight: np.ndarray          # [E] messages per step from a to b (rate-weighted distinct senders)
-    hyper: list = None          # [(src block, dst blocks array, messages per step)]: one message per dst core
-
+    layer: np.ndarray  # index of the layer (first group) each block came from, for colouring/ordering
+    edges: np.ndarray  # [E, 2] (from block, to block), a != b
+    weight: np.ndarray  # [E] messages per step from a to b (rate-weighted distinct senders)
+    hyper: list = None  # [(src block, dst blocks array, messages per step)]: one message per dst core
 
     @property
     def n(self) -> int:
@@ -84,7 +83,7 @@ def neuron_upper_bounds(net: Netlist) -> np.ndarray:
     for s in net.synapses:
         per = costs.synapse_bytes(s.weight_bits, 1 << 20) / float(1 << 20)
         syn += np.bincount(s.post_ids, minlength=n) * per
-        fan_in += np.bincount(s.post_ids, minlength=n)   # every synapse its own axon: an upper bound
+        fan_in += np.bincount(s.post_ids, minlength=n)  # every synapse its own axon: an upper bound
         fan_out += np.bincount(np.unique(s.pre_ids), minlength=n)  # at most one route per synapse group
     use[:, 1] = state + syn + costs.AXON_BYTES * fan_in + costs.ROUTE_BYTES * fan_out
     use[:, 2] = syn
@@ -93,8 +92,9 @@ def neuron_upper_bounds(net: Netlist) -> np.ndarray:
     return use
 
 
-def make_blocks(net: Netlist, limits: np.ndarray, granularity: int = 4, max_neurons: int = 0,
-                min_blocks: int = 0) -> Blocks:
+def make_blocks(
+    net: Netlist, limits: np.ndarray, granularity: int = 4, max_neurons: int = 0, min_blocks: int = 0
+) -> Blocks:
     """Cut the network into blocks (see the module doc). `limits`: per-core capacity per RESOURCES."""
     per_neuron = neuron_upper_bounds(net)
     readouts = channel_readouts(net)
@@ -120,8 +120,10 @@ def make_blocks(net: Netlist, limits: np.ndarray, granularity: int = 4, max_neur
         if gi in readouts:
             post_i, width = readouts[gi]
             post = net.groups[post_i]
-            units = [np.concatenate([np.arange(g.offset + h * width, g.offset + (h + 1) * width),
-                                     [post.offset + h]]) for h in range(post.size)]
+            units = [
+                np.concatenate([np.arange(g.offset + h * width, g.offset + (h + 1) * width), [post.offset + h]])
+                for h in range(post.size)
+            ]
             gset = {gi, post_i}
         else:
             step = 2 if g.kind == "cpx" else 1  # keep a mode's (re, im) together
@@ -138,8 +140,15 @@ def make_blocks(net: Netlist, limits: np.ndarray, granularity: int = 4, max_neur
         if cur:
             close(cur, gset, gi)
     edges, weight = block_edges(net, block_of)
-    return Blocks(block_of, np.array(use).reshape(-1, len(RESOURCES)), groups, np.array(layers, np.int64),
-                  edges, weight, hyperedges(net, block_of))
+    return Blocks(
+        block_of,
+        np.array(use).reshape(-1, len(RESOURCES)),
+        groups,
+        np.array(layers, np.int64),
+        edges,
+        weight,
+        hyperedges(net, block_of),
+    )
 
 
 def block_edges(net: Netlist, block_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +178,7 @@ def hyperedges(net: Netlist, block_of: np.ndarray) -> list:
     n_blocks = int(block_of.max()) + 1
     pre = np.concatenate([s.pre_ids for s in net.synapses])
     dst = block_of[np.concatenate([s.post_ids for s in net.synapses])]
-    key = np.unique(dst * net.n_neurons + pre)          # sorted by destination block, then sender
+    key = np.unique(dst * net.n_neurons + pre)  # sorted by destination block, then sender
     dst, pre = key // net.n_neurons, key % net.n_neurons
     src = block_of[pre]
     keep = src != dst

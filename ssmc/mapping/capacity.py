@@ -40,8 +40,11 @@ def placement_problems(graph: Graph) -> list[str]:
     if problems:
         return problems
     use = core_usage(build_netlist(graph), core_of, target.total_cores)
-    return [f"chip {k // target.cores_per_chip} core {k % target.cores_per_chip}: {CAPACITIES[key]} = {used} "
-            f"exceeds the target's {limit}" for k, key, used, limit in over_capacity(use, target)]
+    return [
+        f"chip {k // target.cores_per_chip} core {k % target.cores_per_chip}: {CAPACITIES[key]} = {used} "
+        f"exceeds the target's {limit}"
+        for k, key, used, limit in over_capacity(use, target)
+    ]
 
 
 register_placement_check(placement_problems)

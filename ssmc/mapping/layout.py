@@ -88,8 +88,9 @@ def greedy_walk(t_sym: np.ndarray) -> list[int]:
         order.append(int(np.argmax(cand)))
 
 
-def swap_improve(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, budget: Budget,
-                 max_passes: int = 50) -> np.ndarray:
+def swap_improve(
+    t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, budget: Budget, max_passes: int = 50
+) -> np.ndarray:
     """Pairwise-swap local search for min 1/2 sum t[a,b] dist[pos[a], pos[b]] (`pos`: item -> slot; items
     without traffic stand for empty slots). Deterministic: best swap for each item in order, until a pass
     finds nothing. The swap gain for all partners b of item a at once is
@@ -120,8 +121,9 @@ def swap_improve(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, budget: B
     return pos
 
 
-def anneal(t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, budget: Budget, iters: int = 30000,
-           seed: int = 0) -> np.ndarray:
+def anneal(
+    t_sym: np.ndarray, dist: np.ndarray, pos: np.ndarray, budget: Budget, iters: int = 30000, seed: int = 0
+) -> np.ndarray:
     """Simulated annealing over pairwise swaps (a busy item with any item, including empty slots); a seeded
     generator and a fixed iteration count, cut short only by the counted budget, make it deterministic."""
     rng = np.random.default_rng(seed)
@@ -166,8 +168,13 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
     cpc = target.cores_per_chip
     n_chips = max(1, math.ceil(K / cpc))
     if n_chips > target.chips:
-        raise FitError(f"{K} cores need {n_chips} chips, the target has {target.chips}; give --chips {n_chips} or more",
-                       need=n_chips, have=target.chips, binding="chips", fixes=(f"--chips {n_chips}",))
+        raise FitError(
+            f"{K} cores need {n_chips} chips, the target has {target.chips}; give --chips {n_chips} or more",
+            need=n_chips,
+            have=target.chips,
+            binding="chips",
+            fixes=(f"--chips {n_chips}",),
+        )
     t_sym = traffic + traffic.T
     np.fill_diagonal(t_sym, 0.0)
     # 1. cores -> chips: balanced consecutive runs, improved by swaps on the chip-cut
@@ -177,7 +184,9 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
         pad = n_chips * cpc - K  # dummies: empty core slots
         tp = np.zeros((K + pad, K + pad))
         tp[:K, :K] = t_sym
-        chip_pos = np.concatenate([chip_of, np.repeat(np.arange(n_chips), cpc - np.bincount(chip_of, minlength=n_chips))])
+        chip_pos = np.concatenate(
+            [chip_of, np.repeat(np.arange(n_chips), cpc - np.bincount(chip_of, minlength=n_chips))]
+        )
         cut = (np.arange(n_chips)[:, None] != np.arange(n_chips)[None, :]).astype(float)
         slots = np.concatenate([np.flatnonzero(chip_pos == c) for c in range(n_chips)])
         # express "which chip" as slot positions so swap_improve can work on it
@@ -209,12 +218,12 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
         sub = t_sym[np.ix_(members, members)]
         order = greedy_walk(sub)
         tpad = np.zeros((cpc, cpc))
-        tpad[:len(members), :len(members)] = sub
+        tpad[: len(members), : len(members)] = sub
         best = None
         # two starts: the partitioner's order (layer order) and the traffic walk, both along the snake
         for start in (list(range(len(members))), order):
             local = np.empty(len(members), np.int64)
-            local[np.asarray(start, np.int64)] = snake[:len(members)]
+            local[np.asarray(start, np.int64)] = snake[: len(members)]
             taken = set(local.tolist())
             pos = np.concatenate([local, np.array([s for s in range(cpc) if s not in taken], np.int64)])
             pos = swap_improve(tpad, hops, pos, budget)
@@ -222,7 +231,7 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
             cost = total_cost(tpad, hops, pos)
             if best is None or cost < best[0] - 1e-9:
                 best = (cost, pos)
-        slot[members] = int(board_pos[c]) * cpc + best[1][:len(members)]
+        slot[members] = int(board_pos[c]) * cpc + best[1][: len(members)]
     return slot
 
 

@@ -33,7 +33,7 @@ WINDOW_CORES = 16
 
 @dataclass
 class MapResult:
-    core_of: np.ndarray   # global core index of every neuron
+    core_of: np.ndarray  # global core index of every neuron
     blocks: Blocks
     info: dict = field(default_factory=dict)
 
@@ -63,16 +63,22 @@ def fit_error(blocks: Blocks, limits: np.ndarray, target: Target, cores_needed: 
         fixes.append("fewer modes (N) or channels (H)")
     fixes.append("a larger board (--target with more chips)")
     fixes = tuple(f for f in fixes if f)
-    return FitError(f"the network does not fit {target.name} ({target.board}, {target.chips} chip(s) x "
-                    f"{target.cores_per_chip} cores): it needs {cores_needed} cores "
-                    f"(at least {math.ceil(frac)} by {CAPACITIES[key]} alone, the binding capacity){why}; "
-                    f"try {' or '.join(fixes)}",
-                    need=cores_needed, have=target.total_cores, binding=key, fixes=fixes)
+    return FitError(
+        f"the network does not fit {target.name} ({target.board}, {target.chips} chip(s) x "
+        f"{target.cores_per_chip} cores): it needs {cores_needed} cores "
+        f"(at least {math.ceil(frac)} by {CAPACITIES[key]} alone, the binding capacity){why}; "
+        f"try {' or '.join(fixes)}",
+        need=cores_needed,
+        have=target.total_cores,
+        binding=key,
+        fixes=fixes,
+    )
 
 
 def _refuse_indivisible(net: Netlist, blocks: Blocks, limits: np.ndarray, group_limit: int) -> None:
     """A FitError naming the first indivisible block (a channel's modes with the neuron that sums them) that no
     core can hold: over a capacity first, then over the neuron groups a core may hold."""
+
     def piece(b: int) -> str:
         names = ", ".join(f"%{net.groups[g].name}" for g in blocks.groups[b])
         return f"one indivisible piece of {names} (a channel with its modes and summing neuron)"
@@ -83,22 +89,41 @@ def _refuse_indivisible(net: Netlist, blocks: Blocks, limits: np.ndarray, group_
         r = int(np.argmax(blocks.use[b] / limits))
         narrower = RESOURCES[r] in ("synapse_bytes", "memory_bytes")
         fix = "narrower weights (--weight-bits) or " if narrower else ""
-        fixes = (("narrower weights (--weight-bits)",) if narrower else ()) + \
-            ("fewer modes per channel (N)", "a target with larger cores")
-        raise FitError(f"{piece(b)} needs {int(blocks.use[b][r])} {CAPACITIES[RESOURCES[r]]} but a core has "
-                       f"{int(limits[r])}; try {fix}fewer modes per channel (N), or a target with larger cores",
-                       need=int(blocks.use[b][r]), have=int(limits[r]), binding=RESOURCES[r], fixes=fixes)
+        fixes = (("narrower weights (--weight-bits)",) if narrower else ()) + (
+            "fewer modes per channel (N)",
+            "a target with larger cores",
+        )
+        raise FitError(
+            f"{piece(b)} needs {int(blocks.use[b][r])} {CAPACITIES[RESOURCES[r]]} but a core has "
+            f"{int(limits[r])}; try {fix}fewer modes per channel (N), or a target with larger cores",
+            need=int(blocks.use[b][r]),
+            have=int(limits[r]),
+            binding=RESOURCES[r],
+            fixes=fixes,
+        )
     crowded = [b for b in range(blocks.n) if len(blocks.groups[b]) > group_limit]
     if crowded:
         b = crowded[0]
         fix = f"a target with at least {len(blocks.groups[b])} groups per core"
-        raise FitError(f"{piece(b)} holds {len(blocks.groups[b])} neuron groups but the target allows "
-                       f"{group_limit} per core; use {fix}",
-                       need=len(blocks.groups[b]), have=group_limit, binding="groups_per_core", fixes=(fix,))
+        raise FitError(
+            f"{piece(b)} holds {len(blocks.groups[b])} neuron groups but the target allows "
+            f"{group_limit} per core; use {fix}",
+            need=len(blocks.groups[b]),
+            have=group_limit,
+            binding="groups_per_core",
+            fixes=(fix,),
+        )
 
 
-def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit: float = 10.0, seed: int = 0,
-                max_neurons_per_core: int = 0, granularity: int = 4) -> MapResult:
+def map_network(
+    net: Netlist,
+    target: Target,
+    method: str = "cpsat",
+    time_limit: float = 10.0,
+    seed: int = 0,
+    max_neurons_per_core: int = 0,
+    granularity: int = 4,
+) -> MapResult:
     if method not in METHODS:
         raise OptionError(f"unknown partition method {method!r}; methods: {', '.join(METHODS)}")
     start = time.perf_counter()
@@ -110,8 +135,14 @@ def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit:
     need = int(greedy_core.max()) + 1
     lb = solvers.lower_bound_cores(blocks, limits)
     key, frac = _binding(blocks, limits)
-    info = {"method": method, "blocks": blocks.n, "lower_bound_cores": lb, "greedy_cores": need,
-            "binding_capacity": key, "binding_fraction": round(frac, 3)}
+    info = {
+        "method": method,
+        "blocks": blocks.n,
+        "lower_bound_cores": lb,
+        "greedy_cores": need,
+        "binding_capacity": key,
+        "binding_fraction": round(frac, 3),
+    }
     if need > target.total_cores:
         raise fit_error(blocks, limits, target, need)
     if method == "index":
@@ -123,8 +154,7 @@ def map_network(net: Netlist, target: Target, method: str = "cpsat", time_limit:
         if method == "greedy":
             block_core = greedy_core
         elif method == "metis":
-            block_core = solvers.metis(blocks, limits, group_limit, max(lb, 2), seed=seed,
-                                       max_parts=target.total_cores)
+            block_core = solvers.metis(blocks, limits, group_limit, max(lb, 2), seed=seed, max_parts=target.total_cores)
             if block_core is None:
                 raise fit_error(blocks, limits, target, need, " (METIS found no part sizes that fit)")
         else:
@@ -176,8 +206,7 @@ def _cpsat(blocks, limits, group_limit, target, greedy_core, time_limit, seed, i
     hint, hint_name = _hint(blocks, limits, group_limit, target, greedy_core, rd, flat)
     info["hint"] = hint_name
     if flat and int(hint.max()) < n_cores:
-        return _cpsat_flat(blocks, limits, group_limit, target, n_cores, hint, hint_name, rd, time_limit, seed,
-                           info)
+        return _cpsat_flat(blocks, limits, group_limit, target, n_cores, hint, hint_name, rd, time_limit, seed, info)
     return _cpsat_windows(blocks, limits, group_limit, target, greedy_core, rd, time_limit, seed, info)
 
 
@@ -190,22 +219,30 @@ def _hint(blocks, limits, group_limit, target, greedy_core, rd, flat: bool) -> t
     if blocks.n <= 4000:
         met = solvers.metis(blocks, limits, group_limit, max(2, need), seed=0, max_parts=need + 2)
     if met is not None and solvers.cut_weight(blocks, met, target.cores_per_router, rd) < solvers.cut_weight(
-            blocks, hint, target.cores_per_router, rd):
+        blocks, hint, target.cores_per_router, rd
+    ):
         hint, hint_name = met, "metis"
     if flat:
-        hint = solvers.improve_by_moves(blocks, hint, limits, group_limit, int(hint.max()) + 1,
-                                        target.cores_per_router, rd)
+        hint = solvers.improve_by_moves(
+            blocks, hint, limits, group_limit, int(hint.max()) + 1, target.cores_per_router, rd
+        )
         hint_name += " + moves"
     return hint, hint_name
 
 
-def _cpsat_flat(blocks, limits, group_limit, target, n_cores, hint, hint_name, rd, time_limit, seed,
-                info) -> np.ndarray:
+def _cpsat_flat(
+    blocks, limits, group_limit, target, n_cores, hint, hint_name, rd, time_limit, seed, info
+) -> np.ndarray:
     """One CP-SAT model over all blocks and cores; the hint when the solver ends worse or without an answer."""
-    core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed,
-                             target.cores_per_router, rd)
-    info.update(formulation="flat", status=si.status, objective=round(si.objective, 3),
-                bound=round(si.bound, 3), gap=round(si.gap, 4), solver_seconds=round(si.seconds, 3))
+    core, si = solvers.cpsat(blocks, limits, group_limit, n_cores, hint, time_limit, seed, target.cores_per_router, rd)
+    info.update(
+        formulation="flat",
+        status=si.status,
+        objective=round(si.objective, 3),
+        bound=round(si.bound, 3),
+        gap=round(si.gap, 4),
+        solver_seconds=round(si.seconds, 3),
+    )
     if core is None:
         info["status"] = si.status + " (kept the hint)"
         return hint
@@ -221,8 +258,10 @@ def _cpsat_windows(blocks, limits, group_limit, target, greedy_core, rd, time_li
     WINDOW_CORES consecutive greedy cores (whole routers), each re-solved by CP-SAT with its share of the
     budget, the traffic with blocks outside the window fixed."""
     cpc = target.cores_per_chip
-    info["formulation"] = (f"hierarchical: chips by greedy runs in layer order, then windows of {WINDOW_CORES} "
-                           "cores re-partitioned by CP-SAT")
+    info["formulation"] = (
+        f"hierarchical: chips by greedy runs in layer order, then windows of {WINDOW_CORES} "
+        "cores re-partitioned by CP-SAT"
+    )
     out = np.zeros(blocks.n, np.int64)
     objective = bound = 0.0
     statuses = []
@@ -230,7 +269,7 @@ def _cpsat_windows(blocks, limits, group_limit, target, greedy_core, rd, time_li
     for c in range(int(greedy_core.max()) // cpc + 1):
         cores = np.unique(greedy_core[greedy_core // cpc == c])
         for w0 in range(0, len(cores), WINDOW_CORES):
-            windows.append((c, w0, cores[w0:w0 + WINDOW_CORES]))
+            windows.append((c, w0, cores[w0 : w0 + WINDOW_CORES]))
     for c, w0, cores in windows:
         members = np.flatnonzero(np.isin(greedy_core, cores))
         sub = _sub_blocks(blocks, members)
@@ -238,13 +277,13 @@ def _cpsat_windows(blocks, limits, group_limit, target, greedy_core, rd, time_li
         k = int(sub_hint.max()) + 1
         r0 = w0 // target.cores_per_router
         budget = time_limit * len(members) / blocks.n
-        ext = _external(blocks, members, out_fixed(greedy_core, out, windows, (c, w0)), c, cpc,
-                        target.cores_per_router)
+        ext = _external(blocks, members, out_fixed(greedy_core, out, windows, (c, w0)), c, cpc, target.cores_per_router)
         # one worker per window, deterministic budget only: as fast as four interleaved workers under a wall
         # limit (whose fixed costs dwarfed a window's share) and, unlike a wall limit, the same answer under
         # any machine load (1M neurons: ~30 s alone, ~47 s with two more copies running; identical cores)
-        core, si = solvers.cpsat(sub, limits, group_limit, k, sub_hint, budget, seed, target.cores_per_router,
-                                 rd, r0, ext, workers=1)
+        core, si = solvers.cpsat(
+            sub, limits, group_limit, k, sub_hint, budget, seed, target.cores_per_router, rd, r0, ext, workers=1
+        )
         hint_obj = _with_external(sub, sub_hint, ext, rd, r0, target)
         if core is None or hint_obj <= _with_external(sub, core, ext, rd, r0, target):
             core = sub_hint
@@ -255,10 +294,15 @@ def _cpsat_windows(blocks, limits, group_limit, target, greedy_core, rd, time_li
         bound += si.bound
         out[members] = c * cpc + w0 + core
     total_cut = solvers.cut_weight(blocks, out, target.cores_per_router, None)
-    info.update(status=",".join(sorted(set(statuses))), objective=round(total_cut, 3),
-                within_window_objective=round(objective, 3), within_window_bound=round(bound, 3),
-                gap=round(0.0 if objective <= 0 else max(0.0, (objective - bound) / objective), 4),
-                windows=len(windows), chips=len({c for c, _, _ in windows}))
+    info.update(
+        status=",".join(sorted(set(statuses))),
+        objective=round(total_cut, 3),
+        within_window_objective=round(objective, 3),
+        within_window_bound=round(bound, 3),
+        gap=round(0.0 if objective <= 0 else max(0.0, (objective - bound) / objective), 4),
+        windows=len(windows),
+        chips=len({c for c, _, _ in windows}),
+    )
     return out
 
 
@@ -313,5 +357,12 @@ def _sub_blocks(blocks: Blocks, members: np.ndarray) -> Blocks:
         inside = index[dsts][index[dsts] >= 0]
         if index[src] >= 0 and len(inside):
             hyper.append((int(index[src]), inside, w))
-    return Blocks(np.zeros(0, np.int64), blocks.use[members], [blocks.groups[b] for b in members],
-                  blocks.layer[members], edges, blocks.weight[keep] if len(blocks.edges) else blocks.weight, hyper)
+    return Blocks(
+        np.zeros(0, np.int64),
+        blocks.use[members],
+        [blocks.groups[b] for b in members],
+        blocks.layer[members],
+        edges,
+        blocks.weight[keep] if len(blocks.edges) else blocks.weight,
+        hyper,
+    )

@@ -32,7 +32,7 @@ class SynapseInfo:
     pre: str
     post: str
     weight_bits: int
-    pre_ids: np.ndarray   # global ids of the sending neuron of each non-zero weight
+    pre_ids: np.ndarray  # global ids of the sending neuron of each non-zero weight
     post_ids: np.ndarray  # global ids of the receiving neuron
 
 
@@ -71,9 +71,17 @@ def build_netlist(graph: Graph) -> Netlist:
     for op in graph.ops_of_kind("neurons"):
         size = int(op.attrs["size"])
         table = op.params.get("table")
-        groups.append(GroupInfo(op.name, op.attrs["kind"], size, n, int(op.attrs.get("delta", 0)),
-                                int(table.size) if table is not None else 0,
-                                group_rate(op, ASSUMED_SIGMA_DELTA_RATE)))
+        groups.append(
+            GroupInfo(
+                op.name,
+                op.attrs["kind"],
+                size,
+                n,
+                int(op.attrs.get("delta", 0)),
+                int(table.size) if table is not None else 0,
+                group_rate(op, ASSUMED_SIGMA_DELTA_RATE),
+            )
+        )
         offsets[op.name] = n
         n += size
     synapses = []
@@ -84,6 +92,14 @@ def build_netlist(graph: Graph) -> Netlist:
             continue
         post = posts[0].name
         rows, cols = np.nonzero(op.params["weight"])
-        synapses.append(SynapseInfo(op.name, pre, post, int(op.attrs.get("weight_bits", 8)),
-                                    (cols + offsets[pre]).astype(np.int64), (rows + offsets[post]).astype(np.int64)))
+        synapses.append(
+            SynapseInfo(
+                op.name,
+                pre,
+                post,
+                int(op.attrs.get("weight_bits", 8)),
+                (cols + offsets[pre]).astype(np.int64),
+                (rows + offsets[post]).astype(np.int64),
+            )
+        )
     return Netlist(groups, synapses, n)

@@ -34,7 +34,7 @@ import numpy as np
 from ssmc.mapping.blocks import RESOURCES, Blocks
 
 RATE_SCALE = 1000  # CP-SAT needs integer weights: messages per step x 1000
-HOP_SCALE = 100    # and hop distances x 100
+HOP_SCALE = 100  # and hop distances x 100
 
 
 def fits(use: np.ndarray, limits: np.ndarray) -> bool:
@@ -96,9 +96,11 @@ def compact(core: np.ndarray) -> np.ndarray:
     return order[inv].astype(np.int64)
 
 
-def metis(blocks: Blocks, limits: np.ndarray, group_limit: int, start_parts: int, seed: int = 0,
-          max_parts: int | None = None) -> np.ndarray | None:
+def metis(
+    blocks: Blocks, limits: np.ndarray, group_limit: int, start_parts: int, seed: int = 0, max_parts: int | None = None
+) -> np.ndarray | None:
     import pymetis
+
     n = blocks.n
     if n == 1:
         return np.zeros(1, np.int64)
@@ -123,8 +125,9 @@ def metis(blocks: Blocks, limits: np.ndarray, group_limit: int, start_parts: int
     opts = pymetis.Options()
     opts.seed = seed
     for parts in range(max(2, start_parts), (max_parts or 2 * start_parts + 2) + 1):
-        _, membership = pymetis.part_graph(parts, adjacency=pymetis.CSRAdjacency(xadj, adjncy), vweights=vw,
-                                           eweights=ew or None, options=opts)
+        _, membership = pymetis.part_graph(
+            parts, adjacency=pymetis.CSRAdjacency(xadj, adjncy), vweights=vw, eweights=ew or None, options=opts
+        )
         core = compact(np.asarray(membership, np.int64))
         if part_fits(blocks, core, limits, group_limit):
             return core
@@ -134,9 +137,9 @@ def metis(blocks: Blocks, limits: np.ndarray, group_limit: int, start_parts: int
 @dataclass
 class SolveInfo:
     status: str
-    objective: float   # rate-weighted block cut of the solution (messages per step)
-    bound: float       # proven lower bound on that cut
-    gap: float         # (objective - bound) / objective, 0 when proven optimal
+    objective: float  # rate-weighted block cut of the solution (messages per step)
+    bound: float  # proven lower bound on that cut
+    gap: float  # (objective - bound) / objective, 0 when proven optimal
     seconds: float
     cores: int
 
@@ -149,8 +152,9 @@ def router_distances(n_routers: int, router_dist: np.ndarray | None) -> np.ndarr
     return 1.0 - np.eye(n_routers)
 
 
-def cut_weight(blocks: Blocks, core: np.ndarray, cores_per_router: int = 4,
-               router_dist: np.ndarray | None = None) -> float:
+def cut_weight(
+    blocks: Blocks, core: np.ndarray, cores_per_router: int = 4, router_dist: np.ndarray | None = None
+) -> float:
     """The CP-SAT objective of an assignment, in messages per step: per hyperedge and other destination core,
     one message plus the hop distance from the source's router to that core's router (the benchmark's
     hop-weighted traffic also counts hops per destination core)."""
@@ -165,9 +169,16 @@ def cut_weight(blocks: Blocks, core: np.ndarray, cores_per_router: int = 4,
     return total
 
 
-def improve_by_moves(blocks: Blocks, core: np.ndarray, limits: np.ndarray, group_limit: int, n_cores: int,
-                     cores_per_router: int = 4, router_dist: np.ndarray | None = None,
-                     max_passes: int = 20) -> np.ndarray:
+def improve_by_moves(
+    blocks: Blocks,
+    core: np.ndarray,
+    limits: np.ndarray,
+    group_limit: int,
+    n_cores: int,
+    cores_per_router: int = 4,
+    router_dist: np.ndarray | None = None,
+    max_passes: int = 20,
+) -> np.ndarray:
     """Local search on `cut_weight`: move one block at a time to the core that lowers it most (keeping every
     capacity), blocks in order, until a pass finds nothing. Deterministic; a better hint for CP-SAT, whose
     LNS otherwise spends its budget far from good packings (measured: docs/mapping.md)."""
@@ -225,10 +236,20 @@ def _solve(solver, model) -> int:
     return status[0]
 
 
-def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hint: np.ndarray | None,
-          time_limit: float, seed: int = 0, cores_per_router: int = 4,
-          router_dist: np.ndarray | None = None, router_offset: int = 0,
-          external: tuple[list, list] = ([], []), workers: int = 4) -> tuple[np.ndarray | None, SolveInfo]:
+def cpsat(
+    blocks: Blocks,
+    limits: np.ndarray,
+    group_limit: int,
+    n_cores: int,
+    hint: np.ndarray | None,
+    time_limit: float,
+    seed: int = 0,
+    cores_per_router: int = 4,
+    router_dist: np.ndarray | None = None,
+    router_offset: int = 0,
+    external: tuple[list, list] = ([], []),
+    workers: int = 4,
+) -> tuple[np.ndarray | None, SolveInfo]:
     """Minimise the rate-weighted cut over `n_cores` cores under every capacity.
 
     For a window of a larger mapping: `router_offset` is the first router of the window in `router_dist`
@@ -236,6 +257,7 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     fixed outside the window: outgoing (block, [their routers], messages per step), incoming (source's
     router, [blocks], messages per step)."""
     from ortools.sat.python import cp_model
+
     # The helpers add variables and constraints in a fixed order: CP-SAT's answer depends on it.
     n, K = blocks.n, n_cores
     m = cp_model.CpModel()
@@ -247,13 +269,16 @@ def cpsat(blocks: Blocks, limits: np.ndarray, group_limit: int, n_cores: int, hi
     # logical cores 4r..4r+3 share router r, routers at distances `dist`
     R = (K + cores_per_router - 1) // cores_per_router
     dist = router_distances(R, router_dist)
-    xr = [[sum(x[b][k] for k in range(r * cores_per_router, min(K, (r + 1) * cores_per_router)))
-           for r in range(R)] for b in range(n)]
+    xr = [
+        [sum(x[b][k] for k in range(r * cores_per_router, min(K, (r + 1) * cores_per_router))) for r in range(R)]
+        for b in range(n)
+    ]
     terms = _cut_terms(m, x, xr, blocks, dist, K, cores_per_router)
     outgoing, incoming = external
     if outgoing or incoming:
-        terms += _external_terms(m, x, xr, outgoing, incoming, np.asarray(router_dist, np.float64),
-                                 router_offset + np.arange(R), K)
+        terms += _external_terms(
+            m, x, xr, outgoing, incoming, np.asarray(router_dist, np.float64), router_offset + np.arange(R), K
+        )
     m.Minimize(sum(terms) if terms else 0)
     # no symmetry breaking: with router geometry in the objective, cores are not interchangeable
     if hint is not None:

@@ -44,8 +44,9 @@ def core_usage(net: Netlist, core_of: np.ndarray, n_cores: int, r: Routes | None
     """Capacity name -> usage per core (length n_cores), for every key of targets.CAPACITIES."""
     r = routes(net, core_of) if r is None else r
     group_of = net.group_of()
-    per_neuron = np.repeat([costs.neuron_bytes(g.kind, g.delta) for g in net.groups],
-                           [g.size for g in net.groups]).astype(np.int64)
+    per_neuron = np.repeat(
+        [costs.neuron_bytes(g.kind, g.delta) for g in net.groups], [g.size for g in net.groups]
+    ).astype(np.int64)
     use = {"neurons": np.bincount(core_of, minlength=n_cores).astype(np.int64)}
     state = np.bincount(core_of, weights=per_neuron, minlength=n_cores)
     pairs = np.unique(group_of.astype(np.int64) * n_cores + core_of)
@@ -78,15 +79,21 @@ def over_capacity(use: dict[str, np.ndarray], target: Target) -> list[tuple[int,
 
 @dataclass
 class Traffic:
-    messages: float            # all messages per step (including those staying on their core)
-    inter_core: float          # messages per step that leave their core
-    hop_weighted: float        # inter-core messages x hop distance
-    inter_chip: float          # messages per step that cross a chip boundary
-    matrix: np.ndarray         # [cores, cores] messages per step from core a to core b
+    messages: float  # all messages per step (including those staying on their core)
+    inter_core: float  # messages per step that leave their core
+    hop_weighted: float  # inter-core messages x hop distance
+    inter_chip: float  # messages per step that cross a chip boundary
+    matrix: np.ndarray  # [cores, cores] messages per step from core a to core b
 
 
-def traffic(net: Netlist, core_of: np.ndarray, n_cores: int, target: Target, r: Routes | None = None,
-            hop_matrix: np.ndarray | None = None) -> Traffic:
+def traffic(
+    net: Netlist,
+    core_of: np.ndarray,
+    n_cores: int,
+    target: Target,
+    r: Routes | None = None,
+    hop_matrix: np.ndarray | None = None,
+) -> Traffic:
     """Message traffic of the mapping `core_of` (global core indices, chip-major)."""
     r = routes(net, core_of) if r is None else r
     rate = net.neuron_rates()[r.pre]

@@ -55,9 +55,16 @@ from ssmc.runtime.numpy_engine import run_numpy
 WIDTH_KEYS = LAYER_WIDTH_KEYS
 WIDTH_LIMITS = {key: (w.lo, w.hi) for key, w in WIDTHS.items()}  # ssmc/widths.py
 RANDOM_CALIBRATION = (64, 64)
-LUT_FUNCTIONS = ("gelu", "gelu_tanh", "sigmoid", "tanh")  # sequences, tokens: used only when no calibration data is given
+LUT_FUNCTIONS = (
+    "gelu",
+    "gelu_tanh",
+    "sigmoid",
+    "tanh",
+)  # sequences, tokens: used only when no calibration data is given
 AUTO_GAIN = 0.05  # auto splits only if that lowers the calibration error by 5%; keeps a split worth more than 5%
-AUTO_SEQUENCES = 16  # auto compares candidates on at most this many calibration sequences (it runs the engine per linear)
+AUTO_SEQUENCES = (
+    16  # auto compares candidates on at most this many calibration sequences (it runs the engine per linear)
+)
 
 
 def weight_step(weight_bits: int) -> int:
@@ -76,7 +83,7 @@ def quantize_weights(w_eff: np.ndarray, weight_bits: int) -> tuple[np.ndarray, i
     # change an integer dendrite: the finest exponent rounds them to what it can, zero if need be.
     e = max(math.ceil(math.log2(peak / top)), -SHIFT_MAX)
     while True:
-        w = np.round(w_eff / 2.0 ** e / step) * step
+        w = np.round(w_eff / 2.0**e / step) * step
         if w.max() <= top and w.min() >= -128:
             return w.astype(np.int32), e
         e += 1
@@ -134,7 +141,7 @@ def scale_frac(peak: float, bits: int, headroom_bits: int) -> int:
     """The frac putting `peak` * 2**headroom_bits just inside a signed `bits` range."""
     if peak <= 0:
         return bits - 2
-    return math.floor(math.log2((2 ** (bits - 1) - 1) / (peak * 2 ** headroom_bits)))
+    return math.floor(math.log2((2 ** (bits - 1) - 1) / (peak * 2**headroom_bits)))
 
 
 @dataclass
@@ -196,37 +203,60 @@ class _Lowering:
             frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons_from_terms(op, "relu", frac, frac, {})
         elif op.kind == "activation" and op.attrs["fn"] in LUT_FUNCTIONS:
-            g = self._lut_group(op, op.attrs["fn"], self._input_terms(op), slice(0, op.shape[0]), op.name,
-                                self.peak(op.inputs[0]), self.peak(name))
+            g = self._lut_group(
+                op,
+                op.attrs["fn"],
+                self._input_terms(op),
+                slice(0, op.shape[0]),
+                op.name,
+                self.peak(op.inputs[0]),
+                self.peak(name),
+            )
         elif op.kind == "activation" and op.attrs["fn"] == "glu":
             g = self._glu_group(op)
         elif op.kind == "norm":
             g = self._norm_group(op)
         elif op.kind == "pool":
             sfrac, mfrac = self.state_fracs(name, state_bits, msg_bits, default_peak=self.peak(name))
-            g = self._neurons_from_terms(op, "integrator", mfrac, sfrac, {}, out_shift=sfrac - mfrac,
-                                         decode=op.attrs["mode"] if op.attrs["mode"] == "mean" else "value")
+            g = self._neurons_from_terms(
+                op,
+                "integrator",
+                mfrac,
+                sfrac,
+                {},
+                out_shift=sfrac - mfrac,
+                decode=op.attrs["mode"] if op.attrs["mode"] == "mean" else "value",
+            )
         elif op.kind in ("add", "linear"):
             frac = scale_frac(self.peak(name), msg_bits, o.headroom_bits)
             g = self._neurons_from_terms(op, "relay", frac, frac, {}, terms=self._terms(name))
         else:
             what = op.attrs.get("fn", op.kind)
-            raise UnsupportedModelError(f"%{name} ({what}): no integer realisation; the fixed-point passes support ReLU, "
-                            "GELU, sigmoid, tanh, GLU, LayerNorm, residual adds, linears, S4D and pools. "
-                            "To keep the float network, compile with --stop-after fold-linear "
-                            f"(or --passes {FLOAT_PIPELINE})")
+            raise UnsupportedModelError(
+                f"%{name} ({what}): no integer realisation; the fixed-point passes support ReLU, "
+                "GELU, sigmoid, tanh, GLU, LayerNorm, residual adds, linears, S4D and pools. "
+                "To keep the float network, compile with --stop-after fold-linear "
+                f"(or --passes {FLOAT_PIPELINE})"
+            )
         self.groups[name] = g
         return g
 
     def _neurons(self, name, kind, size, frac, dendrite_frac, inputs, params, group_name=None, **attrs) -> _Group:
-        all_attrs = {"kind": kind, "size": int(size), "frac": int(frac), "msg_bits": self.bits(name, "message"),
-                     "state_bits": self.bits(name, "state"), "source": name}
+        all_attrs = {
+            "kind": kind,
+            "size": int(size),
+            "frac": int(frac),
+            "msg_bits": self.bits(name, "message"),
+            "state_bits": self.bits(name, "state"),
+            "source": name,
+        }
         if kind == "cpx":
             all_attrs["coef_bits"] = self.bits(name, "coef")
         all_attrs.update({k: v for k, v in attrs.items() if v not in (None, 0, "value")})
         base = group_name or (f"{name}.source" if kind == "source" else name)
-        op = self.out.add(Op(self.out.fresh_name(base), "neurons", tuple(inputs), attrs=all_attrs, params=params,
-                             shape=(int(size),)))
+        op = self.out.add(
+            Op(self.out.fresh_name(base), "neurons", tuple(inputs), attrs=all_attrs, params=params, shape=(int(size),))
+        )
         return _Group(op, frac, dendrite_frac)
 
     def _terms(self, name: str) -> list[tuple[Op | None, str]]:
@@ -254,8 +284,9 @@ class _Lowering:
         single_use_add = vop.kind == "add" and len(self.src.consumers(v)) == 1
         return self._terms(v) if (vop.kind == "linear" or single_use_add) else [(None, v)]
 
-    def _synapses(self, terms, rows: slice, dendrite_frac: int, target: str,
-                  splittable: bool = True) -> tuple[list[str], np.ndarray]:
+    def _synapses(
+        self, terms, rows: slice, dendrite_frac: int, target: str, splittable: bool = True
+    ) -> tuple[list[str], np.ndarray]:
         """Synapse groups for each term (one, or one per row-exponent class for a linear in `row_linears`),
         delivering rows `rows` of the terms' sum at `dendrite_frac`; returns their names and the summed
         float bias of those rows. `splittable` False: one group per term (a product's operands)."""
@@ -278,23 +309,30 @@ class _Lowering:
                 if src_name in self.row_linears:
                     parts = by_row
             for w, e in parts:
-                syn = self.out.add(Op(self.out.fresh_name((linear.name if linear else target) + ".syn"), "synapses",
-                                      (pre_group.op.name,),
-                                      attrs={"weight_bits": weight_bits, "weight_exp": int(e),
-                                             "source": src_name},
-                                      params={"weight": w}, shape=(w.shape[0],)))
+                syn = self.out.add(
+                    Op(
+                        self.out.fresh_name((linear.name if linear else target) + ".syn"),
+                        "synapses",
+                        (pre_group.op.name,),
+                        attrs={"weight_bits": weight_bits, "weight_exp": int(e), "source": src_name},
+                        params={"weight": w},
+                        shape=(w.shape[0],),
+                    )
+                )
                 synapses.append(syn.name)
         return synapses, bias
 
-    def _neurons_from_terms(self, op, kind, frac, dendrite_frac, params, terms=None, rows=None, group_name=None,
-                            **attrs) -> _Group:
+    def _neurons_from_terms(
+        self, op, kind, frac, dendrite_frac, params, terms=None, rows=None, group_name=None, **attrs
+    ) -> _Group:
         terms = self._input_terms(op) if terms is None else terms
         rows = slice(0, op.shape[0]) if rows is None else rows
         synapses, bias = self._synapses(terms, rows, dendrite_frac, group_name or op.name)
         if np.any(bias):
-            params = dict(params, bias=np.round(bias * 2.0 ** dendrite_frac).astype(np.int64))
-        return self._neurons(op.name, kind, rows.stop - rows.start, frac, dendrite_frac, synapses, params,
-                             group_name=group_name, **attrs)
+            params = dict(params, bias=np.round(bias * 2.0**dendrite_frac).astype(np.int64))
+        return self._neurons(
+            op.name, kind, rows.stop - rows.start, frac, dendrite_frac, synapses, params, group_name=group_name, **attrs
+        )
 
     # -- activations and norms without a direct neuron ------------------------------
     def _lut_group(self, op, fn, terms, rows, group_name, in_peak, out_peak, out_frac=None) -> _Group:
@@ -305,12 +343,22 @@ class _Lowering:
         lut_bits = min(o.lut_bits, msg_bits)
         shift, lo = msg_bits - lut_bits, -(1 << (lut_bits - 1))
         # bin i holds the dendritic inputs a with (a >> shift) - lo = i; evaluate fn at the bin's middle
-        first = (np.arange(1 << lut_bits, dtype=np.float64) + lo) * 2.0 ** shift
-        middle = (first + (2.0 ** shift - 1) / 2) * 2.0 ** -dendrite_frac
+        first = (np.arange(1 << lut_bits, dtype=np.float64) + lo) * 2.0**shift
+        middle = (first + (2.0**shift - 1) / 2) * 2.0**-dendrite_frac
         lim = 1 << (msg_bits - 1)
-        table = np.clip(np.round(activation(fn, middle) * 2.0 ** frac), -lim, lim - 1).astype(np.int64)
-        return self._neurons_from_terms(op, "lut", frac, dendrite_frac, {"table": table}, terms=terms, rows=rows,
-                                        group_name=group_name, lut_shift=shift, lut_lo=lo)
+        table = np.clip(np.round(activation(fn, middle) * 2.0**frac), -lim, lim - 1).astype(np.int64)
+        return self._neurons_from_terms(
+            op,
+            "lut",
+            frac,
+            dendrite_frac,
+            {"table": table},
+            terms=terms,
+            rows=rows,
+            group_name=group_name,
+            lut_shift=shift,
+            lut_lo=lo,
+        )
 
     def _glu_group(self, op: Op) -> _Group:
         """GLU x * sigmoid(g): a sigmoid lut gate over the g half, then a product group with the x half."""
@@ -323,8 +371,9 @@ class _Lowering:
         x_peak = float(np.max(peaks[:P])) if peaks is not None else 0.0
         g_peak = float(np.max(peaks[P:])) if peaks is not None else 0.0
         gate_frac = scale_frac(1.0, msg_bits, 0)  # sigmoid is in (0, 1)
-        gate = self._lut_group(op, "sigmoid", terms, slice(P, 2 * P), f"{op.name}.gate", g_peak, 1.0,
-                               out_frac=gate_frac)
+        gate = self._lut_group(
+            op, "sigmoid", terms, slice(P, 2 * P), f"{op.name}.gate", g_peak, 1.0, out_frac=gate_frac
+        )
         x_frac = scale_frac(x_peak, msg_bits, o.headroom_bits)
         x_syn, bias = self._synapses(terms, slice(0, P), x_frac, op.name, splittable=False)
         gate_key = f"{op.name}.gate"
@@ -334,11 +383,12 @@ class _Lowering:
         out_shift = x_frac + gate_frac - frac
         if out_shift < 0:  # a coarser output than calibration asks for; rshr shifts right only
             frac, out_shift = x_frac + gate_frac, 0
-        params = {"bias": np.round(bias * 2.0 ** x_frac).astype(np.int64)} if np.any(bias) else {}
+        params = {"bias": np.round(bias * 2.0**x_frac).astype(np.int64)} if np.any(bias) else {}
         return self._neurons(op.name, "product", P, frac, x_frac, x_syn + gate_syn, params, out_shift=out_shift)
 
-    def _matrix_synapses(self, pre: str, W: np.ndarray, dendrite_frac: int, layer: str, target: str,
-                         residual: bool = False) -> list[str]:
+    def _matrix_synapses(
+        self, pre: str, W: np.ndarray, dendrite_frac: int, layer: str, target: str, residual: bool = False
+    ) -> list[str]:
         """Synapse groups from the group of value `pre` delivering W @ pre at `dendrite_frac` into group
         `target`; `residual`: a second group carries what the first one's weights rounded off (twice the
         weight bits of precision, for weights no single exponent holds well, such as 1/H)."""
@@ -351,22 +401,40 @@ class _Lowering:
             parts.append(quantize_weights(rest, weight_bits))
         names = []
         for w, e in parts:
-            syn = self.out.add(Op(self.out.fresh_name(target + ".syn"), "synapses", (pre_group.op.name,),
-                                  attrs={"weight_bits": weight_bits, "weight_exp": int(e),
-                                         "source": f"{pre}->{target}"},
-                                  params={"weight": w}, shape=(w.shape[0],)))
+            syn = self.out.add(
+                Op(
+                    self.out.fresh_name(target + ".syn"),
+                    "synapses",
+                    (pre_group.op.name,),
+                    attrs={"weight_bits": weight_bits, "weight_exp": int(e), "source": f"{pre}->{target}"},
+                    params={"weight": w},
+                    shape=(w.shape[0],),
+                )
+            )
             names.append(syn.name)
         return names
 
-    def _part(self, op: Op, part: str, kind: str, size: int, frac: int, dendrite_frac: int, inputs, params=None,
-              residual: tuple = (), **attrs) -> _Group:
+    def _part(
+        self,
+        op: Op,
+        part: str,
+        kind: str,
+        size: int,
+        frac: int,
+        dendrite_frac: int,
+        inputs,
+        params=None,
+        residual: tuple = (),
+        **attrs,
+    ) -> _Group:
         """A group `<op>.<part>` realising a piece of op: sums inputs [(value, float W [size, pre size])], each
         delivered at dendrite_frac or at its own (value, W, frac) (a product's second operand)."""
         key = f"{op.name}.{part}"
         syns = []
         for i, (pre, W, *own_frac) in enumerate(inputs):
-            syns += self._matrix_synapses(pre, W, own_frac[0] if own_frac else dendrite_frac, op.name, key,
-                                          residual=i in residual)
+            syns += self._matrix_synapses(
+                pre, W, own_frac[0] if own_frac else dendrite_frac, op.name, key, residual=i in residual
+            )
         g = self._neurons(op.name, kind, size, frac, dendrite_frac, syns, params or {}, group_name=key, **attrs)
         self.groups[key] = g
         return g
@@ -384,42 +452,83 @@ class _Lowering:
         sum_frac = scale_frac(H * st.mean, mb, hb)
         self._part(op, "sum", "relay", 1, sum_frac, sum_frac, [(x, np.ones((1, H)))])
         c_frac = scale_frac(st.centred, mb, hb)
-        self._part(op, "centre", "relay", H, c_frac, c_frac,
-                   [(x, np.eye(H)), (f"{name}.sum", np.full((H, 1), -1.0 / H))], residual=(1,))
+        self._part(
+            op,
+            "centre",
+            "relay",
+            H,
+            c_frac,
+            c_frac,
+            [(x, np.eye(H)), (f"{name}.sum", np.full((H, 1), -1.0 / H))],
+            residual=(1,),
+        )
         # squares: a product of the centred values with themselves
-        sq_frac = scale_frac(st.centred ** 2, mb, 2 * hb)
+        sq_frac = scale_frac(st.centred**2, mb, 2 * hb)
         shift = max(2 * c_frac - sq_frac, 0)
         sq_frac = 2 * c_frac - shift
-        self._part(op, "square", "product", H, sq_frac, c_frac,
-                   [(f"{name}.centre", np.eye(H)), (f"{name}.centre", np.eye(H))], out_shift=shift)
+        self._part(
+            op,
+            "square",
+            "product",
+            H,
+            sq_frac,
+            c_frac,
+            [(f"{name}.centre", np.eye(H)), (f"{name}.centre", np.eye(H))],
+            out_shift=shift,
+        )
         # 1 / sqrt(var + eps): tables over bins of the sum of squares, each finer than the one before
         v_frac = min(sq_frac, scale_frac(H * st.var_max, 32, 2 * hb))
         tables, r_frac = rsqrt_tables(H, eps, v_frac, st, min(o.norm_lut_bits, mb - 2), mb, hb)
         keys = []
         for k, (lut_shift, table) in enumerate(tables):
-            bins = [(f"{name}.square", np.full((1, H), -2.0 ** -lut_shift))]  # -ceil(sum / 2**shift)
+            bins = [(f"{name}.square", np.full((1, H), -(2.0**-lut_shift)))]  # -ceil(sum / 2**shift)
             L = table.size - (1 if k == 0 else 2)
             if k == 0:  # bins above the top clip to entry 0 (counted: beyond the calibrated range)
                 self._part(op, "rsqrt0", "lut", 1, r_frac, v_frac, bins, params={"table": table}, lut_lo=-L)
             else:  # relu(L + 1 - bin): 0 for every sum above the table's range, no clip
-                clamp = self._part(op, f"clamp{k}", "relu", 1, v_frac - lut_shift, v_frac, bins,
-                                   params={"bias": np.array([L + 1], np.int64)})
-                self._part(op, f"rsqrt{k}", "lut", 1, r_frac, clamp.frac, [(f"{name}.clamp{k}", np.ones((1, 1)))],
-                           params={"table": table})
+                clamp = self._part(
+                    op,
+                    f"clamp{k}",
+                    "relu",
+                    1,
+                    v_frac - lut_shift,
+                    v_frac,
+                    bins,
+                    params={"bias": np.array([L + 1], np.int64)},
+                )
+                self._part(
+                    op,
+                    f"rsqrt{k}",
+                    "lut",
+                    1,
+                    r_frac,
+                    clamp.frac,
+                    [(f"{name}.clamp{k}", np.ones((1, 1)))],
+                    params={"table": table},
+                )
             keys.append((f"{name}.rsqrt{k}", np.ones((1, 1))))
         self._part(op, "rsqrt", "relay", 1, r_frac, r_frac, keys)
         # normalised values: centred * rsqrt, one product per channel
         n_frac = scale_frac(st.normed, mb, hb)
         shift = max(c_frac + r_frac - n_frac, 0)
         n_frac = c_frac + r_frac - shift
-        self._part(op, "normed", "product", H, n_frac, c_frac,
-                   [(f"{name}.centre", np.eye(H)), (f"{name}.rsqrt", np.ones((H, 1)), r_frac)], out_shift=shift)
+        self._part(
+            op,
+            "normed",
+            "product",
+            H,
+            n_frac,
+            c_frac,
+            [(f"{name}.centre", np.eye(H)), (f"{name}.rsqrt", np.ones((H, 1)), r_frac)],
+            out_shift=shift,
+        )
         # the affine map: weight on the synapses, bias on the neurons; named like the norm (its value)
         frac = scale_frac(self.peak(name), mb, hb)
-        syns = self._matrix_synapses(f"{name}.normed", np.diag(op.params["weight"].astype(np.float64)), frac,
-                                     name, name, residual=True)
+        syns = self._matrix_synapses(
+            f"{name}.normed", np.diag(op.params["weight"].astype(np.float64)), frac, name, name, residual=True
+        )
         bias = op.params["bias"].astype(np.float64)
-        params = {"bias": np.round(bias * 2.0 ** frac).astype(np.int64)} if np.any(bias) else {}
+        params = {"bias": np.round(bias * 2.0**frac).astype(np.int64)} if np.any(bias) else {}
         g = self._neurons(name, "relay", H, frac, frac, syns, params)
         return g
 
@@ -445,8 +554,12 @@ def mode_scale_factors(graph: Graph, name: str) -> np.ndarray | None:
     cpx = graph.op(name)
     b = graph.op(cpx.inputs[0])
     readers = graph.consumers(name)
-    if b.kind != "linear" or len(graph.consumers(b.name)) != 1 or not readers or \
-            any(r.kind != "linear" for r in readers):
+    if (
+        b.kind != "linear"
+        or len(graph.consumers(b.name)) != 1
+        or not readers
+        or any(r.kind != "linear" for r in readers)
+    ):
         return None
     sq = sum(r.params["weight"].astype(np.float64) ** 2 for r in readers).sum(axis=0)  # per compartment
     mag = np.sqrt(sq[0::2] + sq[1::2])  # per mode
@@ -480,8 +593,9 @@ def move_mode_scale_to_input(graph: Graph, name: str) -> Graph | None:
     return out
 
 
-def rsqrt_tables(H: int, eps: float, v_frac: int, st: NormRanges, lut_bits: int, msg_bits: int,
-                 headroom_bits: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+def rsqrt_tables(
+    H: int, eps: float, v_frac: int, st: NormRanges, lut_bits: int, msg_bits: int, headroom_bits: int
+) -> tuple[list[tuple[int, np.ndarray]], int]:
     """The tables of a LayerNorm's 1 / sqrt(var + eps): [(shift, table)], and the frac of their messages.
 
     Input: the sum of squares S = H * var * 2**v_frac (real; the synapses see its integer terms).
@@ -499,14 +613,14 @@ def rsqrt_tables(H: int, eps: float, v_frac: int, st: NormRanges, lut_bits: int,
     calibrated variance (or eps / 16), or until bins are a unit (then B_K = 0, no clamp).
     """
     L, span = 1 << lut_bits, max(lut_bits - 8, 1)
-    unit = H * 2.0 ** v_frac  # S per unit of variance
-    top = st.var_max * 4.0 ** headroom_bits * unit
+    unit = H * 2.0**v_frac  # S per unit of variance
+    top = st.var_max * 4.0**headroom_bits * unit
     floor = max(st.var_min / 4, eps / 16) * unit
     shifts = [max(math.ceil(math.log2(top / L)), 0) if top > 0 else 0]
     while shifts[-1] > 0 and L * 2.0 ** (shifts[-1] - span) > floor:
         shifts.append(max(shifts[-1] - span, 0))
-    breaks = [L * 2.0 ** s for s in shifts]
-    breaks.append(0.0 if shifts[-1] == 0 else breaks[-1] / 2 ** span)
+    breaks = [L * 2.0**s for s in shifts]
+    breaks.append(0.0 if shifts[-1] == 0 else breaks[-1] / 2**span)
 
     def f(a):
         return 1.0 / np.sqrt(np.asarray(a, np.float64) / unit + eps)
@@ -514,12 +628,12 @@ def rsqrt_tables(H: int, eps: float, v_frac: int, st: NormRanges, lut_bits: int,
     frac = scale_frac(float(f(breaks[-1])), msg_bits, 0)
 
     def R(a):
-        return np.round(f(a) * 2.0 ** frac).astype(np.int64)
+        return np.round(f(a) * 2.0**frac).astype(np.int64)
 
     tables = []
     for k, sh in enumerate(shifts):
         c = np.arange(L, -1, -1, dtype=np.float64)  # bins L .. 0, in index order
-        mid = np.maximum(c - 0.5, 0) * 2.0 ** sh
+        mid = np.maximum(c - 0.5, 0) * 2.0**sh
         if k == 0:
             table = R(np.maximum(mid, breaks[1]))
         else:
@@ -579,11 +693,14 @@ class AssignBitwidths(Pass):
         if x is None:
             n, t = RANDOM_CALIBRATION
             x = np.random.default_rng(0).normal(size=(n, t, graph.inputs()[0].shape[0]))
-            log.info("no calibration data: ranges estimated from random N(0, 1) tokens; pass --calibrate "
-                     "for ranges of real inputs")
+            log.info(
+                "no calibration data: ranges estimated from random N(0, 1) tokens; pass --calibrate "
+                "for ranges of real inputs"
+            )
         if self.weight_exp not in WEIGHT_EXP_MODES:
-            raise PassError(f"assign-bitwidths: weight-exp must be one of {', '.join(WEIGHT_EXP_MODES)}, "
-                            f"got {self.weight_exp!r}")
+            raise PassError(
+                f"assign-bitwidths: weight-exp must be one of {', '.join(WEIGHT_EXP_MODES)}, got {self.weight_exp!r}"
+            )
         overrides = self.parse_layer_bits(graph)
         ranges = measure_ranges(graph, x)
 
@@ -598,20 +715,30 @@ class AssignBitwidths(Pass):
         elif self.weight_exp == "auto":
             out = self.choose_auto(graph, x, ranges, first, split, lower)
         for norm in graph.ops_of_kind("norm"):
-            st, tables = ranges.norms[norm.name], [g for g in out.ops_of_kind("neurons")
-                                                   if g.name.startswith(f"{norm.name}.rsqrt") and g.attrs["kind"] == "lut"]
-            log.info(f"%{norm.name} (layernorm) on neurons: sum, centre, square, {len(tables)} table(s) of "
-                     f"{tables[0].params['table'].size - 1} bins for 1/sqrt(var + eps) (calibrated variances "
-                     f"{st.var_min:.3g}..{st.var_max:.3g}), clamps, rsqrt, normed, affine (8 steps)")
+            st, tables = (
+                ranges.norms[norm.name],
+                [
+                    g
+                    for g in out.ops_of_kind("neurons")
+                    if g.name.startswith(f"{norm.name}.rsqrt") and g.attrs["kind"] == "lut"
+                ],
+            )
+            log.info(
+                f"%{norm.name} (layernorm) on neurons: sum, centre, square, {len(tables)} table(s) of "
+                f"{tables[0].params['table'].size - 1} bins for 1/sqrt(var + eps) (calibrated variances "
+                f"{st.var_min:.3g}..{st.var_max:.3g}), clamps, rsqrt, normed, affine (8 steps)"
+            )
         n_extra = len(out.ops_of_kind("synapses")) - len(first.out.ops_of_kind("synapses"))
         if self.weight_exp != "group":
             log.info(f"weight-exp {self.weight_exp}: {n_extra} synapse groups added by per-row exponents")
         n_groups = len(out.ops_of_kind("neurons"))
         n_syn = sum(int(np.count_nonzero(op.params["weight"])) for op in out.ops_of_kind("synapses"))
-        log.info(f"{n_groups} neuron groups, {len(out.ops_of_kind('synapses'))} synapse groups "
-                 f"({n_syn} non-zero synapses); weights {self.weight_bits} b, coefficients {self.coef_bits} b, "
-                 f"state {self.state_bits} b, messages {self.message_bits} b, calibrated on {ranges.sequences} "
-                 "sequences")
+        log.info(
+            f"{n_groups} neuron groups, {len(out.ops_of_kind('synapses'))} synapse groups "
+            f"({n_syn} non-zero synapses); weights {self.weight_bits} b, coefficients {self.coef_bits} b, "
+            f"state {self.state_bits} b, messages {self.message_bits} b, calibrated on {ranges.sequences} "
+            "sequences"
+        )
         return out, True
 
     def choose_auto(self, graph: Graph, x, ranges: Ranges, first: _Lowering, split: list[str], lower) -> Graph:
@@ -623,7 +750,7 @@ class AssignBitwidths(Pass):
         # the last token's output is what every readout classifies from (ssmc run predicts from it);
         # every candidate computes the same float function
         ref = run_float(graph, xs)[out_name][:, -1]
-        scale = float(np.sqrt(np.mean(ref ** 2))) or 1.0
+        scale = float(np.sqrt(np.mean(ref**2))) or 1.0
 
         def error(g: Graph) -> float:  # rms(fixed - float) / rms(float) of the last token's output
             try:
@@ -648,8 +775,10 @@ class AssignBitwidths(Pass):
             moved_rows = [n for n, k in probe.row_classes.items() if n in best[2] or (n in own and k > 1)]
             err = error(lower(moved, moved_ranges, moved_rows).run())
             keep = err <= current * (1 - AUTO_GAIN)
-            log.info(f"%{cpx.name}: calibration error {current:.3g} with per-mode scale in the readout, {err:.3g} "
-                     f"with it moved to the input (per-row exponents there) -> {'input' if keep else 'readout'}")
+            log.info(
+                f"%{cpx.name}: calibration error {current:.3g} with per-mode scale in the readout, {err:.3g} "
+                f"with it moved to the input (per-row exponents there) -> {'input' if keep else 'readout'}"
+            )
             if keep:
                 best, current = (moved, moved_ranges, moved_rows), err
                 moved_scale[cpx.name] = mode_scale_factors(graph, cpx.name)
@@ -668,17 +797,22 @@ class AssignBitwidths(Pass):
             return [], one
         per_row = error(lowered(split))
         if per_row > one * (1 - AUTO_GAIN):
-            log.info(f"weight-exp auto: calibration error {one:.3g} with one exponent per linear, {per_row:.3g} "
-                     f"with per-row exponents everywhere -> one exponent")
+            log.info(
+                f"weight-exp auto: calibration error {one:.3g} with one exponent per linear, {per_row:.3g} "
+                f"with per-row exponents everywhere -> one exponent"
+            )
             return [], one
-        log.info(f"weight-exp auto: calibration error {one:.3g} with one exponent per linear, {per_row:.3g} with "
-                 "per-row exponents everywhere; trying one exponent per linear in turn")
+        log.info(
+            f"weight-exp auto: calibration error {one:.3g} with one exponent per linear, {per_row:.3g} with "
+            "per-row exponents everywhere; trying one exponent per linear in turn"
+        )
         rows, current = list(split), per_row
         for name in split:
             err = error(lowered([r for r in rows if r != name]))
             keep = err > per_row * (1 + AUTO_GAIN)
-            log.info(f"%{name}: calibration error {err:.3g} with one exponent -> "
-                     f"{'per-row' if keep else 'one exponent'}")
+            log.info(
+                f"%{name}: calibration error {err:.3g} with one exponent -> {'per-row' if keep else 'one exponent'}"
+            )
             if not keep:
                 rows.remove(name)
                 current = err
@@ -695,13 +829,17 @@ class AssignBitwidths(Pass):
         for item in filter(None, (part.strip() for part in self.layer_bits.split(";"))):
             layer, _, spec = item.partition(":")
             if not any(n == layer or n.startswith(layer + ".") for n in names):
-                raise PassError(f"assign-bitwidths: layer-bits names {layer!r}, which is not in the network "
-                                f"(layers: {', '.join(n for n in names if '.' not in n)})")
+                raise PassError(
+                    f"assign-bitwidths: layer-bits names {layer!r}, which is not in the network "
+                    f"(layers: {', '.join(n for n in names if '.' not in n)})"
+                )
             for pair in filter(None, spec.split("/")):
                 key, _, value = pair.partition("=")
                 if key not in WIDTH_KEYS or not value.strip().lstrip("-").isdigit():
-                    raise PassError(f"assign-bitwidths: layer-bits {pair!r} for {layer}: write KEY=BITS with KEY one "
-                                    f"of {', '.join(WIDTH_KEYS)}")
+                    raise PassError(
+                        f"assign-bitwidths: layer-bits {pair!r} for {layer}: write KEY=BITS with KEY one "
+                        f"of {', '.join(WIDTH_KEYS)}"
+                    )
                 lo, hi = WIDTH_LIMITS[WIDTH_KEYS[key]]
                 _check_width(f"{layer} {key}_bits", int(value), lo, hi)
                 out.setdefault(layer, {})[key] = int(value)

@@ -61,8 +61,9 @@ def check_time_limit(pass_name: str, seconds: float) -> None:
     """Refuse a time budget that is not a number of seconds above 0 (nan, inf and negatives ran as nothing or
     forever)."""
     if not (math.isfinite(seconds) and seconds > 0):
-        raise PassError(f"{pass_name}: time-limit = {seconds}; give a number of seconds above 0, e.g. "
-                        f"{pass_name}{{time-limit=10}}")
+        raise PassError(
+            f"{pass_name}: time-limit = {seconds}; give a number of seconds above 0, e.g. {pass_name}{{time-limit=10}}"
+        )
 
 
 def option_fields(cls) -> list[dataclasses.Field]:
@@ -138,9 +139,11 @@ def _entry_point_loader(ep, origin: str) -> Callable[[], type[Pass]]:
         except Exception as e:  # a broken plugin must not look like an ssmc bug
             raise PassError(f"pass {ep.name!r} from {origin} failed to import: {type(e).__name__}: {e}") from None
         if not (isinstance(cls, type) and issubclass(cls, Pass)) or cls.name != ep.name:
-            raise PassError(f"entry point {ep.name!r} from {origin} must name a Pass subclass whose name is "
-                            f"{ep.name!r}")
+            raise PassError(
+                f"entry point {ep.name!r} from {origin} must name a Pass subclass whose name is {ep.name!r}"
+            )
         return cls
+
     return load
 
 
@@ -198,16 +201,16 @@ def parse_pipeline(text: str) -> list[Pass]:
     while pos < len(text):
         m = _NAME.match(text, pos)
         if not m:
-            raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}; {_SYNTAX}")
+            raise PassError(f"cannot parse pipeline at {text[pos : pos + 30]!r}; {_SYNTAX}")
         pos, options = m.end(), ""
         if text.startswith("{", pos):
-            (options,), end = _split_outside_quotes(text[pos + 1:], sep="", stop="}")
+            (options,), end = _split_outside_quotes(text[pos + 1 :], sep="", stop="}")
             if end > len(text) - pos - 1:
-                raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}: no closing '}}'; {_SYNTAX}")
+                raise PassError(f"cannot parse pipeline at {text[pos : pos + 30]!r}: no closing '}}'; {_SYNTAX}")
             pos += 1 + end
         tail = re.compile(r"\s*(?:,|$)").match(text, pos)
         if not tail or (tail.end() == pos and pos < len(text)):
-            raise PassError(f"cannot parse pipeline at {text[pos:pos + 30]!r}; {_SYNTAX}")
+            raise PassError(f"cannot parse pipeline at {text[pos : pos + 30]!r}; {_SYNTAX}")
         pos = tail.end()
         passes.append(_make_pass(m.group(1), options))
     return passes
@@ -275,6 +278,7 @@ log = logging.getLogger("ssmc.passes")
 @contextlib.contextmanager
 def forward_info(logger: logging.Logger, sink: Callable[[str], None]):
     """Pass every INFO line `logger` emits to `sink` while the block runs (level restored after)."""
+
     class Forward(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             sink(record.getMessage())
@@ -289,9 +293,13 @@ def forward_info(logger: logging.Logger, sink: Callable[[str], None]):
         logger.setLevel(old_level)
 
 
-def run_pipeline(graph: Graph, passes: list[Pass], verify_each: bool = True,
-                 after_pass: Callable[[Pass, Graph, bool], None] | None = None,
-                 before_pass: Callable[[Pass], None] | None = None) -> tuple[Graph, list[PassRecord]]:
+def run_pipeline(
+    graph: Graph,
+    passes: list[Pass],
+    verify_each: bool = True,
+    after_pass: Callable[[Pass, Graph, bool], None] | None = None,
+    before_pass: Callable[[Pass], None] | None = None,
+) -> tuple[Graph, list[PassRecord]]:
     """Run `passes` in order; call `before_pass` (progress), verify after each (default) and call `after_pass`."""
     records = []
     for p in passes:

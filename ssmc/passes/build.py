@@ -57,8 +57,9 @@ def build_pipeline(config: CompileConfig) -> list[Pass]:
         at = next(i for i, p in enumerate(pipeline) if p.name == "assign-bitwidths") + 1
         pipeline = pipeline[:at] + [sd] + pipeline[at:]
     mapping = config.mapping()
-    pipeline = _replace(pipeline, "partition", mapping,
-                        "target options (--target, --board, --chips, --max-neurons-per-core)")
+    pipeline = _replace(
+        pipeline, "partition", mapping, "target options (--target, --board, --chips, --max-neurons-per-core)"
+    )
     partition = next((p for p in pipeline if p.name == "partition"), None)
     if partition is None:  # nothing placed: no target to describe
         return [p for p in pipeline if p.name != "describe-target"]

@@ -33,16 +33,22 @@ def check_stable(op: Op, A_bar: np.ndarray) -> None:
         else:
             h, m = np.unravel_index(int(mag.argmax()), mag.shape)
             at = f"channel {h}, mode {m}"
-        raise UnsupportedModelError(f"%{op.name} (s4d): |A_bar| = {mag.max():.6g} >= 1 at {at}; "
-                                    "the recurrence is not stable and cannot be run in fixed point "
-                                    "(train with Re(A) < 0, or check log_dt)")
+        raise UnsupportedModelError(
+            f"%{op.name} (s4d): |A_bar| = {mag.max():.6g} >= 1 at {at}; "
+            "the recurrence is not stable and cannot be run in fixed point "
+            "(train with Re(A) < 0, or check log_dt)"
+        )
 
 
 def discretize_op(op: Op) -> None:
     A_bar, B_bar = discrete_params(op)
     check_stable(op, A_bar)
-    op.params = {"A_bar": A_bar.astype(np.complex64), "B_bar": B_bar.astype(np.complex64),
-                 "C": op.params["C"], "D": op.params["D"]}
+    op.params = {
+        "A_bar": A_bar.astype(np.complex64),
+        "B_bar": B_bar.astype(np.complex64),
+        "C": op.params["C"],
+        "D": op.params["D"],
+    }
     op.attrs["form"] = "discrete"
 
 

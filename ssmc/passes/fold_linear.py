@@ -56,8 +56,10 @@ def fold_into_consumers(graph: Graph, first: Op, max_ratio: float = 1.0) -> bool
             u.params["bias"] = new_bias.astype(np.float32)
         graph.set_inputs(u.name, first.inputs)
     graph.remove(first.name)
-    log.info(f"%{first.name}: folded into {', '.join('%' + u.name for u in users)} "
-             f"({before} synapses + relay neurons -> {after} synapses)")
+    log.info(
+        f"%{first.name}: folded into {', '.join('%' + u.name for u in users)} "
+        f"({before} synapses + relay neurons -> {after} synapses)"
+    )
     return True
 
 
@@ -69,8 +71,9 @@ class FoldLinear(Pass):
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         if not self.max_ratio >= 0:  # nan compared false everywhere and folded every linear
-            raise PassError(f"fold-linear: max-ratio = {self.max_ratio}; give a number >= 0 (0: never fold, "
-                            "inf: always)")
+            raise PassError(
+                f"fold-linear: max-ratio = {self.max_ratio}; give a number >= 0 (0: never fold, inf: always)"
+            )
         changed = False
         progress = True
         while progress:

@@ -97,13 +97,16 @@ class FreezeNorms(Pass):
             # same name, same input, same shape: the op changes kind in place and keeps every use
             op.kind, op.attrs = "linear", {}
             op.params = {"weight": W.astype(np.float32), "bias": b.astype(np.float32)}
-            log.info(f"%{op.name} (layernorm): frozen statistics, 1/std -> {gain:.4g} for every token; "
-                     f"rms error {100 * err:.1f}% of the exact norm's output on the calibration tokens")
+            log.info(
+                f"%{op.name} (layernorm): frozen statistics, 1/std -> {gain:.4g} for every token; "
+                f"rms error {100 * err:.1f}% of the exact norm's output on the calibration tokens"
+            )
             if err > self.warn_error:
-                log.warning(f"%{op.name} (layernorm): the per-token std varies widely ({100 * err:.0f}% rms "
-                            "error when frozen): it may cost accuracy; measure it with `ssmc run --compare-float`, "
-                            "or leave freeze-norms out: the default pipeline realises LayerNorm on neurons")
+                log.warning(
+                    f"%{op.name} (layernorm): the per-token std varies widely ({100 * err:.0f}% rms "
+                    "error when frozen): it may cost accuracy; measure it with `ssmc run --compare-float`, "
+                    "or leave freeze-norms out: the default pipeline realises LayerNorm on neurons"
+                )
             if self.fold:
                 fold_into_consumers(graph, graph.op(op.name))
         return graph, True
-

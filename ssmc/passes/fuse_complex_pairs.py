@@ -42,22 +42,46 @@ def fuse_op(graph: Graph, op: Op) -> None:
     u = op.inputs[0]
     W_B, a_re, a_im, W_C = pair_weights(*shared_form(op))
     P = a_re.size
-    lin_b = graph.add(Op(graph.fresh_name(f"{op.name}.B"), "linear", (u,),
-                         params={"weight": W_B.astype(np.float32)}, shape=(2 * P,)))
-    pairs = graph.add(Op(graph.fresh_name(f"{op.name}.pairs"), "cpx", (lin_b.name,), attrs={"modes": P},
-                         params={"a_re": a_re.astype(np.float32), "a_im": a_im.astype(np.float32)},
-                         shape=(2 * P,)))
-    out = graph.add(Op(graph.fresh_name(f"{op.name}.C"), "linear", (pairs.name,),
-                       params={"weight": W_C.astype(np.float32)}, shape=(H,)))
+    lin_b = graph.add(
+        Op(graph.fresh_name(f"{op.name}.B"), "linear", (u,), params={"weight": W_B.astype(np.float32)}, shape=(2 * P,))
+    )
+    pairs = graph.add(
+        Op(
+            graph.fresh_name(f"{op.name}.pairs"),
+            "cpx",
+            (lin_b.name,),
+            attrs={"modes": P},
+            params={"a_re": a_re.astype(np.float32), "a_im": a_im.astype(np.float32)},
+            shape=(2 * P,),
+        )
+    )
+    out = graph.add(
+        Op(
+            graph.fresh_name(f"{op.name}.C"),
+            "linear",
+            (pairs.name,),
+            params={"weight": W_C.astype(np.float32)},
+            shape=(H,),
+        )
+    )
     D = op.params["D"]
     if np.any(D != 0):
-        lin_d = graph.add(Op(graph.fresh_name(f"{op.name}.D"), "linear", (u,),
-                             params={"weight": np.diag(D).astype(np.float32)}, shape=(H,)))
+        lin_d = graph.add(
+            Op(
+                graph.fresh_name(f"{op.name}.D"),
+                "linear",
+                (u,),
+                params={"weight": np.diag(D).astype(np.float32)},
+                shape=(H,),
+            )
+        )
         out = graph.add(Op(graph.fresh_name(f"{op.name}.sum"), "add", (out.name, lin_d.name), shape=(H,)))
     graph.replace_uses(op.name, out.name)
     graph.remove(op.name)
-    log.info(f"%{op.name}: {P} complex neuron pairs ({2 * P} compartments), readout {H}"
-             + (f", input and readout dense over the {H} channels" if is_dense(op) else ""))
+    log.info(
+        f"%{op.name}: {P} complex neuron pairs ({2 * P} compartments), readout {H}"
+        + (f", input and readout dense over the {H} channels" if is_dense(op) else "")
+    )
 
 
 @dataclass(frozen=True)

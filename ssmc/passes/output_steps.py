@@ -41,11 +41,14 @@ class DescribeTarget(Pass):
     target_file: object = data_field("the target file to read (a path), when `target` records only its name")
 
     def emit(self, graph: Graph) -> dict[str, bytes]:
-        described = load_target(self.target_file or self.target or None, board=self.board or None,
-                                chips=self.chips or None).describe()
+        described = load_target(
+            self.target_file or self.target or None, board=self.board or None, chips=self.chips or None
+        ).describe()
         if described["values"] != target_of(graph).values():
-            raise PassError("describe-target: the target differs from the one partition placed the net on; "
-                            "give describe-target the partition pass's target, board and chips")
+            raise PassError(
+                "describe-target: the target differs from the one partition placed the net on; "
+                "give describe-target the partition pass's target, board and chips"
+            )
         return {"target.json": (json.dumps(described, indent=1, sort_keys=True) + "\n").encode()}
 
 

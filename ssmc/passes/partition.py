@@ -62,19 +62,28 @@ class Partition(Pass):
             raise PassError(f"partition: method {self.method!r} is not one of {', '.join(METHODS)}")
         check_time_limit(self.name, self.time_limit)
         if self.max_neurons_per_core < 0:
-            raise PassError(f"partition: max-neurons-per-core = {self.max_neurons_per_core}; give a whole number "
-                            "of at least 1, or 0 for the target's capacity")
-        target = load_target(self.target_file or self.target or None, board=self.board or None, chips=self.chips or None)
+            raise PassError(
+                f"partition: max-neurons-per-core = {self.max_neurons_per_core}; give a whole number "
+                "of at least 1, or 0 for the target's capacity"
+            )
+        target = load_target(
+            self.target_file or self.target or None, board=self.board or None, chips=self.chips or None
+        )
         graph = graph.copy()
         source = measure_rates(graph, self.calibration, self.rate_sequences)
-        result = map_network(build_netlist(graph), target, self.method, self.time_limit, self.seed,
-                             self.max_neurons_per_core)
+        result = map_network(
+            build_netlist(graph), target, self.method, self.time_limit, self.seed, self.max_neurons_per_core
+        )
         set_placement(graph, result.core_of, target)
         i = result.info
-        log.info(f"{i['cores']} cores ({i['method']}; {i['blocks']} blocks; capacity lower bound "
-                 f"{i['lower_bound_cores']}, binding: {i['binding_capacity']}); rates {source}")
+        log.info(
+            f"{i['cores']} cores ({i['method']}; {i['blocks']} blocks; capacity lower bound "
+            f"{i['lower_bound_cores']}, binding: {i['binding_capacity']}); rates {source}"
+        )
         if "status" in i:
             bound = i.get("bound", i.get("within_window_bound"))
-            log.info(f"CP-SAT {i.get('formulation', '')}: {i['status']}, objective {i['objective']} "
-                     f"(messages + hops per step), proven bound {bound}, gap {i['gap']}")
+            log.info(
+                f"CP-SAT {i.get('formulation', '')}: {i['status']}, objective {i['objective']} "
+                f"(messages + hops per step), proven bound {bound}, gap {i['gap']}"
+            )
         return graph, True

@@ -58,8 +58,9 @@ def _shared_mode_scales(A_bar, B_bar, state_max, target, balance) -> np.ndarray:
     `target` (balance=state; bound |x| <= sum_h |B_bar| / (1 - |A_bar|) for |u| <= 1)."""
     mag = np.abs(B_bar)
     largest = B_bar[np.arange(len(B_bar)), mag.argmax(axis=1)] if B_bar.size else np.zeros(len(B_bar))
-    return _scales(largest, lambda: mag.sum(axis=1) / np.maximum(1.0 - np.abs(A_bar), 1e-12), state_max, target,
-                   balance)
+    return _scales(
+        largest, lambda: mag.sum(axis=1) / np.maximum(1.0 - np.abs(A_bar), 1e-12), state_max, target, balance
+    )
 
 
 def _scales(ref: np.ndarray, peak_bound, state_max, target: float, balance: str) -> np.ndarray:
@@ -110,6 +111,8 @@ class RescaleStates(Pass):
             else:
                 how = f"max |x| = {self.target} from " + ("calibrated state ranges" if ranges else "the analytic bound")
             made = "the largest input weight of each mode made real" if is_dense(op) else "B made real"
-            log.info(f"%{op.name}: {made}, modes scaled to {how} "
-                     f"(scale factors {np.abs(s).min():.3g}..{np.abs(s).max():.3g})")
+            log.info(
+                f"%{op.name}: {made}, modes scaled to {how} "
+                f"(scale factors {np.abs(s).min():.3g}..{np.abs(s).max():.3g})"
+            )
         return graph, bool(layers)

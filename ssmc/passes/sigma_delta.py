@@ -34,13 +34,16 @@ class SigmaDelta(Pass):
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         if not 0.0 <= self.threshold < 1.0:
-            raise PassError(f"sigma-delta: threshold = {self.threshold} must be in [0, 1): a fraction of each "
-                            "group's full message scale")
+            raise PassError(
+                f"sigma-delta: threshold = {self.threshold} must be in [0, 1): a fraction of each "
+                "group's full message scale"
+            )
         kinds = {k.strip() for k in self.kinds.replace("+", ",").split(",") if k.strip()}
         unknown = kinds - set(NEURON_KINDS)
         if unknown:
-            raise PassError(f"sigma-delta: unknown neuron kind(s) {', '.join(sorted(unknown))}; "
-                            f"kinds are {', '.join(NEURON_KINDS)}")
+            raise PassError(
+                f"sigma-delta: unknown neuron kind(s) {', '.join(sorted(unknown))}; kinds are {', '.join(NEURON_KINDS)}"
+            )
         groups = graph.ops_of_kind("neurons")
         if not groups:
             raise PassError("sigma-delta works on neuron groups: run it after assign-bitwidths")

@@ -26,6 +26,7 @@ from ssmc.report.links import link_loads
 from ssmc.runtime.rates import SOURCE_ATTR
 from ssmc.targets import CAPACITIES
 
+
 def _microcode_section(net):
     """Per neuron program: size in words and ASSUMED cycles (docs/microcode.md), from net.lava's index."""
     if "microcode/index.json" not in net.extras:
@@ -42,16 +43,28 @@ def _lava_section(net):
         rows = json.loads(blob)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return {"note": "lava/processes.json is damaged; recompile"}
-    return [{"process": r.get("name"), "class": r.get("class"), "group": r.get("group"), "size": r.get("size"),
-             "cores": " ".join(f"chip{c['chip']}.core{c['core']}[{c['neurons'][0]}:{c['neurons'][1]}]"
-                               for c in r.get("cores", [])) or "unplaced"}
-            for r in rows if isinstance(r, dict)]
+    return [
+        {
+            "process": r.get("name"),
+            "class": r.get("class"),
+            "group": r.get("group"),
+            "size": r.get("size"),
+            "cores": " ".join(
+                f"chip{c['chip']}.core{c['core']}[{c['neurons'][0]}:{c['neurons'][1]}]" for c in r.get("cores", [])
+            )
+            or "unplaced",
+        }
+        for r in rows
+        if isinstance(r, dict)
+    ]
 
 
 #: Producers of extra report sections: name -> f(net) -> dict or list of row dicts. Other stages register here
 #: (e.g. a Lava process table); each is shown as a table by every renderer.
-SECTION_PROVIDERS: dict = {"microcode programs (sizes in words; cycles assumed)": _microcode_section,
-                           "Lava processes (which runs on which core)": _lava_section}
+SECTION_PROVIDERS: dict = {
+    "microcode programs (sizes in words; cycles assumed)": _microcode_section,
+    "Lava processes (which runs on which core)": _lava_section,
+}
 
 
 def bitwidths(graph) -> list[dict]:
@@ -59,28 +72,51 @@ def bitwidths(graph) -> list[dict]:
     for op in graph.ops():
         if op.kind == "neurons":
             a = op.attrs
-            rows.append({"tensor": op.name, "op": f"neurons/{a['kind']}", "size": int(a["size"]),
-                         "msg_bits": a.get("msg_bits", 24), "state_bits": a.get("state_bits", 24),
-                         "coef_bits": a.get("coef_bits", 16) if a["kind"] == "cpx" else None,
-                         "weight_bits": None, "frac": a.get("frac"), "delta": a.get("delta", 0)})
+            rows.append(
+                {
+                    "tensor": op.name,
+                    "op": f"neurons/{a['kind']}",
+                    "size": int(a["size"]),
+                    "msg_bits": a.get("msg_bits", 24),
+                    "state_bits": a.get("state_bits", 24),
+                    "coef_bits": a.get("coef_bits", 16) if a["kind"] == "cpx" else None,
+                    "weight_bits": None,
+                    "frac": a.get("frac"),
+                    "delta": a.get("delta", 0),
+                }
+            )
         elif op.kind == "synapses":
             w = op.params["weight"]
-            rows.append({"tensor": op.name, "op": "synapses", "size": int(np.count_nonzero(w)),
-                         "msg_bits": None, "state_bits": None, "coef_bits": None,
-                         "weight_bits": op.attrs.get("weight_bits", 8), "frac": op.attrs.get("weight_exp", 0),
-                         "delta": None})
+            rows.append(
+                {
+                    "tensor": op.name,
+                    "op": "synapses",
+                    "size": int(np.count_nonzero(w)),
+                    "msg_bits": None,
+                    "state_bits": None,
+                    "coef_bits": None,
+                    "weight_bits": op.attrs.get("weight_bits", 8),
+                    "frac": op.attrs.get("weight_exp", 0),
+                    "delta": None,
+                }
+            )
     return rows
 
 
 def build_report(net) -> dict:
     graph = net.graph
-    rep = {"source": dict(net.source), "pipeline": net.pipeline, "bitwidths": bitwidths(graph),
-           "sections": {name: f(net) for name, f in sorted(SECTION_PROVIDERS.items())}}
+    rep = {
+        "source": dict(net.source),
+        "pipeline": net.pipeline,
+        "bitwidths": bitwidths(graph),
+        "sections": {name: f(net) for name, f in sorted(SECTION_PROVIDERS.items())},
+    }
     target = target_of(graph)
     if target is None:
         rep["placement"] = None
-        rep["note"] = "not placed: compile with the partition and place passes (the default pipeline) for cores, " \
-                      "traffic and cost"
+        rep["note"] = (
+            "not placed: compile with the partition and place passes (the default pipeline) for cores, traffic and cost"
+        )
         return rep
     rep["target"] = target.describe()
     described = net.target_description()
@@ -106,22 +142,40 @@ def build_report(net) -> dict:
     for i, g_core in enumerate(used):
         chip, core = target.slot(int(g_core))
         members = np.unique(group_of[logical == i])
-        cores.append({"chip": chip, "core": core, "router": list(target.router_xy(core)),
-                      "groups": [nl.groups[m].name for m in members],
-                      "use": {k: int(use[k][i]) for k in CAPACITIES},
-                      "utilisation": {k: round(float(use[k][i]) / target.capacity(k), 4) for k in CAPACITIES}})
+        cores.append(
+            {
+                "chip": chip,
+                "core": core,
+                "router": list(target.router_xy(core)),
+                "groups": [nl.groups[m].name for m in members],
+                "use": {k: int(use[k][i]) for k in CAPACITIES},
+                "utilisation": {k: round(float(use[k][i]) / target.capacity(k), 4) for k in CAPACITIES},
+            }
+        )
     peak = {k: round(float(use[k].max()) / target.capacity(k), 4) for k in CAPACITIES}
     depth = max((int(op.attrs.get("depth", 0)) for op in graph.ops_of_kind("neurons")), default=0)
     chips = len({c["chip"] for c in cores})
-    rep["placement"] = {"cores_used": len(used), "chips_used": chips, "cores": cores, "peak_utilisation": peak,
-                        "binding_capacity": max(peak, key=peak.get)}
-    rep["traffic"] = {"messages_per_step": round(tr.messages, 2), "inter_core": round(tr.inter_core, 2),
-                      "hop_weighted": round(tr.hop_weighted, 2), "inter_chip": round(tr.inter_chip, 2),
-                      "matrix": np.round(tr_logical.matrix, 3).tolist(),
-                      "labels": [f"{c['chip']}:{c['core']}" for c in cores]}
+    rep["placement"] = {
+        "cores_used": len(used),
+        "chips_used": chips,
+        "cores": cores,
+        "peak_utilisation": peak,
+        "binding_capacity": max(peak, key=peak.get),
+    }
+    rep["traffic"] = {
+        "messages_per_step": round(tr.messages, 2),
+        "inter_core": round(tr.inter_core, 2),
+        "hop_weighted": round(tr.hop_weighted, 2),
+        "inter_chip": round(tr.inter_chip, 2),
+        "matrix": np.round(tr_logical.matrix, 3).tolist(),
+        "labels": [f"{c['chip']}:{c['core']}" for c in cores],
+    }
     rep["links"] = link_loads(cores, tr_logical.matrix, target)
-    rep["rates"] = {"source": graph.attrs.get(SOURCE_ATTR, "assumed (no msg_rate recorded)"),
-                    "groups": {g.name: g.rate for g in nl.groups}}
-    rep["cost"] = estimate(synops.tolist(), use["neurons"].tolist(), tr.messages, tr.inter_core, tr.hop_weighted,
-                           depth, chips)
+    rep["rates"] = {
+        "source": graph.attrs.get(SOURCE_ATTR, "assumed (no msg_rate recorded)"),
+        "groups": {g.name: g.rate for g in nl.groups},
+    }
+    rep["cost"] = estimate(
+        synops.tolist(), use["neurons"].tolist(), tr.messages, tr.inter_core, tr.hop_weighted, depth, chips
+    )
     return rep

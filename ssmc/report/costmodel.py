@@ -31,16 +31,22 @@ CONSTANTS = {
 LABEL = "ESTIMATE (cost model ssmc/report/costmodel.py; Loihi 1 energy figures, Loihi 2 throughput derived)"
 
 
-def estimate(synops_per_core, neurons_per_core, messages: float, inter_core: float, hop_weighted: float,
-             depth: int, chips: int) -> dict:
+def estimate(
+    synops_per_core, neurons_per_core, messages: float, inter_core: float, hop_weighted: float, depth: int, chips: int
+) -> dict:
     """Per-token estimates from per-core counts (sequences of numbers) and traffic per step."""
     c = {k: v for k, (v, _) in CONSTANTS.items()}
-    busiest = max((s * c["T_SYNOP_NS"] + n * c["T_NEURON_NS"] for s, n in zip(synops_per_core, neurons_per_core)),
-                  default=0.0)
+    busiest = max(
+        (s * c["T_SYNOP_NS"] + n * c["T_NEURON_NS"] for s, n in zip(synops_per_core, neurons_per_core)), default=0.0
+    )
     step_ns = max(c["T_STEP_MIN_NS"], busiest)
     synops, neurons = float(sum(synops_per_core)), float(sum(neurons_per_core))
-    dyn_pj = (synops * c["E_SYNOP_PJ"] + neurons * c["E_NEURON_PJ"] + hop_weighted * c["E_HOP_PJ"]
-              + inter_core * c["E_INTER_CORE_PJ"])
+    dyn_pj = (
+        synops * c["E_SYNOP_PJ"]
+        + neurons * c["E_NEURON_PJ"]
+        + hop_weighted * c["E_HOP_PJ"]
+        + inter_core * c["E_INTER_CORE_PJ"]
+    )
     static_pj = c["P_STATIC_W"] * chips * step_ns * 1e-9 * 1e12
     return {
         "label": LABEL,

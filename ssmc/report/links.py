@@ -46,10 +46,14 @@ def link_loads(cores: list[dict], matrix, target) -> dict:
             else:
                 for step in xy_path(target.chip_xy(a["chip"]), target.chip_xy(b["chip"])):
                     between[step] += w
-    links = [{"chip": chip, "from": list(s), "to": list(d), "load": round(w, 3)}
-             for (chip, (s, d)), w in on_chip.items()]
+    links = [
+        {"chip": chip, "from": list(s), "to": list(d), "load": round(w, 3)} for (chip, (s, d)), w in on_chip.items()
+    ]
     chip_links = [{"from": list(s), "to": list(d), "load": round(w, 3)} for (s, d), w in between.items()]
     by_load = lambda x: (-x["load"], x.get("chip", 0), x["from"], x["to"])  # noqa: E731
-    return {"model": "dimension-order (XY) routing of the core-to-core traffic; chip-to-chip flows counted on "
-                     "chip-mesh steps only",
-            "on_chip": sorted(links, key=by_load), "between_chips": sorted(chip_links, key=by_load)}
+    return {
+        "model": "dimension-order (XY) routing of the core-to-core traffic; chip-to-chip flows counted on "
+        "chip-mesh steps only",
+        "on_chip": sorted(links, key=by_load),
+        "between_chips": sorted(chip_links, key=by_load),
+    }

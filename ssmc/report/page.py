@@ -18,13 +18,16 @@ def png_base64(fig, dpi: int) -> str:
 
 def inline_page(heading: str, text: str, figures: list[tuple[str, str]]) -> str:
     """`heading` as title, `text` preformatted, then each (caption, base64 PNG) as a captioned image."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             f"<title>{html.escape(heading)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{font-size:12px}</style>",
-             f"</head><body><h1>{html.escape(heading)}</h1>",
-             f"<pre>{html.escape(text)}</pre>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(heading)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{font-size:12px}</style>",
+        f"</head><body><h1>{html.escape(heading)}</h1>",
+        f"<pre>{html.escape(text)}</pre>",
+    ]
     for caption, png in figures:
-        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
-                     f"src='data:image/png;base64,{png}'>")
+        parts.append(
+            f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{png}'>"
+        )
     parts.append("</body></html>\n")
     return "".join(parts)

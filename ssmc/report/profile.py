@@ -32,9 +32,11 @@ FIGSIZE, DPI = (8, 3.5), 100
 def _value_stats(values: np.ndarray, lsb: float, lo: float, hi: float) -> dict:
     """Fraction of values within one LSB of zero and at (or beyond) the range edge."""
     n = max(values.size, 1)
-    return {"count": int(values.size),
-            "near_zero": float(np.count_nonzero(np.abs(values) <= lsb) / n),
-            "at_edge": float(np.count_nonzero((values <= lo) | (values >= hi)) / n)}
+    return {
+        "count": int(values.size),
+        "near_zero": float(np.count_nonzero(np.abs(values) <= lsb) / n),
+        "at_edge": float(np.count_nonzero((values <= lo) | (values >= hi)) / n),
+    }
 
 
 def profile_data(graph: Graph, x: np.ndarray) -> list[dict]:
@@ -42,26 +44,39 @@ def profile_data(graph: Graph, x: np.ndarray) -> list[dict]:
     Neuron entries: kind 'messages' with values, lo/hi (the representable range), lsb; plus 'state'
     (integer values, lo/hi of state_bits) for stateful groups and 'modes' (abs_a, levels) for cpx."""
     if not graph.ops_of_kind("neurons"):
-        raise IncompleteNetError("the net has no neuron groups to profile (it was compiled with a pipeline that stops "
-                                 "before lowering to neurons); compile it with the default pipeline")
+        raise IncompleteNetError(
+            "the net has no neuron groups to profile (it was compiled with a pipeline that stops "
+            "before lowering to neurons); compile it with the default pipeline"
+        )
     traces = run_numpy(graph, x, trace=True).trace
     out = []
     for op in graph.ops():
         a = with_defaults(op)
         if op.kind == "neurons":
             frac, mb = int(a["frac"]), int(a["msg_bits"])
-            lsb = 2.0 ** -frac
+            lsb = 2.0**-frac
             lo, hi = -(2.0 ** (mb - 1)) * lsb, (2.0 ** (mb - 1) - 1) * lsb
             values = traces[op.name].ravel() * lsb
-            entry = {"group": op.name, "what": "neurons", "kind": a["kind"], "frac": frac, "msg_bits": mb,
-                     "messages": {"values": values, "lo": lo, "hi": hi, "lsb": lsb,
-                                  **_value_stats(values, lsb, lo, hi)}}
+            entry = {
+                "group": op.name,
+                "what": "neurons",
+                "kind": a["kind"],
+                "frac": frac,
+                "msg_bits": mb,
+                "messages": {"values": values, "lo": lo, "hi": hi, "lsb": lsb, **_value_stats(values, lsb, lo, hi)},
+            }
             if f"{op.name}.state" in traces:
                 sb = int(a["state_bits"])
                 s_lo, s_hi = -float(2 ** (sb - 1)), float(2 ** (sb - 1) - 1)
                 states = traces[f"{op.name}.state"].ravel().astype(np.float64)
-                entry["state"] = {"values": states, "lo": s_lo, "hi": s_hi, "lsb": 1.0, "state_bits": sb,
-                                  **_value_stats(states, 1.0, s_lo, s_hi)}
+                entry["state"] = {
+                    "values": states,
+                    "lo": s_lo,
+                    "hi": s_hi,
+                    "lsb": 1.0,
+                    "state_bits": sb,
+                    **_value_stats(states, 1.0, s_lo, s_hi),
+                }
             if a["kind"] == "cpx":
                 scale = 2.0 ** (int(a["coef_bits"]) - 1)
                 abs_a = np.hypot(op.params["c_re"].astype(np.float64), op.params["c_im"].astype(np.float64)) / scale
@@ -71,8 +86,16 @@ def profile_data(graph: Graph, x: np.ndarray) -> list[dict]:
             step = 2.0 ** int(a["weight_exp"])
             w = op.params["weight"].astype(np.float64).ravel()
             w = w[w != 0] * step  # a sparse matrix's zeros are absent connections, not weights
-            out.append({"group": op.name, "what": "synapses", "weight_exp": int(a["weight_exp"]), "values": w,
-                        "step": step, "levels": int(np.unique(w).size)})
+            out.append(
+                {
+                    "group": op.name,
+                    "what": "synapses",
+                    "weight_exp": int(a["weight_exp"]),
+                    "values": w,
+                    "step": step,
+                    "levels": int(np.unique(w).size),
+                }
+            )
     return out
 
 
@@ -81,18 +104,24 @@ def format_profile(data: list[dict]) -> str:
     lines = [f"{'group':24s} {'values':>8s} {'count':>10s} {'~zero':>7s} {'at edge':>8s}  range / resolution"]
     for e in data:
         if e["what"] == "synapses":
-            lines.append(f"{e['group']:24s} {'weights':>8s} {e['values'].size:10d} {'':>7s} {'':>8s}  "
-                         f"grid 2^{e['weight_exp']}, {e['levels']} distinct non-zero levels")
+            lines.append(
+                f"{e['group']:24s} {'weights':>8s} {e['values'].size:10d} {'':>7s} {'':>8s}  "
+                f"grid 2^{e['weight_exp']}, {e['levels']} distinct non-zero levels"
+            )
             continue
         for key in ("messages", "state"):
             if key in e:
                 s = e[key]
-                lines.append(f"{e['group']:24s} {key:>8s} {s['count']:10d} {s['near_zero']:7.1%} {s['at_edge']:8.1%}"
-                             f"  [{s['lo']:.4g}, {s['hi']:.4g}] step {s['lsb']:.3g}")
+                lines.append(
+                    f"{e['group']:24s} {key:>8s} {s['count']:10d} {s['near_zero']:7.1%} {s['at_edge']:8.1%}"
+                    f"  [{s['lo']:.4g}, {s['hi']:.4g}] step {s['lsb']:.3g}"
+                )
         if "modes" in e:
             few = int(np.count_nonzero(e["modes"]["levels"] <= FEW_LEVELS))
-            lines.append(f"{e['group']:24s} {'modes':>8s} {e['modes']['abs_a'].size:10d}  "
-                         f"{few} with <= {FEW_LEVELS} coefficient levels below 1")
+            lines.append(
+                f"{e['group']:24s} {'modes':>8s} {e['modes']['abs_a'].size:10d}  "
+                f"{few} with <= {FEW_LEVELS} coefficient levels below 1"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -113,6 +142,7 @@ def _histogram(plt, title: str, xlabel: str, values: np.ndarray, marks: list[tup
 
 def _figures(data: list[dict]) -> list[tuple[str, str]]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -121,21 +151,55 @@ def _figures(data: list[dict]) -> list[tuple[str, str]]:
         g = e["group"]
         if e["what"] == "synapses":
             w, step = e["values"], e["step"]
-            marks = [(float(w.min(initial=0.0)) + k * step, ":", "weight grid (2^weight_exp)" if k == 0 else "_")
-                     for k in range(2)]
-            out.append((f"{g}: weights", _histogram(
-                plt, f"{g}: W * 2^{e['weight_exp']}, {e['levels']} distinct levels (non-zero weights)", "weight", w, marks)))
+            marks = [
+                (float(w.min(initial=0.0)) + k * step, ":", "weight grid (2^weight_exp)" if k == 0 else "_")
+                for k in range(2)
+            ]
+            out.append(
+                (
+                    f"{g}: weights",
+                    _histogram(
+                        plt,
+                        f"{g}: W * 2^{e['weight_exp']}, {e['levels']} distinct levels (non-zero weights)",
+                        "weight",
+                        w,
+                        marks,
+                    ),
+                )
+            )
             continue
         m = e["messages"]
-        out.append((f"{g}: messages", _histogram(
-            plt, f"{g} ({e['kind']}): messages m / 2^{e['frac']}, {e['msg_bits']} bits", "value", m["values"],
-            [(m["lo"], "-", f"range [{m['lo']:.4g}, {m['hi']:.4g}]"), (m["hi"], "-", "_"),
-             (-m["lsb"], ":", f"resolution {m['lsb']:.3g} (+-1 LSB)"), (m["lsb"], ":", "_")])))
+        out.append(
+            (
+                f"{g}: messages",
+                _histogram(
+                    plt,
+                    f"{g} ({e['kind']}): messages m / 2^{e['frac']}, {e['msg_bits']} bits",
+                    "value",
+                    m["values"],
+                    [
+                        (m["lo"], "-", f"range [{m['lo']:.4g}, {m['hi']:.4g}]"),
+                        (m["hi"], "-", "_"),
+                        (-m["lsb"], ":", f"resolution {m['lsb']:.3g} (+-1 LSB)"),
+                        (m["lsb"], ":", "_"),
+                    ],
+                ),
+            )
+        )
         if "state" in e:
             s = e["state"]
-            out.append((f"{g}: state", _histogram(
-                plt, f"{g} ({e['kind']}): state, {s['state_bits']} bits", "state (integer)", s["values"],
-                [(s["lo"], "-", f"range +-2^{s['state_bits'] - 1}"), (s["hi"], "-", "_")])))
+            out.append(
+                (
+                    f"{g}: state",
+                    _histogram(
+                        plt,
+                        f"{g} ({e['kind']}): state, {s['state_bits']} bits",
+                        "state (integer)",
+                        s["values"],
+                        [(s["lo"], "-", f"range +-2^{s['state_bits'] - 1}"), (s["hi"], "-", "_")],
+                    ),
+                )
+            )
         if "modes" in e:
             md = e["modes"]
             few = md["levels"] <= FEW_LEVELS

@@ -22,8 +22,14 @@ from ssmc.targets import CAPACITIES
 
 #: The busiest links the text report lists (the JSON report has them all).
 LINKS_SHOWN = 5
-SHORT = {"neurons": "neurons", "memory_bytes": "memory", "synapse_bytes": "synapses", "fan_in_axons": "fan-in",
-         "fan_out_routes": "fan-out", "groups": "groups"}
+SHORT = {
+    "neurons": "neurons",
+    "memory_bytes": "memory",
+    "synapse_bytes": "synapses",
+    "fan_in_axons": "fan-in",
+    "fan_out_routes": "fan-out",
+    "groups": "groups",
+}
 
 
 def to_json(rep: dict) -> str:
@@ -37,9 +43,11 @@ def to_text(rep: dict) -> str:
         out.append(rep.get("note", "not placed"))
     else:
         t = rep["target"]["values"]
-        out.append(f"target: {t['name']} ({t['board']}, {t['chips']} chip(s) x {t['cores_per_chip']} cores); "
-                   f"{p['cores_used']} cores on {p['chips_used']} chip(s) used; binding capacity: "
-                   f"{p['binding_capacity']} (peak {p['peak_utilisation'][p['binding_capacity']]:.0%})")
+        out.append(
+            f"target: {t['name']} ({t['board']}, {t['chips']} chip(s) x {t['cores_per_chip']} cores); "
+            f"{p['cores_used']} cores on {p['chips_used']} chip(s) used; binding capacity: "
+            f"{p['binding_capacity']} (peak {p['peak_utilisation'][p['binding_capacity']]:.0%})"
+        )
         out.append("")
         out.append("capacities (sureness: source)")
         prov = rep["target"]["provenance"]
@@ -47,14 +55,22 @@ def to_text(rep: dict) -> str:
             pr = prov.get(k, {})
             out.append(f"  {k:15s} {t[k]:>8}  {pr.get('sureness', '?')}: {pr.get('source', '')[:90]}")
         out.append("")
-        out.append("per-core utilisation " + "  ".join(f"{SHORT[k]:>9s}" for k in CAPACITIES) + "  neuron groups on the core")
+        out.append(
+            "per-core utilisation " + "  ".join(f"{SHORT[k]:>9s}" for k in CAPACITIES) + "  neuron groups on the core"
+        )
         for c in p["cores"]:
-            out.append(f"  chip {c['chip']} core {c['core']:3d}     "
-                       + "  ".join(f"{c['utilisation'][k]:9.0%}" for k in CAPACITIES) + "  " + ",".join(c["groups"]))
+            out.append(
+                f"  chip {c['chip']} core {c['core']:3d}     "
+                + "  ".join(f"{c['utilisation'][k]:9.0%}" for k in CAPACITIES)
+                + "  "
+                + ",".join(c["groups"])
+            )
         tr = rep["traffic"]
         out.append("")
-        out.append(f"traffic per step: {tr['messages_per_step']} messages, {tr['inter_core']} between cores, "
-                   f"{tr['hop_weighted']} hop-weighted, {tr['inter_chip']} between chips")
+        out.append(
+            f"traffic per step: {tr['messages_per_step']} messages, {tr['inter_core']} between cores, "
+            f"{tr['hop_weighted']} hop-weighted, {tr['inter_chip']} between chips"
+        )
         out.append(f"message rates: {rep['rates']['source']}")
         links = rep["links"]
         if links["on_chip"] or links["between_chips"]:
@@ -66,16 +82,23 @@ def to_text(rep: dict) -> str:
         c = rep["cost"]
         out.append("")
         out.append(f"cost per token -- {c['label']}:")
-        out.append(f"  step {c['step_ns']} ns (busiest core {c['busiest_core_ns']} ns), latency {c['latency_ns']} ns, "
-                   f"{c['throughput_tokens_per_s']:.0f} tokens/s")
-        out.append(f"  {c['synaptic_ops_per_token']} synaptic ops, {c['neuron_updates_per_token']} neuron updates, "
-                   f"{c['messages_per_token']} messages; energy ~{c['energy_nj']} nJ "
-                   f"({c['energy_dynamic_nj']} dynamic + {c['energy_static_nj']} static)")
+        out.append(
+            f"  step {c['step_ns']} ns (busiest core {c['busiest_core_ns']} ns), latency {c['latency_ns']} ns, "
+            f"{c['throughput_tokens_per_s']:.0f} tokens/s"
+        )
+        out.append(
+            f"  {c['synaptic_ops_per_token']} synaptic ops, {c['neuron_updates_per_token']} neuron updates, "
+            f"{c['messages_per_token']} messages; energy ~{c['energy_nj']} nJ "
+            f"({c['energy_dynamic_nj']} dynamic + {c['energy_static_nj']} static)"
+        )
     out.append("")
     out.append("bit-widths")
     for b in rep["bitwidths"]:
-        widths = ", ".join(f"{k.replace('_bits', '')} {b[k]}" for k in ("weight_bits", "coef_bits", "state_bits",
-                                                                         "msg_bits") if b[k] is not None)
+        widths = ", ".join(
+            f"{k.replace('_bits', '')} {b[k]}"
+            for k in ("weight_bits", "coef_bits", "state_bits", "msg_bits")
+            if b[k] is not None
+        )
         out.append(f"  {b['tensor']:24s} {b['op']:20s} {b['size']:>8}  {widths}")
     for name, rows in rep.get("sections", {}).items():
         out.append("")
@@ -95,11 +118,15 @@ def to_text(rep: dict) -> str:
 def _images(rep: dict) -> dict[str, bytes]:
     """The report's pictures: file name -> PNG bytes."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return {"utilisation.png": _utilisation_png(plt, rep), "traffic.png": _traffic_png(plt, rep),
-            "mesh.png": _mesh_png(plt, rep)}
+    return {
+        "utilisation.png": _utilisation_png(plt, rep),
+        "traffic.png": _traffic_png(plt, rep),
+        "mesh.png": _mesh_png(plt, rep),
+    }
 
 
 def _utilisation_png(plt, rep: dict) -> bytes:
@@ -151,8 +178,9 @@ def _mesh_png(plt, rep: dict) -> bytes:
     links = rep["links"]
     top = max([k["load"] for k in links["on_chip"]], default=0.0) or 1.0
     for ax, chip in zip(axes[0], chips):
-        _draw_chip(plt, ax, chip, t, cores, links["on_chip"], top,
-                   lambda core: colours(groups.index(core["groups"][0]) % 20))
+        _draw_chip(
+            plt, ax, chip, t, cores, links["on_chip"], top, lambda core: colours(groups.index(core["groups"][0]) % 20)
+        )
     if board_panel:
         _draw_board(plt, axes[0][-1], t, chips, links["between_chips"])
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours(i % 20), label=g) for i, g in enumerate(groups)]
@@ -198,8 +226,17 @@ def _draw_board(plt, ax, t: dict, chips: list[int], between_chips: list[dict]) -
     ax.set_title("board: chips used, chip-to-chip links by load", fontsize=8)
     for chip in range(t["chips"]):
         r, c = divmod(chip, ccols)
-        ax.add_patch(plt.Rectangle((c - 0.3, r - 0.3), 0.6, 0.6, lw=0.8, color="grey",
-                                   fill=chip in chips, alpha=0.3 if chip in chips else 1.0))
+        ax.add_patch(
+            plt.Rectangle(
+                (c - 0.3, r - 0.3),
+                0.6,
+                0.6,
+                lw=0.8,
+                color="grey",
+                fill=chip in chips,
+                alpha=0.3 if chip in chips else 1.0,
+            )
+        )
         ax.text(c, r, str(chip), ha="center", va="center", fontsize=8)
     chip_top = max([k["load"] for k in between_chips], default=0.0) or 1.0
     for k in between_chips:
@@ -227,14 +264,19 @@ def _draw_link(ax, link: dict, top: float, shift: float) -> None:
     (r1, c1), (r2, c2) = link["from"], link["to"]
     off_r, off_c = shift * (c2 - c1), -shift * (r2 - r1)
     share = link["load"] / top  # 0.8 * load / top can round above 0.8: matplotlib refuses alpha > 1
-    ax.plot([c1 + off_c, c2 + off_c], [r1 + off_r, r2 + off_r], color="red",
-            alpha=min(1.0, 0.2 + 0.8 * share), lw=0.5 + 4 * share, solid_capstyle="butt")
+    ax.plot(
+        [c1 + off_c, c2 + off_c],
+        [r1 + off_r, r2 + off_r],
+        color="red",
+        alpha=min(1.0, 0.2 + 0.8 * share),
+        lw=0.5 + 4 * share,
+        solid_capstyle="butt",
+    )
 
 
 def _table(headers, rows) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_esc('' if v is None else v)}</td>" for v in r) + "</tr>"
-                   for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_esc('' if v is None else v)}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -247,11 +289,13 @@ def write_html(rep: dict, path: str, inputs=()) -> list[str]:
     base = os.path.splitext(os.path.basename(path))[0] + "_files"
     folder = os.path.join(os.path.dirname(os.path.abspath(path)), base)
     src = urllib.parse.quote(base)  # a file name in an attribute: URL-quoted, then HTML-escaped below
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>ssmc report</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}.est{color:#a40}</style></head><body>",
-             f"<h1>ssmc report: {_esc(rep['source'].get('file', ''))}</h1>",
-             f"<p>pipeline: <code>{_esc(rep['pipeline'])}</code></p>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>ssmc report</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
+        "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}.est{color:#a40}</style></head><body>",
+        f"<h1>ssmc report: {_esc(rep['source'].get('file', ''))}</h1>",
+        f"<p>pipeline: <code>{_esc(rep['pipeline'])}</code></p>",
+    ]
     images: dict[str, bytes] = {}
     if rep.get("placement") is None:
         parts.append(f"<p>{_esc(rep.get('note', 'not placed'))}</p>")
@@ -276,34 +320,63 @@ def _placement_html(rep: dict, src: str) -> list[str]:
     """Target and fit, per-core utilisation, traffic, mesh and link loads, estimated cost; `src` the image folder
     as the page refers to it."""
     p, t = rep["placement"], rep["target"]
-    parts = [f"<h2>Target and fit</h2><p>{_esc(p['cores_used'])} cores on {_esc(p['chips_used'])} chip(s); "
-             f"binding capacity <b>{_esc(p['binding_capacity'])}</b></p>"]
-    parts.append(_table(["capacity", "value", "sureness", "source"],
-                        [[k, t["values"][k], t["provenance"].get(k, {}).get("sureness"),
-                          t["provenance"].get(k, {}).get("source")] for k in CAPACITIES]))
+    parts = [
+        f"<h2>Target and fit</h2><p>{_esc(p['cores_used'])} cores on {_esc(p['chips_used'])} chip(s); "
+        f"binding capacity <b>{_esc(p['binding_capacity'])}</b></p>"
+    ]
+    parts.append(
+        _table(
+            ["capacity", "value", "sureness", "source"],
+            [
+                [
+                    k,
+                    t["values"][k],
+                    t["provenance"].get(k, {}).get("sureness"),
+                    t["provenance"].get(k, {}).get("source"),
+                ]
+                for k in CAPACITIES
+            ],
+        )
+    )
     parts.append(f"<h2>Per-core utilisation</h2><img src='{_esc(src)}/utilisation.png' alt='utilisation'>")
-    parts.append(_table(["chip", "core"] + [SHORT[k] for k in CAPACITIES] + ["groups"],
-                        [[c["chip"], c["core"]] + [f"{c['utilisation'][k]:.0%}" for k in CAPACITIES]
-                         + [", ".join(c["groups"])] for c in p["cores"]]))
+    parts.append(
+        _table(
+            ["chip", "core"] + [SHORT[k] for k in CAPACITIES] + ["groups"],
+            [
+                [c["chip"], c["core"]] + [f"{c['utilisation'][k]:.0%}" for k in CAPACITIES] + [", ".join(c["groups"])]
+                for c in p["cores"]
+            ],
+        )
+    )
     tr = rep["traffic"]
-    parts.append(f"<h2>Traffic</h2><p>{_esc(tr['messages_per_step'])} messages per step, {_esc(tr['inter_core'])} "
-                 f"between cores, {_esc(tr['hop_weighted'])} hop-weighted, {_esc(tr['inter_chip'])} between "
-                 f"chips. Rates: {_esc(rep['rates']['source'])}</p>")
+    parts.append(
+        f"<h2>Traffic</h2><p>{_esc(tr['messages_per_step'])} messages per step, {_esc(tr['inter_core'])} "
+        f"between cores, {_esc(tr['hop_weighted'])} hop-weighted, {_esc(tr['inter_chip'])} between "
+        f"chips. Rates: {_esc(rep['rates']['source'])}</p>"
+    )
     parts.append(f"<img src='{_esc(src)}/traffic.png' alt='traffic matrix'>")
     parts.append(f"<h2>Mesh</h2><img src='{_esc(src)}/mesh.png' alt='mesh'>")
     links = rep["links"]
     parts.append(f"<p>Link loads: {_esc(links['model'])} (a model, not a simulation of the routers).</p>")
-    parts.append(_table(["chip", "router", "to router", "messages per step"],
-                        [[k["chip"], tuple(k["from"]), tuple(k["to"]), k["load"]]
-                         for k in links["on_chip"][:4 * LINKS_SHOWN]]))
+    parts.append(
+        _table(
+            ["chip", "router", "to router", "messages per step"],
+            [[k["chip"], tuple(k["from"]), tuple(k["to"]), k["load"]] for k in links["on_chip"][: 4 * LINKS_SHOWN]],
+        )
+    )
     if links["between_chips"]:
-        parts.append(_table(["chip at", "to chip at", "messages per step"],
-                            [[tuple(k["from"]), tuple(k["to"]), k["load"]] for k in links["between_chips"]]))
+        parts.append(
+            _table(
+                ["chip at", "to chip at", "messages per step"],
+                [[tuple(k["from"]), tuple(k["to"]), k["load"]] for k in links["between_chips"]],
+            )
+        )
     c = rep["cost"]
     parts.append(f"<h2 class='est'>Estimated cost per token</h2><p class='est'>{_esc(c['label'])}</p>")
     parts.append(_table(["quantity", "estimate"], [[k, v] for k, v in c.items() if k not in ("label", "constants")]))
-    parts.append(_table(["constant", "value", "source"],
-                        [[k, v["value"], v["source"]] for k, v in c["constants"].items()]))
+    parts.append(
+        _table(["constant", "value", "source"], [[k, v["value"], v["source"]] for k, v in c["constants"].items()])
+    )
     return parts
 
 

@@ -17,6 +17,7 @@ from ssmc.runtime.trace import Trace, format_trace
 
 def _plots(tr: Trace) -> list[tuple[str, str]]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -17,6 +17,7 @@ from ssmc.errors import InputDataError
 from ssmc.ir.graph import Graph
 from ssmc.runtime.float_ref import FloatEngine, check_run_size
 
+
 @dataclass
 class Ranges:
     """max |value| per element of each op's result, and of each stateful op's state."""
@@ -48,7 +49,7 @@ class NormRanges:
         """Widen by the tokens x [batch, channels]."""
         mu = x.mean(axis=-1, keepdims=True)
         c = x - mu
-        var = (c ** 2).mean(axis=-1)
+        var = (c**2).mean(axis=-1)
         self.mean = max(self.mean, float(np.abs(mu).max()))
         self.centred = max(self.centred, float(np.abs(c).max()))
         self.var_min = min(self.var_min, float(var.min()))
@@ -71,16 +72,21 @@ def check_calibration(x, features: int) -> Calibration:
     """Check calibration sequences (an array, or an already checked Calibration) for a model of `features` inputs."""
     if isinstance(x, Calibration):
         if x.x.shape[2] != features:
-            raise InputDataError(f"calibration data has {x.x.shape[2]} feature(s) per token; the model takes "
-                                 f"{features}")
+            raise InputDataError(
+                f"calibration data has {x.x.shape[2]} feature(s) per token; the model takes {features}"
+            )
         return x
     return Calibration(check_sequences(x, features, what="calibration data"))  # refuses |x| > MAX_ABS_INPUT
 
 
 def check_calibration_size(graph: Graph, x: Calibration) -> None:
     """The work limit (SSMC_MAX_WORK_BYTES) for measuring ranges over x, as `ssmc run` applies it to a run."""
-    check_run_size(graph, x.x.shape, "float reference measuring calibration ranges",
-                   fix="calibrate with fewer or shorter sequences")
+    check_run_size(
+        graph,
+        x.x.shape,
+        "float reference measuring calibration ranges",
+        fix="calibrate with fewer or shorter sequences",
+    )
 
 
 def measure_ranges(graph: Graph, x, observe: Callable[[dict[str, np.ndarray]], None] | None = None) -> Ranges:

@@ -67,17 +67,24 @@ def compare_outputs(y: np.ndarray, ref: np.ndarray) -> OutputComparison:
     err = np.abs(y - ref)
     scale = float(np.abs(ref).max()) or 1.0
     max_abs = float(err.max())
-    return OutputComparison(max_abs=max_abs, scale=scale, relative=max_abs / scale, mean_abs=float(err.mean()),
-                            argmax_agreement=float((predictions(y) == predictions(ref)).mean()))
+    return OutputComparison(
+        max_abs=max_abs,
+        scale=scale,
+        relative=max_abs / scale,
+        mean_abs=float(err.mean()),
+        argmax_agreement=float((predictions(y) == predictions(ref)).mean()),
+    )
 
 
 def compare_integers(result: EngineResult, ref_result: EngineResult) -> IntegerComparison:
     """Every output integer, saturation count and sparsity of `result` against `ref_result`."""
     differing = sum(int(np.count_nonzero(ref_result.raw[name] != result.raw[name])) for name in ref_result.raw)
-    return IntegerComparison(differing_values=differing,
-                             total_values=sum(int(v.size) for v in ref_result.raw.values()),
-                             saturation_same=result.saturation == ref_result.saturation,
-                             sparsity_same=result.sparsity == ref_result.sparsity)
+    return IntegerComparison(
+        differing_values=differing,
+        total_values=sum(int(v.size) for v in ref_result.raw.values()),
+        saturation_same=result.saturation == ref_result.saturation,
+        sparsity_same=result.sparsity == ref_result.sparsity,
+    )
 
 
 def format_accuracy(acc: Accuracy) -> str:
@@ -86,23 +93,33 @@ def format_accuracy(acc: Accuracy) -> str:
 
 def format_float_comparison(cmp: OutputComparison, ref_accuracy: Accuracy | None = None) -> str:
     """`ssmc run --compare-float`'s line(s); the second only with labels (the reference's accuracy)."""
-    line = (f"vs float reference: max abs error {cmp.max_abs:.3e} ({cmp.relative:.3e} of the output scale "
-            f"{cmp.scale:.3g}), mean {cmp.mean_abs:.3e}")
+    line = (
+        f"vs float reference: max abs error {cmp.max_abs:.3e} ({cmp.relative:.3e} of the output scale "
+        f"{cmp.scale:.3g}), mean {cmp.mean_abs:.3e}"
+    )
     if ref_accuracy is None:
         return line
-    return (f"{line}\naccuracy (float): {format_accuracy(ref_accuracy)}; predictions agree on "
-            f"{100 * cmp.argmax_agreement:.2f}% of sequences")
+    return (
+        f"{line}\naccuracy (float): {format_accuracy(ref_accuracy)}; predictions agree on "
+        f"{100 * cmp.argmax_agreement:.2f}% of sequences"
+    )
 
 
 def format_onnx_comparison(cmp: OutputComparison, model_name: str) -> str:
-    return (f"vs onnxruntime on {model_name}: max abs error {cmp.max_abs:.3e} ({cmp.relative:.3e} of the output "
-            f"scale {cmp.scale:.3g})")
+    return (
+        f"vs onnxruntime on {model_name}: max abs error {cmp.max_abs:.3e} ({cmp.relative:.3e} of the output "
+        f"scale {cmp.scale:.3g})"
+    )
 
 
 def format_integer_comparison(cmp: IntegerComparison, reference: str = "numpy") -> str:
     if cmp.identical:
-        return (f"vs {reference} engine: identical integers ({cmp.total_values} output values), identical "
-                f"saturation counts and sparsity")
-    return (f"vs {reference} engine: MISMATCH: {cmp.differing_values} of {cmp.total_values} output values "
-            f"differ; saturation {'same' if cmp.saturation_same else 'differs'}, sparsity "
-            f"{'same' if cmp.sparsity_same else 'differs'}")
+        return (
+            f"vs {reference} engine: identical integers ({cmp.total_values} output values), identical "
+            f"saturation counts and sparsity"
+        )
+    return (
+        f"vs {reference} engine: MISMATCH: {cmp.differing_values} of {cmp.total_values} output values "
+        f"differ; saturation {'same' if cmp.saturation_same else 'differs'}, sparsity "
+        f"{'same' if cmp.sparsity_same else 'differs'}"
+    )

@@ -30,8 +30,11 @@ class FloatEngine:
         self._weight_t = {op.name: op.params["weight"].astype(np.float64).T for op in self.order if op.kind == "linear"}
         self._c = {op.name: op.params["C"].astype(np.complex128) for op in self.order if op.kind == "s4d"}
         self._dense = {op.name for op in self.order if op.kind == "s4d" and is_dense(op)}
-        self._a = {op.name: op.params["a_re"].astype(np.float64) + 1j * op.params["a_im"].astype(np.float64)
-                   for op in self.order if op.kind == "cpx"}
+        self._a = {
+            op.name: op.params["a_re"].astype(np.float64) + 1j * op.params["a_im"].astype(np.float64)
+            for op in self.order
+            if op.kind == "cpx"
+        }
         self.state: dict[str, np.ndarray] = {}
         self.t = 0
 
@@ -127,9 +130,12 @@ def check_run_size(graph: Graph, x_shape: tuple, engine: str, fix: str | None = 
     outs = sum(int(np.prod(op.shape)) for op in graph.outputs())
     per_seq = 8 * (3 * values + 2 * states + 2 * tokens * outs + tokens * x_shape[2])
     fit = max(limits.current().work_bytes // max(per_seq, 1), 1)
-    limits.check("work_bytes", batch * per_seq,
-                 f"running {batch} sequences of {tokens} tokens on the {engine} ({limits.size(per_seq)} each)",
-                 fix=fix or f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)")
+    limits.check(
+        "work_bytes",
+        batch * per_seq,
+        f"running {batch} sequences of {tokens} tokens on the {engine} ({limits.size(per_seq)} each)",
+        fix=fix or f"run at most {fit} sequences at a time (ssmc run --limit N, or split the input)",
+    )
 
 
 def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:

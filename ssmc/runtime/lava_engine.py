@@ -84,8 +84,10 @@ def _collect(graph: Graph, plan: LavaPlan, procs: dict, trace: bool) -> EngineRe
     for spec in plan.processes:
         if spec.module == PROCS_MODULE and _get(procs[spec.name].failed)[0]:
             step = int(_get(procs[spec.name].failed)[0])
-            raise EngineError(f"Lava process {spec.name} ({spec.cls}) failed at time step {step} (a bug in ssmc's "
-                              "process model; its traceback is printed above)")
+            raise EngineError(
+                f"Lava process {spec.name} ({spec.cls}) failed at time step {step} (a bug in ssmc's "
+                "process model; its traceback is printed above)"
+            )
     saturation, sparsity, traces, read = {}, {}, {}, {}
     neuron_specs = [p for p in plan.processes if p.module == PROCS_MODULE and p.cls != "Synapses"]
     for spec in neuron_specs:
@@ -111,8 +113,9 @@ def _collect(graph: Graph, plan: LavaPlan, procs: dict, trace: bool) -> EngineRe
         g = graph.op(out.inputs[0])
         a = with_defaults(g)
         depth = int(a["depth"])
-        msgs = read[g.name][:, depth:depth + tokens].copy()
+        msgs = read[g.name][:, depth : depth + tokens].copy()
         raw[out.name] = msgs
         outputs[out.name] = decode_output(msgs, a["frac"], a["decode"])
-    return EngineResult(outputs=outputs, raw=raw, saturation=saturation, sparsity=sparsity,
-                        trace=traces if trace else None, steps=steps)
+    return EngineResult(
+        outputs=outputs, raw=raw, saturation=saturation, sparsity=sparsity, trace=traces if trace else None, steps=steps
+    )

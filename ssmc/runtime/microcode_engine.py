@@ -42,10 +42,30 @@ from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTER_QUANTITY, COUNTERS, N_STATE, N_TEMP, PARAM0, STATE0, ZERO, Program, decode_program, operand_kinds)
+    COUNTER_QUANTITY,
+    COUNTERS,
+    N_STATE,
+    N_TEMP,
+    PARAM0,
+    STATE0,
+    ZERO,
+    Program,
+    decode_program,
+    operand_kinds,
+)
 from ssmc.runtime import numpy_engine
-from ssmc.runtime.numpy_engine import (SAT_QUANTITIES, EngineResult, _buffer_rows, cached_per_graph, engine_result,
-                                       output_groups, one_blas_thread, prepare, quantize_source, refuse_oversized_run)
+from ssmc.runtime.numpy_engine import (
+    SAT_QUANTITIES,
+    EngineResult,
+    _buffer_rows,
+    cached_per_graph,
+    engine_result,
+    output_groups,
+    one_blas_thread,
+    prepare,
+    quantize_source,
+    refuse_oversized_run,
+)
 
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
 
@@ -62,6 +82,7 @@ class _Port:
 @dataclass
 class _Unit:
     """One program over compartments [lo, hi) of its group: a core's block of it, or all of it."""
+
     prog: Program
     lo: int
     hi: int
@@ -113,11 +134,21 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)
-    loaded = cached_per_graph(_LOADED, graph, lambda gr: _load_groups(gr, net.extras),
-                              *(v for item in sorted(net.extras.items()) for v in item))
-    groups = {name: replace(g, units=[_Unit(u.prog, u.lo, u.hi, carries_state=u.carries_state) for u in g.units],
-                            ports=[_Port() for _ in g.ports],
-                            counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in loaded.items()}
+    loaded = cached_per_graph(
+        _LOADED,
+        graph,
+        lambda gr: _load_groups(gr, net.extras),
+        *(v for item in sorted(net.extras.items()) for v in item),
+    )
+    groups = {
+        name: replace(
+            g,
+            units=[_Unit(u.prog, u.lo, u.hi, carries_state=u.carries_state) for u in g.units],
+            ports=[_Port() for _ in g.ports],
+            counts=dict.fromkeys(SAT_QUANTITIES, 0),
+        )
+        for name, g in loaded.items()
+    }
     synapses = _run_synapses(graph, kernels)
     steps = tokens + max((g.depth for g in groups.values()), default=0)
     ring_len: dict[str, int] = {}
@@ -127,9 +158,10 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     # per step of a chunk: a group's message ring (up to 2 rows), the registers of a program run over all
     # the steps of a span (one stepped keeps [batch, neurons]), a synapse group's outputs, clip mask and
     # kernel temporaries
-    step_values = sum(2 * g.size + sum((N_STATE + N_TEMP) * u.prog.neurons for u in g.units if not u.carries_state)
-                      for g in groups.values()) \
-        + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
+    step_values = sum(
+        2 * g.size + sum((N_STATE + N_TEMP) * u.prog.neurons for u in g.units if not u.carries_state)
+        for g in groups.values()
+    ) + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
     chunk = numpy_engine._chunk_steps(step_values, batch, batch, steps, room)
     _allocate(groups, synapses, ring_len, chunk, batch)
     host = {}
@@ -149,7 +181,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
         for name, tok in host.items():
             value = np.zeros((n, batch, tok.shape[2]), np.int64)
             k = max(0, min(n, tokens - t0))
-            value[:k] = tok[t0:t0 + k]
+            value[:k] = tok[t0 : t0 + k]
             groups[name].ports[0].value = value.reshape(n * batch, -1)
         for kind, name in order:
             if kind == "synapses":
@@ -168,14 +200,21 @@ def _run_synapses(graph: Graph, kernels: dict) -> dict[str, _Synapses]:
     for op in graph.ops_of_kind("synapses"):
         post = graph.consumers(op.name)[0]
         a = with_defaults(op)
-        synapses[op.name] = _Synapses(op.inputs[0], post.name, list(post.inputs).index(op.name),
-                                      replace(kernels[op.name]), int(a["weight_exp"]), int(a["delay"]),
-                                      int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0)
+        synapses[op.name] = _Synapses(
+            op.inputs[0],
+            post.name,
+            list(post.inputs).index(op.name),
+            replace(kernels[op.name]),
+            int(a["weight_exp"]),
+            int(a["delay"]),
+            int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0,
+        )
     return synapses
 
 
-def _allocate(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len: dict[str, int], chunk: int,
-              batch: int) -> None:
+def _allocate(
+    groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len: dict[str, int], chunk: int, batch: int
+) -> None:
     """The registers, message rings and sigma sums of a run in chunks of `chunk` steps."""
     for g in groups.values():
         _prepare_units(g, batch)
@@ -196,39 +235,58 @@ def _new_traces(groups: dict[str, _Group], steps: int, batch: int) -> dict[str, 
     return traces
 
 
-def _neuron_chunk(g: _Group, t0: int, n: int, batch: int, tokens: int, read: dict[str, np.ndarray],
-                  traces: dict[str, np.ndarray] | None) -> None:
+def _neuron_chunk(
+    g: _Group,
+    t0: int,
+    n: int,
+    batch: int,
+    tokens: int,
+    read: dict[str, np.ndarray],
+    traces: dict[str, np.ndarray] | None,
+) -> None:
     """Run g for steps t0 .. t0 + n - 1 into its message ring; count its messages and keep those that carry
     a token in `read` (if g is read) and all of them in `traces` (None: no trace)."""
     pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
     g.pos, g.ran = pos, n
-    out = g.buf[pos:pos + n]
-    probes = {kind: traces[f"{g.name}.{kind}"][t0:t0 + n] for kind, _, _ in g.prog.probes} \
-        if traces is not None else None
+    out = g.buf[pos : pos + n]
+    probes = (
+        {kind: traces[f"{g.name}.{kind}"][t0 : t0 + n] for kind, _, _ in g.prog.probes} if traces is not None else None
+    )
     _run_group(g, t0, n, batch, out, probes)
     lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
     if hi > lo:
-        carried = out[lo - t0:hi - t0]
+        carried = out[lo - t0 : hi - t0]
         g.total += carried.size
         g.zeros += int(np.count_nonzero(carried == 0))
         if g.name in read:
-            read[g.name][lo - g.depth:hi - g.depth] = carried
+            read[g.name][lo - g.depth : hi - g.depth] = carried
     if traces is not None:
-        traces[g.name][t0:t0 + n] = out
+        traces[g.name][t0 : t0 + n] = out
 
 
-def _check_run_size(groups: dict, synapses: dict, ring_len: dict[str, int], graph: Graph, x_shape, steps: int,
-                    trace: bool) -> int:
+def _check_run_size(
+    groups: dict, synapses: dict, ring_len: dict[str, int], graph: Graph, x_shape, steps: int, trace: bool
+) -> int:
     """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit when run
     in chunks of 1 step: registers (state and temporaries), message rings with the history the delays need,
     the synapse outputs, tokens, outputs and traces. Returns the bytes the limit leaves over for longer chunks."""
     batch, tokens, features = x_shape
-    per_neuron = sum(g.size * (N_STATE + N_TEMP + _buffer_rows(1, ring_len.get(g.name, 0))
-                               + (steps * (1 + len({k for k, _, _ in g.prog.probes})) if trace else 0))
-                     for g in groups.values())
+    per_neuron = sum(
+        g.size
+        * (
+            N_STATE
+            + N_TEMP
+            + _buffer_rows(1, ring_len.get(g.name, 0))
+            + (steps * (1 + len({k for k, _, _ in g.prog.probes})) if trace else 0)
+        )
+        for g in groups.values()
+    )
     outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
-    per_sequence = 8 * (per_neuron + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
-                        + tokens * (2 * features + outs))
+    per_sequence = 8 * (
+        per_neuron
+        + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
+        + tokens * (2 * features + outs)
+    )
     refuse_oversized_run("microcode engine", batch, tokens, per_sequence, trace)
     return limits.current().work_bytes - batch * per_sequence
 
@@ -238,8 +296,15 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
     Returns the messages [steps, batch, size], the saturation counts and the probed
     registers (kind -> [steps, batch, size]). For tests of the ISA and for experiments."""
     steps, batch, size = ports[0].shape if ports else (1, 1, prog.neurons * prog.lanes)
-    g = _Group("program", [_Unit(prog, 0, size, carries_state=carries_state(prog))], depth, 0, "none", size,
-               [_Port() for _ in range(prog.ports)])
+    g = _Group(
+        "program",
+        [_Unit(prog, 0, size, carries_state=carries_state(prog))],
+        depth,
+        0,
+        "none",
+        size,
+        [_Port() for _ in range(prog.ports)],
+    )
     _prepare_units(g, batch)
     msgs = np.zeros((steps, batch, size), np.int64)
     probes = {kind: np.zeros((steps, batch, size), np.int64) for kind, _, _ in prog.probes}
@@ -255,8 +320,10 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
     names = [op.name for op in graph.ops_of_kind("neurons")]
     stray = sorted(set(rows) - set(names))
     if stray:
-        raise MicrocodeError(f"microcode/index.json has a program for %{stray[0]}, which is not a neuron group "
-                             "of this net; the microcode belongs to another network: recompile")
+        raise MicrocodeError(
+            f"microcode/index.json has a program for %{stray[0]}, which is not a neuron group "
+            "of this net; the microcode belongs to another network: recompile"
+        )
     groups = {}
     for op in graph.ops_of_kind("neurons"):
         where = f"microcode for %{op.name}"
@@ -266,8 +333,9 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
         a = with_defaults(op)
         size, ports = int(a["size"]), ports_of(op)
         if row.get("fingerprint") != fingerprint(op, ports):
-            raise MicrocodeError(f"{where} was generated from a different version of the group (fingerprint "
-                                 "mismatch); recompile the net")
+            raise MicrocodeError(
+                f"{where} was generated from a different version of the group (fingerprint mismatch); recompile the net"
+            )
         units, covered = [], 0
         for unit in sorted(row.get("units") or [], key=lambda u: u.get("start", -1)):
             path = unit.get("binary")
@@ -275,20 +343,35 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
                 raise MicrocodeError(f"{where}: its binary {path!r} is not in the net; recompile the net")
             prog = decode_program(extras[path], f"{where} ({path})")
             lo, hi = unit.get("start"), unit.get("stop")
-            if lo != covered or not isinstance(hi, int) or prog.neurons * prog.lanes != hi - lo \
-                    or prog.ports != ports or (units and prog.lanes != units[0].prog.lanes):
-                raise MicrocodeError(f"{where}: {path} runs {prog.neurons} neuron(s) x {prog.lanes} lane(s) at "
-                                     f"compartment {lo} with {prog.ports} port(s), which does not fit the group "
-                                     f"({size} compartments, the next at {covered}, {ports} port(s)); recompile the net")
+            if (
+                lo != covered
+                or not isinstance(hi, int)
+                or prog.neurons * prog.lanes != hi - lo
+                or prog.ports != ports
+                or (units and prog.lanes != units[0].prog.lanes)
+            ):
+                raise MicrocodeError(
+                    f"{where}: {path} runs {prog.neurons} neuron(s) x {prog.lanes} lane(s) at "
+                    f"compartment {lo} with {prog.ports} port(s), which does not fit the group "
+                    f"({size} compartments, the next at {covered}, {ports} port(s)); recompile the net"
+                )
             units.append(_Unit(prog, lo, hi))
             covered = hi
         if covered != size:
-            raise MicrocodeError(f"{where}: the programs cover {covered} of the group's {size} compartments; "
-                                 "recompile the net")
+            raise MicrocodeError(
+                f"{where}: the programs cover {covered} of the group's {size} compartments; recompile the net"
+            )
         for u in units:
             u.carries_state = carries_state(u.prog)
-        groups[op.name] = _Group(op.name, _merged_units(units), int(a["depth"]), int(a["frac"]), a["decode"], size,
-                                 [_Port() for _ in range(ports)])
+        groups[op.name] = _Group(
+            op.name,
+            _merged_units(units),
+            int(a["depth"]),
+            int(a["frac"]),
+            a["decode"],
+            size,
+            [_Port() for _ in range(ports)],
+        )
     return groups
 
 
@@ -300,11 +383,15 @@ def _merged_units(units: list[_Unit]) -> list[_Unit]:
     merged: list[_Unit] = []
     for u in units:
         last = merged[-1].prog if merged else None
-        if last is not None and (last.lanes, last.ports, last.code, last.probes, last.params.shape[0]) \
-                == (u.prog.lanes, u.prog.ports, u.prog.code, u.prog.probes, u.prog.params.shape[0]) \
-                and np.array_equal(last.table, u.prog.table):
-            prog = replace(last, neurons=last.neurons + u.prog.neurons,
-                           params=np.concatenate([last.params, u.prog.params], axis=1))
+        if (
+            last is not None
+            and (last.lanes, last.ports, last.code, last.probes, last.params.shape[0])
+            == (u.prog.lanes, u.prog.ports, u.prog.code, u.prog.probes, u.prog.params.shape[0])
+            and np.array_equal(last.table, u.prog.table)
+        ):
+            prog = replace(
+                last, neurons=last.neurons + u.prog.neurons, params=np.concatenate([last.params, u.prog.params], axis=1)
+            )
             merged[-1] = _Unit(prog, merged[-1].lo, u.hi, carries_state=u.carries_state)
         else:
             merged.append(u)
@@ -378,7 +465,7 @@ def _run_group(g: _Group, t0: int, n: int, batch: int, out: np.ndarray, probes: 
             _update(u, t0 + a)
             for kind, lane, reg in u.prog.probes if probes is not None else ():
                 v = np.broadcast_to(u.regs[reg], u.shape).reshape(b - a, batch, u.prog.neurons)
-                probes[kind][a:b, :, u.lo + lane:u.hi:u.prog.lanes] = v
+                probes[kind][a:b, :, u.lo + lane : u.hi : u.prog.lanes] = v
 
 
 def _update(u: _Unit, t: int) -> None:
@@ -407,8 +494,10 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
 
     value = _value_of(op, a, b, imm, u)
     if value is not None:
+
         def run(R, t):
             R[d] = value(R)
+
         return run
     if op == "sat":
         lo, hi = -(1 << (aux - 1)), (1 << (aux - 1)) - 1
@@ -416,13 +505,16 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
 
         def sat(R, t):
             v = R[a]
-            if not isinstance(v, np.ndarray) or v.shape != u.shape:  # a parameter or 0: count as many values as neurons x batch
+            if (
+                not isinstance(v, np.ndarray) or v.shape != u.shape
+            ):  # a parameter or 0: count as many values as neurons x batch
                 v = np.broadcast_to(v, u.shape)
             if v.min() < lo or v.max() > hi:
                 if counter:
                     g.counts[counter] += int(np.count_nonzero((v < lo) | (v > hi)))
                 v = np.clip(v, lo, hi)
             R[d] = v
+
         return sat
     if op == "lut":
         table = u.prog.table
@@ -434,6 +526,7 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
             if counter:
                 g.counts[counter] += int(np.count_nonzero((i < 0) | (i > top)))
             R[d] = table[np.clip(i, 0, top)]
+
         return lut
     if op == "in":
         port, lanes = g.ports[aux], slice(u.lo + imm, u.hi, u.prog.lanes)  # this unit's neurons, lane imm
@@ -443,12 +536,14 @@ def _compile(ins, g: _Group, u: _Unit) -> Callable:
                 g.counts["accumulator"] += int(np.count_nonzero(port.clipped[g.rows, lanes]))
             v = port.value
             R[d] = v[g.rows, lanes] if isinstance(v, np.ndarray) else 0  # a port is an array or 0
+
         return read_port
     if op == "emit":
         lanes = slice(u.lo + imm, u.hi, u.prog.lanes)
 
         def emit(R, t):
             g.out[:, lanes] = R[a]
+
         return emit
     raise MicrocodeError(f"no interpreter for instruction {op!r}")  # decode_program admits only known ones
 

@@ -73,8 +73,20 @@ import threadpoolctl
 from ssmc import limits
 from ssmc.data import check_sequences
 from ssmc.errors import IRError
-from ssmc.ir.fixed_point import (ACC_BITS, NEURO_LEVEL_KINDS, SAT_QUANTITIES, check_neuro_graph,  # noqa: F401
-                                 decode_output, quantize_source, refuse_oversized_run, rshr, sat, shr)
+
+# NEURO_LEVEL_KINDS, check_neuro_graph and sat are re-exported: callers import them from here.
+from ssmc.ir.fixed_point import (
+    ACC_BITS,
+    NEURO_LEVEL_KINDS,  # noqa: F401
+    SAT_QUANTITIES,
+    check_neuro_graph,  # noqa: F401
+    decode_output,
+    quantize_source,
+    refuse_oversized_run,
+    rshr,
+    sat,  # noqa: F401
+    shr,
+)
 from ssmc.ir.fixed_point import sat_count as _sat_count
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
@@ -239,8 +251,15 @@ def _nonzeros(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _CSR_DENSITY = 0.1  # below this fraction of non-zeros a general sparse W runs as CSR (scipy), above it dense BLAS
 
 
-def _choose_kernel(s: _Synapses, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-                   starts: np.ndarray, shift) -> None:
+def _choose_kernel(
+    s: _Synapses,
+    shape: tuple[int, int],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    vals: np.ndarray,
+    starts: np.ndarray,
+    shift,
+) -> None:
     """Pick how W @ m is formed from where W's non-zeros are, whatever op produced W:
     zero (no non-zeros), broadcast (post i reads pre i // k alone: an S4D B, a diagonal D),
     gather (every post reads at most one pre), channel_sum (post i sums pres i k .. i k + k - 1:
@@ -277,8 +296,9 @@ def _choose_kernel(s: _Synapses, shape: tuple[int, int], rows: np.ndarray, cols:
         s.rows = None if len(starts) == post else rows[starts]
     elif len(vals) < _CSR_DENSITY * post * pre:
         s.kernel = "csr"
-        s.csr = scipy.sparse.csr_matrix((values, cols, np.append(np.searchsorted(rows, np.arange(post)), len(rows))),
-                                        shape=(post, pre))
+        s.csr = scipy.sparse.csr_matrix(
+            (values, cols, np.append(np.searchsorted(rows, np.arange(post)), len(rows))), shape=(post, pre)
+        )
     else:
         s.kernel = "dense"
         s.w = np.zeros((pre, post), values.dtype)
@@ -287,10 +307,21 @@ def _choose_kernel(s: _Synapses, shape: tuple[int, int], rows: np.ndarray, cols:
 
 def _prepare_group(op: Op) -> _Group:
     a = with_defaults(op)
-    g = _Group(name=op.name, op=op, kind=a["kind"], size=int(a["size"]), depth=int(a["depth"]),
-               frac=int(a["frac"]), msg_bits=int(a["msg_bits"]), state_bits=int(a["state_bits"]),
-               out_shift=int(a["out_shift"]), coef_frac=int(a["coef_bits"]) - 1, decode=a["decode"],
-               synapses=list(op.inputs) if a["kind"] != "source" else [], delta=int(a["delta"]))
+    g = _Group(
+        name=op.name,
+        op=op,
+        kind=a["kind"],
+        size=int(a["size"]),
+        depth=int(a["depth"]),
+        frac=int(a["frac"]),
+        msg_bits=int(a["msg_bits"]),
+        state_bits=int(a["state_bits"]),
+        out_shift=int(a["out_shift"]),
+        coef_frac=int(a["coef_bits"]) - 1,
+        decode=a["decode"],
+        synapses=list(op.inputs) if a["kind"] != "source" else [],
+        delta=int(a["delta"]),
+    )
     if "bias" in op.params and g.kind != "source":
         # Synapse outputs are 32-bit: with |bias| clipped to 2^48, a sum that would saturate
         # still saturates the same way, and no int64 sum can overflow.
@@ -308,8 +339,9 @@ def _prepare_group(op: Op) -> _Group:
             g.bias = g.bias.astype(np.float64)  # exact: |bias| <= 2^48
         if g.kind == "cpx":
             # exact: |c| < 2^(coef_bits-1) <= 2^53, and 2^-f is a power of two
-            g.c = np.ldexp(g.c_re.astype(np.float64), -g.coef_frac) \
-                + 1j * np.ldexp(g.c_im.astype(np.float64), -g.coef_frac)
+            g.c = np.ldexp(g.c_re.astype(np.float64), -g.coef_frac) + 1j * np.ldexp(
+                g.c_im.astype(np.float64), -g.coef_frac
+            )
     return g
 
 
@@ -317,10 +349,13 @@ def _msg_may_clip(g: _Group) -> bool:
     """Whether sat(value, msg_bits) can change a value, from the range `value` can take."""
     acc_lo, acc_hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
     st_lo, st_hi = -(1 << (g.state_bits - 1)), (1 << (g.state_bits - 1)) - 1
-    value_range = {"relay": (acc_lo, acc_hi), "relu": (0, acc_hi),
-                   # rshr is monotone and the state is already sat'd to state_bits
-                   "integrator": (rshr(st_lo, g.out_shift), rshr(st_hi, g.out_shift)),
-                   "cpx": (rshr(st_lo, g.out_shift), rshr(st_hi, g.out_shift))}.get(g.kind)
+    value_range = {
+        "relay": (acc_lo, acc_hi),
+        "relu": (0, acc_hi),
+        # rshr is monotone and the state is already sat'd to state_bits
+        "integrator": (rshr(st_lo, g.out_shift), rshr(st_hi, g.out_shift)),
+        "cpx": (rshr(st_lo, g.out_shift), rshr(st_hi, g.out_shift)),
+    }.get(g.kind)
     if g.kind == "lut":  # the verifier keeps table values inside msg_bits
         return False
     if value_range is None:  # source (quantizes and counts its own clips), product
@@ -390,8 +425,12 @@ def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *ext
     arrays are the same ones, and `extra` holds the same objects (strings: equal ones)."""
     signature = _signature(graph)
     hit = cache.get(graph)
-    if hit is not None and _same_signature(hit[0], signature) and len(hit[1]) == len(extra) \
-            and all(a == b if isinstance(a, str) else a is b for a, b in zip(hit[1], extra)):
+    if (
+        hit is not None
+        and _same_signature(hit[0], signature)
+        and len(hit[1]) == len(extra)
+        and all(a == b if isinstance(a, str) else a is b for a, b in zip(hit[1], extra))
+    ):
         return hit[2]
     value = build(graph)
     cache[graph] = (signature, extra, value)
@@ -405,9 +444,10 @@ def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
     synapses = {op.name: _prepare_synapses(op, groups[op.inputs[0]]) for op in order if op.kind == "synapses"}
     # A synapse group runs at step t only when a group it feeds is awake then.
     # A sigma synapse sums every message its pre group sends, whether or not its target is awake.
-    wake = {name: 0 if groups[s.pre].delta else
-            min((groups[c.name].depth for c in graph.consumers(name)), default=_NEVER)
-            for name, s in synapses.items()}
+    wake = {
+        name: 0 if groups[s.pre].delta else min((groups[c.name].depth for c in graph.consumers(name)), default=_NEVER)
+        for name, s in synapses.items()
+    }
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
@@ -415,9 +455,17 @@ def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
     for s in synapses.values():
         s.nonzeros = None  # only the merge needs them
     run_order = [(op.kind, op.name) for op in order if op.kind == "neurons" or op.name in run_synapses]
-    return _PreparedNet(groups, synapses, run_synapses, run_order, [(o.name, o.inputs[0]) for o in order if o.kind == "output"],
-                        int(next(op for op in order if op.kind == "input").shape[0]),
-                        wake, ring_len, max((g.depth for g in groups.values()), default=0))
+    return _PreparedNet(
+        groups,
+        synapses,
+        run_synapses,
+        run_order,
+        [(o.name, o.inputs[0]) for o in order if o.kind == "output"],
+        int(next(op for op in order if op.kind == "input").shape[0]),
+        wake,
+        ring_len,
+        max((g.depth for g in groups.values()), default=0),
+    )
 
 
 def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
@@ -453,8 +501,17 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
         order = np.argsort(rows, kind="stable")
         rows, cols, vals = rows[order], cols[order], vals[order]
         starts = np.flatnonzero(np.diff(rows, prepend=-1))
-        one = _Synapses(first.name, first.pre, max(s.shift for s in merged), 0, first.delay, first.pre_size,
-                        first.post_size, exact_float=True, may_clip=any(s.may_clip for s in merged))
+        one = _Synapses(
+            first.name,
+            first.pre,
+            max(s.shift for s in merged),
+            0,
+            first.delay,
+            first.pre_size,
+            first.post_size,
+            exact_float=True,
+            may_clip=any(s.may_clip for s in merged),
+        )
         _choose_kernel(one, (first.post_size, first.pre_size), rows, cols, vals, starts, row_shift)
         for s in merged:
             del run[s.name]
@@ -474,7 +531,8 @@ def _signature(graph: Graph) -> list[tuple]:
 def _same_signature(a: list[tuple], b: list[tuple]) -> bool:
     return len(a) == len(b) and all(
         x[:4] == y[:4] and len(x[4]) == len(y[4]) and all(k == j and v is w for (k, v), (j, w) in zip(x[4], y[4]))
-        for x, y in zip(a, b))
+        for x, y in zip(a, b)
+    )
 
 
 @functools.cache
@@ -486,14 +544,18 @@ def one_blas_thread(fn):
     """`fn` with BLAS limited to one thread while it runs: an engine step's products are small
     and many, and waking BLAS's other threads for each costs more than it saves (on a busy
     2-core machine a 1 x 128 x 128 product took ~350 us instead of ~5 us)."""
+
     @functools.wraps(fn)
     def run(*args, **kwargs):
         with _blas_controller().limit(limits=1, user_api="blas"):
             return fn(*args, **kwargs)
+
     return run
 
 
-_CHUNK_VALUES = 1 << 20  # values of a part's step-proportional buffers (8 MiB, an upper bound: they mostly stay in cache)
+_CHUNK_VALUES = (
+    1 << 20
+)  # values of a part's step-proportional buffers (8 MiB, an upper bound: they mostly stay in cache)
 
 
 _THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
@@ -525,8 +587,14 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
                 traces[f"{g.name}.last"] = np.zeros((steps, batch, g.size), np.int64)
 
     def run_part(rows: slice) -> dict[str, _Group]:
-        return _run_part(net, x[rows], steps, chunk, {k: v[:, rows] for k, v in read.items()},
-                         {k: v[:, rows] for k, v in traces.items()})
+        return _run_part(
+            net,
+            x[rows],
+            steps,
+            chunk,
+            {k: v[:, rows] for k, v in read.items()},
+            {k: v[:, rows] for k, v in traces.items()},
+        )
 
     if threads == 1:
         runs = [run_part(parts[0])]
@@ -550,8 +618,9 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _run_part(net: _PreparedNet, x: np.ndarray, steps: int, chunk: int, read: dict[str, np.ndarray],
-              traces: dict[str, np.ndarray]) -> dict[str, _Group]:
+def _run_part(
+    net: _PreparedNet, x: np.ndarray, steps: int, chunk: int, read: dict[str, np.ndarray], traces: dict[str, np.ndarray]
+) -> dict[str, _Group]:
     """Run sequences x [batch, tokens, features] in chunks of steps, writing what the outputs read into
     `read` and the traces into `traces` (step-major views); its groups, with their counts."""
     batch, tokens, _ = x.shape
@@ -573,8 +642,9 @@ def _run_part(net: _PreparedNet, x: np.ndarray, steps: int, chunk: int, read: di
     return groups
 
 
-def engine_result(outputs: list[tuple[str, str]], groups: dict, read: dict, traces: dict | None,
-                  steps: int) -> EngineResult:
+def engine_result(
+    outputs: list[tuple[str, str]], groups: dict, read: dict, traces: dict | None, steps: int
+) -> EngineResult:
     """The result of a run from its outputs (output name, the group it reads), its groups (each with frac,
     decode, counts, zeros, total) and the messages `read` [batch, tokens, size] of the groups the outputs
     read: shared by the numpy and microcode engines."""
@@ -597,8 +667,9 @@ def _step_values(groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> i
     """Values per sequence that one more step of chunk adds at most: a group's message ring (whole
     chunks and the history before them) grows by up to 2 rows, its two chunks of states (unless they
     are its messages) by 2, a synapse group's chunk of outputs and kernel temporaries by 1."""
-    return sum(g.size * (4 if g.stateful and not _states_in_buffer(g) else 2) for g in groups.values()) \
-        + sum(s.post_size + s.work_values for s in synapses.values())
+    return sum(g.size * (4 if g.stateful and not _states_in_buffer(g) else 2) for g in groups.values()) + sum(
+        s.post_size + s.work_values for s in synapses.values()
+    )
 
 
 def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int) -> int:
@@ -627,9 +698,16 @@ def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, tr
     copy, what the outputs read (twice: raw and decoded) and the traces. Returns the bytes the limit
     leaves over: longer chunks take at most that (see _step_values, _chunk_steps)."""
     batch, tokens, features = x_shape
-    values = sum(g.size * (_buffer_rows(1, _history(g, net.ring_len.get(g.name, 0))) + 2
-                           + (2 if g.stateful and not _states_in_buffer(g) else 0) + (3 * steps if trace else 0))
-                 for g in groups.values())
+    values = sum(
+        g.size
+        * (
+            _buffer_rows(1, _history(g, net.ring_len.get(g.name, 0)))
+            + 2
+            + (2 if g.stateful and not _states_in_buffer(g) else 0)
+            + (3 * steps if trace else 0)
+        )
+        for g in groups.values()
+    )
     values += sum(2 * s.post_size + s.work_values for s in synapses.values())
     outs = sum(groups[group].size for _, group in net.outputs)
     per_sequence = 8 * (values + tokens * (2 * features + 3 * outs))
@@ -672,9 +750,9 @@ def _synapse_chunk(s: _Synapses, pre: _Group, t0: int, n: int, wake: int, batch:
         return None  # pre group idle (then a sigma sum is still 0 too: nothing was sent yet)
     start, count = (pre.pos - s.delay + first) % len(pre.buf), n - first
     if start + count <= len(pre.buf):
-        m = pre.buf[start:start + count].reshape(-1, s.pre_size)
+        m = pre.buf[start : start + count].reshape(-1, s.pre_size)
     else:  # from the end of the ring on into its start
-        m = np.concatenate((pre.buf[start:], pre.buf[:start + count - len(pre.buf)])).reshape(-1, s.pre_size)
+        m = np.concatenate((pre.buf[start:], pre.buf[: start + count - len(pre.buf)])).reshape(-1, s.pre_size)
     dtype = np.float64 if s.exact_float else np.int64
     acc = weighted_sum(s, m if m.dtype == dtype else m.astype(dtype))  # float m: exact integers
     if s.sigma is not None:  # sigma[t] = sigma[t - 1] + W @ m[t - delay]: every partial sum is one of them
@@ -692,14 +770,22 @@ def _synapse_chunk(s: _Synapses, pre: _Group, t0: int, n: int, wake: int, batch:
     return acc, first
 
 
-def _group_chunk(g: _Group, t0: int, n: int, batch: int, tokens: int, synapses: dict[str, _Synapses],
-                 read: np.ndarray | None, traces: dict[str, np.ndarray]) -> None:
+def _group_chunk(
+    g: _Group,
+    t0: int,
+    n: int,
+    batch: int,
+    tokens: int,
+    synapses: dict[str, _Synapses],
+    read: np.ndarray | None,
+    traces: dict[str, np.ndarray],
+) -> None:
     """Run group g for steps t0 .. t0 + n - 1 into its buffer; count, read and trace what it sent."""
     pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
     g.pos, g.ran = pos, n
     if _states_in_buffer(g):  # its state after the last step is the message of that step
         g.state = g.buf[pos - 1]
-    out = g.buf[pos:pos + n]
+    out = g.buf[pos : pos + n]
     idle = min(max(g.depth - t0, 0), n)  # steps before its depth: emits 0, keeps its state 0
     out[:idle] = 0
     awake = n - idle
@@ -708,9 +794,9 @@ def _group_chunk(g: _Group, t0: int, n: int, batch: int, tokens: int, synapses: 
         msgs = out[idle:]
         if g.kind == "source":
             k = min(max(tokens - t0 - idle, 0), awake)  # steps that read a token
-            msgs[:k] = g.source_msgs[t0 + idle:t0 + idle + k]
+            msgs[:k] = g.source_msgs[t0 + idle : t0 + idle + k]
             msgs[k:] = 0
-            g.counts["message"] += int(g.source_clipped[t0 + idle:t0 + idle + k].sum())
+            g.counts["message"] += int(g.source_clipped[t0 + idle : t0 + idle + k].sum())
             if g.delta:
                 _sigma_delta_steps(g, msgs.copy(), awake, batch, msgs, traces.get(f"{g.name}.last"), t0 + idle)
         else:
@@ -720,7 +806,7 @@ def _group_chunk(g: _Group, t0: int, n: int, batch: int, tokens: int, synapses: 
                 if s.chunk_out is None:
                     continue
                 acc, first = s.chunk_out
-                acc = acc[(idle - first) * batch:]  # first <= idle: a synapse wakes with its first reader
+                acc = acc[(idle - first) * batch :]  # first <= idle: a synapse wakes with its first reader
                 if s.may_clip:
                     acc, clipped = _sat_count(acc, ACC_BITS)
                     g.counts["accumulator"] += clipped
@@ -732,20 +818,21 @@ def _group_chunk(g: _Group, t0: int, n: int, batch: int, tokens: int, synapses: 
                 msgs.reshape(awake * batch, g.size)[...] = value
     lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
     if hi > lo:
-        carried = out[lo - t0:hi - t0]
+        carried = out[lo - t0 : hi - t0]
         g.total += carried.size
         if g.kind != "source" and step_zeros is not None:  # counted while in cache
-            g.zeros += int(step_zeros[lo - t0 - idle:hi - t0 - idle].sum())
+            g.zeros += int(step_zeros[lo - t0 - idle : hi - t0 - idle].sum())
         else:
             g.zeros += int(np.count_nonzero(carried == 0))  # on bools: many times faster than on floats
         if read is not None:
-            read[lo - g.depth:hi - g.depth] = carried  # float64 messages hold exact integers
+            read[lo - g.depth : hi - g.depth] = carried  # float64 messages hold exact integers
     if g.name in traces:
-        traces[g.name][t0:t0 + n] = out
+        traces[g.name][t0 : t0 + n] = out
 
 
-def _awake_values(g: _Group, syn_out, steps: int, batch: int, msgs: np.ndarray, traces,
-                  t: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _awake_values(
+    g: _Group, syn_out, steps: int, batch: int, msgs: np.ndarray, traces, t: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The dense messages [steps * batch, size] of an awake group for `steps` steps from step t (elementwise
     kinds in one pass; a stateful group step by step, its states traced) -- or `msgs` itself when a
     group whose message is its state wrote its states there, then with the zeros of each step."""
@@ -772,7 +859,7 @@ def _awake_values(g: _Group, syn_out, steps: int, batch: int, msgs: np.ndarray, 
         _state_steps(g, a, steps, batch, g.states[g.flip][:steps], count_zeros=False)
     states = msgs if _states_in_buffer(g) else g.states[g.flip][:steps]
     if f"{g.name}.state" in traces:
-        traces[f"{g.name}.state"][t:t + steps] = states
+        traces[f"{g.name}.state"][t : t + steps] = states
     if _states_in_buffer(g):
         return msgs, step_zeros
     flat = states.reshape(rows, g.size)
@@ -784,14 +871,15 @@ def _states_in_buffer(g: _Group) -> bool:
     return g.stateful and _msg_is_state(g)
 
 
-def _state_steps(g: _Group, a: np.ndarray | None, steps: int, batch: int, states: np.ndarray,
-                 count_zeros: bool) -> np.ndarray | None:
+def _state_steps(
+    g: _Group, a: np.ndarray | None, steps: int, batch: int, states: np.ndarray, count_zeros: bool
+) -> np.ndarray | None:
     """Update a stateful group's state step by step (the only per-step loop of a chunk; vectorised over
     the batch and the neurons), writing the state after each step into states [steps, batch, size], which
     must not hold g.state. With count_zeros, also the zero states of each step (float cpx: counted in cache)."""
     zeros = np.zeros(steps, np.int64) if count_zeros and g.exact_float and g.kind == "cpx" else None
     for j in range(steps):
-        aj = None if a is None else a[j * batch:(j + 1) * batch]
+        aj = None if a is None else a[j * batch : (j + 1) * batch]
         new = states[j]
         if g.kind == "integrator":
             if aj is None:
@@ -831,8 +919,9 @@ def _sat_into(g: _Group, v: np.ndarray) -> None:
         g.counts["state"] += n
 
 
-def _sigma_delta_steps(g: _Group, y: np.ndarray, steps: int, batch: int, msgs: np.ndarray,
-                       last_trace: np.ndarray | None, t: int) -> None:
+def _sigma_delta_steps(
+    g: _Group, y: np.ndarray, steps: int, batch: int, msgs: np.ndarray, last_trace: np.ndarray | None, t: int
+) -> None:
     """The sigma-delta messages of `steps` steps of dense messages y [steps * batch, size], step by step."""
     y = y.reshape(steps, batch, g.size)
     for j in range(steps):
@@ -847,7 +936,7 @@ def weighted_sum(s: _Synapses, m: np.ndarray) -> np.ndarray:
     _choose_kernel."""
     if s.out is None or s.out.shape[0] < m.shape[0] or s.out.dtype != m.dtype:
         s.out = np.empty((m.shape[0], s.post_size), m.dtype)
-    out = s.out[:m.shape[0]]
+    out = s.out[: m.shape[0]]
     if s.kernel == "dense":
         np.matmul(m, s.w, out=out)
     elif s.kernel == "broadcast":
@@ -867,7 +956,7 @@ def weighted_sum(s: _Synapses, m: np.ndarray) -> np.ndarray:
         if s.rows is not None:
             out.fill(0)
         for rows in blocks:
-            terms = s.terms[:len(out[rows])]
+            terms = s.terms[: len(out[rows])]
             if s.cols is None:
                 np.multiply(m[rows], s.w, out=terms)
             else:
@@ -944,7 +1033,7 @@ def _msg_is_state(g: _Group) -> bool:
 
 def _rshr_float(v: np.ndarray, s: int) -> np.ndarray:
     """rshr on float64 integers as floor(v * 2^-s + 1/2); exact when 2|v| + 2^s <= 2^53."""
-    return np.floor(v * 2.0 ** -s + 0.5) if s > 0 else v
+    return np.floor(v * 2.0**-s + 0.5) if s > 0 else v
 
 
 def _message(g: _Group, value: np.ndarray) -> np.ndarray:
@@ -953,4 +1042,3 @@ def _message(g: _Group, value: np.ndarray) -> np.ndarray:
     m, n = _sat_count(value, g.msg_bits)
     g.counts["message"] += n
     return m
-

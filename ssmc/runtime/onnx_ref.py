@@ -28,7 +28,7 @@ def run_step_onnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         if fixed != 1:
             raise InputDataError(f"the model has a fixed batch of {fixed}; run it with that many sequences")
         # a fixed batch of 1 (torch's export without dynamic axes): one sequence at a time
-        return np.concatenate([_run_batch(sess, x[i:i + 1]) for i in range(len(x))])
+        return np.concatenate([_run_batch(sess, x[i : i + 1]) for i in range(len(x))])
     return _run_batch(sess, x)
 
 
@@ -36,8 +36,9 @@ def _run_batch(sess, x: np.ndarray) -> np.ndarray:
     ins = sess.get_inputs()
     batch = x.shape[0]
     # a state's batch axis is its symbolic one, wherever it is; with a fixed batch it has none
-    states = {i.name: np.zeros([batch if not isinstance(d, int) else d for d in i.shape], dtype=np.float32)
-              for i in ins[1:]}
+    states = {
+        i.name: np.zeros([batch if not isinstance(d, int) else d for d in i.shape], dtype=np.float32) for i in ins[1:]
+    }
     ys = []
     for t in range(x.shape[1]):
         res = sess.run(None, {ins[0].name: x[:, t, :], **states})

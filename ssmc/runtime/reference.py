@@ -22,8 +22,15 @@ import numpy as np
 
 from ssmc.data import check_sequences
 from ssmc.errors import IRError
-from ssmc.ir.fixed_point import (ACC_BITS, SAT_QUANTITIES, check_neuro_graph, decode_output, refuse_oversized_run,
-                                 rshr, shr)
+from ssmc.ir.fixed_point import (
+    ACC_BITS,
+    SAT_QUANTITIES,
+    check_neuro_graph,
+    decode_output,
+    refuse_oversized_run,
+    rshr,
+    shr,
+)
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
 from ssmc.runtime.numpy_engine import EngineResult
@@ -66,8 +73,7 @@ def dendrite(outs: list[list[int]], bias: list[int], counts: _Counts) -> list[in
 # -- neuron groups, by kind ("Neuron groups": the table, then the lut, product and cpx paragraphs) ---
 def source(x: list[float], frac: int, msg_bits: int, counts: _Counts) -> list[int]:
     """m = sat(floor(x * 2^frac + 1/2), msg_bits), exact for every float (Fraction arithmetic)."""
-    return [counts.sat(math.floor(Fraction(v) * Fraction(2) ** frac + Fraction(1, 2)), msg_bits, "message")
-            for v in x]
+    return [counts.sat(math.floor(Fraction(v) * Fraction(2) ** frac + Fraction(1, 2)), msg_bits, "message") for v in x]
 
 
 def relay(a: list[int]) -> list[int]:
@@ -83,11 +89,12 @@ def integrator(state: list[int], a: list[int], state_bits: int, counts: _Counts)
     return [counts.sat(s + v, state_bits, "state") for s, v in zip(state, a)]
 
 
-def cpx(state: list[int], a: list[int], c_re: list[int], c_im: list[int], coef_bits: int, state_bits: int,
-        counts: _Counts) -> list[int]:
+def cpx(
+    state: list[int], a: list[int], c_re: list[int], c_im: list[int], coef_bits: int, state_bits: int, counts: _Counts
+) -> list[int]:
     """Interleaved [re_0, im_0, re_1, ...], f = coef_bits - 1:
-        x_re' = sat(rshr(c_re x_re - c_im x_im, f) + a_re, state_bits)
-        x_im' = sat(rshr(c_re x_im + c_im x_re, f) + a_im, state_bits)"""
+    x_re' = sat(rshr(c_re x_re - c_im x_im, f) + a_re, state_bits)
+    x_im' = sat(rshr(c_re x_im + c_im x_re, f) + a_im, state_bits)"""
     f, new = coef_bits - 1, []
     for k, (cr, ci) in enumerate(zip(c_re, c_im)):
         xr, xi = state[2 * k], state[2 * k + 1]
@@ -107,15 +114,14 @@ def lut(a: list[int], table: list[int], lut_shift: int, lut_lo: int, counts: _Co
     return out
 
 
-def product(out_first: list[int], out_second: list[int], bias: list[int], out_shift: int,
-            counts: _Counts) -> list[int]:
+def product(out_first: list[int], out_second: list[int], bias: list[int], out_shift: int, counts: _Counts) -> list[int]:
     """a0 = sat(out_first + bias, acc_bits), a1 = out_second; the value rshr(a0 * a1, out_shift)."""
     a0 = [counts.sat(v + b, ACC_BITS, "accumulator") if b else v for v, b in zip(out_first, bias)]
     return [rshr(p * q, out_shift) for p, q in zip(a0, out_second)]
 
 
 def sigma_delta(y: list[int], last: list[int], delta: int, msg_bits: int, counts: _Counts) -> list[int]:
-    """"Sigma-delta messages": d = sat(y - last, msg_bits); m = d if |d| >= delta else 0; last += m (in place)."""
+    """ "Sigma-delta messages": d = sat(y - last, msg_bits); m = d if |d| >= delta else 0; last += m (in place)."""
     out = []
     for i, v in enumerate(y):
         d = counts.sat(v - last[i], msg_bits, "message")
@@ -158,8 +164,15 @@ def _step(g: _Group, t: int, x_tokens, syn_out: dict[str, list[int]], tokens: in
             g.state = integrator(g.state, d, int(a["state_bits"]), c)
             y = [rshr(s, int(a["out_shift"])) for s in g.state]
         elif kind == "cpx":
-            g.state = cpx(g.state, d, [int(v) for v in g.op.params["c_re"]], [int(v) for v in g.op.params["c_im"]],
-                          int(a["coef_bits"]), int(a["state_bits"]), c)
+            g.state = cpx(
+                g.state,
+                d,
+                [int(v) for v in g.op.params["c_re"]],
+                [int(v) for v in g.op.params["c_im"]],
+                int(a["coef_bits"]),
+                int(a["state_bits"]),
+                c,
+            )
             y = [rshr(s, int(a["out_shift"])) for s in g.state]
         else:
             raise IRError(f"%{g.op.name}: unknown neuron kind {kind!r}")
@@ -180,8 +193,13 @@ def _trace_arrays(groups: list[Op], delta: dict[str, int], batch: int, steps: in
     return traces
 
 
-def _result(graph: Graph, read: dict[str, np.ndarray], counts: dict[str, _Counts],
-            trace: dict[str, np.ndarray] | None, steps: int) -> EngineResult:
+def _result(
+    graph: Graph,
+    read: dict[str, np.ndarray],
+    counts: dict[str, _Counts],
+    trace: dict[str, np.ndarray] | None,
+    steps: int,
+) -> EngineResult:
     """The EngineResult of a run, from each group's messages at the steps it is read."""
     outputs, raw = {}, {}
     for out in graph.outputs():
@@ -190,7 +208,8 @@ def _result(graph: Graph, read: dict[str, np.ndarray], counts: dict[str, _Counts
         raw[out.name] = read[grp.name].copy()
         outputs[out.name] = decode_output(raw[out.name], int(a["frac"]), a["decode"])
     return EngineResult(
-        outputs=outputs, raw=raw,
+        outputs=outputs,
+        raw=raw,
         saturation={name: dict(c.n) for name, c in counts.items()},
         sparsity={name: float(np.count_nonzero(r == 0) / r.size) if r.size else 0.0 for name, r in read.items()},
         trace=trace,
@@ -211,9 +230,14 @@ def run_reference(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineRes
     sizes = sum(op.shape[0] for op in groups)
     # int64 messages of every step (and states, `last` with a trace), and one sequence's sent messages as
     # Python ints at a time (counted per sequence: a little over, never under)
-    refuse_oversized_run("reference engine", batch, tokens,
-                         (8 * (3 if trace else 1) + _PY_INT_BYTES) * steps * sizes
-                         + _PY_INT_BYTES * sum(len(s.params["weight"][0]) + 2 * s.shape[0] for s in syns), trace)
+    refuse_oversized_run(
+        "reference engine",
+        batch,
+        tokens,
+        (8 * (3 if trace else 1) + _PY_INT_BYTES) * steps * sizes
+        + _PY_INT_BYTES * sum(len(s.params["weight"][0]) + 2 * s.shape[0] for s in syns),
+        trace,
+    )
     # each post's non-zero (pre, w): zero weights add nothing, and skipping them keeps large nets quick
     terms = {s.name: [[(j, int(w)) for j, w in enumerate(row) if w] for row in s.params["weight"]] for s in syns}
     counts = {op.name: _Counts() for op in groups}
@@ -254,7 +278,7 @@ def run_reference(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineRes
                     traces[f"{op.name}.state"][b, t] = g.state
                 if trace and f"{op.name}.last" in traces:
                     traces[f"{op.name}.last"][b, t] = g.last
-    read = {op.name: msgs[op.name][:, depth[op.name]:depth[op.name] + tokens] for op in groups}
+    read = {op.name: msgs[op.name][:, depth[op.name] : depth[op.name] + tokens] for op in groups}
     return _result(graph, read, counts, {**msgs, **traces} if trace else None, steps)
 
 

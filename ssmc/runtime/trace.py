@@ -89,8 +89,10 @@ def _pairing(neuro: Graph, float_graph: Graph, skip_cpx: str | None) -> tuple[di
         src = g.attrs.get("source")
         if src is None or src not in float_graph:
             skipped[g.name] = f"realises no op of the float network ({src})"
-        elif g.name != (f"{src}.source" if g.attrs["kind"] == "source" else src) \
-                or int(np.prod(float_graph.op(src).shape)) != g.attrs["size"]:
+        elif (
+            g.name != (f"{src}.source" if g.attrs["kind"] == "source" else src)
+            or int(np.prod(float_graph.op(src).shape)) != g.attrs["size"]
+        ):
             skipped[g.name] = f"realises a part of %{src}, not its value (a GLU's gate)"
         elif skip_cpx and g.attrs["kind"] == "cpx":
             skipped[g.name] = skip_cpx
@@ -103,7 +105,7 @@ def _fixed_values(res, neuro: Graph, group: str, tokens: int) -> np.ndarray:
     """A group's values per token [batch, tokens, size] (sigma-delta: what its receivers have summed)."""
     g = neuro.op(group)
     depth, frac = g.attrs.get("depth", 0), g.attrs["frac"]
-    msgs = res.trace.get(f"{group}.last", res.trace[group])[:, depth:depth + tokens]
+    msgs = res.trace.get(f"{group}.last", res.trace[group])[:, depth : depth + tokens]
     value = np.ldexp(msgs.astype(np.float64), -int(frac))
     if g.attrs.get("decode") == "mean":
         value = value / np.arange(1, tokens + 1, dtype=np.float64)[None, :, None]
@@ -118,7 +120,7 @@ def _at_limit(res, neuro: Graph, group: str, tokens: int) -> np.ndarray:
     counts = np.zeros(tokens, np.int64)
     for key, bits in ((group, g.attrs["msg_bits"]), (f"{group}.state", g.attrs["state_bits"])):
         if key in res.trace:
-            v = res.trace[key][:, depth:depth + tokens]
+            v = res.trace[key][:, depth : depth + tokens]
             counts += ((v >= (1 << (bits - 1)) - 1) | (v <= -(1 << (bits - 1)))).sum(axis=(0, 2))
     return counts
 
@@ -150,9 +152,13 @@ def _chunk(neuro: Graph, float_graph: Graph, pairs: dict[str, Op], x: np.ndarray
     per = {}
     for name in pairs:
         e, le = np.abs(fixed[name] - f_vals[name]), np.abs(fixed[name] - l_vals[name])
-        item = {"scale": float(np.abs(f_vals[name]).max()) if f_vals[name].size else 0.0,
-                "error": e.max(axis=(0, 2)), "local": le.max(axis=(0, 2)),
-                "at_limit": _at_limit(res, neuro, name, tokens), "saturation": res.saturation[name]}
+        item = {
+            "scale": float(np.abs(f_vals[name]).max()) if f_vals[name].size else 0.0,
+            "error": e.max(axis=(0, 2)),
+            "local": le.max(axis=(0, 2)),
+            "at_limit": _at_limit(res, neuro, name, tokens),
+            "saturation": res.saturation[name],
+        }
         if neuro.op(name).attrs["kind"] == "cpx":
             d = fixed[name] - f_vals[name]
             item["re"] = np.abs(d[..., 0::2]).max(axis=(0, 2))
@@ -185,55 +191,85 @@ def _slope(y: np.ndarray) -> float:
     return float(np.polyfit(t, y, 1)[0])
 
 
-def trace_net(neuro: Graph, float_graph: Graph, x: np.ndarray, skip_cpx: str | None = None,
-              chunk: int = CHUNK) -> Trace:
+def trace_net(
+    neuro: Graph, float_graph: Graph, x: np.ndarray, skip_cpx: str | None = None, chunk: int = CHUNK
+) -> Trace:
     """Trace the neuro-level graph `neuro` against `float_graph` (the float network its groups were
     quantized from) on x [batch, tokens, features]. `skip_cpx`: a reason to leave complex-pair groups
     out (their float graph is in another state basis)."""
     if not neuro.ops_of_kind("neurons"):
-        raise IncompleteNetError("this net has no neuron groups (compiled without the fixed-point passes): "
-                                 "there is no fixed point to trace; compile it with the default pipeline")
+        raise IncompleteNetError(
+            "this net has no neuron groups (compiled without the fixed-point passes): "
+            "there is no fixed point to trace; compile it with the default pipeline"
+        )
     x = check_sequences(x, neuro.inputs()[0].shape[0])
     pairs, skipped = _pairing(neuro, float_graph, skip_cpx)
     acc = None
     for start in range(0, len(x), chunk):
-        acc = _merge(acc, _chunk(neuro, float_graph, pairs, x[start:start + chunk]))
+        acc = _merge(acc, _chunk(neuro, float_graph, pairs, x[start : start + chunk]))
     tokens = x.shape[1]
     layers = []
     for name, item in acc["per"].items():
         scale = item["scale"] or 1.0
         g = neuro.op(name)
         cpx = "re" in item
-        layers.append(LayerTrace(
-            group=name, op=pairs[name].name, kind=g.attrs["kind"], scale=scale,
-            error=item["error"] / scale, local_error=item["local"] / scale, at_limit=item["at_limit"],
-            saturation=dict(item["saturation"]),
-            re_error=item["re"] / scale if cpx else None, im_error=item["im"] / scale if cpx else None,
-            drift=_slope(item["mag"] / scale) if cpx else None))
+        layers.append(
+            LayerTrace(
+                group=name,
+                op=pairs[name].name,
+                kind=g.attrs["kind"],
+                scale=scale,
+                error=item["error"] / scale,
+                local_error=item["local"] / scale,
+                at_limit=item["at_limit"],
+                saturation=dict(item["saturation"]),
+                re_error=item["re"] / scale if cpx else None,
+                im_error=item["im"] / scale if cpx else None,
+                drift=_slope(item["mag"] / scale) if cpx else None,
+            )
+        )
     layers.sort(key=lambda lt: (-lt.worst, -float(lt.error.max()) if lt.error.size else 0.0, lt.group))
-    return Trace(layers=layers, divergence=acc["divergence"], final_differs=acc["final"], output=neuro.outputs()[0].name, tokens=tokens,
-                 skipped=skipped)
+    return Trace(
+        layers=layers,
+        divergence=acc["divergence"],
+        final_differs=acc["final"],
+        output=neuro.outputs()[0].name,
+        tokens=tokens,
+        skipped=skipped,
+    )
 
 
 def format_trace(tr: Trace, rows: int | None = None) -> str:
     """The text table of `ssmc trace`: worst layer first."""
-    lines = [f"{'group':<16} {'op':<12} {'kind':<10} {'local err':>10} {'at token':>8} {'e2e err':>10} "
-             f"{'re err':>9} {'im err':>9} {'drift/tok':>10} {'at limit':>8} {'clipped':>8}"]
+    lines = [
+        f"{'group':<16} {'op':<12} {'kind':<10} {'local err':>10} {'at token':>8} {'e2e err':>10} "
+        f"{'re err':>9} {'im err':>9} {'drift/tok':>10} {'at limit':>8} {'clipped':>8}"
+    ]
     for lt in tr.layers[:rows]:
         clipped = sum(lt.saturation.values())
         cpx = lt.re_error is not None
-        lines.append(f"{lt.group:<16} {lt.op:<12} {lt.kind:<10} {lt.worst:>10.3e} {lt.worst_token:>8d} "
-                     f"{float(lt.error.max()):>10.3e} "
-                     + (f"{float(lt.re_error.max()):>9.2e} {float(lt.im_error.max()):>9.2e} {lt.drift:>10.2e} "
-                        if cpx else f"{'':>9} {'':>9} {'':>10} ")
-                     + f"{int(lt.at_limit.sum()):>8d} {clipped:>8d}")
+        lines.append(
+            f"{lt.group:<16} {lt.op:<12} {lt.kind:<10} {lt.worst:>10.3e} {lt.worst_token:>8d} "
+            f"{float(lt.error.max()):>10.3e} "
+            + (
+                f"{float(lt.re_error.max()):>9.2e} {float(lt.im_error.max()):>9.2e} {lt.drift:>10.2e} "
+                if cpx
+                else f"{'':>9} {'':>9} {'':>10} "
+            )
+            + f"{int(lt.at_limit.sum()):>8d} {clipped:>8d}"
+        )
     n = len(tr.divergence)
     diverged = int((tr.divergence >= 0).sum())
-    lines.append("errors are max |fixed point - float| over sequences and neurons, divided by the op's float "
-                 "scale; local: against the float op fed with the fixed-point inputs (what this group adds)")
-    lines.append(f"predicted class ({tr.output}, argmax per token) differs from the float reference in "
-                 f"{diverged}/{n} sequences" + (f"; first at token {tr.first_divergence}" if diverged else "")
-                 + f"; at the last token in {int(tr.final_differs.sum())}/{n}")
+    lines.append(
+        "errors are max |fixed point - float| over sequences and neurons, divided by the op's float "
+        "scale; local: against the float op fed with the fixed-point inputs (what this group adds)"
+    )
+    lines.append(
+        f"predicted class ({tr.output}, argmax per token) differs from the float reference in "
+        f"{diverged}/{n} sequences"
+        + (f"; first at token {tr.first_divergence}" if diverged else "")
+        + f"; at the last token in {int(tr.final_differs.sum())}/{n}"
+    )
     for name, why in tr.skipped.items():
         lines.append(f"not compared: {name}: {why}")
     return "\n".join(lines) + "\n"

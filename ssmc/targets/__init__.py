@@ -129,8 +129,9 @@ def target_bytes(target: str | os.PathLike | None) -> tuple[bytes, str]:
     try:
         return read_small_file(path, TARGET_FILE_BYTES, "target description"), os.path.basename(path)
     except SsmcError as e:
-        raise TargetError(f"cannot read target: {e}; give a JSON file like ssmc/targets/loihi2.json or one of "
-                          f"{', '.join(BUILTIN)}") from None
+        raise TargetError(
+            f"cannot read target: {e}; give a JSON file like ssmc/targets/loihi2.json or one of {', '.join(BUILTIN)}"
+        ) from None
 
 
 def _read_file(target: str | os.PathLike | None) -> tuple[dict, str]:
@@ -150,8 +151,12 @@ def _grid(n: int) -> tuple[int, int]:
     return rows, n // rows
 
 
-def load_target(target: str | os.PathLike | None = None, board: str | None = None, chips: int | None = None,
-                overrides: dict | None = None) -> Target:
+def load_target(
+    target: str | os.PathLike | None = None,
+    board: str | None = None,
+    chips: int | None = None,
+    overrides: dict | None = None,
+) -> Target:
     """Read a target file (default: the shipped loihi2), choose a board, apply overrides.
 
     `chips` replaces the board's chip count (arranged as a near-square mesh);
@@ -191,10 +196,17 @@ def load_target(target: str | os.PathLike | None = None, board: str | None = Non
         raise TargetError(f"target {origin} lacks {', '.join(sorted(missing))}")
     try:
         t = from_values({"name": str(data.get("name", os.path.basename(origin))), "board": board, **flat}, prov)
-        t = replace(t, **{k: int(getattr(t, k)) for k in CAPACITIES}, chips=int(t.chips),
-                    cores_per_chip=int(t.cores_per_chip), cores_per_router=int(t.cores_per_router),
-                    hop_cost=float(t.hop_cost), chip_link_cost=float(t.chip_link_cost),
-                    chip_mesh=tuple(int(v) for v in t.chip_mesh), router_mesh=tuple(int(v) for v in t.router_mesh))
+        t = replace(
+            t,
+            **{k: int(getattr(t, k)) for k in CAPACITIES},
+            chips=int(t.chips),
+            cores_per_chip=int(t.cores_per_chip),
+            cores_per_router=int(t.cores_per_router),
+            hop_cost=float(t.hop_cost),
+            chip_link_cost=float(t.chip_link_cost),
+            chip_mesh=tuple(int(v) for v in t.chip_mesh),
+            router_mesh=tuple(int(v) for v in t.router_mesh),
+        )
     except (TypeError, ValueError) as e:
         raise TargetError(f"target {origin}: a value has the wrong type ({e})") from None
     for key in list(CAPACITIES) + ["chips", "cores_per_chip", "cores_per_router"]:
@@ -203,6 +215,8 @@ def load_target(target: str | os.PathLike | None = None, board: str | None = Non
     if t.chip_mesh[0] * t.chip_mesh[1] < t.chips:
         raise TargetError(f"target {origin}: chip_mesh {list(t.chip_mesh)} has fewer places than {t.chips} chips")
     if t.router_mesh[0] * t.router_mesh[1] * t.cores_per_router < t.cores_per_chip:
-        raise TargetError(f"target {origin}: router_mesh {list(t.router_mesh)} x {t.cores_per_router} holds fewer "
-                          f"than {t.cores_per_chip} cores")
+        raise TargetError(
+            f"target {origin}: router_mesh {list(t.router_mesh)} x {t.cores_per_router} holds fewer "
+            f"than {t.cores_per_chip} cores"
+        )
     return t

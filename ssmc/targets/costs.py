@@ -41,7 +41,7 @@ PRICE_SURENESS = {
     "lut/product neuron (20 B)": "assumed",
     "sigma-delta last value (+4 B)": "assumed",
     "synapse ((weight_bits + 16) / 8 B)": "derived from 12,000 SynMem units and 2.8-4.2 synapses per unit "
-                                          "(facts #8, #9)",
+    "(facts #8, #9)",
     "axon / route (4 B)": "assumed",
 }
 

@@ -6,7 +6,19 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTERS, N_PARAM, N_STATE, N_TEMP, OPCODES, PARAM0, PROBE_KINDS, STATE0, ZERO, Instr, Program, operand_kinds)
+    COUNTERS,
+    N_PARAM,
+    N_STATE,
+    N_TEMP,
+    OPCODES,
+    PARAM0,
+    PROBE_KINDS,
+    STATE0,
+    ZERO,
+    Instr,
+    Program,
+    operand_kinds,
+)
 
 WRITABLE = list(range(N_TEMP)) + [STATE0 + k for k in range(N_STATE)]
 INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
@@ -27,8 +39,13 @@ def programs(draw, ops=None, straight=False, max_code=12, value=INT64, max_neuro
     n = draw(st.integers(0, max_code))
     code = []
     for pc in range(n):
-        choices = [o for o in ops if not (o == "in" and ports == 0) and not (o == "lut" and table.size == 0)
-                   and not (o in ("bslt", "jmp") and pc + 1 >= n + 1)]
+        choices = [
+            o
+            for o in ops
+            if not (o == "in" and ports == 0)
+            and not (o == "lut" and table.size == 0)
+            and not (o in ("bslt", "jmp") and pc + 1 >= n + 1)
+        ]
         op = draw(st.sampled_from(choices))
         f = {"rd": 0, "ra": 0, "rb": 0, "aux": 0, "imm": 0}
         for kind in operand_kinds(op):
@@ -52,8 +69,18 @@ def programs(draw, ops=None, straight=False, max_code=12, value=INT64, max_neuro
                 f["aux"] = draw(st.integers(pc + 1, n))  # n: the final halt
         code.append(Instr(op, **f))
     code.append(Instr("halt"))
-    probes = draw(st.lists(st.tuples(st.sampled_from(PROBE_KINDS), st.integers(0, lanes - 1),
-                                     st.sampled_from([STATE0 + k for k in range(N_STATE)])), max_size=3))
-    params = np.array(draw(st.lists(st.lists(value, min_size=neurons, max_size=neurons),
-                                    min_size=n_params, max_size=n_params)), np.int64).reshape(n_params, neurons)
+    probes = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(PROBE_KINDS),
+                st.integers(0, lanes - 1),
+                st.sampled_from([STATE0 + k for k in range(N_STATE)]),
+            ),
+            max_size=3,
+        )
+    )
+    params = np.array(
+        draw(st.lists(st.lists(value, min_size=neurons, max_size=neurons), min_size=n_params, max_size=n_params)),
+        np.int64,
+    ).reshape(n_params, neurons)
     return Program(lanes=lanes, neurons=neurons, ports=ports, code=code, probes=probes, table=table, params=params)

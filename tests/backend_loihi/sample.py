@@ -22,14 +22,33 @@ def make_graph() -> Graph:
 
     g = Graph("sample", attrs={"source_sha256": "0" * 64})
     g.add(Op("x", "input", attrs={"size": 3}, shape=(3,)))
-    g.add(Op("enc", "linear", ("x",), params={
-        "weight": rng.standard_normal((H, 3)).astype(np.float32),
-        "bias": np.array([0.5, -0.0, 1e-40, -2.0], np.float32),
-    }, shape=(H,)))
-    g.add(Op("ssm", "s4d", ("enc",), attrs={"form": "discrete", "modes": M}, params={
-        "A_bar": c64((H, M), 0.7), "B_bar": c64((H, M), 1.0), "C": c64((H, M), 1.0),
-        "D": rng.standard_normal(H).astype(np.float32),
-    }, shape=(H,)))
+    g.add(
+        Op(
+            "enc",
+            "linear",
+            ("x",),
+            params={
+                "weight": rng.standard_normal((H, 3)).astype(np.float32),
+                "bias": np.array([0.5, -0.0, 1e-40, -2.0], np.float32),
+            },
+            shape=(H,),
+        )
+    )
+    g.add(
+        Op(
+            "ssm",
+            "s4d",
+            ("enc",),
+            attrs={"form": "discrete", "modes": M},
+            params={
+                "A_bar": c64((H, M), 0.7),
+                "B_bar": c64((H, M), 1.0),
+                "C": c64((H, M), 1.0),
+                "D": rng.standard_normal(H).astype(np.float32),
+            },
+            shape=(H,),
+        )
+    )
     g.add(Op("act", "activation", ("ssm",), attrs={"fn": "relu"}, shape=(H,)))
     g.add(Op("y", "output", ("act",), shape=(H,)))
     return g
@@ -41,6 +60,8 @@ def make_bundle() -> Bundle:
         source={"file": "sample.onnx", "sha256": "ab" * 32, "bytes": 4096},
         pipeline="canonicalize",
         config=CompileConfig(passes="canonicalize", readout="none", weight_bits=6),
-        report={"import": {"model_name": "sample", "layers": [{"name": "enc", "notes": ["µ-law", "ok"]}]},
-                "passes": [{"name": "canonicalize", "spec": "canonicalize", "changed": False}]},
+        report={
+            "import": {"model_name": "sample", "layers": [{"name": "enc", "notes": ["µ-law", "ok"]}]},
+            "passes": [{"name": "canonicalize", "spec": "canonicalize", "changed": False}],
+        },
     )

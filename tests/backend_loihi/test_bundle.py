@@ -43,20 +43,29 @@ def with_manifest(zip_entries: dict[str, bytes], /, **changes) -> dict[str, byte
     manifest = json.loads(zip_entries["manifest.json"])
     manifest.update(changes)
     blob = json.dumps(manifest).encode()
-    return {**zip_entries, "manifest.json": blob,
-            "manifest.sha256": f"{hashlib.sha256(blob).hexdigest()}  manifest.json\n".encode()}
+    return {
+        **zip_entries,
+        "manifest.json": blob,
+        "manifest.sha256": f"{hashlib.sha256(blob).hexdigest()}  manifest.json\n".encode(),
+    }
 
 
 def rehashed(entries: dict[str, bytes]) -> dict[str, bytes]:
     """Entries with a manifest whose checksums match the (possibly edited) contents."""
-    return with_manifest(entries, entries={k: hashlib.sha256(v).hexdigest() for k, v in entries.items()
-                                           if k not in ("manifest.json", "manifest.sha256")})
+    return with_manifest(
+        entries,
+        entries={
+            k: hashlib.sha256(v).hexdigest()
+            for k, v in entries.items()
+            if k not in ("manifest.json", "manifest.sha256")
+        },
+    )
 
 
 def data_offset(data: bytes, name: str) -> int:
     """Where the stored (compressed) bytes of entry `name` start in the zip."""
     info = zipfile.ZipFile(io.BytesIO(data)).getinfo(name)
-    header = data[info.header_offset:info.header_offset + 30]
+    header = data[info.header_offset : info.header_offset + 30]
     assert header[:4] == b"PK\x03\x04"
     name_len = int.from_bytes(header[26:28], "little")
     extra_len = int.from_bytes(header[28:30], "little")
@@ -67,8 +76,8 @@ def central_record(data: bytes, name: str) -> int:
     """Offset of entry `name`'s record in the zip's central directory."""
     pos = data.find(b"PK\x01\x02")
     while pos >= 0:
-        name_len = int.from_bytes(data[pos + 28:pos + 30], "little")
-        if data[pos + 46:pos + 46 + name_len] == name.encode():
+        name_len = int.from_bytes(data[pos + 28 : pos + 30], "little")
+        if data[pos + 46 : pos + 46 + name_len] == name.encode():
             return pos
         pos = data.find(b"PK\x01\x02", pos + 4)
     raise AssertionError(f"{name} not in the central directory")
@@ -103,8 +112,9 @@ def test_separate_processes_encode_the_same_bytes(good):
     digests = []
     for seed in ("1", "2"):  # different hash seeds shake out any set or dict ordering
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        run = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT))], capture_output=True,
-                             text=True, env=env, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-c", SCRIPT.format(root=str(ROOT))], capture_output=True, text=True, env=env, timeout=60
+        )
         assert run.returncode == 0, run.stderr
         digests.append(run.stdout.strip())
     assert digests[0] == digests[1] == hashlib.sha256(good).hexdigest()
@@ -125,8 +135,16 @@ def test_the_manifest_comes_first_and_lists_every_other_entry_with_its_sha256(go
     manifest = json.loads(manifest_blob)
     assert manifest["format"] == "ssmc.net" and manifest["format_version"] == 3
     assert manifest["entries"] == {k: hashlib.sha256(v).hexdigest() for k, v in entries.items()}
-    assert set(entries) == {"ir.txt", "report.json", "tensors/enc.bias.npy", "tensors/enc.weight.npy",
-                            "tensors/ssm.A_bar.npy", "tensors/ssm.B_bar.npy", "tensors/ssm.C.npy", "tensors/ssm.D.npy"}
+    assert set(entries) == {
+        "ir.txt",
+        "report.json",
+        "tensors/enc.bias.npy",
+        "tensors/enc.weight.npy",
+        "tensors/ssm.A_bar.npy",
+        "tensors/ssm.B_bar.npy",
+        "tensors/ssm.C.npy",
+        "tensors/ssm.D.npy",
+    }
 
 
 def test_tensors_are_plain_npy_files_readable_without_pickle(good):
@@ -178,6 +196,7 @@ def test_a_failure_while_replacing_keeps_the_old_file_and_removes_the_temp_file(
 
     def disk_trouble(src, dst):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(os, "replace", disk_trouble)
     with pytest.raises(SsmcError, match="cannot write .No space left on device"):
         save(make_bundle(), dest)
@@ -216,12 +235,14 @@ def _drop(entry):
         entries = unzip(data)
         del entries[entry]
         return rezip(entries)
+
     return damage
 
 
 def _replace_rehashed(entry, blob):
     def damage(data):
         return rezip(rehashed({**unzip(data), entry: blob}))
+
     return damage
 
 
@@ -233,44 +254,63 @@ def _npy(arr):
 
 def _huge(entry, value):
     """Entry's tensor with one value set to `value`: finite, but beyond the 1e10 a net holds."""
+
     def damage(data):
         arr = np.load(io.BytesIO(unzip(data)[entry]))
         arr.flat[0] = value
         return _replace_rehashed(entry, _npy(arr))(data)
+
     return damage
 
 
 DAMAGE = {
     "empty file": (lambda d: b"", "file is empty"),
     "random bytes": (lambda d: np.random.default_rng(0).bytes(len(d)), "not a net.lava file, or truncated"),
-    "cut in half": (lambda d: d[:len(d) // 2], "not a net.lava file, or truncated"),
+    "cut in half": (lambda d: d[: len(d) // 2], "not a net.lava file, or truncated"),
     "last byte missing": (lambda d: d[:-1], "not a net.lava file, or truncated"),
     "one byte flipped in a tensor": (_flip_tensor_byte, f"checksum mismatch in {TENSOR}"),
     "format version 4": (lambda d: rezip(with_manifest(unzip(d), format_version=4)), "upgrade ssmc"),
     "another format": (lambda d: rezip(with_manifest(unzip(d), format="other.thing")), "not a net.lava file"),
-    "format version a string": (lambda d: rezip(with_manifest(unzip(d), format_version="1")),
-                                "format_version must be a whole number"),
-    "format version true": (lambda d: rezip(with_manifest(unzip(d), format_version=True)),
-                            "format_version must be a whole number of at least 1, not True"),
-    "format version -7": (lambda d: rezip(with_manifest(unzip(d), format_version=-7)),
-                          "format_version must be a whole number of at least 1, not -7"),
+    "format version a string": (
+        lambda d: rezip(with_manifest(unzip(d), format_version="1")),
+        "format_version must be a whole number",
+    ),
+    "format version true": (
+        lambda d: rezip(with_manifest(unzip(d), format_version=True)),
+        "format_version must be a whole number of at least 1, not True",
+    ),
+    "format version -7": (
+        lambda d: rezip(with_manifest(unzip(d), format_version=-7)),
+        "format_version must be a whole number of at least 1, not -7",
+    ),
     "format version 0": (lambda d: rezip(with_manifest(unzip(d), format_version=0)), "not 0"),
     "manifest edited, its checksum not": (
         lambda d: rezip({**unzip(d), "manifest.json": unzip(d)["manifest.json"].replace(b'"none"', b'"mean"')}),
-        "checksum mismatch in manifest.json"),
+        "checksum mismatch in manifest.json",
+    ),
     "manifest checksum missing": (_drop("manifest.sha256"), "entry manifest.sha256 is missing"),
-    "ssmc_version not a string": (lambda d: rezip(with_manifest(unzip(d), ssmc_version=[1])),
-                                  "manifest.json: ssmc_version must be a str"),
+    "ssmc_version not a string": (
+        lambda d: rezip(with_manifest(unzip(d), ssmc_version=[1])),
+        "manifest.json: ssmc_version must be a str",
+    ),
     "options not an object": (lambda d: rezip(with_manifest(unzip(d), options=[])), "options must be a dict"),
     "config not an object": (lambda d: rezip(with_manifest(unzip(d), config=[])), "config must be a dict"),
-    "config with an unknown key": (lambda d: rezip(with_manifest(unzip(d), config={"speed": 9})),
-                                   "config: unknown key 'speed'; keys: passes, skip"),
-    "config with a bad readout": (lambda d: rezip(with_manifest(unzip(d), config={"readout": "max"})),
-                                  "config readout = 'max': one of none, sum, mean, last"),
-    "entry checksum not hex": (lambda d: rezip(with_manifest(unzip(d), entries={"ir.txt": 5})),
-                               "the checksum of ir.txt is not a sha256"),
-    "manifest nested 100,000 deep": (lambda d: rezip({**unzip(d), "manifest.json": b"[" * 100_000 + b"]" * 100_000}),
-                                     "nested 100000 levels deep"),
+    "config with an unknown key": (
+        lambda d: rezip(with_manifest(unzip(d), config={"speed": 9})),
+        "config: unknown key 'speed'; keys: passes, skip",
+    ),
+    "config with a bad readout": (
+        lambda d: rezip(with_manifest(unzip(d), config={"readout": "max"})),
+        "config readout = 'max': one of none, sum, mean, last",
+    ),
+    "entry checksum not hex": (
+        lambda d: rezip(with_manifest(unzip(d), entries={"ir.txt": 5})),
+        "the checksum of ir.txt is not a sha256",
+    ),
+    "manifest nested 100,000 deep": (
+        lambda d: rezip({**unzip(d), "manifest.json": b"[" * 100_000 + b"]" * 100_000}),
+        "nested 100000 levels deep",
+    ),
     "no entry list": (lambda d: rezip(with_manifest(unzip(d), entries=None)), "lists no entries"),
     "extra entry": (lambda d: rezip({**unzip(d), "notes.txt": b"hi"}), "unexpected entry notes.txt"),
     "listed tensor missing": (_drop("tensors/ssm.C.npy"), "entry tensors/ssm.C.npy is missing"),
@@ -278,24 +318,34 @@ DAMAGE = {
     "manifest not JSON": (lambda d: rezip({**unzip(d), "manifest.json": b"{format: ssmc"}), "not valid JSON"),
     "manifest not an object": (lambda d: rezip({**unzip(d), "manifest.json": b"[1, 2]"}), "not a JSON object"),
     "tensor not a .npy": (_replace_rehashed(TENSOR, b"not numpy"), f"{TENSOR}: not a valid .npy"),
-    "tensor of Python objects": (_replace_rehashed(TENSOR, _npy(np.array([{}, 1], dtype=object))),
-                                 "holds Python objects"),
+    "tensor of Python objects": (
+        _replace_rehashed(TENSOR, _npy(np.array([{}, 1], dtype=object))),
+        "holds Python objects",
+    ),
     "tensor header declares 2^40 floats": (
         _replace_rehashed(TENSOR, _npy(np.zeros(1)).replace(b"(1,)", b"(1099511627776,)")),
-        "over the limit"),
+        "over the limit",
+    ),
     "tensor header declares more than it holds": (
-        _replace_rehashed(TENSOR, _npy(np.zeros(1)).replace(b"(1,)", b"(9,)  ")), "truncated"),
-    "report nested 100,000 deep": (_replace_rehashed("report.json", b"[" * 100_000 + b"]" * 100_000),
-                                   "report.json: JSON nested"),
+        _replace_rehashed(TENSOR, _npy(np.zeros(1)).replace(b"(1,)", b"(9,)  ")),
+        "truncated",
+    ),
+    "report nested 100,000 deep": (
+        _replace_rehashed("report.json", b"[" * 100_000 + b"]" * 100_000),
+        "report.json: JSON nested",
+    ),
     "report passes not a list": (_replace_rehashed("report.json", b'{"passes": 3}'), "passes must be a list"),
     "tensor of another dtype": (_replace_rehashed(TENSOR, _npy(np.zeros((4, 3)))), "does not load"),
-    "IR that does not verify": (_replace_rehashed("ir.txt", b"ssmc.graph @m\n%x = input() : [1]\n"),
-                                "does not load"),
+    "IR that does not verify": (_replace_rehashed("ir.txt", b"ssmc.graph @m\n%x = input() : [1]\n"), "does not load"),
     "report not JSON": (_replace_rehashed("report.json", b"{oops"), "damaged"),
-    "a weight of 1e30": (_huge(TENSOR, 1e30),
-                         "ir.txt: tensor 'weight' of %enc has values up to 1e+30; a net holds |values| up to 1e+10"),
-    "a complex coefficient of 1e30": (_huge("tensors/ssm.C.npy", 1e30j),
-                                      "ir.txt: tensor 'C' of %ssm has values up to 1e+30"),
+    "a weight of 1e30": (
+        _huge(TENSOR, 1e30),
+        "ir.txt: tensor 'weight' of %enc has values up to 1e+30; a net holds |values| up to 1e+10",
+    ),
+    "a complex coefficient of 1e30": (
+        _huge("tensors/ssm.C.npy", 1e30j),
+        "ir.txt: tensor 'C' of %ssm has values up to 1e+30",
+    ),
 }
 
 
@@ -320,9 +370,18 @@ def test_a_newer_format_names_both_versions(good):
 
 def test_a_format_2_file_records_options_and_loads_them_as_its_config(good):
     # format 2 recorded only the options given, a calibration as "<file> sha256:<hex>", a target as given
-    old = with_manifest(unzip(good), format_version=2, options={
-        "readout": "mean", "calibration": f"cal.npz sha256:{'c' * 64}", "passes": "canonicalize",
-        "layer_bits": "s4d0:weight=6/coef=12", "target": "/home/me/targets/t.json", "sigma_delta": 0.01})
+    old = with_manifest(
+        unzip(good),
+        format_version=2,
+        options={
+            "readout": "mean",
+            "calibration": f"cal.npz sha256:{'c' * 64}",
+            "passes": "canonicalize",
+            "layer_bits": "s4d0:weight=6/coef=12",
+            "target": "/home/me/targets/t.json",
+            "sigma_delta": 0.01,
+        },
+    )
     old_manifest = json.loads(old["manifest.json"])
     del old_manifest["config"]
     b = decode(rezip(with_manifest({**old, "manifest.json": json.dumps(old_manifest).encode()})))
@@ -380,8 +439,14 @@ def test_damage_inside_the_zip_structure_is_refused_as_bundle_error(good, damage
 # -- the command line -----------------------------------------------------------
 def run_cli(net: Path, x: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SSMC_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "ssmc.cli", "run", str(net), "--input", str(x), "-q"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmc.cli", "run", str(net), "--input", str(x), "-q"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -457,14 +522,15 @@ def set_declared_size(data: bytes, name: str, size: int) -> bytes:
     """The zip with entry `name`'s uncompressed size rewritten in both its headers (data untouched)."""
     out = bytearray(data)
     info = zipfile.ZipFile(io.BytesIO(data)).getinfo(name)
-    out[info.header_offset + 22:info.header_offset + 26] = size.to_bytes(4, "little")
+    out[info.header_offset + 22 : info.header_offset + 26] = size.to_bytes(4, "little")
     central = central_record(data, name)
-    out[central + 24:central + 28] = size.to_bytes(4, "little")
+    out[central + 24 : central + 28] = size.to_bytes(4, "little")
     return bytes(out)
 
 
 def test_a_declared_size_over_the_limit_is_refused_before_anything_is_inflated(good, monkeypatch):
     import tracemalloc
+
     forged = set_declared_size(good, TENSOR, 3 << 30)  # 3 GiB claimed by a few bytes
     tracemalloc.start()
     try:
@@ -478,6 +544,7 @@ def test_a_declared_size_over_the_limit_is_refused_before_anything_is_inflated(g
 
 def test_a_zip_bomb_is_refused_by_its_ratio_before_it_is_inflated(good, monkeypatch):
     from ssmc import data as data_module
+
     monkeypatch.setattr(data_module, "ZIP_RATIO_FLOOR", 1 << 20)  # the real floor is 256 MiB: too slow to build
     bomb = rezip(rehashed({**unzip(good), "extra/padding.bin": bytes(8 << 20)}))  # 8 MiB of zeros, ~8 KB stored
     with pytest.raises(BundleError, match=r"unpacked from .* \(over 200x\); refusing it as a zip bomb"):
@@ -486,6 +553,7 @@ def test_a_zip_bomb_is_refused_by_its_ratio_before_it_is_inflated(good, monkeypa
 
 def test_an_entry_that_inflates_beyond_its_declared_size_is_cut_off_not_followed(good):
     import tracemalloc
+
     big = rezip(rehashed({**unzip(good), "extra/padding.bin": bytes(64 << 20)}))
     lying = set_declared_size(big, "extra/padding.bin", 1000)
     tracemalloc.start()
@@ -516,6 +584,7 @@ def test_an_entry_twice_in_the_archive_is_refused(good):
         for name, blob in entries.items():
             zf.writestr(name, blob)
         import warnings
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it writes
             zf.writestr("ir.txt", b"ssmc.graph @other\n")
@@ -527,17 +596,26 @@ INDEX = "extra/microcode/index.json"
 BAD_EXTRAS = {
     "garbage target.json": ({"extra/target.json": b"\x00\xffgarbage"}, "extra/target.json: not valid JSON"),
     "target.json a list": ({"extra/target.json": b"[1]"}, "extra/target.json: must be an object"),
-    "target provenance a string": ({"extra/target.json": b'{"provenance": "x"}'},
-                                   "extra/target.json: must be an object whose provenance is an object"),
-    "an extra nested 100,000 deep": ({"extra/target.json": b"{\"a\":" * 100_000 + b"1" + b"}" * 100_000},
-                                     "extra/target.json: JSON nested 100000 levels deep"),
-    "processes with a string core": ({"extra/lava/processes.json": b'[{"cores": [{"chip": 0, "core": "1"}]}]'},
-                                     "extra/lava/processes.json: must be a list of processes"),
+    "target provenance a string": (
+        {"extra/target.json": b'{"provenance": "x"}'},
+        "extra/target.json: must be an object whose provenance is an object",
+    ),
+    "an extra nested 100,000 deep": (
+        {"extra/target.json": b'{"a":' * 100_000 + b"1" + b"}" * 100_000},
+        "extra/target.json: JSON nested 100000 levels deep",
+    ),
+    "processes with a string core": (
+        {"extra/lava/processes.json": b'[{"cores": [{"chip": 0, "core": "1"}]}]'},
+        "extra/lava/processes.json: must be a list of processes",
+    ),
     "index groups not a list": ({INDEX: b'{"groups": {}}'}, f"{INDEX}: must be an object with a list of groups"),
     "index naming a missing program": (
-        {INDEX: b'{"groups": [{"group": "g", "units": [{"text": "microcode/g.s", "binary": "microcode/g.bin"}]}]}',
-         "extra/microcode/g.s": b"nop\n"},
-        f"{INDEX}: the binary of %g names 'microcode/g.bin', which is not in the net"),
+        {
+            INDEX: b'{"groups": [{"group": "g", "units": [{"text": "microcode/g.s", "binary": "microcode/g.bin"}]}]}',
+            "extra/microcode/g.s": b"nop\n",
+        },
+        f"{INDEX}: the binary of %g names 'microcode/g.bin', which is not in the net",
+    ),
 }
 
 
@@ -549,19 +627,26 @@ def test_a_hand_edited_json_member_is_refused_naming_it(good, added, phrase):
 
 
 def test_valid_json_extras_load(good):
-    index = (b'{"groups": [{"group": "g", "units": [{"text": "microcode/g.s", "binary": "microcode/g.bin"}]}]}')
-    extras = {INDEX: index, "extra/microcode/g.s": b"nop\n", "extra/microcode/g.bin": b"\0" * 8,
-              "extra/target.json": b'{"provenance": {}}',
-              "extra/lava/processes.json": b'[{"cores": [{"chip": 0, "core": 1, "neurons": [0, 3]}]}]'}
+    index = b'{"groups": [{"group": "g", "units": [{"text": "microcode/g.s", "binary": "microcode/g.bin"}]}]}'
+    extras = {
+        INDEX: index,
+        "extra/microcode/g.s": b"nop\n",
+        "extra/microcode/g.bin": b"\0" * 8,
+        "extra/target.json": b'{"provenance": {}}',
+        "extra/lava/processes.json": b'[{"cores": [{"chip": 0, "core": 1, "neurons": [0, 3]}]}]',
+    }
     b = decode(rezip(rehashed({**unzip(good), **extras})))
-    assert set(b.extras) == {k[len("extra/"):] for k in extras}
+    assert set(b.extras) == {k[len("extra/") :] for k in extras}
 
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda p: os.mkfifo(p), id="FIFO"),
-    pytest.param(lambda p: os.symlink("/dev/zero", p), id="symlink to /dev/zero"),
-    pytest.param(lambda p: p.mkdir(), id="directory"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda p: os.mkfifo(p), id="FIFO"),
+        pytest.param(lambda p: os.symlink("/dev/zero", p), id="symlink to /dev/zero"),
+        pytest.param(lambda p: p.mkdir(), id="directory"),
+    ],
+)
 def test_only_regular_files_are_read(tmp_path, make):
     path = tmp_path / "net.lava"
     make(path)
@@ -573,7 +658,9 @@ def test_a_net_lava_over_its_file_limit_is_refused_before_it_is_read(tmp_path, g
     path = tmp_path / "net.lava"
     path.write_bytes(good)
     monkeypatch.setenv("SSMC_MAX_NET_BYTES", str(len(good) - 1))
-    with pytest.raises(ResourceLimitError, match=f"the net.lava file \\({len(good)} bytes\\) needs .* SSMC_MAX_NET_BYTES"):
+    with pytest.raises(
+        ResourceLimitError, match=f"the net.lava file \\({len(good)} bytes\\) needs .* SSMC_MAX_NET_BYTES"
+    ):
         load(path)
 
 
@@ -596,8 +683,10 @@ def test_a_huge_finite_weight_in_the_model_graph_is_refused_naming_it(tmp_path):
     (tmp_path / "net.lava").write_bytes(rezip(rehashed({**entries, "model/tensors/enc.weight.npy": _npy(weight)})))
     with pytest.raises(BundleError) as e:
         load(tmp_path / "net.lava")
-    assert str(e.value) == ("net.lava: model/ir.txt: tensor 'weight' of %enc has values up to 3e+37; a net holds "
-                            "|values| up to 1e+10, as ONNX weights are: recompile the net")
+    assert str(e.value) == (
+        "net.lava: model/ir.txt: tensor 'weight' of %enc has values up to 3e+37; a net holds "
+        "|values| up to 1e+10, as ONNX weights are: recompile the net"
+    )
 
 
 def test_a_net_with_a_value_load_would_refuse_is_not_written(tmp_path):

@@ -23,8 +23,13 @@ from ssmc.ir import Graph, Op
 from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime.lava_engine import run_lava
 from ssmc.runtime.numpy_engine import run_numpy
-from tests.runtime.test_engine_contract import (paper_size_network, random_extended_network, random_network,
-                                                structured_network, with_widths)
+from tests.runtime.test_engine_contract import (
+    paper_size_network,
+    random_extended_network,
+    random_network,
+    structured_network,
+    with_widths,
+)
 
 
 def assert_same_run(graph: Graph, x: np.ndarray) -> None:
@@ -91,20 +96,53 @@ def test_the_random_networks_cover_every_kind_and_every_synapse_process():
             sigma |= any(p.cls == "Synapses" and p.kwargs["sigma"] for p in plan.processes)
             sigma_free = [p for p in plan.processes if p.cls == "Synapses" and not p.kwargs["sigma"]]
             classes |= {"Synapses(dense)"} if sigma_free else set()
-    assert classes >= {"Source", "Relay", "Relu", "Cpx", "Integrator", "Lut", "Product",
-                       "Dense", "DelayDense", "Synapses", "Synapses(dense)"}
+    assert classes >= {
+        "Source",
+        "Relay",
+        "Relu",
+        "Cpx",
+        "Integrator",
+        "Lut",
+        "Product",
+        "Dense",
+        "DelayDense",
+        "Synapses",
+        "Synapses(dense)",
+    }
     assert sigma
 
 
 def one_synapse_network(weights: np.ndarray, weight_exp: int, msg_bits: int = 24, delay: int = 1) -> Graph:
     g = Graph("one")
     g.add(Op("x", "input", attrs={"size": weights.shape[1]}, shape=(weights.shape[1],)))
-    g.add(Op("src", "neurons", ("x",), attrs={"kind": "source", "size": weights.shape[1], "frac": 0,
-                                              "msg_bits": msg_bits}, shape=(weights.shape[1],)))
-    g.add(Op("syn", "synapses", ("src",), attrs={"weight_bits": 8, "weight_exp": weight_exp, "delay": delay},
-             params={"weight": weights.astype(np.int32)}, shape=(weights.shape[0],)))
-    g.add(Op("out", "neurons", ("syn",), attrs={"kind": "relay", "size": weights.shape[0], "frac": 0,
-                                                "msg_bits": 32}, shape=(weights.shape[0],)))
+    g.add(
+        Op(
+            "src",
+            "neurons",
+            ("x",),
+            attrs={"kind": "source", "size": weights.shape[1], "frac": 0, "msg_bits": msg_bits},
+            shape=(weights.shape[1],),
+        )
+    )
+    g.add(
+        Op(
+            "syn",
+            "synapses",
+            ("src",),
+            attrs={"weight_bits": 8, "weight_exp": weight_exp, "delay": delay},
+            params={"weight": weights.astype(np.int32)},
+            shape=(weights.shape[0],),
+        )
+    )
+    g.add(
+        Op(
+            "out",
+            "neurons",
+            ("syn",),
+            attrs={"kind": "relay", "size": weights.shape[0], "frac": 0, "msg_bits": 32},
+            shape=(weights.shape[0],),
+        )
+    )
     g.add(Op("y", "output", ("out",), shape=(weights.shape[0],)))
     set_depths(g)
     g.op("syn").attrs["delay"] = delay  # set_depths chose 1
@@ -121,7 +159,7 @@ def test_lava_dense_is_exact_where_the_sum_passes_2_to_31_before_the_shift(delay
     g = one_synapse_network(w, -10, delay=delay)
     plan = plan_lava(g, np.zeros((1, 1, 16)))
     assert plan.spec("syn").cls == ("Dense" if delay == 1 else "DelayDense")
-    x = np.stack([np.full((4, 16), 2.0 ** 23), np.full((4, 16), -(2.0 ** 23)), np.arange(64.0).reshape(4, 16)])
+    x = np.stack([np.full((4, 16), 2.0**23), np.full((4, 16), -(2.0**23)), np.arange(64.0).reshape(4, 16)])
     assert_same_run(g, x)
     assert np.abs(run_numpy(g, x).raw["y"]).max() > 1 << 23  # the large sums really happened
 
@@ -140,8 +178,13 @@ def test_dense_exact_refuses_weights_off_lavas_grid_and_sigma_delta_senders():
 
 
 @settings(max_examples=300, deadline=None)
-@given(w=hnp.arrays(np.int64, hnp.array_shapes(max_dims=2, max_side=6),
-                    elements=st.one_of(st.integers(-300, 300), st.integers(-(2**31), 2**31 - 1))))
+@given(
+    w=hnp.arrays(
+        np.int64,
+        hnp.array_shapes(max_dims=2, max_side=6),
+        elements=st.one_of(st.integers(-300, 300), st.integers(-(2**31), 2**31 - 1)),
+    )
+)
 def test_the_grid_check_agrees_with_lavas_own_weight_clipping(w):
     # the check is written out so that compiling needs no Lava; it must say what Lava 0.10 does
     mode = determine_sign_mode(w) if w.size else None
@@ -153,7 +196,7 @@ def test_saturating_synapses_clip_and_count_where_dense_would_wrap():
     w = np.full((2, 16), 126)
     g = one_synapse_network(w, 3)
     assert plan_lava(g, np.zeros((1, 1, 16))).spec("syn").cls == "Synapses"
-    x = np.full((1, 3, 16), 2.0 ** 23)
+    x = np.full((1, 3, 16), 2.0**23)
     assert_same_run(g, x)
     assert run_numpy(g, x).saturation["out"]["accumulator"] > 0
 
@@ -173,6 +216,7 @@ def test_lavas_runtime_is_stopped_after_a_run_and_after_a_failure(monkeypatch):
 
     def broken_collect(*args):
         raise SsmcError("reading failed")
+
     monkeypatch.setattr(lava_engine, "_collect", broken_collect)
     with pytest.raises(SsmcError, match="reading failed"):
         run_lava(g, random_input(g, 1, batch=1, tokens=2))
@@ -190,6 +234,7 @@ def test_a_kind_or_tensor_the_backend_cannot_run_is_an_ssmc_error_before_lava_st
         run_lava(g, np.zeros((1, 2, g.inputs()[0].shape[0])))
     # a kind the IR knows but this backend does not (say, a newer one): one line naming both
     import ssmc.backend_loihi.lava_net as lava_net
+
     monkeypatch.setattr(lava_net, "KIND_CLASS", {k: v for k, v in lava_net.KIND_CLASS.items() if k != "relu"})
     g = random_network(0)
     with pytest.raises(SsmcError) as err:
@@ -205,6 +250,7 @@ def test_an_exception_inside_a_process_model_is_reported_not_a_hang(monkeypatch)
 
     def broken(self, a):
         raise ValueError("a bug")
+
     monkeypatch.setattr(models.PyReluModel, "value", broken)  # Lava forks: the models see the patch
     g = random_network(0)
     with pytest.raises(SsmcError, match=r"process act \(Relu\) failed at time step \d+"):
@@ -218,8 +264,16 @@ def test_a_group_lava_would_not_run_is_refused():
     g = random_network(0)
     f = g.inputs()[0].shape[0]
     g.add(Op("src2", "neurons", ("x",), attrs={"kind": "source", "size": f, "frac": 4}, shape=(f,)))
-    g.add(Op("s9", "synapses", ("src2",), attrs={"weight_bits": 8, "delay": 1}, params={"weight": np.full((2, f), 2, np.int32)},
-             shape=(2,)))
+    g.add(
+        Op(
+            "s9",
+            "synapses",
+            ("src2",),
+            attrs={"weight_bits": 8, "delay": 1},
+            params={"weight": np.full((2, f), 2, np.int32)},
+            shape=(2,),
+        )
+    )
     g.add(Op("island", "neurons", ("s9",), attrs={"kind": "relay", "size": 2, "frac": 4, "depth": 1}, shape=(2,)))
     g.add(Op("y2", "output", ("island",), shape=(2,)))
     with pytest.raises(SsmcError, match="not connected to the source group"):

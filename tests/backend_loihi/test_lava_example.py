@@ -25,8 +25,7 @@ from tests.conftest import EXAMPLES
 
 @pytest.fixture(scope="module")
 def net():
-    return ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean",
-                        calibration=EXAMPLES / "digits_calib.npz")
+    return ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean", calibration=EXAMPLES / "digits_calib.npz")
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,9 @@ def test_the_example_matches_numpy_at_every_step(net, test_x):
 
 
 def test_the_example_with_sigma_delta_messages_matches_numpy_at_every_step(test_x):
-    sparse = ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean",
-                          calibration=EXAMPLES / "digits_calib.npz", sigma_delta=0.001)
+    sparse = ssmc.compile(
+        EXAMPLES / "digits_s4d_step.onnx", readout="mean", calibration=EXAMPLES / "digits_calib.npz", sigma_delta=0.001
+    )
     assert any(op.attrs.get("delta") for op in sparse.graph.ops_of_kind("neurons"))
     assert_same_run(sparse.graph, test_x[3:5, :8])
 
@@ -75,33 +75,49 @@ def test_the_exported_script_runs_standalone_and_matches_numpy(net, test_x, tmp_
     assert (open(script, "rb").read(), open(tensors, "rb").read()) == first  # deterministic
     x = test_x[5:7, :10]
     np.save(tmp_path / "x.npy", x)
-    proc = subprocess.run([sys.executable, script, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npz"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, script, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npz"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["y"], run_numpy(net.graph, x).raw["y"])
 
 
-@pytest.mark.parametrize("hostile", ['x"""\nimport os; os.system("touch pwned")\n"""', "a\\\"\x1b[2J\u202e.onnx"])
+@pytest.mark.parametrize("hostile", ['x"""\nimport os; os.system("touch pwned")\n"""', 'a\\"\x1b[2J\u202e.onnx'])
 def test_a_hostile_source_name_stays_text_in_the_exported_script(net, tmp_path, hostile):
     # the source file name comes from a net.lava, which may be hostile: it must not end the docstring
     named = dataclasses.replace(net, source={**net.source, "file": hostile})
     script, _ = write_script(named, tmp_path / "build_net.py")
     tree = ast.parse(open(script, encoding="utf-8").read())
     doc = ast.get_docstring(tree)
-    assert doc.startswith("Lava network of ") and "pwned" not in "".join(
-        ast.unparse(node) for node in tree.body[1:])
+    assert doc.startswith("Lava network of ") and "pwned" not in "".join(ast.unparse(node) for node in tree.body[1:])
     assert "\x1b" not in doc and "\u202e" not in doc
 
 
 def ssmc_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_runs_the_lava_engine_and_reports_agreement_with_numpy(net, tmp_path):
     net.save(tmp_path / "net.lava")
-    proc = ssmc_cli("run", tmp_path / "net.lava", "--input", EXAMPLES / "digits_test.npz", "--engine", "lava",
-                    "--limit", "2", "--tokens", "8", "--compare-numpy")
+    proc = ssmc_cli(
+        "run",
+        tmp_path / "net.lava",
+        "--input",
+        EXAMPLES / "digits_test.npz",
+        "--engine",
+        "lava",
+        "--limit",
+        "2",
+        "--tokens",
+        "8",
+        "--compare-numpy",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "outputs: [2, 8, 10]" in proc.stdout and "engine lava" in proc.stdout
     assert "vs numpy engine: identical integers (160 output values)" in proc.stdout
@@ -117,8 +133,10 @@ def test_cli_refuses_a_newer_net_lava_in_one_line_before_lava_starts(net, tmp_pa
     newer_version = bundle.FORMAT_VERSION + 1
     newer = rezip(with_manifest(unzip((tmp_path / "net.lava").read_bytes()), format_version=newer_version))
     (tmp_path / "newer.lava").write_bytes(newer)
-    for args in (["run", tmp_path / "newer.lava", "--input", EXAMPLES / "digits_test.npz", "--engine", "lava"],
-                 ["export-lava", tmp_path / "newer.lava", "-o", tmp_path / "b.py"]):
+    for args in (
+        ["run", tmp_path / "newer.lava", "--input", EXAMPLES / "digits_test.npz", "--engine", "lava"],
+        ["export-lava", tmp_path / "newer.lava", "-o", tmp_path / "b.py"],
+    ):
         proc = ssmc_cli(*args)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("ssmc: error:")]

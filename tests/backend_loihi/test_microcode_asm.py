@@ -13,7 +13,14 @@ from hypothesis import given, settings, strategies as st
 
 from ssmc.backend_loihi.microcode.asm import assemble, disassemble, format_program, parse
 from ssmc.backend_loihi.microcode.isa import (
-    OPCODES, Instr, Program, cycles_per_update, decode_program, encode_instr, encode_program)
+    OPCODES,
+    Instr,
+    Program,
+    cycles_per_update,
+    decode_program,
+    encode_instr,
+    encode_program,
+)
 from ssmc.errors import MicrocodeError, SsmcError
 from tests.backend_loihi.microcode_programs import programs
 
@@ -71,30 +78,33 @@ def test_labels_comments_and_layout_are_free_in_the_input_but_canonical_in_the_o
     assert disassemble(assemble(text)) == text
 
 
-@pytest.mark.parametrize("edit, line, phrase", [
-    (("    max r0, r0, z", "    maxx r0, r0, z"), 14, "unknown instruction 'maxx'"),
-    (("    max r0, r0, z", "    max r0, r9, z"), 14, "'r9' is not a register"),
-    (("    max r0, r0, z", "    max r0, r0"), 14, "max takes 3 operand(s)"),
-    (("    add r0, r0, p0", "    add p0, r0, p0"), None, "writes read-only register p0"),
-    (("    sat r0, r0, 32, acc", "    sat r0, r0, 32, sum"), 13, "counter 'sum' unknown"),
-    (("    sat r0, r0, 32, acc", "    sat r0, r0, 1000, acc"), 13, "bits 1000 outside 0..511"),
-    (("    bslt 2, idle", "    bslt 2, later"), 8, "undefined label 'later'"),
-    (("    bslt 2, idle", "    bslt 99999999999, idle"), 8, "does not fit the signed 32-bit immediate"),
-    (("    in r0, 0, 0", "    in r0, 0, x"), 9, "lane 'x' is not an integer"),
-    ((".ports 2", ".ports 2\n.ports 3"), 6, ".ports given twice"),
-    ((".ports 2", ".portz 2"), 5, "unknown directive .portz"),
-    ((".param p0 10 -20 30", ".param p1 10 -20 30"), None, "without gaps"),
-    ((".param p0 10 -20 30", ".param p0 10 -20"), None, "parameter memory of shape"),
-    ((".microcode 1", ".microcode 7"), None, "this ssmc assembles version 1"),
-    ((".neurons 3\n", ""), None, "missing directive .neurons"),
-    (("idle: emit z, 0\n    halt", "idle: emit z, 0"), None, "must be halt"),
-    (("    in r4, 1, 0 ", "    in r4, 5, 0 "), None, "port 5, the program has 2 port(s)"),
-    (("    emit r0, 0", "    emit r0, 1"), None, "lane 1, the program has 1 lane(s)"),
-    (("    max r0, r0, z", "    lut r0, r0, msg"), None, "lut with an empty table"),
-    (("    max r0, r0, z", "    max r0, r0, p3"), None, "reads p3, the program has 1 parameter(s)"),
-    (("    max r0, r0, z", "    shr r0, r0, 64"), None, "shift 64 outside 0..63"),
-    ((".probe last 0 s2", ".probe last 0 r2"), None, "bad probe"),
-])
+@pytest.mark.parametrize(
+    "edit, line, phrase",
+    [
+        (("    max r0, r0, z", "    maxx r0, r0, z"), 14, "unknown instruction 'maxx'"),
+        (("    max r0, r0, z", "    max r0, r9, z"), 14, "'r9' is not a register"),
+        (("    max r0, r0, z", "    max r0, r0"), 14, "max takes 3 operand(s)"),
+        (("    add r0, r0, p0", "    add p0, r0, p0"), None, "writes read-only register p0"),
+        (("    sat r0, r0, 32, acc", "    sat r0, r0, 32, sum"), 13, "counter 'sum' unknown"),
+        (("    sat r0, r0, 32, acc", "    sat r0, r0, 1000, acc"), 13, "bits 1000 outside 0..511"),
+        (("    bslt 2, idle", "    bslt 2, later"), 8, "undefined label 'later'"),
+        (("    bslt 2, idle", "    bslt 99999999999, idle"), 8, "does not fit the signed 32-bit immediate"),
+        (("    in r0, 0, 0", "    in r0, 0, x"), 9, "lane 'x' is not an integer"),
+        ((".ports 2", ".ports 2\n.ports 3"), 6, ".ports given twice"),
+        ((".ports 2", ".portz 2"), 5, "unknown directive .portz"),
+        ((".param p0 10 -20 30", ".param p1 10 -20 30"), None, "without gaps"),
+        ((".param p0 10 -20 30", ".param p0 10 -20"), None, "parameter memory of shape"),
+        ((".microcode 1", ".microcode 7"), None, "this ssmc assembles version 1"),
+        ((".neurons 3\n", ""), None, "missing directive .neurons"),
+        (("idle: emit z, 0\n    halt", "idle: emit z, 0"), None, "must be halt"),
+        (("    in r4, 1, 0 ", "    in r4, 5, 0 "), None, "port 5, the program has 2 port(s)"),
+        (("    emit r0, 0", "    emit r0, 1"), None, "lane 1, the program has 1 lane(s)"),
+        (("    max r0, r0, z", "    lut r0, r0, msg"), None, "lut with an empty table"),
+        (("    max r0, r0, z", "    max r0, r0, p3"), None, "reads p3, the program has 1 parameter(s)"),
+        (("    max r0, r0, z", "    shr r0, r0, 64"), None, "shift 64 outside 0..63"),
+        ((".probe last 0 s2", ".probe last 0 r2"), None, "bad probe"),
+    ],
+)
 def test_bad_text_is_a_one_line_error_saying_where(edit, line, phrase):
     old, new = edit
     assert old in GOOD
@@ -112,23 +122,26 @@ def test_a_label_defined_twice_is_refused():
 
 
 def _damage(blob: bytes, word: int, value: int) -> bytes:
-    return blob[:8 * word] + struct.pack("<Q", value) + blob[8 * word + 8:]
+    return blob[: 8 * word] + struct.pack("<Q", value) + blob[8 * word + 8 :]
 
 
-@pytest.mark.parametrize("damage, phrase", [
-    (lambda b: b[:-3], "not a whole number of 64-bit words"),
-    (lambda b: b[:-8], "the header announces 19 words, the binary has 18"),
-    (lambda b: b + bytes(8), "the header announces 19 words, the binary has 20"),
-    (lambda b: b[:16], "not a whole number"),
-    (lambda b: b"XXXXXX" + b[6:], "no microcode magic"),
-    (lambda b: b[:6] + struct.pack("<H", 9) + b[8:], "microcode version 9"),
-    (lambda b: _damage(b, 3, 1), "header word 3 is not 0"),
-    (lambda b: _damage(b, 6, 63 << 56), "unknown opcode 63"),
-    (lambda b: _damage(b, 6, encode_instr(Instr("halt", imm=5))), "field imm is not used by halt"),
-    (lambda b: _damage(b, 13, encode_instr(Instr("jmp", aux=2))), "branch target 2 is not a later instruction"),
-    (lambda b: _damage(b, 6, encode_instr(Instr("mov", rd=16))), "writes read-only register p0"),
-    (lambda b: _damage(b, 4, 7), "bad probe word"),
-])
+@pytest.mark.parametrize(
+    "damage, phrase",
+    [
+        (lambda b: b[:-3], "not a whole number of 64-bit words"),
+        (lambda b: b[:-8], "the header announces 19 words, the binary has 18"),
+        (lambda b: b + bytes(8), "the header announces 19 words, the binary has 20"),
+        (lambda b: b[:16], "not a whole number"),
+        (lambda b: b"XXXXXX" + b[6:], "no microcode magic"),
+        (lambda b: b[:6] + struct.pack("<H", 9) + b[8:], "microcode version 9"),
+        (lambda b: _damage(b, 3, 1), "header word 3 is not 0"),
+        (lambda b: _damage(b, 6, 63 << 56), "unknown opcode 63"),
+        (lambda b: _damage(b, 6, encode_instr(Instr("halt", imm=5))), "field imm is not used by halt"),
+        (lambda b: _damage(b, 13, encode_instr(Instr("jmp", aux=2))), "branch target 2 is not a later instruction"),
+        (lambda b: _damage(b, 6, encode_instr(Instr("mov", rd=16))), "writes read-only register p0"),
+        (lambda b: _damage(b, 4, 7), "bad probe word"),
+    ],
+)
 def test_a_damaged_binary_is_a_one_line_error(damage, phrase):
     blob = assemble(GOOD)
     with pytest.raises(SsmcError) as e:
@@ -150,7 +163,8 @@ def test_every_opcode_has_a_distinct_code_that_fits_its_field():
     assert len(set(codes)) == len(codes) and max(codes) < 256
     Program(lanes=1, neurons=1, ports=0, code=[Instr("halt")])  # the smallest program is valid
     assert decode_program(encode_program(Program(lanes=1, neurons=1, ports=0, code=[Instr("halt")]))).code == [
-        Instr("halt")]
+        Instr("halt")
+    ]
 
 
 @settings(max_examples=150, deadline=None)

@@ -99,18 +99,34 @@ def test_cli_runs_the_microcode_engine_with_the_numpy_engines_results(tmp_path):
     np.savez(tmp_path / "in.npz", x=x, y=np.arange(5) % spec.n_out)
 
     def ssmc(*args):
-        proc = subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
-    ssmc("compile", tmp_path / "m.onnx", "-o", tmp_path / "n.lava", "--calibrate", tmp_path / "in.npz",
-         "--sigma-delta", "0.01")
-    runs = {e: ssmc("run", tmp_path / "n.lava", "--input", tmp_path / "in.npz", "--engine", e,
-                    "--output", tmp_path / f"{e}.npy") for e in ("numpy", "microcode")}
+
+    ssmc(
+        "compile",
+        tmp_path / "m.onnx",
+        "-o",
+        tmp_path / "n.lava",
+        "--calibrate",
+        tmp_path / "in.npz",
+        "--sigma-delta",
+        "0.01",
+    )
+    runs = {
+        e: ssmc(
+            "run", tmp_path / "n.lava", "--input", tmp_path / "in.npz", "--engine", e, "--output", tmp_path / f"{e}.npy"
+        )
+        for e in ("numpy", "microcode")
+    }
     np.testing.assert_array_equal(np.load(tmp_path / "numpy.npy"), np.load(tmp_path / "microcode.npy"))
     pick = ("predictions", "saturation:", "message sparsity")
-    lines = {e: [ln.replace(e, "ENGINE") for ln in out.splitlines() if ln.startswith(pick) or "accuracy" in ln]
-             for e, out in runs.items()}
+    lines = {
+        e: [ln.replace(e, "ENGINE") for ln in out.splitlines() if ln.startswith(pick) or "accuracy" in ln]
+        for e, out in runs.items()
+    }
     assert lines["numpy"] == lines["microcode"] and len(lines["numpy"]) == 4
     assert "cycles are assumed" in runs["microcode"]
 
@@ -124,8 +140,9 @@ def random_placement(g, seed: int) -> dict:
         n = op.attrs["size"] // lanes
         cuts = sorted(set(rng.integers(1, n, size=int(rng.integers(0, 3))).tolist())) if n > 1 else []
         edges = [0] + cuts + [n]
-        out[op.name] = [(int(rng.integers(0, 2)), int(rng.integers(0, 4)), a * lanes, b * lanes)
-                        for a, b in zip(edges, edges[1:])]
+        out[op.name] = [
+            (int(rng.integers(0, 2)), int(rng.integers(0, 4)), a * lanes, b * lanes) for a, b in zip(edges, edges[1:])
+        ]
     return out
 
 
@@ -143,7 +160,7 @@ def test_a_placed_group_gets_one_program_per_core_block_with_its_slice_of_parame
             assert u["binary"] == f"microcode/chip{chip}.core{core}/{row['group']}@{start}.bin"
             p = decode_program(extras[u["binary"]])
             assert p.code == full.code and p.neurons * p.lanes == stop - start
-            np.testing.assert_array_equal(p.params, full.params[:, start // p.lanes:stop // p.lanes])
+            np.testing.assert_array_equal(p.params, full.params[:, start // p.lanes : stop // p.lanes])
             assert f"on chip {chip} core {core}" in extras[u["text"]].decode().splitlines()[0]
 
 
@@ -157,6 +174,7 @@ def test_a_placement_that_splits_a_complex_mode_keeps_one_program_and_says_so():
 
 def test_core_cycles_add_up_the_programs_on_each_core():
     from ssmc.backend_loihi.microcode.emit import core_cycles
+
     g = random_network(1)
     placement = {op.name: [(0, 0, 0, op.attrs["size"])] for op in g.ops_of_kind("neurons")}
     placement["act"] = [(0, 1, 0, 1), (0, 2, 1, 2), (0, 1, 2, g.op("act").attrs["size"])]  # two blocks on 0.1
@@ -174,15 +192,29 @@ def test_cli_says_in_one_line_when_a_net_has_no_microcode(tmp_path):
     import dataclasses
 
     import ssmc
+
     spec = random_spec(1, H=2, M=1, n_layers=1)
     onnx.save(build_step_model(spec), str(tmp_path / "m.onnx"))
     x = np.random.default_rng(0).normal(size=(2, 4, spec.in_features)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     net = ssmc.compile(tmp_path / "m.onnx", calibration=x)
     dataclasses.replace(net, extras={}).save(tmp_path / "old.lava")  # as an older ssmc wrote it
-    proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "run", str(tmp_path / "old.lava"), "--input",
-                           str(tmp_path / "x.npy"), "--engine", "microcode"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssmc.cli",
+            "run",
+            str(tmp_path / "old.lava"),
+            "--input",
+            str(tmp_path / "x.npy"),
+            "--engine",
+            "microcode",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("ssmc: error: ") and "recompile" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -190,14 +222,25 @@ def test_cli_says_in_one_line_when_a_net_has_no_microcode(tmp_path):
 
 def test_cli_shows_programs_and_assembles_and_disassembles(tmp_path):
     import ssmc
+
     g = random_network(2)
-    net = Net(graph=g, source={"file": "m.onnx", "sha256": "0" * 64, "bytes": 1}, pipeline="",
-              report={}, extras=emit_microcode(g))
+    net = Net(
+        graph=g,
+        source={"file": "m.onnx", "sha256": "0" * 64, "bytes": 1},
+        pipeline="",
+        report={},
+        extras=emit_microcode(g),
+    )
     net.save(tmp_path / "n.lava")
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "ssmc.cli", "microcode", *map(str, args)], capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "ssmc.cli", "microcode", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     proc = cli(tmp_path / "n.lava")
     assert proc.returncode == 0, proc.stderr
     assert "cycles are assumed" in proc.stdout and "microcode/pairs.s" in proc.stdout

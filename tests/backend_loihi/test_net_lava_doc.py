@@ -24,8 +24,9 @@ def marked_table(marker: str) -> list[list[str]]:
     """The rows (cells, stripped) of the table between `<!-- <marker>: begin -->` and `... end -->`."""
     text = DOC.read_text()
     body = text.split(f"<!-- {marker}: begin -->", 1)[1].split(f"<!-- {marker}: end -->", 1)[0]
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines()
-            if line.startswith("|")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines() if line.startswith("|")
+    ]
     return rows[2:]  # past the header and its |---| line
 
 
@@ -68,8 +69,15 @@ def placed_net(tmp_path_factory):
     spec = random_spec(3, H=4, M=2, n_layers=2, glu=False, norm=False)
     onnx.save(build_step_model(spec), str(tmp / "m.onnx"))
     np.savez(tmp / "cal.npz", x=np.random.default_rng(0).normal(size=(4, 8, spec.in_features)).astype(np.float32))
-    net = ssmc.compile(tmp / "m.onnx", readout="mean", calibration=tmp / "cal.npz", sigma_delta=0.01,
-                       weight_bits=7, weight_exp="group", max_neurons_per_core=8)
+    net = ssmc.compile(
+        tmp / "m.onnx",
+        readout="mean",
+        calibration=tmp / "cal.npz",
+        sigma_delta=0.01,
+        weight_bits=7,
+        weight_exp="group",
+        max_neurons_per_core=8,
+    )
     net.save(tmp / "net.lava")
     with zipfile.ZipFile(tmp / "net.lava") as zf:
         return {"names": zf.namelist(), "manifest": json.loads(zf.read("manifest.json"))}

@@ -29,12 +29,24 @@ def linear_ssm_graph(seed: int = 0) -> Graph:
     rng = np.random.default_rng(seed)
     g = Graph("net")
     g.add(Op("x", "input", attrs={"size": 2}, shape=(2,)))
-    g.add(Op("enc", "linear", ("x",), params={"weight": rng.normal(size=(H, 2)), "bias": rng.normal(size=H)},
-             shape=(H,)))
-    g.add(Op("ssm", "s4d", ("enc",), attrs={"form": "discrete", "modes": M},
-             params={"A_bar": stable_modes(rng, (H, M)), "B_bar": rng.normal(size=(H, M)) + 1j * rng.normal(size=(H, M)),
-                     "C": rng.normal(size=(H, M)) + 1j * rng.normal(size=(H, M)), "D": rng.normal(size=H)},
-             shape=(H,)))
+    g.add(
+        Op("enc", "linear", ("x",), params={"weight": rng.normal(size=(H, 2)), "bias": rng.normal(size=H)}, shape=(H,))
+    )
+    g.add(
+        Op(
+            "ssm",
+            "s4d",
+            ("enc",),
+            attrs={"form": "discrete", "modes": M},
+            params={
+                "A_bar": stable_modes(rng, (H, M)),
+                "B_bar": rng.normal(size=(H, M)) + 1j * rng.normal(size=(H, M)),
+                "C": rng.normal(size=(H, M)) + 1j * rng.normal(size=(H, M)),
+                "D": rng.normal(size=H),
+            },
+            shape=(H,),
+        )
+    )
     g.add(Op("res", "add", ("ssm", "enc"), shape=(H,)))
     g.add(Op("dec", "linear", ("res",), params={"weight": rng.normal(size=(4, H))}, shape=(4,)))
     g.add(Op("acc", "pool", ("dec",), attrs={"mode": "sum"}, shape=(4,)))
@@ -62,7 +74,11 @@ def test_the_shipped_example_with_relu_and_mean_cut_to_the_host_equals_the_float
     write_nir(exported, tmp_path / "d.nir")
     back = read_nir(tmp_path / "d.nir")
     assert sorted(n for n, v in back.nodes.items() if isinstance(v, nir.Output)) == [
-        "readout.in0", "relu0.in0", "relu1.in0", "y"]
+        "readout.in0",
+        "relu0.in0",
+        "relu1.in0",
+        "y",
+    ]
     x = np.load(EXAMPLES / "digits_test.npz")["x"][:6]
     ref = run_float(graph, x)["y"]
     np.testing.assert_allclose(run_nir(back, x)["y"], ref, atol=1e-12 * np.abs(ref).max())
@@ -104,8 +120,24 @@ def test_a_layer_norm_is_refused_even_with_cut():
 
 def test_cli_exports_the_example_and_checks_it_against_the_float_reference(tmp_path, capsys):
     out = tmp_path / "net.nir"
-    assert main(["export-nir", str(EXAMPLES / "digits_s4d_step.onnx"), "--readout", "mean", "-o", str(out),
-                 "--cut", "--check", str(EXAMPLES / "digits_test.npz"), "--limit", "3"]) == 0
+    assert (
+        main(
+            [
+                "export-nir",
+                str(EXAMPLES / "digits_s4d_step.onnx"),
+                "--readout",
+                "mean",
+                "-o",
+                str(out),
+                "--cut",
+                "--check",
+                str(EXAMPLES / "digits_test.npz"),
+                "--limit",
+                "3",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "cut, the host computes it" in text and f"wrote {out}" in text
     err = float(text.split("max abs error ")[1].split()[0])
@@ -132,8 +164,11 @@ def shared_ssm_graph(seed: int = 0, P: int = 4) -> Graph:
     g = linear_ssm_graph(seed)
     op = g.op("ssm")
     op.attrs.update(mixing="dense", modes=P)
-    op.params.update(A_bar=stable_modes(rng, P), B_bar=rng.normal(size=(P, H)) + 1j * rng.normal(size=(P, H)),
-                     C=rng.normal(size=(H, P)) + 1j * rng.normal(size=(H, P)))
+    op.params.update(
+        A_bar=stable_modes(rng, P),
+        B_bar=rng.normal(size=(P, H)) + 1j * rng.normal(size=(P, H)),
+        C=rng.normal(size=(H, P)) + 1j * rng.normal(size=(H, P)),
+    )
     return g
 
 

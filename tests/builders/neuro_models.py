@@ -24,15 +24,25 @@ def _w(rng, post, pre, density=1.0):
     return w
 
 
-def s4d_stack(H: int, M: int, layers: int, rates=None, n_in: int = 1, n_out: int = 10, seed: int = 0,
-              dense: bool = False) -> Graph:
+def s4d_stack(
+    H: int, M: int, layers: int, rates=None, n_in: int = 1, n_out: int = 10, seed: int = 0, dense: bool = False
+) -> Graph:
     """dense: the layers' H*M modes are shared by all channels (S5/LRU): B [2HM, H] and C [H, 2HM] dense."""
     rng = np.random.default_rng(seed)
     rates = list(rates) if rates is not None else [1.0] * layers
     g = Graph("s4d_stack")
     g.add(Op("x", "input", attrs={"size": n_in}, shape=(n_in,)))
     g.add(Op("x.source", "neurons", ("x",), {"kind": "source", "size": n_in, "frac": 16}, shape=(n_in,)))
-    g.add(Op("enc.syn", "synapses", ("x.source",), {"weight_bits": 8, "delay": 1}, {"weight": _w(rng, H, n_in)}, shape=(H,)))
+    g.add(
+        Op(
+            "enc.syn",
+            "synapses",
+            ("x.source",),
+            {"weight_bits": 8, "delay": 1},
+            {"weight": _w(rng, H, n_in)},
+            shape=(H,),
+        )
+    )
     g.add(Op("enc", "neurons", ("enc.syn",), {"kind": "relay", "size": H, "frac": 16}, shape=(H,)))
     u = "enc"
     S = 2 * M * H
@@ -45,22 +55,63 @@ def s4d_stack(H: int, M: int, layers: int, rates=None, n_in: int = 1, n_out: int
         if dense:
             b = _w(rng, S, H)
         g.add(Op(f"s{i}.B", "synapses", (u,), {"weight_bits": 8, "delay": 1}, {"weight": b}, shape=(S,)))
-        g.add(Op(f"s{i}.pairs", "neurons", (f"s{i}.B",),
-                 {"kind": "cpx", "size": S, "frac": 16, "msg_rate": r, **sd},
-                 {"c_re": rng.integers(0, 30000, S // 2).astype(np.int64),
-                  "c_im": rng.integers(-30000, 30000, S // 2).astype(np.int64)}, shape=(S,)))
+        g.add(
+            Op(
+                f"s{i}.pairs",
+                "neurons",
+                (f"s{i}.B",),
+                {"kind": "cpx", "size": S, "frac": 16, "msg_rate": r, **sd},
+                {
+                    "c_re": rng.integers(0, 30000, S // 2).astype(np.int64),
+                    "c_im": rng.integers(-30000, 30000, S // 2).astype(np.int64),
+                },
+                shape=(S,),
+            )
+        )
         c = np.zeros((H, S), np.int32)
         c[chan, np.arange(S)] = rng.integers(1, 100, S)
         if dense:
             c = _w(rng, H, S)
         g.add(Op(f"s{i}.C", "synapses", (f"s{i}.pairs",), {"weight_bits": 8, "delay": 1}, {"weight": c}, shape=(H,)))
-        g.add(Op(f"s{i}.D", "synapses", (u,), {"weight_bits": 8, "delay": 2}, {"weight": np.diag(rng.integers(1, 100, H)).astype(np.int32)},
-                 shape=(H,)))
-        g.add(Op(f"relu{i}", "neurons", (f"s{i}.C", f"s{i}.D"),
-                 {"kind": "relu", "size": H, "frac": 16, "msg_rate": r, **sd}, shape=(H,)))
-        g.add(Op(f"mix{i}", "synapses", (f"relu{i}",), {"weight_bits": 8, "delay": 1}, {"weight": _w(rng, H, H)}, shape=(H,)))
-        g.add(Op(f"res{i}", "synapses", (u,), {"weight_bits": 8, "delay": 3}, {"weight": np.diag(rng.integers(1, 100, H)).astype(np.int32)},
-                 shape=(H,)))
+        g.add(
+            Op(
+                f"s{i}.D",
+                "synapses",
+                (u,),
+                {"weight_bits": 8, "delay": 2},
+                {"weight": np.diag(rng.integers(1, 100, H)).astype(np.int32)},
+                shape=(H,),
+            )
+        )
+        g.add(
+            Op(
+                f"relu{i}",
+                "neurons",
+                (f"s{i}.C", f"s{i}.D"),
+                {"kind": "relu", "size": H, "frac": 16, "msg_rate": r, **sd},
+                shape=(H,),
+            )
+        )
+        g.add(
+            Op(
+                f"mix{i}",
+                "synapses",
+                (f"relu{i}",),
+                {"weight_bits": 8, "delay": 1},
+                {"weight": _w(rng, H, H)},
+                shape=(H,),
+            )
+        )
+        g.add(
+            Op(
+                f"res{i}",
+                "synapses",
+                (u,),
+                {"weight_bits": 8, "delay": 3},
+                {"weight": np.diag(rng.integers(1, 100, H)).astype(np.int32)},
+                shape=(H,),
+            )
+        )
         g.add(Op(f"add{i}", "neurons", (f"mix{i}", f"res{i}"), {"kind": "relay", "size": H, "frac": 16}, shape=(H,)))
         u = f"add{i}"
     g.add(Op("dec", "synapses", (u,), {"weight_bits": 8, "delay": 1}, {"weight": _w(rng, n_out, H)}, shape=(n_out,)))

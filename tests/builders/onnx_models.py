@@ -129,8 +129,9 @@ class _GraphWriter:
         self.initializers: list[onnx.TensorProto] = []
         self._node_counts: Counter = Counter()
 
-    def op(self, scope: str, op_type: str, *inputs: str, output_name: str | None = None,
-           n_outputs: int = 1, **attributes) -> str | list[str]:
+    def op(
+        self, scope: str, op_type: str, *inputs: str, output_name: str | None = None, n_outputs: int = 1, **attributes
+    ) -> str | list[str]:
         """Append one node; return its output name (a list if n_outputs > 1)."""
         count = self._node_counts[(scope, op_type)]
         self._node_counts[(scope, op_type)] += 1
@@ -150,15 +151,15 @@ class _GraphWriter:
     def model(self, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]) -> onnx.ModelProto:
         """Wrap the collected graph in an opset-17 model and check it strictly."""
         graph = helper.make_graph(self.nodes, "s4d_step", inputs, outputs, initializer=self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="tests.builders.onnx_models")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tests.builders.onnx_models"
+        )
         model.ir_version = IR_VERSION
         onnx.checker.check_model(model, full_check=True)
         return model
 
 
-def _linear(writer: _GraphWriter, params: dict, module: str, x: str, style: str,
-            output_name: str | None = None) -> str:
+def _linear(writer: _GraphWriter, params: dict, module: str, x: str, style: str, output_name: str | None = None) -> str:
     """nn.Linear: Gemm(x, W, b, transB=1), or MatMul(x, W^T) + b with W^T stored as
     an anonymous `onnx::MatMul_<k>` initializer, both as torch exports them."""
     scope = f"/{module}"
@@ -166,10 +167,10 @@ def _linear(writer: _GraphWriter, params: dict, module: str, x: str, style: str,
     bias_name = writer.initializer(f"{module}.bias", bias)
     if style == "gemm":
         weight_name = writer.initializer(f"{module}.weight", weight)
-        return writer.op(scope, "Gemm", x, weight_name, bias_name, output_name=output_name,
-                         alpha=1.0, beta=1.0, transB=1)
-    weight_t_name = writer.initializer(f"onnx::MatMul_{len(writer.initializers)}",
-                                       np.ascontiguousarray(weight.T))
+        return writer.op(
+            scope, "Gemm", x, weight_name, bias_name, output_name=output_name, alpha=1.0, beta=1.0, transB=1
+        )
+    weight_t_name = writer.initializer(f"onnx::MatMul_{len(writer.initializers)}", np.ascontiguousarray(weight.T))
     product = writer.op(scope, "MatMul", x, weight_t_name)
     return writer.op(scope, "Add", product, bias_name, output_name=output_name)
 
@@ -202,8 +203,10 @@ def _s4d_step(writer: _GraphWriter, params: dict, layer: int, u: str, state: str
     module = f"layers.{layer}.s4d"
     scope = f"/layers.{layer}/s4d"
     op, const = writer.op, writer.constant
-    names = {key: writer.initializer(f"{module}.{key}", params[f"{module}.{key}"])
-             for key in ("log_dt", "log_A_real", "A_imag", "C", "D")}
+    names = {
+        key: writer.initializer(f"{module}.{key}", params[f"{module}.{key}"])
+        for key in ("log_dt", "log_A_real", "A_imag", "C", "D")
+    }
 
     def unsqueeze_last(x: str) -> str:
         return op(scope, "Unsqueeze", x, const(scope, [-1], np.int64))
@@ -212,10 +215,10 @@ def _s4d_step(writer: _GraphWriter, params: dict, layer: int, u: str, state: str
         return op(scope, "Gather", x, const(scope, index, np.int64), axis=rank - 1)
 
     s_re, s_im = component(state, 0, 4), component(state, 1, 4)
-    y, new_re, new_im = _s4d_update(writer, scope, _discretization(writer, scope, names), names["C"], names["D"],
-                                    u, unsqueeze_last(u), s_re, s_im)
-    op(scope, "Concat", unsqueeze_last(new_re), unsqueeze_last(new_im), axis=-1,
-       output_name=f"state{layer}_out")
+    y, new_re, new_im = _s4d_update(
+        writer, scope, _discretization(writer, scope, names), names["C"], names["D"], u, unsqueeze_last(u), s_re, s_im
+    )
+    op(scope, "Concat", unsqueeze_last(new_re), unsqueeze_last(new_im), axis=-1, output_name=f"state{layer}_out")
     return y
 
 
@@ -233,24 +236,39 @@ def _discretization(writer: _GraphWriter, scope: str, names: dict[str, str]) -> 
 
     num_re, num_im = op(scope, "Sub", abar_re, const(scope, 1.0)), abar_im
     den = op(scope, "Add", op(scope, "Mul", a_re, a_re), op(scope, "Mul", a_im, a_im))
-    bbar_re = op(scope, "Div", op(scope, "Add", op(scope, "Mul", num_re, a_re),
-                                  op(scope, "Mul", num_im, a_im)), den)
-    bbar_im = op(scope, "Div", op(scope, "Sub", op(scope, "Mul", num_im, a_re),
-                                  op(scope, "Mul", num_re, a_im)), den)
+    bbar_re = op(scope, "Div", op(scope, "Add", op(scope, "Mul", num_re, a_re), op(scope, "Mul", num_im, a_im)), den)
+    bbar_im = op(scope, "Div", op(scope, "Sub", op(scope, "Mul", num_im, a_re), op(scope, "Mul", num_re, a_im)), den)
     return abar_re, abar_im, bbar_re, bbar_im
 
 
-def _s4d_update(writer: _GraphWriter, scope: str, discrete: tuple[str, str, str, str], c: str, d: str, u: str,
-                u_modes: str, s_re: str, s_im: str) -> tuple[str, str, str]:
+def _s4d_update(
+    writer: _GraphWriter,
+    scope: str,
+    discrete: tuple[str, str, str, str],
+    c: str,
+    d: str,
+    u: str,
+    u_modes: str,
+    s_re: str,
+    s_im: str,
+) -> tuple[str, str, str]:
     """x' = A_bar x + B_bar u on the re/im parts [.., H, M] and y = 2 Re(sum_m C x') + D u.
 
     u_modes is u broadcast over the modes ([batch, H, 1]); returns (y, x'_re, x'_im)."""
     op, const = writer.op, writer.constant
     abar_re, abar_im, bbar_re, bbar_im = discrete
-    new_re = op(scope, "Add", op(scope, "Sub", op(scope, "Mul", abar_re, s_re), op(scope, "Mul", abar_im, s_im)),
-                op(scope, "Mul", bbar_re, u_modes))
-    new_im = op(scope, "Add", op(scope, "Add", op(scope, "Mul", abar_re, s_im), op(scope, "Mul", abar_im, s_re)),
-                op(scope, "Mul", bbar_im, u_modes))
+    new_re = op(
+        scope,
+        "Add",
+        op(scope, "Sub", op(scope, "Mul", abar_re, s_re), op(scope, "Mul", abar_im, s_im)),
+        op(scope, "Mul", bbar_re, u_modes),
+    )
+    new_im = op(
+        scope,
+        "Add",
+        op(scope, "Add", op(scope, "Mul", abar_re, s_im), op(scope, "Mul", abar_im, s_re)),
+        op(scope, "Mul", bbar_im, u_modes),
+    )
     c_re = op(scope, "Gather", c, const(scope, 0, np.int64), axis=2)
     c_im = op(scope, "Gather", c, const(scope, 1, np.int64), axis=2)
     real_part = op(scope, "Sub", op(scope, "Mul", c_re, new_re), op(scope, "Mul", c_im, new_im))
@@ -267,10 +285,15 @@ def _block(writer: _GraphWriter, spec: StepModelSpec, params: dict, layer: int, 
     z = u
     if spec.norm:
         module = f"layers.{layer}.norm"
-        z = writer.op(f"{scope}/norm", "LayerNormalization", z,
-                      writer.initializer(f"{module}.weight", params[f"{module}.weight"]),
-                      writer.initializer(f"{module}.bias", params[f"{module}.bias"]),
-                      axis=-1, epsilon=1e-5)
+        z = writer.op(
+            f"{scope}/norm",
+            "LayerNormalization",
+            z,
+            writer.initializer(f"{module}.weight", params[f"{module}.weight"]),
+            writer.initializer(f"{module}.bias", params[f"{module}.bias"]),
+            axis=-1,
+            epsilon=1e-5,
+        )
     z = s4d(z) if s4d else _s4d_step(writer, params, layer, z, f"state{layer}")
     z = _activation(writer, f"{scope}/act", spec.activation, z)
     z = _linear(writer, params, f"layers.{layer}.mix", z, spec.linear_style)
@@ -289,9 +312,10 @@ def _token_input(name: str, spec: StepModelSpec, rank: int = 2) -> onnx.ValueInf
 
 
 def _state_values(spec: StepModelSpec, suffix: str) -> list[onnx.ValueInfoProto]:
-    return [helper.make_tensor_value_info(f"state{layer}{suffix}", TensorProto.FLOAT,
-                                          ["batch", spec.H, spec.M, 2])
-            for layer in range(spec.n_layers)]
+    return [
+        helper.make_tensor_value_info(f"state{layer}{suffix}", TensorProto.FLOAT, ["batch", spec.H, spec.M, 2])
+        for layer in range(spec.n_layers)
+    ]
 
 
 def _logits_output(spec: StepModelSpec) -> onnx.ValueInfoProto:
@@ -311,8 +335,9 @@ def build_step_model(spec: StepModelSpec, params: dict[str, np.ndarray] | None =
     for layer in range(spec.n_layers):
         u = _block(writer, spec, params, layer, u)
     _linear(writer, params, "decoder", u, spec.linear_style, output_name="logits")
-    return writer.model([_token_input("x", spec), *_state_values(spec, "")],
-                        [_logits_output(spec), *_state_values(spec, "_out")])
+    return writer.model(
+        [_token_input("x", spec), *_state_values(spec, "")], [_logits_output(spec), *_state_values(spec, "_out")]
+    )
 
 
 # -- state layouts as users write them -------------------------------------------------
@@ -330,8 +355,12 @@ LAYOUTS = {
 def layout_state_shapes(layout: str, spec: StepModelSpec, batch="batch") -> list[tuple[str, list]]:
     """(name, shape) of each state input of `layout` (outputs are named name + "_out")."""
     L, H, M = spec.n_layers, spec.H, spec.M
-    per_layer = {"last": [batch, H, M, 2], "re_im_first": [2, batch, H, M], "batch_axis1": [H, batch, M, 2],
-                 "batch_axis2": [H, M, batch, 2]}
+    per_layer = {
+        "last": [batch, H, M, 2],
+        "re_im_first": [2, batch, H, M],
+        "batch_axis1": [H, batch, M, 2],
+        "batch_axis2": [H, M, batch, 2],
+    }
     if layout in per_layer:
         return [(f"state{layer}", per_layer[layout]) for layer in range(L)]
     if layout == "split":
@@ -347,12 +376,20 @@ def discrete_parameters(params: dict, layer: int) -> dict[str, np.ndarray]:
     A = -np.exp(params[f"{module}.log_A_real"].astype(np.float64)) + 1j * params[f"{module}.A_imag"]
     a_bar = np.exp(np.exp(params[f"{module}.log_dt"].astype(np.float64))[:, None] * A)
     b_bar = (a_bar - 1.0) / A
-    return {f"{module}.{name}": value.astype(np.float32) for name, value in
-            (("A_bar_re", a_bar.real), ("A_bar_im", a_bar.imag), ("B_bar_re", b_bar.real), ("B_bar_im", b_bar.imag))}
+    return {
+        f"{module}.{name}": value.astype(np.float32)
+        for name, value in (
+            ("A_bar_re", a_bar.real),
+            ("A_bar_im", a_bar.imag),
+            ("B_bar_re", b_bar.real),
+            ("B_bar_im", b_bar.imag),
+        )
+    }
 
 
-def build_layout_model(spec: StepModelSpec, layout: str = "last", fixed_batch: bool = False,
-                       discrete: bool = False) -> onnx.ModelProto:
+def build_layout_model(
+    spec: StepModelSpec, layout: str = "last", fixed_batch: bool = False, discrete: bool = False
+) -> onnx.ModelProto:
     """`build_step_model`'s network with its state in `layout` (one of LAYOUTS).
 
     fixed_batch: every batch axis is 1 and u is broadcast over the modes by a Reshape to the constant shape
@@ -371,8 +408,11 @@ def build_layout_model(spec: StepModelSpec, layout: str = "last", fixed_batch: b
         if layout == "split":
             return f"s{layer}_re", f"s{layer}_im"
         if layout in ("re_im_first", "packed"):
-            whole = f"state{layer}" if layout == "re_im_first" else \
-                op(scope, "Gather", "state", const(scope, layer, np.int64), axis=0)
+            whole = (
+                f"state{layer}"
+                if layout == "re_im_first"
+                else op(scope, "Gather", "state", const(scope, layer, np.int64), axis=0)
+            )
             return tuple(op(scope, "Gather", whole, const(scope, k, np.int64), axis=0) for k in (0, 1))
         parts = [op(scope, "Gather", f"state{layer}", const(scope, k, np.int64), axis=3) for k in (0, 1)]
         perm = {"last": None, "batch_axis1": [1, 0, 2], "batch_axis2": [2, 0, 1]}[layout]
@@ -387,8 +427,9 @@ def build_layout_model(spec: StepModelSpec, layout: str = "last", fixed_batch: b
         if layout in ("re_im_first", "packed"):
             first = [op(scope, "Unsqueeze", p, const(scope, [0], np.int64)) for p in (new_re, new_im)]
             if layout == "packed":
-                packed_out.append(op(scope, "Unsqueeze", op(scope, "Concat", *first, axis=0),
-                                     const(scope, [0], np.int64)))
+                packed_out.append(
+                    op(scope, "Unsqueeze", op(scope, "Concat", *first, axis=0), const(scope, [0], np.int64))
+                )
             else:
                 op(scope, "Concat", *first, axis=0, output_name=f"state{layer}_out")
             return
@@ -402,18 +443,25 @@ def build_layout_model(spec: StepModelSpec, layout: str = "last", fixed_batch: b
     def s4d(layer: int):
         def step(u: str) -> str:
             module, scope = f"layers.{layer}.s4d", f"/layers.{layer}/s4d"
-            names = {key: writer.initializer(f"{module}.{key}", params[f"{module}.{key}"])
-                     for key in ("log_dt", "log_A_real", "A_imag", "C", "D")}
+            names = {
+                key: writer.initializer(f"{module}.{key}", params[f"{module}.{key}"])
+                for key in ("log_dt", "log_A_real", "A_imag", "C", "D")
+            }
             if discrete:
-                disc = tuple(writer.initializer(name, value)
-                             for name, value in discrete_parameters(params, layer).items())
+                disc = tuple(
+                    writer.initializer(name, value) for name, value in discrete_parameters(params, layer).items()
+                )
             else:
                 disc = _discretization(writer, scope, names)
-            u_modes = op(scope, "Reshape", u, const(scope, [1, H, 1], np.int64)) if fixed_batch else \
-                op(scope, "Unsqueeze", u, const(scope, [-1], np.int64))
+            u_modes = (
+                op(scope, "Reshape", u, const(scope, [1, H, 1], np.int64))
+                if fixed_batch
+                else op(scope, "Unsqueeze", u, const(scope, [-1], np.int64))
+            )
             y, new_re, new_im = _s4d_update(writer, scope, disc, names["C"], names["D"], u, u_modes, *read(layer))
             write(layer, new_re, new_im)
             return y
+
         return step
 
     u = _linear(writer, params, "encoder", "x", spec.linear_style)
@@ -424,10 +472,15 @@ def build_layout_model(spec: StepModelSpec, layout: str = "last", fixed_batch: b
         op("/state", "Concat", *packed_out, axis=0, output_name="state_out")
     value = helper.make_tensor_value_info
     return writer.model(
-        [value("x", TensorProto.FLOAT, [batch, spec.in_features]),
-         *(value(name, TensorProto.FLOAT, shape) for name, shape in states)],
-        [value("logits", TensorProto.FLOAT, [batch, spec.n_out]),
-         *(value(f"{name}_out", TensorProto.FLOAT, shape) for name, shape in states)])
+        [
+            value("x", TensorProto.FLOAT, [batch, spec.in_features]),
+            *(value(name, TensorProto.FLOAT, shape) for name, shape in states),
+        ],
+        [
+            value("logits", TensorProto.FLOAT, [batch, spec.n_out]),
+            *(value(f"{name}_out", TensorProto.FLOAT, shape) for name, shape in states),
+        ],
+    )
 
 
 _BAD_MODEL_SPEC = StepModelSpec(in_features=2, H=4, M=2, n_layers=2, n_out=3)
@@ -441,15 +494,16 @@ def _unsupported_op(writer: _GraphWriter, op_type: str, u: str, width: int) -> s
     """
     scope = f"/unsupported/{op_type}"
     if op_type == "TopK":
-        values, _ = writer.op(scope, "TopK", u, writer.constant(scope, [width], np.int64),
-                              axis=-1, largest=1, sorted=1, n_outputs=2)
+        values, _ = writer.op(
+            scope, "TopK", u, writer.constant(scope, [width], np.int64), axis=-1, largest=1, sorted=1, n_outputs=2
+        )
         return values
     rng = np.random.default_rng(0)
     scale = 1.0 / np.sqrt(width)
-    weights = [writer.initializer(f"unsupported.lstm.{name}",
-                                  (rng.standard_normal(shape) * scale).astype(np.float32))
-               for name, shape in (("W", (1, 4 * width, width)), ("R", (1, 4 * width, width)),
-                                   ("B", (1, 8 * width)))]
+    weights = [
+        writer.initializer(f"unsupported.lstm.{name}", (rng.standard_normal(shape) * scale).astype(np.float32))
+        for name, shape in (("W", (1, 4 * width, width)), ("R", (1, 4 * width, width)), ("B", (1, 8 * width)))
+    ]
     sequence = writer.op(scope, "Unsqueeze", u, writer.constant(scope, [0], np.int64))  # [1, batch, width]
     hidden_sequence = writer.op(scope, "LSTM", sequence, *weights, hidden_size=width)  # [1, 1, batch, width]
     return writer.op(scope, "Squeeze", hidden_sequence, writer.constant(scope, [0, 1], np.int64))
@@ -473,8 +527,9 @@ def build_unsupported_op_model(op_type: str = "TopK", spec: StepModelSpec | None
         if layer == 0:
             u = _unsupported_op(writer, op_type, u, spec.H)
     _linear(writer, params, "decoder", u, spec.linear_style, output_name="logits")
-    return writer.model([_token_input("x", spec), *_state_values(spec, "")],
-                        [_logits_output(spec), *_state_values(spec, "_out")])
+    return writer.model(
+        [_token_input("x", spec), *_state_values(spec, "")], [_logits_output(spec), *_state_values(spec, "_out")]
+    )
 
 
 def build_wrong_rank_model(spec: StepModelSpec | None = None) -> onnx.ModelProto:
@@ -491,8 +546,10 @@ def build_wrong_rank_model(spec: StepModelSpec | None = None) -> onnx.ModelProto
     for layer in range(spec.n_layers):
         u = _block(writer, spec, params, layer, u)
     _linear(writer, params, "decoder", u, spec.linear_style, output_name="logits")
-    return writer.model([_token_input("x", spec, rank=3), *_state_values(spec, "")],
-                        [_logits_output(spec), *_state_values(spec, "_out")])
+    return writer.model(
+        [_token_input("x", spec, rank=3), *_state_values(spec, "")],
+        [_logits_output(spec), *_state_values(spec, "_out")],
+    )
 
 
 def truncated_bytes(model_bytes: bytes) -> bytes:
@@ -561,15 +618,17 @@ def run_step_model_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     token_input, *state_inputs = session.get_inputs()
     if isinstance(token_input.shape[0], int):  # a fixed batch of 1: one sequence at a time
-        return np.concatenate([_run_batch(session, token_input, state_inputs, x[i:i + 1]) for i in range(len(x))])
+        return np.concatenate([_run_batch(session, token_input, state_inputs, x[i : i + 1]) for i in range(len(x))])
     return _run_batch(session, token_input, state_inputs, x)
 
 
 def _run_batch(session, token_input, state_inputs, x: np.ndarray) -> np.ndarray:
     batch, steps, _ = x.shape
     # the batch axis of a state is its symbolic one (none with a fixed batch)
-    states = {value.name: np.zeros([d if isinstance(d, int) else batch for d in value.shape], dtype=np.float32)
-              for value in state_inputs}
+    states = {
+        value.name: np.zeros([d if isinstance(d, int) else batch for d in value.shape], dtype=np.float32)
+        for value in state_inputs
+    }
     output_names = [o.name for o in session.get_outputs()]
     logits_per_token = []
     for t in range(steps):

@@ -92,8 +92,7 @@ def shared_parameters(spec: SharedSpec) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in p.items()}
 
 
-def discrete_layer(spec: SharedSpec, params: dict, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                           np.ndarray]:
+def discrete_layer(spec: SharedSpec, params: dict, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(lam [P], B_bar [P, H], C [H, P], D [H]) of one layer, complex128 / float64, from the equations:
     y = Re(C x) + D u (D zero when the spec has none)."""
     m = f"layers.{layer}.{spec.family}"
@@ -153,17 +152,29 @@ def _lambda_and_input(writer: _GraphWriter, spec: SharedSpec, params: dict, laye
         nu, theta = init(f"{m}.nu_log", params[f"{m}.nu_log"]), init(f"{m}.theta_log", params[f"{m}.theta_log"])
         modulus = op(scope, "Exp", op(scope, "Neg", op(scope, "Exp", nu)))
         phase = op(scope, "Exp", theta)
-        lam_re, lam_im = op(scope, "Mul", modulus, op(scope, "Cos", phase)), op(scope, "Mul", modulus,
-                                                                               op(scope, "Sin", phase))
+        lam_re, lam_im = (
+            op(scope, "Mul", modulus, op(scope, "Cos", phase)),
+            op(scope, "Mul", modulus, op(scope, "Sin", phase)),
+        )
         gamma = op(scope, "Sqrt", op(scope, "Sub", const(scope, 1.0), op(scope, "Mul", modulus, modulus)))
         gamma_col = op(scope, "Unsqueeze", gamma, const(scope, [-1], np.int64))
-        b = [op(scope, "Transpose", op(scope, "Mul", init(f"{m}.B_{part}", params[f"{m}.B_{part}"]), gamma_col),
-                perm=[1, 0]) for part in ("re", "im")]
+        b = [
+            op(
+                scope,
+                "Transpose",
+                op(scope, "Mul", init(f"{m}.B_{part}", params[f"{m}.B_{part}"]), gamma_col),
+                perm=[1, 0],
+            )
+            for part in ("re", "im")
+        ]
         return lam_re, lam_im, *b
     lam, B_bar, _, _ = discrete_layer(spec, params, layer)
-    return (init(f"{m}.lam_re", lam.real.astype(np.float32)), init(f"{m}.lam_im", lam.imag.astype(np.float32)),
-            init(f"{m}.B_bar_re_t", np.ascontiguousarray(B_bar.real.T).astype(np.float32)),
-            init(f"{m}.B_bar_im_t", np.ascontiguousarray(B_bar.imag.T).astype(np.float32)))
+    return (
+        init(f"{m}.lam_re", lam.real.astype(np.float32)),
+        init(f"{m}.lam_im", lam.imag.astype(np.float32)),
+        init(f"{m}.B_bar_re_t", np.ascontiguousarray(B_bar.real.T).astype(np.float32)),
+        init(f"{m}.B_bar_im_t", np.ascontiguousarray(B_bar.imag.T).astype(np.float32)),
+    )
 
 
 def _shared_step(writer: _GraphWriter, spec: SharedSpec, params: dict, layer: int, u: str) -> str:
@@ -176,8 +187,9 @@ def _shared_step(writer: _GraphWriter, spec: SharedSpec, params: dict, layer: in
         axis = 2 if spec.layout == "last" else 0
         s_re, s_im = (op(scope, "Gather", f"state{layer}", const(scope, k, np.int64), axis=axis) for k in (0, 1))
     if spec.stacked_input:
-        bu_re, bu_im = op(scope, "Split", op(scope, "MatMul", u, op(scope, "Concat", b_re, b_im, axis=1)), axis=-1,
-                          n_outputs=2)
+        bu_re, bu_im = op(
+            scope, "Split", op(scope, "MatMul", u, op(scope, "Concat", b_re, b_im, axis=1)), axis=-1, n_outputs=2
+        )
     else:
         bu_re, bu_im = op(scope, "MatMul", u, b_re), op(scope, "MatMul", u, b_im)
     new_re = op(scope, "Add", op(scope, "Sub", op(scope, "Mul", lam_re, s_re), op(scope, "Mul", lam_im, s_im)), bu_re)
@@ -203,18 +215,22 @@ def build_shared_model(spec: SharedSpec, params: dict | None = None) -> onnx.Mod
     writer = _GraphWriter()
     u = _linear(writer, params, "encoder", "x", "gemm")
     for layer in range(spec.n_layers):
-        z = _activation(writer, f"/layers.{layer}/act", spec.activation,
-                        _shared_step(writer, spec, params, layer, u))
+        z = _activation(writer, f"/layers.{layer}/act", spec.activation, _shared_step(writer, spec, params, layer, u))
         u = writer.op(f"/layers.{layer}", "Add", u, z) if spec.residual else z
     _linear(writer, params, "decoder", u, "gemm", output_name="logits")
     batch = 1 if spec.fixed_batch else "batch"
     value = helper.make_tensor_value_info
     states = state_shapes(spec)
     return writer.model(
-        [value("x", TensorProto.FLOAT, [batch, spec.in_features]),
-         *(value(name, TensorProto.FLOAT, shape) for name, shape in states)],
-        [value("logits", TensorProto.FLOAT, [batch, spec.n_out]),
-         *(value(f"{name}_out", TensorProto.FLOAT, shape) for name, shape in states)])
+        [
+            value("x", TensorProto.FLOAT, [batch, spec.in_features]),
+            *(value(name, TensorProto.FLOAT, shape) for name, shape in states),
+        ],
+        [
+            value("logits", TensorProto.FLOAT, [batch, spec.n_out]),
+            *(value(f"{name}_out", TensorProto.FLOAT, shape) for name, shape in states),
+        ],
+    )
 
 
 def build_dense_a_model(H: int = 3, P: int = 3, seed: int = 0) -> onnx.ModelProto:
@@ -223,11 +239,16 @@ def build_dense_a_model(H: int = 3, P: int = 3, seed: int = 0) -> onnx.ModelProt
     writer = _GraphWriter()
     op, init = writer.op, writer.initializer
     A = rng.standard_normal((P, P)) * 0.3
-    new = op("/ssm", "Add", op("/ssm", "MatMul", "s0", init("A_t", A.T.astype(np.float32))),
-             op("/ssm", "MatMul", "x", init("B_t", rng.standard_normal((H, P)).astype(np.float32))))
+    new = op(
+        "/ssm",
+        "Add",
+        op("/ssm", "MatMul", "s0", init("A_t", A.T.astype(np.float32))),
+        op("/ssm", "MatMul", "x", init("B_t", rng.standard_normal((H, P)).astype(np.float32))),
+    )
     op("/ssm", "Identity", new, output_name="s0_out")
     op("/ssm", "MatMul", new, init("C_t", rng.standard_normal((P, H)).astype(np.float32)), output_name="y")
     value = helper.make_tensor_value_info
-    return writer.model([value("x", TensorProto.FLOAT, ["batch", H]), value("s0", TensorProto.FLOAT, ["batch", P])],
-                        [value("y", TensorProto.FLOAT, ["batch", H]), value("s0_out", TensorProto.FLOAT,
-                                                                               ["batch", P])])
+    return writer.model(
+        [value("x", TensorProto.FLOAT, ["batch", H]), value("s0", TensorProto.FLOAT, ["batch", P])],
+        [value("y", TensorProto.FLOAT, ["batch", H]), value("s0_out", TensorProto.FLOAT, ["batch", P])],
+    )

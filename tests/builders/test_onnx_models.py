@@ -102,6 +102,7 @@ def assert_matches_reference(spec: StepModelSpec) -> None:
 
 def assert_contract(model: onnx.ModelProto, spec: StepModelSpec) -> None:
     """Graph inputs/outputs are x, state*, logits, state*_out with the contract shapes."""
+
     def shape(value):
         return [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
 
@@ -109,12 +110,13 @@ def assert_contract(model: onnx.ModelProto, spec: StepModelSpec) -> None:
     inputs = {value.name: shape(value) for value in model.graph.input}
     outputs = {value.name: shape(value) for value in model.graph.output}
     assert inputs == {"x": ["batch", spec.in_features], **{f"state{i}": state_shape for i in range(spec.n_layers)}}
-    assert outputs == {"logits": ["batch", spec.n_out],
-                       **{f"state{i}_out": state_shape for i in range(spec.n_layers)}}
+    assert outputs == {"logits": ["batch", spec.n_out], **{f"state{i}_out": state_shape for i in range(spec.n_layers)}}
     assert [value.name for value in model.graph.input][0] == "x"
     assert [value.name for value in model.graph.output][0] == "logits"
-    assert all(value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-               for value in [*model.graph.input, *model.graph.output])
+    assert all(
+        value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        for value in [*model.graph.input, *model.graph.output]
+    )
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -170,9 +172,17 @@ def test_overrides_are_validated():
 def test_initializers_use_torch_names():
     spec = StepModelSpec(in_features=2, H=3, M=2, n_layers=1, n_out=2, norm=True)
     names = {init.name for init in build_step_model(spec).graph.initializer}
-    assert {"encoder.weight", "layers.0.norm.weight", "layers.0.s4d.log_dt", "layers.0.s4d.log_A_real",
-            "layers.0.s4d.A_imag", "layers.0.s4d.C", "layers.0.s4d.D", "layers.0.mix.weight",
-            "decoder.bias"} <= names
+    assert {
+        "encoder.weight",
+        "layers.0.norm.weight",
+        "layers.0.s4d.log_dt",
+        "layers.0.s4d.log_A_real",
+        "layers.0.s4d.A_imag",
+        "layers.0.s4d.C",
+        "layers.0.s4d.D",
+        "layers.0.mix.weight",
+        "decoder.bias",
+    } <= names
 
 
 @pytest.mark.parametrize("op_type", UNSUPPORTED_OPS)
@@ -187,8 +197,10 @@ def test_wrong_rank_model_is_valid_and_runs():
     model = build_wrong_rank_model()
     assert len(model.graph.input[0].type.tensor_type.shape.dim) == 3
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {"x": np.ones((2, 1, 2), dtype=np.float32),
-             **{f"state{i}": np.zeros((2, 4, 2, 2), dtype=np.float32) for i in range(2)}}
+    feeds = {
+        "x": np.ones((2, 1, 2), dtype=np.float32),
+        **{f"state{i}": np.zeros((2, 4, 2, 2), dtype=np.float32) for i in range(2)},
+    }
     logits = session.run(["logits"], feeds)[0]
     assert logits.shape == (2, 3)
 

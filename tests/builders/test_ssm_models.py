@@ -5,16 +5,29 @@ import numpy as np
 import pytest
 
 from tests.builders.onnx_models import run_step_model_ort
-from tests.builders.ssm_models import (SSM_LAYOUTS, SharedSpec, build_shared_model, discrete_layer,
-                                       reference_logits, shared_parameters)
+from tests.builders.ssm_models import (
+    SSM_LAYOUTS,
+    SharedSpec,
+    build_shared_model,
+    discrete_layer,
+    reference_logits,
+    shared_parameters,
+)
 
 
 @pytest.mark.parametrize("fixed_batch", [False, True], ids=["batch", "batch1"])
 @pytest.mark.parametrize("layout", SSM_LAYOUTS)
 @pytest.mark.parametrize("family, parametrisation", [("s5", "const"), ("lru", "const"), ("lru", "graph")])
 def test_onnxruntime_computes_the_equations(family, parametrisation, layout, fixed_batch):
-    spec = SharedSpec(family=family, parametrisation=parametrisation, layout=layout, fixed_batch=fixed_batch,
-                      n_layers=2, D=layout != "last", seed=7)
+    spec = SharedSpec(
+        family=family,
+        parametrisation=parametrisation,
+        layout=layout,
+        fixed_batch=fixed_batch,
+        n_layers=2,
+        D=layout != "last",
+        seed=7,
+    )
     x = np.random.default_rng(0).normal(size=(2, 6, spec.in_features)).astype(np.float32)
     want = reference_logits(spec, x)
     got = run_step_model_ort(build_shared_model(spec), x)

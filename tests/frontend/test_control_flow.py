@@ -33,22 +33,35 @@ def _with_if(condition: str) -> onnx.ModelProto:
     inner.CopyFrom(decoder)
     inner.output[0], inner.input[2] = "then_y", "then_bias"
     then_branch = helper.make_graph(
-        [_constant("one", 1.0), helper.make_node("Mul", [decoder.input[2], "one"], ["then_bias"]), inner], "then",
-        [], [helper.make_tensor_value_info("then_y", TensorProto.FLOAT, None)])
+        [_constant("one", 1.0), helper.make_node("Mul", [decoder.input[2], "one"], ["then_bias"]), inner],
+        "then",
+        [],
+        [helper.make_tensor_value_info("then_y", TensorProto.FLOAT, None)],
+    )
     else_branch = helper.make_graph(
-        [_constant("zero", 0.0), helper.make_node("Mul", [decoder.input[0], "zero"], ["else_y"])], "else",
-        [], [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, None)])
+        [_constant("zero", 0.0), helper.make_node("Mul", [decoder.input[0], "zero"], ["else_y"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, None)],
+    )
     if condition == "constant":
-        model.graph.initializer.extend([numpy_helper.from_array(np.array(2.0, np.float32), "two"),
-                                        numpy_helper.from_array(np.array(1.0, np.float32), "one_c")])
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+                numpy_helper.from_array(np.array(1.0, np.float32), "one_c"),
+            ]
+        )
         cond = [helper.make_node("Greater", ["two", "one_c"], ["cond"], name="/cond/Greater")]
     else:
-        cond = [helper.make_node("ReduceSum", [decoder.input[0]], ["sum"], keepdims=0, name="/cond/ReduceSum"),
-                helper.make_node("Cast", ["sum"], ["cond"], to=TensorProto.BOOL, name="/cond/Cast")]
-    branch = helper.make_node("If", ["cond"], ["logits"], then_branch=then_branch, else_branch=else_branch,
-                              name="/decoder/If")
+        cond = [
+            helper.make_node("ReduceSum", [decoder.input[0]], ["sum"], keepdims=0, name="/cond/ReduceSum"),
+            helper.make_node("Cast", ["sum"], ["cond"], to=TensorProto.BOOL, name="/cond/Cast"),
+        ]
+    branch = helper.make_node(
+        "If", ["cond"], ["logits"], then_branch=then_branch, else_branch=else_branch, name="/decoder/If"
+    )
     del model.graph.node[:]
-    model.graph.node.extend(nodes[:at] + cond + [branch] + nodes[at + 1:])
+    model.graph.node.extend(nodes[:at] + cond + [branch] + nodes[at + 1 :])
     onnx.checker.check_model(model, full_check=True)
     return model
 

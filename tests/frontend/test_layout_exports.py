@@ -35,8 +35,9 @@ def test_every_layout_is_exported_with_both_exporters():
     meta = [sidecar(stem) for stem in STEMS]
     layouts = {m["layout"] for m in meta}
     assert {"split", "packed", "re_im_first", "state_first", "fixed_batch", "discrete"} <= layouts
-    assert sorted((m["layout"], m["export_mode"]) for m in meta) == \
-        sorted((layout, mode) for layout in layouts for mode in ("dynamo=False", "dynamo=True"))
+    assert sorted((m["layout"], m["export_mode"]) for m in meta) == sorted(
+        (layout, mode) for layout in layouts for mode in ("dynamo=False", "dynamo=True")
+    )
     assert all(m["torch_version"].startswith("2.13") for m in meta)
     assert all((LAYOUT_EXPORTS / f"{stem}.onnx").stat().st_size < 100_000 for stem in STEMS)
     assert not list(LAYOUT_EXPORTS.glob("*.data"))  # self-contained
@@ -77,8 +78,22 @@ def test_compare_onnx_runs_a_fixed_batch_of_1_one_sequence_at_a_time(tmp_path):
     x, _ = reference("fixed_batch_legacy")  # two sequences through a model exported with a batch of 1
     np.save(tmp_path / "x.npy", x)
     ssmc.compile(model).save(tmp_path / "n.lava")
-    proc = subprocess.run([sys.executable, "-m", "ssmc.cli", "run", tmp_path / "n.lava", "--input",
-                           tmp_path / "x.npy", "--compare-onnx", model], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssmc.cli",
+            "run",
+            tmp_path / "n.lava",
+            "--input",
+            tmp_path / "x.npy",
+            "--compare-onnx",
+            model,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("vs onnxruntime on fixed_batch_legacy.onnx"))
     assert float(line.split("(")[1].split()[0]) < 0.05  # relative error of the fixed-point run

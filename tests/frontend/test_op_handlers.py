@@ -72,6 +72,7 @@ def test_without_the_handler_the_error_names_the_node_and_says_how_to_add_one(sa
 
 def test_an_unsupported_standard_op_mentions_handlers(save_onnx):
     from tests.builders.onnx_models import build_unsupported_op_model
+
     with pytest.raises(UnsupportedModelError, match=r"handlers can be added: @register_op_handler\('TopK'\)"):
         import_onnx(save_onnx(build_unsupported_op_model("TopK")))
 
@@ -79,11 +80,18 @@ def test_an_unsupported_standard_op_mentions_handlers(save_onnx):
 def _tiny_custom_model(op="Scale", domain="com.example", **attrs) -> onnx.ModelProto:
     """x [batch, 3] -> Gemm -> custom op -> Relu -> y, no states."""
     w = numpy_helper.from_array(np.arange(9, dtype=np.float32).reshape(3, 3) / 9, "W")
-    nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], name="lin"),
-             helper.make_node(op, ["h"], ["z"], name="custom", domain=domain, **attrs),
-             helper.make_node("Relu", ["z"], ["y"], name="relu")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])], [w])
+    nodes = [
+        helper.make_node("Gemm", ["x", "W"], ["h"], name="lin"),
+        helper.make_node(op, ["h"], ["z"], name="custom", domain=domain, **attrs),
+        helper.make_node("Relu", ["z"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])],
+        [w],
+    )
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     return helper.make_model(graph, opset_imports=opsets)
 
@@ -106,18 +114,25 @@ def test_a_handler_sees_attributes_and_can_add_several_ops(save_onnx):
     assert [layer["name"] for layer in report.layers if "custom" in layer["source"]] == ["linear1", "tanh0"]
 
 
-@pytest.mark.parametrize("body, phrase", [
-    ("raise RuntimeError('boom')", "raised RuntimeError: boom"),
-    ("return 42", "returned int"),
-    ("return 'no_such_op'", "'no_such_op' for output 'z', which is not an IR value"),
-    ("return ctx.add('linear', [ctx.value('h')], params={'weight': np.ones((3, 4), np.float32)})",
-     "does not verify"),
-    ("return ctx.add('neurons', [ctx.value('h')])", "not an IR op a handler can add"),
-    ("return ctx.add('linear', ['x_missing'], params={'weight': np.ones((3, 3), np.float32)})",
-     "'x_missing' is not an IR value"),
-    ("return {'h': ctx.value('h')}", "mapped 'h', which is not an output of the node"),
-    ("return []", "output 'z' is used but the handler returned no IR value"),
-])
+@pytest.mark.parametrize(
+    "body, phrase",
+    [
+        ("raise RuntimeError('boom')", "raised RuntimeError: boom"),
+        ("return 42", "returned int"),
+        ("return 'no_such_op'", "'no_such_op' for output 'z', which is not an IR value"),
+        (
+            "return ctx.add('linear', [ctx.value('h')], params={'weight': np.ones((3, 4), np.float32)})",
+            "does not verify",
+        ),
+        ("return ctx.add('neurons', [ctx.value('h')])", "not an IR op a handler can add"),
+        (
+            "return ctx.add('linear', ['x_missing'], params={'weight': np.ones((3, 3), np.float32)})",
+            "'x_missing' is not an IR value",
+        ),
+        ("return {'h': ctx.value('h')}", "mapped 'h', which is not an output of the node"),
+        ("return []", "output 'z' is used but the handler returned no IR value"),
+    ],
+)
 def test_a_failing_handler_is_reported_with_node_op_and_origin(body, phrase, save_onnx):
     namespace = {"np": np}
     exec(f"def bad(node, ctx):\n    {body}\n", namespace)
@@ -149,6 +164,7 @@ def test_registering_two_handlers_for_one_op_names_both():
 def test_ai_onnx_and_the_empty_domain_are_one_domain():
     def h(node, ctx):
         return None
+
     register_op_handler("Relu", domain="ai.onnx")(h)
     assert handlers.find_handler("Relu", "").func is h
 
@@ -157,11 +173,13 @@ def test_installed_packages_register_handlers_through_the_entry_point_group(tmp_
     (tmp_path / "my_ssmc_ops.py").write_text(
         "from ssmc.frontend import register_op_handler\n"
         "@register_op_handler('Fancy', domain='org.acme')\n"
-        "def fancy(node, ctx):\n    '''Fancy: nothing yet.'''\n")
+        "def fancy(node, ctx):\n    '''Fancy: nothing yet.'''\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     ep = importlib.metadata.EntryPoint(name="acme", value="my_ssmc_ops", group=handlers.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None: [ep] if group == handlers.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group=None: [ep] if group == handlers.ENTRY_POINT_GROUP else []
+    )
     monkeypatch.setattr(handlers, "_plugins_loaded", False)
     found = handlers.find_handler("Fancy", "org.acme")
     assert found is not None and found.summary == "Fancy: nothing yet."
@@ -169,18 +187,22 @@ def test_installed_packages_register_handlers_through_the_entry_point_group(tmp_
 
 def test_a_broken_entry_point_is_an_ssmc_error_naming_it(monkeypatch):
     ep = importlib.metadata.EntryPoint(name="broken", value="no_such_module_xyz", group=handlers.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None: [ep] if group == handlers.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group=None: [ep] if group == handlers.ENTRY_POINT_GROUP else []
+    )
     monkeypatch.setattr(handlers, "_plugins_loaded", False)
     with pytest.raises(SsmcError, match="entry point broken = no_such_module_xyz.*failed to import"):
         handlers.find_handler("X")
 
 
-@pytest.mark.parametrize("content, phrase", [
-    ("raise ValueError('bad config')", "failed to import: ValueError: bad config"),
-    ("import sys; sys.exit(3)", "failed to import: SystemExit"),
-    ("def (", "failed to import: SyntaxError"),
-])
+@pytest.mark.parametrize(
+    "content, phrase",
+    [
+        ("raise ValueError('bad config')", "failed to import: ValueError: bad config"),
+        ("import sys; sys.exit(3)", "failed to import: SystemExit"),
+        ("def (", "failed to import: SyntaxError"),
+    ],
+)
 def test_a_plugin_file_that_fails_to_import_is_an_ssmc_error(content, phrase, tmp_path):
     path = tmp_path / "plugin.py"
     path.write_text(content)
@@ -197,8 +219,9 @@ def test_plugin_files_must_exist_and_be_python(tmp_path):
 
 
 def _ssmc(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_ops_lists_plugin_handlers_and_compile_uses_them(tmp_path):
@@ -213,6 +236,7 @@ def test_cli_ops_lists_plugin_handlers_and_compile_uses_them(tmp_path):
     proc = _ssmc("compile", tmp_path / "fused.onnx", "-o", tmp_path / "n.lava", "-q", "--plugin", HANDLER_FILE)
     assert proc.returncode == 0, proc.stderr
     import ssmc
+
     plugin = ssmc.load(tmp_path / "n.lava").config.plugins[0]
     assert plugin.file == "s4d_handler.py" and len(plugin.sha256) == 64
 
@@ -230,11 +254,14 @@ def test_the_same_handler_file_loaded_twice_is_one_handler(tmp_path):
 @pytest.fixture
 def installed_custom_op_package():
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(pip + ["install", "--no-deps", "--no-build-isolation", "-e", str(CUSTOM_OP)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        pip + ["install", "--no-deps", "--no-build-isolation", "-e", str(CUSTOM_OP)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     yield
-    subprocess.run(pip + ["uninstall", "-y", "ssmc-custom-op-example"], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(pip + ["uninstall", "-y", "ssmc-custom-op-example"], check=True, capture_output=True, timeout=300)
 
 
 def test_an_installed_package_provides_handlers_through_its_entry_point(installed_custom_op_package, tmp_path):

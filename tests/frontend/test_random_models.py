@@ -9,8 +9,15 @@ from hypothesis import HealthCheck, given, settings
 
 from ssmc.frontend import import_onnx
 from ssmc.runtime.float_ref import run_float
-from tests.builders.onnx_models import (ACTIVATIONS, StepModelSpec, build_step_model, random_spec,
-                                        run_step_model_ort, step_model_specs, well_conditioned)
+from tests.builders.onnx_models import (
+    ACTIVATIONS,
+    StepModelSpec,
+    build_step_model,
+    random_spec,
+    run_step_model_ort,
+    step_model_specs,
+    well_conditioned,
+)
 
 TOL = 1e-5  # max abs error relative to the output scale (the foundation issue's bound)
 
@@ -60,6 +67,7 @@ def test_raw_parameters_are_kept_as_continuous_form(save_onnx):
     op = graph.ops_of_kind("s4d")[0]
     assert op.attrs["form"] == "continuous"
     from tests.builders.onnx_models import step_model_parameters
+
     p = step_model_parameters(spec)
     np.testing.assert_allclose(op.params["log_dt"], p["layers.0.s4d.log_dt"], rtol=1e-6)
     A = -np.exp(p["layers.0.s4d.log_A_real"].astype(np.float64)) + 1j * p["layers.0.s4d.A_imag"]
@@ -72,8 +80,19 @@ def test_raw_parameters_are_kept_as_continuous_form(save_onnx):
 
 
 def test_residual_norm_and_glu_become_their_ops(save_onnx):
-    spec = StepModelSpec(in_features=3, H=8, M=2, n_layers=2, n_out=5, activation="gelu", glu=True, norm=True,
-                         residual=True, linear_style="matmul_add", seed=3)
+    spec = StepModelSpec(
+        in_features=3,
+        H=8,
+        M=2,
+        n_layers=2,
+        n_out=5,
+        activation="gelu",
+        glu=True,
+        norm=True,
+        residual=True,
+        linear_style="matmul_add",
+        seed=3,
+    )
     graph, _ = _check_matches_onnxruntime(spec, save_onnx)
     kinds = _kinds(graph)
     assert kinds.count("norm") == 2 and kinds.count("add") == 2 and kinds.count("s4d") == 2

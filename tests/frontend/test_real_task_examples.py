@@ -53,8 +53,10 @@ def test_the_export_reproduces_the_torch_outputs_recorded_at_export_in_onnxrunti
 
 def shared_poles(stem: str, layer: int) -> np.ndarray:
     """The P discrete poles of an S5 or LRU layer, from the export's raw parameters by the papers' formulas."""
-    weights = {init.name: numpy_helper.to_array(init).astype(np.float64)
-               for init in load_model(REAL / f"{stem}.onnx").model.graph.initializer}
+    weights = {
+        init.name: numpy_helper.to_array(init).astype(np.float64)
+        for init in load_model(REAL / f"{stem}.onnx").model.graph.initializer
+    }
     prefix = f"model.layers.{layer}.{sidecar(stem)['family']}."
     if sidecar(stem)["family"] == "s5":  # ZOH: Lambda_bar = exp(step Lambda)
         step = np.exp(weights[prefix + "log_step"])
@@ -64,8 +66,10 @@ def shared_poles(stem: str, layer: int) -> np.ndarray:
 
 def same_poles(got: np.ndarray, want: np.ndarray) -> bool:
     """The same complex poles in any order, up to conjugation (a state may be read as (im, re))."""
+
     def key(a):
         return np.sort(np.abs(a) + 1j * np.abs(np.angle(a)))
+
     return np.allclose(key(got), key(want), rtol=1e-5, atol=1e-6)
 
 
@@ -157,16 +161,22 @@ def test_compiles_with_the_default_pipeline_and_runs_in_fixed_point(stem):
 
 
 # every family and both compiled layouts, on a few tokens
-BIT_EXACT = ["italy_s5_step", "italy_lru_step_split", "vowels_s5_step_split", "vowels_lru_step",
-             "gunpoint_s4d_step_split"]
+BIT_EXACT = [
+    "italy_s5_step",
+    "italy_lru_step_split",
+    "vowels_s5_step_split",
+    "vowels_lru_step",
+    "gunpoint_s4d_step_split",
+]
 
 
 @pytest.mark.parametrize("stem", BIT_EXACT)
 def test_compiled_model_runs_bit_exactly_on_numpy_and_microcode(stem):
     meta = sidecar(stem)
     x = np.load(REAL / meta["test"])["x"][:2, :12]
-    net = ssmc.compile(REAL / f"{stem}.onnx", readout="mean",
-                       calibration=np.load(REAL / meta["calibration"])["x"][:16, :PREFIX])
+    net = ssmc.compile(
+        REAL / f"{stem}.onnx", readout="mean", calibration=np.load(REAL / meta["calibration"])["x"][:16, :PREFIX]
+    )
     want, got = run_numpy(net.graph, x), microcode_engine.run_net(net, x)
     assert want.raw.keys() == got.raw.keys()
     for name in want.raw:
@@ -178,6 +188,7 @@ def test_a_compiled_s5_model_runs_on_lava_like_numpy():
     from tests.backend_loihi.test_lava_engine import assert_same_run
 
     meta = sidecar("italy_s5_step")
-    net = ssmc.compile(REAL / "italy_s5_step.onnx", readout="mean",
-                       calibration=np.load(REAL / meta["calibration"])["x"][:16])
+    net = ssmc.compile(
+        REAL / "italy_s5_step.onnx", readout="mean", calibration=np.load(REAL / meta["calibration"])["x"][:16]
+    )
     assert_same_run(net.graph, np.load(REAL / meta["test"])["x"][:2, :4])

@@ -25,14 +25,22 @@ def _const(name, arr):
 def _state_model(K: int, Mk: np.ndarray, extra_update=None, bias=None, nonlinear=False) -> onnx.ModelProto:
     """x -> u = Gemm -> state update s' = s @ Mk + u[..., None] * Bk (+bias) -> y = sum(s' * Ck) + D u -> Gemm."""
     rng = np.random.default_rng(0)
-    inits = [_const("W_in", rng.normal(size=(H, F))), _const("Mk", Mk), _const("Bk", rng.normal(size=(H, K))),
-             _const("Ck", rng.normal(size=(H, K))), _const("D", rng.normal(size=H)),
-             _const("W_out", rng.normal(size=(OUT, H))), helper.make_tensor("ax", TensorProto.INT64, [1], [-1])]
-    nodes = [helper.make_node("Gemm", ["x", "W_in"], ["u"], transB=1),
-             helper.make_node("MatMul", ["s", "Mk"], ["sm"]),
-             helper.make_node("Unsqueeze", ["u", "ax"], ["uu"]),
-             helper.make_node("Mul", ["uu", "Bk"], ["bu"]),
-             helper.make_node("Add", ["sm", "bu"], ["s1"])]
+    inits = [
+        _const("W_in", rng.normal(size=(H, F))),
+        _const("Mk", Mk),
+        _const("Bk", rng.normal(size=(H, K))),
+        _const("Ck", rng.normal(size=(H, K))),
+        _const("D", rng.normal(size=H)),
+        _const("W_out", rng.normal(size=(OUT, H))),
+        helper.make_tensor("ax", TensorProto.INT64, [1], [-1]),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "W_in"], ["u"], transB=1),
+        helper.make_node("MatMul", ["s", "Mk"], ["sm"]),
+        helper.make_node("Unsqueeze", ["u", "ax"], ["uu"]),
+        helper.make_node("Mul", ["uu", "Bk"], ["bu"]),
+        helper.make_node("Add", ["sm", "bu"], ["s1"]),
+    ]
     last = "s1"
     if bias is not None:
         inits.append(_const("bias", np.full((H, K), bias)))
@@ -41,19 +49,27 @@ def _state_model(K: int, Mk: np.ndarray, extra_update=None, bias=None, nonlinear
     if nonlinear:
         nodes.append(helper.make_node("Tanh", [last], ["s3"]))
         last = "s3"
-    nodes += [helper.make_node("Identity", [last], ["s_out"]),
-              helper.make_node("Mul", ["s_out", "Ck"], ["sc"]),
-              helper.make_node("ReduceSum", ["sc", "ax"], ["r"], keepdims=0),
-              helper.make_node("Mul", ["u", "D"], ["du"]),
-              helper.make_node("Add", ["r", "du"], ["yl"]),
-              helper.make_node("Gemm", ["yl", "W_out"], ["y"], transB=1)]
+    nodes += [
+        helper.make_node("Identity", [last], ["s_out"]),
+        helper.make_node("Mul", ["s_out", "Ck"], ["sc"]),
+        helper.make_node("ReduceSum", ["sc", "ax"], ["r"], keepdims=0),
+        helper.make_node("Mul", ["u", "D"], ["du"]),
+        helper.make_node("Add", ["r", "du"], ["yl"]),
+        helper.make_node("Gemm", ["yl", "W_out"], ["y"], transB=1),
+    ]
     graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", F]),
-         helper.make_tensor_value_info("s", TensorProto.FLOAT, ["batch", H, K])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT]),
-         helper.make_tensor_value_info("s_out", TensorProto.FLOAT, ["batch", H, K])],
-        inits)
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", F]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, ["batch", H, K]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT]),
+            helper.make_tensor_value_info("s_out", TensorProto.FLOAT, ["batch", H, K]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -106,8 +122,11 @@ def test_folded_discretization_is_recognised_in_discrete_form(save_onnx):
 
 def test_a_state_whose_elements_mix_is_refused(save_onnx):
     Mk = np.full((4, 4), 0.1) + np.eye(4) * 0.5
-    with pytest.raises(UnsupportedModelError, match=r"state elements \[0, 1, 2, 3\] are coupled together \(measured "
-                                                    r"state map block \[\[0.6, 0.1, 0.1, 0.1\], .*\]\); only diagonal"):
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"state elements \[0, 1, 2, 3\] are coupled together \(measured "
+        r"state map block \[\[0.6, 0.1, 0.1, 0.1\], .*\]\); only diagonal",
+    ):
         import_onnx(save_onnx(_state_model(4, Mk)))
 
 
@@ -128,16 +147,24 @@ def test_errors_name_the_state_pair(save_onnx):
 
 def _pool_model() -> onnx.ModelProto:
     rng = np.random.default_rng(2)
-    nodes = [helper.make_node("Gemm", ["x", "W"], ["v"], transB=1),
-             helper.make_node("Add", ["acc", "v"], ["acc_out"]),
-             helper.make_node("Gemm", ["acc_out", "W2"], ["y"], transB=1)]
+    nodes = [
+        helper.make_node("Gemm", ["x", "W"], ["v"], transB=1),
+        helper.make_node("Add", ["acc", "v"], ["acc_out"]),
+        helper.make_node("Gemm", ["acc_out", "W2"], ["y"], transB=1),
+    ]
     graph = helper.make_graph(
-        nodes, "pool",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", F]),
-         helper.make_tensor_value_info("acc", TensorProto.FLOAT, ["batch", H])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT]),
-         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["batch", H])],
-        [_const("W", rng.normal(size=(H, F))), _const("W2", rng.normal(size=(OUT, H)))])
+        nodes,
+        "pool",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", F]),
+            helper.make_tensor_value_info("acc", TensorProto.FLOAT, ["batch", H]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT]),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["batch", H]),
+        ],
+        [_const("W", rng.normal(size=(H, F))), _const("W2", rng.normal(size=(OUT, H)))],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model

@@ -19,11 +19,20 @@ from ssmc.runtime import microcode_engine
 from ssmc.runtime.float_ref import run_float
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.builders.onnx_models import run_step_model_ort
-from tests.builders.ssm_models import (SSM_LAYOUTS, SharedSpec, build_dense_a_model, build_shared_model,
-                                       discrete_layer, shared_parameters)
+from tests.builders.ssm_models import (
+    SSM_LAYOUTS,
+    SharedSpec,
+    build_dense_a_model,
+    build_shared_model,
+    discrete_layer,
+    shared_parameters,
+)
 
-VARIANTS = {"s5": {"family": "s5"}, "lru_graph": {"family": "lru", "parametrisation": "graph"},
-            "lru_const": {"family": "lru", "parametrisation": "const"}}
+VARIANTS = {
+    "s5": {"family": "s5"},
+    "lru_graph": {"family": "lru", "parametrisation": "graph"},
+    "lru_const": {"family": "lru", "parametrisation": "const"},
+}
 
 
 def _tokens(spec: SharedSpec, batch: int = 3, steps: int = 7, seed: int = 2) -> np.ndarray:
@@ -32,18 +41,20 @@ def _tokens(spec: SharedSpec, batch: int = 3, steps: int = 7, seed: int = 2) -> 
 
 def _same_poles(got: np.ndarray, want: np.ndarray) -> bool:
     """The same complex poles in any order, up to conjugation (a state may store (im, re))."""
+
     def key(a):
         return np.sort(np.abs(a) + 1j * np.abs(np.angle(a)))
+
     return np.allclose(key(got), key(want), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("D", [True, False], ids=["D", "noD"])
 @pytest.mark.parametrize("layout", SSM_LAYOUTS)
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_family_and_layout_is_one_dense_s4d_per_layer_and_matches_onnxruntime(variant, layout, D,
-                                                                                     save_onnx):
-    spec = SharedSpec(**VARIANTS[variant], layout=layout, D=D, n_layers=1 + (layout != "split"), H=4, P=3,
-                      seed=len(layout))
+def test_every_family_and_layout_is_one_dense_s4d_per_layer_and_matches_onnxruntime(variant, layout, D, save_onnx):
+    spec = SharedSpec(
+        **VARIANTS[variant], layout=layout, D=D, n_layers=1 + (layout != "split"), H=4, P=3, seed=len(layout)
+    )
     model = build_shared_model(spec)
     graph, _, _ = import_onnx(save_onnx(model))
     layers = graph.ops_of_kind("s4d")
@@ -101,7 +112,8 @@ def test_the_measured_layer_reproduces_the_equations_input_and_readout(save_onnx
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_two_layer_models_compile_with_the_default_pipeline_and_run_bit_exactly_on_numpy_and_microcode(
-        variant, save_onnx):
+    variant, save_onnx
+):
     spec = SharedSpec(**VARIANTS[variant], n_layers=2, H=4, P=5, activation="tanh" if variant == "s5" else "relu")
     model = build_shared_model(spec)
     net = ssmc.compile(save_onnx(model))
@@ -115,10 +127,16 @@ def test_two_layer_models_compile_with_the_default_pipeline_and_run_bit_exactly_
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(family=st.sampled_from(["s5", "lru"]), layout=st.sampled_from(SSM_LAYOUTS), H=st.integers(1, 5),
-       P=st.integers(1, 6), n_layers=st.integers(1, 2), D=st.booleans(), seed=st.integers(0, 1000))
-def test_random_shared_models_compile_and_numpy_equals_microcode(family, layout, H, P, n_layers, D, seed,
-                                                                 save_onnx):
+@given(
+    family=st.sampled_from(["s5", "lru"]),
+    layout=st.sampled_from(SSM_LAYOUTS),
+    H=st.integers(1, 5),
+    P=st.integers(1, 6),
+    n_layers=st.integers(1, 2),
+    D=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_random_shared_models_compile_and_numpy_equals_microcode(family, layout, H, P, n_layers, D, seed, save_onnx):
     spec = SharedSpec(family=family, layout=layout, H=H, P=P, n_layers=n_layers, D=D, seed=seed)
     net = ssmc.compile(save_onnx(build_shared_model(spec)))
     x = _tokens(spec, batch=2, steps=5, seed=seed)
@@ -138,9 +156,12 @@ def test_an_s5_model_runs_on_lava_like_numpy(save_onnx):
 
 # -- refusals ------------------------------------------------------------------------------------------
 def test_a_dense_state_map_is_refused_naming_the_state_and_the_measured_block(save_onnx):
-    with pytest.raises(UnsupportedModelError, match=r"^state 's0' -> 's0_out': state elements \[0, 1, 2\] are "
-                                                    r"coupled together \(measured state map block \[\[.*\]\]\); "
-                                                    r"only diagonal SSMs"):
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"^state 's0' -> 's0_out': state elements \[0, 1, 2\] are "
+        r"coupled together \(measured state map block \[\[.*\]\]\); "
+        r"only diagonal SSMs",
+    ):
         import_onnx(save_onnx(build_dense_a_model()))
 
 
@@ -158,8 +179,11 @@ def test_a_shared_mode_with_a_zero_pole_is_refused_naming_the_mode(save_onnx):
     lam_re[1] = lam_im[1] = 0.0
     _set(model, "layers.0.lru.lam_re", lam_re)
     _set(model, "layers.0.lru.lam_im", lam_im)
-    with pytest.raises(UnsupportedModelError, match=r"'s0_re \+ s0_im' -> 's0_re_out \+ s0_im_out': mode \d has "
-                                                    r"A_bar = 0"):
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"'s0_re \+ s0_im' -> 's0_re_out \+ s0_im_out': mode \d has "
+        r"A_bar = 0",
+    ):
         import_onnx(save_onnx(model))
 
 
@@ -168,8 +192,11 @@ def test_an_unstable_shared_mode_is_refused_at_compile_naming_the_mode(save_onnx
     model = build_shared_model(spec)
     _set(model, "layers.0.lru.lam_re", [0.5, 1.01, 0.2])
     _set(model, "layers.0.lru.lam_im", [0.1, 0.0, 0.3])
-    with pytest.raises(SsmcError, match=r"%s4d0 \(s4d\): \|A_bar\| = 1.01 >= 1 at mode \d; the recurrence is not "
-                                        "stable"):
+    with pytest.raises(
+        SsmcError,
+        match=r"%s4d0 \(s4d\): \|A_bar\| = 1.01 >= 1 at mode \d; the recurrence is not "
+        "stable",
+    ):
         ssmc.compile(save_onnx(model))
 
 
@@ -190,22 +217,47 @@ def test_two_state_halves_driven_by_unrelated_inputs_are_refused_as_coupled_laye
     # whose states drive each other
     rng = np.random.default_rng(0)
     value = helper.make_tensor_value_info
-    init = [numpy_helper.from_array(v.astype(np.float32), n) for n, v in
-            (("a", np.array([0.9, 0.5])), ("b", np.array([0.1, -0.3])), ("W1", rng.normal(size=(2, 2))),
-             ("W2", rng.normal(size=(2, 2))), ("C", rng.normal(size=(2, 2))))]
+    init = [
+        numpy_helper.from_array(v.astype(np.float32), n)
+        for n, v in (
+            ("a", np.array([0.9, 0.5])),
+            ("b", np.array([0.1, -0.3])),
+            ("W1", rng.normal(size=(2, 2))),
+            ("W2", rng.normal(size=(2, 2))),
+            ("C", rng.normal(size=(2, 2))),
+        )
+    ]
     N = helper.make_node
-    nodes = [N("Relu", ["x"], ["v0"]), N("Add", ["x", "v0"], ["v"]),  # v is not computed from x alone
-             N("Mul", ["a", "re"], ["ar"]), N("Mul", ["b", "im"], ["bi"]), N("Sub", ["ar", "bi"], ["r0"]),
-             N("MatMul", ["x", "W1"], ["bx"]), N("Add", ["r0", "bx"], ["re_out"]),
-             N("Mul", ["a", "im"], ["ai"]), N("Mul", ["b", "re"], ["br"]), N("Add", ["ai", "br"], ["i0"]),
-             N("MatMul", ["v", "W2"], ["bv"]), N("Add", ["i0", "bv"], ["im_out"]),
-             N("MatMul", ["re_out", "C"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [value("x", TensorProto.FLOAT, ["batch", 2]),
-                                           value("re", TensorProto.FLOAT, ["batch", 2]),
-                                           value("im", TensorProto.FLOAT, ["batch", 2])],
-                              [value("y", TensorProto.FLOAT, ["batch", 2]), value("re_out", TensorProto.FLOAT,
-                                                                                  ["batch", 2]),
-                               value("im_out", TensorProto.FLOAT, ["batch", 2])], init)
+    nodes = [
+        N("Relu", ["x"], ["v0"]),
+        N("Add", ["x", "v0"], ["v"]),  # v is not computed from x alone
+        N("Mul", ["a", "re"], ["ar"]),
+        N("Mul", ["b", "im"], ["bi"]),
+        N("Sub", ["ar", "bi"], ["r0"]),
+        N("MatMul", ["x", "W1"], ["bx"]),
+        N("Add", ["r0", "bx"], ["re_out"]),
+        N("Mul", ["a", "im"], ["ai"]),
+        N("Mul", ["b", "re"], ["br"]),
+        N("Add", ["ai", "br"], ["i0"]),
+        N("MatMul", ["v", "W2"], ["bv"]),
+        N("Add", ["i0", "bv"], ["im_out"]),
+        N("MatMul", ["re_out", "C"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            value("x", TensorProto.FLOAT, ["batch", 2]),
+            value("re", TensorProto.FLOAT, ["batch", 2]),
+            value("im", TensorProto.FLOAT, ["batch", 2]),
+        ],
+        [
+            value("y", TensorProto.FLOAT, ["batch", 2]),
+            value("re_out", TensorProto.FLOAT, ["batch", 2]),
+            value("im_out", TensorProto.FLOAT, ["batch", 2]),
+        ],
+        init,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     with pytest.raises(UnsupportedModelError, match="layers must not couple their states|drives element"):

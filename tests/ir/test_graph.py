@@ -207,13 +207,16 @@ def test_fresh_name_appends_the_first_free_counter():
     assert g.fresh_name("x") == "x_2"
 
 
-@pytest.mark.parametrize("base,expected", [
-    ("a b", "a_b"),
-    ("layer/0:out", "layer_0_out"),
-    ("0abc", "v0abc"),
-    ("", "v"),
-    ("-x", "v-x"),
-])
+@pytest.mark.parametrize(
+    "base,expected",
+    [
+        ("a b", "a_b"),
+        ("layer/0:out", "layer_0_out"),
+        ("0abc", "v0abc"),
+        ("", "v"),
+        ("-x", "v-x"),
+    ],
+)
 def test_fresh_name_turns_any_text_into_a_valid_name(base, expected):
     assert Graph().fresh_name(base) == expected
 
@@ -259,6 +262,7 @@ def test_ops_order_is_the_same_for_two_graphs_built_the_same_way():
             g.add(relu(f"r{i}", "x"))
         g.add(add("s", "r19", "r0"))
         return g
+
     expected = ["x"] + [f"r{i}" for i in range(20)] + ["s"]
     assert names(build().ops()) == expected
     assert names(build().ops()) == expected

@@ -73,8 +73,9 @@ def test_zoh_input_coefficient_is_the_integral_of_the_impulse_response(seed):
 
 def test_zoh_by_hand_for_a_real_pole_halving_each_step():
     # a = -1, dt = ln 2: A_bar = 1/2 and integral_0^dt e^-s ds = 1 - 1/2 = 1/2
-    A_bar, B_bar = zoh_discretize(np.array([math.log(math.log(2.0))]), np.array([[-1.0 + 0j]]),
-                                  np.array([[2.0 - 4.0j]]))
+    A_bar, B_bar = zoh_discretize(
+        np.array([math.log(math.log(2.0))]), np.array([[-1.0 + 0j]]), np.array([[2.0 - 4.0j]])
+    )
     assert A_bar[0, 0] == pytest.approx(0.5, abs=1e-15)
     assert B_bar[0, 0] == pytest.approx(1.0 - 2.0j, abs=1e-15)
 
@@ -101,8 +102,7 @@ def test_zoh_returns_complex128_of_shape_h_by_m_from_float32_inputs():
 
 def test_discrete_params_reads_either_form_as_complex128():
     log_dt, A, B = random_stable_ssm(11, H=2, M=2)
-    cont = Op("s", "s4d", attrs={"form": "continuous", "modes": 2},
-              params={"log_dt": log_dt, "A": A, "B": B})
+    cont = Op("s", "s4d", attrs={"form": "continuous", "modes": 2}, params={"log_dt": log_dt, "A": A, "B": B})
     a_c, b_c = discrete_params(cont)
     want_a, want_b = zoh_by_expm(math.exp(log_dt[1]), A[1, 0], B[1, 0])
     assert a_c[1, 0] == pytest.approx(want_a, rel=1e-10)
@@ -122,8 +122,12 @@ def test_modes_shared_by_all_channels_discretize_with_a_step_per_mode():
     log_dt = rng.uniform(np.log(1e-3), np.log(0.5), 3)
     A = -np.exp(rng.uniform(-3, 1, 3)) + 1j * rng.uniform(-20, 20, 3)
     B = rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))  # [P, H]
-    op = Op("s", "s4d", attrs={"form": "continuous", "modes": 3, "mixing": "dense"},
-            params={"log_dt": log_dt, "A": A, "B": B, "C": np.zeros((2, 3), np.complex64)})
+    op = Op(
+        "s",
+        "s4d",
+        attrs={"form": "continuous", "modes": 3, "mixing": "dense"},
+        params={"log_dt": log_dt, "A": A, "B": B, "C": np.zeros((2, 3), np.complex64)},
+    )
     A_bar, B_bar = discrete_params(op)
     assert A_bar.shape == (3,) and B_bar.shape == (3, 2)
     for p in range(3):
@@ -138,8 +142,12 @@ def test_a_per_channel_layer_is_the_block_structured_case_of_the_shared_form():
     A_bar = np.array([[0.5 + 0.125j, 0.25j], [-0.5, 0.125]], np.complex64)
     B_bar = np.array([[1 + 1j, 2], [3, 4 - 1j]], np.complex64)
     C = np.array([[5, 6j], [7, 8]], np.complex64)
-    op = Op("s", "s4d", attrs={"form": "discrete", "modes": 2},
-            params={"A_bar": A_bar, "B_bar": B_bar, "C": C, "D": np.zeros(2, np.float32)})
+    op = Op(
+        "s",
+        "s4d",
+        attrs={"form": "discrete", "modes": 2},
+        params={"A_bar": A_bar, "B_bar": B_bar, "C": C, "D": np.zeros(2, np.float32)},
+    )
     a, b, c = shared_form(op)
     assert a.tolist() == [0.5 + 0.125j, 0.25j, -0.5, 0.125]  # mode p = h * M + m
     assert b.tolist() == [[1 + 1j, 0], [2, 0], [0, 3], [0, 4 - 1j]]

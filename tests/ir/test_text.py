@@ -15,12 +15,36 @@ from ssmc.ir.graph import Graph, Op
 from ssmc.ir.text import parse_graph, print_graph
 from ssmc.ir.verify import verify
 
-HYPOTHESIS = settings(derandomize=True, database=None, deadline=None, max_examples=60,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+HYPOTHESIS = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # float32 values that are easy to lose in a decimal round trip
-EDGE_F32 = np.array([0.0, -0.0, 1.4e-45, -1.4e-45, 1.1754942e-38, 1.1754944e-38, 3.4028235e38, -3.4028235e38,
-                     0.1, 1 / 3, 16777217.0, 1e-4, 9.9999e-5, 1e7, 9999999.0, 2.5e-30], dtype=np.float32)
+EDGE_F32 = np.array(
+    [
+        0.0,
+        -0.0,
+        1.4e-45,
+        -1.4e-45,
+        1.1754942e-38,
+        1.1754944e-38,
+        3.4028235e38,
+        -3.4028235e38,
+        0.1,
+        1 / 3,
+        16777217.0,
+        1e-4,
+        9.9999e-5,
+        1e7,
+        9999999.0,
+        2.5e-30,
+    ],
+    dtype=np.float32,
+)
 
 
 # -- comparing graphs exactly ---------------------------------------------------
@@ -114,35 +138,62 @@ def g_linear(bias: bool):
 
 def g_s4d_discrete():
     g = base(2)
-    g.add(Op("ssm", "s4d", ("x",), attrs={"form": "discrete", "modes": 3}, params={
-        "A_bar": c64(EDGE_F32[:6], EDGE_F32[6:12], (2, 3)),
-        "B_bar": c64([1, -0.0, 0.5, 2, 3, 4], [-0.0, 0, 1.4e-45, 1, 1, 1], (2, 3)),
-        "C": c64(EDGE_F32[10:16], EDGE_F32[:6], (2, 3)),
-        "D": f32([0.25, -0.0]),
-    }, shape=(2,)))
+    g.add(
+        Op(
+            "ssm",
+            "s4d",
+            ("x",),
+            attrs={"form": "discrete", "modes": 3},
+            params={
+                "A_bar": c64(EDGE_F32[:6], EDGE_F32[6:12], (2, 3)),
+                "B_bar": c64([1, -0.0, 0.5, 2, 3, 4], [-0.0, 0, 1.4e-45, 1, 1, 1], (2, 3)),
+                "C": c64(EDGE_F32[10:16], EDGE_F32[:6], (2, 3)),
+                "D": f32([0.25, -0.0]),
+            },
+            shape=(2,),
+        )
+    )
     return finish(g, "ssm")
 
 
 def g_s4d_dense():
     g = base(2)
-    g.add(Op("ssm", "s4d", ("x",), attrs={"form": "discrete", "modes": 3, "mixing": "dense"}, params={
-        "A_bar": c64(EDGE_F32[:3], EDGE_F32[6:9], (3,)),
-        "B_bar": c64([1, -0.0, 0.5, 2, 3, 4], [-0.0, 0, 1.4e-45, 1, 1, 1], (3, 2)),
-        "C": c64(EDGE_F32[10:16], EDGE_F32[:6], (2, 3)),
-        "D": f32([0.25, -0.0]),
-    }, shape=(2,)))
+    g.add(
+        Op(
+            "ssm",
+            "s4d",
+            ("x",),
+            attrs={"form": "discrete", "modes": 3, "mixing": "dense"},
+            params={
+                "A_bar": c64(EDGE_F32[:3], EDGE_F32[6:9], (3,)),
+                "B_bar": c64([1, -0.0, 0.5, 2, 3, 4], [-0.0, 0, 1.4e-45, 1, 1, 1], (3, 2)),
+                "C": c64(EDGE_F32[10:16], EDGE_F32[:6], (2, 3)),
+                "D": f32([0.25, -0.0]),
+            },
+            shape=(2,),
+        )
+    )
     return finish(g, "ssm")
 
 
 def g_s4d_continuous():
     g = base(3)
-    g.add(Op("ssm", "s4d", ("x",), attrs={"form": "continuous", "modes": 1}, params={
-        "log_dt": f32([-6.907755, -2.3025851, -0.0]),
-        "A": c64([-0.5, -0.5, -1e-30], [0, 3.1415927, -3.1415927], (3, 1)),
-        "B": c64([1, 1, 1], [0, 0.1, -0.0], (3, 1)),
-        "C": c64([0.1, 1 / 3, -2], [1e-45, 1e30, 0], (3, 1)),
-        "D": f32([1, 0, -1]),
-    }, shape=(3,)))
+    g.add(
+        Op(
+            "ssm",
+            "s4d",
+            ("x",),
+            attrs={"form": "continuous", "modes": 1},
+            params={
+                "log_dt": f32([-6.907755, -2.3025851, -0.0]),
+                "A": c64([-0.5, -0.5, -1e-30], [0, 3.1415927, -3.1415927], (3, 1)),
+                "B": c64([1, 1, 1], [0, 0.1, -0.0], (3, 1)),
+                "C": c64([0.1, 1 / 3, -2], [1e-45, 1e30, 0], (3, 1)),
+                "D": f32([1, 0, -1]),
+            },
+            shape=(3,),
+        )
+    )
     return finish(g, "ssm")
 
 
@@ -162,8 +213,16 @@ def g_add():
 def g_norm(with_attrs: bool):
     g = base(3)
     attrs = {"kind": "layernorm", "eps": 1e-6} if with_attrs else {}
-    g.add(Op("ln", "norm", ("x",), attrs=attrs,
-             params={"weight": f32([1, 0.5, -0.0]), "bias": f32([0, 1e-40, 3.4028235e38])}, shape=(3,)))
+    g.add(
+        Op(
+            "ln",
+            "norm",
+            ("x",),
+            attrs=attrs,
+            params={"weight": f32([1, 0.5, -0.0]), "bias": f32([0, 1e-40, 3.4028235e38])},
+            shape=(3,),
+        )
+    )
     return finish(g, "ln")
 
 
@@ -180,8 +239,10 @@ HAND_BUILT = {
     "s4d-discrete": g_s4d_discrete,
     "s4d-continuous": g_s4d_continuous,
     "s4d-dense": g_s4d_dense,
-    **{f"activation-{fn}": (lambda fn=fn: g_activation(fn))
-       for fn in ("relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "glu")},
+    **{
+        f"activation-{fn}": (lambda fn=fn: g_activation(fn))
+        for fn in ("relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "glu")
+    },
     "add": g_add,
     "norm-defaults": lambda: g_norm(False),
     "norm-explicit": lambda: g_norm(True),
@@ -233,8 +294,9 @@ def test_all_ir_dtypes_round_trip_including_their_extremes():
 
 def test_float32_values_are_written_as_short_decimals_that_read_back():
     g = base(1)
-    g.add(Op("w", "input", attrs={"size": 1},
-             params={"v": f32([0.1, 1 / 3, 2.5, -0.0, 0.0, -7.0, 1.4e-45])}, shape=(1,)))
+    g.add(
+        Op("w", "input", attrs={"size": 1}, params={"v": f32([0.1, 1 / 3, 2.5, -0.0, 0.0, -7.0, 1.4e-45])}, shape=(1,))
+    )
     assert "  v = f32[7] [0.1, 0.33333334, 2.5, -0, 0, -7, 1e-45]\n" in print_graph(g)
 
 
@@ -254,10 +316,12 @@ def test_a_tensor_of_a_dtype_without_ir_type_cannot_be_printed():
 # -- random graphs and tensors --------------------------------------------------
 finite_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=True)
 # bias the draw towards the values a decimal printer gets wrong
-interesting_f32 = st.one_of(finite_f32, st.sampled_from([float(v) for v in EDGE_F32]),
-                            st.floats(min_value=float(np.float32(1e-45)), max_value=float(np.float32(1e-36)), width=32),
-                            st.floats(min_value=float(np.float32(1e30)), max_value=float(np.float32(3.4028235e38)),
-                                      width=32).map(lambda v: -v))
+interesting_f32 = st.one_of(
+    finite_f32,
+    st.sampled_from([float(v) for v in EDGE_F32]),
+    st.floats(min_value=float(np.float32(1e-45)), max_value=float(np.float32(1e-36)), width=32),
+    st.floats(min_value=float(np.float32(1e30)), max_value=float(np.float32(3.4028235e38)), width=32).map(lambda v: -v),
+)
 
 
 def f32_tensors(shape):
@@ -296,8 +360,7 @@ def random_graphs(draw) -> Graph:
                 params = {"A_bar": draw(c64_tensors(hm)), "B_bar": draw(c64_tensors(hm))}
                 form = "discrete"
             else:
-                params = {"log_dt": draw(f32_tensors((width,))), "A": draw(c64_tensors(hm)),
-                          "B": draw(c64_tensors(hm))}
+                params = {"log_dt": draw(f32_tensors((width,))), "A": draw(c64_tensors(hm)), "B": draw(c64_tensors(hm))}
                 form = "continuous"
             params.update(C=draw(c64_tensors(hm)), D=draw(f32_tensors((width,))))
             g.add(Op(name, "s4d", (last,), attrs={"form": form, "modes": modes}, params=params, shape=(width,)))
@@ -308,9 +371,16 @@ def random_graphs(draw) -> Graph:
             g.add(Op(name, "activation", (last,), attrs={"fn": fn}, shape=(width,)))
         elif kind == "norm":
             attrs = {"eps": draw(st.floats(1e-12, 1e-1))} if draw(st.booleans()) else {}
-            g.add(Op(name, "norm", (last,), attrs=attrs,
-                     params={"weight": draw(f32_tensors((width,))), "bias": draw(f32_tensors((width,)))},
-                     shape=(width,)))
+            g.add(
+                Op(
+                    name,
+                    "norm",
+                    (last,),
+                    attrs=attrs,
+                    params={"weight": draw(f32_tensors((width,))), "bias": draw(f32_tensors((width,)))},
+                    shape=(width,),
+                )
+            )
         elif kind == "add":
             g.add(Op(name, "add", (last, last), shape=(width,)))
         else:
@@ -336,9 +406,14 @@ def test_random_graphs_round_trip_through_a_tensor_store(g):
 
 
 @HYPOTHESIS
-@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5), elements=interesting_f32),
-       hnp.arrays(np.complex64, hnp.array_shapes(min_dims=0, max_dims=2, max_side=5),
-                  elements=st.complex_numbers(allow_nan=False, allow_infinity=False, width=64)))
+@given(
+    hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5), elements=interesting_f32),
+    hnp.arrays(
+        np.complex64,
+        hnp.array_shapes(min_dims=0, max_dims=2, max_side=5),
+        elements=st.complex_numbers(allow_nan=False, allow_infinity=False, width=64),
+    ),
+)
 def test_random_tensors_of_any_shape_round_trip_bit_for_bit(real, cplx):
     g = base(1)
     g.add(Op("t", "input", attrs={"size": 1}, params={"real": real, "cplx": cplx}, shape=(1,)))
@@ -348,10 +423,15 @@ def test_random_tensors_of_any_shape_round_trip_bit_for_bit(real, cplx):
 # Names like "info" and strings holding "//" or quotes are included on purpose: both once broke parsing.
 attr_names = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True) | st.sampled_from(["info", "nano", "inf_x"])
 attr_values = st.recursive(
-    st.one_of(st.booleans(), st.integers(-2**70, 2**70),
-              st.floats(allow_nan=False, allow_infinity=False),
-              st.text(max_size=12) | st.sampled_from(["https://x.org/m.onnx", 'a "//" b', "back\\slash //"])),
-    lambda inner: st.lists(inner, max_size=3).map(tuple), max_leaves=6)
+    st.one_of(
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=12) | st.sampled_from(["https://x.org/m.onnx", 'a "//" b', "back\\slash //"]),
+    ),
+    lambda inner: st.lists(inner, max_size=3).map(tuple),
+    max_leaves=6,
+)
 
 
 @HYPOTHESIS
@@ -416,8 +496,8 @@ def test_a_hand_written_graph_parses_verifies_and_prints_back_identically():
 
 def test_comments_blank_lines_and_spacing_do_not_change_the_graph():
     noisy = "// a comment before the header\n\n" + GOLDEN.replace(
-        "%x = input() {size = 2} : [2]", "%x   =   input()   {size=2}   :   [ 2 ]   // the token") \
-        .replace("%act = activation(%ssm)", "\n%act = activation( %ssm )")
+        "%x = input() {size = 2} : [2]", "%x   =   input()   {size=2}   :   [ 2 ]   // the token"
+    ).replace("%act = activation(%ssm)", "\n%act = activation( %ssm )")
     assert print_graph(parse_graph(noisy)) == GOLDEN
 
 
@@ -435,23 +515,44 @@ HEAD = "ssmc.graph @m\n%x = input() {size = 2} : [2]\n"
 
 BAD_TEXT = {
     "missing header": ("%x = input() {size = 2} : [2]\n", 1, "expected 'ssmc.graph @name'"),
-    "missing header after comments": ("\n// header missing\n%x = input() {size = 2} : [2]\n", 3,
-                                      "expected 'ssmc.graph @name'"),
+    "missing header after comments": (
+        "\n// header missing\n%x = input() {size = 2} : [2]\n",
+        3,
+        "expected 'ssmc.graph @name'",
+    ),
     "garbage line": (HEAD + "this is not IR\n", 3, "cannot parse"),
     "op without shape": (HEAD + "%y = output(%x)\n", 3, "cannot parse"),
-    "too few tensor values": (HEAD + "%l = linear(%x) : [2]\n  weight = f32[2,2] [1, 2, 3]\n", 4,
-                              "needs 4 numbers, found 3"),
-    "too many tensor values": (HEAD + "%l = linear(%x) : [2]\n  weight = f32[2] [1, 2, 3]\n", 4,
-                               "needs 2 numbers, found 3"),
-    "complex value without its pair": (HEAD + "%l = linear(%x) : [2]\n  weight = c64[2] [(1, 2)]\n", 4,
-                                       "needs 4 numbers, found 2"),
+    "too few tensor values": (
+        HEAD + "%l = linear(%x) : [2]\n  weight = f32[2,2] [1, 2, 3]\n",
+        4,
+        "needs 4 numbers, found 3",
+    ),
+    "too many tensor values": (
+        HEAD + "%l = linear(%x) : [2]\n  weight = f32[2] [1, 2, 3]\n",
+        4,
+        "needs 2 numbers, found 3",
+    ),
+    "complex value without its pair": (
+        HEAD + "%l = linear(%x) : [2]\n  weight = c64[2] [(1, 2)]\n",
+        4,
+        "needs 4 numbers, found 2",
+    ),
     "unknown dtype": (HEAD + "%l = linear(%x) : [2]\n  weight = f16[2] [1, 2]\n", 4, "unknown tensor type 'f16'"),
-    "values without brackets": (HEAD + "%l = linear(%x) : [2]\n  weight = f32[2] 1, 2\n", 4,
-                                "must be [values] or @ref"),
-    "reference without a store": (HEAD + "%l = linear(%x) : [2]\n  weight = f32[2] @l.weight\n", 4,
-                                  "@l.weight is not in the tensor store"),
-    "duplicate tensor": (HEAD + "%l = linear(%x) : [2]\n  weight = f32[1] [1]\n  weight = f32[1] [2]\n", 5,
-                         "given twice"),
+    "values without brackets": (
+        HEAD + "%l = linear(%x) : [2]\n  weight = f32[2] 1, 2\n",
+        4,
+        "must be [values] or @ref",
+    ),
+    "reference without a store": (
+        HEAD + "%l = linear(%x) : [2]\n  weight = f32[2] @l.weight\n",
+        4,
+        "@l.weight is not in the tensor store",
+    ),
+    "duplicate tensor": (
+        HEAD + "%l = linear(%x) : [2]\n  weight = f32[1] [1]\n  weight = f32[1] [2]\n",
+        5,
+        "given twice",
+    ),
     "undefined operand": (HEAD + "%y = output(%nope) : [2]\n", 3, "%nope"),
     "operand without percent": (HEAD + "%y = output(x) : [2]\n", 3, "must be written %name"),
     "duplicate op": (HEAD + "%x = input() {size = 3} : [3]\n", 3, "duplicate op name %x"),

@@ -30,11 +30,32 @@ def valid_graph() -> Graph:
     g = Graph("net")
     g.add(Op("x", "input", attrs={"size": 3}, shape=(3,)))
     g.add(Op("enc", "linear", ("x",), params={"weight": f32(H, 3), "bias": f32(H)}, shape=(H,)))
-    g.add(Op("ssm", "s4d", ("enc",), attrs={"form": "discrete", "modes": 2},
-             params={"A_bar": c64(H, 2), "B_bar": c64(H, 2), "C": c64(H, 2), "D": f32(H)}, shape=(H,)))
-    g.add(Op("cont", "s4d", ("ssm",), attrs={"form": "continuous", "modes": 1},
-             params={"log_dt": f32(H, fill=-3.0), "A": c64(H, 1, fill=-0.5 + 3j), "B": c64(H, 1),
-                     "C": c64(H, 1), "D": f32(H)}, shape=(H,)))
+    g.add(
+        Op(
+            "ssm",
+            "s4d",
+            ("enc",),
+            attrs={"form": "discrete", "modes": 2},
+            params={"A_bar": c64(H, 2), "B_bar": c64(H, 2), "C": c64(H, 2), "D": f32(H)},
+            shape=(H,),
+        )
+    )
+    g.add(
+        Op(
+            "cont",
+            "s4d",
+            ("ssm",),
+            attrs={"form": "continuous", "modes": 1},
+            params={
+                "log_dt": f32(H, fill=-3.0),
+                "A": c64(H, 1, fill=-0.5 + 3j),
+                "B": c64(H, 1),
+                "C": c64(H, 1),
+                "D": f32(H),
+            },
+            shape=(H,),
+        )
+    )
     g.add(Op("act", "activation", ("cont",), attrs={"fn": "glu"}, shape=(H // 2,)))
     g.add(Op("nrm", "norm", ("act",), attrs={"eps": 1e-5}, params={"weight": f32(2), "bias": f32(2)}, shape=(2,)))
     g.add(Op("res", "add", ("nrm", "act"), shape=(2,)))
@@ -80,30 +101,35 @@ def _set(name, **changes):
         op = g.op(name)
         for k, v in changes.items():
             setattr(op, k, v)
+
     return mutate
 
 
 def _attr(name, key, value):
     def mutate(g):
         g.op(name).attrs[key] = value
+
     return mutate
 
 
 def _del_attr(name, key):
     def mutate(g):
         del g.op(name).attrs[key]
+
     return mutate
 
 
 def _param(name, key, value):
     def mutate(g):
         g.op(name).params[key] = value
+
     return mutate
 
 
 def _del_param(name, key):
     def mutate(g):
         del g.op(name).params[key]
+
     return mutate
 
 
@@ -144,13 +170,19 @@ CASES = {
     "tensor that is not an array": (_param("nrm", "weight", [1.0, 1.0]), "%nrm", "not an array"),
     "wrong tensor shape": (_param("ssm", "C", c64(H, 3)), "%ssm", "tensor 'C' has shape [4, 3], expected [4, 2]"),
     "mixing not in choices": (_attr("ssm", "mixing", "full"), "%ssm", "must be one of"),
-    "per-channel tensors under dense mixing": (_attr("ssm", "mixing", "dense"), "%ssm",
-                                               "tensor 'A_bar' has shape [4, 2], expected [2]"),
+    "per-channel tensors under dense mixing": (
+        _attr("ssm", "mixing", "dense"),
+        "%ssm",
+        "tensor 'A_bar' has shape [4, 2], expected [2]",
+    ),
     "weight columns do not match the input": (_param("enc", "weight", f32(H, 5)), "%enc", "expected [4, 3]"),
     "NaN tensor": (_param("enc", "bias", np.array([0, np.nan, 0, 0], np.float32)), "%enc", "NaN"),
     "infinite complex tensor": (_param("ssm", "B_bar", c64(H, 2, fill=complex(np.inf, 0))), "%ssm", "infinite"),
-    "recorded shape differs from inferred": (_set("enc", shape=(5,)), "%enc",
-                                             "result shape [5] but its inputs give [4]"),
+    "recorded shape differs from inferred": (
+        _set("enc", shape=(5,)),
+        "%enc",
+        "result shape [5] but its inputs give [4]",
+    ),
     "output shape differs from its input": (_set("y", shape=(3,)), "%y", "result shape [3]"),
     "glu keeps the recorded full width": (_set("act", shape=(H,)), "%act", "inputs give [2]"),
     "add of different shapes": (_add_of_different_shapes, "%res", "add of different shapes [2] and [4]"),
@@ -242,6 +274,7 @@ def test_one_problem_is_worded_in_the_singular():
 
 def test_an_omitted_attribute_with_a_default_takes_its_default_in_every_rule():
     from tests.runtime.test_engine_contract import random_network
+
     g = random_network(0)
     syn = next(op for op in g.ops() if op.kind == "synapses")
     syn.attrs.pop("delay", None)  # default 1

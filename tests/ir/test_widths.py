@@ -44,6 +44,8 @@ def test_the_compile_help_states_each_range_and_default():
 
 def test_the_fixed_point_doc_table_matches():
     doc = (ROOT / "docs" / "fixed_point.md").read_text()
-    rows = dict((k, (int(lo), int(hi), int(d))) for k, lo, hi, d in
-                re.findall(r"^\| `(\w+_bits)` \| (\d+)\.\.(\d+) \| (\d+) \|", doc, re.M))
+    rows = dict(
+        (k, (int(lo), int(hi), int(d)))
+        for k, lo, hi, d in re.findall(r"^\| `(\w+_bits)` \| (\d+)\.\.(\d+) \| (\d+) \|", doc, re.M)
+    )
     assert rows == {k: (w.lo, w.hi, w.default) for k, w in OPTIONS.items()}

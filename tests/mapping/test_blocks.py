@@ -21,8 +21,16 @@ def _readout_split_in_two(g: Graph) -> Graph:
             out.add(Op("s0.C", "synapses", op.inputs, dict(op.attrs), {"weight": even}, shape=op.shape))
             out.add(Op("s0.C.odd", "synapses", op.inputs, dict(op.attrs), {"weight": w - even}, shape=op.shape))
         elif op.name == "relu0":
-            out.add(Op(op.name, op.kind, ("s0.C", "s0.C.odd") + op.inputs[1:], dict(op.attrs), dict(op.params),
-                       shape=op.shape))
+            out.add(
+                Op(
+                    op.name,
+                    op.kind,
+                    ("s0.C", "s0.C.odd") + op.inputs[1:],
+                    dict(op.attrs),
+                    dict(op.params),
+                    shape=op.shape,
+                )
+            )
         else:
             out.add(Op(op.name, op.kind, op.inputs, dict(op.attrs), dict(op.params), shape=op.shape))
     return out

@@ -23,7 +23,7 @@ def test_visits_every_router_once_stepping_one_hop_at_a_time_within_a_band(rows,
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 8])
 def test_the_first_2m_routers_of_a_loihi2_chip_form_a_2_by_m_block(m):
-    first = band_router_order(4, 8)[:2 * m]
+    first = band_router_order(4, 8)[: 2 * m]
     rows = {r for r, _ in first}
     cols = {c for _, c in first}
     assert len(rows) == 2 and len(cols) == m
@@ -32,6 +32,6 @@ def test_the_first_2m_routers_of_a_loihi2_chip_form_a_2_by_m_block(m):
 def test_four_routers_are_closer_together_than_along_one_row():
     d = compact_router_distances(load_target())[:4, :4]
     in_a_row = sum(abs(a - b) for a, b in itertools.combinations(range(4), 2))  # routers (0,0)..(0,3): 10 hops
-    square = 1 + 1 + 1 + 1 + 2 + 2                                               # a 2 x 2 square: 8 hops
+    square = 1 + 1 + 1 + 1 + 2 + 2  # a 2 x 2 square: 8 hops
     assert np.triu(d).sum() == square < in_a_row
     assert np.array_equal(d, d.T) and np.all(np.diag(d) == 0)

@@ -15,8 +15,15 @@ from tests.builders.neuro_models import s4d_stack
 def star(w=2.0):
     """Block 0 sends to blocks 1 and 2 (one hyperedge, `w` messages per step)."""
     use = np.ones((3, len(RESOURCES)))
-    return Blocks(np.arange(3), use, [(0,), (1,), (1,)], np.zeros(3, np.int64), np.array([[0, 1], [0, 2]]),
-                  np.array([w, w]), [(0, np.array([1, 2]), w)])
+    return Blocks(
+        np.arange(3),
+        use,
+        [(0,), (1,), (1,)],
+        np.zeros(3, np.int64),
+        np.array([[0, 1], [0, 2]]),
+        np.array([w, w]),
+        [(0, np.array([1, 2]), w)],
+    )
 
 
 def test_two_cores_on_one_far_router_cost_two_messages_and_two_hops_each_way():
@@ -26,7 +33,7 @@ def test_two_cores_on_one_far_router_cost_two_messages_and_two_hops_each_way():
 
 def test_destinations_sharing_the_source_core_or_router_cost_no_hops():
     assert solvers.cut_weight(star(2.0), np.array([0, 0, 0])) == 0.0
-    assert solvers.cut_weight(star(2.0), np.array([0, 1, 2])) == pytest.approx(2.0 * 2)   # same router: messages
+    assert solvers.cut_weight(star(2.0), np.array([0, 1, 2])) == pytest.approx(2.0 * 2)  # same router: messages
     assert solvers.cut_weight(star(2.0), np.array([0, 1, 1])) == pytest.approx(2.0 * 1)
 
 

@@ -27,7 +27,7 @@ def test_quantized_weights_follow_lava_dense_and_approximate_the_real_ones(bits,
     assert w.dtype == np.int32 and np.all(w % step == 0)
     assert w.min() >= -128 and w.max() <= 128 - step
     # Error at most half a step of the chosen exponent, and the exponent is as small as fits.
-    assert np.abs(w * 2.0 ** e - w_eff).max() <= step / 2 * 2.0 ** e * (1 + 1e-9)
+    assert np.abs(w * 2.0**e - w_eff).max() <= step / 2 * 2.0**e * (1 + 1e-9)
     top = 128 - step
     assert np.abs(w).max() >= top / 2 - step / 2  # the exponent is the smallest that fits: top half is used
 
@@ -75,25 +75,45 @@ def test_smooth_activations_become_tables_and_glu_a_gated_product_close_to_float
 
 
 def test_more_table_entries_approximate_the_function_better():
-    errs = [_fixed_vs_float(0, DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{lut-bits={b}}}"),
-                            activation="tanh", glu=True, norm=False)[1] for b in (2, 10)]
+    errs = [
+        _fixed_vs_float(
+            0,
+            DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{lut-bits={b}}}"),
+            activation="tanh",
+            glu=True,
+            norm=False,
+        )[1]
+        for b in (2, 10)
+    ]
     assert errs[1] < errs[0] / 2
 
 
 def test_a_norm_is_realised_on_neurons_by_default_and_frozen_only_with_freeze_norms():
     kinds = {op.attrs["kind"] for op in _lower(1, activation="relu", glu=False, norm=True)[0].ops_of_kind("neurons")}
     assert {"lut", "product"} <= kinds  # the 1/sqrt tables and the squares and normalised products
-    frozen, _ = _lower(1, pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", "freeze-norms,assign-bitwidths"),
-                       activation="relu", glu=False, norm=True)
+    frozen, _ = _lower(
+        1,
+        pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", "freeze-norms,assign-bitwidths"),
+        activation="relu",
+        glu=False,
+        norm=True,
+    )
     assert not {"lut", "product"} & {op.attrs["kind"] for op in frozen.ops_of_kind("neurons")}
 
 
-@pytest.mark.parametrize("option, value", [("weight-bits", 9), ("weight-bits", 2), ("state-bits", 40),
-                                           ("coef-bits", 2), ("message-bits", 33)])
+@pytest.mark.parametrize(
+    "option, value",
+    [("weight-bits", 9), ("weight-bits", 2), ("state-bits", 40), ("coef-bits", 2), ("message-bits", 33)],
+)
 def test_widths_the_target_cannot_hold_are_refused(option, value):
     with pytest.raises(SsmcError, match=f"{option} = {value} is outside what the target supports"):
-        _lower(0, pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{{option}={value}}}"),
-               activation="relu", glu=False, norm=False)
+        _lower(
+            0,
+            pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{{option}={value}}}"),
+            activation="relu",
+            glu=False,
+            norm=False,
+        )
 
 
 def test_without_calibration_the_report_says_ranges_are_guessed():
@@ -104,28 +124,43 @@ def test_without_calibration_the_report_says_ranges_are_guessed():
 
 
 def test_layer_bits_override_the_widths_of_one_layer_only():
-    g, _ = _lower(0, pipeline=DEFAULT_PIPELINE.replace(
-        "assign-bitwidths", "assign-bitwidths{layer-bits=s4d0:weight=5/coef=12/state=20}"),
-        activation="relu", glu=False, norm=False, n_layers=2)
+    g, _ = _lower(
+        0,
+        pipeline=DEFAULT_PIPELINE.replace(
+            "assign-bitwidths", "assign-bitwidths{layer-bits=s4d0:weight=5/coef=12/state=20}"
+        ),
+        activation="relu",
+        glu=False,
+        norm=False,
+        n_layers=2,
+    )
     for syn in g.ops_of_kind("synapses"):
         expected = 5 if syn.attrs["source"].startswith("s4d0.") else 8
         assert syn.attrs["weight_bits"] == expected, syn.attrs["source"]
     pairs = {op.attrs["source"]: op for op in g.ops_of_kind("neurons") if op.attrs["kind"] == "cpx"}
     assert (pairs["s4d0.pairs"].attrs["coef_bits"], pairs["s4d0.pairs"].attrs["state_bits"]) == (12, 20)
     assert (pairs["s4d1.pairs"].attrs["coef_bits"], pairs["s4d1.pairs"].attrs["state_bits"]) == (16, 24)
-    assert np.abs(pairs["s4d0.pairs"].params["c_re"]).max() < 2 ** 11
+    assert np.abs(pairs["s4d0.pairs"].params["c_re"]).max() < 2**11
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("nope:weight=6", "'nope', which is not in the network"),
-    ("s4d0:weight", "write KEY=BITS"),
-    ("s4d0:bias=3", "write KEY=BITS"),
-    ("s4d0:weight=9", "s4d0 weight-bits = 9 is outside"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nope:weight=6", "'nope', which is not in the network"),
+        ("s4d0:weight", "write KEY=BITS"),
+        ("s4d0:bias=3", "write KEY=BITS"),
+        ("s4d0:weight=9", "s4d0 weight-bits = 9 is outside"),
+    ],
+)
 def test_bad_layer_bits_are_refused(spec, message):
     with pytest.raises(SsmcError, match=message):
-        _lower(0, pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{layer-bits={spec}}}"),
-               activation="relu", glu=False, norm=False)
+        _lower(
+            0,
+            pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{layer-bits={spec}}}"),
+            activation="relu",
+            glu=False,
+            norm=False,
+        )
 
 
 # -- weight exponents: one per synapse group, or per row by splitting the group ------------------------
@@ -145,10 +180,10 @@ def test_splitting_by_row_exponent_delivers_exactly_what_per_row_exponents_would
     rows, cols = int(rng.integers(1, 9)), int(rng.integers(1, 7))
     w_eff = rng.normal(size=(rows, cols)) * 2.0 ** rng.integers(-spread, spread + 1, size=(rows, 1))
     w_eff[rng.random(rows) < 0.2] = 0.0  # some rows all zero
-    m = rng.integers(-2**15, 2**15, size=cols)
+    m = rng.integers(-(2**15), 2**15, size=cols)
     parts = split_by_row_exponent(w_eff, bits)
     # reference: every row quantized on its own, shifted by its own exponent
-    per_row = [quantize_weights(w_eff[i:i + 1], bits) for i in range(rows)]
+    per_row = [quantize_weights(w_eff[i : i + 1], bits) for i in range(rows)]
     expected = np.array([_dendrite([(w, e)], m)[0] for w, e in per_row])
     np.testing.assert_array_equal(_dendrite(parts, m), expected)
     step = weight_step(bits)
@@ -178,7 +213,7 @@ def _scaled_channels_model(shift_bits: int = 10):
     p["layers.0.s4d.C"] = (p["layers.0.s4d.C"] * 2.0 ** -s[:, None, None]).astype(np.float32)
     p["layers.0.s4d.D"] = np.zeros(H, np.float32)
     p["layers.0.mix.weight"], p["layers.0.mix.bias"] = np.eye(H, dtype=np.float32), np.zeros(H, np.float32)
-    p["decoder.weight"], p["decoder.bias"] = np.diag(2.0 ** s).astype(np.float32), np.zeros(H, np.float32)
+    p["decoder.weight"], p["decoder.bias"] = np.diag(2.0**s).astype(np.float32), np.zeros(H, np.float32)
     graph, _, _ = import_onnx_model(build_step_model(spec, p))
     return graph
 
@@ -191,7 +226,7 @@ def _errors_by_mode(graph, modes):
         pipeline = DEFAULT_PIPELINE.replace("assign-bitwidths", f"assign-bitwidths{{weight-exp={mode}}}")
         g, records = run_pipeline(graph.copy(), with_data(parse_pipeline(pipeline), calibration=x))
         y = run_numpy(g, x).outputs[g.outputs()[0].name]
-        worst = float(np.max(np.sqrt(np.mean((y - ref) ** 2, axis=(0, 1)) / np.mean(ref ** 2, axis=(0, 1)))))
+        worst = float(np.max(np.sqrt(np.mean((y - ref) ** 2, axis=(0, 1)) / np.mean(ref**2, axis=(0, 1)))))
         out[mode] = (worst, g, next(r for r in records if r.name == "assign-bitwidths").notes)
     return out
 
@@ -210,12 +245,17 @@ def test_per_row_exponents_keep_small_channels_a_shared_exponent_loses():
 
 def test_an_unknown_weight_exp_is_refused():
     with pytest.raises(SsmcError, match="weight-exp must be one of group, row, auto, got 'column'"):
-        _lower(0, pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", "assign-bitwidths{weight-exp=column}"),
-               activation="relu", glu=False, norm=False)
+        _lower(
+            0,
+            pipeline=DEFAULT_PIPELINE.replace("assign-bitwidths", "assign-bitwidths{weight-exp=column}"),
+            activation="relu",
+            glu=False,
+            norm=False,
+        )
 
 
 def test_a_row_far_below_the_others_keeps_an_exponent_the_ir_can_hold():
-    w_eff = np.array([[1.0, -0.5], [2.0 ** -100, 2.0 ** -90], [0.0, 0.0]])
+    w_eff = np.array([[1.0, -0.5], [2.0**-100, 2.0**-90], [0.0, 0.0]])
     parts = split_by_row_exponent(w_eff, 8)
     assert all(abs(e) <= 63 for _, e in parts)
     m = np.array([3, -7])

@@ -57,10 +57,12 @@ def test_the_gain_is_the_least_squares_fit_and_the_error_is_reported():
     # over the normalised values (x - mean) / std, before the per-channel weight and bias
     d_exact, d_frozen = [(v - norm.params["bias"]) / norm.params["weight"] for v in (exact, frozen)]
     c = float(records[0].notes[0].split("1/std -> ")[1].split(" ")[0])
+
     def err(k):
         return np.sum((d_frozen * k / c - d_exact) ** 2)
+
     assert all(err(c) <= err(k) * (1 + 1e-3) for k in np.linspace(0.2 * c, 3 * c, 200))
-    rel = np.sqrt(err(c) / np.sum(d_exact ** 2))
+    rel = np.sqrt(err(c) / np.sum(d_exact**2))
     reported = float(records[0].notes[0].split("rms error ")[1].split("%")[0]) / 100
     assert reported == pytest.approx(rel, abs=2e-3)
 
@@ -73,9 +75,12 @@ def test_a_widely_varying_std_is_warned_about(caplog):
 
 
 def test_a_frozen_norm_folds_into_the_linears_that_read_it_when_that_saves_synapses():
-    text = NORM.replace("%y = output(%norm) : [4]", """%lin = linear(%norm) : [1]
+    text = NORM.replace(
+        "%y = output(%norm) : [4]",
+        """%lin = linear(%norm) : [1]
   weight = f32[1,4] [1, 1, 1, 1]
-%y = output(%lin) : [1]""")
+%y = output(%lin) : [1]""",
+    )
     x = np.random.default_rng(3).normal(size=(4, 6, 4))
     g, _ = _freeze(text, x)
     verify(g)

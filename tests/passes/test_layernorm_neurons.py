@@ -32,8 +32,10 @@ def norm_model(H: int, seed: int) -> str:
     rng = np.random.default_rng(seed)
     w = ", ".join(f"{v:.3f}" for v in 1 + 0.5 * rng.standard_normal(H))
     b = ", ".join(f"{v:.3f}" for v in 0.2 * rng.standard_normal(H))
-    return (f"ssmc.graph @n\n%x = input() {{size = {H}}} : [{H}]\n%norm = norm(%x) {{eps = 1e-05}} : [{H}]\n"
-            f"  bias = f32[{H}] [{b}]\n  weight = f32[{H}] [{w}]\n%y = output(%norm) : [{H}]\n")
+    return (
+        f"ssmc.graph @n\n%x = input() {{size = {H}}} : [{H}]\n%norm = norm(%x) {{eps = 1e-05}} : [{H}]\n"
+        f"  bias = f32[{H}] [{b}]\n  weight = f32[{H}] [{w}]\n%y = output(%norm) : [{H}]\n"
+    )
 
 
 def tokens(seed: int, H: int, n=16, t=8, spread=1.0, offset=0.0) -> np.ndarray:
@@ -62,14 +64,14 @@ def test_the_tables_give_one_over_sqrt_within_a_permille_over_the_calibrated_var
     tables, frac = rsqrt_tables(H, eps, v_frac, st, 10, 24, 1)
     assert len(tables) > 1 and tables[0][1].size == 1025 and all(t.size == 1026 for _, t in tables[1:])
     var = np.geomspace(st.var_min, st.var_max, 2000)
-    S = var * H * 2.0 ** v_frac  # the sum of squares
+    S = var * H * 2.0**v_frac  # the sum of squares
     # what the synapses (floor(-S / 2**shift)), clamps (relu(1025 + that)), lut groups and the relay
     # summing them compute (docs/fixed_point.md)
     got = tables[0][1][np.clip(1024 + np.floor(-S / 2.0 ** tables[0][0]).astype(np.int64), 0, 1024)]
     for sh, t in tables[1:]:
-        got = got + t[np.maximum(1025 + np.floor(-S / 2.0 ** sh).astype(np.int64), 0)]
+        got = got + t[np.maximum(1025 + np.floor(-S / 2.0**sh).astype(np.int64), 0)]
     want = 1 / np.sqrt(var + eps)
-    assert np.max(np.abs(got * 2.0 ** -frac / want - 1)) < 1e-3
+    assert np.max(np.abs(got * 2.0**-frac / want - 1)) < 1e-3
 
 
 def test_a_norm_becomes_sum_centre_square_tables_rsqrt_normed_and_an_affine_relay_named_like_it():
@@ -95,8 +97,9 @@ def test_fixed_point_follows_the_exact_norm_where_frozen_statistics_do_not(H):
 
 @pytest.fixture(scope="module")
 def norm_net(tmp_path_factory):
-    spec = random_spec(11, H=int(np.random.default_rng(11).integers(3, 9)), M=2, n_layers=2, norm=True, glu=False,
-                       activation="relu")
+    spec = random_spec(
+        11, H=int(np.random.default_rng(11).integers(3, 9)), M=2, n_layers=2, norm=True, glu=False, activation="relu"
+    )
     path = tmp_path_factory.mktemp("norm") / "m.onnx"
     onnx.save(build_step_model(spec), str(path))
     x = np.random.default_rng(0).normal(size=(8, 8, spec.in_features))
@@ -115,13 +118,15 @@ def test_random_layernorm_models_run_bit_exactly_on_numpy_reference_and_microcod
 
 def test_random_layernorm_models_run_bit_exactly_on_lava(norm_net):
     from tests.backend_loihi.test_lava_engine import assert_same_run
+
     net, x = norm_net
     assert_same_run(net.graph, x[:1, :3])
 
 
 def test_frozen_statistics_remain_a_pipeline_choice(norm_net, tmp_path):
-    spec = random_spec(11, H=int(np.random.default_rng(11).integers(3, 9)), M=2, n_layers=2, norm=True, glu=False,
-                       activation="relu")
+    spec = random_spec(
+        11, H=int(np.random.default_rng(11).integers(3, 9)), M=2, n_layers=2, norm=True, glu=False, activation="relu"
+    )
     path = tmp_path / "m.onnx"
     onnx.save(build_step_model(spec), str(path))
     x = norm_net[1]

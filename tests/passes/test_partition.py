@@ -26,6 +26,7 @@ def tight_target(tmp_path, cores_per_chip=None, **core):
     """The loihi2 file with smaller cores (and chips), so small networks need many of them."""
     import json
     from importlib import resources
+
     data = json.loads(resources.files("ssmc.targets").joinpath("loihi2.json").read_text())
     for key, value in core.items():
         data["core"][key]["value"] = value
@@ -71,7 +72,7 @@ def test_a_channels_modes_stay_with_the_neuron_that_sums_them(tmp_path, method):
     for layer in range(2):
         pairs, relu = offsets[f"s{layer}.pairs"], offsets[f"relu{layer}"]
         for h in range(H):
-            modes = core_of[pairs + h * 2 * M: pairs + (h + 1) * 2 * M]
+            modes = core_of[pairs + h * 2 * M : pairs + (h + 1) * 2 * M]
             assert set(modes.tolist()) == {int(core_of[relu + h])}
     assert len(np.unique(core_of)) > 2  # the test means something only if the layers were split
 
@@ -81,8 +82,9 @@ def test_a_dense_s5_layer_is_spread_by_its_synapse_memory_and_keeps_each_modes_p
     # modes shared by all channels: every compartment reads all H channels, every relu sums all 2P compartments
     H, M = 8, 4
     target = tight_target(tmp_path, synapse_bytes=1024, memory_bytes=8192)
-    sparse_cores = len(np.unique(core_assignment(partition(s4d_stack(H, M, 1), method=method, target=target),
-                                                 load_target(target))[0]))
+    sparse_cores = len(
+        np.unique(core_assignment(partition(s4d_stack(H, M, 1), method=method, target=target), load_target(target))[0])
+    )
     placed = partition(s4d_stack(H, M, 1, dense=True), method=method, target=target)
     verify(placed)  # every core within every capacity, synapses counted by non-zeros
     core_of, problems = core_assignment(placed, target_of(placed))
@@ -90,7 +92,7 @@ def test_a_dense_s5_layer_is_spread_by_its_synapse_memory_and_keeps_each_modes_p
     groups = placed.ops_of_kind("neurons")
     at = [g.name for g in groups].index("s0.pairs")
     pairs = sum(int(g.attrs["size"]) for g in groups[:at])
-    modes = core_of[pairs:pairs + 2 * H * M].reshape(-1, 2)
+    modes = core_of[pairs : pairs + 2 * H * M].reshape(-1, 2)
     assert np.all(modes[:, 0] == modes[:, 1])
     assert len(np.unique(core_of)) > sparse_cores  # H x more B and C synapses need more cores
 
@@ -131,19 +133,24 @@ def test_placement_round_trips_through_the_text_form(tmp_path):
 @pytest.mark.parametrize("method", METHODS)
 def test_the_same_input_gives_a_byte_identical_placement(tmp_path, method):
     target = tight_target(tmp_path, neurons=40)
-    texts = {print_graph(partition(s4d_stack(8, 4, 2, rates=(1.0, 0.3)), method=method, target=target))
-             for _ in range(2)}
+    texts = {
+        print_graph(partition(s4d_stack(8, 4, 2, rates=(1.0, 0.3)), method=method, target=target)) for _ in range(2)
+    }
     assert len(texts) == 1
 
 
 def test_placement_is_identical_across_processes(tmp_path):
     target = tight_target(tmp_path, neurons=40)
-    code = ("import hashlib; from ssmc.passes.partition import Partition; from ssmc.ir.text import print_graph; "
-            "from tests.builders.neuro_models import s4d_stack; "
-            f"g, _ = Partition(time_limit=0.5, rate_sequences=0, target={target!r}).run(s4d_stack(8, 4, 2)); "
-            "print(hashlib.sha256(print_graph(g).encode()).hexdigest())")
-    out = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-           for _ in range(2)}
+    code = (
+        "import hashlib; from ssmc.passes.partition import Partition; from ssmc.ir.text import print_graph; "
+        "from tests.builders.neuro_models import s4d_stack; "
+        f"g, _ = Partition(time_limit=0.5, rate_sequences=0, target={target!r}).run(s4d_stack(8, 4, 2)); "
+        "print(hashlib.sha256(print_graph(g).encode()).hexdigest())"
+    )
+    out = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
     assert len(out) == 1
 
 
@@ -175,6 +182,7 @@ def test_sigma_delta_layers_are_cheaper_to_cut():
     from ssmc.mapping.blocks import make_blocks
     from ssmc.mapping.mapper import limits_of
     from ssmc.mapping.netlist import build_netlist
+
     lim = limits_of(load_target())
     dense = make_blocks(build_netlist(s4d_stack(8, 4, 1, rates=(1.0,))), lim)
     sparse = make_blocks(build_netlist(s4d_stack(8, 4, 1, rates=(0.25,))), lim)
@@ -192,7 +200,9 @@ def test_rates_are_measured_on_calibration_data():
 
 def test_a_target_allowing_fewer_groups_per_core_than_a_channel_needs_is_refused_by_name(tmp_path):
     # a channel's modes (cpx) and its summing neuron (relu) are one piece: one group per core cannot hold it
-    with pytest.raises(FitError, match=r"indivisible piece of %s0.pairs, %relu0 .*holds 2 neuron groups.*allows 1 per core"):
+    with pytest.raises(
+        FitError, match=r"indivisible piece of %s0.pairs, %relu0 .*holds 2 neuron groups.*allows 1 per core"
+    ):
         partition(s4d_stack(4, 4, 1), target=tight_target(tmp_path, groups=1))
 
 
@@ -200,13 +210,17 @@ def test_a_network_too_big_for_one_model_is_solved_hierarchically_and_identicall
     # FLAT_LIMIT forced down so a small network takes the path of million-neuron ones: chips from greedy runs,
     # CP-SAT per window of cores; the result satisfies every capacity and is the same in every process
     target = tight_target(tmp_path, neurons=24, cores_per_chip=24)
-    code = ("import hashlib; import ssmc.mapping.mapper as mp; mp.FLAT_LIMIT = 50; "
-            "from ssmc.passes.base import run_pipeline; from ssmc.passes.partition import Partition; "
-            "from ssmc.ir.text import print_graph; from tests.builders.neuro_models import s4d_stack; "
-            f"p = Partition(time_limit=2.0, rate_sequences=0, target={target!r}, chips=2); "
-            "g, recs = run_pipeline(s4d_stack(16, 4, 3, rates=(1.0, 0.3, 0.6)), [p], verify_each=True); "
-            "print(any('hierarchical' in n for n in recs[0].notes), hashlib.sha256(print_graph(g).encode()).hexdigest())")
-    out = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-           for _ in range(2)}
+    code = (
+        "import hashlib; import ssmc.mapping.mapper as mp; mp.FLAT_LIMIT = 50; "
+        "from ssmc.passes.base import run_pipeline; from ssmc.passes.partition import Partition; "
+        "from ssmc.ir.text import print_graph; from tests.builders.neuro_models import s4d_stack; "
+        f"p = Partition(time_limit=2.0, rate_sequences=0, target={target!r}, chips=2); "
+        "g, recs = run_pipeline(s4d_stack(16, 4, 3, rates=(1.0, 0.3, 0.6)), [p], verify_each=True); "
+        "print(any('hierarchical' in n for n in recs[0].notes), hashlib.sha256(print_graph(g).encode()).hexdigest())"
+    )
+    out = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
     assert len(out) == 1
     assert out.pop().startswith("True ")

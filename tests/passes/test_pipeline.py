@@ -12,8 +12,17 @@ import ssmc.passes  # noqa: F401 - registers the built-in passes
 from ssmc.ir.graph import Graph
 from ssmc.ir.text import parse_graph, print_graph
 from ssmc.passes import base
-from ssmc.passes.base import (Pass, PassError, PassRecord, available_passes, load_pass, parse_pipeline,
-                              pipeline_spec, register_pass, run_pipeline)
+from ssmc.passes.base import (
+    Pass,
+    PassError,
+    PassRecord,
+    available_passes,
+    load_pass,
+    parse_pipeline,
+    pipeline_spec,
+    register_pass,
+    run_pipeline,
+)
 from ssmc.passes.canonicalize import Canonicalize
 
 
@@ -21,6 +30,7 @@ from ssmc.passes.canonicalize import Canonicalize
 @dataclass(frozen=True)
 class Tune(Pass):
     """A pass with one option of each type; it does nothing to the graph."""
+
     name: ClassVar[str] = "test-tune"
     max_iters: int = 3
     scale: float = 1.0
@@ -34,6 +44,7 @@ class Tune(Pass):
 @dataclass(frozen=True)
 class TuneStringAnnotations(Pass):
     """Like Tune, with annotations as strings (what `from __future__ import annotations` gives)."""
+
     name: ClassVar[str] = "test-tune-str"
     max_iters: "int" = 3
     scale: "float" = 1.0
@@ -47,6 +58,7 @@ class TuneStringAnnotations(Pass):
 @dataclass(frozen=True)
 class DropOutputs(Pass):
     """Breaks the IR: removes every output op."""
+
     name: ClassVar[str] = "test-drop-outputs"
 
     def run(self, graph):
@@ -58,6 +70,7 @@ class DropOutputs(Pass):
 @dataclass(frozen=True)
 class MeddlingAnalysis(Pass):
     """An analysis that claims to have changed the graph."""
+
     name: ClassVar[str] = "test-meddling-analysis"
     kind: ClassVar[str] = "analysis"
 
@@ -132,16 +145,19 @@ def test_canonicalize_takes_no_options():
         parse_pipeline("canonicalize{level=2}")
 
 
-@pytest.mark.parametrize("text", [
-    "canonicalize{",
-    "canonicalize{max-iters=1",
-    "canonicalize canonicalize",
-    ",canonicalize",
-    "canonicalize,,canonicalize",
-    "canonicalize;canonicalize",
-    "{x=1}",
-    "canon/icalize",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "canonicalize{",
+        "canonicalize{max-iters=1",
+        "canonicalize canonicalize",
+        ",canonicalize",
+        "canonicalize,,canonicalize",
+        "canonicalize;canonicalize",
+        "{x=1}",
+        "canon/icalize",
+    ],
+)
 def test_bad_pipeline_syntax_is_refused(text):
     with pytest.raises(PassError):
         parse_pipeline(text)
@@ -170,14 +186,17 @@ def test_options_left_out_keep_their_defaults():
     assert p == Tune(max_iters=3, scale=3.0, enabled=True, label="x")
 
 
-@pytest.mark.parametrize("option,value", [
-    ("max-iters", "abc"),
-    ("max-iters", "1.5"),
-    ("max-iters", "true"),
-    ("scale", "fast"),
-    ("enabled", "yes"),
-    ("enabled", "1"),
-])
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("max-iters", "abc"),
+        ("max-iters", "1.5"),
+        ("max-iters", "true"),
+        ("scale", "fast"),
+        ("enabled", "yes"),
+        ("enabled", "1"),
+    ],
+)
 def test_a_value_of_the_wrong_type_is_refused(option, value):
     with pytest.raises(PassError) as e:
         parse_pipeline(f"test-tune{{{option}={value}}}")
@@ -197,13 +216,16 @@ def test_an_option_given_at_its_default_value_is_not_printed():
     assert pipeline_spec(parse_pipeline("test-tune{max-iters=3,enabled=true}")) == "test-tune"
 
 
-@pytest.mark.parametrize("spec", [
-    "canonicalize",
-    "canonicalize,canonicalize",
-    "test-tune{max-iters=-4}",
-    "canonicalize,test-tune{max-iters=5,scale=0.125,enabled=false,label=abc},canonicalize",
-    "test-tune-str{scale=1e-06,label=x-y}",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "canonicalize",
+        "canonicalize,canonicalize",
+        "test-tune{max-iters=-4}",
+        "canonicalize,test-tune{max-iters=5,scale=0.125,enabled=false,label=abc},canonicalize",
+        "test-tune-str{scale=1e-06,label=x-y}",
+    ],
+)
 def test_a_pipeline_prints_back_to_the_same_string(spec):
     passes = parse_pipeline(spec)
     assert pipeline_spec(passes) == spec
@@ -225,13 +247,13 @@ def test_the_sigma_delta_kinds_option_round_trips_through_the_pipeline_string():
 
 
 @settings(max_examples=200, deadline=None)
-@given(label=st.text(max_size=20), iters=st.integers(-10**6, 10**6))
+@given(label=st.text(max_size=20), iters=st.integers(-(10**6), 10**6))
 def test_any_string_option_prints_back_to_a_spec_that_parses_to_the_same_pass(label, iters):
     p = Tune(label=label, max_iters=iters)
     assert parse_pipeline(pipeline_spec([p, Canonicalize()])) == [p, Canonicalize()]
 
 
-@pytest.mark.parametrize("text", ['test-tune{label="unclosed}', 'test-tune{label="a"b"}', 'test-tune{label=1}x'])
+@pytest.mark.parametrize("text", ['test-tune{label="unclosed}', 'test-tune{label="a"b"}', "test-tune{label=1}x"])
 def test_a_badly_quoted_option_is_refused(text):
     with pytest.raises(PassError):
         parse_pipeline(text)
@@ -252,6 +274,7 @@ def test_a_pass_is_loaded_only_when_a_pipeline_uses_it():
     def loader():
         calls.append(1)
         return Tune
+
     register_pass("test-lazy", loader)
     try:
         assert calls == []
@@ -295,16 +318,19 @@ def test_after_pass_is_called_once_per_pass_with_the_changed_flag():
 
     def after(p, graph, changed):
         calls.append((p.spec(), changed, "dead" in graph))
-    run_pipeline(parse_graph(GRAPH), parse_pipeline("test-tune{label=a},canonicalize,canonicalize"),
-                 after_pass=after)
+
+    run_pipeline(parse_graph(GRAPH), parse_pipeline("test-tune{label=a},canonicalize,canonicalize"), after_pass=after)
     assert calls == [("test-tune{label=a}", False, True), ("canonicalize", True, False), ("canonicalize", False, False)]
 
 
 def test_a_pass_that_breaks_the_ir_is_caught_naming_the_pass():
     calls = []
     with pytest.raises(PassError) as e:
-        run_pipeline(parse_graph(GRAPH), parse_pipeline("canonicalize,test-drop-outputs,canonicalize"),
-                     after_pass=lambda p, g, c: calls.append(p.name))
+        run_pipeline(
+            parse_graph(GRAPH),
+            parse_pipeline("canonicalize,test-drop-outputs,canonicalize"),
+            after_pass=lambda p, g, c: calls.append(p.name),
+        )
     msg = str(e.value)
     assert msg.startswith("after pass test-drop-outputs:")
     assert "no output op" in msg

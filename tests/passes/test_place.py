@@ -21,9 +21,9 @@ from tests.passes.test_partition import tight_target
 
 
 def partitioned(tmp_path, chips=1, cores_per_chip=None, **core):
-    g, _ = Partition(method="greedy", rate_sequences=0, target=tight_target(tmp_path, cores_per_chip, **core),
-                     chips=chips).run(
-        s4d_stack(16, 4, 3, rates=(1.0, 0.3, 0.6)))
+    g, _ = Partition(
+        method="greedy", rate_sequences=0, target=tight_target(tmp_path, cores_per_chip, **core), chips=chips
+    ).run(s4d_stack(16, 4, 3, rates=(1.0, 0.3, 0.6)))
     return g
 
 
@@ -105,11 +105,13 @@ def test_a_time_limit_that_is_not_seconds_above_zero_is_refused(spec, seconds):
     from ssmc.errors import PassError
     from ssmc.passes import parse_pipeline
     from ssmc.passes.base import run_pipeline
+
     with pytest.raises(PassError, match=f"time-limit = {float(seconds)}; give a number of seconds above 0"):
         run_pipeline(s4d_stack(4, 2, 1), parse_pipeline(spec % seconds))
 
 
 def test_a_negative_neuron_cap_is_refused():
     from ssmc.errors import PassError
+
     with pytest.raises(PassError, match="max-neurons-per-core = -5; give a whole number of at least 1, or 0"):
         Partition(max_neurons_per_core=-5, rate_sequences=0).run(s4d_stack(4, 2, 1))

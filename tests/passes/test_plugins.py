@@ -15,15 +15,20 @@ PLUGIN = pathlib.Path(__file__).resolve().parents[2] / "examples" / "plugin_pass
 
 
 def _ssmc(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmc.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def installed_plugin():
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(pip + ["install", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        pip + ["install", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     yield
     subprocess.run(pip + ["uninstall", "-y", "ssmc-count-ops"], check=True, capture_output=True, timeout=300)
 
@@ -46,8 +51,9 @@ def test_compile_runs_the_plugin_pass_in_the_pipeline(installed_plugin, tmp_path
 def test_stop_after_and_skip_trim_the_pipeline(tmp_path):
     model = tmp_path / "m.onnx"
     onnx.save(build_step_model(random_spec(0, activation="relu", glu=False, norm=False)), str(model))
-    proc = _ssmc("compile", model, "-o", tmp_path / "n.lava", "--stop-after", "fuse-complex-pairs",
-                 "--skip", "rescale-states")
+    proc = _ssmc(
+        "compile", model, "-o", tmp_path / "n.lava", "--stop-after", "fuse-complex-pairs", "--skip", "rescale-states"
+    )
     assert proc.returncode == 0, proc.stderr
     pipeline = proc.stderr.split("running passes:")[1].splitlines()[0].strip()
     assert pipeline == "canonicalize,discretize,fuse-complex-pairs,emit-microcode,lava-processes"  # + output steps

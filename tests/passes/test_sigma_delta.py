@@ -64,8 +64,7 @@ def test_threshold_zero_changes_no_output(seed):
     graph, _, _ = import_onnx_model(build_step_model(spec))
     x = np.random.default_rng(seed).normal(size=(6, 20, spec.in_features))
     dense, _ = run_pipeline(graph.copy(), with_data(parse_pipeline(DEFAULT_PIPELINE), calibration=x))
-    sparse, _ = run_pipeline(graph.copy(), with_data(parse_pipeline(DEFAULT_PIPELINE + ",sigma-delta"),
-                                                     calibration=x))
+    sparse, _ = run_pipeline(graph.copy(), with_data(parse_pipeline(DEFAULT_PIPELINE + ",sigma-delta"), calibration=x))
     a, b = run_numpy(dense, x), run_numpy(sparse, x)
     np.testing.assert_array_equal(a.raw["y"], b.raw["y"])
     # (not every group gets sparser: a ReLU falling to 0 sends a change where dense sends a zero)
@@ -77,8 +76,9 @@ def test_a_larger_threshold_trades_accuracy_for_silence_boundedly():
     x = np.random.default_rng(1).normal(size=(6, 20, spec.in_features))
     runs = {}
     for t in (0.0, 0.001, 0.01):
-        g, _ = run_pipeline(graph.copy(), with_data(parse_pipeline(DEFAULT_PIPELINE + f",sigma-delta{{threshold={t}}}"),
-                                                    calibration=x))
+        g, _ = run_pipeline(
+            graph.copy(), with_data(parse_pipeline(DEFAULT_PIPELINE + f",sigma-delta{{threshold={t}}}"), calibration=x)
+        )
         runs[t] = run_numpy(g, x)
     quiet = [np.mean(list(r.sparsity.values())) for r in runs.values()]
     assert quiet[0] < quiet[1] < quiet[2]

@@ -76,6 +76,7 @@ def import_onnx_model(model):
     import tempfile
 
     import onnx
+
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.onnx")
         onnx.save(model, path)
@@ -140,9 +141,11 @@ def test_fold_linear_refuses_a_max_ratio_that_is_not_a_number_at_least_0(ratio):
 def test_fold_linear_keeps_a_bottleneck():
     # 8 -> 1 -> 8: folding would turn 16 synapses + 1 relay into 64 synapses.
     ones = "[" + ", ".join(["1"] * 8) + "]"
-    text = ("ssmc.graph @neck\n%x = input() {size = 8} : [8]\n%a = linear(%x) : [1]\n"
-            f"  weight = f32[1,8] {ones}\n%b = linear(%a) : [8]\n"
-            f"  weight = f32[8,1] {ones}\n%y = output(%b) : [8]\n")
+    text = (
+        "ssmc.graph @neck\n%x = input() {size = 8} : [8]\n%a = linear(%x) : [1]\n"
+        f"  weight = f32[1,8] {ones}\n%b = linear(%a) : [8]\n"
+        f"  weight = f32[8,1] {ones}\n%y = output(%b) : [8]\n"
+    )
     g, records = run_pipeline(parse_graph(text), parse_pipeline("fold-linear"))
     assert [op.name for op in g.ops()] == ["x", "a", "b", "y"] and not records[0].changed
     assert "kept" in records[0].notes[0]

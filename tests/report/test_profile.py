@@ -90,7 +90,7 @@ def test_drawn_range_and_resolution_are_the_groups_msg_bits_and_frac(small_net):
     assert (relu["lo"], relu["hi"], relu["lsb"]) == (-32.0, 511 / 16, 1 / 16)
     assert np.all(relu["values"] * 16 == np.round(relu["values"] * 16))  # every value on the 1/16 grid
     state = data["s0.pairs"]["state"]
-    assert (state["lo"], state["hi"]) == (-(2.0 ** 23), 2.0 ** 23 - 1)  # state_bits default 24
+    assert (state["lo"], state["hi"]) == (-(2.0**23), 2.0**23 - 1)  # state_bits default 24
     modes = data["s0.pairs"]["modes"]
     np.testing.assert_allclose(modes["abs_a"], [1 - 3 / 2048, 0.5, 0.75, 0.0])
     np.testing.assert_allclose(modes["levels"], [3, 1024, 512, 2048])

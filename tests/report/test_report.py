@@ -56,8 +56,9 @@ def test_html_report_is_byte_identical_when_repeated(net_path, tmp_path):
     rep = build_report(ssmc.load(net_path))
     outs = []
     for i in range(2):
-        files = write_html(rep, str(tmp_path / f"r{i}" / "page.html")) if os.makedirs(tmp_path / f"r{i}") is None \
-            else None
+        files = (
+            write_html(rep, str(tmp_path / f"r{i}" / "page.html")) if os.makedirs(tmp_path / f"r{i}") is None else None
+        )
         outs.append([open(f, "rb").read() for f in files])
     assert outs[0] == outs[1]
 
@@ -76,8 +77,10 @@ def test_html_needs_an_output_file(net_path, capsys):
 
 def test_unplaced_net_reports_bit_widths_and_says_why_no_cores(tmp_path):
     path = tmp_path / "n.lava"
-    assert main(["compile", EXAMPLE, "-o", str(path), "--readout", "mean", "--skip", "partition", "--skip", "place",
-                 "-q"]) == 0
+    assert (
+        main(["compile", EXAMPLE, "-o", str(path), "--readout", "mean", "--skip", "partition", "--skip", "place", "-q"])
+        == 0
+    )
     rep = build_report(ssmc.load(path))
     assert rep["placement"] is None and "partition" in rep["note"] and rep["bitwidths"]
 
@@ -92,8 +95,10 @@ def test_compile_with_chips_and_an_impossible_target_gives_a_fit_error(tmp_path,
     err = capsys.readouterr().err
     assert "needs" in err and "--chips" in err and "Traceback" not in err
     n_chips = int(re.search(r"--chips (\d+)", err).group(1))
-    assert main(["compile", EXAMPLE, "-o", str(tmp_path / "x.lava"), "--target", str(bad), "--chips",
-                 str(n_chips), "-q"]) == 0
+    assert (
+        main(["compile", EXAMPLE, "-o", str(tmp_path / "x.lava"), "--target", str(bad), "--chips", str(n_chips), "-q"])
+        == 0
+    )
 
 
 def test_text_report_shows_stored_names_with_control_characters_escaped(net_path):

@@ -25,14 +25,17 @@ def _edit(kind: str, key: str, value):
     return graph, op.name
 
 
-@pytest.mark.parametrize("kind, key, value, error, phrase", [
-    ("neurons", "depth", 2**40, IRError, "is more than all synapse delays together"),
-    ("neurons", "out_shift", 2**40, IRError, "out_shift = 1099511627776 is outside 0..63"),
-    ("neurons", "lut_shift", 64, IRError, "lut_shift = 64 is outside 0..63"),
-    ("neurons", "frac", 5000, IRError, "frac = 5000 is outside -960..960"),
-    ("synapses", "weight_exp", 2**40, IRError, "weight_exp = 1099511627776 is outside -63..63"),
-    ("synapses", "delay", 2**40, ResourceLimitError, "on the numpy engine"),
-])
+@pytest.mark.parametrize(
+    "kind, key, value, error, phrase",
+    [
+        ("neurons", "depth", 2**40, IRError, "is more than all synapse delays together"),
+        ("neurons", "out_shift", 2**40, IRError, "out_shift = 1099511627776 is outside 0..63"),
+        ("neurons", "lut_shift", 64, IRError, "lut_shift = 64 is outside 0..63"),
+        ("neurons", "frac", 5000, IRError, "frac = 5000 is outside -960..960"),
+        ("synapses", "weight_exp", 2**40, IRError, "weight_exp = 1099511627776 is outside -63..63"),
+        ("synapses", "delay", 2**40, ResourceLimitError, "on the numpy engine"),
+    ],
+)
 def test_a_damaged_attribute_is_refused(kind, key, value, error, phrase):
     graph, name = _edit(kind, key, value)
     with pytest.raises(error, match=phrase):
@@ -86,15 +89,19 @@ def _model_level_graph():
 
 def _run_lava_plan(graph, x):
     from ssmc.backend_loihi.lava_net import plan_lava
+
     return plan_lava(graph, x)
 
 
-@pytest.mark.parametrize("engine, run", [
-    ("numpy", run_numpy),
-    ("microcode", lambda g, x: microcode_engine.run_net(Net(graph=g, source={}, pipeline="", report={}), x)),
-    ("reference", lambda g, x: reference.run_reference(g, x)),
-    ("Lava", _run_lava_plan),
-])
+@pytest.mark.parametrize(
+    "engine, run",
+    [
+        ("numpy", run_numpy),
+        ("microcode", lambda g, x: microcode_engine.run_net(Net(graph=g, source={}, pipeline="", report={}), x)),
+        ("reference", lambda g, x: reference.run_reference(g, x)),
+        ("Lava", _run_lava_plan),
+    ],
+)
 def test_a_graph_an_engine_cannot_run_is_refused_naming_that_engine(engine, run):
     with pytest.raises(IRError, match=f"the {engine} engine runs the neuro-level IR"):
         run(_model_level_graph(), np.zeros((2, 4, 2)))

@@ -46,12 +46,25 @@ def random_network(seed: int) -> Graph:
         bits = int(rng.integers(3, 9))
         step = 1 << (9 - bits)
         w = (rng.integers(-128 // step, (128 - step) // step + 1, size=(post_size, pre_size)) * step).astype(np.int32)
-        return g.add(Op(name, "synapses", (pre,), attrs={"weight_bits": bits, "weight_exp": int(rng.integers(-6, 3))},
-                        params={"weight": w}, shape=(post_size,)))
+        return g.add(
+            Op(
+                name,
+                "synapses",
+                (pre,),
+                attrs={"weight_bits": bits, "weight_exp": int(rng.integers(-6, 3))},
+                params={"weight": w},
+                shape=(post_size,),
+            )
+        )
 
     def neurons(name, kind, size, inputs, **extra):
-        attrs = {"kind": kind, "size": size, "frac": int(rng.integers(4, 12)), "msg_bits": msg_bits,
-                 "state_bits": state_bits}
+        attrs = {
+            "kind": kind,
+            "size": size,
+            "frac": int(rng.integers(4, 12)),
+            "msg_bits": msg_bits,
+            "state_bits": state_bits,
+        }
         attrs.update(extra.pop("attrs", {}))
         return g.add(Op(name, "neurons", tuple(inputs), attrs=attrs, params=extra, shape=(size,)))
 
@@ -60,9 +73,15 @@ def random_network(seed: int) -> Graph:
     syn("s1", "src", 2 * M, F)
     lim = 1 << (coef_bits - 1)
     r, th = rng.uniform(0.5, 0.99, M), rng.uniform(-np.pi, np.pi, M)
-    neurons("pairs", "cpx", 2 * M, ["s1"], attrs={"coef_bits": coef_bits, "out_shift": int(rng.integers(0, 4))},
-            c_re=np.clip(np.round(r * np.cos(th) * lim), -lim, lim - 1).astype(np.int64),
-            c_im=np.clip(np.round(r * np.sin(th) * lim), -lim, lim - 1).astype(np.int64))
+    neurons(
+        "pairs",
+        "cpx",
+        2 * M,
+        ["s1"],
+        attrs={"coef_bits": coef_bits, "out_shift": int(rng.integers(0, 4))},
+        c_re=np.clip(np.round(r * np.cos(th) * lim), -lim, lim - 1).astype(np.int64),
+        c_im=np.clip(np.round(r * np.sin(th) * lim), -lim, lim - 1).astype(np.int64),
+    )
     syn("s2", "pairs", H, 2 * M)
     neurons("act", "relu", H, ["s2"], bias=rng.integers(-500, 500, H).astype(np.int64))
     syn("s3", "act", H, H)
@@ -98,9 +117,9 @@ def test_outputs_are_read_at_token_plus_depth_and_mean_decoded():
     res = run_numpy(g, x, trace=True)
     acc = g.op("acc")
     d, frac = acc.attrs["depth"], acc.attrs["frac"]
-    msgs = res.trace["acc"][0, d:d + 5]
+    msgs = res.trace["acc"][0, d : d + 5]
     np.testing.assert_array_equal(res.raw["y"][0], msgs)
-    np.testing.assert_allclose(res.outputs["y"][0], msgs / 2.0 ** frac / np.arange(1, 6)[:, None])
+    np.testing.assert_allclose(res.outputs["y"][0], msgs / 2.0**frac / np.arange(1, 6)[:, None])
 
 
 def test_batch_rows_are_independent():
@@ -108,11 +127,12 @@ def test_batch_rows_are_independent():
     x = np.random.default_rng(1).normal(size=(3, 7, g.inputs()[0].shape[0]))
     together = run_numpy(g, x).raw["y"]
     for b in range(3):
-        np.testing.assert_array_equal(run_numpy(g, x[b:b + 1]).raw["y"][0], together[b])
+        np.testing.assert_array_equal(run_numpy(g, x[b : b + 1]).raw["y"][0], together[b])
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((2, 3)), "shape"), (np.zeros((1, 3, 9)), "shape"), (np.full((1, 2, 1), np.nan), "NaN")])
+@pytest.mark.parametrize(
+    "bad, message", [(np.zeros((2, 3)), "shape"), (np.zeros((1, 3, 9)), "shape"), (np.full((1, 2, 1), np.nan), "NaN")]
+)
 def test_bad_input_is_refused(bad, message):
     g = random_network(0)
     if g.inputs()[0].shape[0] != 1 and bad.ndim == 3 and bad.shape[2] == 1:
@@ -175,12 +195,26 @@ def random_extended_network(seed: int) -> Graph:
         bits = int(rng.integers(3, 9))
         step = 1 << (9 - bits)
         w = (rng.integers(-128 // step, (128 - step) // step + 1, size=(post_size, pre_size)) * step).astype(np.int32)
-        return g.add(Op(name, "synapses", (pre,), attrs={"weight_bits": bits, "weight_exp": int(rng.integers(-8, 2))},
-                        params={"weight": w}, shape=(post_size,)))
+        return g.add(
+            Op(
+                name,
+                "synapses",
+                (pre,),
+                attrs={"weight_bits": bits, "weight_exp": int(rng.integers(-8, 2))},
+                params={"weight": w},
+                shape=(post_size,),
+            )
+        )
 
     def neurons(name, kind, size, inputs, attrs=None, **params):
-        full = {"kind": kind, "size": size, "frac": int(rng.integers(4, 12)), "msg_bits": msg_bits,
-                "state_bits": state_bits, "delta": delta()}
+        full = {
+            "kind": kind,
+            "size": size,
+            "frac": int(rng.integers(4, 12)),
+            "msg_bits": msg_bits,
+            "state_bits": state_bits,
+            "delta": delta(),
+        }
         full.update(attrs or {})
         return g.add(Op(name, "neurons", tuple(inputs), attrs=full, params=params, shape=(size,)))
 
@@ -188,18 +222,37 @@ def random_extended_network(seed: int) -> Graph:
     neurons("src", "source", F, ["x"])
     syn("s1", "src", 2 * M, F)
     r, th = rng.uniform(0.5, 0.99, M), rng.uniform(-np.pi, np.pi, M)
-    neurons("pairs", "cpx", 2 * M, ["s1"], attrs={"coef_bits": 12, "out_shift": int(rng.integers(0, 3))},
-            c_re=np.round(r * np.cos(th) * 2047).astype(np.int64),
-            c_im=np.round(r * np.sin(th) * 2047).astype(np.int64))
+    neurons(
+        "pairs",
+        "cpx",
+        2 * M,
+        ["s1"],
+        attrs={"coef_bits": 12, "out_shift": int(rng.integers(0, 3))},
+        c_re=np.round(r * np.cos(th) * 2047).astype(np.int64),
+        c_im=np.round(r * np.sin(th) * 2047).astype(np.int64),
+    )
     syn("s2", "pairs", P, 2 * M)
     L = int(rng.integers(1, 64))
     table = rng.integers(-(1 << (msg_bits - 1)), 1 << (msg_bits - 1), L).astype(np.int64)
-    neurons("gate", "lut", P, ["s2"], attrs={"lut_shift": int(rng.integers(0, 12)), "lut_lo": int(rng.integers(-40, 10))},
-            table=table, bias=rng.integers(-300, 300, P).astype(np.int64))
+    neurons(
+        "gate",
+        "lut",
+        P,
+        ["s2"],
+        attrs={"lut_shift": int(rng.integers(0, 12)), "lut_lo": int(rng.integers(-40, 10))},
+        table=table,
+        bias=rng.integers(-300, 300, P).astype(np.int64),
+    )
     syn("s3", "pairs", P, 2 * M)
     syn("s4", "gate", P, P)
-    neurons("prod", "product", P, ["s3", "s4"], attrs={"out_shift": int(rng.integers(0, 30))},
-            **({"bias": rng.integers(-2000, 2000, P).astype(np.int64)} if seed % 2 else {}))
+    neurons(
+        "prod",
+        "product",
+        P,
+        ["s3", "s4"],
+        attrs={"out_shift": int(rng.integers(0, 30))},
+        **({"bias": rng.integers(-2000, 2000, P).astype(np.int64)} if seed % 2 else {}),
+    )
     syn("s5", "prod", O, P)
     neurons("act", "relu", O, ["s5"])
     syn("s6", "act", O, O)
@@ -271,10 +324,10 @@ def test_lut_index_clips_count_as_saturation():
     gate.params["bias"] = np.zeros(gate.shape, np.int64)
     x = np.zeros((1, 6, g.inputs()[0].shape[0]))
     assert run_numpy(g, x).saturation["gate"]["message"] == 0  # bias in range: index in the table
-    gate.params["bias"] = np.full(gate.shape, 10 ** 6, np.int64)  # far past the table's last bin
+    gate.params["bias"] = np.full(gate.shape, 10**6, np.int64)  # far past the table's last bin
     res = run_numpy(g, x, trace=True)
     assert res.saturation["gate"]["message"] == (res.steps - gate.attrs["depth"]) * gate.shape[0]
-    np.testing.assert_array_equal(res.trace["gate"][0, gate.attrs["depth"]:], gate.params["table"][-1])
+    np.testing.assert_array_equal(res.trace["gate"][0, gate.attrs["depth"] :], gate.params["table"][-1])
 
 
 def structured_network(seed: int) -> Graph:
@@ -287,7 +340,8 @@ def structured_network(seed: int) -> Graph:
         w = op.params["weight"]
         post, pre = w.shape
         pattern = ["broadcast", "channel_sum", "gather", "segment", "sparse", "zero", "dense"][
-            (seed + len(op.name)) % 7]
+            (seed + len(op.name)) % 7
+        ]
         keep = np.zeros(w.shape, bool)
         if pattern == "broadcast" and post % pre == 0:
             keep[np.arange(post), np.arange(post) // (post // pre)] = True
@@ -316,7 +370,9 @@ def csr_for_small_nets(monkeypatch):
 def test_every_synapse_kernel_equals_the_scalar_contract(seed, csr_for_small_nets):
     g = structured_network(seed)
     for op in g.ops_of_kind("neurons"):
-        op.attrs["delta"] = int(np.random.default_rng(seed).choice([0, 0, 1, 40])) if op.attrs["kind"] != "source" else 0
+        op.attrs["delta"] = (
+            int(np.random.default_rng(seed).choice([0, 0, 1, 40])) if op.attrs["kind"] != "source" else 0
+        )
     rng = np.random.default_rng(300 + seed)
     x = rng.normal(scale=rng.choice([0.5, 4.0, 400.0]), size=(3, 6, g.inputs()[0].shape[0]))
     res = run_numpy(g, x, trace=True)
@@ -357,7 +413,6 @@ def test_a_changed_graph_is_prepared_again():
     assert not np.array_equal(run_numpy(g, x).raw["y"], before)
     g.op("s4").attrs["weight_exp"] = g.op("s4").attrs["weight_exp"] - 1  # an attribute
     np.testing.assert_array_equal(run_numpy(g, x).raw["y"], run_reference(g, x).raw["y"])
-
 
 
 def _engine_differs_from_reference(g: Graph, x: np.ndarray) -> bool:
@@ -409,9 +464,18 @@ def split_rows(g: Graph, seed: int) -> Graph:
                 op.params["weight"] = part
                 names.append(op.name)
             else:
-                names.append(g.add(Op(f"{op.name}.{c}", "synapses", op.inputs,
-                                      attrs={**op.attrs, "weight_exp": exp - int(rng.integers(1, 4))},
-                                      params={"weight": part}, shape=op.shape)).name)
+                names.append(
+                    g.add(
+                        Op(
+                            f"{op.name}.{c}",
+                            "synapses",
+                            op.inputs,
+                            attrs={**op.attrs, "weight_exp": exp - int(rng.integers(1, 4))},
+                            params={"weight": part},
+                            shape=op.shape,
+                        )
+                    ).name
+                )
         for user in g.consumers(op.name):
             g.set_inputs(user.name, [n for s in user.inputs for n in (names if s == op.name else [s])])
     verify(g)
@@ -432,8 +496,10 @@ def test_row_split_synapse_groups_equal_the_scalar_contract(seed, csr_for_small_
 
 
 def test_row_split_synapse_groups_are_run_as_one():
-    merged = [len(prepare(g).run_synapses) < len(prepare(g).synapses)
-              for g in (split_rows(random_network(seed), seed) for seed in range(6))]
+    merged = [
+        len(prepare(g).run_synapses) < len(prepare(g).synapses)
+        for g in (split_rows(random_network(seed), seed) for seed in range(6))
+    ]
     assert any(merged)
 
 
@@ -490,8 +556,9 @@ def test_chunks_longer_than_one_step_only_use_room_the_work_limit_leaves(monkeyp
     chosen = []
     real = numpy_engine._chunk_steps
     monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *a: chosen.append(real(*a)) or chosen[-1])
-    need = limits.current().work_bytes - numpy_engine._check_run_size(net.groups, net.run_synapses, net, x.shape,
-                                                                      steps, False)
+    need = limits.current().work_bytes - numpy_engine._check_run_size(
+        net.groups, net.run_synapses, net, x.shape, steps, False
+    )
     per_step = 8 * x.shape[0] * numpy_engine._step_values(net.groups, net.run_synapses)
     ref = run_reference(g, x)
     for limit, chunk in [(need, 1), (need + 2 * per_step, 3), (1 << 33, steps)]:

@@ -21,7 +21,17 @@ from ssmc.api import Net
 from ssmc.backend_loihi.microcode.codegen import generate
 from ssmc.backend_loihi.microcode.emit import emit_microcode
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTER_QUANTITY, COUNTERS, N_TEMP, PARAM0, STATE0, ZERO, Instr, Program, decode_program, encode_program)
+    COUNTER_QUANTITY,
+    COUNTERS,
+    N_TEMP,
+    PARAM0,
+    STATE0,
+    ZERO,
+    Instr,
+    Program,
+    decode_program,
+    encode_program,
+)
 from ssmc.errors import MicrocodeError
 from ssmc.runtime import microcode_engine, numpy_engine
 from ssmc.runtime.microcode_engine import run_program
@@ -29,8 +39,13 @@ from ssmc.runtime.numpy_engine import run_numpy
 from tests.backend_loihi.microcode_programs import programs
 from tests.builders.onnx_models import build_step_model, random_spec
 from tests.conftest import EXAMPLES
-from tests.runtime.test_engine_contract import (paper_size_network, random_extended_network, random_network,
-                                                structured_network, with_widths)
+from tests.runtime.test_engine_contract import (
+    paper_size_network,
+    random_extended_network,
+    random_network,
+    structured_network,
+    with_widths,
+)
 
 
 # -- instruction semantics: a scalar reference from docs/microcode.md ---------------------
@@ -65,6 +80,7 @@ def scalar_program(p: Program, ports: list[np.ndarray], depth: int = 0):
                         regs[r] = v
                     else:
                         state[b][n][r - STATE0] = v
+
                 pc = 0
                 while True:
                     i: Instr = p.code[pc]
@@ -91,14 +107,23 @@ def scalar_program(p: Program, ports: list[np.ndarray], depth: int = 0):
                             counts[COUNTER_QUANTITY[COUNTERS[i.rb]]] += 1
                         put(i.rd, v)
                     else:
-                        v = {"li": lambda: i.imm, "mov": lambda: a,
-                             "in": lambda: int(ports[i.aux][t, b, n * p.lanes + i.imm]),
-                             "add": lambda: wrap(a + bb), "sub": lambda: wrap(a - bb), "mul": lambda: wrap(a * bb),
-                             "addi": lambda: wrap(a + i.imm), "shr": lambda: a >> i.imm,
-                             "shl": lambda: wrap(a << i.imm),
-                             "rshr": lambda: wrap(a + (1 << (i.imm - 1))) >> i.imm if i.imm else a,
-                             "max": lambda: max(a, bb), "min": lambda: min(a, bb), "abs": lambda: wrap(abs(a)),
-                             "cgei": lambda: int(a >= i.imm), "mask": lambda: a if bb != 0 else 0}[op]()
+                        v = {
+                            "li": lambda: i.imm,
+                            "mov": lambda: a,
+                            "in": lambda: int(ports[i.aux][t, b, n * p.lanes + i.imm]),
+                            "add": lambda: wrap(a + bb),
+                            "sub": lambda: wrap(a - bb),
+                            "mul": lambda: wrap(a * bb),
+                            "addi": lambda: wrap(a + i.imm),
+                            "shr": lambda: a >> i.imm,
+                            "shl": lambda: wrap(a << i.imm),
+                            "rshr": lambda: wrap(a + (1 << (i.imm - 1))) >> i.imm if i.imm else a,
+                            "max": lambda: max(a, bb),
+                            "min": lambda: min(a, bb),
+                            "abs": lambda: wrap(abs(a)),
+                            "cgei": lambda: int(a >= i.imm),
+                            "mask": lambda: a if bb != 0 else 0,
+                        }[op]()
                         put(i.rd, v)
                 for kind, lane, reg in p.probes:
                     probes[kind][t, b, n * p.lanes + lane] = state[b][n][reg - STATE0]
@@ -109,7 +134,7 @@ VALUES = st.one_of(st.integers(-300, 300), st.integers(-(1 << 40), 1 << 40), st.
 
 
 @settings(max_examples=120, deadline=None)
-@given(programs(value=VALUES, max_code=16), st.integers(0, 2 ** 32 - 1), st.integers(0, 3))
+@given(programs(value=VALUES, max_code=16), st.integers(0, 2**32 - 1), st.integers(0, 3))
 def test_every_instruction_does_what_the_isa_page_says(prog, seed, depth):
     rng = np.random.default_rng(seed)
     size = prog.neurons * prog.lanes
@@ -172,22 +197,30 @@ def test_lut_product_and_sigma_delta_networks_match_numpy_at_every_step(seed):
 
 
 def _carries(code: list[Instr], probes=()) -> bool:
-    return microcode_engine.carries_state(Program(lanes=1, neurons=2, ports=1, code=code + [Instr("halt")],
-                                                  probes=list(probes)))
+    return microcode_engine.carries_state(
+        Program(lanes=1, neurons=2, ports=1, code=code + [Instr("halt")], probes=list(probes))
+    )
 
 
 def test_a_program_carries_state_when_some_path_reads_a_state_register_before_writing_it():
     s0, s1, r0 = STATE0, STATE0 + 1, 0
     assert not _carries([Instr("in", rd=r0), Instr("emit", ra=r0)])  # no state register at all
-    assert not _carries([Instr("in", rd=s0), Instr("add", rd=s1, ra=s0, rb=s0), Instr("emit", ra=s1)],
-                        [("state", 0, s1)])  # written, then read and probed
+    assert not _carries(
+        [Instr("in", rd=s0), Instr("add", rd=s1, ra=s0, rb=s0), Instr("emit", ra=s1)], [("state", 0, s1)]
+    )  # written, then read and probed
     assert _carries([Instr("in", rd=r0), Instr("add", rd=s0, ra=s0, rb=r0), Instr("emit", ra=s0)])  # s0 += in
     assert _carries([Instr("in", rd=r0), Instr("emit", ra=r0)], [("state", 0, s0)])  # probed, never written
     # written only on the path that does not branch: the other path reads last step's s0
     assert _carries([Instr("bslt", imm=3, aux=2), Instr("li", rd=s0, imm=1), Instr("emit", ra=s0)])
     # written before the branch: every path has it
-    assert not _carries([Instr("li", rd=s0, imm=1), Instr("bslt", imm=3, aux=3), Instr("addi", rd=s0, ra=s0, imm=1),
-                         Instr("emit", ra=s0)])
+    assert not _carries(
+        [
+            Instr("li", rd=s0, imm=1),
+            Instr("bslt", imm=3, aux=3),
+            Instr("addi", rd=s0, ra=s0, imm=1),
+            Instr("emit", ra=s0),
+        ]
+    )
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7])
@@ -228,6 +261,7 @@ def test_the_networks_above_cover_every_kind_dense_and_sigma_delta():
 @pytest.mark.parametrize("seed, sigma_delta", [(0, None), (1, 0.0), (2, 0.01), (3, None), (4, 0.05)])
 def test_random_onnx_models_compiled_end_to_end_match_numpy(tmp_path, seed, sigma_delta):
     import onnx
+
     spec = random_spec(seed, H=int(np.random.default_rng(seed).integers(2, 6)), M=2, n_layers=1 + seed % 2)
     path = tmp_path / "m.onnx"
     onnx.save(build_step_model(spec), str(path))
@@ -239,8 +273,7 @@ def test_random_onnx_models_compiled_end_to_end_match_numpy(tmp_path, seed, sigm
 
 @pytest.fixture(scope="module")
 def digits_net():
-    return ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean",
-                        calibration=EXAMPLES / "digits_calib.npz")
+    return ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean", calibration=EXAMPLES / "digits_calib.npz")
 
 
 def test_the_shipped_example_matches_numpy_at_every_step(digits_net, tmp_path):
@@ -285,6 +318,7 @@ def test_a_wrong_rounding_in_one_instruction_is_caught():
         at = next(i for i, ins in enumerate(code) if ins.op == "rshr" and ins.imm > 0)
         code[at] = dataclasses.replace(code[at], op="shr")
         return dataclasses.replace(p, code=code)
+
     assert _differs(_with_program(net, "pairs", floor_instead), x)
 
 
@@ -296,24 +330,36 @@ def test_editing_a_binary_changes_what_runs():
 
     def no_relu(p: Program) -> Program:
         return dataclasses.replace(p, code=[ins for ins in p.code if ins.op != "max"])
+
     assert _differs(_with_program(net, "act", no_relu), x)
 
 
 # -- damaged programs in net.lava: one-line errors ----------------------------------------
-@pytest.mark.parametrize("damage, phrase", [
-    (lambda e: e.pop("microcode/index.json"), "has no microcode/index.json"),
-    (lambda e: e.pop("microcode/pairs.bin"), "its binary 'microcode/pairs.bin' is not in the net"),
-    (lambda e: e.update({"microcode/pairs.bin": e["microcode/pairs.bin"][:-8]}), "truncated or damaged"),
-    (lambda e: e.update({"microcode/pairs.bin": b"garbage!"}), "not a whole number of 64-bit words"),
-    (lambda e: e.update({"microcode/index.json": b"{not json"}), "index.json is damaged"),
-    (lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"units"', b'"blocks"')}),
-     "from an older ssmc (missing or bad 'units')"),
-    (lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"kind": "cpx"', b'"kind": 3')}),
-     "missing or bad kind of pairs"),
-    (lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"pairs"', b'"other"')}),
-     "program for %other, which is not a neuron group"),
-    (lambda e: e.update({"microcode/pairs.bin": e["microcode/act.bin"]}), "which does not fit the group"),
-])
+@pytest.mark.parametrize(
+    "damage, phrase",
+    [
+        (lambda e: e.pop("microcode/index.json"), "has no microcode/index.json"),
+        (lambda e: e.pop("microcode/pairs.bin"), "its binary 'microcode/pairs.bin' is not in the net"),
+        (lambda e: e.update({"microcode/pairs.bin": e["microcode/pairs.bin"][:-8]}), "truncated or damaged"),
+        (lambda e: e.update({"microcode/pairs.bin": b"garbage!"}), "not a whole number of 64-bit words"),
+        (lambda e: e.update({"microcode/index.json": b"{not json"}), "index.json is damaged"),
+        (
+            lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"units"', b'"blocks"')}),
+            "from an older ssmc (missing or bad 'units')",
+        ),
+        (
+            lambda e: e.update(
+                {"microcode/index.json": e["microcode/index.json"].replace(b'"kind": "cpx"', b'"kind": 3')}
+            ),
+            "missing or bad kind of pairs",
+        ),
+        (
+            lambda e: e.update({"microcode/index.json": e["microcode/index.json"].replace(b'"pairs"', b'"other"')}),
+            "program for %other, which is not a neuron group",
+        ),
+        (lambda e: e.update({"microcode/pairs.bin": e["microcode/act.bin"]}), "which does not fit the group"),
+    ],
+)
 def test_damaged_microcode_is_a_one_line_error(damage, phrase):
     g = random_network(0)
     net = net_of(g)
@@ -340,6 +386,7 @@ def test_a_group_whose_parameters_do_not_fit_the_immediate_is_refused_at_codegen
 
 def test_a_net_without_neuron_groups_is_refused_not_run_in_float(tmp_path):
     import onnx
+
     spec = random_spec(0, H=2, M=1, n_layers=1)
     onnx.save(build_step_model(spec), str(tmp_path / "m.onnx"))
     net = ssmc.compile(tmp_path / "m.onnx", passes="canonicalize")
@@ -361,14 +408,18 @@ def test_a_wrong_rounding_in_the_interpreter_is_caught(monkeypatch):
 
             def run(R, t):
                 R[d] = (R[a] + half) >> sh
+
             return run
         return real(ins, group, unit)
+
     monkeypatch.setattr(microcode_engine, "_compile", ties_down)
     assert _differs(net, x)
 
 
-@pytest.mark.parametrize("seed, msg_bits, state_bits, coef_bits", [
-    (0, 32, 32, 32), (1, 32, 16, 2), (2, 2, 6, 16), (3, 6, 32, 24), (4, 24, 2, 8)])
+@pytest.mark.parametrize(
+    "seed, msg_bits, state_bits, coef_bits",
+    [(0, 32, 32, 32), (1, 32, 16, 2), (2, 2, 6, 16), (3, 6, 32, 24), (4, 24, 2, 8)],
+)
 def test_extreme_widths_match_numpy(seed, msg_bits, state_bits, coef_bits):
     # 32-bit values (products near 2^62), and 2- to 6-bit ones that saturate nearly everywhere
     g = with_widths(random_extended_network(seed), msg_bits, state_bits, coef_bits)
@@ -377,10 +428,10 @@ def test_extreme_widths_match_numpy(seed, msg_bits, state_bits, coef_bits):
     assert_same_run(net_of(g), x)
 
 
-
 @pytest.mark.parametrize("seed", range(8))
 def test_per_core_programs_run_to_the_same_integers(seed):
     from tests.backend_loihi.test_microcode_codegen import random_placement
+
     g = random_extended_network(seed)
     placement = random_placement(g, seed)
     first = next(name for name, blocks in placement.items() if len(blocks) > 1)
@@ -393,6 +444,7 @@ def test_per_core_programs_run_to_the_same_integers(seed):
 
 def test_per_core_programs_that_leave_a_gap_are_refused():
     import json
+
     g = random_network(0)
     size = g.op("act").attrs["size"]
     net = net_of(g)
@@ -408,6 +460,7 @@ def test_per_core_programs_that_leave_a_gap_are_refused():
 @pytest.mark.parametrize("seed, sigma_delta", [(5, None), (6, 0.01)])
 def test_nets_with_linears_split_by_row_exponent_match_numpy(tmp_path, seed, sigma_delta):
     import onnx
+
     spec = random_spec(seed, H=4, M=2, n_layers=1, glu=False)
     path = tmp_path / "m.onnx"
     onnx.save(build_step_model(spec), str(path))

@@ -27,13 +27,28 @@ class Net:
     def __init__(self, features: int = 1, frac: int = 0, msg_bits: int = 24, name: str = "t"):
         self.g = Graph(name)
         self.g.add(Op("x", "input", attrs={"size": features}, shape=(features,)))
-        self.g.add(Op("src", "neurons", ("x",), attrs={"kind": "source", "size": features, "frac": frac,
-                                                       "msg_bits": msg_bits}, shape=(features,)))
+        self.g.add(
+            Op(
+                "src",
+                "neurons",
+                ("x",),
+                attrs={"kind": "source", "size": features, "frac": frac, "msg_bits": msg_bits},
+                shape=(features,),
+            )
+        )
 
     def syn(self, name: str, pre: str, weight, exp: int = 0, delay: int = 1, bits: int = 8) -> str:
         w = np.asarray(weight, dtype=np.int32).reshape(len(weight), -1)
-        self.g.add(Op(name, "synapses", (pre,), attrs={"weight_bits": bits, "weight_exp": exp, "delay": delay},
-                      params={"weight": w}, shape=(w.shape[0],)))
+        self.g.add(
+            Op(
+                name,
+                "synapses",
+                (pre,),
+                attrs={"weight_bits": bits, "weight_exp": exp, "delay": delay},
+                params={"weight": w},
+                shape=(w.shape[0],),
+            )
+        )
         return name
 
     def neurons(self, name: str, kind: str, inputs, size: int, depth: int, bias=None, c=None, **attrs) -> str:
@@ -71,7 +86,7 @@ def test_source_rounding_is_exact_just_below_a_half():
     # 0.49999999999999994 + 0.5 rounds to 1.0 in float64; the contract's floor(x + 1/2) is 0.
     g = Net(frac=0).output("src")
     below_half = np.nextafter(0.5, 0.0)
-    assert run_numpy(g, seq(below_half, -below_half, 2.5 - 2 ** -51)).raw["y"][0, :, 0].tolist() == [0, 0, 2]
+    assert run_numpy(g, seq(below_half, -below_half, 2.5 - 2**-51)).raw["y"][0, :, 0].tolist() == [0, 0, 2]
 
 
 def test_source_saturates_huge_values_and_counts_them():
@@ -104,15 +119,18 @@ def test_a_synapse_delivers_exactly_delay_steps_later(delay):
     assert res.raw["y"][0, :, 0].tolist() == [0, 0, 7, 0, 0, 0]
 
 
-@pytest.mark.parametrize("message, weight, exp, expected", [
-    (5, 3, 2, 60),  # (5 * 3) << 2
-    (-5, 3, 1, -30),
-    (-3, 1, -1, -2),  # floor(-1.5): numpy >>, not truncation
-    (3, 1, -1, 1),
-    (-1, 1, -4, -1),
-    (1, 1, -4, 0),
-    (-7, 9, -3, -8),  # floor(-63 / 8) = floor(-7.875)
-])
+@pytest.mark.parametrize(
+    "message, weight, exp, expected",
+    [
+        (5, 3, 2, 60),  # (5 * 3) << 2
+        (-5, 3, 1, -30),
+        (-3, 1, -1, -2),  # floor(-1.5): numpy >>, not truncation
+        (3, 1, -1, 1),
+        (-1, 1, -4, -1),
+        (1, 1, -4, 0),
+        (-7, 9, -3, -8),  # floor(-63 / 8) = floor(-7.875)
+    ],
+)
 def test_weight_exp_shifts_left_or_floors_right(message, weight, exp, expected):
     net = Net()
     net.neurons("r", "relay", [net.syn("s", "src", [[weight]], exp=exp)], 1, depth=1)
@@ -122,8 +140,8 @@ def test_weight_exp_shifts_left_or_floors_right(message, weight, exp, expected):
 def test_synapse_outputs_saturate_at_32_bits_and_are_counted():
     net = Net(msg_bits=32)
     net.neurons("r", "relay", [net.syn("s", "src", [[127], [-128], [1]])], 3, depth=1, msg_bits=32)
-    res = run_numpy(net.output("r"), seq(2 ** 30))
-    assert res.raw["y"][0, 0].tolist() == [2 ** 31 - 1, -(2 ** 31), 2 ** 30]
+    res = run_numpy(net.output("r"), seq(2**30))
+    assert res.raw["y"][0, 0].tolist() == [2**31 - 1, -(2**31), 2**30]
     assert res.saturation["r"] == {"accumulator": 2, "state": 0, "message": 0}
 
 
@@ -132,31 +150,31 @@ def test_the_dendritic_sum_saturates_at_32_bits_and_is_counted():
     net = Net(msg_bits=32)
     a, b = net.syn("a", "src", [[96], [-96]]), net.syn("b", "src", [[96], [-96]])
     net.neurons("r", "relay", [a, b], 2, depth=1, msg_bits=32, bias=[10, -10])
-    res = run_numpy(net.output("r"), seq(2 ** 24))
-    assert res.raw["y"][0, 0].tolist() == [2 ** 31 - 1, -(2 ** 31)]
+    res = run_numpy(net.output("r"), seq(2**24))
+    assert res.raw["y"][0, 0].tolist() == [2**31 - 1, -(2**31)]
     assert res.saturation["r"]["accumulator"] == 2
 
 
 def test_a_huge_left_shift_saturates_instead_of_overflowing():
     net = Net(msg_bits=32)
     net.neurons("r", "relay", [net.syn("s", "src", [[127], [-128], [0]], exp=40)], 3, depth=1, msg_bits=32)
-    res = run_numpy(net.output("r"), seq(2 ** 31 - 1, -1, 0))
-    assert res.raw["y"][0, 0].tolist() == [2 ** 31 - 1, -(2 ** 31), 0]
-    assert res.raw["y"][0, 1].tolist() == [-(2 ** 31), 2 ** 31 - 1, 0]
+    res = run_numpy(net.output("r"), seq(2**31 - 1, -1, 0))
+    assert res.raw["y"][0, 0].tolist() == [2**31 - 1, -(2**31), 0]
+    assert res.raw["y"][0, 1].tolist() == [-(2**31), 2**31 - 1, 0]
     assert res.saturation["r"]["accumulator"] == 4
 
 
 def test_dot_products_beyond_float64_precision_stay_exact():
     # Partial sums near 2**55 (float64 would drop their low bits) cancel to a small exact result.
-    half = 2 ** 17
+    half = 2**17
     rng = np.random.default_rng(0)
-    big = rng.integers(2 ** 29, 2 ** 30, half) * 2 + 1  # odd, below 2**31
+    big = rng.integers(2**29, 2**30, half) * 2 + 1  # odd, below 2**31
     x = np.concatenate([big, big - rng.integers(0, 3, half)])
     w = np.concatenate([np.full(half, 127), np.full(half, -127)])
     net = Net(features=2 * half, msg_bits=32)
     net.neurons("r", "relay", [net.syn("s", "src", w[None, :])], 1, depth=1, msg_bits=32)
     expected = sum(int(a) * int(b) for a, b in zip(w, x))
-    assert 0 < expected < 2 ** 31
+    assert 0 < expected < 2**31
     assert run_numpy(net.output("r"), x.reshape(1, 1, -1).astype(np.float64)).raw["y"][0, 0, 0] == expected
 
 
@@ -230,8 +248,9 @@ def test_cpx_messages_round_the_state_by_out_shift_ties_up():
 
 def test_cpx_state_saturates_at_state_bits_and_is_counted():
     net = Net()
-    net.neurons("pair", "cpx", [net.syn("s", "src", [[1], [1]])], 2, depth=1, c=([2 ** 15 - 1], [0]),
-                state_bits=8, msg_bits=8)
+    net.neurons(
+        "pair", "cpx", [net.syn("s", "src", [[1], [1]])], 2, depth=1, c=([2**15 - 1], [0]), state_bits=8, msg_bits=8
+    )
     res = run_numpy(net.output("pair"), seq(100, 100, 0))
     # step 2: ~1 * 100 + 100 = 200 clips (re and im); step 3: ~1 * 127 + 0 = 127 fits
     assert res.raw["y"][0].tolist() == [[100, 100], [127, 127], [127, 127]]
@@ -297,22 +316,63 @@ def random_network(seed: int) -> Graph:
 
     def syn(name, pre, post_size, pre_size, delay):
         bits = int(rng.integers(2, 9))
-        return net.syn(name, pre, random_weights(rng, post_size, pre_size, bits), bits=bits,
-                       exp=int(rng.integers(-8, 9)), delay=delay)
+        return net.syn(
+            name,
+            pre,
+            random_weights(rng, post_size, pre_size, bits),
+            bits=bits,
+            exp=int(rng.integers(-8, 9)),
+            delay=delay,
+        )
 
     lim = 2 ** (coef_bits - 1)
     r, th = rng.uniform(0.3, 0.999, M), rng.uniform(-np.pi, np.pi, M)
     c = (np.clip(np.round(r * np.cos(th) * lim), -lim, lim - 1), np.clip(np.round(r * np.sin(th) * lim), -lim, lim - 1))
-    net.neurons("pairs", "cpx", [syn("s1", "src", 2 * M, F, d1)], 2 * M, depth=d1, c=c, coef_bits=coef_bits,
-                msg_bits=msg_bits, state_bits=state_bits, out_shift=int(rng.integers(0, 4)), frac=frac(),
-                bias=rng.integers(-20, 20, 2 * M) if seed % 2 else None)
-    net.neurons("act", "relu", [syn("s2", "pairs", H, 2 * M, d2)], H, depth=d1 + d2,
-                msg_bits=msg_bits, frac=frac(), bias=rng.integers(-300, 300, H))
-    net.neurons("mix", "relay", [syn("s3", "act", H, H, d3), syn("skip", "src", H, F, d1 + d2 + d3)], H,
-                depth=d1 + d2 + d3, msg_bits=msg_bits, frac=frac())
-    net.neurons("acc", "integrator", [syn("s4", "mix", O, H, d4)], O, depth=d1 + d2 + d3 + d4,
-                msg_bits=msg_bits, state_bits=state_bits, out_shift=int(rng.integers(0, 3)), frac=frac(),
-                decode="mean")
+    net.neurons(
+        "pairs",
+        "cpx",
+        [syn("s1", "src", 2 * M, F, d1)],
+        2 * M,
+        depth=d1,
+        c=c,
+        coef_bits=coef_bits,
+        msg_bits=msg_bits,
+        state_bits=state_bits,
+        out_shift=int(rng.integers(0, 4)),
+        frac=frac(),
+        bias=rng.integers(-20, 20, 2 * M) if seed % 2 else None,
+    )
+    net.neurons(
+        "act",
+        "relu",
+        [syn("s2", "pairs", H, 2 * M, d2)],
+        H,
+        depth=d1 + d2,
+        msg_bits=msg_bits,
+        frac=frac(),
+        bias=rng.integers(-300, 300, H),
+    )
+    net.neurons(
+        "mix",
+        "relay",
+        [syn("s3", "act", H, H, d3), syn("skip", "src", H, F, d1 + d2 + d3)],
+        H,
+        depth=d1 + d2 + d3,
+        msg_bits=msg_bits,
+        frac=frac(),
+    )
+    net.neurons(
+        "acc",
+        "integrator",
+        [syn("s4", "mix", O, H, d4)],
+        O,
+        depth=d1 + d2 + d3 + d4,
+        msg_bits=msg_bits,
+        state_bits=state_bits,
+        out_shift=int(rng.integers(0, 3)),
+        frac=frac(),
+        decode="mean",
+    )
     net.g.add(Op("mixed", "output", ("mix",), shape=(H,)))
     return net.output("acc")
 
@@ -329,16 +389,15 @@ def test_random_networks_equal_the_scalar_contract_at_every_step(seed):
     for op in g.ops_of_kind("neurons"):
         np.testing.assert_array_equal(res.trace[op.name], ref.trace[op.name], err_msg=op.name)
         if op.attrs["kind"] in ("cpx", "integrator"):
-            np.testing.assert_array_equal(res.trace[f"{op.name}.state"], ref.trace[f"{op.name}.state"],
-                                          err_msg=op.name)
+            np.testing.assert_array_equal(res.trace[f"{op.name}.state"], ref.trace[f"{op.name}.state"], err_msg=op.name)
     assert res.saturation == ref.saturation
     assert res.sparsity == ref.sparsity
     for out in g.outputs():
         grp = g.op(out.inputs[0])
         d, frac = grp.attrs.get("depth", 0), grp.attrs["frac"]
-        want = ref.trace[grp.name][:, d:d + x.shape[1]]
+        want = ref.trace[grp.name][:, d : d + x.shape[1]]
         np.testing.assert_array_equal(res.raw[out.name], want)
-        value = want / 2.0 ** frac
+        value = want / 2.0**frac
         if grp.attrs.get("decode") == "mean":
             value = value / np.arange(1, x.shape[1] + 1)[None, :, None]
         np.testing.assert_allclose(res.outputs[out.name], value, rtol=0, atol=0)
@@ -361,7 +420,7 @@ def test_batch_rows_are_independent():
     x = np.random.default_rng(2).normal(scale=3.0, size=(4, 9, g.inputs()[0].shape[0]))
     together = run_numpy(g, x, trace=True)
     for b in range(4):
-        alone = run_numpy(g, x[b:b + 1], trace=True)
+        alone = run_numpy(g, x[b : b + 1], trace=True)
         for name, arr in alone.trace.items():
             np.testing.assert_array_equal(together.trace[name][b], arr[0], err_msg=name)
         for name in alone.raw:
@@ -394,18 +453,21 @@ def test_sparsity_counts_zero_messages_over_the_token_steps():
 
 
 # -- refusals -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((2, 3)), "shape"),
-    (np.zeros((1, 2, 3, 1)), "shape"),
-    (np.zeros((1, 3, 2)), "feature"),
-    (np.zeros((1, 0, 1)), "at least one"),
-    (np.zeros((0, 3, 1)), "at least one"),
-    (seq(1.0, np.nan), "NaN"),
-    (seq(np.inf), "infinite"),
-    (np.ones((1, 2, 1), dtype=np.complex128), "real"),
-    (np.array([[["a"]]]), "real"),
-    (np.ones((1, 2, 1), dtype=bool), "real"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((2, 3)), "shape"),
+        (np.zeros((1, 2, 3, 1)), "shape"),
+        (np.zeros((1, 3, 2)), "feature"),
+        (np.zeros((1, 0, 1)), "at least one"),
+        (np.zeros((0, 3, 1)), "at least one"),
+        (seq(1.0, np.nan), "NaN"),
+        (seq(np.inf), "infinite"),
+        (np.ones((1, 2, 1), dtype=np.complex128), "real"),
+        (np.array([[["a"]]]), "real"),
+        (np.ones((1, 2, 1), dtype=bool), "real"),
+    ],
+)
 def test_bad_input_is_refused(bad, message):
     net = Net()
     net.neurons("r", "relay", [net.syn("s", "src", [[1]])], 1, depth=1)
@@ -447,9 +509,16 @@ def test_a_graph_that_does_not_verify_is_refused():
 def test_a_lut_indexes_its_table_by_the_shifted_input_and_clips_at_the_ends():
     net = Net()
     s = net.syn("s", "src", [[1]])
-    net.g.add(Op("l", "neurons", (s,), attrs={"kind": "lut", "size": 1, "frac": 0, "depth": 1, "lut_shift": 1,
-                                              "lut_lo": -2},
-                 params={"table": np.array([10, 20, 30, 40], np.int64)}, shape=(1,)))
+    net.g.add(
+        Op(
+            "l",
+            "neurons",
+            (s,),
+            attrs={"kind": "lut", "size": 1, "frac": 0, "depth": 1, "lut_shift": 1, "lut_lo": -2},
+            params={"table": np.array([10, 20, 30, 40], np.int64)},
+            shape=(1,),
+        )
+    )
     res = run_numpy(net.output("l"), seq(-5, -4, -1, 0, 3, 4))
     # floor(a / 2) - (-2) = -1, 0, 1, 2, 3, 4 -> clipped to 0..3
     assert res.raw["y"][0, :, 0].tolist() == [10, 10, 20, 30, 40, 40]

@@ -35,15 +35,21 @@ def _compile_counting_checks(tmp_path, monkeypatch, calibration, **kw):
     real = calibrate.check_sequences
     monkeypatch.setattr(calibrate, "check_sequences", lambda *a, **k: calls.append(1) or real(*a, **k))
     passes = []
-    ssmc.compile(path, calibration=calibration(spec), after_pass=lambda p, g, c: passes.append(p.name),
-                 passes="canonicalize,discretize,rescale-states{balance=state},fuse-complex-pairs,fold-linear,"
-                        "freeze-norms,assign-bitwidths", **kw)
+    ssmc.compile(
+        path,
+        calibration=calibration(spec),
+        after_pass=lambda p, g, c: passes.append(p.name),
+        passes="canonicalize,discretize,rescale-states{balance=state},fuse-complex-pairs,fold-linear,"
+        "freeze-norms,assign-bitwidths",
+        **kw,
+    )
     return calls, passes
 
 
 def test_calibration_data_is_checked_once_per_compile(tmp_path, monkeypatch):
     calls, passes = _compile_counting_checks(
-        tmp_path, monkeypatch, lambda spec: np.random.default_rng(0).normal(size=(4, 8, spec.in_features)))
+        tmp_path, monkeypatch, lambda spec: np.random.default_rng(0).normal(size=(4, 8, spec.in_features))
+    )
     assert "assign-bitwidths" in passes and "freeze-norms" in passes
     assert len(calls) == 1
 
@@ -54,8 +60,9 @@ def test_bad_calibration_data_still_fails_before_any_pass(tmp_path, monkeypatch)
     onnx.save(build_step_model(spec), str(path))
     passes = []
     with pytest.raises(InputDataError, match="calibration data must have shape"):
-        ssmc.compile(path, calibration=np.zeros((4, 8, spec.in_features + 1)),
-                     after_pass=lambda p, g, c: passes.append(p.name))
+        ssmc.compile(
+            path, calibration=np.zeros((4, 8, spec.in_features + 1)), after_pass=lambda p, g, c: passes.append(p.name)
+        )
     assert passes == []
 
 
@@ -75,6 +82,7 @@ def test_calibration_values_too_large_to_measure_are_refused_naming_the_file(tmp
 
 def test_calibration_is_held_to_the_work_limit_a_run_of_the_same_data_is(tmp_path, monkeypatch):
     from ssmc.errors import ResourceLimitError
+
     spec = random_spec(4, norm=True)
     path = tmp_path / "m.onnx"
     onnx.save(build_step_model(spec), str(path))

@@ -22,14 +22,32 @@ from tests.runtime.test_engine_contract import assert_same_result, random_extend
 @pytest.fixture(scope="module")
 def digits_net(tmp_path_factory):
     path = tmp_path_factory.mktemp("ref") / "net.lava"
-    ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean",
-                 calibration=EXAMPLES / "digits_calib.npz").save(path)
+    ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean", calibration=EXAMPLES / "digits_calib.npz").save(
+        path
+    )
     return path
 
 
 def test_ssmc_run_with_the_reference_engine_agrees_with_numpy(digits_net, capsys):
-    assert main(["run", str(digits_net), "--input", str(EXAMPLES / "digits_test.npz"), "--engine", "reference",
-                 "--limit", "2", "--tokens", "6", "--compare-numpy", "-q"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(digits_net),
+                "--input",
+                str(EXAMPLES / "digits_test.npz"),
+                "--engine",
+                "reference",
+                "--limit",
+                "2",
+                "--tokens",
+                "6",
+                "--compare-numpy",
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "outputs: [2, 6, 10] (batch, tokens, outputs); engine reference" in out
     assert "vs numpy engine: identical integers (120 output values), identical saturation counts" in out

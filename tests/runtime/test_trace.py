@@ -18,8 +18,12 @@ TOKENS = 48
 @pytest.fixture(scope="module")
 def net():
     # the shipped example up to the fixed-point lowering (placement does not change any integer)
-    return ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean", calibration=EXAMPLES / "digits_calib.npz",
-                        stop_after="assign-bitwidths")
+    return ssmc.compile(
+        EXAMPLES / "digits_s4d_step.onnx",
+        readout="mean",
+        calibration=EXAMPLES / "digits_calib.npz",
+        stop_after="assign-bitwidths",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +42,14 @@ def perturbed(net: Net, synapses: str, scale: float) -> Net:
     op = graph.op(synapses)
     w = op.params["weight"].astype(np.float64)
     op.params["weight"] = np.clip(np.round(w * scale / 2) * 2, -128, 126).astype(op.params["weight"].dtype)
-    return Net(graph=graph, source=net.source, pipeline=net.pipeline, config=net.config, report=net.report,
-               model_graph=net.model_graph)
+    return Net(
+        graph=graph,
+        source=net.source,
+        pipeline=net.pipeline,
+        config=net.config,
+        report=net.report,
+        model_graph=net.model_graph,
+    )
 
 
 def first_class_divergence(net: Net, x: np.ndarray) -> np.ndarray:
@@ -91,8 +101,9 @@ def test_divergence_is_the_first_token_where_the_predicted_classes_differ(clean,
     np.testing.assert_array_equal(clean.divergence, first_class_divergence(net, x))
 
 
-@pytest.mark.parametrize("synapses, group", [("linear1.syn", "add0"), ("s4d1.B.syn", "s4d1.pairs"),
-                                             ("linear3.syn", "readout")])
+@pytest.mark.parametrize(
+    "synapses, group", [("linear1.syn", "add0"), ("s4d1.B.syn", "s4d1.pairs"), ("linear3.syn", "readout")]
+)
 def test_a_fault_injected_into_one_layers_weights_ranks_that_layer_first(net, x, synapses, group):
     bad = perturbed(net, synapses, 1.3)
     tr = bad.trace(x)
@@ -105,8 +116,14 @@ def test_a_wrong_decay_coefficient_drifts(net, x, clean):
     graph = net.graph.copy()
     op = graph.op("s4d1.pairs")
     op.params["c_re"] = (op.params["c_re"] * 0.97).astype(op.params["c_re"].dtype)
-    bad = Net(graph=graph, source=net.source, pipeline=net.pipeline, config=net.config, report=net.report,
-              model_graph=net.model_graph)
+    bad = Net(
+        graph=graph,
+        source=net.source,
+        pipeline=net.pipeline,
+        config=net.config,
+        report=net.report,
+        model_graph=net.model_graph,
+    )
     tr = bad.trace(x)
     assert tr.layers[0].group == "s4d1.pairs"
     before = next(lt for lt in clean.layers if lt.group == "s4d1.pairs")
@@ -114,8 +131,7 @@ def test_a_wrong_decay_coefficient_drifts(net, x, clean):
 
 
 def test_a_net_without_neuron_groups_is_refused(net, x):
-    float_net = Net(graph=net.model_graph, source=net.source, pipeline="", report={},
-                    model_graph=net.model_graph)
+    float_net = Net(graph=net.model_graph, source=net.source, pipeline="", report={}, model_graph=net.model_graph)
     with pytest.raises(SsmcError, match="no neuron groups"):
         float_net.trace(x)
 
@@ -124,8 +140,9 @@ def test_cli_prints_the_table_worst_first_and_writes_an_html_page(net, x, tmp_pa
     net.save(tmp_path / "net.lava")
     np.save(tmp_path / "x.npy", x[:4])
     page = tmp_path / "trace.html"
-    assert main(["trace", str(tmp_path / "net.lava"), "--input", str(tmp_path / "x.npy"), "--html", str(page),
-                 "-q"]) == 0
+    assert (
+        main(["trace", str(tmp_path / "net.lava"), "--input", str(tmp_path / "x.npy"), "--html", str(page), "-q"]) == 0
+    )
     out = capsys.readouterr().out
     rows = [line.split()[0] for line in out.splitlines()[1:10]]
     assert rows[0] == ssmc.load(tmp_path / "net.lava").trace(x[:4]).layers[0].group
@@ -138,19 +155,40 @@ def test_cli_prints_the_table_worst_first_and_writes_an_html_page(net, x, tmp_pa
 def test_cli_html_into_a_missing_folder_is_a_one_line_error(net, tmp_path, capsys):
     net.save(tmp_path / "net.lava")
     np.save(tmp_path / "x.npy", np.zeros((1, 4, 1)))
-    assert main(["trace", str(tmp_path / "net.lava"), "--input", str(tmp_path / "x.npy"), "--html",
-                 str(tmp_path / "no" / "t.html"), "-q"]) == 1
+    assert (
+        main(
+            [
+                "trace",
+                str(tmp_path / "net.lava"),
+                "--input",
+                str(tmp_path / "x.npy"),
+                "--html",
+                str(tmp_path / "no" / "t.html"),
+                "-q",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "t.html: folder" in err and "does not exist" in err
 
 
 @pytest.mark.parametrize("passes", [DEFAULT_PIPELINE, FROZEN_NORMS_PIPELINE])
 def test_glu_gates_and_norm_parts_are_not_compared_and_a_norm_adds_quantization_error_unless_frozen(passes):
-    net = ssmc.compile(EXAMPLES / "digits_s4d_full_step.onnx", readout="mean", passes=passes,
-                       calibration=EXAMPLES / "digits_calib.npz", stop_after="assign-bitwidths")
+    net = ssmc.compile(
+        EXAMPLES / "digits_s4d_full_step.onnx",
+        readout="mean",
+        passes=passes,
+        calibration=EXAMPLES / "digits_calib.npz",
+        stop_after="assign-bitwidths",
+    )
     x = np.load(EXAMPLES / "digits_test.npz")["x"][:2, :16]
     tr = net.trace(x)
-    parts = {op.name for op in net.graph.ops_of_kind("neurons") if op.attrs["source"] != op.name and op.attrs["kind"] not in ("source", "cpx")}
+    parts = {
+        op.name
+        for op in net.graph.ops_of_kind("neurons")
+        if op.attrs["source"] != op.name and op.attrs["kind"] not in ("source", "cpx")
+    }
     assert any(p.endswith(".gate") for p in parts) and set(tr.skipped) == parts
     norms = [lt for lt in tr.layers if lt.op.startswith("norm")]
     assert len(norms) == 2 and all(lt.kind == "relay" for lt in norms)

@@ -66,9 +66,15 @@ def run_in_child(jobs: dict[str, list[str]], folder: Path, timeout: float = CASE
     cases, results = folder / "cases.json", folder / "results.json"
     cases.write_text(json.dumps(jobs))
     env = {k: v for k, v in os.environ.items() if k != "SSMC_DEBUG"}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.security.cli_runner", str(cases), str(results),
-                             str(timeout)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.security.cli_runner", str(cases), str(results), str(timeout)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     try:
         _, err = proc.communicate(timeout=timeout * len(jobs) + 60)
     except subprocess.TimeoutExpired:

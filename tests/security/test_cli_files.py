@@ -41,8 +41,15 @@ FIFO_TIMEOUT = 2  # a FIFO nobody writes to: a refusal is instant, a reader wait
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 OWNED = {"onnx": "owned by branch sec-onnx", "files": "owned by branch sec-files"}
 
-COUNTS = {"cases": 0, "clean refusals": 0, "clean successes": 0, "internal errors": 0, "hangs": 0,
-          "files destroyed": 0, "temp files left": 0}
+COUNTS = {
+    "cases": 0,
+    "clean refusals": 0,
+    "clean successes": 0,
+    "internal errors": 0,
+    "hangs": 0,
+    "files destroyed": 0,
+    "temp files left": 0,
+}
 
 
 # -- the runner: tests/security/cli_runner.py ------------------------------------------
@@ -61,8 +68,7 @@ def memory_limit(extra: int = 1 << 30):
 
 
 def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if ": error: " in line or "Traceback" in line
-            or "internal error" in line]
+    return [line for line in err.splitlines() if ": error: " in line or "Traceback" in line or "internal error" in line]
 
 
 def snapshot(folder: pathlib.Path) -> dict[str, str]:
@@ -82,8 +88,18 @@ def temp_files(folder: pathlib.Path) -> list[str]:
 SPEC = random_spec(0, activation="relu", glu=False, norm=False)
 
 #: the valid input files (made once by the valid_files fixture) that the commands below take
-VALID = ("model.onnx", "calib.npz", "target.json", "plugin.py", "net.lava", "x.npy", "y.npy", "prog.s", "prog.bin",
-         "config.toml")
+VALID = (
+    "model.onnx",
+    "calib.npz",
+    "target.json",
+    "plugin.py",
+    "net.lava",
+    "x.npy",
+    "y.npy",
+    "prog.s",
+    "prog.bin",
+    "config.toml",
+)
 
 
 @pytest.fixture(scope="module")
@@ -123,32 +139,65 @@ class Command:
 
 
 COMMANDS = [
-    Command("compile", ("compile", "model.onnx", "-o", "out.lava", "-q", "--calibrate", "calib.npz",
-                        "--target", "target.json", "--plugin", "plugin.py", "--config", "config.toml"), ("out.lava",)),
+    Command(
+        "compile",
+        (
+            "compile",
+            "model.onnx",
+            "-o",
+            "out.lava",
+            "-q",
+            "--calibrate",
+            "calib.npz",
+            "--target",
+            "target.json",
+            "--plugin",
+            "plugin.py",
+            "--config",
+            "config.toml",
+        ),
+        ("out.lava",),
+    ),
     Command("config", ("config", "model.onnx", "--plugin", "plugin.py")),
     Command("config-net", ("config", "net.lava")),
     Command("inspect", ("inspect", "model.onnx", "--plugin", "plugin.py")),
-    Command("run", ("run", "net.lava", "--input", "x.npy", "--labels", "y.npy", "--compare-onnx", "model.onnx",
-                    "--output", "out.npy", "-q"), ("out.npy",)),
+    Command(
+        "run",
+        (
+            "run",
+            "net.lava",
+            "--input",
+            "x.npy",
+            "--labels",
+            "y.npy",
+            "--compare-onnx",
+            "model.onnx",
+            "--output",
+            "out.npy",
+            "-q",
+        ),
+        ("out.npy",),
+    ),
     Command("report", ("report", "net.lava", "--format", "json", "-o", "out.json"), ("out.json",)),
     Command("report-html", ("report", "net.lava", "--format", "html", "-o", "out.html"), ("out.html",)),
     Command("export-lava", ("export-lava", "net.lava", "-o", "out.py"), ("out.py",)),
     Command("microcode", ("microcode", "net.lava")),
     Command("assemble", ("microcode", "--assemble", "prog.s", "-o", "out.bin"), ("out.bin",)),
     Command("disassemble", ("microcode", "--disassemble", "prog.bin", "-o", "out.s"), ("out.s",)),
-    Command("trace", ("trace", "net.lava", "--input", "x.npy", "--calibrate", "calib.npz", "--html", "out.html",
-                      "-q"), ("out.html",)),
+    Command(
+        "trace",
+        ("trace", "net.lava", "--input", "x.npy", "--calibrate", "calib.npz", "--html", "out.html", "-q"),
+        ("out.html",),
+    ),
     Command("profile", ("profile", "net.lava", "--input", "x.npy", "-o", "out.html", "-q"), ("out.html",)),
-    Command("export-nir", ("export-nir", "model.onnx", "-o", "out.nir", "--cut", "--check", "x.npy"),
-            ("out.nir",)),
+    Command("export-nir", ("export-nir", "model.onnx", "-o", "out.nir", "--cut", "--check", "x.npy"), ("out.nir",)),
     Command("export-nir-net", ("export-nir", "net.lava", "-o", "out.nir", "--cut"), ("out.nir",)),
     Command("passes", ("passes", "--plugin", "plugin.py")),
     Command("ops", ("ops", "--plugin", "plugin.py")),
 ]
 
 INPUT_VARIANTS = ("missing", "directory", "fifo", "chardev", "devzero", "empty", "truncated", "text", "png")
-OUTPUT_VARIANTS = ("missing-folder", "directory", "fifo", "chardev", "devzero", "symlink-to-input",
-                   "hardlink-to-input")
+OUTPUT_VARIANTS = ("missing-folder", "directory", "fifo", "chardev", "devzero", "symlink-to-input", "hardlink-to-input")
 NAMES = ("with space", "ünïcödé €", "ctl\x1b[31m\x07", "'><img src=x onerror=alert(1)>")
 
 #: (command, argument, variant) -> the owner whose reader still fails it today; these are
@@ -248,8 +297,9 @@ def _check(res: Outcome, work: pathlib.Path, before: dict[str, str], expect_ok: 
 
 
 @pytest.mark.parametrize("cmd, arg, role, variant", _params())
-def test_a_hostile_file_argument_is_refused_in_one_line_and_nothing_is_lost(cmd, arg, role, variant, valid_files,
-                                                                             tmp_path, monkeypatch):
+def test_a_hostile_file_argument_is_refused_in_one_line_and_nothing_is_lost(
+    cmd, arg, role, variant, valid_files, tmp_path, monkeypatch
+):
     work = tmp_path
     _prepare(work, valid_files)
     first_input = next(a for a in cmd.argv if a in VALID)
@@ -272,8 +322,9 @@ def _name_params():
         for arg in [a for a in cmd.argv if a in VALID] + list(cmd.outputs):
             names = NAMES if FULL else (NAMES[i % len(NAMES)],)  # every name, and every argument, at least once
             i += 1
-            out += [pytest.param(cmd, arg, n, id=f"{cmd.name}-{arg}-{n.encode('unicode_escape').decode()}")
-                    for n in names]
+            out += [
+                pytest.param(cmd, arg, n, id=f"{cmd.name}-{arg}-{n.encode('unicode_escape').decode()}") for n in names
+            ]
     return out
 
 
@@ -296,8 +347,7 @@ def test_a_file_argument_with_a_hostile_name_just_works(cmd, arg, stem, valid_fi
             assert "<img src=x" not in page and "onerror=alert(1)>" not in page
 
 
-def test_a_leading_dash_name_is_an_option_to_argparse_and_a_file_after_double_dash(valid_files, tmp_path,
-                                                                                      monkeypatch):
+def test_a_leading_dash_name_is_an_option_to_argparse_and_a_file_after_double_dash(valid_files, tmp_path, monkeypatch):
     _prepare(tmp_path, valid_files)
     (tmp_path / "-model.onnx").write_bytes(valid_files["model.onnx"])
     monkeypatch.chdir(tmp_path)
@@ -319,15 +369,18 @@ def test_output_onto_a_device_node_keeps_the_device(valid_files, tmp_path, monke
     assert stat.S_ISCHR((tmp_path / "null").lstat().st_mode)
 
 
-@pytest.mark.parametrize("argv, victim", [
-    (["compile", "model.onnx", "-o", "model.onnx", "-q"], "model.onnx"),
-    (["compile", "model.onnx", "-o", "calib.npz", "--calibrate", "calib.npz", "-q"], "calib.npz"),
-    (["report", "net.lava", "-o", "net.lava"], "net.lava"),
-    (["run", "net.lava", "--input", "x.npy", "--output", "x.npy", "-q"], "x.npy"),
-    (["run", "net.lava", "--input", "x.npy", "--labels", "y.npy", "--output", "./y.npy", "-q"], "y.npy"),
-    (["export-lava", "net.lava", "-o", "plugin.py"], None),  # not an input: overwriting is fine (checked below)
-    (["microcode", "--assemble", "prog.s", "-o", "prog.s"], "prog.s"),
-])
+@pytest.mark.parametrize(
+    "argv, victim",
+    [
+        (["compile", "model.onnx", "-o", "model.onnx", "-q"], "model.onnx"),
+        (["compile", "model.onnx", "-o", "calib.npz", "--calibrate", "calib.npz", "-q"], "calib.npz"),
+        (["report", "net.lava", "-o", "net.lava"], "net.lava"),
+        (["run", "net.lava", "--input", "x.npy", "--output", "x.npy", "-q"], "x.npy"),
+        (["run", "net.lava", "--input", "x.npy", "--labels", "y.npy", "--output", "./y.npy", "-q"], "y.npy"),
+        (["export-lava", "net.lava", "-o", "plugin.py"], None),  # not an input: overwriting is fine (checked below)
+        (["microcode", "--assemble", "prog.s", "-o", "prog.s"], "prog.s"),
+    ],
+)
 def test_an_output_that_is_an_input_is_refused_and_the_input_kept(argv, victim, valid_files, tmp_path, monkeypatch):
     _prepare(tmp_path, valid_files)
     before = snapshot(tmp_path)
@@ -388,12 +441,12 @@ def test_two_compiles_to_one_output_at_once_leave_one_complete_file(valid_files,
     (tmp_path / "m.onnx").write_bytes(valid_files["model.onnx"])
     out = tmp_path / "net.lava"
     cmd = [sys.executable, "-m", "ssmc", "compile", str(tmp_path / "m.onnx"), "-o", str(out), "-q"]
-    procs = [subprocess.Popen(cmd + extra, stderr=subprocess.PIPE, text=True)
-             for extra in ([], ["--readout", "mean"])]
+    procs = [subprocess.Popen(cmd + extra, stderr=subprocess.PIPE, text=True) for extra in ([], ["--readout", "mean"])]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     assert not temp_files(tmp_path)
     import ssmc as api
+
     net = api.load(out)  # validates every checksum: one whole file, not a mix
     assert net.config.readout in ("none", "mean")
 
@@ -406,8 +459,18 @@ MOMENTS = (0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 2.5, 3.5) if FULL else (0.3, 1.0, 2.0) 
 def test_an_interrupted_compile_exits_in_one_line_and_keeps_the_old_output(signum, code, tmp_path):
     old = tmp_path / "net.lava"
     old.write_bytes(b"the previous net.lava, which must survive an interrupted compile")
-    cmd = [sys.executable, "-m", "ssmc", "compile", str(EXAMPLES / "digits_s4d_step.onnx"), "-o", str(old), "-q",
-           "--calibrate", str(EXAMPLES / "digits_calib.npz")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ssmc",
+        "compile",
+        str(EXAMPLES / "digits_s4d_step.onnx"),
+        "-o",
+        str(old),
+        "-q",
+        "--calibrate",
+        str(EXAMPLES / "digits_calib.npz"),
+    ]
     seen = []
     for moment in MOMENTS:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -436,7 +499,8 @@ def test_ctrl_c_after_the_partition_solver_is_still_a_clean_interrupt(tmp_path):
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(5)\n"
         "except KeyboardInterrupt:\n"
-        "    sys.exit(7)\n")
+        "    sys.exit(7)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 7, (proc.returncode, proc.stderr[-2000:])
 
@@ -462,7 +526,8 @@ def test_ctrl_c_during_the_partition_solver_stops_it_at_once():
         "    _solve(solver, m)\n"
         "except KeyboardInterrupt:\n"
         "    print(time.monotonic() - start)\n"
-        "    sys.exit(7)\n")
+        "    sys.exit(7)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 7, proc.stderr[-2000:]
     assert float(proc.stdout) < 10, "the solver ran on after the interrupt"
@@ -472,5 +537,7 @@ def test_ctrl_c_during_the_partition_solver_stops_it_at_once():
 @pytest.fixture(scope="module", autouse=True)
 def tally(request):
     yield
-    print_tally(request, "security tally (tests/security/test_cli_files.py): "
-                + ", ".join(f"{k} {v}" for k, v in COUNTS.items()))
+    print_tally(
+        request,
+        "security tally (tests/security/test_cli_files.py): " + ", ".join(f"{k} {v}" for k, v in COUNTS.items()),
+    )

@@ -32,8 +32,20 @@ from tests.security.cli_runner import print_tally, run_in_child
 
 ROOT = Path(__file__).resolve().parents[2]
 READERS = ("net.lava", "input", "calibration")
-CASES = ("missing", "directory", "FIFO", "/dev/zero", "symlink to /dev/zero", "endless stdin", "empty",
-         "truncated", "huge declared size", "wrong type", "object array", "NaN/1e308")
+CASES = (
+    "missing",
+    "directory",
+    "FIFO",
+    "/dev/zero",
+    "symlink to /dev/zero",
+    "endless stdin",
+    "empty",
+    "truncated",
+    "huge declared size",
+    "wrong type",
+    "object array",
+    "NaN/1e308",
+)
 LIBRARY_SECONDS = 10  # each refusal; the good files load in well under a second
 CLI_TIMEOUT = 120  # generous for a loaded machine; a reader that blocks hits it
 COUNTS = {"library cases": 0, "refused cleanly": 0, "CLI cases": 0, "CLI refused cleanly": 0}
@@ -81,8 +93,7 @@ class World:
         self.cal = np.random.default_rng(0).normal(size=(4, 8, spec.in_features))
 
     def good(self, reader: str) -> bytes:
-        return {"net.lava": self.net_bytes, "input": npy_bytes(self.x),
-                "calibration": npz_bytes(x=self.cal)}[reader]
+        return {"net.lava": self.net_bytes, "input": npy_bytes(self.x), "calibration": npz_bytes(x=self.cal)}[reader]
 
 
 @pytest.fixture(scope="module")
@@ -109,21 +120,32 @@ def hostile(world: World, reader: str, case: str, folder: Path) -> Path:
     elif case == "empty":
         path.write_bytes(b"")
     elif case == "truncated":
-        path.write_bytes(good[:len(good) // 2])
+        path.write_bytes(good[: len(good) // 2])
     elif case == "huge declared size":
-        path.write_bytes({"net.lava": lambda: set_declared_size(good, TENSOR, 3 << 30),
-                          "input": huge_npy,
-                          "calibration": lambda: rezip({"x.npy": huge_npy()})}[reader]())
+        path.write_bytes(
+            {
+                "net.lava": lambda: set_declared_size(good, TENSOR, 3 << 30),
+                "input": huge_npy,
+                "calibration": lambda: rezip({"x.npy": huge_npy()}),
+            }[reader]()
+        )
     elif case == "wrong type":
-        path.write_bytes({"net.lava": lambda: npy_bytes(world.x),  # a .npy where a net.lava belongs
-                          "input": lambda: npy_bytes(np.full((2, 5, 3), "text")),
-                          "calibration": lambda: npz_bytes(x=world.cal * 1j)}[reader]())
+        path.write_bytes(
+            {
+                "net.lava": lambda: npy_bytes(world.x),  # a .npy where a net.lava belongs
+                "input": lambda: npy_bytes(np.full((2, 5, 3), "text")),
+                "calibration": lambda: npz_bytes(x=world.cal * 1j),
+            }[reader]()
+        )
     elif case == "object array":
         objects = np.array([{"a": 1}, None], dtype=object)
-        path.write_bytes({"net.lava": lambda: rezip(rehashed({**unzip(good),
-                                                              TENSOR: npy_bytes(objects, allow_pickle=True)})),
-                          "input": lambda: npy_bytes(objects, allow_pickle=True),
-                          "calibration": lambda: npz_bytes(x=objects)}[reader]())
+        path.write_bytes(
+            {
+                "net.lava": lambda: rezip(rehashed({**unzip(good), TENSOR: npy_bytes(objects, allow_pickle=True)})),
+                "input": lambda: npy_bytes(objects, allow_pickle=True),
+                "calibration": lambda: npz_bytes(x=objects),
+            }[reader]()
+        )
     elif case == "NaN/1e308":
         if reader == "net.lava":
             w = np.load(io.BytesIO(unzip(good)[TENSOR]))
@@ -139,8 +161,10 @@ def hostile(world: World, reader: str, case: str, folder: Path) -> Path:
 @contextlib.contextmanager
 def hang_guard(seconds: int):
     """A read that blocks (a FIFO with no writer) or never ends (/dev/zero) fails the test instead of hanging it."""
+
     def hung(signum, frame):
         raise AssertionError(f"still reading after {seconds} s: the reader blocks or reads forever")
+
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(seconds)
     try:
@@ -155,6 +179,7 @@ def library_call(world: World, reader: str, path: Path):
         return ssmc.load(path)
     if reader == "input":
         from ssmc.data import load_sequences
+
         return load_sequences(path)
     return ssmc.compile(world.model, calibration=path, passes="canonicalize")
 
@@ -198,23 +223,39 @@ def test_the_good_files_are_accepted(world, tmp_path):
 
 
 EXTRA_CLI = {  # (argv after the good files are put in, phrase)
-    "--limit -1": (lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--limit", "-1"],
-                   "argument --limit: -1 must be at least 1"),
-    "--tokens 0": (lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--tokens", "0"],
-                   "argument --tokens: 0 must be at least 1"),
-    "--limit two": (lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--limit", "two"],
-                    "argument --limit: 'two' is not a whole number"),
+    "--limit -1": (
+        lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--limit", "-1"],
+        "argument --limit: -1 must be at least 1",
+    ),
+    "--tokens 0": (
+        lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--tokens", "0"],
+        "argument --tokens: 0 must be at least 1",
+    ),
+    "--limit two": (
+        lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--limit", "two"],
+        "argument --limit: 'two' is not a whole number",
+    ),
     # the same counts on every command that cuts its input: trace, profile and export-nir took -1 silently
-    "trace --limit -1": (lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--limit", "-1"],
-                         "argument --limit: -1 must be at least 1"),
-    "trace --tokens 0": (lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--tokens", "0"],
-                         "argument --tokens: 0 must be at least 1"),
-    "trace --rows 0": (lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--rows", "0"],
-                       "argument --rows: 0 must be at least 1"),
-    "profile --limit 0": (lambda w, p: ["profile", str(w.net), "--input", str(w.x_path), "--limit", "0",
-                                        "-o", str(p / "profile.html")], "argument --limit: 0 must be at least 1"),
-    "export-nir --limit -1": (lambda w, p: ["export-nir", str(w.net), "-o", str(p / "net.nir"), "--check",
-                                            str(w.x_path), "--limit", "-1"], "argument --limit: -1 must be at least 1"),
+    "trace --limit -1": (
+        lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--limit", "-1"],
+        "argument --limit: -1 must be at least 1",
+    ),
+    "trace --tokens 0": (
+        lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--tokens", "0"],
+        "argument --tokens: 0 must be at least 1",
+    ),
+    "trace --rows 0": (
+        lambda w, p: ["trace", str(w.net), "--input", str(w.x_path), "--rows", "0"],
+        "argument --rows: 0 must be at least 1",
+    ),
+    "profile --limit 0": (
+        lambda w, p: ["profile", str(w.net), "--input", str(w.x_path), "--limit", "0", "-o", str(p / "profile.html")],
+        "argument --limit: 0 must be at least 1",
+    ),
+    "export-nir --limit -1": (
+        lambda w, p: ["export-nir", str(w.net), "-o", str(p / "net.nir"), "--check", str(w.x_path), "--limit", "-1"],
+        "argument --limit: -1 must be at least 1",
+    ),
 }
 
 
@@ -224,30 +265,64 @@ def _array_file(folder: Path, name: str, blob: bytes) -> str:
     return str(path)
 
 
-EXTRA_CLI.update({
-    "0-D input with --tokens": (
-        lambda w, p: ["run", str(w.net), "--input", _array_file(p, "x0.npy", npy_bytes(np.float64(1))),
-                      "--tokens", "2"], "x0.npy: input must have shape [batch, tokens, features]"),
-    "1-D input with --limit": (
-        lambda w, p: ["run", str(w.net), "--input", _array_file(p, "x1.npy", npy_bytes(np.ones(4))),
-                      "--limit", "1"], "x1.npy: input must have shape [batch, tokens, features]"),
-    ".npz without 'x'": (
-        lambda w, p: ["run", str(w.net), "--input", _array_file(p, "nox.npz", npz_bytes(y=np.ones(3)))],
-        "nox.npz: an .npz input needs an array named 'x'"),
-    "labels of objects": (
-        lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--labels",
-                      _array_file(p, "y.npy", npy_bytes(np.array([None, 1], dtype=object), allow_pickle=True))],
-        "y.npy: holds Python objects"),
-    "labels from a FIFO": (
-        lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--labels", str(p / "fifo")],
-        "fifo: is a FIFO (named pipe), not a regular file"),
-})
+EXTRA_CLI.update(
+    {
+        "0-D input with --tokens": (
+            lambda w, p: [
+                "run",
+                str(w.net),
+                "--input",
+                _array_file(p, "x0.npy", npy_bytes(np.float64(1))),
+                "--tokens",
+                "2",
+            ],
+            "x0.npy: input must have shape [batch, tokens, features]",
+        ),
+        "1-D input with --limit": (
+            lambda w, p: [
+                "run",
+                str(w.net),
+                "--input",
+                _array_file(p, "x1.npy", npy_bytes(np.ones(4))),
+                "--limit",
+                "1",
+            ],
+            "x1.npy: input must have shape [batch, tokens, features]",
+        ),
+        ".npz without 'x'": (
+            lambda w, p: ["run", str(w.net), "--input", _array_file(p, "nox.npz", npz_bytes(y=np.ones(3)))],
+            "nox.npz: an .npz input needs an array named 'x'",
+        ),
+        "labels of objects": (
+            lambda w, p: [
+                "run",
+                str(w.net),
+                "--input",
+                str(w.x_path),
+                "--labels",
+                _array_file(p, "y.npy", npy_bytes(np.array([None, 1], dtype=object), allow_pickle=True)),
+            ],
+            "y.npy: holds Python objects",
+        ),
+        "labels from a FIFO": (
+            lambda w, p: ["run", str(w.net), "--input", str(w.x_path), "--labels", str(p / "fifo")],
+            "fifo: is a FIFO (named pipe), not a regular file",
+        ),
+    }
+)
 
 
 def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SSMC_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "ssmc.cli", *argv], stdin=subprocess.PIPE, capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=CLI_TIMEOUT)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmc.cli", *argv],
+        stdin=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=CLI_TIMEOUT,
+    )
 
 
 def test_the_cli_refuses_every_hostile_file_with_exit_1_and_one_line(world, tmp_path):
@@ -273,8 +348,13 @@ def test_the_cli_refuses_every_hostile_file_with_exit_1_and_one_line(world, tmp_
         phrase, want = expect[name]
         lines = [line for line in res.err.splitlines() if line.strip()]
         last = lines[-1] if lines else ""
-        clean = (res.code == want and "Traceback" not in res.err + res.out and (len(lines) == 1 or want == 2)
-                 and ("ssmc: error: " in last or "error: argument" in last) and phrase in last)
+        clean = (
+            res.code == want
+            and "Traceback" not in res.err + res.out
+            and (len(lines) == 1 or want == 2)
+            and ("ssmc: error: " in last or "error: argument" in last)
+            and phrase in last
+        )
         if clean:
             COUNTS["CLI refused cleanly"] += 1
         else:

@@ -31,15 +31,18 @@ CONTROL = {chr(c) for c in range(32) if chr(c) not in "\n\t"} | {"\x7f", "\x9b",
 
 def run_cli(*args, cwd=None, timeout=120):
     env = dict(os.environ, SSMC_DEBUG="")
-    return subprocess.run([*SSMC, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env=env)
+    return subprocess.run([*SSMC, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
 def tiny_model(nodes, inits=(), opset=OPSET) -> onnx.ModelProto:
     """y = x + (whatever `nodes` compute into 'k'): a valid model around a constant computation."""
-    graph = helper.make_graph(list(nodes) + [helper.make_node("Add", ["x", "k"], ["y"], name="add")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], list(inits))
+    graph = helper.make_graph(
+        list(nodes) + [helper.make_node("Add", ["x", "k"], ["y"], name="add")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        list(inits),
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
 
 
@@ -85,8 +88,13 @@ def test_torch_style_external_data_compiles_to_the_same_net_as_the_self_containe
 
 
 def test_external_data_changes_the_recorded_model_hash(tmp_path):
-    onnx.save(build_step_model(SPEC), str(tmp_path / "model.onnx"), save_as_external_data=True,
-              location="model.onnx.data", size_threshold=0)
+    onnx.save(
+        build_step_model(SPEC),
+        str(tmp_path / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
     before = load_model(tmp_path / "model.onnx").sha256
     data = bytearray((tmp_path / "model.onnx.data").read_bytes())
     data[0] ^= 1
@@ -121,17 +129,30 @@ def _hostile(tmp_path, location, where="initializer", offset=None, length=None):
         tensor = model.graph.node[0].attribute[0].t
     else:  # a Constant inside a Loop body that runs once
         body = helper.make_graph(
-            [helper.make_node("Identity", ["cond"], ["cond_out"]), constant_node(name="deep"),
-             helper.make_node("Add", ["v", "k"], ["v_out"])], "body",
-            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-             helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-             helper.make_tensor_value_info("v", TensorProto.FLOAT, [4])],
-            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [4])])
-        model = tiny_model([helper.make_node("Loop", ["n", "t", "v0"], ["k"], name="loop", body=body)],
-                           [numpy_helper.from_array(np.array(1, np.int64), "n"),
-                            numpy_helper.from_array(np.array(True), "t"),
-                            numpy_helper.from_array(np.zeros(4, np.float32), "v0")])
+            [
+                helper.make_node("Identity", ["cond"], ["cond_out"]),
+                constant_node(name="deep"),
+                helper.make_node("Add", ["v", "k"], ["v_out"]),
+            ],
+            "body",
+            [
+                helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("v", TensorProto.FLOAT, [4]),
+            ],
+            [
+                helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [4]),
+            ],
+        )
+        model = tiny_model(
+            [helper.make_node("Loop", ["n", "t", "v0"], ["k"], name="loop", body=body)],
+            [
+                numpy_helper.from_array(np.array(1, np.int64), "n"),
+                numpy_helper.from_array(np.array(True), "t"),
+                numpy_helper.from_array(np.zeros(4, np.float32), "v0"),
+            ],
+        )
         tensor = model.graph.node[0].attribute[0].g.node[1].attribute[0].t
     make_external(tensor, location, offset, length)
     path = folder / "model.onnx"
@@ -220,6 +241,7 @@ def test_external_data_inside_a_loop_body_is_confined_too(tmp_path, secret):
 
 def test_a_model_given_as_bytes_has_no_folder_to_read_external_data_from(tmp_path):
     from ssmc.frontend.load import load_model_bytes
+
     data = _hostile(tmp_path, "w.bin").read_bytes()
     with pytest.raises(ModelLoadError, match="given as bytes"):
         load_model_bytes(data)
@@ -236,8 +258,11 @@ def test_raw_data_longer_or_shorter_than_the_dims_is_a_one_line_error(save_onnx,
     k = numpy_helper.from_array(np.ones(4, np.float32), "k")
     k.raw_data = k.raw_data + bytes(extra) if extra > 0 else k.raw_data[:extra]
     path = save_onnx(tiny_model([], [k]))
-    with pytest.raises(ModelLoadError, match=rf"initializer 'k' declares dims \[4\] of FLOAT, which need 16 "
-                                             rf"bytes of raw_data, but has {16 + extra}"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"initializer 'k' declares dims \[4\] of FLOAT, which need 16 "
+        rf"bytes of raw_data, but has {16 + extra}",
+    ):
         load_model(path)
     r = run_cli("inspect", path)
     assert r.returncode == 1 and "initializer 'k'" in r.stderr and len(r.stderr.splitlines()) == 1
@@ -260,23 +285,31 @@ def test_wrong_length_inside_a_constant_is_refused(save_onnx):
 def loop_model(trip_count: int | None) -> onnx.ModelProto:
     """k = sum of i over `trip_count` iterations (the 37 KB model of issue #12, small)."""
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("Cast", ["i"], ["fi"], to=1),
-         helper.make_node("Add", ["v", "fi"], ["v_out"])], "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [4])])
+        [
+            helper.make_node("Identity", ["cond"], ["cond_out"]),
+            helper.make_node("Cast", ["i"], ["fi"], to=1),
+            helper.make_node("Add", ["v", "fi"], ["v_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, [4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [4]),
+        ],
+    )
     inits = [numpy_helper.from_array(np.array(True), "t"), numpy_helper.from_array(np.zeros(4, np.float32), "v0")]
     if trip_count is not None:
         inits.append(numpy_helper.from_array(np.array(trip_count, np.int64), "n"))
-    loop = helper.make_node("Loop", ["n" if trip_count is not None else "", "t", "v0"], ["k"], name="spin",
-                            body=body)
+    loop = helper.make_node("Loop", ["n" if trip_count is not None else "", "t", "v0"], ["k"], name="spin", body=body)
     return tiny_model([loop], inits)
 
 
 def test_a_loop_with_trip_count_2_to_the_62_is_refused_in_seconds(save_onnx):
-    path = save_onnx(loop_model(2 ** 62))
+    path = save_onnx(loop_model(2**62))
     for command in ("inspect", "compile"):
         start = time.monotonic()
         r = run_cli(command, path, *(["-o", path.with_suffix(".lava")] if command == "compile" else []), timeout=60)
@@ -294,19 +327,36 @@ def test_a_loop_without_a_trip_count_is_refused(save_onnx):
 def test_nested_loops_multiply(save_onnx, monkeypatch):
     inner = loop_model(300)
     outer_body = helper.make_graph(
-        [helper.make_node("Identity", ["c2"], ["c2_out"]), *inner.graph.node[:1],
-         helper.make_node("Add", ["w", "k"], ["w_out"])], "outer",
-        [helper.make_tensor_value_info("j", TensorProto.INT64, []),
-         helper.make_tensor_value_info("c2", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("c2_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [4])], list(inner.graph.initializer))
-    model = tiny_model([helper.make_node("Loop", ["m", "t2", "w0"], ["k"], name="outer", body=outer_body)],
-                       [numpy_helper.from_array(np.array(300, np.int64), "m"),
-                        numpy_helper.from_array(np.array(True), "t2"),
-                        numpy_helper.from_array(np.zeros(4, np.float32), "w0")])
-    with pytest.raises(ResourceLimitError, match=r"Loop node 'spin', inside loops that run it 300 times needs "
-                                                 r"90,000 iterations"):
+        [
+            helper.make_node("Identity", ["c2"], ["c2_out"]),
+            *inner.graph.node[:1],
+            helper.make_node("Add", ["w", "k"], ["w_out"]),
+        ],
+        "outer",
+        [
+            helper.make_tensor_value_info("j", TensorProto.INT64, []),
+            helper.make_tensor_value_info("c2", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [4]),
+        ],
+        [
+            helper.make_tensor_value_info("c2_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [4]),
+        ],
+        list(inner.graph.initializer),
+    )
+    model = tiny_model(
+        [helper.make_node("Loop", ["m", "t2", "w0"], ["k"], name="outer", body=outer_body)],
+        [
+            numpy_helper.from_array(np.array(300, np.int64), "m"),
+            numpy_helper.from_array(np.array(True), "t2"),
+            numpy_helper.from_array(np.zeros(4, np.float32), "w0"),
+        ],
+    )
+    with pytest.raises(
+        ResourceLimitError,
+        match=r"Loop node 'spin', inside loops that run it 300 times needs "
+        r"90,000 iterations",
+    ):
         load_model(save_onnx(model))
 
 
@@ -386,8 +436,10 @@ def test_errors_about_hostile_names_print_no_control_characters(save_onnx):
 
 def test_hostile_names_that_clash_once_escaped_stay_distinct(save_onnx):
     clash = numpy_helper.from_array(np.ones(4, np.float32), "k\\x1b")  # the escaped form of the next name
-    model = tiny_model([helper.make_node("Add", ["k\x1b", "k\\x1b"], ["k"])],
-                       [clash, numpy_helper.from_array(np.full(4, 2, np.float32), "k\x1b")])
+    model = tiny_model(
+        [helper.make_node("Add", ["k\x1b", "k\\x1b"], ["k"])],
+        [clash, numpy_helper.from_array(np.full(4, 2, np.float32), "k\x1b")],
+    )
     names = [t.name for t in load_model(save_onnx(model)).model.graph.initializer]
     assert sorted(names) == ["k\\x1b", "k\\x1b_1"]
 
@@ -395,8 +447,7 @@ def test_hostile_names_that_clash_once_escaped_stay_distinct(save_onnx):
 # -- fuzzed shapes and structures: user errors, never exit 70, never a hang --------------------------------------
 def _value_info_dims(dims):
     model = build_step_model(SPEC)
-    model.graph.value_info.append(helper.make_tensor_value_info(model.graph.node[0].output[0],
-                                                                TensorProto.FLOAT, dims))
+    model.graph.value_info.append(helper.make_tensor_value_info(model.graph.node[0].output[0], TensorProto.FLOAT, dims))
     return model
 
 
@@ -415,13 +466,18 @@ def _sparse_huge_dense():
 
 
 def _nested_ifs(depth):
-    branch = helper.make_graph([helper.make_node("Constant", [], ["r"], value_floats=[1.0] * 4)], "leaf", [],
-                               [helper.make_tensor_value_info("r", TensorProto.FLOAT, [4])])
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["r"], value_floats=[1.0] * 4)],
+        "leaf",
+        [],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, [4])],
+    )
     leaf = branch
     for level in range(depth):
         node = helper.make_node("If", ["t"], [f"r{level}"], then_branch=branch, else_branch=leaf)
-        branch = helper.make_graph([node], f"b{level}", [],
-                                   [helper.make_tensor_value_info(f"r{level}", TensorProto.FLOAT, [4])])
+        branch = helper.make_graph(
+            [node], f"b{level}", [], [helper.make_tensor_value_info(f"r{level}", TensorProto.FLOAT, [4])]
+        )
     top = branch.node[0]
     top.output[0] = "k"
     return tiny_model([top], [numpy_helper.from_array(np.array(True), "t")])
@@ -429,8 +485,12 @@ def _nested_ifs(depth):
 
 def _many_nodes(n):
     nodes = [helper.make_node("Identity", ["x" if i == 0 else f"v{i - 1}"], [f"v{i}"]) for i in range(n)]
-    graph = helper.make_graph(nodes, "long", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info(f"v{n - 1}", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        nodes,
+        "long",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info(f"v{n - 1}", TensorProto.FLOAT, [1, 4])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
 
 

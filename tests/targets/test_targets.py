@@ -29,16 +29,19 @@ def test_boards_and_chip_overrides():
 
 def test_hops_count_routers_and_chip_links():
     t = load_target(chips=2)
-    assert t.hops((0, 0), (0, 3)) == 0          # same router
-    assert t.hops((0, 0), (0, 4)) == 1          # the next router
+    assert t.hops((0, 0), (0, 3)) == 0  # same router
+    assert t.hops((0, 0), (0, 4)) == 1  # the next router
     assert t.hops((0, 0), (1, 0)) == t.chip_link_cost
 
 
-@pytest.mark.parametrize("change,match", [
-    (lambda d: d.update(format="other"), "format"),
-    (lambda d: d["core"].pop("neurons"), "lacks neurons"),
-    (lambda d: d["core"]["groups"].update(value=0), "at least 1"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda d: d.update(format="other"), "format"),
+        (lambda d: d["core"].pop("neurons"), "lacks neurons"),
+        (lambda d: d["core"]["groups"].update(value=0), "at least 1"),
+    ],
+)
 def test_bad_target_files_are_refused_by_name(tmp_path, change, match):
     data = json.loads(open("ssmc/targets/loihi2.json").read())
     change(data)

@@ -22,8 +22,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from ssmc.ir.fixed_point import ACC_BITS, rshr, sat
-from ssmc.backend_loihi.lava_procs.processes import (Cpx, Integrator, Lut, Product, Relay, Relu, Source,
-                                                     Synapses)
+from ssmc.backend_loihi.lava_procs.processes import Cpx, Integrator, Lut, Product, Relay, Relu, Source, Synapses
 
 ACCUMULATOR, STATE, MESSAGE = 0, 1, 2  # rows of `counts`
 
@@ -39,8 +38,12 @@ def _failed(model, size: int) -> np.ndarray:
     sends zeros from then on. (Lava 0.10 waits forever when a model raises: this keeps the
     run going, and the host reports the failure after it.)"""
     model.failed[0] = model.time_step
-    print(f"ssmc: Lava process model {type(model).__name__} failed at time step {model.time_step}:\n"
-          + traceback.format_exc(), file=sys.stderr, flush=True)
+    print(
+        f"ssmc: Lava process model {type(model).__name__} failed at time step {model.time_step}:\n"
+        + traceback.format_exc(),
+        file=sys.stderr,
+        flush=True,
+    )
     return np.zeros(size, np.int64)
 
 
@@ -157,6 +160,7 @@ class PyReluModel(_NeuronModel):
 
 class _StatefulModel(_NeuronModel):
     """A neuron with a saturating state that its message reads (integrator, cpx)."""
+
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)
     state: np.ndarray = LavaPyType(np.ndarray, np.int64)
     states: np.ndarray = LavaPyType(np.ndarray, np.int64)

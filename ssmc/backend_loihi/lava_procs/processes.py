@@ -36,12 +36,36 @@ class NeuronGroup(AbstractProcess):
 
     stateful = False
 
-    def __init__(self, *, size: int, depth: int, steps: int, period: int, tokens: int, batch: int,
-                 msg_bits: int, delta: int = 0, bias=None, record: bool = False, name: str | None = None,
-                 **params) -> None:
-        super().__init__(size=size, depth=depth, steps=steps, period=period, tokens=tokens, batch=batch,
-                         msg_bits=msg_bits, delta=delta, has_bias=bias is not None, record=record,
-                         name=name, **params)
+    def __init__(
+        self,
+        *,
+        size: int,
+        depth: int,
+        steps: int,
+        period: int,
+        tokens: int,
+        batch: int,
+        msg_bits: int,
+        delta: int = 0,
+        bias=None,
+        record: bool = False,
+        name: str | None = None,
+        **params,
+    ) -> None:
+        super().__init__(
+            size=size,
+            depth=depth,
+            steps=steps,
+            period=period,
+            tokens=tokens,
+            batch=batch,
+            msg_bits=msg_bits,
+            delta=delta,
+            has_bias=bias is not None,
+            record=record,
+            name=name,
+            **params,
+        )
         shape = (size,)
         self.s_out = OutPort(shape=shape)
         self.bias = Var(shape=shape, init=np.zeros(shape, np.int64) if bias is None else np.asarray(bias, np.int64))
@@ -51,8 +75,10 @@ class NeuronGroup(AbstractProcess):
         self.last = Var(shape=shape, init=np.zeros(shape, np.int64))
         rows = batch * steps if record else 1
         self.messages = Var(shape=(rows, size), init=np.zeros((rows, size), np.int64))
-        self.lasts = Var(shape=(rows if record and delta else 1, size),
-                         init=np.zeros((rows if record and delta else 1, size), np.int64))
+        self.lasts = Var(
+            shape=(rows if record and delta else 1, size),
+            init=np.zeros((rows if record and delta else 1, size), np.int64),
+        )
         if self.stateful:
             self.state = Var(shape=shape, init=np.zeros(shape, np.int64))
             self.states = Var(shape=(rows, size), init=np.zeros((rows, size), np.int64))
@@ -130,10 +156,21 @@ class Synapses(AbstractProcess):
     weight_exp, delay >= 1, sigma, wake (the post group's depth: clips count from then on),
     steps, period."""
 
-    def __init__(self, *, weights, weight_exp: int, delay: int, sigma: bool, wake: int, steps: int,
-                 period: int, name: str | None = None) -> None:
-        super().__init__(weight_exp=weight_exp, delay=delay, sigma=sigma, wake=wake, steps=steps,
-                         period=period, name=name)
+    def __init__(
+        self,
+        *,
+        weights,
+        weight_exp: int,
+        delay: int,
+        sigma: bool,
+        wake: int,
+        steps: int,
+        period: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            weight_exp=weight_exp, delay=delay, sigma=sigma, wake=wake, steps=steps, period=period, name=name
+        )
         weights = np.asarray(weights, np.int64)
         post, pre = weights.shape
         self.s_in = InPort(shape=(pre,))

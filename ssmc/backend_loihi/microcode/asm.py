@@ -27,8 +27,23 @@ import numpy as np
 
 from ssmc.errors import MicrocodeError
 from ssmc.backend_loihi.microcode.isa import (
-    AUX_MAX, COUNTERS, IMM_MAX, IMM_MIN, N_PARAM, OPCODES, PARAM0, REGISTER_NAMES, REGISTER_NUMBERS, VERSION,
-    Instr, Program, check_program, decode_program, encode_program, operand_kinds)
+    AUX_MAX,
+    COUNTERS,
+    IMM_MAX,
+    IMM_MIN,
+    N_PARAM,
+    OPCODES,
+    PARAM0,
+    REGISTER_NAMES,
+    REGISTER_NUMBERS,
+    VERSION,
+    Instr,
+    Program,
+    check_program,
+    decode_program,
+    encode_program,
+    operand_kinds,
+)
 
 VALUES_PER_LINE = 16
 _LABEL = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):\s*(.*)$")
@@ -73,8 +88,10 @@ def parse(text: str, where: str = "microcode") -> Program:
             raise MicrocodeError(f"line {n}: unknown instruction {op!r}")
         toks = [t.strip() for t in rest.split(",")] if rest.strip() else []
         if len(toks) != len(operand_kinds(op)):
-            raise MicrocodeError(f"line {n}: {op} takes {len(operand_kinds(op))} operand(s) "
-                                 f"({', '.join(operand_kinds(op)) or 'none'}), got {len(toks)}")
+            raise MicrocodeError(
+                f"line {n}: {op} takes {len(operand_kinds(op))} operand(s) "
+                f"({', '.join(operand_kinds(op)) or 'none'}), got {len(toks)}"
+            )
         pending.append((n, op, toks))
     for key in ("microcode", "lanes", "neurons", "ports"):
         if key not in header:
@@ -82,16 +99,27 @@ def parse(text: str, where: str = "microcode") -> Program:
     if header["microcode"] != VERSION:
         raise MicrocodeError(f"{where}: .microcode {header['microcode']}, this ssmc assembles version {VERSION}")
     if sorted(params) != list(range(len(params))):
-        raise MicrocodeError(f"{where}: parameters must be p0, p1, ... without gaps, got "
-                             f"{', '.join(REGISTER_NAMES[PARAM0 + k] for k in sorted(params))}")
+        raise MicrocodeError(
+            f"{where}: parameters must be p0, p1, ... without gaps, got "
+            f"{', '.join(REGISTER_NAMES[PARAM0 + k] for k in sorted(params))}"
+        )
     code = [_instr(n, op, toks, labels) for n, op, toks in pending]
     if params and len({len(v) for v in params.values()}) != 1:
-        raise MicrocodeError(f"{where}: parameters have different lengths "
-                             f"{[len(params[k]) for k in sorted(params)]}")
-    pmem = (np.array([params[k] for k in sorted(params)], np.int64) if params
-            else np.zeros((0, header["neurons"]), np.int64))
-    p = Program(lanes=header["lanes"], neurons=header["neurons"], ports=header["ports"], code=code,
-                probes=probes, table=np.array(table, np.int64), params=pmem)
+        raise MicrocodeError(f"{where}: parameters have different lengths {[len(params[k]) for k in sorted(params)]}")
+    pmem = (
+        np.array([params[k] for k in sorted(params)], np.int64)
+        if params
+        else np.zeros((0, header["neurons"]), np.int64)
+    )
+    p = Program(
+        lanes=header["lanes"],
+        neurons=header["neurons"],
+        ports=header["ports"],
+        code=code,
+        probes=probes,
+        table=np.array(table, np.int64),
+        params=pmem,
+    )
     check_program(p, where)
     return p
 
@@ -175,7 +203,7 @@ def format_program(p: Program) -> str:
 
 def _values_lines(prefix: str, values: np.ndarray) -> list[str]:
     vals = [str(int(v)) for v in values]
-    return [f"{prefix} {' '.join(vals[i:i + VALUES_PER_LINE])}" for i in range(0, len(vals), VALUES_PER_LINE)]
+    return [f"{prefix} {' '.join(vals[i : i + VALUES_PER_LINE])}" for i in range(0, len(vals), VALUES_PER_LINE)]
 
 
 def _operand(ins: Instr, kind: str) -> str:

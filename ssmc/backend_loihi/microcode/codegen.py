@@ -22,8 +22,16 @@ from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Op
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTERS, IMM_MAX, IMM_MIN, REGISTER_NUMBERS as R, STATE0, Instr, Program, check_program,
-    operand_kinds)
+    COUNTERS,
+    IMM_MAX,
+    IMM_MIN,
+    REGISTER_NUMBERS as R,
+    STATE0,
+    Instr,
+    Program,
+    check_program,
+    operand_kinds,
+)
 
 BIAS_LIMIT = 1 << 48  # a larger bias saturates the 32-bit dendrite the same way (and keeps sums in int64)
 LAST0 = STATE0 + 2  # s2: sigma-delta `last` of lane 0
@@ -43,11 +51,21 @@ class _Code:
     def __call__(self, op: str, *regs: str, aux: int = 0, imm: int = 0, cnt: str | None = None) -> None:
         """Append `op`; `regs` fill its register operands (d, a, b) in order."""
         if not IMM_MIN <= imm <= IMM_MAX:
-            raise MicrocodeError(f"{self.where}: the value {imm} of a {op} instruction does not fit the "
-                                 "32-bit immediate; this group's parameters are outside what the ISA encodes")
+            raise MicrocodeError(
+                f"{self.where}: the value {imm} of a {op} instruction does not fit the "
+                "32-bit immediate; this group's parameters are outside what the ISA encodes"
+            )
         fields = dict(zip([k for k in operand_kinds(op) if k in ("d", "a", "b")], (R[r] for r in regs)))
-        self.code.append(Instr(op, rd=fields.get("d", 0), ra=fields.get("a", 0),
-                               rb=COUNTERS.index(cnt) if cnt is not None else fields.get("b", 0), aux=aux, imm=imm))
+        self.code.append(
+            Instr(
+                op,
+                rd=fields.get("d", 0),
+                ra=fields.get("a", 0),
+                rb=COUNTERS.index(cnt) if cnt is not None else fields.get("b", 0),
+                aux=aux,
+                imm=imm,
+            )
+        )
 
 
 def generate(op: Op) -> Program:
@@ -85,9 +103,15 @@ def generate(op: Op) -> Program:
         probes += [("state", lane, STATE0 + lane) for lane in range(lanes)]
     if delta:
         probes += [("last", lane, LAST0 + lane) for lane in range(lanes)]
-    p = Program(lanes=lanes, neurons=neurons, ports=ports, code=c.code, probes=probes,
-                table=op.params["table"].astype(np.int64) if kind == "lut" else np.zeros(0, np.int64),
-                params=np.array(params, np.int64).reshape(len(params), neurons))
+    p = Program(
+        lanes=lanes,
+        neurons=neurons,
+        ports=ports,
+        code=c.code,
+        probes=probes,
+        table=op.params["table"].astype(np.int64) if kind == "lut" else np.zeros(0, np.int64),
+        params=np.array(params, np.int64).reshape(len(params), neurons),
+    )
     check_program(p, where)
     return p
 

@@ -23,8 +23,9 @@ WORD_BYTES = 8
 # -- registers (5-bit numbers) -------------------------------------------------------------
 N_TEMP, N_STATE, N_PARAM = 8, 8, 8
 TEMP0, STATE0, PARAM0, ZERO = 0, 8, 16, 24
-REGISTER_NAMES = ([f"r{i}" for i in range(N_TEMP)] + [f"s{i}" for i in range(N_STATE)]
-                  + [f"p{i}" for i in range(N_PARAM)] + ["z"])
+REGISTER_NAMES = (
+    [f"r{i}" for i in range(N_TEMP)] + [f"s{i}" for i in range(N_STATE)] + [f"p{i}" for i in range(N_PARAM)] + ["z"]
+)
 REGISTER_NUMBERS = {name: i for i, name in enumerate(REGISTER_NAMES)}
 
 
@@ -57,8 +58,13 @@ OPCODES: dict[str, OpSpec] = {
     "halt": OpSpec(0, "", 1, "end of this neuron's update"),
     "li": OpSpec(1, "d,imm", 1, "d = imm"),
     "mov": OpSpec(2, "d,a", 1, "d = a"),
-    "in": OpSpec(3, "d,port,lane", 1, "d = the dendritic input of synapse port `port`, lane `lane` "
-                                      "(its 32-bit saturations are counted under acc when read)"),
+    "in": OpSpec(
+        3,
+        "d,port,lane",
+        1,
+        "d = the dendritic input of synapse port `port`, lane `lane` "
+        "(its 32-bit saturations are counted under acc when read)",
+    ),
     "add": OpSpec(4, "d,a,b", 1, "d = a + b (64-bit)"),
     "sub": OpSpec(5, "d,a,b", 1, "d = a - b (64-bit)"),
     "mul": OpSpec(6, "d,a,b", 2, "d = a * b (64-bit product)"),
@@ -87,6 +93,7 @@ MAX_CODE = AUX_MAX  # a label lives in the 9-bit aux field
 @dataclass(frozen=True)
 class Instr:
     """One decoded instruction: the opcode name and its five fields."""
+
     op: str
     rd: int = 0
     ra: int = 0
@@ -100,8 +107,18 @@ def operand_kinds(op: str) -> list[str]:
     return s.split(",") if s else []
 
 
-_FIELD_OF = {"d": "rd", "a": "ra", "b": "rb", "imm": "imm", "sh": "imm", "bits": "aux", "cnt": "rb",
-             "port": "aux", "lane": "imm", "label": "aux"}
+_FIELD_OF = {
+    "d": "rd",
+    "a": "ra",
+    "b": "rb",
+    "imm": "imm",
+    "sh": "imm",
+    "bits": "aux",
+    "cnt": "rb",
+    "port": "aux",
+    "lane": "imm",
+    "label": "aux",
+}
 
 
 def used_fields(op: str) -> set[str]:
@@ -111,8 +128,9 @@ def used_fields(op: str) -> set[str]:
 # -- one instruction word -------------------------------------------------------------------
 #   63..56 opcode | 55..51 rd | 50..46 ra | 45..41 rb | 40..32 aux | 31..0 imm (two's complement)
 def encode_instr(ins: Instr) -> int:
-    return (OPCODES[ins.op].code << 56 | ins.rd << 51 | ins.ra << 46 | ins.rb << 41 | ins.aux << 32
-            | (ins.imm & 0xFFFFFFFF))
+    return (
+        OPCODES[ins.op].code << 56 | ins.rd << 51 | ins.ra << 46 | ins.rb << 41 | ins.aux << 32 | (ins.imm & 0xFFFFFFFF)
+    )
 
 
 def decode_instr(word: int, where: str) -> Instr:
@@ -120,8 +138,14 @@ def decode_instr(word: int, where: str) -> Instr:
     if code not in OPCODE_NAMES:
         raise MicrocodeError(f"{where}: unknown opcode {code} in word 0x{word:016x}")
     imm = word & 0xFFFFFFFF
-    return Instr(OPCODE_NAMES[code], (word >> 51) & 31, (word >> 46) & 31, (word >> 41) & 31,
-                 (word >> 32) & AUX_MAX, imm - (1 << 32) if imm >> 31 else imm)
+    return Instr(
+        OPCODE_NAMES[code],
+        (word >> 51) & 31,
+        (word >> 46) & 31,
+        (word >> 41) & 31,
+        (word >> 32) & AUX_MAX,
+        imm - (1 << 32) if imm >> 31 else imm,
+    )
 
 
 # -- a program ------------------------------------------------------------------------------
@@ -135,6 +159,7 @@ class Program:
     register) say which register holds the traced state / sigma-delta `last`.
     `params[k]` is register p<k> of every neuron.
     """
+
     lanes: int
     neurons: int
     ports: int
@@ -144,17 +169,23 @@ class Program:
     params: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, Program) and (self.lanes, self.neurons, self.ports, self.code, self.probes)
-                == (other.lanes, other.neurons, other.ports, other.code, other.probes)
-                and np.array_equal(self.table, other.table) and self.params.shape == other.params.shape
-                and np.array_equal(self.params, other.params))
+        return (
+            isinstance(other, Program)
+            and (self.lanes, self.neurons, self.ports, self.code, self.probes)
+            == (other.lanes, other.neurons, other.ports, other.code, other.probes)
+            and np.array_equal(self.table, other.table)
+            and self.params.shape == other.params.shape
+            and np.array_equal(self.params, other.params)
+        )
 
 
 def check_program(p: Program, where: str = "program") -> None:
     """Raise MicrocodeError naming the first thing that makes `p` unrunnable."""
     if not 1 <= p.lanes <= 255 or not 0 <= p.ports <= 255 or not 1 <= p.neurons < 1 << 32:
-        raise MicrocodeError(f"{where}: lanes {p.lanes}, ports {p.ports}, neurons {p.neurons} out of range "
-                             "(lanes 1..255, ports 0..255, neurons >= 1)")
+        raise MicrocodeError(
+            f"{where}: lanes {p.lanes}, ports {p.ports}, neurons {p.neurons} out of range "
+            "(lanes 1..255, ports 0..255, neurons >= 1)"
+        )
     if p.params.ndim != 2 or p.params.shape[0] > N_PARAM or (p.params.shape[0] and p.params.shape[1] != p.neurons):
         raise MicrocodeError(f"{where}: parameter memory of shape {p.params.shape}, want [<= {N_PARAM}, {p.neurons}]")
     if not p.code or len(p.code) > MAX_CODE:
@@ -163,8 +194,10 @@ def check_program(p: Program, where: str = "program") -> None:
         raise MicrocodeError(f"{where}: the last instruction is {p.code[-1].op}, must be halt")
     for kind, lane, reg in p.probes:
         if kind not in PROBE_KINDS or not 0 <= lane < p.lanes or not STATE0 <= reg < STATE0 + N_STATE:
-            raise MicrocodeError(f"{where}: bad probe ({kind} lane {lane} {REGISTER_NAMES[reg] if reg < 25 else reg}): "
-                                 f"kinds {PROBE_KINDS}, lane < {p.lanes}, a state register s0..s7")
+            raise MicrocodeError(
+                f"{where}: bad probe ({kind} lane {lane} {REGISTER_NAMES[reg] if reg < 25 else reg}): "
+                f"kinds {PROBE_KINDS}, lane < {p.lanes}, a state register s0..s7"
+            )
     n_params = p.params.shape[0]
     for pc, ins in enumerate(p.code):
         at = f"{where}: instruction {pc} ({ins.op})"
@@ -191,8 +224,10 @@ def check_program(p: Program, where: str = "program") -> None:
             elif kind == "lane" and not 0 <= ins.imm < p.lanes:
                 raise MicrocodeError(f"{at}: lane {ins.imm}, the program has {p.lanes} lane(s)")
             elif kind == "label" and not pc < ins.aux < len(p.code):
-                raise MicrocodeError(f"{at}: branch target {ins.aux} is not a later instruction "
-                                     f"(branches go forward, below {len(p.code)})")
+                raise MicrocodeError(
+                    f"{at}: branch target {ins.aux} is not a later instruction "
+                    f"(branches go forward, below {len(p.code)})"
+                )
         if p.table.size == 0 and ins.op == "lut":
             raise MicrocodeError(f"{at}: lut with an empty table")
 
@@ -209,9 +244,12 @@ HEADER_WORDS = 4
 
 def encode_program(p: Program, where: str = "program") -> bytes:
     check_program(p, where)
-    words = [struct.unpack("<Q", MAGIC + struct.pack("<H", VERSION))[0],
-             p.lanes | p.ports << 8 | p.params.shape[0] << 16 | len(p.probes) << 24 | p.neurons << 32,
-             len(p.code) | p.table.size << 32, 0]
+    words = [
+        struct.unpack("<Q", MAGIC + struct.pack("<H", VERSION))[0],
+        p.lanes | p.ports << 8 | p.params.shape[0] << 16 | len(p.probes) << 24 | p.neurons << 32,
+        len(p.code) | p.table.size << 32,
+        0,
+    ]
     words += [PROBE_KINDS.index(k) | lane << 8 | reg << 16 for k, lane, reg in p.probes]
     words += [encode_instr(i) for i in p.code]
     head = np.array(words, dtype=np.uint64).astype("<u8").tobytes()
@@ -221,14 +259,17 @@ def encode_program(p: Program, where: str = "program") -> bytes:
 
 def decode_program(blob: bytes, where: str = "program") -> Program:
     if len(blob) % WORD_BYTES or len(blob) < HEADER_WORDS * WORD_BYTES:
-        raise MicrocodeError(f"{where}: {len(blob)} bytes is not a whole number of 64-bit words with a header "
-                             f"({HEADER_WORDS} words); the binary is truncated or not microcode")
+        raise MicrocodeError(
+            f"{where}: {len(blob)} bytes is not a whole number of 64-bit words with a header "
+            f"({HEADER_WORDS} words); the binary is truncated or not microcode"
+        )
     if blob[:6] != MAGIC:
         raise MicrocodeError(f"{where}: no microcode magic {MAGIC!r} at the start; not an ssmc microcode binary")
     version = struct.unpack("<H", blob[6:8])[0]
     if version != VERSION:
-        raise MicrocodeError(f"{where}: microcode version {version}, this ssmc reads version {VERSION}; "
-                             "recompile the net with this ssmc")
+        raise MicrocodeError(
+            f"{where}: microcode version {version}, this ssmc reads version {VERSION}; recompile the net with this ssmc"
+        )
     raw = np.frombuffer(blob, dtype="<u8")
     words = raw[:HEADER_WORDS].tolist()  # Python ints for the header, probes and code only: the table and
     # parameters (a word per neuron and parameter) stay one array
@@ -239,20 +280,28 @@ def decode_program(blob: bytes, where: str = "program") -> Program:
         raise MicrocodeError(f"{where}: header word 3 is not 0; the binary is damaged")
     want = HEADER_WORDS + n_probes + n_code + n_table + n_params * neurons
     if len(raw) != want:
-        raise MicrocodeError(f"{where}: the header announces {want} words, the binary has {len(raw)}; "
-                             "it is truncated or damaged")
+        raise MicrocodeError(
+            f"{where}: the header announces {want} words, the binary has {len(raw)}; it is truncated or damaged"
+        )
     at = HEADER_WORDS
     probes = []
-    for w in raw[at:at + n_probes].tolist():
+    for w in raw[at : at + n_probes].tolist():
         if w & 0xFF >= len(PROBE_KINDS) or w >> 24:
             raise MicrocodeError(f"{where}: bad probe word 0x{w:016x}")
         probes.append((PROBE_KINDS[w & 0xFF], (w >> 8) & 0xFF, (w >> 16) & 0xFF))
     at += n_probes
-    code = [decode_instr(w, f"{where}: word {at + i}") for i, w in enumerate(raw[at:at + n_code].tolist())]
+    code = [decode_instr(w, f"{where}: word {at + i}") for i, w in enumerate(raw[at : at + n_code].tolist())]
     at += n_code
     data = np.frombuffer(blob, dtype="<i8")[at:].astype(np.int64)
-    p = Program(lanes=lanes, neurons=neurons, ports=ports, code=code, probes=probes,
-                table=data[:n_table].copy(), params=data[n_table:].reshape(n_params, neurons).copy())
+    p = Program(
+        lanes=lanes,
+        neurons=neurons,
+        ports=ports,
+        code=code,
+        probes=probes,
+        table=data[:n_table].copy(),
+        params=data[n_table:].reshape(n_params, neurons).copy(),
+    )
     check_program(p, where)
     return p
 
