@@ -10,7 +10,7 @@ OUT ?= build
 
 help:
 	@echo "make demo   - set up the venv, compile the shipped example, run it"
-	@echo "make test   - set up the venv, lint (ruff), check the layering (lint-imports) and run the test suite"
+	@echo "make test   - set up the venv, lint and format-check (ruff), check the layering (lint-imports) and run the test suite"
 	@echo "make bench  - run the benchmarks (results in benchmarks/results/)"
 	@echo "make export-examples - retrain and re-export the example models (separate torch venv)"
 
@@ -33,7 +33,8 @@ demo: setup
 	$(VENV)/bin/ssmc run $(OUT)/net.lava --input examples/digits/digits_test.npz --engine lava --limit 8 --compare-numpy
 
 test: setup
-	$(VENV)/bin/ruff check ssmc tests benchmarks examples
+	$(VENV)/bin/ruff check ssmc tests benchmarks examples tools
+	$(VENV)/bin/ruff format --check ssmc tests benchmarks examples tools
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests
 
