@@ -52,10 +52,16 @@ sparse groups run as segment sums or CSR, the rest as BLAS products on one
 thread (many small products: waking BLAS threads costs more than they save).
 The classes of a linear split by weight exponent (--weight-exp row) run as one kernel
 with a shift per row (`_merge_row_split`).
-A float cpx group updates its interleaved state as a complex128 view (one
-complex multiply), in blocks of sequences that stay in cache, straight into its
-message ring when its message is its state. The checked and prepared net is
-kept per graph (`prepare`), so a test set run in many calls pays the set-up once.
+A stateful group (cpx, integrator) runs a chunk's steps in one call of a compiled
+kernel (engine_kernels.py, numba; docs/numpy_engine.md), one sequence at a time
+so that its state stays in cache over the steps, one pass per step; its state is
+its own array, updated in place. A float cpx group's kernel also forms the
+synapse groups around it where their pattern allows (`_fuse`): its input when
+that is a broadcast (an S4D layer's B, from the pre messages), and a channel sum
+reading its states (an S4D layer's C); when that channel sum is all that reads
+it, a run without traces writes none of its messages. The checked and prepared
+net is kept per graph (`prepare`), so a test set run in many calls pays the
+set-up once.
 """
 
 from __future__ import annotations
@@ -90,7 +96,6 @@ from ssmc.ir.fixed_point import (
 from ssmc.ir.fixed_point import sat_count as _sat_count
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
-from ssmc.runtime import engine_kernels
 
 STATEFUL_KINDS = ("cpx", "integrator")
 _EXACT_FLOAT = 1 << 53  # float64 represents every integer of smaller magnitude
@@ -935,6 +940,10 @@ def _state_steps(
     also the zero states of each step. `fused`: (the synapse group whose outputs are this group's input and
     the pre messages [steps * batch, pre] they are formed from, the synapse group whose outputs the kernel
     forms from the states, its sums [steps, batch, post]) -- see _fuse; None where there is none."""
+    # imported on first use: numba's import and start (~0.6 s of CPU, once per process) is paid by the runs
+    # that step a stateful group, not by every command that imports the engine (ssmc report, ...)
+    from ssmc.runtime import engine_kernels
+
     zeros = np.empty(steps, np.int64)
     if a is not None and not (a.flags.c_contiguous and a.flags.writeable):
         a = np.ascontiguousarray(a)  # a bias alone is a read-only broadcast: one kernel type for every input
