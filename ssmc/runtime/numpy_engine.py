@@ -754,7 +754,13 @@ def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, tr
         )
         for g in groups.values()
     )
-    values += sum(2 * s.post_size + s.work_values for s in synapses.values())
+    values += sum(
+        # a fused channel sum's outputs are a ring with its pre group's rows (see _fuse)
+        _buffer_rows(1, net.ring_len.get(s.pre, 0)) * s.post_size
+        if s.fused == "pre"
+        else 2 * s.post_size + s.work_values
+        for s in synapses.values()
+    )
     outs = sum(groups[group].size for _, group in net.outputs)
     per_sequence = 8 * (values + tokens * (2 * features + 3 * outs))
     refuse_oversized_run("numpy engine", batch, tokens, per_sequence, trace)
