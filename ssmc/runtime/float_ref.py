@@ -167,10 +167,11 @@ class FloatEngine:
             from ssmc.runtime import float_kernels  # imports numba: only runs that pay for it
 
             y = np.empty(ins[0].shape)
-            A_bar, B_bar = self._s4d[op.name]
-            d = np.asarray(op.params["D"], dtype=np.float64)
+            # C-ordered arrays (copies only where they are not): numba compiles once per array layout
+            a_bar, b_bar, c = (np.ascontiguousarray(p) for p in (*self._s4d[op.name], self._c[op.name]))
+            d = np.ascontiguousarray(op.params["D"], dtype=np.float64)
             u = np.ascontiguousarray(ins[0], dtype=np.float64)
-            float_kernels.s4d_chunk(self.state[op.name], A_bar, B_bar, self._c[op.name], d, u, y)
+            float_kernels.s4d_chunk(self.state[op.name], a_bar, b_bar, c, d, u, y)
             return y
         if k == "s4d":
             return np.stack([self._eval(op, [ins[0][:, t]], x[:, t]) for t in range(n)], axis=1)
