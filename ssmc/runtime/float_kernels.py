@@ -13,7 +13,8 @@ the same order as that step does on numpy 1.26 with its AVX-512 complex loops:
 - the sum over modes is numpy's pairwise sum (`pairwise_sum`): on a CPU whose numpy loops round
   otherwise, results differ from the numpy step in the last bits only.
 
-Imported on first use (importing numba takes about a second); compiled once per machine and cached
+Imported only by runs large enough to pay for loading it (ssmc.runtime.float_ref._KERNEL_STATE_STEPS:
+importing numba and loading the cached kernel take ~0.65 s of CPU); compiled once per machine and cached
 beside this module (numba's `cache=True`: __pycache__, or a user cache directory when that is not
 writable). No function here is recursive: numba's cache cannot reload recursive functions.
 """

@@ -222,10 +222,11 @@ def check_run_size(graph: Graph, x_shape: tuple, engine: str, fix: str | None = 
 
 _CHUNK_VALUES = 1 << 20  # values a part's chunk holds at most (8 MiB): they mostly stay in cache
 _THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
-# state-steps (batch x tokens x per-channel s4d states) from which a run loads the compiled s4d kernel
-# when numba is not loaded yet: importing numba costs about a second, the numpy step about 10 ns a
-# state-step (a run of 2^22 about 40 ms); once loaded every run uses it
-_KERNEL_STATE_STEPS = 1 << 22
+# state-steps (batch x tokens x per-channel s4d states) from which a run loads the compiled s4d kernel,
+# unless it is loaded already: loading costs ~0.65 s of CPU once per process (importing numba ~0.3 s,
+# the cached kernel ~0.33 s), the numpy step ~6-13 ns a state-step and the kernel ~1.6-2.8 ns (measured
+# at the paper size, batch 64 and 1), so it pays for itself from about 2^26 state-steps in one run
+_KERNEL_STATE_STEPS = 1 << 26
 
 
 def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -279,7 +280,7 @@ def _chunk_tokens(engine: FloatEngine, part: int, batch: int, tokens: int, room:
 
 
 def _kernel_pays(state_steps: int) -> bool:
-    return "numba" in sys.modules or state_steps >= _KERNEL_STATE_STEPS
+    return "ssmc.runtime.float_kernels" in sys.modules or state_steps >= _KERNEL_STATE_STEPS
 
 
 def _cores() -> int:
