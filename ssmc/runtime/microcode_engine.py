@@ -39,11 +39,11 @@ The source group's port holds the host's token, rounded to an integer
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import scipy.sparse
 
 from ssmc import limits
 from ssmc.data import check_sequences
@@ -80,6 +80,9 @@ HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clip
 _PORT_CLIP = 1 << 40  # a dense synapse output is clipped to this before it becomes int64: it sats the same
 _COUNTED = {1: "accumulator", 2: "state", 3: "message"}  # the kernels' counter numbers (the ISA's)
 _THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
+
+_operands = functools.cache(lambda op: frozenset(operand_kinds(op)))  # an instruction's operand kinds, looked up
+# once per opcode: the program planning asks for every instruction of every class
 
 _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> its groups' programs, see run_net
 
@@ -525,10 +528,11 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[port][rows] = g.width + rows
             g.width += weight.shape[0]
         else:
-            csr = scipy.sparse.csr_matrix(weight)
-            rows = np.flatnonzero(np.diff(csr.indptr))
-            s.indptr = np.append(csr.indptr[rows], csr.indptr[-1]).astype(np.int64)  # rows without terms dropped
-            s.cols, s.vals = csr.indices.astype(np.int64), csr.data.astype(np.int64)
+            terms, cols, vals = numpy_engine._nonzeros(weight)  # row-major (fast for an S4D's channel patterns)
+            starts = np.flatnonzero(np.diff(terms, prepend=-1))
+            rows = terms[starts]  # the rows with terms
+            s.indptr = np.append(starts, len(terms)).astype(np.int64)
+            s.cols, s.vals = cols.astype(np.int64), vals.astype(np.int64)
             g.colmaps[port][rows] = g.width + np.arange(len(rows))
             g.width += len(rows)
         synapses[op.name] = s
@@ -547,7 +551,11 @@ def _plan_units(g: _Group) -> None:
         cols = np.array([g.colmaps[port][u.lo + neurons * lanes + lane] for port, lane in slots], np.int64).reshape(
             len(slots), u.prog.neurons
         )
-        if slots:
+        if 0 < len(slots) < 63:  # a number per neuron: much faster than unique columns
+            weights = np.left_shift(1, np.arange(len(slots), dtype=np.int64))
+            numbers, which = np.unique(weights @ (cols >= 0), return_inverse=True)
+            signatures = (numbers[None, :] & weights[:, None]) != 0
+        elif slots:
             signatures, which = np.unique(cols >= 0, axis=1, return_inverse=True)
         else:  # no port read: one class
             signatures, which = np.ones((0, 1), bool), np.zeros(u.prog.neurons, np.int64)
@@ -559,9 +567,9 @@ def _plan_units(g: _Group) -> None:
             used = sorted({(ins.aux, ins.imm) for ins in code if ins.op == "in"})
             regs = {reg for _, _, reg in u.prog.probes}
             for ins in code:
-                operands = operand_kinds(ins.op)
+                operands = _operands(ins.op)
                 regs |= {r for kind, r in (("d", ins.rd), ("a", ins.ra), ("b", ins.rb)) if kind in operands}
-            reads = {r for ins in code for kind, r in (("a", ins.ra), ("b", ins.rb)) if kind in operand_kinds(ins.op)}
+            reads = {r for ins in code for kind, r in (("a", ins.ra), ("b", ins.rb)) if kind in _operands(ins.op)}
             class_cols = np.ascontiguousarray(cols[[slots.index(s) for s in used]][:, members]).reshape(
                 len(used), len(members)
             )
@@ -615,7 +623,7 @@ def _specialize(code: list[Instr], zero: set[tuple[int, int]], raw: bool = False
             rep = Instr("mov", rd=d, ra=b)
         if (rep.op == "mov" and rep.rd == rep.ra) or (rep.op == "li" and rep.imm == 0 and d in z):
             rep = None  # changes nothing
-        elif "d" in operand_kinds(rep.op):
+        elif "d" in _operands(rep.op):
             if rep.op == "li" and rep.imm == 0:
                 z.add(d)
             else:
@@ -642,7 +650,7 @@ def _specialize(code: list[Instr], zero: set[tuple[int, int]], raw: bool = False
         if ins is None:
             live_in[pc] = live
             continue
-        kinds = operand_kinds(ins.op)
+        kinds = _operands(ins.op)
         if ins.op in _PURE and ins.rd < STATE0 and ins.rd not in live:
             new[pc] = None
             live_in[pc] = live
@@ -669,7 +677,7 @@ def _propagate_copies(code: list[Instr], new: list[Instr | None], raw: bool) -> 
             continue  # unreachable
         copies, w32 = dict(facts[pc][0]), set(facts[pc][1])
         if ins is not None:
-            kinds = operand_kinds(ins.op)
+            kinds = _operands(ins.op)
             a = copies.get(ins.ra, ins.ra) if "a" in kinds else ins.ra
             b = copies.get(ins.rb, ins.rb) if "b" in kinds else ins.rb
             ins = replace(ins, ra=a, rb=b)
