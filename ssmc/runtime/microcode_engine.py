@@ -7,20 +7,30 @@ check that each program was generated for its group.
 
 One step t:
 1. synapse stage (the contract's, not microcode): every synapse group computes
-   sat(shr(W @ m_pre[t - delay], -weight_exp), 32) -- or, when its pre group sends
-   sigma-delta, sums W @ m over time before the shift -- and puts it on its
-   target's port, with which values it clipped;
-2. every group runs its program once, SIMD over its neurons and the batch:
-   each instruction is one numpy operation on [batch, neurons] int64 arrays;
+   shr(W @ m_pre[t - delay], -weight_exp) -- or, when its pre group sends
+   sigma-delta, of W @ m summed over time -- and puts it on its target's port;
+   an `in` reading it saturates it to 32 bits and counts what it clipped;
+2. every group runs its program once for each of its neurons (SIMD over the
+   neurons and the batch);
 3. the emitted messages go into the ring buffers the synapses read.
 
 It runs that in the numpy engine's order (numpy_engine docstring): a chunk of
-steps at a time, group by group in execution order, each synapse group as one
-numpy-engine kernel call over the chunk, messages in rings of whole chunks. A
-program that carries no state from step to step (`carries_state`, decided from
-the decoded code: no state register read before written) runs every span of
-the chunk's steps that takes the same branches as one update, SIMD over
-[steps x batch, neurons]; any other program runs step by step.
+steps at a time, group by group in execution order, each synapse group over
+the whole chunk, messages in rings of whole chunks. The interpreter and the
+synapse stage of sparse synapse groups are compiled kernels
+(microcode_kernels.py, numba): the interpreter executes the decoded program's
+instructions over tiles of neurons, each tile through all the chunk's steps;
+a dense synapse group runs the numpy engine's kernel (BLAS).
+
+A sparse synapse group delivers only the rows where W has a non-zero: the
+other rows of its port are 0 at every step (and never clip). So the neurons of
+a unit fall into classes by which of their `in` reads can be non-zero, and
+each class runs the decoded program with the reads known to be 0 folded away
+(`_specialize`: an `in` of a zero row becomes `li 0`, an add of 0 a move, and
+what nothing reads any more is dropped) -- a partial evaluation that computes
+exactly the integers and counts of the whole program. An S4D layer whose B was
+split by row exponent into 13 synapse groups feeds 13 ports, of which each
+neuron reads one non-zero: its class runs 1 `in`, not 13 and 12 adds.
 
 The source group's port holds the host's token, rounded to an integer
 (floor(x 2^frac + 1/2), clipped to 34 bits); its program saturates it.
@@ -28,32 +38,31 @@ The source group's port holds the host's token, rounded to an integer
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
 from ssmc import limits
 from ssmc.data import check_sequences
 from ssmc.errors import MicrocodeError
-from ssmc.ir.fixed_point import ACC_BITS
 from ssmc.ir.graph import Graph
 from ssmc.ir.ops import with_defaults
 from ssmc.backend_loihi.microcode.emit import fingerprint, ports_of, read_index
 from ssmc.backend_loihi.microcode.isa import (
-    COUNTER_QUANTITY,
-    COUNTERS,
     N_STATE,
     N_TEMP,
-    PARAM0,
     STATE0,
     ZERO,
+    Instr,
     Program,
     decode_program,
     operand_kinds,
 )
 from ssmc.runtime import numpy_engine
+from ssmc.runtime.microcode_kernels import COUNTS, OP, run_program_chunk, sparse_synapse_chunk
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
     EngineResult,
@@ -68,15 +77,29 @@ from ssmc.runtime.numpy_engine import (
 )
 
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
+_PORT_CLIP = 1 << 40  # a dense synapse output is clipped to this before it becomes int64: it sats the same
+_COUNTED = {1: "accumulator", 2: "state", 3: "message"}  # the kernels' counter numbers (the ISA's)
+_THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
 
+_operands = functools.cache(lambda op: frozenset(operand_kinds(op)))  # an instruction's operand kinds, looked up
+# once per opcode: the program planning asks for every instruction of every class
 
 _LOADED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> its groups' programs, see run_net
 
 
 @dataclass
-class _Port:
-    value: np.ndarray | int = 0  # [batch, size] int64, or 0
-    clipped: np.ndarray | None = None  # [batch, size] bool: where the synapse stage clipped (None: nowhere)
+class _Class:
+    """Neurons of a unit whose `in` reads are zero in the same places, and the code they run."""
+
+    neurons: np.ndarray  # int64 [members]: neuron numbers within the unit
+    comps: np.ndarray  # int64 [members]: the first compartment of each in the group
+    code: np.ndarray  # int64 [instructions, 6], microcode_kernels' numbering; `in` reads slot `aux`
+    cols: np.ndarray  # int64 [slots, members]: the port buffer column of each slot, per member
+    bases: np.ndarray  # int64 [slots]: the first column where a slot's columns are consecutive, else -1
+    params: np.ndarray  # int64 [params, members]: the members' parameter memory
+    states: np.ndarray  # int64: the state registers (0..7) the code or a probe uses
+    temps: np.ndarray  # int64: the temporaries the code reads (zeroed before each update)
+    state: np.ndarray | None = None  # run state: the members' s0..s7 [8, batch, members]
 
 
 @dataclass
@@ -86,10 +109,8 @@ class _Unit:
     prog: Program
     lo: int
     hi: int
-    run: list[Callable] = field(default_factory=list)
-    regs: list = field(default_factory=list)
-    shape: tuple[int, int] = (0, 0)  # a register's shape: [rows being run (steps x batch), neurons of this unit]
-    carries_state: bool = True  # see carries_state
+    classes: list[_Class] = field(default_factory=list)
+    probe_regs: np.ndarray = field(default_factory=lambda: np.zeros((3, 0), np.int64))  # register, lane, kind
 
 
 @dataclass
@@ -100,9 +121,12 @@ class _Group:
     frac: int
     decode: str
     size: int
-    ports: list[_Port]
-    out: np.ndarray | None = None  # the messages of the rows being run [rows, size]
-    rows: slice = slice(None)  # the rows of the ports being run (steps x batch)
+    n_ports: int
+    raw: bool = False  # the ports hold values an `in` reads as they are (the host's token): no sat, no count
+    emits_all: bool = False  # every path through every unit's code emits every lane: no message to zero first
+    colmaps: list[np.ndarray] = field(default_factory=list)  # per port: int64 [size], column in `ports`, -1: 0
+    width: int = 0  # columns of `ports`
+    ports: np.ndarray | None = None  # run: the chunk's port values [n * batch, width] (int64, before the sat)
     buf: np.ndarray | None = None  # messages [rows, batch, size], a ring of whole chunks (numpy_engine._group_chunk)
     pos: int = 0  # where the chunk being run starts in buf
     ran: int = 0  # steps of that chunk
@@ -114,16 +138,37 @@ class _Group:
     def prog(self) -> Program:  # every unit runs the same code with the same lanes and probes
         return self.units[0].prog
 
+    @property
+    def probe_kinds(self) -> list[str]:
+        return sorted({k for k, _, _ in self.prog.probes})
+
 
 @dataclass
 class _Synapses:
     pre: str
     post: str
-    port: int
-    kernel: object  # this run's copy of the numpy engine's prepared synapse group (W's kernel, shift, sigma sum)
-    exp: int
+    col0: int  # its first column in the post group's port buffer
     delay: int
     sigma_pre: bool  # the pre group sends sigma-delta: sum W @ m over time before the shift
+    # sparse (the compiled kernel): its non-zero rows in CSR form, one port column per row
+    indptr: np.ndarray | None = None
+    cols: np.ndarray | None = None
+    vals: np.ndarray | None = None
+    shift: int = 0  # > 0: right shift; < 0: left shift (see sparse_synapse_chunk)
+    # dense: the numpy engine's prepared kernel (a run's own copy), one port column per post row
+    kernel: object = None
+    post_size: int = 0
+    sigma: np.ndarray | None = None  # run state (sparse: int64 [batch, rows])
+
+    @property
+    def columns(self) -> int:
+        return self.post_size if self.kernel is not None else len(self.indptr) - 1
+
+
+@dataclass
+class _Loaded:
+    groups: dict[str, _Group]  # templates without run state
+    synapses: dict[str, _Synapses]
 
 
 @one_blas_thread
@@ -137,92 +182,111 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     loaded = cached_per_graph(
         _LOADED,
         graph,
-        lambda gr: _load_groups(gr, net.extras),
+        lambda gr: _load(gr, net.extras, kernels),
         *(v for item in sorted(net.extras.items()) for v in item),
     )
-    groups = {
-        name: replace(
-            g,
-            units=[_Unit(u.prog, u.lo, u.hi, carries_state=u.carries_state) for u in g.units],
-            ports=[_Port() for _ in g.ports],
-            counts=dict.fromkeys(SAT_QUANTITIES, 0),
-        )
-        for name, g in loaded.items()
-    }
-    synapses = _run_synapses(graph, kernels)
-    steps = tokens + max((g.depth for g in groups.values()), default=0)
+    steps = tokens + max((g.depth for g in loaded.groups.values()), default=0)
     ring_len: dict[str, int] = {}
-    for s in synapses.values():
+    for s in loaded.synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
-    room = _check_run_size(groups, synapses, ring_len, graph, x.shape, steps, trace)
-    # per step of a chunk: a group's message ring (up to 2 rows), the registers of a program run over all
-    # the steps of a span (one stepped keeps [batch, neurons]), a synapse group's outputs, clip mask and
-    # kernel temporaries
-    step_values = sum(
-        2 * g.size + sum((N_STATE + N_TEMP) * u.prog.neurons for u in g.units if not u.carries_state)
-        for g in groups.values()
-    ) + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
-    chunk = numpy_engine._chunk_steps(step_values, batch, batch, steps, room)
-    _allocate(groups, synapses, ring_len, chunk, batch)
-    host = {}
-    for name, g in groups.items():
-        if graph.op(name).attrs["kind"] == "source":
-            host[name] = np.ascontiguousarray(quantize_source(x, g.frac, HOST_BITS)[0].transpose(1, 0, 2))
-    # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
-    read = {out.inputs[0]: np.zeros((tokens, batch, groups[out.inputs[0]].size), np.int64) for out in graph.outputs()}
-    traces = _new_traces(groups, steps, batch) if trace else {}
+    threads = max(1, min(numpy_engine._cores(), batch // _THREAD_SEQUENCES))
+    parts = [slice(i * batch // threads, (i + 1) * batch // threads) for i in range(threads)]
+    room = _check_run_size(loaded, ring_len, graph, x.shape, steps, trace)
+    # per step of a chunk and sequence: a group's message ring (up to 2 rows) and port buffer, a dense
+    # synapse group's outputs and kernel temporaries
+    step_values = sum(2 * g.size + g.width for g in loaded.groups.values()) + sum(
+        2 * s.post_size + s.kernel.work_values for s in loaded.synapses.values() if s.kernel is not None
+    )
+    chunk = numpy_engine._chunk_steps(step_values, -(-batch // threads), batch, steps, room)
     order = [(op.kind, op.name) for op in graph.ops() if op.kind in ("neurons", "synapses")]
+    # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
+    read = {
+        out.inputs[0]: np.zeros((tokens, batch, loaded.groups[out.inputs[0]].size), np.int64) for out in graph.outputs()
+    }
+    traces = _new_traces(loaded.groups, steps, batch) if trace else {}
 
-    for t0 in range(0, steps, chunk):
-        n = min(chunk, steps - t0)
-        for g in groups.values():
-            for p in g.ports:
-                p.value, p.clipped = 0, None
-        for name, tok in host.items():
-            value = np.zeros((n, batch, tok.shape[2]), np.int64)
-            k = max(0, min(n, tokens - t0))
-            value[:k] = tok[t0 : t0 + k]
-            groups[name].ports[0].value = value.reshape(n * batch, -1)
-        for kind, name in order:
-            if kind == "synapses":
-                _synapse_chunk_to_port(synapses[name], groups, t0, n, batch)
-                continue
-            _neuron_chunk(groups[name], t0, n, batch, tokens, read, traces if trace else None)
+    def run_part(rows: slice) -> dict[str, _Group]:
+        return _run_part(
+            loaded,
+            order,
+            x[rows],
+            steps,
+            chunk,
+            ring_len,
+            {k: v[:, rows] for k, v in read.items()},
+            {k: v[:, rows] for k, v in traces.items()} if trace else None,
+        )
 
+    if threads == 1:
+        runs = [run_part(parts[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            runs = list(pool.map(run_part, parts))
+    groups = runs[0]
+    for other in runs[1:]:
+        for name, g in groups.items():
+            g.zeros += other[name].zeros
+            g.total += other[name].total
+            for q in SAT_QUANTITIES:
+                g.counts[q] += other[name].counts[q]
     read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
     traces = {name: v.transpose(1, 0, 2) for name, v in traces.items()}
     return engine_result(output_groups(graph), groups, read, traces if trace else None, steps)
 
 
-def _run_synapses(graph: Graph, kernels: dict) -> dict[str, _Synapses]:
-    """The graph's synapse groups for one run, each with its own copy of its prepared kernel."""
-    synapses = {}
-    for op in graph.ops_of_kind("synapses"):
-        post = graph.consumers(op.name)[0]
-        a = with_defaults(op)
-        synapses[op.name] = _Synapses(
-            op.inputs[0],
-            post.name,
-            list(post.inputs).index(op.name),
-            replace(kernels[op.name]),
-            int(a["weight_exp"]),
-            int(a["delay"]),
-            int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0,
-        )
-    return synapses
+def _run_part(
+    loaded: _Loaded,
+    order: list[tuple[str, str]],
+    x: np.ndarray,
+    steps: int,
+    chunk: int,
+    ring_len: dict[str, int],
+    read: dict[str, np.ndarray],
+    traces: dict[str, np.ndarray] | None,
+) -> dict[str, _Group]:
+    """Run sequences x [batch, tokens, features] in chunks of steps into `read` and `traces` (step-major
+    views of this part's sequences; None: no trace); its groups, with their counts."""
+    batch, tokens, _ = x.shape
+    groups = {name: _start_group(g, batch, chunk, ring_len.get(name, 0)) for name, g in loaded.groups.items()}
+    synapses = {name: _start_synapses(s, batch) for name, s in loaded.synapses.items()}
+    host = {}
+    for name, g in groups.items():
+        if g.raw:
+            host[name] = np.ascontiguousarray(quantize_source(x, g.frac, HOST_BITS)[0].transpose(1, 0, 2))
+    for t0 in range(0, steps, chunk):
+        n = min(chunk, steps - t0)
+        for name, tok in host.items():
+            ports = groups[name].ports[: n * batch].reshape(n, batch, -1)
+            k = max(0, min(n, tokens - t0))
+            ports[:k] = tok[t0 : t0 + k]
+            ports[k:] = 0
+        for kind, name in order:
+            if kind == "synapses":
+                _synapse_chunk(synapses[name], groups, t0, n, batch)
+            else:
+                _neuron_chunk(groups[name], t0, n, batch, tokens, read, traces)
+    return groups
 
 
-def _allocate(
-    groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len: dict[str, int], chunk: int, batch: int
-) -> None:
-    """The registers, message rings and sigma sums of a run in chunks of `chunk` steps."""
-    for g in groups.values():
-        _prepare_units(g, batch)
-        g.buf = np.zeros((_buffer_rows(chunk, ring_len.get(g.name, 0)), batch, g.size), np.int64)
-        g.pos = g.ran = 0
-    for s in synapses.values():
+def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
+    g = replace(template, counts=dict.fromkeys(SAT_QUANTITIES, 0))
+    g.units = [
+        replace(u, classes=[replace(c, state=np.zeros((N_STATE, batch, len(c.neurons)), np.int64)) for c in u.classes])
+        for u in template.units
+    ]
+    g.ports = np.zeros((chunk * batch, g.width), np.int64)
+    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, g.size), np.int64)
+    return g
+
+
+def _start_synapses(template: _Synapses, batch: int) -> _Synapses:
+    s = replace(template)
+    if s.kernel is not None:
+        s.kernel = replace(s.kernel)  # its output buffer and sigma sum are this run's
         if s.sigma_pre:
-            s.kernel.sigma = np.zeros((batch, s.kernel.post_size), np.float64 if s.kernel.exact_float else np.int64)
+            s.kernel.sigma = np.zeros((batch, s.post_size), np.float64 if s.kernel.exact_float else np.int64)
+    s.sigma = np.zeros((batch, s.columns) if s.sigma_pre and s.kernel is None else (0, 0), np.int64)
+    return s
 
 
 def _new_traces(groups: dict[str, _Group], steps: int, batch: int) -> dict[str, np.ndarray]:
@@ -230,9 +294,12 @@ def _new_traces(groups: dict[str, _Group], steps: int, batch: int) -> dict[str, 
     traces: dict[str, np.ndarray] = {}
     for g in groups.values():
         traces[g.name] = np.zeros((steps, batch, g.size), np.int64)
-        for kind in sorted({k for k, _, _ in g.prog.probes}):
+        for kind in g.probe_kinds:
             traces[f"{g.name}.{kind}"] = np.zeros((steps, batch, g.size), np.int64)
     return traces
+
+
+_NO_PROBES = np.zeros((0, 1, 1, 1), np.int64)
 
 
 def _neuron_chunk(
@@ -249,10 +316,20 @@ def _neuron_chunk(
     pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
     g.pos, g.ran = pos, n
     out = g.buf[pos : pos + n]
-    probes = (
-        {kind: traces[f"{g.name}.{kind}"][t0 : t0 + n] for kind, _, _ in g.prog.probes} if traces is not None else None
-    )
-    _run_group(g, t0, n, batch, out, probes)
+    if not g.emits_all:
+        out[...] = 0  # what no emit sends
+    kinds = g.probe_kinds if traces is not None else []
+    probes = np.zeros((len(kinds), n, batch, g.size), np.int64) if kinds else _NO_PROBES
+    counts = np.zeros(COUNTS, np.int64)
+    for u in g.units:
+        regs = u.probe_regs if kinds else u.probe_regs[:, :0]
+        for c in u.classes:
+            run_program_chunk(
+                c.code, c.params, u.prog.table, c.comps, c.cols, c.bases, t0, n, batch, 0, batch,
+                g.ports, c.state, c.states, c.temps, out, regs, probes, counts,
+            )  # fmt: skip
+    for k, name in _COUNTED.items():
+        g.counts[name] += int(counts[k])
     lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
     if hi > lo:
         carried = out[lo - t0 : hi - t0]
@@ -262,59 +339,80 @@ def _neuron_chunk(
             read[g.name][lo - g.depth : hi - g.depth] = carried
     if traces is not None:
         traces[g.name][t0 : t0 + n] = out
+        for i, kind in enumerate(kinds):
+            traces[f"{g.name}.{kind}"][t0 : t0 + n] = probes[i]
 
 
-def _check_run_size(
-    groups: dict, synapses: dict, ring_len: dict[str, int], graph: Graph, x_shape, steps: int, trace: bool
-) -> int:
-    """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit when run
-    in chunks of 1 step: registers (state and temporaries), message rings with the history the delays need,
-    the synapse outputs, tokens, outputs and traces. Returns the bytes the limit leaves over for longer chunks."""
-    batch, tokens, features = x_shape
-    per_neuron = sum(
-        g.size
-        * (
-            N_STATE
-            + N_TEMP
-            + _buffer_rows(1, ring_len.get(g.name, 0))
-            + (steps * (1 + len({k for k, _, _ in g.prog.probes})) if trace else 0)
+def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, batch: int) -> None:
+    """Put s's outputs for steps t0 .. t0 + n - 1 (before the 32-bit sat) on its columns of its target's
+    port buffer, rows [n * batch]; formed from the pre group's message ring at every step."""
+    pre, ports = groups[s.pre], groups[s.post].ports
+    if s.kernel is None:
+        start = (pre.pos - s.delay) % len(pre.buf)
+        sparse_synapse_chunk(
+            pre.buf, start, n, batch, 0, batch, s.indptr, s.cols, s.vals, s.shift, s.sigma, ports, s.col0
         )
-        for g in groups.values()
-    )
-    outs = sum(groups[o.inputs[0]].size for o in graph.outputs())
-    per_sequence = 8 * (
-        per_neuron
-        + sum(3 * s.kernel.post_size + s.kernel.work_values for s in synapses.values())
-        + tokens * (2 * features + outs)
-    )
+        return
+    cols = ports[: n * batch, s.col0 : s.col0 + s.post_size]
+    formed = numpy_engine._synapse_chunk(s.kernel, pre, t0, n, 0, batch)
+    if formed is None:  # W = 0 or the pre group idle
+        cols[...] = 0
+    else:  # exact integers (float64 ones too): clipped where the 32-bit sat gives the same
+        np.clip(formed[0], -_PORT_CLIP, _PORT_CLIP, out=cols, casting="unsafe")
+
+
+def _check_run_size(loaded: _Loaded, ring_len: dict[str, int], graph: Graph, x_shape, steps: int, trace: bool) -> int:
+    """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit when run
+    in chunks of 1 step: state registers, port buffers, message rings with the history the delays need,
+    dense synapse groups' outputs, sigma sums, tokens, outputs and traces. Returns the bytes the limit leaves
+    over for longer chunks."""
+    batch, tokens, features = x_shape
+    per_sequence = 0
+    for g in loaded.groups.values():
+        per_sequence += N_STATE * sum(u.prog.neurons for u in g.units) + g.width
+        per_sequence += g.size * (
+            _buffer_rows(1, ring_len.get(g.name, 0)) + (steps * (1 + len(g.probe_kinds)) if trace else 0)
+        )
+    for s in loaded.synapses.values():
+        per_sequence += (
+            (3 * s.post_size + s.kernel.work_values) if s.kernel is not None else (s.columns if s.sigma_pre else 0)
+        )
+    outs = sum(loaded.groups[o.inputs[0]].size for o in graph.outputs())
+    per_sequence = 8 * (per_sequence + tokens * (2 * features + outs))
     refuse_oversized_run("microcode engine", batch, tokens, per_sequence, trace)
     return limits.current().work_bytes - batch * per_sequence
 
 
 def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple[np.ndarray, dict, dict]:
-    """One program alone: `ports[k]` [steps, batch, size] is what port k holds at each step.
-    Returns the messages [steps, batch, size], the saturation counts and the probed
+    """One program alone: `ports[k]` [steps, batch, size] is what port k holds at each step (read as it is:
+    no sat; a compartment that is 0 at every step is read as a synapse group's zero row). Returns the messages [steps, batch, size], the saturation counts and the probed
     registers (kind -> [steps, batch, size]). For tests of the ISA and for experiments."""
     steps, batch, size = ports[0].shape if ports else (1, 1, prog.neurons * prog.lanes)
-    g = _Group(
-        "program",
-        [_Unit(prog, 0, size, carries_state=carries_state(prog))],
-        depth,
-        0,
-        "none",
-        size,
-        [_Port() for _ in range(prog.ports)],
-    )
-    _prepare_units(g, batch)
-    msgs = np.zeros((steps, batch, size), np.int64)
-    probes = {kind: np.zeros((steps, batch, size), np.int64) for kind, _, _ in prog.probes}
-    for port, values in zip(g.ports, ports):
-        port.value, port.clipped = values.reshape(steps * batch, size), None
-    _run_group(g, 0, steps, batch, msgs, probes)
-    return msgs, g.counts, probes
+    g = _Group("program", [_Unit(prog, 0, size)], depth, 0, "none", size, prog.ports, raw=True)
+    # a compartment whose port is 0 at every step is read as the synapse stage's zero rows are (see _specialize)
+    g.colmaps = [
+        np.where(np.any(values != 0, axis=(0, 1)), np.arange(k * size, (k + 1) * size), -1).astype(np.int64)
+        for k, values in enumerate(ports)
+    ]
+    g.width = prog.ports * size
+    _plan_units(g)
+    g = _start_group(g, batch, steps, 0)
+    for k, values in enumerate(ports):
+        g.ports[:, k * size : (k + 1) * size] = values.reshape(steps * batch, size)
+    traces = _new_traces({"program": g}, steps, batch)
+    _neuron_chunk(g, 0, steps, batch, steps, {}, traces)
+    return traces["program"], g.counts, {kind: traces[f"program.{kind}"] for kind in g.probe_kinds}
 
 
 # -- loading and checking the programs -------------------------------------------------------
+def _load(graph: Graph, extras: dict[str, bytes], kernels: dict) -> _Loaded:
+    groups = _load_groups(graph, extras)
+    synapses = _plan_synapses(graph, groups, kernels)
+    for g in groups.values():
+        _plan_units(g)
+    return _Loaded(groups, synapses)
+
+
 def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
     rows = read_index(extras)
     names = [op.name for op in graph.ops_of_kind("neurons")]
@@ -361,8 +459,6 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
             raise MicrocodeError(
                 f"{where}: the programs cover {covered} of the group's {size} compartments; recompile the net"
             )
-        for u in units:
-            u.carries_state = carries_state(u.prog)
         groups[op.name] = _Group(
             op.name,
             _merged_units(units),
@@ -370,7 +466,8 @@ def _load_groups(graph: Graph, extras: dict[str, bytes]) -> dict[str, _Group]:
             int(a["frac"]),
             a["decode"],
             size,
-            [_Port() for _ in range(ports)],
+            ports,
+            raw=a["kind"] == "source",
         )
     return groups
 
@@ -379,7 +476,7 @@ def _merged_units(units: list[_Unit]) -> list[_Unit]:
     """Neighbouring units (a group's blocks on different cores) that run the same code, lookup table and
     probes, as one unit over both blocks with their parameter memories side by side. Every instruction
     acts on each neuron alone (SIMD; a branch tests only the step), so the merged unit computes the same
-    integers for every neuron, in one numpy operation per instruction instead of one per core."""
+    integers for every neuron, in one kernel call instead of one per core."""
     merged: list[_Unit] = []
     for u in units:
         last = merged[-1].prog if merged else None
@@ -392,214 +489,249 @@ def _merged_units(units: list[_Unit]) -> list[_Unit]:
             prog = replace(
                 last, neurons=last.neurons + u.prog.neurons, params=np.concatenate([last.params, u.prog.params], axis=1)
             )
-            merged[-1] = _Unit(prog, merged[-1].lo, u.hi, carries_state=u.carries_state)
+            merged[-1] = _Unit(prog, merged[-1].lo, u.hi)
         else:
             merged.append(u)
     return merged
 
 
-def _prepare_units(g: _Group, batch: int) -> None:
+def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> dict[str, _Synapses]:
+    """Each synapse group's columns in its target's port buffer and how it forms them: a dense one (the
+    numpy engine chose BLAS for it) with the numpy engine's kernel, one column per post row; any other
+    with the compiled CSR kernel, one column per row where W has a non-zero (the others are 0)."""
+    synapses = {}
+    for g in groups.values():
+        g.colmaps = [np.full(g.size, -1, np.int64) for _ in range(g.n_ports)]
+        g.width = 0
+    for name, g in groups.items():
+        if g.raw:  # the host's token
+            g.colmaps[0] = np.arange(g.size, dtype=np.int64)
+            g.width = g.size
+    for op in graph.ops_of_kind("synapses"):
+        post = graph.consumers(op.name)[0]
+        g = groups[post.name]
+        port = list(post.inputs).index(op.name)
+        a = with_defaults(op)
+        exp = int(a["weight_exp"])
+        s = _Synapses(
+            op.inputs[0],
+            post.name,
+            g.width,
+            int(a["delay"]),
+            int(with_defaults(graph.op(op.inputs[0]))["delta"]) > 0,
+            shift=-min(exp, 32) if exp > 0 else min(-exp, 63),
+        )
+        weight = op.params["weight"]
+        if kernels[op.name].kernel == "dense":
+            s.kernel, s.post_size = kernels[op.name], weight.shape[0]
+            rows = np.flatnonzero(weight.any(axis=1))
+            g.colmaps[port][rows] = g.width + rows
+            g.width += weight.shape[0]
+        else:
+            terms, cols, vals = numpy_engine._nonzeros(weight)  # row-major (fast for an S4D's channel patterns)
+            starts = np.flatnonzero(np.diff(terms, prepend=-1))
+            rows = terms[starts]  # the rows with terms
+            s.indptr = np.append(starts, len(terms)).astype(np.int64)
+            s.cols, s.vals = cols.astype(np.int64), vals.astype(np.int64)
+            g.colmaps[port][rows] = g.width + np.arange(len(rows))
+            g.width += len(rows)
+        synapses[op.name] = s
+    return synapses
+
+
+def _plan_units(g: _Group) -> None:
+    """Each unit's classes of neurons (by which `in` reads can be non-zero) with their specialised code, and
+    its probes as the kernel takes them."""
+    kinds = g.probe_kinds
+    g.emits_all = all(_emits_every_lane(u.prog) for u in g.units)
     for u in g.units:
-        u.regs, u.shape = _registers(u.prog, batch), (batch, u.prog.neurons)
-        u.run = [_compile(ins, g, u) for ins in u.prog.code]
+        lanes = u.prog.lanes
+        slots = sorted({(ins.aux, ins.imm) for ins in u.prog.code if ins.op == "in"})
+        neurons = np.arange(u.prog.neurons)
+        cols = np.array([g.colmaps[port][u.lo + neurons * lanes + lane] for port, lane in slots], np.int64).reshape(
+            len(slots), u.prog.neurons
+        )
+        if 0 < len(slots) < 63:  # a number per neuron: much faster than unique columns
+            weights = np.left_shift(1, np.arange(len(slots), dtype=np.int64))
+            numbers, which = np.unique(weights @ (cols >= 0), return_inverse=True)
+            signatures = (numbers[None, :] & weights[:, None]) != 0
+        elif slots:
+            signatures, which = np.unique(cols >= 0, axis=1, return_inverse=True)
+        else:  # no port read: one class
+            signatures, which = np.ones((0, 1), bool), np.zeros(u.prog.neurons, np.int64)
+        u.classes = []
+        for k in range(signatures.shape[1]):
+            members = np.flatnonzero(which.reshape(-1) == k)
+            zero = {slot for slot, live in zip(slots, signatures[:, k]) if not live}
+            code = _specialize(u.prog.code, zero, g.raw)
+            used = sorted({(ins.aux, ins.imm) for ins in code if ins.op == "in"})
+            regs = {reg for _, _, reg in u.prog.probes}
+            for ins in code:
+                operands = _operands(ins.op)
+                regs |= {r for kind, r in (("d", ins.rd), ("a", ins.ra), ("b", ins.rb)) if kind in operands}
+            reads = {r for ins in code for kind, r in (("a", ins.ra), ("b", ins.rb)) if kind in _operands(ins.op)}
+            class_cols = np.ascontiguousarray(cols[[slots.index(s) for s in used]][:, members]).reshape(
+                len(used), len(members)
+            )
+            consecutive = np.all(class_cols == class_cols[:, :1] + np.arange(len(members)), axis=1)
+            u.classes.append(
+                _Class(
+                    members.astype(np.int64),
+                    (u.lo + members * lanes).astype(np.int64),
+                    _code_array(code, used, g.raw),
+                    class_cols,
+                    np.where(consecutive, class_cols[:, 0] if len(members) else 0, -1).astype(np.int64),
+                    np.ascontiguousarray(u.prog.params[:, members]),
+                    np.array(sorted(r - STATE0 for r in regs if STATE0 <= r < STATE0 + N_STATE), np.int64),
+                    np.array(sorted(r for r in reads if r < N_TEMP), np.int64),
+                )
+            )
+        u.probe_regs = np.array(
+            [[reg for _, _, reg in u.prog.probes], [lane for _, lane, _ in u.prog.probes],
+             [kinds.index(kind) for kind, _, _ in u.prog.probes]],
+            np.int64,
+        ).reshape(3, -1)  # fmt: skip
 
 
-def _registers(p: Program, batch: int) -> list:
-    regs: list = [0] * (ZERO + 1)
-    for k in range(N_STATE):
-        regs[STATE0 + k] = np.zeros((batch, p.neurons), np.int64)
-    for k in range(p.params.shape[0]):
-        regs[PARAM0 + k] = p.params[k]
-    return regs
+_PURE = {"li", "mov", "add", "sub", "mul", "addi", "shr", "shl", "rshr", "max", "min", "abs", "cgei", "mask"}
 
 
-def carries_state(p: Program) -> bool:
-    """Whether a step's update can see what an earlier step left in a state register: some path through
-    the code (branches go forward) reads one -- as an operand, or as a probe after the update -- before
-    writing it. A program that cannot runs all steps of a span at once, as rows of one update."""
-    written: list[set | None] = [None] * (len(p.code) + 1)  # registers written on every path to pc
-    written[0] = set()
+def _specialize(code: list[Instr], zero: set[tuple[int, int]], raw: bool = False) -> list[Instr]:
+    """`code` for neurons whose `in` reads of the (port, lane)s in `zero` are 0 at every step: a partial
+    evaluation that gives the same messages, state, probes and counts. Forward, with the registers known to
+    be 0 on every path (temporaries and z at the start): an `in` of a zero read, and an op of known zeros
+    that gives 0 (sum, difference, product, shift, sat: none clips or counts), become `li 0`; adding or
+    subtracting 0 becomes a move; then moves are propagated (see _propagate_copies). Backward: instructions without side effects (not `in`, `sat`, `lut`,
+    `emit`, branches) whose temporary result nothing reads are dropped; state registers live on. Branch
+    targets follow."""
+    known: list[set | None] = [None] * (len(code) + 1)
+    known[0] = set(range(N_TEMP)) | {ZERO}
+    new: list[Instr | None] = list(code)
+    for pc, ins in enumerate(code):
+        if known[pc] is None:
+            continue  # unreachable
+        z = set(known[pc])
+        op, d, a, b = ins.op, ins.rd, ins.ra, ins.rb
+        rep = ins
+        if op == "in" and (ins.aux, ins.imm) in zero:
+            rep = Instr("li", rd=d)
+        elif (op in ("mov", "sat", "shr", "shl", "rshr", "abs") and a in z) or (op == "mul" and (a in z or b in z)):
+            rep = Instr("li", rd=d)
+        elif op in ("add", "sub") and b in z:
+            rep = Instr("li", rd=d) if a in z else Instr("mov", rd=d, ra=a)
+        elif op == "add" and a in z:
+            rep = Instr("mov", rd=d, ra=b)
+        if (rep.op == "mov" and rep.rd == rep.ra) or (rep.op == "li" and rep.imm == 0 and d in z):
+            rep = None  # changes nothing
+        elif "d" in _operands(rep.op):
+            if rep.op == "li" and rep.imm == 0:
+                z.add(d)
+            else:
+                z.discard(d)
+        new[pc] = rep
+        if ins.op in ("bslt", "jmp"):
+            known[ins.aux] = set(z) if known[ins.aux] is None else known[ins.aux] & z
+        if ins.op not in ("jmp", "halt"):
+            known[pc + 1] = set(z) if known[pc + 1] is None else known[pc + 1] & z
+    _propagate_copies(code, new, raw)
     state = set(range(STATE0, STATE0 + N_STATE))
-    probed = {reg for _, _, reg in p.probes}
+    live_in: list[set] = [set()] * (len(code) + 1)
+    for pc in range(len(code) - 1, -1, -1):
+        ins = new[pc]
+        if code[pc].op == "halt":
+            live_in[pc] = set(state)
+            continue
+        succ = []
+        if code[pc].op in ("bslt", "jmp"):
+            succ.append(code[pc].aux)
+        if code[pc].op != "jmp":
+            succ.append(pc + 1)
+        live = set().union(*(live_in[s] for s in succ))
+        if ins is None:
+            live_in[pc] = live
+            continue
+        kinds = _operands(ins.op)
+        if ins.op in _PURE and ins.rd < STATE0 and ins.rd not in live:
+            new[pc] = None
+            live_in[pc] = live
+            continue
+        if "d" in kinds:
+            live.discard(ins.rd)
+        live_in[pc] = live | {r for k, r in (("a", ins.ra), ("b", ins.rb)) if k in kinds}
+    at, where = 0, []
+    for ins in new:  # where[pc]: the new address of the first kept instruction at or after pc
+        where.append(at)
+        at += ins is not None
+    return [replace(ins, aux=where[ins.aux]) if ins.op in ("bslt", "jmp") else ins for ins in new if ins is not None]
 
-    def reach(pc: int, regs: set) -> None:
-        written[pc] = set(regs) if written[pc] is None else written[pc] & regs
 
+def _propagate_copies(code: list[Instr], new: list[Instr | None], raw: bool) -> None:
+    """In place on `new` (`code` with its replacements, None: dropped): a read of a register that holds a
+    copy of another (after `mov`, or `rshr` by 0) reads the original, and a `sat` to 32 bits or more of a
+    value already within 32 bits (an `in` of a synapse port, a sat to at most 32 bits, their copies)
+    becomes a move -- it clips and counts nothing. Facts hold on every path to an instruction."""
+    facts: list[tuple[dict, set] | None] = [None] * (len(code) + 1)
+    facts[0] = ({}, set())
+    for pc, ins in enumerate(new):
+        if facts[pc] is None:
+            continue  # unreachable
+        copies, w32 = dict(facts[pc][0]), set(facts[pc][1])
+        if ins is not None:
+            kinds = _operands(ins.op)
+            a = copies.get(ins.ra, ins.ra) if "a" in kinds else ins.ra
+            b = copies.get(ins.rb, ins.rb) if "b" in kinds else ins.rb
+            ins = replace(ins, ra=a, rb=b)
+            if (ins.op == "sat" and ins.aux >= 32 and a in w32) or (ins.op == "rshr" and ins.imm == 0):
+                ins = Instr("mov", rd=ins.rd, ra=a)
+            if ins.op == "mov" and ins.rd == ins.ra:
+                ins = None
+            elif "d" in kinds or ins.op == "mov":
+                d = ins.rd
+                copies = {k: v for k, v in copies.items() if d not in (k, v)}
+                w32.discard(d)
+                if ins.op == "mov":
+                    copies[d] = ins.ra
+                if (
+                    (ins.op == "mov" and ins.ra in w32)
+                    or (ins.op == "in" and not raw)
+                    or (ins.op == "sat" and ins.aux <= 32)
+                ):
+                    w32.add(d)
+            new[pc] = ins
+        op = code[pc].op
+        for nxt in ([code[pc].aux] if op in ("bslt", "jmp") else []) + ([pc + 1] if op not in ("jmp", "halt") else []):
+            if facts[nxt] is None:
+                facts[nxt] = (dict(copies), set(w32))
+            else:
+                old_copies, old_w32 = facts[nxt]
+                facts[nxt] = ({k: v for k, v in old_copies.items() if copies.get(k) == v}, old_w32 & w32)
+
+
+def _code_array(code: list[Instr], slots: list[tuple[int, int]], raw: bool) -> np.ndarray:
+    """The kernel's form of `code`: rows (opcode, rd, ra, rb, aux, imm); an `in` reads slot `aux` of
+    `slots`, saturating unless the ports are raw (rb = 1: sat and count)."""
+    rows = []
+    for ins in code:
+        if ins.op == "in":
+            rows.append((OP["in"], ins.rd, 0, 0 if raw else 1, slots.index((ins.aux, ins.imm)), 0))
+        else:
+            rows.append((OP[ins.op], ins.rd, ins.ra, ins.rb, ins.aux, ins.imm))
+    return np.array(rows, np.int64).reshape(len(rows), 6)
+
+
+def _emits_every_lane(p: Program) -> bool:
+    """Whether every path from the start to a `halt` emits every lane (branches go forward)."""
+    emitted: list[set | None] = [None] * (len(p.code) + 1)  # lanes emitted on every path to pc
+    emitted[0] = set()
     for pc, ins in enumerate(p.code):
-        have = written[pc]
+        have = emitted[pc]
         if have is None:
             continue  # unreachable
-        kinds = operand_kinds(ins.op)
-        reads = {reg for kind, reg in (("a", ins.ra), ("b", ins.rb)) if kind in kinds}
-        if (reads & state) - have:
-            return True
         if ins.op == "halt":
-            if (probed & state) - have:
-                return True
+            if len(have) < p.lanes:
+                return False
             continue
-        after = have | {ins.rd} if "d" in kinds else have
-        if ins.op in ("bslt", "jmp"):
-            reach(ins.aux, after)
-        if ins.op != "jmp":
-            reach(pc + 1, after)
-    return False
-
-
-# -- the interpreter ----------------------------------------------------------------------------
-def _run_group(g: _Group, t0: int, n: int, batch: int, out: np.ndarray, probes: dict | None) -> None:
-    """Run g's programs for steps t0 .. t0 + n - 1, their messages into out [n, batch, size] and the probed
-    registers into probes (kind -> [n, batch, size]); the ports hold the n steps' inputs as rows
-    [n * batch, size] (or 0). A program that carries no state between steps runs each span of steps
-    that takes the same branches as one update over [span * batch, neurons]; one that does, step by step."""
-    out[...] = 0  # what no emit sends
-    for u in g.units:
-        if u.carries_state:
-            spans = [(j, j + 1) for j in range(n)]
-        else:  # `bslt` tests t < imm: split where that changes
-            cuts = sorted({ins.imm - t0 for ins in u.prog.code if ins.op == "bslt" and 0 < ins.imm - t0 < n})
-            spans = list(zip([0] + cuts, cuts + [n]))
-        for a, b in spans:
-            g.rows = slice(a * batch, b * batch)
-            g.out = out[a:b].reshape((b - a) * batch, g.size)
-            u.shape = ((b - a) * batch, u.prog.neurons)
-            _update(u, t0 + a)
-            for kind, lane, reg in u.prog.probes if probes is not None else ():
-                v = np.broadcast_to(u.regs[reg], u.shape).reshape(b - a, batch, u.prog.neurons)
-                probes[kind][a:b, :, u.lo + lane : u.hi : u.prog.lanes] = v
-
-
-def _update(u: _Unit, t: int) -> None:
-    """Run u's program once over the rows of its registers."""
-    regs, run = u.regs, u.run
-    for k in range(N_TEMP):
-        regs[k] = 0  # temporaries start at zero every update
-    pc = 0
-    while True:
-        nxt = run[pc](regs, t)
-        if nxt == -1:
-            break
-        pc = pc + 1 if nxt is None else nxt
-
-
-def _compile(ins, g: _Group, u: _Unit) -> Callable:
-    """One instruction as a function (regs, t) -> next pc (None: the next one; -1: halt)."""
-    d, a, b, aux, imm = ins.rd, ins.ra, ins.rb, ins.aux, ins.imm
-    op = ins.op
-    if op == "halt":
-        return lambda R, t: -1
-    if op == "bslt":
-        return lambda R, t: aux if t < imm else None
-    if op == "jmp":
-        return lambda R, t: aux
-
-    value = _value_of(op, a, b, imm, u)
-    if value is not None:
-
-        def run(R, t):
-            R[d] = value(R)
-
-        return run
-    if op == "sat":
-        lo, hi = -(1 << (aux - 1)), (1 << (aux - 1)) - 1
-        counter = COUNTER_QUANTITY.get(COUNTERS[b])
-
-        def sat(R, t):
-            v = R[a]
-            if (
-                not isinstance(v, np.ndarray) or v.shape != u.shape
-            ):  # a parameter or 0: count as many values as neurons x batch
-                v = np.broadcast_to(v, u.shape)
-            if v.min() < lo or v.max() > hi:
-                if counter:
-                    g.counts[counter] += int(np.count_nonzero((v < lo) | (v > hi)))
-                v = np.clip(v, lo, hi)
-            R[d] = v
-
-        return sat
-    if op == "lut":
-        table = u.prog.table
-        top = len(table) - 1
-        counter = COUNTER_QUANTITY.get(COUNTERS[b])
-
-        def lut(R, t):
-            i = np.broadcast_to(R[a], u.shape)
-            if counter:
-                g.counts[counter] += int(np.count_nonzero((i < 0) | (i > top)))
-            R[d] = table[np.clip(i, 0, top)]
-
-        return lut
-    if op == "in":
-        port, lanes = g.ports[aux], slice(u.lo + imm, u.hi, u.prog.lanes)  # this unit's neurons, lane imm
-
-        def read_port(R, t):  # the rows of the steps being run
-            if port.clipped is not None:
-                g.counts["accumulator"] += int(np.count_nonzero(port.clipped[g.rows, lanes]))
-            v = port.value
-            R[d] = v[g.rows, lanes] if isinstance(v, np.ndarray) else 0  # a port is an array or 0
-
-        return read_port
-    if op == "emit":
-        lanes = slice(u.lo + imm, u.hi, u.prog.lanes)
-
-        def emit(R, t):
-            g.out[:, lanes] = R[a]
-
-        return emit
-    raise MicrocodeError(f"no interpreter for instruction {op!r}")  # decode_program admits only known ones
-
-
-def _value_of(op: str, a: int, b: int, imm: int, u: _Unit) -> Callable | None:
-    """An arithmetic instruction's value as a function of the registers; None for any other instruction."""
-    if op == "li":  # an array, like every register that is not 0: numpy wraps arrays silently
-        return lambda R: np.full(u.shape, imm, np.int64)
-    if op == "mov":
-        return lambda R: R[a]
-    if op == "add":
-        return lambda R: R[a] + R[b]
-    if op == "sub":
-        return lambda R: R[a] - R[b]
-    if op == "mul":
-        return lambda R: np.multiply(R[a], R[b], dtype=np.int64)
-    if op == "addi":
-        return lambda R: R[a] + np.int64(imm)
-    if op == "shr":
-        return lambda R: np.right_shift(R[a], imm, dtype=np.int64)
-    if op == "shl":
-        return lambda R: np.left_shift(R[a], imm, dtype=np.int64)
-    if op == "rshr":
-        if imm == 0:
-            return lambda R: R[a]
-        half = np.int64(1 << (imm - 1))
-        return lambda R: np.right_shift(R[a] + half, imm, dtype=np.int64)
-    if op == "max":
-        return lambda R: np.maximum(R[a], R[b])
-    if op == "min":
-        return lambda R: np.minimum(R[a], R[b])
-    if op == "abs":
-        return lambda R: np.abs(R[a])
-    if op == "cgei":
-        return lambda R: (np.asarray(R[a]) >= imm).astype(np.int64)
-    if op == "mask":
-        return lambda R: np.where(np.asarray(R[b]) != 0, R[a], 0)
-    return None
-
-
-# -- the synapse stage (docs/fixed_point.md, Synapse group) --------------------------------------
-def _synapse_chunk_to_port(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, batch: int) -> None:
-    """Put s's outputs for steps t0 .. t0 + n - 1, sat'd to 32 bits, on its target's port as rows
-    [n * batch, post], with where they clipped. The numpy engine's kernel forms them from the pre group's
-    message ring (every step: wake 0, whether or not the target's program reads the port then)."""
-    formed = numpy_engine._synapse_chunk(s.kernel, groups[s.pre], t0, n, 0, batch)
-    if formed is None:
-        return  # W = 0 or the pre group idle: the port stays 0
-    acc = formed[0]  # first = 0: every row
-    lo, hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
-    clipped = None
-    if s.kernel.may_clip or s.sigma_pre:  # else |shr(acc, -exp)| < 2^31 for every input: the sat is a no-op
-        clipped = (acc < lo) | (acc > hi)
-        if not clipped.any():
-            clipped = None
-    # a new int64 array either way: the kernel's buffer is reused by the next chunk, and registers keep views
-    out = acc.astype(np.int64) if clipped is None else np.clip(acc, lo, hi).astype(np.int64)
-    port = groups[s.post].ports[s.port]
-    port.value, port.clipped = out, clipped
+        after = have | {ins.imm} if ins.op == "emit" else have
+        for nxt in ([ins.aux] if ins.op in ("bslt", "jmp") else []) + ([pc + 1] if ins.op != "jmp" else []):
+            emitted[nxt] = set(after) if emitted[nxt] is None else emitted[nxt] & after
+    return True

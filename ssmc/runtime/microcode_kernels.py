@@ -1,0 +1,283 @@
+"""Compiled (numba) kernels of the microcode engine: the interpreter of a decoded neuron program, and the
+synapse stage of a sparse synapse group.
+
+The interpreter runs a program's instruction words one by one, exactly as the ISA page says, over a tile
+of up to TILE neurons of one sequence at a time: each instruction is one short loop over the tile's
+registers (kept in a small local array, in L1), so the dispatch is paid once per tile, not per neuron,
+and the registers never leave the cache; a tile runs all the steps of a chunk before the next tile (every
+neuron's update reads only its own registers, ports and parameters). The code comes in as an int64 array
+[instructions, 6] (opcode, rd, ra, rb, aux, imm) in this module's own opcode numbering (`OP`), so the
+cached machine code does not depend on the ISA module's numbers; microcode_engine translates.
+
+Integer semantics are numpy's int64: + - * << wrap, >> is arithmetic (numba compiles them to the same
+two's-complement machine operations).
+
+Both kernels are compiled once per machine (`cache=True`: numba keeps the machine code in __pycache__
+beside this file, or in a user cache directory where that is not writable) and release the GIL, so the
+engine runs parts of a batch on several threads.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# this module's opcode numbers (the engine maps the ISA's names onto them)
+OP = {
+    name: i
+    for i, name in enumerate(
+        (
+            "halt",
+            "li",
+            "mov",
+            "in",
+            "add",
+            "sub",
+            "mul",
+            "addi",
+            "shr",
+            "shl",
+            "rshr",
+            "sat",
+            "max",
+            "min",
+            "abs",
+            "cgei",
+            "mask",
+            "lut",
+            "bslt",
+            "jmp",
+            "emit",
+        )
+    )
+}
+HALT, LI, MOV, IN, ADD, SUB, MUL, ADDI, SHR, SHL, RSHR, SAT, MAX, MIN, ABS, CGEI, MASK, LUT, BSLT, JMP, EMIT = range(21)
+TILE = 128  # neurons a tile runs together: 25 registers x 128 x 8 bytes stay in a 32 KiB L1
+N_REGS = 25  # r0..r7, s0..s7, p0..p7, z
+ACC_LO, ACC_HI = -(1 << 31), (1 << 31) - 1
+COUNTS = 4  # saturation counters: 0 none ("-"), 1 accumulator, 2 state, 3 message
+
+
+@numba.njit(cache=True, nogil=True)
+def run_program_chunk(
+    code,  # int64 [instructions, 6]: op, rd, ra, rb, aux, imm
+    params,  # int64 [params, members]: the members' parameter memory
+    table,  # int64 [entries] (lut)
+    comps,  # int64 [members]: each member's first compartment in the group (lo + neuron * lanes)
+    cols,  # int64 [slots, members]: the port buffer column an `in` of slot k reads for each member
+    bases,  # int64 [slots]: where a slot's columns are cols[slot, 0] + 0, 1, 2, ..., cols[slot, 0]; else -1
+    t0,
+    n,
+    batch,
+    b_lo,
+    b_hi,  # the sequences [b_lo, b_hi) of the batch to run
+    ports,  # int64 [n * batch, columns]: the chunk's port values, row j * batch + b
+    state,  # int64 [8, batch, members]: s0..s7 of the members, kept from chunk to chunk
+    states,  # int64: the state registers (0..7) the code uses, loaded and stored around the steps
+    temps,  # int64: the temporaries (0..7) the code reads, zeroed before every update
+    out,  # int64 [n, batch, size]: the messages (zero where nothing is emitted)
+    probe_regs,  # int64 [probes]: register, lane, output index of each probe (rows 0, 1, 2)
+    probes,  # int64 [kinds, n, batch, size]
+    counts,  # int64 [COUNTS]
+):
+    regs = np.zeros((N_REGS, TILE), np.int64)
+    members = comps.shape[0]
+    top = table.shape[0] - 1
+    n_params = params.shape[0]
+    n_probes = probe_regs.shape[1]
+    for b in range(b_lo, b_hi):  # sequence-major: a tile's ports, messages and state are neighbours of the last's
+        for first in range(0, members, TILE):
+            k = min(TILE, members - first)
+            for q in range(n_params):
+                row_ = regs[16 + q]
+                p_ = params[q]
+                for e in range(k):
+                    row_[e] = p_[first + e]
+            for s in states:
+                row_ = regs[8 + s]
+                st_ = state[s, b]
+                for e in range(k):
+                    row_[e] = st_[first + e]
+            for j in range(n):
+                t = t0 + j
+                row = j * batch + b
+                for r in temps:  # temporaries start at zero every update (those the code reads)
+                    row_ = regs[r]
+                    for e in range(k):
+                        row_[e] = 0
+                pc = 0
+                while True:
+                    op = code[pc, 0]
+                    d = code[pc, 1]
+                    a = code[pc, 2]
+                    rb = code[pc, 3]
+                    aux = code[pc, 4]
+                    imm = code[pc, 5]
+                    pc += 1
+                    rd_ = regs[d]
+                    ra_ = regs[a]
+                    rb_ = regs[rb]
+                    if op == IN:  # every member's column of an `in` is a real one (a zero read is folded)
+                        port_ = ports[row]
+                        base = bases[aux]
+                        if base >= 0:  # the members' columns follow each other
+                            for e in range(k):
+                                rd_[e] = port_[base + first + e]
+                        else:
+                            col_ = cols[aux, first : first + k]
+                            for e in range(k):
+                                rd_[e] = port_[col_[e]]
+                        if rb:  # a synapse port: sat to 32 bits, counting under acc
+                            n_clip = 0
+                            for e in range(k):
+                                v = rd_[e]
+                                n_clip += (v < ACC_LO) | (v > ACC_HI)
+                                rd_[e] = min(max(v, ACC_LO), ACC_HI)
+                            counts[1] += n_clip
+                    elif op == ADD:
+                        for e in range(k):
+                            rd_[e] = ra_[e] + rb_[e]
+                    elif op == MUL:
+                        for e in range(k):
+                            rd_[e] = ra_[e] * rb_[e]
+                    elif op == SUB:
+                        for e in range(k):
+                            rd_[e] = ra_[e] - rb_[e]
+                    elif op == RSHR:
+                        if imm == 0:
+                            for e in range(k):
+                                rd_[e] = ra_[e]
+                        else:
+                            half = np.int64(1) << (imm - 1)
+                            for e in range(k):
+                                rd_[e] = (ra_[e] + half) >> imm
+                    elif op == SAT:
+                        if aux < 64:
+                            hi = (np.int64(1) << (aux - 1)) - 1
+                            lo_ = -hi - 1
+                            n_clip = 0
+                            for e in range(k):
+                                v = ra_[e]
+                                n_clip += (v < lo_) | (v > hi)
+                                rd_[e] = min(max(v, lo_), hi)
+                            counts[rb] += n_clip
+                        else:
+                            for e in range(k):
+                                rd_[e] = ra_[e]
+                    elif op == EMIT:
+                        out_ = out[j, b]
+                        comp_ = comps[first : first + k]
+                        for e in range(k):
+                            out_[comp_[e] + imm] = ra_[e]
+                    elif op == HALT:
+                        break
+                    elif op == BSLT:
+                        if t < imm:
+                            pc = aux
+                    elif op == JMP:
+                        pc = aux
+                    elif op == LI:
+                        for e in range(k):
+                            rd_[e] = imm
+                    elif op == MOV:
+                        for e in range(k):
+                            rd_[e] = ra_[e]
+                    elif op == ADDI:
+                        for e in range(k):
+                            rd_[e] = ra_[e] + imm
+                    elif op == SHR:
+                        for e in range(k):
+                            rd_[e] = ra_[e] >> imm
+                    elif op == SHL:
+                        for e in range(k):
+                            rd_[e] = ra_[e] << imm
+                    elif op == MAX:
+                        for e in range(k):
+                            rd_[e] = max(ra_[e], rb_[e])
+                    elif op == MIN:
+                        for e in range(k):
+                            rd_[e] = min(ra_[e], rb_[e])
+                    elif op == ABS:
+                        for e in range(k):
+                            v = ra_[e]
+                            rd_[e] = -v if v < 0 else v
+                    elif op == CGEI:
+                        for e in range(k):
+                            rd_[e] = 1 if ra_[e] >= imm else 0
+                    elif op == MASK:
+                        for e in range(k):
+                            rd_[e] = ra_[e] if rb_[e] != 0 else 0
+                    elif op == LUT:
+                        n_clip = 0
+                        for e in range(k):
+                            v = ra_[e]
+                            if v < 0:
+                                v = 0
+                                n_clip += 1
+                            elif v > top:
+                                v = top
+                                n_clip += 1
+                            rd_[e] = table[v]
+                        counts[rb] += n_clip
+                for p in range(n_probes):
+                    reg, lane, kind = probe_regs[0, p], probe_regs[1, p], probe_regs[2, p]
+                    for e in range(k):
+                        probes[kind, j, b, comps[first + e] + lane] = regs[reg, e]
+            for s in states:
+                row_ = regs[8 + s]
+                st_ = state[s, b]
+                for e in range(k):
+                    st_[first + e] = row_[e]
+
+
+@numba.njit(cache=True, nogil=True)
+def sparse_synapse_chunk(
+    ring,  # int64 [ring rows, batch, pre]: the pre group's messages
+    start,  # the ring row of the chunk's first step's input (t0 - delay)
+    n,
+    batch,
+    b_lo,
+    b_hi,
+    indptr,  # int64 [posts + 1]: the terms of each non-zero post row
+    cols,  # int64 [terms]: pre index of each term
+    vals,  # int64 [terms]: weight of each term
+    shift,  # > 0: arithmetic right shift of the sum; < 0: left shift by -shift (after a clip, see below)
+    sigma,  # int64 [batch, posts] running sums (the pre group sends sigma-delta) or [0, 0]
+    ports,  # int64 [n * batch, columns]: the outputs go to columns col0 .. col0 + posts - 1
+    col0,
+):
+    """shr(W @ m[t - delay], -weight_exp) (of the running sum of W @ m for a sigma synapse) for each
+    non-zero row of W, before the 32-bit sat (the reading `in` sats and counts). The sum is exact int64
+    (wrapping as numpy's int64 matmul does: the same integers in any order). Before a left shift the sum
+    is clipped to +-(2^30 + 1): every sum that would saturate still does, to the same bound, and nothing
+    overflows."""
+    rows = ring.shape[0]
+    posts = indptr.shape[0] - 1
+    use_sigma = sigma.shape[0] > 0
+    clip = (np.int64(1) << 30) + 1
+    one_term = indptr[posts] == posts  # every row has exactly one term (a broadcast or gather)
+    for j in range(n):
+        src = (start + j) % rows
+        for b in range(b_lo, b_hi):
+            m_ = ring[src, b]
+            o_ = ports[j * batch + b, col0 : col0 + posts]
+            if one_term:
+                for q in range(posts):
+                    o_[q] = vals[q] * m_[cols[q]]
+            else:
+                for q in range(posts):
+                    acc = np.int64(0)
+                    for k in range(indptr[q], indptr[q + 1]):
+                        acc += vals[k] * m_[cols[k]]
+                    o_[q] = acc
+            if use_sigma:
+                s_ = sigma[b]
+                for q in range(posts):
+                    s_[q] += o_[q]
+                    o_[q] = s_[q]
+            if shift > 0:
+                for q in range(posts):
+                    o_[q] >>= shift
+            elif shift < 0:
+                for q in range(posts):
+                    o_[q] = min(max(o_[q], -clip), clip) << -shift
