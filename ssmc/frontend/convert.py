@@ -288,13 +288,32 @@ def _handled_nodes(ix: GraphIndex) -> dict[int, OpHandler]:
 
 
 def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool) -> list[Unit]:
-    units: list[Unit] = []
-    claimed: set[int] = set()
+    """Every node of the graph in a unit: recurrences, handled nodes, then the built-in matchers."""
     handled = _handled_nodes(ix)
     states = {s for pair in pairs for s in pair}
+    _check_custom_domains(ix, handled)
+    measured = _measured_pairs(ix, pairs, handled)
+    claimed: set[int] = set()
+    units = _recurrence_units(ix, raw, measured, opset, fixed_batch, claimed)
+    # Handlers before the built-in matchers: a user's handler for a standard op overrides them.
+    units += _handler_units(ix, handled, states, claimed)
+    # GLU before activations: its Sigmoid belongs to it.
+    units += _glu_units(ix, claimed)
+    units += _activation_units(ix, claimed)
+    units += _single_node_units(ix, claimed)
+    return units
+
+
+def _check_custom_domains(ix: GraphIndex, handled: dict[int, OpHandler]) -> None:
+    """Refuse a custom-domain node no handler maps."""
     for n in ix.nodes:  # onnxruntime cannot run these, so recurrence measurement would fail obscurely
         if id(n) not in handled and n.domain not in ("", "ai.onnx", None):
             raise UnsupportedModelError(_unsupported_message(ix, n))
+
+
+def _measured_pairs(ix: GraphIndex, pairs, handled: dict[int, OpHandler]) -> list[tuple[str, str]]:
+    """The state pairs to recognise by measurement: all but those whose next state a handled node computes
+    (which must then own the state alone)."""
     measured = []
     for s_in, s_out in pairs:
         producer = ix.producer.get(s_out)
@@ -308,6 +327,14 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool
                 )
             continue
         measured.append((s_in, s_out))
+    return measured
+
+
+def _recurrence_units(
+    ix: GraphIndex, raw: GraphIndex, measured, opset: int, fixed_batch: bool, claimed: set[int]
+) -> list[Unit]:
+    """A unit per recurrence of the `measured` state pairs; adds their nodes to `claimed`."""
+    units = []
     recs: list[Recurrence] = find_recurrences(ix, raw, measured, opset, fixed_batch) if measured else []
     for rec in recs:
         if rec.nodes & claimed:
@@ -325,7 +352,12 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool
                 notes=rec.notes,
             )
         )
-    # Handlers before the built-in matchers: a user's handler for a standard op overrides them.
+    return units
+
+
+def _handler_units(ix: GraphIndex, handled: dict[int, OpHandler], states: set[str], claimed: set[int]) -> list[Unit]:
+    """A unit per handled node not claimed yet (its state inputs and outputs left out); claims it."""
+    units = []
     for n in ix.nodes:
         if id(n) in handled and id(n) not in claimed:
             outs = [t.name for t in n.outputs if t.name and t.name not in states] or [n.outputs[0].name]
@@ -341,13 +373,24 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool
                 )
             )
             claimed.add(id(n))
-    # GLU before activations: its Sigmoid belongs to it.
+    return units
+
+
+def _glu_units(ix: GraphIndex, claimed: set[int]) -> list[Unit]:
+    """A unit per GLU pattern among the unclaimed nodes; claims its nodes."""
+    units = []
     for n in ix.nodes:
         if id(n) not in claimed:
             u = _glu_unit(ix, n)
             if u:
                 units.append(u)
                 claimed |= u.nodes
+    return units
+
+
+def _activation_units(ix: GraphIndex, claimed: set[int]) -> list[Unit]:
+    """A unit per activation pattern anchored at an unclaimed node; claims its nodes."""
+    units = []
     for n in ix.nodes:
         if id(n) in claimed or n.op not in ANCHORS:
             continue
@@ -364,6 +407,13 @@ def _units(ix: GraphIndex, raw: GraphIndex, pairs, opset: int, fixed_batch: bool
                 )
             )
             claimed |= m.nodes
+    return units
+
+
+def _single_node_units(ix: GraphIndex, claimed: set[int]) -> list[Unit]:
+    """A unit for every node still unclaimed (linear, LayerNorm, alias, scalar affine, residual add), or the
+    error naming the first node none of them matches; claims them."""
+    units = []
     for n in ix.nodes:
         if id(n) in claimed:
             continue
@@ -450,6 +500,19 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     units.sort(key=lambda u: ix.tensor_index(u.output))
 
     graph = Graph(_ir_name(name))
+    value_of, layers = _add_units(ix, graph, units, x_name, states, name)
+    if y_name not in value_of:
+        raise UnsupportedModelError(f"{name}: output '{y_name}' is not computed from the token input")
+    layers += _add_readout_and_output(graph, value_of[y_name], y_name, readout)
+    _check_imported_graph(graph, name)
+    return graph, ImportReport(model_name=name, inputs=[x_name], states=pairs, layers=layers)
+
+
+def _add_units(
+    ix: GraphIndex, graph: Graph, units: list[Unit], x_name: str, states: set[str], name: str
+) -> tuple[dict[str, str], list[dict]]:
+    """Add the token input and the ops of `units` (in order) to `graph`; returns the IR value of each ONNX
+    tensor they compute and the import-report rows."""
     value_of: dict[str, str] = {}
     counters: dict[str, int] = {}
     x_op = graph.add(Op("x", "input", attrs={"size": int(ix.shape(x_name)[1])}, shape=(int(ix.shape(x_name)[1]),)))
@@ -473,9 +536,12 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
         layers.append(
             dict(name=op.name, kind=op.kind, shape=list(op.shape), source=u.source, notes=u.notes, attrs=dict(op.attrs))
         )
-    if y_name not in value_of:
-        raise UnsupportedModelError(f"{name}: output '{y_name}' is not computed from the token input")
-    last = value_of[y_name]
+    return value_of, layers
+
+
+def _add_readout_and_output(graph: Graph, last: str, y_name: str, readout: str) -> list[dict]:
+    """Append the --readout pool (sum, mean) and the output op after IR value `last`; their report rows."""
+    layers = []
     if readout in ("sum", "mean"):  # "last" adds nothing: the last token's output is already the output
         pool = graph.add(
             Op(graph.fresh_name("readout"), "pool", (last,), attrs={"mode": readout}, shape=graph.op(last).shape)
@@ -495,6 +561,11 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     layers.append(
         dict(name=out.name, kind="output", shape=list(out.shape), source=f"graph output '{y_name}'", notes=[])
     )
+    return layers
+
+
+def _check_imported_graph(graph: Graph, name: str) -> None:
+    """Refuse parameters over the size limit, and recognised layers that do not make valid IR."""
     limits.check(
         "total_bytes",
         sum(v.nbytes for op in graph.ops() for v in op.params.values()),
@@ -503,7 +574,6 @@ def convert(model: onnx.ModelProto, name: str = "model", readout: str = "none") 
     problems = graph_problems(graph)
     if problems:  # e.g. measured parameters that overflow float32: a property of the model, said on one line
         raise UnsupportedModelError(f"{name}: the recognised layers do not make valid IR: {'; '.join(problems)}")
-    return graph, ImportReport(model_name=name, inputs=[x_name], states=pairs, layers=layers)
 
 
 def _apply_handler(

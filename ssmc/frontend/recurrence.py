@@ -757,20 +757,31 @@ def _measure(ix: GraphIndex, layer: _Layer, layouts: list[StateLayout], channels
     not_finite = UnsupportedModelError(
         f"{where}: probing the layer gives NaN or infinite values; check its weights for huge values"
     )
+    _check_no_bias(run, S, H, where)
+    step = FIXED_BATCH_STEP if fixed else chunk  # with a fixed batch run() still goes one probe at a time
+    M, Ky = _probe_states(run, S, H, step, base_bytes, where, not_finite)
+    Bu, Ly = _probe_inputs(run, S, H, not_finite)
+    _check_linear(run, M, Bu, Ky, Ly, where)
+    return M, Bu, Ky, Ly
+
+
+def _check_no_bias(run, S: int, H: int, where: str) -> None:
+    """Refuse a layer whose state or output moves from a zero state and input (a bias)."""
     s0, y0 = run(np.zeros((1, S)), np.zeros((1, H)))
     if np.abs(s0).max(initial=0.0) > 1e-6 or np.abs(y0).max() > 1e-6:
         raise UnsupportedModelError(
             f"{where}: the layer adds a constant (bias) to its state or output; "
             "S4D layers have none: move the bias into a linear before or after"
         )
-    step = FIXED_BATCH_STEP if fixed else chunk  # with a fixed batch run() still goes one probe at a time
-    M, Ky = _probe_states(run, S, H, step, base_bytes, where, not_finite)
+
+
+def _probe_inputs(run, S: int, H: int, not_finite: UnsupportedModelError) -> tuple[np.ndarray, np.ndarray]:
+    """The input-to-state map Bu [S, H] and the direct input-to-output map Ly [H, H], from unit input probes."""
     Bu, Ly = run(np.zeros((H, S)), np.eye(H))
     Bu, Ly = Bu.T, Ly.T  # columns are responses to unit probes
     if not (np.all(np.isfinite(Bu)) and np.all(np.isfinite(Ly))):
         raise not_finite
-    _check_linear(run, M, Bu, Ky, Ly, where)
-    return M, Bu, Ky, Ly
+    return Bu, Ly
 
 
 def _positions(
@@ -881,20 +892,42 @@ def _find_s4d(
     opset: int,
     fixed: bool,
 ) -> Recurrence:
+    """Measure `layer` and read off its diagonal parameters: modes of one channel each (S4D; continuous
+    parameters where initializers of the raw graph reproduce A_bar), or modes shared by the channels (S5, LRU)."""
     H = ix.shape(layer.u)[1]
     M, Bu, Ky, Ly = _measure(ix, layer, layouts, channels, opset, fixed)
     where = layer.where
-    u, y = layer.u, layer.y
 
-    tol_m = 1e-7 * max(np.abs(M.data).max(initial=0.0), 1e-30)
-    M.data[np.abs(M.data) <= tol_m] = 0.0  # below the layer's tolerance: not a coupling
-    M.eliminate_zeros()
-    entry = {(int(i), int(j)): float(v) for i, j, v in zip(*sparse.find(M))}  # ~2 per state element
+    tol_m, entry = _drop_tiny_entries(M)
     # which channels drive / read each state element (thresholds relative to the whole map, computed once:
     # per mode they made import quadratic in the state size)
     drives = np.abs(Bu) > 1e-7 * max(np.abs(Bu).max(), 1e-30)  # [S, H]
     reads = np.abs(Ky) > 1e-7 * max(np.abs(Ky).max(), 1e-30)  # [H, S]
     comps = _components(M)
+    _check_uncoupled(where, comps, entry)
+    driven_by, read_by = _mode_channels(comps, drives, reads)
+    touching = driven_by | read_by
+    if np.any(touching.sum(axis=1) > 1):  # modes shared by channels: S5, LRU
+        return _shared_layer(layer, comps, entry, tol_m, driven_by, Bu, Ky, Ly)
+    per_channel, n_modes = _modes_per_channel(where, comps, driven_by, touching, H)
+    A_bar, B_bar, C, C_full = _channel_parameters(where, per_channel, n_modes, entry, tol_m, Bu, Ky)
+    D = _diagonal_skip(where, Ly, C_full, Bu, A_bar, B_bar, C)
+    padded = any(len(v) < n_modes for v in per_channel.values())
+    return _s4d_recurrence(layer, raw, A_bar, B_bar, C, D, padded)
+
+
+def _drop_tiny_entries(M: sparse.csr_matrix) -> tuple[float, dict[tuple[int, int], float]]:
+    """Remove M's entries at or below 1e-7 of its largest, in place (below the layer's tolerance: not a
+    coupling); returns that tolerance and the entries left, by (row, column)."""
+    tol_m = 1e-7 * max(np.abs(M.data).max(initial=0.0), 1e-30)
+    M.data[np.abs(M.data) <= tol_m] = 0.0
+    M.eliminate_zeros()
+    entry = {(int(i), int(j)): float(v) for i, j, v in zip(*sparse.find(M))}  # ~2 per state element
+    return tol_m, entry
+
+
+def _check_uncoupled(where: str, comps: list[list[int]], entry: dict) -> None:
+    """Refuse a group of more than two state elements coupled by the state map (not a diagonal SSM)."""
     coupled = next((comp for comp in comps if len(comp) > 2), None)
     if coupled is not None:
         shown = coupled[:4]
@@ -905,10 +938,12 @@ def _find_s4d(
             f"{'block' if len(coupled) <= 4 else 'corner'} {block}); only diagonal SSMs "
             "(independent complex modes: 1x1 or [[a, -b], [b, a]] blocks) are supported",
         )
-    driven_by, read_by = _mode_channels(comps, drives, reads)
-    touching = driven_by | read_by
-    if np.any(touching.sum(axis=1) > 1):  # modes shared by channels: S5, LRU
-        return _shared_layer(layer, comps, entry, tol_m, driven_by, Bu, Ky, Ly)
+
+
+def _modes_per_channel(
+    where: str, comps: list[list[int]], driven_by: np.ndarray, touching: np.ndarray, H: int
+) -> tuple[dict[int, list[list[int]]], int]:
+    """The modes (groups of state elements) of each of the H channels, and the most modes a channel has."""
     # A mode never driven from a zero initial state stays 0 and is dropped: e.g. the imaginary
     # half of a mode whose pole is real (A_imag = 0 in S4D-Lin's first mode).
     channel = touching.argmax(axis=1)
@@ -920,20 +955,48 @@ def _find_s4d(
     n_modes = max((len(v) for v in per_channel.values()), default=0)
     if n_modes == 0:
         raise _fail(where, "no mode of the state reaches the output")
+    return per_channel, n_modes
 
+
+def _channel_parameters(
+    where: str,
+    per_channel: dict[int, list[list[int]]],
+    n_modes: int,
+    entry: dict,
+    tol_m: float,
+    Bu: np.ndarray,
+    Ky: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A_bar, B_bar, C [H, n_modes] (zero modes pad channels with fewer) and the readout of every state
+    element C_full [H, S]."""
+    H, S = Ky.shape
     A_bar = np.zeros((H, n_modes), np.complex128)
     B_bar = np.zeros((H, n_modes), np.complex128)
     C = np.zeros((H, n_modes), np.complex128)
-    C_full = np.zeros((H, M.shape[0]))
+    C_full = np.zeros((H, S))
     for h, comps in per_channel.items():
         for m, comp in enumerate(comps):
             A_bar[h, m], B_bar[h, m], C[h, m], C_full[h, comp] = _mode(
                 where, comp, entry, tol_m, Bu[:, h], Ky[h, comp], f"mode {m} of channel {h}"
             )
-    D = _diagonal_skip(where, Ly, C_full, Bu, A_bar, B_bar, C)
-    rec = Recurrence("s4d", *layer.pair, u=u, y=y, where=layer.where)
+    return A_bar, B_bar, C, C_full
+
+
+def _s4d_recurrence(
+    layer: _Layer,
+    raw: GraphIndex | None,
+    A_bar: np.ndarray,
+    B_bar: np.ndarray,
+    C: np.ndarray,
+    D: np.ndarray,
+    padded: bool,
+) -> Recurrence:
+    """The S4D recurrence of `layer`: continuous parameters when initializers of the raw graph reproduce A_bar
+    (and no channel is `padded` with zero modes), else the measured discrete ones."""
+    n_modes = A_bar.shape[1]
+    rec = Recurrence("s4d", *layer.pair, u=layer.u, y=layer.y, where=layer.where)
     notes = []
-    if any(len(v) < n_modes for v in per_channel.values()):
+    if padded:
         notes.append("channels have different mode counts; padded with zero modes")
     cont = None if notes else _match_continuous(raw, layer.layouts[0].s_out, A_bar, B_bar)
     if cont is not None:

@@ -443,9 +443,8 @@ class _Lowering:
         """LayerNorm on neurons (docs/fixed_point.md, "LayerNorm on neurons"): sum, centred values, squares,
         1 / sqrt(var + eps) from a chain of tables, the normalised product, then the affine map (a relay named
         like the norm, so it is compared with the norm's float value)."""
-        H, o, name = op.shape[0], self.opts, op.name
+        H, name = op.shape[0], op.name
         mb, hb = self.bits(name, "message"), self.opts.headroom_bits
-        eps = float(op.attrs.get("eps", 1e-5))
         st = self.ranges.norms[name]
         x = op.inputs[0]
         # the channel sum (weights 1: exact) and the centred values x - sum / H (1/H in two synapse groups)
@@ -476,7 +475,29 @@ class _Lowering:
             [(f"{name}.centre", np.eye(H)), (f"{name}.centre", np.eye(H))],
             out_shift=shift,
         )
-        # 1 / sqrt(var + eps): tables over bins of the sum of squares, each finer than the one before
+        r_frac = self._norm_rsqrt(op, st, sq_frac, mb, hb)
+        # normalised values: centred * rsqrt, one product per channel
+        n_frac = scale_frac(st.normed, mb, hb)
+        shift = max(c_frac + r_frac - n_frac, 0)
+        n_frac = c_frac + r_frac - shift
+        self._part(
+            op,
+            "normed",
+            "product",
+            H,
+            n_frac,
+            c_frac,
+            [(f"{name}.centre", np.eye(H)), (f"{name}.rsqrt", np.ones((H, 1)), r_frac)],
+            out_shift=shift,
+        )
+        return self._norm_affine(op, mb, hb)
+
+    def _norm_rsqrt(self, op: Op, st: NormRanges, sq_frac: int, mb: int, hb: int) -> int:
+        """The group `<norm>.rsqrt`: 1 / sqrt(var + eps) from tables over bins of the sum of the squares (at
+        sq_frac), each finer than the one before, summed by a relay; returns its frac. `st`: the norm's
+        calibrated ranges, `mb`, `hb`: its message and headroom bits."""
+        H, o, name = op.shape[0], self.opts, op.name
+        eps = float(op.attrs.get("eps", 1e-5))
         v_frac = min(sq_frac, scale_frac(H * st.var_max, 32, 2 * hb))
         tables, r_frac = rsqrt_tables(H, eps, v_frac, st, min(o.norm_lut_bits, mb - 2), mb, hb)
         keys = []
@@ -508,21 +529,12 @@ class _Lowering:
                 )
             keys.append((f"{name}.rsqrt{k}", np.ones((1, 1))))
         self._part(op, "rsqrt", "relay", 1, r_frac, r_frac, keys)
-        # normalised values: centred * rsqrt, one product per channel
-        n_frac = scale_frac(st.normed, mb, hb)
-        shift = max(c_frac + r_frac - n_frac, 0)
-        n_frac = c_frac + r_frac - shift
-        self._part(
-            op,
-            "normed",
-            "product",
-            H,
-            n_frac,
-            c_frac,
-            [(f"{name}.centre", np.eye(H)), (f"{name}.rsqrt", np.ones((H, 1)), r_frac)],
-            out_shift=shift,
-        )
-        # the affine map: weight on the synapses, bias on the neurons; named like the norm (its value)
+        return r_frac
+
+    def _norm_affine(self, op: Op, mb: int, hb: int) -> _Group:
+        """The norm's affine map of `<norm>.normed`: weight on the synapses, bias on the neurons, in a relay
+        named like the norm (its value)."""
+        H, name = op.shape[0], op.name
         frac = scale_frac(self.peak(name), mb, hb)
         syns = self._matrix_synapses(
             f"{name}.normed", np.diag(op.params["weight"].astype(np.float64)), frac, name, name, residual=True
