@@ -17,9 +17,10 @@ import pprint
 import textwrap
 
 import numpy as np
+import scipy.sparse
 
 from ssmc import __version__
-from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, plan_lava
+from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, SYNAPSE_CLASSES, plan_lava
 from ssmc.errors import OutputFileError, printable
 from ssmc.ir.ops import with_defaults
 from ssmc.outputs import check_output, write_files
@@ -125,6 +126,7 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
     tensors: dict[str, np.ndarray] = {}
     lines = []
     by_module: dict[str, set[str]] = {}
+    sparse = False
     for spec in plan.processes:
         by_module.setdefault(spec.module, set()).add(spec.cls)
         args = [f"name={spec.name!r}"]
@@ -141,10 +143,17 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
             elif isinstance(value, np.ndarray):
                 tensors[f"{spec.name}.{key}"] = value
                 args.append(f"{key}=TENSORS[{spec.name + '.' + key!r}]")
+            elif isinstance(value, scipy.sparse.csr_matrix):  # Sparse: the non-zeros only, as Lava holds them
+                parts = [f"{spec.name}.{key}.{part}" for part in ("data", "indices", "indptr")]
+                tensors.update(zip(parts, (value.data, value.indices, value.indptr)))
+                args.append(f"{key}=csr_matrix(({', '.join(f'TENSORS[{p!r}]' for p in parts)}), shape={value.shape})")
+                sparse = True
             else:
                 args.append(f"{key}={value!r}")
         if spec.cls not in ("Dense", "DelayDense", "Sparse"):
-            args.append("**timing" if spec.cls != "Synapses" else "steps=timing['steps'], period=timing['period']")
+            args.append(
+                "**timing" if spec.cls not in SYNAPSE_CLASSES else "steps=timing['steps'], period=timing['period']"
+            )
         what = "neurons" if spec.group == spec.name else f"outputs into {spec.group}"
         lines.append(f"    # {spec.name}: {spec.size} {what}" + (f"; {spec.note}" if spec.note else ""))
         lines.append(f"    p[{spec.name!r}] = {spec.cls}(")
@@ -162,7 +171,7 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
     imports = [
         f"from {module} import {', '.join(sorted(names))}"
         for module, names in sorted(by_module.items(), key=lambda kv: kv[0] != LAVA_DENSE_MODULE)
-    ]
+    ] + (["from scipy.sparse import csr_matrix"] if sparse else [])
     outputs = {}
     for out in graph.outputs():
         a = with_defaults(graph.op(out.inputs[0]))
