@@ -23,7 +23,7 @@ from ssmc.backend_loihi.lava_net import dense_exact, on_lava_dense_grid, plan_la
 from ssmc.errors import SsmcError
 from ssmc.ir import Graph, Op
 from ssmc.passes.assign_bitwidths import set_depths
-from ssmc.runtime.lava_engine import run_lava
+from ssmc.runtime.lava_engine import build_network, run_lava
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.runtime.test_engine_contract import (
     paper_size_network,
@@ -234,6 +234,17 @@ def test_a_batch_runs_as_independent_sequences():
     x = random_input(g, 7, batch=3)
     together = run_lava(g, x).raw["y"]
     np.testing.assert_array_equal(run_lava(g, x[1:2]).raw["y"][0], together[1])
+
+
+def test_a_timed_run_times_the_start_apart_and_computes_the_same_integers():
+    g = random_extended_network(2)
+    x = random_input(g, 9, batch=2, tokens=3)
+    network, timings = build_network(g, x), {}
+    got = network.run(timings=timings)
+    assert timings["num_steps"] == network.num_steps - 1 and timings["start"] > 0 and timings["steps"] > 0
+    want = run_numpy(g, x)
+    np.testing.assert_array_equal(got.raw["y"], want.raw["y"])
+    assert got.saturation == want.saturation
 
 
 def test_lavas_runtime_is_stopped_after_a_run_and_after_a_failure(monkeypatch):
