@@ -264,16 +264,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_run(args) -> int:
     import ssmc
-    from ssmc.api import compare, is_neuro_level, reference_outputs
-    from ssmc.runtime.compare import (
-        accuracy,
-        compare_outputs,
-        format_accuracy,
-        format_float_comparison,
-        format_integer_comparison,
-        format_onnx_comparison,
-        predictions,
-    )
+    from ssmc.api import is_neuro_level
 
     log = _log(args.quiet)
     inputs = [args.net, args.input, args.labels, args.compare_onnx]
@@ -287,6 +278,30 @@ def cmd_run(args) -> int:
     interrupts.reinstall()
     y = result["outputs"]
     log("done")
+    _print_run_summary(net, engine, result, labels)
+    mismatch = _print_comparisons(args, net, engine, x, result, labels)
+    if args.output:  # exactly this name: np.save(name) would append .npy to a name without it
+        buf = io.BytesIO()
+        np.save(buf, y, allow_pickle=False)
+        write_file(args.output, buf.getvalue(), inputs, "outputs")
+        print(f"wrote {args.output} ({list(y.shape)} {y.dtype} .npy)")
+    if mismatch is not None and not mismatch.identical:  # engines must agree bit for bit: fail after the report
+        raise EngineError(
+            f"the {engine} engine disagrees with the numpy engine on {args.input}: "
+            f"{mismatch.differing_values} of {mismatch.total_values} output values differ, saturation "
+            f"{'same' if mismatch.saturation_same else 'differs'}, sparsity "
+            f"{'same' if mismatch.sparsity_same else 'differs'}; this is an ssmc bug unless "
+            f"{args.net} was altered: recompile it, and report it if it persists"
+        )
+    return 0
+
+
+def _print_run_summary(net, engine: str, result: dict, labels: np.ndarray | None) -> None:
+    """What a run produced: output shape, predictions, accuracy against `labels`, saturation and sparsity of a
+    fixed-point engine, and the microcode programs' size and cycles when they ran."""
+    from ssmc.runtime.compare import accuracy, format_accuracy, predictions
+
+    y = result["outputs"]
     print(f"outputs: {list(y.shape)} (batch, tokens, outputs); engine {engine}")
     if net.config.readout == "none":
         print("note: compiled without --readout; predictions use the last token's output")
@@ -294,16 +309,7 @@ def cmd_run(args) -> int:
     if labels is not None:
         print(f"accuracy ({engine}): {format_accuracy(accuracy(y, labels))}")
     if "saturation" in result:
-        sat = {g: {k: v for k, v in c.items() if v} for g, c in result["saturation"].items()}
-        sat = {g: c for g, c in sat.items() if c}
-        print(
-            "saturation: "
-            + (
-                "none"
-                if not sat
-                else "; ".join(f"{g}: " + ", ".join(f"{k} {v}" for k, v in c.items()) for g, c in sat.items())
-            )
-        )
+        print("saturation: " + _saturation_text(result["saturation"]))
         print(
             "message sparsity (fraction of zero messages): "
             + ", ".join(f"{g} {s:.2f}" for g, s in result["sparsity"].items())
@@ -312,6 +318,30 @@ def cmd_run(args) -> int:
         from ssmc.backend_loihi.microcode.emit import core_cycles, format_summary, microcode_summary
 
         print(format_summary(microcode_summary(net), core_cycles(net)))
+
+
+def _saturation_text(saturation: dict) -> str:
+    """The non-zero saturation counts per group ('group: kind n, ...; ...'), or 'none'."""
+    sat = {g: {k: v for k, v in c.items() if v} for g, c in saturation.items()}
+    sat = {g: c for g, c in sat.items() if c}
+    if not sat:
+        return "none"
+    return "; ".join(f"{g}: " + ", ".join(f"{k} {v}" for k, v in c.items()) for g, c in sat.items())
+
+
+def _print_comparisons(args, net, engine: str, x: np.ndarray, result: dict, labels: np.ndarray | None):
+    """The --compare-numpy, --compare-float and --compare-onnx lines; returns the integer comparison with the
+    numpy engine (None when it was not asked for or the engine is numpy or float)."""
+    from ssmc.api import compare, reference_outputs
+    from ssmc.runtime.compare import (
+        accuracy,
+        compare_outputs,
+        format_float_comparison,
+        format_integer_comparison,
+        format_onnx_comparison,
+    )
+
+    y = result["outputs"]
     mismatch = None
     if args.compare_numpy and engine not in ("numpy", "float"):
         mismatch = compare(net, x, against="numpy", engine=engine, result=result)
@@ -332,20 +362,7 @@ def cmd_run(args) -> int:
                 os.path.basename(args.compare_onnx),
             )
         )
-    if args.output:  # exactly this name: np.save(name) would append .npy to a name without it
-        buf = io.BytesIO()
-        np.save(buf, y, allow_pickle=False)
-        write_file(args.output, buf.getvalue(), inputs, "outputs")
-        print(f"wrote {args.output} ({list(y.shape)} {y.dtype} .npy)")
-    if mismatch is not None and not mismatch.identical:  # engines must agree bit for bit: fail after the report
-        raise EngineError(
-            f"the {engine} engine disagrees with the numpy engine on {args.input}: "
-            f"{mismatch.differing_values} of {mismatch.total_values} output values differ, saturation "
-            f"{'same' if mismatch.saturation_same else 'differs'}, sparsity "
-            f"{'same' if mismatch.sparsity_same else 'differs'}; this is an ssmc bug unless "
-            f"{args.net} was altered: recompile it, and report it if it persists"
-        )
-    return 0
+    return mismatch
 
 
 # -- export-lava ----------------------------------------------------------------

@@ -229,34 +229,17 @@ def _synapse_process(op: Op, groups: dict[str, dict], post: Op, steps: int, peri
     delay, exp = int(a["delay"]), int(a["weight_exp"])
     why_not = dense_exact(w, exp, int(pre["msg_bits"]), delay, int(pre["delta"]))
     nonzero = int(np.count_nonzero(w))
-    if not why_not and delay == 1 and nonzero < SPARSE_DENSITY * w.size:
-        # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
-        # product in int64), so dense_exact's proof holds; it stores the non-zeros only, and so does the
-        # plan (an S4D layer's [H*M, H] B held dense would be 8 MB per group here and in export-lava's .npz)
-        return ProcessSpec(
-            op.name,
-            LAVA_SPARSE_MODULE,
-            "Sparse",
-            post.name,
-            w.shape[0],
-            {
-                "weights": scipy.sparse.csr_matrix(w),
-                "weight_exp": exp,
-                "num_weight_bits": 8,
-                "num_message_bits": int(pre["msg_bits"]),
-            },
-            f"Lava Sparse: exact (bound), {nonzero} of {w.size} weights non-zero",
-        )
+    # a mostly-zero group is held as CSR from here on (an S4D layer's [H*M, H] B held dense would be 8 MB
+    # per group here and in export-lava's .npz)
+    sparse = nonzero < SPARSE_DENSITY * w.size
+    held = scipy.sparse.csr_matrix(w) if sparse else w
+    lava_args = {"weight_exp": exp, "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])}
     if not why_not and delay == 1:
-        return ProcessSpec(
-            op.name,
-            LAVA_DENSE_MODULE,
-            "Dense",
-            post.name,
-            w.shape[0],
-            {"weights": w, "weight_exp": exp, "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
-            "Lava Dense: exact (bound)",
-        )
+        # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
+        # product in int64), so dense_exact's proof holds for both
+        cls, module = ("Sparse", LAVA_SPARSE_MODULE) if sparse else ("Dense", LAVA_DENSE_MODULE)
+        note = f"Lava {cls}: exact (bound)" + (f", {nonzero} of {w.size} weights non-zero" if sparse else "")
+        return ProcessSpec(op.name, module, cls, post.name, w.shape[0], {"weights": held, **lava_args}, note)
     if not why_not:
         return ProcessSpec(
             op.name,
@@ -264,16 +247,9 @@ def _synapse_process(op: Op, groups: dict[str, dict], post: Op, steps: int, peri
             "DelayDense",
             post.name,
             w.shape[0],
-            {
-                "weights": w,
-                "delays": np.full(w.shape, delay - 1, np.int64),
-                "weight_exp": exp,
-                "num_weight_bits": 8,
-                "num_message_bits": int(pre["msg_bits"]),
-            },
+            {"weights": w, "delays": np.full(w.shape, delay - 1, np.int64), **lava_args},
             "Lava DelayDense: exact (bound)",
         )
-    sparse = nonzero < SPARSE_DENSITY * w.size  # held and multiplied as CSR, like Lava's Sparse
     return ProcessSpec(
         op.name,
         PROCS_MODULE,
@@ -281,7 +257,7 @@ def _synapse_process(op: Op, groups: dict[str, dict], post: Op, steps: int, peri
         post.name,
         w.shape[0],
         {
-            "weights": scipy.sparse.csr_matrix(w) if sparse else w,
+            "weights": held,
             "weight_exp": exp,
             "delay": delay,
             "sigma": bool(pre["delta"]),

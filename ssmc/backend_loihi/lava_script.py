@@ -126,52 +126,16 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
     tensors: dict[str, np.ndarray] = {}
     lines = []
     by_module: dict[str, set[str]] = {}
-    sparse = False
     for spec in plan.processes:
         by_module.setdefault(spec.module, set()).add(spec.cls)
-        args = [f"name={spec.name!r}"]
-        for key, value in spec.kwargs.items():
-            if key in _TIMING:
-                continue
-            if key == "tokens_in":
-                a = with_defaults(graph.op(spec.name))
-                args.append(
-                    f"tokens_in=quantize(x, {int(a['frac'])}, {int(a['msg_bits'])}).reshape(batch * tokens, -1)"
-                )
-            elif key == "delays":  # DelayDense: one delay for every synapse of the group
-                args.append(f"delays=np.full(TENSORS[{spec.name + '.weights'!r}].shape, {int(value.flat[0])})")
-            elif isinstance(value, np.ndarray):
-                tensors[f"{spec.name}.{key}"] = value
-                args.append(f"{key}=TENSORS[{spec.name + '.' + key!r}]")
-            elif isinstance(value, scipy.sparse.csr_matrix):  # Sparse: the non-zeros only, as Lava holds them
-                parts = [f"{spec.name}.{key}.{part}" for part in ("data", "indices", "indptr")]
-                tensors.update(zip(parts, (value.data, value.indices, value.indptr)))
-                args.append(f"{key}=csr_matrix(({', '.join(f'TENSORS[{p!r}]' for p in parts)}), shape={value.shape})")
-                sparse = True
-            else:
-                args.append(f"{key}={value!r}")
-        if spec.cls not in ("Dense", "DelayDense", "Sparse"):
-            args.append(
-                "**timing" if spec.cls not in SYNAPSE_CLASSES else "steps=timing['steps'], period=timing['period']"
-            )
-        what = "neurons" if spec.group == spec.name else f"outputs into {spec.group}"
-        lines.append(f"    # {spec.name}: {spec.size} {what}" + (f"; {spec.note}" if spec.note else ""))
-        lines.append(f"    p[{spec.name!r}] = {spec.cls}(")
-        lines += textwrap.wrap(
-            ", ".join(args) + ")",
-            width=108,
-            initial_indent=" " * 8,
-            subsequent_indent=" " * 8,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
+        lines += _process_lines(spec, _process_args(spec, graph, tensors))
     lines.append("    # connections: message ports -> synapse groups -> dendrites")
     for link in plan.links:
         lines.append(f"    p[{link.src!r}].{link.src_port}.connect(p[{link.dst!r}].{link.dst_port})")
     imports = [
         f"from {module} import {', '.join(sorted(names))}"
         for module, names in sorted(by_module.items(), key=lambda kv: kv[0] != LAVA_DENSE_MODULE)
-    ] + (["from scipy.sparse import csr_matrix"] if sparse else [])
+    ] + (["from scipy.sparse import csr_matrix"] if any(key.endswith(".indptr") for key in tensors) else [])
     outputs = {}
     for out in graph.outputs():
         a = with_defaults(graph.op(out.inputs[0]))
@@ -189,6 +153,49 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
         outputs=pprint.pformat(outputs, width=100),
     )
     return header + "\n".join(lines) + "\n" + _FOOTER, tensors
+
+
+def _process_args(spec, graph, tensors: dict[str, np.ndarray]) -> list[str]:
+    """The constructor arguments of one process, as source text: scalars as literals, arrays read from the
+    .npz (added to `tensors` under '<process>.<key>'), the timing values the script computes per batch."""
+    args = [f"name={spec.name!r}"]
+    for key, value in spec.kwargs.items():
+        if key in _TIMING:
+            continue
+        if key == "tokens_in":
+            a = with_defaults(graph.op(spec.name))
+            args.append(f"tokens_in=quantize(x, {int(a['frac'])}, {int(a['msg_bits'])}).reshape(batch * tokens, -1)")
+        elif key == "delays":  # DelayDense: one delay for every synapse of the group
+            args.append(f"delays=np.full(TENSORS[{spec.name + '.weights'!r}].shape, {int(value.flat[0])})")
+        elif isinstance(value, np.ndarray):
+            tensors[f"{spec.name}.{key}"] = value
+            args.append(f"{key}=TENSORS[{spec.name + '.' + key!r}]")
+        elif isinstance(value, scipy.sparse.csr_matrix):  # Sparse: the non-zeros only, as Lava holds them
+            parts = [f"{spec.name}.{key}.{part}" for part in ("data", "indices", "indptr")]
+            tensors.update(zip(parts, (value.data, value.indices, value.indptr)))
+            args.append(f"{key}=csr_matrix(({', '.join(f'TENSORS[{p!r}]' for p in parts)}), shape={value.shape})")
+        else:
+            args.append(f"{key}={value!r}")
+    if spec.cls not in ("Dense", "DelayDense", "Sparse"):
+        args.append("**timing" if spec.cls not in SYNAPSE_CLASSES else "steps=timing['steps'], period=timing['period']")
+    return args
+
+
+def _process_lines(spec, args: list[str]) -> list[str]:
+    """The script lines that make one process: a comment saying what it is, then `p[name] = Class(args)`
+    wrapped at 108 columns."""
+    what = "neurons" if spec.group == spec.name else f"outputs into {spec.group}"
+    lines = [f"    # {spec.name}: {spec.size} {what}" + (f"; {spec.note}" if spec.note else "")]
+    lines.append(f"    p[{spec.name!r}] = {spec.cls}(")
+    lines += textwrap.wrap(
+        ", ".join(args) + ")",
+        width=108,
+        initial_indent=" " * 8,
+        subsequent_indent=" " * 8,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return lines
 
 
 def write_script(net, path: str | os.PathLike, inputs=()) -> tuple[str, str]:

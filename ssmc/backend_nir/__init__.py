@@ -140,61 +140,86 @@ def to_nir(graph: Graph, form: str = "euler", cut: bool = False) -> tuple[nir.NI
             + ": export with --cut to leave these ops to the host between NIR ports"
         )
     for op in graph.ops():
-        k, size = op.kind, int(np.prod(op.shape))
         ins = [head[s] for s in op.inputs]
-        if k == "input":
-            nodes[op.name] = nir.Input(input_type={"input": np.array([size])})
-        elif k == "output":
-            nodes[op.name] = nir.Output(output_type={"output": np.array([size])})
-            edges.append((ins[0], op.name))
-        elif k == "linear":
-            w = op.params["weight"].astype(np.float64)
-            nodes[op.name] = (
-                nir.Affine(weight=w, bias=op.params["bias"].astype(np.float64))
-                if "bias" in op.params
-                else nir.Linear(weight=w)
-            )
-            edges.append((ins[0], op.name))
-        elif k == "add":
-            nodes[op.name] = nir.Scale(scale=np.ones(size))
-            edges += [(i, op.name) for i in ins]
-        elif k == "pool" and op.attrs["mode"] == "sum":
-            nodes[op.name] = nir.I(r=np.ones(size))
-            edges.append((ins[0], op.name))
-        elif k == "s4d":
-            m = s4d_matrices(op, form)
-            n = op.name
-            nodes[f"{n}.B"] = nir.Linear(weight=m["B"])
-            nodes[f"{n}.x"] = nir.I(r=np.ones(m["A"].shape[0]))
-            nodes[f"{n}.A"] = nir.Linear(weight=m["A"])
-            nodes[f"{n}.C"] = nir.Linear(weight=m["C"])
-            nodes[f"{n}.D"] = nir.Scale(scale=m["D"])
-            nodes[n] = nir.Scale(scale=np.ones(size))
-            edges += [
-                (ins[0], f"{n}.B"),
-                (f"{n}.B", f"{n}.x"),
-                (f"{n}.x", f"{n}.A"),
-                (f"{n}.A", f"{n}.x"),
-                (f"{n}.x", f"{n}.C"),
-                (ins[0], f"{n}.D"),
-                (f"{n}.C", n),
-                (f"{n}.D", n),
-            ]
+        if op.kind == "s4d":
+            op_nodes, op_edges = _s4d_nodes(op, ins, form)
+        elif _expressible(op):
+            op_nodes, op_edges = _plain_node(op, ins)
         else:  # cut: the host computes the op between two ports of the graph
-            ports = [f"{op.name}.in{i}" for i in range(len(ins))]
-            for port, src in zip(ports, ins):
-                nodes[port] = nir.Output(
-                    output_type={"output": np.array([int(np.prod(graph.op(op.inputs[ports.index(port)]).shape))])}
-                )
-                edges.append((src, port))
-            nodes[op.name] = nir.Input(
-                input_type={"input": np.array([size])},
-                metadata={"ssmc_host_op": _host_spec(op), "ssmc_reads": ",".join(ports)},
-            )
-            cuts.append(f"{_why_not(op)}: cut, the host computes it from {', '.join(ports)} into input {op.name}")
+            op_nodes, op_edges = _cut_nodes(graph, op, ins)
+            cuts.append(f"{_why_not(op)}: cut, the host computes it from {', '.join(_ports(op))} into input {op.name}")
+        nodes.update(op_nodes)
+        edges += op_edges
         head[op.name] = op.name
     meta = {"producer": "ssmc", "s4d_form": form, "time_step": "one token per unit of time (dt = 1)"}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta), cuts
+
+
+def _plain_node(op: Op, ins: list[str]) -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]]]:
+    """The one NIR node of an input, output, linear, add or sum pool (named as the op), and its incoming edges
+    from the nodes `ins`."""
+    k, size = op.kind, int(np.prod(op.shape))
+    if k == "input":
+        return {op.name: nir.Input(input_type={"input": np.array([size])})}, []
+    if k == "output":
+        return {op.name: nir.Output(output_type={"output": np.array([size])})}, [(ins[0], op.name)]
+    if k == "linear":
+        w = op.params["weight"].astype(np.float64)
+        node = (
+            nir.Affine(weight=w, bias=op.params["bias"].astype(np.float64))
+            if "bias" in op.params
+            else nir.Linear(weight=w)
+        )
+        return {op.name: node}, [(ins[0], op.name)]
+    if k == "add":
+        return {op.name: nir.Scale(scale=np.ones(size))}, [(i, op.name) for i in ins]
+    return {op.name: nir.I(r=np.ones(size))}, [(ins[0], op.name)]  # a sum pool: v[k] = v[k-1] + u[k]
+
+
+def _s4d_nodes(op: Op, ins: list[str], form: str) -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]]]:
+    """An S4D layer's nodes <op>.B, .x, .A, .C, .D and <op> (the sum of C and D), and their edges (module doc)."""
+    m = s4d_matrices(op, form)
+    n = op.name
+    nodes = {
+        f"{n}.B": nir.Linear(weight=m["B"]),
+        f"{n}.x": nir.I(r=np.ones(m["A"].shape[0])),
+        f"{n}.A": nir.Linear(weight=m["A"]),
+        f"{n}.C": nir.Linear(weight=m["C"]),
+        f"{n}.D": nir.Scale(scale=m["D"]),
+        n: nir.Scale(scale=np.ones(int(np.prod(op.shape)))),
+    }
+    edges = [
+        (ins[0], f"{n}.B"),
+        (f"{n}.B", f"{n}.x"),
+        (f"{n}.x", f"{n}.A"),
+        (f"{n}.A", f"{n}.x"),
+        (f"{n}.x", f"{n}.C"),
+        (ins[0], f"{n}.D"),
+        (f"{n}.C", n),
+        (f"{n}.D", n),
+    ]
+    return nodes, edges
+
+
+def _cut_nodes(graph: Graph, op: Op, ins: list[str]) -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]]]:
+    """An op cut out for the host: an Output port <op>.in<i> per input, then the Input node <op> that carries
+    its result (metadata: the host function and the ports it reads), and the edges into the ports."""
+    ports = _ports(op)
+    nodes: dict[str, nir.NIRNode] = {}
+    edges = []
+    for port, src, value in zip(ports, ins, op.inputs):
+        nodes[port] = nir.Output(output_type={"output": np.array([int(np.prod(graph.op(value).shape))])})
+        edges.append((src, port))
+    nodes[op.name] = nir.Input(
+        input_type={"input": np.array([int(np.prod(op.shape))])},
+        metadata={"ssmc_host_op": _host_spec(op), "ssmc_reads": ",".join(ports)},
+    )
+    return nodes, edges
+
+
+def _ports(op: Op) -> list[str]:
+    """The names of the Output ports that carry a cut op's inputs to the host."""
+    return [f"{op.name}.in{i}" for i in range(len(op.inputs))]
 
 
 def _expressible(op: Op) -> bool:

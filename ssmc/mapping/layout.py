@@ -177,27 +177,45 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
         )
     t_sym = traffic + traffic.T
     np.fill_diagonal(t_sym, 0.0)
-    # 1. cores -> chips: balanced consecutive runs, improved by swaps on the chip-cut
+    chip_of = _chip_of_cores(t_sym, n_chips, cpc, budget)
+    board_pos = _board_places(t_sym, chip_of, n_chips, target, budget)
+    # 3. on each chip: greedy walk along the snake, then swaps
+    hops = chip_hops(target)
+    snake = np.array(snake_slots(target))
+    slot = np.zeros(K, np.int64)
+    for c in range(n_chips):
+        members = np.flatnonzero(chip_of == c)
+        local = _core_slots_on_chip(t_sym[np.ix_(members, members)], cpc, hops, snake, budget)
+        slot[members] = int(board_pos[c]) * cpc + local
+    return slot
+
+
+def _chip_of_cores(t_sym: np.ndarray, n_chips: int, cpc: int, budget: Budget) -> np.ndarray:
+    """Stage 1, the chip of each logical core: balanced consecutive runs, improved by swaps on the chip-cut."""
+    K = len(t_sym)
     per = math.ceil(K / n_chips)
     chip_of = np.minimum(np.arange(K) // per, n_chips - 1)
-    if n_chips > 1:
-        pad = n_chips * cpc - K  # dummies: empty core slots
-        tp = np.zeros((K + pad, K + pad))
-        tp[:K, :K] = t_sym
-        chip_pos = np.concatenate(
-            [chip_of, np.repeat(np.arange(n_chips), cpc - np.bincount(chip_of, minlength=n_chips))]
-        )
-        cut = (np.arange(n_chips)[:, None] != np.arange(n_chips)[None, :]).astype(float)
-        slots = np.concatenate([np.flatnonzero(chip_pos == c) for c in range(n_chips)])
-        # express "which chip" as slot positions so swap_improve can work on it
-        pos = np.empty(K + pad, np.int64)
-        pos[slots] = np.arange(K + pad)
-        slot_chip = np.repeat(np.arange(n_chips), cpc)
-        dist = cut[slot_chip][:, slot_chip]
-        if K + pad <= 480:  # O(n^3) per pass: only for a few chips; larger boards keep the layer-order runs
-            pos = swap_improve(tp, dist, pos, budget, max_passes=5)
-        chip_of = slot_chip[pos[:K]]
-    # 2. chips -> board positions
+    if n_chips == 1:
+        return chip_of
+    pad = n_chips * cpc - K  # dummies: empty core slots
+    tp = np.zeros((K + pad, K + pad))
+    tp[:K, :K] = t_sym
+    chip_pos = np.concatenate([chip_of, np.repeat(np.arange(n_chips), cpc - np.bincount(chip_of, minlength=n_chips))])
+    cut = (np.arange(n_chips)[:, None] != np.arange(n_chips)[None, :]).astype(float)
+    slots = np.concatenate([np.flatnonzero(chip_pos == c) for c in range(n_chips)])
+    # express "which chip" as slot positions so swap_improve can work on it
+    pos = np.empty(K + pad, np.int64)
+    pos[slots] = np.arange(K + pad)
+    slot_chip = np.repeat(np.arange(n_chips), cpc)
+    dist = cut[slot_chip][:, slot_chip]
+    if K + pad <= 480:  # O(n^3) per pass: only for a few chips; larger boards keep the layer-order runs
+        pos = swap_improve(tp, dist, pos, budget, max_passes=5)
+    return slot_chip[pos[:K]]
+
+
+def _board_places(t_sym: np.ndarray, chip_of: np.ndarray, n_chips: int, target: Target, budget: Budget) -> np.ndarray:
+    """Stage 2, the board chip index of each chip of the mapping: swaps that lower chip traffic x link distance."""
+    K = len(t_sym)
     ct = np.zeros((n_chips, n_chips))
     np.add.at(ct, (chip_of[:, None].repeat(K, 1), chip_of[None, :].repeat(K, 0)), t_sym)
     np.fill_diagonal(ct, 0.0)
@@ -208,31 +226,29 @@ def layout(traffic: np.ndarray, target: Target, time_limit: float = 10.0) -> np.
     ctp[:n_chips, :n_chips] = ct
     board_pos = swap_improve(ctp, bdist.astype(float), np.arange(places), budget)
     # a board place beyond `target.chips` does not exist: only use places < chips (row-major)
-    board_pos = _keep_valid(board_pos, n_chips, target.chips)
-    # 3. on each chip: greedy walk along the snake, then swaps
-    hops = chip_hops(target)
-    snake = np.array(snake_slots(target))
-    slot = np.zeros(K, np.int64)
-    for c in range(n_chips):
-        members = np.flatnonzero(chip_of == c)
-        sub = t_sym[np.ix_(members, members)]
-        order = greedy_walk(sub)
-        tpad = np.zeros((cpc, cpc))
-        tpad[: len(members), : len(members)] = sub
-        best = None
-        # two starts: the partitioner's order (layer order) and the traffic walk, both along the snake
-        for start in (list(range(len(members))), order):
-            local = np.empty(len(members), np.int64)
-            local[np.asarray(start, np.int64)] = snake[: len(members)]
-            taken = set(local.tolist())
-            pos = np.concatenate([local, np.array([s for s in range(cpc) if s not in taken], np.int64)])
-            pos = swap_improve(tpad, hops, pos, budget)
-            pos = swap_improve(tpad, hops, anneal(tpad, hops, pos, budget), budget)
-            cost = total_cost(tpad, hops, pos)
-            if best is None or cost < best[0] - 1e-9:
-                best = (cost, pos)
-        slot[members] = int(board_pos[c]) * cpc + best[1][: len(members)]
-    return slot
+    return _keep_valid(board_pos, n_chips, target.chips)
+
+
+def _core_slots_on_chip(sub: np.ndarray, cpc: int, hops: np.ndarray, snake: np.ndarray, budget: Budget) -> np.ndarray:
+    """Stage 3, the core slot on its chip of each of a chip's logical cores (`sub`: their traffic): the cheaper
+    of two starts laid along the snake, each improved by swaps and annealing."""
+    n = len(sub)
+    order = greedy_walk(sub)
+    tpad = np.zeros((cpc, cpc))
+    tpad[:n, :n] = sub
+    best = None
+    # two starts: the partitioner's order (layer order) and the traffic walk, both along the snake
+    for start in (list(range(n)), order):
+        local = np.empty(n, np.int64)
+        local[np.asarray(start, np.int64)] = snake[:n]
+        taken = set(local.tolist())
+        pos = np.concatenate([local, np.array([s for s in range(cpc) if s not in taken], np.int64)])
+        pos = swap_improve(tpad, hops, pos, budget)
+        pos = swap_improve(tpad, hops, anneal(tpad, hops, pos, budget), budget)
+        cost = total_cost(tpad, hops, pos)
+        if best is None or cost < best[0] - 1e-9:
+            best = (cost, pos)
+    return best[1][:n]
 
 
 def _keep_valid(board_pos: np.ndarray, used: int, chips: int) -> np.ndarray:

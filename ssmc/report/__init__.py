@@ -127,16 +127,59 @@ def build_report(net) -> dict:
         rep["placement"] = None
         rep["note"] = "placement is broken: " + "; ".join(problems[:3])
         return rep
+    rep.update(_placed_sections(graph, target, core_of))
+    return rep
+
+
+def _placed_sections(graph, target, core_of: np.ndarray) -> dict:
+    """The placement, traffic, links, rates and cost sections of a graph placed on `target`; `core_of` is each
+    neuron's global core (chip * cores_per_chip + core)."""
     nl = build_netlist(graph)
     used, logical = np.unique(core_of, return_inverse=True)
     r = routes(nl, logical)
     use = core_usage(nl, logical, len(used), r)
     tr_logical = traffic(nl, logical, len(used), target, r, hop_matrix=np.zeros((len(used), len(used))))
     tr = traffic(nl, core_of, int(core_of.max()) + 1, target)
-    rates = nl.neuron_rates()
-    synops = np.zeros(len(used))
-    for s in nl.synapses:
-        np.add.at(synops, logical[s.post_ids], rates[s.pre_ids])
+    cores = _core_rows(nl, target, used, logical, use)
+    peak = {k: round(float(use[k].max()) / target.capacity(k), 4) for k in CAPACITIES}
+    depth = max((int(op.attrs.get("depth", 0)) for op in graph.ops_of_kind("neurons")), default=0)
+    chips = len({c["chip"] for c in cores})
+    return {
+        "placement": {
+            "cores_used": len(used),
+            "chips_used": chips,
+            "cores": cores,
+            "peak_utilisation": peak,
+            "binding_capacity": max(peak, key=peak.get),
+        },
+        "traffic": {
+            "messages_per_step": round(tr.messages, 2),
+            "inter_core": round(tr.inter_core, 2),
+            "hop_weighted": round(tr.hop_weighted, 2),
+            "inter_chip": round(tr.inter_chip, 2),
+            "matrix": np.round(tr_logical.matrix, 3).tolist(),
+            "labels": [f"{c['chip']}:{c['core']}" for c in cores],
+        },
+        "links": link_loads(cores, tr_logical.matrix, target),
+        "rates": {
+            "source": graph.attrs.get(SOURCE_ATTR, "assumed (no msg_rate recorded)"),
+            "groups": {g.name: g.rate for g in nl.groups},
+        },
+        "cost": estimate(
+            _synaptic_ops(nl, logical, len(used)).tolist(),
+            use["neurons"].tolist(),
+            tr.messages,
+            tr.inter_core,
+            tr.hop_weighted,
+            depth,
+            chips,
+        ),
+    }
+
+
+def _core_rows(nl, target, used: np.ndarray, logical: np.ndarray, use: dict) -> list[dict]:
+    """One row per used core (`used[i]` its global index, `logical` each neuron's index into `used`): its chip,
+    core and router, the groups on it, and its use and utilisation of every capacity."""
     group_of = nl.group_of()
     cores = []
     for i, g_core in enumerate(used):
@@ -152,30 +195,14 @@ def build_report(net) -> dict:
                 "utilisation": {k: round(float(use[k][i]) / target.capacity(k), 4) for k in CAPACITIES},
             }
         )
-    peak = {k: round(float(use[k].max()) / target.capacity(k), 4) for k in CAPACITIES}
-    depth = max((int(op.attrs.get("depth", 0)) for op in graph.ops_of_kind("neurons")), default=0)
-    chips = len({c["chip"] for c in cores})
-    rep["placement"] = {
-        "cores_used": len(used),
-        "chips_used": chips,
-        "cores": cores,
-        "peak_utilisation": peak,
-        "binding_capacity": max(peak, key=peak.get),
-    }
-    rep["traffic"] = {
-        "messages_per_step": round(tr.messages, 2),
-        "inter_core": round(tr.inter_core, 2),
-        "hop_weighted": round(tr.hop_weighted, 2),
-        "inter_chip": round(tr.inter_chip, 2),
-        "matrix": np.round(tr_logical.matrix, 3).tolist(),
-        "labels": [f"{c['chip']}:{c['core']}" for c in cores],
-    }
-    rep["links"] = link_loads(cores, tr_logical.matrix, target)
-    rep["rates"] = {
-        "source": graph.attrs.get(SOURCE_ATTR, "assumed (no msg_rate recorded)"),
-        "groups": {g.name: g.rate for g in nl.groups},
-    }
-    rep["cost"] = estimate(
-        synops.tolist(), use["neurons"].tolist(), tr.messages, tr.inter_core, tr.hop_weighted, depth, chips
-    )
-    return rep
+    return cores
+
+
+def _synaptic_ops(nl, logical: np.ndarray, n_cores: int) -> np.ndarray:
+    """Synaptic operations per step on each core: every synapse's presynaptic message rate, summed on the core
+    of its postsynaptic neuron."""
+    rates = nl.neuron_rates()
+    synops = np.zeros(n_cores)
+    for s in nl.synapses:
+        np.add.at(synops, logical[s.post_ids], rates[s.pre_ids])
+    return synops

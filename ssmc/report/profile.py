@@ -141,6 +141,8 @@ def _histogram(plt, title: str, xlabel: str, values: np.ndarray, marks: list[tup
 
 
 def _figures(data: list[dict]) -> list[tuple[str, str]]:
+    """(title, base64 PNG) of every figure: per synapse group its weights; per neuron group its messages, its
+    states (stateful groups) and its modes (cpx groups)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,73 +150,82 @@ def _figures(data: list[dict]) -> list[tuple[str, str]]:
 
     out = []
     for e in data:
-        g = e["group"]
         if e["what"] == "synapses":
-            w, step = e["values"], e["step"]
-            marks = [
-                (float(w.min(initial=0.0)) + k * step, ":", "weight grid (2^weight_exp)" if k == 0 else "_")
-                for k in range(2)
-            ]
-            out.append(
-                (
-                    f"{g}: weights",
-                    _histogram(
-                        plt,
-                        f"{g}: W * 2^{e['weight_exp']}, {e['levels']} distinct levels (non-zero weights)",
-                        "weight",
-                        w,
-                        marks,
-                    ),
-                )
-            )
+            out.append(_weights_figure(plt, e))
             continue
-        m = e["messages"]
-        out.append(
-            (
-                f"{g}: messages",
-                _histogram(
-                    plt,
-                    f"{g} ({e['kind']}): messages m / 2^{e['frac']}, {e['msg_bits']} bits",
-                    "value",
-                    m["values"],
-                    [
-                        (m["lo"], "-", f"range [{m['lo']:.4g}, {m['hi']:.4g}]"),
-                        (m["hi"], "-", "_"),
-                        (-m["lsb"], ":", f"resolution {m['lsb']:.3g} (+-1 LSB)"),
-                        (m["lsb"], ":", "_"),
-                    ],
-                ),
-            )
-        )
+        out.append(_messages_figure(plt, e))
         if "state" in e:
-            s = e["state"]
-            out.append(
-                (
-                    f"{g}: state",
-                    _histogram(
-                        plt,
-                        f"{g} ({e['kind']}): state, {s['state_bits']} bits",
-                        "state (integer)",
-                        s["values"],
-                        [(s["lo"], "-", f"range +-2^{s['state_bits'] - 1}"), (s["hi"], "-", "_")],
-                    ),
-                )
-            )
+            out.append(_state_figure(plt, e))
         if "modes" in e:
-            md = e["modes"]
-            few = md["levels"] <= FEW_LEVELS
-            fig, ax = plt.subplots(figsize=FIGSIZE)
-            ax.scatter(md["abs_a"][~few], md["levels"][~few], s=12, label=f"> {FEW_LEVELS} levels")
-            ax.scatter(md["abs_a"][few], md["levels"][few], s=24, color="tab:red", label=f"<= {FEW_LEVELS} levels")
-            ax.set_yscale("symlog", linthresh=1)
-            ax.set_xlabel("|A_bar| per mode")
-            ax.set_ylabel(f"levels in 1 - |A_bar|\n({md['coef_bits']}-bit coefficients)")
-            ax.set_title(f"{g}: how finely each mode's decay is resolved", fontsize=10)
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            out.append((f"{g}: modes", png_base64(fig, DPI)))
-            plt.close(fig)
+            out.append(_modes_figure(plt, e))
     return out
+
+
+def _weights_figure(plt, e: dict) -> tuple[str, str]:
+    """A synapse group's non-zero weights, with one step of the weight grid marked."""
+    g, w, step = e["group"], e["values"], e["step"]
+    marks = [
+        (float(w.min(initial=0.0)) + k * step, ":", "weight grid (2^weight_exp)" if k == 0 else "_") for k in range(2)
+    ]
+    return (
+        f"{g}: weights",
+        _histogram(
+            plt, f"{g}: W * 2^{e['weight_exp']}, {e['levels']} distinct levels (non-zero weights)", "weight", w, marks
+        ),
+    )
+
+
+def _messages_figure(plt, e: dict) -> tuple[str, str]:
+    """A neuron group's decoded messages, with the representable range and +-1 LSB marked."""
+    g, m = e["group"], e["messages"]
+    return (
+        f"{g}: messages",
+        _histogram(
+            plt,
+            f"{g} ({e['kind']}): messages m / 2^{e['frac']}, {e['msg_bits']} bits",
+            "value",
+            m["values"],
+            [
+                (m["lo"], "-", f"range [{m['lo']:.4g}, {m['hi']:.4g}]"),
+                (m["hi"], "-", "_"),
+                (-m["lsb"], ":", f"resolution {m['lsb']:.3g} (+-1 LSB)"),
+                (m["lsb"], ":", "_"),
+            ],
+        ),
+    )
+
+
+def _state_figure(plt, e: dict) -> tuple[str, str]:
+    """A stateful neuron group's integer states, with the range of its state bits marked."""
+    g, s = e["group"], e["state"]
+    return (
+        f"{g}: state",
+        _histogram(
+            plt,
+            f"{g} ({e['kind']}): state, {s['state_bits']} bits",
+            "state (integer)",
+            s["values"],
+            [(s["lo"], "-", f"range +-2^{s['state_bits'] - 1}"), (s["hi"], "-", "_")],
+        ),
+    )
+
+
+def _modes_figure(plt, e: dict) -> tuple[str, str]:
+    """A cpx group's |A_bar| per mode against the coefficient levels between it and 1, few levels in red."""
+    g, md = e["group"], e["modes"]
+    few = md["levels"] <= FEW_LEVELS
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.scatter(md["abs_a"][~few], md["levels"][~few], s=12, label=f"> {FEW_LEVELS} levels")
+    ax.scatter(md["abs_a"][few], md["levels"][few], s=24, color="tab:red", label=f"<= {FEW_LEVELS} levels")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_xlabel("|A_bar| per mode")
+    ax.set_ylabel(f"levels in 1 - |A_bar|\n({md['coef_bits']}-bit coefficients)")
+    ax.set_title(f"{g}: how finely each mode's decay is resolved", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = png_base64(fig, DPI)
+    plt.close(fig)
+    return f"{g}: modes", png
 
 
 def profile_html(data: list[dict], title: str) -> str:

@@ -38,61 +38,80 @@ def to_json(rep: dict) -> str:
 
 def to_text(rep: dict) -> str:
     out = [f"net: {rep['source'].get('file', '?')}  pipeline: {rep['pipeline']}"]
-    p = rep.get("placement")
-    if p is None:
+    if rep.get("placement") is None:
         out.append(rep.get("note", "not placed"))
     else:
-        t = rep["target"]["values"]
-        out.append(
-            f"target: {t['name']} ({t['board']}, {t['chips']} chip(s) x {t['cores_per_chip']} cores); "
-            f"{p['cores_used']} cores on {p['chips_used']} chip(s) used; binding capacity: "
-            f"{p['binding_capacity']} (peak {p['peak_utilisation'][p['binding_capacity']]:.0%})"
-        )
-        out.append("")
-        out.append("capacities (sureness: source)")
-        prov = rep["target"]["provenance"]
-        for k in CAPACITIES:
-            pr = prov.get(k, {})
-            out.append(f"  {k:15s} {t[k]:>8}  {pr.get('sureness', '?')}: {pr.get('source', '')[:90]}")
-        out.append("")
-        out.append(
-            "per-core utilisation " + "  ".join(f"{SHORT[k]:>9s}" for k in CAPACITIES) + "  neuron groups on the core"
-        )
-        for c in p["cores"]:
-            out.append(
-                f"  chip {c['chip']} core {c['core']:3d}     "
-                + "  ".join(f"{c['utilisation'][k]:9.0%}" for k in CAPACITIES)
-                + "  "
-                + ",".join(c["groups"])
-            )
-        tr = rep["traffic"]
-        out.append("")
-        out.append(
-            f"traffic per step: {tr['messages_per_step']} messages, {tr['inter_core']} between cores, "
-            f"{tr['hop_weighted']} hop-weighted, {tr['inter_chip']} between chips"
-        )
-        out.append(f"message rates: {rep['rates']['source']}")
-        links = rep["links"]
-        if links["on_chip"] or links["between_chips"]:
-            out.append(f"busiest links ({links['model']}):")
-            for k in links["on_chip"][:LINKS_SHOWN]:
-                out.append(f"  chip {k['chip']} router {tuple(k['from'])} -> {tuple(k['to'])}: {k['load']} msgs/step")
-            for k in links["between_chips"][:LINKS_SHOWN]:
-                out.append(f"  chip at {tuple(k['from'])} -> chip at {tuple(k['to'])}: {k['load']} msgs/step")
-        c = rep["cost"]
-        out.append("")
-        out.append(f"cost per token -- {c['label']}:")
-        out.append(
-            f"  step {c['step_ns']} ns (busiest core {c['busiest_core_ns']} ns), latency {c['latency_ns']} ns, "
-            f"{c['throughput_tokens_per_s']:.0f} tokens/s"
-        )
-        out.append(
-            f"  {c['synaptic_ops_per_token']} synaptic ops, {c['neuron_updates_per_token']} neuron updates, "
-            f"{c['messages_per_token']} messages; energy ~{c['energy_nj']} nJ "
-            f"({c['energy_dynamic_nj']} dynamic + {c['energy_static_nj']} static)"
-        )
+        out += _fit_text(rep) + _traffic_text(rep) + _cost_text(rep["cost"])
+    out += _bitwidths_and_sections_text(rep)
+    # names and strings come from net.lava, which may be hostile: no control character reaches the terminal
+    return "\n".join(printable(line) for line in "\n".join(out).split("\n")) + "\n"
+
+
+def _fit_text(rep: dict) -> list[str]:
+    """Target and fit, each capacity with its sureness and source, and the utilisation of every used core."""
+    p, t = rep["placement"], rep["target"]["values"]
+    out = [
+        f"target: {t['name']} ({t['board']}, {t['chips']} chip(s) x {t['cores_per_chip']} cores); "
+        f"{p['cores_used']} cores on {p['chips_used']} chip(s) used; binding capacity: "
+        f"{p['binding_capacity']} (peak {p['peak_utilisation'][p['binding_capacity']]:.0%})"
+    ]
     out.append("")
-    out.append("bit-widths")
+    out.append("capacities (sureness: source)")
+    prov = rep["target"]["provenance"]
+    for k in CAPACITIES:
+        pr = prov.get(k, {})
+        out.append(f"  {k:15s} {t[k]:>8}  {pr.get('sureness', '?')}: {pr.get('source', '')[:90]}")
+    out.append("")
+    out.append(
+        "per-core utilisation " + "  ".join(f"{SHORT[k]:>9s}" for k in CAPACITIES) + "  neuron groups on the core"
+    )
+    for c in p["cores"]:
+        out.append(
+            f"  chip {c['chip']} core {c['core']:3d}     "
+            + "  ".join(f"{c['utilisation'][k]:9.0%}" for k in CAPACITIES)
+            + "  "
+            + ",".join(c["groups"])
+        )
+    return out
+
+
+def _traffic_text(rep: dict) -> list[str]:
+    """Messages per step (between cores, hop-weighted, between chips), where the rates come from, and the
+    busiest links."""
+    tr = rep["traffic"]
+    out = [""]
+    out.append(
+        f"traffic per step: {tr['messages_per_step']} messages, {tr['inter_core']} between cores, "
+        f"{tr['hop_weighted']} hop-weighted, {tr['inter_chip']} between chips"
+    )
+    out.append(f"message rates: {rep['rates']['source']}")
+    links = rep["links"]
+    if links["on_chip"] or links["between_chips"]:
+        out.append(f"busiest links ({links['model']}):")
+        for k in links["on_chip"][:LINKS_SHOWN]:
+            out.append(f"  chip {k['chip']} router {tuple(k['from'])} -> {tuple(k['to'])}: {k['load']} msgs/step")
+        for k in links["between_chips"][:LINKS_SHOWN]:
+            out.append(f"  chip at {tuple(k['from'])} -> chip at {tuple(k['to'])}: {k['load']} msgs/step")
+    return out
+
+
+def _cost_text(c: dict) -> list[str]:
+    """The estimated cost per token, under its label."""
+    return [
+        "",
+        f"cost per token -- {c['label']}:",
+        f"  step {c['step_ns']} ns (busiest core {c['busiest_core_ns']} ns), latency {c['latency_ns']} ns, "
+        f"{c['throughput_tokens_per_s']:.0f} tokens/s",
+        f"  {c['synaptic_ops_per_token']} synaptic ops, {c['neuron_updates_per_token']} neuron updates, "
+        f"{c['messages_per_token']} messages; energy ~{c['energy_nj']} nJ "
+        f"({c['energy_dynamic_nj']} dynamic + {c['energy_static_nj']} static)",
+    ]
+
+
+def _bitwidths_and_sections_text(rep: dict) -> list[str]:
+    """The bit-widths of every tensor, then each extra section: a dict as key: value lines, a list of row dicts
+    as a table, anything else one row per line."""
+    out = ["", "bit-widths"]
     for b in rep["bitwidths"]:
         widths = ", ".join(
             f"{k.replace('_bits', '')} {b[k]}"
@@ -111,8 +130,7 @@ def to_text(rep: dict) -> str:
             out.extend("  " + " ".join(f"{str(r.get(k, '')):>12s}" for k in keys) for r in rows)
         else:
             out.extend(f"  {r}" for r in rows)
-    # names and strings come from net.lava, which may be hostile: no control character reaches the terminal
-    return "\n".join(printable(line) for line in "\n".join(out).split("\n")) + "\n"
+    return out
 
 
 def _images(rep: dict) -> dict[str, bytes]:

@@ -52,10 +52,16 @@ sparse groups run as segment sums or CSR, the rest as BLAS products on one
 thread (many small products: waking BLAS threads costs more than they save).
 The classes of a linear split by weight exponent (--weight-exp row) run as one kernel
 with a shift per row (`_merge_row_split`).
-A float cpx group updates its interleaved state as a complex128 view (one
-complex multiply), in blocks of sequences that stay in cache, straight into its
-message ring when its message is its state. The checked and prepared net is
-kept per graph (`prepare`), so a test set run in many calls pays the set-up once.
+A stateful group (cpx, integrator) runs a chunk's steps in one call of a compiled
+kernel (engine_kernels.py, numba; docs/numpy_engine.md), one sequence at a time
+so that its state stays in cache over the steps, one pass per step; its state is
+its own array, updated in place. A float cpx group's kernel also forms the
+synapse groups around it where their pattern allows (`_fuse`): its input when
+that is a broadcast (an S4D layer's B, from the pre messages), and a channel sum
+reading its states (an S4D layer's C); when that channel sum is all that reads
+it, a run without traces writes none of its messages. The checked and prepared
+net is kept per graph (`prepare`), so a test set run in many calls pays the
+set-up once.
 """
 
 from __future__ import annotations
@@ -141,6 +147,10 @@ class _Synapses:
     terms: np.ndarray | None = None  # segment: the products of a block of sequences, reused
     sigma: np.ndarray | None = None  # pre group sends sigma-delta: the running sum of W @ m (scaled on the float path)
     nonzeros: tuple | None = None  # (rows, cols, int64 values) of W, for _merge_row_split
+    # Formed inside a cpx group's kernel (see _fuse): "post" -- from the pre messages, by the group it feeds
+    # (its chunk_out holds those messages); "pre" -- from the states of the group it reads, into `sums`.
+    fused: str = ""
+    sums: np.ndarray | None = None  # "pre": the outputs, floored, a ring with its pre group's buffer's rows
 
     @property
     def work_values(self) -> int:
@@ -176,14 +186,17 @@ class _Group:
     source_msgs: np.ndarray | None = None  # source: the messages of every token [tokens, batch, size]
     source_clipped: np.ndarray | None = None  # source: clipped values per token [tokens]
     state: np.ndarray | None = None  # [batch, size] after the last step run
-    states: list[np.ndarray] | None = None  # 2 x [chunk, batch, size]: a chunk's states, unless they are its messages
-    flip: int = 0  # which of `states` the last chunk wrote
+    states: np.ndarray | None = None  # [chunk, batch, size]: a chunk's states, unless they are its messages
     buf: np.ndarray | None = None  # messages [rows, batch, size], a ring: the chunk being run at `pos`, before it
     pos: int = 0  # (cyclically) at least the steps of history its readers need, zeros before step 0
     ran: int = 0  # steps of the chunk at `pos`
     exact_float: bool = False  # carry messages / state as float64 (see _float_group)
-    c: np.ndarray | None = None  # cpx, float path: (c_re + i c_im) * 2^-f as complex128 [modes]
+    c_re_scaled: np.ndarray | None = None  # cpx, float path: c_re * 2^-f as float64 [modes]
+    c_im_scaled: np.ndarray | None = None  # cpx, float path: c_im * 2^-f
     msg_may_clip: bool = True  # False: the message sat provably changes nothing
+    fused_in: str | None = None  # the synapse group whose outputs this group's kernel forms (see _fuse)
+    fused_out: str | None = None  # the synapse group whose outputs this group's kernel forms from its states
+    unread: bool = False  # fused_out alone reads its messages: unless traced, they are not written (see _fuse)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
     zeros: int = 0
     total: int = 0
@@ -339,9 +352,8 @@ def _prepare_group(op: Op) -> _Group:
             g.bias = g.bias.astype(np.float64)  # exact: |bias| <= 2^48
         if g.kind == "cpx":
             # exact: |c| < 2^(coef_bits-1) <= 2^53, and 2^-f is a power of two
-            g.c = np.ldexp(g.c_re.astype(np.float64), -g.coef_frac) + 1j * np.ldexp(
-                g.c_im.astype(np.float64), -g.coef_frac
-            )
+            g.c_re_scaled = np.ldexp(g.c_re.astype(np.float64), -g.coef_frac)
+            g.c_im_scaled = np.ldexp(g.c_im.astype(np.float64), -g.coef_frac)
     return g
 
 
@@ -452,6 +464,7 @@ def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
     run_synapses = _merge_row_split(graph, groups, synapses)
+    _fuse(graph, groups, run_synapses)
     for s in synapses.values():
         s.nonzeros = None  # only the merge needs them
     run_order = [(op.kind, op.name) for op in order if op.kind == "neurons" or op.name in run_synapses]
@@ -523,6 +536,40 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
     return run
 
 
+def _fuse(graph: Graph, groups: dict[str, _Group], run: dict[str, _Synapses]) -> None:
+    """Let a float cpx group's kernel form the synapse groups around it (engine_kernels.cpx_float_steps), so
+    their outputs never go through memory: its input, when it is the only one (no bias), a broadcast (pre p
+    feeds posts p k .. p k + k - 1 alone: an S4D layer's B) that feeds no other group and clips nothing;
+    and a channel sum reading its states (its messages; post p sums pres p k .. p k + k - 1: an S4D layer's
+    C). The kernel forms the same sums (exact in float64 in any order) and floors them the same way. When
+    that channel sum is all that reads the group (`unread`), a run without traces keeps only its state:
+    the kernel runs each sequence's steps with its state in cache and writes no messages. The fused
+    synapse groups are copies: `synapses` (what the microcode engine steps) keeps its own."""
+    for g in groups.values():
+        if g.kind != "cpx" or not g.exact_float:
+            continue
+        name = g.synapses[0] if len(g.synapses) == 1 else None
+        s = run.get(name)
+        if (
+            s is not None
+            and g.bias is None
+            and s.kernel == "broadcast"
+            and s.exact_float
+            and not s.may_clip
+            and not groups[s.pre].delta
+            and [c.name for c in graph.consumers(name)] == [g.name]
+        ):
+            run[name] = replace(s, fused="post")
+            g.fused_in = name
+        if _states_in_buffer(g):
+            readers = [n for n, s in run.items() if s.pre == g.name]
+            out = next((n for n in readers if run[n].kernel == "channel_sum"), None)
+            if out is not None and run[out].exact_float:
+                run[out] = replace(run[out], fused="pre")
+                g.fused_out = out
+                g.unread = readers == [out] and not any(o.inputs[0] == g.name for o in graph.outputs())
+
+
 def _signature(graph: Graph) -> list[tuple]:
     # the parameter arrays themselves are kept, so a replaced array cannot reuse an old id
     return [(op.name, op.kind, op.inputs, repr(op.attrs), tuple(op.params.items())) for op in graph.ops()]
@@ -573,7 +620,7 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     threads = max(1, min(_cores(), batch // _THREAD_SEQUENCES))
     parts = [slice(i * batch // threads, (i + 1) * batch // threads) for i in range(threads)]
     room = _check_run_size(net.groups, net.run_synapses, net, x.shape, steps, trace)
-    chunk = _chunk_steps(_step_values(net.groups, net.run_synapses), -(-batch // threads), batch, steps, room)
+    chunk = _chunk_steps(_step_values(net.groups, net.run_synapses, trace), -(-batch // threads), batch, steps, room)
 
     # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
     read = {group: np.zeros((tokens, batch, net.groups[group].size), np.int64) for _, group in net.outputs}
@@ -627,10 +674,12 @@ def _run_part(
     groups = {name: replace(g, counts=dict.fromkeys(SAT_QUANTITIES, 0)) for name, g in net.groups.items()}
     synapses = {name: replace(s) for name, s in net.run_synapses.items()}
     for g in groups.values():
-        _start_group(g, x, batch, chunk, net.ring_len.get(g.name, 0))
+        _start_group(g, x, batch, chunk, net.ring_len.get(g.name, 0), bool(traces))
     for s in synapses.values():
         if groups[s.pre].delta:
             s.sigma = np.zeros((batch, s.post_size), np.float64 if s.exact_float else np.int64)
+        if s.fused == "pre":
+            s.sums = np.zeros((len(groups[s.pre].buf), batch, s.post_size))
     for t0 in range(0, steps, chunk):
         n = min(chunk, steps - t0)
         for kind, name in net.order:
@@ -663,13 +712,15 @@ def output_groups(graph: Graph) -> list[tuple[str, str]]:
     return [(out.name, out.inputs[0]) for out in graph.outputs()]
 
 
-def _step_values(groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> int:
+def _step_values(groups: dict[str, _Group], synapses: dict[str, _Synapses], trace: bool = False) -> int:
     """Values per sequence that one more step of chunk adds at most: a group's message ring (whole
-    chunks and the history before them) grows by up to 2 rows, its two chunks of states (unless they
-    are its messages) by 2, a synapse group's chunk of outputs and kernel temporaries by 1."""
-    return sum(g.size * (4 if g.stateful and not _states_in_buffer(g) else 2) for g in groups.values()) + sum(
-        s.post_size + s.work_values for s in synapses.values()
-    )
+    chunks and the history before them) grows by up to 2 rows (none for an unread group not traced),
+    its chunk of states (unless they are its messages) by 1, a synapse group's chunk of outputs and
+    kernel temporaries by 1 (a fused one: none, or its ring of sums by 2 rows; see _fuse)."""
+    return sum(
+        g.size * ((0 if g.unread and not trace else 2) + (1 if g.stateful and not _states_in_buffer(g) else 0))
+        for g in groups.values()
+    ) + sum({"post": 0, "pre": 2 * s.post_size}.get(s.fused, s.post_size + s.work_values) for s in synapses.values())
 
 
 def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int) -> int:
@@ -679,11 +730,6 @@ def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int)
     steps and every stateless group as one elementwise pass: at batch 1 the per-step calls were most
     of the time."""
     return max(1, min(steps, _CHUNK_VALUES // max(part * step_values, 1), 1 + room // max(8 * batch * step_values, 1)))
-
-
-def _history(g: _Group, ring: int) -> int:
-    # a group keeping its states in its buffer reads its last state from the row before the chunk
-    return max(ring, 1) if _states_in_buffer(g) else ring
 
 
 def _buffer_rows(chunk: int, ring: int) -> int:
@@ -701,14 +747,20 @@ def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, tr
     values = sum(
         g.size
         * (
-            _buffer_rows(1, _history(g, net.ring_len.get(g.name, 0)))
+            _buffer_rows(1, net.ring_len.get(g.name, 0))
             + 2
-            + (2 if g.stateful and not _states_in_buffer(g) else 0)
+            + (1 if g.stateful and not _states_in_buffer(g) else 0)
             + (3 * steps if trace else 0)
         )
         for g in groups.values()
     )
-    values += sum(2 * s.post_size + s.work_values for s in synapses.values())
+    values += sum(
+        # a fused channel sum's outputs are a ring with its pre group's rows (see _fuse)
+        _buffer_rows(1, net.ring_len.get(s.pre, 0)) * s.post_size
+        if s.fused == "pre"
+        else 2 * s.post_size + s.work_values
+        for s in synapses.values()
+    )
     outs = sum(groups[group].size for _, group in net.outputs)
     per_sequence = 8 * (values + tokens * (2 * features + 3 * outs))
     refuse_oversized_run("numpy engine", batch, tokens, per_sequence, trace)
@@ -720,17 +772,17 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     return run_numpy(net.graph, x, trace=trace)
 
 
-def _start_group(g: _Group, x: np.ndarray, batch: int, chunk: int, ring: int) -> None:
+def _start_group(g: _Group, x: np.ndarray, batch: int, chunk: int, ring: int, trace: bool) -> None:
     """A group's run state: its message buffer [rows, batch, size] -- `ring` steps of history (zeros
     before step 0), then the chunk being run from row `pos` -- its state and its source messages."""
     dtype = np.float64 if g.exact_float else np.int64
-    ring = _history(g, ring)
-    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, g.size), dtype)
+    # an unread group (see _fuse) keeps no messages unless traced: a buffer of 0 columns keeps the ring's rows
+    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, 0 if g.unread and not trace else g.size), dtype)
     g.pos, g.ran = 0, 0
     if g.stateful:
         g.state = np.zeros((batch, g.size), dtype)
         if not _states_in_buffer(g):
-            g.states = [np.empty((chunk, batch, g.size), dtype) for _ in range(2)]
+            g.states = np.empty((chunk, batch, g.size), dtype)
     if g.delta:
         g.last = np.zeros((batch, g.size), dtype)
     if g.kind == "source":
@@ -748,12 +800,15 @@ def _synapse_chunk(s: _Synapses, pre: _Group, t0: int, n: int, wake: int, batch:
     first = 0 if s.sigma is not None else max(0, wake - t0)
     if s.kernel == "zero" or first >= n or t0 + n - s.delay <= pre.depth:  # W = 0, no reader awake, or the
         return None  # pre group idle (then a sigma sum is still 0 too: nothing was sent yet)
-    start, count = (pre.pos - s.delay + first) % len(pre.buf), n - first
-    if start + count <= len(pre.buf):
-        m = pre.buf[start : start + count].reshape(-1, s.pre_size)
+    ring = pre.buf if s.sums is None else s.sums  # sums: the pre group's kernel formed the outputs (fused)
+    start, count = (pre.pos - s.delay + first) % len(ring), n - first
+    if start + count <= len(ring):
+        m = ring[start : start + count].reshape(count * batch, -1)
     else:  # from the end of the ring on into its start
-        m = np.concatenate((pre.buf[start:], pre.buf[: start + count - len(pre.buf)])).reshape(-1, s.pre_size)
+        m = np.concatenate((ring[start:], ring[: start + count - len(ring)])).reshape(count * batch, -1)
     dtype = np.float64 if s.exact_float else np.int64
+    if s.sums is not None or s.fused == "post":  # outputs, or the messages the post group forms them from
+        return (m if m.dtype == dtype else m.astype(dtype)), first
     acc = weighted_sum(s, m if m.dtype == dtype else m.astype(dtype))  # float m: exact integers
     if s.sigma is not None:  # sigma[t] = sigma[t - 1] + W @ m[t - delay]: every partial sum is one of them
         steps = acc.reshape(n, batch, s.post_size)  # (|sigma| = |W @ last| stays within the bound: exact)
@@ -783,11 +838,11 @@ def _group_chunk(
     """Run group g for steps t0 .. t0 + n - 1 into its buffer; count, read and trace what it sent."""
     pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
     g.pos, g.ran = pos, n
-    if _states_in_buffer(g):  # its state after the last step is the message of that step
-        g.state = g.buf[pos - 1]
     out = g.buf[pos : pos + n]
     idle = min(max(g.depth - t0, 0), n)  # steps before its depth: emits 0, keeps its state 0
     out[:idle] = 0
+    if g.fused_out is not None:
+        synapses[g.fused_out].sums[pos : pos + idle] = 0
     awake = n - idle
     step_zeros = None
     if awake:
@@ -801,9 +856,16 @@ def _group_chunk(
                 _sigma_delta_steps(g, msgs.copy(), awake, batch, msgs, traces.get(f"{g.name}.last"), t0 + idle)
         else:
             syn_out = {}
+            fused = (None, None, None, None)
+            if g.fused_in is not None and synapses[g.fused_in].chunk_out is not None:
+                m, first = synapses[g.fused_in].chunk_out
+                fused = (synapses[g.fused_in], m[(idle - first) * batch :], None, None)
+            if g.fused_out is not None:
+                out_syn = synapses[g.fused_out]
+                fused = (*fused[:2], out_syn, out_syn.sums[pos + idle : pos + n])
             for name in g.synapses:
                 s = synapses[name]
-                if s.chunk_out is None:
+                if s.chunk_out is None or name == g.fused_in:
                     continue
                 acc, first = s.chunk_out
                 acc = acc[(idle - first) * batch :]  # first <= idle: a synapse wakes with its first reader
@@ -811,7 +873,7 @@ def _group_chunk(
                     acc, clipped = _sat_count(acc, ACC_BITS)
                     g.counts["accumulator"] += clipped
                 syn_out[name] = (acc, 0)
-            value, step_zeros = _awake_values(g, syn_out, awake, batch, msgs, traces, t0 + idle)
+            value, step_zeros = _awake_values(g, syn_out, awake, batch, msgs, traces, t0 + idle, fused)
             if g.delta:
                 _sigma_delta_steps(g, value, awake, batch, msgs, traces.get(f"{g.name}.last"), t0 + idle)
             elif value is not msgs:
@@ -819,7 +881,7 @@ def _group_chunk(
     lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
     if hi > lo:
         carried = out[lo - t0 : hi - t0]
-        g.total += carried.size
+        g.total += (hi - lo) * batch * g.size  # (an unread group's buffer holds no messages)
         if g.kind != "source" and step_zeros is not None:  # counted while in cache
             g.zeros += int(step_zeros[lo - t0 - idle : hi - t0 - idle].sum())
         else:
@@ -831,7 +893,7 @@ def _group_chunk(
 
 
 def _awake_values(
-    g: _Group, syn_out, steps: int, batch: int, msgs: np.ndarray, traces, t: int
+    g: _Group, syn_out, steps: int, batch: int, msgs: np.ndarray, traces, t: int, fused: tuple = (None,) * 4
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The dense messages [steps * batch, size] of an awake group for `steps` steps from step t (elementwise
     kinds in one pass; a stateful group step by step, its states traced) -- or `msgs` itself when a
@@ -853,11 +915,10 @@ def _awake_values(
     if g.kind not in STATEFUL_KINDS:
         raise IRError(f"%{g.name}: unknown neuron kind {g.kind!r}")
     if _states_in_buffer(g):
-        step_zeros = _state_steps(g, a, steps, batch, msgs, count_zeros=True)
+        step_zeros = _state_steps(g, a, steps, batch, msgs, count_zeros=True, fused=fused)
     else:
-        g.flip ^= 1  # the other buffer: g.state, the last row of this one's previous chunk, stays intact
-        _state_steps(g, a, steps, batch, g.states[g.flip][:steps], count_zeros=False)
-    states = msgs if _states_in_buffer(g) else g.states[g.flip][:steps]
+        _state_steps(g, a, steps, batch, g.states[:steps], count_zeros=False, fused=fused)
+    states = msgs if _states_in_buffer(g) else g.states[:steps]
     if f"{g.name}.state" in traces:
         traces[f"{g.name}.state"][t : t + steps] = states
     if _states_in_buffer(g):
@@ -872,51 +933,51 @@ def _states_in_buffer(g: _Group) -> bool:
 
 
 def _state_steps(
-    g: _Group, a: np.ndarray | None, steps: int, batch: int, states: np.ndarray, count_zeros: bool
+    g: _Group,
+    a: np.ndarray | None,
+    steps: int,
+    batch: int,
+    states: np.ndarray,
+    count_zeros: bool,
+    fused: tuple = (None, None, None, None),
 ) -> np.ndarray | None:
-    """Update a stateful group's state step by step (the only per-step loop of a chunk; vectorised over
-    the batch and the neurons), writing the state after each step into states [steps, batch, size], which
-    must not hold g.state. With count_zeros, also the zero states of each step (float cpx: counted in cache)."""
-    zeros = np.zeros(steps, np.int64) if count_zeros and g.exact_float and g.kind == "cpx" else None
-    for j in range(steps):
-        aj = None if a is None else a[j * batch : (j + 1) * batch]
-        new = states[j]
-        if g.kind == "integrator":
-            if aj is None:
-                new[...] = g.state
-            else:
-                np.add(g.state, aj, out=new)
-                _sat_into(g, new)
-        elif g.exact_float:
-            # The interleaved [re_0, im_0, re_1, ...] layout is exactly a complex128 array, so one
-            # complex multiply forms c_re x_re - c_im x_im and c_re x_im + c_im x_re, scaled by 2^-f:
-            # every product and sum is an exact (scaled) integer, in any evaluation order or with FMA.
-            for rows in _row_blocks(batch, g.size):  # a block's passes run while it is in cache
-                blk = new[rows]
-                np.multiply(g.state[rows].view(np.complex128), g.c, out=blk.view(np.complex128))
-                blk += 0.5  # exact, see _float_group: floor(v 2^-f + 1/2) = rshr(v, f)
-                np.floor(blk, out=blk)
-                if aj is not None:
-                    blk += aj[rows]
-                _sat_into(g, blk)
-                if zeros is not None:
-                    zeros[j] += np.count_nonzero(blk == 0)  # on bools: many times faster than on floats
-        else:
-            xr, xi = g.state[:, 0::2], g.state[:, 1::2]
-            new[:, 0::2] = rshr(g.c_re * xr - g.c_im * xi, g.coef_frac) + (0 if aj is None else aj[:, 0::2])
-            new[:, 1::2] = rshr(g.c_re * xi + g.c_im * xr, g.coef_frac) + (0 if aj is None else aj[:, 1::2])
-            _sat_into(g, new)
-        g.state = new
-    if count_zeros and zeros is None:
-        zeros = np.array([np.count_nonzero(states[j] == 0) for j in range(steps)], np.int64)
-    return zeros
+    """Update a stateful group's state (g.state, in place) for `steps` steps in one compiled kernel call
+    (engine_kernels), writing the state after each step into states [steps, batch, size]. With count_zeros,
+    also the zero states of each step. `fused`: (the synapse group whose outputs are this group's input and
+    the pre messages [steps * batch, pre] they are formed from, the synapse group whose outputs the kernel
+    forms from the states, its sums [steps, batch, post]) -- see _fuse; None where there is none."""
+    # imported on first use: numba's import and start (~0.6 s of CPU, once per process) is paid by the runs
+    # that step a stateful group, not by every command that imports the engine (ssmc report, ...)
+    from ssmc.runtime import engine_kernels
 
-
-def _sat_into(g: _Group, v: np.ndarray) -> None:
-    clipped, n = _sat_count(v, g.state_bits)
-    if n:
-        v[...] = clipped
-        g.counts["state"] += n
+    zeros = np.empty(steps, np.int64)
+    if a is not None and not (a.flags.c_contiguous and a.flags.writeable):
+        a = np.ascontiguousarray(a)  # a bias alone is a read-only broadcast: one kernel type for every input
+    lo, hi = -(1 << (g.state_bits - 1)), (1 << (g.state_bits - 1)) - 1
+    if g.kind == "cpx" and g.exact_float:
+        into, m, out, sums = fused
+        clipped = engine_kernels.cpx_float_steps(
+            g.state,
+            g.c_re_scaled,
+            g.c_im_scaled,
+            a,
+            m,
+            *((into.w, into.shift > 0) if m is not None else (None, False)),
+            states if states.shape[2] else None,  # an unread group's buffer holds no messages
+            sums,
+            *((out.w, out.shift > 0) if sums is not None else (None, False)),
+            float(lo),
+            float(hi),
+            zeros,
+        )
+    elif g.kind == "cpx":
+        clipped = engine_kernels.cpx_int_steps(g.state, g.c_re, g.c_im, g.coef_frac, a, states, lo, hi, zeros)
+    else:
+        if g.exact_float:
+            lo, hi = float(lo), float(hi)
+        clipped = engine_kernels.integrator_steps(g.state, a, states, lo, hi, zeros)
+    g.counts["state"] += int(clipped)
+    return zeros if count_zeros else None
 
 
 def _sigma_delta_steps(

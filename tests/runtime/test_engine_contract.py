@@ -568,3 +568,65 @@ def test_chunks_longer_than_one_step_only_use_room_the_work_limit_leaves(monkeyp
     monkeypatch.setenv("SSMC_MAX_WORK_BYTES", str(need - 1))
     with pytest.raises(ResourceLimitError):
         run_numpy(g, x)
+
+
+def fused_s4d_network(seed: int) -> Graph:
+    """A small S4D stack (s4d_stack, 2 layers) at random widths and weight exponents, in one of four forms:
+    as built -- the engine runs each cpx group with its B and C inside its kernel and keeps no messages of
+    it (numpy_engine._fuse) where the widths allow -- or with something that keeps a part out of the
+    kernel: a bias on the first cpx group (its B runs apart), an output reading it, or a second synapse
+    group reading it (its messages are kept)."""
+    rng = np.random.default_rng(seed)
+    g = s4d_stack(H=int(rng.integers(2, 5)), M=int(rng.integers(1, 4)), layers=2, seed=seed)
+    coef_bits, state_bits = int(rng.integers(8, 17)), int(rng.integers(10, 25))
+    for op in g.ops_of_kind("neurons"):
+        op.attrs.update(msg_bits=int(rng.integers(state_bits - 2, 26)), state_bits=state_bits)
+        if op.attrs["kind"] == "cpx":
+            op.attrs["coef_bits"] = coef_bits
+            for key in ("c_re", "c_im"):  # |c| < 2^15 in s4d_stack: |c| < 1 kept at the new width
+                op.params[key] = op.params[key] >> (16 - coef_bits)
+    for op in g.ops_of_kind("synapses"):
+        op.attrs["weight_exp"] = int(rng.integers(-8, 2))
+    first = g.op("s0.pairs")
+    size = first.attrs["size"]
+    if seed % 4 == 1:
+        first.params["bias"] = rng.integers(-50, 50, size).astype(np.int64)
+    elif seed % 4 == 2:
+        g.add(Op("y_pairs", "output", ("s0.pairs",), shape=(size,)))
+    elif seed % 4 == 3:
+        w = rng.integers(-100, 100, size=(2, size)).astype(np.int32)
+        g.add(Op("tap.syn", "synapses", ("s0.pairs",), {"weight_bits": 8, "weight_exp": -6}, {"weight": w}, shape=(2,)))
+        g.add(Op("tap", "neurons", ("tap.syn",), {"kind": "relay", "size": 2, "frac": 16}, shape=(2,)))
+        g.add(Op("y_tap", "output", ("tap",), shape=(2,)))
+    set_depths(g)
+    verify(g)
+    return g
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_cpx_groups_forming_their_synapse_groups_equal_the_scalar_contract(monkeypatch, seed):
+    # The fused kernel runs each sequence's steps with its state in cache, forms B's outputs from the
+    # messages and C's from the states, and without traces writes no messages: every output, count and
+    # sparsity stays the contract's, in chunks of any length, in threads, traced or not.
+    g = fused_s4d_network(seed)
+    x = np.random.default_rng(700 + seed).normal(scale=[0.01, 1.0, 100.0][seed % 3], size=(3, 6, 1))
+    ref = run_reference(g, x)
+    assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
+    assert_same_result(run_numpy(g, x), ref)
+    for chunk in (1, 2, 3):
+        monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args, chunk=chunk: chunk)
+        assert_same_result(run_numpy(g, x), ref)
+    monkeypatch.setattr(numpy_engine, "_THREAD_SEQUENCES", 1)
+    monkeypatch.setattr(numpy_engine, "_cores", lambda: 2)
+    assert_same_result(run_numpy(g, x), ref)
+
+
+def test_the_fused_networks_reach_every_form_of_fusion():
+    forms = set()
+    for seed in range(8):
+        net = prepare(fused_s4d_network(seed))
+        forms |= {
+            (g.fused_in is not None, g.fused_out is not None, g.unread) for g in net.groups.values() if g.kind == "cpx"
+        }
+    # B and C in the kernel, messages kept or not; B apart (a bias); C apart (the state is not the message)
+    assert {(True, True, True), (True, True, False), (False, True, True), (True, False, False)} <= forms
