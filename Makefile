@@ -40,6 +40,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/engine_speed.py
+	$(PY) benchmarks/lava_step.py
 	$(PY) benchmarks/bitwidth_ablation.py
 	$(PY) benchmarks/activation_ablation.py
 	$(PY) benchmarks/sigma_delta.py

@@ -6,7 +6,9 @@ the port links between them. A synapse group becomes Lava's own `Dense` (delay
 1) or `DelayDense` (delay 2..64) where that is provably exact (see
 `dense_exact`) -- Lava's `Sparse` (the same arithmetic over a CSR matrix) for a
 delay-1 group whose weights are mostly zeros, like an S4D layer's B and C --
-else a `lava_procs.Synapses` process that saturates as the contract says.
+else a `lava_procs.Synapses` process that saturates as the contract says
+(`SparseSynapses`, CSR, for mostly zeros). A mostly-zero group's weights stay
+CSR in the plan too: no [H*M, H] matrix is held dense.
 `build_lava` instantiates a plan (Lava is imported only then),
 ssmc.runtime.lava_engine runs a batch through it, and
 ssmc.backend_loihi.lava_script writes a plan as a standalone Python script.
@@ -24,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse
 
 from ssmc.data import check_sequences
 from ssmc.errors import EngineError
@@ -47,6 +50,7 @@ KIND_CLASS = {
     "product": "Product",
 }
 STATEFUL_CLASSES = ("Cpx", "Integrator")
+SYNAPSE_CLASSES = ("Synapses", "SparseSynapses")  # ssmc's own saturating synapse processes
 
 
 @dataclass
@@ -217,35 +221,25 @@ def _neuron_process(
 
 
 def _synapse_process(op: Op, groups: dict[str, dict], post: Op, steps: int, period: int) -> ProcessSpec:
-    """Lava's own Sparse, Dense or DelayDense where dense_exact proves it exact, else ssmc's Synapses process."""
+    """Lava's own Sparse, Dense or DelayDense where dense_exact proves it exact, else ssmc's Synapses process
+    (SparseSynapses under SPARSE_DENSITY non-zeros)."""
     a = with_defaults(op)
     pre = groups[op.inputs[0]]
     w = op.params["weight"].astype(np.int64)
     delay, exp = int(a["delay"]), int(a["weight_exp"])
     why_not = dense_exact(w, exp, int(pre["msg_bits"]), delay, int(pre["delta"]))
     nonzero = int(np.count_nonzero(w))
-    if not why_not and delay == 1 and nonzero < SPARSE_DENSITY * w.size:
-        # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
-        # product in int64), so dense_exact's proof holds; it stores the non-zeros only
-        return ProcessSpec(
-            op.name,
-            LAVA_SPARSE_MODULE,
-            "Sparse",
-            post.name,
-            w.shape[0],
-            {"weights": w, "weight_exp": exp, "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
-            f"Lava Sparse: exact (bound), {nonzero} of {w.size} weights non-zero",
-        )
+    # a mostly-zero group is held as CSR from here on (an S4D layer's [H*M, H] B held dense would be 8 MB
+    # per group here and in export-lava's .npz)
+    sparse = nonzero < SPARSE_DENSITY * w.size
+    held = scipy.sparse.csr_matrix(w) if sparse else w
+    lava_args = {"weight_exp": exp, "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])}
     if not why_not and delay == 1:
-        return ProcessSpec(
-            op.name,
-            LAVA_DENSE_MODULE,
-            "Dense",
-            post.name,
-            w.shape[0],
-            {"weights": w, "weight_exp": exp, "num_weight_bits": 8, "num_message_bits": int(pre["msg_bits"])},
-            "Lava Dense: exact (bound)",
-        )
+        # PySparseModelBitAcc clips and truncates like Dense and forms W @ s_in the same way (a CSR
+        # product in int64), so dense_exact's proof holds for both
+        cls, module = ("Sparse", LAVA_SPARSE_MODULE) if sparse else ("Dense", LAVA_DENSE_MODULE)
+        note = f"Lava {cls}: exact (bound)" + (f", {nonzero} of {w.size} weights non-zero" if sparse else "")
+        return ProcessSpec(op.name, module, cls, post.name, w.shape[0], {"weights": held, **lava_args}, note)
     if not why_not:
         return ProcessSpec(
             op.name,
@@ -253,23 +247,17 @@ def _synapse_process(op: Op, groups: dict[str, dict], post: Op, steps: int, peri
             "DelayDense",
             post.name,
             w.shape[0],
-            {
-                "weights": w,
-                "delays": np.full(w.shape, delay - 1, np.int64),
-                "weight_exp": exp,
-                "num_weight_bits": 8,
-                "num_message_bits": int(pre["msg_bits"]),
-            },
+            {"weights": w, "delays": np.full(w.shape, delay - 1, np.int64), **lava_args},
             "Lava DelayDense: exact (bound)",
         )
     return ProcessSpec(
         op.name,
         PROCS_MODULE,
-        "Synapses",
+        "SparseSynapses" if sparse else "Synapses",
         post.name,
         w.shape[0],
         {
-            "weights": w,
+            "weights": held,
             "weight_exp": exp,
             "delay": delay,
             "sigma": bool(pre["delta"]),
@@ -277,7 +265,7 @@ def _synapse_process(op: Op, groups: dict[str, dict], post: Op, steps: int, peri
             "steps": steps,
             "period": period,
         },
-        why_not,
+        why_not + (f"; {nonzero} of {w.size} weights non-zero, held sparse" if sparse else ""),
     )
 
 

@@ -17,9 +17,10 @@ import pprint
 import textwrap
 
 import numpy as np
+import scipy.sparse
 
 from ssmc import __version__
-from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, plan_lava
+from ssmc.backend_loihi.lava_net import LAVA_DENSE_MODULE, SYNAPSE_CLASSES, plan_lava
 from ssmc.errors import OutputFileError, printable
 from ssmc.ir.ops import with_defaults
 from ssmc.outputs import check_output, write_files
@@ -134,7 +135,7 @@ def script_text(net, script_name: str, tensors_name: str) -> tuple[str, dict[str
     imports = [
         f"from {module} import {', '.join(sorted(names))}"
         for module, names in sorted(by_module.items(), key=lambda kv: kv[0] != LAVA_DENSE_MODULE)
-    ]
+    ] + (["from scipy.sparse import csr_matrix"] if any(key.endswith(".indptr") for key in tensors) else [])
     outputs = {}
     for out in graph.outputs():
         a = with_defaults(graph.op(out.inputs[0]))
@@ -169,10 +170,14 @@ def _process_args(spec, graph, tensors: dict[str, np.ndarray]) -> list[str]:
         elif isinstance(value, np.ndarray):
             tensors[f"{spec.name}.{key}"] = value
             args.append(f"{key}=TENSORS[{spec.name + '.' + key!r}]")
+        elif isinstance(value, scipy.sparse.csr_matrix):  # Sparse: the non-zeros only, as Lava holds them
+            parts = [f"{spec.name}.{key}.{part}" for part in ("data", "indices", "indptr")]
+            tensors.update(zip(parts, (value.data, value.indices, value.indptr)))
+            args.append(f"{key}=csr_matrix(({', '.join(f'TENSORS[{p!r}]' for p in parts)}), shape={value.shape})")
         else:
             args.append(f"{key}={value!r}")
     if spec.cls not in ("Dense", "DelayDense", "Sparse"):
-        args.append("**timing" if spec.cls != "Synapses" else "steps=timing['steps'], period=timing['period']")
+        args.append("**timing" if spec.cls not in SYNAPSE_CLASSES else "steps=timing['steps'], period=timing['period']")
     return args
 
 

@@ -73,6 +73,10 @@ def test_the_exported_script_runs_standalone_and_matches_numpy(net, test_x, tmp_
     first = (open(script, "rb").read(), open(tensors, "rb").read())
     write_script(net, tmp_path / "build_net.py")
     assert (open(script, "rb").read(), open(tensors, "rb").read()) == first  # deterministic
+    # a Sparse group travels as its non-zeros (CSR), not as the dense [H*M, H] matrix
+    saved, b = np.load(tensors), net.graph.op("s4d0.B.syn").params["weight"]
+    assert "s4d0.B.syn.weights" not in saved.files
+    assert saved["s4d0.B.syn.weights.data"].size == np.count_nonzero(b) < b.size / 10
     x = test_x[5:7, :10]
     np.save(tmp_path / "x.npy", x)
     proc = subprocess.run(

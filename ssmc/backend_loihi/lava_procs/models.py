@@ -13,6 +13,7 @@ import sys
 import traceback
 
 import numpy as np
+import scipy.sparse
 
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
@@ -22,7 +23,17 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from ssmc.ir.fixed_point import ACC_BITS, rshr, sat
-from ssmc.backend_loihi.lava_procs.processes import Cpx, Integrator, Lut, Product, Relay, Relu, Source, Synapses
+from ssmc.backend_loihi.lava_procs.processes import (
+    Cpx,
+    Integrator,
+    Lut,
+    Product,
+    Relay,
+    Relu,
+    Source,
+    SparseSynapses,
+    Synapses,
+)
 
 ACCUMULATOR, STATE, MESSAGE = 0, 1, 2  # rows of `counts`
 
@@ -231,13 +242,9 @@ class PyProductModel(_NeuronModel):
         return m
 
 
-@implements(proc=Synapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PySynapsesModel(PyLoihiProcessModel):
+class _SynapsesModel(PyLoihiProcessModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64)
-    weights: np.ndarray = LavaPyType(np.ndarray, np.int64)
     counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     failed: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
@@ -279,3 +286,18 @@ class PySynapsesModel(PyLoihiProcessModel):
         if p["wake"] <= t < p["steps"]:  # clips count while the post group is awake
             self.counts[0] += n
         return out
+
+
+@implements(proc=Synapses, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySynapsesModel(_SynapsesModel):
+    weights: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+
+@implements(proc=SparseSynapses, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySparseSynapsesModel(_SynapsesModel):
+    # W @ m over the non-zeros only (scipy, int64): the same sums as the dense product
+    weights: scipy.sparse.csr_matrix = LavaPyType(scipy.sparse.csr_matrix, np.int64)

@@ -19,6 +19,7 @@ every step t < steps in `messages` [batch * steps, size] (and `states`,
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
@@ -171,10 +172,23 @@ class Synapses(AbstractProcess):
         super().__init__(
             weight_exp=weight_exp, delay=delay, sigma=sigma, wake=wake, steps=steps, period=period, name=name
         )
-        weights = np.asarray(weights, np.int64)
+        weights = self._weights(weights)
         post, pre = weights.shape
         self.s_in = InPort(shape=(pre,))
         self.a_out = OutPort(shape=(post,))
         self.weights = Var(shape=weights.shape, init=weights)
         self.counts = Var(shape=(1,), init=np.zeros(1, np.int64))
         self.failed = Var(shape=(1,), init=np.zeros(1, np.int64))
+
+    @staticmethod
+    def _weights(weights):
+        return np.asarray(weights, np.int64)
+
+
+class SparseSynapses(Synapses):
+    """Synapses whose weights are mostly zeros, held as a scipy CSR matrix of their non-zeros (an S4D
+    layer's C behind a sigma-delta sender is [H, H*M] with H*M of them): the same arithmetic."""
+
+    @staticmethod
+    def _weights(weights):
+        return scipy.sparse.csr_matrix(weights, dtype=np.int64)
