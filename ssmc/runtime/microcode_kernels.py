@@ -293,7 +293,7 @@ def sparse_synapse_chunk(
     indptr,  # int64 [posts + 1]: the terms of each non-zero post row
     cols,  # int64 [terms]: pre index of each term
     vals,  # int64 [terms]: weight of each term
-    shift,  # > 0: arithmetic right shift of the sum; < 0: left shift by -shift (after a clip, see below)
+    shifts,  # int64 [posts]: > 0: arithmetic right shift of the row's sum; < 0: left shift (after a clip, below)
     sigma,  # int64 [batch, posts] running sums (the pre group sends sigma-delta) or [0, 0]
     ports,  # int64 [n * batch, columns]: the outputs go to columns col0 .. col0 + posts - 1
     col0,
@@ -327,9 +327,9 @@ def sparse_synapse_chunk(
                 for q in range(posts):
                     s_[q] += o_[q]
                     o_[q] = s_[q]
-            if shift > 0:
-                for q in range(posts):
+            for q in range(posts):
+                shift = shifts[q]
+                if shift > 0:
                     o_[q] >>= shift
-            elif shift < 0:
-                for q in range(posts):
+                elif shift < 0:
                     o_[q] = min(max(o_[q], -clip), clip) << -shift
