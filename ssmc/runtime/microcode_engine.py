@@ -155,6 +155,7 @@ class _Synapses:
     cols: np.ndarray | None = None
     vals: np.ndarray | None = None
     shift: int = 0  # > 0: right shift; < 0: left shift (see sparse_synapse_chunk)
+    shifts: np.ndarray | None = None  # each row's shift (the row-split classes of one W differ)
     # dense: the numpy engine's prepared kernel (a run's own copy), one port column per post row
     kernel: object = None
     post_size: int = 0
@@ -262,7 +263,8 @@ def _run_part(
             ports[k:] = 0
         for kind, name in order:
             if kind == "synapses":
-                _synapse_chunk(synapses[name], groups, t0, n, batch)
+                if name in synapses:  # not one merged into the row-split group before it
+                    _synapse_chunk(synapses[name], groups, t0, n, batch)
             else:
                 _neuron_chunk(groups[name], t0, n, batch, tokens, read, traces)
     return groups
@@ -350,7 +352,7 @@ def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, bat
     if s.kernel is None:
         start = (pre.pos - s.delay) % len(pre.buf)
         sparse_synapse_chunk(
-            pre.buf, start, n, batch, 0, batch, s.indptr, s.cols, s.vals, s.shift, s.sigma, ports, s.col0
+            pre.buf, start, n, batch, 0, batch, s.indptr, s.cols, s.vals, s.shifts, s.sigma, ports, s.col0
         )
         return
     cols = ports[: n * batch, s.col0 : s.col0 + s.post_size]
@@ -533,10 +535,33 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             rows = terms[starts]  # the rows with terms
             s.indptr = np.append(starts, len(terms)).astype(np.int64)
             s.cols, s.vals = cols.astype(np.int64), vals.astype(np.int64)
+            s.shifts = np.full(len(rows), s.shift, np.int64)
             g.colmaps[port][rows] = g.width + np.arange(len(rows))
             g.width += len(rows)
         synapses[op.name] = s
-    return synapses
+    return _merge_row_split(synapses)
+
+
+def _merge_row_split(synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
+    """One CSR pass for the sparse groups that are row classes of one W (an S4D's C split by weight_exp):
+    same pre, post, delay and columns next to each other; each row keeps its shift."""
+    merged: dict[str, _Synapses] = {}
+    last = None
+    for name, s in synapses.items():
+        if (
+            last is not None
+            and s.kernel is None
+            and last.kernel is None
+            and (s.pre, s.post, s.delay, s.sigma_pre) == (last.pre, last.post, last.delay, last.sigma_pre)
+            and s.col0 == last.col0 + last.columns
+        ):
+            last.indptr = np.concatenate([last.indptr, s.indptr[1:] + last.indptr[-1]])
+            last.cols = np.concatenate([last.cols, s.cols])
+            last.vals = np.concatenate([last.vals, s.vals])
+            last.shifts = np.concatenate([last.shifts, s.shifts])
+            continue
+        merged[name] = last = replace(s)
+    return merged
 
 
 def _plan_units(g: _Group) -> None:

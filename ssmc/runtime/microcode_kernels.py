@@ -58,6 +58,191 @@ ACC_LO, ACC_HI = -(1 << 31), (1 << 31) - 1
 COUNTS = 4  # saturation counters: 0 none ("-"), 1 accumulator, 2 state, 3 message
 
 
+# The interpreter's helpers, one per instruction family (and the tile's loads and stores); numba inlines
+# them into run_program_chunk, so splitting them out costs no call per instruction.
+_inline = numba.njit(cache=True, nogil=True, inline="always")
+
+
+@_inline
+def _load_tile(regs, params, state, states, b, first, k):
+    """p0.. <- the tile's parameters; the state registers the code uses <- their values kept for sequence b."""
+    for q in range(params.shape[0]):
+        row_ = regs[16 + q]
+        p_ = params[q]
+        for e in range(k):
+            row_[e] = p_[first + e]
+    for s in states:
+        row_ = regs[8 + s]
+        st_ = state[s, b]
+        for e in range(k):
+            row_[e] = st_[first + e]
+
+
+@_inline
+def _store_tile(regs, state, states, b, first, k):
+    for s in states:
+        row_ = regs[8 + s]
+        st_ = state[s, b]
+        for e in range(k):
+            st_[first + e] = row_[e]
+
+
+@_inline
+def _read_port(rd_, port_, cols, bases, slot, synapse, first, k, counts):
+    """`in`: every member's column of the slot is a real one (a zero read is folded)."""
+    base = bases[slot]
+    if base >= 0:  # the members' columns follow each other
+        for e in range(k):
+            rd_[e] = port_[base + first + e]
+    else:
+        col_ = cols[slot, first : first + k]
+        for e in range(k):
+            rd_[e] = port_[col_[e]]
+    if synapse:  # a synapse port: sat to 32 bits, counting under acc
+        n_clip = 0
+        for e in range(k):
+            v = rd_[e]
+            n_clip += (v < ACC_LO) | (v > ACC_HI)
+            rd_[e] = min(max(v, ACC_LO), ACC_HI)
+        counts[1] += n_clip
+
+
+@_inline
+def _saturate(rd_, ra_, bits, counter, k, counts):
+    """`sat`: clip to a signed `bits`-bit range (64: none), counting the clipped values."""
+    if bits < 64:
+        hi = (np.int64(1) << (bits - 1)) - 1
+        lo_ = -hi - 1
+        n_clip = 0
+        for e in range(k):
+            v = ra_[e]
+            n_clip += (v < lo_) | (v > hi)
+            rd_[e] = min(max(v, lo_), hi)
+        counts[counter] += n_clip
+    else:
+        for e in range(k):
+            rd_[e] = ra_[e]
+
+
+@_inline
+def _lookup(rd_, ra_, table, counter, k, counts):
+    """`lut`: the table's entry, the index clipped to the table (counting the clipped ones)."""
+    top = table.shape[0] - 1
+    n_clip = 0
+    for e in range(k):
+        v = ra_[e]
+        if v < 0:
+            v = 0
+            n_clip += 1
+        elif v > top:
+            v = top
+            n_clip += 1
+        rd_[e] = table[v]
+    counts[counter] += n_clip
+
+
+@_inline
+def _shift(op, rd_, ra_, imm, k):
+    """`shr` (arithmetic), `shl` (wrapping) and `rshr` (round half up: add 2^(imm-1), then shift)."""
+    if op == RSHR:
+        if imm == 0:
+            for e in range(k):
+                rd_[e] = ra_[e]
+        else:
+            half = np.int64(1) << (imm - 1)
+            for e in range(k):
+                rd_[e] = (ra_[e] + half) >> imm
+    elif op == SHR:
+        for e in range(k):
+            rd_[e] = ra_[e] >> imm
+    else:
+        for e in range(k):
+            rd_[e] = ra_[e] << imm
+
+
+@_inline
+def _arith(op, rd_, ra_, rb_, imm, k):
+    """The register-to-register instructions that neither shift, clip nor count (int64, wrapping)."""
+    if op == ADD:
+        for e in range(k):
+            rd_[e] = ra_[e] + rb_[e]
+    elif op == MUL:
+        for e in range(k):
+            rd_[e] = ra_[e] * rb_[e]
+    elif op == SUB:
+        for e in range(k):
+            rd_[e] = ra_[e] - rb_[e]
+    elif op == LI:
+        for e in range(k):
+            rd_[e] = imm
+    elif op == MOV:
+        for e in range(k):
+            rd_[e] = ra_[e]
+    elif op == ADDI:
+        for e in range(k):
+            rd_[e] = ra_[e] + imm
+    elif op == MAX:
+        for e in range(k):
+            rd_[e] = max(ra_[e], rb_[e])
+    elif op == MIN:
+        for e in range(k):
+            rd_[e] = min(ra_[e], rb_[e])
+    elif op == ABS:
+        for e in range(k):
+            v = ra_[e]
+            rd_[e] = -v if v < 0 else v
+    elif op == CGEI:
+        for e in range(k):
+            rd_[e] = 1 if ra_[e] >= imm else 0
+    elif op == MASK:
+        for e in range(k):
+            rd_[e] = ra_[e] if rb_[e] != 0 else 0
+
+
+@_inline
+def _run_update(code, regs, table, comps, cols, bases, t, port_, out_, first, k, counts):
+    """One update (step t) of the tile's neurons: the code from its first instruction to `halt`."""
+    pc = 0
+    while True:
+        op = code[pc, 0]
+        d = code[pc, 1]
+        a = code[pc, 2]
+        rb = code[pc, 3]
+        aux = code[pc, 4]
+        imm = code[pc, 5]
+        pc += 1
+        if op == IN:
+            _read_port(regs[d], port_, cols, bases, aux, rb, first, k, counts)
+        elif op == SAT:
+            _saturate(regs[d], regs[a], aux, rb, k, counts)
+        elif op == SHR or op == SHL or op == RSHR:
+            _shift(op, regs[d], regs[a], imm, k)
+        elif op == EMIT:
+            comp_ = comps[first : first + k]
+            ra_ = regs[a]
+            for e in range(k):
+                out_[comp_[e] + imm] = ra_[e]
+        elif op == HALT:
+            break
+        elif op == BSLT:
+            if t < imm:
+                pc = aux
+        elif op == JMP:
+            pc = aux
+        elif op == LUT:
+            _lookup(regs[d], regs[a], table, rb, k, counts)
+        else:
+            _arith(op, regs[d], regs[a], regs[rb], imm, k)
+
+
+@_inline
+def _write_probes(probe_regs, probes, regs, comps, j, b, first, k):
+    for p in range(probe_regs.shape[1]):
+        reg, lane, kind = probe_regs[0, p], probe_regs[1, p], probe_regs[2, p]
+        for e in range(k):
+            probes[kind, j, b, comps[first + e] + lane] = regs[reg, e]
+
+
 @numba.njit(cache=True, nogil=True)
 def run_program_chunk(
     code,  # int64 [instructions, 6]: op, rd, ra, rb, aux, imm
@@ -82,152 +267,19 @@ def run_program_chunk(
 ):
     regs = np.zeros((N_REGS, TILE), np.int64)
     members = comps.shape[0]
-    top = table.shape[0] - 1
-    n_params = params.shape[0]
-    n_probes = probe_regs.shape[1]
     for b in range(b_lo, b_hi):  # sequence-major: a tile's ports, messages and state are neighbours of the last's
         for first in range(0, members, TILE):
             k = min(TILE, members - first)
-            for q in range(n_params):
-                row_ = regs[16 + q]
-                p_ = params[q]
-                for e in range(k):
-                    row_[e] = p_[first + e]
-            for s in states:
-                row_ = regs[8 + s]
-                st_ = state[s, b]
-                for e in range(k):
-                    row_[e] = st_[first + e]
+            _load_tile(regs, params, state, states, b, first, k)
             for j in range(n):
-                t = t0 + j
-                row = j * batch + b
                 for r in temps:  # temporaries start at zero every update (those the code reads)
                     row_ = regs[r]
                     for e in range(k):
                         row_[e] = 0
-                pc = 0
-                while True:
-                    op = code[pc, 0]
-                    d = code[pc, 1]
-                    a = code[pc, 2]
-                    rb = code[pc, 3]
-                    aux = code[pc, 4]
-                    imm = code[pc, 5]
-                    pc += 1
-                    rd_ = regs[d]
-                    ra_ = regs[a]
-                    rb_ = regs[rb]
-                    if op == IN:  # every member's column of an `in` is a real one (a zero read is folded)
-                        port_ = ports[row]
-                        base = bases[aux]
-                        if base >= 0:  # the members' columns follow each other
-                            for e in range(k):
-                                rd_[e] = port_[base + first + e]
-                        else:
-                            col_ = cols[aux, first : first + k]
-                            for e in range(k):
-                                rd_[e] = port_[col_[e]]
-                        if rb:  # a synapse port: sat to 32 bits, counting under acc
-                            n_clip = 0
-                            for e in range(k):
-                                v = rd_[e]
-                                n_clip += (v < ACC_LO) | (v > ACC_HI)
-                                rd_[e] = min(max(v, ACC_LO), ACC_HI)
-                            counts[1] += n_clip
-                    elif op == ADD:
-                        for e in range(k):
-                            rd_[e] = ra_[e] + rb_[e]
-                    elif op == MUL:
-                        for e in range(k):
-                            rd_[e] = ra_[e] * rb_[e]
-                    elif op == SUB:
-                        for e in range(k):
-                            rd_[e] = ra_[e] - rb_[e]
-                    elif op == RSHR:
-                        if imm == 0:
-                            for e in range(k):
-                                rd_[e] = ra_[e]
-                        else:
-                            half = np.int64(1) << (imm - 1)
-                            for e in range(k):
-                                rd_[e] = (ra_[e] + half) >> imm
-                    elif op == SAT:
-                        if aux < 64:
-                            hi = (np.int64(1) << (aux - 1)) - 1
-                            lo_ = -hi - 1
-                            n_clip = 0
-                            for e in range(k):
-                                v = ra_[e]
-                                n_clip += (v < lo_) | (v > hi)
-                                rd_[e] = min(max(v, lo_), hi)
-                            counts[rb] += n_clip
-                        else:
-                            for e in range(k):
-                                rd_[e] = ra_[e]
-                    elif op == EMIT:
-                        out_ = out[j, b]
-                        comp_ = comps[first : first + k]
-                        for e in range(k):
-                            out_[comp_[e] + imm] = ra_[e]
-                    elif op == HALT:
-                        break
-                    elif op == BSLT:
-                        if t < imm:
-                            pc = aux
-                    elif op == JMP:
-                        pc = aux
-                    elif op == LI:
-                        for e in range(k):
-                            rd_[e] = imm
-                    elif op == MOV:
-                        for e in range(k):
-                            rd_[e] = ra_[e]
-                    elif op == ADDI:
-                        for e in range(k):
-                            rd_[e] = ra_[e] + imm
-                    elif op == SHR:
-                        for e in range(k):
-                            rd_[e] = ra_[e] >> imm
-                    elif op == SHL:
-                        for e in range(k):
-                            rd_[e] = ra_[e] << imm
-                    elif op == MAX:
-                        for e in range(k):
-                            rd_[e] = max(ra_[e], rb_[e])
-                    elif op == MIN:
-                        for e in range(k):
-                            rd_[e] = min(ra_[e], rb_[e])
-                    elif op == ABS:
-                        for e in range(k):
-                            v = ra_[e]
-                            rd_[e] = -v if v < 0 else v
-                    elif op == CGEI:
-                        for e in range(k):
-                            rd_[e] = 1 if ra_[e] >= imm else 0
-                    elif op == MASK:
-                        for e in range(k):
-                            rd_[e] = ra_[e] if rb_[e] != 0 else 0
-                    elif op == LUT:
-                        n_clip = 0
-                        for e in range(k):
-                            v = ra_[e]
-                            if v < 0:
-                                v = 0
-                                n_clip += 1
-                            elif v > top:
-                                v = top
-                                n_clip += 1
-                            rd_[e] = table[v]
-                        counts[rb] += n_clip
-                for p in range(n_probes):
-                    reg, lane, kind = probe_regs[0, p], probe_regs[1, p], probe_regs[2, p]
-                    for e in range(k):
-                        probes[kind, j, b, comps[first + e] + lane] = regs[reg, e]
-            for s in states:
-                row_ = regs[8 + s]
-                st_ = state[s, b]
-                for e in range(k):
-                    st_[first + e] = row_[e]
+                port_ = ports[j * batch + b]
+                _run_update(code, regs, table, comps, cols, bases, t0 + j, port_, out[j, b], first, k, counts)
+                _write_probes(probe_regs, probes, regs, comps, j, b, first, k)
+            _store_tile(regs, state, states, b, first, k)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -241,7 +293,7 @@ def sparse_synapse_chunk(
     indptr,  # int64 [posts + 1]: the terms of each non-zero post row
     cols,  # int64 [terms]: pre index of each term
     vals,  # int64 [terms]: weight of each term
-    shift,  # > 0: arithmetic right shift of the sum; < 0: left shift by -shift (after a clip, see below)
+    shifts,  # int64 [posts]: > 0: arithmetic right shift of the row's sum; < 0: left shift (after a clip, below)
     sigma,  # int64 [batch, posts] running sums (the pre group sends sigma-delta) or [0, 0]
     ports,  # int64 [n * batch, columns]: the outputs go to columns col0 .. col0 + posts - 1
     col0,
@@ -275,9 +327,9 @@ def sparse_synapse_chunk(
                 for q in range(posts):
                     s_[q] += o_[q]
                     o_[q] = s_[q]
-            if shift > 0:
-                for q in range(posts):
+            for q in range(posts):
+                shift = shifts[q]
+                if shift > 0:
                     o_[q] >>= shift
-            elif shift < 0:
-                for q in range(posts):
+                elif shift < 0:
                     o_[q] = min(max(o_[q], -clip), clip) << -shift
