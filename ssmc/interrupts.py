@@ -12,6 +12,11 @@ ssmc.outputs' before it renames anything into place). A signal that lands in cod
 or in a `__del__` (Cython's import-time patching is one: it prints "Exception ignored" and drops it) is
 sent again 10 ms later instead.
 
+A signal that lands in a Python callback C code calls (a ctypes callback: numba's cache notifications, in
+llvmlite) is dropped by that C code through `sys.unraisablehook`; while the handlers are installed, that
+hook swallows our own `Interrupted` silently (it is recorded: the pass driver's and the CLI's checkpoints
+raise it again) and passes everything else to the previous hook.
+
 Native libraries may replace the process's handlers (OR-Tools' CP-SAT resets SIGINT to the default action
 after a solve unless `catch_sigint_signal` is off): `reinstall()` puts ours back.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -78,13 +84,27 @@ def exit_code() -> int:
     return 128 + received() if received() else 130
 
 
+def _unraisable(unraisable) -> None:
+    """sys.unraisablehook while installed: our Interrupted, dropped by C code, stays quiet (it is recorded
+    and `check()` raises it again); anything else is printed as before."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        return
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
 def install() -> dict:
     """Install the handlers (main thread only); return the previous ones for `restore`."""
-    global _active
+    global _active, _previous_unraisablehook
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     for s in SIGNALS:
         if previous[s] != signal.SIG_IGN:  # ignored on purpose (nohup, a background job of a script): keep it so
             signal.signal(s, _handler)
+    if sys.unraisablehook is not _unraisable:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     _active = True
     return previous
 
@@ -106,6 +126,8 @@ def restore(previous: dict) -> None:
     _active = any(h is _handler for h in previous.values())
     if not _active:  # the outermost user is done: the next one starts afresh
         _received.clear()
+        if sys.unraisablehook is _unraisable:
+            sys.unraisablehook = _previous_unraisablehook
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+from ssmc import interrupts
 from ssmc.entry_points import installed
 from ssmc.errors import PassError, SsmcError
 from ssmc.ir.graph import Graph
@@ -303,6 +304,7 @@ def run_pipeline(
     """Run `passes` in order; call `before_pass` (progress), verify after each (default) and call `after_pass`."""
     records = []
     for p in passes:
+        interrupts.check()  # a Ctrl-C a library swallowed (see ssmc.interrupts) stops here, between passes
         if before_pass is not None:
             before_pass(p)
         start = time.perf_counter()
