@@ -587,14 +587,9 @@ def _plan_units(g: _Group) -> None:
         u.classes = []
         for k in range(signatures.shape[1]):
             members = np.flatnonzero(which.reshape(-1) == k)
-            zero = {slot for slot, live in zip(slots, signatures[:, k]) if not live}
-            code = _specialize(u.prog.code, zero, g.raw)
-            used = sorted({(ins.aux, ins.imm) for ins in code if ins.op == "in"})
-            regs = {reg for _, _, reg in u.prog.probes}
-            for ins in code:
-                operands = _operands(ins.op)
-                regs |= {r for kind, r in (("d", ins.rd), ("a", ins.ra), ("b", ins.rb)) if kind in operands}
-            reads = {r for ins in code for kind, r in (("a", ins.ra), ("b", ins.rb)) if kind in _operands(ins.op)}
+            zero = frozenset(slot for slot, live in zip(slots, signatures[:, k]) if not live)
+            code, used, states, temps = _class_code(tuple(u.prog.code), zero, g.raw, tuple(u.prog.probes))
+            code = _code_array(code, used, g.raw)  # not in the cache: tests change it to check the checks
             class_cols = np.ascontiguousarray(cols[[slots.index(s) for s in used]][:, members]).reshape(
                 len(used), len(members)
             )
@@ -603,12 +598,12 @@ def _plan_units(g: _Group) -> None:
                 _Class(
                     members.astype(np.int64),
                     (u.lo + members * lanes).astype(np.int64),
-                    _code_array(code, used, g.raw),
+                    code,
                     class_cols,
                     np.where(consecutive, class_cols[:, 0] if len(members) else 0, -1).astype(np.int64),
                     np.ascontiguousarray(u.prog.params[:, members]),
-                    np.array(sorted(r - STATE0 for r in regs if STATE0 <= r < STATE0 + N_STATE), np.int64),
-                    np.array(sorted(r for r in reads if r < N_TEMP), np.int64),
+                    states,
+                    temps,
                 )
             )
         u.probe_regs = np.array(
@@ -616,6 +611,25 @@ def _plan_units(g: _Group) -> None:
              [kinds.index(kind) for kind, _, _ in u.prog.probes]],
             np.int64,
         ).reshape(3, -1)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _class_code(
+    code: tuple[Instr, ...], zero: frozenset, raw: bool, probes: tuple
+) -> tuple[list[Instr], tuple[tuple[int, int], ...], np.ndarray, np.ndarray]:
+    """A class's specialised code, the (port, lane) slots it reads, the state registers it or a probe uses
+    and the temporaries it reads. Cached: the cores of a group and the layers of a net run the same code
+    with the same zero reads, so each such class is specialised once per process (the results are shared
+    by the classes: nothing writes them)."""
+    spec = _specialize(list(code), set(zero), raw)
+    used = tuple(sorted({(ins.aux, ins.imm) for ins in spec if ins.op == "in"}))
+    regs = {reg for _, _, reg in probes}
+    for ins in spec:
+        operands = _operands(ins.op)
+        regs |= {r for kind, r in (("d", ins.rd), ("a", ins.ra), ("b", ins.rb)) if kind in operands}
+    reads = {r for ins in spec for kind, r in (("a", ins.ra), ("b", ins.rb)) if kind in _operands(ins.op)}
+    states = np.array(sorted(r - STATE0 for r in regs if STATE0 <= r < STATE0 + N_STATE), np.int64)
+    return spec, used, states, np.array(sorted(r for r in reads if r < N_TEMP), np.int64)
 
 
 _PURE = {"li", "mov", "add", "sub", "mul", "addi", "shr", "shl", "rshr", "max", "min", "abs", "cgei", "mask"}

@@ -198,6 +198,17 @@ def check_program(p: Program, where: str = "program") -> None:
                 f"{where}: bad probe ({kind} lane {lane} {REGISTER_NAMES[reg] if reg < 25 else reg}): "
                 f"kinds {PROBE_KINDS}, lane < {p.lanes}, a state register s0..s7"
             )
+    key = (tuple(p.code), p.lanes, p.ports, p.params.shape[0], p.table.size == 0)
+    if key not in _CODE_CHECKED:  # a net's cores and layers mostly run the same code: check it once
+        _check_code(p, where)
+        _CODE_CHECKED.add(key)
+
+
+_CODE_CHECKED: set = set()  # (code, lanes, ports, parameters, table empty) whose instructions passed _check_code
+
+
+def _check_code(p: Program, where: str) -> None:
+    """Raise MicrocodeError naming the first instruction of `p` that is not runnable as it stands."""
     n_params = p.params.shape[0]
     for pc, ins in enumerate(p.code):
         at = f"{where}: instruction {pc} ({ins.op})"
