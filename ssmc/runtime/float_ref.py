@@ -20,14 +20,10 @@ shipped model's test set, argmax never).
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
-import functools
-import os
 import sys
 
 import numpy as np
-import threadpoolctl
 
 from ssmc import limits
 from ssmc.data import check_sequences
@@ -36,6 +32,7 @@ from ssmc.ir.activations import activation, gelu, gelu_tanh, sigmoid  # noqa: F4
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
 from ssmc.ir.ssm import discrete_params, is_dense, state_size
+from ssmc.runtime.parallel import batch_parts, one_blas_thread, run_parts
 
 
 class FloatEngine:
@@ -223,7 +220,6 @@ def check_run_size(graph: Graph, x_shape: tuple, engine: str, fix: str | None = 
 
 
 _CHUNK_VALUES = 1 << 20  # values a part's chunk holds at most (8 MiB): they mostly stay in cache
-_THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
 # state-steps (batch x tokens x per-channel s4d states) from which a run loads the compiled s4d kernel,
 # unless it is loaded already: loading costs ~0.65 s of CPU once per process (importing numba ~0.3 s,
 # the cached kernel ~0.33 s), the numpy step ~6-13 ns a state-step and the kernel ~1.6-2.8 ns (measured
@@ -231,6 +227,7 @@ _THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for
 _KERNEL_STATE_STEPS = 1 << 26
 
 
+@one_blas_thread  # a chunk's products are small, and parts of the batch already use every core
 def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     """Run `graph` over whole sequences x [batch, time, features].
 
@@ -249,9 +246,8 @@ def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     engine = FloatEngine(graph)
     channel_states = sum(state_size(op) for op in engine.order if op.kind == "s4d" and op.name not in engine._dense)
     engine.kernel = _kernel_pays(batch * tokens * channel_states)
-    threads = max(1, min(_cores(), batch // _THREAD_SEQUENCES))
-    parts = [slice(i * batch // threads, (i + 1) * batch // threads) for i in range(threads)]
-    chunk = _chunk_tokens(engine, -(-batch // threads), batch, tokens, room)
+    parts = batch_parts(batch)
+    chunk = _chunk_tokens(engine, -(-batch // len(parts)), batch, tokens, room)
     outs = {op.name: np.empty((batch, tokens) + tuple(op.shape)) for op in graph.outputs()}
 
     def run_part(rows: slice) -> None:
@@ -261,13 +257,7 @@ def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
             for name, v in part.run_chunk(x[rows, t0 : t0 + chunk]).items():
                 outs[name][rows, t0 : t0 + chunk] = v
 
-    # BLAS on one thread: a chunk's products are small, and parts of the batch already use every core
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        if threads == 1:
-            run_part(parts[0])
-        else:  # numpy's products and loops and the kernel release the GIL
-            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-                list(pool.map(run_part, parts))
+    run_parts(run_part, parts)
     return outs
 
 
@@ -283,12 +273,3 @@ def _chunk_tokens(engine: FloatEngine, part: int, batch: int, tokens: int, room:
 
 def _kernel_pays(state_steps: int) -> bool:
     return "ssmc.runtime.float_kernels" in sys.modules or state_steps >= _KERNEL_STATE_STEPS
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> threadpoolctl.ThreadpoolController:
-    return threadpoolctl.ThreadpoolController()  # finds the loaded BLAS libraries once (~10 ms)

@@ -38,7 +38,6 @@ The source group's port holds the host's token, rounded to an integer
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import weakref
 from dataclasses import dataclass, field, replace
@@ -63,6 +62,7 @@ from ssmc.backend_loihi.microcode.isa import (
 )
 from ssmc.runtime import numpy_engine
 from ssmc.runtime.microcode_kernels import COUNTS, OP, run_program_chunk, sparse_synapse_chunk
+from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, run_parts
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
     EngineResult,
@@ -70,7 +70,6 @@ from ssmc.runtime.numpy_engine import (
     cached_per_graph,
     engine_result,
     output_groups,
-    one_blas_thread,
     prepare,
     quantize_source,
     refuse_oversized_run,
@@ -79,7 +78,6 @@ from ssmc.runtime.numpy_engine import (
 HOST_BITS = 34  # the host's rounded token is clipped to this; any value it clips is outside msg_bits too
 _PORT_CLIP = 1 << 40  # a dense synapse output is clipped to this before it becomes int64: it sats the same
 _COUNTED = {1: "accumulator", 2: "state", 3: "message"}  # the kernels' counter numbers (the ISA's)
-_THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
 
 _operands = functools.cache(lambda op: frozenset(operand_kinds(op)))  # an instruction's operand kinds, looked up
 # once per opcode: the program planning asks for every instruction of every class
@@ -190,8 +188,8 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     ring_len: dict[str, int] = {}
     for s in loaded.synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
-    threads = max(1, min(numpy_engine._cores(), batch // _THREAD_SEQUENCES))
-    parts = [slice(i * batch // threads, (i + 1) * batch // threads) for i in range(threads)]
+    parts = batch_parts(batch)
+    threads = len(parts)
     room = _check_run_size(loaded, ring_len, graph, x.shape, steps, trace)
     # per step of a chunk and sequence: a group's message ring (up to 2 rows) and port buffer, a dense
     # synapse group's outputs and kernel temporaries
@@ -218,18 +216,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
             {k: v[:, rows] for k, v in traces.items()} if trace else None,
         )
 
-    if threads == 1:
-        runs = [run_part(parts[0])]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            runs = list(pool.map(run_part, parts))
-    groups = runs[0]
-    for other in runs[1:]:
-        for name, g in groups.items():
-            g.zeros += other[name].zeros
-            g.total += other[name].total
-            for q in SAT_QUANTITIES:
-                g.counts[q] += other[name].counts[q]
+    groups = merged_counts(run_parts(run_part, parts))
     read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
     traces = {name: v.transpose(1, 0, 2) for name, v in traces.items()}
     return engine_result(output_groups(graph), groups, read, traces if trace else None, steps)

@@ -66,15 +66,11 @@ set-up once.
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
-import os
 import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse
-import threadpoolctl
 
 from ssmc import limits
 from ssmc.data import check_sequences
@@ -96,6 +92,7 @@ from ssmc.ir.fixed_point import (
 from ssmc.ir.fixed_point import sat_count as _sat_count
 from ssmc.ir.graph import Graph, Op
 from ssmc.ir.ops import with_defaults
+from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, run_parts
 
 STATEFUL_KINDS = ("cpx", "integrator")
 _EXACT_FLOAT = 1 << 53  # float64 represents every integer of smaller magnitude
@@ -582,30 +579,9 @@ def _same_signature(a: list[tuple], b: list[tuple]) -> bool:
     )
 
 
-@functools.cache
-def _blas_controller() -> threadpoolctl.ThreadpoolController:
-    return threadpoolctl.ThreadpoolController()  # finds the loaded BLAS libraries once (~10 ms)
-
-
-def one_blas_thread(fn):
-    """`fn` with BLAS limited to one thread while it runs: an engine step's products are small
-    and many, and waking BLAS's other threads for each costs more than it saves (on a busy
-    2-core machine a 1 x 128 x 128 product took ~350 us instead of ~5 us)."""
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            return fn(*args, **kwargs)
-
-    return run
-
-
 _CHUNK_VALUES = (
     1 << 20
 )  # values of a part's step-proportional buffers (8 MiB, an upper bound: they mostly stay in cache)
-
-
-_THREAD_SEQUENCES = 16  # sequences a thread runs at least: fewer do not pay for its start
 
 
 @one_blas_thread
@@ -617,8 +593,8 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     x = check_sequences(x, net.features)
     batch, tokens, _ = x.shape
     steps = tokens + net.max_depth
-    threads = max(1, min(_cores(), batch // _THREAD_SEQUENCES))
-    parts = [slice(i * batch // threads, (i + 1) * batch // threads) for i in range(threads)]
+    parts = batch_parts(batch)
+    threads = len(parts)
     room = _check_run_size(net.groups, net.run_synapses, net, x.shape, steps, trace)
     chunk = _chunk_steps(_step_values(net.groups, net.run_synapses, trace), -(-batch // threads), batch, steps, room)
 
@@ -643,26 +619,11 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
             {k: v[:, rows] for k, v in traces.items()},
         )
 
-    if threads == 1:
-        runs = [run_part(parts[0])]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            runs = list(pool.map(run_part, parts))
-    groups = runs[0]
-    for other in runs[1:]:
-        for name, g in groups.items():
-            g.zeros += other[name].zeros
-            g.total += other[name].total
-            for q in SAT_QUANTITIES:
-                g.counts[q] += other[name].counts[q]
+    groups = merged_counts(run_parts(run_part, parts))
     # [batch, step or token, size] views: no copy beyond what the run-size check counted
     read = {name: v.transpose(1, 0, 2) for name, v in read.items()}
     traces = {name: v.transpose(1, 0, 2) for name, v in traces.items()}
     return engine_result(net.outputs, groups, read, traces if trace else None, steps)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _run_part(

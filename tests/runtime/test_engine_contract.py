@@ -15,7 +15,7 @@ from ssmc import limits
 from ssmc.errors import InputDataError, IRError, ResourceLimitError
 from ssmc.ir import Graph, Op, verify
 from ssmc.passes.assign_bitwidths import set_depths
-from ssmc.runtime import numpy_engine
+from ssmc.runtime import numpy_engine, parallel
 from ssmc.runtime.numpy_engine import EngineResult, prepare, run_numpy
 from ssmc.runtime.reference import run_reference
 from tests.builders.neuro_models import s4d_stack
@@ -538,8 +538,8 @@ def test_a_run_without_traces_chunks_like_one_with_them(monkeypatch):
 def test_a_batch_split_over_threads_equals_the_scalar_contract(monkeypatch):
     # A large batch runs in parts, one thread each, into the rows of one result: counts, sparsity,
     # traces and outputs are those of the whole batch. Force parts of 1 and 2 sequences.
-    monkeypatch.setattr(numpy_engine, "_THREAD_SEQUENCES", 1)
-    monkeypatch.setattr(numpy_engine, "_cores", lambda: 3)
+    monkeypatch.setattr(parallel, "THREAD_SEQUENCES", 1)
+    monkeypatch.setattr(parallel, "cores", lambda: 3)
     for seed in range(4):
         g = random_extended_network(seed)
         x = np.random.default_rng(600 + seed).normal(scale=4.0, size=(5, 6, g.inputs()[0].shape[0]))
@@ -616,8 +616,8 @@ def test_cpx_groups_forming_their_synapse_groups_equal_the_scalar_contract(monke
     for chunk in (1, 2, 3):
         monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args, chunk=chunk: chunk)
         assert_same_result(run_numpy(g, x), ref)
-    monkeypatch.setattr(numpy_engine, "_THREAD_SEQUENCES", 1)
-    monkeypatch.setattr(numpy_engine, "_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "THREAD_SEQUENCES", 1)
+    monkeypatch.setattr(parallel, "cores", lambda: 2)
     assert_same_result(run_numpy(g, x), ref)
 
 

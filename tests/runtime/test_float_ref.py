@@ -12,7 +12,7 @@ import pytest
 
 from ssmc.frontend import import_onnx
 from ssmc.passes import FLOAT_PIPELINE, parse_pipeline, run_pipeline
-from ssmc.runtime import float_kernels, float_ref
+from ssmc.runtime import float_kernels, float_ref, parallel
 from ssmc.runtime.float_ref import FloatEngine, run_float
 from tests.builders.onnx_models import build_step_model, random_spec
 from tests.builders.ssm_models import SharedSpec, build_shared_model
@@ -59,8 +59,8 @@ GRAPHS = list(_graphs())
 def test_run_float_computes_the_step_token_by_token(monkeypatch, label, graph, kernel, chunk_values, threads):
     monkeypatch.setattr(float_ref, "_kernel_pays", lambda state_steps: kernel)
     monkeypatch.setattr(float_ref, "_CHUNK_VALUES", chunk_values)
-    monkeypatch.setattr(float_ref, "_THREAD_SEQUENCES", 1)
-    monkeypatch.setattr(float_ref, "_cores", lambda: threads)
+    monkeypatch.setattr(parallel, "THREAD_SEQUENCES", 1)
+    monkeypatch.setattr(parallel, "cores", lambda: threads)
     features = graph.inputs()[0].shape[0]
     x = np.random.default_rng(7).normal(size=(5, 23, features)).astype(np.float32)
     want = _stepped(graph, x)
