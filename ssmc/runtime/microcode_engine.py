@@ -31,6 +31,10 @@ what nothing reads any more is dropped) -- a partial evaluation that computes
 exactly the integers and counts of the whole program. An S4D layer whose B was
 split by row exponent into 13 synapse groups feeds 13 ports, of which each
 neuron reads one non-zero: its class runs 1 `in`, not 13 and 12 adds.
+Then the class's code gets superinstructions (`_fuse`): `mul, mul, add|sub,
+rshr` becomes one fma pass, `add|sub ... sat` one addsat, two emits of
+neighbouring lanes one emit2, where the registers they skip writing are dead
+-- the same integers and counts in fewer passes over the tile.
 
 The source group's port holds the host's token, rounded to an integer
 (floor(x 2^frac + 1/2), clipped to 34 bits); its program saturates it.
@@ -610,6 +614,12 @@ def _class_code(
     with the same zero reads, so each such class is specialised once per process (the results are shared
     by the classes: nothing writes them)."""
     spec = _specialize(list(code), set(zero), raw)
+    for _ in range(3):  # again: a copy that a dropped instruction's write hid propagates now (an S4D layer's
+        # `in r4; mov r0 r4` before the zero reads' `li r4 0`, which are gone, leaves a move of its own)
+        again = _specialize(spec, set(zero), raw)
+        if again == spec:
+            break
+        spec = again
     used = tuple(sorted({(ins.aux, ins.imm) for ins in spec if ins.op == "in"}))
     regs = {reg for _, _, reg in probes}
     for ins in spec:

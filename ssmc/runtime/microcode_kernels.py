@@ -6,8 +6,17 @@ of up to TILE neurons of one sequence at a time: each instruction is one short l
 registers (kept in a small local array, in L1), so the dispatch is paid once per tile, not per neuron,
 and the registers never leave the cache; a tile runs all the steps of a chunk before the next tile (every
 neuron's update reads only its own registers, ports and parameters). The code comes in as an int64 array
-[instructions, 6] (opcode, rd, ra, rb, aux, imm) in this module's own opcode numbering (`OP`), so the
-cached machine code does not depend on the ISA module's numbers; microcode_engine translates.
+[instructions, CODE_COLUMNS] (opcode, rd, ra, rb, aux, imm, rc, re) in this module's own opcode numbering
+(`OP`), so the cached machine code does not depend on the ISA module's numbers; microcode_engine
+translates, and replaces some instruction sequences by the superinstructions fma, addsat and emit2 (one
+pass for a sequence of passes; microcode_engine._fuse says when).
+
+What keeps each instruction's loop a vectorised AVX-512 loop (numba gives none of it by itself): the
+loops index the register array and never slice it (a slice costs an atomic reference count, more than
+a 128-lane loop), clip with selects (numba's int64 min and max are calls), read and write the ports,
+state and messages through one slice per instruction with an index that starts at 0 (an index
+`first + e` that could be negative becomes a gather), run a full tile with the literal trip count TILE,
+and never write a row they read (an in-place instruction computes into the SCRATCH row, then copies).
 
 Integer semantics are numpy's int64: + - * << wrap, >> is arithmetic (numba compiles them to the same
 two's-complement machine operations).
