@@ -614,12 +614,6 @@ def _class_code(
     with the same zero reads, so each such class is specialised once per process (the results are shared
     by the classes: nothing writes them)."""
     spec = _specialize(list(code), set(zero), raw)
-    for _ in range(3):  # again: a copy that a dropped instruction's write hid propagates now (an S4D layer's
-        # `in r4; mov r0 r4` before the zero reads' `li r4 0`, which are gone, leaves a move of its own)
-        again = _specialize(spec, set(zero), raw)
-        if again == spec:
-            break
-        spec = again
     used = tuple(sorted({(ins.aux, ins.imm) for ins in spec if ins.op == "in"}))
     regs = {reg for _, _, reg in probes}
     for ins in spec:
@@ -812,7 +806,9 @@ def _fuse(code: bytes, probed: frozenset) -> tuple[np.ndarray, np.ndarray]:
     - addsat d a b bits cnt sign: `add x a b` (or `sub`) and the next instruction that reads x, a `sat d x`
       with x dead after it (or x == d), the `add` moved down to it past instructions that neither read
       nor write x nor write a or b;
-    - emit2 a b lane: `emit a lane; emit b lane + 1`.
+    - emit2 a b lane: `emit a lane; emit b lane + 1`;
+    - and `op x ...; mov y x` becomes `op y ...` where x is dead after the move (an `in` to a register
+      the next `in` reuses, then moved to the sum's).
 
     A sequence never spans a branch target (all its instructions run on the same paths)."""
     rows = np.frombuffer(code, np.int64).reshape(-1, CODE_COLUMNS).tolist()
@@ -850,6 +846,10 @@ def _fused_at(rows, pc, targets, live) -> tuple[int, int, list[int]] | None:
         nxt = rows[pc + 1]
         if nxt[0] == _K["emit"] and nxt[5] == row[5] + 1:
             return pc, pc + 1, [_K["emit2"], 0, row[2], nxt[2], 0, row[5], 0, 0]
+    if op not in _NO_DEST and pc + 1 < n and pc + 1 not in targets:
+        nxt = rows[pc + 1]
+        if nxt[0] == _K["mov"] and nxt[2] == row[1] and (nxt[1] == row[1] or row[1] not in live[pc + 1]):
+            return pc, pc + 1, [row[0], nxt[1], *row[2:]]  # the result goes where the move puts it
     if op == _K["mul"] and pc + 2 < n and not {pc + 1, pc + 2} & targets:
         x, a, b = row[1], row[2], row[3]
         second, combine = rows[pc + 1], rows[pc + 2]

@@ -163,7 +163,8 @@ EXTREMES = st.one_of(
 @st.composite
 def fusible_programs(draw):
     """Programs made of the sequences the engine turns into superinstructions, and near misses: `mul,
-    mul, add|sub[, rshr]` (fma), `add|sub ... sat` (addsat), `emit, emit` (emit2), over a few registers,
+    mul, add|sub[, rshr]` (fma), `add|sub ... sat` (addsat), `emit, emit` (emit2), `in|add x; mov y x`
+    (the result written to y), over a few registers,
     so an intermediate is often read later, emitted, a state (probed, kept), or an operand of the next
     instruction; a branch may land inside a sequence. Neurons: one tile's remainder or a full tile and
     a remainder."""
@@ -182,7 +183,7 @@ def fusible_programs(draw):
 
     code = []
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["fma", "addsat", "emit2", "other"]))
+        kind = draw(st.sampled_from(["fma", "addsat", "emit2", "move", "other"]))
         if kind == "fma":
             x, y = reg(), reg()
             code += [Instr("mul", rd=x, ra=src(), rb=src()), Instr("mul", rd=y, ra=src(), rb=src())]
@@ -208,6 +209,12 @@ def fusible_programs(draw):
                 )
             a = draw(st.sampled_from([x, x, src()]))
             code.append(Instr("sat", rd=reg(), ra=a, aux=draw(st.integers(2, 64)), rb=draw(st.integers(0, 3))))
+        elif kind == "move":
+            x = reg()
+            code.append(draw(st.sampled_from([Instr("in", rd=x), Instr("add", rd=x, ra=src(), rb=src())])))
+            code.append(Instr("mov", rd=reg(), ra=draw(st.sampled_from([x, x, src()]))))
+            if draw(st.booleans()):  # x read again: the move must stay
+                code.append(Instr("emit", ra=x, imm=lane()))
         elif kind == "emit2":
             code += [Instr("emit", ra=src(), imm=lane()), Instr("emit", ra=src(), imm=lane())]
         else:
@@ -281,6 +288,10 @@ def test_superinstructions_are_formed_where_the_registers_allow_and_not_where_a_
     assert ops(moved + [Instr("halt")]) == ["add", "in", "sat", "halt"]
     landed = [Instr("bslt", aux=3, imm=1), Instr("add", rd=r0, ra=p0, rb=s0), Instr("emit", ra=s1)]
     assert ops(landed + [Instr("sat", rd=s1, ra=r0, aux=8, rb=2), Instr("halt")])[:2] == ["bslt", "add"]
+    # an `in` moved on: the move goes unless the `in`'s register is read after it
+    read_twice = [Instr("in", rd=r2), Instr("mov", rd=r0, ra=r2), Instr("emit", ra=r0)]
+    assert ops(read_twice + [Instr("halt")]) == ["in", "emit", "halt"]
+    assert ops(read_twice + [Instr("emit", ra=r2, imm=1), Instr("halt")]) == ["in", "mov", "emit2", "halt"]
     for code in (chained, moved + [Instr("emit", ra=s0), Instr("halt")], landed + tail[1:]):
         prog = Program(lanes=2, neurons=3, ports=1, code=code, probes=[], table=np.zeros(0, np.int64))
         prog = dataclasses.replace(prog, params=np.array([[3, -(1 << 40), 1 << 62], [7, 1 << 33, -1]], np.int64))
