@@ -70,7 +70,7 @@ from ssmc.runtime.numpy_engine import (
     cached_per_graph,
     engine_result,
     output_groups,
-    prepare,
+    prepare_kernels,
     quantize_source,
     refuse_oversized_run,
 )
@@ -174,7 +174,7 @@ class _Loaded:
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the net's microcode; see numpy_engine.EngineResult."""
     graph: Graph = net.graph
-    kernels = prepare(graph, "microcode").synapses  # checks the graph too (both once per graph)
+    kernels = prepare_kernels(graph, "microcode")  # checks the graph too (both once per graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)
@@ -394,9 +394,9 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
 
 
 # -- loading and checking the programs -------------------------------------------------------
-def _load(graph: Graph, extras: dict[str, bytes], kernels: dict) -> _Loaded:
+def _load(graph: Graph, extras: dict[str, bytes], kernels) -> _Loaded:
     groups = _load_groups(graph, extras)
-    synapses = _plan_synapses(graph, groups, kernels)
+    synapses = _plan_synapses(graph, groups, kernels.synapses, kernels.readers)
     for g in groups.values():
         _plan_units(g)
     return _Loaded(groups, synapses)
@@ -484,7 +484,9 @@ def _merged_units(units: list[_Unit]) -> list[_Unit]:
     return merged
 
 
-def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> dict[str, _Synapses]:
+def _plan_synapses(
+    graph: Graph, groups: dict[str, _Group], kernels: dict, readers: dict[str, list[str]]
+) -> dict[str, _Synapses]:
     """Each synapse group's columns in its target's port buffer and how it forms them: a dense one (the
     numpy engine chose BLAS for it) with the numpy engine's kernel, one column per post row; any other
     with the compiled CSR kernel, one column per row where W has a non-zero (the others are 0)."""
@@ -497,7 +499,7 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[0] = np.arange(g.size, dtype=np.int64)
             g.width = g.size
     for op in graph.ops_of_kind("synapses"):
-        post = graph.consumers(op.name)[0]
+        post = graph.op(readers[op.name][0])
         g = groups[post.name]
         port = list(post.inputs).index(op.name)
         a = with_defaults(op)
@@ -517,7 +519,7 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[port][rows] = g.width + rows
             g.width += weight.shape[0]
         else:
-            terms, cols, vals = numpy_engine._nonzeros(weight)  # row-major (fast for an S4D's channel patterns)
+            terms, cols, vals = kernels[op.name].nonzeros  # row-major
             starts = np.flatnonzero(np.diff(terms, prepend=-1))
             rows = terms[starts]  # the rows with terms
             s.indptr = np.append(starts, len(terms)).astype(np.int64)

@@ -143,7 +143,7 @@ class _Synapses:
     chunk_out: tuple | None = None  # this chunk's (outputs, first step), see _synapse_chunk
     terms: np.ndarray | None = None  # segment: the products of a block of sequences, reused
     sigma: np.ndarray | None = None  # pre group sends sigma-delta: the running sum of W @ m (scaled on the float path)
-    nonzeros: tuple | None = None  # (rows, cols, int64 values) of W, for _merge_row_split
+    nonzeros: tuple | None = None  # (rows, cols, int64 values) of W (None for a dense kernel: as many as W)
     # Formed inside a cpx group's kernel (see _fuse): "post" -- from the pre messages, by the group it feeds
     # (its chunk_out holds those messages); "pre" -- from the states of the group it reads, into `sums`.
     fused: str = ""
@@ -402,6 +402,17 @@ def _float_group(g: _Group) -> bool:
 
 # -- the run ---------------------------------------------------------------------------
 @dataclass
+class _PreparedKernels:
+    """A graph checked, its groups and its synapse groups' kernels: what both the numpy and the microcode
+    engine need of it (see prepare_kernels)."""
+
+    groups: dict[str, _Group]  # templates without run state, as the graph has them (no merge, no fusion)
+    synapses: dict[str, _Synapses]  # per synapse op; a kernel other than dense keeps its W's `nonzeros`
+    readers: dict[str, list[str]]  # op -> the ops that read it, in execution order, each once
+    order: list[Op]  # the graph's ops in execution order
+
+
+@dataclass
 class _PreparedNet:
     """What a run needs of a graph besides the input: checked once and kept (see prepare)."""
 
@@ -417,8 +428,9 @@ class _PreparedNet:
 
 
 _NEVER = 1 << 62  # the wake step of a synapse group that feeds nothing
-# graph -> (signature, (), prepared net); weak, so a prepared net lives exactly as long as its graph
+# graph -> (signature, (), prepared net / kernels); weak, so a prepared net lives exactly as long as its graph
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def prepare(graph: Graph, engine: str = "numpy") -> _PreparedNet:
@@ -426,7 +438,15 @@ def prepare(graph: Graph, engine: str = "numpy") -> _PreparedNet:
     first run and reused while the graph's ops, attributes and parameter arrays stay the same
     ones: a run over a whole test set in many calls pays the set-up once. Replacing an op,
     an attribute or a parameter array re-prepares; editing a parameter array in place does not."""
-    return cached_per_graph(_PREPARED, graph, lambda g: _prepare_net(g, engine))  # `engine`: named by the check
+    # `engine`: named by the check
+    return cached_per_graph(_PREPARED, graph, lambda g: _prepare_net(prepare_kernels(g, engine)))
+
+
+def prepare_kernels(graph: Graph, engine: str = "numpy") -> _PreparedKernels:
+    """The first half of `prepare`, kept per graph the same way: the graph checked (errors name `engine`),
+    its groups and each synapse op's kernel, without the numpy run's merging and fusion (see _prepare_net).
+    The microcode engine needs no more; a net run by both engines prepares this once."""
+    return cached_per_graph(_KERNELS, graph, lambda g: _prepare_kernels(g, engine))
 
 
 def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *extra):
@@ -446,24 +466,37 @@ def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *ext
     return value
 
 
-def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
+def _prepare_kernels(graph: Graph, engine: str) -> _PreparedKernels:
     check_neuro_graph(graph, engine)
     order = graph.ops()
+    readers: dict[str, list[str]] = {op.name: [] for op in order}
+    for op in order:  # one walk instead of a graph.consumers per synapse group and question
+        for src in dict.fromkeys(op.inputs):
+            readers[src].append(op.name)
     groups = {op.name: _prepare_group(op) for op in order if op.kind == "neurons"}
     synapses = {op.name: _prepare_synapses(op, groups[op.inputs[0]]) for op in order if op.kind == "synapses"}
+    for s in synapses.values():
+        if s.kernel == "dense":
+            s.nonzeros = None  # as many as W's values: formed again where a merge needs them
+    return _PreparedKernels(groups, synapses, readers, order)
+
+
+def _prepare_net(kernels: _PreparedKernels) -> _PreparedNet:
+    order, readers = kernels.order, kernels.readers
+    # the merge and the fusion below rewire and mark groups: copies, the kernels' templates stay as they are
+    groups = {name: replace(g, synapses=list(g.synapses)) for name, g in kernels.groups.items()}
+    synapses = kernels.synapses
     # A synapse group runs at step t only when a group it feeds is awake then.
     # A sigma synapse sums every message its pre group sends, whether or not its target is awake.
     wake = {
-        name: 0 if groups[s.pre].delta else min((groups[c.name].depth for c in graph.consumers(name)), default=_NEVER)
+        name: 0 if groups[s.pre].delta else min((groups[c].depth for c in readers[name]), default=_NEVER)
         for name, s in synapses.items()
     }
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
-    run_synapses = _merge_row_split(graph, groups, synapses)
-    _fuse(graph, groups, run_synapses)
-    for s in synapses.values():
-        s.nonzeros = None  # only the merge needs them
+    run_synapses = _merge_row_split(order, readers, groups, synapses)
+    _fuse(order, readers, groups, run_synapses)
     run_order = [(op.kind, op.name) for op in order if op.kind == "neurons" or op.name in run_synapses]
     return _PreparedNet(
         groups,
@@ -478,7 +511,9 @@ def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
     )
 
 
-def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
+def _merge_row_split(
+    order: list[Op], readers: dict[str, list[str]], groups: dict[str, _Group], synapses: dict[str, _Synapses]
+) -> dict[str, _Synapses]:
     """The synapse groups a run steps. assign-bitwidths splits a linear into one synapse group per
     weight-exponent class, each holding only its rows (docs/fixed_point.md, --weight-exp): an S4D B
     of a paper-size model became 13 [8192, 128] groups, each a full pass over the pre messages.
@@ -489,16 +524,22 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
     and count is the same. Readers are rewired in `groups` (a product's two operands are never merged)."""
     classes: dict[tuple, list[_Synapses]] = {}
     for name, s in synapses.items():
-        readers = tuple(c.name for c in graph.consumers(name))
-        if s.exact_float and not s.pre_clip and readers and all(groups[r].kind != "product" for r in readers):
-            classes.setdefault((s.pre, s.delay, readers), []).append(s)
+        these = tuple(readers[name])
+        if s.exact_float and not s.pre_clip and these and all(groups[r].kind != "product" for r in these):
+            classes.setdefault((s.pre, s.delay, these), []).append(s)
     run = dict(synapses)
+    ops = {op.name: op for op in order}
     for members in classes.values():
+        if len(members) < 2:
+            continue
+        nonzeros = {  # a dense kernel keeps none (see _prepare_kernels)
+            s.name: s.nonzeros if s.nonzeros is not None else _nonzeros(ops[s.name].params["weight"]) for s in members
+        }
         owned = np.zeros(members[0].post_size, bool)
         row_shift = np.zeros(members[0].post_size, np.int64)
         merged = []
         for s in members:  # the first group owning a row keeps it; a group overlapping one merged already stays apart
-            own = s.nonzeros[0]  # rows, each once per non-zero
+            own = nonzeros[s.name][0]  # rows, each once per non-zero
             if not owned[own].any():
                 owned[own] = True
                 row_shift[own] = s.shift
@@ -506,10 +547,10 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
         if len(merged) < 2:
             continue
         first = merged[0]
-        rows, cols, vals = (np.concatenate([s.nonzeros[i] for s in merged]) for i in range(3))
+        rows, cols, vals = (np.concatenate([nonzeros[s.name][i] for s in merged]) for i in range(3))
         # each row is one group's, its terms in column order: a stable sort by row keeps them so
-        order = np.argsort(rows, kind="stable")
-        rows, cols, vals = rows[order], cols[order], vals[order]
+        by_row = np.argsort(rows, kind="stable")
+        rows, cols, vals = rows[by_row], cols[by_row], vals[by_row]
         starts = np.flatnonzero(np.diff(rows, prepend=-1))
         one = _Synapses(
             first.name,
@@ -527,13 +568,13 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
             del run[s.name]
         run[one.name] = one
         names = {s.name for s in merged}
-        for r in {r for s in merged for r in (c.name for c in graph.consumers(s.name))}:
+        for r in {r for s in merged for r in readers[s.name]}:
             g = groups[r]
             g.synapses = [n for n in g.synapses if n not in names or n == first.name]
     return run
 
 
-def _fuse(graph: Graph, groups: dict[str, _Group], run: dict[str, _Synapses]) -> None:
+def _fuse(order: list[Op], readers: dict[str, list[str]], groups: dict[str, _Group], run: dict[str, _Synapses]) -> None:
     """Let a float cpx group's kernel form the synapse groups around it (engine_kernels.cpx_float_steps), so
     their outputs never go through memory: its input, when it is the only one (no bias), a broadcast (pre p
     feeds posts p k .. p k + k - 1 alone: an S4D layer's B) that feeds no other group and clips nothing;
@@ -542,6 +583,7 @@ def _fuse(graph: Graph, groups: dict[str, _Group], run: dict[str, _Synapses]) ->
     that channel sum is all that reads the group (`unread`), a run without traces keeps only its state:
     the kernel runs each sequence's steps with its state in cache and writes no messages. The fused
     synapse groups are copies: `synapses` (what the microcode engine steps) keeps its own."""
+    outputs_read = {op.inputs[0] for op in order if op.kind == "output"}
     for g in groups.values():
         if g.kind != "cpx" or not g.exact_float:
             continue
@@ -554,17 +596,17 @@ def _fuse(graph: Graph, groups: dict[str, _Group], run: dict[str, _Synapses]) ->
             and s.exact_float
             and not s.may_clip
             and not groups[s.pre].delta
-            and [c.name for c in graph.consumers(name)] == [g.name]
+            and readers[name] == [g.name]
         ):
             run[name] = replace(s, fused="post")
             g.fused_in = name
         if _states_in_buffer(g):
-            readers = [n for n, s in run.items() if s.pre == g.name]
-            out = next((n for n in readers if run[n].kernel == "channel_sum"), None)
+            group_readers = [n for n, s in run.items() if s.pre == g.name]
+            out = next((n for n in group_readers if run[n].kernel == "channel_sum"), None)
             if out is not None and run[out].exact_float:
                 run[out] = replace(run[out], fused="pre")
                 g.fused_out = out
-                g.unread = readers == [out] and not any(o.inputs[0] == g.name for o in graph.outputs())
+                g.unread = group_readers == [out] and g.name not in outputs_read
 
 
 def _signature(graph: Graph) -> list[tuple]:
