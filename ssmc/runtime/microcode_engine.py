@@ -553,6 +553,20 @@ def _merge_row_split(synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
     return merged
 
 
+class _HashedCode(tuple):
+    """A unit's code as _class_code's cache key, hashed once for all its classes: an Instr hashes in Python.
+    Equal to the tuple of the same instructions (decode_program shares the Instrs of the same code words,
+    so a hit compares them by identity)."""
+
+    def __new__(cls, code):
+        self = super().__new__(cls, code)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 def _plan_units(g: _Group) -> None:
     """Each unit's classes of neurons (by which `in` reads can be non-zero) with their specialised code, and
     its probes as the kernel takes them."""
@@ -567,17 +581,26 @@ def _plan_units(g: _Group) -> None:
         )
         if 0 < len(slots) < 63:  # a number per neuron: much faster than unique columns
             weights = np.left_shift(1, np.arange(len(slots), dtype=np.int64))
-            numbers, which = np.unique(weights @ (cols >= 0), return_inverse=True)
+            number = weights @ (cols >= 0)
+            if len(slots) <= 16:  # a count of every possible number: faster than sorting them
+                seen = np.bincount(number, minlength=1 << len(slots))
+                numbers, which = np.flatnonzero(seen), (np.cumsum(seen > 0) - 1)[number]
+            else:
+                numbers, which = np.unique(number, return_inverse=True)
             signatures = (numbers[None, :] & weights[:, None]) != 0
         elif slots:
             signatures, which = np.unique(cols >= 0, axis=1, return_inverse=True)
         else:  # no port read: one class
             signatures, which = np.ones((0, 1), bool), np.zeros(u.prog.neurons, np.int64)
+        which = which.reshape(-1)
+        by_class = np.argsort(which, kind="stable")  # each class's members in order, one after the other
+        ends = np.cumsum(np.bincount(which, minlength=signatures.shape[1]))
+        unit_code = _HashedCode(u.prog.code)
         u.classes = []
         for k in range(signatures.shape[1]):
-            members = np.flatnonzero(which.reshape(-1) == k)
-            zero = frozenset(slot for slot, live in zip(slots, signatures[:, k]) if not live)
-            code, used, states, temps = _class_code(tuple(u.prog.code), zero, g.raw, tuple(u.prog.probes))
+            members = by_class[ends[k - 1] if k else 0 : ends[k]]
+            zero = frozenset(slot for slot, live in zip(slots, signatures[:, k].tolist()) if not live)
+            code, used, states, temps = _class_code(unit_code, zero, g.raw, tuple(u.prog.probes))
             code = _code_array(code, used, g.raw)  # not in the cache: tests change it to check the checks
             class_cols = np.ascontiguousarray(cols[[slots.index(s) for s in used]][:, members]).reshape(
                 len(used), len(members)
