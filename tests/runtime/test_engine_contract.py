@@ -16,7 +16,7 @@ from ssmc.errors import InputDataError, IRError, ResourceLimitError
 from ssmc.ir import Graph, Op, verify
 from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime import numpy_engine, parallel
-from ssmc.runtime.numpy_engine import EngineResult, prepare, run_numpy
+from ssmc.runtime.numpy_engine import EngineResult, prepare, prepare_kernels, run_numpy
 from ssmc.runtime.reference import run_reference
 from tests.builders.neuro_models import s4d_stack
 
@@ -501,6 +501,17 @@ def test_row_split_synapse_groups_are_run_as_one():
         for g in (split_rows(random_network(seed), seed) for seed in range(6))
     ]
     assert any(merged)
+
+
+def test_the_numpy_run_and_the_microcode_engine_share_one_prepared_set_of_kernels():
+    g = split_rows(random_network(1), 1)
+    kernels = prepare_kernels(g, "microcode")
+    assert prepare(g).synapses is kernels.synapses and prepare_kernels(g) is kernels  # checked and set up once
+    assert len(prepare(g).run_synapses) < len(kernels.synapses)  # the numpy run merged row classes ...
+    for name, group in kernels.groups.items():  # ... on its own copies of the groups
+        assert group.synapses == ([] if group.kind == "source" else list(g.op(name).inputs))
+    g.op("s4").params["weight"] = g.op("s4").params["weight"].copy()  # a new array: both prepared again
+    assert prepare_kernels(g) is not kernels and prepare(g).synapses is prepare_kernels(g).synapses
 
 
 def test_a_row_split_paper_size_network_equals_the_scalar_contract_for_a_few_tokens():
