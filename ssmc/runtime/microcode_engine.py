@@ -66,7 +66,7 @@ from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, r
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
     EngineResult,
-    _buffer_rows,
+    buffer_rows,
     cached_per_graph,
     engine_result,
     output_groups,
@@ -196,7 +196,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     step_values = sum(2 * g.size + g.width for g in loaded.groups.values()) + sum(
         2 * s.post_size + s.kernel.work_values for s in loaded.synapses.values() if s.kernel is not None
     )
-    chunk = numpy_engine._chunk_steps(step_values, -(-batch // threads), batch, steps, room)
+    chunk = numpy_engine.chunk_steps(step_values, -(-batch // threads), batch, steps, room)
     order = [(op.kind, op.name) for op in graph.ops() if op.kind in ("neurons", "synapses")]
     # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
     read = {
@@ -264,7 +264,7 @@ def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
         for u in template.units
     ]
     g.ports = np.zeros((chunk * batch, g.width), np.int64)
-    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, g.size), np.int64)
+    g.buf = np.zeros((buffer_rows(chunk, ring), batch, g.size), np.int64)
     return g
 
 
@@ -343,7 +343,7 @@ def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, bat
         )
         return
     cols = ports[: n * batch, s.col0 : s.col0 + s.post_size]
-    formed = numpy_engine._synapse_chunk(s.kernel, pre, t0, n, 0, batch)
+    formed = numpy_engine.synapse_chunk(s.kernel, pre, t0, n, 0, batch)
     if formed is None:  # W = 0 or the pre group idle
         cols[...] = 0
     else:  # exact integers (float64 ones too): clipped where the 32-bit sat gives the same
@@ -360,7 +360,7 @@ def _check_run_size(loaded: _Loaded, ring_len: dict[str, int], graph: Graph, x_s
     for g in loaded.groups.values():
         per_sequence += N_STATE * sum(u.prog.neurons for u in g.units) + g.width
         per_sequence += g.size * (
-            _buffer_rows(1, ring_len.get(g.name, 0)) + (steps * (1 + len(g.probe_kinds)) if trace else 0)
+            buffer_rows(1, ring_len.get(g.name, 0)) + (steps * (1 + len(g.probe_kinds)) if trace else 0)
         )
     for s in loaded.synapses.values():
         per_sequence += (

@@ -23,7 +23,7 @@ One step `t`:
 The engine computes exactly that, in another order: the graph is acyclic and
 every delay is at least 1, so a group's inputs for steps t .. t + n - 1 are
 known once its pre groups have run those steps and the `delay` before. A run
-takes a chunk of n steps at a time (`_chunk_steps`: as many as keep the
+takes a chunk of n steps at a time (`chunk_steps`: as many as keep the
 chunk's buffers in cache) and, group by group in execution order, forms each
 synapse group's outputs for the whole chunk in one kernel call over
 [n * batch, pre] rows and each stateless group's messages in one elementwise
@@ -62,6 +62,12 @@ reading its states (an S4D layer's C); when that channel sum is all that reads
 it, a run without traces writes none of its messages. The checked and prepared
 net is kept per graph (`prepare`), so a test set run in many calls pays the
 set-up once.
+
+The microcode engine runs its dense synapse groups with this engine's kernels and
+chunks its steps the same way. What it uses is public: `prepare_kernels` (the
+graph checked, each synapse op's kernel -- a `PreparedKernels` -- without the
+numpy run's merging and fusion), `synapse_chunk` (a kernel's outputs for a chunk
+of steps), `chunk_steps` and `buffer_rows` (a chunk's length, a ring's rows).
 """
 
 from __future__ import annotations
@@ -140,7 +146,7 @@ class _Synapses:
     exact_float: bool = False
     may_clip: bool = True  # False: |shr(acc, shift)| < 2^31 for every input, the sat is a no-op
     out: np.ndarray | None = None  # output buffer [rows, post], reused every chunk
-    chunk_out: tuple | None = None  # this chunk's (outputs, first step), see _synapse_chunk
+    chunk_out: tuple | None = None  # this chunk's (outputs, first step), see synapse_chunk
     terms: np.ndarray | None = None  # segment: the products of a block of sequences, reused
     sigma: np.ndarray | None = None  # pre group sends sigma-delta: the running sum of W @ m (scaled on the float path)
     nonzeros: tuple | None = None  # (rows, cols, int64 values) of W (None for a dense kernel: as many as W)
@@ -402,9 +408,13 @@ def _float_group(g: _Group) -> bool:
 
 # -- the run ---------------------------------------------------------------------------
 @dataclass
-class _PreparedKernels:
+class PreparedKernels:
     """A graph checked, its groups and its synapse groups' kernels: what both the numpy and the microcode
-    engine need of it (see prepare_kernels)."""
+    engine need of it (see prepare_kernels). A synapse op's kernel says how W @ m is formed (`kernel`:
+    "dense" is a BLAS product, the others follow W's non-zero pattern, see _choose_kernel) and, unless
+    dense, lists W's non-zeros (`nonzeros`: rows, columns, int64 values, row-major); `synapse_chunk` runs
+    a copy of it (its `out` and `sigma` are a run's own: set `sigma` to zeros [batch, post] when its pre
+    group sends sigma-delta), `post_size` and `work_values` size a run's buffers."""
 
     groups: dict[str, _Group]  # templates without run state, as the graph has them (no merge, no fusion)
     synapses: dict[str, _Synapses]  # per synapse op; a kernel other than dense keeps its W's `nonzeros`
@@ -442,7 +452,7 @@ def prepare(graph: Graph, engine: str = "numpy") -> _PreparedNet:
     return cached_per_graph(_PREPARED, graph, lambda g: _prepare_net(prepare_kernels(g, engine)))
 
 
-def prepare_kernels(graph: Graph, engine: str = "numpy") -> _PreparedKernels:
+def prepare_kernels(graph: Graph, engine: str = "numpy") -> PreparedKernels:
     """The first half of `prepare`, kept per graph the same way: the graph checked (errors name `engine`),
     its groups and each synapse op's kernel, without the numpy run's merging and fusion (see _prepare_net).
     The microcode engine needs no more; a net run by both engines prepares this once."""
@@ -466,7 +476,7 @@ def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *ext
     return value
 
 
-def _prepare_kernels(graph: Graph, engine: str) -> _PreparedKernels:
+def _prepare_kernels(graph: Graph, engine: str) -> PreparedKernels:
     check_neuro_graph(graph, engine)
     order = graph.ops()
     readers: dict[str, list[str]] = {op.name: [] for op in order}
@@ -478,10 +488,10 @@ def _prepare_kernels(graph: Graph, engine: str) -> _PreparedKernels:
     for s in synapses.values():
         if s.kernel == "dense":
             s.nonzeros = None  # as many as W's values: formed again where a merge needs them
-    return _PreparedKernels(groups, synapses, readers, order)
+    return PreparedKernels(groups, synapses, readers, order)
 
 
-def _prepare_net(kernels: _PreparedKernels) -> _PreparedNet:
+def _prepare_net(kernels: PreparedKernels) -> _PreparedNet:
     order, readers = kernels.order, kernels.readers
     # the merge and the fusion below rewire and mark groups: copies, the kernels' templates stay as they are
     groups = {name: replace(g, synapses=list(g.synapses)) for name, g in kernels.groups.items()}
@@ -638,7 +648,7 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     parts = batch_parts(batch)
     threads = len(parts)
     room = _check_run_size(net.groups, net.run_synapses, net, x.shape, steps, trace)
-    chunk = _chunk_steps(_step_values(net.groups, net.run_synapses, trace), -(-batch // threads), batch, steps, room)
+    chunk = chunk_steps(_step_values(net.groups, net.run_synapses, trace), -(-batch // threads), batch, steps, room)
 
     # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
     read = {group: np.zeros((tokens, batch, net.groups[group].size), np.int64) for _, group in net.outputs}
@@ -688,7 +698,7 @@ def _run_part(
         for kind, name in net.order:
             if kind == "synapses":
                 s = synapses[name]
-                s.chunk_out = _synapse_chunk(s, groups[s.pre], t0, n, net.wake[name], batch)
+                s.chunk_out = synapse_chunk(s, groups[s.pre], t0, n, net.wake[name], batch)
             else:
                 _group_chunk(groups[name], t0, n, batch, tokens, synapses, read.get(name), traces)
     return groups
@@ -726,7 +736,7 @@ def _step_values(groups: dict[str, _Group], synapses: dict[str, _Synapses], trac
     ) + sum({"post": 0, "pre": 2 * s.post_size}.get(s.fused, s.post_size + s.work_values) for s in synapses.values())
 
 
-def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int) -> int:
+def chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int) -> int:
     """Steps a chunk runs: as many as keep a part of `part` sequences' step-proportional buffers within
     _CHUNK_VALUES (in cache) and the whole batch's within the `room` (bytes) the work limit leaves above
     a run of 1-step chunks; at least 1. A chunk runs every synapse group as one product over all its
@@ -735,8 +745,9 @@ def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int)
     return max(1, min(steps, _CHUNK_VALUES // max(part * step_values, 1), 1 + room // max(8 * batch * step_values, 1)))
 
 
-def _buffer_rows(chunk: int, ring: int) -> int:
-    # a ring of whole chunks with room for `ring` steps of history before the chunk being run
+def buffer_rows(chunk: int, ring: int) -> int:
+    """Rows of a group's message ring: whole chunks of `chunk` steps, with room for `ring` steps of history
+    (its readers' largest delay) before the chunk being run."""
     return chunk * -(-(ring + chunk) // chunk)
 
 
@@ -745,12 +756,12 @@ def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, tr
     run in chunks of 1 step: per group its message ring (history and the step), state, `last` and
     states, per synapse group its outputs, kernel temporaries and sigma sum, the input, its quantized
     copy, what the outputs read (twice: raw and decoded) and the traces. Returns the bytes the limit
-    leaves over: longer chunks take at most that (see _step_values, _chunk_steps)."""
+    leaves over: longer chunks take at most that (see _step_values, chunk_steps)."""
     batch, tokens, features = x_shape
     values = sum(
         g.size
         * (
-            _buffer_rows(1, net.ring_len.get(g.name, 0))
+            buffer_rows(1, net.ring_len.get(g.name, 0))
             + 2
             + (1 if g.stateful and not _states_in_buffer(g) else 0)
             + (3 * steps if trace else 0)
@@ -759,7 +770,7 @@ def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, tr
     )
     values += sum(
         # a fused channel sum's outputs are a ring with its pre group's rows (see _fuse)
-        _buffer_rows(1, net.ring_len.get(s.pre, 0)) * s.post_size
+        buffer_rows(1, net.ring_len.get(s.pre, 0)) * s.post_size
         if s.fused == "pre"
         else 2 * s.post_size + s.work_values
         for s in synapses.values()
@@ -780,7 +791,7 @@ def _start_group(g: _Group, x: np.ndarray, batch: int, chunk: int, ring: int, tr
     before step 0), then the chunk being run from row `pos` -- its state and its source messages."""
     dtype = np.float64 if g.exact_float else np.int64
     # an unread group (see _fuse) keeps no messages unless traced: a buffer of 0 columns keeps the ring's rows
-    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, 0 if g.unread and not trace else g.size), dtype)
+    g.buf = np.zeros((buffer_rows(chunk, ring), batch, 0 if g.unread and not trace else g.size), dtype)
     g.pos, g.ran = 0, 0
     if g.stateful:
         g.state = np.zeros((batch, g.size), dtype)
@@ -794,12 +805,13 @@ def _start_group(g: _Group, x: np.ndarray, batch: int, chunk: int, ring: int, tr
         g.source_clipped = clipped.sum(axis=(0, 2))
 
 
-def _synapse_chunk(s: _Synapses, pre: _Group, t0: int, n: int, wake: int, batch: int):
+def synapse_chunk(s: _Synapses, pre: _Group, t0: int, n: int, wake: int, batch: int):
     """(acc, first): the group's outputs before the 32-bit sat, shr(W @ m_pre[t - delay], -weight_exp) (of the
     sigma sum for a sigma synapse), for steps t0 + first .. t0 + n - 1 as rows [(n - first) * batch, post]
     (the readers sat and count the rows of their awake steps); None when they are all zero. Steps before
     `wake` are not formed (no reader is awake); a sigma synapse sums every step. `acc` may be a buffer the
-    next chunk overwrites."""
+    next chunk overwrites. `s` is a run's copy of a prepared kernel (see PreparedKernels); `pre` any group
+    with the numpy engine's message ring (`buf`, `pos`: where the chunk being run starts, `depth`)."""
     first = 0 if s.sigma is not None else max(0, wake - t0)
     if s.kernel == "zero" or first >= n or t0 + n - s.delay <= pre.depth:  # W = 0, no reader awake, or the
         return None  # pre group idle (then a sigma sum is still 0 too: nothing was sent yet)

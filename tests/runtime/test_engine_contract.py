@@ -526,7 +526,7 @@ def test_runs_in_chunks_of_any_length_equal_the_scalar_contract(monkeypatch, chu
     # sigma-delta groups step by step inside it, messages in a ring of chunks with the history the
     # delays need. Short chunks make every ring wrap, read across its end and carry state and sigma
     # sums from chunk to chunk.
-    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: chunk)
+    monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *args: chunk)
     for seed in range(6):
         nets = [random_network(seed), random_extended_network(seed), split_rows(structured_network(seed), seed)]
         for op in nets[2].ops_of_kind("neurons"):
@@ -540,7 +540,7 @@ def test_a_run_without_traces_chunks_like_one_with_them(monkeypatch):
     g = random_extended_network(3)
     x = np.random.default_rng(9).normal(scale=4.0, size=(4, 9, g.inputs()[0].shape[0]))
     whole = run_numpy(g, x)
-    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: 2)
+    monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *args: 2)
     for res in (run_numpy(g, x), run_numpy(g, x, trace=True)):
         np.testing.assert_array_equal(res.raw["y"], whole.raw["y"])
         assert res.saturation == whole.saturation and res.sparsity == whole.sparsity
@@ -565,8 +565,8 @@ def test_chunks_longer_than_one_step_only_use_room_the_work_limit_leaves(monkeyp
     net = prepare(g)
     steps = x.shape[1] + net.max_depth
     chosen = []
-    real = numpy_engine._chunk_steps
-    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    real = numpy_engine.chunk_steps
+    monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *a: chosen.append(real(*a)) or chosen[-1])
     need = limits.current().work_bytes - numpy_engine._check_run_size(
         net.groups, net.run_synapses, net, x.shape, steps, False
     )
@@ -625,7 +625,7 @@ def test_cpx_groups_forming_their_synapse_groups_equal_the_scalar_contract(monke
     assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
     assert_same_result(run_numpy(g, x), ref)
     for chunk in (1, 2, 3):
-        monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args, chunk=chunk: chunk)
+        monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *args, chunk=chunk: chunk)
         assert_same_result(run_numpy(g, x), ref)
     monkeypatch.setattr(parallel, "THREAD_SEQUENCES", 1)
     monkeypatch.setattr(parallel, "cores", lambda: 2)

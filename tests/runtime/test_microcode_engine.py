@@ -224,7 +224,7 @@ def test_programs_with_and_without_state_match_numpy_in_chunks_of_any_length(mon
         net = net_of(g)
         x = np.random.default_rng(600 + seed).normal(scale=40.0, size=(2, 8, g.inputs()[0].shape[0]))
         ref = run_numpy(g, x, trace=True)  # in its own chunks
-        monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: chunk)
+        monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *args: chunk)
         got = microcode_engine.run_net(net, x, trace=True)
         monkeypatch.undo()
         assert sorted(got.trace) == sorted(ref.trace)
