@@ -154,6 +154,8 @@ class _Synapses:
     vals: np.ndarray | None = None
     shift: int = 0  # > 0: right shift; < 0: left shift (see sparse_synapse_chunk)
     shifts: np.ndarray | None = None  # each row's shift (the row-split classes of one W differ)
+    firsts: np.ndarray | None = None  # each row's first column where its terms' columns follow each other, else -1
+    runs: np.ndarray | None = None  # one-term rows only: the first row of each run reading one column, and rows
     # dense: the numpy engine's prepared kernel (a run's own copy), one port column per post row
     kernel: object = None
     post_size: int = 0
@@ -339,7 +341,21 @@ def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, bat
     if s.kernel is None:
         start = (pre.pos - s.delay) % len(pre.buf)
         sparse_synapse_chunk(
-            pre.buf, start, n, batch, 0, batch, s.indptr, s.cols, s.vals, s.shifts, s.sigma, ports, s.col0
+            pre.buf,
+            start,
+            n,
+            batch,
+            0,
+            batch,
+            s.indptr,
+            s.cols,
+            s.vals,
+            s.firsts,
+            s.runs,
+            s.shifts,
+            s.sigma,
+            ports,
+            s.col0,
         )
         return
     cols = ports[: n * batch, s.col0 : s.col0 + s.post_size]
@@ -526,7 +542,11 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[port][rows] = g.width + np.arange(len(rows))
             g.width += len(rows)
         synapses[op.name] = s
-    return _merge_row_split(synapses)
+    merged = _merge_row_split(synapses)
+    for s in merged.values():
+        if s.kernel is None:
+            _fill_spans(s)
+    return merged
 
 
 def _merge_row_split(synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
@@ -549,6 +569,38 @@ def _merge_row_split(synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
             continue
         merged[name] = last = replace(s)
     return merged
+
+
+def _fill_spans(s: _Synapses) -> None:
+    """Rows whose columns lie in a span at most twice as long as their terms become that whole span, the
+    holes with weight 0 (adding 0 changes no integer): the kernel sums them as a dot product over
+    consecutive columns (an S4D's C, each channel's modes next to each other), not by gathers. Sets
+    `firsts`: each row's first column, or -1 where it keeps its gather; and, when every row has one term,
+    `runs`: where each run of rows reading the same column starts (an S4D's B, a channel broadcast to its
+    modes), and the number of rows."""
+    terms = np.diff(s.indptr)
+    s.runs = np.zeros(0, np.int64)
+    if len(terms) == 0:
+        s.firsts = np.zeros(0, np.int64)
+        return
+    if (terms == 1).all():
+        s.runs = np.append(np.flatnonzero(np.diff(s.cols, prepend=-1)), len(terms)).astype(np.int64)
+    lo = np.minimum.reduceat(s.cols, s.indptr[:-1])  # every row has a term
+    span = np.maximum.reduceat(s.cols, s.indptr[:-1]) - lo + 1
+    fill = span <= 2 * terms
+    s.firsts = np.where(fill, lo, -1)
+    if np.array_equal(span[fill], terms[fill]):  # the spans have no holes
+        return
+    length = np.where(fill, span, terms)
+    indptr = np.zeros(len(length) + 1, np.int64)
+    np.cumsum(length, out=indptr[1:])
+    row = np.repeat(np.arange(len(terms)), terms)
+    at = indptr[row] + np.where(fill[row], s.cols - lo[row], np.arange(len(s.cols)) - s.indptr[row])
+    vals = np.zeros(indptr[-1], np.int64)
+    vals[at] = s.vals
+    cols = np.arange(indptr[-1], dtype=np.int64) - np.repeat(indptr[:-1] - lo, length)  # the span's columns
+    cols[at] = s.cols  # (a gather row's own)
+    s.indptr, s.cols, s.vals = indptr, cols, vals
 
 
 def _plan_units(g: _Group) -> None:
