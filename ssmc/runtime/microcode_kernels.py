@@ -306,7 +306,7 @@ def sparse_synapse_chunk(
     firsts,  # int64 [posts]: a row's first pre index where its terms' are consecutive (cols[k] = firsts[q] + k -
     # indptr[q]: a segment sum, no gather), else -1
     runs,  # int64 [runs + 1]: where every row has one term, the first row of each run of rows that read the
-    # same pre index (a broadcast: one load, no gather), and posts; else empty
+    # same pre index (a broadcast: one load a run, no gather), and posts; else empty
     shifts,  # int64 [posts]: > 0: arithmetic right shift of the row's sum; < 0: left shift (after a clip, below)
     sigma,  # int64 [batch, posts] running sums (the pre group sends sigma-delta) or [0, 0]
     ports,  # int64 [n * batch, columns]: the outputs go to columns col0 .. col0 + posts - 1, row j * batch + b
@@ -317,30 +317,42 @@ def sparse_synapse_chunk(
     (wrapping as numpy's int64 matmul does: the same integers in any order, and a zero weight adds 0).
     Before a left shift the sum is clipped to +-(2^30 + 1): every sum that would saturate still does, to
     the same bound, and nothing overflows. Each output is written once (the port buffer is the largest
-    thing the stage touches), and one-term rows with the group's one shift take one fused pass per run of rows reading the same
-    pre value."""
+    thing the stage touches); one-term rows (no sigma sum) take one fused pass, by runs of rows reading
+    the same pre value where there are runs, vectorised where every shift is a right shift."""
     rows = ring.shape[0]
     posts = indptr.shape[0] - 1
     use_sigma = sigma.shape[0] > 0
     clip = (np.int64(1) << 30) + 1
-    shift0 = shifts[0] if posts > 0 else 0
-    one_shift = True
+    one_term = indptr[posts] == posts and not use_sigma
+    right = True  # every shift is a right shift (or none)
     for q in range(posts):
-        one_shift &= shifts[q] == shift0
-    broadcast = runs.shape[0] > 0 and one_shift and not use_sigma and shift0 >= 0
+        right &= shifts[q] >= 0
     for j in range(n):
         src = (start + j) % rows
         for b in range(b_lo, b_hi):
             m_ = ring[src, b]
             o_ = ports[j * batch + b, col0 : col0 + posts]
-            if broadcast:  # one fused, vectorised pass a run
+            if one_term and runs.shape[0] > 0:  # a broadcast: one fused pass a run
                 for r in range(runs.shape[0] - 1):
                     lo, hi = runs[r], runs[r + 1]
                     v = m_[cols[lo]]
                     v_ = vals[lo:hi]
+                    s_ = shifts[lo:hi]
                     w_ = o_[lo:hi]
-                    for q in range(hi - lo):
-                        w_[q] = (v_[q] * v) >> shift0
+                    if right:
+                        for q in range(hi - lo):
+                            w_[q] = (v_[q] * v) >> s_[q]
+                    else:
+                        for q in range(hi - lo):
+                            w_[q] = _shifted(v_[q] * v, s_[q], clip)
+                continue
+            if one_term:  # a gather
+                if right:
+                    for q in range(posts):
+                        o_[q] = (vals[q] * m_[np.uint64(cols[q])]) >> shifts[q]
+                else:
+                    for q in range(posts):
+                        o_[q] = _shifted(vals[q] * m_[np.uint64(cols[q])], shifts[q], clip)
                 continue
             for q in range(posts):
                 lo, hi = indptr[q], indptr[q + 1]
