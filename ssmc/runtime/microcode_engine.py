@@ -301,7 +301,7 @@ def _restart(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len
             s.kernel.sigma[...] = 0
 
 
-_SUB_PART_VALUES = 1 << 22  # values of a sub-part's chunk buffers (32 MiB)
+_SUB_PART_VALUES = 1 << 20  # values of a sub-part's chunk buffers (8 MiB: mostly in cache)
 
 
 def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
