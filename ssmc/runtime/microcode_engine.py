@@ -404,8 +404,9 @@ def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, bat
 def _check_run_size(loaded: _Loaded, ring_len: dict[str, int], graph: Graph, x_shape, steps: int, trace: bool) -> int:
     """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit when run
     in chunks of 1 step: state registers, port buffers, message rings with the history the delays need,
-    dense synapse groups' outputs, sigma sums, tokens, outputs and traces. Returns the bytes the limit leaves
-    over for longer chunks."""
+    dense synapse groups' outputs, sigma sums, tokens, outputs and traces (an upper bound: the parts run
+    their sequences in sub-parts, whose buffers hold only a sub-part's sequences). Returns the bytes the
+    limit leaves over for longer chunks (see _sub_part_shape)."""
     batch, tokens, features = x_shape
     per_sequence = 0
     for g in loaded.groups.values():
@@ -606,7 +607,7 @@ def _merge_row_split(synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
     return merged
 
 
-_BROADCAST_RUN = 4
+_BROADCAST_RUN = 8  # shorter runs are slower than a vectorised gather (paper-size S4D B split by exponent: 6)
 
 
 def _fill_spans(s: _Synapses) -> None:
