@@ -14,13 +14,18 @@ One step t:
    neurons and the batch);
 3. the emitted messages go into the ring buffers the synapses read.
 
-It runs that in the numpy engine's order (numpy_engine docstring): a chunk of
-steps at a time, group by group in execution order, each synapse group over
-the whole chunk, messages in rings of whole chunks. The interpreter and the
-synapse stage of sparse synapse groups are compiled kernels
+Within a chunk of steps it runs that in the numpy engine's order
+(numpy_engine docstring): group by group in execution order, each synapse
+group over the whole chunk, messages in rings of whole chunks. A part of the
+batch (one per thread) runs its sequences a sub-part after the other, each
+through all its steps (_sub_part_shape): long chunks of few sequences, so
+that a synapse group reads messages of the same chunk. The interpreter and
+the synapse stage of sparse synapse groups are compiled kernels
 (microcode_kernels.py, numba): the interpreter executes the decoded program's
 instructions over tiles of neurons, each tile through all the chunk's steps;
-a dense synapse group runs the numpy engine's kernel (BLAS).
+the synapse kernel sums by the pattern of W (a dot product over a row's span
+of columns, a broadcast of one column to a run of rows, or gathers); a dense
+synapse group runs the numpy engine's kernel (BLAS).
 
 A sparse synapse group delivers only the rows where W has a non-zero: the
 other rows of its port are 0 at every step (and never clip). So the neurons of
