@@ -30,7 +30,7 @@ from ssmc.runtime.float_ref import run_float, running_pool
 from ssmc.runtime.lava_engine import build_network
 from ssmc.runtime.onnx_ref import run_step_onnx
 from ssmc.runtime.trace import Trace, trace_net
-from ssmc.targets import target_bytes
+from ssmc.targets import TargetFile, target_bytes
 
 ENGINES = ("float", "numpy", "lava", "microcode", "reference")
 # Fixed-point engines: name -> "module:function", imported on use (Lava is slow to import).
@@ -204,10 +204,13 @@ def load_calibration(data) -> tuple[np.ndarray, FileRecord]:
     return x, FileRecord("array", hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest())
 
 
-def _resolve_files(config: CompileConfig, calibration, plugins) -> tuple[CompileConfig, np.ndarray | None, str | None]:
+def _resolve_files(
+    config: CompileConfig, calibration, plugins
+) -> tuple[CompileConfig, np.ndarray | None, TargetFile | None]:
     """The files a compile reads, and `config` recording them by base name and sha256 (so the record is the
     same from any folder): plugins imported first (they may register passes the pipeline names), the target
-    read once to hash it, calibration data loaded. Returns (config, calibration array, target file path).
+    read once (hashed, and its bytes kept for the passes), calibration data loaded. Returns (config,
+    calibration array, the target file's bytes or None).
     The config may name calibration data and plugins but cannot supply them (data and code come from the
     caller); a target file it names is read, and a sha256 it gives must match."""
     if not plugins and config.plugins:
@@ -218,26 +221,27 @@ def _resolve_files(config: CompileConfig, calibration, plugins) -> tuple[Compile
     # recorded names escaped like the model's (source.file): a file name is untrusted text
     records = tuple(FileRecord(printable(os.path.basename(os.fspath(p))), load_plugin_file(p)) for p in plugins)
     config = dataclasses.replace(config, plugins=records or config.plugins)
-    target_path = None
+    target_file = None
     if config.target is not None:
-        target_path = config.target.file
-        data, name = target_bytes(target_path)
+        path = config.target.file
+        data, name = target_bytes(path)
         digest = hashlib.sha256(data).hexdigest()
         if config.target.sha256 and config.target.sha256 != digest:
             raise ConfigError(
-                f"target {target_path}: sha256 {digest[:12]}... is not the config's "
+                f"target {path}: sha256 {digest[:12]}... is not the config's "
                 f"{config.target.sha256[:12]}...: give the target file the net was built for"
             )
         config = dataclasses.replace(config, target=FileRecord(printable(name), digest))
+        target_file = TargetFile(data, os.fspath(path))  # the passes build from the bytes hashed
     if calibration is None:
         if config.calibration is not None:
             raise ConfigError(
                 f"the config was calibrated with {config.calibration.file}: pass that data with "
                 "--calibrate (calibration=)"
             )
-        return config, None, target_path
+        return config, None, target_file
     cal, record = load_calibration(calibration)
-    return dataclasses.replace(config, calibration=record), cal, target_path
+    return dataclasses.replace(config, calibration=record), cal, target_file
 
 
 def _progress(log: Callable[[str], None], after_pass: Callable | None) -> tuple[Callable, Callable]:
@@ -294,7 +298,7 @@ def compile(
     """
     _checked_path(model_path, "ssmc.compile's model")
     config = (config if config is not None else CompileConfig()).with_options(**options)
-    config, cal, target_path = _resolve_files(config, calibration, plugins)
+    config, cal, target_file = _resolve_files(config, calibration, plugins)
     pipeline = build_pipeline(config)  # a bad pipeline is refused before the slow import
     log(f"importing {os.fspath(model_path)}")
     # each S4D layer as it is measured (seconds per layer on big models)
@@ -306,7 +310,7 @@ def compile(
     before, after = _progress(log, after_pass)
     graph, records = run_pipeline(
         graph,
-        with_data(pipeline, calibration=cal, target_file=target_path),
+        with_data(pipeline, calibration=cal, target_file=target_file),
         verify_each=verify_each,
         after_pass=after,
         before_pass=before,

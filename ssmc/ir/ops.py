@@ -383,7 +383,15 @@ def _neurons_check(op: Op, ins: list[tuple[int, ...]]) -> None:
         if int(op.attrs.get("lut_shift", 0)) < 0:
             raise IRError(f"lut_shift = {op.attrs['lut_shift']} is negative")
     if kind == "cpx":
-        lim = 1 << (int(op.attrs.get("coef_bits", 16)) - 1)
+        # c_re x_im + c_im x_re reaches 2^(coef_bits + state_bits - 1): past int64 (where the engines wrap
+        # and the contract's exact integers do not) only when both widths are 32
+        cb, sb = int(op.attrs.get("coef_bits", 16)), int(op.attrs.get("state_bits", 24))
+        if cb + sb > 63:
+            raise IRError(
+                f"coef_bits {cb} + state_bits {sb} > 63: a complex pair's products and their sum must fit "
+                "64-bit integers; lower either width by one"
+            )
+        lim = 1 << (cb - 1)
         for key in ("c_re", "c_im"):
             c = op.params[key]
             if c.min() < -lim or c.max() >= lim:

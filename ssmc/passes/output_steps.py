@@ -38,7 +38,9 @@ class DescribeTarget(Pass):
     """Board of the target, as for partition."""
     chips: int = 0
     """Number of chips, as for partition."""
-    target_file: object = data_field("the target file to read (a path), when `target` records only its name")
+    target_file: object = data_field(
+        "the target file (a path, or its bytes as compile read them), when `target` records only its name"
+    )
 
     def emit(self, graph: Graph) -> dict[str, bytes]:
         described = load_target(

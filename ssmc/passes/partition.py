@@ -53,7 +53,9 @@ class Partition(Pass):
     rate_sequences: int = 8
     """Calibration sequences the numpy engine runs to measure message rates (0: do not measure)."""
     calibration: object = data_field("calibration sequences [n, tokens, features] (message rates)")
-    target_file: object = data_field("the target file to read (a path), when `target` records only its name")
+    target_file: object = data_field(
+        "the target file (a path, or its bytes as compile read them), when `target` records only its name"
+    )
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         if not graph.ops_of_kind("neurons"):

@@ -134,11 +134,23 @@ def target_bytes(target: str | os.PathLike | None) -> tuple[bytes, str]:
         ) from None
 
 
-def _read_file(target: str | os.PathLike | None) -> tuple[dict, str]:
-    data, name = target_bytes(target)
-    if target is None or str(target) in BUILTIN:
-        return json.loads(data.decode("utf-8")), name
-    path = os.fspath(target)
+@dataclass(frozen=True)
+class TargetFile:
+    """A target file's bytes as already read once (compile hashes them and builds from the same bytes:
+    a file changed in between cannot give a net whose recorded sha256 is not what it was built for)."""
+
+    data: bytes
+    path: str
+
+
+def _read_file(target: str | os.PathLike | TargetFile | None) -> tuple[dict, str]:
+    if isinstance(target, TargetFile):
+        data, path = target.data, target.path
+    else:
+        data, name = target_bytes(target)
+        if target is None or str(target) in BUILTIN:
+            return json.loads(data.decode("utf-8")), name
+        path = os.fspath(target)
     try:
         return json.loads(data.decode("utf-8")), path
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -152,7 +164,7 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 def load_target(
-    target: str | os.PathLike | None = None,
+    target: str | os.PathLike | TargetFile | None = None,
     board: str | None = None,
     chips: int | None = None,
     overrides: dict | None = None,

@@ -105,3 +105,17 @@ def _run_lava_plan(graph, x):
 def test_a_graph_an_engine_cannot_run_is_refused_naming_that_engine(engine, run):
     with pytest.raises(IRError, match=f"the {engine} engine runs the neuro-level IR"):
         run(_model_level_graph(), np.zeros((2, 4, 2)))
+
+
+@pytest.mark.parametrize("coef_bits, state_bits, refused", [(32, 32, True), (31, 32, False), (32, 31, False)])
+def test_a_complex_pair_whose_products_could_pass_int64_is_refused(coef_bits, state_bits, refused):
+    # at 32 + 32 bits, c_re x_im + c_im x_re reaches 2^63: the engines' int64 would wrap where the
+    # contract's exact integers do not, so such a group never runs
+    graph = _compiled_net(1).graph.copy()
+    cpx = next(op for op in graph.ops_of_kind("neurons") if op.attrs["kind"] == "cpx")
+    cpx.attrs.update(coef_bits=coef_bits, state_bits=state_bits)
+    if refused:
+        with pytest.raises(IRError, match=f"%{cpx.name}.*coef_bits 32 \\+ state_bits 32 > 63.*lower either"):
+            verify(graph)
+    else:
+        verify(graph)

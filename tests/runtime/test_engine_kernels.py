@@ -64,6 +64,7 @@ def test_the_int64_cpx_kernel_equals_the_scalar_contract(coef_bits, state_bits):
 def test_the_int64_cpx_kernel_wraps_like_numpy_at_the_one_corner_past_int64():
     # With 32-bit coefficients and states, c_re x_im + c_im x_re reaches 2^63 when all four are -2^31:
     # int64 wraps there, in numpy as in the kernel (the contract's Python ints do not; no other sum can).
+    # The IR verifier refuses such a group (tests/runtime/test_damaged_nets.py): this pins the kernel alone.
     f, big = 31, -(1 << 31)
     state = np.array([[big, big]], np.int64)
     c = np.array([big], np.int64)

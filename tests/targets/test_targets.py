@@ -1,5 +1,6 @@
 """Target descriptions: every shipped value has a source and a sureness; overrides are marked as the user's."""
 
+import hashlib
 import json
 import pathlib
 
@@ -66,3 +67,23 @@ def test_a_target_file_given_as_a_path_object_compiles_and_saves(tmp_path):
     net = ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean", target=target)
     net.save(tmp_path / "net.lava")
     assert ssmc.load(tmp_path / "net.lava").config.target.file == "loihi2.json"
+
+
+def test_compile_builds_from_the_target_bytes_it_hashed_even_if_the_file_changes_meanwhile(tmp_path):
+    # the file is read once: replacing it while the passes run cannot give a net built for another
+    # target than the sha256 it records
+    shipped = pathlib.Path(ssmc.targets.__file__).with_name("loihi2.json")
+    target = tmp_path / "t.json"
+    target.write_bytes(shipped.read_bytes())
+    other = json.loads(shipped.read_text())
+    other["core"]["neurons"]["value"] = 7
+    swapped = []
+
+    def swap(pass_, graph, changed):
+        if not swapped:
+            target.write_text(json.dumps(other))
+            swapped.append(pass_)
+
+    net = ssmc.compile(EXAMPLES / "digits_s4d_step.onnx", readout="mean", target=target, after_pass=swap)
+    assert swapped and json.loads(net.graph.attrs["target"])["neurons"] == load_target(shipped).neurons
+    assert net.config.target.sha256 == hashlib.sha256(shipped.read_bytes()).hexdigest()
