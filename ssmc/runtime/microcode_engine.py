@@ -237,6 +237,7 @@ def _sub_part_shape(step_values: int, part: int, threads: int, batch: int, steps
     so that the Python work per chunk is paid rarely, a group's state stays in its kernel's registers for
     many steps and the messages a synapse group reads one step late were written in the same chunk (a
     1-step chunk of 64 sequences of the paper-size model reads 4 MB per S4D layer from the last chunk)."""
+    step_values = max(step_values, 1)
     per_step = 8 * step_values  # bytes of a sequence-step's buffers
     chunk = max(1, min(steps, _SUB_PART_VALUES // step_values, 1 + room // (threads * per_step)))
     sequences = min(
