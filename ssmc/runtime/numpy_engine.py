@@ -64,10 +64,11 @@ net is kept per graph (`prepare`), so a test set run in many calls pays the
 set-up once.
 
 The microcode engine runs its dense synapse groups with this engine's kernels and
-chunks its steps the same way. What it uses is public: `prepare_kernels` (the
-graph checked, each synapse op's kernel -- a `PreparedKernels` -- without the
-numpy run's merging and fusion), `synapse_chunk` (a kernel's outputs for a chunk
-of steps), `chunk_steps` and `buffer_rows` (a chunk's length, a ring's rows).
+keeps its messages in the same rings. What it uses is public: `prepare_kernels`
+(the graph checked, each synapse op's kernel -- a `PreparedKernels` -- without
+the numpy run's merging and fusion), `synapse_chunk` (a kernel's outputs for a
+chunk of steps) and `buffer_rows` (a ring's rows); `chunk_steps` (this engine's
+chunk length) is public too, for tests that choose it.
 """
 
 from __future__ import annotations
