@@ -71,11 +71,11 @@ from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, r
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
     EngineResult,
-    _buffer_rows,
+    buffer_rows,
     cached_per_graph,
     engine_result,
     output_groups,
-    prepare,
+    prepare_kernels,
     quantize_source,
     refuse_oversized_run,
 )
@@ -181,7 +181,7 @@ class _Loaded:
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the net's microcode; see numpy_engine.EngineResult."""
     graph: Graph = net.graph
-    kernels = prepare(graph, "microcode").synapses  # checks the graph too (both once per graph)
+    kernels = prepare_kernels(graph, "microcode")  # checks the graph too (both once per graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)
@@ -317,7 +317,7 @@ def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
         for u in template.units
     ]
     g.ports = np.zeros((chunk * batch, g.width), np.int64)
-    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, g.size), np.int64)
+    g.buf = np.zeros((buffer_rows(chunk, ring), batch, g.size), np.int64)
     return g
 
 
@@ -400,7 +400,7 @@ def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, bat
         )  # fmt: skip
         return
     cols = ports[: n * batch, s.col0 : s.col0 + s.post_size]
-    formed = numpy_engine._synapse_chunk(s.kernel, pre, t0, n, 0, batch)
+    formed = numpy_engine.synapse_chunk(s.kernel, pre, t0, n, 0, batch)
     if formed is None:  # W = 0 or the pre group idle
         cols[...] = 0
     else:  # exact integers (float64 ones too): clipped where the 32-bit sat gives the same
@@ -418,7 +418,7 @@ def _check_run_size(loaded: _Loaded, ring_len: dict[str, int], graph: Graph, x_s
     for g in loaded.groups.values():
         per_sequence += N_STATE * sum(u.prog.neurons for u in g.units) + g.width
         per_sequence += g.size * (
-            _buffer_rows(1, ring_len.get(g.name, 0)) + (steps * (1 + len(g.probe_kinds)) if trace else 0)
+            buffer_rows(1, ring_len.get(g.name, 0)) + (steps * (1 + len(g.probe_kinds)) if trace else 0)
         )
     for s in loaded.synapses.values():
         per_sequence += (
@@ -452,9 +452,9 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
 
 
 # -- loading and checking the programs -------------------------------------------------------
-def _load(graph: Graph, extras: dict[str, bytes], kernels: dict) -> _Loaded:
+def _load(graph: Graph, extras: dict[str, bytes], kernels) -> _Loaded:
     groups = _load_groups(graph, extras)
-    synapses = _plan_synapses(graph, groups, kernels)
+    synapses = _plan_synapses(graph, groups, kernels.synapses, kernels.readers)
     for g in groups.values():
         _plan_units(g)
     return _Loaded(groups, synapses)
@@ -542,7 +542,9 @@ def _merged_units(units: list[_Unit]) -> list[_Unit]:
     return merged
 
 
-def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> dict[str, _Synapses]:
+def _plan_synapses(
+    graph: Graph, groups: dict[str, _Group], kernels: dict, readers: dict[str, list[str]]
+) -> dict[str, _Synapses]:
     """Each synapse group's columns in its target's port buffer and how it forms them: a dense one (the
     numpy engine chose BLAS for it) with the numpy engine's kernel, one column per post row; any other
     with the compiled CSR kernel, one column per row where W has a non-zero (the others are 0)."""
@@ -555,7 +557,7 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[0] = np.arange(g.size, dtype=np.int64)
             g.width = g.size
     for op in graph.ops_of_kind("synapses"):
-        post = graph.consumers(op.name)[0]
+        post = graph.op(readers[op.name][0])
         g = groups[post.name]
         port = list(post.inputs).index(op.name)
         a = with_defaults(op)
@@ -575,7 +577,7 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[port][rows] = g.width + rows
             g.width += weight.shape[0]
         else:
-            terms, cols, vals = numpy_engine._nonzeros(weight)  # row-major (fast for an S4D's channel patterns)
+            terms, cols, vals = kernels[op.name].nonzeros  # row-major
             starts = np.flatnonzero(np.diff(terms, prepend=-1))
             rows = terms[starts]  # the rows with terms
             s.indptr = np.append(starts, len(terms)).astype(np.int64)
@@ -611,6 +613,20 @@ def _merge_row_split(synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
             continue
         merged[name] = last = replace(s)
     return merged
+
+
+class _HashedCode(tuple):
+    """A unit's code as _class_code's cache key, hashed once for all its classes: an Instr hashes in Python.
+    Equal to the tuple of the same instructions (decode_program shares the Instrs of the same code words,
+    so a hit compares them by identity)."""
+
+    def __new__(cls, code):
+        self = super().__new__(cls, code)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 _BROADCAST_RUN = 8  # shorter runs are slower than a vectorised gather (paper-size S4D B split by exponent: 6)
@@ -664,17 +680,26 @@ def _plan_units(g: _Group) -> None:
         )
         if 0 < len(slots) < 63:  # a number per neuron: much faster than unique columns
             weights = np.left_shift(1, np.arange(len(slots), dtype=np.int64))
-            numbers, which = np.unique(weights @ (cols >= 0), return_inverse=True)
+            number = weights @ (cols >= 0)
+            if len(slots) <= 16:  # a count of every possible number: faster than sorting them
+                seen = np.bincount(number, minlength=1 << len(slots))
+                numbers, which = np.flatnonzero(seen), (np.cumsum(seen > 0) - 1)[number]
+            else:
+                numbers, which = np.unique(number, return_inverse=True)
             signatures = (numbers[None, :] & weights[:, None]) != 0
         elif slots:
             signatures, which = np.unique(cols >= 0, axis=1, return_inverse=True)
         else:  # no port read: one class
             signatures, which = np.ones((0, 1), bool), np.zeros(u.prog.neurons, np.int64)
+        which = which.reshape(-1)
+        by_class = np.argsort(which, kind="stable")  # each class's members in order, one after the other
+        ends = np.cumsum(np.bincount(which, minlength=signatures.shape[1]))
+        unit_code = _HashedCode(u.prog.code)
         u.classes = []
         for k in range(signatures.shape[1]):
-            members = np.flatnonzero(which.reshape(-1) == k)
-            zero = frozenset(slot for slot, live in zip(slots, signatures[:, k]) if not live)
-            code, used, states, temps = _class_code(tuple(u.prog.code), zero, g.raw, tuple(u.prog.probes))
+            members = by_class[ends[k - 1] if k else 0 : ends[k]]
+            zero = frozenset(slot for slot, live in zip(slots, signatures[:, k].tolist()) if not live)
+            code, used, states, temps = _class_code(unit_code, zero, g.raw, tuple(u.prog.probes))
             code = _code_array(code, used, g.raw)  # not in the cache: tests change it to check the checks
             class_cols = np.ascontiguousarray(cols[[slots.index(s) for s in used]][:, members]).reshape(
                 len(used), len(members)

@@ -150,6 +150,21 @@ def test_every_instruction_does_what_the_isa_page_says(prog, seed, depth):
         np.testing.assert_array_equal(probes[kind], ref_probes[kind])
 
 
+@pytest.mark.parametrize("reads", [3, 16, 17, 40])
+def test_neurons_are_split_into_classes_by_every_read_that_can_be_nonzero(reads):
+    # a neuron summing `reads` ports, each of them 0 at every step for some neurons: the neurons fall into
+    # classes that run the code with their zero reads folded away (up to 16 reads counted by number, more
+    # sorted); every neuron must still get its own sum
+    code = [Instr("in", rd=0, aux=0)]
+    for port in range(1, reads):
+        code += [Instr("in", rd=1, aux=port), Instr("add", rd=0, ra=0, rb=1)]
+    prog = Program(1, 64, reads, code + [Instr("emit", ra=0), Instr("halt")], params=np.zeros((0, 64), np.int64))
+    rng = np.random.default_rng(reads)
+    ports = [rng.integers(-1000, 1000, size=(2, 3, 64)) * (rng.random(64) < 0.5) for _ in range(reads)]
+    msgs, _, _ = run_program(prog, ports)
+    np.testing.assert_array_equal(msgs, sum(ports))
+
+
 # -- whole networks against the numpy engine --------------------------------------------------
 def net_of(graph) -> Net:
     return Net(graph=graph, source={}, pipeline="", report={}, extras=emit_microcode(graph))
