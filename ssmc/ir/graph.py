@@ -149,7 +149,8 @@ class Graph:
         return [op for op in self.ops() if op.kind == kind]
 
     def consumers(self, name: str) -> list[Op]:
-        """Ops that read %name, in execution order, each once."""
+        """Ops that read %name, each once, in the order they were added to the graph (their insertion
+        number: the execution order of ops() except where set_inputs rewired an op to read a later one)."""
         self.op(name)  # raises IRError for an unknown name
         seq = nx.get_node_attributes(self._g, "seq")
         users = sorted(set(self._g.successors(name)), key=lambda n: seq[n])

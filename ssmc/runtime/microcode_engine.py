@@ -14,13 +14,18 @@ One step t:
    neurons and the batch);
 3. the emitted messages go into the ring buffers the synapses read.
 
-It runs that in the numpy engine's order (numpy_engine docstring): a chunk of
-steps at a time, group by group in execution order, each synapse group over
-the whole chunk, messages in rings of whole chunks. The interpreter and the
-synapse stage of sparse synapse groups are compiled kernels
+Within a chunk of steps it runs that in the numpy engine's order
+(numpy_engine docstring): group by group in execution order, each synapse
+group over the whole chunk, messages in rings of whole chunks. A part of the
+batch (one per thread) runs its sequences a sub-part after the other, each
+through all its steps (_sub_part_shape): long chunks of few sequences, so
+that a synapse group reads messages of the same chunk. The interpreter and
+the synapse stage of sparse synapse groups are compiled kernels
 (microcode_kernels.py, numba): the interpreter executes the decoded program's
 instructions over tiles of neurons, each tile through all the chunk's steps;
-a dense synapse group runs the numpy engine's kernel (BLAS).
+the synapse kernel sums by the pattern of W (a dot product over a row's span
+of columns, a broadcast of one column to a run of rows, or gathers); a dense
+synapse group runs the numpy engine's kernel (BLAS).
 
 A sparse synapse group delivers only the rows where W has a non-zero: the
 other rows of its port are 0 at every step (and never clip). So the neurons of
@@ -70,11 +75,11 @@ from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, r
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
     EngineResult,
-    _buffer_rows,
+    buffer_rows,
     cached_per_graph,
     engine_result,
     output_groups,
-    prepare,
+    prepare_kernels,
     quantize_source,
     refuse_oversized_run,
 )
@@ -158,6 +163,8 @@ class _Synapses:
     vals: np.ndarray | None = None
     shift: int = 0  # > 0: right shift; < 0: left shift (see sparse_synapse_chunk)
     shifts: np.ndarray | None = None  # each row's shift (the row-split classes of one W differ)
+    firsts: np.ndarray | None = None  # each row's first column where its terms' columns follow each other, else -1
+    runs: np.ndarray | None = None  # a broadcast (see _fill_spans): the first row of each run reading one column
     # dense: the numpy engine's prepared kernel (a run's own copy), one port column per post row
     kernel: object = None
     post_size: int = 0
@@ -178,7 +185,7 @@ class _Loaded:
 def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     """Run x [batch, tokens, features] through the net's microcode; see numpy_engine.EngineResult."""
     graph: Graph = net.graph
-    kernels = prepare(graph, "microcode").synapses  # checks the graph too (both once per graph)
+    kernels = prepare_kernels(graph, "microcode")  # checks the graph too (both once per graph)
     x = check_sequences(x, graph.inputs()[0].shape[0])
     batch, tokens, _ = x.shape
     # the decoded, checked programs are kept per graph and net.lava entries (see numpy_engine.prepare)
@@ -200,7 +207,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     step_values = sum(2 * g.size + g.width for g in loaded.groups.values()) + sum(
         2 * s.post_size + s.kernel.work_values for s in loaded.synapses.values() if s.kernel is not None
     )
-    chunk = numpy_engine._chunk_steps(step_values, -(-batch // threads), batch, steps, room)
+    sequences, chunk = _sub_part_shape(step_values, -(-batch // threads), threads, batch, steps, room)
     order = [(op.kind, op.name) for op in graph.ops() if op.kind in ("neurons", "synapses")]
     # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
     read = {
@@ -214,6 +221,7 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
             order,
             x[rows],
             steps,
+            sequences,
             chunk,
             ring_len,
             {k: v[:, rows] for k, v in read.items()},
@@ -226,39 +234,84 @@ def run_net(net, x: np.ndarray, trace: bool = False) -> EngineResult:
     return engine_result(output_groups(graph), groups, read, traces if trace else None, steps)
 
 
+def _sub_part_shape(step_values: int, part: int, threads: int, batch: int, steps: int, room: int) -> tuple[int, int]:
+    """(sequences, steps) of a sub-part's chunk: a part runs its sequences a sub-part after the other,
+    each through all its steps in chunks, in buffers of _SUB_PART_VALUES at most (and of what the work
+    limit's `room` above a run of 1-step chunks of the whole batch allows): long chunks of few sequences,
+    so that the Python work per chunk is paid rarely, a group's state stays in its kernel's registers for
+    many steps and the messages a synapse group reads one step late were written in the same chunk (a
+    1-step chunk of 64 sequences of the paper-size model reads 4 MB per S4D layer from the last chunk)."""
+    step_values = max(step_values, 1)
+    per_step = 8 * step_values  # bytes of a sequence-step's buffers
+    chunk = max(1, min(steps, _SUB_PART_VALUES // step_values, 1 + room // (threads * per_step)))
+    sequences = min(
+        part, _SUB_PART_VALUES // (chunk * step_values), (room + batch * per_step) // (threads * chunk * per_step)
+    )
+    return max(1, sequences), chunk
+
+
 def _run_part(
     loaded: _Loaded,
     order: list[tuple[str, str]],
     x: np.ndarray,
     steps: int,
+    sequences: int,
     chunk: int,
     ring_len: dict[str, int],
     read: dict[str, np.ndarray],
     traces: dict[str, np.ndarray] | None,
 ) -> dict[str, _Group]:
-    """Run sequences x [batch, tokens, features] in chunks of steps into `read` and `traces` (step-major
-    views of this part's sequences; None: no trace); its groups, with their counts."""
+    """Run sequences x [batch, tokens, features] into `read` and `traces` (step-major views of this
+    part's sequences; None: no trace), `sequences` of them at a time (a sub-part) in chunks of steps; its
+    groups, with their counts. Sequences never meet: each sub-part starts from the state a run starts
+    from, in the same buffers."""
     batch, tokens, _ = x.shape
-    groups = {name: _start_group(g, batch, chunk, ring_len.get(name, 0)) for name, g in loaded.groups.items()}
-    synapses = {name: _start_synapses(s, batch) for name, s in loaded.synapses.items()}
+    sub = min(sequences, batch)  # the buffers' sequences
+    groups = {name: _start_group(g, sub, chunk, ring_len.get(name, 0)) for name, g in loaded.groups.items()}
+    synapses = {name: _start_synapses(s, sub) for name, s in loaded.synapses.items()}
     host = {}
     for name, g in groups.items():
         if g.raw:
             host[name] = np.ascontiguousarray(quantize_source(x, g.frac, HOST_BITS)[0].transpose(1, 0, 2))
-    for t0 in range(0, steps, chunk):
-        n = min(chunk, steps - t0)
-        for name, tok in host.items():
-            ports = groups[name].ports[: n * batch].reshape(n, batch, -1)
-            k = max(0, min(n, tokens - t0))
-            ports[:k] = tok[t0 : t0 + k]
-            ports[k:] = 0
-        for kind, name in order:
-            if kind == "synapses":
-                if name in synapses:  # not one merged into the row-split group before it
-                    _synapse_chunk(synapses[name], groups, t0, n, batch)
-            else:
-                _neuron_chunk(groups[name], t0, n, batch, tokens, read, traces)
+    for b0 in range(0, batch, sub):
+        if b0 > 0:
+            _restart(groups, synapses, ring_len)
+        live = min(sub, batch - b0)  # the last sub-part may leave sequences of the buffers idle
+        sub_read = {k: v[:, b0 : b0 + live] for k, v in read.items()}
+        sub_traces = {k: v[:, b0 : b0 + live] for k, v in traces.items()} if traces is not None else None
+        for t0 in range(0, steps, chunk):
+            n = min(chunk, steps - t0)
+            for name, tok in host.items():
+                ports = groups[name].ports[: n * sub].reshape(n, sub, -1)
+                k = max(0, min(n, tokens - t0))
+                ports[:k, :live] = tok[t0 : t0 + k, b0 : b0 + live]
+                ports[k:] = 0
+            for kind, name in order:
+                if kind == "neurons":
+                    _neuron_chunk(groups[name], t0, n, sub, live, tokens, sub_read, sub_traces)
+                elif name in synapses:  # not one merged into the row-split group before it
+                    _synapse_chunk(synapses[name], groups, t0, n, sub, live)
     return groups
+
+
+def _restart(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len: dict[str, int]) -> None:
+    """The run state a run starts from, for the next sub-part: zero states and sigma sums, the ring at
+    its first row, and zero the history before it (the rows a delayed read of a step before 0 finds).
+    Every other value is written before it is read."""
+    for name, g in groups.items():
+        g.pos = g.ran = 0
+        if ring_len.get(name, 0):
+            g.buf[len(g.buf) - ring_len[name] :] = 0
+        for u in g.units:
+            for c in u.classes:
+                c.state[...] = 0
+    for s in synapses.values():
+        s.sigma[...] = 0
+        if s.kernel is not None and s.sigma_pre:
+            s.kernel.sigma[...] = 0
+
+
+_SUB_PART_VALUES = 1 << 20  # values of a sub-part's chunk buffers (8 MiB: mostly in cache)
 
 
 def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
@@ -268,7 +321,7 @@ def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
         for u in template.units
     ]
     g.ports = np.zeros((chunk * batch, g.width), np.int64)
-    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, g.size), np.int64)
+    g.buf = np.zeros((buffer_rows(chunk, ring), batch, g.size), np.int64)
     return g
 
 
@@ -300,12 +353,14 @@ def _neuron_chunk(
     t0: int,
     n: int,
     batch: int,
+    live: int,
     tokens: int,
     read: dict[str, np.ndarray],
     traces: dict[str, np.ndarray] | None,
 ) -> None:
-    """Run g for steps t0 .. t0 + n - 1 into its message ring; count its messages and keep those that carry
-    a token in `read` (if g is read) and all of them in `traces` (None: no trace)."""
+    """Run g's sequences [0, live) of its `batch` for steps t0 .. t0 + n - 1 into its message ring; count
+    their messages and keep those that carry a token in `read` (if g is read) and all of them in `traces`
+    (None: no trace)."""
     pos = (g.pos + g.ran) % len(g.buf)  # every chunk but the last is full: a chunk never wraps
     g.pos, g.ran = pos, n
     out = g.buf[pos : pos + n]
@@ -318,36 +373,38 @@ def _neuron_chunk(
         regs = u.probe_regs if kinds else u.probe_regs[:, :0]
         for c in u.classes:
             run_program_chunk(
-                c.code, c.params, u.prog.table, c.comps, c.cols, c.bases, t0, n, batch, 0, batch,
+                c.code, c.params, u.prog.table, c.comps, c.cols, c.bases, t0, n, batch, 0, live,
                 g.ports, c.state, c.states, c.temps, out, regs, probes, counts,
             )  # fmt: skip
     for k, name in _COUNTED.items():
         g.counts[name] += int(counts[k])
     lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
     if hi > lo:
-        carried = out[lo - t0 : hi - t0]
+        carried = out[lo - t0 : hi - t0, :live]
         g.total += carried.size
-        g.zeros += int(np.count_nonzero(carried == 0))
+        g.zeros += carried.size - int(np.count_nonzero(carried))
         if g.name in read:
             read[g.name][lo - g.depth : hi - g.depth] = carried
     if traces is not None:
-        traces[g.name][t0 : t0 + n] = out
+        traces[g.name][t0 : t0 + n] = out[:, :live]
         for i, kind in enumerate(kinds):
-            traces[f"{g.name}.{kind}"][t0 : t0 + n] = probes[i]
+            traces[f"{g.name}.{kind}"][t0 : t0 + n] = probes[i][:, :live]
 
 
-def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, batch: int) -> None:
+def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, batch: int, live: int) -> None:
     """Put s's outputs for steps t0 .. t0 + n - 1 (before the 32-bit sat) on its columns of its target's
-    port buffer, rows [n * batch]; formed from the pre group's message ring at every step."""
+    port buffer, rows [n * batch], for sequences [0, live) of the batch at least; formed from the pre
+    group's message ring at every step."""
     pre, ports = groups[s.pre], groups[s.post].ports
     if s.kernel is None:
         start = (pre.pos - s.delay) % len(pre.buf)
         sparse_synapse_chunk(
-            pre.buf, start, n, batch, 0, batch, s.indptr, s.cols, s.vals, s.shifts, s.sigma, ports, s.col0
-        )
+            pre.buf, start, n, batch, 0, live, s.indptr, s.cols, s.vals, s.firsts, s.runs, s.shifts, s.sigma,
+            ports, s.col0,
+        )  # fmt: skip
         return
     cols = ports[: n * batch, s.col0 : s.col0 + s.post_size]
-    formed = numpy_engine._synapse_chunk(s.kernel, pre, t0, n, 0, batch)
+    formed = numpy_engine.synapse_chunk(s.kernel, pre, t0, n, 0, batch)
     if formed is None:  # W = 0 or the pre group idle
         cols[...] = 0
     else:  # exact integers (float64 ones too): clipped where the 32-bit sat gives the same
@@ -357,14 +414,15 @@ def _synapse_chunk(s: _Synapses, groups: dict[str, _Group], t0: int, n: int, bat
 def _check_run_size(loaded: _Loaded, ring_len: dict[str, int], graph: Graph, x_shape, steps: int, trace: bool) -> int:
     """Refuse a run whose buffers (8 bytes a value) over the whole batch would exceed the work limit when run
     in chunks of 1 step: state registers, port buffers, message rings with the history the delays need,
-    dense synapse groups' outputs, sigma sums, tokens, outputs and traces. Returns the bytes the limit leaves
-    over for longer chunks."""
+    dense synapse groups' outputs, sigma sums, tokens, outputs and traces (an upper bound: the parts run
+    their sequences in sub-parts, whose buffers hold only a sub-part's sequences). Returns the bytes the
+    limit leaves over for longer chunks (see _sub_part_shape)."""
     batch, tokens, features = x_shape
     per_sequence = 0
     for g in loaded.groups.values():
         per_sequence += N_STATE * sum(u.prog.neurons for u in g.units) + g.width
         per_sequence += g.size * (
-            _buffer_rows(1, ring_len.get(g.name, 0)) + (steps * (1 + len(g.probe_kinds)) if trace else 0)
+            buffer_rows(1, ring_len.get(g.name, 0)) + (steps * (1 + len(g.probe_kinds)) if trace else 0)
         )
     for s in loaded.synapses.values():
         per_sequence += (
@@ -393,14 +451,14 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
     for k, values in enumerate(ports):
         g.ports[:, k * size : (k + 1) * size] = values.reshape(steps * batch, size)
     traces = _new_traces({"program": g}, steps, batch)
-    _neuron_chunk(g, 0, steps, batch, steps, {}, traces)
+    _neuron_chunk(g, 0, steps, batch, batch, steps, {}, traces)
     return traces["program"], g.counts, {kind: traces[f"program.{kind}"] for kind in g.probe_kinds}
 
 
 # -- loading and checking the programs -------------------------------------------------------
-def _load(graph: Graph, extras: dict[str, bytes], kernels: dict) -> _Loaded:
+def _load(graph: Graph, extras: dict[str, bytes], kernels) -> _Loaded:
     groups = _load_groups(graph, extras)
-    synapses = _plan_synapses(graph, groups, kernels)
+    synapses = _plan_synapses(graph, groups, kernels.synapses, kernels.readers)
     for g in groups.values():
         _plan_units(g)
     return _Loaded(groups, synapses)
@@ -488,7 +546,9 @@ def _merged_units(units: list[_Unit]) -> list[_Unit]:
     return merged
 
 
-def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> dict[str, _Synapses]:
+def _plan_synapses(
+    graph: Graph, groups: dict[str, _Group], kernels: dict, readers: dict[str, list[str]]
+) -> dict[str, _Synapses]:
     """Each synapse group's columns in its target's port buffer and how it forms them: a dense one (the
     numpy engine chose BLAS for it) with the numpy engine's kernel, one column per post row; any other
     with the compiled CSR kernel, one column per row where W has a non-zero (the others are 0)."""
@@ -501,7 +561,7 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[0] = np.arange(g.size, dtype=np.int64)
             g.width = g.size
     for op in graph.ops_of_kind("synapses"):
-        post = graph.consumers(op.name)[0]
+        post = graph.op(readers[op.name][0])
         g = groups[post.name]
         port = list(post.inputs).index(op.name)
         a = with_defaults(op)
@@ -521,7 +581,7 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[port][rows] = g.width + rows
             g.width += weight.shape[0]
         else:
-            terms, cols, vals = numpy_engine._nonzeros(weight)  # row-major (fast for an S4D's channel patterns)
+            terms, cols, vals = kernels[op.name].nonzeros  # row-major
             starts = np.flatnonzero(np.diff(terms, prepend=-1))
             rows = terms[starts]  # the rows with terms
             s.indptr = np.append(starts, len(terms)).astype(np.int64)
@@ -530,7 +590,11 @@ def _plan_synapses(graph: Graph, groups: dict[str, _Group], kernels: dict) -> di
             g.colmaps[port][rows] = g.width + np.arange(len(rows))
             g.width += len(rows)
         synapses[op.name] = s
-    return _merge_row_split(synapses)
+    merged = _merge_row_split(synapses)
+    for s in merged.values():
+        if s.kernel is None:
+            _fill_spans(s)
+    return merged
 
 
 def _merge_row_split(synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
@@ -555,6 +619,57 @@ def _merge_row_split(synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
     return merged
 
 
+class _HashedCode(tuple):
+    """A unit's code as _class_code's cache key, hashed once for all its classes: an Instr hashes in Python.
+    Equal to the tuple of the same instructions (decode_program shares the Instrs of the same code words,
+    so a hit compares them by identity)."""
+
+    def __new__(cls, code):
+        self = super().__new__(cls, code)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+_BROADCAST_RUN = 8  # shorter runs are slower than a vectorised gather (paper-size S4D B split by exponent: 6)
+
+
+def _fill_spans(s: _Synapses) -> None:
+    """Rows whose columns lie in a span at most twice as long as their terms become that whole span, the
+    holes with weight 0 (adding 0 changes no integer): the kernel sums them as a dot product over
+    consecutive columns (an S4D's C, each channel's modes next to each other), not by gathers. Sets
+    `firsts`: each row's first column, or -1 where it keeps its gather; and, when every row has one term
+    and the runs of rows reading the same column are _BROADCAST_RUN rows long on average, `runs`: where
+    each starts (an S4D's B, a channel broadcast to its modes), and the number of rows."""
+    terms = np.diff(s.indptr)
+    s.runs = np.zeros(0, np.int64)
+    if len(terms) == 0:
+        s.firsts = np.zeros(0, np.int64)
+        return
+    if (terms == 1).all():
+        starts = np.flatnonzero(np.diff(s.cols, prepend=-1))
+        if len(terms) >= _BROADCAST_RUN * len(starts):  # runs long enough to pay their loop
+            s.runs = np.append(starts, len(terms)).astype(np.int64)
+    lo = np.minimum.reduceat(s.cols, s.indptr[:-1])  # every row has a term
+    span = np.maximum.reduceat(s.cols, s.indptr[:-1]) - lo + 1
+    fill = span <= 2 * terms
+    s.firsts = np.where(fill, lo, -1)
+    if np.array_equal(span[fill], terms[fill]):  # the spans have no holes
+        return
+    length = np.where(fill, span, terms)
+    indptr = np.zeros(len(length) + 1, np.int64)
+    np.cumsum(length, out=indptr[1:])
+    row = np.repeat(np.arange(len(terms)), terms)
+    at = indptr[row] + np.where(fill[row], s.cols - lo[row], np.arange(len(s.cols)) - s.indptr[row])
+    vals = np.zeros(indptr[-1], np.int64)
+    vals[at] = s.vals
+    cols = np.arange(indptr[-1], dtype=np.int64) - np.repeat(indptr[:-1] - lo, length)  # the span's columns
+    cols[at] = s.cols  # (a gather row's own)
+    s.indptr, s.cols, s.vals = indptr, cols, vals
+
+
 def _plan_units(g: _Group) -> None:
     """Each unit's classes of neurons (by which `in` reads can be non-zero) with their specialised code, and
     its probes as the kernel takes them."""
@@ -569,17 +684,26 @@ def _plan_units(g: _Group) -> None:
         )
         if 0 < len(slots) < 63:  # a number per neuron: much faster than unique columns
             weights = np.left_shift(1, np.arange(len(slots), dtype=np.int64))
-            numbers, which = np.unique(weights @ (cols >= 0), return_inverse=True)
+            number = weights @ (cols >= 0)
+            if len(slots) <= 16:  # a count of every possible number: faster than sorting them
+                seen = np.bincount(number, minlength=1 << len(slots))
+                numbers, which = np.flatnonzero(seen), (np.cumsum(seen > 0) - 1)[number]
+            else:
+                numbers, which = np.unique(number, return_inverse=True)
             signatures = (numbers[None, :] & weights[:, None]) != 0
         elif slots:
             signatures, which = np.unique(cols >= 0, axis=1, return_inverse=True)
         else:  # no port read: one class
             signatures, which = np.ones((0, 1), bool), np.zeros(u.prog.neurons, np.int64)
+        which = which.reshape(-1)
+        by_class = np.argsort(which, kind="stable")  # each class's members in order, one after the other
+        ends = np.cumsum(np.bincount(which, minlength=signatures.shape[1]))
+        unit_code = _HashedCode(u.prog.code)
         u.classes = []
         for k in range(signatures.shape[1]):
-            members = np.flatnonzero(which.reshape(-1) == k)
-            zero = frozenset(slot for slot, live in zip(slots, signatures[:, k]) if not live)
-            code, used, states, _ = _class_code(tuple(u.prog.code), zero, g.raw, tuple(u.prog.probes))
+            members = by_class[ends[k - 1] if k else 0 : ends[k]]
+            zero = frozenset(slot for slot, live in zip(slots, signatures[:, k].tolist()) if not live)
+            code, used, states, _ = _class_code(unit_code, zero, g.raw, tuple(u.prog.probes))
             code = _code_array(code, used, g.raw)  # not in the cache: tests change it to check the checks
             code, temps = _fuse(code.tobytes(), frozenset(reg for _, _, reg in u.prog.probes))
             class_cols = np.ascontiguousarray(cols[[slots.index(s) for s in used]][:, members]).reshape(

@@ -410,6 +410,16 @@ def run_program_chunk(
             _store_tile(regs, state, states, b, first, k)
 
 
+@_inline
+def _shifted(acc, shift, clip):
+    """shr(acc, shift) for shift > 0; for shift < 0 a left shift after the clip (see sparse_synapse_chunk)."""
+    if shift > 0:
+        return acc >> shift
+    if shift < 0:
+        return min(max(acc, -clip), clip) << -shift
+    return acc
+
+
 @numba.njit(cache=True, nogil=True)
 def sparse_synapse_chunk(
     ring,  # int64 [ring rows, batch, pre]: the pre group's messages
@@ -417,47 +427,74 @@ def sparse_synapse_chunk(
     n,
     batch,
     b_lo,
-    b_hi,
+    b_hi,  # the sequences [b_lo, b_hi) of the batch to form
     indptr,  # int64 [posts + 1]: the terms of each non-zero post row
     cols,  # int64 [terms]: pre index of each term
     vals,  # int64 [terms]: weight of each term
+    firsts,  # int64 [posts]: a row's first pre index where its terms' are consecutive (cols[k] = firsts[q] + k -
+    # indptr[q]: a segment sum, no gather), else -1
+    runs,  # int64 [runs + 1]: where every row has one term, the first row of each run of rows that read the
+    # same pre index (a broadcast: one load a run, no gather), and posts; else empty
     shifts,  # int64 [posts]: > 0: arithmetic right shift of the row's sum; < 0: left shift (after a clip, below)
     sigma,  # int64 [batch, posts] running sums (the pre group sends sigma-delta) or [0, 0]
-    ports,  # int64 [n * batch, columns]: the outputs go to columns col0 .. col0 + posts - 1
+    ports,  # int64 [n * batch, columns]: the outputs go to columns col0 .. col0 + posts - 1, row j * batch + b
     col0,
 ):
     """shr(W @ m[t - delay], -weight_exp) (of the running sum of W @ m for a sigma synapse) for each
     non-zero row of W, before the 32-bit sat (the reading `in` sats and counts). The sum is exact int64
-    (wrapping as numpy's int64 matmul does: the same integers in any order). Before a left shift the sum
-    is clipped to +-(2^30 + 1): every sum that would saturate still does, to the same bound, and nothing
-    overflows."""
+    (wrapping as numpy's int64 matmul does: the same integers in any order, and a zero weight adds 0).
+    Before a left shift the sum is clipped to +-(2^30 + 1): every sum that would saturate still does, to
+    the same bound, and nothing overflows. Each output is written once (the port buffer is the largest
+    thing the stage touches); one-term rows (no sigma sum) take one fused pass, by runs of rows reading
+    the same pre value where there are runs, vectorised where every shift is a right shift."""
     rows = ring.shape[0]
     posts = indptr.shape[0] - 1
     use_sigma = sigma.shape[0] > 0
     clip = (np.int64(1) << 30) + 1
-    one_term = indptr[posts] == posts  # every row has exactly one term (a broadcast or gather)
+    one_term = indptr[posts] == posts and not use_sigma
+    right = True  # every shift is a right shift (or none)
+    for q in range(posts):
+        right &= shifts[q] >= 0
     for j in range(n):
         src = (start + j) % rows
         for b in range(b_lo, b_hi):
             m_ = ring[src, b]
             o_ = ports[j * batch + b, col0 : col0 + posts]
-            if one_term:
-                for q in range(posts):
-                    o_[q] = vals[q] * m_[cols[q]]
-            else:
-                for q in range(posts):
-                    acc = np.int64(0)
-                    for k in range(indptr[q], indptr[q + 1]):
-                        acc += vals[k] * m_[cols[k]]
-                    o_[q] = acc
-            if use_sigma:
-                s_ = sigma[b]
-                for q in range(posts):
-                    s_[q] += o_[q]
-                    o_[q] = s_[q]
+            if one_term and runs.shape[0] > 0:  # a broadcast: one fused pass a run
+                for r in range(runs.shape[0] - 1):
+                    lo, hi = runs[r], runs[r + 1]
+                    v = m_[cols[lo]]
+                    v_ = vals[lo:hi]
+                    s_ = shifts[lo:hi]
+                    w_ = o_[lo:hi]
+                    if right:
+                        for q in range(hi - lo):
+                            w_[q] = (v_[q] * v) >> s_[q]
+                    else:
+                        for q in range(hi - lo):
+                            w_[q] = _shifted(v_[q] * v, s_[q], clip)
+                continue
+            if one_term:  # a gather
+                if right:
+                    for q in range(posts):
+                        o_[q] = (vals[q] * m_[np.uint64(cols[q])]) >> shifts[q]
+                else:
+                    for q in range(posts):
+                        o_[q] = _shifted(vals[q] * m_[np.uint64(cols[q])], shifts[q], clip)
+                continue
             for q in range(posts):
-                shift = shifts[q]
-                if shift > 0:
-                    o_[q] >>= shift
-                elif shift < 0:
-                    o_[q] = min(max(o_[q], -clip), clip) << -shift
+                lo, hi = indptr[q], indptr[q + 1]
+                acc = np.int64(0)
+                first = firsts[q]
+                if first >= 0:  # consecutive columns: a vectorised dot product
+                    v_ = vals[lo:hi]
+                    w_ = m_[first : first + hi - lo]
+                    for k in range(hi - lo):
+                        acc += v_[k] * w_[k]
+                else:
+                    for k in range(lo, hi):
+                        acc += vals[k] * m_[cols[k]]
+                if use_sigma:
+                    sigma[b, q] += acc
+                    acc = sigma[b, q]
+                o_[q] = _shifted(acc, shifts[q], clip)

@@ -23,7 +23,7 @@ One step `t`:
 The engine computes exactly that, in another order: the graph is acyclic and
 every delay is at least 1, so a group's inputs for steps t .. t + n - 1 are
 known once its pre groups have run those steps and the `delay` before. A run
-takes a chunk of n steps at a time (`_chunk_steps`: as many as keep the
+takes a chunk of n steps at a time (`chunk_steps`: as many as keep the
 chunk's buffers in cache) and, group by group in execution order, forms each
 synapse group's outputs for the whole chunk in one kernel call over
 [n * batch, pre] rows and each stateless group's messages in one elementwise
@@ -62,6 +62,13 @@ reading its states (an S4D layer's C); when that channel sum is all that reads
 it, a run without traces writes none of its messages. The checked and prepared
 net is kept per graph (`prepare`), so a test set run in many calls pays the
 set-up once.
+
+The microcode engine runs its dense synapse groups with this engine's kernels and
+keeps its messages in the same rings. What it uses is public: `prepare_kernels`
+(the graph checked, each synapse op's kernel -- a `PreparedKernels` -- without
+the numpy run's merging and fusion), `synapse_chunk` (a kernel's outputs for a
+chunk of steps) and `buffer_rows` (a ring's rows); `chunk_steps` (this engine's
+chunk length) is public too, for tests that choose it.
 """
 
 from __future__ import annotations
@@ -140,10 +147,10 @@ class _Synapses:
     exact_float: bool = False
     may_clip: bool = True  # False: |shr(acc, shift)| < 2^31 for every input, the sat is a no-op
     out: np.ndarray | None = None  # output buffer [rows, post], reused every chunk
-    chunk_out: tuple | None = None  # this chunk's (outputs, first step), see _synapse_chunk
+    chunk_out: tuple | None = None  # this chunk's (outputs, first step), see synapse_chunk
     terms: np.ndarray | None = None  # segment: the products of a block of sequences, reused
     sigma: np.ndarray | None = None  # pre group sends sigma-delta: the running sum of W @ m (scaled on the float path)
-    nonzeros: tuple | None = None  # (rows, cols, int64 values) of W, for _merge_row_split
+    nonzeros: tuple | None = None  # (rows, cols, int64 values) of W (None for a dense kernel: as many as W)
     # Formed inside a cpx group's kernel (see _fuse): "post" -- from the pre messages, by the group it feeds
     # (its chunk_out holds those messages); "pre" -- from the states of the group it reads, into `sums`.
     fused: str = ""
@@ -402,6 +409,21 @@ def _float_group(g: _Group) -> bool:
 
 # -- the run ---------------------------------------------------------------------------
 @dataclass
+class PreparedKernels:
+    """A graph checked, its groups and its synapse groups' kernels: what both the numpy and the microcode
+    engine need of it (see prepare_kernels). A synapse op's kernel says how W @ m is formed (`kernel`:
+    "dense" is a BLAS product, the others follow W's non-zero pattern, see _choose_kernel) and, unless
+    dense, lists W's non-zeros (`nonzeros`: rows, columns, int64 values, row-major); `synapse_chunk` runs
+    a copy of it (its `out` and `sigma` are a run's own: set `sigma` to zeros [batch, post] when its pre
+    group sends sigma-delta), `post_size` and `work_values` size a run's buffers."""
+
+    groups: dict[str, _Group]  # templates without run state, as the graph has them (no merge, no fusion)
+    synapses: dict[str, _Synapses]  # per synapse op; a kernel other than dense keeps its W's `nonzeros`
+    readers: dict[str, list[str]]  # op -> the ops that read it, in execution order, each once
+    order: list[Op]  # the graph's ops in execution order
+
+
+@dataclass
 class _PreparedNet:
     """What a run needs of a graph besides the input: checked once and kept (see prepare)."""
 
@@ -417,8 +439,9 @@ class _PreparedNet:
 
 
 _NEVER = 1 << 62  # the wake step of a synapse group that feeds nothing
-# graph -> (signature, (), prepared net); weak, so a prepared net lives exactly as long as its graph
+# graph -> (signature, (), prepared net / kernels); weak, so a prepared net lives exactly as long as its graph
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def prepare(graph: Graph, engine: str = "numpy") -> _PreparedNet:
@@ -426,7 +449,15 @@ def prepare(graph: Graph, engine: str = "numpy") -> _PreparedNet:
     first run and reused while the graph's ops, attributes and parameter arrays stay the same
     ones: a run over a whole test set in many calls pays the set-up once. Replacing an op,
     an attribute or a parameter array re-prepares; editing a parameter array in place does not."""
-    return cached_per_graph(_PREPARED, graph, lambda g: _prepare_net(g, engine))  # `engine`: named by the check
+    # `engine`: named by the check
+    return cached_per_graph(_PREPARED, graph, lambda g: _prepare_net(prepare_kernels(g, engine)))
+
+
+def prepare_kernels(graph: Graph, engine: str = "numpy") -> PreparedKernels:
+    """The first half of `prepare`, kept per graph the same way: the graph checked (errors name `engine`),
+    its groups and each synapse op's kernel, without the numpy run's merging and fusion (see _prepare_net).
+    The microcode engine needs no more; a net run by both engines prepares this once."""
+    return cached_per_graph(_KERNELS, graph, lambda g: _prepare_kernels(g, engine))
 
 
 def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *extra):
@@ -446,24 +477,37 @@ def cached_per_graph(cache: weakref.WeakKeyDictionary, graph: Graph, build, *ext
     return value
 
 
-def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
+def _prepare_kernels(graph: Graph, engine: str) -> PreparedKernels:
     check_neuro_graph(graph, engine)
     order = graph.ops()
+    readers: dict[str, list[str]] = {op.name: [] for op in order}
+    for op in order:  # one walk instead of a graph.consumers per synapse group and question
+        for src in dict.fromkeys(op.inputs):
+            readers[src].append(op.name)
     groups = {op.name: _prepare_group(op) for op in order if op.kind == "neurons"}
     synapses = {op.name: _prepare_synapses(op, groups[op.inputs[0]]) for op in order if op.kind == "synapses"}
+    for s in synapses.values():
+        if s.kernel == "dense":
+            s.nonzeros = None  # as many as W's values: formed again where a merge needs them
+    return PreparedKernels(groups, synapses, readers, order)
+
+
+def _prepare_net(kernels: PreparedKernels) -> _PreparedNet:
+    order, readers = kernels.order, kernels.readers
+    # the merge and the fusion below rewire and mark groups: copies, the kernels' templates stay as they are
+    groups = {name: replace(g, synapses=list(g.synapses)) for name, g in kernels.groups.items()}
+    synapses = kernels.synapses
     # A synapse group runs at step t only when a group it feeds is awake then.
     # A sigma synapse sums every message its pre group sends, whether or not its target is awake.
     wake = {
-        name: 0 if groups[s.pre].delta else min((groups[c.name].depth for c in graph.consumers(name)), default=_NEVER)
+        name: 0 if groups[s.pre].delta else min((groups[c].depth for c in readers[name]), default=_NEVER)
         for name, s in synapses.items()
     }
     ring_len: dict[str, int] = {}
     for s in synapses.values():
         ring_len[s.pre] = max(ring_len.get(s.pre, 0), s.delay)
-    run_synapses = _merge_row_split(graph, groups, synapses)
-    _fuse(graph, groups, run_synapses)
-    for s in synapses.values():
-        s.nonzeros = None  # only the merge needs them
+    run_synapses = _merge_row_split(order, readers, groups, synapses)
+    _fuse(order, readers, groups, run_synapses)
     run_order = [(op.kind, op.name) for op in order if op.kind == "neurons" or op.name in run_synapses]
     return _PreparedNet(
         groups,
@@ -478,7 +522,9 @@ def _prepare_net(graph: Graph, engine: str) -> _PreparedNet:
     )
 
 
-def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str, _Synapses]) -> dict[str, _Synapses]:
+def _merge_row_split(
+    order: list[Op], readers: dict[str, list[str]], groups: dict[str, _Group], synapses: dict[str, _Synapses]
+) -> dict[str, _Synapses]:
     """The synapse groups a run steps. assign-bitwidths splits a linear into one synapse group per
     weight-exponent class, each holding only its rows (docs/fixed_point.md, --weight-exp): an S4D B
     of a paper-size model became 13 [8192, 128] groups, each a full pass over the pre messages.
@@ -489,16 +535,22 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
     and count is the same. Readers are rewired in `groups` (a product's two operands are never merged)."""
     classes: dict[tuple, list[_Synapses]] = {}
     for name, s in synapses.items():
-        readers = tuple(c.name for c in graph.consumers(name))
-        if s.exact_float and not s.pre_clip and readers and all(groups[r].kind != "product" for r in readers):
-            classes.setdefault((s.pre, s.delay, readers), []).append(s)
+        these = tuple(readers[name])
+        if s.exact_float and not s.pre_clip and these and all(groups[r].kind != "product" for r in these):
+            classes.setdefault((s.pre, s.delay, these), []).append(s)
     run = dict(synapses)
+    ops = {op.name: op for op in order}
     for members in classes.values():
+        if len(members) < 2:
+            continue
+        nonzeros = {  # a dense kernel keeps none (see _prepare_kernels)
+            s.name: s.nonzeros if s.nonzeros is not None else _nonzeros(ops[s.name].params["weight"]) for s in members
+        }
         owned = np.zeros(members[0].post_size, bool)
         row_shift = np.zeros(members[0].post_size, np.int64)
         merged = []
         for s in members:  # the first group owning a row keeps it; a group overlapping one merged already stays apart
-            own = s.nonzeros[0]  # rows, each once per non-zero
+            own = nonzeros[s.name][0]  # rows, each once per non-zero
             if not owned[own].any():
                 owned[own] = True
                 row_shift[own] = s.shift
@@ -506,10 +558,10 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
         if len(merged) < 2:
             continue
         first = merged[0]
-        rows, cols, vals = (np.concatenate([s.nonzeros[i] for s in merged]) for i in range(3))
+        rows, cols, vals = (np.concatenate([nonzeros[s.name][i] for s in merged]) for i in range(3))
         # each row is one group's, its terms in column order: a stable sort by row keeps them so
-        order = np.argsort(rows, kind="stable")
-        rows, cols, vals = rows[order], cols[order], vals[order]
+        by_row = np.argsort(rows, kind="stable")
+        rows, cols, vals = rows[by_row], cols[by_row], vals[by_row]
         starts = np.flatnonzero(np.diff(rows, prepend=-1))
         one = _Synapses(
             first.name,
@@ -527,13 +579,13 @@ def _merge_row_split(graph: Graph, groups: dict[str, _Group], synapses: dict[str
             del run[s.name]
         run[one.name] = one
         names = {s.name for s in merged}
-        for r in {r for s in merged for r in (c.name for c in graph.consumers(s.name))}:
+        for r in {r for s in merged for r in readers[s.name]}:
             g = groups[r]
             g.synapses = [n for n in g.synapses if n not in names or n == first.name]
     return run
 
 
-def _fuse(graph: Graph, groups: dict[str, _Group], run: dict[str, _Synapses]) -> None:
+def _fuse(order: list[Op], readers: dict[str, list[str]], groups: dict[str, _Group], run: dict[str, _Synapses]) -> None:
     """Let a float cpx group's kernel form the synapse groups around it (engine_kernels.cpx_float_steps), so
     their outputs never go through memory: its input, when it is the only one (no bias), a broadcast (pre p
     feeds posts p k .. p k + k - 1 alone: an S4D layer's B) that feeds no other group and clips nothing;
@@ -542,6 +594,7 @@ def _fuse(graph: Graph, groups: dict[str, _Group], run: dict[str, _Synapses]) ->
     that channel sum is all that reads the group (`unread`), a run without traces keeps only its state:
     the kernel runs each sequence's steps with its state in cache and writes no messages. The fused
     synapse groups are copies: `synapses` (what the microcode engine steps) keeps its own."""
+    outputs_read = {op.inputs[0] for op in order if op.kind == "output"}
     for g in groups.values():
         if g.kind != "cpx" or not g.exact_float:
             continue
@@ -554,17 +607,17 @@ def _fuse(graph: Graph, groups: dict[str, _Group], run: dict[str, _Synapses]) ->
             and s.exact_float
             and not s.may_clip
             and not groups[s.pre].delta
-            and [c.name for c in graph.consumers(name)] == [g.name]
+            and readers[name] == [g.name]
         ):
             run[name] = replace(s, fused="post")
             g.fused_in = name
         if _states_in_buffer(g):
-            readers = [n for n, s in run.items() if s.pre == g.name]
-            out = next((n for n in readers if run[n].kernel == "channel_sum"), None)
+            group_readers = [n for n, s in run.items() if s.pre == g.name]
+            out = next((n for n in group_readers if run[n].kernel == "channel_sum"), None)
             if out is not None and run[out].exact_float:
                 run[out] = replace(run[out], fused="pre")
                 g.fused_out = out
-                g.unread = readers == [out] and not any(o.inputs[0] == g.name for o in graph.outputs())
+                g.unread = group_readers == [out] and g.name not in outputs_read
 
 
 def _signature(graph: Graph) -> list[tuple]:
@@ -596,7 +649,7 @@ def run_numpy(graph: Graph, x: np.ndarray, trace: bool = False) -> EngineResult:
     parts = batch_parts(batch)
     threads = len(parts)
     room = _check_run_size(net.groups, net.run_synapses, net, x.shape, steps, trace)
-    chunk = _chunk_steps(_step_values(net.groups, net.run_synapses, trace), -(-batch // threads), batch, steps, room)
+    chunk = chunk_steps(_step_values(net.groups, net.run_synapses, trace), -(-batch // threads), batch, steps, room)
 
     # step-major [step or token, batch, size] while running: a chunk of steps is one contiguous block
     read = {group: np.zeros((tokens, batch, net.groups[group].size), np.int64) for _, group in net.outputs}
@@ -646,7 +699,7 @@ def _run_part(
         for kind, name in net.order:
             if kind == "synapses":
                 s = synapses[name]
-                s.chunk_out = _synapse_chunk(s, groups[s.pre], t0, n, net.wake[name], batch)
+                s.chunk_out = synapse_chunk(s, groups[s.pre], t0, n, net.wake[name], batch)
             else:
                 _group_chunk(groups[name], t0, n, batch, tokens, synapses, read.get(name), traces)
     return groups
@@ -684,7 +737,7 @@ def _step_values(groups: dict[str, _Group], synapses: dict[str, _Synapses], trac
     ) + sum({"post": 0, "pre": 2 * s.post_size}.get(s.fused, s.post_size + s.work_values) for s in synapses.values())
 
 
-def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int) -> int:
+def chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int) -> int:
     """Steps a chunk runs: as many as keep a part of `part` sequences' step-proportional buffers within
     _CHUNK_VALUES (in cache) and the whole batch's within the `room` (bytes) the work limit leaves above
     a run of 1-step chunks; at least 1. A chunk runs every synapse group as one product over all its
@@ -693,8 +746,9 @@ def _chunk_steps(step_values: int, part: int, batch: int, steps: int, room: int)
     return max(1, min(steps, _CHUNK_VALUES // max(part * step_values, 1), 1 + room // max(8 * batch * step_values, 1)))
 
 
-def _buffer_rows(chunk: int, ring: int) -> int:
-    # a ring of whole chunks with room for `ring` steps of history before the chunk being run
+def buffer_rows(chunk: int, ring: int) -> int:
+    """Rows of a group's message ring: whole chunks of `chunk` steps, with room for `ring` steps of history
+    (its readers' largest delay) before the chunk being run."""
     return chunk * -(-(ring + chunk) // chunk)
 
 
@@ -703,12 +757,12 @@ def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, tr
     run in chunks of 1 step: per group its message ring (history and the step), state, `last` and
     states, per synapse group its outputs, kernel temporaries and sigma sum, the input, its quantized
     copy, what the outputs read (twice: raw and decoded) and the traces. Returns the bytes the limit
-    leaves over: longer chunks take at most that (see _step_values, _chunk_steps)."""
+    leaves over: longer chunks take at most that (see _step_values, chunk_steps)."""
     batch, tokens, features = x_shape
     values = sum(
         g.size
         * (
-            _buffer_rows(1, net.ring_len.get(g.name, 0))
+            buffer_rows(1, net.ring_len.get(g.name, 0))
             + 2
             + (1 if g.stateful and not _states_in_buffer(g) else 0)
             + (3 * steps if trace else 0)
@@ -717,7 +771,7 @@ def _check_run_size(groups, synapses, net: _PreparedNet, x_shape, steps: int, tr
     )
     values += sum(
         # a fused channel sum's outputs are a ring with its pre group's rows (see _fuse)
-        _buffer_rows(1, net.ring_len.get(s.pre, 0)) * s.post_size
+        buffer_rows(1, net.ring_len.get(s.pre, 0)) * s.post_size
         if s.fused == "pre"
         else 2 * s.post_size + s.work_values
         for s in synapses.values()
@@ -738,7 +792,7 @@ def _start_group(g: _Group, x: np.ndarray, batch: int, chunk: int, ring: int, tr
     before step 0), then the chunk being run from row `pos` -- its state and its source messages."""
     dtype = np.float64 if g.exact_float else np.int64
     # an unread group (see _fuse) keeps no messages unless traced: a buffer of 0 columns keeps the ring's rows
-    g.buf = np.zeros((_buffer_rows(chunk, ring), batch, 0 if g.unread and not trace else g.size), dtype)
+    g.buf = np.zeros((buffer_rows(chunk, ring), batch, 0 if g.unread and not trace else g.size), dtype)
     g.pos, g.ran = 0, 0
     if g.stateful:
         g.state = np.zeros((batch, g.size), dtype)
@@ -752,12 +806,13 @@ def _start_group(g: _Group, x: np.ndarray, batch: int, chunk: int, ring: int, tr
         g.source_clipped = clipped.sum(axis=(0, 2))
 
 
-def _synapse_chunk(s: _Synapses, pre: _Group, t0: int, n: int, wake: int, batch: int):
+def synapse_chunk(s: _Synapses, pre: _Group, t0: int, n: int, wake: int, batch: int):
     """(acc, first): the group's outputs before the 32-bit sat, shr(W @ m_pre[t - delay], -weight_exp) (of the
     sigma sum for a sigma synapse), for steps t0 + first .. t0 + n - 1 as rows [(n - first) * batch, post]
     (the readers sat and count the rows of their awake steps); None when they are all zero. Steps before
     `wake` are not formed (no reader is awake); a sigma synapse sums every step. `acc` may be a buffer the
-    next chunk overwrites."""
+    next chunk overwrites. `s` is a run's copy of a prepared kernel (see PreparedKernels); `pre` any group
+    with the numpy engine's message ring (`buf`, `pos`: where the chunk being run starts, `depth`)."""
     first = 0 if s.sigma is not None else max(0, wake - t0)
     if s.kernel == "zero" or first >= n or t0 + n - s.delay <= pre.depth:  # W = 0, no reader awake, or the
         return None  # pre group idle (then a sigma sum is still 0 too: nothing was sent yet)

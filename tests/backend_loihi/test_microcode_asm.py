@@ -149,6 +149,16 @@ def test_a_damaged_binary_is_a_one_line_error(damage, phrase):
     assert phrase in str(e.value) and str(e.value).startswith("microcode for %g") and "\n" not in str(e.value)
 
 
+def test_a_damaged_code_word_is_refused_after_the_same_code_decoded_fine():
+    # the decoder keeps each distinct code it decoded: a changed word must be decoded (and refused) anew
+    blob = assemble(GOOD)
+    first = decode_program(blob)
+    with pytest.raises(MicrocodeError, match="unknown opcode 63"):
+        decode_program(_damage(blob, 6, 63 << 56))
+    assert decode_program(_damage(blob, 6, encode_instr(Instr("in", rd=2)))).code[1] == Instr("in", rd=2)
+    assert decode_program(blob) == first
+
+
 def test_cycles_follow_the_awake_and_the_idle_path():
     p = parse(GOOD)
     costs = {name: spec.cycles for name, spec in OPCODES.items()}

@@ -16,7 +16,7 @@ from ssmc.errors import InputDataError, IRError, ResourceLimitError
 from ssmc.ir import Graph, Op, verify
 from ssmc.passes.assign_bitwidths import set_depths
 from ssmc.runtime import numpy_engine, parallel
-from ssmc.runtime.numpy_engine import EngineResult, prepare, run_numpy
+from ssmc.runtime.numpy_engine import EngineResult, prepare, prepare_kernels, run_numpy
 from ssmc.runtime.reference import run_reference
 from tests.builders.neuro_models import s4d_stack
 
@@ -503,6 +503,17 @@ def test_row_split_synapse_groups_are_run_as_one():
     assert any(merged)
 
 
+def test_the_numpy_run_and_the_microcode_engine_share_one_prepared_set_of_kernels():
+    g = split_rows(random_network(1), 1)
+    kernels = prepare_kernels(g, "microcode")
+    assert prepare(g).synapses is kernels.synapses and prepare_kernels(g) is kernels  # checked and set up once
+    assert len(prepare(g).run_synapses) < len(kernels.synapses)  # the numpy run merged row classes ...
+    for name, group in kernels.groups.items():  # ... on its own copies of the groups
+        assert group.synapses == ([] if group.kind == "source" else list(g.op(name).inputs))
+    g.op("s4").params["weight"] = g.op("s4").params["weight"].copy()  # a new array: both prepared again
+    assert prepare_kernels(g) is not kernels and prepare(g).synapses is prepare_kernels(g).synapses
+
+
 def test_a_row_split_paper_size_network_equals_the_scalar_contract_for_a_few_tokens():
     g = split_rows(paper_size_network(), 1)
     x = np.random.default_rng(8).normal(scale=0.01, size=(1, 2, 1))
@@ -515,7 +526,7 @@ def test_runs_in_chunks_of_any_length_equal_the_scalar_contract(monkeypatch, chu
     # sigma-delta groups step by step inside it, messages in a ring of chunks with the history the
     # delays need. Short chunks make every ring wrap, read across its end and carry state and sigma
     # sums from chunk to chunk.
-    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: chunk)
+    monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *args: chunk)
     for seed in range(6):
         nets = [random_network(seed), random_extended_network(seed), split_rows(structured_network(seed), seed)]
         for op in nets[2].ops_of_kind("neurons"):
@@ -529,7 +540,7 @@ def test_a_run_without_traces_chunks_like_one_with_them(monkeypatch):
     g = random_extended_network(3)
     x = np.random.default_rng(9).normal(scale=4.0, size=(4, 9, g.inputs()[0].shape[0]))
     whole = run_numpy(g, x)
-    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: 2)
+    monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *args: 2)
     for res in (run_numpy(g, x), run_numpy(g, x, trace=True)):
         np.testing.assert_array_equal(res.raw["y"], whole.raw["y"])
         assert res.saturation == whole.saturation and res.sparsity == whole.sparsity
@@ -554,8 +565,8 @@ def test_chunks_longer_than_one_step_only_use_room_the_work_limit_leaves(monkeyp
     net = prepare(g)
     steps = x.shape[1] + net.max_depth
     chosen = []
-    real = numpy_engine._chunk_steps
-    monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    real = numpy_engine.chunk_steps
+    monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *a: chosen.append(real(*a)) or chosen[-1])
     need = limits.current().work_bytes - numpy_engine._check_run_size(
         net.groups, net.run_synapses, net, x.shape, steps, False
     )
@@ -614,7 +625,7 @@ def test_cpx_groups_forming_their_synapse_groups_equal_the_scalar_contract(monke
     assert_same_result(run_numpy(g, x, trace=True), run_reference(g, x, trace=True))
     assert_same_result(run_numpy(g, x), ref)
     for chunk in (1, 2, 3):
-        monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args, chunk=chunk: chunk)
+        monkeypatch.setattr(numpy_engine, "chunk_steps", lambda *args, chunk=chunk: chunk)
         assert_same_result(run_numpy(g, x), ref)
     monkeypatch.setattr(parallel, "THREAD_SEQUENCES", 1)
     monkeypatch.setattr(parallel, "cores", lambda: 2)

@@ -33,7 +33,7 @@ from ssmc.backend_loihi.microcode.isa import (
     encode_program,
 )
 from ssmc.errors import MicrocodeError
-from ssmc.runtime import microcode_engine, numpy_engine
+from ssmc.runtime import microcode_engine
 from ssmc.runtime.microcode_engine import run_program
 from ssmc.runtime.numpy_engine import run_numpy
 from tests.backend_loihi.microcode_programs import programs
@@ -148,6 +148,21 @@ def test_every_instruction_does_what_the_isa_page_says(prog, seed, depth):
     assert counts == ref_counts
     for kind in ref_probes:
         np.testing.assert_array_equal(probes[kind], ref_probes[kind])
+
+
+@pytest.mark.parametrize("reads", [3, 16, 17, 40])
+def test_neurons_are_split_into_classes_by_every_read_that_can_be_nonzero(reads):
+    # a neuron summing `reads` ports, each of them 0 at every step for some neurons: the neurons fall into
+    # classes that run the code with their zero reads folded away (up to 16 reads counted by number, more
+    # sorted); every neuron must still get its own sum
+    code = [Instr("in", rd=0, aux=0)]
+    for port in range(1, reads):
+        code += [Instr("in", rd=1, aux=port), Instr("add", rd=0, ra=0, rb=1)]
+    prog = Program(1, 64, reads, code + [Instr("emit", ra=0), Instr("halt")], params=np.zeros((0, 64), np.int64))
+    rng = np.random.default_rng(reads)
+    ports = [rng.integers(-1000, 1000, size=(2, 3, 64)) * (rng.random(64) < 0.5) for _ in range(reads)]
+    msgs, _, _ = run_program(prog, ports)
+    np.testing.assert_array_equal(msgs, sum(ports))
 
 
 # -- whole networks against the numpy engine --------------------------------------------------
@@ -346,23 +361,27 @@ def test_lut_product_and_sigma_delta_networks_match_numpy_at_every_step(seed):
     assert_same_run(net_of(g), x)
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
-def test_programs_with_and_without_state_match_numpy_in_chunks_of_any_length(monkeypatch, chunk):
-    # The engine runs chunks of steps, each program over all of a chunk's steps. Short chunks split the
-    # steps at the groups' depth branches, wrap the message rings and carry state registers (cpx,
-    # integrator, sigma-delta's last) and sigma sums from chunk to chunk.
+@pytest.mark.parametrize("sequences, chunk", [(3, 1), (1, 2), (2, 3), (2, 7), (3, 7)])
+def test_programs_with_and_without_state_match_numpy_in_chunks_of_any_length(monkeypatch, sequences, chunk):
+    # The engine runs the batch a sub-part of sequences after the other, each in chunks of steps, each
+    # program over all of a chunk's steps. Short chunks split the steps at the groups' depth branches,
+    # wrap the message rings and carry state registers (cpx, integrator, sigma-delta's last) and sigma
+    # sums from chunk to chunk; each sub-part starts again from zero state and history in the same
+    # buffers (2 of 3 sequences: the last sub-part leaves one idle).
     kinds = set()
     for seed in (1, 2, 5):
         g = random_extended_network(seed)
         net = net_of(g)
-        x = np.random.default_rng(600 + seed).normal(scale=40.0, size=(2, 8, g.inputs()[0].shape[0]))
+        x = np.random.default_rng(600 + seed).normal(scale=40.0, size=(3, 8, g.inputs()[0].shape[0]))
         ref = run_numpy(g, x, trace=True)  # in its own chunks
-        monkeypatch.setattr(numpy_engine, "_chunk_steps", lambda *args: chunk)
+        monkeypatch.setattr(microcode_engine, "_sub_part_shape", lambda *args: (sequences, chunk))
         got = microcode_engine.run_net(net, x, trace=True)
         monkeypatch.undo()
         assert sorted(got.trace) == sorted(ref.trace)
         for key in ref.trace:
-            np.testing.assert_array_equal(got.trace[key], ref.trace[key], err_msg=f"{key}, chunk {chunk}")
+            np.testing.assert_array_equal(
+                got.trace[key], ref.trace[key], err_msg=f"{key}, {sequences} sequences, chunk {chunk}"
+            )
         assert got.saturation == ref.saturation and got.sparsity == ref.sparsity
         for op in g.ops_of_kind("neurons"):
             kinds.add(op.attrs["kind"] in ("cpx", "integrator") or op.attrs.get("delta", 0) > 0)

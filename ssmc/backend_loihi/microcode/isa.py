@@ -268,6 +268,10 @@ def encode_program(p: Program, where: str = "program") -> bytes:
     return head + data.astype("<i8").tobytes()
 
 
+_DECODED: dict[bytes, tuple[Instr, ...]] = {}  # code words -> their instructions, see decode_program
+_DECODED_MAX = 1024
+
+
 def decode_program(blob: bytes, where: str = "program") -> Program:
     if len(blob) % WORD_BYTES or len(blob) < HEADER_WORDS * WORD_BYTES:
         raise MicrocodeError(
@@ -301,14 +305,20 @@ def decode_program(blob: bytes, where: str = "program") -> Program:
             raise MicrocodeError(f"{where}: bad probe word 0x{w:016x}")
         probes.append((PROBE_KINDS[w & 0xFF], (w >> 8) & 0xFF, (w >> 16) & 0xFF))
     at += n_probes
-    code = [decode_instr(w, f"{where}: word {at + i}") for i, w in enumerate(raw[at : at + n_code].tolist())]
+    words = blob[at * WORD_BYTES : (at + n_code) * WORD_BYTES]
+    code = _DECODED.get(words)
+    if code is None:  # a net's cores and layers mostly run the same code: decode it once (Instr is frozen)
+        code = tuple(decode_instr(w, f"{where}: word {at + i}") for i, w in enumerate(raw[at : at + n_code].tolist()))
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[words] = code
     at += n_code
     data = np.frombuffer(blob, dtype="<i8")[at:].astype(np.int64)
     p = Program(
         lanes=lanes,
         neurons=neurons,
         ports=ports,
-        code=code,
+        code=list(code),
         probes=probes,
         table=data[:n_table].copy(),
         params=data[n_table:].reshape(n_params, neurons).copy(),
