@@ -36,6 +36,10 @@ what nothing reads any more is dropped) -- a partial evaluation that computes
 exactly the integers and counts of the whole program. An S4D layer whose B was
 split by row exponent into 13 synapse groups feeds 13 ports, of which each
 neuron reads one non-zero: its class runs 1 `in`, not 13 and 12 adds.
+Then the class's code gets superinstructions (`_fuse`): `mul, mul, add|sub,
+rshr` becomes one fma pass, `add|sub ... sat` one addsat, two emits of
+neighbouring lanes one emit2, where the registers they skip writing are dead
+-- the same integers and counts in fewer passes over the tile.
 
 The source group's port holds the host's token, rounded to an integer
 (floor(x 2^frac + 1/2), clipped to 34 bits); its program saturates it.
@@ -66,7 +70,7 @@ from ssmc.backend_loihi.microcode.isa import (
     operand_kinds,
 )
 from ssmc.runtime import numpy_engine
-from ssmc.runtime.microcode_kernels import COUNTS, OP, run_program_chunk, sparse_synapse_chunk
+from ssmc.runtime.microcode_kernels import CODE_COLUMNS, COUNTS, OP, run_program_chunk, sparse_synapse_chunk
 from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, run_parts
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
@@ -96,7 +100,7 @@ class _Class:
 
     neurons: np.ndarray  # int64 [members]: neuron numbers within the unit
     comps: np.ndarray  # int64 [members]: the first compartment of each in the group
-    code: np.ndarray  # int64 [instructions, 6], microcode_kernels' numbering; `in` reads slot `aux`
+    code: np.ndarray  # int64 [instructions, CODE_COLUMNS], microcode_kernels' numbering; `in` reads slot `aux`
     cols: np.ndarray  # int64 [slots, members]: the port buffer column of each slot, per member
     bases: np.ndarray  # int64 [slots]: the first column where a slot's columns are consecutive, else -1
     params: np.ndarray  # int64 [params, members]: the members' parameter memory
@@ -699,8 +703,9 @@ def _plan_units(g: _Group) -> None:
         for k in range(signatures.shape[1]):
             members = by_class[ends[k - 1] if k else 0 : ends[k]]
             zero = frozenset(slot for slot, live in zip(slots, signatures[:, k].tolist()) if not live)
-            code, used, states, temps = _class_code(unit_code, zero, g.raw, tuple(u.prog.probes))
+            code, used, states, _ = _class_code(unit_code, zero, g.raw, tuple(u.prog.probes))
             code = _code_array(code, used, g.raw)  # not in the cache: tests change it to check the checks
+            code, temps = _fuse(code.tobytes(), frozenset(reg for _, _, reg in u.prog.probes))
             class_cols = np.ascontiguousarray(cols[[slots.index(s) for s in used]][:, members]).reshape(
                 len(used), len(members)
             )
@@ -863,10 +868,157 @@ def _code_array(code: list[Instr], slots: list[tuple[int, int]], raw: bool) -> n
     rows = []
     for ins in code:
         if ins.op == "in":
-            rows.append((OP["in"], ins.rd, 0, 0 if raw else 1, slots.index((ins.aux, ins.imm)), 0))
+            rows.append((OP["in"], ins.rd, 0, 0 if raw else 1, slots.index((ins.aux, ins.imm)), 0, 0, 0))
         else:
-            rows.append((OP[ins.op], ins.rd, ins.ra, ins.rb, ins.aux, ins.imm))
-    return np.array(rows, np.int64).reshape(len(rows), 6)
+            rows.append((OP[ins.op], ins.rd, ins.ra, ins.rb, ins.aux, ins.imm, 0, 0))
+    return np.array(rows, np.int64).reshape(len(rows), CODE_COLUMNS)
+
+
+# -- superinstructions ------------------------------------------------------------------------------------
+# The kernel runs each instruction as one pass over a tile's registers; a superinstruction is one pass for
+# a sequence of them. `_fuse` forms one wherever the sequence's registers allow it (below); the fused
+# op computes the same wrapping int64 integers and saturation counts, and the registers it no longer
+# writes are dead (no path reads them before writing them again, probes read at `halt`).
+_K = {name: number for name, number in OP.items()}
+_READS_AB = {_K[o] for o in ("add", "sub", "mul", "max", "min", "mask", "addsat", "emit2")}
+_READS_A = {_K[o] for o in ("mov", "addi", "shr", "shl", "rshr", "abs", "cgei", "sat", "lut", "emit")}
+_NO_DEST = {_K[o] for o in ("halt", "bslt", "jmp", "emit", "emit2")}
+_STATE_REGS = frozenset(range(STATE0, STATE0 + N_STATE))
+
+
+def _row_reads(row) -> set[int]:
+    op = row[0]
+    if op == _K["fma"]:
+        return {row[2], row[3], row[6], row[7]}
+    if op in _READS_AB:
+        return {row[2], row[3]}
+    return {row[2]} if op in _READS_A else set()
+
+
+def _live_out(rows: list[list[int]], at_halt: frozenset) -> list[set[int]]:
+    """The registers some path from after each row reads before writing them (rows in the kernel's form;
+    branches go forward)."""
+    n = len(rows)
+    live_in: list[set[int]] = [set() for _ in range(n + 1)]
+    live_out: list[set[int]] = [set() for _ in range(n)]
+    for pc in range(n - 1, -1, -1):
+        row = rows[pc]
+        op = row[0]
+        if op == _K["halt"]:
+            live_out[pc] = set(at_halt)
+        else:
+            succ = [row[4]] if op in (_K["bslt"], _K["jmp"]) else []
+            if op != _K["jmp"]:
+                succ.append(pc + 1)
+            live_out[pc] = set().union(*(live_in[s] for s in succ))
+        live = set(live_out[pc])
+        if op not in _NO_DEST:
+            live.discard(row[1])
+        live_in[pc] = live | _row_reads(row)
+    live_out.append(live_in[0])  # the last entry: what the code reads before writing (see _fuse)
+    return live_out
+
+
+@functools.lru_cache(maxsize=256)
+def _fuse(code: bytes, probed: frozenset) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel code `code` (int64 rows, see _code_array) with superinstructions, and the temporaries it
+    may read before writing them (zeroed before each update). Cached per code: the classes of a net's
+    groups share a few codes (the results are shared: nothing writes them).
+
+    - fma d a b c e sign sh: `mul x a b; mul y c e; add z x y` (or `sub`, either order), then optionally
+      `rshr d z sh`, where x and y (and z) are dead after it unless they are d, and c and e are not x;
+    - addsat d a b bits cnt sign: `add x a b` (or `sub`) and the next instruction that reads x, a `sat d x`
+      with x dead after it (or x == d), the `add` moved down to it past instructions that neither read
+      nor write x nor write a or b;
+    - emit2 a b lane: `emit a lane; emit b lane + 1`;
+    - and `op x ...; mov y x` becomes `op y ...` where x is dead after the move (an `in` to a register
+      the next `in` reuses, then moved to the sum's).
+
+    A sequence never spans a branch target (all its instructions run on the same paths)."""
+    rows = np.frombuffer(code, np.int64).reshape(-1, CODE_COLUMNS).tolist()
+    at_halt = _STATE_REGS | probed
+    changed = True
+    while changed:
+        changed = False
+        targets = {row[4] for row in rows if row[0] in (_K["bslt"], _K["jmp"])}
+        live = _live_out(rows, at_halt)
+        for pc in range(len(rows)):
+            fused = _fused_at(rows, pc, targets, live)
+            if fused is not None:
+                first, last, row = fused
+                rows[first : last + 1] = [row]
+                shift = last - first  # branch targets after the sequence move up
+                for r in rows:
+                    if r[0] in (_K["bslt"], _K["jmp"]) and r[4] > first:
+                        r[4] -= shift
+                changed = True
+                break
+    live_in = _live_out(rows, at_halt)[-1]
+    return (
+        np.array(rows, np.int64).reshape(len(rows), CODE_COLUMNS),
+        np.array(sorted(r for r in live_in if r < N_TEMP), np.int64),
+    )
+
+
+def _fused_at(rows, pc, targets, live) -> tuple[int, int, list[int]] | None:
+    """A superinstruction starting at pc (see _fuse): (first row, last row, the fused row), or None. For
+    addsat the `add` at pc moves down to the `sat` first: the rows between shift up by one."""
+    n = len(rows)
+    row = rows[pc]
+    op = row[0]
+    if op == _K["emit"] and pc + 1 < n and pc + 1 not in targets:
+        nxt = rows[pc + 1]
+        if nxt[0] == _K["emit"] and nxt[5] == row[5] + 1:
+            return pc, pc + 1, [_K["emit2"], 0, row[2], nxt[2], 0, row[5], 0, 0]
+    if op not in _NO_DEST and pc + 1 < n and pc + 1 not in targets:
+        nxt = rows[pc + 1]
+        if nxt[0] == _K["mov"] and nxt[2] == row[1] and (nxt[1] == row[1] or row[1] not in live[pc + 1]):
+            return pc, pc + 1, [row[0], nxt[1], *row[2:]]  # the result goes where the move puts it
+    if op == _K["mul"] and pc + 2 < n and not {pc + 1, pc + 2} & targets:
+        x, a, b = row[1], row[2], row[3]
+        second, combine = rows[pc + 1], rows[pc + 2]
+        y, c, e = second[1], second[2], second[3]
+        if second[0] != _K["mul"] or y == x or x in (c, e) or combine[0] not in (_K["add"], _K["sub"]):
+            return None
+        if (combine[2], combine[3]) == (x, y):
+            negate = combine[0] == _K["sub"]
+        elif (combine[2], combine[3]) == (y, x):  # y - x: the products swap
+            negate = combine[0] == _K["sub"]
+            a, b, c, e = c, e, a, b
+        else:
+            return None
+        last, d, sh = pc + 2, combine[1], 0
+        after = rows[pc + 3] if pc + 3 < n else None
+        if (
+            after is not None
+            and pc + 3 not in targets
+            and after[0] == _K["rshr"]
+            and after[2] == d
+            and after[5] > 0
+            and (after[1] == d or d not in live[pc + 3])
+        ):
+            last, d, sh = pc + 3, after[1], after[5]
+        if any(r != d and r in live[last] for r in (x, y, combine[1])):
+            return None
+        return pc, last, [_K["fma"], d, a, b, int(negate), sh, c, e]
+    if op in (_K["add"], _K["sub"]):
+        x, a, b = row[1], row[2], row[3]
+        for j in range(pc + 1, n):
+            other = rows[j]
+            if j in targets or other[0] in (_K["halt"], _K["bslt"], _K["jmp"]):
+                return None
+            if x in _row_reads(other):
+                break
+            if other[0] not in _NO_DEST and other[1] in (x, a, b):
+                return None
+        else:
+            return None
+        if other[0] != _K["sat"] or other[4] >= 64 or (other[1] != x and x in live[j]):
+            return None
+        fused = [_K["addsat"], other[1], a, b, other[4], other[3], int(op == _K["sub"]), 0]
+        rows[pc : j + 1] = rows[pc + 1 : j] + [fused, fused]  # the add moves down; the caller drops one
+        return j - 1, j, fused
+    return None
 
 
 def _emits_every_lane(p: Program) -> bool:

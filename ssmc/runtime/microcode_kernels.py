@@ -6,8 +6,17 @@ of up to TILE neurons of one sequence at a time: each instruction is one short l
 registers (kept in a small local array, in L1), so the dispatch is paid once per tile, not per neuron,
 and the registers never leave the cache; a tile runs all the steps of a chunk before the next tile (every
 neuron's update reads only its own registers, ports and parameters). The code comes in as an int64 array
-[instructions, 6] (opcode, rd, ra, rb, aux, imm) in this module's own opcode numbering (`OP`), so the
-cached machine code does not depend on the ISA module's numbers; microcode_engine translates.
+[instructions, CODE_COLUMNS] (opcode, rd, ra, rb, aux, imm, rc, re) in this module's own opcode numbering
+(`OP`), so the cached machine code does not depend on the ISA module's numbers; microcode_engine
+translates, and replaces some instruction sequences by the superinstructions fma, addsat and emit2 (one
+pass for a sequence of passes; microcode_engine._fuse says when).
+
+What keeps each instruction's loop a vectorised AVX-512 loop (numba gives none of it by itself): the
+loops index the register array and never slice it (a slice costs an atomic reference count, more than
+a 128-lane loop), clip with selects (numba's int64 min and max are calls), read and write the ports,
+state and messages through one slice per instruction with an index that starts at 0 (an index
+`first + e` that could be negative becomes a gather), run a full tile with the literal trip count TILE,
+and never write a row they read (an in-place instruction computes into the SCRATCH row, then copies).
 
 Integer semantics are numpy's int64: + - * << wrap, >> is arithmetic (numba compiles them to the same
 two's-complement machine operations).
@@ -22,7 +31,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# this module's opcode numbers (the engine maps the ISA's names onto them)
+# this module's opcode numbers (the engine maps the ISA's names onto them); the last three are the
+# engine's superinstructions (microcode_engine._fuse forms them from ISA instruction sequences)
 OP = {
     name: i
     for i, name in enumerate(
@@ -48,160 +58,234 @@ OP = {
             "bslt",
             "jmp",
             "emit",
+            "fma",
+            "addsat",
+            "emit2",
         )
     )
 }
 HALT, LI, MOV, IN, ADD, SUB, MUL, ADDI, SHR, SHL, RSHR, SAT, MAX, MIN, ABS, CGEI, MASK, LUT, BSLT, JMP, EMIT = range(21)
-TILE = 128  # neurons a tile runs together: 25 registers x 128 x 8 bytes stay in a 32 KiB L1
+# fma d a b c e sign sh: d <- rshr(a * b +- c * e, sh) (the ISA's mul, mul, add or sub, rshr; sh 0: no rshr)
+# addsat d a b bits cnt sign: d <- sat(a +- b, bits), counting under cnt (add or sub, then sat)
+# emit2 a b lane: emit a to lane, b to lane + 1
+FMA, ADDSAT, EMIT2 = 21, 22, 23
+CODE_COLUMNS = 8  # op, rd, ra, rb, aux, imm, rc, re (rc, re: fma's second product; addsat's sign in rc)
+TILE = 128  # neurons a tile runs together: 26 registers x 128 x 8 bytes stay in a 32 KiB L1
 N_REGS = 25  # r0..r7, s0..s7, p0..p7, z
+SCRATCH = N_REGS  # the kernel's own row: an instruction that writes one of its sources computes into it first
 ACC_LO, ACC_HI = -(1 << 31), (1 << 31) - 1
 COUNTS = 4  # saturation counters: 0 none ("-"), 1 accumulator, 2 state, 3 message
 
 
 # The interpreter's helpers, one per instruction family (and the tile's loads and stores); numba inlines
-# them into run_program_chunk, so splitting them out costs no call per instruction.
+# them into run_program_chunk, so splitting them out costs no call per instruction. Each instruction's
+# loop runs over `w` lanes: the literal TILE for a full tile (a fixed trip count LLVM vectorises without a
+# remainder), the tile's size otherwise. No loop writes a row it reads (LLVM's overlap check would then
+# take its scalar fallback): an instruction whose destination is a source writes SCRATCH, then copies.
 _inline = numba.njit(cache=True, nogil=True, inline="always")
+
+
+@_inline
+def _clip(v, lo, hi):
+    """min(max(v, lo), hi) as selects: numba's int64 min and max are calls, which no loop vectorises."""
+    v = v if v > lo else lo
+    return v if v < hi else hi
 
 
 @_inline
 def _load_tile(regs, params, state, states, b, first, k):
     """p0.. <- the tile's parameters; the state registers the code uses <- their values kept for sequence b."""
     for q in range(params.shape[0]):
-        row_ = regs[16 + q]
-        p_ = params[q]
+        p_ = params[q, first : first + k]  # a slice: an index first + e would be a gather (see _run_update)
         for e in range(k):
-            row_[e] = p_[first + e]
+            regs[16 + q, e] = p_[e]
     for s in states:
-        row_ = regs[8 + s]
-        st_ = state[s, b]
+        st_ = state[s, b, first : first + k]
         for e in range(k):
-            row_[e] = st_[first + e]
+            regs[8 + s, e] = st_[e]
 
 
 @_inline
 def _store_tile(regs, state, states, b, first, k):
     for s in states:
-        row_ = regs[8 + s]
-        st_ = state[s, b]
+        st_ = state[s, b, first : first + k]
         for e in range(k):
-            st_[first + e] = row_[e]
+            st_[e] = regs[8 + s, e]
 
 
 @_inline
-def _read_port(rd_, port_, cols, bases, slot, synapse, first, k, counts):
+def _read_port(regs, d, ports, row, cols, bases, slot, synapse, first, w, counts):
     """`in`: every member's column of the slot is a real one (a zero read is folded)."""
     base = bases[slot]
     if base >= 0:  # the members' columns follow each other
-        for e in range(k):
-            rd_[e] = port_[base + first + e]
+        src_ = ports[row, base + first : base + first + w]
+        for e in range(w):
+            regs[d, e] = src_[e]
     else:
-        col_ = cols[slot, first : first + k]
-        for e in range(k):
-            rd_[e] = port_[col_[e]]
+        col_ = cols[slot, first : first + w]
+        for e in range(w):
+            regs[d, e] = ports[row, col_[e]]
     if synapse:  # a synapse port: sat to 32 bits, counting under acc
         n_clip = 0
-        for e in range(k):
-            v = rd_[e]
+        for e in range(w):
+            v = regs[d, e]
             n_clip += (v < ACC_LO) | (v > ACC_HI)
-            rd_[e] = min(max(v, ACC_LO), ACC_HI)
+            regs[d, e] = _clip(v, ACC_LO, ACC_HI)
         counts[1] += n_clip
 
 
 @_inline
-def _saturate(rd_, ra_, bits, counter, k, counts):
+def _saturate(regs, d, a, bits, counter, w, counts):
     """`sat`: clip to a signed `bits`-bit range (64: none), counting the clipped values."""
     if bits < 64:
         hi = (np.int64(1) << (bits - 1)) - 1
         lo_ = -hi - 1
         n_clip = 0
-        for e in range(k):
-            v = ra_[e]
+        for e in range(w):
+            v = regs[a, e]
             n_clip += (v < lo_) | (v > hi)
-            rd_[e] = min(max(v, lo_), hi)
+            regs[d, e] = _clip(v, lo_, hi)
         counts[counter] += n_clip
     else:
-        for e in range(k):
-            rd_[e] = ra_[e]
+        for e in range(w):
+            regs[d, e] = regs[a, e]
 
 
 @_inline
-def _lookup(rd_, ra_, table, counter, k, counts):
+def _add_saturate(regs, d, a, b, negate, bits, counter, w, counts):
+    """`addsat`: the sum (difference) wraps as `add` (`sub`) does, then the `sat` of it."""
+    hi = (np.int64(1) << (bits - 1)) - 1
+    lo_ = -hi - 1
+    n_clip = 0
+    if negate:
+        for e in range(w):
+            v = regs[a, e] - regs[b, e]
+            n_clip += (v < lo_) | (v > hi)
+            regs[d, e] = _clip(v, lo_, hi)
+    else:
+        for e in range(w):
+            v = regs[a, e] + regs[b, e]
+            n_clip += (v < lo_) | (v > hi)
+            regs[d, e] = _clip(v, lo_, hi)
+    counts[counter] += n_clip
+
+
+@_inline
+def _multiply_add(regs, d, a, b, c, f, negate, imm, w):
+    """`fma`: two wrapping products, their wrapping sum or difference, then `rshr` by imm (0: none)."""
+    if imm == 0:
+        if negate:
+            for e in range(w):
+                regs[d, e] = regs[a, e] * regs[b, e] - regs[c, e] * regs[f, e]
+        else:
+            for e in range(w):
+                regs[d, e] = regs[a, e] * regs[b, e] + regs[c, e] * regs[f, e]
+    else:
+        half = np.int64(1) << (imm - 1)
+        if negate:
+            for e in range(w):
+                regs[d, e] = (regs[a, e] * regs[b, e] - regs[c, e] * regs[f, e] + half) >> imm
+        else:
+            for e in range(w):
+                regs[d, e] = (regs[a, e] * regs[b, e] + regs[c, e] * regs[f, e] + half) >> imm
+
+
+@_inline
+def _lookup(regs, d, a, table, counter, w, counts):
     """`lut`: the table's entry, the index clipped to the table (counting the clipped ones)."""
     top = table.shape[0] - 1
     n_clip = 0
-    for e in range(k):
-        v = ra_[e]
+    for e in range(w):
+        v = regs[a, e]
         if v < 0:
             v = 0
             n_clip += 1
         elif v > top:
             v = top
             n_clip += 1
-        rd_[e] = table[v]
+        regs[d, e] = table[v]
     counts[counter] += n_clip
 
 
 @_inline
-def _shift(op, rd_, ra_, imm, k):
+def _shift(op, regs, d, a, imm, w):
     """`shr` (arithmetic), `shl` (wrapping) and `rshr` (round half up: add 2^(imm-1), then shift)."""
     if op == RSHR:
         if imm == 0:
-            for e in range(k):
-                rd_[e] = ra_[e]
+            for e in range(w):
+                regs[d, e] = regs[a, e]
         else:
             half = np.int64(1) << (imm - 1)
-            for e in range(k):
-                rd_[e] = (ra_[e] + half) >> imm
+            for e in range(w):
+                regs[d, e] = (regs[a, e] + half) >> imm
     elif op == SHR:
-        for e in range(k):
-            rd_[e] = ra_[e] >> imm
+        for e in range(w):
+            regs[d, e] = regs[a, e] >> imm
     else:
-        for e in range(k):
-            rd_[e] = ra_[e] << imm
+        for e in range(w):
+            regs[d, e] = regs[a, e] << imm
 
 
 @_inline
-def _arith(op, rd_, ra_, rb_, imm, k):
+def _arith(op, regs, d, a, b, imm, w):
     """The register-to-register instructions that neither shift, clip nor count (int64, wrapping)."""
     if op == ADD:
-        for e in range(k):
-            rd_[e] = ra_[e] + rb_[e]
+        for e in range(w):
+            regs[d, e] = regs[a, e] + regs[b, e]
     elif op == MUL:
-        for e in range(k):
-            rd_[e] = ra_[e] * rb_[e]
+        for e in range(w):
+            regs[d, e] = regs[a, e] * regs[b, e]
     elif op == SUB:
-        for e in range(k):
-            rd_[e] = ra_[e] - rb_[e]
+        for e in range(w):
+            regs[d, e] = regs[a, e] - regs[b, e]
     elif op == LI:
-        for e in range(k):
-            rd_[e] = imm
+        for e in range(w):
+            regs[d, e] = imm
     elif op == MOV:
-        for e in range(k):
-            rd_[e] = ra_[e]
+        for e in range(w):
+            regs[d, e] = regs[a, e]
     elif op == ADDI:
-        for e in range(k):
-            rd_[e] = ra_[e] + imm
+        for e in range(w):
+            regs[d, e] = regs[a, e] + imm
     elif op == MAX:
-        for e in range(k):
-            rd_[e] = max(ra_[e], rb_[e])
+        for e in range(w):
+            x, y = regs[a, e], regs[b, e]
+            regs[d, e] = x if x > y else y
     elif op == MIN:
-        for e in range(k):
-            rd_[e] = min(ra_[e], rb_[e])
+        for e in range(w):
+            x, y = regs[a, e], regs[b, e]
+            regs[d, e] = x if x < y else y
     elif op == ABS:
-        for e in range(k):
-            v = ra_[e]
-            rd_[e] = -v if v < 0 else v
+        for e in range(w):
+            v = regs[a, e]
+            regs[d, e] = -v if v < 0 else v
     elif op == CGEI:
-        for e in range(k):
-            rd_[e] = 1 if ra_[e] >= imm else 0
+        for e in range(w):
+            regs[d, e] = 1 if regs[a, e] >= imm else 0
     elif op == MASK:
-        for e in range(k):
-            rd_[e] = ra_[e] if rb_[e] != 0 else 0
+        for e in range(w):
+            regs[d, e] = regs[a, e] if regs[b, e] != 0 else 0
 
 
 @_inline
-def _run_update(code, regs, table, comps, cols, bases, t, port_, out_, first, k, counts):
-    """One update (step t) of the tile's neurons: the code from its first instruction to `halt`."""
+def _emit(out, j, b, regs, a, comps, first, stride, lane, w):
+    """`emit`: the tile's values to their compartments' lane (stride > 0: compartments evenly spaced)."""
+    if stride > 0:
+        o_ = out[j, b, comps[first] + lane :]
+        for e in range(w):
+            o_[e * stride] = regs[a, e]
+    else:
+        o_ = out[j, b]
+        comp_ = comps[first : first + w]
+        for e in range(w):
+            o_[comp_[e] + lane] = regs[a, e]
+
+
+@_inline
+def _run_update(code, regs, table, comps, cols, bases, t, ports, row, out, j, b, first, stride, w, counts):
+    """One update (step t) of the tile's neurons: the code from its first instruction to `halt`. The
+    registers, ports and messages are indexed, never sliced: a slice of an array costs an atomic
+    reference count in numba, more than a short instruction's loop."""
     pc = 0
     while True:
         op = code[pc, 0]
@@ -212,40 +296,69 @@ def _run_update(code, regs, table, comps, cols, bases, t, port_, out_, first, k,
         imm = code[pc, 5]
         pc += 1
         if op == IN:
-            _read_port(regs[d], port_, cols, bases, aux, rb, first, k, counts)
-        elif op == SAT:
-            _saturate(regs[d], regs[a], aux, rb, k, counts)
-        elif op == SHR or op == SHL or op == RSHR:
-            _shift(op, regs[d], regs[a], imm, k)
-        elif op == EMIT:
-            comp_ = comps[first : first + k]
-            ra_ = regs[a]
-            for e in range(k):
-                out_[comp_[e] + imm] = ra_[e]
-        elif op == HALT:
+            _read_port(regs, d, ports, row, cols, bases, aux, rb, first, w, counts)
+            continue
+        if op == HALT:
             break
-        elif op == BSLT:
+        if op == BSLT:
             if t < imm:
                 pc = aux
-        elif op == JMP:
+            continue
+        if op == JMP:
             pc = aux
+            continue
+        if op == EMIT:
+            _emit(out, j, b, regs, a, comps, first, stride, imm, w)
+            continue
+        if op == EMIT2:
+            if stride == 2 and imm == 0:  # lanes 0 and 1 of consecutive neuron pairs: interleaved
+                o_ = out[j, b, comps[first] : comps[first] + 2 * w]
+                for e in range(w):
+                    o_[2 * e] = regs[a, e]
+                    o_[2 * e + 1] = regs[rb, e]
+            else:
+                _emit(out, j, b, regs, a, comps, first, stride, imm, w)
+                _emit(out, j, b, regs, rb, comps, first, stride, imm + 1, w)
+            continue
+        rc = code[pc - 1, 6]
+        re = code[pc - 1, 7]
+        if op == FMA:
+            in_place = d == a or d == rb or d == rc or d == re
+        elif op == ADDSAT or op == ADD or op == SUB or op == MUL or op == MAX or op == MIN or op == MASK:
+            in_place = d == a or d == rb
+        else:  # reads a at most (rb of a sat or lut is a counter)
+            in_place = d == a
+        rd = SCRATCH if in_place else d
+        if op == FMA:
+            _multiply_add(regs, rd, a, rb, rc, re, aux, imm, w)
+        elif op == ADDSAT:
+            _add_saturate(regs, rd, a, rb, rc, aux, imm, w, counts)
+        elif op == SAT:
+            _saturate(regs, rd, a, aux, rb, w, counts)
+        elif op == SHR or op == SHL or op == RSHR:
+            _shift(op, regs, rd, a, imm, w)
         elif op == LUT:
-            _lookup(regs[d], regs[a], table, rb, k, counts)
+            _lookup(regs, rd, a, table, rb, w, counts)
         else:
-            _arith(op, regs[d], regs[a], regs[rb], imm, k)
+            _arith(op, regs, rd, a, rb, imm, w)
+        if in_place:
+            for e in range(w):
+                regs[d, e] = regs[SCRATCH, e]
 
 
 @_inline
 def _write_probes(probe_regs, probes, regs, comps, j, b, first, k):
     for p in range(probe_regs.shape[1]):
         reg, lane, kind = probe_regs[0, p], probe_regs[1, p], probe_regs[2, p]
+        o_ = probes[kind, j, b]
+        comp_ = comps[first : first + k]
         for e in range(k):
-            probes[kind, j, b, comps[first + e] + lane] = regs[reg, e]
+            o_[comp_[e] + lane] = regs[reg, e]
 
 
 @numba.njit(cache=True, nogil=True)
 def run_program_chunk(
-    code,  # int64 [instructions, 6]: op, rd, ra, rb, aux, imm
+    code,  # int64 [instructions, CODE_COLUMNS]: op, rd, ra, rb, aux, imm, rc, re
     params,  # int64 [params, members]: the members' parameter memory
     table,  # int64 [entries] (lut)
     comps,  # int64 [members]: each member's first compartment in the group (lo + neuron * lanes)
@@ -259,25 +372,40 @@ def run_program_chunk(
     ports,  # int64 [n * batch, columns]: the chunk's port values, row j * batch + b
     state,  # int64 [8, batch, members]: s0..s7 of the members, kept from chunk to chunk
     states,  # int64: the state registers (0..7) the code uses, loaded and stored around the steps
-    temps,  # int64: the temporaries (0..7) the code reads, zeroed before every update
+    temps,  # int64: the temporaries (0..7) the code may read before writing, zeroed before every update
     out,  # int64 [n, batch, size]: the messages (zero where nothing is emitted)
     probe_regs,  # int64 [probes]: register, lane, output index of each probe (rows 0, 1, 2)
     probes,  # int64 [kinds, n, batch, size]
     counts,  # int64 [COUNTS]
 ):
-    regs = np.zeros((N_REGS, TILE), np.int64)
+    regs = np.zeros((N_REGS + 1, TILE), np.int64)
     members = comps.shape[0]
+    strides = np.empty(-(-members // TILE), np.int64)  # > 0: the tile's compartments are evenly spaced
+    for i in range(strides.shape[0]):
+        comp_ = comps[i * TILE : (i + 1) * TILE]
+        stride = comp_[1] - comp_[0] if comp_.shape[0] > 1 else 1
+        uneven = 0
+        for e in range(1, comp_.shape[0]):
+            uneven |= comp_[e] - comp_[e - 1] - stride
+        strides[i] = -1 if uneven else stride
     for b in range(b_lo, b_hi):  # sequence-major: a tile's ports, messages and state are neighbours of the last's
         for first in range(0, members, TILE):
             k = min(TILE, members - first)
+            stride = strides[first // TILE]
             _load_tile(regs, params, state, states, b, first, k)
             for j in range(n):
-                for r in temps:  # temporaries start at zero every update (those the code reads)
-                    row_ = regs[r]
+                for r in temps:  # temporaries start at zero every update (those the code may read first)
                     for e in range(k):
-                        row_[e] = 0
-                port_ = ports[j * batch + b]
-                _run_update(code, regs, table, comps, cols, bases, t0 + j, port_, out[j, b], first, k, counts)
+                        regs[r, e] = 0
+                row, t = j * batch + b, t0 + j
+                if k == TILE:  # the same code with a fixed trip count (see _inline)
+                    _run_update(
+                        code, regs, table, comps, cols, bases, t, ports, row, out, j, b, first, stride, TILE, counts
+                    )
+                else:
+                    _run_update(
+                        code, regs, table, comps, cols, bases, t, ports, row, out, j, b, first, stride, k, counts
+                    )
                 _write_probes(probe_regs, probes, regs, comps, j, b, first, k)
             _store_tile(regs, state, states, b, first, k)
 

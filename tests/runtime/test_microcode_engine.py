@@ -166,6 +166,154 @@ def test_neurons_are_split_into_classes_by_every_read_that_can_be_nonzero(reads)
 
 
 # -- whole networks against the numpy engine --------------------------------------------------
+# -- superinstructions: the engine fuses instruction sequences (microcode_engine._fuse) ------------
+FEW_REGS = [0, 1, 2, STATE0, STATE0 + 1]  # few registers: a sequence's intermediates are often read again
+EXTREMES = st.one_of(
+    st.sampled_from([-(1 << 63), (1 << 63) - 1, 0, 1, -1, (1 << 31) - 1, -(1 << 31), 1 << 32, -(1 << 62)]),
+    st.integers(-(1 << 63), (1 << 63) - 1),
+    st.integers(-(1 << 20), 1 << 20),
+)
+
+
+@st.composite
+def fusible_programs(draw):
+    """Programs made of the sequences the engine turns into superinstructions, and near misses: `mul,
+    mul, add|sub[, rshr]` (fma), `add|sub ... sat` (addsat), `emit, emit` (emit2), `in|add x; mov y x`
+    (the result written to y), over a few registers,
+    so an intermediate is often read later, emitted, a state (probed, kept), or an operand of the next
+    instruction; a branch may land inside a sequence. Neurons: one tile's remainder or a full tile and
+    a remainder."""
+    lanes, neurons = draw(st.integers(1, 3)), draw(st.sampled_from([1, 3, 130]))
+    # mostly registers not known to be 0 at the start (the engine folds operations on zeros away first)
+    readable = FEW_REGS + 2 * [STATE0, STATE0 + 1, PARAM0, PARAM0 + 1] + [ZERO]
+
+    def reg():
+        return draw(st.sampled_from(FEW_REGS))
+
+    def src():
+        return draw(st.sampled_from(readable))
+
+    def lane():
+        return draw(st.integers(0, lanes - 1))
+
+    code = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["fma", "addsat", "emit2", "move", "other"]))
+        if kind == "fma":
+            x, y = reg(), reg()
+            code += [Instr("mul", rd=x, ra=src(), rb=src()), Instr("mul", rd=y, ra=src(), rb=src())]
+            first, second = draw(st.sampled_from([(x, y), (y, x), (x, src()), (src(), y)]))
+            code.append(Instr(draw(st.sampled_from(["add", "sub"])), rd=reg(), ra=first, rb=second))
+            if draw(st.booleans()):
+                z = draw(st.sampled_from([code[-1].rd, src()]))
+                code.append(Instr("rshr", rd=reg(), ra=z, imm=draw(st.integers(0, 63))))
+        elif kind == "addsat":
+            x = reg()
+            code.append(Instr(draw(st.sampled_from(["add", "sub"])), rd=x, ra=src(), rb=src()))
+            for _ in range(draw(st.integers(0, 2))):  # instructions the add may move past, or not
+                code.append(
+                    draw(
+                        st.sampled_from(
+                            [
+                                Instr("in", rd=reg()),
+                                Instr("mov", rd=reg(), ra=src()),
+                                Instr("emit", ra=src(), imm=lane()),
+                            ]
+                        )
+                    )
+                )
+            a = draw(st.sampled_from([x, x, src()]))
+            code.append(Instr("sat", rd=reg(), ra=a, aux=draw(st.integers(2, 64)), rb=draw(st.integers(0, 3))))
+        elif kind == "move":
+            x = reg()
+            code.append(draw(st.sampled_from([Instr("in", rd=x), Instr("add", rd=x, ra=src(), rb=src())])))
+            code.append(Instr("mov", rd=reg(), ra=draw(st.sampled_from([x, x, src()]))))
+            if draw(st.booleans()):  # x read again: the move must stay
+                code.append(Instr("emit", ra=x, imm=lane()))
+        elif kind == "emit2":
+            code += [Instr("emit", ra=src(), imm=lane()), Instr("emit", ra=src(), imm=lane())]
+        else:
+            code.append(draw(st.sampled_from([Instr("in", rd=reg()), Instr("emit", ra=src(), imm=lane())])))
+    code += [Instr("emit", ra=reg(), imm=lane()) for _ in range(draw(st.integers(0, 3)))]  # intermediates read
+    if draw(st.booleans()):  # a branch over part of the code, landing anywhere
+        code = [Instr("bslt", aux=draw(st.integers(2, len(code) + 1)), imm=draw(st.integers(0, 3)))] + code
+    code.append(Instr("halt"))
+    probes = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["v", "u"]), st.integers(0, lanes - 1), st.sampled_from(FEW_REGS[3:])), max_size=2
+        )
+    )
+    params = np.array(draw(st.lists(EXTREMES, min_size=2 * neurons, max_size=2 * neurons)), np.int64).reshape(
+        2, neurons
+    )
+    return Program(
+        lanes=lanes, neurons=neurons, ports=1, code=code, probes=probes, table=np.zeros(0, np.int64), params=params
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(fusible_programs(), st.integers(0, 2**32 - 1))
+def test_superinstructions_compute_what_their_instruction_sequences_compute(prog, seed):
+    # the scalar reference runs every instruction one by one; the engine runs fma, addsat and emit2 where
+    # the registers allow them: products, sums and rshr wrap, sats clip and count, at the int64 extremes
+    rng = np.random.default_rng(seed)
+    size = prog.neurons * prog.lanes
+    scale = rng.choice([100, 1 << 31, 1 << 62])
+    ports = [rng.integers(-scale, scale, size=(3, 2, size))]
+    msgs, counts, probes = run_program(prog, ports)
+    ref_msgs, ref_counts, ref_probes = scalar_program(prog, ports)
+    np.testing.assert_array_equal(msgs, ref_msgs)
+    assert counts == ref_counts
+    for kind in ref_probes:
+        np.testing.assert_array_equal(probes[kind], ref_probes[kind])
+
+
+def test_superinstructions_are_formed_where_the_registers_allow_and_not_where_a_result_is_read():
+    r0, r1, r2, s0, s1, p0, p1 = 0, 1, 2, STATE0, STATE0 + 1, PARAM0, PARAM0 + 1
+    pair = [Instr("mul", rd=r0, ra=p0, rb=s0), Instr("mul", rd=r1, ra=p1, rb=s1), Instr("sub", rd=r2, ra=r0, rb=r1)]
+    tail = [Instr("rshr", rd=r2, ra=r2, imm=15), Instr("sat", rd=s0, ra=r2, aux=24, rb=2), Instr("emit", ra=s0)]
+    tail += [Instr("emit", ra=s1, imm=1), Instr("halt")]
+
+    def ops(code, probed=frozenset()):
+        rows, _ = microcode_engine._fuse(microcode_engine._code_array(code, [(0, 0)], False).tobytes(), probed)
+        names = {v: k for k, v in microcode_engine.OP.items()}
+        return [names[row[0]] for row in rows]
+
+    assert ops(pair + tail) == ["fma", "sat", "emit2", "halt"]
+    # r1 is read after the sequence: the fused op would not write it
+    assert ops(pair + tail[:2] + [Instr("emit", ra=r1), Instr("halt")]) == [
+        "mul",
+        "mul",
+        "sub",
+        "rshr",
+        "sat",
+        "emit",
+        "halt",
+    ]
+    # the add's sum is read by an emit before the sat, and a branch lands between the products
+    add = [Instr("add", rd=r0, ra=p0, rb=s0), Instr("emit", ra=r0), Instr("sat", rd=s0, ra=r0, aux=8, rb=2)]
+    assert ops(add + [Instr("halt")]) == ["add", "emit", "sat", "halt"]
+    skip = [Instr("bslt", aux=3, imm=1)] + pair + tail
+    assert ops(skip)[:4] == ["bslt", "mul", "mul", "sub"]
+    # the second product reads the first: the fused op would read r0 before the first mul wrote it
+    chained = [pair[0], Instr("mul", rd=r1, ra=r0, rb=s1), pair[2]] + tail
+    assert ops(chained)[:3] == ["mul", "mul", "sub"]
+    # between the add and its sat, an `in` writes the add's operand s0, or a branch lands on the sat
+    moved = [Instr("add", rd=r0, ra=p0, rb=s0), Instr("in", rd=s0), Instr("sat", rd=s1, ra=r0, aux=8, rb=2)]
+    assert ops(moved + [Instr("halt")]) == ["add", "in", "sat", "halt"]
+    landed = [Instr("bslt", aux=3, imm=1), Instr("add", rd=r0, ra=p0, rb=s0), Instr("emit", ra=s1)]
+    assert ops(landed + [Instr("sat", rd=s1, ra=r0, aux=8, rb=2), Instr("halt")])[:2] == ["bslt", "add"]
+    # an `in` moved on: the move goes unless the `in`'s register is read after it
+    read_twice = [Instr("in", rd=r2), Instr("mov", rd=r0, ra=r2), Instr("emit", ra=r0)]
+    assert ops(read_twice + [Instr("halt")]) == ["in", "emit", "halt"]
+    assert ops(read_twice + [Instr("emit", ra=r2, imm=1), Instr("halt")]) == ["in", "mov", "emit2", "halt"]
+    for code in (chained, moved + [Instr("emit", ra=s0), Instr("halt")], landed + tail[1:]):
+        prog = Program(lanes=2, neurons=3, ports=1, code=code, probes=[], table=np.zeros(0, np.int64))
+        prog = dataclasses.replace(prog, params=np.array([[3, -(1 << 40), 1 << 62], [7, 1 << 33, -1]], np.int64))
+        ports = [np.random.default_rng(0).integers(-(1 << 40), 1 << 40, size=(3, 2, 6))]
+        np.testing.assert_array_equal(run_program(prog, ports)[0], scalar_program(prog, ports)[0])
+
+
 def net_of(graph) -> Net:
     return Net(graph=graph, source={}, pipeline="", report={}, extras=emit_microcode(graph))
 
