@@ -70,7 +70,7 @@ from ssmc.backend_loihi.microcode.isa import (
     operand_kinds,
 )
 from ssmc.runtime import numpy_engine
-from ssmc.runtime.microcode_kernels import CODE_COLUMNS, COUNTS, OP, run_program_chunk, sparse_synapse_chunk
+from ssmc.runtime.microcode_kernels import CODE_COLUMNS, COUNTS, OP, run_unit_chunk, sparse_synapse_chunk
 from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, run_parts
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
@@ -106,7 +106,6 @@ class _Class:
     params: np.ndarray  # int64 [params, members]: the members' parameter memory
     states: np.ndarray  # int64: the state registers (0..7) the code or a probe uses
     temps: np.ndarray  # int64: the temporaries the code reads (zeroed before each update)
-    state: np.ndarray | None = None  # run state: the members' s0..s7 [8, batch, members]
 
 
 @dataclass
@@ -118,6 +117,9 @@ class _Unit:
     hi: int
     classes: list[_Class] = field(default_factory=list)
     probe_regs: np.ndarray = field(default_factory=lambda: np.zeros((3, 0), np.int64))  # register, lane, kind
+    packed: tuple = ()  # the classes as run_unit_chunk takes them, one after the other (_pack_classes)
+    members: int = 0
+    state: np.ndarray | None = None  # run state: the members' s0..s7 [8, batch, members], classes in order
 
 
 @dataclass
@@ -138,6 +140,7 @@ class _Group:
     pos: int = 0  # where the chunk being run starts in buf
     ran: int = 0  # steps of that chunk
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
+    counters: np.ndarray | None = None  # run: the kernels' saturation counters, added to counts at the end
     zeros: int = 0
     total: int = 0
 
@@ -291,7 +294,16 @@ def _run_part(
                     _neuron_chunk(groups[name], t0, n, sub, live, tokens, sub_read, sub_traces)
                 elif name in synapses:  # not one merged into the row-split group before it
                     _synapse_chunk(synapses[name], groups, t0, n, sub, live)
+    for g in groups.values():
+        _take_counts(g)
     return groups
+
+
+def _take_counts(g: _Group) -> None:
+    """Add the kernels' saturation counters into g.counts (once a run: not a dict update per chunk)."""
+    for k, name in _COUNTED.items():
+        g.counts[name] += int(g.counters[k])
+    g.counters[...] = 0
 
 
 def _restart(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len: dict[str, int]) -> None:
@@ -303,8 +315,7 @@ def _restart(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len
         if ring_len.get(name, 0):
             g.buf[len(g.buf) - ring_len[name] :] = 0
         for u in g.units:
-            for c in u.classes:
-                c.state[...] = 0
+            u.state[...] = 0
     for s in synapses.values():
         s.sigma[...] = 0
         if s.kernel is not None and s.sigma_pre:
@@ -315,11 +326,8 @@ _SUB_PART_VALUES = 1 << 20  # values of a sub-part's chunk buffers (8 MiB: mostl
 
 
 def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
-    g = replace(template, counts=dict.fromkeys(SAT_QUANTITIES, 0))
-    g.units = [
-        replace(u, classes=[replace(c, state=np.zeros((N_STATE, batch, len(c.neurons)), np.int64)) for c in u.classes])
-        for u in template.units
-    ]
+    g = replace(template, counts=dict.fromkeys(SAT_QUANTITIES, 0), counters=np.zeros(COUNTS, np.int64))
+    g.units = [replace(u, state=np.zeros((N_STATE, batch, u.members), np.int64)) for u in template.units]
     g.ports = np.zeros((chunk * batch, g.width), np.int64)
     g.buf = np.zeros((buffer_rows(chunk, ring), batch, g.size), np.int64)
     return g
@@ -368,16 +376,13 @@ def _neuron_chunk(
         out[...] = 0  # what no emit sends
     kinds = g.probe_kinds if traces is not None else []
     probes = np.zeros((len(kinds), n, batch, g.size), np.int64) if kinds else _NO_PROBES
-    counts = np.zeros(COUNTS, np.int64)
     for u in g.units:
         regs = u.probe_regs if kinds else u.probe_regs[:, :0]
-        for c in u.classes:
-            run_program_chunk(
-                c.code, c.params, u.prog.table, c.comps, c.cols, c.bases, t0, n, batch, 0, live,
-                g.ports, c.state, c.states, c.temps, out, regs, probes, counts,
-            )  # fmt: skip
-    for k, name in _COUNTED.items():
-        g.counts[name] += int(counts[k])
+        code, code_at, member_at, params, comps, cols, bases, states, state_at, temps, temp_at = u.packed
+        run_unit_chunk(
+            code, code_at, member_at, params, u.prog.table, comps, cols, bases, t0, n, batch, 0, live,
+            g.ports, u.state, states, state_at, temps, temp_at, out, regs, probes, g.counters,
+        )  # fmt: skip
     lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
     if hi > lo:
         carried = out[lo - t0 : hi - t0, :live]
@@ -452,6 +457,7 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
         g.ports[:, k * size : (k + 1) * size] = values.reshape(steps * batch, size)
     traces = _new_traces({"program": g}, steps, batch)
     _neuron_chunk(g, 0, steps, batch, batch, steps, {}, traces)
+    _take_counts(g)
     return traces["program"], g.counts, {kind: traces[f"program.{kind}"] for kind in g.probe_kinds}
 
 
@@ -722,11 +728,46 @@ def _plan_units(g: _Group) -> None:
                     temps,
                 )
             )
+        u.packed, u.members = _pack_classes(u.classes), u.prog.neurons
         u.probe_regs = np.array(
             [[reg for _, _, reg in u.prog.probes], [lane for _, lane, _ in u.prog.probes],
              [kinds.index(kind) for kind, _, _ in u.prog.probes]],
             np.int64,
         ).reshape(3, -1)  # fmt: skip
+
+
+def _pack_classes(classes: list[_Class]) -> tuple[np.ndarray, ...]:
+    """A unit's classes as run_unit_chunk takes them: their codes, member arrays (parameters, compartments,
+    port columns; the state follows the same order) and register lists concatenated, each with where
+    each class starts; port columns padded to the most slots a class reads (with its own slot k in row
+    k), their bases one row per class. One kernel call then runs every class of the unit."""
+
+    def starts(sizes) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+    slots = max((len(c.bases) for c in classes), default=0)
+    members = sum(len(c.comps) for c in classes)
+    cols = np.zeros((slots, members), np.int64)
+    bases = np.full((len(classes), slots), -1, np.int64)
+    at = 0
+    for k, c in enumerate(classes):
+        cols[: len(c.bases), at : at + len(c.comps)] = c.cols
+        bases[k, : len(c.bases)] = c.bases
+        at += len(c.comps)
+    params = [c.params for c in classes]
+    return (
+        np.concatenate([c.code for c in classes]) if classes else np.zeros((0, CODE_COLUMNS), np.int64),
+        starts([len(c.code) for c in classes]),
+        starts([len(c.comps) for c in classes]),
+        np.ascontiguousarray(np.concatenate(params, axis=1) if params else np.zeros((0, 0), np.int64)),
+        np.concatenate([c.comps for c in classes]).astype(np.int64) if classes else np.zeros(0, np.int64),
+        cols,
+        bases,
+        np.concatenate([c.states for c in classes] + [np.zeros(0, np.int64)]).astype(np.int64),
+        starts([len(c.states) for c in classes]),
+        np.concatenate([c.temps for c in classes] + [np.zeros(0, np.int64)]).astype(np.int64),
+        starts([len(c.temps) for c in classes]),
+    )
 
 
 @functools.lru_cache(maxsize=256)
