@@ -48,6 +48,7 @@ The source group's port holds the host's token, rounded to an integer
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from dataclasses import dataclass, field, replace
 
@@ -182,6 +183,9 @@ class _Synapses:
 class _Loaded:
     groups: dict[str, _Group]  # templates without run state
     synapses: dict[str, _Synapses]
+    # run buffers no run is using now, kept for the next (see _take_buffers): (sequences, chunk, groups, synapses)
+    spare: list[tuple] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @one_blas_thread
@@ -270,8 +274,55 @@ def _run_part(
     from, in the same buffers."""
     batch, tokens, _ = x.shape
     sub = min(sequences, batch)  # the buffers' sequences
-    groups = {name: _start_group(g, sub, chunk, ring_len.get(name, 0)) for name, g in loaded.groups.items()}
-    synapses = {name: _start_synapses(s, sub) for name, s in loaded.synapses.items()}
+    groups, synapses = _take_buffers(loaded, sub, chunk, ring_len)
+    try:
+        _run_sub_parts(groups, synapses, order, x, steps, sub, chunk, ring_len, read, traces)
+    finally:
+        with loaded.lock:  # for the next run (the last taken first: its pages are the likeliest in cache)
+            loaded.spare.append((sub, chunk, groups, synapses))
+            del loaded.spare[:-_SPARE_RUNS]
+    return {name: replace(g, counts=dict(g.counts)) for name, g in groups.items()}  # the run's counts alone
+
+
+_SPARE_RUNS = 4  # run buffers kept per loaded net (a part's each: 2 threads, or two runs at once)
+
+
+def _take_buffers(
+    loaded: _Loaded, sub: int, chunk: int, ring_len: dict[str, int]
+) -> tuple[dict[str, _Group], dict[str, _Synapses]]:
+    """Run state and buffers for a part's run of `sub` sequences in chunks of `chunk` steps, as a run starts
+    from: a spare set of an earlier run of the same shape (taken under the lock: no two runs or threads
+    share one), its state zeroed in place, or new ones. Reusing them saves their allocation and the page
+    faults of first touching every page of fresh zeros at every call."""
+    with loaded.lock:
+        spare = next((i for i in reversed(range(len(loaded.spare))) if loaded.spare[i][:2] == (sub, chunk)), None)
+        taken = loaded.spare.pop(spare) if spare is not None else None
+    if taken is None:
+        groups = {name: _start_group(g, sub, chunk, ring_len.get(name, 0)) for name, g in loaded.groups.items()}
+        return groups, {name: _start_synapses(s, sub) for name, s in loaded.synapses.items()}
+    _, _, groups, synapses = taken
+    for g in groups.values():
+        g.counts = dict.fromkeys(SAT_QUANTITIES, 0)
+        g.counters[...] = 0
+        g.zeros = g.total = 0
+    _restart(groups, synapses, ring_len)
+    return groups, synapses
+
+
+def _run_sub_parts(
+    groups: dict[str, _Group],
+    synapses: dict[str, _Synapses],
+    order: list[tuple[str, str]],
+    x: np.ndarray,
+    steps: int,
+    sub: int,
+    chunk: int,
+    ring_len: dict[str, int],
+    read: dict[str, np.ndarray],
+    traces: dict[str, np.ndarray] | None,
+) -> None:
+    """_run_part's work in buffers of `sub` sequences, fresh or restarted."""
+    batch, tokens, _ = x.shape
     host = {}
     for name, g in groups.items():
         if g.raw:
@@ -296,7 +347,6 @@ def _run_part(
                     _synapse_chunk(synapses[name], groups, t0, n, sub, live)
     for g in groups.values():
         _take_counts(g)
-    return groups
 
 
 def _take_counts(g: _Group) -> None:
@@ -307,8 +357,8 @@ def _take_counts(g: _Group) -> None:
 
 
 def _restart(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len: dict[str, int]) -> None:
-    """The run state a run starts from, for the next sub-part: zero states and sigma sums, the ring at
-    its first row, and zero the history before it (the rows a delayed read of a step before 0 finds).
+    """The run state a run starts from, for the next sub-part or run: zero states and sigma sums, the ring
+    at its first row, and zero the history before it (the rows a delayed read of a step before 0 finds).
     Every other value is written before it is read."""
     for name, g in groups.items():
         g.pos = g.ran = 0
