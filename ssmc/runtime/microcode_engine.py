@@ -71,7 +71,7 @@ from ssmc.backend_loihi.microcode.isa import (
     operand_kinds,
 )
 from ssmc.runtime import numpy_engine
-from ssmc.runtime.microcode_kernels import CODE_COLUMNS, COUNTS, OP, run_unit_chunk, sparse_synapse_chunk
+from ssmc.runtime.microcode_kernels import CODE_COLUMNS, COUNTS, NONZERO, OP, run_unit_chunk, sparse_synapse_chunk
 from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, run_parts
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
@@ -141,7 +141,7 @@ class _Group:
     pos: int = 0  # where the chunk being run starts in buf
     ran: int = 0  # steps of that chunk
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
-    counters: np.ndarray | None = None  # run: the kernels' saturation counters, added to counts at the end
+    counters: np.ndarray | None = None  # run: the kernels' saturation counters and non-zero messages (NONZERO)
     zeros: int = 0
     total: int = 0
 
@@ -350,9 +350,11 @@ def _run_sub_parts(
 
 
 def _take_counts(g: _Group) -> None:
-    """Add the kernels' saturation counters into g.counts (once a run: not a dict update per chunk)."""
+    """Add the kernels' saturation counters into g.counts, and take the non-zero messages they counted
+    from g.zeros (once a run: not a dict update per chunk)."""
     for k, name in _COUNTED.items():
         g.counts[name] += int(g.counters[k])
+    g.zeros -= int(g.counters[NONZERO])
     g.counters[...] = 0
 
 
@@ -376,7 +378,7 @@ _SUB_PART_VALUES = 1 << 20  # values of a sub-part's chunk buffers (8 MiB: mostl
 
 
 def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
-    g = replace(template, counts=dict.fromkeys(SAT_QUANTITIES, 0), counters=np.zeros(COUNTS, np.int64))
+    g = replace(template, counts=dict.fromkeys(SAT_QUANTITIES, 0), counters=np.zeros(COUNTS + 1, np.int64))
     g.units = [replace(u, state=np.zeros((N_STATE, batch, u.members), np.int64)) for u in template.units]
     g.ports = np.zeros((chunk * batch, g.width), np.int64)
     g.buf = np.zeros((buffer_rows(chunk, ring), batch, g.size), np.int64)
@@ -426,20 +428,20 @@ def _neuron_chunk(
         out[...] = 0  # what no emit sends
     kinds = g.probe_kinds if traces is not None else []
     probes = np.zeros((len(kinds), n, batch, g.size), np.int64) if kinds else _NO_PROBES
+    lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
+    carried = max(0, hi - lo) * live * g.size
+    g.total += carried
+    g.zeros += carried  # less the non-zero ones the kernel counts (see _take_counts)
     for u in g.units:
         regs = u.probe_regs if kinds else u.probe_regs[:, :0]
         code, code_at, member_at, params, comps, cols, bases, states, state_at, temps, temp_at = u.packed
         run_unit_chunk(
             code, code_at, member_at, params, u.prog.table, comps, cols, bases, t0, n, batch, 0, live,
             g.ports, u.state, states, state_at, temps, temp_at, out, regs, probes, g.counters,
+            u.lo, u.hi, lo - t0, max(lo, hi) - t0,
         )  # fmt: skip
-    lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
-    if hi > lo:
-        carried = out[lo - t0 : hi - t0, :live]
-        g.total += carried.size
-        g.zeros += carried.size - int(np.count_nonzero(carried))
-        if g.name in read:
-            read[g.name][lo - g.depth : hi - g.depth] = carried
+    if hi > lo and g.name in read:
+        read[g.name][lo - g.depth : hi - g.depth] = out[lo - t0 : hi - t0, :live]
     if traces is not None:
         traces[g.name][t0 : t0 + n] = out[:, :live]
         for i, kind in enumerate(kinds):

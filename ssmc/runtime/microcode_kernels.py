@@ -75,6 +75,7 @@ N_REGS = 25  # r0..r7, s0..s7, p0..p7, z
 SCRATCH = N_REGS  # the kernel's own row: an instruction that writes one of its sources computes into it first
 ACC_LO, ACC_HI = -(1 << 31), (1 << 31) - 1
 COUNTS = 4  # saturation counters: 0 none ("-"), 1 accumulator, 2 state, 3 message
+NONZERO = COUNTS  # the counter after them: non-zero messages of the steps that carry a token (run_unit_chunk)
 
 
 # The interpreter's helpers, one per instruction family (and the tile's loads and stores); numba inlines
@@ -416,10 +417,16 @@ def run_unit_chunk(
     out,  # int64 [n, batch, size]: the messages (zero where nothing is emitted)
     probe_regs,  # int64 [probes]: register, lane, output index of each probe (rows 0, 1, 2)
     probes,  # int64 [kinds, n, batch, size]
-    counts,  # int64 [COUNTS]
+    counts,  # int64 [COUNTS + 1]: the saturation counters, then NONZERO
+    lo,
+    hi,  # the unit's compartments [lo, hi) of the group
+    j_lo,
+    j_hi,  # the chunk's steps [j_lo, j_hi) that carry a token: their non-zero messages are counted
 ):
     """Every class of a unit (neurons that run the same specialised code) in one call, a class after the
-    other: the members of each class are a run of the member arrays (microcode_engine._pack_unit)."""
+    other: the members of each class are a run of the member arrays (microcode_engine._pack_classes).
+    Then the unit's non-zero messages of the steps that carry a token are counted (for the sparsity; here
+    the count is a pass over what is still in cache, and not a NumPy call with the GIL held)."""
     regs = np.zeros((N_REGS + 1, TILE), np.int64)
     for c in range(code_at.shape[0] - 1):
         m0, m1 = member_at[c], member_at[c + 1]
@@ -428,6 +435,13 @@ def run_unit_chunk(
             t0, n, batch, b_lo, b_hi, ports, state[:, :, m0:m1], states[state_at[c] : state_at[c + 1]],
             temps[temp_at[c] : temp_at[c + 1]], out, probe_regs, probes, counts, regs,
         )  # fmt: skip
+    nonzero = 0
+    for j in range(j_lo, j_hi):
+        for b in range(b_lo, b_hi):
+            o_ = out[j, b, lo:hi]
+            for e in range(hi - lo):
+                nonzero += o_[e] != 0
+    counts[NONZERO] += nonzero
 
 
 @_inline
