@@ -284,7 +284,7 @@ def _run_part(
     return {name: replace(g, counts=dict(g.counts)) for name, g in groups.items()}  # the run's counts alone
 
 
-_SPARE_RUNS = 4  # run buffers kept per loaded net (a part's each: 2 threads, or two runs at once)
+_SPARE_RUNS = 2  # run buffers kept per loaded net (a part's each: a run on 2 cores)
 
 
 def _take_buffers(
@@ -374,7 +374,7 @@ def _restart(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len
             s.kernel.sigma[...] = 0
 
 
-_SUB_PART_VALUES = 1 << 20  # values of a sub-part's chunk buffers (8 MiB: mostly in cache)
+_SUB_PART_VALUES = 1 << 22  # values of a sub-part's chunk buffers (32 MiB: see docs/microcode.md, the engine)
 
 
 def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
