@@ -19,10 +19,12 @@ Within a chunk of steps it runs that in the numpy engine's order
 group over the whole chunk, messages in rings of whole chunks. A part of the
 batch (one per thread) runs its sequences a sub-part after the other, each
 through all its steps (_sub_part_shape): long chunks of few sequences, so
-that a synapse group reads messages of the same chunk. The interpreter and
+that a synapse group reads messages of the same chunk; a loaded net keeps
+those buffers for its next run (_take_buffers). The interpreter and
 the synapse stage of sparse synapse groups are compiled kernels
 (microcode_kernels.py, numba): the interpreter executes the decoded program's
-instructions over tiles of neurons, each tile through all the chunk's steps;
+instructions over tiles of neurons, each tile through all the chunk's steps,
+every class of a unit (below) in one call;
 the synapse kernel sums by the pattern of W (a dot product over a row's span
 of columns, a broadcast of one column to a run of rows, or gathers); a dense
 synapse group runs the numpy engine's kernel (BLAS).

@@ -5,7 +5,8 @@ The interpreter runs a program's instruction words one by one, exactly as the IS
 of up to TILE neurons of one sequence at a time: each instruction is one short loop over the tile's
 registers (kept in a small local array, in L1), so the dispatch is paid once per tile, not per neuron,
 and the registers never leave the cache; a tile runs all the steps of a chunk before the next tile (every
-neuron's update reads only its own registers, ports and parameters). The code comes in as an int64 array
+neuron's update reads only its own registers, ports and parameters); one call runs every class of a unit
+(its classes' codes and members packed one after the other). The code comes in as an int64 array
 [instructions, CODE_COLUMNS] (opcode, rd, ra, rb, aux, imm, rc, re) in this module's own opcode numbering
 (`OP`), so the cached machine code does not depend on the ISA module's numbers; microcode_engine
 translates, and replaces some instruction sequences by the superinstructions fma, addsat and emit2 (one
