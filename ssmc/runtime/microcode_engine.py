@@ -19,10 +19,12 @@ Within a chunk of steps it runs that in the numpy engine's order
 group over the whole chunk, messages in rings of whole chunks. A part of the
 batch (one per thread) runs its sequences a sub-part after the other, each
 through all its steps (_sub_part_shape): long chunks of few sequences, so
-that a synapse group reads messages of the same chunk. The interpreter and
+that a synapse group reads messages of the same chunk; a loaded net keeps
+those buffers for its next run (_take_buffers). The interpreter and
 the synapse stage of sparse synapse groups are compiled kernels
 (microcode_kernels.py, numba): the interpreter executes the decoded program's
-instructions over tiles of neurons, each tile through all the chunk's steps;
+instructions over tiles of neurons, each tile through all the chunk's steps,
+every class of a unit (below) in one call;
 the synapse kernel sums by the pattern of W (a dot product over a row's span
 of columns, a broadcast of one column to a run of rows, or gathers); a dense
 synapse group runs the numpy engine's kernel (BLAS).
@@ -48,6 +50,7 @@ The source group's port holds the host's token, rounded to an integer
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from dataclasses import dataclass, field, replace
 
@@ -70,7 +73,7 @@ from ssmc.backend_loihi.microcode.isa import (
     operand_kinds,
 )
 from ssmc.runtime import numpy_engine
-from ssmc.runtime.microcode_kernels import CODE_COLUMNS, COUNTS, OP, run_program_chunk, sparse_synapse_chunk
+from ssmc.runtime.microcode_kernels import CODE_COLUMNS, COUNTS, NONZERO, OP, run_unit_chunk, sparse_synapse_chunk
 from ssmc.runtime.parallel import batch_parts, merged_counts, one_blas_thread, run_parts
 from ssmc.runtime.numpy_engine import (
     SAT_QUANTITIES,
@@ -106,7 +109,6 @@ class _Class:
     params: np.ndarray  # int64 [params, members]: the members' parameter memory
     states: np.ndarray  # int64: the state registers (0..7) the code or a probe uses
     temps: np.ndarray  # int64: the temporaries the code reads (zeroed before each update)
-    state: np.ndarray | None = None  # run state: the members' s0..s7 [8, batch, members]
 
 
 @dataclass
@@ -118,6 +120,9 @@ class _Unit:
     hi: int
     classes: list[_Class] = field(default_factory=list)
     probe_regs: np.ndarray = field(default_factory=lambda: np.zeros((3, 0), np.int64))  # register, lane, kind
+    packed: tuple = ()  # the classes as run_unit_chunk takes them, one after the other (_pack_classes)
+    members: int = 0
+    state: np.ndarray | None = None  # run state: the members' s0..s7 [8, batch, members], classes in order
 
 
 @dataclass
@@ -138,6 +143,7 @@ class _Group:
     pos: int = 0  # where the chunk being run starts in buf
     ran: int = 0  # steps of that chunk
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAT_QUANTITIES, 0))
+    counters: np.ndarray | None = None  # run: the kernels' saturation counters and non-zero messages (NONZERO)
     zeros: int = 0
     total: int = 0
 
@@ -179,6 +185,9 @@ class _Synapses:
 class _Loaded:
     groups: dict[str, _Group]  # templates without run state
     synapses: dict[str, _Synapses]
+    # run buffers no run is using now, kept for the next (see _take_buffers): (sequences, chunk, groups, synapses)
+    spare: list[tuple] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @one_blas_thread
@@ -267,8 +276,55 @@ def _run_part(
     from, in the same buffers."""
     batch, tokens, _ = x.shape
     sub = min(sequences, batch)  # the buffers' sequences
-    groups = {name: _start_group(g, sub, chunk, ring_len.get(name, 0)) for name, g in loaded.groups.items()}
-    synapses = {name: _start_synapses(s, sub) for name, s in loaded.synapses.items()}
+    groups, synapses = _take_buffers(loaded, sub, chunk, ring_len)
+    try:
+        _run_sub_parts(groups, synapses, order, x, steps, sub, chunk, ring_len, read, traces)
+    finally:
+        with loaded.lock:  # for the next run (the last taken first: its pages are the likeliest in cache)
+            loaded.spare.append((sub, chunk, groups, synapses))
+            del loaded.spare[:-_SPARE_RUNS]
+    return {name: replace(g, counts=dict(g.counts)) for name, g in groups.items()}  # the run's counts alone
+
+
+_SPARE_RUNS = 2  # run buffers kept per loaded net (a part's each: a run on 2 cores)
+
+
+def _take_buffers(
+    loaded: _Loaded, sub: int, chunk: int, ring_len: dict[str, int]
+) -> tuple[dict[str, _Group], dict[str, _Synapses]]:
+    """Run state and buffers for a part's run of `sub` sequences in chunks of `chunk` steps, as a run starts
+    from: a spare set of an earlier run of the same shape (taken under the lock: no two runs or threads
+    share one), its state zeroed in place, or new ones. Reusing them saves their allocation and the page
+    faults of first touching every page of fresh zeros at every call."""
+    with loaded.lock:
+        spare = next((i for i in reversed(range(len(loaded.spare))) if loaded.spare[i][:2] == (sub, chunk)), None)
+        taken = loaded.spare.pop(spare) if spare is not None else None
+    if taken is None:
+        groups = {name: _start_group(g, sub, chunk, ring_len.get(name, 0)) for name, g in loaded.groups.items()}
+        return groups, {name: _start_synapses(s, sub) for name, s in loaded.synapses.items()}
+    _, _, groups, synapses = taken
+    for g in groups.values():
+        g.counts = dict.fromkeys(SAT_QUANTITIES, 0)
+        g.counters[...] = 0
+        g.zeros = g.total = 0
+    _restart(groups, synapses, ring_len)
+    return groups, synapses
+
+
+def _run_sub_parts(
+    groups: dict[str, _Group],
+    synapses: dict[str, _Synapses],
+    order: list[tuple[str, str]],
+    x: np.ndarray,
+    steps: int,
+    sub: int,
+    chunk: int,
+    ring_len: dict[str, int],
+    read: dict[str, np.ndarray],
+    traces: dict[str, np.ndarray] | None,
+) -> None:
+    """_run_part's work in buffers of `sub` sequences, fresh or restarted."""
+    batch, tokens, _ = x.shape
     host = {}
     for name, g in groups.items():
         if g.raw:
@@ -291,35 +347,41 @@ def _run_part(
                     _neuron_chunk(groups[name], t0, n, sub, live, tokens, sub_read, sub_traces)
                 elif name in synapses:  # not one merged into the row-split group before it
                     _synapse_chunk(synapses[name], groups, t0, n, sub, live)
-    return groups
+    for g in groups.values():
+        _take_counts(g)
+
+
+def _take_counts(g: _Group) -> None:
+    """Add the kernels' saturation counters into g.counts, and take the non-zero messages they counted
+    from g.zeros (once a run: not a dict update per chunk)."""
+    for k, name in _COUNTED.items():
+        g.counts[name] += int(g.counters[k])
+    g.zeros -= int(g.counters[NONZERO])
+    g.counters[...] = 0
 
 
 def _restart(groups: dict[str, _Group], synapses: dict[str, _Synapses], ring_len: dict[str, int]) -> None:
-    """The run state a run starts from, for the next sub-part: zero states and sigma sums, the ring at
-    its first row, and zero the history before it (the rows a delayed read of a step before 0 finds).
+    """The run state a run starts from, for the next sub-part or run: zero states and sigma sums, the ring
+    at its first row, and zero the history before it (the rows a delayed read of a step before 0 finds).
     Every other value is written before it is read."""
     for name, g in groups.items():
         g.pos = g.ran = 0
         if ring_len.get(name, 0):
             g.buf[len(g.buf) - ring_len[name] :] = 0
         for u in g.units:
-            for c in u.classes:
-                c.state[...] = 0
+            u.state[...] = 0
     for s in synapses.values():
         s.sigma[...] = 0
         if s.kernel is not None and s.sigma_pre:
             s.kernel.sigma[...] = 0
 
 
-_SUB_PART_VALUES = 1 << 20  # values of a sub-part's chunk buffers (8 MiB: mostly in cache)
+_SUB_PART_VALUES = 1 << 22  # values of a sub-part's chunk buffers (32 MiB: see docs/microcode.md, the engine)
 
 
 def _start_group(template: _Group, batch: int, chunk: int, ring: int) -> _Group:
-    g = replace(template, counts=dict.fromkeys(SAT_QUANTITIES, 0))
-    g.units = [
-        replace(u, classes=[replace(c, state=np.zeros((N_STATE, batch, len(c.neurons)), np.int64)) for c in u.classes])
-        for u in template.units
-    ]
+    g = replace(template, counts=dict.fromkeys(SAT_QUANTITIES, 0), counters=np.zeros(COUNTS + 1, np.int64))
+    g.units = [replace(u, state=np.zeros((N_STATE, batch, u.members), np.int64)) for u in template.units]
     g.ports = np.zeros((chunk * batch, g.width), np.int64)
     g.buf = np.zeros((buffer_rows(chunk, ring), batch, g.size), np.int64)
     return g
@@ -368,23 +430,20 @@ def _neuron_chunk(
         out[...] = 0  # what no emit sends
     kinds = g.probe_kinds if traces is not None else []
     probes = np.zeros((len(kinds), n, batch, g.size), np.int64) if kinds else _NO_PROBES
-    counts = np.zeros(COUNTS, np.int64)
+    lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
+    carried = max(0, hi - lo) * live * g.size
+    g.total += carried
+    g.zeros += carried  # less the non-zero ones the kernel counts (see _take_counts)
     for u in g.units:
         regs = u.probe_regs if kinds else u.probe_regs[:, :0]
-        for c in u.classes:
-            run_program_chunk(
-                c.code, c.params, u.prog.table, c.comps, c.cols, c.bases, t0, n, batch, 0, live,
-                g.ports, c.state, c.states, c.temps, out, regs, probes, counts,
-            )  # fmt: skip
-    for k, name in _COUNTED.items():
-        g.counts[name] += int(counts[k])
-    lo, hi = max(t0, g.depth), min(t0 + n, g.depth + tokens)  # the steps that carry a token
-    if hi > lo:
-        carried = out[lo - t0 : hi - t0, :live]
-        g.total += carried.size
-        g.zeros += carried.size - int(np.count_nonzero(carried))
-        if g.name in read:
-            read[g.name][lo - g.depth : hi - g.depth] = carried
+        code, code_at, member_at, params, comps, cols, bases, states, state_at, temps, temp_at = u.packed
+        run_unit_chunk(
+            code, code_at, member_at, params, u.prog.table, comps, cols, bases, t0, n, batch, 0, live,
+            g.ports, u.state, states, state_at, temps, temp_at, out, regs, probes, g.counters,
+            u.lo, u.hi, lo - t0, max(lo, hi) - t0,
+        )  # fmt: skip
+    if hi > lo and g.name in read:
+        read[g.name][lo - g.depth : hi - g.depth] = out[lo - t0 : hi - t0, :live]
     if traces is not None:
         traces[g.name][t0 : t0 + n] = out[:, :live]
         for i, kind in enumerate(kinds):
@@ -452,6 +511,7 @@ def run_program(prog: Program, ports: list[np.ndarray], depth: int = 0) -> tuple
         g.ports[:, k * size : (k + 1) * size] = values.reshape(steps * batch, size)
     traces = _new_traces({"program": g}, steps, batch)
     _neuron_chunk(g, 0, steps, batch, batch, steps, {}, traces)
+    _take_counts(g)
     return traces["program"], g.counts, {kind: traces[f"program.{kind}"] for kind in g.probe_kinds}
 
 
@@ -722,11 +782,46 @@ def _plan_units(g: _Group) -> None:
                     temps,
                 )
             )
+        u.packed, u.members = _pack_classes(u.classes), u.prog.neurons
         u.probe_regs = np.array(
             [[reg for _, _, reg in u.prog.probes], [lane for _, lane, _ in u.prog.probes],
              [kinds.index(kind) for kind, _, _ in u.prog.probes]],
             np.int64,
         ).reshape(3, -1)  # fmt: skip
+
+
+def _pack_classes(classes: list[_Class]) -> tuple[np.ndarray, ...]:
+    """A unit's classes as run_unit_chunk takes them: their codes, member arrays (parameters, compartments,
+    port columns; the state follows the same order) and register lists concatenated, each with where
+    each class starts; port columns padded to the most slots a class reads (with its own slot k in row
+    k), their bases one row per class. One kernel call then runs every class of the unit."""
+
+    def starts(sizes) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+    slots = max((len(c.bases) for c in classes), default=0)
+    members = sum(len(c.comps) for c in classes)
+    cols = np.zeros((slots, members), np.int64)
+    bases = np.full((len(classes), slots), -1, np.int64)
+    at = 0
+    for k, c in enumerate(classes):
+        cols[: len(c.bases), at : at + len(c.comps)] = c.cols
+        bases[k, : len(c.bases)] = c.bases
+        at += len(c.comps)
+    params = [c.params for c in classes]
+    return (
+        np.concatenate([c.code for c in classes]) if classes else np.zeros((0, CODE_COLUMNS), np.int64),
+        starts([len(c.code) for c in classes]),
+        starts([len(c.comps) for c in classes]),
+        np.ascontiguousarray(np.concatenate(params, axis=1) if params else np.zeros((0, 0), np.int64)),
+        np.concatenate([c.comps for c in classes]).astype(np.int64) if classes else np.zeros(0, np.int64),
+        cols,
+        bases,
+        np.concatenate([c.states for c in classes] + [np.zeros(0, np.int64)]).astype(np.int64),
+        starts([len(c.states) for c in classes]),
+        np.concatenate([c.temps for c in classes] + [np.zeros(0, np.int64)]).astype(np.int64),
+        starts([len(c.temps) for c in classes]),
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -5,7 +5,8 @@ The interpreter runs a program's instruction words one by one, exactly as the IS
 of up to TILE neurons of one sequence at a time: each instruction is one short loop over the tile's
 registers (kept in a small local array, in L1), so the dispatch is paid once per tile, not per neuron,
 and the registers never leave the cache; a tile runs all the steps of a chunk before the next tile (every
-neuron's update reads only its own registers, ports and parameters). The code comes in as an int64 array
+neuron's update reads only its own registers, ports and parameters); one call runs every class of a unit
+(its classes' codes and members packed one after the other). The code comes in as an int64 array
 [instructions, CODE_COLUMNS] (opcode, rd, ra, rb, aux, imm, rc, re) in this module's own opcode numbering
 (`OP`), so the cached machine code does not depend on the ISA module's numbers; microcode_engine
 translates, and replaces some instruction sequences by the superinstructions fma, addsat and emit2 (one
@@ -75,10 +76,11 @@ N_REGS = 25  # r0..r7, s0..s7, p0..p7, z
 SCRATCH = N_REGS  # the kernel's own row: an instruction that writes one of its sources computes into it first
 ACC_LO, ACC_HI = -(1 << 31), (1 << 31) - 1
 COUNTS = 4  # saturation counters: 0 none ("-"), 1 accumulator, 2 state, 3 message
+NONZERO = COUNTS  # the counter after them: non-zero messages of the steps that carry a token (run_unit_chunk)
 
 
 # The interpreter's helpers, one per instruction family (and the tile's loads and stores); numba inlines
-# them into run_program_chunk, so splitting them out costs no call per instruction. Each instruction's
+# them into run_unit_chunk, so splitting them out costs no call per instruction. Each instruction's
 # loop runs over `w` lanes: the literal TILE for a full tile (a fixed trip count LLVM vectorises without a
 # remainder), the tile's size otherwise. No loop writes a row it reads (LLVM's overlap check would then
 # take its scalar fallback): an instruction whose destination is a source writes SCRATCH, then copies.
@@ -356,42 +358,23 @@ def _write_probes(probe_regs, probes, regs, comps, j, b, first, k):
             o_[comp_[e] + lane] = regs[reg, e]
 
 
-@numba.njit(cache=True, nogil=True)
-def run_program_chunk(
-    code,  # int64 [instructions, CODE_COLUMNS]: op, rd, ra, rb, aux, imm, rc, re
-    params,  # int64 [params, members]: the members' parameter memory
-    table,  # int64 [entries] (lut)
-    comps,  # int64 [members]: each member's first compartment in the group (lo + neuron * lanes)
-    cols,  # int64 [slots, members]: the port buffer column an `in` of slot k reads for each member
-    bases,  # int64 [slots]: where a slot's columns are cols[slot, 0] + 0, 1, 2, ..., cols[slot, 0]; else -1
-    t0,
-    n,
-    batch,
-    b_lo,
-    b_hi,  # the sequences [b_lo, b_hi) of the batch to run
-    ports,  # int64 [n * batch, columns]: the chunk's port values, row j * batch + b
-    state,  # int64 [8, batch, members]: s0..s7 of the members, kept from chunk to chunk
-    states,  # int64: the state registers (0..7) the code uses, loaded and stored around the steps
-    temps,  # int64: the temporaries (0..7) the code may read before writing, zeroed before every update
-    out,  # int64 [n, batch, size]: the messages (zero where nothing is emitted)
-    probe_regs,  # int64 [probes]: register, lane, output index of each probe (rows 0, 1, 2)
-    probes,  # int64 [kinds, n, batch, size]
-    counts,  # int64 [COUNTS]
-):
-    regs = np.zeros((N_REGS + 1, TILE), np.int64)
+@_inline
+def _run_class(
+    code, params, table, comps, cols, bases, t0, n, batch, b_lo, b_hi, ports, state, states, temps, out, probe_regs,
+    probes, counts, regs,
+):  # fmt: skip
+    """One class's members through steps t0 .. t0 + n - 1 for sequences [b_lo, b_hi) (see run_unit_chunk)."""
     members = comps.shape[0]
-    strides = np.empty(-(-members // TILE), np.int64)  # > 0: the tile's compartments are evenly spaced
-    for i in range(strides.shape[0]):
-        comp_ = comps[i * TILE : (i + 1) * TILE]
-        stride = comp_[1] - comp_[0] if comp_.shape[0] > 1 else 1
-        uneven = 0
-        for e in range(1, comp_.shape[0]):
-            uneven |= comp_[e] - comp_[e - 1] - stride
-        strides[i] = -1 if uneven else stride
     for b in range(b_lo, b_hi):  # sequence-major: a tile's ports, messages and state are neighbours of the last's
         for first in range(0, members, TILE):
             k = min(TILE, members - first)
-            stride = strides[first // TILE]
+            comp_ = comps[first : first + k]  # > 0: the tile's compartments are evenly spaced
+            stride = comp_[1] - comp_[0] if k > 1 else 1
+            uneven = 0
+            for e in range(1, k):
+                uneven |= comp_[e] - comp_[e - 1] - stride
+            if uneven:
+                stride = -1
             _load_tile(regs, params, state, states, b, first, k)
             for j in range(n):
                 for r in temps:  # temporaries start at zero every update (those the code may read first)
@@ -408,6 +391,58 @@ def run_program_chunk(
                     )
                 _write_probes(probe_regs, probes, regs, comps, j, b, first, k)
             _store_tile(regs, state, states, b, first, k)
+
+
+@numba.njit(cache=True, nogil=True)
+def run_unit_chunk(
+    codes,  # int64 [instructions, CODE_COLUMNS]: every class's code, one after the other: op, rd, ra, rb, aux,
+    # imm, rc, re (a branch's target counts from its class's first instruction)
+    code_at,  # int64 [classes + 1]: where each class's code starts in codes
+    member_at,  # int64 [classes + 1]: where each class's members start in the member arrays below
+    params,  # int64 [params, members]: the members' parameter memory
+    table,  # int64 [entries] (lut)
+    comps,  # int64 [members]: each member's first compartment in the group (lo + neuron * lanes)
+    cols,  # int64 [slots, members]: the port buffer column an `in` of its class's slot k reads for each member
+    bases,  # int64 [classes, slots]: where a class's slot's columns are cols[slot, m0] + 0, 1, 2, ...; else -1
+    t0,
+    n,
+    batch,
+    b_lo,
+    b_hi,  # the sequences [b_lo, b_hi) of the batch to run
+    ports,  # int64 [n * batch, columns]: the chunk's port values, row j * batch + b
+    state,  # int64 [8, batch, members]: s0..s7 of the members, kept from chunk to chunk
+    states,  # int64: each class's state registers (0..7) the code uses, loaded and stored around the steps
+    state_at,  # int64 [classes + 1]: where each class's start in states
+    temps,  # int64: each class's temporaries (0..7) the code may read before writing, zeroed before every update
+    temp_at,  # int64 [classes + 1]
+    out,  # int64 [n, batch, size]: the messages (zero where nothing is emitted)
+    probe_regs,  # int64 [probes]: register, lane, output index of each probe (rows 0, 1, 2)
+    probes,  # int64 [kinds, n, batch, size]
+    counts,  # int64 [COUNTS + 1]: the saturation counters, then NONZERO
+    lo,
+    hi,  # the unit's compartments [lo, hi) of the group
+    j_lo,
+    j_hi,  # the chunk's steps [j_lo, j_hi) that carry a token: their non-zero messages are counted
+):
+    """Every class of a unit (neurons that run the same specialised code) in one call, a class after the
+    other: the members of each class are a run of the member arrays (microcode_engine._pack_classes).
+    Then the unit's non-zero messages of the steps that carry a token are counted (for the sparsity; here
+    the count is a pass over what is still in cache, and not a NumPy call with the GIL held)."""
+    regs = np.zeros((N_REGS + 1, TILE), np.int64)
+    for c in range(code_at.shape[0] - 1):
+        m0, m1 = member_at[c], member_at[c + 1]
+        _run_class(
+            codes[code_at[c] : code_at[c + 1]], params[:, m0:m1], table, comps[m0:m1], cols[:, m0:m1], bases[c],
+            t0, n, batch, b_lo, b_hi, ports, state[:, :, m0:m1], states[state_at[c] : state_at[c + 1]],
+            temps[temp_at[c] : temp_at[c + 1]], out, probe_regs, probes, counts, regs,
+        )  # fmt: skip
+    nonzero = 0
+    for j in range(j_lo, j_hi):
+        for b in range(b_lo, b_hi):
+            o_ = out[j, b, lo:hi]
+            for e in range(hi - lo):
+                nonzero += o_[e] != 0
+    counts[NONZERO] += nonzero
 
 
 @_inline

@@ -10,6 +10,7 @@ compiled end to end, and the shipped digits example.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -386,6 +387,34 @@ def test_programs_with_and_without_state_match_numpy_in_chunks_of_any_length(mon
         for op in g.ops_of_kind("neurons"):
             kinds.add(op.attrs["kind"] in ("cpx", "integrator") or op.attrs.get("delta", 0) > 0)
     assert kinds == {True, False}  # programs with and without state across steps
+
+
+def test_a_run_in_an_earlier_runs_buffers_starts_from_zero_state_and_counts():
+    # A loaded net keeps its run buffers for the next run of the same shape (no fresh zeros, no page
+    # faults): each run zeroes its state, sigma sums, ring history and counters in place. A run that
+    # saturates and leaves state behind, then another: the second has the numpy engine's integers and
+    # counts; two runs at once (threads) take different buffers.
+    for seed in (1, 2, 5):
+        g = random_extended_network(seed)
+        net = net_of(g)
+        rng = np.random.default_rng(700 + seed)
+        loud, quiet = (rng.normal(scale=s, size=(3, 8, g.inputs()[0].shape[0])) for s in (1e6, 2.0))
+        microcode_engine.run_net(net, loud, trace=True)
+        spare = [id(v) for v in microcode_engine._LOADED[g][2].spare]
+        assert len(spare) == 1
+        got = microcode_engine.run_net(net, quiet, trace=True)
+        assert [id(v) for v in microcode_engine._LOADED[g][2].spare] == spare  # taken and given back
+        ref = run_numpy(g, quiet, trace=True)
+        for key in ref.trace:
+            np.testing.assert_array_equal(got.trace[key], ref.trace[key], err_msg=f"{key}, seed {seed}")
+        assert got.saturation == ref.saturation and got.sparsity == ref.sparsity
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda x: microcode_engine.run_net(net, x), [loud, quiet] * 3))
+        for x, run in zip([loud, quiet] * 3, runs):
+            ref = run_numpy(g, x)
+            for name in ref.raw:
+                np.testing.assert_array_equal(run.raw[name], ref.raw[name], err_msg=f"seed {seed}")
+            assert run.saturation == ref.saturation
 
 
 def test_the_networks_above_cover_every_kind_dense_and_sigma_delta():
