@@ -2,14 +2,14 @@
 
 Models: the shipped digits example (2 S4D layers, H=32, N=32) and the seed paper's size
 (4 S4D layers, H=128, N=64, built with tests/builders, calibrated on 32 random sequences
-of 64 tokens); `--large` adds the paper's large size (H=128, N=128; compiling it needs
-~6 GB). For each model, at batch 1 and 64 (64 tokens): onnxruntime on the step-form ONNX
-fed token by token, the float reference, the numpy fixed-point engine (bit-exact golden
-model) and the microcode engine (the net's neuron programs, interpreted), best of 3 calls
-on the same net, so the engines' set-up (paid once per net) is not in the rate. Set-up
-is measured apart: the first call on a fresh copy of the net (1 sequence of 1 token) minus
-the same call again, median of 5 copies. The Lava engine (Lava's CPU simulation,
-start-up included) runs the digits example at batch 1.
+of 64 tokens); `--large` adds the paper's large size (H=128, N=128; compiling and running
+it peaked at 2.1 GB resident, measured with /usr/bin/time -v). For each model, at batch 1
+and 64 (64 tokens): onnxruntime on the step-form ONNX fed token by token, the float
+reference, the numpy fixed-point engine (bit-exact golden model) and the microcode engine
+(the net's neuron programs, interpreted), best of 3 calls on the same net, so the engines'
+set-up (paid once per net) is not in the rate. Set-up is measured apart: the first call on a
+fresh copy of the net (1 sequence of 1 token) minus the same call again, median of 5 copies.
+The Lava engine (Lava's CPU simulation, start-up included) runs the digits example at batch 1.
 
 Prints the table with ratios (to onnxruntime at the same batch, and microcode to numpy),
 the load average before and after and the wall time the benchmark took, and writes
@@ -144,7 +144,9 @@ def load_average() -> float:
 def main() -> None:
     global REPEATS, SETUP_COPIES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--large", action="store_true", help="add the paper's large size (H=128, N=128; ~6 GB)")
+    ap.add_argument(
+        "--large", action="store_true", help="add the paper's large size (H=128, N=128; ~2 GB, about 2 min more)"
+    )
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -168,8 +170,9 @@ def main() -> None:
     lines = [
         "# Engine speed, tokens per second",
         "",
-        f"Command: `.venv/bin/python benchmarks/engine_speed.py` ({TOKENS} tokens a sequence, best of {REPEATS} "
-        f"calls on the same net, one process; {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"Command: `.venv/bin/python benchmarks/engine_speed.py{' --large' if args.large else ''}` "
+        f"({TOKENS} tokens a sequence, best of {REPEATS} calls on the same net, one process; "
+        f"{platform.machine()}, {os.cpu_count()} cores, load average "
         f"{load_before:.1f} at the start and {load:.1f} at the end). The machine is shared and noisy: compare "
         "ratios within one run. onnxruntime runs the "
         "step-form ONNX token by token; float is ssmc's float reference; numpy the bit-exact fixed-point "
