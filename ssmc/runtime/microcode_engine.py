@@ -777,7 +777,7 @@ def _plan_units(g: _Group) -> None:
                     code,
                     class_cols,
                     np.where(consecutive, class_cols[:, 0] if len(members) else 0, -1).astype(np.int64),
-                    np.ascontiguousarray(u.prog.params[:, members]),
+                    _member_params(u.prog.params, members),
                     states,
                     temps,
                 )
@@ -822,6 +822,14 @@ def _pack_classes(classes: list[_Class]) -> tuple[np.ndarray, ...]:
         np.concatenate([c.temps for c in classes] + [np.zeros(0, np.int64)]).astype(np.int64),
         starts([len(c.temps) for c in classes]),
     )
+
+
+def _member_params(params: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """The members' columns of a unit's parameter memory; a program without parameters may give it as
+    [0, 0] (isa.check_program accepts that), which has no member columns to index."""
+    if params.shape[0] == 0:
+        return np.zeros((0, len(members)), np.int64)
+    return np.ascontiguousarray(params[:, members])
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -313,6 +314,18 @@ def test_superinstructions_are_formed_where_the_registers_allow_and_not_where_a_
         prog = dataclasses.replace(prog, params=np.array([[3, -(1 << 40), 1 << 62], [7, 1 << 33, -1]], np.int64))
         ports = [np.random.default_rng(0).integers(-(1 << 40), 1 << 40, size=(3, 2, 6))]
         np.testing.assert_array_equal(run_program(prog, ports)[0], scalar_program(prog, ports)[0])
+
+
+def test_a_program_without_parameter_memory_runs_with_its_default_empty_params():
+    # Program's default parameter memory is [0, 0] (check_program accepts it for any neuron count):
+    # the engine must not index member columns that are not there (numpy warns, and will raise)
+    prog = Program(lanes=2, neurons=3, ports=1, code=[Instr("in", rd=0), Instr("emit", ra=0), Instr("halt")])
+    assert prog.params.shape == (0, 0)
+    ports = [np.random.default_rng(1).integers(-(1 << 20), 1 << 20, size=(4, 2, 6))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = run_program(prog, ports)[0]
+    np.testing.assert_array_equal(got, scalar_program(prog, ports)[0])
 
 
 def net_of(graph) -> Net:
