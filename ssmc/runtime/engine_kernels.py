@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 _jit = numba.njit(cache=True, nogil=True)
+_inline = numba.njit(cache=True, nogil=True, inline="always")  # inlined into its caller: no call per value
 
 
 @_jit
@@ -111,6 +112,16 @@ def _channel_sum_row(x, w, floor, out):
         out[p] = np.floor(acc) if floor else acc
 
 
+@_inline
+def _sat(v, lo, hi):
+    """(v clipped to [lo, hi], 1 if the clip changed it else 0): the state sat and its count."""
+    if v < lo:
+        return lo, 1
+    if v > hi:
+        return hi, 1
+    return v, 0
+
+
 @_jit
 def cpx_int_steps(state, c_re, c_im, f, a, states, lo, hi, zeros):
     """An int64 cpx group's steps (c_re, c_im unscaled, f = coef_bits - 1): x' = sat(rshr(c x, f) + a), with
@@ -133,18 +144,9 @@ def cpx_int_steps(state, c_re, c_im, f, a, states, lo, hi, zeros):
                 if a is not None:
                     vr += a[j * batch + b, i]
                     vi += a[j * batch + b, i + 1]
-                if vr < lo:
-                    vr = lo
-                    clipped += 1
-                elif vr > hi:
-                    vr = hi
-                    clipped += 1
-                if vi < lo:
-                    vi = lo
-                    clipped += 1
-                elif vi > hi:
-                    vi = hi
-                    clipped += 1
+                vr, cr = _sat(vr, lo, hi)
+                vi, ci = _sat(vi, lo, hi)
+                clipped += cr + ci
                 nz += (vr == 0) + (vi == 0)
                 x[i] = vr
                 x[i + 1] = vi
@@ -170,12 +172,8 @@ def integrator_steps(state, a, states, lo, hi, zeros):
                 v = x[i]
                 if a is not None:
                     v += a[j * batch + b, i]
-                if v < lo:
-                    v = lo
-                    clipped += 1
-                elif v > hi:
-                    v = hi
-                    clipped += 1
+                v, c = _sat(v, lo, hi)
+                clipped += c
                 nz += v == 0
                 x[i] = v
                 states[j, b, i] = v
